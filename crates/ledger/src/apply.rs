@@ -1,0 +1,390 @@
+//! Block application: decode, verify every signature in one batch, run each transaction
+//! atomically, then the end-of-block work (escrow depletion, auto-accept).
+
+use borsh::BorshSerialize;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use sha2::{Digest, Sha256};
+
+use pazar_types::keys::{eip191_digest, recover_eth, verify_ed25519};
+use pazar_types::market::GroupState;
+use pazar_types::{tx_hash, Address, Coin, Event, Hash32, Msg, SignatureError, Tx, TxSignature};
+
+use crate::error::{AuthError, BlockError, TxError};
+use crate::state::{Account, State};
+use crate::{BlockHeader, BlockOutcome, Ctx, Receipt};
+
+/// A transaction decoded and hashed once, ready for signature checks.
+struct Prepared {
+    tx: Tx,
+    digest: Hash32,
+}
+
+fn prepare(bytes: &[u8]) -> Result<Prepared, AuthError> {
+    let tx = Tx::decode(bytes)?;
+    // The encoding is canonical, so the body's bytes are the prefix before the signature.
+    let sig_len = borsh::object_length(&tx.signature).expect("length of an in-memory value");
+    let mut h = Sha256::new();
+    h.update(b"pazar/tx/v1\0");
+    h.update(&bytes[..bytes.len() - sig_len]);
+    let digest: Hash32 = h.finalize().into();
+    debug_assert_eq!(digest, tx.body.sign_digest());
+    Ok(Prepared { tx, digest })
+}
+
+/// Verifies every signature of a block. Ed25519 signatures go through one batch verification
+/// (ZIP-215 rules, identical to single verification); only if the batch fails is each checked
+/// alone to find the culprits. The batch's random coefficients are derived from the batch
+/// itself, so the ledger stays free of ambient randomness.
+fn verify_block(prepared: &[Result<Prepared, AuthError>]) -> Vec<Result<(), SignatureError>> {
+    let mut results: Vec<Result<(), SignatureError>> = Vec::with_capacity(prepared.len());
+    let mut batch = ed25519_consensus::batch::Verifier::new();
+    let mut seed = Sha256::new();
+    let mut batched = Vec::new();
+    for (i, p) in prepared.iter().enumerate() {
+        let Ok(p) = p else {
+            results.push(Ok(())); // decode errors are reported separately
+            continue;
+        };
+        match &p.tx.signature {
+            TxSignature::Ed25519 { pubkey, sig } => {
+                if Address::from_ed25519(pubkey) != p.tx.body.sender {
+                    results.push(Err(SignatureError::Invalid));
+                    continue;
+                }
+                seed.update(pubkey);
+                seed.update(sig);
+                seed.update(p.digest);
+                batch.queue((
+                    ed25519_consensus::VerificationKeyBytes::from(*pubkey),
+                    ed25519_consensus::Signature::from(*sig),
+                    &p.digest,
+                ));
+                batched.push(i);
+                results.push(Ok(()));
+            }
+            TxSignature::Eth { sig } => {
+                let text = p.tx.body.readable(&p.digest);
+                let r = recover_eth(&eip191_digest(text.as_bytes()), sig).and_then(|signer| {
+                    if signer == p.tx.body.sender {
+                        Ok(())
+                    } else {
+                        Err(SignatureError::Invalid)
+                    }
+                });
+                results.push(r);
+            }
+        }
+    }
+    if batched.is_empty() {
+        return results;
+    }
+    let mut rng = ChaCha20Rng::from_seed(seed.finalize().into());
+    if batch.verify(&mut rng).is_err() {
+        for i in batched {
+            if let Ok(p) = &prepared[i] {
+                if let TxSignature::Ed25519 { pubkey, sig } = &p.tx.signature {
+                    results[i] = verify_ed25519(pubkey, sig, &p.digest);
+                }
+            }
+        }
+    }
+    results
+}
+
+impl State {
+    /// Applies a block: `(state, header, txs) → (state', receipts, events)`. A block with the
+    /// wrong chain or height is refused whole. Within a block, a transaction that fails
+    /// authentication changes nothing; one whose messages fail pays its fee, uses its sequence
+    /// and changes nothing else.
+    pub fn apply_block(
+        &mut self,
+        header: &BlockHeader,
+        txs: &[Vec<u8>],
+    ) -> Result<BlockOutcome, BlockError> {
+        if header.chain_id != self.chain_id {
+            return Err(BlockError::WrongChain {
+                expected: self.chain_id.clone(),
+                got: header.chain_id.clone(),
+            });
+        }
+        if header.height != self.height + 1 {
+            return Err(BlockError::WrongHeight {
+                current: self.height,
+                got: header.height,
+            });
+        }
+        self.height = header.height;
+        let prepared: Vec<Result<Prepared, AuthError>> = txs.iter().map(|b| prepare(b)).collect();
+        let sigs = verify_block(&prepared);
+        let mut receipts = Vec::with_capacity(txs.len());
+        for ((bytes, p), sig) in txs.iter().zip(prepared).zip(sigs) {
+            let hash = tx_hash(bytes);
+            let receipt = match p.and_then(|p| sig.map(|()| p).map_err(AuthError::from)) {
+                Ok(p) => self.deliver(hash, &p.tx),
+                Err(e) => Receipt::failed(hash, &TxError::from(e), None, Vec::new()),
+            };
+            receipts.push(receipt);
+        }
+        let events = self.end_block();
+        Ok(BlockOutcome { receipts, events })
+    }
+
+    /// Runs one authenticated transaction.
+    fn deliver(&mut self, hash: Hash32, tx: &Tx) -> Receipt {
+        let body = &tx.body;
+        if let Err(e) = self.check_auth(tx) {
+            return Receipt::failed(hash, &e.into(), None, Vec::new());
+        }
+        // Fee and sequence are final whatever the messages do.
+        let mut events = Vec::new();
+        let fee_paid = self.transfer(body.sender, self.fee_pool(), &body.fee);
+        debug_assert!(fee_paid.is_ok(), "check_auth verified the fee is payable");
+        self.accounts.insert(
+            body.sender,
+            Account {
+                sequence: body.sequence + 1,
+            },
+        );
+        events.push(Event::FeePaid {
+            payer: body.sender,
+            amount: body.fee.clone(),
+        });
+        self.commit();
+        let mut ctx = Ctx {
+            height: self.height,
+            sender: body.sender,
+            events: &mut events,
+        };
+        let result = body.msgs.iter().try_for_each(|m| self.execute(&mut ctx, m));
+        match result {
+            Ok(()) => {
+                self.commit();
+                Receipt {
+                    tx_hash: hash,
+                    code: 0,
+                    codespace: String::new(),
+                    log: String::new(),
+                    fee: Some(body.fee.clone()),
+                    events,
+                }
+            }
+            Err(e) => {
+                self.rollback();
+                events.truncate(1);
+                Receipt::failed(hash, &e, Some(body.fee.clone()), events)
+            }
+        }
+    }
+
+    fn check_auth(&self, tx: &Tx) -> Result<(), AuthError> {
+        let body = &tx.body;
+        if body.chain_id != self.chain_id {
+            return Err(AuthError::WrongChain {
+                expected: self.chain_id.clone(),
+                got: body.chain_id.clone(),
+            });
+        }
+        let expected = self.accounts.get(&body.sender).map_or(0, |a| a.sequence);
+        if body.sequence != expected {
+            return Err(AuthError::WrongSequence {
+                expected,
+                got: body.sequence,
+            });
+        }
+        let dp = self
+            .params
+            .denom(&body.fee.denom)
+            .ok_or_else(|| AuthError::FeeDenom(body.fee.denom.clone()))?;
+        let min = dp.min_fee_per_msg.saturating_mul(body.msgs.len() as u128);
+        if body.fee.amount < min {
+            return Err(AuthError::FeeTooLow {
+                min: Coin::new(min, body.fee.denom.clone()),
+                got: body.fee.clone(),
+            });
+        }
+        let have = self.balance(&body.sender, &body.fee.denom);
+        if have < body.fee.amount {
+            return Err(AuthError::FeeUnpayable {
+                need: body.fee.clone(),
+                have,
+            });
+        }
+        Ok(())
+    }
+
+    fn execute(&mut self, ctx: &mut Ctx, msg: &Msg) -> Result<(), TxError> {
+        match msg {
+            Msg::Send { to, amount } => Ok(self.exec_send(ctx, *to, amount)?),
+            Msg::CreateProvider {
+                host_uri,
+                tls_fingerprint,
+                attributes,
+                info,
+            } => Ok(self.exec_create_provider(
+                ctx,
+                host_uri,
+                tls_fingerprint,
+                attributes,
+                info,
+                false,
+            )?),
+            Msg::UpdateProvider {
+                host_uri,
+                tls_fingerprint,
+                attributes,
+                info,
+            } => Ok(self.exec_create_provider(
+                ctx,
+                host_uri,
+                tls_fingerprint,
+                attributes,
+                info,
+                true,
+            )?),
+            Msg::DeleteProvider => Ok(self.exec_delete_provider(ctx)?),
+            Msg::SignProviderAttributes {
+                provider,
+                attributes,
+            } => Ok(self.exec_sign_attributes(ctx, *provider, attributes)?),
+            Msg::DeleteProviderAttributes { provider, keys } => {
+                Ok(self.exec_delete_attributes(ctx, *provider, keys)?)
+            }
+            Msg::CreateDeployment {
+                dseq,
+                version,
+                groups,
+                deposit,
+                auto_accept_after,
+            } => self.exec_create_deployment(
+                ctx,
+                *dseq,
+                version,
+                groups,
+                deposit,
+                *auto_accept_after,
+            ),
+            Msg::DepositDeployment { id, amount } => self.exec_deposit(ctx, id, amount),
+            Msg::UpdateDeployment { dseq, version } => {
+                self.exec_update_deployment(ctx, *dseq, version)
+            }
+            Msg::CloseDeployment { dseq } => self.exec_close_deployment(ctx, *dseq),
+            Msg::CloseGroup { dseq, gseq } => {
+                self.exec_group_state(ctx, *dseq, *gseq, GroupState::Closed)
+            }
+            Msg::PauseGroup { dseq, gseq } => {
+                self.exec_group_state(ctx, *dseq, *gseq, GroupState::Paused)
+            }
+            Msg::StartGroup { dseq, gseq } => {
+                self.exec_group_state(ctx, *dseq, *gseq, GroupState::Open)
+            }
+            Msg::CreateBid {
+                order,
+                price,
+                deposit,
+            } => self.exec_create_bid(ctx, order, price, deposit),
+            Msg::CloseBid { bid } => self.exec_close_bid(ctx, bid),
+            Msg::CreateLease { bid } => self.exec_create_lease(ctx, bid),
+            Msg::CloseLease { lease, reason } => self.exec_close_lease(ctx, lease, *reason),
+            Msg::WithdrawLease { lease } => self.exec_withdraw(ctx, lease),
+        }
+    }
+
+    /// Executes messages for `sender` without signature, sequence or fee, atomically. For
+    /// building large states in benchmarks and tests quickly; no transaction reaches it.
+    #[doc(hidden)]
+    pub fn deliver_unchecked(
+        &mut self,
+        sender: Address,
+        msgs: &[Msg],
+    ) -> Result<Vec<Event>, TxError> {
+        let mut events = Vec::new();
+        self.commit();
+        let mut ctx = Ctx {
+            height: self.height,
+            sender,
+            events: &mut events,
+        };
+        let r = msgs.iter().try_for_each(|m| self.execute(&mut ctx, m));
+        match r {
+            Ok(()) => {
+                self.commit();
+                Ok(events)
+            }
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// Advances the height without transactions, running only the end-of-block work.
+    #[doc(hidden)]
+    pub fn skip_to(&mut self, height: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        while self.height < height {
+            self.height += 1;
+            events.extend(self.end_block());
+        }
+        events
+    }
+
+    fn end_block(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        self.commit();
+        let mut ctx = Ctx {
+            height: self.height,
+            sender: self.escrow_module(),
+            events: &mut events,
+        };
+        // Depletion cannot fail for a consistent state; if it ever did, roll back that work
+        // rather than commit half of it (the invariant checks in tests would then flag it).
+        match self.process_depletions(&mut ctx) {
+            Ok(()) => self.commit(),
+            Err(_) => self.rollback(),
+        }
+        let due = self.due_auto_accepts(self.height);
+        self.commit();
+        for oid in due {
+            let mark = ctx.events.len();
+            match self.auto_accept(&mut ctx, &oid) {
+                Ok(()) => self.commit(),
+                Err(_) => {
+                    // E.g. escrow cannot pay a block at the best price: the order stays open.
+                    self.rollback();
+                    ctx.events.truncate(mark);
+                }
+            }
+        }
+        events
+    }
+}
+
+impl Receipt {
+    fn failed(tx_hash: Hash32, e: &TxError, fee: Option<Coin>, events: Vec<Event>) -> Receipt {
+        Receipt {
+            tx_hash,
+            code: e.code(),
+            codespace: e.codespace().to_string(),
+            log: e.to_string(),
+            fee,
+            events,
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.code == 0
+    }
+}
+
+/// Hash of a receipt list, for headers and tests.
+pub fn receipts_hash(receipts: &[Receipt]) -> Hash32 {
+    let mut h = Sha256::new();
+    for r in receipts {
+        let mut buf = Vec::new();
+        r.serialize(&mut buf)
+            .expect("writing into a Vec cannot fail");
+        h.update(&buf);
+    }
+    h.finalize().into()
+}

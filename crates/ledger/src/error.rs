@@ -1,0 +1,262 @@
+//! Errors of each module. Every variant has a stable numeric code within its codespace (the
+//! module), which receipts carry; codes are never reused or renumbered.
+
+use pazar_types::market::{
+    BidState, DeploymentId, GroupId, GroupState, LeaseState, Mismatch, OrderState,
+};
+use pazar_types::{Address, BidId, Coin, DecodeError, Denom, OrderId, Price, SignatureError};
+
+use pazar_types::market::LeaseCloseReason;
+type LeaseId = BidId;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    #[error("transaction is for chain {got:?}, this chain is {expected:?}")]
+    WrongChain { expected: String, got: String },
+    #[error("bad signature: {0}")]
+    Signature(#[from] SignatureError),
+    #[error("account sequence mismatch: expected {expected}, got {got} (query the account for its next sequence)")]
+    WrongSequence { expected: u64, got: u64 },
+    #[error("fee denomination {0} is not accepted; pay fees in the native or stable denomination")]
+    FeeDenom(Denom),
+    #[error("fee {got} is below the minimum {min} for this transaction")]
+    FeeTooLow { min: Coin, got: Coin },
+    #[error("cannot pay fee {need}: balance is {have}")]
+    FeeUnpayable { need: Coin, have: u128 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BankError {
+    #[error("unknown denomination {0}")]
+    UnknownDenom(Denom),
+    #[error("insufficient funds: {address} has {have}{}, needs {need}", need.denom)]
+    InsufficientFunds {
+        address: Address,
+        need: Coin,
+        have: u128,
+    },
+    #[error("amount overflows the largest representable balance")]
+    Overflow,
+    #[error("{0} is a module account and cannot receive transfers")]
+    ModuleRecipient(Address),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("provider {0} is already registered; use update_provider")]
+    AlreadyExists(Address),
+    #[error("{0} is not a registered provider")]
+    NotFound(Address),
+    #[error("provider still has {open_bids} open bids and {active_leases} active leases; close them first")]
+    Busy { open_bids: u32, active_leases: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    #[error("{0} is not a registered provider")]
+    ProviderNotFound(Address),
+    #[error("auditor {auditor} has signed no attributes of provider {provider}")]
+    NoAttestation { provider: Address, auditor: Address },
+    #[error("auditor has not signed attribute {0:?}")]
+    AttributeNotFound(String),
+    #[error("an attestation may hold at most {0} attributes")]
+    TooManyAttributes(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MarketError {
+    #[error("deployment {0} already exists; choose another dseq")]
+    DeploymentExists(DeploymentId),
+    #[error("deployment {0} not found")]
+    DeploymentNotFound(DeploymentId),
+    #[error("deployment {0} is closed")]
+    DeploymentClosed(DeploymentId),
+    #[error("deployment already has this version; nothing to update")]
+    SameVersion,
+    #[error("group {0} not found")]
+    GroupNotFound(GroupId),
+    #[error("group {id} is {state:?}: cannot {action}")]
+    GroupState {
+        id: GroupId,
+        state: GroupState,
+        action: &'static str,
+    },
+    #[error("order {0} not found")]
+    OrderNotFound(OrderId),
+    #[error("order {id} is {state:?}, not open: bids are only accepted on open orders")]
+    OrderNotOpen { id: OrderId, state: OrderState },
+    #[error("provider already bid on order {0}")]
+    BidExists(OrderId),
+    #[error("bid {0} not found")]
+    BidNotFound(BidId),
+    #[error("bid {id} is {state:?}, not open")]
+    BidNotOpen { id: BidId, state: BidState },
+    #[error("bid {0} is active (it became a lease): close the lease instead")]
+    BidActive(BidId),
+    #[error("order {order} already has the maximum of {max} bids")]
+    TooManyBids { order: OrderId, max: u32 },
+    #[error("{0} is not a registered provider; create the provider first")]
+    NotProvider(Address),
+    #[error("price denomination {got} does not match the order's {want}")]
+    PriceDenom { want: Denom, got: Denom },
+    #[error("bid price {got} per block exceeds the order's maximum {max}")]
+    PriceAboveMax { max: Price, got: Price },
+    #[error("provider does not satisfy the order: {0}")]
+    RequirementsNotMet(Mismatch),
+    #[error("{sender} does not own deployment {id}")]
+    NotOwner { id: DeploymentId, sender: Address },
+    #[error("only the bidding provider may close bid {0}")]
+    NotBidProvider(BidId),
+    #[error("lease {0} not found")]
+    LeaseNotFound(LeaseId),
+    #[error("lease {id} is {state:?}, not active")]
+    LeaseNotActive { id: LeaseId, state: LeaseState },
+    #[error("{0} is neither the tenant nor the provider of this lease")]
+    NotLeaseParty(Address),
+    #[error("close reason {reason:?} cannot be given by the {who}")]
+    BadCloseReason {
+        reason: LeaseCloseReason,
+        who: &'static str,
+    },
+    #[error("auto-accept delay {got} exceeds the maximum of {max} blocks")]
+    AutoAcceptTooLong { got: u32, max: u32 },
+    #[error("price denomination {0} is not accepted on this chain")]
+    UnknownPriceDenom(Denom),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EscrowError {
+    #[error("deposit {got} is below the minimum {min}")]
+    DepositTooSmall { min: Coin, got: Coin },
+    #[error("escrow is in {want}; deposit of {got} has the wrong denomination")]
+    DenomMismatch { want: Denom, got: Denom },
+    #[error("escrow account already has the maximum of {0} depositors")]
+    TooManyDepositors(usize),
+    #[error("bid deposit {got} is below the minimum {min}")]
+    BidDepositTooSmall { min: Coin, got: Coin },
+    #[error("escrow holds {balance}{denom}, less than one block at {per_block}{denom} per block; deposit first")]
+    InsufficientEscrow {
+        balance: u128,
+        per_block: u128,
+        denom: Denom,
+    },
+    #[error("only the lease's provider may withdraw from it")]
+    NotLeaseProvider,
+    #[error("no escrow payment for lease {0}")]
+    PaymentNotFound(LeaseId),
+    #[error("escrow arithmetic overflow")]
+    Overflow,
+    #[error("deployment {0} has no escrow account")]
+    AccountNotFound(DeploymentId),
+}
+
+/// Why a transaction failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Bank(#[from] BankError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Market(#[from] MarketError),
+    #[error(transparent)]
+    Escrow(#[from] EscrowError),
+}
+
+impl TxError {
+    pub fn codespace(&self) -> &'static str {
+        match self {
+            TxError::Auth(_) => "auth",
+            TxError::Bank(_) => "bank",
+            TxError::Provider(_) => "provider",
+            TxError::Audit(_) => "audit",
+            TxError::Market(_) => "market",
+            TxError::Escrow(_) => "escrow",
+        }
+    }
+
+    /// Stable non-zero code within the codespace.
+    pub fn code(&self) -> u32 {
+        match self {
+            TxError::Auth(e) => match e {
+                AuthError::Decode(_) => 1,
+                AuthError::WrongChain { .. } => 2,
+                AuthError::Signature(_) => 3,
+                AuthError::WrongSequence { .. } => 4,
+                AuthError::FeeDenom(_) => 5,
+                AuthError::FeeTooLow { .. } => 6,
+                AuthError::FeeUnpayable { .. } => 7,
+            },
+            TxError::Bank(e) => match e {
+                BankError::UnknownDenom(_) => 1,
+                BankError::InsufficientFunds { .. } => 2,
+                BankError::Overflow => 3,
+                BankError::ModuleRecipient(_) => 4,
+            },
+            TxError::Provider(e) => match e {
+                ProviderError::AlreadyExists(_) => 1,
+                ProviderError::NotFound(_) => 2,
+                ProviderError::Busy { .. } => 3,
+            },
+            TxError::Audit(e) => match e {
+                AuditError::ProviderNotFound(_) => 1,
+                AuditError::NoAttestation { .. } => 2,
+                AuditError::AttributeNotFound(_) => 3,
+                AuditError::TooManyAttributes(_) => 4,
+            },
+            TxError::Market(e) => match e {
+                MarketError::DeploymentExists(_) => 1,
+                MarketError::DeploymentNotFound(_) => 2,
+                MarketError::DeploymentClosed(_) => 3,
+                MarketError::SameVersion => 4,
+                MarketError::GroupNotFound(_) => 5,
+                MarketError::GroupState { .. } => 6,
+                MarketError::OrderNotFound(_) => 7,
+                MarketError::OrderNotOpen { .. } => 8,
+                MarketError::BidExists(_) => 9,
+                MarketError::BidNotFound(_) => 10,
+                MarketError::BidNotOpen { .. } => 11,
+                MarketError::BidActive(_) => 12,
+                MarketError::TooManyBids { .. } => 13,
+                MarketError::NotProvider(_) => 14,
+                MarketError::PriceDenom { .. } => 15,
+                MarketError::PriceAboveMax { .. } => 16,
+                MarketError::RequirementsNotMet(_) => 17,
+                MarketError::NotOwner { .. } => 18,
+                MarketError::NotBidProvider(_) => 19,
+                MarketError::LeaseNotFound(_) => 20,
+                MarketError::LeaseNotActive { .. } => 21,
+                MarketError::NotLeaseParty(_) => 22,
+                MarketError::BadCloseReason { .. } => 23,
+                MarketError::AutoAcceptTooLong { .. } => 24,
+                MarketError::UnknownPriceDenom(_) => 25,
+            },
+            TxError::Escrow(e) => match e {
+                EscrowError::DepositTooSmall { .. } => 1,
+                EscrowError::DenomMismatch { .. } => 2,
+                EscrowError::TooManyDepositors(_) => 3,
+                EscrowError::BidDepositTooSmall { .. } => 4,
+                EscrowError::InsufficientEscrow { .. } => 5,
+                EscrowError::NotLeaseProvider => 6,
+                EscrowError::PaymentNotFound(_) => 7,
+                EscrowError::Overflow => 8,
+                EscrowError::AccountNotFound(_) => 9,
+            },
+        }
+    }
+}
+
+/// Why a whole block was refused (nothing in it was applied).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    #[error("block is for chain {got:?}, this chain is {expected:?}")]
+    WrongChain { expected: String, got: String },
+    #[error("block height {got} does not follow the current height {current}")]
+    WrongHeight { current: u64, got: u64 },
+}

@@ -1,0 +1,200 @@
+//! Global invariants, checked after every block in tests (and available to tools).
+//!
+//! For each denomination: Σ balances (module accounts included) = supply, and the escrow module
+//! holds exactly Σ escrow balances + Σ unwithdrawn payments + Σ locked bid deposits. For each
+//! escrow account: deposits = balance + transferred + refunded, and transferred = what its
+//! payments received; for each payment: received = balance + withdrawn with the take exactly
+//! `floor(withdrawn × rate)`. Market objects agree with each other.
+
+use std::collections::BTreeMap;
+
+use pazar_types::market::{BidState, LeaseState, OrderState};
+use pazar_types::{Address, Denom, DEC_SCALE};
+
+use crate::escrow::leases_of;
+use crate::state::{ProviderLoad, State, BPS};
+
+/// Checks every invariant; the error names the first one broken.
+pub fn check(state: &State) -> Result<(), String> {
+    let mut sums: BTreeMap<Denom, u128> = BTreeMap::new();
+    for ((addr, denom), amount) in state.balances.iter() {
+        if *amount == 0 {
+            return Err(format!("zero balance stored for {addr} {denom}"));
+        }
+        let s = sums.entry(denom.clone()).or_default();
+        *s = s.checked_add(*amount).ok_or("balance sum overflows")?;
+    }
+    for (denom, supply) in state.supply.iter() {
+        let sum = sums.remove(denom).unwrap_or(0);
+        if sum != *supply {
+            return Err(format!(
+                "{denom}: balances sum to {sum} but supply is {supply}"
+            ));
+        }
+    }
+    if let Some((d, _)) = sums.into_iter().next() {
+        return Err(format!("balances in {d}, which has no supply entry"));
+    }
+
+    let mut held: BTreeMap<Denom, u128> = BTreeMap::new();
+    let mut add = |d: &Denom, a: u128| *held.entry(d.clone()).or_default() += a;
+    for (id, acct) in state.escrow.iter() {
+        let deposits: u128 = acct.deposits.iter().map(|d| d.amount).sum();
+        if deposits != acct.balance {
+            return Err(format!(
+                "escrow {id}: deposits sum {deposits} != balance {}",
+                acct.balance
+            ));
+        }
+        if acct.deposited != acct.balance + acct.transferred + acct.refunded {
+            return Err(format!(
+                "escrow {id}: deposited {} != balance {} + transferred {} + refunded {}",
+                acct.deposited, acct.balance, acct.transferred, acct.refunded
+            ));
+        }
+        let received: u128 = state
+            .payments
+            .range(leases_of(id))
+            .map(|(_, p)| p.received)
+            .sum();
+        if received != acct.transferred {
+            return Err(format!(
+                "escrow {id}: payments received {received} != transferred {}",
+                acct.transferred
+            ));
+        }
+        if acct.closed && (acct.balance != 0 || !acct.open_payments.is_empty()) {
+            return Err(format!("escrow {id}: closed but holds funds or payments"));
+        }
+        match acct.depletes_at {
+            Some(h) if !state.depletion.contains(&(h, id.clone())) => {
+                return Err(format!("escrow {id}: depletion at {h} not indexed"))
+            }
+            Some(h) if h <= state.height => {
+                return Err(format!("escrow {id}: depletion at {h} is overdue"))
+            }
+            _ => {}
+        }
+        add(&acct.denom, acct.balance);
+    }
+    for ((h, id), ()) in state.depletion.iter() {
+        if state.escrow.get(id).and_then(|a| a.depletes_at) != Some(*h) {
+            return Err(format!("stale depletion index entry ({h}, {id})"));
+        }
+    }
+    for (lid, p) in state.payments.iter() {
+        if p.received != p.balance + p.withdrawn {
+            return Err(format!(
+                "payment {lid}: received {} != balance {} + withdrawn {}",
+                p.received, p.balance, p.withdrawn
+            ));
+        }
+        let take = (p.withdrawn / BPS) * u128::from(p.take_bps)
+            + (p.withdrawn % BPS) * u128::from(p.take_bps) / BPS;
+        if p.take != take {
+            return Err(format!(
+                "payment {lid}: take {} != floor(withdrawn × rate) {take}",
+                p.take
+            ));
+        }
+        if p.carry >= DEC_SCALE {
+            return Err(format!(
+                "payment {lid}: carry {} is a whole unit or more",
+                p.carry
+            ));
+        }
+        let lease_active = state
+            .leases
+            .get(lid)
+            .is_some_and(|l| l.state == LeaseState::Active);
+        if p.open != lease_active {
+            return Err(format!(
+                "payment {lid}: open={} but lease active={lease_active}",
+                p.open
+            ));
+        }
+        if !p.open && p.balance != 0 {
+            return Err(format!("payment {lid}: closed with unwithdrawn balance"));
+        }
+        add(&p.rate.denom, p.balance);
+    }
+    let mut loads: BTreeMap<Address, ProviderLoad> = BTreeMap::new();
+    for (bid_id, bid) in state.bids.iter() {
+        let order = state
+            .orders
+            .get(&bid_id.order())
+            .ok_or_else(|| format!("bid {bid_id} without order"))?;
+        match bid.state {
+            BidState::Open => {
+                add(&bid.deposit.denom, bid.deposit.amount);
+                loads.entry(bid_id.provider).or_default().open_bids += 1;
+                if order.state != OrderState::Open {
+                    return Err(format!("open bid {bid_id} on a {:?} order", order.state));
+                }
+            }
+            BidState::Active => {
+                add(&bid.deposit.denom, bid.deposit.amount);
+                loads.entry(bid_id.provider).or_default().active_leases += 1;
+                if order.state != OrderState::Active {
+                    return Err(format!("active bid {bid_id} on a {:?} order", order.state));
+                }
+                if state
+                    .leases
+                    .get(bid_id)
+                    .is_none_or(|l| l.state != LeaseState::Active)
+                {
+                    return Err(format!("active bid {bid_id} without an active lease"));
+                }
+            }
+            BidState::Lost | BidState::Closed => {}
+        }
+    }
+    for (addr, load) in state.provider_load.iter() {
+        if loads.get(addr) != Some(load) {
+            return Err(format!(
+                "provider {addr}: load {load:?} != counted {:?}",
+                loads.get(addr)
+            ));
+        }
+    }
+    if loads.len() != state.provider_load.len() {
+        return Err("provider load table misses a provider".into());
+    }
+    for (lid, lease) in state.leases.iter() {
+        if lease.state == LeaseState::Active
+            && state
+                .bids
+                .get(lid)
+                .is_none_or(|b| b.state != BidState::Active)
+        {
+            return Err(format!("active lease {lid} without an active bid"));
+        }
+    }
+    for (gid, g) in state.groups.iter() {
+        let live: Vec<u32> = (1..=g.orders)
+            .filter(|o| {
+                state
+                    .orders
+                    .get(&gid.order(*o))
+                    .is_some_and(|ord| ord.state != OrderState::Closed)
+            })
+            .collect();
+        if live.len() > 1 || live.first().copied() != g.current_order {
+            return Err(format!(
+                "group {gid}: live orders {live:?}, current {:?}",
+                g.current_order
+            ));
+        }
+    }
+    let escrow = state.escrow_module();
+    for denom in state.params.denoms() {
+        let expect = held.get(denom).copied().unwrap_or(0);
+        let actual = state.balance(&escrow, denom);
+        if expect != actual {
+            return Err(format!(
+                "{denom}: escrow module holds {actual}, escrow objects account for {expect}"
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,410 @@
+//! The ledger's state: parameters, genesis, the stored objects of every module and the tables
+//! that hold them.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use pazar_types::market::{
+    BidState, DeploymentState, GroupSpec, GroupState, LeaseCloseReason, LeaseState, OrderState,
+};
+use pazar_types::{
+    Address, Attribute, BidId, Coin, Denom, DeploymentId, GroupId, Hash32, LeaseId, OrderId, Price,
+    ProviderInfo,
+};
+
+use crate::table::Table;
+
+/// Parameters of one accepted denomination.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct DenomParams {
+    pub denom: Denom,
+    /// Share of every provider payout that goes to the fee pool, in basis points.
+    pub take_bps: u32,
+    /// Fee per message of a transaction.
+    #[serde(with = "pazar_types::coin::u128_string")]
+    pub min_fee_per_msg: u128,
+    /// Smallest initial deposit of a deployment priced in this denomination.
+    #[serde(with = "pazar_types::coin::u128_string")]
+    pub min_deployment_deposit: u128,
+    /// Smallest deposit a provider must lock with a bid.
+    #[serde(with = "pazar_types::coin::u128_string")]
+    pub min_bid_deposit: u128,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Params {
+    pub native: DenomParams,
+    pub stable: DenomParams,
+    /// Most bids one order accepts (open, active and closed together), as Akash's OrderMaxBids.
+    pub max_bids_per_order: u32,
+    /// Longest auto-accept delay a deployment may ask for.
+    pub max_auto_accept_blocks: u32,
+}
+
+/// Most depositors one escrow account records (refunds go back to each).
+pub const MAX_DEPOSITORS: usize = 32;
+/// Basis points in one whole.
+pub const BPS: u128 = 10_000;
+
+impl Params {
+    /// Devnet defaults: take 4 % native, 20 % stable; 0.5-token minimum deposits (Akash's).
+    pub fn devnet(native: &str, stable: &str) -> Params {
+        let d = |name: &str, take_bps| DenomParams {
+            denom: Denom::new(name).expect("devnet denominations are valid"),
+            take_bps,
+            min_fee_per_msg: 100,
+            min_deployment_deposit: 500_000,
+            min_bid_deposit: 500_000,
+        };
+        Params {
+            native: d(native, 400),
+            stable: d(stable, 2_000),
+            max_bids_per_order: 20,
+            max_auto_accept_blocks: 10_000,
+        }
+    }
+
+    pub fn denom(&self, denom: &Denom) -> Option<&DenomParams> {
+        if *denom == self.native.denom {
+            Some(&self.native)
+        } else if *denom == self.stable.denom {
+            Some(&self.stable)
+        } else {
+            None
+        }
+    }
+
+    pub fn denoms(&self) -> [&Denom; 2] {
+        [&self.native.denom, &self.stable.denom]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenesisBalance {
+    pub address: Address,
+    pub coins: Vec<Coin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Genesis {
+    pub chain_id: String,
+    pub params: Params,
+    pub balances: Vec<GenesisBalance>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GenesisError {
+    #[error("chain id must be 1-64 printable characters")]
+    ChainId,
+    #[error("native and stable denominations must differ")]
+    SameDenoms,
+    #[error("take rate {0} bps is above 100 %")]
+    TakeRate(u32),
+    #[error("genesis balance of {address} is in unknown denomination {denom}")]
+    UnknownDenom { address: Address, denom: Denom },
+    #[error("genesis supply of {0} overflows")]
+    Overflow(Denom),
+    #[error("{0} is a module account and cannot hold a genesis balance")]
+    ModuleAccount(Address),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stored objects.
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Account {
+    /// The sequence the account's next transaction must carry.
+    pub sequence: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Provider {
+    pub host_uri: String,
+    #[serde(with = "pazar_types::tx::hex_array")]
+    pub tls_fingerprint: Hash32,
+    pub attributes: Vec<Attribute>,
+    pub info: ProviderInfo,
+    pub created_at: u64,
+}
+
+/// Counters that decide whether a provider may deregister.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize,
+)]
+pub struct ProviderLoad {
+    pub open_bids: u32,
+    pub active_leases: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Deployment {
+    pub state: DeploymentState,
+    #[serde(with = "pazar_types::tx::hex_array")]
+    pub version: Hash32,
+    pub created_at: u64,
+    pub groups: u32,
+    pub auto_accept_after: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Group {
+    pub state: GroupState,
+    pub spec: GroupSpec,
+    pub created_at: u64,
+    /// The group's open or active order, if any (at most one at a time).
+    pub current_order: Option<u32>,
+    /// Orders ever created for this group; the next one gets `orders + 1`.
+    pub orders: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Order {
+    pub state: OrderState,
+    pub created_at: u64,
+    /// Bids ever placed on this order (open, active, lost and closed).
+    pub bids: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Bid {
+    pub state: BidState,
+    pub price: Price,
+    /// Locked in the escrow module while the bid is open or active.
+    pub deposit: Coin,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Lease {
+    pub state: LeaseState,
+    pub price: Price,
+    pub created_at: u64,
+    pub closed_at: Option<u64>,
+    pub reason: Option<LeaseCloseReason>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Deposit {
+    pub depositor: Address,
+    #[serde(with = "pazar_types::coin::u128_string")]
+    pub amount: u128,
+}
+
+/// The escrow of one deployment. Funds leave it only to payments (as leases accrue) and as
+/// refunds; `deposited = balance + transferred + refunded` always holds.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct EscrowAccount {
+    pub denom: Denom,
+    /// Σ `deposits[].amount`.
+    #[serde(with = "pazar_types::coin::u128_string")]
+    pub balance: u128,
+    /// What remains of each deposit, spent first-in first-out and refunded to its depositor.
+    pub deposits: Vec<Deposit>,
+    /// Height up to which every open payment has been paid.
+    pub settled_at: u64,
+    /// Leases currently paid from this account, in id order.
+    pub open_payments: Vec<LeaseId>,
+    /// First height at which the balance cannot pay a full block (indexed for end-of-block).
+    pub depletes_at: Option<u64>,
+    #[serde(with = "pazar_types::coin::u128_string")]
+    pub deposited: u128,
+    #[serde(with = "pazar_types::coin::u128_string")]
+    pub transferred: u128,
+    #[serde(with = "pazar_types::coin::u128_string")]
+    pub refunded: u128,
+    pub closed: bool,
+}
+
+/// What one lease has been paid. `received = balance + withdrawn` where `withdrawn` includes the
+/// take; the take is `floor(withdrawn × take_bps / 10000)` at all times, so no rounding drifts.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Payment {
+    /// Price per block.
+    pub rate: Price,
+    /// Fraction of a base unit owed but not yet transferred (scaled by 10^18).
+    #[serde(with = "pazar_types::coin::u128_string")]
+    pub carry: u128,
+    /// Accrued and not yet withdrawn.
+    #[serde(with = "pazar_types::coin::u128_string")]
+    pub balance: u128,
+    /// Total moved in from the escrow account.
+    #[serde(with = "pazar_types::coin::u128_string")]
+    pub received: u128,
+    /// Gross withdrawn (provider share plus take).
+    #[serde(with = "pazar_types::coin::u128_string")]
+    pub withdrawn: u128,
+    #[serde(with = "pazar_types::coin::u128_string")]
+    pub take: u128,
+    pub take_bps: u32,
+    /// Owed when the escrow ran dry and not paid.
+    #[serde(with = "pazar_types::coin::u128_string")]
+    pub unsettled: u128,
+    pub open: bool,
+}
+
+/// The whole ledger state. Tables are private to the crate; read access goes through the query
+/// methods so that invariants stay in one place.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub chain_id: String,
+    pub height: u64,
+    pub params: Params,
+    pub(crate) accounts: Table<Address, Account>,
+    pub(crate) balances: Table<(Address, Denom), u128>,
+    pub(crate) supply: Table<Denom, u128>,
+    pub(crate) providers: Table<Address, Provider>,
+    pub(crate) provider_load: Table<Address, ProviderLoad>,
+    pub(crate) audits: Table<(Address, Address), Vec<Attribute>>,
+    pub(crate) deployments: Table<DeploymentId, Deployment>,
+    pub(crate) groups: Table<GroupId, Group>,
+    pub(crate) orders: Table<OrderId, Order>,
+    pub(crate) bids: Table<BidId, Bid>,
+    pub(crate) leases: Table<LeaseId, Lease>,
+    pub(crate) escrow: Table<DeploymentId, EscrowAccount>,
+    pub(crate) payments: Table<LeaseId, Payment>,
+    /// (height, account): accounts that run dry at that height.
+    pub(crate) depletion: Table<(u64, DeploymentId), ()>,
+    /// (height, order): orders whose lowest bid is accepted automatically at that height.
+    pub(crate) auto_accept: Table<(u64, OrderId), ()>,
+}
+
+/// Calls `$m` on every table of the state, with its name.
+macro_rules! for_each_table {
+    ($s:expr, $m:ident $(, $arg:expr)*) => {{
+        $s.accounts.$m("accounts" $(, $arg)*);
+        $s.balances.$m("balances" $(, $arg)*);
+        $s.supply.$m("supply" $(, $arg)*);
+        $s.providers.$m("providers" $(, $arg)*);
+        $s.provider_load.$m("provider_load" $(, $arg)*);
+        $s.audits.$m("audits" $(, $arg)*);
+        $s.deployments.$m("deployments" $(, $arg)*);
+        $s.groups.$m("groups" $(, $arg)*);
+        $s.orders.$m("orders" $(, $arg)*);
+        $s.bids.$m("bids" $(, $arg)*);
+        $s.leases.$m("leases" $(, $arg)*);
+        $s.escrow.$m("escrow" $(, $arg)*);
+        $s.payments.$m("payments" $(, $arg)*);
+        $s.depletion.$m("depletion" $(, $arg)*);
+        $s.auto_accept.$m("auto_accept" $(, $arg)*);
+    }};
+}
+
+/// Adapters so the macro can call commit/rollback with a name argument.
+trait Journaled {
+    fn commit_named(&mut self, _name: &str);
+    fn rollback_named(&mut self, _name: &str);
+}
+
+impl<K: Ord + Clone, V: Clone> Journaled for Table<K, V> {
+    fn commit_named(&mut self, _name: &str) {
+        self.commit();
+    }
+    fn rollback_named(&mut self, _name: &str) {
+        self.rollback();
+    }
+}
+
+/// Name of the module account holding every escrow balance, unwithdrawn payment and bid deposit.
+pub const ESCROW_MODULE: &str = "escrow";
+/// Name of the module account collecting transaction fees and take fees.
+pub const FEE_POOL_MODULE: &str = "fee_pool";
+
+impl State {
+    pub fn from_genesis(genesis: &Genesis) -> Result<State, GenesisError> {
+        let g = genesis;
+        if g.chain_id.is_empty()
+            || g.chain_id.len() > 64
+            || g.chain_id.chars().any(char::is_control)
+        {
+            return Err(GenesisError::ChainId);
+        }
+        if g.params.native.denom == g.params.stable.denom {
+            return Err(GenesisError::SameDenoms);
+        }
+        for dp in [&g.params.native, &g.params.stable] {
+            if u128::from(dp.take_bps) > BPS {
+                return Err(GenesisError::TakeRate(dp.take_bps));
+            }
+        }
+        let mut s = State {
+            chain_id: g.chain_id.clone(),
+            height: 0,
+            params: g.params.clone(),
+            accounts: Table::default(),
+            balances: Table::default(),
+            supply: Table::default(),
+            providers: Table::default(),
+            provider_load: Table::default(),
+            audits: Table::default(),
+            deployments: Table::default(),
+            groups: Table::default(),
+            orders: Table::default(),
+            bids: Table::default(),
+            leases: Table::default(),
+            escrow: Table::default(),
+            payments: Table::default(),
+            depletion: Table::default(),
+            auto_accept: Table::default(),
+        };
+        for d in s.params.denoms().map(Clone::clone) {
+            s.supply.insert(d, 0);
+        }
+        let modules = [
+            Address::module(ESCROW_MODULE),
+            Address::module(FEE_POOL_MODULE),
+        ];
+        for b in &g.balances {
+            if modules.contains(&b.address) {
+                return Err(GenesisError::ModuleAccount(b.address));
+            }
+            for c in &b.coins {
+                if s.params.denom(&c.denom).is_none() {
+                    return Err(GenesisError::UnknownDenom {
+                        address: b.address,
+                        denom: c.denom.clone(),
+                    });
+                }
+                let supply = s.supply.get(&c.denom).copied().unwrap_or(0);
+                let new_supply = supply
+                    .checked_add(c.amount)
+                    .ok_or_else(|| GenesisError::Overflow(c.denom.clone()))?;
+                s.supply.insert(c.denom.clone(), new_supply);
+                let key = (b.address, c.denom.clone());
+                let bal = s.balances.get(&key).copied().unwrap_or(0);
+                s.balances.insert(key, bal + c.amount);
+            }
+        }
+        s.commit();
+        Ok(s)
+    }
+
+    pub(crate) fn commit(&mut self) {
+        for_each_table!(self, commit_named);
+    }
+
+    pub(crate) fn rollback(&mut self) {
+        for_each_table!(self, rollback_named);
+    }
+
+    /// SHA-256 over the chain id, height, parameters and every table in key order. The same
+    /// blocks give the same hash on every machine.
+    pub fn state_hash(&self) -> Hash32 {
+        let mut h = Sha256::new();
+        h.update(b"pazar/state/v1");
+        h.update(
+            borsh::to_vec(&(&self.chain_id, self.height, &self.params))
+                .expect("encoding cannot fail"),
+        );
+        for_each_table!(self, hash_into, &mut h);
+        h.finalize().into()
+    }
+
+    pub fn escrow_module(&self) -> Address {
+        Address::module(ESCROW_MODULE)
+    }
+
+    pub fn fee_pool(&self) -> Address {
+        Address::module(FEE_POOL_MODULE)
+    }
+}

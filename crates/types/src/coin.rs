@@ -1,0 +1,395 @@
+//! Denominations, integer coins and fixed-point prices.
+//!
+//! Amounts are integer base units (`u128`). Prices per block are fixed-point numbers with
+//! [`DEC_DECIMALS`] decimals stored as a scaled `u128`, so that a lease can cost less than one base
+//! unit per block without any rounding: remainders are carried by the escrow, never dropped.
+
+use std::fmt;
+use std::io::{Error as IoError, ErrorKind, Read};
+use std::str::FromStr;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+
+/// Number of decimals of a [`Dec`].
+pub const DEC_DECIMALS: u32 = 18;
+/// `1.0` as a scaled [`Dec`] integer.
+pub const DEC_SCALE: u128 = 1_000_000_000_000_000_000;
+/// Longest accepted denomination name.
+pub const MAX_DENOM_LEN: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoinError {
+    #[error("invalid denomination {0:?}: expected 2-128 characters [a-zA-Z][a-zA-Z0-9/:._-]*")]
+    InvalidDenom(String),
+    #[error("invalid amount {0:?}: expected a non-negative integer")]
+    InvalidAmount(String),
+    #[error("invalid decimal {0:?}: expected digits with at most 18 decimals")]
+    InvalidDec(String),
+    #[error("invalid coin {0:?}: expected <amount><denom>, e.g. 1000upzr")]
+    InvalidCoin(String),
+    #[error("amount overflows 128 bits")]
+    Overflow,
+}
+
+/// A validated denomination name, e.g. `upzr` or `uusd`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, Serialize)]
+#[serde(transparent)]
+pub struct Denom(String);
+
+impl Denom {
+    pub fn new(name: impl Into<String>) -> Result<Self, CoinError> {
+        let name = name.into();
+        let bytes = name.as_bytes();
+        let ok = (2..=MAX_DENOM_LEN).contains(&bytes.len())
+            && bytes[0].is_ascii_alphabetic()
+            && bytes[1..]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"/:._-".contains(b));
+        if ok {
+            Ok(Denom(name))
+        } else {
+            Err(CoinError::InvalidDenom(name))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Denom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Denom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Denom {
+    type Err = CoinError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Denom::new(s)
+    }
+}
+
+impl BorshDeserialize for Denom {
+    fn deserialize_reader<R: Read>(reader: &mut R) -> std::io::Result<Self> {
+        let raw = String::deserialize_reader(reader)?;
+        Denom::new(raw).map_err(|e| IoError::new(ErrorKind::InvalidData, e))
+    }
+}
+
+impl<'de> Deserialize<'de> for Denom {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <String as Deserialize>::deserialize(d)?;
+        Denom::new(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An integer amount of one denomination.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct Coin {
+    pub denom: Denom,
+    #[serde(with = "u128_string")]
+    pub amount: u128,
+}
+
+impl Coin {
+    pub fn new(amount: u128, denom: Denom) -> Self {
+        Coin { denom, amount }
+    }
+}
+
+impl fmt::Display for Coin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.amount, self.denom)
+    }
+}
+
+impl FromStr for Coin {
+    type Err = CoinError;
+    /// Parses `1000upzr`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| CoinError::InvalidCoin(s.to_string()))?;
+        if split == 0 {
+            return Err(CoinError::InvalidCoin(s.to_string()));
+        }
+        let amount = s[..split]
+            .parse::<u128>()
+            .map_err(|_| CoinError::InvalidAmount(s[..split].to_string()))?;
+        Ok(Coin {
+            amount,
+            denom: Denom::new(&s[split..])?,
+        })
+    }
+}
+
+/// A non-negative fixed-point number with 18 decimals (`raw / 10^18`).
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, BorshSerialize, BorshDeserialize,
+)]
+pub struct Dec(pub u128);
+
+impl Dec {
+    pub const ZERO: Dec = Dec(0);
+
+    pub fn from_int(units: u128) -> Option<Dec> {
+        units.checked_mul(DEC_SCALE).map(Dec)
+    }
+
+    pub fn raw(self) -> u128 {
+        self.0
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn checked_add(self, other: Dec) -> Option<Dec> {
+        self.0.checked_add(other.0).map(Dec)
+    }
+
+    /// `self × n`, e.g. a unit price times a replica count.
+    pub fn checked_mul_int(self, n: u128) -> Option<Dec> {
+        self.0.checked_mul(n).map(Dec)
+    }
+
+    /// Splits `self × blocks + carry` into whole base units and the fractional remainder
+    /// (scaled, `< DEC_SCALE`). `carry` must be `< DEC_SCALE`. Returns `None` only when the whole
+    /// part does not fit in 128 bits.
+    pub fn accrue(self, blocks: u64, carry: u128) -> Option<(u128, u128)> {
+        debug_assert!(carry < DEC_SCALE);
+        let blocks = u128::from(blocks);
+        let whole = (self.0 / DEC_SCALE).checked_mul(blocks)?;
+        // (self.0 % SCALE) < 1e18 and blocks < 2^64, so this product is < 1.9e37: no overflow.
+        let frac = (self.0 % DEC_SCALE) * blocks + carry;
+        let total = whole.checked_add(frac / DEC_SCALE)?;
+        Some((total, frac % DEC_SCALE))
+    }
+}
+
+impl fmt::Display for Dec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let int = self.0 / DEC_SCALE;
+        let frac = self.0 % DEC_SCALE;
+        if frac == 0 {
+            return write!(f, "{int}");
+        }
+        let digits = format!("{frac:018}");
+        write!(f, "{int}.{}", digits.trim_end_matches('0'))
+    }
+}
+
+impl fmt::Debug for Dec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for Dec {
+    type Err = CoinError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || CoinError::InvalidDec(s.to_string());
+        let (int, frac) = match s.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (s, ""),
+        };
+        if int.is_empty() && frac.is_empty() {
+            return Err(bad());
+        }
+        let all_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+        if !all_digits(int) || !all_digits(frac) || frac.len() > DEC_DECIMALS as usize {
+            return Err(bad());
+        }
+        if s.contains('.') && frac.is_empty() {
+            return Err(bad());
+        }
+        let int_val: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| CoinError::Overflow)?
+        };
+        let frac_val: u128 = if frac.is_empty() {
+            0
+        } else {
+            let f: u128 = frac.parse().map_err(|_| bad())?;
+            f * 10u128.pow(DEC_DECIMALS - frac.len() as u32)
+        };
+        int_val
+            .checked_mul(DEC_SCALE)
+            .and_then(|v| v.checked_add(frac_val))
+            .map(Dec)
+            .ok_or(CoinError::Overflow)
+    }
+}
+
+impl Serialize for Dec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <String as Deserialize>::deserialize(d)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A price per block: a [`Dec`] amount of one denomination.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct Price {
+    pub denom: Denom,
+    pub amount: Dec,
+}
+
+impl fmt::Display for Price {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.amount, self.denom)
+    }
+}
+
+impl FromStr for Price {
+    type Err = CoinError;
+    /// Parses `0.25uusd`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| CoinError::InvalidCoin(s.to_string()))?;
+        Ok(Price {
+            amount: s[..split].parse()?,
+            denom: Denom::new(&s[split..])?,
+        })
+    }
+}
+
+/// Serialises `u128` as a decimal string in JSON: JavaScript numbers lose precision past 2^53.
+pub mod u128_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Str(String),
+            Num(u64),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Str(s) => s.parse().map_err(serde::de::Error::custom),
+            Repr::Num(n) => Ok(u128::from(n)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dec_parses_and_prints_fixed_point() {
+        for (text, raw) in [
+            ("1", DEC_SCALE),
+            ("0.5", DEC_SCALE / 2),
+            ("12.000000000000000001", 12 * DEC_SCALE + 1),
+        ] {
+            let d: Dec = text.parse().expect("valid");
+            assert_eq!(d.raw(), raw);
+            assert_eq!(d.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn dec_rejects_malformed_text() {
+        for bad in [
+            "",
+            ".",
+            "1.",
+            "-1",
+            "1e5",
+            "0.0000000000000000001",
+            "1.2.3",
+            "abc",
+        ] {
+            assert!(bad.parse::<Dec>().is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(
+            "999999999999999999999999999".parse::<Dec>(),
+            Err(CoinError::Overflow)
+        );
+    }
+
+    #[test]
+    fn accrual_carries_fractions_exactly() {
+        // 0.3 per block over 10 blocks, one block at a time, equals 3 exactly.
+        let rate: Dec = "0.3".parse().expect("valid");
+        let (mut paid, mut carry) = (0u128, 0u128);
+        for _ in 0..10 {
+            let (units, c) = rate.accrue(1, carry).expect("fits");
+            paid += units;
+            carry = c;
+        }
+        assert_eq!((paid, carry), (3, 0));
+        assert_eq!(rate.accrue(10, 0), Some((3, 0)));
+    }
+
+    #[test]
+    fn accrual_reports_overflow_instead_of_wrapping() {
+        assert_eq!(Dec(u128::MAX).accrue(u64::MAX, 0), None);
+    }
+
+    #[test]
+    fn denom_validation() {
+        assert!(Denom::new("upzr").is_ok());
+        assert!(
+            Denom::new("ibc/170C677610AC31DF0904FFE09CD3B5C657492170E7E52372E48756B71E56F2F1")
+                .is_ok()
+        );
+        for bad in ["", "u", "1abc", "up zr", "ü", &"x".repeat(129)] {
+            assert!(Denom::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn coin_parses_amount_then_denom() {
+        let c: Coin = "1000upzr".parse().expect("valid");
+        assert_eq!(c.amount, 1000);
+        assert_eq!(c.denom.as_str(), "upzr");
+        assert!("upzr".parse::<Coin>().is_err());
+        assert!("1000".parse::<Coin>().is_err());
+    }
+}

@@ -1,0 +1,754 @@
+//! Market objects: identifiers, group specs (resources, requirements, prices) and the state enums
+//! of deployments, groups, orders, bids and leases, with Akash's numbering where users know it.
+
+use std::fmt;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+
+use crate::address::Address;
+use crate::coin::{Dec, Price};
+
+/// Bounds on what one deployment may ask for (Akash's validation limits where they exist).
+pub mod limits {
+    pub const MAX_GROUPS: usize = 20;
+    pub const MAX_UNITS_PER_GROUP: usize = 20;
+    pub const MAX_UNIT_COUNT: u32 = 50;
+    pub const MIN_CPU_MILLIS: u32 = 10;
+    pub const MAX_CPU_MILLIS: u32 = 384_000;
+    pub const MIN_MEMORY: u64 = 1 << 20;
+    pub const MAX_MEMORY: u64 = 2 << 40;
+    pub const MIN_STORAGE: u64 = 5 << 20;
+    pub const MAX_STORAGE: u64 = 32 << 40;
+    pub const MAX_VOLUMES: usize = 8;
+    pub const MAX_GPU_UNITS: u32 = 24;
+    pub const MAX_ENDPOINTS: usize = 32;
+    pub const MAX_ATTRIBUTES: usize = 64;
+    pub const MAX_AUDITORS: usize = 16;
+    pub const MAX_NAME_LEN: usize = 64;
+    pub const MAX_KEY_LEN: usize = 127;
+    pub const MAX_VALUE_LEN: usize = 256;
+    pub const MAX_URI_LEN: usize = 256;
+    /// Highest accepted unit price per block, in whole base units (Akash: 10,000,000).
+    pub const MAX_UNIT_PRICE_UNITS: u128 = 10_000_000;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A `key=value` attribute of a provider or a requirement of a placement.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct Attribute {
+    pub key: String,
+    pub value: String,
+}
+
+impl Attribute {
+    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Attribute {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// Validates an attribute list: key syntax (Akash's `^[a-zA-Z][\w/.-]{1,126}$`, plus a trailing
+/// `*` where `wildcard`), value length and unique keys.
+pub fn validate_attributes(
+    field: &str,
+    attrs: &[Attribute],
+    wildcard: bool,
+) -> Result<(), SpecError> {
+    if attrs.len() > limits::MAX_ATTRIBUTES {
+        return Err(invalid(
+            field,
+            format!("at most {} attributes", limits::MAX_ATTRIBUTES),
+        ));
+    }
+    let mut keys: Vec<&str> = Vec::with_capacity(attrs.len());
+    for a in attrs {
+        let key = if wildcard {
+            a.key.strip_suffix('*').unwrap_or(&a.key)
+        } else {
+            a.key.as_str()
+        };
+        let b = key.as_bytes();
+        let ok = (2..=limits::MAX_KEY_LEN).contains(&b.len())
+            && b[0].is_ascii_alphabetic()
+            && b[1..]
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"_/.-".contains(c));
+        if !ok {
+            return Err(invalid(
+                format!("{field}.{}", a.key),
+                "invalid attribute key",
+            ));
+        }
+        if a.value.len() > limits::MAX_VALUE_LEN || a.value.chars().any(char::is_control) {
+            return Err(invalid(
+                format!("{field}.{}", a.key),
+                "invalid attribute value",
+            ));
+        }
+        if keys.contains(&a.key.as_str()) {
+            return Err(invalid(
+                format!("{field}.{}", a.key),
+                "duplicate attribute key",
+            ));
+        }
+        keys.push(&a.key);
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_name(field: &str, s: &str, max: usize) -> Result<(), SpecError> {
+    if s.is_empty() || s.len() > max || s.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!("must be 1-{max} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// `signedBy` of a placement: auditors that must (all_of) or may (any_of) have signed the
+/// required attributes of a provider.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct SignedBy {
+    pub all_of: Vec<Address>,
+    pub any_of: Vec<Address>,
+}
+
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct PlacementRequirements {
+    pub attributes: Vec<Attribute>,
+    pub signed_by: SignedBy,
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EndpointKind {
+    SharedHttp,
+    RandomPort,
+    LeasedIp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub kind: EndpointKind,
+    pub sequence: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct StorageVolume {
+    pub name: String,
+    pub bytes: u64,
+    /// e.g. `persistent=true`, `class=beta2`.
+    pub attributes: Vec<Attribute>,
+}
+
+impl StorageVolume {
+    pub fn persistent(&self) -> bool {
+        self.attributes
+            .iter()
+            .any(|a| a.key == "persistent" && a.value == "true")
+    }
+    pub fn class(&self) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|a| a.key == "class")
+            .map(|a| a.value.as_str())
+    }
+}
+
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct Gpu {
+    pub units: u32,
+    /// Acceptable GPUs, e.g. `vendor/nvidia/model/a100/ram/80Gi = true`; any one suffices.
+    pub attributes: Vec<Attribute>,
+}
+
+/// What one replica of a service needs.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu_millis: u32,
+    pub memory_bytes: u64,
+    pub storage: Vec<StorageVolume>,
+    pub gpu: Gpu,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// `count` replicas of `resources` at `price` per block per replica.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ResourceUnit {
+    pub id: u32,
+    pub resources: Resources,
+    pub count: u32,
+    pub price: Price,
+}
+
+/// One placement group of a deployment: what the tenant asks providers to bid on.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct GroupSpec {
+    pub name: String,
+    pub requirements: PlacementRequirements,
+    pub resources: Vec<ResourceUnit>,
+}
+
+impl GroupSpec {
+    /// The highest price per block this group accepts: Σ unit price × count.
+    pub fn max_price(&self) -> Option<Price> {
+        let first = self.resources.first()?;
+        let mut total = Dec::ZERO;
+        for unit in &self.resources {
+            if unit.price.denom != first.price.denom {
+                return None;
+            }
+            total =
+                total.checked_add(unit.price.amount.checked_mul_int(u128::from(unit.count))?)?;
+        }
+        Some(Price {
+            denom: first.price.denom.clone(),
+            amount: total,
+        })
+    }
+
+    pub fn validate(&self, field: &str) -> Result<(), SpecError> {
+        validate_name(&format!("{field}.name"), &self.name, limits::MAX_NAME_LEN)?;
+        validate_attributes(
+            &format!("{field}.requirements.attributes"),
+            &self.requirements.attributes,
+            true,
+        )?;
+        let sb = &self.requirements.signed_by;
+        if sb.all_of.len() > limits::MAX_AUDITORS || sb.any_of.len() > limits::MAX_AUDITORS {
+            return Err(invalid(
+                format!("{field}.requirements.signed_by"),
+                "too many auditors",
+            ));
+        }
+        if self.resources.is_empty() || self.resources.len() > limits::MAX_UNITS_PER_GROUP {
+            return Err(invalid(
+                format!("{field}.resources"),
+                format!("must have 1-{} resource units", limits::MAX_UNITS_PER_GROUP),
+            ));
+        }
+        for (i, unit) in self.resources.iter().enumerate() {
+            let f = format!("{field}.resources[{i}]");
+            validate_unit(&f, unit)?;
+        }
+        if self.max_price().is_none() {
+            return Err(invalid(
+                format!("{field}.resources"),
+                "all prices must share one denomination",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn validate_unit(f: &str, unit: &ResourceUnit) -> Result<(), SpecError> {
+    use limits::*;
+    let r = &unit.resources;
+    if unit.count == 0 || unit.count > MAX_UNIT_COUNT {
+        return Err(invalid(
+            format!("{f}.count"),
+            format!("must be 1-{MAX_UNIT_COUNT}"),
+        ));
+    }
+    if !(MIN_CPU_MILLIS..=MAX_CPU_MILLIS).contains(&r.cpu_millis) {
+        return Err(invalid(
+            format!("{f}.cpu"),
+            format!("must be {MIN_CPU_MILLIS}m-{MAX_CPU_MILLIS}m"),
+        ));
+    }
+    if !(MIN_MEMORY..=MAX_MEMORY).contains(&r.memory_bytes) {
+        return Err(invalid(format!("{f}.memory"), "must be 1Mi-2Ti"));
+    }
+    if r.storage.len() > MAX_VOLUMES {
+        return Err(invalid(
+            format!("{f}.storage"),
+            format!("at most {MAX_VOLUMES} volumes"),
+        ));
+    }
+    for (j, v) in r.storage.iter().enumerate() {
+        validate_name(&format!("{f}.storage[{j}].name"), &v.name, MAX_NAME_LEN)?;
+        if !(MIN_STORAGE..=MAX_STORAGE).contains(&v.bytes) {
+            return Err(invalid(
+                format!("{f}.storage[{j}].size"),
+                "must be 5Mi-32Ti",
+            ));
+        }
+        validate_attributes(
+            &format!("{f}.storage[{j}].attributes"),
+            &v.attributes,
+            false,
+        )?;
+        if r.storage[..j].iter().any(|o| o.name == v.name) {
+            return Err(invalid(
+                format!("{f}.storage[{j}].name"),
+                "duplicate volume name",
+            ));
+        }
+    }
+    if r.gpu.units > MAX_GPU_UNITS {
+        return Err(invalid(
+            format!("{f}.gpu.units"),
+            format!("at most {MAX_GPU_UNITS}"),
+        ));
+    }
+    if (r.gpu.units > 0) != !r.gpu.attributes.is_empty() {
+        return Err(invalid(
+            format!("{f}.gpu"),
+            "gpu units and gpu attributes must be given together",
+        ));
+    }
+    validate_attributes(&format!("{f}.gpu.attributes"), &r.gpu.attributes, true)?;
+    if r.endpoints.len() > MAX_ENDPOINTS {
+        return Err(invalid(
+            format!("{f}.endpoints"),
+            format!("at most {MAX_ENDPOINTS}"),
+        ));
+    }
+    let max_unit = Dec::from_int(MAX_UNIT_PRICE_UNITS).expect("constant fits");
+    if unit.price.amount.is_zero() || unit.price.amount > max_unit {
+        return Err(invalid(
+            format!("{f}.price"),
+            format!("must be > 0 and ≤ {MAX_UNIT_PRICE_UNITS} per block"),
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identifiers. Their derived order is the iteration order of the ledger's tables, so ranges over
+// a prefix (all bids of an order, all leases of a deployment) are contiguous.
+
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct DeploymentId {
+    pub owner: Address,
+    pub dseq: u64,
+}
+
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct GroupId {
+    pub owner: Address,
+    pub dseq: u64,
+    pub gseq: u32,
+}
+
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct OrderId {
+    pub owner: Address,
+    pub dseq: u64,
+    pub gseq: u32,
+    pub oseq: u32,
+}
+
+/// A bid and the lease it may become share one id (Akash: `bseq` is always 0, so it is dropped).
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct BidId {
+    pub owner: Address,
+    pub dseq: u64,
+    pub gseq: u32,
+    pub oseq: u32,
+    pub provider: Address,
+}
+
+pub type LeaseId = BidId;
+
+impl DeploymentId {
+    pub fn group(&self, gseq: u32) -> GroupId {
+        GroupId {
+            owner: self.owner,
+            dseq: self.dseq,
+            gseq,
+        }
+    }
+}
+
+impl GroupId {
+    pub fn deployment(&self) -> DeploymentId {
+        DeploymentId {
+            owner: self.owner,
+            dseq: self.dseq,
+        }
+    }
+    pub fn order(&self, oseq: u32) -> OrderId {
+        OrderId {
+            owner: self.owner,
+            dseq: self.dseq,
+            gseq: self.gseq,
+            oseq,
+        }
+    }
+}
+
+impl OrderId {
+    pub fn group(&self) -> GroupId {
+        GroupId {
+            owner: self.owner,
+            dseq: self.dseq,
+            gseq: self.gseq,
+        }
+    }
+    pub fn deployment(&self) -> DeploymentId {
+        DeploymentId {
+            owner: self.owner,
+            dseq: self.dseq,
+        }
+    }
+    pub fn bid(&self, provider: Address) -> BidId {
+        BidId {
+            owner: self.owner,
+            dseq: self.dseq,
+            gseq: self.gseq,
+            oseq: self.oseq,
+            provider,
+        }
+    }
+}
+
+impl BidId {
+    pub fn order(&self) -> OrderId {
+        OrderId {
+            owner: self.owner,
+            dseq: self.dseq,
+            gseq: self.gseq,
+            oseq: self.oseq,
+        }
+    }
+    pub fn group(&self) -> GroupId {
+        GroupId {
+            owner: self.owner,
+            dseq: self.dseq,
+            gseq: self.gseq,
+        }
+    }
+    pub fn deployment(&self) -> DeploymentId {
+        DeploymentId {
+            owner: self.owner,
+            dseq: self.dseq,
+        }
+    }
+}
+
+impl fmt::Display for DeploymentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.owner, self.dseq)
+    }
+}
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.owner, self.dseq, self.gseq)
+    }
+}
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}/{}",
+            self.owner, self.dseq, self.gseq, self.oseq
+        )
+    }
+}
+impl fmt::Display for BidId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}/{}/{}",
+            self.owner, self.dseq, self.gseq, self.oseq, self.provider
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// States, numbered as in Akash's protobufs.
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+pub enum DeploymentState {
+    Active = 1,
+    Closed = 2,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+pub enum GroupState {
+    Open = 1,
+    Paused = 2,
+    InsufficientFunds = 3,
+    Closed = 4,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+pub enum OrderState {
+    Open = 1,
+    Active = 2,
+    Closed = 3,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+pub enum BidState {
+    Open = 1,
+    Active = 2,
+    Lost = 3,
+    Closed = 4,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+pub enum LeaseState {
+    Active = 1,
+    InsufficientFunds = 2,
+    Closed = 3,
+}
+
+/// Why a lease closed; codes as Akash's `LeaseClosedReason` (1..9999 owner, 10000..19999
+/// provider, 20000..29999 network).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseCloseReason {
+    Owner,
+    Unstable,
+    Decommission,
+    Unspecified,
+    ManifestTimeout,
+    InsufficientFunds,
+}
+
+impl LeaseCloseReason {
+    pub fn code(self) -> u32 {
+        match self {
+            LeaseCloseReason::Owner => 1,
+            LeaseCloseReason::Unstable => 10000,
+            LeaseCloseReason::Decommission => 10001,
+            LeaseCloseReason::Unspecified => 10002,
+            LeaseCloseReason::ManifestTimeout => 10003,
+            LeaseCloseReason::InsufficientFunds => 20000,
+        }
+    }
+
+    /// Reasons a provider may give.
+    pub fn is_provider_reason(self) -> bool {
+        (10000..20000).contains(&self.code())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matching: shared by the ledger (a bid must satisfy its order) and by providers (the bid engine
+// and "why no bids"), so both sides give the same answer.
+
+/// Why a provider does not satisfy an order's group. `Display` is meant for tenants.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    #[error("provider lacks required attribute {key}={value}")]
+    Attribute { key: String, value: String },
+    #[error("auditor {auditor} has not signed the required attributes (signedBy.allOf)")]
+    AllOfAuditor { auditor: Address },
+    #[error("none of the auditors in signedBy.anyOf has signed the required attributes")]
+    AnyOfAuditor,
+    #[error("resource unit {unit} wants a GPU ({wanted}) that the provider does not advertise")]
+    Gpu { unit: u32, wanted: String },
+    #[error(
+        "resource unit {unit} wants storage class {class:?} that the provider does not advertise"
+    )]
+    StorageClass { unit: u32, class: String },
+}
+
+fn key_matches(pattern: &str, key: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => key.starts_with(prefix),
+        None => pattern == key,
+    }
+}
+
+/// True when every required attribute is present in `have` (keys may end with a `*` glob).
+pub fn attributes_subset(required: &[Attribute], have: &[Attribute]) -> Result<(), Mismatch> {
+    for r in required {
+        if !have
+            .iter()
+            .any(|h| key_matches(&r.key, &h.key) && r.value == h.value)
+        {
+            return Err(Mismatch::Attribute {
+                key: r.key.clone(),
+                value: r.value.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a provider against a group: placement attributes, auditors, GPU models and storage
+/// classes. `audited(auditor)` returns the attributes that auditor signed for this provider.
+pub fn match_group<'a>(
+    spec: &GroupSpec,
+    provider_attrs: &[Attribute],
+    audited: impl Fn(&Address) -> Option<&'a [Attribute]>,
+) -> Result<(), Mismatch> {
+    let req = &spec.requirements;
+    attributes_subset(&req.attributes, provider_attrs)?;
+    let signed = |auditor: &Address| {
+        audited(auditor).is_some_and(|a| attributes_subset(&req.attributes, a).is_ok())
+    };
+    for auditor in &req.signed_by.all_of {
+        if !signed(auditor) {
+            return Err(Mismatch::AllOfAuditor { auditor: *auditor });
+        }
+    }
+    if !req.signed_by.any_of.is_empty() && !req.signed_by.any_of.iter().any(signed) {
+        return Err(Mismatch::AnyOfAuditor);
+    }
+    for unit in &spec.resources {
+        let gpu = &unit.resources.gpu;
+        if gpu.units > 0 {
+            let offered = gpu.attributes.iter().any(|want| {
+                provider_attrs.iter().any(|h| {
+                    h.value == "true"
+                        && h.key
+                            .strip_prefix("capabilities/gpu/")
+                            .is_some_and(|k| key_matches(&want.key, k))
+                })
+            });
+            if !offered {
+                let wanted = gpu
+                    .attributes
+                    .iter()
+                    .map(|a| a.key.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" | ");
+                return Err(Mismatch::Gpu {
+                    unit: unit.id,
+                    wanted,
+                });
+            }
+        }
+        for vol in &unit.resources.storage {
+            let Some(class) = vol.class() else { continue };
+            let advertised = provider_attrs.iter().any(|h| {
+                h.key.starts_with("capabilities/storage/")
+                    && h.key.ends_with("/class")
+                    && h.value == class
+            });
+            if !advertised {
+                return Err(Mismatch::StorageClass {
+                    unit: unit.id,
+                    class: class.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}

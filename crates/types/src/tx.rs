@@ -1,0 +1,419 @@
+//! Transactions, their messages and their canonical encoding.
+//!
+//! The encoding is Borsh: one byte string per value (fixed-width integers, length-prefixed
+//! sequences, one-byte enum tags). [`Tx::decode`] rejects trailing bytes, lengths that run past
+//! the input, unknown tags, invalid UTF-8 and invalid denominations, then checks every bound in
+//! [`TxBody::validate`]. `decode(bytes).encode() == bytes` for every accepted input.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::address::Address;
+use crate::coin::{Coin, Price};
+use crate::keys::{
+    eip191_digest, recover_eth, verify_ed25519, SignatureError, SigningKey, TxSignature,
+};
+use crate::market::{
+    limits, validate_attributes, validate_name, Attribute, BidId, DeploymentId, GroupSpec,
+    LeaseCloseReason, LeaseId, OrderId, SpecError,
+};
+
+/// Largest encoded transaction accepted.
+pub const MAX_TX_BYTES: usize = 64 * 1024;
+/// Most messages in one transaction.
+pub const MAX_MSGS: usize = 16;
+pub const MAX_MEMO_LEN: usize = 256;
+pub const MAX_CHAIN_ID_LEN: usize = 64;
+/// Domain separator of the ed25519 sign digest.
+const SIGN_DOMAIN: &[u8] = b"pazar/tx/v1\0";
+
+/// A 32-byte SHA-256 digest.
+pub type Hash32 = [u8; 32];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("transaction is {0} bytes; the limit is {MAX_TX_BYTES}")]
+    TooLarge(usize),
+    #[error("malformed transaction encoding: {0}")]
+    Malformed(String),
+    #[error("invalid transaction: {0}")]
+    Invalid(#[from] SpecError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct ProviderInfo {
+    pub email: String,
+    pub website: String,
+}
+
+/// Every state change a transaction can ask for. The Borsh tag of each variant is its position:
+/// append new variants at the end, never reorder.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Msg {
+    /// bank: move coins to another account.
+    Send {
+        to: Address,
+        amount: Coin,
+    },
+    /// provider: register the signer as a provider.
+    CreateProvider {
+        host_uri: String,
+        #[serde(with = "hex_array")]
+        tls_fingerprint: Hash32,
+        attributes: Vec<Attribute>,
+        info: ProviderInfo,
+    },
+    /// provider: replace host, fingerprint, attributes and info.
+    UpdateProvider {
+        host_uri: String,
+        #[serde(with = "hex_array")]
+        tls_fingerprint: Hash32,
+        attributes: Vec<Attribute>,
+        info: ProviderInfo,
+    },
+    /// provider: deregister (only with no open bid and no active lease).
+    DeleteProvider,
+    /// audit: the signer, as auditor, vouches for attributes of `provider`.
+    SignProviderAttributes {
+        provider: Address,
+        attributes: Vec<Attribute>,
+    },
+    /// audit: withdraw some (or, with no keys, all) of the signer's attestations for `provider`.
+    DeleteProviderAttributes {
+        provider: Address,
+        keys: Vec<String>,
+    },
+    /// deployment: create with one order per group and an initial escrow deposit.
+    CreateDeployment {
+        dseq: u64,
+        #[serde(with = "hex_array")]
+        version: Hash32,
+        groups: Vec<GroupSpec>,
+        deposit: Coin,
+        /// Accept the lowest bid automatically this many blocks after each order opens.
+        auto_accept_after: Option<u32>,
+    },
+    /// escrow: anyone may top up a deployment's escrow; refunds go back to each depositor.
+    DepositDeployment {
+        id: DeploymentId,
+        amount: Coin,
+    },
+    /// deployment: point at a new manifest version.
+    UpdateDeployment {
+        dseq: u64,
+        #[serde(with = "hex_array")]
+        version: Hash32,
+    },
+    CloseDeployment {
+        dseq: u64,
+    },
+    CloseGroup {
+        dseq: u64,
+        gseq: u32,
+    },
+    PauseGroup {
+        dseq: u64,
+        gseq: u32,
+    },
+    StartGroup {
+        dseq: u64,
+        gseq: u32,
+    },
+    /// market: a provider offers to serve an order at `price` per block.
+    CreateBid {
+        order: OrderId,
+        price: Price,
+        deposit: Coin,
+    },
+    /// market: a provider withdraws an open bid.
+    CloseBid {
+        bid: BidId,
+    },
+    /// market: the tenant accepts a bid.
+    CreateLease {
+        bid: BidId,
+    },
+    /// market: the tenant (reason `owner`) or the provider (a provider reason) ends a lease.
+    CloseLease {
+        lease: LeaseId,
+        reason: LeaseCloseReason,
+    },
+    /// escrow: the provider collects what its lease has earned.
+    WithdrawLease {
+        lease: LeaseId,
+    },
+}
+
+impl Msg {
+    /// Stable snake_case name, used in events and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Msg::Send { .. } => "send",
+            Msg::CreateProvider { .. } => "create_provider",
+            Msg::UpdateProvider { .. } => "update_provider",
+            Msg::DeleteProvider => "delete_provider",
+            Msg::SignProviderAttributes { .. } => "sign_provider_attributes",
+            Msg::DeleteProviderAttributes { .. } => "delete_provider_attributes",
+            Msg::CreateDeployment { .. } => "create_deployment",
+            Msg::DepositDeployment { .. } => "deposit_deployment",
+            Msg::UpdateDeployment { .. } => "update_deployment",
+            Msg::CloseDeployment { .. } => "close_deployment",
+            Msg::CloseGroup { .. } => "close_group",
+            Msg::PauseGroup { .. } => "pause_group",
+            Msg::StartGroup { .. } => "start_group",
+            Msg::CreateBid { .. } => "create_bid",
+            Msg::CloseBid { .. } => "close_bid",
+            Msg::CreateLease { .. } => "create_lease",
+            Msg::CloseLease { .. } => "close_lease",
+            Msg::WithdrawLease { .. } => "withdraw_lease",
+        }
+    }
+
+    /// Stateless checks: bounds, syntax, non-zero amounts.
+    pub fn validate(&self, field: &str) -> Result<(), SpecError> {
+        let bad = |f: &str, r: &str| {
+            Err(SpecError::Invalid {
+                field: format!("{field}.{f}"),
+                reason: r.into(),
+            })
+        };
+        match self {
+            Msg::Send { amount, .. } if amount.amount == 0 => {
+                bad("amount", "must be greater than zero")
+            }
+            Msg::CreateProvider {
+                host_uri,
+                attributes,
+                info,
+                ..
+            }
+            | Msg::UpdateProvider {
+                host_uri,
+                attributes,
+                info,
+                ..
+            } => {
+                validate_host_uri(&format!("{field}.host_uri"), host_uri)?;
+                validate_attributes(&format!("{field}.attributes"), attributes, false)?;
+                if info.email.len() > limits::MAX_VALUE_LEN
+                    || info.website.len() > limits::MAX_URI_LEN
+                {
+                    return bad("info", "email or website too long");
+                }
+                Ok(())
+            }
+            Msg::SignProviderAttributes { attributes, .. } => {
+                if attributes.is_empty() {
+                    return bad("attributes", "must not be empty");
+                }
+                validate_attributes(&format!("{field}.attributes"), attributes, false)
+            }
+            Msg::DeleteProviderAttributes { keys, .. } => {
+                if keys.len() > limits::MAX_ATTRIBUTES {
+                    return bad("keys", "too many keys");
+                }
+                for k in keys {
+                    validate_name(&format!("{field}.keys"), k, limits::MAX_KEY_LEN)?;
+                }
+                Ok(())
+            }
+            Msg::CreateDeployment {
+                groups, deposit, ..
+            } => {
+                if groups.is_empty() || groups.len() > limits::MAX_GROUPS {
+                    return bad(
+                        "groups",
+                        &format!("must have 1-{} groups", limits::MAX_GROUPS),
+                    );
+                }
+                for (i, g) in groups.iter().enumerate() {
+                    g.validate(&format!("{field}.groups[{i}]"))?;
+                    if groups[..i].iter().any(|o| o.name == g.name) {
+                        return bad(&format!("groups[{i}].name"), "duplicate group name");
+                    }
+                    if g.resources[0].price.denom != groups[0].resources[0].price.denom {
+                        return bad(
+                            &format!("groups[{i}]"),
+                            "all groups must be priced in one denomination",
+                        );
+                    }
+                }
+                if deposit.amount == 0 {
+                    return bad("deposit", "must be greater than zero");
+                }
+                Ok(())
+            }
+            Msg::DepositDeployment { amount, .. } if amount.amount == 0 => {
+                bad("amount", "must be greater than zero")
+            }
+            Msg::CreateBid { price, deposit, .. } => {
+                if price.amount.is_zero() {
+                    return bad("price", "must be greater than zero");
+                }
+                if deposit.amount == 0 {
+                    return bad("deposit", "must be greater than zero");
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Akash's rule: an absolute `https://host[:port]` URL with no path.
+fn validate_host_uri(field: &str, uri: &str) -> Result<(), SpecError> {
+    let bad = |r: &str| {
+        Err(SpecError::Invalid {
+            field: field.into(),
+            reason: r.into(),
+        })
+    };
+    if uri.len() > limits::MAX_URI_LEN {
+        return bad("too long");
+    }
+    let Some(rest) = uri.strip_prefix("https://") else {
+        return bad("must start with https://");
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ', '@']) {
+        return bad("must be https://host[:port] with no path, query or credentials");
+    }
+    Ok(())
+}
+
+/// What the sender signs: everything in a transaction but the signature.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct TxBody {
+    pub chain_id: String,
+    pub sender: Address,
+    pub sequence: u64,
+    pub fee: Coin,
+    pub msgs: Vec<Msg>,
+    pub memo: String,
+}
+
+impl TxBody {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        validate_name("chain_id", &self.chain_id, MAX_CHAIN_ID_LEN)?;
+        if self.memo.len() > MAX_MEMO_LEN {
+            return Err(SpecError::Invalid {
+                field: "memo".into(),
+                reason: format!("at most {MAX_MEMO_LEN} bytes"),
+            });
+        }
+        if self.msgs.is_empty() || self.msgs.len() > MAX_MSGS {
+            return Err(SpecError::Invalid {
+                field: "msgs".into(),
+                reason: format!("must have 1-{MAX_MSGS} messages"),
+            });
+        }
+        for (i, m) in self.msgs.iter().enumerate() {
+            m.validate(&format!("msgs[{i}]"))?;
+        }
+        Ok(())
+    }
+
+    /// The digest an ed25519 key signs and that the readable rendering ends with.
+    pub fn sign_digest(&self) -> Hash32 {
+        let mut h = Sha256::new();
+        h.update(SIGN_DOMAIN);
+        h.update(borsh::to_vec(self).expect("encoding into a Vec cannot fail"));
+        h.finalize().into()
+    }
+
+    /// The text an Ethereum wallet shows and signs with `personal_sign`. It ends with the sign
+    /// digest, so two different bodies never render to the same text.
+    pub fn readable(&self, digest: &Hash32) -> String {
+        let msgs = serde_json::to_string_pretty(&self.msgs).expect("messages serialise to JSON");
+        format!(
+            "Pazar transaction\nchain: {}\nsender: {}\nsequence: {}\nfee: {}\nmemo: {}\nmessages: {}\ndigest: 0x{}",
+            self.chain_id,
+            self.sender,
+            self.sequence,
+            self.fee,
+            self.memo,
+            msgs,
+            hex::encode(digest)
+        )
+    }
+
+    /// Signs this body with `key`.
+    pub fn sign(self, key: &SigningKey) -> Tx {
+        let digest = self.sign_digest();
+        let signature = key.sign_tx(&digest, &self.readable(&digest));
+        Tx {
+            body: self,
+            signature,
+        }
+    }
+}
+
+/// A signed transaction.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Tx {
+    pub body: TxBody,
+    pub signature: TxSignature,
+}
+
+impl Tx {
+    /// Decodes and validates canonical bytes (see the module docs).
+    pub fn decode(bytes: &[u8]) -> Result<Tx, DecodeError> {
+        if bytes.len() > MAX_TX_BYTES {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        let tx: Tx = borsh::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        tx.body.validate()?;
+        Ok(tx)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        borsh::to_vec(self).expect("encoding into a Vec cannot fail")
+    }
+
+    /// Verifies the signature alone (no state): the signer's key must derive the sender address.
+    pub fn verify_signature(&self) -> Result<(), SignatureError> {
+        let digest = self.body.sign_digest();
+        match &self.signature {
+            TxSignature::Ed25519 { pubkey, sig } => {
+                if Address::from_ed25519(pubkey) != self.body.sender {
+                    return Err(SignatureError::Invalid);
+                }
+                verify_ed25519(pubkey, sig, &digest)
+            }
+            TxSignature::Eth { sig } => {
+                let text = self.body.readable(&digest);
+                let signer = recover_eth(&eip191_digest(text.as_bytes()), sig)?;
+                if signer != self.body.sender {
+                    return Err(SignatureError::Invalid);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// SHA-256 of a transaction's bytes: its id in receipts and queries.
+pub fn tx_hash(bytes: &[u8]) -> Hash32 {
+    Sha256::digest(bytes).into()
+}
+
+/// Serde helper: fixed-size byte arrays as hex strings.
+pub mod hex_array {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(v: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
+        let raw = String::deserialize(d)?;
+        let mut out = [0u8; N];
+        hex::decode_to_slice(raw.trim_start_matches("0x"), &mut out)
+            .map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}

@@ -116,6 +116,33 @@ pub fn check(state: &State) -> Result<(), String> {
         if !p.open && p.balance != 0 {
             return Err(format!("payment {lid}: closed with unwithdrawn balance"));
         }
+        // Exact accrual: over its life a lease was paid floor(rate × blocks), to the unit.
+        let lease = state
+            .leases
+            .get(lid)
+            .ok_or_else(|| format!("payment {lid} without lease"))?;
+        let acct = state
+            .escrow
+            .get(&lid.deployment())
+            .ok_or_else(|| format!("payment {lid} without account"))?;
+        let until = if p.open {
+            acct.settled_at
+        } else {
+            lease.closed_at.unwrap_or(acct.settled_at)
+        };
+        let blocks = until
+            .checked_sub(lease.created_at)
+            .ok_or_else(|| format!("payment {lid} settled before it began"))?;
+        let (units, frac) = p.rate.amount.accrue(blocks, 0).ok_or("accrual overflows")?;
+        if p.received + p.unsettled != units {
+            return Err(format!(
+                "payment {lid}: received {} + unsettled {} != floor({} × {blocks}) = {units}",
+                p.received, p.unsettled, p.rate.amount
+            ));
+        }
+        if p.open && p.carry != frac {
+            return Err(format!("payment {lid}: carry {} != {frac}", p.carry));
+        }
         add(&p.rate.denom, p.balance);
     }
     let mut loads: BTreeMap<Address, ProviderLoad> = BTreeMap::new();

@@ -30,6 +30,14 @@ impl State {
         self.deployments.get(id)
     }
 
+    pub fn deployments(&self) -> impl Iterator<Item = (&DeploymentId, &Deployment)> {
+        self.deployments.iter()
+    }
+
+    pub fn bids(&self) -> impl Iterator<Item = (&BidId, &Bid)> {
+        self.bids.iter()
+    }
+
     pub fn deployments_of(
         &self,
         owner: &Address,

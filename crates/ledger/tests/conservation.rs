@@ -1,0 +1,582 @@
+//! Property test: random sequences of valid and invalid transactions. After every block, every
+//! invariant holds (tokens conserved per denomination, escrow accounting exact, market objects
+//! consistent) and supply is unchanged; replaying the same blocks gives the same state hashes.
+//!
+//! `PAZAR_PROPTEST_CASES` scales the run (default 24 cases of 420-520 transactions: over
+//! 10,000 transactions per CI run).
+
+mod common;
+
+use common::*;
+use pazar_ledger::{invariants, State};
+use pazar_types::market::{BidState, GroupState, LeaseCloseReason, LeaseState, OrderState};
+use pazar_types::{Address, Dec, Denom, KeyScheme, Msg, Price, SigningKey, TxBody, TxSignature};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Send {
+        from: u8,
+        to: u8,
+        amount: u64,
+        stable: bool,
+    },
+    Deploy {
+        tenant: u8,
+        groups: u8,
+        price: u32,
+        deposit: u32,
+        stable: bool,
+        auto: Option<u8>,
+    },
+    Deposit {
+        from: u8,
+        pick: u16,
+        amount: u32,
+    },
+    Bid {
+        provider: u8,
+        pick: u16,
+        permille: u16,
+    },
+    Lease {
+        pick: u16,
+        stranger: bool,
+    },
+    CloseLease {
+        pick: u16,
+        by_provider: bool,
+    },
+    Withdraw {
+        pick: u16,
+        stranger: bool,
+    },
+    CloseDeployment {
+        pick: u16,
+    },
+    CloseBid {
+        pick: u16,
+    },
+    Group {
+        pick: u16,
+        action: u8,
+    },
+    Skip {
+        blocks: u8,
+    },
+    EndBlock,
+    // Invalid on purpose.
+    BadSignature {
+        from: u8,
+    },
+    WrongSequence {
+        from: u8,
+    },
+    WrongChain {
+        from: u8,
+    },
+    Garbage {
+        bytes: Vec<u8>,
+    },
+    Truncate {
+        from: u8,
+        cut: u16,
+    },
+    Overflow {
+        from: u8,
+    },
+    UnknownDenom {
+        from: u8,
+    },
+    ZeroDeposit {
+        from: u8,
+        pick: u16,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (any::<u8>(), any::<u8>(), 1..5_000_000u64, any::<bool>())
+            .prop_map(|(from, to, amount, stable)| Op::Send { from, to, amount, stable }),
+        5 => (any::<u8>(), 1..3u8, 1..2_000_000u32, 500_000..3_000_000u32, any::<bool>(), proptest::option::weighted(0.2, 0..4u8))
+            .prop_map(|(tenant, groups, price, deposit, stable, auto)| Op::Deploy { tenant, groups, price, deposit, stable, auto }),
+        3 => (any::<u8>(), any::<u16>(), 1..2_000_000u32).prop_map(|(from, pick, amount)| Op::Deposit { from, pick, amount }),
+        8 => (any::<u8>(), any::<u16>(), 1..1000u16).prop_map(|(provider, pick, permille)| Op::Bid { provider, pick, permille }),
+        6 => (any::<u16>(), proptest::bool::weighted(0.1)).prop_map(|(pick, stranger)| Op::Lease { pick, stranger }),
+        2 => (any::<u16>(), any::<bool>()).prop_map(|(pick, by_provider)| Op::CloseLease { pick, by_provider }),
+        4 => (any::<u16>(), proptest::bool::weighted(0.1)).prop_map(|(pick, stranger)| Op::Withdraw { pick, stranger }),
+        1 => any::<u16>().prop_map(|pick| Op::CloseDeployment { pick }),
+        1 => any::<u16>().prop_map(|pick| Op::CloseBid { pick }),
+        2 => (any::<u16>(), 0..3u8).prop_map(|(pick, action)| Op::Group { pick, action }),
+        2 => (1..40u8).prop_map(|blocks| Op::Skip { blocks }),
+        6 => Just(Op::EndBlock),
+        1 => any::<u8>().prop_map(|from| Op::BadSignature { from }),
+        1 => any::<u8>().prop_map(|from| Op::WrongSequence { from }),
+        1 => any::<u8>().prop_map(|from| Op::WrongChain { from }),
+        1 => proptest::collection::vec(any::<u8>(), 0..200).prop_map(|bytes| Op::Garbage { bytes }),
+        1 => (any::<u8>(), any::<u16>()).prop_map(|(from, cut)| Op::Truncate { from, cut }),
+        1 => any::<u8>().prop_map(|from| Op::Overflow { from }),
+        1 => any::<u8>().prop_map(|from| Op::UnknownDenom { from }),
+        1 => (any::<u8>(), any::<u16>()).prop_map(|(from, pick)| Op::ZeroDeposit { from, pick }),
+    ]
+}
+
+struct Run {
+    chain: Chain,
+    tenants: Vec<SigningKey>,
+    providers: Vec<SigningKey>,
+    everyone: Vec<SigningKey>,
+    block: Vec<Vec<u8>>,
+    hashes: Vec<[u8; 32]>,
+    supply: Vec<(Denom, u128)>,
+    txs: usize,
+}
+
+fn pick<T: Clone>(items: &[T], i: u16) -> Option<T> {
+    (!items.is_empty()).then(|| items[i as usize % items.len()].clone())
+}
+
+impl Run {
+    fn new() -> Run {
+        let tenants = vec![
+            key(KeyScheme::Ed25519, 1),
+            key(KeyScheme::Ed25519, 2),
+            key(KeyScheme::Eth, 3),
+        ];
+        let providers = vec![
+            key(KeyScheme::Ed25519, 11),
+            key(KeyScheme::Ed25519, 12),
+            key(KeyScheme::Eth, 13),
+        ];
+        let everyone: Vec<SigningKey> = tenants.iter().chain(&providers).cloned().collect();
+        let refs: Vec<&SigningKey> = everyone.iter().collect();
+        let mut chain = Chain::new(&refs);
+        for p in &providers {
+            let tx = chain.sign(p, vec![create_provider(vec![])]);
+            chain.pending.push(tx);
+        }
+        let pending = std::mem::take(&mut chain.pending);
+        chain.block(pending);
+        let supply = [upzr(), uusd()]
+            .into_iter()
+            .map(|d| (d.clone(), chain.state.supply_of(&d)))
+            .collect();
+        Run {
+            chain,
+            tenants,
+            providers,
+            everyone,
+            block: Vec::new(),
+            hashes: Vec::new(),
+            supply,
+            txs: 0,
+        }
+    }
+
+    fn who(&self, i: u8) -> SigningKey {
+        self.everyone[i as usize % self.everyone.len()].clone()
+    }
+
+    fn push(&mut self, key: &SigningKey, msgs: Vec<Msg>) {
+        let tx = self.chain.sign(key, msgs);
+        self.block.push(tx);
+    }
+
+    /// A correctly signed body with the signer's current sequence, not consuming it.
+    fn body(&self, key: &SigningKey, msgs: Vec<Msg>) -> TxBody {
+        TxBody {
+            chain_id: CHAIN.into(),
+            sender: key.address(),
+            sequence: self.chain.seqs.get(&key.address()).copied().unwrap_or(0),
+            fee: coin(FEE * msgs.len() as u128, &upzr()),
+            msgs,
+            memo: String::new(),
+        }
+    }
+
+    fn send_msg(&self, to: Address) -> Msg {
+        Msg::Send {
+            to,
+            amount: coin(1, &upzr()),
+        }
+    }
+
+    fn flush(&mut self) {
+        let txs = std::mem::take(&mut self.block);
+        self.txs += txs.len();
+        let out = self.chain.block(txs);
+        assert!(out.receipts.iter().all(|r| r.code != 0 || r.fee.is_some()));
+        for (d, s) in &self.supply {
+            assert_eq!(self.chain.state.supply_of(d), *s, "supply of {d} changed");
+        }
+        self.hashes.push(self.chain.state.state_hash());
+        // Refused transactions did not use their sequence: resynchronise from the ledger.
+        let addrs: Vec<Address> = self.chain.seqs.keys().copied().collect();
+        for a in addrs {
+            self.chain
+                .seqs
+                .insert(a, self.chain.state.account(&a).sequence);
+        }
+    }
+
+    fn apply(&mut self, op: Op) {
+        let st: &State = &self.chain.state;
+        let deployments: Vec<_> = st
+            .deployments()
+            .filter(|(_, d)| d.state == pazar_types::market::DeploymentState::Active)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let open_orders: Vec<_> = st
+            .orders()
+            .filter(|(_, o)| o.state == OrderState::Open)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let open_bids: Vec<_> = st
+            .bids()
+            .filter(|(_, b)| b.state == BidState::Open)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let active: Vec<_> = st
+            .leases()
+            .filter(|(_, l)| l.state == LeaseState::Active)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let any_lease: Vec<_> = st.leases().map(|(k, _)| k.clone()).collect();
+        let groups: Vec<_> = deployments
+            .iter()
+            .flat_map(|d| (1..=st.deployment(d).map_or(0, |x| x.groups)).map(move |g| d.group(g)))
+            .filter(|g| st.group(g).is_some_and(|x| x.state != GroupState::Closed))
+            .collect();
+        let key_of =
+            |addr: &Address, all: &[SigningKey]| all.iter().find(|k| k.address() == *addr).cloned();
+        match op {
+            Op::Send {
+                from,
+                to,
+                amount,
+                stable,
+            } => {
+                let (f, t) = (self.who(from), self.who(to));
+                let d = if stable { uusd() } else { upzr() };
+                self.push(
+                    &f,
+                    vec![Msg::Send {
+                        to: t.address(),
+                        amount: coin(u128::from(amount), &d),
+                    }],
+                );
+            }
+            Op::Deploy {
+                tenant,
+                groups,
+                price,
+                deposit,
+                stable,
+                auto,
+            } => {
+                let t = self.tenants[tenant as usize % self.tenants.len()].clone();
+                let d = if stable { uusd() } else { upzr() };
+                let specs = (0..groups)
+                    .map(|i| {
+                        let mut g = group(&format!("g{i}"), "1", &d);
+                        g.resources[0].price = Price {
+                            denom: d.clone(),
+                            amount: Dec(u128::from(price) * 1_000_000_000_000),
+                        };
+                        g
+                    })
+                    .collect();
+                let dseq = self.chain.state.height * 100 + self.block.len() as u64;
+                self.push(
+                    &t,
+                    vec![Msg::CreateDeployment {
+                        dseq,
+                        version: [1; 32],
+                        groups: specs,
+                        deposit: coin(u128::from(deposit), &d),
+                        auto_accept_after: auto.map(u32::from),
+                    }],
+                );
+            }
+            Op::Deposit {
+                from,
+                pick: p,
+                amount,
+            } => {
+                if let Some(id) = pick(&deployments, p) {
+                    let denom = self
+                        .chain
+                        .state
+                        .escrow_account(&id)
+                        .map(|a| a.denom.clone())
+                        .unwrap_or_else(uusd);
+                    let f = self.who(from);
+                    self.push(
+                        &f,
+                        vec![Msg::DepositDeployment {
+                            id,
+                            amount: coin(u128::from(amount), &denom),
+                        }],
+                    );
+                }
+            }
+            Op::Bid {
+                provider,
+                pick: p,
+                permille,
+            } => {
+                if let Some(o) = pick(&open_orders, p) {
+                    let pr = self.providers[provider as usize % self.providers.len()].clone();
+                    let max = self
+                        .chain
+                        .state
+                        .group(&o.group())
+                        .and_then(|g| g.spec.max_price());
+                    if let Some(max) = max {
+                        let amount = Dec((max.amount.raw() / 1000).max(1) * u128::from(permille));
+                        let deposit_denom = if permille % 2 == 0 {
+                            upzr()
+                        } else {
+                            max.denom.clone()
+                        };
+                        let deposit = coin(500_000, &deposit_denom);
+                        self.push(
+                            &pr,
+                            vec![Msg::CreateBid {
+                                order: o,
+                                price: Price {
+                                    denom: max.denom,
+                                    amount,
+                                },
+                                deposit,
+                            }],
+                        );
+                    }
+                }
+            }
+            Op::Lease { pick: p, stranger } => {
+                if let Some(b) = pick(&open_bids, p) {
+                    let signer = if stranger {
+                        self.providers[0].clone()
+                    } else {
+                        key_of(&b.owner, &self.tenants).expect("tenant")
+                    };
+                    self.push(&signer, vec![Msg::CreateLease { bid: b }]);
+                }
+            }
+            Op::CloseLease {
+                pick: p,
+                by_provider,
+            } => {
+                if let Some(l) = pick(&active, p) {
+                    let (signer, reason) = if by_provider {
+                        (
+                            key_of(&l.provider, &self.providers).expect("provider"),
+                            LeaseCloseReason::Unstable,
+                        )
+                    } else {
+                        (
+                            key_of(&l.owner, &self.tenants).expect("tenant"),
+                            LeaseCloseReason::Owner,
+                        )
+                    };
+                    self.push(&signer, vec![Msg::CloseLease { lease: l, reason }]);
+                }
+            }
+            Op::Withdraw { pick: p, stranger } => {
+                if let Some(l) = pick(&any_lease, p) {
+                    let signer = if stranger {
+                        self.tenants[0].clone()
+                    } else {
+                        key_of(&l.provider, &self.providers).expect("provider")
+                    };
+                    self.push(&signer, vec![Msg::WithdrawLease { lease: l }]);
+                }
+            }
+            Op::CloseDeployment { pick: p } => {
+                if let Some(d) = pick(&deployments, p) {
+                    let t = key_of(&d.owner, &self.tenants).expect("tenant");
+                    self.push(&t, vec![Msg::CloseDeployment { dseq: d.dseq }]);
+                }
+            }
+            Op::CloseBid { pick: p } => {
+                if let Some(b) = pick(&open_bids, p) {
+                    let pr = key_of(&b.provider, &self.providers).expect("provider");
+                    self.push(&pr, vec![Msg::CloseBid { bid: b }]);
+                }
+            }
+            Op::Group { pick: p, action } => {
+                if let Some(g) = pick(&groups, p) {
+                    let t = key_of(&g.owner, &self.tenants).expect("tenant");
+                    let msg = match action {
+                        0 => Msg::PauseGroup {
+                            dseq: g.dseq,
+                            gseq: g.gseq,
+                        },
+                        1 => Msg::StartGroup {
+                            dseq: g.dseq,
+                            gseq: g.gseq,
+                        },
+                        _ => Msg::CloseGroup {
+                            dseq: g.dseq,
+                            gseq: g.gseq,
+                        },
+                    };
+                    self.push(&t, vec![msg]);
+                }
+            }
+            Op::Skip { blocks } => {
+                self.flush();
+                for _ in 1..blocks {
+                    self.flush();
+                }
+            }
+            Op::EndBlock => self.flush(),
+            Op::BadSignature { from } => {
+                let k = self.who(from);
+                let mut tx = self.body(&k, vec![self.send_msg(k.address())]).sign(&k);
+                match &mut tx.signature {
+                    TxSignature::Ed25519 { sig, .. } => sig[0] ^= 0x40,
+                    TxSignature::Eth { sig } => sig[5] ^= 0x40,
+                }
+                self.block.push(tx.encode());
+            }
+            Op::WrongSequence { from } => {
+                let k = self.who(from);
+                let mut body = self.body(&k, vec![self.send_msg(k.address())]);
+                body.sequence += 1000;
+                self.block.push(body.sign(&k).encode());
+            }
+            Op::WrongChain { from } => {
+                let k = self.who(from);
+                let mut body = self.body(&k, vec![self.send_msg(k.address())]);
+                body.chain_id = "evil-chain".into();
+                self.block.push(body.sign(&k).encode());
+            }
+            Op::Garbage { bytes } => self.block.push(bytes),
+            Op::Truncate { from, cut } => {
+                let k = self.who(from);
+                let bytes = self
+                    .body(&k, vec![self.send_msg(k.address())])
+                    .sign(&k)
+                    .encode();
+                let keep = cut as usize % bytes.len();
+                self.block.push(bytes[..keep].to_vec());
+            }
+            Op::Overflow { from } => {
+                let k = self.who(from);
+                let to = self.who(from.wrapping_add(1)).address();
+                self.push(
+                    &k,
+                    vec![Msg::Send {
+                        to,
+                        amount: coin(u128::MAX, &uusd()),
+                    }],
+                );
+            }
+            Op::UnknownDenom { from } => {
+                let k = self.who(from);
+                let to = self.who(from.wrapping_add(1)).address();
+                self.push(
+                    &k,
+                    vec![Msg::Send {
+                        to,
+                        amount: coin(5, &Denom::new("uakt").expect("ok")),
+                    }],
+                );
+            }
+            Op::ZeroDeposit { from, pick: p } => {
+                if let Some(id) = pick(&deployments, p) {
+                    let k = self.who(from);
+                    let body = self.body(
+                        &k,
+                        vec![Msg::DepositDeployment {
+                            id,
+                            amount: coin(0, &uusd()),
+                        }],
+                    );
+                    self.block.push(body.sign(&k).encode());
+                }
+            }
+        }
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("PAZAR_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24)
+}
+
+/// Runs one generated sequence; returns how many transactions it submitted.
+fn check_sequence(ops: Vec<Op>) -> Result<usize, TestCaseError> {
+    let mut run = Run::new();
+    for op in ops {
+        run.apply(op);
+    }
+    run.flush();
+    // Some real market activity happened, not only refusals.
+    prop_assert!(
+        run.chain.state.leases().count() > 0,
+        "no lease was ever made"
+    );
+    if std::env::var("PAZAR_PROPTEST_STATS").is_ok() {
+        let st = &run.chain.state;
+        let received: u128 = st
+            .leases()
+            .filter_map(|(k, _)| st.payment(k))
+            .map(|p| p.received)
+            .sum();
+        let longest = st
+            .leases()
+            .map(|(_, l)| l.closed_at.unwrap_or(st.height) - l.created_at)
+            .max();
+        eprintln!(
+            "height {} leases {} received {received} longest {longest:?}",
+            st.height,
+            st.leases().count()
+        );
+    }
+    // Replay every block on a fresh state: identical hashes after every block.
+    let refs: Vec<&SigningKey> = run.everyone.iter().collect();
+    let mut replay = Chain::new(&refs);
+    let first = run.chain.blocks.len() - run.hashes.len();
+    for (i, (h, txs)) in run.chain.blocks.iter().enumerate() {
+        replay.state.apply_block(h, txs).expect("replays");
+        if i >= first {
+            prop_assert_eq!(replay.state.state_hash(), run.hashes[i - first]);
+        }
+    }
+    prop_assert!(invariants::check(&replay.state).is_ok());
+    Ok(run.txs)
+}
+
+#[test]
+fn tokens_are_conserved_and_replay_is_deterministic() {
+    use proptest::test_runner::{Config, TestRunner};
+    let config = Config {
+        cases: cases(),
+        max_shrink_iters: 200,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let total = std::cell::Cell::new(0usize);
+    let result = runner.run(&proptest::collection::vec(op(), 600..700), |ops| {
+        total.set(total.get() + check_sequence(ops)?);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let total = total.get();
+    eprintln!(
+        "conservation: {total} transactions in {} sequences",
+        cases()
+    );
+    if cases() >= 24 {
+        assert!(total >= 10_000, "only {total} transactions were exercised");
+    }
+}

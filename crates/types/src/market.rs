@@ -337,7 +337,7 @@ fn validate_unit(f: &str, unit: &ResourceUnit) -> Result<(), SpecError> {
             format!("at most {MAX_GPU_UNITS}"),
         ));
     }
-    if (r.gpu.units > 0) != !r.gpu.attributes.is_empty() {
+    if (r.gpu.units > 0) == r.gpu.attributes.is_empty() {
         return Err(invalid(
             format!("{f}.gpu"),
             "gpu units and gpu attributes must be given together",

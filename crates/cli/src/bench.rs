@@ -8,12 +8,9 @@ use serde_json::json;
 
 use pazar_ledger::state::GenesisBalance;
 use pazar_ledger::{BlockHeader, Genesis, Params, State};
-use pazar_types::market::{
-    Endpoint, EndpointKind, Gpu, GroupSpec, PlacementRequirements, ResourceUnit, Resources,
-};
+use pazar_types::market::{Endpoint, EndpointKind, Gpu, GroupSpec, PlacementRequirements, ResourceUnit, Resources};
 use pazar_types::{
-    Address, Coin, Dec, Denom, DeploymentId, KeyScheme, Msg, OrderId, Price, ProviderInfo,
-    SigningKey, TxBody,
+    Address, Coin, Dec, Denom, DeploymentId, KeyScheme, Msg, OrderId, Price, ProviderInfo, SigningKey, TxBody,
 };
 
 const CHAIN: &str = "pazar-bench-1";
@@ -93,24 +90,13 @@ struct Setup {
 /// Genesis with funded tenants and providers (and `bulk` accounts for the large state), providers
 /// registered, 10 open orders per tenant and `SMALL_LEASES` leases.
 fn base(bulk_tenants: u32, bulk_providers: u32) -> Result<Setup> {
-    let tenants: Vec<SigningKey> = (0..TENANTS as u32)
-        .map(|i| key(KeyScheme::Ed25519, 1, i))
-        .collect();
-    let providers: Vec<SigningKey> = (0..PROVIDERS as u32)
-        .map(|i| key(KeyScheme::Ed25519, 2, i))
-        .collect();
+    let tenants: Vec<SigningKey> = (0..TENANTS as u32).map(|i| key(KeyScheme::Ed25519, 1, i)).collect();
+    let providers: Vec<SigningKey> = (0..PROVIDERS as u32).map(|i| key(KeyScheme::Ed25519, 2, i)).collect();
     let rich = |a: Address| GenesisBalance {
         address: a,
-        coins: vec![
-            Coin::new(1 << 100, denom("upzr")),
-            Coin::new(1 << 100, denom("uusd")),
-        ],
+        coins: vec![Coin::new(1 << 100, denom("upzr")), Coin::new(1 << 100, denom("uusd"))],
     };
-    let mut balances: Vec<GenesisBalance> = tenants
-        .iter()
-        .chain(&providers)
-        .map(|k| rich(k.address()))
-        .collect();
+    let mut balances: Vec<GenesisBalance> = tenants.iter().chain(&providers).map(|k| rich(k.address())).collect();
     balances.extend((0..bulk_tenants).map(|i| rich(bulk_tenant(i))));
     balances.extend((0..bulk_providers).map(|i| rich(bulk_provider(i))));
     let genesis = Genesis {
@@ -186,12 +172,7 @@ fn lease(state: &mut State, order: &OrderId, provider: Address) -> Result<()> {
 }
 
 /// Adds `n` more leases, each on its own deployment, from bulk accounts.
-fn add_bulk_leases(
-    state: &mut State,
-    n: u64,
-    bulk_tenants: u32,
-    bulk_providers: u32,
-) -> Result<()> {
+fn add_bulk_leases(state: &mut State, n: u64, bulk_tenants: u32, bulk_providers: u32) -> Result<()> {
     for i in 0..bulk_providers {
         deliver(state, bulk_provider(i), vec![provider_msg()])?;
     }
@@ -207,11 +188,7 @@ fn add_bulk_leases(
         };
         deliver(state, owner, vec![msg])?;
         let order = DeploymentId { owner, dseq }.group(1).order(1);
-        lease(
-            state,
-            &order,
-            bulk_provider((i % u64::from(bulk_providers)) as u32),
-        )?;
+        lease(state, &order, bulk_provider((i % u64::from(bulk_providers)) as u32))?;
     }
     Ok(())
 }
@@ -319,10 +296,7 @@ fn make_blocks(setup: &Setup, first_height: u64, count: usize) -> Vec<(BlockHead
 }
 
 /// Applies the blocks; returns (milliseconds per block, failed transactions).
-fn apply_all(
-    state: &mut State,
-    blocks: &[(BlockHeader, Vec<Vec<u8>>)],
-) -> Result<(Vec<f64>, usize)> {
+fn apply_all(state: &mut State, blocks: &[(BlockHeader, Vec<Vec<u8>>)]) -> Result<(Vec<f64>, usize)> {
     let mut ms = Vec::with_capacity(blocks.len());
     let mut failed = 0;
     for (h, txs) in blocks {
@@ -345,11 +319,7 @@ fn ed25519_verify_per_s() -> f64 {
         .map(|i| {
             let k = ed25519_consensus::SigningKey::from(account_bytes_32(i));
             let msg = [i as u8; 32];
-            (
-                k.verification_key().to_bytes(),
-                k.sign(&msg).to_bytes(),
-                msg,
-            )
+            (k.verification_key().to_bytes(), k.sign(&msg).to_bytes(), msg)
         })
         .collect();
     let t0 = Instant::now();

@@ -6,11 +6,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "pazar",
-    version,
-    about = "Pazar: an open marketplace for compute"
-)]
+#[command(name = "pazar", version, about = "Pazar: an open marketplace for compute")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

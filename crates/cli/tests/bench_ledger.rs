@@ -9,13 +9,8 @@ fn bench_ledger_prints_json_with_every_field_and_no_failed_txs() {
         .args(["bench", "ledger", "--leases", "3000", "--blocks", "2"])
         .output()
         .expect("pazar runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
     for field in [
         "apply_tx_per_s",
         "ed25519_verify_per_s",

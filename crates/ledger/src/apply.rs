@@ -97,11 +97,7 @@ impl State {
     /// wrong chain or height is refused whole. Within a block, a transaction that fails
     /// authentication changes nothing; one whose messages fail pays its fee, uses its sequence
     /// and changes nothing else.
-    pub fn apply_block(
-        &mut self,
-        header: &BlockHeader,
-        txs: &[Vec<u8>],
-    ) -> Result<BlockOutcome, BlockError> {
+    pub fn apply_block(&mut self, header: &BlockHeader, txs: &[Vec<u8>]) -> Result<BlockOutcome, BlockError> {
         if header.chain_id != self.chain_id {
             return Err(BlockError::WrongChain {
                 expected: self.chain_id.clone(),
@@ -221,68 +217,35 @@ impl State {
                 tls_fingerprint,
                 attributes,
                 info,
-            } => Ok(self.exec_create_provider(
-                ctx,
-                host_uri,
-                tls_fingerprint,
-                attributes,
-                info,
-                false,
-            )?),
-            Msg::UpdateProvider {
-                host_uri,
-                tls_fingerprint,
-                attributes,
-                info,
-            } => Ok(self.exec_create_provider(
-                ctx,
-                host_uri,
-                tls_fingerprint,
-                attributes,
-                info,
-                true,
-            )?),
-            Msg::DeleteProvider => Ok(self.exec_delete_provider(ctx)?),
-            Msg::SignProviderAttributes {
-                provider,
-                attributes,
-            } => Ok(self.exec_sign_attributes(ctx, *provider, attributes)?),
-            Msg::DeleteProviderAttributes { provider, keys } => {
-                Ok(self.exec_delete_attributes(ctx, *provider, keys)?)
             }
+            | Msg::UpdateProvider {
+                host_uri,
+                tls_fingerprint,
+                attributes,
+                info,
+            } => {
+                let update = matches!(msg, Msg::UpdateProvider { .. });
+                Ok(self.exec_create_provider(ctx, host_uri, tls_fingerprint, attributes, info, update)?)
+            }
+            Msg::DeleteProvider => Ok(self.exec_delete_provider(ctx)?),
+            Msg::SignProviderAttributes { provider, attributes } => {
+                Ok(self.exec_sign_attributes(ctx, *provider, attributes)?)
+            }
+            Msg::DeleteProviderAttributes { provider, keys } => Ok(self.exec_delete_attributes(ctx, *provider, keys)?),
             Msg::CreateDeployment {
                 dseq,
                 version,
                 groups,
                 deposit,
                 auto_accept_after,
-            } => self.exec_create_deployment(
-                ctx,
-                *dseq,
-                version,
-                groups,
-                deposit,
-                *auto_accept_after,
-            ),
+            } => self.exec_create_deployment(ctx, *dseq, version, groups, deposit, *auto_accept_after),
             Msg::DepositDeployment { id, amount } => self.exec_deposit(ctx, id, amount),
-            Msg::UpdateDeployment { dseq, version } => {
-                self.exec_update_deployment(ctx, *dseq, version)
-            }
+            Msg::UpdateDeployment { dseq, version } => self.exec_update_deployment(ctx, *dseq, version),
             Msg::CloseDeployment { dseq } => self.exec_close_deployment(ctx, *dseq),
-            Msg::CloseGroup { dseq, gseq } => {
-                self.exec_group_state(ctx, *dseq, *gseq, GroupState::Closed)
-            }
-            Msg::PauseGroup { dseq, gseq } => {
-                self.exec_group_state(ctx, *dseq, *gseq, GroupState::Paused)
-            }
-            Msg::StartGroup { dseq, gseq } => {
-                self.exec_group_state(ctx, *dseq, *gseq, GroupState::Open)
-            }
-            Msg::CreateBid {
-                order,
-                price,
-                deposit,
-            } => self.exec_create_bid(ctx, order, price, deposit),
+            Msg::CloseGroup { dseq, gseq } => self.exec_group_state(ctx, *dseq, *gseq, GroupState::Closed),
+            Msg::PauseGroup { dseq, gseq } => self.exec_group_state(ctx, *dseq, *gseq, GroupState::Paused),
+            Msg::StartGroup { dseq, gseq } => self.exec_group_state(ctx, *dseq, *gseq, GroupState::Open),
+            Msg::CreateBid { order, price, deposit } => self.exec_create_bid(ctx, order, price, deposit),
             Msg::CloseBid { bid } => self.exec_close_bid(ctx, bid),
             Msg::CreateLease { bid } => self.exec_create_lease(ctx, bid),
             Msg::CloseLease { lease, reason } => self.exec_close_lease(ctx, lease, *reason),
@@ -293,11 +256,7 @@ impl State {
     /// Executes messages for `sender` without signature, sequence or fee, atomically. For
     /// building large states in benchmarks and tests quickly; no transaction reaches it.
     #[doc(hidden)]
-    pub fn deliver_unchecked(
-        &mut self,
-        sender: Address,
-        msgs: &[Msg],
-    ) -> Result<Vec<Event>, TxError> {
+    pub fn deliver_unchecked(&mut self, sender: Address, msgs: &[Msg]) -> Result<Vec<Event>, TxError> {
         let mut events = Vec::new();
         self.commit();
         let mut ctx = Ctx {
@@ -382,8 +341,7 @@ pub fn receipts_hash(receipts: &[Receipt]) -> Hash32 {
     let mut h = Sha256::new();
     for r in receipts {
         let mut buf = Vec::new();
-        r.serialize(&mut buf)
-            .expect("writing into a Vec cannot fail");
+        r.serialize(&mut buf).expect("writing into a Vec cannot fail");
         h.update(&buf);
     }
     h.finalize().into()

@@ -14,10 +14,7 @@ impl State {
 
     /// Balance of `addr` in `denom` (zero when absent).
     pub fn balance(&self, addr: &Address, denom: &Denom) -> u128 {
-        self.balances
-            .get(&(*addr, denom.clone()))
-            .copied()
-            .unwrap_or(0)
+        self.balances.get(&(*addr, denom.clone())).copied().unwrap_or(0)
     }
 
     /// Every non-zero balance of `addr`.
@@ -58,12 +55,7 @@ impl State {
     }
 
     /// Moves `coin` from `from` to `to`. Fails without changing anything.
-    pub(crate) fn transfer(
-        &mut self,
-        from: Address,
-        to: Address,
-        coin: &Coin,
-    ) -> Result<(), BankError> {
+    pub(crate) fn transfer(&mut self, from: Address, to: Address, coin: &Coin) -> Result<(), BankError> {
         self.known_denom(&coin.denom)?;
         if coin.amount == 0 || from == to {
             return Ok(());
@@ -85,12 +77,7 @@ impl State {
         Ok(())
     }
 
-    pub(crate) fn exec_send(
-        &mut self,
-        ctx: &mut Ctx,
-        to: Address,
-        amount: &Coin,
-    ) -> Result<(), BankError> {
+    pub(crate) fn exec_send(&mut self, ctx: &mut Ctx, to: Address, amount: &Coin) -> Result<(), BankError> {
         if State::is_module(&to) {
             return Err(BankError::ModuleRecipient(to));
         }

@@ -1,9 +1,7 @@
 //! Errors of each module. Every variant has a stable numeric code within its codespace (the
 //! module), which receipts carry; codes are never reused or renumbered.
 
-use pazar_types::market::{
-    BidState, DeploymentId, GroupId, GroupState, LeaseState, Mismatch, OrderState,
-};
+use pazar_types::market::{BidState, DeploymentId, GroupId, GroupState, LeaseState, Mismatch, OrderState};
 use pazar_types::{Address, BidId, Coin, DecodeError, Denom, OrderId, Price, SignatureError};
 
 use pazar_types::market::LeaseCloseReason;
@@ -32,11 +30,7 @@ pub enum BankError {
     #[error("unknown denomination {0}")]
     UnknownDenom(Denom),
     #[error("insufficient funds: {address} has {have}{}, needs {need}", need.denom)]
-    InsufficientFunds {
-        address: Address,
-        need: Coin,
-        have: u128,
-    },
+    InsufficientFunds { address: Address, need: Coin, have: u128 },
     #[error("amount overflows the largest representable balance")]
     Overflow,
     #[error("{0} is a module account and cannot receive transfers")]

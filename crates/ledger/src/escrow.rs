@@ -127,9 +127,7 @@ impl State {
         let acct = self.escrow.get(id)?;
         let delta = height.saturating_sub(acct.settled_at);
         let accrued = self.owed_over(acct, delta).min(acct.balance);
-        let runway = acct
-            .depletes_at
-            .map(|d| d.saturating_sub(height.max(acct.settled_at)));
+        let runway = acct.depletes_at.map(|d| d.saturating_sub(height.max(acct.settled_at)));
         Some(EscrowView {
             denom: acct.denom.clone(),
             balance: acct.balance - accrued,
@@ -140,12 +138,7 @@ impl State {
     }
 
     /// Opens the escrow account of a new deployment with its first deposit.
-    pub(crate) fn escrow_open(
-        &mut self,
-        ctx: &mut Ctx,
-        id: &DeploymentId,
-        deposit: &Coin,
-    ) -> Result<(), TxError> {
+    pub(crate) fn escrow_open(&mut self, ctx: &mut Ctx, id: &DeploymentId, deposit: &Coin) -> Result<(), TxError> {
         let min = self
             .params
             .denom(&deposit.denom)
@@ -184,12 +177,7 @@ impl State {
 
     /// Adds `coin` from the sender to the account, then settles it. Funds deposited in a block
     /// pay for that block. Returns whether the account ran dry anyway.
-    pub(crate) fn escrow_deposit(
-        &mut self,
-        ctx: &mut Ctx,
-        id: &DeploymentId,
-        coin: &Coin,
-    ) -> Result<bool, TxError> {
+    pub(crate) fn escrow_deposit(&mut self, ctx: &mut Ctx, id: &DeploymentId, coin: &Coin) -> Result<bool, TxError> {
         let mut acct = self
             .escrow
             .get(id)
@@ -204,12 +192,7 @@ impl State {
         }
         let full = acct.deposits.len() >= MAX_DEPOSITORS;
         match acct.deposits.iter_mut().find(|d| d.depositor == ctx.sender) {
-            Some(d) => {
-                d.amount = d
-                    .amount
-                    .checked_add(coin.amount)
-                    .ok_or(EscrowError::Overflow)?
-            }
+            Some(d) => d.amount = d.amount.checked_add(coin.amount).ok_or(EscrowError::Overflow)?,
             None if full => return Err(EscrowError::TooManyDepositors(MAX_DEPOSITORS).into()),
             None => acct.deposits.push(Deposit {
                 depositor: ctx.sender,
@@ -217,14 +200,8 @@ impl State {
             }),
         }
         self.transfer(ctx.sender, self.escrow_module(), coin)?;
-        acct.balance = acct
-            .balance
-            .checked_add(coin.amount)
-            .ok_or(EscrowError::Overflow)?;
-        acct.deposited = acct
-            .deposited
-            .checked_add(coin.amount)
-            .ok_or(EscrowError::Overflow)?;
+        acct.balance = acct.balance.checked_add(coin.amount).ok_or(EscrowError::Overflow)?;
+        acct.deposited = acct.deposited.checked_add(coin.amount).ok_or(EscrowError::Overflow)?;
         self.save_account(id, acct, false);
         ctx.events.push(Event::EscrowDeposited {
             id: id.clone(),
@@ -237,11 +214,7 @@ impl State {
     /// Pays every open payment of `id` for the blocks since its last settlement. When the
     /// balance cannot cover them, pays what it can (payments in id order), records the rest as
     /// unsettled and returns `true`: the caller closes the leases.
-    pub(crate) fn escrow_settle(
-        &mut self,
-        id: &DeploymentId,
-        height: u64,
-    ) -> Result<bool, TxError> {
+    pub(crate) fn escrow_settle(&mut self, id: &DeploymentId, height: u64) -> Result<bool, TxError> {
         let Some(mut acct) = self.escrow.get(id).cloned() else {
             return Ok(false);
         };
@@ -256,11 +229,7 @@ impl State {
             let Some(mut p) = self.payments.get(&lid).cloned() else {
                 continue;
             };
-            let (owed, carry) = p
-                .rate
-                .amount
-                .accrue(delta, p.carry)
-                .unwrap_or((u128::MAX, 0));
+            let (owed, carry) = p.rate.amount.accrue(delta, p.carry).unwrap_or((u128::MAX, 0));
             let paid = owed.min(available);
             available -= paid;
             p.balance = p.balance.checked_add(paid).ok_or(EscrowError::Overflow)?;
@@ -276,10 +245,7 @@ impl State {
         }
         let spent = acct.balance - available;
         acct.balance = available;
-        acct.transferred = acct
-            .transferred
-            .checked_add(spent)
-            .ok_or(EscrowError::Overflow)?;
+        acct.transferred = acct.transferred.checked_add(spent).ok_or(EscrowError::Overflow)?;
         let mut to_deduct = spent;
         for d in acct.deposits.iter_mut() {
             let take = d.amount.min(to_deduct);
@@ -302,14 +268,16 @@ impl State {
         height: u64,
     ) -> Result<(), TxError> {
         if self.escrow_settle(id, height)? {
-            // Already dry: the caller's lease would be closed at once; refuse instead.
+            // Already dry: the caller's lease would be closed at once; refuse instead (the
+            // whole transaction rolls back, and end-of-block closes the dry leases).
+            let per_block = rate.amount.accrue(1, 0).map_or(u128::MAX, |(units, _)| units.max(1));
             let acct = self
                 .escrow
                 .get(id)
                 .ok_or_else(|| EscrowError::AccountNotFound(id.clone()))?;
             return Err(EscrowError::InsufficientEscrow {
                 balance: acct.balance,
-                per_block: 0,
+                per_block,
                 denom: acct.denom.clone(),
             }
             .into());
@@ -332,10 +300,7 @@ impl State {
             open: true,
         };
         self.payments.insert(lease.clone(), payment);
-        let pos = acct
-            .open_payments
-            .binary_search(lease)
-            .unwrap_or_else(|p| p);
+        let pos = acct.open_payments.binary_search(lease).unwrap_or_else(|p| p);
         acct.open_payments.insert(pos, lease.clone());
         let per_block = self.owed_over(&acct, 1);
         if per_block > acct.balance {
@@ -361,24 +326,13 @@ impl State {
             return Ok(());
         }
         let gross = p.balance;
-        let withdrawn = p
-            .withdrawn
-            .checked_add(gross)
-            .ok_or(EscrowError::Overflow)?;
+        let withdrawn = p.withdrawn.checked_add(gross).ok_or(EscrowError::Overflow)?;
         let take_total = mul_div_floor(withdrawn, u128::from(p.take_bps), BPS);
         let take = take_total - p.take;
         let paid = gross - take;
         let denom = p.rate.denom.clone();
-        self.transfer(
-            self.escrow_module(),
-            lease.provider,
-            &Coin::new(paid, denom.clone()),
-        )?;
-        self.transfer(
-            self.escrow_module(),
-            self.fee_pool(),
-            &Coin::new(take, denom.clone()),
-        )?;
+        self.transfer(self.escrow_module(), lease.provider, &Coin::new(paid, denom.clone()))?;
+        self.transfer(self.escrow_module(), self.fee_pool(), &Coin::new(take, denom.clone()))?;
         p.balance = 0;
         p.withdrawn = withdrawn;
         p.take = take_total;
@@ -393,11 +347,7 @@ impl State {
 
     /// Stops paying `lease`: pays out what it earned and removes it from its account.
     /// The caller has settled the account.
-    pub(crate) fn escrow_close_payment(
-        &mut self,
-        ctx: &mut Ctx,
-        lease: &LeaseId,
-    ) -> Result<(), TxError> {
+    pub(crate) fn escrow_close_payment(&mut self, ctx: &mut Ctx, lease: &LeaseId) -> Result<(), TxError> {
         self.escrow_pay_out(ctx, lease)?;
         let id = lease.deployment();
         if let Some(mut p) = self.payments.get(lease).cloned() {
@@ -414,11 +364,7 @@ impl State {
 
     /// Closes the account: every remaining deposit goes back to whoever made it. The caller has
     /// settled the account and closed its payments.
-    pub(crate) fn escrow_close_account(
-        &mut self,
-        ctx: &mut Ctx,
-        id: &DeploymentId,
-    ) -> Result<(), TxError> {
+    pub(crate) fn escrow_close_account(&mut self, ctx: &mut Ctx, id: &DeploymentId) -> Result<(), TxError> {
         let Some(mut acct) = self.escrow.get(id).cloned() else {
             return Ok(());
         };
@@ -426,10 +372,7 @@ impl State {
         for d in std::mem::take(&mut acct.deposits) {
             let coin = Coin::new(d.amount, acct.denom.clone());
             self.transfer(self.escrow_module(), d.depositor, &coin)?;
-            acct.refunded = acct
-                .refunded
-                .checked_add(d.amount)
-                .ok_or(EscrowError::Overflow)?;
+            acct.refunded = acct.refunded.checked_add(d.amount).ok_or(EscrowError::Overflow)?;
             ctx.events.push(Event::EscrowRefunded {
                 id: id.clone(),
                 to: d.depositor,

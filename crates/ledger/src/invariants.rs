@@ -27,9 +27,7 @@ pub fn check(state: &State) -> Result<(), String> {
     for (denom, supply) in state.supply.iter() {
         let sum = sums.remove(denom).unwrap_or(0);
         if sum != *supply {
-            return Err(format!(
-                "{denom}: balances sum to {sum} but supply is {supply}"
-            ));
+            return Err(format!("{denom}: balances sum to {sum} but supply is {supply}"));
         }
     }
     if let Some((d, _)) = sums.into_iter().next() {
@@ -52,11 +50,7 @@ pub fn check(state: &State) -> Result<(), String> {
                 acct.deposited, acct.balance, acct.transferred, acct.refunded
             ));
         }
-        let received: u128 = state
-            .payments
-            .range(leases_of(id))
-            .map(|(_, p)| p.received)
-            .sum();
+        let received: u128 = state.payments.range(leases_of(id)).map(|(_, p)| p.received).sum();
         if received != acct.transferred {
             return Err(format!(
                 "escrow {id}: payments received {received} != transferred {}",
@@ -70,9 +64,7 @@ pub fn check(state: &State) -> Result<(), String> {
             Some(h) if !state.depletion.contains(&(h, id.clone())) => {
                 return Err(format!("escrow {id}: depletion at {h} not indexed"))
             }
-            Some(h) if h <= state.height => {
-                return Err(format!("escrow {id}: depletion at {h} is overdue"))
-            }
+            Some(h) if h <= state.height => return Err(format!("escrow {id}: depletion at {h} is overdue")),
             _ => {}
         }
         add(&acct.denom, acct.balance);
@@ -89,8 +81,7 @@ pub fn check(state: &State) -> Result<(), String> {
                 p.received, p.balance, p.withdrawn
             ));
         }
-        let take = (p.withdrawn / BPS) * u128::from(p.take_bps)
-            + (p.withdrawn % BPS) * u128::from(p.take_bps) / BPS;
+        let take = (p.withdrawn / BPS) * u128::from(p.take_bps) + (p.withdrawn % BPS) * u128::from(p.take_bps) / BPS;
         if p.take != take {
             return Err(format!(
                 "payment {lid}: take {} != floor(withdrawn × rate) {take}",
@@ -98,15 +89,9 @@ pub fn check(state: &State) -> Result<(), String> {
             ));
         }
         if p.carry >= DEC_SCALE {
-            return Err(format!(
-                "payment {lid}: carry {} is a whole unit or more",
-                p.carry
-            ));
+            return Err(format!("payment {lid}: carry {} is a whole unit or more", p.carry));
         }
-        let lease_active = state
-            .leases
-            .get(lid)
-            .is_some_and(|l| l.state == LeaseState::Active);
+        let lease_active = state.leases.get(lid).is_some_and(|l| l.state == LeaseState::Active);
         if p.open != lease_active {
             return Err(format!(
                 "payment {lid}: open={} but lease active={lease_active}",
@@ -165,11 +150,7 @@ pub fn check(state: &State) -> Result<(), String> {
                 if order.state != OrderState::Active {
                     return Err(format!("active bid {bid_id} on a {:?} order", order.state));
                 }
-                if state
-                    .leases
-                    .get(bid_id)
-                    .is_none_or(|l| l.state != LeaseState::Active)
-                {
+                if state.leases.get(bid_id).is_none_or(|l| l.state != LeaseState::Active) {
                     return Err(format!("active bid {bid_id} without an active lease"));
                 }
             }
@@ -188,12 +169,7 @@ pub fn check(state: &State) -> Result<(), String> {
         return Err("provider load table misses a provider".into());
     }
     for (lid, lease) in state.leases.iter() {
-        if lease.state == LeaseState::Active
-            && state
-                .bids
-                .get(lid)
-                .is_none_or(|b| b.state != BidState::Active)
-        {
+        if lease.state == LeaseState::Active && state.bids.get(lid).is_none_or(|b| b.state != BidState::Active) {
             return Err(format!("active lease {lid} without an active bid"));
         }
     }

@@ -6,12 +6,9 @@
 //! deployment (Akash support#368).
 
 use pazar_types::market::{
-    match_group, BidState, DeploymentState, GroupSpec, GroupState, LeaseCloseReason, LeaseState,
-    OrderState,
+    match_group, BidState, DeploymentState, GroupSpec, GroupState, LeaseCloseReason, LeaseState, OrderState,
 };
-use pazar_types::{
-    Address, BidId, Coin, DeploymentId, Event, GroupId, Hash32, LeaseId, OrderId, Price,
-};
+use pazar_types::{Address, BidId, Coin, DeploymentId, Event, GroupId, Hash32, LeaseId, OrderId, Price};
 
 use crate::error::{EscrowError, MarketError, TxError};
 use crate::escrow::leases_of;
@@ -38,14 +35,8 @@ impl State {
         self.bids.iter()
     }
 
-    pub fn deployments_of(
-        &self,
-        owner: &Address,
-    ) -> impl Iterator<Item = (&DeploymentId, &Deployment)> {
-        let lo = DeploymentId {
-            owner: *owner,
-            dseq: 0,
-        };
+    pub fn deployments_of(&self, owner: &Address) -> impl Iterator<Item = (&DeploymentId, &Deployment)> {
+        let lo = DeploymentId { owner: *owner, dseq: 0 };
         let hi = DeploymentId {
             owner: *owner,
             dseq: u64::MAX,
@@ -81,10 +72,7 @@ impl State {
         self.leases.iter()
     }
 
-    pub fn leases_of_deployment(
-        &self,
-        id: &DeploymentId,
-    ) -> impl Iterator<Item = (&LeaseId, &Lease)> {
+    pub fn leases_of_deployment(&self, id: &DeploymentId) -> impl Iterator<Item = (&LeaseId, &Lease)> {
         self.leases.range(leases_of(id))
     }
 
@@ -116,10 +104,7 @@ impl State {
             if g.state != state {
                 g.state = state;
                 self.groups.insert(id.clone(), g);
-                ctx.events.push(Event::GroupStateChanged {
-                    id: id.clone(),
-                    state,
-                });
+                ctx.events.push(Event::GroupStateChanged { id: id.clone(), state });
             }
         }
     }
@@ -129,10 +114,7 @@ impl State {
         let Some(mut g) = self.groups.get(gid).cloned() else {
             return;
         };
-        debug_assert!(
-            g.current_order.is_none(),
-            "one open-or-active order per group"
-        );
+        debug_assert!(g.current_order.is_none(), "one open-or-active order per group");
         g.orders += 1;
         g.current_order = Some(g.orders);
         let oid = gid.order(g.orders);
@@ -150,8 +132,7 @@ impl State {
             .get(&gid.deployment())
             .and_then(|d| d.auto_accept_after)
         {
-            self.auto_accept
-                .insert((ctx.height + u64::from(n), oid.clone()), ());
+            self.auto_accept.insert((ctx.height + u64::from(n), oid.clone()), ());
         }
         ctx.events.push(Event::OrderCreated { id: oid });
     }
@@ -166,7 +147,7 @@ impl State {
         bid.state = state;
         self.bids.insert(id.clone(), bid);
         if was_open {
-            self.update_load(id.provider, |l| l.open_bids -= 1);
+            self.update_load(id.provider, |l| l.open_bids = l.open_bids.saturating_sub(1));
             ctx.events.push(Event::BidClosed {
                 id: id.clone(),
                 lost: state == BidState::Lost,
@@ -196,11 +177,8 @@ impl State {
         lease.reason = Some(reason);
         self.leases.insert(id.clone(), lease);
         self.release_bid(ctx, id, BidState::Closed)?;
-        self.update_load(id.provider, |l| l.active_leases -= 1);
-        ctx.events.push(Event::LeaseClosed {
-            id: id.clone(),
-            reason,
-        });
+        self.update_load(id.provider, |l| l.active_leases = l.active_leases.saturating_sub(1));
+        ctx.events.push(Event::LeaseClosed { id: id.clone(), reason });
         self.close_order_only(ctx, &id.order());
         Ok(())
     }
@@ -224,12 +202,7 @@ impl State {
 
     /// Closes a group's current order with everything on it: open bids are released, an active
     /// lease ends with `reason`.
-    fn close_current_order(
-        &mut self,
-        ctx: &mut Ctx,
-        gid: &GroupId,
-        reason: LeaseCloseReason,
-    ) -> Result<(), TxError> {
+    fn close_current_order(&mut self, ctx: &mut Ctx, gid: &GroupId, reason: LeaseCloseReason) -> Result<(), TxError> {
         let Some(oseq) = self.groups.get(gid).and_then(|g| g.current_order) else {
             return Ok(());
         };
@@ -252,11 +225,7 @@ impl State {
 
     /// Settles the deployment's escrow; if it ran dry, ends its leases with
     /// `insufficient_funds` and moves their groups to `insufficient_funds`.
-    pub(crate) fn settle_deployment(
-        &mut self,
-        ctx: &mut Ctx,
-        id: &DeploymentId,
-    ) -> Result<(), TxError> {
+    pub(crate) fn settle_deployment(&mut self, ctx: &mut Ctx, id: &DeploymentId) -> Result<(), TxError> {
         if !self.escrow_settle(id, ctx.height)? {
             return Ok(());
         }
@@ -304,8 +273,8 @@ impl State {
         let price = bid.price.clone();
         self.bids.insert(id.clone(), bid);
         self.update_load(id.provider, |l| {
-            l.open_bids -= 1;
-            l.active_leases += 1;
+            l.open_bids = l.open_bids.saturating_sub(1);
+            l.active_leases = l.active_leases.saturating_add(1);
         });
         if let Some(mut order) = self.orders.get(&oid).cloned() {
             order.state = OrderState::Active;
@@ -321,10 +290,7 @@ impl State {
                 reason: None,
             },
         );
-        ctx.events.push(Event::LeaseCreated {
-            id: id.clone(),
-            price,
-        });
+        ctx.events.push(Event::LeaseCreated { id: id.clone(), price });
         Ok(())
     }
 
@@ -401,12 +367,7 @@ impl State {
         Ok(())
     }
 
-    pub(crate) fn exec_deposit(
-        &mut self,
-        ctx: &mut Ctx,
-        id: &DeploymentId,
-        amount: &Coin,
-    ) -> Result<(), TxError> {
+    pub(crate) fn exec_deposit(&mut self, ctx: &mut Ctx, id: &DeploymentId, amount: &Coin) -> Result<(), TxError> {
         self.active_deployment(id)?;
         self.known_denom(&amount.denom)?;
         if self.escrow_deposit(ctx, id, amount)? {
@@ -415,12 +376,7 @@ impl State {
         Ok(())
     }
 
-    pub(crate) fn exec_update_deployment(
-        &mut self,
-        ctx: &mut Ctx,
-        dseq: u64,
-        version: &Hash32,
-    ) -> Result<(), TxError> {
+    pub(crate) fn exec_update_deployment(&mut self, ctx: &mut Ctx, dseq: u64, version: &Hash32) -> Result<(), TxError> {
         let id = DeploymentId {
             owner: ctx.sender,
             dseq,
@@ -431,18 +387,11 @@ impl State {
         }
         dep.version = *version;
         self.deployments.insert(id.clone(), dep);
-        ctx.events.push(Event::DeploymentUpdated {
-            id,
-            version: *version,
-        });
+        ctx.events.push(Event::DeploymentUpdated { id, version: *version });
         Ok(())
     }
 
-    pub(crate) fn exec_close_deployment(
-        &mut self,
-        ctx: &mut Ctx,
-        dseq: u64,
-    ) -> Result<(), TxError> {
+    pub(crate) fn exec_close_deployment(&mut self, ctx: &mut Ctx, dseq: u64) -> Result<(), TxError> {
         let id = DeploymentId {
             owner: ctx.sender,
             dseq,
@@ -451,11 +400,7 @@ impl State {
         self.settle_deployment(ctx, &id)?;
         for gseq in 1..=dep.groups {
             let gid = id.group(gseq);
-            if self
-                .groups
-                .get(&gid)
-                .is_some_and(|g| g.state != GroupState::Closed)
-            {
+            if self.groups.get(&gid).is_some_and(|g| g.state != GroupState::Closed) {
                 self.close_current_order(ctx, &gid, LeaseCloseReason::Owner)?;
                 self.set_group_state(ctx, &gid, GroupState::Closed);
             }
@@ -601,7 +546,7 @@ impl State {
         order.bids += 1;
         let created_at = order.created_at;
         self.orders.insert(oid.clone(), order);
-        self.update_load(ctx.sender, |l| l.open_bids += 1);
+        self.update_load(ctx.sender, |l| l.open_bids = l.open_bids.saturating_add(1));
         ctx.events.push(Event::BidCreated {
             id: bid_id,
             price: price.clone(),
@@ -620,29 +565,19 @@ impl State {
     }
 
     pub(crate) fn exec_close_bid(&mut self, ctx: &mut Ctx, id: &BidId) -> Result<(), TxError> {
-        let bid = self
-            .bids
-            .get(id)
-            .ok_or_else(|| MarketError::BidNotFound(id.clone()))?;
+        let bid = self.bids.get(id).ok_or_else(|| MarketError::BidNotFound(id.clone()))?;
         if id.provider != ctx.sender {
             return Err(MarketError::NotBidProvider(id.clone()).into());
         }
         match bid.state {
             BidState::Open => self.release_bid(ctx, id, BidState::Closed),
             BidState::Active => Err(MarketError::BidActive(id.clone()).into()),
-            state => Err(MarketError::BidNotOpen {
-                id: id.clone(),
-                state,
-            }
-            .into()),
+            state => Err(MarketError::BidNotOpen { id: id.clone(), state }.into()),
         }
     }
 
     pub(crate) fn exec_create_lease(&mut self, ctx: &mut Ctx, id: &BidId) -> Result<(), TxError> {
-        let bid = self
-            .bids
-            .get(id)
-            .ok_or_else(|| MarketError::BidNotFound(id.clone()))?;
+        let bid = self.bids.get(id).ok_or_else(|| MarketError::BidNotFound(id.clone()))?;
         if id.owner != ctx.sender {
             return Err(MarketError::NotOwner {
                 id: id.deployment(),
@@ -699,11 +634,7 @@ impl State {
         let by_tenant = ctx.sender == id.owner;
         if by_tenant {
             if reason != LeaseCloseReason::Owner {
-                return Err(MarketError::BadCloseReason {
-                    reason,
-                    who: "tenant",
-                }
-                .into());
+                return Err(MarketError::BadCloseReason { reason, who: "tenant" }.into());
             }
         } else if ctx.sender == id.provider {
             if !reason.is_provider_reason() {
@@ -724,11 +655,7 @@ impl State {
             .into());
         }
         self.settle_deployment(ctx, &id.deployment())?;
-        if self
-            .leases
-            .get(id)
-            .is_some_and(|l| l.state != LeaseState::Active)
-        {
+        if self.leases.get(id).is_some_and(|l| l.state != LeaseState::Active) {
             // The escrow ran dry while settling: the lease is already over.
             return Ok(());
         }
@@ -736,11 +663,7 @@ impl State {
         let gid = id.group();
         if by_tenant {
             // The tenant wants another provider: the group stays open with a fresh order.
-            if self
-                .groups
-                .get(&gid)
-                .is_some_and(|g| g.state == GroupState::Open)
-            {
+            if self.groups.get(&gid).is_some_and(|g| g.state == GroupState::Open) {
                 self.open_order(ctx, &gid);
             }
         } else {
@@ -809,11 +732,7 @@ impl State {
 
     /// Accepts the lowest open bid of `oid` (ties: lowest provider address) if the order is open.
     pub(crate) fn auto_accept(&mut self, ctx: &mut Ctx, oid: &OrderId) -> Result<(), TxError> {
-        if self
-            .orders
-            .get(oid)
-            .is_none_or(|o| o.state != OrderState::Open)
-        {
+        if self.orders.get(oid).is_none_or(|o| o.state != OrderState::Open) {
             return Ok(());
         }
         if self
@@ -827,12 +746,7 @@ impl State {
             .bids
             .range(bids_of(oid))
             .filter(|(_, b)| b.state == BidState::Open)
-            .min_by(|a, b| {
-                a.1.price
-                    .amount
-                    .cmp(&b.1.price.amount)
-                    .then_with(|| a.0.cmp(b.0))
-            })
+            .min_by(|a, b| a.1.price.amount.cmp(&b.1.price.amount).then_with(|| a.0.cmp(b.0)))
             .map(|(k, _)| k.clone());
         match best {
             Some(bid) => self.create_lease_inner(ctx, &bid),

@@ -20,19 +20,12 @@ impl State {
     }
 
     /// Attributes `auditor` has signed for `provider`.
-    pub fn audited_attributes(
-        &self,
-        provider: &Address,
-        auditor: &Address,
-    ) -> Option<&[Attribute]> {
+    pub fn audited_attributes(&self, provider: &Address, auditor: &Address) -> Option<&[Attribute]> {
         self.audits.get(&(*provider, *auditor)).map(Vec::as_slice)
     }
 
     /// Every attestation of `provider`: (auditor, attributes).
-    pub fn audits_of(
-        &self,
-        provider: &Address,
-    ) -> impl Iterator<Item = (&Address, &Vec<Attribute>)> {
+    pub fn audits_of(&self, provider: &Address) -> impl Iterator<Item = (&Address, &Vec<Attribute>)> {
         self.audits
             .range((*provider, Address::MIN)..=(*provider, Address::MAX))
             .map(|((_, a), v)| (a, v))
@@ -96,8 +89,7 @@ impl State {
             });
         }
         self.providers.remove(&ctx.sender);
-        ctx.events
-            .push(Event::ProviderDeleted { owner: ctx.sender });
+        ctx.events.push(Event::ProviderDeleted { owner: ctx.sender });
         Ok(())
     }
 

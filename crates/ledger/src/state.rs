@@ -5,12 +5,9 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use pazar_types::market::{
-    BidState, DeploymentState, GroupSpec, GroupState, LeaseCloseReason, LeaseState, OrderState,
-};
+use pazar_types::market::{BidState, DeploymentState, GroupSpec, GroupState, LeaseCloseReason, LeaseState, OrderState};
 use pazar_types::{
-    Address, Attribute, BidId, Coin, Denom, DeploymentId, GroupId, Hash32, LeaseId, OrderId, Price,
-    ProviderInfo,
+    Address, Attribute, BidId, Coin, Denom, DeploymentId, GroupId, Hash32, LeaseId, OrderId, Price, ProviderInfo,
 };
 
 use crate::table::Table;
@@ -129,9 +126,7 @@ pub struct Provider {
 }
 
 /// Counters that decide whether a provider may deregister.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
 pub struct ProviderLoad {
     pub open_bids: u32,
     pub active_leases: u32,
@@ -313,10 +308,7 @@ pub const FEE_POOL_MODULE: &str = "fee_pool";
 impl State {
     pub fn from_genesis(genesis: &Genesis) -> Result<State, GenesisError> {
         let g = genesis;
-        if g.chain_id.is_empty()
-            || g.chain_id.len() > 64
-            || g.chain_id.chars().any(char::is_control)
-        {
+        if g.chain_id.is_empty() || g.chain_id.len() > 64 || g.chain_id.chars().any(char::is_control) {
             return Err(GenesisError::ChainId);
         }
         if g.params.native.denom == g.params.stable.denom {
@@ -350,10 +342,7 @@ impl State {
         for d in s.params.denoms().map(Clone::clone) {
             s.supply.insert(d, 0);
         }
-        let modules = [
-            Address::module(ESCROW_MODULE),
-            Address::module(FEE_POOL_MODULE),
-        ];
+        let modules = [Address::module(ESCROW_MODULE), Address::module(FEE_POOL_MODULE)];
         for b in &g.balances {
             if modules.contains(&b.address) {
                 return Err(GenesisError::ModuleAccount(b.address));
@@ -392,10 +381,7 @@ impl State {
     pub fn state_hash(&self) -> Hash32 {
         let mut h = Sha256::new();
         h.update(b"pazar/state/v1");
-        h.update(
-            borsh::to_vec(&(&self.chain_id, self.height, &self.params))
-                .expect("encoding cannot fail"),
-        );
+        h.update(borsh::to_vec(&(&self.chain_id, self.height, &self.params)).expect("encoding cannot fail"));
         for_each_table!(self, hash_into, &mut h);
         h.finalize().into()
     }

@@ -91,10 +91,8 @@ impl<K: BorshSerialize, V: BorshSerialize> Table<K, V> {
         let mut buf = Vec::with_capacity(256);
         for (k, v) in &self.map {
             buf.clear();
-            k.serialize(&mut buf)
-                .expect("writing into a Vec cannot fail");
-            v.serialize(&mut buf)
-                .expect("writing into a Vec cannot fail");
+            k.serialize(&mut buf).expect("writing into a Vec cannot fail");
+            v.serialize(&mut buf).expect("writing into a Vec cannot fail");
             h.update((buf.len() as u32).to_le_bytes());
             h.update(&buf);
         }

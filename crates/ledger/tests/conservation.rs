@@ -214,9 +214,7 @@ impl Run {
         // Refused transactions did not use their sequence: resynchronise from the ledger.
         let addrs: Vec<Address> = self.chain.seqs.keys().copied().collect();
         for a in addrs {
-            self.chain
-                .seqs
-                .insert(a, self.chain.state.account(&a).sequence);
+            self.chain.seqs.insert(a, self.chain.state.account(&a).sequence);
         }
     }
 
@@ -248,8 +246,7 @@ impl Run {
             .flat_map(|d| (1..=st.deployment(d).map_or(0, |x| x.groups)).map(move |g| d.group(g)))
             .filter(|g| st.group(g).is_some_and(|x| x.state != GroupState::Closed))
             .collect();
-        let key_of =
-            |addr: &Address, all: &[SigningKey]| all.iter().find(|k| k.address() == *addr).cloned();
+        let key_of = |addr: &Address, all: &[SigningKey]| all.iter().find(|k| k.address() == *addr).cloned();
         match op {
             Op::Send {
                 from,
@@ -299,11 +296,7 @@ impl Run {
                     }],
                 );
             }
-            Op::Deposit {
-                from,
-                pick: p,
-                amount,
-            } => {
+            Op::Deposit { from, pick: p, amount } => {
                 if let Some(id) = pick(&deployments, p) {
                     let denom = self
                         .chain
@@ -328,18 +321,10 @@ impl Run {
             } => {
                 if let Some(o) = pick(&open_orders, p) {
                     let pr = self.providers[provider as usize % self.providers.len()].clone();
-                    let max = self
-                        .chain
-                        .state
-                        .group(&o.group())
-                        .and_then(|g| g.spec.max_price());
+                    let max = self.chain.state.group(&o.group()).and_then(|g| g.spec.max_price());
                     if let Some(max) = max {
                         let amount = Dec((max.amount.raw() / 1000).max(1) * u128::from(permille));
-                        let deposit_denom = if permille % 2 == 0 {
-                            upzr()
-                        } else {
-                            max.denom.clone()
-                        };
+                        let deposit_denom = if permille % 2 == 0 { upzr() } else { max.denom.clone() };
                         let deposit = coin(500_000, &deposit_denom);
                         self.push(
                             &pr,
@@ -365,10 +350,7 @@ impl Run {
                     self.push(&signer, vec![Msg::CreateLease { bid: b }]);
                 }
             }
-            Op::CloseLease {
-                pick: p,
-                by_provider,
-            } => {
+            Op::CloseLease { pick: p, by_provider } => {
                 if let Some(l) = pick(&active, p) {
                     let (signer, reason) = if by_provider {
                         (
@@ -457,10 +439,7 @@ impl Run {
             Op::Garbage { bytes } => self.block.push(bytes),
             Op::Truncate { from, cut } => {
                 let k = self.who(from);
-                let bytes = self
-                    .body(&k, vec![self.send_msg(k.address())])
-                    .sign(&k)
-                    .encode();
+                let bytes = self.body(&k, vec![self.send_msg(k.address())]).sign(&k).encode();
                 let keep = cut as usize % bytes.len();
                 self.block.push(bytes[..keep].to_vec());
             }
@@ -518,17 +497,10 @@ fn check_sequence(ops: Vec<Op>) -> Result<usize, TestCaseError> {
     }
     run.flush();
     // Some real market activity happened, not only refusals.
-    prop_assert!(
-        run.chain.state.leases().count() > 0,
-        "no lease was ever made"
-    );
+    prop_assert!(run.chain.state.leases().count() > 0, "no lease was ever made");
     if std::env::var("PAZAR_PROPTEST_STATS").is_ok() {
         let st = &run.chain.state;
-        let received: u128 = st
-            .leases()
-            .filter_map(|(k, _)| st.payment(k))
-            .map(|p| p.received)
-            .sum();
+        let received: u128 = st.leases().filter_map(|(k, _)| st.payment(k)).map(|p| p.received).sum();
         let longest = st
             .leases()
             .map(|(_, l)| l.closed_at.unwrap_or(st.height) - l.created_at)
@@ -572,10 +544,7 @@ fn tokens_are_conserved_and_replay_is_deterministic() {
         panic!("{e}");
     }
     let total = total.get();
-    eprintln!(
-        "conservation: {total} transactions in {} sequences",
-        cases()
-    );
+    eprintln!("conservation: {total} transactions in {} sequences", cases());
     if cases() >= 24 {
         assert!(total >= 10_000, "only {total} transactions were exercised");
     }

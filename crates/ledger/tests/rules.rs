@@ -4,9 +4,7 @@ mod common;
 
 use common::*;
 use pazar_ledger::{BlockError, BlockHeader};
-use pazar_types::market::{
-    BidState, GroupState, LeaseCloseReason, LeaseState, OrderState, SignedBy,
-};
+use pazar_types::market::{BidState, GroupState, LeaseCloseReason, LeaseState, OrderState, SignedBy};
 use pazar_types::{Attribute, Event, KeyScheme, Msg, OrderId, Price, SigningKey, TxBody};
 
 struct Market {
@@ -23,14 +21,8 @@ fn market() -> Market {
     let provider2 = key(KeyScheme::Eth, 3);
     let stranger = key(KeyScheme::Ed25519, 4);
     let mut chain = Chain::new(&[&tenant, &provider, &provider2, &stranger]);
-    chain.ok(
-        &provider,
-        vec![create_provider(vec![Attribute::new("region", "eu")])],
-    );
-    chain.ok(
-        &provider2,
-        vec![create_provider(vec![Attribute::new("region", "us")])],
-    );
+    chain.ok(&provider, vec![create_provider(vec![Attribute::new("region", "eu")])]);
+    chain.ok(&provider2, vec![create_provider(vec![Attribute::new("region", "us")])]);
     Market {
         chain,
         tenant,
@@ -102,10 +94,7 @@ fn send_moves_coins_and_charges_the_fee() {
         to: s.address(),
         amount: coin(5_000, &upzr())
     }));
-    assert_eq!(
-        m.chain.state.balance(&m.chain.state.fee_pool(), &upzr()),
-        3 * FEE
-    );
+    assert_eq!(m.chain.state.balance(&m.chain.state.fee_pool(), &upzr()), 3 * FEE);
 }
 
 #[test]
@@ -261,10 +250,7 @@ fn eth_account_signs_with_personal_sign_and_transacts() {
     assert!(r.is_ok());
     let tx = pazar_types::Tx::decode(&m.chain.blocks.last().expect("block").1[0]).expect("valid");
     let text = tx.body.readable(&tx.body.sign_digest());
-    assert!(
-        text.starts_with("Pazar transaction\nchain: pazar-test-1\n"),
-        "{text}"
-    );
+    assert!(text.starts_with("Pazar transaction\nchain: pazar-test-1\n"), "{text}");
     assert!(text.contains("\"type\": \"send\""), "{text}");
 }
 
@@ -359,10 +345,7 @@ fn block_with_wrong_height_or_chain_is_refused_whole() {
     };
     assert_eq!(
         m.chain.state.apply_block(&bad, &[]),
-        Err(BlockError::WrongHeight {
-            current: h,
-            got: h + 2
-        })
+        Err(BlockError::WrongHeight { current: h, got: h + 2 })
     );
     let bad = BlockHeader {
         chain_id: "x".into(),
@@ -380,11 +363,7 @@ fn block_with_wrong_height_or_chain_is_refused_whole() {
 fn provider_registers_updates_and_cannot_deregister_while_busy() {
     let mut m = market();
     let p = m.provider.clone();
-    expect_err(
-        &m.chain.tx(&p, vec![create_provider(vec![])]),
-        "provider",
-        1,
-    );
+    expect_err(&m.chain.tx(&p, vec![create_provider(vec![])]), "provider", 1);
     m.chain.ok(
         &p,
         vec![Msg::UpdateProvider {
@@ -398,11 +377,7 @@ fn provider_registers_updates_and_cannot_deregister_while_busy() {
         }],
     );
     assert_eq!(
-        m.chain
-            .state
-            .provider(&p.address())
-            .expect("exists")
-            .host_uri,
+        m.chain.state.provider(&p.address()).expect("exists").host_uri,
         "https://new.example.com"
     );
     let o = leased(&mut m, "1", 10_000_000);
@@ -459,11 +434,7 @@ fn deployment_needs_the_minimum_deposit_in_its_price_denom() {
         &t,
         vec![create_deployment(
             1,
-            vec![group(
-                "g",
-                "1",
-                &pazar_types::Denom::new("uakt").expect("ok"),
-            )],
+            vec![group("g", "1", &pazar_types::Denom::new("uakt").expect("ok"))],
             coin(500_000, &uusd()),
         )],
     );
@@ -511,8 +482,7 @@ fn bid_must_satisfy_price_denom_and_provider_rules() {
     let o = order1(&m, 1);
     expect_err(&m.chain.tx(&s, vec![bid(&o, "1", &uusd())]), "market", 14);
     expect_err(
-        &m.chain
-            .tx(&p, vec![bid(&o, "10.000000000000000001", &uusd())]),
+        &m.chain.tx(&p, vec![bid(&o, "10.000000000000000001", &uusd())]),
         "market",
         16,
     );
@@ -532,11 +502,7 @@ fn bid_must_satisfy_price_denom_and_provider_rules() {
     }
     .group(1)
     .order(1);
-    expect_err(
-        &m.chain.tx(&p, vec![bid(&missing, "1", &uusd())]),
-        "market",
-        7,
-    );
+    expect_err(&m.chain.tx(&p, vec![bid(&missing, "1", &uusd())]), "market", 7);
     m.chain.ok(&p, vec![bid(&o, "10", &uusd())]);
     expect_err(&m.chain.tx(&p, vec![bid(&o, "9", &uusd())]), "market", 9);
 }
@@ -629,10 +595,8 @@ fn placement_attributes_and_gpu_models_must_match() {
         units: 1,
         attributes: vec![Attribute::new("vendor/nvidia/model/h100", "true")],
     };
-    m.chain.ok(
-        &t,
-        vec![create_deployment(1, vec![g], coin(1_000_000, &uusd()))],
-    );
+    m.chain
+        .ok(&t, vec![create_deployment(1, vec![g], coin(1_000_000, &uusd()))]);
     let o = order1(&m, 1);
     let r = m.chain.tx(&p, vec![bid(&o, "1", &uusd())]);
     expect_err(&r, "market", 17);
@@ -669,10 +633,8 @@ fn signed_by_requires_auditor_attestations() {
         all_of: vec![],
         any_of: vec![auditor.address()],
     };
-    m.chain.ok(
-        &t,
-        vec![create_deployment(1, vec![g], coin(1_000_000, &uusd()))],
-    );
+    m.chain
+        .ok(&t, vec![create_deployment(1, vec![g], coin(1_000_000, &uusd()))]);
     let o = order1(&m, 1);
     expect_err(&m.chain.tx(&p, vec![bid(&o, "1", &uusd())]), "market", 17);
     m.chain.ok(
@@ -774,14 +736,8 @@ fn accepting_a_bid_makes_a_lease_and_refunds_losing_bids() {
     }));
     assert_eq!(m.chain.bal(&p2, &upzr()), p2_before + 500_000);
     let st = &m.chain.state;
-    assert_eq!(
-        st.lease(&o.bid(p.address())).expect("lease").state,
-        LeaseState::Active
-    );
-    assert_eq!(
-        st.bid(&o.bid(p2.address())).expect("bid").state,
-        BidState::Lost
-    );
+    assert_eq!(st.lease(&o.bid(p.address())).expect("lease").state, LeaseState::Active);
+    assert_eq!(st.bid(&o.bid(p2.address())).expect("bid").state, BidState::Lost);
     assert_eq!(st.order(&o).expect("order").state, OrderState::Active);
     // A bid on an order that is no longer open is refused.
     let s = m.stranger.clone();
@@ -825,10 +781,7 @@ fn lease_pays_every_block_and_provider_withdraws_minus_take() {
         let gross = 1000 * 11;
         let take = gross * take_pct / 100;
         let fee_in_denom = if denom == upzr() { FEE } else { 0 };
-        assert_eq!(
-            m.chain.bal(&p, &denom),
-            before + gross - take - fee_in_denom
-        );
+        assert_eq!(m.chain.bal(&p, &denom), before + gross - take - fee_in_denom);
         assert!(r.events.contains(&Event::LeaseWithdrawn {
             id: o.bid(p.address()),
             paid: coin(gross - take, &denom),
@@ -871,10 +824,7 @@ fn fractional_prices_accrue_exactly_with_carried_remainders() {
     let blocks = m.chain.state.height - start;
     let pay = m.chain.state.payment(&o.bid(p.address())).expect("payment");
     assert_eq!(pay.received, (3 * u128::from(blocks)) / 10);
-    assert_eq!(
-        pay.carry,
-        (u128::from(blocks) * 3 % 10) * pazar_types::DEC_SCALE / 10
-    );
+    assert_eq!(pay.carry, (u128::from(blocks) * 3 % 10) * pazar_types::DEC_SCALE / 10);
 }
 
 #[test]
@@ -913,32 +863,19 @@ fn escrow_running_dry_closes_the_lease_at_the_predicted_height_and_keeps_the_dep
     let lease = o.bid(p.address());
     let created = m.chain.state.lease(&lease).expect("lease").created_at;
     let id = lease.deployment();
-    let view = m
-        .chain
-        .state
-        .escrow_view(&id, m.chain.state.height)
-        .expect("escrow");
+    let view = m.chain.state.escrow_view(&id, m.chain.state.height).expect("escrow");
     assert_eq!(view.depletes_at, Some(created + 501));
     let events = m.chain.advance_to(created + 500);
     assert!(events.is_empty(), "still paying: {events:?}");
-    assert_eq!(
-        m.chain.state.lease(&lease).expect("lease").state,
-        LeaseState::Active
-    );
+    assert_eq!(m.chain.state.lease(&lease).expect("lease").state, LeaseState::Active);
     let events = m.chain.advance_to(created + 501);
-    assert!(
-        events.contains(&Event::EscrowDepleted { id: id.clone() }),
-        "{events:?}"
-    );
+    assert!(events.contains(&Event::EscrowDepleted { id: id.clone() }), "{events:?}");
     assert!(events.contains(&Event::LeaseClosed {
         id: lease.clone(),
         reason: LeaseCloseReason::InsufficientFunds
     }));
     let st = &m.chain.state;
-    assert_eq!(
-        st.lease(&lease).expect("lease").state,
-        LeaseState::InsufficientFunds
-    );
+    assert_eq!(st.lease(&lease).expect("lease").state, LeaseState::InsufficientFunds);
     assert_eq!(
         st.group(&o.group()).expect("group").state,
         GroupState::InsufficientFunds
@@ -948,10 +885,7 @@ fn escrow_running_dry_closes_the_lease_at_the_predicted_height_and_keeps_the_dep
         pazar_types::market::DeploymentState::Active
     );
     let pay = st.payment(&lease).expect("payment");
-    assert_eq!(
-        pay.received, 500_000,
-        "every deposited token reached the provider"
-    );
+    assert_eq!(pay.received, 500_000, "every deposited token reached the provider");
     // The tenant tops up and restarts the group: a fresh order opens.
     let t = m.tenant.clone();
     m.chain.ok(
@@ -962,9 +896,7 @@ fn escrow_running_dry_closes_the_lease_at_the_predicted_height_and_keeps_the_dep
         }],
     );
     let r = m.chain.ok(&t, vec![Msg::StartGroup { dseq: 1, gseq: 1 }]);
-    assert!(r.events.contains(&Event::OrderCreated {
-        id: o.group().order(2)
-    }));
+    assert!(r.events.contains(&Event::OrderCreated { id: o.group().order(2) }));
 }
 
 #[test]
@@ -1010,20 +942,12 @@ fn deposit_extends_runway_and_is_refunded_to_each_depositor_on_close() {
     assert_eq!(m.chain.bal(&s, &uusd()) - s0, 400_000);
     assert_eq!(m.chain.bal(&t, &uusd()) - t0, 600_000 - spent);
     let take = spent / 5;
-    assert_eq!(
-        m.chain.bal(&p, &uusd()) - p0,
-        spent - take,
-        "final payout on close"
-    );
+    assert_eq!(m.chain.bal(&p, &uusd()) - p0, spent - take, "final payout on close");
     assert!(r.events.contains(&Event::LeaseClosed {
         id: o.bid(p.address()),
         reason: LeaseCloseReason::Owner
     }));
-    expect_err(
-        &m.chain.tx(&t, vec![Msg::CloseDeployment { dseq: 1 }]),
-        "market",
-        3,
-    );
+    expect_err(&m.chain.tx(&t, vec![Msg::CloseDeployment { dseq: 1 }]), "market", 3);
     expect_err(
         &m.chain.tx(
             &t,
@@ -1057,13 +981,8 @@ fn tenant_closing_a_lease_reopens_a_new_order() {
             reason: LeaseCloseReason::Owner,
         }],
     );
-    assert!(r.events.contains(&Event::OrderCreated {
-        id: o.group().order(2)
-    }));
-    assert_eq!(
-        m.chain.state.group(&o.group()).expect("g").state,
-        GroupState::Open
-    );
+    assert!(r.events.contains(&Event::OrderCreated { id: o.group().order(2) }));
+    assert_eq!(m.chain.state.group(&o.group()).expect("g").state, GroupState::Open);
     let r = m.chain.tx(
         &t,
         vec![Msg::CloseLease {
@@ -1118,18 +1037,11 @@ fn provider_closing_a_lease_pauses_the_group() {
             reason: LeaseCloseReason::ManifestTimeout,
         }],
     );
-    assert_eq!(
-        m.chain.state.group(&o.group()).expect("g").state,
-        GroupState::Paused
-    );
+    assert_eq!(m.chain.state.group(&o.group()).expect("g").state, GroupState::Paused);
     let l = m.chain.state.lease(&o.bid(p.address())).expect("lease");
     assert_eq!(l.reason, Some(LeaseCloseReason::ManifestTimeout));
     m.chain.ok(&t, vec![Msg::StartGroup { dseq: 1, gseq: 1 }]);
-    expect_err(
-        &m.chain.tx(&t, vec![Msg::StartGroup { dseq: 1, gseq: 1 }]),
-        "market",
-        6,
-    );
+    expect_err(&m.chain.tx(&t, vec![Msg::StartGroup { dseq: 1, gseq: 1 }]), "market", 6);
 }
 
 #[test]
@@ -1218,20 +1130,11 @@ fn pause_and_close_group_end_the_lease_and_settle() {
         m.chain.state.lease(&o.bid(p.address())).expect("l").state,
         LeaseState::Closed
     );
-    let paid = m
-        .chain
-        .state
-        .payment(&o.bid(p.address()))
-        .expect("p")
-        .received;
+    let paid = m.chain.state.payment(&o.bid(p.address())).expect("p").received;
     // Leased at h, paused at h + 5: five blocks at 2 per block.
     assert_eq!(paid, 2 * 5);
     m.chain.ok(&t, vec![Msg::CloseGroup { dseq: 1, gseq: 1 }]);
-    expect_err(
-        &m.chain.tx(&t, vec![Msg::CloseGroup { dseq: 1, gseq: 1 }]),
-        "market",
-        6,
-    );
+    expect_err(&m.chain.tx(&t, vec![Msg::CloseGroup { dseq: 1, gseq: 1 }]), "market", 6);
 }
 
 #[test]
@@ -1240,10 +1143,8 @@ fn lease_is_refused_when_escrow_cannot_pay_one_block() {
     let (t, p) = (m.tenant.clone(), m.provider.clone());
     let mut g = group("big", "10", &uusd());
     g.resources[0].price.amount = dec("1000000");
-    m.chain.ok(
-        &t,
-        vec![create_deployment(1, vec![g], coin(500_000, &uusd()))],
-    );
+    m.chain
+        .ok(&t, vec![create_deployment(1, vec![g], coin(500_000, &uusd()))]);
     let o = order1(&m, 1);
     m.chain.ok(&p, vec![bid(&o, "600000", &uusd())]);
     expect_err(

@@ -93,17 +93,7 @@ impl<'de> Deserialize<'de> for Denom {
 
 /// An integer amount of one denomination.
 #[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 pub struct Coin {
     pub denom: Denom,
@@ -144,9 +134,7 @@ impl FromStr for Coin {
 }
 
 /// A non-negative fixed-point number with 18 decimals (`raw / 10^18`).
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, BorshSerialize, BorshDeserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, BorshSerialize, BorshDeserialize)]
 pub struct Dec(pub u128);
 
 impl Dec {
@@ -257,17 +245,7 @@ impl<'de> Deserialize<'de> for Dec {
 
 /// A price per block: a [`Dec`] amount of one denomination.
 #[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 pub struct Price {
     pub denom: Denom,
@@ -335,22 +313,10 @@ mod tests {
 
     #[test]
     fn dec_rejects_malformed_text() {
-        for bad in [
-            "",
-            ".",
-            "1.",
-            "-1",
-            "1e5",
-            "0.0000000000000000001",
-            "1.2.3",
-            "abc",
-        ] {
+        for bad in ["", ".", "1.", "-1", "1e5", "0.0000000000000000001", "1.2.3", "abc"] {
             assert!(bad.parse::<Dec>().is_err(), "{bad:?} should be rejected");
         }
-        assert_eq!(
-            "999999999999999999999999999".parse::<Dec>(),
-            Err(CoinError::Overflow)
-        );
+        assert_eq!("999999999999999999999999999".parse::<Dec>(), Err(CoinError::Overflow));
     }
 
     #[test]
@@ -375,10 +341,7 @@ mod tests {
     #[test]
     fn denom_validation() {
         assert!(Denom::new("upzr").is_ok());
-        assert!(
-            Denom::new("ibc/170C677610AC31DF0904FFE09CD3B5C657492170E7E52372E48756B71E56F2F1")
-                .is_ok()
-        );
+        assert!(Denom::new("ibc/170C677610AC31DF0904FFE09CD3B5C657492170E7E52372E48756B71E56F2F1").is_ok());
         for bad in ["", "u", "1abc", "up zr", "ü", &"x".repeat(129)] {
             assert!(Denom::new(bad).is_err(), "{bad:?}");
         }

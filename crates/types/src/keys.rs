@@ -8,9 +8,7 @@ use std::fmt;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use hmac::{Hmac, Mac};
-use k256::ecdsa::{
-    RecoveryId, Signature as EcdsaSignature, SigningKey as EcdsaSigningKey, VerifyingKey,
-};
+use k256::ecdsa::{RecoveryId, Signature as EcdsaSignature, SigningKey as EcdsaSigningKey, VerifyingKey};
 use k256::elliptic_curve::PrimeField;
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -115,8 +113,7 @@ impl Serialize for TxSignature {
 
 /// Verifies one ed25519 signature (ZIP-215 rules, the same as the batch verifier's).
 pub fn verify_ed25519(pubkey: &[u8; 32], sig: &[u8; 64], msg: &[u8]) -> Result<(), SignatureError> {
-    let vk = ed25519_consensus::VerificationKey::try_from(*pubkey)
-        .map_err(|_| SignatureError::BadPublicKey)?;
+    let vk = ed25519_consensus::VerificationKey::try_from(*pubkey).map_err(|_| SignatureError::BadPublicKey)?;
     vk.verify(&ed25519_consensus::Signature::from(*sig), msg)
         .map_err(|_| SignatureError::Invalid)
 }
@@ -136,13 +133,11 @@ pub fn recover_eth(digest: &[u8; 32], sig: &[u8; 65]) -> Result<Address, Signatu
         27 | 28 => RecoveryId::from_byte(v - 27).ok_or(SignatureError::BadRecoveryByte(v))?,
         other => return Err(SignatureError::BadRecoveryByte(other)),
     };
-    let signature =
-        EcdsaSignature::from_slice(&sig[..64]).map_err(|_| SignatureError::Malformed)?;
+    let signature = EcdsaSignature::from_slice(&sig[..64]).map_err(|_| SignatureError::Malformed)?;
     if signature.normalize_s().is_some() {
         return Err(SignatureError::HighS);
     }
-    let vk = VerifyingKey::recover_from_prehash(digest, &signature, recid)
-        .map_err(|_| SignatureError::Invalid)?;
+    let vk = VerifyingKey::recover_from_prehash(digest, &signature, recid).map_err(|_| SignatureError::Invalid)?;
     Ok(eth_address(&vk))
 }
 
@@ -178,9 +173,7 @@ impl SigningKey {
     /// From raw 32 secret bytes.
     pub fn from_secret(scheme: KeyScheme, secret: &[u8; 32]) -> Result<SigningKey, KeyError> {
         match scheme {
-            KeyScheme::Ed25519 => Ok(SigningKey::Ed25519(ed25519_consensus::SigningKey::from(
-                *secret,
-            ))),
+            KeyScheme::Ed25519 => Ok(SigningKey::Ed25519(ed25519_consensus::SigningKey::from(*secret))),
             KeyScheme::Eth => EcdsaSigningKey::from_slice(secret)
                 .map(SigningKey::Eth)
                 .map_err(|_| KeyError::SecretKey),
@@ -188,18 +181,13 @@ impl SigningKey {
     }
 
     /// Derives the key at `index` from a BIP-39 mnemonic (see the module docs for the paths).
-    pub fn from_mnemonic(
-        scheme: KeyScheme,
-        phrase: &str,
-        index: u32,
-    ) -> Result<SigningKey, KeyError> {
-        let mnemonic = bip39::Mnemonic::parse_normalized(phrase.trim())
-            .map_err(|e| KeyError::Mnemonic(e.to_string()))?;
+    pub fn from_mnemonic(scheme: KeyScheme, phrase: &str, index: u32) -> Result<SigningKey, KeyError> {
+        let mnemonic =
+            bip39::Mnemonic::parse_normalized(phrase.trim()).map_err(|e| KeyError::Mnemonic(e.to_string()))?;
         let seed = mnemonic.to_seed("");
         match scheme {
             KeyScheme::Eth => {
-                let secret =
-                    bip32_secp256k1(&seed, &[44 | HARDENED, 60 | HARDENED, HARDENED, 0, index])?;
+                let secret = bip32_secp256k1(&seed, &[44 | HARDENED, 60 | HARDENED, HARDENED, 0, index])?;
                 SigningKey::from_secret(KeyScheme::Eth, &secret)
             }
             KeyScheme::Ed25519 => {
@@ -305,10 +293,10 @@ fn bip32_secp256k1(seed: &[u8], path: &[u32]) -> Result<[u8; 32], KeyError> {
             hmac512(&chain, &[pubkey.as_bytes(), &index.to_be_bytes()])
         };
         let (il, ir) = split(&data);
-        let tweak = Option::<k256::Scalar>::from(k256::Scalar::from_repr(il.into()))
-            .ok_or(KeyError::Derivation(index))?;
-        let parent = Option::<k256::Scalar>::from(k256::Scalar::from_repr(key.into()))
-            .ok_or(KeyError::Derivation(index))?;
+        let tweak =
+            Option::<k256::Scalar>::from(k256::Scalar::from_repr(il.into())).ok_or(KeyError::Derivation(index))?;
+        let parent =
+            Option::<k256::Scalar>::from(k256::Scalar::from_repr(key.into())).ok_or(KeyError::Derivation(index))?;
         let child = tweak + parent;
         if bool::from(child.is_zero()) {
             return Err(KeyError::Derivation(index));
@@ -349,15 +337,9 @@ mod tests {
     fn metamask_mnemonic_gives_the_well_known_address() {
         // Hardhat's and MetaMask's derivation of this public test phrase.
         let k = SigningKey::from_mnemonic(KeyScheme::Eth, HARDHAT, 0).expect("valid");
-        assert_eq!(
-            k.address().to_string(),
-            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
-        );
+        assert_eq!(k.address().to_string(), "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
         let k1 = SigningKey::from_mnemonic(KeyScheme::Eth, HARDHAT, 1).expect("valid");
-        assert_eq!(
-            k1.address().to_string(),
-            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
-        );
+        assert_eq!(k1.address().to_string(), "0x70997970C51812dc3A010C7d01b50e0d17dc79C8");
     }
 
     #[test]
@@ -377,9 +359,7 @@ mod tests {
     #[test]
     fn personal_sign_recovers_the_signer() {
         let k = SigningKey::from_mnemonic(KeyScheme::Eth, HARDHAT, 0).expect("valid");
-        let SigningKey::Eth(inner) = &k else {
-            unreachable!()
-        };
+        let SigningKey::Eth(inner) = &k else { unreachable!() };
         let sig = personal_sign(inner, b"hello");
         assert_eq!(recover_eth(&eip191_digest(b"hello"), &sig), Ok(k.address()));
         assert_ne!(recover_eth(&eip191_digest(b"hellO"), &sig), Ok(k.address()));
@@ -388,9 +368,7 @@ mod tests {
     #[test]
     fn high_s_and_bad_v_are_rejected() {
         let k = SigningKey::from_mnemonic(KeyScheme::Eth, HARDHAT, 0).expect("valid");
-        let SigningKey::Eth(inner) = &k else {
-            unreachable!()
-        };
+        let SigningKey::Eth(inner) = &k else { unreachable!() };
         let mut sig = personal_sign(inner, b"x");
         sig[64] = 1;
         assert_eq!(

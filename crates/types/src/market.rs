@@ -48,17 +48,7 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
 
 /// A `key=value` attribute of a provider or a requirement of a placement.
 #[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 pub struct Attribute {
     pub key: String,
@@ -76,16 +66,9 @@ impl Attribute {
 
 /// Validates an attribute list: key syntax (Akash's `^[a-zA-Z][\w/.-]{1,126}$`, plus a trailing
 /// `*` where `wildcard`), value length and unique keys.
-pub fn validate_attributes(
-    field: &str,
-    attrs: &[Attribute],
-    wildcard: bool,
-) -> Result<(), SpecError> {
+pub fn validate_attributes(field: &str, attrs: &[Attribute], wildcard: bool) -> Result<(), SpecError> {
     if attrs.len() > limits::MAX_ATTRIBUTES {
-        return Err(invalid(
-            field,
-            format!("at most {} attributes", limits::MAX_ATTRIBUTES),
-        ));
+        return Err(invalid(field, format!("at most {} attributes", limits::MAX_ATTRIBUTES)));
     }
     let mut keys: Vec<&str> = Vec::with_capacity(attrs.len());
     for a in attrs {
@@ -97,26 +80,15 @@ pub fn validate_attributes(
         let b = key.as_bytes();
         let ok = (2..=limits::MAX_KEY_LEN).contains(&b.len())
             && b[0].is_ascii_alphabetic()
-            && b[1..]
-                .iter()
-                .all(|c| c.is_ascii_alphanumeric() || b"_/.-".contains(c));
+            && b[1..].iter().all(|c| c.is_ascii_alphanumeric() || b"_/.-".contains(c));
         if !ok {
-            return Err(invalid(
-                format!("{field}.{}", a.key),
-                "invalid attribute key",
-            ));
+            return Err(invalid(format!("{field}.{}", a.key), "invalid attribute key"));
         }
         if a.value.len() > limits::MAX_VALUE_LEN || a.value.chars().any(char::is_control) {
-            return Err(invalid(
-                format!("{field}.{}", a.key),
-                "invalid attribute value",
-            ));
+            return Err(invalid(format!("{field}.{}", a.key), "invalid attribute value"));
         }
         if keys.contains(&a.key.as_str()) {
-            return Err(invalid(
-                format!("{field}.{}", a.key),
-                "duplicate attribute key",
-            ));
+            return Err(invalid(format!("{field}.{}", a.key), "duplicate attribute key"));
         }
         keys.push(&a.key);
     }
@@ -125,44 +97,27 @@ pub fn validate_attributes(
 
 pub(crate) fn validate_name(field: &str, s: &str, max: usize) -> Result<(), SpecError> {
     if s.is_empty() || s.len() > max || s.chars().any(char::is_control) {
-        return Err(invalid(
-            field,
-            format!("must be 1-{max} printable characters"),
-        ));
+        return Err(invalid(field, format!("must be 1-{max} printable characters")));
     }
     Ok(())
 }
 
 /// `signedBy` of a placement: auditors that must (all_of) or may (any_of) have signed the
 /// required attributes of a provider.
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct SignedBy {
     pub all_of: Vec<Address>,
     pub any_of: Vec<Address>,
 }
 
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct PlacementRequirements {
     pub attributes: Vec<Attribute>,
     pub signed_by: SignedBy,
 }
 
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EndpointKind {
@@ -199,9 +154,7 @@ impl StorageVolume {
     }
 }
 
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct Gpu {
     pub units: u32,
     /// Acceptable GPUs, e.g. `vendor/nvidia/model/a100/ram/80Gi = true`; any one suffices.
@@ -244,8 +197,7 @@ impl GroupSpec {
             if unit.price.denom != first.price.denom {
                 return None;
             }
-            total =
-                total.checked_add(unit.price.amount.checked_mul_int(u128::from(unit.count))?)?;
+            total = total.checked_add(unit.price.amount.checked_mul_int(u128::from(unit.count))?)?;
         }
         Some(Price {
             denom: first.price.denom.clone(),
@@ -262,10 +214,7 @@ impl GroupSpec {
         )?;
         let sb = &self.requirements.signed_by;
         if sb.all_of.len() > limits::MAX_AUDITORS || sb.any_of.len() > limits::MAX_AUDITORS {
-            return Err(invalid(
-                format!("{field}.requirements.signed_by"),
-                "too many auditors",
-            ));
+            return Err(invalid(format!("{field}.requirements.signed_by"), "too many auditors"));
         }
         if self.resources.is_empty() || self.resources.len() > limits::MAX_UNITS_PER_GROUP {
             return Err(invalid(
@@ -291,10 +240,7 @@ fn validate_unit(f: &str, unit: &ResourceUnit) -> Result<(), SpecError> {
     use limits::*;
     let r = &unit.resources;
     if unit.count == 0 || unit.count > MAX_UNIT_COUNT {
-        return Err(invalid(
-            format!("{f}.count"),
-            format!("must be 1-{MAX_UNIT_COUNT}"),
-        ));
+        return Err(invalid(format!("{f}.count"), format!("must be 1-{MAX_UNIT_COUNT}")));
     }
     if !(MIN_CPU_MILLIS..=MAX_CPU_MILLIS).contains(&r.cpu_millis) {
         return Err(invalid(
@@ -314,28 +260,15 @@ fn validate_unit(f: &str, unit: &ResourceUnit) -> Result<(), SpecError> {
     for (j, v) in r.storage.iter().enumerate() {
         validate_name(&format!("{f}.storage[{j}].name"), &v.name, MAX_NAME_LEN)?;
         if !(MIN_STORAGE..=MAX_STORAGE).contains(&v.bytes) {
-            return Err(invalid(
-                format!("{f}.storage[{j}].size"),
-                "must be 5Mi-32Ti",
-            ));
+            return Err(invalid(format!("{f}.storage[{j}].size"), "must be 5Mi-32Ti"));
         }
-        validate_attributes(
-            &format!("{f}.storage[{j}].attributes"),
-            &v.attributes,
-            false,
-        )?;
+        validate_attributes(&format!("{f}.storage[{j}].attributes"), &v.attributes, false)?;
         if r.storage[..j].iter().any(|o| o.name == v.name) {
-            return Err(invalid(
-                format!("{f}.storage[{j}].name"),
-                "duplicate volume name",
-            ));
+            return Err(invalid(format!("{f}.storage[{j}].name"), "duplicate volume name"));
         }
     }
     if r.gpu.units > MAX_GPU_UNITS {
-        return Err(invalid(
-            format!("{f}.gpu.units"),
-            format!("at most {MAX_GPU_UNITS}"),
-        ));
+        return Err(invalid(format!("{f}.gpu.units"), format!("at most {MAX_GPU_UNITS}")));
     }
     if (r.gpu.units > 0) == r.gpu.attributes.is_empty() {
         return Err(invalid(
@@ -345,10 +278,7 @@ fn validate_unit(f: &str, unit: &ResourceUnit) -> Result<(), SpecError> {
     }
     validate_attributes(&format!("{f}.gpu.attributes"), &r.gpu.attributes, true)?;
     if r.endpoints.len() > MAX_ENDPOINTS {
-        return Err(invalid(
-            format!("{f}.endpoints"),
-            format!("at most {MAX_ENDPOINTS}"),
-        ));
+        return Err(invalid(format!("{f}.endpoints"), format!("at most {MAX_ENDPOINTS}")));
     }
     let max_unit = Dec::from_int(MAX_UNIT_PRICE_UNITS).expect("constant fits");
     if unit.price.amount.is_zero() || unit.price.amount > max_unit {
@@ -365,17 +295,7 @@ fn validate_unit(f: &str, unit: &ResourceUnit) -> Result<(), SpecError> {
 // a prefix (all bids of an order, all leases of a deployment) are contiguous.
 
 #[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 pub struct DeploymentId {
     pub owner: Address,
@@ -383,17 +303,7 @@ pub struct DeploymentId {
 }
 
 #[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 pub struct GroupId {
     pub owner: Address,
@@ -402,17 +312,7 @@ pub struct GroupId {
 }
 
 #[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 pub struct OrderId {
     pub owner: Address,
@@ -423,17 +323,7 @@ pub struct OrderId {
 
 /// A bid and the lease it may become share one id (Akash: `bseq` is always 0, so it is dropped).
 #[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 pub struct BidId {
     pub owner: Address,
@@ -533,11 +423,7 @@ impl fmt::Display for GroupId {
 }
 impl fmt::Display for OrderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}/{}/{}",
-            self.owner, self.dseq, self.gseq, self.oseq
-        )
+        write!(f, "{}/{}/{}/{}", self.owner, self.dseq, self.gseq, self.oseq)
     }
 }
 impl fmt::Display for BidId {
@@ -553,9 +439,7 @@ impl fmt::Display for BidId {
 // ---------------------------------------------------------------------------------------------
 // States, numbered as in Akash's protobufs.
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
@@ -564,9 +448,7 @@ pub enum DeploymentState {
     Closed = 2,
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
@@ -577,9 +459,7 @@ pub enum GroupState {
     Closed = 4,
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
@@ -589,9 +469,7 @@ pub enum OrderState {
     Closed = 3,
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
@@ -602,9 +480,7 @@ pub enum BidState {
     Closed = 4,
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
@@ -616,9 +492,7 @@ pub enum LeaseState {
 
 /// Why a lease closed; codes as Akash's `LeaseClosedReason` (1..9999 owner, 10000..19999
 /// provider, 20000..29999 network).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaseCloseReason {
     Owner,
@@ -662,9 +536,7 @@ pub enum Mismatch {
     AnyOfAuditor,
     #[error("resource unit {unit} wants a GPU ({wanted}) that the provider does not advertise")]
     Gpu { unit: u32, wanted: String },
-    #[error(
-        "resource unit {unit} wants storage class {class:?} that the provider does not advertise"
-    )]
+    #[error("resource unit {unit} wants storage class {class:?} that the provider does not advertise")]
     StorageClass { unit: u32, class: String },
 }
 
@@ -678,10 +550,7 @@ fn key_matches(pattern: &str, key: &str) -> bool {
 /// True when every required attribute is present in `have` (keys may end with a `*` glob).
 pub fn attributes_subset(required: &[Attribute], have: &[Attribute]) -> Result<(), Mismatch> {
     for r in required {
-        if !have
-            .iter()
-            .any(|h| key_matches(&r.key, &h.key) && r.value == h.value)
-        {
+        if !have.iter().any(|h| key_matches(&r.key, &h.key) && r.value == h.value) {
             return Err(Mismatch::Attribute {
                 key: r.key.clone(),
                 value: r.value.clone(),
@@ -700,9 +569,7 @@ pub fn match_group<'a>(
 ) -> Result<(), Mismatch> {
     let req = &spec.requirements;
     attributes_subset(&req.attributes, provider_attrs)?;
-    let signed = |auditor: &Address| {
-        audited(auditor).is_some_and(|a| attributes_subset(&req.attributes, a).is_ok())
-    };
+    let signed = |auditor: &Address| audited(auditor).is_some_and(|a| attributes_subset(&req.attributes, a).is_ok());
     for auditor in &req.signed_by.all_of {
         if !signed(auditor) {
             return Err(Mismatch::AllOfAuditor { auditor: *auditor });
@@ -729,19 +596,14 @@ pub fn match_group<'a>(
                     .map(|a| a.key.as_str())
                     .collect::<Vec<_>>()
                     .join(" | ");
-                return Err(Mismatch::Gpu {
-                    unit: unit.id,
-                    wanted,
-                });
+                return Err(Mismatch::Gpu { unit: unit.id, wanted });
             }
         }
         for vol in &unit.resources.storage {
             let Some(class) = vol.class() else { continue };
-            let advertised = provider_attrs.iter().any(|h| {
-                h.key.starts_with("capabilities/storage/")
-                    && h.key.ends_with("/class")
-                    && h.value == class
-            });
+            let advertised = provider_attrs
+                .iter()
+                .any(|h| h.key.starts_with("capabilities/storage/") && h.key.ends_with("/class") && h.value == class);
             if !advertised {
                 return Err(Mismatch::StorageClass {
                     unit: unit.id,

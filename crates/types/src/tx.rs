@@ -11,12 +11,10 @@ use sha2::{Digest, Sha256};
 
 use crate::address::Address;
 use crate::coin::{Coin, Price};
-use crate::keys::{
-    eip191_digest, recover_eth, verify_ed25519, SignatureError, SigningKey, TxSignature,
-};
+use crate::keys::{eip191_digest, recover_eth, verify_ed25519, SignatureError, SigningKey, TxSignature};
 use crate::market::{
-    limits, validate_attributes, validate_name, Attribute, BidId, DeploymentId, GroupSpec,
-    LeaseCloseReason, LeaseId, OrderId, SpecError,
+    limits, validate_attributes, validate_name, Attribute, BidId, DeploymentId, GroupSpec, LeaseCloseReason, LeaseId,
+    OrderId, SpecError,
 };
 
 /// Largest encoded transaction accepted.
@@ -180,9 +178,7 @@ impl Msg {
             })
         };
         match self {
-            Msg::Send { amount, .. } if amount.amount == 0 => {
-                bad("amount", "must be greater than zero")
-            }
+            Msg::Send { amount, .. } if amount.amount == 0 => bad("amount", "must be greater than zero"),
             Msg::CreateProvider {
                 host_uri,
                 attributes,
@@ -197,9 +193,7 @@ impl Msg {
             } => {
                 validate_host_uri(&format!("{field}.host_uri"), host_uri)?;
                 validate_attributes(&format!("{field}.attributes"), attributes, false)?;
-                if info.email.len() > limits::MAX_VALUE_LEN
-                    || info.website.len() > limits::MAX_URI_LEN
-                {
+                if info.email.len() > limits::MAX_VALUE_LEN || info.website.len() > limits::MAX_URI_LEN {
                     return bad("info", "email or website too long");
                 }
                 Ok(())
@@ -219,14 +213,9 @@ impl Msg {
                 }
                 Ok(())
             }
-            Msg::CreateDeployment {
-                groups, deposit, ..
-            } => {
+            Msg::CreateDeployment { groups, deposit, .. } => {
                 if groups.is_empty() || groups.len() > limits::MAX_GROUPS {
-                    return bad(
-                        "groups",
-                        &format!("must have 1-{} groups", limits::MAX_GROUPS),
-                    );
+                    return bad("groups", &format!("must have 1-{} groups", limits::MAX_GROUPS));
                 }
                 for (i, g) in groups.iter().enumerate() {
                     g.validate(&format!("{field}.groups[{i}]"))?;
@@ -234,10 +223,7 @@ impl Msg {
                         return bad(&format!("groups[{i}].name"), "duplicate group name");
                     }
                     if g.resources[0].price.denom != groups[0].resources[0].price.denom {
-                        return bad(
-                            &format!("groups[{i}]"),
-                            "all groups must be priced in one denomination",
-                        );
+                        return bad(&format!("groups[{i}]"), "all groups must be priced in one denomination");
                     }
                 }
                 if deposit.amount == 0 {
@@ -245,9 +231,7 @@ impl Msg {
                 }
                 Ok(())
             }
-            Msg::DepositDeployment { amount, .. } if amount.amount == 0 => {
-                bad("amount", "must be greater than zero")
-            }
+            Msg::DepositDeployment { amount, .. } if amount.amount == 0 => bad("amount", "must be greater than zero"),
             Msg::CreateBid { price, deposit, .. } => {
                 if price.amount.is_zero() {
                     return bad("price", "must be greater than zero");
@@ -343,10 +327,7 @@ impl TxBody {
     pub fn sign(self, key: &SigningKey) -> Tx {
         let digest = self.sign_digest();
         let signature = key.sign_tx(&digest, &self.readable(&digest));
-        Tx {
-            body: self,
-            signature,
-        }
+        Tx { body: self, signature }
     }
 }
 
@@ -407,13 +388,10 @@ pub mod hex_array {
         s.serialize_str(&hex::encode(v))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
-        d: D,
-    ) -> Result<[u8; N], D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
         let raw = String::deserialize(d)?;
         let mut out = [0u8; N];
-        hex::decode_to_slice(raw.trim_start_matches("0x"), &mut out)
-            .map_err(serde::de::Error::custom)?;
+        hex::decode_to_slice(raw.trim_start_matches("0x"), &mut out).map_err(serde::de::Error::custom)?;
         Ok(out)
     }
 }

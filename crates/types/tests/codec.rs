@@ -1,29 +1,21 @@
 //! The transaction encoding: round trips, canonical form under mutation, and a frozen fixture.
 
 use pazar_types::market::{
-    Endpoint, EndpointKind, Gpu, GroupSpec, LeaseCloseReason, PlacementRequirements, ResourceUnit,
-    Resources, SignedBy, StorageVolume,
+    Endpoint, EndpointKind, Gpu, GroupSpec, LeaseCloseReason, PlacementRequirements, ResourceUnit, Resources, SignedBy,
+    StorageVolume,
 };
 use pazar_types::{
-    Address, Attribute, Coin, Dec, Denom, DeploymentId, KeyScheme, Msg, Price, ProviderInfo,
-    SigningKey, Tx, TxBody,
+    Address, Attribute, Coin, Dec, Denom, DeploymentId, KeyScheme, Msg, Price, ProviderInfo, SigningKey, Tx, TxBody,
 };
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 
 fn addr() -> impl Strategy<Value = Address> {
-    (any::<bool>(), any::<[u8; 20]>()).prop_map(|(eth, b)| {
-        if eth {
-            Address::Eth(b)
-        } else {
-            Address::Native(b)
-        }
-    })
+    (any::<bool>(), any::<[u8; 20]>()).prop_map(|(eth, b)| if eth { Address::Eth(b) } else { Address::Native(b) })
 }
 
 fn denom() -> impl Strategy<Value = Denom> {
-    prop_oneof![Just("upzr"), Just("uusd"), Just("uakt")]
-        .prop_map(|d| Denom::new(d).expect("valid"))
+    prop_oneof![Just("upzr"), Just("uusd"), Just("uakt")].prop_map(|d| Denom::new(d).expect("valid"))
 }
 
 fn coin() -> impl Strategy<Value = Coin> {
@@ -40,14 +32,8 @@ fn attrs() -> impl Strategy<Value = Vec<Attribute>> {
 }
 
 fn group() -> impl Strategy<Value = GroupSpec> {
-    (
-        "[a-z]{1,10}",
-        attrs(),
-        10..100_000u32,
-        1..50u32,
-        1..1_000_000u64,
-    )
-        .prop_map(|(name, attributes, cpu, count, price)| GroupSpec {
+    ("[a-z]{1,10}", attrs(), 10..100_000u32, 1..50u32, 1..1_000_000u64).prop_map(
+        |(name, attributes, cpu, count, price)| GroupSpec {
             name,
             requirements: PlacementRequirements {
                 attributes,
@@ -78,7 +64,8 @@ fn group() -> impl Strategy<Value = GroupSpec> {
                     amount: Dec(u128::from(price) * 1_000_000_000_000),
                 },
             }],
-        })
+        },
+    )
 }
 
 fn msg() -> impl Strategy<Value = Msg> {
@@ -98,12 +85,8 @@ fn msg() -> impl Strategy<Value = Msg> {
                 },
             }
         }),
-        (addr(), proptest::collection::vec(attr(), 1..2)).prop_map(|(provider, attributes)| {
-            Msg::SignProviderAttributes {
-                provider,
-                attributes,
-            }
-        }),
+        (addr(), proptest::collection::vec(attr(), 1..2))
+            .prop_map(|(provider, attributes)| { Msg::SignProviderAttributes { provider, attributes } }),
         (
             any::<u64>(),
             any::<[u8; 32]>(),
@@ -127,20 +110,18 @@ fn msg() -> impl Strategy<Value = Msg> {
                 }
             }),
         (id(), coin()).prop_map(|(id, amount)| Msg::DepositDeployment { id, amount }),
-        (id(), any::<u32>(), addr(), 1..u64::MAX, coin()).prop_map(
-            |(d, gseq, provider, price, deposit)| {
-                let order = d.group(gseq).order(1);
-                let _ = provider;
-                Msg::CreateBid {
-                    order,
-                    price: Price {
-                        denom: Denom::new("uusd").expect("valid"),
-                        amount: Dec(u128::from(price)),
-                    },
-                    deposit,
-                }
+        (id(), any::<u32>(), addr(), 1..u64::MAX, coin()).prop_map(|(d, gseq, provider, price, deposit)| {
+            let order = d.group(gseq).order(1);
+            let _ = provider;
+            Msg::CreateBid {
+                order,
+                price: Price {
+                    denom: Denom::new("uusd").expect("valid"),
+                    amount: Dec(u128::from(price)),
+                },
+                deposit,
             }
-        ),
+        }),
         (id(), addr()).prop_map(|(d, p)| Msg::CloseLease {
             lease: d.group(1).order(1).bid(p),
             reason: LeaseCloseReason::Unstable
@@ -160,15 +141,8 @@ fn tx() -> impl Strategy<Value = Tx> {
         .prop_map(|(eth, k, sequence, msgs, memo)| {
             let mut secret = [k; 32];
             secret[0] = 1;
-            let key = SigningKey::from_secret(
-                if eth {
-                    KeyScheme::Eth
-                } else {
-                    KeyScheme::Ed25519
-                },
-                &secret,
-            )
-            .expect("valid");
+            let key =
+                SigningKey::from_secret(if eth { KeyScheme::Eth } else { KeyScheme::Ed25519 }, &secret).expect("valid");
             TxBody {
                 chain_id: "pazar-1".into(),
                 sender: key.address(),

@@ -4,12 +4,9 @@
 use pazar_ledger::state::GenesisBalance;
 use pazar_ledger::{invariants, BlockHeader, BlockOutcome, Genesis, Params, Receipt, State};
 use pazar_types::market::{
-    Endpoint, EndpointKind, Gpu, GroupSpec, PlacementRequirements, ResourceUnit, Resources,
-    StorageVolume,
+    Endpoint, EndpointKind, Gpu, GroupSpec, PlacementRequirements, ResourceUnit, Resources, StorageVolume,
 };
-use pazar_types::{
-    Address, Attribute, Coin, Dec, Denom, KeyScheme, Msg, ProviderInfo, SigningKey, TxBody,
-};
+use pazar_types::{Address, Attribute, Coin, Dec, Denom, KeyScheme, Msg, ProviderInfo, SigningKey, TxBody};
 
 pub const CHAIN: &str = "pazar-test-1";
 pub const FEE: u128 = 100;
@@ -85,10 +82,7 @@ impl Chain {
             height: self.state.height + 1,
             time_ms: 0,
         };
-        let out = self
-            .state
-            .apply_block(&header, &txs)
-            .expect("block accepted");
+        let out = self.state.apply_block(&header, &txs).expect("block accepted");
         self.blocks.push((header, txs));
         if let Err(e) = invariants::check(&self.state) {
             panic!("invariant broken at height {}: {e}", self.state.height);

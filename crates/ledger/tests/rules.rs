@@ -1180,3 +1180,66 @@ fn same_blocks_give_the_same_state_hash() {
     );
     assert_ne!(replay.state.state_hash(), m.chain.state.state_hash());
 }
+
+#[test]
+fn genesis_rejects_supply_overflow_unknown_denoms_and_module_accounts() {
+    use pazar_ledger::state::{GenesisBalance, GenesisError};
+    use pazar_ledger::{Genesis, Params, State};
+    let a = key(KeyScheme::Ed25519, 1).address();
+    let b = key(KeyScheme::Ed25519, 2).address();
+    let genesis = |balances| Genesis {
+        chain_id: CHAIN.into(),
+        params: Params::devnet("upzr", "uusd"),
+        balances,
+    };
+    let overflow = genesis(vec![
+        GenesisBalance {
+            address: a,
+            coins: vec![coin(u128::MAX, &upzr())],
+        },
+        GenesisBalance {
+            address: b,
+            coins: vec![coin(1, &upzr())],
+        },
+    ]);
+    assert_eq!(
+        State::from_genesis(&overflow).err(),
+        Some(GenesisError::Overflow(upzr()))
+    );
+    let unknown = genesis(vec![GenesisBalance {
+        address: a,
+        coins: vec![coin(1, &pazar_types::Denom::new("uatom").expect("ok"))],
+    }]);
+    assert!(matches!(
+        State::from_genesis(&unknown),
+        Err(GenesisError::UnknownDenom { .. })
+    ));
+    let module = genesis(vec![GenesisBalance {
+        address: pazar_types::Address::module("escrow"),
+        coins: vec![coin(1, &upzr())],
+    }]);
+    assert!(matches!(
+        State::from_genesis(&module),
+        Err(GenesisError::ModuleAccount(_))
+    ));
+}
+
+#[test]
+fn bid_on_a_closed_order_is_refused() {
+    let mut m = market();
+    let (t, p) = (m.tenant.clone(), m.provider.clone());
+    m.chain.ok(
+        &t,
+        vec![create_deployment(
+            1,
+            vec![group("web", "10", &uusd())],
+            coin(1_000_000, &uusd()),
+        )],
+    );
+    let o = order1(&m, 1);
+    m.chain.ok(&t, vec![Msg::CloseDeployment { dseq: 1 }]);
+    assert_eq!(m.chain.state.order(&o).expect("order").state, OrderState::Closed);
+    let r = m.chain.tx(&p, vec![bid(&o, "1", &uusd())]);
+    expect_err(&r, "market", 8);
+    assert!(r.log.contains("Closed"), "{}", r.log);
+}

@@ -1,12 +1,10 @@
 //! Block application: decode, verify every signature in one batch, run each transaction
 //! atomically, then the end-of-block work (escrow depletion, auto-accept).
 
-use borsh::BorshSerialize;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use sha2::{Digest, Sha256};
 
-use pazar_types::keys::{eip191_digest, recover_eth, verify_ed25519};
 use pazar_types::market::GroupState;
 use pazar_types::{tx_hash, Address, Coin, Event, Hash32, Msg, SignatureError, Tx, TxSignature};
 
@@ -21,14 +19,7 @@ struct Prepared {
 }
 
 fn prepare(bytes: &[u8]) -> Result<Prepared, AuthError> {
-    let tx = Tx::decode(bytes)?;
-    // The encoding is canonical, so the body's bytes are the prefix before the signature.
-    let sig_len = borsh::object_length(&tx.signature).expect("length of an in-memory value");
-    let mut h = Sha256::new();
-    h.update(b"pazar/tx/v1\0");
-    h.update(&bytes[..bytes.len() - sig_len]);
-    let digest: Hash32 = h.finalize().into();
-    debug_assert_eq!(digest, tx.body.sign_digest());
+    let (tx, digest) = Tx::decode_with_digest(bytes)?;
     Ok(Prepared { tx, digest })
 }
 
@@ -63,17 +54,7 @@ fn verify_block(prepared: &[Result<Prepared, AuthError>]) -> Vec<Result<(), Sign
                 batched.push(i);
                 results.push(Ok(()));
             }
-            TxSignature::Eth { sig } => {
-                let text = p.tx.body.readable(&p.digest);
-                let r = recover_eth(&eip191_digest(text.as_bytes()), sig).and_then(|signer| {
-                    if signer == p.tx.body.sender {
-                        Ok(())
-                    } else {
-                        Err(SignatureError::Invalid)
-                    }
-                });
-                results.push(r);
-            }
+            TxSignature::Eth { .. } => results.push(p.tx.verify_signature_with(&p.digest)),
         }
     }
     if batched.is_empty() {
@@ -83,9 +64,7 @@ fn verify_block(prepared: &[Result<Prepared, AuthError>]) -> Vec<Result<(), Sign
     if batch.verify(&mut rng).is_err() {
         for i in batched {
             if let Ok(p) = &prepared[i] {
-                if let TxSignature::Ed25519 { pubkey, sig } = &p.tx.signature {
-                    results[i] = verify_ed25519(pubkey, sig, &p.digest);
-                }
+                results[i] = p.tx.verify_signature_with(&p.digest);
             }
         }
     }
@@ -334,15 +313,4 @@ impl Receipt {
     pub fn is_ok(&self) -> bool {
         self.code == 0
     }
-}
-
-/// Hash of a receipt list, for headers and tests.
-pub fn receipts_hash(receipts: &[Receipt]) -> Hash32 {
-    let mut h = Sha256::new();
-    for r in receipts {
-        let mut buf = Vec::new();
-        r.serialize(&mut buf).expect("writing into a Vec cannot fail");
-        h.update(&buf);
-    }
-    h.finalize().into()
 }

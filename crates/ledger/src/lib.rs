@@ -20,7 +20,6 @@ use serde::Serialize;
 
 use pazar_types::{Address, Coin, Event, Hash32};
 
-pub use apply::receipts_hash;
 pub use error::{BlockError, TxError};
 pub use escrow::EscrowView;
 pub use state::{Genesis, GenesisBalance, Params, State};

@@ -301,10 +301,7 @@ impl TxBody {
 
     /// The digest an ed25519 key signs and that the readable rendering ends with.
     pub fn sign_digest(&self) -> Hash32 {
-        let mut h = Sha256::new();
-        h.update(SIGN_DOMAIN);
-        h.update(borsh::to_vec(self).expect("encoding into a Vec cannot fail"));
-        h.finalize().into()
+        digest_of_body_bytes(&borsh::to_vec(self).expect("encoding into a Vec cannot fail"))
     }
 
     /// The text an Ethereum wallet shows and signs with `personal_sign`. It ends with the sign
@@ -331,6 +328,14 @@ impl TxBody {
     }
 }
 
+/// The sign digest of an encoded body: `SHA-256(domain ‖ body bytes)`.
+fn digest_of_body_bytes(body: &[u8]) -> Hash32 {
+    let mut h = Sha256::new();
+    h.update(SIGN_DOMAIN);
+    h.update(body);
+    h.finalize().into()
+}
+
 /// A signed transaction.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
 pub struct Tx {
@@ -349,22 +354,36 @@ impl Tx {
         Ok(tx)
     }
 
+    /// Decodes like [`Tx::decode`] and returns the sign digest too, hashed straight from the
+    /// input: the encoding is canonical, so the body's bytes are the prefix before the signature.
+    pub fn decode_with_digest(bytes: &[u8]) -> Result<(Tx, Hash32), DecodeError> {
+        let tx = Tx::decode(bytes)?;
+        let sig_len = borsh::object_length(&tx.signature).expect("length of an in-memory value");
+        let digest = digest_of_body_bytes(&bytes[..bytes.len() - sig_len]);
+        debug_assert_eq!(digest, tx.body.sign_digest());
+        Ok((tx, digest))
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         borsh::to_vec(self).expect("encoding into a Vec cannot fail")
     }
 
     /// Verifies the signature alone (no state): the signer's key must derive the sender address.
     pub fn verify_signature(&self) -> Result<(), SignatureError> {
-        let digest = self.body.sign_digest();
+        self.verify_signature_with(&self.body.sign_digest())
+    }
+
+    /// [`Tx::verify_signature`] with the body's sign digest already computed.
+    pub fn verify_signature_with(&self, digest: &Hash32) -> Result<(), SignatureError> {
         match &self.signature {
             TxSignature::Ed25519 { pubkey, sig } => {
                 if Address::from_ed25519(pubkey) != self.body.sender {
                     return Err(SignatureError::Invalid);
                 }
-                verify_ed25519(pubkey, sig, &digest)
+                verify_ed25519(pubkey, sig, digest)
             }
             TxSignature::Eth { sig } => {
-                let text = self.body.readable(&digest);
+                let text = self.body.readable(digest);
                 let signer = recover_eth(&eip191_digest(text.as_bytes()), sig)?;
                 if signer != self.body.sender {
                     return Err(SignatureError::Invalid);

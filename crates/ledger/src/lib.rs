@@ -22,7 +22,8 @@ use pazar_types::{Address, Coin, Event, Hash32};
 
 pub use error::{BlockError, TxError};
 pub use escrow::EscrowView;
-pub use state::{Genesis, GenesisBalance, Params, State};
+pub use state::{Genesis, GenesisBalance, Params, RestoreError, State};
+pub use table::StateChange;
 
 /// What the ledger needs of a block header. Time is informational: the ledger never reads it.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
@@ -47,7 +48,7 @@ pub struct Receipt {
 }
 
 /// Receipts of a block's transactions and the events of its end-of-block work.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
 pub struct BlockOutcome {
     pub receipts: Vec<Receipt>,
     pub events: Vec<Event>,

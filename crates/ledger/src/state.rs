@@ -10,7 +10,7 @@ use pazar_types::{
     Address, Attribute, BidId, Coin, Denom, DeploymentId, GroupId, Hash32, LeaseId, OrderId, Price, ProviderInfo,
 };
 
-use crate::table::Table;
+use crate::table::{StateChange, Table};
 
 /// Parameters of one accepted denomination.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
@@ -264,40 +264,108 @@ pub struct State {
     pub(crate) auto_accept: Table<(u64, OrderId), ()>,
 }
 
-/// Calls `$m` on every table of the state, with its name.
+/// Calls `$m` on every table of the state with its name and store id. The ids are part of the
+/// store's format and of the state commitment: append new tables, never renumber.
 macro_rules! for_each_table {
     ($s:expr, $m:ident $(, $arg:expr)*) => {{
-        $s.accounts.$m("accounts" $(, $arg)*);
-        $s.balances.$m("balances" $(, $arg)*);
-        $s.supply.$m("supply" $(, $arg)*);
-        $s.providers.$m("providers" $(, $arg)*);
-        $s.provider_load.$m("provider_load" $(, $arg)*);
-        $s.audits.$m("audits" $(, $arg)*);
-        $s.deployments.$m("deployments" $(, $arg)*);
-        $s.groups.$m("groups" $(, $arg)*);
-        $s.orders.$m("orders" $(, $arg)*);
-        $s.bids.$m("bids" $(, $arg)*);
-        $s.leases.$m("leases" $(, $arg)*);
-        $s.escrow.$m("escrow" $(, $arg)*);
-        $s.payments.$m("payments" $(, $arg)*);
-        $s.depletion.$m("depletion" $(, $arg)*);
-        $s.auto_accept.$m("auto_accept" $(, $arg)*);
+        $s.accounts.$m("accounts", table_id::ACCOUNTS $(, $arg)*);
+        $s.balances.$m("balances", table_id::BALANCES $(, $arg)*);
+        $s.supply.$m("supply", table_id::SUPPLY $(, $arg)*);
+        $s.providers.$m("providers", table_id::PROVIDERS $(, $arg)*);
+        $s.provider_load.$m("provider_load", table_id::PROVIDER_LOAD $(, $arg)*);
+        $s.audits.$m("audits", table_id::AUDITS $(, $arg)*);
+        $s.deployments.$m("deployments", table_id::DEPLOYMENTS $(, $arg)*);
+        $s.groups.$m("groups", table_id::GROUPS $(, $arg)*);
+        $s.orders.$m("orders", table_id::ORDERS $(, $arg)*);
+        $s.bids.$m("bids", table_id::BIDS $(, $arg)*);
+        $s.leases.$m("leases", table_id::LEASES $(, $arg)*);
+        $s.escrow.$m("escrow", table_id::ESCROW $(, $arg)*);
+        $s.payments.$m("payments", table_id::PAYMENTS $(, $arg)*);
+        $s.depletion.$m("depletion", table_id::DEPLETION $(, $arg)*);
+        $s.auto_accept.$m("auto_accept", table_id::AUTO_ACCEPT $(, $arg)*);
     }};
 }
 
-/// Adapters so the macro can call commit/rollback with a name argument.
-trait Journaled {
-    fn commit_named(&mut self, _name: &str);
-    fn rollback_named(&mut self, _name: &str);
+/// Store ids of the state's tables: the first byte of every store key (see [`store_key`]).
+pub mod table_id {
+    pub const ACCOUNTS: u8 = 1;
+    pub const BALANCES: u8 = 2;
+    pub const SUPPLY: u8 = 3;
+    pub const PROVIDERS: u8 = 4;
+    pub const PROVIDER_LOAD: u8 = 5;
+    pub const AUDITS: u8 = 6;
+    pub const DEPLOYMENTS: u8 = 7;
+    pub const GROUPS: u8 = 8;
+    pub const ORDERS: u8 = 9;
+    pub const BIDS: u8 = 10;
+    pub const LEASES: u8 = 11;
+    pub const ESCROW: u8 = 12;
+    pub const PAYMENTS: u8 = 13;
+    pub const DEPLETION: u8 = 14;
+    pub const AUTO_ACCEPT: u8 = 15;
 }
 
-impl<K: Ord + Clone, V: Clone> Journaled for Table<K, V> {
-    fn commit_named(&mut self, _name: &str) {
+/// The store key of entry `key` of table `table` (an id from [`table_id`]): proofs are about
+/// these keys. E.g. an account's balance is `store_key(table_id::BALANCES, &(address, denom))`.
+pub fn store_key<K: BorshSerialize>(table: u8, key: &K) -> Vec<u8> {
+    crate::table::encode_key(table, key)
+}
+
+/// Store key of the state's own fields (chain id, height, parameters).
+pub const META_KEY: &[u8] = &[0];
+
+/// Adapters so the macro can call every table operation with the same arguments.
+trait Named {
+    fn commit_named(&mut self, _name: &str, _id: u8);
+    fn rollback_named(&mut self, _name: &str, _id: u8);
+    fn hash_named(&self, name: &str, _id: u8, h: &mut Sha256);
+    fn drain_named(&mut self, _name: &str, id: u8, out: &mut Vec<StateChange>);
+    fn dump_named(&self, _name: &str, id: u8, out: &mut Vec<StateChange>);
+    fn load_named(&mut self, name: &str, id: u8, entry: (&[u8], &[u8]), res: &mut Option<Result<(), RestoreError>>);
+}
+
+impl<K, V> Named for Table<K, V>
+where
+    K: Ord + Clone + BorshSerialize + BorshDeserialize,
+    V: Clone + BorshSerialize + BorshDeserialize,
+{
+    fn commit_named(&mut self, _name: &str, _id: u8) {
         self.commit();
     }
-    fn rollback_named(&mut self, _name: &str) {
+    fn rollback_named(&mut self, _name: &str, _id: u8) {
         self.rollback();
     }
+    fn hash_named(&self, name: &str, _id: u8, h: &mut Sha256) {
+        self.hash_into(name, h);
+    }
+    fn drain_named(&mut self, _name: &str, id: u8, out: &mut Vec<StateChange>) {
+        self.drain_changes(id, out);
+    }
+    fn dump_named(&self, _name: &str, id: u8, out: &mut Vec<StateChange>) {
+        self.dump(id, out);
+    }
+    fn load_named(&mut self, name: &str, id: u8, entry: (&[u8], &[u8]), res: &mut Option<Result<(), RestoreError>>) {
+        let (key, value) = entry;
+        if res.is_none() && key.first() == Some(&id) {
+            *res = Some(self.load(&key[1..], value).map_err(|e| RestoreError::Entry {
+                table: name.to_string(),
+                reason: e.to_string(),
+            }));
+        }
+    }
+}
+
+/// Why a stored state could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    #[error("stored state has no metadata entry")]
+    NoMeta,
+    #[error("stored state metadata is unreadable: {0}")]
+    Meta(String),
+    #[error("stored entry of table {table} is unreadable: {reason}")]
+    Entry { table: String, reason: String },
+    #[error("stored entry with unknown table id {0}")]
+    UnknownTable(u8),
 }
 
 /// Name of the module account holding every escrow balance, unwithdrawn payment and bid deposit.
@@ -319,26 +387,7 @@ impl State {
                 return Err(GenesisError::TakeRate(dp.take_bps));
             }
         }
-        let mut s = State {
-            chain_id: g.chain_id.clone(),
-            height: 0,
-            params: g.params.clone(),
-            accounts: Table::default(),
-            balances: Table::default(),
-            supply: Table::default(),
-            providers: Table::default(),
-            provider_load: Table::default(),
-            audits: Table::default(),
-            deployments: Table::default(),
-            groups: Table::default(),
-            orders: Table::default(),
-            bids: Table::default(),
-            leases: Table::default(),
-            escrow: Table::default(),
-            payments: Table::default(),
-            depletion: Table::default(),
-            auto_accept: Table::default(),
-        };
+        let mut s = State::empty(g.chain_id.clone(), 0, g.params.clone());
         for d in s.params.denoms().map(Clone::clone) {
             s.supply.insert(d, 0);
         }
@@ -368,6 +417,29 @@ impl State {
         Ok(s)
     }
 
+    fn empty(chain_id: String, height: u64, params: Params) -> State {
+        State {
+            chain_id,
+            height,
+            params,
+            accounts: Table::default(),
+            balances: Table::default(),
+            supply: Table::default(),
+            providers: Table::default(),
+            provider_load: Table::default(),
+            audits: Table::default(),
+            deployments: Table::default(),
+            groups: Table::default(),
+            orders: Table::default(),
+            bids: Table::default(),
+            leases: Table::default(),
+            escrow: Table::default(),
+            payments: Table::default(),
+            depletion: Table::default(),
+            auto_accept: Table::default(),
+        }
+    }
+
     pub(crate) fn commit(&mut self) {
         for_each_table!(self, commit_named);
     }
@@ -376,13 +448,62 @@ impl State {
         for_each_table!(self, rollback_named);
     }
 
+    fn meta_change(&self) -> StateChange {
+        StateChange {
+            key: META_KEY.to_vec(),
+            value: Some(borsh::to_vec(&(&self.chain_id, self.height, &self.params)).expect("encoding cannot fail")),
+        }
+    }
+
+    /// The entries written since the last call (at most one per key, deletions as `None`), with
+    /// the metadata entry first. After genesis, the first call returns the whole genesis state.
+    pub fn take_changes(&mut self) -> Vec<StateChange> {
+        let mut out = vec![self.meta_change()];
+        for_each_table!(self, drain_named, &mut out);
+        out
+    }
+
+    /// Every entry of the state, metadata first, then each table in id and key order.
+    pub fn dump(&self) -> Vec<StateChange> {
+        let mut out = vec![self.meta_change()];
+        for_each_table!(self, dump_named, &mut out);
+        out
+    }
+
+    /// Rebuilds a state from stored entries (in any order), as written by [`State::take_changes`]
+    /// or [`State::dump`].
+    pub fn restore<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<State, RestoreError> {
+        let mut iter = entries.into_iter();
+        let mut pending = Vec::new();
+        let mut state = None;
+        for (k, v) in iter.by_ref() {
+            if k == META_KEY {
+                let (chain_id, height, params): (String, u64, Params) =
+                    borsh::from_slice(v).map_err(|e| RestoreError::Meta(e.to_string()))?;
+                state = Some(State::empty(chain_id, height, params));
+                break;
+            }
+            pending.push((k, v));
+        }
+        let mut state = state.ok_or(RestoreError::NoMeta)?;
+        for entry in pending.into_iter().chain(iter) {
+            let mut res = None;
+            for_each_table!(state, load_named, entry, &mut res);
+            match res {
+                Some(r) => r?,
+                None => return Err(RestoreError::UnknownTable(entry.0.first().copied().unwrap_or(0))),
+            }
+        }
+        Ok(state)
+    }
+
     /// SHA-256 over the chain id, height, parameters and every table in key order. The same
     /// blocks give the same hash on every machine.
     pub fn state_hash(&self) -> Hash32 {
         let mut h = Sha256::new();
         h.update(b"pazar/state/v1");
         h.update(borsh::to_vec(&(&self.chain_id, self.height, &self.params)).expect("encoding cannot fail"));
-        for_each_table!(self, hash_into, &mut h);
+        for_each_table!(self, hash_named, &mut h);
         h.finalize().into()
     }
 

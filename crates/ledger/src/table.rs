@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::ops::RangeBounds;
 
-use borsh::BorshSerialize;
+use borsh::{BorshDeserialize, BorshSerialize};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone)]
@@ -13,6 +13,8 @@ pub struct Table<K, V> {
     map: BTreeMap<K, V>,
     /// Previous values of keys written since the last checkpoint, oldest first.
     journal: Vec<(K, Option<V>)>,
+    /// Keys whose writes were committed since the last [`Table::drain_changes`] (may repeat).
+    changed: Vec<K>,
 }
 
 impl<K, V> Default for Table<K, V> {
@@ -20,6 +22,7 @@ impl<K, V> Default for Table<K, V> {
         Table {
             map: BTreeMap::new(),
             journal: Vec::new(),
+            changed: Vec::new(),
         }
     }
 }
@@ -62,9 +65,10 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
         self.map.is_empty()
     }
 
-    /// Forgets the journal: everything written so far is kept.
+    /// Forgets the journal: everything written so far is kept, and its keys are remembered as
+    /// changed for the store.
     pub fn commit(&mut self) {
-        self.journal.clear();
+        self.changed.extend(self.journal.drain(..).map(|(k, _)| k));
     }
 
     /// Undoes every write since the last commit, newest first.
@@ -99,6 +103,60 @@ impl<K: BorshSerialize, V: BorshSerialize> Table<K, V> {
     }
 }
 
+/// One entry of the state as the store keeps it: `key` is the table's id byte followed by the
+/// Borsh encoding of the table key; `value` is the Borsh encoding of the value, `None` when the
+/// entry was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+pub(crate) fn encode_key<K: BorshSerialize>(id: u8, k: &K) -> Vec<u8> {
+    let mut key = Vec::with_capacity(48);
+    key.push(id);
+    k.serialize(&mut key).expect("writing into a Vec cannot fail");
+    key
+}
+
+impl<K: Ord + Clone + BorshSerialize + BorshDeserialize, V: Clone + BorshSerialize + BorshDeserialize> Table<K, V> {
+    /// Appends the committed changes since the last call, one per key in key order, and
+    /// forgets them. Uncommitted writes are not included.
+    pub fn drain_changes(&mut self, id: u8, out: &mut Vec<StateChange>) {
+        let mut keys = std::mem::take(&mut self.changed);
+        keys.sort_unstable();
+        keys.dedup();
+        for k in keys {
+            let value = self
+                .map
+                .get(&k)
+                .map(|v| borsh::to_vec(v).expect("writing into a Vec cannot fail"));
+            out.push(StateChange {
+                key: encode_key(id, &k),
+                value,
+            });
+        }
+    }
+
+    /// Appends every entry, in key order.
+    pub fn dump(&self, id: u8, out: &mut Vec<StateChange>) {
+        for (k, v) in &self.map {
+            out.push(StateChange {
+                key: encode_key(id, k),
+                value: Some(borsh::to_vec(v).expect("writing into a Vec cannot fail")),
+            });
+        }
+    }
+
+    /// Inserts one stored entry (key without its id byte), as committed state.
+    pub fn load(&mut self, key: &[u8], value: &[u8]) -> Result<(), borsh::io::Error> {
+        let k = K::try_from_slice(key)?;
+        let v = V::try_from_slice(value)?;
+        self.map.insert(k, v);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +176,38 @@ mod tests {
             t.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
             vec![(1, "a"), (2, "b")]
         );
+    }
+
+    #[test]
+    fn drained_changes_hold_committed_writes_once_in_key_order() {
+        let mut t: Table<u32, u32> = Table::default();
+        t.insert(2, 20);
+        t.insert(1, 10);
+        t.commit();
+        t.insert(3, 30);
+        t.rollback();
+        t.remove(&2);
+        t.insert(1, 11);
+        t.commit();
+        let mut out = Vec::new();
+        t.drain_changes(7, &mut out);
+        let enc = |k: u32| encode_key(7, &k);
+        assert_eq!(
+            out,
+            vec![
+                StateChange {
+                    key: enc(1),
+                    value: Some(borsh::to_vec(&11u32).expect("vec"))
+                },
+                StateChange {
+                    key: enc(2),
+                    value: None
+                },
+            ]
+        );
+        out.clear();
+        t.drain_changes(7, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -511,16 +511,40 @@ fn check_sequence(ops: Vec<Op>) -> Result<usize, TestCaseError> {
             st.leases().count()
         );
     }
-    // Replay every block on a fresh state: identical hashes after every block.
+    // Replay every block on a fresh state: identical hashes after every block. Alongside, keep a
+    // store made only of each block's change set: it must equal a full dump after every block,
+    // and a state restored from it must be the same state.
     let refs: Vec<&SigningKey> = run.everyone.iter().collect();
     let mut replay = Chain::new(&refs);
+    let mut store = std::collections::BTreeMap::<Vec<u8>, Vec<u8>>::new();
+    let mut absorb = |changes: Vec<pazar_ledger::StateChange>, store: &mut std::collections::BTreeMap<_, _>| {
+        for c in changes {
+            match c.value {
+                Some(v) => store.insert(c.key, v),
+                None => store.remove(&c.key),
+            };
+        }
+    };
+    absorb(replay.state.take_changes(), &mut store);
     let first = run.chain.blocks.len() - run.hashes.len();
     for (i, (h, txs)) in run.chain.blocks.iter().enumerate() {
         replay.state.apply_block(h, txs).expect("replays");
+        absorb(replay.state.take_changes(), &mut store);
         if i >= first {
             prop_assert_eq!(replay.state.state_hash(), run.hashes[i - first]);
         }
+        if i % 16 == 0 || i + 1 == run.chain.blocks.len() {
+            let dump: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = replay
+                .state
+                .dump()
+                .into_iter()
+                .map(|c| (c.key, c.value.expect("a dump has no deletions")))
+                .collect();
+            prop_assert!(dump == store, "change sets diverged from the state at block {}", i + 1);
+        }
     }
+    let restored = State::restore(store.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))).expect("restores");
+    prop_assert_eq!(restored.state_hash(), replay.state.state_hash());
     prop_assert!(invariants::check(&replay.state).is_ok());
     Ok(run.txs)
 }

@@ -4,6 +4,7 @@
 //! trust boundary (transactions, market specs) is validated when it is decoded.
 
 pub mod address;
+pub mod block;
 pub mod coin;
 pub mod event;
 pub mod keys;
@@ -11,6 +12,7 @@ pub mod market;
 pub mod tx;
 
 pub use address::{Address, AddressError};
+pub use block::{Block, Header};
 pub use coin::{Coin, CoinError, Dec, Denom, Price, DEC_SCALE};
 pub use event::Event;
 pub use keys::{KeyScheme, SignatureError, SigningKey, TxSignature};

@@ -1,0 +1,219 @@
+//! The store against a real redb file: blocks commit atomically, the state comes back
+//! identical after reopening, proofs verify and fail when tampered with, pruning bounds history.
+
+use pazar_ledger::state::{store_key, table_id};
+use pazar_ledger::{BlockHeader, Genesis, GenesisBalance, Params, State};
+use pazar_store::{verify_proof, Store, StoreError, StoreOptions};
+use pazar_types::block::txs_root;
+use pazar_types::{Address, Block, Coin, Denom, Header, KeyScheme, Msg, SigningKey, TxBody};
+
+const CHAIN: &str = "store-test";
+
+fn upzr() -> Denom {
+    Denom::new("upzr").expect("valid")
+}
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_secret(KeyScheme::Ed25519, &[n; 32]).expect("valid secret")
+}
+
+fn genesis(keys: &[SigningKey]) -> Genesis {
+    Genesis {
+        chain_id: CHAIN.into(),
+        params: Params::devnet("upzr", "uusd"),
+        balances: keys
+            .iter()
+            .map(|k| GenesisBalance {
+                address: k.address(),
+                coins: vec![Coin::new(1_000_000_000, upzr())],
+            })
+            .collect(),
+    }
+}
+
+/// Runs `blocks` blocks of sends between `keys` on `state`, committing each to `store`.
+fn run_blocks(store: &Store, state: &mut State, keys: &[SigningKey], blocks: u64) {
+    for _ in 0..blocks {
+        let height = state.height + 1;
+        let head = store.head().expect("head").expect("initialised");
+        let txs: Vec<Vec<u8>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let to = Address::Native([(height as u8).wrapping_add(i as u8); 20]);
+                TxBody {
+                    chain_id: CHAIN.into(),
+                    sender: k.address(),
+                    sequence: state.account(&k.address()).sequence,
+                    fee: Coin::new(100, upzr()),
+                    msgs: vec![Msg::Send {
+                        to,
+                        amount: Coin::new(1 + height as u128, upzr()),
+                    }],
+                    memo: String::new(),
+                }
+                .sign(k)
+                .encode()
+            })
+            .collect();
+        let header = Header {
+            chain_id: CHAIN.into(),
+            height,
+            time_ms: height * 1000,
+            parent: head.block_hash,
+            state_root: head.state_root,
+            txs_root: txs_root(&txs),
+            proposer: keys[0].address(),
+        };
+        let lh = BlockHeader {
+            chain_id: CHAIN.into(),
+            height,
+            time_ms: header.time_ms,
+        };
+        let outcome = state.apply_block(&lh, &txs).expect("applies");
+        assert!(outcome.receipts.iter().all(|r| r.is_ok()), "{:?}", outcome.receipts);
+        let block = Block { header, txs };
+        store
+            .commit_block(&block, &outcome, state.take_changes())
+            .expect("commits");
+    }
+}
+
+fn setup(opts: StoreOptions) -> (tempfile::TempDir, Store, State, Vec<SigningKey>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("db"), opts).expect("opens");
+    let keys: Vec<SigningKey> = (1..=4).map(key).collect();
+    let mut state = State::from_genesis(&genesis(&keys)).expect("genesis");
+    store.init_genesis(&mut state, [9; 32]).expect("init");
+    (dir, store, state, keys)
+}
+
+#[test]
+fn reopened_store_restores_the_same_state_and_head() {
+    let (dir, store, mut state, keys) = setup(StoreOptions::default());
+    run_blocks(&store, &mut state, &keys, 5);
+    let head = store.head().expect("head").expect("some");
+    assert_eq!(head.height, 5);
+    drop(store);
+    let store = Store::open(&dir.path().join("db"), StoreOptions::default()).expect("reopens");
+    let (restored, head2) = store.load_state().expect("loads");
+    assert_eq!(head2, head);
+    assert_eq!(restored.state_hash(), state.state_hash());
+    assert_eq!(store.genesis_hash().expect("reads"), Some([9; 32]));
+    // The header of each block carries the root after its parent.
+    let b5 = store.block(5).expect("reads").expect("exists");
+    let b4 = store.block(4).expect("reads").expect("exists");
+    assert_eq!(b5.block.header.state_root, b4.state_root);
+    assert_eq!(b5.block.header.parent, b4.block.header.hash());
+    let tx = &b5.block.txs[2];
+    assert_eq!(
+        store.tx_location(&pazar_types::tx_hash(tx)).expect("reads"),
+        Some((5, 2))
+    );
+}
+
+#[test]
+fn the_same_blocks_give_the_same_roots_in_another_store() {
+    let (_d1, s1, mut st1, keys) = setup(StoreOptions::default());
+    let (_d2, s2, mut st2, _) = setup(StoreOptions { keep_versions: None });
+    run_blocks(&s1, &mut st1, &keys, 4);
+    run_blocks(&s2, &mut st2, &keys, 4);
+    for h in 1..=4 {
+        assert_eq!(
+            s1.block(h).expect("r").expect("b").state_root,
+            s2.block(h).expect("r").expect("b").state_root
+        );
+    }
+    assert_eq!(
+        s1.root_at(4).expect("root"),
+        s1.head().expect("h").expect("h").state_root
+    );
+}
+
+#[test]
+fn proofs_verify_against_the_root_and_fail_when_tampered() {
+    let (_dir, store, mut state, keys) = setup(StoreOptions::default());
+    run_blocks(&store, &mut state, &keys, 3);
+    let k = store_key(table_id::BALANCES, &(keys[1].address(), upzr()));
+    let p = store.prove(&k).expect("proves");
+    let value = p.value.clone().expect("balance exists");
+    let expect: u128 = borsh::from_slice(&value).expect("a balance is a u128");
+    assert_eq!(expect, state.balance(&keys[1].address(), &upzr()));
+    verify_proof(&p.root, &k, Some(&value), &p.proof).expect("verifies");
+
+    // Another value, another key, another root, or flipped proof bytes: all refused.
+    let other: Vec<u8> = borsh::to_vec(&(expect + 1)).expect("enc");
+    assert!(verify_proof(&p.root, &k, Some(&other), &p.proof).is_err());
+    let k2 = store_key(table_id::BALANCES, &(keys[2].address(), upzr()));
+    assert!(verify_proof(&p.root, &k2, Some(&value), &p.proof).is_err());
+    let mut root = p.root;
+    root[0] ^= 1;
+    assert!(verify_proof(&root, &k, Some(&value), &p.proof).is_err());
+    for i in [0, p.proof.len() / 2, p.proof.len() - 1] {
+        let mut bad = p.proof.clone();
+        bad[i] ^= 0x40;
+        assert!(verify_proof(&p.root, &k, Some(&value), &bad).is_err(), "byte {i}");
+    }
+
+    // An absent key has a verifiable exclusion proof, which does not prove a value.
+    let missing = store_key(table_id::BALANCES, &(Address::Native([0xee; 20]), upzr()));
+    let p = store.prove(&missing).expect("proves");
+    assert_eq!(p.value, None);
+    verify_proof(&p.root, &missing, None, &p.proof).expect("exclusion verifies");
+    assert!(verify_proof(&p.root, &missing, Some(&value), &p.proof).is_err());
+}
+
+#[test]
+fn pruning_keeps_only_recent_versions() {
+    let (_dir, store, mut state, keys) = setup(StoreOptions { keep_versions: Some(2) });
+    run_blocks(&store, &mut state, &keys, 8);
+    assert!(store.root_at(8).is_ok());
+    assert!(store.root_at(7).is_ok());
+    // The root node of version 3 was superseded at version 4 and pruned.
+    assert!(matches!(
+        store.root_at(3),
+        Err(StoreError::Pruned(3)) | Err(StoreError::Tree(_))
+    ));
+    // Proofs at the head still work after pruning.
+    let k = store_key(table_id::BALANCES, &(keys[0].address(), upzr()));
+    let p = store.prove(&k).expect("proves");
+    verify_proof(&p.root, &k, p.value.as_deref(), &p.proof).expect("verifies");
+    // Blocks are kept whatever the pruning.
+    assert!(store.block(1).expect("reads").is_some());
+}
+
+#[test]
+fn a_second_open_of_the_same_data_dir_is_refused() {
+    let (dir, _store, _state, _keys) = setup(StoreOptions::default());
+    match Store::open(&dir.path().join("db"), StoreOptions::default()) {
+        Err(StoreError::Locked) => {}
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("opened twice"),
+    }
+}
+
+#[test]
+fn a_corrupt_file_is_an_error_not_a_fresh_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    std::fs::write(&path, vec![0x5a; 64 * 1024]).expect("writes");
+    let r = Store::open(&path, StoreOptions::default());
+    assert!(r.is_err(), "garbage opened as a store");
+    // And the file was not replaced.
+    assert_eq!(std::fs::read(&path).expect("reads"), vec![0x5a; 64 * 1024]);
+}
+
+#[test]
+fn a_block_that_does_not_follow_the_head_is_refused() {
+    let (_dir, store, mut state, keys) = setup(StoreOptions::default());
+    run_blocks(&store, &mut state, &keys, 1);
+    let b1 = store.block(1).expect("r").expect("b");
+    match store.commit_block(&b1.block, &b1.outcome, vec![]) {
+        Err(StoreError::NotNext { head: 1, got: 1 }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(matches!(
+        store.init_genesis(&mut state, [1; 32]),
+        Err(StoreError::AlreadyInitialised(_))
+    ));
+}

@@ -1,9 +1,14 @@
 //! The `pazar` command. It only parses arguments and wires library crates together.
 
 mod bench;
+mod bench_node;
+mod chain;
+mod home;
+
+use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "pazar", version, about = "Pazar: an open marketplace for compute")]
@@ -12,12 +17,84 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// Options every client command takes.
+#[derive(Args, Clone)]
+pub struct ClientOpts {
+    /// Home directory (keys, and the address of a local node); default $PAZAR_HOME or ~/.pazar.
+    #[arg(long, global = true)]
+    pub home: Option<PathBuf>,
+    /// Node RPC URL; default $PAZAR_NODE, else the local node of --home, else 127.0.0.1:26657.
+    #[arg(long, global = true)]
+    pub node: Option<String>,
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Start a single-validator development chain with funded keys (created on first run).
+    Devnet {
+        #[arg(long)]
+        home: Option<PathBuf>,
+        /// RPC listen address (port 0 picks a free port; see <home>/rpc.addr).
+        #[arg(long, default_value = home::DEFAULT_RPC)]
+        rpc_listen: String,
+        #[arg(long, default_value_t = 1000)]
+        block_time_ms: u64,
+        /// Delete an existing devnet in --home first.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Run a node from an existing home (genesis.json, config.json, validator key).
+    Node {
+        #[command(subcommand)]
+        which: NodeCmd,
+    },
+    /// Manage keys in the keyring.
+    Keys {
+        #[command(subcommand)]
+        which: chain::KeysCmd,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Sign and submit transactions.
+    Tx {
+        #[command(subcommand)]
+        which: chain::TxCmd,
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(flatten)]
+        tx: chain::TxOpts,
+    },
+    /// Read the chain.
+    Query {
+        #[command(subcommand)]
+        which: chain::QueryCmd,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// Benchmarks that print one JSON object.
     Bench {
         #[command(subcommand)]
         which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Start the node of --home.
+    Start {
+        #[arg(long)]
+        home: Option<PathBuf>,
+        /// Override the configured RPC listen address.
+        #[arg(long)]
+        rpc_listen: Option<String>,
     },
 }
 
@@ -33,17 +110,46 @@ enum Bench {
         #[arg(long, default_value_t = 8)]
         blocks: usize,
     },
+    /// Committed transactions per second through a real node's RPC, commit latency, and the
+    /// restart time of a store holding many accounts.
+    Node(bench_node::NodeBenchOpts),
 }
 
-fn main() -> Result<()> {
+fn main() {
     let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Devnet {
+            home,
+            rpc_listen,
+            block_time_ms,
+            reset,
+        } => chain::devnet(home::resolve(home), &rpc_listen, block_time_ms, reset),
+        Command::Node {
+            which: NodeCmd::Start { home, rpc_listen },
+        } => chain::node_start(home::resolve(home), rpc_listen, false),
+        Command::Keys { which, opts } => chain::keys(which, &opts),
+        Command::Tx { which, opts, tx } => chain::tx(which, &opts, &tx),
+        Command::Query { which, opts } => chain::query(which, &opts),
         Command::Bench {
             which: Bench::Ledger { leases, blocks },
         } => {
             let report = bench::ledger(&bench::LedgerOpts { leases, blocks })?;
             println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Bench {
+            which: Bench::Node(opts),
+        } => {
+            let report = bench_node::run(&opts)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
         }
     }
-    Ok(())
 }

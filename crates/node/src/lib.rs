@@ -1,1 +1,620 @@
-//! placeholder
+//! Pazar's node: a mempool, block production behind a consensus interface, the durable store,
+//! an HTTP/JSON RPC with an event stream, and Prometheus metrics.
+//!
+//! The node owns the ledger state in memory and the store on disk; every block is executed and
+//! committed (fsynced) under the state's write lock, so readers always see a committed state and
+//! a client told "committed" will find its transaction after any crash.
+
+pub mod consensus;
+pub mod genesis;
+pub mod mempool;
+pub mod metrics;
+pub mod rpc;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, oneshot};
+
+use pazar_ledger::{BlockHeader, Receipt, State};
+use pazar_store::{Head, Store, StoreError, StoreOptions};
+use pazar_types::block::{txs_root, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
+use pazar_types::tx::MAX_TX_BYTES;
+use pazar_types::{tx_hash, Address, Block, Coin, Event, Hash32, Header, Msg, SigningKey, Tx, TxBody};
+
+use crate::consensus::{Application, Parent, VerifyError};
+use crate::genesis::GenesisFile;
+use crate::mempool::{Candidate, Mempool, MempoolError, MempoolLimits};
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("genesis is invalid: {0}")]
+    Genesis(String),
+    #[error("the data directory holds another chain (genesis {stored}); this genesis is {given}")]
+    GenesisMismatch { stored: String, given: String },
+    #[error("block {height} was refused by the ledger: {reason}")]
+    Block { height: u64, reason: String },
+    #[error("proposed block failed verification: {0}")]
+    Verify(#[from] VerifyError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Why a submitted transaction was refused. Each carries a stable `reason` for clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("transaction is {0} bytes, more than the {MAX_TX_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("transaction cannot be decoded: {0}")]
+    Decode(String),
+    #[error("transaction is for chain {got}, this node runs {expected}")]
+    WrongChain { expected: String, got: String },
+    #[error("signature is invalid: {0}")]
+    Signature(String),
+    #[error("transaction was already committed at height {0}")]
+    Committed(u64),
+    #[error("fee denomination {0} is not accepted (use the native or stable denomination)")]
+    FeeDenom(String),
+    #[error("fee {got} is below the minimum {min} for {msgs} message(s)")]
+    FeeTooLow { min: String, got: String, msgs: usize },
+    #[error(transparent)]
+    Mempool(#[from] MempoolError),
+}
+
+impl SubmitError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SubmitError::TooLarge(_) => "too_large",
+            SubmitError::Decode(_) => "decode",
+            SubmitError::WrongChain { .. } => "wrong_chain",
+            SubmitError::Signature(_) => "signature",
+            SubmitError::Committed(_) => "duplicate",
+            SubmitError::FeeDenom(_) => "fee_denom",
+            SubmitError::FeeTooLow { .. } => "fee_too_low",
+            SubmitError::Mempool(e) => match e {
+                MempoolError::Duplicate => "duplicate",
+                MempoolError::StaleSequence { .. } => "stale_sequence",
+                MempoolError::TooFarAhead { .. } => "sequence_too_far",
+                MempoolError::SequenceTaken(_) => "sequence_taken",
+                MempoolError::FeeUnpayable { .. } => "fee_unpayable",
+                MempoolError::Full { .. } => "mempool_full",
+            },
+        }
+    }
+}
+
+/// Where a transaction ended up, as told to a client waiting for it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TxOutcome {
+    Committed { height: u64, index: u32, receipt: Receipt },
+    Dropped { reason: String },
+}
+
+/// One committed block as the event stream publishes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockEvents {
+    pub height: u64,
+    #[serde(with = "pazar_types::tx::hex_array")]
+    pub hash: Hash32,
+    pub time_ms: u64,
+    pub txs: Vec<Receipt>,
+    /// Events of the end-of-block work (escrow depletion, auto-accepted bids).
+    pub end_block: Vec<Event>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Faucet {
+    pub key: SigningKey,
+    /// What one request receives.
+    pub amounts: Vec<Coin>,
+    pub fee: Coin,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub block_time: Duration,
+    pub mempool: MempoolLimits,
+    pub store: StoreOptions,
+    pub max_block_txs: usize,
+    /// Longest a `commit`-mode submission waits before answering "still pending".
+    pub commit_wait: Duration,
+    pub faucet: Option<Faucet>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            block_time: Duration::from_secs(1),
+            mempool: MempoolLimits::default(),
+            store: StoreOptions::default(),
+            max_block_txs: 20_000,
+            commit_wait: Duration::from_secs(30),
+            faucet: None,
+        }
+    }
+}
+
+const _: () = assert!(MAX_BLOCK_TXS >= 20_000);
+
+pub struct Node {
+    chain_id: String,
+    proposer: Address,
+    genesis_time_ms: u64,
+    state: RwLock<State>,
+    head: RwLock<Head>,
+    mempool: Mutex<Mempool>,
+    store: Store,
+    blocks: broadcast::Sender<Arc<BlockEvents>>,
+    waiters: Mutex<HashMap<Hash32, Vec<oneshot::Sender<TxOutcome>>>>,
+    faucet_lock: tokio::sync::Mutex<()>,
+    pub metrics: Metrics,
+    pub config: NodeConfig,
+    last_commit: Mutex<Option<Instant>>,
+}
+
+/// Stable reason of a mempool or submission error, counted in metrics.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock()
+        .expect("a lock holder panicked; the node cannot continue safely")
+}
+
+impl Node {
+    /// Opens the store at `db_path`, initialising it from `genesis` when empty, or checking that
+    /// it holds this genesis and loading its state.
+    pub fn open(
+        db_path: &Path,
+        genesis: &GenesisFile,
+        proposer: Address,
+        config: NodeConfig,
+    ) -> Result<Arc<Node>, NodeError> {
+        genesis.check().map_err(|e| NodeError::Genesis(e.to_string()))?;
+        let store = Store::open(db_path, config.store)?;
+        let gh = genesis.hash();
+        let (state, head) = match store.genesis_hash()? {
+            None => {
+                let mut state =
+                    State::from_genesis(&genesis.ledger()).map_err(|e| NodeError::Genesis(e.to_string()))?;
+                let mut head = store.init_genesis(&mut state, gh)?;
+                head.time_ms = genesis.genesis_time_ms;
+                (state, head)
+            }
+            Some(stored) if stored != gh => {
+                return Err(NodeError::GenesisMismatch {
+                    stored: hex::encode(stored),
+                    given: hex::encode(gh),
+                })
+            }
+            Some(_) => {
+                let (state, mut head) = store.load_state()?;
+                head.time_ms = head.time_ms.max(genesis.genesis_time_ms);
+                (state, head)
+            }
+        };
+        let (blocks, _) = broadcast::channel(1024);
+        let metrics = Metrics::default();
+        metrics.height.set(head.height as i64);
+        Ok(Arc::new(Node {
+            chain_id: genesis.chain_id.clone(),
+            proposer,
+            genesis_time_ms: genesis.genesis_time_ms,
+            state: RwLock::new(state),
+            head: RwLock::new(head),
+            mempool: Mutex::new(Mempool::new(config.mempool)),
+            store,
+            blocks,
+            waiters: Mutex::new(HashMap::new()),
+            faucet_lock: tokio::sync::Mutex::new(()),
+            metrics,
+            config,
+            last_commit: Mutex::new(None),
+        }))
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    pub fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .expect("a lock holder panicked; the node cannot continue safely")
+    }
+
+    fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .expect("a lock holder panicked; the node cannot continue safely")
+    }
+
+    pub fn head(&self) -> Head {
+        *self
+            .head
+            .read()
+            .expect("a lock holder panicked; the node cannot continue safely")
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn mempool_len(&self) -> (usize, usize) {
+        let m = lock(&self.mempool);
+        (m.len(), m.bytes())
+    }
+
+    pub fn subscribe_blocks(&self) -> broadcast::Receiver<Arc<BlockEvents>> {
+        self.blocks.subscribe()
+    }
+
+    /// Decodes and checks a transaction without state: size, encoding, chain, fee shape.
+    fn precheck(&self, bytes: &[u8]) -> Result<(Tx, Hash32), SubmitError> {
+        if bytes.len() > MAX_TX_BYTES {
+            return Err(SubmitError::TooLarge(bytes.len()));
+        }
+        let (tx, digest) = Tx::decode_with_digest(bytes).map_err(|e| SubmitError::Decode(e.to_string()))?;
+        if tx.body.chain_id != self.chain_id {
+            return Err(SubmitError::WrongChain {
+                expected: self.chain_id.clone(),
+                got: tx.body.chain_id.clone(),
+            });
+        }
+        Ok((tx, digest))
+    }
+
+    /// Checks fee and sequence against the committed state and admits to the mempool.
+    fn admit(&self, tx: &Tx, bytes: Vec<u8>, hash: Hash32) -> Result<(), SubmitError> {
+        if let Some((h, _)) = self.store.tx_location(&hash).ok().flatten() {
+            return Err(SubmitError::Committed(h));
+        }
+        let st = self.state();
+        let body = &tx.body;
+        let dp = st
+            .params
+            .denom(&body.fee.denom)
+            .ok_or_else(|| SubmitError::FeeDenom(body.fee.denom.to_string()))?;
+        let min = dp.min_fee_per_msg.saturating_mul(body.msgs.len() as u128);
+        if body.fee.amount < min {
+            return Err(SubmitError::FeeTooLow {
+                min: Coin::new(min, body.fee.denom.clone()).to_string(),
+                got: body.fee.to_string(),
+                msgs: body.msgs.len(),
+            });
+        }
+        let seq = st.account(&body.sender).sequence;
+        let balance = st.balance(&body.sender, &body.fee.denom);
+        let cand = Candidate {
+            bytes,
+            hash,
+            sender: body.sender,
+            sequence: body.sequence,
+            fee: body.fee.clone(),
+        };
+        let mut mp = lock(&self.mempool);
+        let inserted = mp.insert(cand, seq, balance, st.height)?;
+        self.metrics.mempool_txs.set(mp.len() as i64);
+        self.metrics.mempool_bytes.set(mp.bytes() as i64);
+        drop(mp);
+        drop(st);
+        self.notify_dropped(&inserted.dropped, "evicted or replaced by a higher-fee transaction");
+        Ok(())
+    }
+
+    /// Submits one transaction to the mempool; returns its hash.
+    pub fn submit(&self, bytes: Vec<u8>) -> Result<Hash32, SubmitError> {
+        let r = self.submit_inner(bytes);
+        if let Err(e) = &r {
+            self.metrics.reject(e.reason());
+        }
+        r
+    }
+
+    fn submit_inner(&self, bytes: Vec<u8>) -> Result<Hash32, SubmitError> {
+        let (tx, digest) = self.precheck(&bytes)?;
+        tx.verify_signature_with(&digest)
+            .map_err(|e| SubmitError::Signature(e.to_string()))?;
+        let hash = tx_hash(&bytes);
+        self.admit(&tx, bytes, hash)?;
+        Ok(hash)
+    }
+
+    /// Submits many transactions, verifying their ed25519 signatures in one batch. Results are
+    /// in input order.
+    pub fn submit_batch(&self, txs: Vec<Vec<u8>>) -> Vec<Result<Hash32, SubmitError>> {
+        let pre: Vec<Result<(Tx, Hash32), SubmitError>> = txs.iter().map(|b| self.precheck(b)).collect();
+        let mut batch = ed25519_consensus::batch::Verifier::new();
+        let mut any = false;
+        for (tx, digest) in pre.iter().flatten() {
+            if let pazar_types::TxSignature::Ed25519 { pubkey, sig } = &tx.signature {
+                if Address::from_ed25519(pubkey) == tx.body.sender {
+                    batch.queue((
+                        ed25519_consensus::VerificationKeyBytes::from(*pubkey),
+                        ed25519_consensus::Signature::from(*sig),
+                        digest,
+                    ));
+                    any = true;
+                }
+            }
+        }
+        // The mempool is not state: ordinary randomness for the batch coefficients is right here.
+        let batch_ok = any && batch.verify(rand_core::OsRng).is_ok();
+        let mut out = Vec::with_capacity(txs.len());
+        for (bytes, p) in txs.into_iter().zip(pre) {
+            let r = p.and_then(|(tx, digest)| {
+                let pre_ok = batch_ok && matches!(tx.signature, pazar_types::TxSignature::Ed25519 { .. });
+                if !pre_ok {
+                    tx.verify_signature_with(&digest)
+                        .map_err(|e| SubmitError::Signature(e.to_string()))?;
+                }
+                let hash = tx_hash(&bytes);
+                self.admit(&tx, bytes, hash).map(|()| hash)
+            });
+            if let Err(e) = &r {
+                self.metrics.reject(e.reason());
+            }
+            out.push(r);
+        }
+        out
+    }
+
+    /// Registers interest in a transaction's fate; register before submitting.
+    pub fn watch(&self, hash: Hash32) -> oneshot::Receiver<TxOutcome> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiters).entry(hash).or_default().push(tx);
+        rx
+    }
+
+    pub fn unwatch(&self, hash: &Hash32) {
+        let mut w = lock(&self.waiters);
+        if let Some(v) = w.get_mut(hash) {
+            v.retain(|s| !s.is_closed());
+            if v.is_empty() {
+                w.remove(hash);
+            }
+        }
+    }
+
+    fn notify_dropped(&self, hashes: &[Hash32], reason: &str) {
+        if hashes.is_empty() {
+            return;
+        }
+        let mut w = lock(&self.waiters);
+        for h in hashes {
+            for s in w.remove(h).unwrap_or_default() {
+                let _ = s.send(TxOutcome::Dropped { reason: reason.into() });
+            }
+        }
+    }
+
+    /// Whether `hash` waits in the mempool.
+    pub fn is_pending(&self, hash: &Hash32) -> bool {
+        lock(&self.mempool).contains(hash)
+    }
+
+    /// Sends the faucet's amounts to `to` and waits for the commit. Devnet only.
+    pub async fn faucet(self: &Arc<Self>, to: Address) -> Result<TxOutcome, FaucetError> {
+        let f = self.config.faucet.clone().ok_or(FaucetError::Disabled)?;
+        // One faucet transaction at a time keeps its sequence simple.
+        let _g = self.faucet_lock.lock().await;
+        let from = f.key.address();
+        let sequence = {
+            let st = self.state();
+            st.account(&from).sequence
+        };
+        let body = TxBody {
+            chain_id: self.chain_id.clone(),
+            sender: from,
+            sequence,
+            fee: f.fee.clone(),
+            msgs: f.amounts.iter().map(|c| Msg::Send { to, amount: c.clone() }).collect(),
+            memo: "faucet".into(),
+        };
+        let bytes = body.sign(&f.key).encode();
+        let hash = tx_hash(&bytes);
+        let rx = self.watch(hash);
+        if let Err(e) = self.submit(bytes) {
+            self.unwatch(&hash);
+            return Err(FaucetError::Submit(e));
+        }
+        match tokio::time::timeout(self.config.commit_wait, rx).await {
+            Ok(Ok(o)) => Ok(o),
+            _ => Err(FaucetError::Timeout),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FaucetError {
+    #[error("this node has no faucet (only a devnet does)")]
+    Disabled,
+    #[error("faucet transaction refused: {0}")]
+    Submit(SubmitError),
+    #[error("faucet transaction was not committed in time")]
+    Timeout,
+}
+
+fn hexs(h: &Hash32) -> String {
+    hex::encode(h)
+}
+
+impl Application for Node {
+    fn parent(&self) -> Parent {
+        let h = self.head();
+        Parent {
+            height: h.height,
+            hash: h.block_hash,
+            state_root: h.state_root,
+            time_ms: h.time_ms.max(self.genesis_time_ms),
+        }
+    }
+
+    fn propose(&self, parent: &Parent, time_ms: u64) -> Block {
+        let txs: Vec<Vec<u8>> = {
+            let st = self.state();
+            let mp = lock(&self.mempool);
+            let max = self.config.max_block_txs.min(MAX_BLOCK_TXS);
+            mp.reap(max, MAX_BLOCK_BYTES, |a| st.account(a).sequence)
+                .into_iter()
+                .map(|(_, b)| b)
+                .collect()
+        };
+        Block {
+            header: Header {
+                chain_id: self.chain_id.clone(),
+                height: parent.height + 1,
+                time_ms,
+                parent: parent.hash,
+                state_root: parent.state_root,
+                txs_root: txs_root(&txs),
+                proposer: self.proposer,
+            },
+            txs,
+        }
+    }
+
+    fn verify(&self, parent: &Parent, block: &Block) -> Result<(), VerifyError> {
+        let h = &block.header;
+        if h.chain_id != self.chain_id {
+            return Err(VerifyError::Chain {
+                expected: self.chain_id.clone(),
+                got: h.chain_id.clone(),
+            });
+        }
+        if h.height != parent.height + 1 {
+            return Err(VerifyError::Height {
+                parent: parent.height,
+                got: h.height,
+            });
+        }
+        if h.parent != parent.hash {
+            return Err(VerifyError::Parent {
+                expected: hexs(&parent.hash),
+                got: hexs(&h.parent),
+            });
+        }
+        if h.state_root != parent.state_root {
+            return Err(VerifyError::StateRoot {
+                expected: hexs(&parent.state_root),
+                got: hexs(&h.state_root),
+            });
+        }
+        if h.time_ms <= parent.time_ms {
+            return Err(VerifyError::Time {
+                parent: parent.time_ms,
+                got: h.time_ms,
+            });
+        }
+        if !block.is_well_formed() {
+            return Err(VerifyError::Malformed);
+        }
+        Ok(())
+    }
+
+    fn finalized(&self, block: Block) -> Result<(), NodeError> {
+        let t0 = Instant::now();
+        let height = block.header.height;
+        let hashes: Vec<Hash32> = block.txs.iter().map(|t| tx_hash(t)).collect();
+        let mut st = self.state_mut();
+        let preverified: Vec<bool> = {
+            let mp = lock(&self.mempool);
+            hashes.iter().map(|h| mp.contains(h)).collect()
+        };
+        let lh = BlockHeader {
+            chain_id: block.header.chain_id.clone(),
+            height,
+            time_ms: block.header.time_ms,
+        };
+        let outcome = st
+            .apply_block_preverified(&lh, &block.txs, &preverified)
+            .map_err(|e| NodeError::Block {
+                height,
+                reason: e.to_string(),
+            })?;
+        let changes = st.take_changes();
+        let head = self.store.commit_block(&block, &outcome, changes)?;
+        *self
+            .head
+            .write()
+            .expect("a lock holder panicked; the node cannot continue safely") = head;
+        let dropped = {
+            let mut mp = lock(&self.mempool);
+            let d = mp.update(&hashes, height, |a| st.account(a).sequence);
+            self.metrics.mempool_txs.set(mp.len() as i64);
+            self.metrics.mempool_bytes.set(mp.bytes() as i64);
+            d
+        };
+        drop(st);
+
+        let n = block.txs.len();
+        self.metrics.height.set(height as i64);
+        self.metrics.blocks.inc();
+        self.metrics.txs_committed.inc_by(n as u64);
+        self.metrics.block_txs.observe(n as f64);
+        self.metrics.commit_seconds.observe(t0.elapsed().as_secs_f64());
+        {
+            let mut last = lock(&self.last_commit);
+            if let Some(prev) = *last {
+                let secs = prev.elapsed().as_secs_f64().max(1e-3);
+                self.metrics.txs_per_s.set((n as f64 / secs) as i64);
+            }
+            *last = Some(Instant::now());
+        }
+        {
+            let mut w = lock(&self.waiters);
+            for (i, r) in outcome.receipts.iter().enumerate() {
+                for s in w.remove(&r.tx_hash).unwrap_or_default() {
+                    let _ = s.send(TxOutcome::Committed {
+                        height,
+                        index: i as u32,
+                        receipt: r.clone(),
+                    });
+                }
+            }
+        }
+        self.notify_dropped(
+            &dropped,
+            "dropped from the mempool: its sequence was used or it expired",
+        );
+        let _ = self.blocks.send(Arc::new(BlockEvents {
+            height,
+            hash: head.block_hash,
+            time_ms: block.header.time_ms,
+            txs: outcome.receipts,
+            end_block: outcome.events,
+        }));
+        Ok(())
+    }
+}
+
+/// Runs a node: the consensus engine producing blocks and the RPC on `listener`, until
+/// `shutdown` turns true or block production fails (a store error stops the node rather than
+/// let memory and disk diverge).
+pub async fn run<C: consensus::Consensus>(
+    node: Arc<Node>,
+    engine: C,
+    listener: tokio::net::TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), NodeError> {
+    let app: Arc<dyn Application> = node.clone();
+    let mut rpc_shutdown = shutdown.clone();
+    let rpc = tokio::spawn(rpc::serve(node, listener, async move {
+        let _ = rpc_shutdown.wait_for(|s| *s).await;
+    }));
+    let result = engine.run(app, shutdown.clone()).await;
+    if result.is_err() {
+        rpc.abort();
+        return result;
+    }
+    let _ = shutdown.wait_for(|s| *s).await;
+    // Open event streams would hold a graceful shutdown forever: give them a moment, then stop.
+    if tokio::time::timeout(Duration::from_secs(2), rpc).await.is_err() {
+        tracing::warn!("RPC connections did not close in time; stopping anyway");
+    }
+    result
+}

@@ -1,0 +1,339 @@
+//! `pazar bench node`: a real node (this binary, as a child process) on a fresh home; clients
+//! submit signed transactions over HTTP; then the restart time of a store holding many accounts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+
+use pazar_client::keyring::{Backend, Keyring};
+use pazar_client::Rpc;
+use pazar_ledger::{GenesisBalance, Params};
+use pazar_node::genesis::{GenesisFile, Validator};
+use pazar_types::{Address, Coin, Denom, KeyScheme, Msg, SigningKey, TxBody};
+
+use crate::home::{self, Config, NATIVE, STABLE};
+
+#[derive(Args, Clone)]
+pub struct NodeBenchOpts {
+    /// Signed transactions submitted in the throughput run.
+    #[arg(long, default_value_t = 60_000)]
+    pub txs: usize,
+    /// Distinct sending accounts.
+    #[arg(long, default_value_t = 3_000)]
+    pub senders: usize,
+    /// Client threads submitting concurrently.
+    #[arg(long, default_value_t = 2)]
+    pub clients: usize,
+    /// Transactions per batch request.
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Accounts in the store whose restart is timed (0 skips the restart measurement).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub accounts: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub block_time_ms: u64,
+}
+
+const CHAIN: &str = "pazar-bench-node";
+
+fn denom(s: &str) -> Result<Denom> {
+    Denom::new(s).map_err(|e| anyhow!("{e}"))
+}
+
+fn sender_key(i: usize) -> Result<SigningKey> {
+    let mut secret = [0u8; 32];
+    secret[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    secret[31] = 0x5b;
+    SigningKey::from_secret(KeyScheme::Ed25519, &secret).map_err(|e| anyhow!("{e}"))
+}
+
+fn bulk_address(i: usize) -> Address {
+    let mut a = [0u8; 20];
+    a[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    a[19] = 0xb1;
+    Address::Native(a)
+}
+
+/// A home with a validator key and a genesis funding `funded`.
+fn make_home(dir: &Path, funded: impl Iterator<Item = Address>, block_time_ms: u64) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let kr = Keyring::new(dir);
+    let validator = SigningKey::from_secret(KeyScheme::Ed25519, &[0x11; 32]).map_err(|e| anyhow!("{e}"))?;
+    kr.add("validator", &validator, None, 0, Backend::Test, &|_, _| None)
+        .map_err(|e| anyhow!("{e}"))?;
+    let (n, s) = (denom(NATIVE)?, denom(STABLE)?);
+    let balances = funded
+        .map(|address| GenesisBalance {
+            address,
+            coins: vec![
+                Coin::new(1_000_000_000_000, n.clone()),
+                Coin::new(1_000_000_000_000, s.clone()),
+            ],
+        })
+        .collect();
+    let genesis = GenesisFile {
+        genesis_time_ms: 0,
+        chain_id: CHAIN.into(),
+        params: Params::devnet(NATIVE, STABLE),
+        balances,
+        validators: vec![Validator {
+            name: "validator".into(),
+            address: validator.address(),
+            power: 1,
+        }],
+    };
+    std::fs::write(home::genesis_path(dir), serde_json::to_vec(&genesis)?)?;
+    let config = Config {
+        rpc_listen: "127.0.0.1:0".into(),
+        block_time_ms,
+        keep_versions: Some(100),
+        mempool_max_txs: 400_000,
+        max_block_txs: 40_000,
+        ..Config::default()
+    };
+    std::fs::write(home::config_path(dir), serde_json::to_vec_pretty(&config)?)?;
+    Ok(())
+}
+
+struct NodeProc {
+    child: Child,
+    rpc: Rpc,
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `pazar node start` on `home` and waits until its RPC answers; returns it and the
+/// milliseconds from spawn to the first answer.
+fn start_node(home: &Path, timeout: Duration) -> Result<(NodeProc, f64)> {
+    let _ = std::fs::remove_file(home::rpc_addr_path(home));
+    let exe = std::env::current_exe()?;
+    let t0 = Instant::now();
+    let child = Command::new(exe)
+        .args(["node", "start", "--home"])
+        .arg(home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start the node")?;
+    let mut proc = NodeProc {
+        child,
+        rpc: Rpc::new("http://127.0.0.1:1"),
+    };
+    loop {
+        if let Some(status) = proc.child.try_wait()? {
+            bail!("node exited early: {status}");
+        }
+        if let Ok(url) = std::fs::read_to_string(home::rpc_addr_path(home)) {
+            let rpc = Rpc::new(url.trim());
+            if rpc.status().is_ok() {
+                proc.rpc = rpc;
+                return Ok((proc, t0.elapsed().as_secs_f64() * 1e3));
+            }
+        }
+        if t0.elapsed() > timeout {
+            bail!("node did not answer within {} s", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn sign_send(key: &SigningKey, seq: u64, to: Address) -> Result<Vec<u8>> {
+    Ok(TxBody {
+        chain_id: CHAIN.into(),
+        sender: key.address(),
+        sequence: seq,
+        fee: Coin::new(100, denom(NATIVE)?),
+        msgs: vec![Msg::Send {
+            to,
+            amount: Coin::new(1, denom(NATIVE)?),
+        }],
+        memo: String::new(),
+    }
+    .sign(key)
+    .encode())
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn scratch(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("pazar-bench-{name}-{}", std::process::id()))
+}
+
+pub fn run(o: &NodeBenchOpts) -> Result<Value> {
+    if o.senders == 0 || o.txs == 0 || o.clients == 0 || o.batch == 0 {
+        bail!("--txs, --senders, --clients and --batch must be positive");
+    }
+    let dir = scratch("tps");
+    let _ = std::fs::remove_dir_all(&dir);
+    let keys: Vec<SigningKey> = (0..o.senders + 1).map(sender_key).collect::<Result<_>>()?;
+    make_home(&dir, keys.iter().map(SigningKey::address), o.block_time_ms)?;
+
+    eprintln!("bench node: signing {} transactions from {} accounts", o.txs, o.senders);
+    let per = o.txs.div_ceil(o.senders);
+    let mut txs = Vec::with_capacity(o.txs);
+    'outer: for seq in 0..per as u64 {
+        for (i, k) in keys[..o.senders].iter().enumerate() {
+            if txs.len() == o.txs {
+                break 'outer;
+            }
+            txs.push(sign_send(k, seq, bulk_address(i))?);
+        }
+    }
+    let (node, _) = start_node(&dir, Duration::from_secs(60))?;
+    let start_height = node.rpc.status()?["height"].as_u64().unwrap_or(0);
+
+    eprintln!("bench node: submitting over HTTP with {} clients", o.clients);
+    let batches: Vec<Vec<String>> = txs
+        .chunks(o.batch)
+        .map(|c| c.iter().map(hex::encode).collect())
+        .collect();
+    let t_submit = pazar_node::consensus::Clock::now_ms(&pazar_node::consensus::SystemClock);
+    let t0 = Instant::now();
+    let accepted: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..o.clients)
+            .map(|c| {
+                let rpc = node.rpc.clone();
+                let mine: Vec<&Vec<String>> = batches.iter().skip(c).step_by(o.clients).collect();
+                s.spawn(move || -> Result<usize> {
+                    let mut ok = 0;
+                    for b in mine {
+                        let v = rpc.post("/txs/batch", &json!({"txs": b}))?;
+                        let results = v["results"].as_array().cloned().unwrap_or_default();
+                        ok += results.iter().filter(|r| r["status"] == "pending").count();
+                    }
+                    Ok(ok)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow!("client thread panicked"))?)
+            .sum::<Result<usize>>()
+    })?;
+    let submit_s = t0.elapsed().as_secs_f64();
+    if accepted < o.txs * 99 / 100 {
+        bail!("only {accepted} of {} transactions were accepted", o.txs);
+    }
+
+    // Follow blocks until every accepted transaction is committed.
+    let mut committed = 0usize;
+    let mut height = start_height;
+    let mut last_time = t_submit;
+    let mut block_sizes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed < accepted {
+        if Instant::now() > deadline {
+            bail!("only {committed} of {accepted} transactions committed in time");
+        }
+        match node.rpc.get(&format!("/blocks/{}", height + 1)) {
+            Ok(b) => {
+                height += 1;
+                let n = b["txs"].as_array().map_or(0, Vec::len);
+                let failed = b["receipts"]
+                    .as_array()
+                    .map_or(0, |r| r.iter().filter(|x| x["code"] != 0).count());
+                if failed > 0 {
+                    bail!("{failed} transactions failed in block {height}");
+                }
+                committed += n;
+                if n > 0 {
+                    block_sizes.push(n);
+                    last_time = b["header"]["time_ms"].as_u64().unwrap_or(last_time);
+                }
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let span_s = (last_time.saturating_sub(t_submit)) as f64 / 1e3;
+    let committed_tx_per_s = committed as f64 / span_s.max(1e-3);
+
+    // Commit latency of single transactions at light load: submit and wait for the block.
+    eprintln!("bench node: commit latency of single transactions");
+    let probe = &keys[o.senders];
+    let mut lat = Vec::new();
+    for seq in 0..20u64 {
+        let tx = sign_send(probe, seq, bulk_address(o.senders + 1))?;
+        let t = Instant::now();
+        let v = node.rpc.submit(&tx, true)?;
+        if v["status"] != "committed" {
+            bail!("latency probe not committed: {v}");
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        // Spread submissions over the block interval so the median is not phase-locked.
+        std::thread::sleep(Duration::from_millis(o.block_time_ms * 37 / 100));
+    }
+    let rss_mb = node_rss_mb(node.child.id());
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut out = json!({
+        "bench": "node",
+        "block_time_ms": o.block_time_ms,
+        "txs_submitted": o.txs,
+        "txs_accepted": accepted,
+        "txs_committed": committed,
+        "submit_s": round2(submit_s),
+        "commit_span_s": round2(span_s),
+        "committed_tx_per_s": committed_tx_per_s.round(),
+        "blocks_used": block_sizes.len(),
+        "max_block_txs": block_sizes.iter().max(),
+        "commit_latency_p50_ms": round2(percentile(&mut lat.clone(), 0.5)),
+        "commit_latency_p90_ms": round2(percentile(&mut lat, 0.9)),
+        "node_rss_mb": rss_mb,
+    });
+
+    if o.accounts > 0 {
+        let dir = scratch("restart");
+        let _ = std::fs::remove_dir_all(&dir);
+        eprintln!("bench node: building a store with {} accounts", o.accounts);
+        make_home(&dir, (0..o.accounts).map(bulk_address), o.block_time_ms)?;
+        let (node, init_ms) = start_node(&dir, Duration::from_secs(900))?;
+        // Let a block or two commit on top of genesis, then crash it.
+        std::thread::sleep(Duration::from_millis(o.block_time_ms * 2));
+        let before = node.rpc.status()?;
+        drop(node);
+        let (node, restart_ms) = start_node(&dir, Duration::from_secs(120))?;
+        let after = node.rpc.status()?;
+        if after["state_root"] != before["state_root"] && after["height"] == before["height"] {
+            bail!("state root changed across the restart");
+        }
+        let db_mb = std::fs::metadata(home::db_path(&dir))
+            .map(|m| m.len() as f64 / 1e6)
+            .unwrap_or(0.0);
+        let rss = node_rss_mb(node.child.id());
+        drop(node);
+        let _ = std::fs::remove_dir_all(&dir);
+        out["accounts"] = json!(o.accounts);
+        out["genesis_init_ms"] = json!(init_ms.round());
+        out["restart_ms"] = json!(restart_ms.round());
+        out["store_mb"] = json!(round2(db_mb));
+        out["restart_rss_mb"] = json!(rss);
+    }
+    Ok(out)
+}
+
+fn node_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kb / 1024.0).round())
+}

@@ -1,0 +1,207 @@
+//! The node's home directory: `config.json`, `genesis.json`, `data/` (the store), `keys/` and
+//! `rpc.addr` (where a running node listens, for the CLI to find it).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use pazar_client::keyring::{write_private, Backend, Keyring};
+use pazar_ledger::{GenesisBalance, Params};
+use pazar_node::genesis::{GenesisFile, Validator};
+use pazar_node::mempool::MempoolLimits;
+use pazar_node::{Faucet, NodeConfig};
+use pazar_store::StoreOptions;
+use pazar_types::{Coin, Denom, KeyScheme, SigningKey};
+
+pub const NATIVE: &str = "upzr";
+pub const STABLE: &str = "uusd";
+pub const DEVNET_CHAIN: &str = "pazar-devnet-1";
+pub const DEFAULT_RPC: &str = "127.0.0.1:26657";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub rpc_listen: String,
+    pub block_time_ms: u64,
+    /// Versions of the state commitment kept for proofs; null keeps all (archive).
+    pub keep_versions: Option<u64>,
+    pub mempool_max_txs: usize,
+    pub max_block_txs: usize,
+    /// Name of the validator's key in the keyring.
+    pub validator_key: String,
+    /// Devnet faucet: the key that funds `POST /faucet` requests.
+    pub faucet_key: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            rpc_listen: DEFAULT_RPC.into(),
+            block_time_ms: 1000,
+            keep_versions: Some(1000),
+            mempool_max_txs: 100_000,
+            max_block_txs: 20_000,
+            validator_key: "validator".into(),
+            faucet_key: None,
+        }
+    }
+}
+
+/// `--home`, else `$PAZAR_HOME`, else `~/.pazar`.
+pub fn resolve(home: Option<PathBuf>) -> PathBuf {
+    home.or_else(|| std::env::var_os("PAZAR_HOME").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pazar")))
+        .unwrap_or_else(|| PathBuf::from(".pazar"))
+}
+
+pub fn config_path(home: &Path) -> PathBuf {
+    home.join("config.json")
+}
+
+pub fn genesis_path(home: &Path) -> PathBuf {
+    home.join("genesis.json")
+}
+
+pub fn db_path(home: &Path) -> PathBuf {
+    home.join("data").join("store.redb")
+}
+
+pub fn rpc_addr_path(home: &Path) -> PathBuf {
+    home.join("rpc.addr")
+}
+
+pub fn read_config(home: &Path) -> Result<Config> {
+    let p = config_path(home);
+    let bytes = std::fs::read(&p).with_context(|| {
+        format!(
+            "no node configuration at {} (create a devnet with `pazar devnet --home {}`)",
+            p.display(),
+            home.display()
+        )
+    })?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not a valid node configuration", p.display()))
+}
+
+/// The node URL for clients: `--node`, else `$PAZAR_NODE`, else the address a node in `home`
+/// wrote, else the default.
+pub fn node_url(flag: Option<String>, home: &Path) -> String {
+    let raw = flag
+        .or_else(|| std::env::var("PAZAR_NODE").ok())
+        .or_else(|| {
+            std::fs::read_to_string(rpc_addr_path(home))
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| DEFAULT_RPC.to_string());
+    if raw.starts_with("http://") || raw.starts_with("https://") {
+        raw
+    } else {
+        format!("http://{raw}")
+    }
+}
+
+/// Keys a fresh devnet creates, with the scheme of each. `bob` is an Ethereum key, as MetaMask
+/// users have.
+pub const DEVNET_KEYS: &[(&str, KeyScheme)] = &[
+    ("validator", KeyScheme::Ed25519),
+    ("faucet", KeyScheme::Ed25519),
+    ("alice", KeyScheme::Ed25519),
+    ("bob", KeyScheme::Eth),
+    ("provider", KeyScheme::Ed25519),
+];
+
+/// Creates a devnet home: keys (test keyring), genesis funding them, configuration.
+pub fn init_devnet(home: &Path, rpc_listen: &str, block_time_ms: u64) -> Result<()> {
+    std::fs::create_dir_all(home).with_context(|| format!("cannot create {}", home.display()))?;
+    let kr = Keyring::new(home);
+    let no_pass = |_: &str, _: bool| None;
+    let mut rng = rand_core::OsRng;
+    let mut balances = Vec::new();
+    let mut validator = None;
+    for (name, scheme) in DEVNET_KEYS {
+        let phrase = pazar_types::keys::generate_mnemonic(&mut rng);
+        let key = SigningKey::from_mnemonic(*scheme, &phrase, 0).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let info = kr
+            .add(name, &key, Some(&phrase), 0, Backend::Test, &no_pass)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let amount: u128 = match *name {
+            "faucet" => 1_000_000_000_000_000,
+            "validator" => 1_000_000_000,
+            _ => 1_000_000_000_000,
+        };
+        balances.push(GenesisBalance {
+            address: info.address,
+            coins: vec![
+                Coin::new(amount, Denom::new(NATIVE).map_err(|e| anyhow::anyhow!("{e}"))?),
+                Coin::new(amount, Denom::new(STABLE).map_err(|e| anyhow::anyhow!("{e}"))?),
+            ],
+        });
+        if *name == "validator" {
+            validator = Some(info.address);
+        }
+    }
+    let genesis = GenesisFile {
+        genesis_time_ms: pazar_node::consensus::Clock::now_ms(&pazar_node::consensus::SystemClock),
+        chain_id: DEVNET_CHAIN.into(),
+        params: Params::devnet(NATIVE, STABLE),
+        balances,
+        validators: vec![Validator {
+            name: "validator".into(),
+            address: validator.context("validator key was created")?,
+            power: 1,
+        }],
+    };
+    std::fs::write(genesis_path(home), serde_json::to_vec_pretty(&genesis)?)?;
+    let config = Config {
+        rpc_listen: rpc_listen.into(),
+        block_time_ms,
+        faucet_key: Some("faucet".into()),
+        ..Config::default()
+    };
+    write_private(&config_path(home), &serde_json::to_vec_pretty(&config)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// Builds the node's settings from the home's configuration and keyring.
+pub fn node_config(
+    home: &Path,
+    config: &Config,
+    passphrase: pazar_client::keyring::PassphraseFn,
+) -> Result<(NodeConfig, SigningKey)> {
+    if config.block_time_ms == 0 {
+        bail!("block_time_ms must be at least 1");
+    }
+    let kr = Keyring::new(home);
+    let validator = kr
+        .signer(&config.validator_key, passphrase)
+        .map_err(|e| anyhow::anyhow!("validator key: {e}"))?;
+    let faucet = match &config.faucet_key {
+        Some(name) => Some(Faucet {
+            key: kr
+                .signer(name, passphrase)
+                .map_err(|e| anyhow::anyhow!("faucet key: {e}"))?,
+            amounts: vec![
+                Coin::new(100_000_000, Denom::new(NATIVE).map_err(|e| anyhow::anyhow!("{e}"))?),
+                Coin::new(100_000_000, Denom::new(STABLE).map_err(|e| anyhow::anyhow!("{e}"))?),
+            ],
+            fee: Coin::new(200, Denom::new(NATIVE).map_err(|e| anyhow::anyhow!("{e}"))?),
+        }),
+        None => None,
+    };
+    let nc = NodeConfig {
+        block_time: Duration::from_millis(config.block_time_ms),
+        mempool: MempoolLimits {
+            max_txs: config.mempool_max_txs,
+            ..MempoolLimits::default()
+        },
+        store: StoreOptions {
+            keep_versions: config.keep_versions,
+        },
+        max_block_txs: config.max_block_txs,
+        faucet,
+        ..NodeConfig::default()
+    };
+    Ok((nc, validator))
+}

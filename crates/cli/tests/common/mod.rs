@@ -1,0 +1,132 @@
+//! Running the real `pazar` binary: a devnet in a temporary home, CLI commands with JSON output.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pazar"))
+}
+
+pub struct Devnet {
+    pub home: tempfile::TempDir,
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for `<home>/rpc.addr` and a answering `/status`.
+pub fn wait_ready(home: &Path, child: &mut Child, timeout: Duration) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            panic!("node exited early: {s}");
+        }
+        if let Ok(url) = std::fs::read_to_string(home.join("rpc.addr")) {
+            let url = url.trim().to_string();
+            if pazar_client::Rpc::new(&url).status().is_ok() {
+                return url;
+            }
+        }
+        assert!(t0.elapsed() < timeout, "node did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn spawn(args: &[&str], home: &Path) -> Child {
+    Command::new(bin())
+        .args(args)
+        .arg("--home")
+        .arg(home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawns pazar")
+}
+
+pub fn devnet(block_time_ms: u64) -> Devnet {
+    let home = tempfile::tempdir().expect("tempdir");
+    let bt = block_time_ms.to_string();
+    let mut child = spawn(
+        &["devnet", "--rpc-listen", "127.0.0.1:0", "--block-time-ms", &bt],
+        home.path(),
+    );
+    let url = wait_ready(home.path(), &mut child, Duration::from_secs(30));
+    Devnet { home, child, url }
+}
+
+impl Devnet {
+    pub fn rpc(&self) -> pazar_client::Rpc {
+        pazar_client::Rpc::new(&self.url)
+    }
+
+    /// Runs `pazar ARGS --home H -o json`; returns the output.
+    pub fn cli_raw(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(bin());
+        c.args(args).arg("--home").arg(self.home.path()).args(["-o", "json"]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.stdin(Stdio::null()).output().expect("runs pazar")
+    }
+
+    /// Runs a CLI command that must succeed; returns its JSON.
+    pub fn cli(&self, args: &[&str]) -> Value {
+        let out = self.cli_raw(args, &[]);
+        assert!(
+            out.status.success(),
+            "pazar {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "pazar {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// A transaction command that must commit successfully.
+    pub fn tx_ok(&self, args: &[&str]) -> Value {
+        let v = self.cli(args);
+        assert_eq!(v["status"], "committed", "{args:?}: {v}");
+        assert_eq!(v["receipt"]["code"], 0, "{args:?}: {v}");
+        v
+    }
+
+    pub fn address(&self, name: &str) -> String {
+        self.cli(&["keys", "show", name])["address"]
+            .as_str()
+            .expect("address")
+            .to_string()
+    }
+
+    pub fn height(&self) -> u64 {
+        self.rpc().status().expect("status")["height"].as_u64().expect("height")
+    }
+
+    pub fn wait_height(&self, h: u64) {
+        let t0 = Instant::now();
+        while self.height() < h {
+            assert!(t0.elapsed() < Duration::from_secs(30), "chain stalled");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub fn amount(v: &Value) -> u128 {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an amount: {v}"))
+}

@@ -1,0 +1,206 @@
+//! The client side of Pazar: the keyring, an RPC client for the node, transaction building and
+//! proof verification. The CLI, the provider daemon and tests all talk to nodes through it.
+
+pub mod keyring;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use pazar_types::{Address, Coin, Hash32, Header, Msg, SigningKey, TxBody};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach the node at {url}: {reason}. Is it running? Start one with `pazar devnet`, or pass --node URL"
+    )]
+    Connect { url: String, reason: String },
+    #[error("{message} [{code}]")]
+    Api { status: u16, code: String, message: String },
+    #[error("unexpected answer from the node: {0}")]
+    Decode(String),
+    #[error("proof check failed: {0}")]
+    Proof(String),
+    #[error("transaction {hash} was not committed within {secs} s; it may still be pending (check with `pazar query tx {hash}`)")]
+    Timeout { hash: String, secs: u64 },
+}
+
+impl ClientError {
+    /// The node's error code, if it answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A blocking JSON client of one node's RPC.
+#[derive(Clone)]
+pub struct Rpc {
+    base: String,
+    agent: ureq::Agent,
+}
+
+/// Largest answer read from the node.
+const MAX_RESPONSE: u64 = 64 << 20;
+
+impl Rpc {
+    pub fn new(base: &str) -> Rpc {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Rpc {
+            base: base.trim_end_matches('/').to_string(),
+            agent,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn finish(&self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Value, ClientError> {
+        let mut resp = r.map_err(|e| ClientError::Connect {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE)
+            .read_to_string()
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| ClientError::Decode(format!("{e}: {text:.200}")))?;
+        if status >= 400 {
+            let code = v["error"]["code"].as_str().unwrap_or("http").to_string();
+            let message = v["error"]["message"].as_str().unwrap_or(&text).to_string();
+            return Err(ClientError::Api { status, code, message });
+        }
+        Ok(v)
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.finish(self.agent.get(&url).call())
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.finish(self.agent.post(&url).send_json(body))
+    }
+
+    pub fn status(&self) -> Result<Value, ClientError> {
+        self.get("/status")
+    }
+
+    /// Submits signed bytes; with `commit` waits for the block and returns the outcome.
+    pub fn submit(&self, tx: &[u8], commit: bool) -> Result<Value, ClientError> {
+        let mode = if commit { "commit" } else { "sync" };
+        self.post("/txs", &json!({"tx": hex::encode(tx), "mode": mode}))
+    }
+
+    /// The sender's next sequence at the latest committed state.
+    pub fn sequence(&self, addr: &Address) -> Result<u64, ClientError> {
+        let v = self.get(&format!("/accounts/{addr}"))?;
+        v["sequence"]
+            .as_u64()
+            .ok_or_else(|| ClientError::Decode("account without sequence".into()))
+    }
+
+    pub fn chain_id(&self) -> Result<String, ClientError> {
+        let v = self.status()?;
+        v["chain_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::Decode("status without chain_id".into()))
+    }
+
+    pub fn header(&self, height: u64) -> Result<Option<Header>, ClientError> {
+        match self.get(&format!("/blocks/{height}")) {
+            Ok(v) => serde_json::from_value(v["header"].clone())
+                .map(Some)
+                .map_err(|e| ClientError::Decode(e.to_string())),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until header `height` exists (up to `timeout`).
+    pub fn wait_header(&self, height: u64, timeout: Duration) -> Result<Header, ClientError> {
+        let t0 = Instant::now();
+        loop {
+            if let Some(h) = self.header(height)? {
+                return Ok(h);
+            }
+            if t0.elapsed() > timeout {
+                return Err(ClientError::Proof(format!(
+                    "header {height} did not appear within {} s",
+                    timeout.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Checks the `proof` object of a query answer against the header that commits to its
+    /// height (`height + 1`), waiting for that header if needed. Returns the proven value bytes.
+    pub fn verify_proof(&self, answer: &Value, expected_key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        let p = &answer["proof"];
+        let bad = |what: &str| ClientError::Proof(format!("answer has no valid {what}"));
+        let height = p["height"].as_u64().ok_or_else(|| bad("proof.height"))?;
+        let key = hex::decode(p["key"].as_str().ok_or_else(|| bad("proof.key"))?).map_err(|_| bad("proof.key"))?;
+        if key != expected_key {
+            return Err(ClientError::Proof("the proof is about another key".into()));
+        }
+        let value = match &p["value"] {
+            Value::Null => None,
+            v => Some(hex::decode(v.as_str().ok_or_else(|| bad("proof.value"))?).map_err(|_| bad("proof.value"))?),
+        };
+        let proof =
+            hex::decode(p["proof"].as_str().ok_or_else(|| bad("proof.proof"))?).map_err(|_| bad("proof.proof"))?;
+        let header = self.wait_header(height + 1, Duration::from_secs(30))?;
+        let claimed = p["state_root"].as_str().unwrap_or_default();
+        if claimed != hex::encode(header.state_root) {
+            return Err(ClientError::Proof(format!(
+                "the node's root {claimed} differs from header {}'s {}",
+                height + 1,
+                hex::encode(header.state_root)
+            )));
+        }
+        pazar_store::verify_proof(&header.state_root, &key, value.as_deref(), &proof)
+            .map_err(|e| ClientError::Proof(e.to_string()))?;
+        Ok(value)
+    }
+}
+
+/// Signs `msgs` from `key` with the account's current sequence.
+pub fn sign(
+    rpc: &Rpc,
+    chain_id: &str,
+    key: &SigningKey,
+    msgs: Vec<Msg>,
+    fee: Coin,
+    memo: &str,
+) -> Result<Vec<u8>, ClientError> {
+    let sequence = rpc.sequence(&key.address())?;
+    Ok(TxBody {
+        chain_id: chain_id.to_string(),
+        sender: key.address(),
+        sequence,
+        fee,
+        msgs,
+        memo: memo.to_string(),
+    }
+    .sign(key)
+    .encode())
+}
+
+/// The hash of transaction bytes, hex.
+pub fn hash_hex(tx: &[u8]) -> String {
+    let h: Hash32 = pazar_types::tx_hash(tx);
+    hex::encode(h)
+}

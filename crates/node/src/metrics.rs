@@ -1,0 +1,89 @@
+//! Prometheus metrics of the node, served at `/metrics` in the text exposition format.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub struct Metrics {
+    registry: Registry,
+    pub height: Gauge,
+    pub blocks: Counter,
+    pub txs_committed: Counter,
+    pub txs_per_s: Gauge,
+    pub mempool_txs: Gauge,
+    pub mempool_bytes: Gauge,
+    pub commit_seconds: Histogram,
+    pub block_txs: Histogram,
+    pub rejected: Family<Vec<(String, String)>, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("pazar"),
+            height: Gauge::default(),
+            blocks: Counter::default(),
+            txs_committed: Counter::default(),
+            txs_per_s: Gauge::default(),
+            mempool_txs: Gauge::default(),
+            mempool_bytes: Gauge::default(),
+            commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            block_txs: Histogram::new(exponential_buckets(1.0, 2.0, 18)),
+            rejected: Family::default(),
+        };
+        m.registry
+            .register("block_height", "Height of the last committed block", m.height.clone());
+        m.registry
+            .register("blocks_committed", "Blocks committed since start", m.blocks.clone());
+        m.registry.register(
+            "txs_committed",
+            "Transactions committed since start",
+            m.txs_committed.clone(),
+        );
+        m.registry.register(
+            "txs_per_second",
+            "Transactions per second over the last block interval",
+            m.txs_per_s.clone(),
+        );
+        m.registry.register(
+            "mempool_txs",
+            "Transactions waiting in the mempool",
+            m.mempool_txs.clone(),
+        );
+        m.registry.register(
+            "mempool_bytes",
+            "Bytes of transactions in the mempool",
+            m.mempool_bytes.clone(),
+        );
+        m.registry.register(
+            "block_commit_seconds",
+            "Time to execute a block and commit it durably",
+            m.commit_seconds.clone(),
+        );
+        m.registry
+            .register("block_txs", "Transactions per block", m.block_txs.clone());
+        m.registry.register(
+            "txs_rejected",
+            "Transactions refused on submission, by reason",
+            m.rejected.clone(),
+        );
+        m
+    }
+}
+
+impl Metrics {
+    pub fn reject(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        encode(&mut s, &self.registry).expect("writing into a String cannot fail");
+        s
+    }
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job. Until the node and the end-to-end demo land, it builds the ledger and runs
-# its benchmark, which prints one JSON object (see README.md).
+# The main job: build `pazar` and start the embedded single-validator devnet (keys and genesis
+# are created on first run under $PAZAR_HOME, default ~/.pazar). Arguments go to `pazar devnet`,
+# e.g. --rpc-listen 127.0.0.1:0 --block-time-ms 500 --reset. Ctrl-C stops it; running it again
+# resumes from the last committed block.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p pazar
-exec ./target/release/pazar bench ledger "$@"
+exec ./target/release/pazar devnet "$@"

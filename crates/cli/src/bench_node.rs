@@ -279,7 +279,7 @@ pub fn run(o: &NodeBenchOpts) -> Result<Value> {
         }
         lat.push(t.elapsed().as_secs_f64() * 1e3);
         // Spread submissions over the block interval so the median is not phase-locked.
-        std::thread::sleep(Duration::from_millis(o.block_time_ms * 37 / 100));
+        std::thread::sleep(Duration::from_millis(o.block_time_ms * ((seq * 37) % 100) / 100));
     }
     let rss_mb = node_rss_mb(node.child.id());
     drop(node);

@@ -14,7 +14,7 @@ use pazar_client::keyring::{Backend, Keyring};
 use pazar_client::{ClientError, Rpc};
 use pazar_ledger::state::{store_key, table_id};
 use pazar_node::consensus::{Solo, SystemClock};
-use pazar_node::genesis::GenesisFile;
+use pazar_node::genesis::GenesisOnDisk;
 use pazar_node::Node;
 use pazar_types::market::{GroupSpec, LeaseCloseReason};
 use pazar_types::{
@@ -67,9 +67,14 @@ pub fn node_start(home: PathBuf, rpc_listen: Option<String>, devnet_banner: bool
     if let Some(l) = rpc_listen {
         config.rpc_listen = l;
     }
-    let genesis = GenesisFile::read(&home::genesis_path(&home))?;
+    let genesis = GenesisOnDisk::open(&home::genesis_path(&home))?;
     let (node_config, validator) = home::node_config(&home, &config, &passphrase_prompt)?;
-    if !genesis.validators.iter().any(|v| v.address == validator.address()) {
+    if !genesis
+        .header
+        .validators
+        .iter()
+        .any(|v| v.address == validator.address())
+    {
         bail!(
             "key {:?} ({}) is not a validator in {}",
             config.validator_key,
@@ -77,10 +82,10 @@ pub fn node_start(home: PathBuf, rpc_listen: Option<String>, devnet_banner: bool
             home::genesis_path(&home).display()
         );
     }
-    if genesis.validators.len() != 1 {
+    if genesis.header.validators.len() != 1 {
         bail!(
             "this build runs single-validator chains; the genesis lists {}",
-            genesis.validators.len()
+            genesis.header.validators.len()
         );
     }
     std::fs::create_dir_all(home.join("data"))?;
@@ -872,6 +877,31 @@ fn deployment_id(s: &str) -> Result<DeploymentId> {
     })
 }
 
+/// `OWNER/DSEQ/GSEQ/OSEQ/PROVIDER`, as the RPC paths spell a bid or lease.
+fn id_path(b: &BidId) -> String {
+    format!("{}/{}/{}/{}/{}", b.owner, b.dseq, b.gseq, b.oseq, b.provider)
+}
+
+/// A list query filtered by owner and provider (key names or addresses) and state.
+fn party_query(
+    home: &Path,
+    base: &str,
+    owner: Option<String>,
+    provider: Option<String>,
+    state: Option<String>,
+) -> Result<String> {
+    let owner = owner.map(|o| address_arg(home, &o)).transpose()?;
+    let provider = provider.map(|o| address_arg(home, &o)).transpose()?;
+    Ok(list_query(
+        base,
+        &[
+            ("owner", owner.map(|a| a.to_string())),
+            ("provider", provider.map(|a| a.to_string())),
+            ("state", state),
+        ],
+    ))
+}
+
 fn list_query(base: &str, pairs: &[(&str, Option<String>)]) -> String {
     let q: Vec<String> = pairs
         .iter()
@@ -945,63 +975,19 @@ pub fn query(cmd: QueryCmd, opts: &ClientOpts) -> Result<()> {
                 prove.then(|| store_key(table_id::ORDERS, &o)),
             )
         }
-        QueryCmd::Bids { owner, provider, state } => {
-            let owner = owner.map(|o| address_arg(&home, &o)).transpose()?;
-            let provider = provider.map(|o| address_arg(&home, &o)).transpose()?;
-            (
-                list_query(
-                    "/bids",
-                    &[
-                        ("owner", owner.map(|a| a.to_string())),
-                        ("provider", provider.map(|a| a.to_string())),
-                        ("state", state),
-                    ],
-                ),
-                None,
-            )
-        }
+        QueryCmd::Bids { owner, provider, state } => (party_query(&home, "/bids", owner, provider, state)?, None),
         QueryCmd::Bid { id, prove } => {
             let b = parse_bid(&id)?;
             (
-                format!(
-                    "/bids/{}/{}/{}/{}/{}{}",
-                    b.owner,
-                    b.dseq,
-                    b.gseq,
-                    b.oseq,
-                    b.provider,
-                    suffix(prove)
-                ),
+                format!("/bids/{}{}", id_path(&b), suffix(prove)),
                 prove.then(|| store_key(table_id::BIDS, &b)),
             )
         }
-        QueryCmd::Leases { owner, provider, state } => {
-            let owner = owner.map(|o| address_arg(&home, &o)).transpose()?;
-            let provider = provider.map(|o| address_arg(&home, &o)).transpose()?;
-            (
-                list_query(
-                    "/leases",
-                    &[
-                        ("owner", owner.map(|a| a.to_string())),
-                        ("provider", provider.map(|a| a.to_string())),
-                        ("state", state),
-                    ],
-                ),
-                None,
-            )
-        }
+        QueryCmd::Leases { owner, provider, state } => (party_query(&home, "/leases", owner, provider, state)?, None),
         QueryCmd::Lease { id, prove } => {
             let b = parse_bid(&id)?;
             (
-                format!(
-                    "/leases/{}/{}/{}/{}/{}{}",
-                    b.owner,
-                    b.dseq,
-                    b.gseq,
-                    b.oseq,
-                    b.provider,
-                    suffix(prove)
-                ),
+                format!("/leases/{}{}", id_path(&b), suffix(prove)),
                 prove.then(|| store_key(table_id::LEASES, &b)),
             )
         }

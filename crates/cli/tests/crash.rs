@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use pazar_ledger::{BlockHeader, State};
-use pazar_node::genesis::GenesisFile;
+use pazar_node::genesis::GenesisOnDisk;
 use pazar_store::{Store, StoreOptions};
 use pazar_types::{Coin, Denom, Msg, TxBody};
 
@@ -132,13 +132,14 @@ fn kill_dash_nine_never_loses_an_acknowledged_commit_and_replay_matches() {
     let _ = child.wait();
 
     // Replay every stored block from genesis into a fresh store: the same roots, block by block.
-    let genesis = GenesisFile::read(&home.join("genesis.json")).expect("genesis");
+    let on_disk = GenesisOnDisk::open(&home.join("genesis.json")).expect("genesis");
+    let genesis = on_disk.full().expect("genesis");
     let stored = Store::open(&home.join("data").join("store.redb"), StoreOptions::default()).expect("opens");
     let head = stored.head().expect("head").expect("some");
     let scratch = tempfile::tempdir().expect("tempdir");
     let fresh = Store::open(&scratch.path().join("db"), StoreOptions::default()).expect("opens");
     let mut state = State::from_genesis(&genesis.ledger()).expect("genesis");
-    fresh.init_genesis(&mut state, genesis.hash()).expect("init");
+    fresh.init_genesis(&mut state, on_disk.hash).expect("init");
     for h in 1..=head.height {
         let b = stored
             .block(h)

@@ -517,7 +517,7 @@ fn check_sequence(ops: Vec<Op>) -> Result<usize, TestCaseError> {
     let refs: Vec<&SigningKey> = run.everyone.iter().collect();
     let mut replay = Chain::new(&refs);
     let mut store = std::collections::BTreeMap::<Vec<u8>, Vec<u8>>::new();
-    let mut absorb = |changes: Vec<pazar_ledger::StateChange>, store: &mut std::collections::BTreeMap<_, _>| {
+    let absorb = |changes: Vec<pazar_ledger::StateChange>, store: &mut std::collections::BTreeMap<_, _>| {
         for c in changes {
             match c.value {
                 Some(v) => store.insert(c.key, v),

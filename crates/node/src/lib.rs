@@ -26,7 +26,7 @@ use pazar_types::tx::MAX_TX_BYTES;
 use pazar_types::{tx_hash, Address, Block, Coin, Event, Hash32, Header, Msg, SigningKey, Tx, TxBody};
 
 use crate::consensus::{Application, Parent, VerifyError};
-use crate::genesis::GenesisFile;
+use crate::genesis::GenesisOnDisk;
 use crate::mempool::{Candidate, Mempool, MempoolError, MempoolLimits};
 use crate::metrics::Metrics;
 
@@ -170,19 +170,19 @@ impl Node {
     /// it holds this genesis and loading its state.
     pub fn open(
         db_path: &Path,
-        genesis: &GenesisFile,
+        genesis: &GenesisOnDisk,
         proposer: Address,
         config: NodeConfig,
     ) -> Result<Arc<Node>, NodeError> {
-        genesis.check().map_err(|e| NodeError::Genesis(e.to_string()))?;
         let store = Store::open(db_path, config.store)?;
-        let gh = genesis.hash();
+        let gh = genesis.hash;
+        let gt = genesis.header.genesis_time_ms;
         let (state, head) = match store.genesis_hash()? {
             None => {
-                let mut state =
-                    State::from_genesis(&genesis.ledger()).map_err(|e| NodeError::Genesis(e.to_string()))?;
+                let full = genesis.full().map_err(|e| NodeError::Genesis(e.to_string()))?;
+                let mut state = State::from_genesis(&full.ledger()).map_err(|e| NodeError::Genesis(e.to_string()))?;
                 let mut head = store.init_genesis(&mut state, gh)?;
-                head.time_ms = genesis.genesis_time_ms;
+                head.time_ms = gt;
                 (state, head)
             }
             Some(stored) if stored != gh => {
@@ -193,7 +193,7 @@ impl Node {
             }
             Some(_) => {
                 let (state, mut head) = store.load_state()?;
-                head.time_ms = head.time_ms.max(genesis.genesis_time_ms);
+                head.time_ms = head.time_ms.max(gt);
                 (state, head)
             }
         };
@@ -201,9 +201,9 @@ impl Node {
         let metrics = Metrics::default();
         metrics.height.set(head.height as i64);
         Ok(Arc::new(Node {
-            chain_id: genesis.chain_id.clone(),
+            chain_id: genesis.header.chain_id.clone(),
             proposer,
-            genesis_time_ms: genesis.genesis_time_ms,
+            genesis_time_ms: gt,
             state: RwLock::new(state),
             head: RwLock::new(head),
             mempool: Mutex::new(Mempool::new(config.mempool)),

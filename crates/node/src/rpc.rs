@@ -453,6 +453,13 @@ impl ListQ {
     fn provider(&self) -> Result<Option<Address>, ApiError> {
         self.provider.as_deref().map(|s| parse("provider", s)).transpose()
     }
+    /// Whether a bid or lease id passes the owner, provider and dseq filters.
+    fn matches_bid(&self, id: &BidId, owner: Option<Address>, provider: Option<Address>) -> bool {
+        owner.is_none_or(|o| id.owner == o)
+            && provider.is_none_or(|p| id.provider == p)
+            && self.dseq.is_none_or(|d| id.dseq == d)
+    }
+
     fn page<T>(&self, it: impl Iterator<Item = T>) -> Vec<T> {
         it.skip(self.offset.unwrap_or(0))
             .take(self.limit.unwrap_or(100).min(MAX_LIST))
@@ -545,7 +552,7 @@ async fn escrow(
 
 async fn orders(AxState(node): AxState<Shared>, Query(q): Query<ListQ>) -> ApiResult {
     let owner = q.owner()?;
-    let want: Option<OrderState> = q.state.as_deref().map(|s| parse_state(s)).transpose()?;
+    let want: Option<OrderState> = q.state.as_deref().map(parse_state).transpose()?;
     let st = node.state();
     let it = st
         .orders()
@@ -602,16 +609,11 @@ async fn order(
 async fn bids(AxState(node): AxState<Shared>, Query(q): Query<ListQ>) -> ApiResult {
     let owner = q.owner()?;
     let provider = q.provider()?;
-    let want: Option<BidState> = q.state.as_deref().map(|s| parse_state(s)).transpose()?;
+    let want: Option<BidState> = q.state.as_deref().map(parse_state).transpose()?;
     let st = node.state();
     let it = st
         .bids()
-        .filter(|(id, b)| {
-            owner.is_none_or(|o| id.owner == o)
-                && provider.is_none_or(|p| id.provider == p)
-                && q.dseq.is_none_or(|d| id.dseq == d)
-                && want.is_none_or(|w| b.state == w)
-        })
+        .filter(|(id, b)| q.matches_bid(id, owner, provider) && want.is_none_or(|w| b.state == w))
         .map(|(id, b)| json!({"id": id, "bid": b}));
     let items = q.page(it);
     Ok(Json(json!({"height": st.height, "bids": items})))
@@ -642,16 +644,11 @@ async fn bid(
 async fn leases(AxState(node): AxState<Shared>, Query(q): Query<ListQ>) -> ApiResult {
     let owner = q.owner()?;
     let provider = q.provider()?;
-    let want: Option<LeaseState> = q.state.as_deref().map(|s| parse_state(s)).transpose()?;
+    let want: Option<LeaseState> = q.state.as_deref().map(parse_state).transpose()?;
     let st = node.state();
     let it = st
         .leases()
-        .filter(|(id, l)| {
-            owner.is_none_or(|o| id.owner == o)
-                && provider.is_none_or(|p| id.provider == p)
-                && q.dseq.is_none_or(|d| id.dseq == d)
-                && want.is_none_or(|w| l.state == w)
-        })
+        .filter(|(id, l)| q.matches_bid(id, owner, provider) && want.is_none_or(|w| l.state == w))
         .map(|(id, l)| json!({"id": id, "lease": l, "payment": st.payment(id)}));
     let items = q.page(it);
     Ok(Json(json!({"height": st.height, "leases": items})))
@@ -789,4 +786,24 @@ pub async fn serve(
     axum::serve(listener, router(node))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_describes_exactly_the_served_routes() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        let mut documented: Vec<&str> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut served = ROUTES.to_vec();
+        documented.sort_unstable();
+        served.sort_unstable();
+        assert_eq!(documented, served);
+    }
 }

@@ -287,7 +287,8 @@ impl Store {
             });
         }
         let changes = state.take_changes();
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_quick_repair(true);
         let root = self.write_state(&txn, 0, changes)?;
         let head = Head {
             height: 0,
@@ -333,7 +334,10 @@ impl Store {
         changes: Vec<StateChange>,
     ) -> Result<Head, StoreError> {
         let height = block.header.height;
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        // Saves the allocator state with each commit so reopening after a crash does not scan
+        // the whole file (redb's quick repair): restart time stays flat as the store grows.
+        txn.set_quick_repair(true);
         let prev = read_head(&txn.open_table(META)?)?.ok_or(StoreError::Empty)?;
         if height != prev.height + 1 {
             return Err(StoreError::NotNext {

@@ -9,4 +9,10 @@ if ! command -v cargo-fuzz >/dev/null; then
 fi
 export RUSTC_BOOTSTRAP=1
 mkdir -p "fuzz/corpus/$target"
+if [ "$target" = sdl_parse ]; then
+    # Seed with real files and the invalid snapshots so the fuzzer starts from valid structure.
+    for f in ../shared/corpus/sdl/*.yaml crates/sdl/tests/invalid/*.yaml; do
+        [ -f "$f" ] && cp -n "$f" "fuzz/corpus/$target/" 2>/dev/null || true
+    done
+fi
 cargo fuzz run "$target" --fuzz-dir fuzz -- -max_total_time="$seconds" -rss_limit_mb=2048 "fuzz/corpus/$target"

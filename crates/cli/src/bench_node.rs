@@ -36,6 +36,13 @@ pub struct NodeBenchOpts {
     pub accounts: usize,
     #[arg(long, default_value_t = 1000)]
     pub block_time_ms: u64,
+    /// Keep the restart store in this directory and reuse it on the next run (building a store
+    /// of a million accounts takes minutes); by default a scratch directory is built and removed.
+    #[arg(long)]
+    pub restart_dir: Option<PathBuf>,
+    /// Only measure the restart (skip the throughput run).
+    #[arg(long)]
+    pub restart_only: bool,
 }
 
 const CHAIN: &str = "pazar-bench-node";
@@ -179,6 +186,18 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 pub fn run(o: &NodeBenchOpts) -> Result<Value> {
+    let mut out = if o.restart_only {
+        json!({ "bench": "node" })
+    } else {
+        throughput(o)?
+    };
+    if o.accounts > 0 {
+        restart(o, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn throughput(o: &NodeBenchOpts) -> Result<Value> {
     if o.senders == 0 || o.txs == 0 || o.clients == 0 || o.batch == 0 {
         bail!("--txs, --senders, --clients and --batch must be positive");
     }
@@ -285,7 +304,7 @@ pub fn run(o: &NodeBenchOpts) -> Result<Value> {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 
-    let mut out = json!({
+    let out = json!({
         "bench": "node",
         "block_time_ms": o.block_time_ms,
         "txs_submitted": o.txs,
@@ -301,16 +320,29 @@ pub fn run(o: &NodeBenchOpts) -> Result<Value> {
         "node_rss_mb": rss_mb,
     });
 
-    if o.accounts > 0 {
-        let dir = scratch("restart");
-        let _ = std::fs::remove_dir_all(&dir);
-        eprintln!("bench node: building a store with {} accounts", o.accounts);
-        make_home(&dir, (0..o.accounts).map(bulk_address), o.block_time_ms)?;
-        let (node, init_ms) = start_node(&dir, Duration::from_secs(900))?;
-        // Let a block or two commit on top of genesis, then crash it.
-        std::thread::sleep(Duration::from_millis(o.block_time_ms * 2));
-        let before = node.rpc.status()?;
-        drop(node);
+    Ok(out)
+}
+
+fn restart(o: &NodeBenchOpts, out: &mut Value) -> Result<()> {
+    {
+        let keep = o.restart_dir.is_some();
+        let dir = o.restart_dir.clone().unwrap_or_else(|| scratch("restart"));
+        let reuse = keep && home::db_path(&dir).exists();
+        let mut init_ms = None;
+        let before = if reuse {
+            eprintln!("bench node: reusing the store in {}", dir.display());
+            let (node, _) = start_node(&dir, Duration::from_secs(120))?;
+            node.rpc.status()?
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+            eprintln!("bench node: building a store with {} accounts", o.accounts);
+            make_home(&dir, (0..o.accounts).map(bulk_address), o.block_time_ms)?;
+            let (node, ms) = start_node(&dir, Duration::from_secs(900))?;
+            init_ms = Some(ms.round());
+            // Let a block or two commit on top of genesis, then crash it.
+            std::thread::sleep(Duration::from_millis(o.block_time_ms * 2));
+            node.rpc.status()?
+        };
         let (node, restart_ms) = start_node(&dir, Duration::from_secs(120))?;
         let after = node.rpc.status()?;
         if after["state_root"] != before["state_root"] && after["height"] == before["height"] {
@@ -321,14 +353,16 @@ pub fn run(o: &NodeBenchOpts) -> Result<Value> {
             .unwrap_or(0.0);
         let rss = node_rss_mb(node.child.id());
         drop(node);
-        let _ = std::fs::remove_dir_all(&dir);
+        if !keep {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         out["accounts"] = json!(o.accounts);
-        out["genesis_init_ms"] = json!(init_ms.round());
+        out["genesis_init_ms"] = json!(init_ms);
         out["restart_ms"] = json!(restart_ms.round());
         out["store_mb"] = json!(round2(db_mb));
         out["restart_rss_mb"] = json!(rss);
     }
-    Ok(out)
+    Ok(())
 }
 
 fn node_rss_mb(pid: u32) -> Option<f64> {

@@ -16,6 +16,7 @@ use pazar_ledger::state::{store_key, table_id};
 use pazar_node::consensus::{Solo, SystemClock};
 use pazar_node::genesis::GenesisOnDisk;
 use pazar_node::Node;
+use pazar_store::Store;
 use pazar_types::market::{GroupSpec, LeaseCloseReason};
 use pazar_types::{
     Address, Attribute, BidId, Coin, Denom, DeploymentId, Hash32, KeyScheme, Msg, OrderId, Price, ProviderInfo,
@@ -44,7 +45,7 @@ pub fn devnet(home: PathBuf, rpc_listen: &str, block_time_ms: u64, reset: bool) 
     node_start(home, Some(rpc_listen.to_string()), true)
 }
 
-fn passphrase_prompt(name: &str, confirm: bool) -> Option<String> {
+pub fn passphrase_prompt(name: &str, confirm: bool) -> Option<String> {
     if let Ok(p) = std::env::var("PAZAR_KEYRING_PASSPHRASE") {
         return Some(p);
     }
@@ -67,8 +68,12 @@ pub fn node_start(home: PathBuf, rpc_listen: Option<String>, devnet_banner: bool
     if let Some(l) = rpc_listen {
         config.rpc_listen = l;
     }
-    let genesis = GenesisOnDisk::open(&home::genesis_path(&home))?;
     let (node_config, validator) = home::node_config(&home, &config, &passphrase_prompt)?;
+    std::fs::create_dir_all(home.join("data"))?;
+    let db = home::db_path(&home);
+    let store =
+        Store::open(&db, node_config.store).with_context(|| format!("cannot open the store {}", db.display()))?;
+    let genesis = GenesisOnDisk::open_with_record(&home::genesis_path(&home), Node::genesis_record(&store)?.as_ref())?;
     if !genesis
         .header
         .validators
@@ -88,9 +93,8 @@ pub fn node_start(home: PathBuf, rpc_listen: Option<String>, devnet_banner: bool
             genesis.header.validators.len()
         );
     }
-    std::fs::create_dir_all(home.join("data"))?;
     let block_time = node_config.block_time;
-    let node = Node::open(&home::db_path(&home), &genesis, validator.address(), node_config)
+    let node = Node::with_store(store, &genesis, validator.address(), node_config)
         .with_context(|| format!("cannot open the node in {}", home.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -215,7 +219,7 @@ fn text_of(v: &Value) -> String {
 }
 
 /// A spinner on stderr while a closure runs, only when stderr is a terminal.
-fn with_spinner<T>(msg: &str, f: impl FnOnce() -> T) -> T {
+pub fn with_spinner<T>(msg: &str, f: impl FnOnce() -> T) -> T {
     if !std::io::stderr().is_terminal() {
         return f();
     }
@@ -280,7 +284,7 @@ pub enum KeysCmd {
     },
 }
 
-fn key_err(e: pazar_client::keyring::KeyringError) -> anyhow::Error {
+pub fn key_err(e: pazar_client::keyring::KeyringError) -> anyhow::Error {
     anyhow!("{e}")
 }
 
@@ -575,20 +579,6 @@ fn parse_order(s: &str) -> Result<OrderId> {
     })
 }
 
-fn parse_bid(s: &str) -> Result<BidId> {
-    let Some((order, provider)) = s.rsplit_once('/') else {
-        bail!("bid/lease id {s:?} must be OWNER/DSEQ/GSEQ/OSEQ/PROVIDER");
-    };
-    let o = parse_order(order).map_err(|_| anyhow!("bid/lease id {s:?} must be OWNER/DSEQ/GSEQ/OSEQ/PROVIDER"))?;
-    Ok(BidId {
-        owner: o.owner,
-        dseq: o.dseq,
-        gseq: o.gseq,
-        oseq: o.oseq,
-        provider: provider.parse().map_err(|e| anyhow!("provider: {e}"))?,
-    })
-}
-
 fn provider_msg(a: ProviderArgs, update: bool) -> Result<Msg> {
     let attributes = parse_attrs(&a.attrs)?;
     let tls_fingerprint = parse_hash(&a.tls_fingerprint)?;
@@ -680,29 +670,33 @@ fn tx_msg(home: &Path, cmd: TxCmd, sender: Address) -> Result<Msg> {
                 price,
                 deposit,
             },
-            BidTx::Close { bid } => Msg::CloseBid { bid: parse_bid(&bid)? },
+            BidTx::Close { bid } => Msg::CloseBid {
+                bid: bid.parse::<BidId>()?,
+            },
         },
         TxCmd::Lease { which } => match which {
-            LeaseTx::Create { bid } => Msg::CreateLease { bid: parse_bid(&bid)? },
+            LeaseTx::Create { bid } => Msg::CreateLease {
+                bid: bid.parse::<BidId>()?,
+            },
             LeaseTx::Close { lease, reason } => {
                 let reason: LeaseCloseReason = serde_json::from_value(Value::String(reason.clone()))
                     .map_err(|_| anyhow!("unknown close reason {reason:?}"))?;
                 Msg::CloseLease {
-                    lease: parse_bid(&lease)?,
+                    lease: lease.parse::<BidId>()?,
                     reason,
                 }
             }
             LeaseTx::Withdraw { lease } => Msg::WithdrawLease {
-                lease: parse_bid(&lease)?,
+                lease: lease.parse::<BidId>()?,
             },
         },
         TxCmd::Withdraw { lease } => Msg::WithdrawLease {
-            lease: parse_bid(&lease)?,
+            lease: lease.parse::<BidId>()?,
         },
     })
 }
 
-fn client_err(e: ClientError) -> anyhow::Error {
+pub fn client_err(e: ClientError) -> anyhow::Error {
     match e.code() {
         Some("stale_sequence") | Some("sequence_taken") => {
             anyhow!("{e}\nanother transaction from this account is pending or was just committed; retry in a moment")
@@ -713,41 +707,8 @@ fn client_err(e: ClientError) -> anyhow::Error {
 }
 
 pub fn tx(cmd: TxCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
-    let home = home::resolve(opts.home.clone());
-    let from = t
-        .from
-        .clone()
-        .ok_or_else(|| anyhow!("--from KEY is required: the key that signs (see `pazar keys list`)"))?;
-    let key = Keyring::new(&home).signer(&from, &passphrase_prompt).map_err(key_err)?;
-    let rpc = Rpc::new(&home::node_url(opts.node.clone(), &home));
-    let chain_id = rpc.chain_id().map_err(client_err)?;
-    let msg = tx_msg(&home, cmd, key.address())?;
-    let fee = match &t.fee {
-        Some(f) => f.clone(),
-        None => {
-            let p = rpc.get("/params").map_err(client_err)?;
-            let per_msg: u128 = p["params"]["native"]["min_fee_per_msg"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(100);
-            let denom: Denom = p["params"]["native"]["denom"]
-                .as_str()
-                .unwrap_or(home::NATIVE)
-                .parse()
-                .map_err(|e| anyhow!("node params: {e}"))?;
-            Coin::new(per_msg, denom)
-        }
-    };
-    let bytes = pazar_client::sign(&rpc, &chain_id, &key, vec![msg], fee, &t.memo).map_err(client_err)?;
-    let hash = pazar_client::hash_hex(&bytes);
-    let v = if t.no_wait {
-        rpc.submit(&bytes, false).map_err(client_err)?
-    } else {
-        with_spinner(&format!("waiting for {hash} to be committed"), || {
-            rpc.submit(&bytes, true)
-        })
-        .map_err(client_err)?
-    };
+    let v = submit(opts, t, |home, sender| tx_msg(home, cmd, sender))?;
+    let hash = v["hash"].as_str().unwrap_or("").to_string();
     let status = v["status"].as_str().unwrap_or("");
     let failed = status == "committed" && v["receipt"]["code"].as_u64().unwrap_or(0) != 0;
     emit(opts.output, &v, |v| match status {
@@ -766,6 +727,53 @@ pub fn tx(cmd: TxCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
         std::process::exit(2);
     }
     Ok(())
+}
+
+/// Signs one message built by `build` (given the home and the signer's address) with `--from`,
+/// submits it and, unless `--no-wait`, waits for its block. Returns the node's answer with the
+/// transaction hash under `hash`.
+pub fn submit(opts: &ClientOpts, t: &TxOpts, build: impl FnOnce(&Path, Address) -> Result<Msg>) -> Result<Value> {
+    let home = home::resolve(opts.home.clone());
+    let key = signer(opts, t)?;
+    let msg = build(&home, key.address())?;
+    submit_as(opts, t, &key, vec![msg])
+}
+
+/// The `--from` key, unlocked.
+pub fn signer(opts: &ClientOpts, t: &TxOpts) -> Result<SigningKey> {
+    let home = home::resolve(opts.home.clone());
+    let from = t
+        .from
+        .clone()
+        .ok_or_else(|| anyhow!("--from KEY is required: the key that signs (see `pazar keys list`)"))?;
+    Keyring::new(&home).signer(&from, &passphrase_prompt).map_err(key_err)
+}
+
+/// Signs `msgs` with `key` (fee: `--fee`, or the minimum per message), submits, and waits for
+/// the block unless `--no-wait`.
+pub fn submit_as(opts: &ClientOpts, t: &TxOpts, key: &SigningKey, msgs: Vec<Msg>) -> Result<Value> {
+    let home = home::resolve(opts.home.clone());
+    let rpc = Rpc::new(&home::node_url(opts.node.clone(), &home));
+    let chain_id = rpc.chain_id().map_err(client_err)?;
+    let fee = match &t.fee {
+        Some(f) => f.clone(),
+        None => pazar_client::min_fee(&rpc, msgs.len()).map_err(client_err)?,
+    };
+    let bytes = pazar_client::sign(&rpc, &chain_id, key, msgs, fee, &t.memo).map_err(client_err)?;
+    let hash = pazar_client::hash_hex(&bytes);
+    let v = if t.no_wait {
+        rpc.submit(&bytes, false).map_err(client_err)?
+    } else {
+        with_spinner(&format!("waiting for {hash} to be committed"), || {
+            rpc.submit(&bytes, true)
+        })
+        .map_err(client_err)?
+    };
+    let mut v = v;
+    if let Value::Object(m) = &mut v {
+        m.entry("hash").or_insert_with(|| Value::String(hash));
+    }
+    Ok(v)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -977,7 +985,7 @@ pub fn query(cmd: QueryCmd, opts: &ClientOpts) -> Result<()> {
         }
         QueryCmd::Bids { owner, provider, state } => (party_query(&home, "/bids", owner, provider, state)?, None),
         QueryCmd::Bid { id, prove } => {
-            let b = parse_bid(&id)?;
+            let b = id.parse::<BidId>()?;
             (
                 format!("/bids/{}{}", id_path(&b), suffix(prove)),
                 prove.then(|| store_key(table_id::BIDS, &b)),
@@ -985,7 +993,7 @@ pub fn query(cmd: QueryCmd, opts: &ClientOpts) -> Result<()> {
         }
         QueryCmd::Leases { owner, provider, state } => (party_query(&home, "/leases", owner, provider, state)?, None),
         QueryCmd::Lease { id, prove } => {
-            let b = parse_bid(&id)?;
+            let b = id.parse::<BidId>()?;
             (
                 format!("/leases/{}{}", id_path(&b), suffix(prove)),
                 prove.then(|| store_key(table_id::LEASES, &b)),

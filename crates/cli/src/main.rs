@@ -1,9 +1,15 @@
 //! The `pazar` command. It only parses arguments and wires library crates together.
 
 mod bench;
+mod bench_deploy;
 mod bench_node;
 mod chain;
+mod demo;
+mod deployment_cmd;
 mod home;
+mod lease_cmd;
+mod provider_cmd;
+mod sdl_cmd;
 
 use std::path::PathBuf;
 
@@ -38,6 +44,9 @@ pub struct ClientOpts {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole market on this machine: devnet, provider, a real SDL deployed, served, paid,
+    /// withdrawn, closed, and every token accounted for.
+    Demo(demo::DemoOpts),
     /// Start a single-validator development chain with funded keys (created on first run).
     Devnet {
         #[arg(long)]
@@ -79,6 +88,46 @@ enum Command {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Sell this machine: the provider daemon and its inventory.
+    Provider {
+        #[command(subcommand)]
+        which: provider_cmd::ProviderCmd,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// A deployment: why no bids, deposit, close.
+    Deployment {
+        #[command(subcommand)]
+        which: deployment_cmd::DeploymentCmd,
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(flatten)]
+        tx: chain::TxOpts,
+    },
+    /// A running lease: status, logs, manifest, close.
+    Lease {
+        #[command(subcommand)]
+        which: lease_cmd::LeaseCmd,
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(flatten)]
+        tx: chain::TxOpts,
+    },
+    /// Akash SDL v2 deployment files.
+    Sdl {
+        #[command(subcommand)]
+        which: SdlCmd,
+    },
+    /// Create a deployment from an SDL file (deploy.yaml): its groups go on the ledger, its
+    /// manifest is kept for the provider.
+    Deploy {
+        #[command(flatten)]
+        args: sdl_cmd::DeployArgs,
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(flatten)]
+        tx: chain::TxOpts,
+    },
     /// Benchmarks that print one JSON object.
     Bench {
         #[command(subcommand)]
@@ -99,6 +148,16 @@ enum NodeCmd {
 }
 
 #[derive(Subcommand)]
+enum SdlCmd {
+    /// Validate a file: exit 0 and a summary, or exit 1 and every error as FILE:LINE:COL: path: message.
+    Check {
+        file: PathBuf,
+        #[arg(long, short, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
 enum Bench {
     /// Signed transactions per second vs raw ed25519 verifications; one block on a small vs a
     /// large state (lazy escrow settlement).
@@ -113,6 +172,9 @@ enum Bench {
     /// Committed transactions per second through a real node's RPC, commit latency, and the
     /// restart time of a store holding many accounts.
     Node(bench_node::NodeBenchOpts),
+    /// Deploy-to-serving time of a real SDL on this machine (devnet, provider daemon, Docker,
+    /// local image), and bids per second of the bid engine on a burst of orders.
+    Deploy(bench_deploy::DeployBenchOpts),
 }
 
 fn main() {
@@ -137,10 +199,25 @@ fn run(cli: Cli) -> Result<()> {
         Command::Keys { which, opts } => chain::keys(which, &opts),
         Command::Tx { which, opts, tx } => chain::tx(which, &opts, &tx),
         Command::Query { which, opts } => chain::query(which, &opts),
+        Command::Sdl {
+            which: SdlCmd::Check { file, output },
+        } => sdl_cmd::check(&file, output),
+        Command::Deploy { args, opts, tx } => sdl_cmd::deploy(&args, &opts, &tx),
+        Command::Provider { which, opts } => provider_cmd::run(which, &opts),
+        Command::Demo(o) => demo::run(&o),
+        Command::Lease { which, opts, tx } => lease_cmd::run(which, &opts, &tx),
+        Command::Deployment { which, opts, tx } => deployment_cmd::run(which, &opts, &tx),
         Command::Bench {
             which: Bench::Ledger { leases, blocks },
         } => {
             let report = bench::ledger(&bench::LedgerOpts { leases, blocks })?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Bench {
+            which: Bench::Deploy(opts),
+        } => {
+            let report = bench_deploy::run(&opts)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

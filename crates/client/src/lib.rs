@@ -177,6 +177,22 @@ impl Rpc {
     }
 }
 
+/// The smallest fee the node accepts for `msgs` messages: its minimum per message, in the
+/// native denomination.
+pub fn min_fee(rpc: &Rpc, msgs: usize) -> Result<Coin, ClientError> {
+    let p = rpc.get("/params")?;
+    let per_msg: u128 = p["params"]["native"]["min_fee_per_msg"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ClientError::Decode("params without native.min_fee_per_msg".into()))?;
+    let denom: pazar_types::Denom = p["params"]["native"]["denom"]
+        .as_str()
+        .ok_or_else(|| ClientError::Decode("params without native.denom".into()))?
+        .parse()
+        .map_err(|e| ClientError::Decode(format!("native denom: {e}")))?;
+    Ok(Coin::new(per_msg * msgs.max(1) as u128, denom))
+}
+
 /// Signs `msgs` from `key` with the account's current sequence.
 pub fn sign(
     rpc: &Rpc,

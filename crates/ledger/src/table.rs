@@ -15,6 +15,8 @@ pub struct Table<K, V> {
     journal: Vec<(K, Option<V>)>,
     /// Keys whose writes were committed since the last [`Table::drain_changes`] (may repeat).
     changed: Vec<K>,
+    /// Rows read from the store, built into `map` in one go by [`Table::finish_load`].
+    loading: Vec<(K, V)>,
 }
 
 impl<K, V> Default for Table<K, V> {
@@ -23,6 +25,7 @@ impl<K, V> Default for Table<K, V> {
             map: BTreeMap::new(),
             journal: Vec::new(),
             changed: Vec::new(),
+            loading: Vec::new(),
         }
     }
 }
@@ -148,12 +151,28 @@ impl<K: Ord + Clone + BorshSerialize + BorshDeserialize, V: Clone + BorshSeriali
         }
     }
 
-    /// Inserts one stored entry (key without its id byte), as committed state.
+    /// Takes one stored entry (key without its id byte) as committed state; it is visible after
+    /// [`Table::finish_load`].
     pub fn load(&mut self, key: &[u8], value: &[u8]) -> Result<(), borsh::io::Error> {
         let k = K::try_from_slice(key)?;
         let v = V::try_from_slice(value)?;
-        self.map.insert(k, v);
+        self.loading.push((k, v));
         Ok(())
+    }
+
+    /// Builds the loaded entries into the table. Store order (Borsh bytes) is not always key
+    /// order; `BTreeMap::from_iter` sorts the rows and builds the tree in bulk.
+    pub fn finish_load(&mut self) {
+        let rows = std::mem::take(&mut self.loading);
+        if rows.is_empty() {
+            return;
+        }
+        if self.map.is_empty() {
+            // Sorts (linear when already in order) and bulk-builds the tree.
+            self.map = rows.into_iter().collect();
+        } else {
+            self.map.extend(rows);
+        }
     }
 }
 

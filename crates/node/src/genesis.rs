@@ -77,7 +77,7 @@ fn check_validators(validators: &[Validator]) -> Result<(), GenesisFileError> {
 
 /// The part of a genesis file a node needs on every start. The balances (possibly millions)
 /// are parsed only when the store is initialised.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenesisHeader {
     pub genesis_time_ms: u64,
     pub chain_id: String,
@@ -91,23 +91,98 @@ pub struct GenesisOnDisk {
     pub path: std::path::PathBuf,
     pub header: GenesisHeader,
     pub hash: Hash32,
+    /// The file's identity and times when it was hashed.
+    pub stamp: FileStamp,
+}
+
+/// What identifies a file's content without reading it, as git's index does: size, inode,
+/// device, and the modification and change times in nanoseconds. The change time cannot be set
+/// by a user, so any write to the file changes the stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    pub len: u64,
+    pub ino: u64,
+    pub dev: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl FileStamp {
+    pub fn of(path: &std::path::Path) -> std::io::Result<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(FileStamp {
+            len: m.len(),
+            ino: m.ino(),
+            dev: m.dev(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        })
+    }
+}
+
+/// What a node remembers of the genesis file it was initialised from, so a restart need not
+/// re-read and re-hash a file that may hold millions of balances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenesisRecord {
+    pub stamp: FileStamp,
+    #[serde(with = "hex::serde")]
+    pub hash: Hash32,
+    pub header: GenesisHeader,
 }
 
 impl GenesisOnDisk {
+    /// Reads, parses and hashes the file.
     pub fn open(path: &std::path::Path) -> Result<GenesisOnDisk, GenesisFileError> {
         let p = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| GenesisFileError::Read {
+        let read_err = |source| GenesisFileError::Read {
+            path: p.clone(),
+            source,
+        };
+        let stamp = FileStamp::of(path).map_err(read_err)?;
+        let bytes = std::fs::read(path).map_err(read_err)?;
+        if FileStamp::of(path).map_err(read_err)? != stamp {
+            return Err(GenesisFileError::Changed(p));
+        }
+        let header: GenesisHeader = serde_json::from_slice(&bytes).map_err(|source| GenesisFileError::Parse {
             path: p.clone(),
             source,
         })?;
-        let header: GenesisHeader =
-            serde_json::from_slice(&bytes).map_err(|source| GenesisFileError::Parse { path: p, source })?;
         check_validators(&header.validators)?;
         Ok(GenesisOnDisk {
             path: path.to_path_buf(),
             header,
             hash: Sha256::digest(&bytes).into(),
+            stamp,
         })
+    }
+
+    /// Like [`GenesisOnDisk::open`], but takes header and hash from `record` when the file's
+    /// stamp still equals the recorded one (the file was not touched since it was hashed).
+    pub fn open_with_record(
+        path: &std::path::Path,
+        record: Option<&GenesisRecord>,
+    ) -> Result<GenesisOnDisk, GenesisFileError> {
+        if let Some(r) = record {
+            if FileStamp::of(path).ok() == Some(r.stamp) {
+                check_validators(&r.header.validators)?;
+                return Ok(GenesisOnDisk {
+                    path: path.to_path_buf(),
+                    header: r.header.clone(),
+                    hash: r.hash,
+                    stamp: r.stamp,
+                });
+            }
+        }
+        GenesisOnDisk::open(path)
+    }
+
+    pub fn record(&self) -> GenesisRecord {
+        GenesisRecord {
+            stamp: self.stamp,
+            hash: self.hash,
+            header: self.header.clone(),
+        }
     }
 
     /// The whole file, balances included, checked to be the file that was hashed.
@@ -124,5 +199,59 @@ impl GenesisOnDisk {
             serde_json::from_slice(&bytes).map_err(|source| GenesisFileError::Parse { path: p, source })?;
         g.check()?;
         Ok(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &std::path::Path, chain_id: &str) {
+        let g = serde_json::json!({
+            "genesis_time_ms": 1,
+            "chain_id": chain_id,
+            "params": pazar_ledger::Params::devnet("upzr", "uusd"),
+            "balances": [],
+            "validators": [{"name": "v", "address": Address::module("v"), "power": 1}],
+        });
+        std::fs::write(path, serde_json::to_vec(&g).expect("test setup")).expect("test setup");
+    }
+
+    #[test]
+    fn a_record_is_used_only_while_the_file_is_untouched() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let path = dir.path().join("genesis.json");
+        write(&path, "chain-a");
+        let first = GenesisOnDisk::open(&path).expect("test setup");
+        assert_eq!(
+            first.hash,
+            <[u8; 32]>::from(Sha256::digest(std::fs::read(&path).expect("test setup")))
+        );
+
+        // Unchanged file: the record answers without reading the file (its header is taken as is).
+        let mut record = first.record();
+        record.header.chain_id = "from-record".into();
+        let cached = GenesisOnDisk::open_with_record(&path, Some(&record)).expect("test setup");
+        assert_eq!(cached.header.chain_id, "from-record");
+
+        // Any write changes the stamp, so the file is read and hashed again.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        write(&path, "chain-b");
+        let reread = GenesisOnDisk::open_with_record(&path, Some(&record)).expect("test setup");
+        assert_eq!(reread.header.chain_id, "chain-b");
+        assert_ne!(reread.hash, first.hash);
+    }
+
+    #[test]
+    fn a_missing_genesis_file_is_an_error_even_with_a_record() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let path = dir.path().join("genesis.json");
+        write(&path, "chain-a");
+        let record = GenesisOnDisk::open(&path).expect("test setup").record();
+        std::fs::remove_file(&path).expect("test setup");
+        assert!(matches!(
+            GenesisOnDisk::open_with_record(&path, Some(&record)),
+            Err(GenesisFileError::Read { .. })
+        ));
     }
 }

@@ -26,7 +26,10 @@ use pazar_types::tx::MAX_TX_BYTES;
 use pazar_types::{tx_hash, Address, Block, Coin, Event, Hash32, Header, Msg, SigningKey, Tx, TxBody};
 
 use crate::consensus::{Application, Parent, VerifyError};
-use crate::genesis::GenesisOnDisk;
+use crate::genesis::{GenesisOnDisk, GenesisRecord};
+
+/// Name of the store record holding the genesis file's stamp, hash and header.
+const GENESIS_RECORD: &str = "genesis";
 use crate::mempool::{Candidate, Mempool, MempoolError, MempoolLimits};
 use crate::metrics::Metrics;
 
@@ -175,6 +178,26 @@ impl Node {
         config: NodeConfig,
     ) -> Result<Arc<Node>, NodeError> {
         let store = Store::open(db_path, config.store)?;
+        Node::with_store(store, genesis, proposer, config)
+    }
+
+    /// The genesis record kept in `store` by an earlier start, if any (see
+    /// [`GenesisOnDisk::open_with_record`]).
+    pub fn genesis_record(store: &Store) -> Result<Option<GenesisRecord>, NodeError> {
+        match store.node_record(GENESIS_RECORD)? {
+            None => Ok(None),
+            // An unreadable record is only a cache: the file is hashed again.
+            Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        }
+    }
+
+    /// Starts a node on an opened store.
+    pub fn with_store(
+        store: Store,
+        genesis: &GenesisOnDisk,
+        proposer: Address,
+        config: NodeConfig,
+    ) -> Result<Arc<Node>, NodeError> {
         let gh = genesis.hash;
         let gt = genesis.header.genesis_time_ms;
         let (state, head) = match store.genesis_hash()? {
@@ -197,6 +220,11 @@ impl Node {
                 (state, head)
             }
         };
+        let record = genesis.record();
+        if Node::genesis_record(&store)?.as_ref() != Some(&record) {
+            let bytes = serde_json::to_vec(&record).map_err(|e| NodeError::Genesis(e.to_string()))?;
+            store.set_node_record(GENESIS_RECORD, &bytes)?;
+        }
         let (blocks, _) = broadcast::channel(1024);
         let metrics = Metrics::default();
         metrics.height.set(head.height as i64);

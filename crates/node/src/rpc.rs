@@ -777,12 +777,17 @@ async fn events(
     Ok(Sse::new(replay.chain(live)).keep_alive(KeepAlive::default()))
 }
 
-/// Serves the RPC on `listener` until `shutdown` resolves.
-pub async fn serve(
+/// Serves the RPC on `listener` until `shutdown` resolves. Any axum listener does: a TCP socket
+/// in production, a Unix socket, or a simulated network's listener under a test runtime.
+pub async fn serve<L>(
     node: Arc<Node>,
-    listener: tokio::net::TcpListener,
+    listener: L,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router(node))
         .with_graceful_shutdown(shutdown)
         .await

@@ -14,12 +14,14 @@ use std::path::Path;
 use borsh::{BorshDeserialize, BorshSerialize};
 use jmt::storage::{LeafNode, Node, NodeKey, TreeReader};
 use jmt::{KeyHash, OwnedValue, Sha256Jmt, Version};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use sha2::Sha256;
 
-use pazar_ledger::{BlockOutcome, RestoreError, State, StateChange};
+use pazar_ledger::{BlockOutcome, RestoreError, State, StateChange, StateRestorer};
 use pazar_types::{Block, Hash32};
 
+/// redb's page cache.
+const CACHE_BYTES: usize = 256 << 20;
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const TX_INDEX: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("tx_index");
@@ -224,12 +226,35 @@ impl Store {
     /// Opens (creating if needed) the store at `path`. Fails with [`StoreError::Locked`] when
     /// another process has it open.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        Store::check_options(&opts)?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
+        Store::init(db, opts)
+    }
+
+    /// Opens a store on any storage backend (redb's disk abstraction): an in-memory disk, a
+    /// disk that injects faults in tests, or a deterministic runtime's storage. Two opens of one
+    /// backend are not detected; the caller owns it.
+    pub fn open_on(backend: impl redb::StorageBackend, opts: StoreOptions) -> Result<Store, StoreError> {
+        Store::check_options(&opts)?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_backend(backend)?;
+        Store::init(db, opts)
+    }
+
+    fn check_options(opts: &StoreOptions) -> Result<(), StoreError> {
         if let Some(0) = opts.keep_versions {
             return Err(StoreError::Db("keep_versions must be at least 1".into()));
         }
-        let db = Database::builder().set_cache_size(256 << 20).create(path)?;
+        Ok(())
+    }
+
+    fn init(db: Database, opts: StoreOptions) -> Result<Store, StoreError> {
         let store = Store { db, opts };
-        let txn = store.db.begin_write()?;
+        let mut txn = store.db.begin_write()?;
+        // Every commit saves the allocator state (quick repair): one commit without it would make
+        // the next start after a crash scan the whole file (seconds for a large store).
+        txn.set_quick_repair(true);
         {
             let mut meta = txn.open_table(META)?;
             let format = meta.get(FORMAT_KEY)?.map(|v| v.value().to_vec());
@@ -305,17 +330,38 @@ impl Store {
         Ok(head)
     }
 
+    /// A record the node keeps beside the chain data (not part of the state), by name.
+    pub fn node_record(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let key = format!("node/{name}");
+        Ok(meta.get(key.as_str())?.map(|v| v.value().to_vec()))
+    }
+
+    /// Writes a node record (durably, in its own transaction).
+    pub fn set_node_record(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_quick_repair(true);
+        {
+            let mut meta = txn.open_table(META)?;
+            let key = format!("node/{name}");
+            meta.insert(key.as_str(), value)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Loads the committed state and its head.
     pub fn load_state(&self) -> Result<(State, Head), StoreError> {
         let txn = self.db.begin_read()?;
         let head = read_head(&txn.open_table(META)?)?.ok_or(StoreError::Empty)?;
         let table = txn.open_table(STATE)?;
-        let mut entries = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
+        let mut restorer = StateRestorer::default();
         for e in table.iter()? {
             let (k, v) = e?;
-            entries.push((k.value().to_vec(), v.value().to_vec()));
+            restorer.push(k.value(), v.value())?;
         }
-        let state = State::restore(entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))?;
+        let state = restorer.finish()?;
         if state.height != head.height {
             return Err(StoreError::Corrupt(format!(
                 "state is at height {} but the head is {}",

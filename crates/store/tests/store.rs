@@ -1,8 +1,12 @@
 //! The store against a real redb file: blocks commit atomically, the state comes back
-//! identical after reopening, proofs verify and fail when tampered with, pruning bounds history.
+//! identical after reopening, proofs verify and fail when tampered with, pruning bounds history,
+//! and a failing disk (redb's storage backend trait) loses no committed block.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use pazar_ledger::state::{store_key, table_id};
-use pazar_ledger::{BlockHeader, Genesis, GenesisBalance, Params, State};
+use pazar_ledger::{BlockHeader, BlockOutcome, Genesis, GenesisBalance, Params, State};
 use pazar_store::{verify_proof, Store, StoreError, StoreOptions};
 use pazar_types::block::txs_root;
 use pazar_types::{Address, Block, Coin, Denom, Header, KeyScheme, Msg, SigningKey, TxBody};
@@ -34,6 +38,16 @@ fn genesis(keys: &[SigningKey]) -> Genesis {
 /// Runs `blocks` blocks of sends between `keys` on `state`, committing each to `store`.
 fn run_blocks(store: &Store, state: &mut State, keys: &[SigningKey], blocks: u64) {
     for _ in 0..blocks {
+        let (block, outcome) = next_block(store, state, keys);
+        store
+            .commit_block(&block, &outcome, state.take_changes())
+            .expect("commits");
+    }
+}
+
+/// Builds and applies (in memory only) the next block of sends.
+fn next_block(store: &Store, state: &mut State, keys: &[SigningKey]) -> (Block, BlockOutcome) {
+    {
         let height = state.height + 1;
         let head = store.head().expect("head").expect("initialised");
         let txs: Vec<Vec<u8>> = keys
@@ -72,10 +86,7 @@ fn run_blocks(store: &Store, state: &mut State, keys: &[SigningKey], blocks: u64
         };
         let outcome = state.apply_block(&lh, &txs).expect("applies");
         assert!(outcome.receipts.iter().all(|r| r.is_ok()), "{:?}", outcome.receipts);
-        let block = Block { header, txs };
-        store
-            .commit_block(&block, &outcome, state.take_changes())
-            .expect("commits");
+        (Block { header, txs }, outcome)
     }
 }
 
@@ -216,4 +227,82 @@ fn a_block_that_does_not_follow_the_head_is_refused() {
         store.init_genesis(&mut state, [1; 32]),
         Err(StoreError::AlreadyInitialised(_))
     ));
+}
+
+/// A disk in memory that can be told to fail every write and sync, as a full or dying disk does.
+#[derive(Debug, Clone, Default)]
+struct FaultyDisk {
+    bytes: Arc<RwLock<Vec<u8>>>,
+    failing: Arc<AtomicBool>,
+}
+
+impl FaultyDisk {
+    fn check(&self) -> Result<(), std::io::Error> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected: no space left on device"));
+        }
+        Ok(())
+    }
+}
+
+impl redb::StorageBackend for FaultyDisk {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        Ok(self.bytes.read().expect("lock").len() as u64)
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        let b = self.bytes.read().expect("lock");
+        let start = offset as usize;
+        let src = b
+            .get(start..start + out.len())
+            .ok_or_else(|| std::io::Error::other("read past the end"))?;
+        out.copy_from_slice(src);
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.bytes.write().expect("lock").resize(len as usize, 0);
+        Ok(())
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.check()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.check()?;
+        let mut b = self.bytes.write().expect("lock");
+        let start = offset as usize;
+        b[start..start + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_disk_failure_during_commit_is_an_error_and_the_store_keeps_the_previous_block() {
+    let disk = FaultyDisk::default();
+    let keys: Vec<SigningKey> = (1..=4).map(key).collect();
+    let mut state = State::from_genesis(&genesis(&keys)).expect("genesis");
+    let (committed_hash, committed_head) = {
+        let store = Store::open_on(disk.clone(), StoreOptions::default()).expect("opens");
+        store.init_genesis(&mut state, [9; 32]).expect("init");
+        run_blocks(&store, &mut state, &keys, 3);
+        let committed = (state.state_hash(), store.head().expect("head").expect("head"));
+
+        let (block, outcome) = next_block(&store, &mut state, &keys);
+        disk.failing.store(true, Ordering::SeqCst);
+        let err = store
+            .commit_block(&block, &outcome, state.take_changes())
+            .expect_err("a failing disk cannot commit");
+        assert!(err.to_string().contains("no space left"), "{err}");
+        committed
+    };
+
+    // The node stops on the error; a restart on the repaired disk finds block 3 intact.
+    disk.failing.store(false, Ordering::SeqCst);
+    let store = Store::open_on(disk, StoreOptions::default()).expect("reopens");
+    let (restored, head) = store.load_state().expect("loads");
+    assert_eq!(head, committed_head);
+    assert_eq!(restored.height, 3);
+    assert_eq!(restored.state_hash(), committed_hash);
+    let mut restored = restored;
+    run_blocks(&store, &mut restored, &keys, 1);
+    assert_eq!(store.head().expect("head").expect("head").height, 4);
 }

@@ -73,6 +73,34 @@ pub enum TxSignature {
     Eth { sig: [u8; 65] },
 }
 
+impl TxSignature {
+    /// Checks that `signer` signed `digest`: an ed25519 key hashing to `signer` signed the digest,
+    /// or an Ethereum key recovering to `signer` `personal_sign`ed the readable rendering (made by
+    /// `readable` only when needed), which must end with the digest.
+    pub fn verify(
+        &self,
+        signer: &Address,
+        digest: &[u8; 32],
+        readable: impl FnOnce() -> String,
+    ) -> Result<(), SignatureError> {
+        match self {
+            TxSignature::Ed25519 { pubkey, sig } => {
+                if Address::from_ed25519(pubkey) != *signer {
+                    return Err(SignatureError::Invalid);
+                }
+                verify_ed25519(pubkey, sig, digest)
+            }
+            TxSignature::Eth { sig } => {
+                let text = readable();
+                if recover_eth(&eip191_digest(text.as_bytes()), sig)? != *signer {
+                    return Err(SignatureError::Invalid);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl fmt::Debug for TxSignature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -4,6 +4,7 @@
 //! trust boundary (transactions, market specs) is validated when it is decoded.
 
 pub mod address;
+pub mod auth;
 pub mod block;
 pub mod coin;
 pub mod event;

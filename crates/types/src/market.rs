@@ -436,6 +436,39 @@ impl fmt::Display for BidId {
     }
 }
 
+/// A malformed `OWNER/DSEQ/GSEQ/OSEQ/PROVIDER` lease or bid id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("lease or bid id {id:?} must be OWNER/DSEQ/GSEQ/OSEQ/PROVIDER: {reason}")]
+pub struct BadBidId {
+    pub id: String,
+    pub reason: String,
+}
+
+impl std::str::FromStr for BidId {
+    type Err = BadBidId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |reason: String| BadBidId {
+            id: s.to_string(),
+            reason,
+        };
+        let p: Vec<&str> = s.split('/').collect();
+        let [o, d, g, q, pr] = p.as_slice() else {
+            return Err(bad(format!("{} parts instead of 5", p.len())));
+        };
+        let num = |what: &str, v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| bad(format!("{what} {v:?} is not a number")))
+        };
+        Ok(BidId {
+            owner: o.parse().map_err(|e| bad(format!("owner: {e}")))?,
+            dseq: num("dseq", d)?,
+            gseq: u32::try_from(num("gseq", g)?).map_err(|_| bad("gseq too large".into()))?,
+            oseq: u32::try_from(num("oseq", q)?).map_err(|_| bad("oseq too large".into()))?,
+            provider: pr.parse().map_err(|e| bad(format!("provider: {e}")))?,
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // States, numbered as in Akash's protobufs.
 

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::address::Address;
 use crate::coin::{Coin, Price};
-use crate::keys::{eip191_digest, recover_eth, verify_ed25519, SignatureError, SigningKey, TxSignature};
+use crate::keys::{SignatureError, SigningKey, TxSignature};
 use crate::market::{
     limits, validate_attributes, validate_name, Attribute, BidId, DeploymentId, GroupSpec, LeaseCloseReason, LeaseId,
     OrderId, SpecError,
@@ -39,7 +39,7 @@ pub enum DecodeError {
     Invalid(#[from] SpecError),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
 pub struct ProviderInfo {
     pub email: String,
     pub website: String,
@@ -375,22 +375,8 @@ impl Tx {
 
     /// [`Tx::verify_signature`] with the body's sign digest already computed.
     pub fn verify_signature_with(&self, digest: &Hash32) -> Result<(), SignatureError> {
-        match &self.signature {
-            TxSignature::Ed25519 { pubkey, sig } => {
-                if Address::from_ed25519(pubkey) != self.body.sender {
-                    return Err(SignatureError::Invalid);
-                }
-                verify_ed25519(pubkey, sig, digest)
-            }
-            TxSignature::Eth { sig } => {
-                let text = self.body.readable(digest);
-                let signer = recover_eth(&eip191_digest(text.as_bytes()), sig)?;
-                if signer != self.body.sender {
-                    return Err(SignatureError::Invalid);
-                }
-                Ok(())
-            }
-        }
+        self.signature
+            .verify(&self.body.sender, digest, || self.body.readable(digest))
     }
 }
 

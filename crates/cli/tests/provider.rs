@@ -1,0 +1,375 @@
+//! The marketplace with the real binaries: a devnet, `pazar provider run` (registers, bids,
+//! serves manifests over TLS, runs leases on Docker, withdraws), and a tenant's one-command
+//! `pazar deploy` of a deploy.yaml that ends with the service answering over HTTP. The daemon is
+//! killed and restarted mid-lease without dropping it; closing the lease removes the workload.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::amount;
+use serde_json::Value;
+
+use pazar_provider::image::build_demo_image;
+use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_provider::runtime::{LeaseRef, Runtime};
+
+const IMAGE: &str = "pazar-demo:test";
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_daemon(home: &Path, config: &Path, log: &Path) -> Daemon {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    Daemon(
+        Command::new(common::bin())
+            .args(["provider", "run", "--from", "provider", "--config"])
+            .arg(config)
+            .arg("--home")
+            .arg(home)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawns the daemon"),
+    )
+}
+
+fn build_image() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let d = DockerRuntime::connect(DockerOptions::default()).await.expect("docker");
+        build_demo_image(d.docker(), IMAGE).await.expect("image");
+    });
+}
+
+/// Waits until the daemon has registered the provider key; returns its address.
+fn wait_registered(net: &common::Devnet, log: &Path) -> String {
+    let provider = net.address("provider");
+    let t0 = Instant::now();
+    while net.cli_raw(&["query", "provider", &provider], &[]).status.code() != Some(0) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "provider did not register: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    provider
+}
+
+/// Writes `provider.toml` (listening on a free port, plus `extra` TOML) in `dir`, starts the
+/// daemon on it and waits for its registration.
+fn provider_with(net: &common::Devnet, dir: &Path, extra: &str) -> (Daemon, std::path::PathBuf) {
+    let config = dir.join("provider.toml");
+    std::fs::write(&config, format!("listen = \"127.0.0.1:{}\"\n{extra}", free_port())).expect("config");
+    let log = dir.join("provider.log");
+    let daemon = start_daemon(net.home.path(), &config, &log);
+    wait_registered(net, &log);
+    (daemon, log)
+}
+
+/// A one-service SDL of the demo image with `cpu` cores at most `price` uusd per block.
+fn web_sdl(dir: &Path, cpu: &str, price: u64) -> std::path::PathBuf {
+    let sdl = dir.join("deploy.yaml");
+    std::fs::write(
+        &sdl,
+        format!(
+            "version: \"2.0\"\nservices:\n  web:\n    image: {IMAGE}\n    expose: [{{port: 8080, as: 80, to: [{{global: true}}]}}]\nprofiles:\n  compute:\n    web: {{resources: {{cpu: {{units: {cpu}}}, memory: {{size: 128Mi}}, storage: {{size: 256Mi}}}}}}\n  placement:\n    local: {{pricing: {{web: {{denom: uusd, amount: {price}}}}}}}\ndeployment:\n  web: {{local: {{profile: web, count: 1}}}}\n"
+        ),
+    )
+    .expect("sdl");
+    sdl
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn http_get(uri: &str) -> String {
+    let hostport = uri.trim_start_matches("http://").to_string();
+    let t0 = Instant::now();
+    loop {
+        use std::io::{Read, Write};
+        if let Ok(mut s) = std::net::TcpStream::connect(&hostport) {
+            let mut out = String::new();
+            if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
+                && s.read_to_string(&mut out).is_ok()
+                && out.contains("200")
+            {
+                return out;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{uri} does not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn lease_present(name: &str) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let d = DockerRuntime::connect(DockerOptions::default()).await.expect("docker");
+        d.leases().await.expect("leases").iter().any(|(n, _)| n == name)
+    })
+}
+
+#[test]
+fn deploy_bid_lease_serve_restart_withdraw_and_close_with_the_real_daemon() {
+    build_image();
+    let net = common::devnet(250);
+    let home = net.home.path();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = dir.path().join("provider.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:{port}\"\nwithdraw_every_blocks = 4\n[attributes]\nregion = \"local\"\n"),
+    )
+    .expect("config");
+    let log = dir.path().join("provider.log");
+    let daemon = start_daemon(home, &config, &log);
+    let provider = wait_registered(&net, &log);
+
+    let sdl = dir.path().join("deploy.yaml");
+    std::fs::write(
+        &sdl,
+        format!(
+            "version: \"2.0\"\nservices:\n  web:\n    image: {IMAGE}\n    expose:\n      - port: 8080\n        as: 80\n        to: [{{global: true}}]\nprofiles:\n  compute:\n    web:\n      resources:\n        cpu: {{units: 0.5}}\n        memory: {{size: 128Mi}}\n        storage: {{size: 256Mi}}\n  placement:\n    local:\n      attributes: {{region: local}}\n      pricing:\n        web: {{denom: uusd, amount: 10000}}\ndeployment:\n  web:\n    local: {{profile: web, count: 1}}\n"
+        ),
+    )
+    .expect("sdl");
+    let v = net.cli(&[
+        "deploy",
+        sdl.to_str().expect("utf8"),
+        "--from",
+        "alice",
+        "--dseq",
+        "70",
+        "--bid-window-s",
+        "1",
+    ]);
+    let lease_id = v["leases"][0]["lease"].as_str().expect("a lease").to_string();
+    assert!(lease_id.ends_with(&provider), "{v}");
+    let st = &v["leases"][0]["status"];
+    assert_eq!(st["ready"], true, "{v}");
+    let uri = st["uris"][0]["uri"].as_str().expect("uri").to_string();
+    assert!(http_get(&uri).contains("Hello from a Pazar lease"));
+
+    // Logs through the CLI.
+    let out = net.cli_raw(&["lease", "logs", &lease_id, "--from", "alice", "--tail", "20"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("serving on :8080"), "{text}");
+
+    // Kill the daemon mid-lease and start it again: the lease is adopted, not dropped.
+    drop(daemon);
+    let daemon = start_daemon(home, &config, &log);
+    let t0 = Instant::now();
+    loop {
+        let out = net.cli_raw(&["lease", "status", &lease_id, "--from", "alice"], &[]);
+        if out.status.success() {
+            let s: Value = serde_json::from_slice(&out.stdout).expect("json");
+            if s["ready"] == true {
+                assert_eq!(s["services"][0]["restarts"], 0, "{s}");
+                break;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "lease not served after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(http_get(&uri).contains("Hello"));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("restored lease"));
+
+    // The escrow pays the provider, and the daemon withdraws on its own.
+    let bal = |who: &str| amount(&net.cli(&["query", "balance", who, "uusd"])["amount"]);
+    let before = bal("provider");
+    let t0 = Instant::now();
+    while bal("provider") <= before {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no withdrawal");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Closing the lease removes its workload.
+    close_and_wait_removed(&net, &lease_id);
+    drop(daemon);
+}
+
+fn lease_ref(lease_id: &str) -> LeaseRef {
+    LeaseRef::new(lease_id.parse().expect("a lease id"))
+}
+
+/// Waits (20 s at most) until nothing of the lease is left on the engine.
+fn wait_removed(lease_id: &str, why: &str) {
+    let name = lease_ref(lease_id).name();
+    let t0 = Instant::now();
+    while lease_present(&name) {
+        assert!(t0.elapsed() < Duration::from_secs(20), "workload left running {why}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The tenant closes the lease; the daemon removes its workload.
+fn close_and_wait_removed(net: &common::Devnet, lease_id: &str) {
+    let c = net.cli(&["lease", "close", lease_id, "--from", "alice"]);
+    assert_eq!(c["tx"]["receipt"]["code"], 0, "{c}");
+    wait_removed(lease_id, "after the lease closed");
+}
+
+/// `pazar deploy` taking the first bid.
+fn deploy(net: &common::Devnet, sdl: &Path, dseq: &str, extra: &[&str]) -> Value {
+    let file = sdl.to_str().expect("utf8");
+    let mut args = vec!["deploy", file, "--from", "alice", "--dseq", dseq, "--bid-window-s", "0"];
+    args.extend_from_slice(extra);
+    net.cli(&args)
+}
+
+#[test]
+fn when_the_escrow_runs_dry_the_lease_closes_and_the_workload_is_removed() {
+    build_image();
+    let net = common::devnet(250);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // An expensive provider: 0.5 CPU costs 100,000 uusd per block.
+    let (_daemon, _log) = provider_with(
+        &net,
+        dir.path(),
+        "[pricing]\ncpu_milli = \"200\"\nmemory_gib = \"0\"\nstorage_gib = \"0\"\npersistent_gib = \"0\"\nendpoint = \"0\"\nleased_ip = \"0\"\n",
+    );
+    let sdl = web_sdl(dir.path(), "0.5", 200_000);
+    // 2,000,000 uusd at 100,000 per block: about 20 blocks (5 s) of service.
+    let v = deploy(&net, &sdl, "80", &["--deposit", "2000000uusd"]);
+    let lease_id = v["leases"][0]["lease"].as_str().expect("lease").to_string();
+    let id = lease_ref(&lease_id);
+    assert!(lease_present(&id.name()), "the workload runs first");
+    let t0 = Instant::now();
+    loop {
+        let l = net.cli(&["query", "lease", &lease_id]);
+        if l["lease"]["state"] != "active" {
+            assert_eq!(l["lease"]["reason"], "insufficient_funds", "{l}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "the escrow never ran dry: {l}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    wait_removed(&lease_id, "after the escrow ran dry");
+    assert_eq!(
+        amount(&net.cli(&["query", "escrow", &format!("{}/80", net.address("alice"))])["view"]["balance"]),
+        0
+    );
+}
+
+#[test]
+fn a_taken_port_and_a_machine_too_small_for_two_leases_get_clear_answers() {
+    build_image();
+    let net = common::devnet(250);
+    let home = net.home.path();
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // The endpoint's port is taken: the daemon stops at once and says so.
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let config = dir.path().join("taken.toml");
+    std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\n")).expect("config");
+    let out = Command::new(common::bin())
+        .args(["provider", "run", "--from", "provider", "--config"])
+        .arg(&config)
+        .arg("--home")
+        .arg(home)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot serve the tenant endpoint on 127.0.0.1:{port}")),
+        "{err}"
+    );
+    drop(taken);
+
+    // A provider selling one CPU: the first 0.75-CPU deployment is leased, the second gets no bid
+    // and the daemon says which resource is short.
+    let (_daemon, log) = provider_with(&net, dir.path(), "[capacity]\ncpu_millis = 1000\n");
+    let sdl = web_sdl(dir.path(), "0.75", 10_000);
+    let first = deploy(&net, &sdl, "90", &[]);
+    let file = sdl.to_str().expect("utf8");
+    assert!(first["leases"][0]["status"]["ready"] == true, "{first}");
+    let out = net.cli_raw(
+        &[
+            "deploy",
+            file,
+            "--from",
+            "alice",
+            "--dseq",
+            "91",
+            "--bid-timeout-s",
+            "3",
+        ],
+        &[],
+    );
+    assert!(!out.status.success(), "a second lease did not fit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("why-no-bids"), "{err}");
+    let t0 = Instant::now();
+    loop {
+        let l = std::fs::read_to_string(&log).unwrap_or_default();
+        if l.contains("/91/1/1: needs 750 millicores of CPU; the provider has 250 free") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "daemon log does not name the shortage:\n{l}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lease = first["leases"][0]["lease"].as_str().expect("lease").to_string();
+    close_and_wait_removed(&net, &lease);
+}
+
+#[test]
+fn a_pricing_script_sets_the_bid_price() {
+    build_image();
+    let net = common::devnet(250);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("price.sh");
+    // Reads the order (JSON on stdin) and asks 777 per block for the group.
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ngrep -q '\"cpu_millis\":500' && echo 777 || exit 1\n",
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let (_daemon, _log) = provider_with(
+        &net,
+        dir.path(),
+        &format!("pricing_script = \"{}\"\n", script.display()),
+    );
+    let sdl = web_sdl(dir.path(), "0.5", 1000);
+    let v = deploy(&net, &sdl, "95", &[]);
+    assert_eq!(v["leases"][0]["price"]["amount"], "777", "{v}");
+    let lease = v["leases"][0]["lease"].as_str().expect("lease").to_string();
+    close_and_wait_removed(&net, &lease);
+}

@@ -1,0 +1,626 @@
+//! The Docker backend, through the Engine API (bollard): one bridge network per lease, one
+//! container per service replica, with CPU, memory and process limits, all capabilities dropped
+//! but those ordinary images need, no new privileges, exposed ports published on random host
+//! ports, named volumes for persistent storage, tmpfs for `ram` volumes, GPUs by device request.
+//! Containers restart in place (`unless-stopped`), so logs and restart counts survive a crash,
+//! and everything carries labels, so a restarted daemon finds its leases again.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, EndpointSettings, HostConfig, HostConfigLogConfig, Mount, MountType,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions,
+    ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
+};
+use bollard::Docker;
+use futures_util::{StreamExt, TryStreamExt};
+
+use pazar_sdl::manifest::{Group, Proto, Service};
+
+use super::{BoxFuture, Forward, LeaseRef, LeaseStatus, LogLine, LogStream, Runtime, RuntimeError, ServiceStatus};
+
+const LABEL_LEASE: &str = "pazar.lease";
+const LABEL_LEASE_ID: &str = "pazar.lease-id";
+const LABEL_SERVICE: &str = "pazar.service";
+const LABEL_REPLICA: &str = "pazar.replica";
+
+/// Capabilities ordinary images need (Docker's defaults without NET_RAW, MKNOD, AUDIT_WRITE).
+const CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+];
+
+/// Processes one replica may run.
+const PIDS_LIMIT: i64 = 1024;
+
+fn backend(e: bollard::errors::Error) -> RuntimeError {
+    RuntimeError::Backend(e.to_string())
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }
+    )
+}
+
+/// How the Docker backend runs leases.
+#[derive(Debug, Clone, Copy)]
+pub struct DockerOptions {
+    /// Containers get GPU device requests (the host has NVIDIA GPUs and their container runtime).
+    pub gpus: bool,
+    /// Drop what a lease's containers send to the host itself (needs root and `iptables`).
+    pub isolate_host: bool,
+}
+
+impl Default for DockerOptions {
+    fn default() -> Self {
+        DockerOptions {
+            gpus: false,
+            isolate_host: true,
+        }
+    }
+}
+
+pub struct DockerRuntime {
+    docker: Docker,
+    opts: DockerOptions,
+}
+
+impl DockerRuntime {
+    /// Connects to the local engine (`DOCKER_HOST` or the Unix socket) and agrees on an API
+    /// version it speaks.
+    pub async fn connect(opts: DockerOptions) -> Result<DockerRuntime, RuntimeError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(backend)?
+            .negotiate_version()
+            .await
+            .map_err(|e| RuntimeError::Backend(format!("cannot reach the Docker engine: {e}")))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| RuntimeError::Backend(format!("the Docker engine does not answer: {e}")))?;
+        Ok(DockerRuntime { docker, opts })
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn labels(lease: &LeaseRef) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_LEASE.to_string(), lease.name()),
+            (LABEL_LEASE_ID.to_string(), lease.label()),
+        ])
+    }
+
+    fn filter(lease: &LeaseRef) -> HashMap<String, Vec<String>> {
+        HashMap::from([("label".to_string(), vec![format!("{LABEL_LEASE}={}", lease.name())])])
+    }
+
+    /// The image is here, or pulled now (a provider on a normal host reaches registries).
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        if self.docker.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let pulled: Result<Vec<_>, _> = self
+            .docker
+            .create_image(
+                Some(CreateImageOptions {
+                    from_image: Some(image.to_string()),
+                    ..Default::default()
+                }),
+                None,
+                None,
+            )
+            .try_collect()
+            .await;
+        pulled.map(|_| ()).map_err(|e| RuntimeError::Image {
+            image: image.to_string(),
+            reason: format!("not present and the pull failed: {e}"),
+        })
+    }
+
+    async fn ensure_network(&self, lease: &LeaseRef) -> Result<String, RuntimeError> {
+        let name = lease.name();
+        match self.docker.inspect_network(&name, None).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {
+                self.docker
+                    .create_network(NetworkCreateRequest {
+                        name: name.clone(),
+                        driver: Some("bridge".into()),
+                        labels: Some(Self::labels(lease)),
+                        // The host interface carries the lease's name, so the firewall can
+                        // name it (15 characters, the kernel's limit).
+                        options: Some(HashMap::from([(
+                            "com.docker.network.bridge.name".to_string(),
+                            name.clone(),
+                        )])),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(backend)?;
+            }
+            Err(e) => return Err(backend(e)),
+        }
+        if self.opts.isolate_host {
+            super::firewall::isolate(&name)?;
+        }
+        Ok(name)
+    }
+
+    fn container_name(lease: &LeaseRef, service: &str, replica: u32) -> String {
+        format!("{}-{service}-{replica}", lease.name())
+    }
+
+    fn volume_name(lease: &LeaseRef, service: &str, volume: &str) -> String {
+        format!("{}-{service}-{volume}", lease.name())
+    }
+
+    fn container_body(&self, lease: &LeaseRef, net: &str, svc: &Service, replica: u32) -> ContainerCreateBody {
+        let r = &svc.resources;
+        let mut labels = Self::labels(lease);
+        labels.insert(LABEL_SERVICE.into(), svc.name.clone());
+        labels.insert(LABEL_REPLICA.into(), replica.to_string());
+        let mut exposed = Vec::new();
+        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        for x in &svc.expose {
+            let key = port_key(x.port, x.proto);
+            if !exposed.contains(&key) {
+                exposed.push(key.clone());
+            }
+            if x.global {
+                bindings.insert(
+                    key,
+                    Some(vec![PortBinding {
+                        host_ip: Some("0.0.0.0".into()),
+                        host_port: Some(String::new()),
+                    }]),
+                );
+            }
+        }
+        let mut mounts = Vec::new();
+        for m in &svc.storage {
+            let vol = r.storage.iter().find(|v| v.name == m.name);
+            let is_ram = vol.is_some_and(|v| v.attributes.iter().any(|a| a.key == "class" && a.value == "ram"));
+            mounts.push(if is_ram {
+                Mount {
+                    target: Some(m.mount.clone()),
+                    typ: Some(MountType::TMPFS),
+                    tmpfs_options: Some(bollard::models::MountTmpfsOptions {
+                        size_bytes: vol.map(|v| v.bytes as i64),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+            } else {
+                Mount {
+                    target: Some(m.mount.clone()),
+                    source: Some(Self::volume_name(lease, &svc.name, &m.name)),
+                    typ: Some(MountType::VOLUME),
+                    read_only: Some(m.read_only),
+                    ..Default::default()
+                }
+            });
+        }
+        let device_requests = (self.opts.gpus && r.gpu.units > 0).then(|| {
+            vec![DeviceRequest {
+                driver: Some("nvidia".into()),
+                count: Some(i64::from(r.gpu.units)),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                ..Default::default()
+            }]
+        });
+        let memory = i64::try_from(r.memory_bytes).unwrap_or(i64::MAX);
+        ContainerCreateBody {
+            image: Some(svc.image.clone()),
+            hostname: Some(svc.name.clone()),
+            entrypoint: (!svc.command.is_empty()).then(|| svc.command.clone()),
+            cmd: (!svc.args.is_empty()).then(|| svc.args.clone()),
+            env: Some(svc.env.clone()),
+            labels: Some(labels),
+            exposed_ports: Some(exposed),
+            host_config: Some(HostConfig {
+                nano_cpus: Some(i64::from(r.cpu_millis) * 1_000_000),
+                memory: Some(memory),
+                memory_swap: Some(memory),
+                pids_limit: Some(PIDS_LIMIT),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: Some(CAPS.iter().map(|c| (*c).to_string()).collect()),
+                security_opt: Some(vec!["no-new-privileges:true".into()]),
+                privileged: Some(false),
+                network_mode: Some(net.to_string()),
+                port_bindings: Some(bindings),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("json-file".into()),
+                    config: Some(HashMap::from([
+                        ("max-size".to_string(), "10m".to_string()),
+                        ("max-file".to_string(), "3".to_string()),
+                    ])),
+                }),
+                mounts: Some(mounts),
+                device_requests,
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    net.to_string(),
+                    EndpointSettings {
+                        aliases: Some(vec![svc.name.clone()]),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn deploy_group(&self, lease: &LeaseRef, group: &Group) -> Result<(), RuntimeError> {
+        for svc in &group.services {
+            self.ensure_image(&svc.image).await?;
+        }
+        let net = self.ensure_network(lease).await?;
+        for svc in &group.services {
+            for m in &svc.storage {
+                let is_ram = svc
+                    .resources
+                    .storage
+                    .iter()
+                    .any(|v| v.name == m.name && v.attributes.iter().any(|a| a.key == "class" && a.value == "ram"));
+                if !is_ram {
+                    self.docker
+                        .create_volume(bollard::models::VolumeCreateRequest {
+                            name: Some(Self::volume_name(lease, &svc.name, &m.name)),
+                            labels: Some(Self::labels(lease)),
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(backend)?;
+                }
+            }
+            for replica in 0..svc.count {
+                let name = Self::container_name(lease, &svc.name, replica);
+                match self
+                    .docker
+                    .inspect_container(&name, None::<InspectContainerOptions>)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if is_not_found(&e) => {
+                        self.docker
+                            .create_container(
+                                Some(CreateContainerOptions {
+                                    name: Some(name.clone()),
+                                    ..Default::default()
+                                }),
+                                self.container_body(lease, &net, svc, replica),
+                            )
+                            .await
+                            .map_err(backend)?;
+                    }
+                    Err(e) => return Err(backend(e)),
+                }
+                self.docker.start_container(&name, None).await.map_err(backend)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn group_status(&self, lease: &LeaseRef, group: &Group) -> Result<LeaseStatus, RuntimeError> {
+        let mut services = Vec::new();
+        for svc in &group.services {
+            let mut st = ServiceStatus {
+                name: svc.name.clone(),
+                replicas: svc.count,
+                running: 0,
+                restarts: 0,
+                state: "running".into(),
+                forwards: Vec::new(),
+                last_error: None,
+            };
+            for replica in 0..svc.count {
+                let name = Self::container_name(lease, &svc.name, replica);
+                let info = match self
+                    .docker
+                    .inspect_container(&name, None::<InspectContainerOptions>)
+                    .await
+                {
+                    Ok(i) => i,
+                    Err(e) if is_not_found(&e) => {
+                        st.state = "missing".into();
+                        continue;
+                    }
+                    Err(e) => return Err(backend(e)),
+                };
+                st.restarts += info.restart_count.unwrap_or(0).max(0) as u64;
+                let state = info.state.unwrap_or_default();
+                let status = state.status.map(|s| s.to_string()).unwrap_or_default();
+                let ip = info
+                    .network_settings
+                    .as_ref()
+                    .and_then(|n| n.networks.as_ref())
+                    .and_then(|n| n.get(&lease.name()))
+                    .and_then(|e| e.ip_address.clone())
+                    .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+                if state.running == Some(true) && state.restarting != Some(true) {
+                    // Ready means serving: every exposed TCP port accepts a connection.
+                    if tcp_ports_open(ip, svc).await {
+                        st.running += 1;
+                    } else {
+                        st.state = "starting".into();
+                    }
+                } else {
+                    st.state = if state.restarting == Some(true) {
+                        "restarting".into()
+                    } else {
+                        status
+                    };
+                    let exit = state.exit_code.unwrap_or(0);
+                    let err = state.error.filter(|e| !e.is_empty());
+                    st.last_error = Some(err.unwrap_or_else(|| format!("exited with code {exit}")));
+                }
+                let ports = info.network_settings.and_then(|n| n.ports).unwrap_or_default();
+                for x in svc.expose.iter().filter(|x| x.global) {
+                    let key = port_key(x.port, x.proto);
+                    let host_port = ports
+                        .get(&key)
+                        .and_then(|b| b.as_ref())
+                        .and_then(|b| b.iter().find_map(|p| p.host_port.as_deref()?.parse::<u16>().ok()));
+                    if let Some(host_port) = host_port {
+                        st.forwards.push(Forward {
+                            port: x.port,
+                            proto: x.proto,
+                            host_port,
+                            replica,
+                        });
+                    }
+                }
+            }
+            services.push(st);
+        }
+        Ok(LeaseStatus {
+            lease: lease.label(),
+            services,
+        })
+    }
+
+    async fn lease_containers(&self, lease: &LeaseRef) -> Result<Vec<(String, String, u32)>, RuntimeError> {
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(Self::filter(lease)),
+                ..Default::default()
+            }))
+            .await
+            .map_err(backend)?;
+        let mut out: Vec<(String, String, u32)> = list
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let name = c.names?.first()?.trim_start_matches('/').to_string();
+                let svc = labels.get(LABEL_SERVICE)?.clone();
+                let replica = labels.get(LABEL_REPLICA)?.parse().ok()?;
+                Some((name, svc, replica))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn lease_logs(
+        &self,
+        lease: &LeaseRef,
+        service: Option<&str>,
+        tail: usize,
+        follow: bool,
+    ) -> Result<LogStream, RuntimeError> {
+        let containers = self.lease_containers(lease).await?;
+        if containers.is_empty() {
+            return Err(RuntimeError::UnknownLease(lease.label()));
+        }
+        let chosen: Vec<_> = containers
+            .into_iter()
+            .filter(|(_, s, _)| service.is_none_or(|want| want == s))
+            .collect();
+        if chosen.is_empty() {
+            return Err(RuntimeError::UnknownService(service.unwrap_or("").to_string()));
+        }
+        let mut streams = Vec::new();
+        for (name, svc, replica) in chosen {
+            let s = self
+                .docker
+                .logs(
+                    &name,
+                    Some(LogsOptions {
+                        follow,
+                        stdout: true,
+                        stderr: true,
+                        tail: tail.to_string(),
+                        ..Default::default()
+                    }),
+                )
+                .map(move |item| {
+                    item.map(|out| {
+                        let (stream, bytes) = match out {
+                            bollard::container::LogOutput::StdErr { message } => ("stderr", message),
+                            bollard::container::LogOutput::StdOut { message }
+                            | bollard::container::LogOutput::Console { message }
+                            | bollard::container::LogOutput::StdIn { message } => ("stdout", message),
+                        };
+                        LogLine {
+                            service: svc.clone(),
+                            replica,
+                            stream: stream.into(),
+                            line: String::from_utf8_lossy(&bytes).trim_end_matches('\n').to_string(),
+                        }
+                    })
+                    .map_err(backend)
+                });
+            streams.push(s.boxed());
+        }
+        Ok(futures_util::stream::select_all(streams).boxed())
+    }
+
+    async fn close_lease(&self, lease: &LeaseRef) -> Result<(), RuntimeError> {
+        for (name, _, _) in self.lease_containers(lease).await? {
+            match self
+                .docker
+                .remove_container(
+                    &name,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        v: true,
+                        ..Default::default()
+                    }),
+                )
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        let vols = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(Self::filter(lease)),
+            }))
+            .await
+            .map_err(backend)?;
+        for v in vols.volumes.unwrap_or_default() {
+            match self
+                .docker
+                .remove_volume(&v.name, Some(RemoveVolumeOptions { force: true }))
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        // The rule goes before the network, so a lease whose network is gone has no rule left.
+        if self.opts.isolate_host {
+            super::firewall::release(&lease.name())?;
+        }
+        match self.docker.remove_network(&lease.name()).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// Removes isolation rules left for networks that no longer exist (a crash between removing
+    /// a lease's network and its rule).
+    pub async fn sweep_firewall(&self) -> Result<usize, RuntimeError> {
+        let mut removed = 0;
+        for iface in super::firewall::isolated_interfaces() {
+            match self.docker.inspect_network(&iface, None).await {
+                Err(e) if is_not_found(&e) => {
+                    super::firewall::release(&iface)?;
+                    removed += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn all_leases(&self) -> Result<Vec<(String, String)>, RuntimeError> {
+        let mut out = std::collections::BTreeMap::new();
+        let filters = HashMap::from([("label".to_string(), vec![LABEL_LEASE.to_string()])]);
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters.clone()),
+                ..Default::default()
+            }))
+            .await
+            .map_err(backend)?;
+        for c in containers {
+            let l = c.labels.unwrap_or_default();
+            if let (Some(n), Some(id)) = (l.get(LABEL_LEASE), l.get(LABEL_LEASE_ID)) {
+                out.insert(n.clone(), id.clone());
+            }
+        }
+        let nets = self
+            .docker
+            .list_networks(Some(ListNetworksOptions { filters: Some(filters) }))
+            .await
+            .map_err(backend)?;
+        for n in nets {
+            let l = n.labels.unwrap_or_default();
+            if let (Some(n), Some(id)) = (l.get(LABEL_LEASE), l.get(LABEL_LEASE_ID)) {
+                out.insert(n.clone(), id.clone());
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+}
+
+/// Docker's name of a container port, e.g. `8080/tcp`.
+fn port_key(port: u16, proto: Proto) -> String {
+    match proto {
+        Proto::Tcp => format!("{port}/tcp"),
+        Proto::Udp => format!("{port}/udp"),
+    }
+}
+
+/// Whether every TCP port `svc` exposes accepts a connection at `ip` (the replica's address on
+/// its lease network, which the host reaches).
+async fn tcp_ports_open(ip: Option<std::net::IpAddr>, svc: &Service) -> bool {
+    let Some(ip) = ip else { return svc.expose.is_empty() };
+    for x in svc.expose.iter().filter(|x| x.proto == Proto::Tcp) {
+        let connect = tokio::net::TcpStream::connect((ip, x.port));
+        match tokio::time::timeout(std::time::Duration::from_millis(500), connect).await {
+            Ok(Ok(_)) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+impl Runtime for DockerRuntime {
+    fn deploy<'a>(&'a self, lease: &'a LeaseRef, group: &'a Group) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(self.deploy_group(lease, group))
+    }
+
+    fn status<'a>(&'a self, lease: &'a LeaseRef, group: &'a Group) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
+        Box::pin(self.group_status(lease, group))
+    }
+
+    fn logs<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        service: Option<&'a str>,
+        tail: usize,
+        follow: bool,
+    ) -> BoxFuture<'a, Result<LogStream, RuntimeError>> {
+        Box::pin(self.lease_logs(lease, service, tail, follow))
+    }
+
+    fn close<'a>(&'a self, lease: &'a LeaseRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(self.close_lease(lease))
+    }
+
+    fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {
+        Box::pin(self.all_leases())
+    }
+}

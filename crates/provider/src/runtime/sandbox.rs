@@ -1,0 +1,955 @@
+//! The sandbox runtime: a lease's services as sandboxed processes, for hosts without Docker.
+//!
+//! Each replica is `bwrap` (bubblewrap) started as an unprivileged user (`nobody` by default)
+//! in new user, PID, IPC, UTS and cgroup namespaces, with every capability dropped and
+//! no-new-privileges, on the image's root filesystem mounted read-only, a size-bounded tmpfs
+//! for `/tmp` and `/run` (its ephemeral storage), its own `/proc` and `/dev`, and nothing of the
+//! host's files. A cgroup bounds its CPU, memory and process count. All services of a lease
+//! share one network namespace that has only loopback (services reach each other on
+//! `localhost`, and by name through `/etc/hosts`); the daemon forwards each global port from a
+//! host port into it. Replicas are started in their own session and outlive the daemon: after a
+//! restart, [`Runtime::deploy`] adopts them (checked by PID and start time) instead of starting
+//! them again. Output goes to one log file per replica, appended across restarts.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::task::AbortHandle;
+
+use super::cgroup::{Cgroup, Limits};
+use super::images::{ImageConfig, ImageStore};
+use super::netns;
+use super::{BoxFuture, Forward, LeaseRef, LeaseStatus, LogLine, LogStream, Runtime, RuntimeError, ServiceStatus};
+use pazar_sdl::manifest::{Group, Proto, Service};
+
+/// Processes a replica may have at once.
+const PIDS_LIMIT: u64 = 512;
+/// A replica's log is rotated (one old file kept) past this size.
+const LOG_MAX_BYTES: u64 = 16 << 20;
+/// `/tmp` when the SDL asks for no ephemeral storage.
+const DEFAULT_EPHEMERAL: u64 = 64 << 20;
+const RUN_TMPFS: u64 = 8 << 20;
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    /// State, logs and volumes of leases (`leases/<name>/`); default image store `images/`.
+    pub dir: PathBuf,
+    /// Where rootfs images are looked up ([`ImageStore`]).
+    pub images: PathBuf,
+    /// The host user and group replicas run as.
+    pub uid: u32,
+    pub gid: u32,
+    pub bwrap: PathBuf,
+    /// Export images missing from the store from a local Docker engine, when there is one.
+    pub docker_images: bool,
+}
+
+impl SandboxOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> SandboxOptions {
+        let dir = dir.into();
+        SandboxOptions {
+            images: dir.join("images"),
+            dir,
+            uid: 65534,
+            gid: 65534,
+            bwrap: PathBuf::from("bwrap"),
+            docker_images: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ReplicaState {
+    service: String,
+    replica: u32,
+    pid: Option<u32>,
+    /// `/proc/PID/stat` start time, so a reused PID is not taken for the replica.
+    starttime: u64,
+    restarts: u64,
+    last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FwdState {
+    service: String,
+    replica: u32,
+    port: u16,
+    host_port: u16,
+}
+
+/// What survives a daemon restart (`leases/<name>/lease.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LeaseState {
+    name: String,
+    label: String,
+    group: Group,
+    forwards: Vec<FwdState>,
+    replicas: Vec<ReplicaState>,
+}
+
+struct LeaseRun {
+    state: LeaseState,
+    /// Replicas this daemon started (reaped here); adopted ones are watched through /proc.
+    children: BTreeMap<(String, u32), Child>,
+    /// When a stopped replica is started again.
+    next_start: BTreeMap<(String, u32), Instant>,
+    forwards: Vec<AbortHandle>,
+}
+
+impl Drop for LeaseRun {
+    fn drop(&mut self) {
+        for f in &self.forwards {
+            f.abort();
+        }
+    }
+}
+
+type Leases = Arc<Mutex<BTreeMap<String, LeaseRun>>>;
+
+pub struct SandboxRuntime {
+    opts: SandboxOptions,
+    images: ImageStore,
+    leases: Leases,
+    supervisor: AbortHandle,
+}
+
+impl Drop for SandboxRuntime {
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Backend(e.to_string())
+}
+
+/// `(state, starttime)` of a process from `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: fields start after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let starttime = fields.nth(18)?.parse().ok()?;
+    Some((state, starttime))
+}
+
+fn alive(pid: u32, starttime: u64) -> bool {
+    matches!(proc_stat(pid), Some((s, t)) if s != 'Z' && s != 'X' && t == starttime)
+}
+
+fn cgroup_rel(lease: &str, service: &str, replica: u32) -> String {
+    format!("pazar/{lease}/{service}-{replica}")
+}
+
+fn is_ram(svc: &Service, volume: &str) -> bool {
+    svc.resources
+        .storage
+        .iter()
+        .any(|v| v.name == volume && v.attributes.iter().any(|a| a.key == "class" && a.value == "ram"))
+}
+
+/// The ephemeral storage of a service: its volumes that are neither mounted nor persistent.
+fn ephemeral_bytes(svc: &Service) -> u64 {
+    let n: u64 = svc
+        .resources
+        .storage
+        .iter()
+        .filter(|v| !v.persistent() && !svc.storage.iter().any(|m| m.name == v.name))
+        .map(|v| v.bytes)
+        .sum();
+    if n == 0 {
+        DEFAULT_EPHEMERAL
+    } else {
+        n
+    }
+}
+
+fn exit_text(status: std::process::ExitStatus, oom: bool) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let base = match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with code {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "exited".to_string(),
+    };
+    if oom {
+        format!("{base} (out of memory: it hit its memory limit)")
+    } else {
+        base
+    }
+}
+
+fn backoff(restarts: u64) -> Duration {
+    Duration::from_millis((250u64 << restarts.min(6)).min(10_000))
+}
+
+impl SandboxRuntime {
+    /// Checks the host (root for cgroups and namespaces, bubblewrap, `ip`), makes the state
+    /// directories and starts the supervisor. Must be called within a tokio runtime.
+    pub fn new(opts: SandboxOptions) -> Result<SandboxRuntime, RuntimeError> {
+        Cgroup::check().map_err(backend)?;
+        let out = Command::new(&opts.bwrap).arg("--version").output().map_err(|e| {
+            backend(format!(
+                "cannot run {} ({e}); install Debian's bubblewrap",
+                opts.bwrap.display()
+            ))
+        })?;
+        if !out.status.success() {
+            return Err(backend(format!("{} --version failed", opts.bwrap.display())));
+        }
+        Command::new("ip")
+            .arg("-V")
+            .output()
+            .map_err(|e| backend(format!("cannot run `ip` ({e}); install Debian's iproute2")))?;
+        for d in [opts.dir.join("leases"), opts.images.clone()] {
+            std::fs::create_dir_all(&d).map_err(|e| backend(format!("cannot make {}: {e}", d.display())))?;
+        }
+        reachable_by(&opts.dir, opts.uid)?;
+        reachable_by(&opts.images, opts.uid)?;
+        let leases: Leases = Arc::default();
+        let supervisor = tokio::spawn(supervise(opts.clone(), leases.clone())).abort_handle();
+        Ok(SandboxRuntime {
+            images: ImageStore::new(&opts.images),
+            opts,
+            leases,
+            supervisor,
+        })
+    }
+
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    fn lease_dir(&self, name: &str) -> PathBuf {
+        self.opts.dir.join("leases").join(name)
+    }
+
+    /// The rootfs and config of `image`, exported from Docker first when allowed and needed.
+    async fn resolve(&self, image: &str) -> Result<(PathBuf, ImageConfig), RuntimeError> {
+        if let Some(found) = self.images.get(image) {
+            return Ok(found);
+        }
+        let missing = || RuntimeError::Image {
+            image: image.to_string(),
+            reason: format!(
+                "no rootfs for it in {} (put one at {}/rootfs)",
+                self.opts.images.display(),
+                self.opts.images.join(ImageStore::dir_name(image)).display()
+            ),
+        };
+        if !self.opts.docker_images {
+            return Err(missing());
+        }
+        let Ok(docker) = bollard::Docker::connect_with_local_defaults() else {
+            return Err(missing());
+        };
+        if docker.ping().await.is_err() {
+            return Err(missing());
+        }
+        self.images.import_from_docker(&docker, image).await?;
+        self.images.get(image).ok_or_else(missing)
+    }
+
+    /// Refuses what one network namespace per lease cannot run.
+    fn check_group(group: &Group) -> Result<(), RuntimeError> {
+        let mut ports: BTreeMap<u16, &str> = BTreeMap::new();
+        for svc in &group.services {
+            for x in &svc.expose {
+                if x.proto == Proto::Udp && x.global {
+                    return Err(backend(format!(
+                        "service {:?} exposes UDP port {}: the sandbox runtime forwards TCP only",
+                        svc.name, x.port
+                    )));
+                }
+            }
+            let mut own: Vec<u16> = svc.expose.iter().map(|x| x.port).collect();
+            own.sort_unstable();
+            own.dedup();
+            if svc.count > 1 && !own.is_empty() {
+                return Err(backend(format!(
+                    "service {:?} asks for {} replicas listening on port {}: the sandbox runtime runs a \
+                     lease in one network namespace, so only one replica can listen there",
+                    svc.name, svc.count, own[0]
+                )));
+            }
+            for p in own {
+                if let Some(other) = ports.insert(p, &svc.name) {
+                    return Err(backend(format!(
+                        "services {other:?} and {:?} both listen on port {p}: the sandbox runtime runs a \
+                         lease in one network namespace",
+                        svc.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn deploy_group(&self, lease: &LeaseRef, group: &Group) -> Result<(), RuntimeError> {
+        let name = lease.name();
+        if self.leases.lock().map_err(backend)?.contains_key(&name) {
+            return Ok(());
+        }
+        Self::check_group(group)?;
+        for svc in &group.services {
+            let (rootfs, _) = self.resolve(&svc.image).await?;
+            for m in &svc.storage {
+                ImageStore::ensure_mount_point(&rootfs, &m.mount)
+                    .map_err(|e| backend(format!("service {:?}: {e}", svc.name)))?;
+            }
+        }
+        let dir = self.lease_dir(&name);
+        let saved: Option<LeaseState> = std::fs::read(dir.join("lease.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let io = |e: std::io::Error| backend(format!("cannot prepare {}: {e}", dir.display()));
+        std::fs::create_dir_all(dir.join("logs")).map_err(io)?;
+        let hosts: String = std::iter::once("127.0.0.1 localhost".to_string())
+            .chain(group.services.iter().map(|s| format!("127.0.0.1 {}", s.name)))
+            .map(|l| l + "\n")
+            .collect();
+        std::fs::write(dir.join("hosts"), hosts).map_err(io)?;
+        for svc in &group.services {
+            for m in svc.storage.iter().filter(|m| !is_ram(svc, &m.name)) {
+                let v = dir.join("volumes").join(format!("{}-{}", svc.name, m.name));
+                std::fs::create_dir_all(&v).map_err(io)?;
+                nix::unistd::chown(
+                    &v,
+                    Some(nix::unistd::Uid::from_raw(self.opts.uid)),
+                    Some(nix::unistd::Gid::from_raw(self.opts.gid)),
+                )
+                .map_err(|e| backend(format!("cannot chown {}: {e}", v.display())))?;
+            }
+        }
+        let n = name.clone();
+        tokio::task::spawn_blocking(move || netns::create(&n))
+            .await
+            .map_err(backend)?
+            .map_err(backend)?;
+
+        // Adopt what a previous daemon started; start the rest.
+        let mut state = LeaseState {
+            name: name.clone(),
+            label: lease.label(),
+            group: group.clone(),
+            forwards: Vec::new(),
+            replicas: Vec::new(),
+        };
+        for svc in &group.services {
+            for replica in 0..svc.count {
+                let old = saved.as_ref().and_then(|s| {
+                    s.replicas
+                        .iter()
+                        .find(|r| r.service == svc.name && r.replica == replica)
+                });
+                let mut r = old.cloned().unwrap_or(ReplicaState {
+                    service: svc.name.clone(),
+                    replica,
+                    pid: None,
+                    starttime: 0,
+                    restarts: 0,
+                    last_error: None,
+                });
+                if let Some(pid) = r.pid {
+                    if !alive(pid, r.starttime) {
+                        r.pid = None;
+                        r.last_error = Some("stopped while the provider daemon was down".into());
+                    }
+                }
+                state.replicas.push(r);
+            }
+        }
+        let mut run = LeaseRun {
+            state,
+            children: BTreeMap::new(),
+            next_start: BTreeMap::new(),
+            forwards: Vec::new(),
+        };
+        for svc in &group.services {
+            for x in svc.expose.iter().filter(|x| x.global) {
+                let old = saved.as_ref().and_then(|s| {
+                    s.forwards
+                        .iter()
+                        .find(|f| f.service == svc.name && f.port == x.port)
+                        .map(|f| f.host_port)
+                });
+                let listener = match old {
+                    Some(p) => match tokio::net::TcpListener::bind(("0.0.0.0", p)).await {
+                        Ok(l) => l,
+                        // Taken meanwhile: a new port, which status reports.
+                        Err(_) => tokio::net::TcpListener::bind(("0.0.0.0", 0)).await.map_err(backend)?,
+                    },
+                    None => tokio::net::TcpListener::bind(("0.0.0.0", 0)).await.map_err(backend)?,
+                };
+                let host_port = listener.local_addr().map_err(backend)?.port();
+                run.forwards
+                    .push(tokio::spawn(forward(listener, name.clone(), x.port)).abort_handle());
+                run.state.forwards.push(FwdState {
+                    service: svc.name.clone(),
+                    replica: 0,
+                    port: x.port,
+                    host_port,
+                });
+            }
+        }
+        let mut failure = None;
+        for i in 0..run.state.replicas.len() {
+            if run.state.replicas[i].pid.is_none() {
+                if let Err(e) = start_replica(&self.opts, &mut run, i) {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        save(&self.opts, &run.state);
+        self.leases.lock().map_err(backend)?.insert(name.clone(), run);
+        if let Some(e) = failure {
+            self.close_lease(&name).await?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn group_status(&self, lease: &LeaseRef, group: &Group) -> Result<LeaseStatus, RuntimeError> {
+        let name = lease.name();
+        // Read under the lock, probe ports after it.
+        let snapshot = {
+            let leases = self.leases.lock().map_err(backend)?;
+            leases
+                .get(&name)
+                .map(|run| (run.state.clone(), run.next_start.keys().cloned().collect::<Vec<_>>()))
+        };
+        let mut services = Vec::new();
+        for svc in &group.services {
+            let mut st = ServiceStatus {
+                name: svc.name.clone(),
+                replicas: svc.count,
+                running: 0,
+                restarts: 0,
+                state: "running".into(),
+                forwards: Vec::new(),
+                last_error: None,
+            };
+            let Some((state, pending)) = &snapshot else {
+                st.state = "missing".into();
+                services.push(st);
+                continue;
+            };
+            for r in state.replicas.iter().filter(|r| r.service == svc.name) {
+                st.restarts += r.restarts;
+                let up = r.pid.is_some_and(|p| alive(p, r.starttime));
+                if up {
+                    let mut open = true;
+                    for x in svc.expose.iter().filter(|x| x.proto == Proto::Tcp) {
+                        if netns::connect(&name, x.port, Duration::from_millis(500)).await.is_err() {
+                            open = false;
+                            break;
+                        }
+                    }
+                    if open {
+                        st.running += 1;
+                    } else {
+                        st.state = "starting".into();
+                    }
+                } else {
+                    st.state = if pending.contains(&(r.service.clone(), r.replica)) {
+                        "restarting".into()
+                    } else {
+                        "exited".into()
+                    };
+                    st.last_error = r.last_error.clone();
+                }
+            }
+            for f in state.forwards.iter().filter(|f| f.service == svc.name) {
+                st.forwards.push(Forward {
+                    port: f.port,
+                    proto: Proto::Tcp,
+                    host_port: f.host_port,
+                    replica: f.replica,
+                });
+            }
+            services.push(st);
+        }
+        Ok(LeaseStatus {
+            lease: lease.label(),
+            services,
+        })
+    }
+
+    fn lease_logs(
+        &self,
+        lease: &LeaseRef,
+        service: Option<&str>,
+        tail: usize,
+        follow: bool,
+    ) -> Result<LogStream, RuntimeError> {
+        let name = lease.name();
+        let dir = self.lease_dir(&name);
+        let state: LeaseState = std::fs::read(dir.join("lease.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| RuntimeError::UnknownLease(lease.label()))?;
+        let chosen: Vec<_> = state
+            .replicas
+            .iter()
+            .filter(|r| service.is_none_or(|want| want == r.service))
+            .collect();
+        if chosen.is_empty() {
+            return Err(RuntimeError::UnknownService(service.unwrap_or("").to_string()));
+        }
+        let mut streams = Vec::new();
+        for r in chosen {
+            let path = dir.join("logs").join(format!("{}-{}.log", r.service, r.replica));
+            streams.push(log_stream(path, r.service.clone(), r.replica, tail, follow));
+        }
+        Ok(futures_util::stream::select_all(streams).boxed())
+    }
+
+    async fn close_lease(&self, name: &str) -> Result<(), RuntimeError> {
+        let run = self.leases.lock().map_err(backend)?.remove(name);
+        let opts = self.opts.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            if let Some(mut run) = run {
+                for f in &run.forwards {
+                    f.abort();
+                }
+                for child in run.children.values_mut() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+            remove_lease_processes(&name);
+            netns::delete(&name).map_err(backend)?;
+            let dir = opts.dir.join("leases").join(&name);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| backend(format!("cannot remove {}: {e}", dir.display())))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    fn all_leases(&self) -> Result<Vec<(String, String)>, RuntimeError> {
+        let mut out = Vec::new();
+        let dir = self.opts.dir.join("leases");
+        for e in std::fs::read_dir(&dir).map_err(|e| backend(format!("cannot list {}: {e}", dir.display())))? {
+            let Ok(e) = e else { continue };
+            let name = e.file_name().to_string_lossy().to_string();
+            let label = std::fs::read(e.path().join("lease.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<LeaseState>(&b).ok())
+                .map(|s| s.label)
+                .unwrap_or_default();
+            out.push((name, label));
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Kills every process of the lease named `name` and removes its cgroups: all replica groups
+/// (`pazar/<lease>/<service>-<replica>`), known or not, since a crash may have left some.
+pub fn remove_lease_processes(name: &str) {
+    let lease_group = Cgroup::at(&format!("pazar/{name}"));
+    let dir = lease_group
+        .procs_files()
+        .into_iter()
+        .next()
+        .and_then(|f| f.parent().map(Path::to_path_buf));
+    for e in dir
+        .into_iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+    {
+        if e.path().is_dir() {
+            Cgroup::at(&format!("pazar/{name}/{}", e.file_name().to_string_lossy())).kill_and_remove();
+        }
+    }
+    Cgroup::remove_dir(&format!("pazar/{name}"));
+}
+
+/// The first ancestor of `dir` (existing ones only) that `uid` cannot pass, with its mode.
+pub fn blocking_ancestor(dir: &Path, uid: u32) -> Option<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    abs.ancestors().skip(1).find_map(|a| {
+        let m = std::fs::metadata(a).ok()?;
+        let can = if m.uid() == uid {
+            m.mode() & 0o100 != 0
+        } else {
+            m.mode() & 0o001 != 0
+        };
+        (!can).then(|| (a.to_path_buf(), m.mode() & 0o7777))
+    })
+}
+
+/// Checks that the sandbox user can walk down to `dir` (bubblewrap opens paths as that user).
+fn reachable_by(dir: &Path, uid: u32) -> Result<(), RuntimeError> {
+    match blocking_ancestor(dir, uid) {
+        None => Ok(()),
+        Some((a, mode)) => Err(backend(format!(
+            "the sandbox user (uid {uid}) cannot reach {}: {} is mode {mode:o}; set [sandbox] dir to a path \
+             it can traverse, such as /var/lib/pazar-sandbox",
+            dir.display(),
+            a.display(),
+        ))),
+    }
+}
+
+fn save(opts: &SandboxOptions, state: &LeaseState) {
+    let dir = opts.dir.join("leases").join(&state.name);
+    if let Ok(json) = serde_json::to_vec_pretty(state) {
+        let tmp = dir.join("lease.json.tmp");
+        if std::fs::write(&tmp, json).is_ok() {
+            let _ = std::fs::rename(&tmp, dir.join("lease.json"));
+        }
+    }
+}
+
+/// Starts replica `i` of `run` (its cgroup, its log, bubblewrap in the lease's namespace).
+fn start_replica(opts: &SandboxOptions, run: &mut LeaseRun, i: usize) -> Result<(), RuntimeError> {
+    let (svc_name, replica) = (run.state.replicas[i].service.clone(), run.state.replicas[i].replica);
+    let svc = run
+        .state
+        .group
+        .services
+        .iter()
+        .find(|s| s.name == svc_name)
+        .cloned()
+        .ok_or_else(|| RuntimeError::UnknownService(svc_name.clone()))?;
+    let images = ImageStore::new(&opts.images);
+    let (rootfs, config) = images.get(&svc.image).ok_or_else(|| RuntimeError::Image {
+        image: svc.image.clone(),
+        reason: "its rootfs was removed from the image store".into(),
+    })?;
+    let name = run.state.name.clone();
+    let dir = opts.dir.join("leases").join(&name);
+
+    let mut argv: Vec<String> = if svc.command.is_empty() {
+        let mut a = config.entrypoint.clone();
+        a.extend(if svc.args.is_empty() {
+            config.cmd.clone()
+        } else {
+            svc.args.clone()
+        });
+        a
+    } else {
+        svc.command.iter().chain(&svc.args).cloned().collect()
+    };
+    if argv.is_empty() {
+        return Err(backend(format!(
+            "service {svc_name:?} has no command: its image sets no entrypoint and the SDL gives none"
+        )));
+    }
+
+    let cg = Cgroup::create(
+        &cgroup_rel(&name, &svc_name, replica),
+        Limits {
+            cpu_millis: svc.resources.cpu_millis,
+            memory_bytes: svc.resources.memory_bytes,
+            pids: PIDS_LIMIT,
+        },
+    )
+    .map_err(backend)?;
+    // Leftovers of an earlier run of this replica go first.
+    for pid in cg.pids() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+
+    let path = |p: &Path| p.to_string_lossy().to_string();
+    let mut args: Vec<String> = [
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup",
+        "--uid",
+        "0",
+        "--gid",
+        "0",
+        "--cap-drop",
+        "ALL",
+        "--new-session",
+        "--hostname",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(svc_name.clone());
+    args.extend(["--ro-bind".into(), path(&rootfs), "/".into()]);
+    args.extend(["--proc".into(), "/proc".into(), "--dev".into(), "/dev".into()]);
+    args.extend([
+        "--size".into(),
+        ephemeral_bytes(&svc).to_string(),
+        "--tmpfs".into(),
+        "/tmp".into(),
+    ]);
+    args.extend(["--size".into(), RUN_TMPFS.to_string(), "--tmpfs".into(), "/run".into()]);
+    args.extend(["--ro-bind".into(), path(&dir.join("hosts")), "/etc/hosts".into()]);
+    for m in &svc.storage {
+        if is_ram(&svc, &m.name) {
+            let bytes = svc
+                .resources
+                .storage
+                .iter()
+                .find(|v| v.name == m.name)
+                .map_or(0, |v| v.bytes);
+            args.extend(["--size".into(), bytes.to_string(), "--tmpfs".into(), m.mount.clone()]);
+        } else {
+            let src = dir.join("volumes").join(format!("{}-{}", svc_name, m.name));
+            let how = if m.read_only { "--ro-bind" } else { "--bind" };
+            args.extend([how.into(), path(&src), m.mount.clone()]);
+        }
+    }
+    if !config.workdir.is_empty() {
+        args.extend(["--chdir".into(), config.workdir.clone()]);
+    }
+    args.push("--".into());
+    args.append(&mut argv);
+
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("PATH".into(), DEFAULT_PATH.into());
+    env.insert("HOSTNAME".into(), svc_name.clone());
+    env.insert("HOME".into(), "/root".into());
+    for kv in config.env.iter().chain(&svc.env) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+        env.insert(k.to_string(), v.to_string());
+    }
+
+    let log_path = dir.join("logs").join(format!("{svc_name}-{replica}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| backend(format!("cannot open {}: {e}", log_path.display())))?;
+    let log2 = log.try_clone().map_err(backend)?;
+    let ns = netns::path(&name);
+    if !ns.exists() {
+        return Err(backend(format!(
+            "the lease's network namespace {} is gone",
+            ns.display()
+        )));
+    }
+    // The process joins its cgroups first (so nothing it forks escapes them), then the lease's
+    // network namespace, then drops to the sandbox user, then becomes bubblewrap: one PID from
+    // the shell to the sandbox, in its own process group so a signal to the daemon's group
+    // does not reach it. Paths are quoted; they are made of lease names and SDL service names.
+    let quote = |p: &Path| format!("'{}'", p.to_string_lossy().replace('\'', ""));
+    let mut script = String::new();
+    for p in cg.procs_files() {
+        script.push_str(&format!("echo $$ > {} && ", quote(&p)));
+    }
+    script.push_str(&format!(
+        "exec nsenter --net={} setpriv --reuid={} --regid={} --clear-groups -- \"$0\" \"$@\"",
+        quote(&ns),
+        opts.uid,
+        opts.gid
+    ));
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .arg(&opts.bwrap)
+        .args(&args)
+        .env_clear()
+        .envs(&env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .current_dir("/")
+        .process_group(0);
+    let child = cmd
+        .spawn()
+        .map_err(|e| backend(format!("cannot start service {svc_name:?}: {e}")))?;
+    let pid = child.id();
+    let r = &mut run.state.replicas[i];
+    r.pid = Some(pid);
+    r.starttime = proc_stat(pid).map_or(0, |(_, t)| t);
+    run.children.insert((svc_name.clone(), replica), child);
+    run.next_start.remove(&(svc_name, replica));
+    Ok(())
+}
+
+/// Every 300 ms: notes replicas that stopped, starts them again after a backoff, rotates logs.
+async fn supervise(opts: SandboxOptions, leases: Leases) {
+    let mut tick = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tick += 1;
+        let opts2 = opts.clone();
+        let leases2 = leases.clone();
+        let _ = tokio::task::spawn_blocking(move || supervise_once(&opts2, &leases2, tick % 30 == 0)).await;
+    }
+}
+
+fn supervise_once(opts: &SandboxOptions, leases: &Leases, rotate: bool) {
+    let Ok(mut leases) = leases.lock() else { return };
+    let now = Instant::now();
+    for run in leases.values_mut() {
+        let mut changed = false;
+        for i in 0..run.state.replicas.len() {
+            let key = (run.state.replicas[i].service.clone(), run.state.replicas[i].replica);
+            let cg = Cgroup::at(&cgroup_rel(&run.state.name, &key.0, key.1));
+            let r = &mut run.state.replicas[i];
+            if let Some(pid) = r.pid {
+                let stopped = match run.children.get_mut(&key) {
+                    Some(child) => match child.try_wait() {
+                        Ok(Some(status)) => Some(exit_text(status, cg.oom_killed())),
+                        _ => None,
+                    },
+                    None => (!alive(pid, r.starttime)).then(|| "exited".to_string()),
+                };
+                if let Some(why) = stopped {
+                    run.children.remove(&key);
+                    r.pid = None;
+                    r.last_error = Some(why);
+                    run.next_start.insert(key.clone(), now + backoff(r.restarts));
+                    changed = true;
+                }
+            } else if !run.next_start.contains_key(&key) {
+                run.next_start.insert(key.clone(), now + backoff(r.restarts));
+            }
+            if run.state.replicas[i].pid.is_none() && run.next_start.get(&key).is_some_and(|t| *t <= now) {
+                run.state.replicas[i].restarts += 1;
+                if let Err(e) = start_replica(opts, run, i) {
+                    let r = &mut run.state.replicas[i];
+                    r.last_error = Some(e.to_string());
+                    run.next_start.insert(key.clone(), now + backoff(r.restarts));
+                }
+                changed = true;
+            }
+            if rotate {
+                let log = opts
+                    .dir
+                    .join("leases")
+                    .join(&run.state.name)
+                    .join("logs")
+                    .join(format!("{}-{}.log", key.0, key.1));
+                rotate_log(&log);
+            }
+        }
+        if changed {
+            save(opts, &run.state);
+        }
+    }
+}
+
+/// Copies a log past [`LOG_MAX_BYTES`] to `.1` and empties it (writers append, so they go on).
+fn rotate_log(log: &Path) {
+    if std::fs::metadata(log).is_ok_and(|m| m.len() > LOG_MAX_BYTES) {
+        let old = log.with_extension("log.1");
+        if std::fs::copy(log, &old).is_ok() {
+            let _ = File::options().write(true).open(log).and_then(|f| f.set_len(0));
+        }
+    }
+}
+
+/// Accepts on a host port and joins each connection to `port` in the lease's namespace.
+async fn forward(listener: tokio::net::TcpListener, ns: String, port: u16) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let ns = ns.clone();
+        tokio::spawn(async move {
+            if let Ok(mut out) = netns::connect(&ns, port, Duration::from_secs(5)).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+            }
+        });
+    }
+}
+
+/// The last `tail` lines of a replica's log, then (with `follow`) lines as they are written.
+fn log_stream(path: PathBuf, service: String, replica: u32, tail: usize, follow: bool) -> LogStream {
+    let text = std::fs::read(&path).unwrap_or_default();
+    let pos = text.len() as u64;
+    let text = String::from_utf8_lossy(&text).to_string();
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let first: Vec<String> = lines[lines.len().saturating_sub(tail)..].to_vec();
+    let line = {
+        let service = service.clone();
+        move |l: String| {
+            Ok(LogLine {
+                service: service.clone(),
+                replica,
+                stream: "output".into(),
+                line: l,
+            })
+        }
+    };
+    let initial = futures_util::stream::iter(first.into_iter().map(line.clone()));
+    if !follow {
+        return initial.boxed();
+    }
+    let rest = futures_util::stream::unfold((path, pos, String::new()), move |(path, mut pos, mut partial)| {
+        let line = line.clone();
+        async move {
+            loop {
+                let len = std::fs::metadata(&path).map(|m| m.len()).ok()?;
+                if len < pos {
+                    pos = 0; // rotated
+                }
+                if len > pos {
+                    let mut f = File::open(&path).ok()?;
+                    f.seek(SeekFrom::Start(pos)).ok()?;
+                    let mut buf = Vec::new();
+                    f.take(len - pos).read_to_end(&mut buf).ok()?;
+                    pos += buf.len() as u64;
+                    partial.push_str(&String::from_utf8_lossy(&buf));
+                    if let Some(cut) = partial.rfind('\n') {
+                        let done: Vec<_> = partial[..cut].lines().map(|l| line(l.to_string())).collect();
+                        partial = partial[cut + 1..].to_string();
+                        return Some((futures_util::stream::iter(done), (path, pos, partial)));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    })
+    .flatten();
+    initial.chain(rest).boxed()
+}
+
+impl Runtime for SandboxRuntime {
+    fn deploy<'a>(&'a self, lease: &'a LeaseRef, group: &'a Group) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(self.deploy_group(lease, group))
+    }
+
+    fn status<'a>(&'a self, lease: &'a LeaseRef, group: &'a Group) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
+        Box::pin(self.group_status(lease, group))
+    }
+
+    fn logs<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        service: Option<&'a str>,
+        tail: usize,
+        follow: bool,
+    ) -> BoxFuture<'a, Result<LogStream, RuntimeError>> {
+        Box::pin(async move { self.lease_logs(lease, service, tail, follow) })
+    }
+
+    fn close<'a>(&'a self, lease: &'a LeaseRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(self.close_lease_ref(lease))
+    }
+
+    fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {
+        Box::pin(async move { self.all_leases() })
+    }
+}
+
+impl SandboxRuntime {
+    async fn close_lease_ref(&self, lease: &LeaseRef) -> Result<(), RuntimeError> {
+        self.close_lease(&lease.name()).await
+    }
+}

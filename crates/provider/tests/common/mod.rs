@@ -1,0 +1,46 @@
+//! Shared by the provider's real-engine tests: the engine with the demo image, unique lease ids,
+//! and groups from SDL text.
+
+#![allow(dead_code)]
+
+use pazar_provider::image::build_demo_image;
+use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_provider::runtime::LeaseRef;
+use pazar_sdl::{parse, Options};
+use pazar_types::market::BidId;
+use pazar_types::{Address, Denom};
+
+pub const IMAGE: &str = "pazar-demo:test";
+
+/// The local Docker engine (the test fails without one) with the demo image built.
+pub async fn docker() -> DockerRuntime {
+    let rt = DockerRuntime::connect(DockerOptions::default())
+        .await
+        .expect("this machine has a Docker engine");
+    build_demo_image(rt.docker(), IMAGE)
+        .await
+        .expect("builds the demo image locally");
+    rt
+}
+
+/// A lease id no other test run uses.
+pub fn lease(tag: u8) -> LeaseRef {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    LeaseRef::new(BidId {
+        owner: Address::Native([tag; 20]),
+        dseq: nanos,
+        gseq: 1,
+        oseq: 1,
+        provider: Address::Native([9; 20]),
+    })
+}
+
+/// The first manifest group of a valid SDL.
+pub fn group(sdl: &str) -> pazar_sdl::manifest::Group {
+    let opts = Options::new(Denom::new("upzr").expect("denom"), Denom::new("uusd").expect("denom"));
+    let d = parse(sdl.as_bytes(), &opts).expect("valid sdl");
+    d.manifest.groups.into_iter().next().expect("one group")
+}

@@ -1,0 +1,242 @@
+//! What a valid file becomes: ledger groups, the manifest, its version hash (stable across
+//! formatting, pinned for corpus files), and the translation of Akash-specific values.
+
+use std::path::PathBuf;
+
+use pazar_sdl::{parse, Options, SdlVersion};
+use pazar_types::market::{Attribute, EndpointKind};
+use pazar_types::Denom;
+
+fn options() -> Options {
+    Options::new(Denom::new("upzr").expect("denom"), Denom::new("uusd").expect("denom"))
+}
+
+const GPU_APP: &str = r#"
+version: "2.0"
+endpoints:
+  web-ip:
+    kind: ip
+services:
+  api:
+    image: example/api:1.2
+    env:
+      - MODE=prod
+    expose:
+      - port: 8080
+        as: 80
+        accept: [api.example.com]
+        to:
+          - global: true
+      - port: 9000
+        proto: udp
+        to:
+          - global: true
+            ip: web-ip
+    params:
+      storage:
+        models:
+          mount: /models
+  db:
+    image: postgres:16
+    expose:
+      - port: 5432
+        to:
+          - service: api
+profiles:
+  compute:
+    gpu:
+      resources:
+        cpu: {units: 4}
+        memory: {size: 16Gi}
+        storage:
+          - size: 20Gi
+          - name: models
+            size: 100Gi
+            attributes: {persistent: true, class: beta3}
+        gpu:
+          units: 2
+          attributes:
+            vendor:
+              nvidia:
+                - model: H100
+                  ram: 80Gi
+                  interface: sxm
+                - model: a100
+    small:
+      resources:
+        cpu: {units: 500m}
+        memory: {size: 1Gi}
+        storage: {size: 5Gi}
+  placement:
+    dc:
+      attributes: {region: eu-west, tier: community}
+      signedBy:
+        anyOf: [akash1365yvmc4s7awdyj3n2sav7xfx76adc6dnmlx63]
+      pricing:
+        gpu: {denom: uact, amount: 1000.5}
+        small: {denom: uact, amount: 10}
+deployment:
+  api:
+    dc: {profile: gpu, count: 2}
+  db:
+    dc: {profile: small, count: 1}
+"#;
+
+#[test]
+fn a_gpu_file_becomes_one_group_with_units_attributes_endpoints_and_stable_prices() {
+    let d = parse(GPU_APP.as_bytes(), &options()).expect("valid");
+    assert_eq!(d.version, SdlVersion::V2_0);
+    assert_eq!(d.groups.len(), 1);
+    let g = &d.groups[0];
+    assert_eq!(g.name, "dc");
+    assert_eq!(
+        g.requirements.attributes,
+        vec![Attribute::new("region", "eu-west"), Attribute::new("tier", "community")]
+    );
+    // The Akash auditor is dropped with a warning and a note.
+    assert!(g.requirements.signed_by.any_of.is_empty());
+    assert!(
+        d.warnings.iter().any(|w| w.message.contains("Akash auditor")),
+        "{:?}",
+        d.warnings
+    );
+    assert!(d.notes.iter().any(|n| n.contains("uact")), "{:?}", d.notes);
+
+    assert_eq!(g.resources.len(), 2);
+    let api = &g.resources[0];
+    assert_eq!((api.id, api.count), (1, 2));
+    assert_eq!(api.resources.cpu_millis, 4000);
+    assert_eq!(api.resources.memory_bytes, 16 << 30);
+    assert_eq!(api.price.denom.as_str(), "uusd");
+    assert_eq!(api.price.amount.to_string(), "1000.5");
+    assert_eq!(api.resources.gpu.units, 2);
+    assert_eq!(
+        api.resources.gpu.attributes,
+        vec![
+            Attribute::new("vendor/nvidia/model/a100", "true"),
+            Attribute::new("vendor/nvidia/model/h100/ram/80Gi/interface/sxm", "true"),
+        ]
+    );
+    let vols: Vec<(&str, u64, bool)> = api
+        .resources
+        .storage
+        .iter()
+        .map(|v| (v.name.as_str(), v.bytes, v.persistent()))
+        .collect();
+    assert_eq!(vols, vec![("default", 20 << 30, false), ("models", 100 << 30, true)]);
+    let kinds: Vec<EndpointKind> = api.resources.endpoints.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EndpointKind::SharedHttp,
+            EndpointKind::RandomPort,
+            EndpointKind::LeasedIp
+        ]
+    );
+    let db = &g.resources[1];
+    assert_eq!((db.id, db.count, db.resources.cpu_millis), (2, 1, 500));
+    assert!(db.resources.endpoints.is_empty(), "db is not global");
+    assert_eq!(g.max_price().expect("one denom").amount.to_string(), "2011");
+
+    let m = &d.manifest.groups[0];
+    let names: Vec<&str> = m.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, vec!["api", "db"]);
+    let api_m = &m.services[0];
+    assert_eq!(api_m.resource_id, 1);
+    assert_eq!(api_m.env, vec!["MODE=prod".to_string()]);
+    assert_eq!(api_m.storage[0].mount, "/models");
+    assert_eq!(api_m.expose[0].hosts, vec!["api.example.com".to_string()]);
+    assert_eq!((api_m.expose[0].port, api_m.expose[0].external_port), (8080, 80));
+    assert_eq!(
+        (api_m.expose[1].ip.as_str(), api_m.expose[1].endpoint_sequence),
+        ("web-ip", 1)
+    );
+    assert_eq!(m.services[1].expose[0].service, "api");
+}
+
+#[test]
+fn the_version_hash_ignores_formatting_and_changes_with_content() {
+    let a = parse(GPU_APP.as_bytes(), &options()).expect("valid");
+    // Same content in another layout: flow style, other key order, comments.
+    let reordered = GPU_APP
+        .replace(
+            "        cpu: {units: 4}\n        memory: {size: 16Gi}\n",
+            "        memory:\n          size: 16Gi # comment\n        cpu:\n          units: 4\n",
+        )
+        .replace(
+            "  db:\n    dc: {profile: small, count: 1}\n",
+            "  db:\n    dc:\n      count: 1\n      profile: small\n",
+        );
+    assert_ne!(reordered, GPU_APP);
+    let b = parse(reordered.as_bytes(), &options()).expect("valid");
+    assert_eq!(a.manifest_version, b.manifest_version);
+    let c = parse(GPU_APP.replace("postgres:16", "postgres:17").as_bytes(), &options()).expect("valid");
+    assert_ne!(a.manifest_version, c.manifest_version);
+    assert_eq!(a.manifest.canonical_bytes().first(), Some(&b'{'));
+}
+
+#[test]
+fn version_2_1_shares_one_unit_between_services_of_one_profile() {
+    let sdl = r#"
+version: "2.1"
+services:
+  a:
+    image: x
+    expose: [{port: 80, to: [{global: true}]}]
+  b:
+    image: y
+    expose: [{port: 81, to: [{global: true}]}]
+profiles:
+  compute:
+    p: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}
+  placement:
+    dc: {pricing: {p: {denom: uakt, amount: 100}}}
+deployment:
+  a: {dc: {profile: p, count: 1}}
+  b: {dc: {profile: p, count: 1}}
+"#;
+    let d = parse(sdl.as_bytes(), &options()).expect("valid");
+    assert_eq!(d.version, SdlVersion::V2_1);
+    assert_eq!(d.groups[0].resources.len(), 1);
+    assert_eq!(d.groups[0].resources[0].resources.endpoints.len(), 2);
+    assert_eq!(d.groups[0].resources[0].price.denom.as_str(), "upzr");
+    let ids: Vec<u32> = d.manifest.groups[0].services.iter().map(|s| s.resource_id).collect();
+    assert_eq!(ids, vec![1, 1]);
+    let v20 = parse(sdl.replace("\"2.1\"", "\"2.0\"").as_bytes(), &options()).expect("valid");
+    assert_eq!(v20.groups[0].resources.len(), 2);
+}
+
+#[test]
+fn a_file_over_the_size_limit_is_refused_before_parsing() {
+    let big = vec![b'#'; 2 << 20];
+    let errors = parse(&big, &options()).expect_err("too big");
+    assert!(errors[0].message.contains("at most"), "{errors:?}");
+}
+
+/// Pinned version hashes of corpus files: a change here changes every deployment's version,
+/// so it must be deliberate (`UPDATE_SNAPSHOTS=1` rewrites the file).
+#[test]
+fn corpus_manifest_versions_are_stable() {
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/sdl");
+    let snap = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/manifest_versions.txt");
+    let files = [
+        "Llama-3-8B.yaml",
+        "minio.yaml",
+        "codex.yaml",
+        "DeepSeek-R1-Distill-Qwen-7B.yaml",
+        "CodiMD.yaml",
+        "micro-services-example.yaml",
+    ];
+    let mut got = String::new();
+    for f in files {
+        let bytes = std::fs::read(corpus.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let d = parse(&bytes, &options()).unwrap_or_else(|e| panic!("{f}: {e:?}"));
+        got.push_str(&format!("{f} {}\n", hex::encode(d.manifest_version)));
+    }
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&snap, &got).expect("write");
+        return;
+    }
+    let want = std::fs::read_to_string(&snap).expect("tests/manifest_versions.txt");
+    assert_eq!(got, want);
+}

@@ -274,6 +274,11 @@ impl Daemon {
             },
         });
         print_line(&format!("runtime: {}", runtime.kind()));
+        if let AnyRuntime::Docker(d) = runtime.as_ref() {
+            if let Some(why) = d.storage_unbounded_reason() {
+                print_line(&format!("warning: {why}"));
+            }
+        }
         let address = key.address();
         let server = Arc::new(LeaseServer::new(
             chain_id.clone(),

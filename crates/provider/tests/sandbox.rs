@@ -290,3 +290,22 @@ fn local_ip() -> String {
         Err(_) => "10.0.0.1".into(),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_crashes_in_a_loop_is_restarted_with_backoff_and_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(dir.path());
+    let l = lease(35);
+    let _cleanup = Cleanup(vec![l.clone()]);
+    let extra = "    command: [/bin/sh, -c]\n    args: ['echo boom; exit 3']";
+    let g = common::group(&sdl("crash", extra, "64Mi", "64Mi"));
+    rt.deploy(&l, &g).await.expect("deploys");
+    let st = wait_status(&rt, &l, &g, |s| s.services[0].restarts >= 2).await;
+    let svc = &st.services[0];
+    assert_eq!(svc.running, 0);
+    assert!(["restarting", "exited"].contains(&svc.state.as_str()), "{svc:?}");
+    assert_eq!(svc.last_error.as_deref(), Some("exited with code 3"), "{svc:?}");
+    let text = log_text(&rt, &l).await;
+    assert!(text.matches("boom").count() >= 2, "every run's output is kept: {text}");
+    rt.close(&l).await.expect("closes");
+}

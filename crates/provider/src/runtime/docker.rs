@@ -76,6 +76,24 @@ impl Default for DockerOptions {
 pub struct DockerRuntime {
     docker: Docker,
     opts: DockerOptions,
+    /// The engine's storage driver can cap a container's writable layer (`storage_opt size`).
+    storage_quota: bool,
+    driver: String,
+}
+
+/// Whether a storage driver enforces `--storage-opt size` (overlay2 only on xfs with project
+/// quotas; Docker refuses the option at create time when the mount lacks `pquota`).
+fn driver_bounds_storage(driver: &str, status: &[Vec<String>]) -> bool {
+    let backing = status
+        .iter()
+        .find(|kv| kv.first().is_some_and(|k| k == "Backing Filesystem"))
+        .and_then(|kv| kv.get(1))
+        .map(String::as_str);
+    match driver {
+        "btrfs" | "zfs" | "devicemapper" | "windowsfilter" => true,
+        "overlay2" => backing == Some("xfs"),
+        _ => false,
+    }
 }
 
 impl DockerRuntime {
@@ -91,7 +109,30 @@ impl DockerRuntime {
             .ping()
             .await
             .map_err(|e| RuntimeError::Backend(format!("the Docker engine does not answer: {e}")))?;
-        Ok(DockerRuntime { docker, opts })
+        let info = docker
+            .info()
+            .await
+            .map_err(|e| RuntimeError::Backend(format!("the Docker engine does not describe itself: {e}")))?;
+        let driver = info.driver.unwrap_or_default();
+        let storage_quota = driver_bounds_storage(&driver, &info.driver_status.unwrap_or_default());
+        Ok(DockerRuntime {
+            docker,
+            opts,
+            storage_quota,
+            driver,
+        })
+    }
+
+    /// `None` when containers' ephemeral storage is capped; otherwise why it is not (the
+    /// engine's storage driver cannot), for the operator.
+    pub fn storage_unbounded_reason(&self) -> Option<String> {
+        (!self.storage_quota).then(|| {
+            format!(
+                "the engine's storage driver {:?} cannot cap a container's writable layer (overlay2 on xfs \
+                 with pquota, btrfs or zfs can): ephemeral storage is not bounded",
+                self.driver
+            )
+        })
     }
 
     pub fn docker(&self) -> &Docker {
@@ -255,6 +296,11 @@ impl DockerRuntime {
                     ])),
                 }),
                 mounts: Some(mounts),
+                storage_opt: self
+                    .storage_quota
+                    .then(|| super::ephemeral_bytes(svc))
+                    .flatten()
+                    .map(|b| HashMap::from([("size".to_string(), b.to_string())])),
                 device_requests,
                 ..Default::default()
             }),
@@ -622,5 +668,24 @@ impl Runtime for DockerRuntime {
 
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {
         Box::pin(self.all_leases())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::driver_bounds_storage;
+
+    fn status(backing: &str) -> Vec<Vec<String>> {
+        vec![vec!["Backing Filesystem".into(), backing.into()]]
+    }
+
+    #[test]
+    fn only_drivers_that_enforce_a_size_get_storage_opt() {
+        assert!(driver_bounds_storage("overlay2", &status("xfs")));
+        assert!(!driver_bounds_storage("overlay2", &status("extfs")));
+        assert!(driver_bounds_storage("btrfs", &[]));
+        assert!(driver_bounds_storage("zfs", &[]));
+        assert!(!driver_bounds_storage("fuse-overlayfs", &[]));
+        assert!(!driver_bounds_storage("vfs", &[]));
     }
 }

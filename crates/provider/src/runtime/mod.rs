@@ -45,6 +45,19 @@ impl LeaseRef {
     }
 }
 
+/// A service's ephemeral storage: its volumes that are neither mounted nor persistent (what the
+/// container's own writable layer, or the sandbox's `/tmp`, may hold). `None` if it asks none.
+pub fn ephemeral_bytes(svc: &pazar_sdl::manifest::Service) -> Option<u64> {
+    let n: u64 = svc
+        .resources
+        .storage
+        .iter()
+        .filter(|v| !v.persistent() && !svc.storage.iter().any(|m| m.name == v.name))
+        .map(|v| v.bytes)
+        .sum();
+    (n > 0).then_some(n)
+}
+
 fn hex_prefix(bytes: &[u8], n: usize) -> String {
     bytes.iter().take(n).map(|b| format!("{b:02x}")).collect()
 }

@@ -158,20 +158,8 @@ fn is_ram(svc: &Service, volume: &str) -> bool {
         .any(|v| v.name == volume && v.attributes.iter().any(|a| a.key == "class" && a.value == "ram"))
 }
 
-/// The ephemeral storage of a service: its volumes that are neither mounted nor persistent.
 fn ephemeral_bytes(svc: &Service) -> u64 {
-    let n: u64 = svc
-        .resources
-        .storage
-        .iter()
-        .filter(|v| !v.persistent() && !svc.storage.iter().any(|m| m.name == v.name))
-        .map(|v| v.bytes)
-        .sum();
-    if n == 0 {
-        DEFAULT_EPHEMERAL
-    } else {
-        n
-    }
+    super::ephemeral_bytes(svc).unwrap_or(DEFAULT_EPHEMERAL)
 }
 
 fn exit_text(status: std::process::ExitStatus, oom: bool) -> String {

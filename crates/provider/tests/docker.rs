@@ -2,15 +2,13 @@
 //! is deployed from a real SDL, serves HTTP on its published port, logs, reports status, and
 //! closing removes every container, network and volume of the lease.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 mod common;
 
 use futures_util::StreamExt;
 
-use common::{docker, lease, IMAGE};
+use common::{docker, http_get, lease, IMAGE};
 use pazar_provider::runtime::docker::DockerRuntime;
 use pazar_provider::runtime::{LeaseRef, Runtime, RuntimeError};
 
@@ -53,15 +51,6 @@ deployment:
 
 fn group(image: &str) -> pazar_sdl::manifest::Group {
     common::group(&sdl(image))
-}
-
-fn http_get(port: u16) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
 }
 
 async fn leftovers(rt: &DockerRuntime, lease: &LeaseRef) -> Vec<String> {

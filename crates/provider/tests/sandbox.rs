@@ -5,8 +5,6 @@
 //! From inside a workload: no capabilities, no host files, no way out of its namespace, and
 //! bounded processes, memory and storage.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -14,7 +12,7 @@ mod common;
 
 use futures_util::StreamExt;
 
-use common::lease;
+use common::{http_get, lease};
 use pazar_provider::image::store_demo_rootfs;
 use pazar_provider::runtime::cgroup::Cgroup;
 use pazar_provider::runtime::sandbox::{remove_lease_processes, SandboxOptions, SandboxRuntime};
@@ -68,15 +66,6 @@ const WEB: &str = r#"    expose:
     params:
       storage:
         data: {mount: /data}"#;
-
-fn http_get(port: u16) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
 
 async fn wait_status(
     rt: &SandboxRuntime,
@@ -300,9 +289,12 @@ async fn a_service_that_crashes_in_a_loop_is_restarted_with_backoff_and_says_why
     let extra = "    command: [/bin/sh, -c]\n    args: ['echo boom; exit 3']";
     let g = common::group(&sdl("crash", extra, "64Mi", "64Mi"));
     rt.deploy(&l, &g).await.expect("deploys");
-    let st = wait_status(&rt, &l, &g, |s| s.services[0].restarts >= 2).await;
+    // Caught between two runs (a run lasts a moment; the backoff grows to seconds).
+    let st = wait_status(&rt, &l, &g, |s| {
+        s.services[0].restarts >= 2 && s.services[0].running == 0
+    })
+    .await;
     let svc = &st.services[0];
-    assert_eq!(svc.running, 0);
     assert!(["restarting", "exited"].contains(&svc.state.as_str()), "{svc:?}");
     assert_eq!(svc.last_error.as_deref(), Some("exited with code 3"), "{svc:?}");
     let text = log_text(&rt, &l).await;

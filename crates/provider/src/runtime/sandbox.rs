@@ -102,7 +102,7 @@ struct LeaseRun {
     children: BTreeMap<(String, u32), Child>,
     /// When a stopped replica is started again.
     next_start: BTreeMap<(String, u32), Instant>,
-    forwards: Vec<AbortHandle>,
+    forwards: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for LeaseRun {
@@ -379,8 +379,7 @@ impl SandboxRuntime {
                     None => tokio::net::TcpListener::bind(("0.0.0.0", 0)).await.map_err(backend)?,
                 };
                 let host_port = listener.local_addr().map_err(backend)?.port();
-                run.forwards
-                    .push(tokio::spawn(forward(listener, name.clone(), x.port)).abort_handle());
+                run.forwards.push(tokio::spawn(forward(listener, name.clone(), x.port)));
                 run.state.forwards.push(FwdState {
                     service: svc.name.clone(),
                     replica: 0,
@@ -503,14 +502,18 @@ impl SandboxRuntime {
     }
 
     async fn close_lease(&self, name: &str) -> Result<(), RuntimeError> {
-        let run = self.leases.lock().map_err(backend)?.remove(name);
+        let mut run = self.leases.lock().map_err(backend)?.remove(name);
+        // The host ports are closed when close returns: each forward is stopped and awaited.
+        if let Some(run) = run.as_mut() {
+            for f in std::mem::take(&mut run.forwards) {
+                f.abort();
+                let _ = f.await;
+            }
+        }
         let opts = self.opts.clone();
         let name = name.to_string();
         tokio::task::spawn_blocking(move || {
             if let Some(mut run) = run {
-                for f in &run.forwards {
-                    f.abort();
-                }
                 for child in run.children.values_mut() {
                     let _ = child.kill();
                     let _ = child.wait();

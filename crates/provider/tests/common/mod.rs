@@ -44,3 +44,14 @@ pub fn group(sdl: &str) -> pazar_sdl::manifest::Group {
     let d = parse(sdl.as_bytes(), &opts).expect("valid sdl");
     d.manifest.groups.into_iter().next().expect("one group")
 }
+
+/// A plain HTTP/1.0 GET of `/` on `127.0.0.1:port`: the whole answer.
+pub fn http_get(port: u16) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}

@@ -108,10 +108,15 @@ pub(crate) fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Opti
 }
 
 pub(crate) fn http_get(uri: &str) -> Option<String> {
-    let hostport = uri.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(hostport).ok()?;
+    http_get_via(uri.trim_start_matches("http://"), "demo")
+}
+
+/// `GET /` from `addr` with the `Host` header `host`; the answer if it is a 200.
+fn http_get_via(addr: &str, host: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: demo\r\n\r\n").ok()?;
+    s.write_all(format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.contains(" 200 ").then_some(out)
@@ -244,11 +249,14 @@ pub(crate) fn start_market(h: &Path, block_time_ms: u64, runtime: &str, say: boo
         ),
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let ingress = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let cfg = h.join("provider.toml");
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nruntime = \"{}\"\nwithdraw_every_blocks = 4\n[attributes]\nregion = \"local\"\n",
+            "listen = \"127.0.0.1:{port}\"\nruntime = \"{}\"\nwithdraw_every_blocks = 4\n\
+             [ingress]\nlisten = \"127.0.0.1:{ingress}\"\ndomain = \"ingress.localhost\"\n\
+             [attributes]\nregion = \"local\"\n",
             backend.kind()
         ),
     )?;
@@ -346,6 +354,24 @@ pub fn run(o: &DemoOpts) -> Result<()> {
     if let Some(h1) = page.split("<h1>").nth(1).and_then(|s| s.split("</h1>").next()) {
         println!("  <h1>{h1}</h1>");
     }
+    // The same service by host name, through the provider's HTTP ingress.
+    let by_name = d["leases"][0]["status"]["uris"]
+        .as_array()
+        .and_then(|us| us.iter().find(|u| u["ingress"] == true))
+        .and_then(|u| u["uri"].as_str())
+        .ok_or_else(|| anyhow!("no ingress URI: {d}"))?
+        .to_string();
+    let (host, port) = by_name
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("ingress URI without a port: {by_name}"))?;
+    let page = wait("an answer through the ingress", Duration::from_secs(10), || {
+        http_get_via(&format!("127.0.0.1:{port}"), host)
+    })?;
+    println!(
+        "  and by host name through the ingress at {by_name}: {}",
+        page.lines().next().unwrap_or("")
+    );
     let logs = Command::new(std::env::current_exe()?)
         .args(["lease", "logs", &lease, "--from", "alice", "--tail", "5", "--home"])
         .arg(&h)

@@ -82,10 +82,13 @@ pub fn send_and_wait(
 ) -> Result<Value> {
     let rt = runtime()?;
     rt.block_on(async {
-        client
-            .send_manifest(lease, manifest)
-            .await
-            .with_context(|| format!("the provider did not accept the manifest of {lease}"))?;
+        client.send_manifest(lease, manifest).await.with_context(|| {
+            format!(
+                "the provider did not accept the manifest of {lease}; the lease stays open and is paid \
+                     from the escrow: send a corrected manifest (`pazar lease send-manifest {lease}`) or close it \
+                     (`pazar lease close {lease}`)"
+            )
+        })?;
         let t0 = Instant::now();
         loop {
             let st = client.status(lease).await?;
@@ -121,6 +124,12 @@ pub fn status_text(st: &Value) -> String {
                 .map(|e| format!(", last: {e}"))
                 .unwrap_or_default()
         ));
+        if let Some(n) = s["evictions"].as_u64().filter(|n| *n > 0) {
+            out.push_str(&format!(
+                "  {n} eviction(s), last: {}\n",
+                s["last_eviction"].as_str().unwrap_or("")
+            ));
+        }
     }
     for u in st["uris"].as_array().into_iter().flatten() {
         out.push_str(&format!(

@@ -44,6 +44,8 @@ fn demo(runtime: &str, says: &str) {
         "[8/8]",
         "HTTP/1.1 200 OK",
         "Hello from a Pazar lease",
+        ".ingress.localhost:",
+        "through the ingress",
         "serving on :8080",
         "take to the fee pool",
         "Σ changes in uusd: 0",

@@ -145,7 +145,9 @@ fn deploy_bid_lease_serve_restart_withdraw_and_close_with_the_real_daemon() {
     let config = dir.path().join("provider.toml");
     std::fs::write(
         &config,
-        format!("listen = \"127.0.0.1:{port}\"\nwithdraw_every_blocks = 4\n[attributes]\nregion = \"local\"\n"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nwithdraw_every_blocks = 4\nstorage_check_ms = 300\n[attributes]\nregion = \"local\"\n"
+        ),
     )
     .expect("config");
     let log = dir.path().join("provider.log");
@@ -215,9 +217,54 @@ fn deploy_bid_lease_serve_restart_withdraw_and_close_with_the_real_daemon() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The workload writes 300 MiB into its 256 MiB of ephemeral storage: where the storage
+    // driver cannot cap the writable layer, the daemon evicts the replica and says so.
+    let container = format!("{}-web-0", lease_ref(&lease_id).name());
+    let out = Command::new("docker")
+        .args([
+            "exec",
+            &container,
+            "/bin/sh",
+            "-c",
+            "dd if=/dev/zero of=/fill bs=1M count=300",
+        ])
+        .output()
+        .expect("docker exec");
+    if engine_evicts() {
+        let t0 = Instant::now();
+        loop {
+            let out = net.cli_raw(&["lease", "status", &lease_id, "--from", "alice"], &[]);
+            let s: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if s["services"][0]["evictions"] == 1 && s["ready"] == true {
+                let why = s["services"][0]["last_eviction"].as_str().unwrap_or("");
+                assert!(why.contains("268435456 bytes of ephemeral storage"), "{s}");
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "no eviction: {s}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(http_get(&uri).contains("Hello"), "serves again after the eviction");
+    } else {
+        assert!(!out.status.success(), "the storage driver caps the writable layer");
+    }
+
     // Closing the lease removes its workload.
     close_and_wait_removed(&net, &lease_id);
     drop(daemon);
+}
+
+/// Whether this engine's storage driver leaves ephemeral storage to eviction.
+fn engine_evicts() -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        DockerRuntime::connect(DockerOptions::default())
+            .await
+            .expect("docker")
+            .evicts()
+    })
 }
 
 fn lease_ref(lease_id: &str) -> LeaseRef {
@@ -372,4 +419,97 @@ fn a_pricing_script_sets_the_bid_price() {
     assert_eq!(v["leases"][0]["price"]["amount"], "777", "{v}");
     let lease = v["leases"][0]["lease"].as_str().expect("lease").to_string();
     close_and_wait_removed(&net, &lease);
+}
+
+/// Sends one HTTP/1.1 request with `host` to the ingress on `port`; the whole answer.
+fn ingress_get(port: u16, host: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the ingress listens");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(s, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("request");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn the_ingress_serves_http_by_host_name_and_refuses_a_host_another_lease_holds() {
+    build_image();
+    let net = common::devnet(250);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_daemon, _log) = provider_with(
+        &net,
+        dir.path(),
+        "[ingress]\nlisten = \"127.0.0.1:0\"\ndomain = \"ingress.test\"\n",
+    );
+    let sdl = dir.path().join("deploy.yaml");
+    std::fs::write(
+        &sdl,
+        format!(
+            "version: \"2.0\"\nservices:\n  web:\n    image: {IMAGE}\n    expose:\n      - port: 8080\n        as: 80\n        accept: [shop.example.com]\n        to: [{{global: true}}]\nprofiles:\n  compute:\n    web: {{resources: {{cpu: {{units: 0.25}}, memory: {{size: 128Mi}}, storage: {{size: 256Mi}}}}}}\n  placement:\n    local: {{pricing: {{web: {{denom: uusd, amount: 10000}}}}}}\ndeployment:\n  web: {{local: {{profile: web, count: 1}}}}\n"
+        ),
+    )
+    .expect("sdl");
+    let v = deploy(&net, &sdl, "100", &[]);
+    let lease_id = v["leases"][0]["lease"].as_str().expect("lease").to_string();
+    let uris = v["leases"][0]["status"]["uris"].as_array().cloned().unwrap_or_default();
+    let ingress: Vec<String> = uris
+        .iter()
+        .filter(|u| u["ingress"] == true)
+        .filter_map(|u| u["uri"].as_str().map(str::to_string))
+        .collect();
+    let name = lease_ref(&lease_id).name();
+    assert_eq!(ingress.len(), 2, "the made-up name and the accepted host: {v}");
+    let (host, port) = ingress[0]
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .expect("host:port");
+    assert_eq!(host, format!("web-{name}.ingress.test"));
+    let port: u16 = port.parse().expect("port");
+    assert!(ingress[1].starts_with("http://shop.example.com:"), "{ingress:?}");
+
+    let page = ingress_get(port, host);
+    assert!(page.contains("Hello from a Pazar lease"), "{page}");
+    let page = ingress_get(port, &format!("SHOP.example.com:{port}"));
+    assert!(page.contains("Hello from a Pazar lease"), "{page}");
+    let page = ingress_get(port, "nobody.ingress.test");
+    assert!(page.starts_with("HTTP/1.1 404"), "{page}");
+    assert!(
+        page.contains("no lease on this provider serves \"nobody.ingress.test\""),
+        "{page}"
+    );
+
+    // Another deployment accepting the same host: the provider refuses its manifest, saying why.
+    let out = net.cli_raw(
+        &[
+            "deploy",
+            sdl.to_str().expect("utf8"),
+            "--from",
+            "alice",
+            "--dseq",
+            "101",
+            "--bid-window-s",
+            "0",
+        ],
+        &[],
+    );
+    assert!(!out.status.success(), "the second manifest was taken");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "accepts host \"shop.example.com\", which lease {lease_id} already serves"
+        )),
+        "{err}"
+    );
+    assert!(
+        ingress_get(port, "shop.example.com").contains("Hello"),
+        "the first lease keeps it"
+    );
+
+    close_and_wait_removed(&net, &lease_id);
+    let page = ingress_get(port, host);
+    assert!(
+        page.starts_with("HTTP/1.1 404") || page.starts_with("HTTP/1.1 502"),
+        "{page}"
+    );
 }

@@ -48,6 +48,8 @@ pub struct Config {
     pub runtime: String,
     #[serde(default)]
     pub sandbox: SandboxConfig,
+    /// HTTP ingress by host name (off without it).
+    pub ingress: Option<IngressConfig>,
     /// Deposit locked with each bid, in base units of the order's denomination.
     #[serde(default = "default_bid_deposit")]
     pub bid_deposit: u128,
@@ -57,6 +59,10 @@ pub struct Config {
     /// Drop what workloads send to this host (needs root and iptables).
     #[serde(default = "default_true")]
     pub isolate_host: bool,
+    /// How often (milliseconds) the Docker runtime measures replicas' writable layers and
+    /// evicts those over their ephemeral storage, where the storage driver cannot cap them.
+    #[serde(default = "default_storage_check_ms")]
+    pub storage_check_ms: u64,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
     #[serde(default)]
@@ -77,6 +83,18 @@ fn default_public_host() -> String {
 }
 fn default_runtime() -> String {
     "auto".into()
+}
+
+/// `[ingress]` in `provider.toml`: one listener that routes HTTP by `Host` to every lease's
+/// `as: 80` services.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressConfig {
+    /// Address it listens on, e.g. `0.0.0.0:80`.
+    pub listen: String,
+    /// Services are named `<service>-<lease>.<domain>`; point a wildcard DNS record
+    /// `*.<domain>` at this machine.
+    pub domain: String,
 }
 
 /// `[sandbox]` in `provider.toml`.
@@ -151,6 +169,9 @@ fn default_withdraw_every() -> u64 {
 }
 fn default_true() -> bool {
     true
+}
+fn default_storage_check_ms() -> u64 {
+    5_000
 }
 
 impl Config {
@@ -261,6 +282,7 @@ impl Daemon {
         let docker = DockerOptions {
             gpus: !inv.gpus.is_empty(),
             isolate_host: cfg.isolate_host,
+            state_dir: Some(data.join("docker")),
         };
         let runtime = Arc::new(match cfg.runtime.as_str() {
             "docker" => AnyRuntime::Docker(DockerRuntime::connect(docker).await?),
@@ -274,10 +296,8 @@ impl Daemon {
             },
         });
         print_line(&format!("runtime: {}", runtime.kind()));
-        if let AnyRuntime::Docker(d) = runtime.as_ref() {
-            if let Some(why) = d.storage_unbounded_reason() {
-                print_line(&format!("warning: {why}"));
-            }
+        for note in runtime.storage_notes() {
+            print_line(&format!("note: {note}"));
         }
         let address = key.address();
         let server = Arc::new(LeaseServer::new(
@@ -657,6 +677,38 @@ impl Daemon {
         }
     }
 
+    /// Every `storage_check_ms`, evicts the Docker replicas that outgrew their ephemeral storage.
+    async fn police_storage(self: Arc<Self>) {
+        let AnyRuntime::Docker(docker) = self.runtime.as_ref() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(self.cfg.storage_check_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let leases: Vec<_> = self
+                .server
+                .all_accepted()
+                .into_iter()
+                .map(|a| (LeaseRef::new(a.lease), a.group))
+                .collect();
+            match docker.evict_over_storage(&leases).await {
+                Ok(evicted) => {
+                    for e in evicted {
+                        self.log(&format!(
+                            "lease {} service {:?} replica {} {}",
+                            e.lease,
+                            e.service,
+                            e.replica,
+                            e.reason()
+                        ));
+                    }
+                }
+                Err(e) => self.log(&format!("cannot check the storage of leases: {e}")),
+            }
+        }
+    }
+
     /// Binds the tenant endpoint, registers, restores, serves, then follows the chain until the
     /// process ends.
     pub async fn run(self: Arc<Self>) -> Result<(), DaemonError> {
@@ -672,8 +724,25 @@ impl Daemon {
         // Tenants are answered only once the runtime matches the ledger: a manifest sent while
         // restore still runs would race with it. Connections made meanwhile wait in the backlog.
         self.restore().await?;
+        if let Some(ing) = &self.cfg.ingress {
+            let domain = crate::ingress::normalize_host(&ing.domain);
+            let tcp = tokio::net::TcpListener::bind(&ing.listen)
+                .await
+                .map_err(|e| DaemonError::Listen {
+                    addr: ing.listen.clone(),
+                    reason: e.to_string(),
+                })?;
+            let port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
+            self.server.set_ingress(domain.clone(), port);
+            let ingress = crate::ingress::Ingress::new(domain.clone(), self.server.clone(), self.runtime.clone());
+            tokio::spawn(ingress.serve(tcp));
+            self.log(&format!("HTTP ingress for *.{domain} on port {port}"));
+        }
         let app = self.server.clone().router();
         tokio::spawn(async move { axum::serve(listener, app).await });
+        if matches!(self.runtime.as_ref(), AnyRuntime::Docker(d) if d.evicts()) && self.cfg.storage_check_ms > 0 {
+            tokio::spawn(self.clone().police_storage());
+        }
         self.log(&format!("following the chain from height {}", head + 1));
         let mut rx = follow(self.rpc.base().to_string(), head + 1);
         while let Some(block) = rx.recv().await {
@@ -775,4 +844,32 @@ pub fn follow(base: String, from: u64) -> mpsc::Receiver<Value> {
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    /// README's `provider.toml`, with its commented-out settings switched on, is a valid
+    /// configuration: the documentation cannot drift from the parser.
+    #[test]
+    fn the_provider_toml_in_the_readme_parses_with_every_option_on() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("<<'TOML'\n").expect("README has a provider.toml") + "<<'TOML'\n".len();
+        let end = start + readme[start..].find("\nTOML\n").expect("the block ends");
+        let text: String = readme[start..end]
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with('[') || rest.starts_with(|c: char| c.is_ascii_lowercase()) => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let cfg: Config = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(cfg.runtime, "sandbox");
+        assert_eq!(cfg.storage_check_ms, 5000);
+        assert!(cfg.pricing_script.is_some());
+        assert_eq!(cfg.ingress.map(|i| i.listen), Some("0.0.0.0:80".to_string()));
+        assert_eq!(cfg.sandbox.uid, 65534);
+    }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path as AxPath, Query, State as AxState};
@@ -161,6 +161,11 @@ pub struct LeaseServer<R: Runtime> {
     pub dir: PathBuf,
     nonces: Mutex<Nonces>,
     pub clock: fn() -> u64,
+    /// The HTTP ingress's domain and port, once it listens.
+    ingress: OnceLock<(String, u16)>,
+    /// Checking a manifest's hosts and keeping it are one step (two leases cannot both take a
+    /// free host).
+    accepting: Mutex<()>,
 }
 
 pub fn now_ms() -> u64 {
@@ -197,7 +202,15 @@ impl<R: Runtime + 'static> LeaseServer<R> {
                 order: VecDeque::new(),
             }),
             clock: now_ms,
+            ingress: OnceLock::new(),
+            accepting: Mutex::new(()),
         }
+    }
+
+    /// Tells the server the ingress serves `domain` on `port`: manifests' `accept` hosts are
+    /// checked against it, and lease status lists the ingress URIs.
+    pub fn set_ingress(&self, domain: String, port: u16) {
+        let _ = self.ingress.set((domain, port));
     }
 
     pub fn router(self: Arc<Self>) -> Router {
@@ -399,20 +412,33 @@ async fn put_manifest<R: Runtime + 'static>(
     check_against_group(&group, &facts.group).map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_manifest", m))?;
     let lease = LeaseRef::new(id.clone());
     let accepted = Accepted { lease: id, group };
-    std::fs::create_dir_all(&s.dir)
-        .and_then(|_| {
-            std::fs::write(
-                s.accepted_path(&lease),
-                serde_json::to_vec(&accepted).unwrap_or_default(),
-            )
-        })
-        .map_err(|e| {
+    {
+        let _one = s.accepting.lock().map_err(|_| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage",
-                format!("cannot keep the manifest: {e}"),
+                "the manifest store is poisoned",
             )
         })?;
+        if let Some((domain, _)) = s.ingress.get() {
+            crate::ingress::check_hosts(&lease, &accepted.group, &s.all_accepted(), domain)
+                .map_err(|m| ApiError::new(StatusCode::CONFLICT, "host_taken", m))?;
+        }
+        std::fs::create_dir_all(&s.dir)
+            .and_then(|_| {
+                std::fs::write(
+                    s.accepted_path(&lease),
+                    serde_json::to_vec(&accepted).unwrap_or_default(),
+                )
+            })
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage",
+                    format!("cannot keep the manifest: {e}"),
+                )
+            })?;
+    }
     s.runtime.deploy(&lease, &accepted.group).await?;
     Ok(Json(json!({"lease": lease.label(), "status": "deployed"})))
 }
@@ -434,7 +460,7 @@ async fn lease_status<R: Runtime + 'static>(
         )
     })?;
     let st = s.runtime.status(&lease, &acc.group).await?;
-    let uris: Vec<Value> = st
+    let mut uris: Vec<Value> = st
         .services
         .iter()
         .flat_map(|svc| {
@@ -444,6 +470,12 @@ async fn lease_status<R: Runtime + 'static>(
             })
         })
         .collect();
+    if let Some((domain, port)) = s.ingress.get() {
+        let at = if *port == 80 { String::new() } else { format!(":{port}") };
+        for (host, service, container_port, _) in crate::ingress::http_hosts(&lease, &acc.group, domain) {
+            uris.push(json!({"service": service, "port": container_port, "ingress": true, "uri": format!("http://{host}{at}")}));
+        }
+    }
     Ok(Json(
         json!({"lease": lease.label(), "ready": st.all_running(), "services": st.services, "uris": uris}),
     ))

@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use bollard::exec::{CreateExecOptions, StartExecResults};
-use futures_util::StreamExt;
-
-use common::{docker, lease, IMAGE};
+use common::{docker, exec, lease, IMAGE};
 use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
 use pazar_provider::runtime::{LeaseRef, Runtime};
 
@@ -36,31 +33,6 @@ deployment:
 "#
     );
     common::group(&sdl)
-}
-
-/// Runs `sh -c script` in the container; returns the exit code and the output.
-async fn exec(rt: &DockerRuntime, container: &str, script: &str) -> (i64, String) {
-    let d = rt.docker();
-    let e = d
-        .create_exec(
-            container,
-            CreateExecOptions {
-                cmd: Some(vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string()]),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("exec created");
-    let mut out = String::new();
-    if let StartExecResults::Attached { mut output, .. } = d.start_exec(&e.id, None).await.expect("exec started") {
-        while let Some(Ok(chunk)) = output.next().await {
-            out.push_str(&chunk.to_string());
-        }
-    }
-    let code = d.inspect_exec(&e.id).await.expect("inspect").exit_code.unwrap_or(-1);
-    (code, out)
 }
 
 /// (container IP, gateway) of the lease's only replica on its network.

@@ -12,7 +12,7 @@ mod common;
 
 use futures_util::StreamExt;
 
-use common::{http_get, lease};
+use common::{http_get, lease, log_text, wait_status};
 use pazar_provider::image::store_demo_rootfs;
 use pazar_provider::runtime::cgroup::Cgroup;
 use pazar_provider::runtime::sandbox::{remove_lease_processes, SandboxOptions, SandboxRuntime};
@@ -66,28 +66,6 @@ const WEB: &str = r#"    expose:
     params:
       storage:
         data: {mount: /data}"#;
-
-async fn wait_status(
-    rt: &SandboxRuntime,
-    l: &LeaseRef,
-    g: &pazar_sdl::manifest::Group,
-    ok: impl Fn(&LeaseStatus) -> bool,
-) -> LeaseStatus {
-    let t0 = Instant::now();
-    loop {
-        let st = rt.status(l, g).await.expect("status");
-        if ok(&st) {
-            return st;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "status never matched: {st:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn log_text(rt: &SandboxRuntime, l: &LeaseRef) -> String {
-    let lines: Vec<_> = rt.logs(l, None, 1000, false).await.expect("logs").collect().await;
-    lines.into_iter().map(|l| l.expect("line").line + "\n").collect()
-}
 
 /// Kills what a lease left if the test fails before closing it.
 struct Cleanup(Vec<LeaseRef>);
@@ -160,6 +138,13 @@ async fn a_sandboxed_lease_serves_logs_restarts_is_adopted_and_closes_without_le
     assert!(!netns::exists(&l.name()), "network namespace removed");
     assert!(replica_cgroup(&l, "web").pids().is_empty(), "no process left");
     assert!(!dir.path().join("leases").join(l.name()).exists(), "no files left");
+    let volume_files = std::fs::read_dir(dir.path().join("volume-files"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&l.name()))
+        .count();
+    assert_eq!(volume_files, 0, "the volume's filesystem is deleted");
     assert!(http_get(port).is_err(), "the port is closed");
     rt.close(&l).await.expect("closing twice is fine");
 }
@@ -198,6 +183,7 @@ nc -w 2 $HOST_IP $DAEMON_PORT </dev/null && echo "reached-host" || echo "host-un
 nc -w 2 127.0.0.1 $OTHER_PORT </dev/null && echo "reached-other-lease" || echo "other-lease-unreachable"
 dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>/dev/null; echo "tmp-filled $(($(wc -c < /tmp/fill) / 1048576))"
 rm -f /tmp/fill
+dd if=/dev/zero of=/data/fill bs=1M count=100 2>/dev/null; echo "data-filled $(($(wc -c < /data/fill) / 1048576))"
 dd if=/dev/zero of=/dev/null bs=200M count=1 2>/dev/null; echo "big-alloc-exit $?"
 ( i=0; while [ $i -lt 600 ]; do sleep 60 & i=$((i+1)); echo $i > /tmp/forks; done ) 2>/dev/null
 kill -9 -1 2>/dev/null
@@ -224,7 +210,7 @@ async fn a_sandboxed_workload_has_no_privileges_no_host_files_no_way_out_and_bou
 
     let probe = PROBE.replace('\n', "\n        ");
     let extra = format!(
-        "    env: [DAEMON_PORT={daemon_port}, OTHER_PORT={other_port}, HOST_IP={host_ip}]\n    command: [/bin/sh, -c]\n    args:\n      - |\n        {probe}"
+        "    env: [DAEMON_PORT={daemon_port}, OTHER_PORT={other_port}, HOST_IP={host_ip}]\n    command: [/bin/sh, -c]\n    args:\n      - |\n        {probe}\n    params:\n      storage:\n        data: {{mount: /data}}"
     );
     let text = sdl("probe", &extra, "128Mi", "32Mi").replace("    env: [GREETING=hello-from-the-sandbox]\n", "");
     let g = common::group(&text);
@@ -252,6 +238,11 @@ async fn a_sandboxed_workload_has_no_privileges_no_host_files_no_way_out_and_bou
     assert!(
         filled <= 32,
         "/tmp is bounded by the ephemeral storage (32Mi): wrote {filled} MiB\n{out}"
+    );
+    let data: u64 = field(&out, "data-filled");
+    assert!(
+        (64..100).contains(&data),
+        "the persistent volume holds what was leased (64Mi) and no more: wrote {data} MiB\n{out}"
     );
     let alloc: u64 = field(&out, "big-alloc-exit");
     assert_ne!(alloc, 0, "200 MiB in a 128Mi replica is refused or killed\n{out}");

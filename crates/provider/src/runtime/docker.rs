@@ -4,8 +4,16 @@
 //! ports, named volumes for persistent storage, tmpfs for `ram` volumes, GPUs by device request.
 //! Containers restart in place (`unless-stopped`), so logs and restart counts survive a crash,
 //! and everything carries labels, so a restarted daemon finds its leases again.
+//!
+//! Storage is bounded three ways: persistent volumes are ext4 filesystems in files of the leased
+//! size on loop devices ([`super::loopfs`]), so a full volume answers `ENOSPC`; `ram` volumes
+//! are sized tmpfs; the writable layer gets `storage_opt size` where the engine's storage
+//! driver enforces it, and elsewhere (overlay2 on ext4, fuse-overlayfs) a replica whose layer
+//! outgrows its ephemeral storage is evicted, as kubelet does: its logs are kept, it is removed
+//! and started afresh from its image, and the lease's status counts and explains it.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use bollard::models::{
     ContainerCreateBody, DeviceRequest, EndpointSettings, HostConfig, HostConfigLogConfig, Mount, MountType,
@@ -26,6 +34,15 @@ const LABEL_LEASE: &str = "pazar.lease";
 const LABEL_LEASE_ID: &str = "pazar.lease-id";
 const LABEL_SERVICE: &str = "pazar.service";
 const LABEL_REPLICA: &str = "pazar.replica";
+/// Times this replica was evicted, carried from container to container.
+const LABEL_EVICTIONS: &str = "pazar.evictions";
+/// Why it was evicted last.
+const LABEL_EVICTED: &str = "pazar.evicted";
+/// Restarts of the containers this replica had before its last eviction.
+const LABEL_RESTARTS: &str = "pazar.restarts-before";
+
+/// Log lines of an evicted replica kept for the tenant (over all its evictions).
+const KEPT_LOG_LINES: usize = 1000;
 
 /// Capabilities ordinary images need (Docker's defaults without NET_RAW, MKNOD, AUDIT_WRITE).
 const CAPS: &[&str] = &[
@@ -44,7 +61,7 @@ const CAPS: &[&str] = &[
 /// Processes one replica may run.
 const PIDS_LIMIT: i64 = 1024;
 
-fn backend(e: bollard::errors::Error) -> RuntimeError {
+fn backend(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Backend(e.to_string())
 }
 
@@ -56,12 +73,16 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
 }
 
 /// How the Docker backend runs leases.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DockerOptions {
     /// Containers get GPU device requests (the host has NVIDIA GPUs and their container runtime).
     pub gpus: bool,
     /// Drop what a lease's containers send to the host itself (needs root and `iptables`).
     pub isolate_host: bool,
+    /// Where the backend keeps what outlives a container: the files of size-bounded volumes
+    /// (`volumes/`) and the logs of evicted replicas (`evicted/`). Without it, volumes are plain
+    /// Docker volumes (unbounded) and an evicted replica's logs go with it.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for DockerOptions {
@@ -69,6 +90,7 @@ impl Default for DockerOptions {
         DockerOptions {
             gpus: false,
             isolate_host: true,
+            state_dir: None,
         }
     }
 }
@@ -79,6 +101,33 @@ pub struct DockerRuntime {
     /// The engine's storage driver can cap a container's writable layer (`storage_opt size`).
     storage_quota: bool,
     driver: String,
+    /// Size-bounded persistent volumes, or why there are none.
+    volumes: Result<super::loopfs::LoopFs, String>,
+    /// Deploy, close and eviction of leases, one at a time: an eviction never brings back a
+    /// replica of a lease being closed.
+    lifecycle: tokio::sync::Mutex<()>,
+}
+
+/// A replica evicted for outgrowing its ephemeral storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eviction {
+    pub lease: String,
+    pub service: String,
+    pub replica: u32,
+    /// Bytes its writable layer held.
+    pub used: u64,
+    /// Ephemeral storage it leased.
+    pub limit: u64,
+}
+
+impl Eviction {
+    /// What the tenant reads in the lease's status.
+    pub fn reason(&self) -> String {
+        format!(
+            "evicted: its writable layer held {} bytes, over the {} bytes of ephemeral storage leased",
+            self.used, self.limit
+        )
+    }
 }
 
 /// Whether a storage driver enforces `--storage-opt size` (overlay2 only on xfs with project
@@ -115,24 +164,51 @@ impl DockerRuntime {
             .map_err(|e| RuntimeError::Backend(format!("the Docker engine does not describe itself: {e}")))?;
         let driver = info.driver.unwrap_or_default();
         let storage_quota = driver_bounds_storage(&driver, &info.driver_status.unwrap_or_default());
+        let volumes = match (&opts.state_dir, super::loopfs::unavailable()) {
+            (None, _) => Err("no state directory is configured".to_string()),
+            (Some(_), Some(why)) => Err(why),
+            (Some(dir), None) => Ok(super::loopfs::LoopFs::new(dir.join("volumes"))),
+        };
         Ok(DockerRuntime {
             docker,
             opts,
             storage_quota,
             driver,
+            volumes,
+            lifecycle: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// `None` when containers' ephemeral storage is capped; otherwise why it is not (the
-    /// engine's storage driver cannot), for the operator.
-    pub fn storage_unbounded_reason(&self) -> Option<String> {
-        (!self.storage_quota).then(|| {
-            format!(
+    /// How storage is bounded where it is not capped outright, for the operator.
+    pub fn storage_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if !self.storage_quota {
+            notes.push(format!(
                 "the engine's storage driver {:?} cannot cap a container's writable layer (overlay2 on xfs \
-                 with pquota, btrfs or zfs can): ephemeral storage is not bounded",
+                 with pquota, btrfs or zfs can): replicas that outgrow their ephemeral storage are evicted",
                 self.driver
-            )
-        })
+            ));
+        }
+        if let Err(why) = &self.volumes {
+            notes.push(format!("persistent volumes are not size-bounded: {why}"));
+        }
+        notes
+    }
+
+    /// Whether ephemeral storage is enforced by eviction ([`DockerRuntime::evict_over_storage`])
+    /// rather than by the storage driver.
+    pub fn evicts(&self) -> bool {
+        !self.storage_quota
+    }
+
+    /// Whether persistent volumes are size-bounded filesystems.
+    pub fn bounds_volumes(&self) -> bool {
+        self.volumes.is_ok()
+    }
+
+    fn kept_logs(&self, container: &str) -> Option<PathBuf> {
+        let dir = self.opts.state_dir.as_ref()?;
+        Some(dir.join("evicted").join(format!("{container}.jsonl")))
     }
 
     pub fn docker(&self) -> &Docker {
@@ -318,27 +394,45 @@ impl DockerRuntime {
     }
 
     async fn deploy_group(&self, lease: &LeaseRef, group: &Group) -> Result<(), RuntimeError> {
+        let _one = self.lifecycle.lock().await;
         for svc in &group.services {
             self.ensure_image(&svc.image).await?;
         }
         let net = self.ensure_network(lease).await?;
         for svc in &group.services {
             for m in &svc.storage {
-                let is_ram = svc
-                    .resources
-                    .storage
-                    .iter()
-                    .any(|v| v.name == m.name && v.attributes.iter().any(|a| a.key == "class" && a.value == "ram"));
-                if !is_ram {
-                    self.docker
-                        .create_volume(bollard::models::VolumeCreateRequest {
-                            name: Some(Self::volume_name(lease, &svc.name, &m.name)),
-                            labels: Some(Self::labels(lease)),
-                            ..Default::default()
-                        })
-                        .await
-                        .map_err(backend)?;
+                let Some(vol) = svc.resources.storage.iter().find(|v| v.name == m.name) else {
+                    continue;
+                };
+                if vol.attributes.iter().any(|a| a.key == "class" && a.value == "ram") {
+                    continue;
                 }
+                let name = Self::volume_name(lease, &svc.name, &m.name);
+                // A filesystem of the leased size where loop devices allow (made once, attached
+                // again after a reboot); a plain Docker volume otherwise.
+                let driver_opts = match &self.volumes {
+                    Ok(fs) => {
+                        let (fs, n, bytes) = (fs.clone(), name.clone(), vol.bytes);
+                        let dev = tokio::task::spawn_blocking(move || fs.ensure(&n, bytes))
+                            .await
+                            .map_err(backend)?
+                            .map_err(|e| RuntimeError::Backend(format!("volume {:?}: {e}", m.name)))?;
+                        Some(HashMap::from([
+                            ("type".to_string(), "ext4".to_string()),
+                            ("device".to_string(), dev.to_string_lossy().into_owned()),
+                        ]))
+                    }
+                    Err(_) => None,
+                };
+                self.docker
+                    .create_volume(bollard::models::VolumeCreateRequest {
+                        name: Some(name),
+                        labels: Some(Self::labels(lease)),
+                        driver_opts,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(backend)?;
             }
             for replica in 0..svc.count {
                 let name = Self::container_name(lease, &svc.name, replica);
@@ -379,6 +473,8 @@ impl DockerRuntime {
                 state: "running".into(),
                 forwards: Vec::new(),
                 last_error: None,
+                evictions: 0,
+                last_eviction: None,
             };
             for replica in 0..svc.count {
                 let name = Self::container_name(lease, &svc.name, replica);
@@ -395,6 +491,13 @@ impl DockerRuntime {
                     Err(e) => return Err(backend(e)),
                 };
                 st.restarts += info.restart_count.unwrap_or(0).max(0) as u64;
+                let labels = info.config.as_ref().and_then(|c| c.labels.as_ref());
+                let label = |k: &str| labels.and_then(|l| l.get(k));
+                st.restarts += label(LABEL_RESTARTS).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                st.evictions += label(LABEL_EVICTIONS).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                if let Some(why) = label(LABEL_EVICTED) {
+                    st.last_eviction = Some(why.clone());
+                }
                 let state = info.state.unwrap_or_default();
                 let status = state.status.map(|s| s.to_string()).unwrap_or_default();
                 let ip = info
@@ -490,6 +593,22 @@ impl DockerRuntime {
         }
         let mut streams = Vec::new();
         for (name, svc, replica) in chosen {
+            // What evicted containers of this replica wrote comes first.
+            let kept: Vec<Result<LogLine, RuntimeError>> = self
+                .kept_logs(&name)
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .map(|text| {
+                    let lines: Vec<_> = text
+                        .lines()
+                        .filter_map(|l| serde_json::from_str::<LogLine>(l).ok())
+                        .collect();
+                    lines[lines.len().saturating_sub(tail)..]
+                        .iter()
+                        .cloned()
+                        .map(Ok)
+                        .collect()
+                })
+                .unwrap_or_default();
             let s = self
                 .docker
                 .logs(
@@ -502,46 +621,24 @@ impl DockerRuntime {
                         ..Default::default()
                     }),
                 )
-                .map(move |item| {
-                    item.map(|out| {
-                        let (stream, bytes) = match out {
-                            bollard::container::LogOutput::StdErr { message } => ("stderr", message),
-                            bollard::container::LogOutput::StdOut { message }
-                            | bollard::container::LogOutput::Console { message }
-                            | bollard::container::LogOutput::StdIn { message } => ("stdout", message),
-                        };
-                        LogLine {
-                            service: svc.clone(),
-                            replica,
-                            stream: stream.into(),
-                            line: String::from_utf8_lossy(&bytes).trim_end_matches('\n').to_string(),
-                        }
-                    })
-                    .map_err(backend)
-                });
-            streams.push(s.boxed());
+                .map(move |item| item.map(|out| log_line(out, &svc, replica)).map_err(backend));
+            streams.push(futures_util::stream::iter(kept).chain(s).boxed());
         }
         Ok(futures_util::stream::select_all(streams).boxed())
     }
 
     async fn close_lease(&self, lease: &LeaseRef) -> Result<(), RuntimeError> {
-        for (name, _, _) in self.lease_containers(lease).await? {
-            match self
-                .docker
-                .remove_container(
-                    &name,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        v: true,
-                        ..Default::default()
-                    }),
-                )
-                .await
-            {
-                Ok(()) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(backend(e)),
+        let _one = self.lifecycle.lock().await;
+        if let Some(dir) = self.opts.state_dir.as_ref().map(|d| d.join("evicted")) {
+            let prefix = format!("{}-", lease.name());
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
+        }
+        for (name, _, _) in self.lease_containers(lease).await? {
+            self.remove(&name).await?;
         }
         let vols = self
             .docker
@@ -561,6 +658,13 @@ impl DockerRuntime {
                 Err(e) => return Err(backend(e)),
             }
         }
+        if let Ok(fs) = &self.volumes {
+            let (fs, prefix) = (fs.clone(), format!("{}-", lease.name()));
+            tokio::task::spawn_blocking(move || fs.names(&prefix).iter().try_for_each(|n| fs.remove(n)))
+                .await
+                .map_err(backend)?
+                .map_err(RuntimeError::Backend)?;
+        }
         // The rule goes before the network, so a lease whose network is gone has no rule left.
         if self.opts.isolate_host {
             super::firewall::release(&lease.name())?;
@@ -570,6 +674,174 @@ impl DockerRuntime {
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(backend(e)),
         }
+    }
+
+    /// Evicts every replica of `leases` whose writable layer holds more than the ephemeral
+    /// storage its service leased (does nothing where the storage driver caps it): its last
+    /// log lines are kept for the tenant, the container is removed (its writable layer with
+    /// it) and made again from the image, carrying its restart and eviction counts. Replicas
+    /// of leases not in the list are left alone. Called periodically by the daemon, as kubelet
+    /// checks its pods' ephemeral storage; between two checks a workload can overshoot.
+    pub async fn evict_over_storage(&self, leases: &[(LeaseRef, Group)]) -> Result<Vec<Eviction>, RuntimeError> {
+        if !self.evicts() {
+            return Ok(Vec::new());
+        }
+        let _one = self.lifecycle.lock().await;
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                size: true,
+                filters: Some(HashMap::from([("label".to_string(), vec![LABEL_LEASE.to_string()])])),
+                ..Default::default()
+            }))
+            .await
+            .map_err(backend)?;
+        let used: HashMap<String, (u64, HashMap<String, String>)> = list
+            .into_iter()
+            .filter_map(|c| {
+                let name = c.names?.first()?.trim_start_matches('/').to_string();
+                Some((
+                    name,
+                    (c.size_rw.unwrap_or(0).max(0) as u64, c.labels.unwrap_or_default()),
+                ))
+            })
+            .collect();
+        let mut evicted = Vec::new();
+        for (lease, group) in leases {
+            for svc in &group.services {
+                let Some(limit) = super::ephemeral_bytes(svc) else {
+                    continue;
+                };
+                for replica in 0..svc.count {
+                    let name = Self::container_name(lease, &svc.name, replica);
+                    let Some((bytes, labels)) = used.get(&name) else {
+                        continue;
+                    };
+                    if *bytes <= limit {
+                        continue;
+                    }
+                    let e = Eviction {
+                        lease: lease.label(),
+                        service: svc.name.clone(),
+                        replica,
+                        used: *bytes,
+                        limit,
+                    };
+                    self.evict(lease, svc, replica, &name, labels, &e).await?;
+                    evicted.push(e);
+                }
+            }
+        }
+        Ok(evicted)
+    }
+
+    async fn evict(
+        &self,
+        lease: &LeaseRef,
+        svc: &Service,
+        replica: u32,
+        name: &str,
+        labels: &HashMap<String, String>,
+        e: &Eviction,
+    ) -> Result<(), RuntimeError> {
+        let count = |k: &str| labels.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let info = self
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+            .map_err(backend)?;
+        let restarts = count(LABEL_RESTARTS) + info.restart_count.unwrap_or(0).max(0) as u64;
+        if let Some(path) = self.kept_logs(name) {
+            self.keep_logs(name, &svc.name, replica, &path).await?;
+        }
+        self.remove(name).await?;
+        let mut body = self.container_body(lease, &lease.name(), svc, replica);
+        if let Some(l) = body.labels.as_mut() {
+            l.insert(LABEL_EVICTIONS.into(), (count(LABEL_EVICTIONS) + 1).to_string());
+            l.insert(LABEL_EVICTED.into(), e.reason());
+            l.insert(LABEL_RESTARTS.into(), restarts.to_string());
+        }
+        // The replica keeps its host ports, so the tenant's URIs stay right; should one have
+        // been taken meanwhile, it gets fresh ones (the status shows them).
+        let held = info.network_settings.and_then(|n| n.ports).unwrap_or_default();
+        let mut pinned = body.clone();
+        if let Some(bindings) = pinned.host_config.as_mut().and_then(|h| h.port_bindings.as_mut()) {
+            for (key, b) in bindings.iter_mut() {
+                let port = held
+                    .get(key)
+                    .and_then(|v| v.as_ref())
+                    .and_then(|v| v.iter().find_map(|p| p.host_port.clone()));
+                if let (Some(port), Some(b)) = (port, b.as_mut()) {
+                    b.iter_mut().for_each(|p| p.host_port = Some(port.clone()));
+                }
+            }
+        }
+        if self.create_and_start(name, pinned).await.is_err() {
+            self.remove(name).await?;
+            self.create_and_start(name, body).await?;
+        }
+        Ok(())
+    }
+
+    async fn create_and_start(&self, name: &str, body: ContainerCreateBody) -> Result<(), RuntimeError> {
+        self.docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(backend)?;
+        self.docker.start_container(name, None).await.map_err(backend)
+    }
+
+    /// Removes a container with its anonymous volumes; absent is fine.
+    async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// Appends the container's last log lines to `path`, which keeps the last
+    /// [`KEPT_LOG_LINES`] over all evictions of the replica.
+    async fn keep_logs(
+        &self,
+        name: &str,
+        service: &str,
+        replica: u32,
+        path: &std::path::Path,
+    ) -> Result<(), RuntimeError> {
+        let mut lines: Vec<String> = std::fs::read_to_string(path)
+            .map(|t| t.lines().map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut logs = self.docker.logs(
+            name,
+            Some(LogsOptions {
+                stdout: true,
+                stderr: true,
+                tail: KEPT_LOG_LINES.to_string(),
+                ..Default::default()
+            }),
+        );
+        while let Some(Ok(out)) = logs.next().await {
+            lines.push(serde_json::to_string(&log_line(out, service, replica)).map_err(backend)?);
+        }
+        let keep = &lines[lines.len().saturating_sub(KEPT_LOG_LINES)..];
+        let io = |e: std::io::Error| RuntimeError::Backend(format!("cannot keep the logs in {}: {e}", path.display()));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        std::fs::write(path, keep.iter().map(|l| format!("{l}\n")).collect::<String>()).map_err(io)
     }
 
     /// Removes isolation rules left for networks that no longer exist (a crash between removing
@@ -621,6 +893,21 @@ impl DockerRuntime {
     }
 }
 
+fn log_line(out: bollard::container::LogOutput, service: &str, replica: u32) -> LogLine {
+    let (stream, bytes) = match out {
+        bollard::container::LogOutput::StdErr { message } => ("stderr", message),
+        bollard::container::LogOutput::StdOut { message }
+        | bollard::container::LogOutput::Console { message }
+        | bollard::container::LogOutput::StdIn { message } => ("stdout", message),
+    };
+    LogLine {
+        service: service.to_string(),
+        replica,
+        stream: stream.into(),
+        line: String::from_utf8_lossy(&bytes).trim_end_matches('\n').to_string(),
+    }
+}
+
 /// Docker's name of a container port, e.g. `8080/tcp`.
 fn port_key(port: u16, proto: Proto) -> String {
     match proto {
@@ -668,6 +955,40 @@ impl Runtime for DockerRuntime {
 
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {
         Box::pin(self.all_leases())
+    }
+
+    fn dial<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        service: &'a str,
+        replica: u32,
+        port: u16,
+    ) -> BoxFuture<'a, Result<tokio::net::TcpStream, RuntimeError>> {
+        Box::pin(async move {
+            let name = Self::container_name(lease, service, replica);
+            let info = match self
+                .docker
+                .inspect_container(&name, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(i) => i,
+                Err(e) if is_not_found(&e) => return Err(RuntimeError::UnknownService(service.to_string())),
+                Err(e) => return Err(backend(e)),
+            };
+            // The replica's address on its lease network, which the host reaches.
+            let ip = info
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|n| n.get(&lease.name()).and_then(|e| e.ip_address.clone()))
+                .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+                .ok_or_else(|| backend(format!("replica {replica} of {service:?} has no address (not running)")))?;
+            let connect = tokio::net::TcpStream::connect((ip, port));
+            match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(backend(format!("{service:?} refuses port {port}: {e}"))),
+                Err(_) => Err(backend(format!("{service:?} does not answer on port {port}"))),
+            }
+        })
     }
 }
 

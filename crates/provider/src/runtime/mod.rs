@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod docker;
 pub mod firewall;
 pub mod images;
+pub mod loopfs;
 pub mod netns;
 pub mod sandbox;
 
@@ -86,6 +87,13 @@ pub struct ServiceStatus {
     pub forwards: Vec<Forward>,
     /// The last exit code or error, when a replica is not running.
     pub last_error: Option<String>,
+    /// Replicas evicted (removed and started afresh) for writing more than their ephemeral
+    /// storage, where the runtime cannot cap it outright; summed over replicas.
+    #[serde(default)]
+    pub evictions: u64,
+    /// Why the last eviction happened.
+    #[serde(default)]
+    pub last_eviction: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +151,15 @@ pub trait Runtime: Send + Sync {
     fn close<'a>(&'a self, lease: &'a LeaseRef) -> BoxFuture<'a, Result<(), RuntimeError>>;
     /// Names ([`LeaseRef::name`]) and labels of the leases with anything in this runtime.
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>>;
+    /// A TCP connection from this host to `port` of one replica of a service (the ingress's
+    /// way in; it needs no host port).
+    fn dial<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        service: &'a str,
+        replica: u32,
+        port: u16,
+    ) -> BoxFuture<'a, Result<tokio::net::TcpStream, RuntimeError>>;
 }
 
 /// The backend a daemon was configured with.
@@ -164,6 +181,14 @@ impl AnyRuntime {
         match self {
             AnyRuntime::Docker(_) => "docker",
             AnyRuntime::Sandbox(_) => "sandbox",
+        }
+    }
+
+    /// How storage is bounded where it is not capped outright, for the operator.
+    pub fn storage_notes(&self) -> Vec<String> {
+        match self {
+            AnyRuntime::Docker(d) => d.storage_notes(),
+            AnyRuntime::Sandbox(s) => s.storage_notes(),
         }
     }
 
@@ -202,5 +227,15 @@ impl Runtime for AnyRuntime {
 
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {
         self.inner().leases()
+    }
+
+    fn dial<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        service: &'a str,
+        replica: u32,
+        port: u16,
+    ) -> BoxFuture<'a, Result<tokio::net::TcpStream, RuntimeError>> {
+        self.inner().dial(lease, service, replica, port)
     }
 }

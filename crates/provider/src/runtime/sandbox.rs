@@ -10,6 +10,9 @@
 //! host port into it. Replicas are started in their own session and outlive the daemon: after a
 //! restart, [`Runtime::deploy`] adopts them (checked by PID and start time) instead of starting
 //! them again. Output goes to one log file per replica, appended across restarts.
+//! Persistent volumes are ext4 filesystems of the leased size ([`super::loopfs`]) mounted on
+//! the host under the lease's directory and bound into the sandbox; a full one answers
+//! `ENOSPC`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -117,6 +120,8 @@ type Leases = Arc<Mutex<BTreeMap<String, LeaseRun>>>;
 
 pub struct SandboxRuntime {
     opts: SandboxOptions,
+    /// Size-bounded persistent volumes (`<dir>/volume-files/`), or why there are none.
+    volumes: Result<super::loopfs::LoopFs, String>,
     images: ImageStore,
     leases: Leases,
     supervisor: AbortHandle,
@@ -130,6 +135,41 @@ impl Drop for SandboxRuntime {
 
 fn backend(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Backend(e.to_string())
+}
+
+/// Whether `path` is a mount point (its device differs from its parent's).
+fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), path.parent().map(std::fs::metadata)) {
+        (Ok(m), Some(Ok(p))) => m.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+/// Mounts the volume's filesystem on `dir` unless it is mounted there already (a daemon
+/// restart keeps mounts; a reboot does not).
+fn mount_volume(dev: &Path, dir: &Path) -> Result<(), RuntimeError> {
+    use nix::mount::{mount, MsFlags};
+    if is_mount_point(dir) {
+        return Ok(());
+    }
+    mount(
+        Some(dev),
+        dir,
+        Some("ext4"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(|e| backend(format!("cannot mount {} on {}: {e}", dev.display(), dir.display())))
+}
+
+/// Detaches the volume mounted on `dir`, if any.
+fn unmount_volume(dir: &Path) -> Result<(), RuntimeError> {
+    use nix::mount::{umount2, MntFlags};
+    if !is_mount_point(dir) {
+        return Ok(());
+    }
+    umount2(dir, MntFlags::MNT_DETACH).map_err(|e| backend(format!("cannot unmount {}: {e}", dir.display())))
 }
 
 /// `(state, starttime)` of a process from `/proc/PID/stat`.
@@ -205,7 +245,12 @@ impl SandboxRuntime {
         reachable_by(&opts.images, opts.uid)?;
         let leases: Leases = Arc::default();
         let supervisor = tokio::spawn(supervise(opts.clone(), leases.clone())).abort_handle();
+        let volumes = match super::loopfs::unavailable() {
+            Some(why) => Err(why),
+            None => Ok(super::loopfs::LoopFs::new(opts.dir.join("volume-files"))),
+        };
         Ok(SandboxRuntime {
+            volumes,
             images: ImageStore::new(&opts.images),
             opts,
             leases,
@@ -215,6 +260,19 @@ impl SandboxRuntime {
 
     pub fn images(&self) -> &ImageStore {
         &self.images
+    }
+
+    /// How storage is bounded where it is not, for the operator.
+    pub fn storage_notes(&self) -> Vec<String> {
+        match &self.volumes {
+            Ok(_) => Vec::new(),
+            Err(why) => vec![format!("persistent volumes are not size-bounded: {why}")],
+        }
+    }
+
+    /// Whether persistent volumes are size-bounded filesystems.
+    pub fn bounds_volumes(&self) -> bool {
+        self.volumes.is_ok()
     }
 
     fn lease_dir(&self, name: &str) -> PathBuf {
@@ -310,6 +368,18 @@ impl SandboxRuntime {
             for m in svc.storage.iter().filter(|m| !is_ram(svc, &m.name)) {
                 let v = dir.join("volumes").join(format!("{}-{}", svc.name, m.name));
                 std::fs::create_dir_all(&v).map_err(io)?;
+                if let Ok(fs) = &self.volumes {
+                    let bytes = svc
+                        .resources
+                        .storage
+                        .iter()
+                        .find(|r| r.name == m.name)
+                        .map_or(0, |r| r.bytes);
+                    let dev = fs
+                        .ensure(&format!("{name}-{}-{}", svc.name, m.name), bytes)
+                        .map_err(|e| backend(format!("volume {:?}: {e}", m.name)))?;
+                    mount_volume(&dev, &v)?;
+                }
                 nix::unistd::chown(
                     &v,
                     Some(nix::unistd::Uid::from_raw(self.opts.uid)),
@@ -425,6 +495,9 @@ impl SandboxRuntime {
                 state: "running".into(),
                 forwards: Vec::new(),
                 last_error: None,
+                // `/tmp` is a tmpfs of the leased size: writes past it fail, nothing is evicted.
+                evictions: 0,
+                last_eviction: None,
             };
             let Some((state, pending)) = &snapshot else {
                 st.state = "missing".into();
@@ -511,6 +584,7 @@ impl SandboxRuntime {
             }
         }
         let opts = self.opts.clone();
+        let volumes = self.volumes.clone();
         let name = name.to_string();
         tokio::task::spawn_blocking(move || {
             if let Some(mut run) = run {
@@ -522,6 +596,16 @@ impl SandboxRuntime {
             remove_lease_processes(&name);
             netns::delete(&name).map_err(backend)?;
             let dir = opts.dir.join("leases").join(&name);
+            // Volumes are unmounted before the directory goes, so removing it cannot reach
+            // into them, and their files are deleted after.
+            for e in std::fs::read_dir(dir.join("volumes")).into_iter().flatten().flatten() {
+                unmount_volume(&e.path())?;
+            }
+            if let Ok(fs) = &volumes {
+                for n in fs.names(&format!("{name}-")) {
+                    fs.remove(&n).map_err(backend)?;
+                }
+            }
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(|e| backend(format!("cannot remove {}: {e}", dir.display())))?;
             }
@@ -937,9 +1021,44 @@ impl Runtime for SandboxRuntime {
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {
         Box::pin(async move { self.all_leases() })
     }
+
+    fn dial<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        service: &'a str,
+        _replica: u32,
+        port: u16,
+    ) -> BoxFuture<'a, Result<tokio::net::TcpStream, RuntimeError>> {
+        Box::pin(self.dial_lease(lease, service, port))
+    }
 }
 
 impl SandboxRuntime {
+    /// Replicas of one lease share its network namespace, so any replica's port is reached at
+    /// `127.0.0.1` inside it.
+    async fn dial_lease(
+        &self,
+        lease: &LeaseRef,
+        service: &str,
+        port: u16,
+    ) -> Result<tokio::net::TcpStream, RuntimeError> {
+        let name = lease.name();
+        let known = self
+            .leases
+            .lock()
+            .map_err(backend)?
+            .get(&name)
+            .map(|run| run.state.group.services.iter().any(|s| s.name == service));
+        match known {
+            None => return Err(RuntimeError::UnknownLease(lease.label())),
+            Some(false) => return Err(RuntimeError::UnknownService(service.to_string())),
+            Some(true) => {}
+        }
+        netns::connect(&name, port, Duration::from_secs(5))
+            .await
+            .map_err(|e| backend(format!("{service:?} does not answer on port {port}: {e}")))
+    }
+
     async fn close_lease_ref(&self, lease: &LeaseRef) -> Result<(), RuntimeError> {
         self.close_lease(&lease.name()).await
     }

@@ -5,7 +5,12 @@
 
 use pazar_provider::image::build_demo_image;
 use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
-use pazar_provider::runtime::LeaseRef;
+use std::time::{Duration, Instant};
+
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use futures_util::StreamExt;
+
+use pazar_provider::runtime::{LeaseRef, LeaseStatus, Runtime};
 use pazar_sdl::{parse, Options};
 use pazar_types::market::BidId;
 use pazar_types::{Address, Denom};
@@ -14,7 +19,12 @@ pub const IMAGE: &str = "pazar-demo:test";
 
 /// The local Docker engine (the test fails without one) with the demo image built.
 pub async fn docker() -> DockerRuntime {
-    let rt = DockerRuntime::connect(DockerOptions::default())
+    docker_with(DockerOptions::default()).await
+}
+
+/// As [`docker`], with these options.
+pub async fn docker_with(opts: DockerOptions) -> DockerRuntime {
+    let rt = DockerRuntime::connect(opts)
         .await
         .expect("this machine has a Docker engine");
     build_demo_image(rt.docker(), IMAGE)
@@ -54,4 +64,51 @@ pub fn http_get(port: u16) -> std::io::Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
+}
+
+/// Runs `sh -c script` in the container; returns the exit code and the output.
+pub async fn exec(rt: &DockerRuntime, container: &str, script: &str) -> (i64, String) {
+    let d = rt.docker();
+    let e = d
+        .create_exec(
+            container,
+            CreateExecOptions {
+                cmd: Some(vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string()]),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("exec created");
+    let mut out = String::new();
+    if let StartExecResults::Attached { mut output, .. } = d.start_exec(&e.id, None).await.expect("exec started") {
+        while let Some(Ok(chunk)) = output.next().await {
+            out.push_str(&chunk.to_string());
+        }
+    }
+    let code = d.inspect_exec(&e.id).await.expect("inspect").exit_code.unwrap_or(-1);
+    (code, out)
+}
+
+pub async fn wait_status<R: Runtime>(
+    rt: &R,
+    l: &LeaseRef,
+    g: &pazar_sdl::manifest::Group,
+    ok: impl Fn(&LeaseStatus) -> bool,
+) -> LeaseStatus {
+    let t0 = Instant::now();
+    loop {
+        let st = rt.status(l, g).await.expect("status");
+        if ok(&st) {
+            return st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "status never matched: {st:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn log_text<R: Runtime>(rt: &R, l: &LeaseRef) -> String {
+    let lines: Vec<_> = rt.logs(l, None, 1000, false).await.expect("logs").collect().await;
+    lines.into_iter().map(|l| l.expect("line").line + "\n").collect()
 }

@@ -1,0 +1,185 @@
+//! Size-bounded persistent volumes: each volume is an ext4 filesystem in a sparse file of its
+//! own, attached to a loop device. A workload that fills it gets `ENOSPC`, as on a real disk of
+//! the size it leased, whatever the host's storage driver can or cannot cap. Both runtimes use
+//! it: Docker mounts the device as a `local` volume (`type=ext4`), the sandbox mounts it on the
+//! host and binds it in.
+//!
+//! Files live in one directory: `<name>.ext4` (the filesystem) and `<name>.dev`, a symlink to
+//! the loop device it is attached to now. The link is the stable name given to Docker: after a
+//! reboot the file is attached again (maybe to another `/dev/loopN`) and the link moves with it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// ext4's own space (journal, inode tables) on top of what the tenant asked for: a 4 MiB
+/// journal, one inode per 64 KiB, then 2 % and 8 MiB of slack so that at least the leased
+/// bytes are free on the fresh filesystem (32 MiB gives 34.6 MiB free, 1 GiB 1.0016 GiB).
+fn file_bytes(leased: u64) -> u64 {
+    let b = leased.saturating_add(leased / 50).saturating_add(8 << 20);
+    b.checked_next_multiple_of(4096).unwrap_or(b / 4096 * 4096)
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `{cmd}`: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{cmd} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Why volumes cannot be bounded here, if they cannot: loop devices and the tools need root
+/// (Debian's util-linux `losetup`, e2fsprogs `mkfs.ext4` and `debugfs`).
+pub fn unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("size-bounded volumes need root (loop devices)".into());
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Some("this host has no loop devices (/dev/loop-control)".into());
+    }
+    for (tool, package) in [
+        ("losetup", "util-linux"),
+        ("mkfs.ext4", "e2fsprogs"),
+        ("debugfs", "e2fsprogs"),
+    ] {
+        if Command::new(tool).arg("-V").output().is_err() {
+            return Some(format!("`{tool}` is missing (Debian's {package})"));
+        }
+    }
+    None
+}
+
+/// The volumes of one runtime, in one directory.
+#[derive(Debug, Clone)]
+pub struct LoopFs {
+    dir: PathBuf,
+}
+
+impl LoopFs {
+    pub fn new(dir: impl Into<PathBuf>) -> LoopFs {
+        LoopFs { dir: dir.into() }
+    }
+
+    fn image(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.ext4"))
+    }
+
+    /// The stable device path of `name` (a symlink to its loop device).
+    pub fn device(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.dev"))
+    }
+
+    /// Loop devices the file of `name` is attached to.
+    fn attached(&self, name: &str) -> Result<Vec<String>, String> {
+        let img = self.image(name);
+        let out = run("losetup", &["-j", &img.to_string_lossy()])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split(':').next())
+            .filter(|d| d.starts_with("/dev/loop"))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Makes the filesystem the first time (empty: no `lost+found`, so images that want an
+    /// empty data directory get one), attaches it when it is not, points the link at its loop
+    /// device, and returns the link.
+    pub fn ensure(&self, name: &str, leased: u64) -> Result<PathBuf, String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("cannot make {}: {e}", self.dir.display()))?;
+        let img = self.image(name);
+        let img_s = img.to_string_lossy().into_owned();
+        if !img.exists() {
+            let partial = self.dir.join(format!("{name}.ext4.new"));
+            let partial_s = partial.to_string_lossy().into_owned();
+            let f = std::fs::File::create(&partial).map_err(|e| format!("cannot create {partial_s}: {e}"))?;
+            f.set_len(file_bytes(leased))
+                .map_err(|e| format!("cannot size {partial_s}: {e}"))?;
+            drop(f);
+            run(
+                "mkfs.ext4",
+                &[
+                    "-q",
+                    "-F",
+                    "-m",
+                    "0",
+                    "-i",
+                    "65536",
+                    "-J",
+                    "size=4",
+                    "-E",
+                    "root_owner=0:0",
+                    &partial_s,
+                ],
+            )?;
+            run("debugfs", &["-w", "-R", "rmdir lost+found", &partial_s])?;
+            std::fs::rename(&partial, &img).map_err(|e| format!("cannot rename {partial_s}: {e}"))?;
+        }
+        let dev = match self.attached(name)?.into_iter().next() {
+            Some(d) => d,
+            None => run("losetup", &["--find", "--show", &img_s])?.trim().to_string(),
+        };
+        let link = self.device(name);
+        let current = std::fs::read_link(&link).ok();
+        if current.as_deref() != Some(Path::new(&dev)) {
+            let tmp = self.dir.join(format!("{name}.dev.new"));
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(&dev, &tmp).map_err(|e| format!("cannot link {dev}: {e}"))?;
+            std::fs::rename(&tmp, &link).map_err(|e| format!("cannot link {}: {e}", link.display()))?;
+        }
+        Ok(link)
+    }
+
+    /// Detaches and deletes the volume `name`; absent is fine. Its filesystem must be unmounted.
+    pub fn remove(&self, name: &str) -> Result<(), String> {
+        if self.image(name).exists() {
+            for dev in self.attached(name)? {
+                run("losetup", &["-d", &dev])?;
+            }
+        }
+        for p in [self.device(name), self.image(name)] {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("cannot remove {}: {e}", p.display())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of the volumes whose name starts with `prefix`.
+    pub fn names(&self, prefix: &str) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = rd
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|f| f.strip_suffix(".ext4").map(str::to_string))
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_bytes;
+
+    #[test]
+    fn the_file_leaves_room_for_ext4_and_is_block_aligned() {
+        for leased in [1u64 << 20, 32 << 20, 1 << 30, 100 << 30] {
+            let b = file_bytes(leased);
+            assert_eq!(b % 4096, 0);
+            assert!(b >= leased + (8 << 20));
+            assert!(b <= leased + leased / 50 + (8 << 20) + 4096);
+        }
+        assert_eq!(file_bytes(u64::MAX), u64::MAX / 4096 * 4096);
+    }
+}

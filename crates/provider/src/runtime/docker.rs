@@ -167,7 +167,11 @@ impl DockerRuntime {
         let volumes = match (&opts.state_dir, super::loopfs::unavailable()) {
             (None, _) => Err("no state directory is configured".to_string()),
             (Some(_), Some(why)) => Err(why),
-            (Some(dir), None) => Ok(super::loopfs::LoopFs::new(dir.join("volumes"))),
+            (Some(dir), None) => {
+                let fs = super::loopfs::LoopFs::new(dir.join("volumes"));
+                fs.sweep_links().map_err(RuntimeError::Backend)?;
+                Ok(fs)
+            }
         };
         Ok(DockerRuntime {
             docker,

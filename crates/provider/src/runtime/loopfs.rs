@@ -136,6 +136,35 @@ impl LoopFs {
         Ok(link)
     }
 
+    /// Removes every link that does not lead to its own file's loop device. After a reboot a
+    /// link may name a device now attached to another volume, and Docker, restarting a
+    /// container before the daemon is back, would mount that; without the link the mount fails
+    /// until [`LoopFs::ensure`] makes it right. Called before any volume is attached. Returns
+    /// how many links went.
+    pub fn sweep_links(&self) -> Result<usize, String> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for e in rd.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let Some(name) = file.strip_suffix(".dev") else {
+                continue;
+            };
+            let own = std::fs::canonicalize(self.image(name)).ok();
+            let backing = std::fs::read_link(e.path()).ok().and_then(|dev| {
+                let n = dev.file_name()?.to_string_lossy().into_owned();
+                let b = std::fs::read_to_string(format!("/sys/block/{n}/loop/backing_file")).ok()?;
+                Some(PathBuf::from(b.trim_end()))
+            });
+            if own.is_none() || backing != own {
+                std::fs::remove_file(e.path()).map_err(|err| format!("cannot remove {file}: {err}"))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Detaches and deletes the volume `name`; absent is fine. Its filesystem must be unmounted.
     pub fn remove(&self, name: &str) -> Result<(), String> {
         if self.image(name).exists() {
@@ -170,7 +199,38 @@ impl LoopFs {
 
 #[cfg(test)]
 mod tests {
-    use super::file_bytes;
+    use super::{file_bytes, unavailable, LoopFs};
+
+    /// Needs root and loop devices, as the daemon does (the test suite runs as root).
+    #[test]
+    fn a_link_left_on_another_volume_s_device_is_swept_and_made_right_again() {
+        assert_eq!(unavailable(), None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = LoopFs::new(dir.path());
+        let a = fs.ensure("a", 1 << 20).expect("volume a");
+        let b = fs.ensure("b", 1 << 20).expect("volume b");
+        let dev_b = std::fs::read_link(&b).expect("b's link");
+        assert_ne!(std::fs::read_link(&a).expect("a's link"), dev_b);
+        assert_eq!(fs.sweep_links(), Ok(0), "right links stay");
+        // As after a reboot: a is not attached, and its link names the device b now has.
+        for dev in fs.attached("a").expect("losetup") {
+            super::run("losetup", &["-d", &dev]).expect("detach");
+        }
+        std::fs::remove_file(&a).expect("unlink");
+        std::os::unix::fs::symlink(&dev_b, &a).expect("stale link");
+        assert_eq!(fs.sweep_links(), Ok(1));
+        assert!(
+            !a.exists() && std::fs::symlink_metadata(&a).is_err(),
+            "the stale link is gone"
+        );
+        assert_eq!(std::fs::read_link(&b).expect("b's link"), dev_b, "b's link stays");
+        let a = fs.ensure("a", 1 << 20).expect("a again");
+        assert_ne!(std::fs::read_link(&a).expect("a's link"), dev_b);
+        assert_eq!(fs.sweep_links(), Ok(0));
+        fs.remove("a").expect("remove a");
+        fs.remove("b").expect("remove b");
+        assert!(fs.names("").is_empty());
+    }
 
     #[test]
     fn the_file_leaves_room_for_ext4_and_is_block_aligned() {

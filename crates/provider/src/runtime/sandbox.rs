@@ -247,7 +247,11 @@ impl SandboxRuntime {
         let supervisor = tokio::spawn(supervise(opts.clone(), leases.clone())).abort_handle();
         let volumes = match super::loopfs::unavailable() {
             Some(why) => Err(why),
-            None => Ok(super::loopfs::LoopFs::new(opts.dir.join("volume-files"))),
+            None => {
+                let fs = super::loopfs::LoopFs::new(opts.dir.join("volume-files"));
+                fs.sweep_links().map_err(backend)?;
+                Ok(fs)
+            }
         };
         Ok(SandboxRuntime {
             volumes,

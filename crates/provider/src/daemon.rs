@@ -274,6 +274,14 @@ impl Daemon {
                 cfg.runtime
             )));
         }
+        if let Some(ing) = &cfg.ingress {
+            if !crate::ingress::is_dns_name(&crate::ingress::normalize_host(&ing.domain)) {
+                return Err(DaemonError::Config(format!(
+                    "ingress domain {:?} is not a DNS name (labels of letters, digits and inner hyphens)",
+                    ing.domain
+                )));
+            }
+        }
         let data = cfg.data_dir.clone().unwrap_or_else(|| home.join("provider"));
         let inv = inventory::probe(&data, &cfg.capacity);
         let chain_id = rpc.chain_id().map_err(node_err)?;
@@ -719,19 +727,25 @@ impl Daemon {
                 reason: e.to_string(),
             })?;
         let listener = TlsListener::new(tcp, self.identity.server_config()?);
+        // Both ports are taken before anything else, so a taken one stops the daemon at once.
+        let ingress_tcp = match &self.cfg.ingress {
+            Some(ing) => Some(
+                tokio::net::TcpListener::bind(&ing.listen)
+                    .await
+                    .map_err(|e| DaemonError::Listen {
+                        addr: ing.listen.clone(),
+                        reason: e.to_string(),
+                    })?,
+            ),
+            None => None,
+        };
         self.register().await?;
         let head = self.get("/status".into()).await?["height"].as_u64().unwrap_or(0);
         // Tenants are answered only once the runtime matches the ledger: a manifest sent while
         // restore still runs would race with it. Connections made meanwhile wait in the backlog.
         self.restore().await?;
-        if let Some(ing) = &self.cfg.ingress {
+        if let (Some(ing), Some(tcp)) = (&self.cfg.ingress, ingress_tcp) {
             let domain = crate::ingress::normalize_host(&ing.domain);
-            let tcp = tokio::net::TcpListener::bind(&ing.listen)
-                .await
-                .map_err(|e| DaemonError::Listen {
-                    addr: ing.listen.clone(),
-                    reason: e.to_string(),
-                })?;
             let port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
             self.server.set_ingress(domain.clone(), port);
             let ingress = crate::ingress::Ingress::new(domain.clone(), self.server.clone(), self.runtime.clone());

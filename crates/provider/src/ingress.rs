@@ -56,6 +56,19 @@ pub fn normalize_host(host: &str) -> String {
     h.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// Whether `name` is a DNS name: dot-separated labels of letters, digits and inner hyphens,
+/// 63 bytes each, 253 in all.
+pub fn is_dns_name(name: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    name.len() <= 253 && name.split('.').all(label)
+}
+
 /// Every (host, service, container port) of a group that goes through the ingress.
 pub fn http_hosts(lease: &LeaseRef, group: &Group, domain: &str) -> Vec<(String, String, u16, u32)> {
     let mut out = Vec::new();
@@ -310,6 +323,15 @@ mod tests {
         assert_eq!(normalize_host("example.com."), "example.com");
         assert_eq!(normalize_host(" a.b "), "a.b");
         assert_eq!(normalize_host("[::1]:80"), "[::1]:80", "IPv6 literals are left alone");
+    }
+
+    #[test]
+    fn an_ingress_domain_must_be_a_dns_name() {
+        assert!(is_dns_name("ingress.provider.example.com"));
+        assert!(is_dns_name("localhost"));
+        for bad in ["", "a..b", "-a.b", "a-.b", "a_b.c", "a b", &"x".repeat(64)] {
+            assert!(!is_dns_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -226,3 +226,28 @@ pub fn run(cmd: LeaseCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::status_text;
+    use serde_json::json;
+
+    #[test]
+    fn status_text_names_restarts_evictions_and_every_uri() {
+        let st = json!({
+            "services": [{"name": "web", "running": 1, "replicas": 1, "restarts": 2, "last_error": null,
+                          "evictions": 1, "last_eviction": "evicted: its writable layer held 9 bytes"}],
+            "uris": [{"service": "web", "port": 8080, "uri": "http://127.0.0.1:32768"},
+                     {"service": "web", "port": 8080, "uri": "http://web-pz-1.ingress.test", "ingress": true}]
+        });
+        let text = status_text(&st);
+        assert!(text.contains("web: 1/1 running, 2 restart(s)"), "{text}");
+        assert!(
+            text.contains("1 eviction(s), last: evicted: its writable layer held 9 bytes"),
+            "{text}"
+        );
+        assert!(text.contains("web port 8080 → http://web-pz-1.ingress.test"), "{text}");
+        let calm = json!({"services": [{"name": "web", "running": 1, "replicas": 1, "restarts": 0, "evictions": 0}]});
+        assert!(!status_text(&calm).contains("eviction"));
+    }
+}

@@ -314,9 +314,8 @@ impl DockerRuntime {
         }
         let mut mounts = Vec::new();
         for m in &svc.storage {
-            let vol = r.storage.iter().find(|v| v.name == m.name);
-            let is_ram = vol.is_some_and(|v| v.attributes.iter().any(|a| a.key == "class" && a.value == "ram"));
-            mounts.push(if is_ram {
+            let vol = super::volume(svc, &m.name);
+            mounts.push(if super::is_ram(svc, &m.name) {
                 Mount {
                     target: Some(m.mount.clone()),
                     typ: Some(MountType::TMPFS),
@@ -405,12 +404,9 @@ impl DockerRuntime {
         let net = self.ensure_network(lease).await?;
         for svc in &group.services {
             for m in &svc.storage {
-                let Some(vol) = svc.resources.storage.iter().find(|v| v.name == m.name) else {
+                let Some(vol) = super::volume(svc, &m.name).filter(|_| !super::is_ram(svc, &m.name)) else {
                     continue;
                 };
-                if vol.attributes.iter().any(|a| a.key == "class" && a.value == "ram") {
-                    continue;
-                }
                 let name = Self::volume_name(lease, &svc.name, &m.name);
                 // A filesystem of the leased size where loop devices allow (made once, attached
                 // again after a reboot); a plain Docker volume otherwise.

@@ -59,6 +59,16 @@ pub fn ephemeral_bytes(svc: &pazar_sdl::manifest::Service) -> Option<u64> {
     (n > 0).then_some(n)
 }
 
+/// The leased volume `name` of a service.
+pub fn volume<'a>(svc: &'a pazar_sdl::manifest::Service, name: &str) -> Option<&'a pazar_types::market::StorageVolume> {
+    svc.resources.storage.iter().find(|v| v.name == name)
+}
+
+/// Whether the service's volume `name` is `class: ram` (a sized tmpfs, not a disk).
+pub fn is_ram(svc: &pazar_sdl::manifest::Service, name: &str) -> bool {
+    volume(svc, name).is_some_and(|v| v.class() == Some("ram"))
+}
+
 fn hex_prefix(bytes: &[u8], n: usize) -> String {
     bytes.iter().take(n).map(|b| format!("{b:02x}")).collect()
 }

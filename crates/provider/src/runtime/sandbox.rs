@@ -30,7 +30,9 @@ use tokio::task::AbortHandle;
 use super::cgroup::{Cgroup, Limits};
 use super::images::{ImageConfig, ImageStore};
 use super::netns;
-use super::{BoxFuture, Forward, LeaseRef, LeaseStatus, LogLine, LogStream, Runtime, RuntimeError, ServiceStatus};
+use super::{
+    is_ram, volume, BoxFuture, Forward, LeaseRef, LeaseStatus, LogLine, LogStream, Runtime, RuntimeError, ServiceStatus,
+};
 use pazar_sdl::manifest::{Group, Proto, Service};
 
 /// Processes a replica may have at once.
@@ -189,13 +191,6 @@ fn alive(pid: u32, starttime: u64) -> bool {
 
 fn cgroup_rel(lease: &str, service: &str, replica: u32) -> String {
     format!("pazar/{lease}/{service}-{replica}")
-}
-
-fn is_ram(svc: &Service, volume: &str) -> bool {
-    svc.resources
-        .storage
-        .iter()
-        .any(|v| v.name == volume && v.attributes.iter().any(|a| a.key == "class" && a.value == "ram"))
 }
 
 fn ephemeral_bytes(svc: &Service) -> u64 {
@@ -373,12 +368,7 @@ impl SandboxRuntime {
                 let v = dir.join("volumes").join(format!("{}-{}", svc.name, m.name));
                 std::fs::create_dir_all(&v).map_err(io)?;
                 if let Ok(fs) = &self.volumes {
-                    let bytes = svc
-                        .resources
-                        .storage
-                        .iter()
-                        .find(|r| r.name == m.name)
-                        .map_or(0, |r| r.bytes);
+                    let bytes = volume(svc, &m.name).map_or(0, |r| r.bytes);
                     let dev = fs
                         .ensure(&format!("{name}-{}-{}", svc.name, m.name), bytes)
                         .map_err(|e| backend(format!("volume {:?}: {e}", m.name)))?;
@@ -777,12 +767,7 @@ fn start_replica(opts: &SandboxOptions, run: &mut LeaseRun, i: usize) -> Result<
     args.extend(["--ro-bind".into(), path(&dir.join("hosts")), "/etc/hosts".into()]);
     for m in &svc.storage {
         if is_ram(&svc, &m.name) {
-            let bytes = svc
-                .resources
-                .storage
-                .iter()
-                .find(|v| v.name == m.name)
-                .map_or(0, |v| v.bytes);
+            let bytes = volume(&svc, &m.name).map_or(0, |v| v.bytes);
             args.extend(["--size".into(), bytes.to_string(), "--tmpfs".into(), m.mount.clone()]);
         } else {
             let src = dir.join("volumes").join(format!("{}-{}", svc_name, m.name));

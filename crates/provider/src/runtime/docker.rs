@@ -397,10 +397,11 @@ impl DockerRuntime {
     }
 
     async fn deploy_group(&self, lease: &LeaseRef, group: &Group) -> Result<(), RuntimeError> {
-        let _one = self.lifecycle.lock().await;
+        // Images first, outside the lock: a long pull holds up no other lease.
         for svc in &group.services {
             self.ensure_image(&svc.image).await?;
         }
+        let _one = self.lifecycle.lock().await;
         let net = self.ensure_network(lease).await?;
         for svc in &group.services {
             for m in &svc.storage {

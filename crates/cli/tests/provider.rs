@@ -421,6 +421,32 @@ fn a_pricing_script_sets_the_bid_price() {
     close_and_wait_removed(&net, &lease);
 }
 
+/// The first flight of a real TLS client (rustls) for `server_name`.
+fn client_hello(server_name: &str) -> Vec<u8> {
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).expect("name");
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).expect("ClientHello");
+    hello
+}
+
+/// Sends `bytes` to the TLS ingress on `port` and reads `want` bytes back.
+fn tls_exchange(port: u16, bytes: &[u8], want: usize) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the TLS ingress listens");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(bytes).expect("send");
+    let mut got = vec![0u8; want];
+    s.read_exact(&mut got).expect("an answer");
+    got
+}
+
 /// Sends one HTTP/1.1 request with `host` to the ingress on `port`; the whole answer.
 fn ingress_get(port: u16, host: &str) -> String {
     use std::io::{Read, Write};
@@ -433,20 +459,48 @@ fn ingress_get(port: u16, host: &str) -> String {
 }
 
 #[test]
-fn the_ingress_serves_http_by_host_name_and_refuses_a_host_another_lease_holds() {
+fn the_ingress_serves_http_and_passes_tls_through_by_host_name_and_refuses_a_host_another_lease_holds() {
     build_image();
     let net = common::devnet(250);
     let dir = tempfile::tempdir().expect("tempdir");
     let (_daemon, _log) = provider_with(
         &net,
         dir.path(),
-        "[ingress]\nlisten = \"127.0.0.1:0\"\ndomain = \"ingress.test\"\n",
+        "[ingress]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\ndomain = \"ingress.test\"\n",
     );
+    // `web` serves HTTP; `echo` stands for a service that terminates its own TLS: it sends
+    // back every byte, so the test sees exactly what the ingress passed through.
     let sdl = dir.path().join("deploy.yaml");
     std::fs::write(
         &sdl,
         format!(
-            "version: \"2.0\"\nservices:\n  web:\n    image: {IMAGE}\n    expose:\n      - port: 8080\n        as: 80\n        accept: [shop.example.com]\n        to: [{{global: true}}]\nprofiles:\n  compute:\n    web: {{resources: {{cpu: {{units: 0.25}}, memory: {{size: 128Mi}}, storage: {{size: 256Mi}}}}}}\n  placement:\n    local: {{pricing: {{web: {{denom: uusd, amount: 10000}}}}}}\ndeployment:\n  web: {{local: {{profile: web, count: 1}}}}\n"
+            r#"version: "2.0"
+services:
+  web:
+    image: {IMAGE}
+    expose:
+      - port: 8080
+        as: 80
+        accept: [shop.example.com]
+        to: [{{global: true}}]
+  echo:
+    image: {IMAGE}
+    command: [/bin/sh, -c]
+    args: ["busybox nc -ll -p 8443 -e busybox cat"]
+    expose:
+      - port: 8443
+        as: 443
+        accept: [shop.example.com]
+        to: [{{global: true}}]
+profiles:
+  compute:
+    small: {{resources: {{cpu: {{units: 0.25}}, memory: {{size: 128Mi}}, storage: {{size: 256Mi}}}}}}
+  placement:
+    local: {{pricing: {{small: {{denom: uusd, amount: 10000}}}}}}
+deployment:
+  web: {{local: {{profile: small, count: 1}}}}
+  echo: {{local: {{profile: small, count: 1}}}}
+"#
         ),
     )
     .expect("sdl");
@@ -459,14 +513,35 @@ fn the_ingress_serves_http_by_host_name_and_refuses_a_host_another_lease_holds()
         .filter_map(|u| u["uri"].as_str().map(str::to_string))
         .collect();
     let name = lease_ref(&lease_id).name();
-    assert_eq!(ingress.len(), 2, "the made-up name and the accepted host: {v}");
-    let (host, port) = ingress[0]
-        .trim_start_matches("http://")
-        .rsplit_once(':')
-        .expect("host:port");
-    assert_eq!(host, format!("web-{name}.ingress.test"));
-    let port: u16 = port.parse().expect("port");
-    assert!(ingress[1].starts_with("http://shop.example.com:"), "{ingress:?}");
+    let find = |prefix: &str| {
+        ingress
+            .iter()
+            .find_map(|u| u.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}… in {ingress:?}"))
+            .to_string()
+    };
+    assert_eq!(
+        ingress.len(),
+        4,
+        "made-up names and the accepted host, HTTP and TLS: {v}"
+    );
+    let made = format!("web-{name}.ingress.test:");
+    let port: u16 = find(&format!("http://{made}")).parse().expect("port");
+    let host = made.trim_end_matches(':');
+    let tls_port: u16 = find("https://shop.example.com:").parse().expect("tls port");
+    assert_eq!(find("http://shop.example.com:"), port.to_string());
+    find(&format!("https://echo-{name}.ingress.test:"));
+
+    // TLS: a real ClientHello for shop.example.com reaches `echo` untouched and comes back.
+    let hello = client_hello("shop.example.com");
+    assert_eq!(
+        tls_exchange(tls_port, &hello, hello.len()),
+        hello,
+        "passed through byte for byte"
+    );
+    // A name no lease serves gets a TLS alert, unrecognized_name (112), not a bare EOF.
+    let alert = tls_exchange(tls_port, &client_hello("nobody.ingress.test"), 7);
+    assert_eq!(alert, [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112]);
 
     let page = ingress_get(port, host);
     assert!(page.contains("Hello from a Pazar lease"), "{page}");

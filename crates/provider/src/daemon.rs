@@ -90,8 +90,11 @@ fn default_runtime() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngressConfig {
-    /// Address it listens on, e.g. `0.0.0.0:80`.
+    /// Address it listens on for HTTP (services exposed `as: 80`), e.g. `0.0.0.0:80`.
     pub listen: String,
+    /// Address it listens on for TLS, passed through by server name to services exposed
+    /// `as: 443` (which hold their own certificates), e.g. `0.0.0.0:443`.
+    pub tls_listen: Option<String>,
     /// Services are named `<service>-<lease>.<domain>`; point a wildcard DNS record
     /// `*.<domain>` at this machine.
     pub domain: String,
@@ -727,30 +730,44 @@ impl Daemon {
                 reason: e.to_string(),
             })?;
         let listener = TlsListener::new(tcp, self.identity.server_config()?);
-        // Both ports are taken before anything else, so a taken one stops the daemon at once.
-        let ingress_tcp = match &self.cfg.ingress {
-            Some(ing) => Some(
-                tokio::net::TcpListener::bind(&ing.listen)
-                    .await
-                    .map_err(|e| DaemonError::Listen {
-                        addr: ing.listen.clone(),
-                        reason: e.to_string(),
-                    })?,
-            ),
-            None => None,
+        // Every port is taken before anything else, so a taken one stops the daemon at once.
+        let bind = |addr: String| async move {
+            tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| DaemonError::Listen {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })
         };
+        let (mut http_tcp, mut tls_tcp) = (None, None);
+        if let Some(ing) = &self.cfg.ingress {
+            http_tcp = Some(bind(ing.listen.clone()).await?);
+            if let Some(t) = &ing.tls_listen {
+                tls_tcp = Some(bind(t.clone()).await?);
+            }
+        }
         self.register().await?;
         let head = self.get("/status".into()).await?["height"].as_u64().unwrap_or(0);
         // Tenants are answered only once the runtime matches the ledger: a manifest sent while
         // restore still runs would race with it. Connections made meanwhile wait in the backlog.
         self.restore().await?;
-        if let (Some(ing), Some(tcp)) = (&self.cfg.ingress, ingress_tcp) {
+        if let (Some(ing), Some(http)) = (&self.cfg.ingress, http_tcp) {
+            use crate::ingress::{Ingress, Kind};
             let domain = crate::ingress::normalize_host(&ing.domain);
-            let port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
-            self.server.set_ingress(domain.clone(), port);
-            let ingress = crate::ingress::Ingress::new(domain.clone(), self.server.clone(), self.runtime.clone());
-            tokio::spawn(ingress.serve(tcp));
-            self.log(&format!("HTTP ingress for *.{domain} on port {port}"));
+            let port = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
+            let (http_port, tls_port) = (port(&http), tls_tcp.as_ref().map(port));
+            self.server.set_ingress(domain.clone(), http_port, tls_port);
+            let (server, runtime) = (self.server.clone(), self.runtime.clone());
+            tokio::spawn(Ingress::new(Kind::Http, domain.clone(), server.clone(), runtime.clone()).serve(http));
+            if let Some(tls) = tls_tcp {
+                tokio::spawn(Ingress::new(Kind::Tls, domain.clone(), server, runtime).serve(tls));
+            }
+            self.log(&format!(
+                "ingress for *.{domain}: HTTP on port {http_port}{}",
+                tls_port
+                    .map(|p| format!(", TLS passthrough on port {p}"))
+                    .unwrap_or_default()
+            ));
         }
         let app = self.server.clone().router();
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -883,7 +900,9 @@ mod tests {
         assert_eq!(cfg.runtime, "sandbox");
         assert_eq!(cfg.storage_check_ms, 5000);
         assert!(cfg.pricing_script.is_some());
-        assert_eq!(cfg.ingress.map(|i| i.listen), Some("0.0.0.0:80".to_string()));
+        let ingress = cfg.ingress.expect("[ingress]");
+        assert_eq!(ingress.listen, "0.0.0.0:80");
+        assert_eq!(ingress.tls_listen.as_deref(), Some("0.0.0.0:443"));
         assert_eq!(cfg.sandbox.uid, 65534);
     }
 }

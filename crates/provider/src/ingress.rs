@@ -1,19 +1,23 @@
-//! HTTP ingress by host name, as Akash providers offer: one listener for every lease, which
-//! reads a connection's first request head, finds the lease by its `Host` header, and splices
-//! the connection (request head included, then both directions as they come, so keep-alive
-//! and WebSocket upgrades pass untouched) to the service's port inside the lease. No host port
-//! is needed.
+//! Ingress by host name: HTTP, as Akash providers offer, and TLS passthrough, which they do
+//! not (their users put Cloudflare in front to get HTTPS). One listener of each kind serves
+//! every lease: it reads a connection's first request head (HTTP: the `Host` header) or TLS
+//! ClientHello (its SNI name, read with rustls's `Acceptor`, nothing decrypted), finds the lease,
+//! and splices the connection, what was read included, then both directions as they come, to
+//! the service's port inside the lease. Keep-alive and WebSocket upgrades pass untouched; with
+//! TLS the tenant's own service holds the certificate and key (it can get one from Let's Encrypt
+//! over the HTTP ingress). No host port is needed.
 //!
-//! Which services: every exposure with `as: 80`, TCP and global. Which names: one made up per
-//! service, `<service>-<lease name>.<domain>`, stable across restarts, plus the SDL's `accept`
-//! hosts. A lease may not claim a name under the provider's domain, nor one another lease
-//! holds ([`check_hosts`], when the manifest arrives).
+//! Which services: every global TCP exposure with `as: 80` (HTTP) or `as: 443` (TLS). Which
+//! names: one made up per service, `<service>-<lease name>.<domain>`, stable across restarts,
+//! plus the SDL's `accept` hosts. A lease may not claim a name under the provider's domain, nor
+//! one another lease holds ([`check_hosts`], when the manifest arrives).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -30,6 +34,44 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// host that is not in it makes it again at once, at most every [`MISS_REFRESH`]).
 const TABLE_TTL: Duration = Duration::from_secs(2);
 const MISS_REFRESH: Duration = Duration::from_millis(100);
+
+/// What a listener routes, by the port a service exposes itself as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `as: 80`, routed by the `Host` header.
+    Http,
+    /// `as: 443`, routed by the ClientHello's server name, passed through undecrypted.
+    Tls,
+}
+
+impl Kind {
+    fn of(external_port: u16) -> Option<Kind> {
+        match external_port {
+            80 => Some(Kind::Http),
+            443 => Some(Kind::Tls),
+            _ => None,
+        }
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Kind::Http => "http",
+            Kind::Tls => "https",
+        }
+    }
+}
+
+/// One name a lease's service is reached by through the ingress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressHost {
+    pub host: String,
+    pub kind: Kind,
+    pub service: String,
+    /// The container port.
+    pub port: u16,
+    pub replicas: u32,
+}
 
 /// Where a host name leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,38 +111,44 @@ pub fn is_dns_name(name: &str) -> bool {
     name.len() <= 253 && name.split('.').all(label)
 }
 
-/// Every (host, service, container port) of a group that goes through the ingress.
-pub fn http_hosts(lease: &LeaseRef, group: &Group, domain: &str) -> Vec<(String, String, u16, u32)> {
+/// Every name by which the ingress reaches a service of a group.
+pub fn ingress_hosts(lease: &LeaseRef, group: &Group, domain: &str) -> Vec<IngressHost> {
     let mut out = Vec::new();
     for svc in &group.services {
-        for x in &svc.expose {
-            if x.external_port == 80 && x.global && x.proto == Proto::Tcp {
-                out.push((
-                    generated_host(lease, &svc.name, domain),
-                    svc.name.clone(),
-                    x.port,
-                    svc.count,
-                ));
-                for h in &x.hosts {
-                    out.push((normalize_host(h), svc.name.clone(), x.port, svc.count));
-                }
+        for x in svc.expose.iter().filter(|x| x.global && x.proto == Proto::Tcp) {
+            let Some(kind) = Kind::of(x.external_port) else {
+                continue;
+            };
+            let names = std::iter::once(generated_host(lease, &svc.name, domain))
+                .chain(x.hosts.iter().map(|h| normalize_host(h)));
+            for host in names {
+                out.push(IngressHost {
+                    host,
+                    kind,
+                    service: svc.name.clone(),
+                    port: x.port,
+                    replicas: svc.count,
+                });
             }
         }
     }
     out
 }
 
-/// The routing table of these leases (the first lease to hold a name keeps it).
-pub fn routes(accepted: &[Accepted], domain: &str) -> Table {
+/// The routing table of one kind for these leases (the first lease to hold a name keeps it).
+pub fn routes(accepted: &[Accepted], domain: &str, kind: Kind) -> Table {
     let mut table = BTreeMap::new();
     for a in accepted {
         let lease = LeaseRef::new(a.lease.clone());
-        for (host, service, port, replicas) in http_hosts(&lease, &a.group, domain) {
-            table.entry(host).or_insert(Route {
+        for h in ingress_hosts(&lease, &a.group, domain)
+            .into_iter()
+            .filter(|h| h.kind == kind)
+        {
+            table.entry(h.host).or_insert(Route {
                 lease: lease.clone(),
-                service,
-                port,
-                replicas,
+                service: h.service,
+                port: h.port,
+                replicas: h.replicas,
             });
         }
     }
@@ -111,14 +159,13 @@ pub fn routes(accepted: &[Accepted], domain: &str) -> Table {
 /// are the ingress's to give), or one another lease of this provider already holds.
 pub fn check_hosts(lease: &LeaseRef, group: &Group, others: &[Accepted], domain: &str) -> Result<(), String> {
     let suffix = format!(".{domain}");
-    let taken = routes(
-        &others
-            .iter()
-            .filter(|a| a.lease != lease.id)
-            .cloned()
-            .collect::<Vec<_>>(),
-        domain,
-    );
+    let mut taken = BTreeMap::new();
+    for a in others.iter().filter(|a| a.lease != lease.id) {
+        let holder = LeaseRef::new(a.lease.clone());
+        for h in ingress_hosts(&holder, &a.group, domain) {
+            taken.entry(h.host).or_insert_with(|| holder.clone());
+        }
+    }
     for svc in &group.services {
         for h in svc.expose.iter().flat_map(|x| x.hosts.iter()) {
             let h = normalize_host(h);
@@ -129,11 +176,11 @@ pub fn check_hosts(lease: &LeaseRef, group: &Group, others: &[Accepted], domain:
                     svc.name
                 ));
             }
-            if let Some(r) = taken.get(&h) {
+            if let Some(holder) = taken.get(&h) {
                 return Err(format!(
                     "service {:?} accepts host {h:?}, which lease {} already serves on this provider",
                     svc.name,
-                    r.lease.label()
+                    holder.label()
                 ));
             }
         }
@@ -144,8 +191,9 @@ pub fn check_hosts(lease: &LeaseRef, group: &Group, others: &[Accepted], domain:
 /// Host name → where it leads.
 pub type Table = BTreeMap<String, Route>;
 
-/// The ingress of one daemon.
+/// One listener of the ingress.
 pub struct Ingress<R: Runtime + 'static> {
+    kind: Kind,
     domain: String,
     server: Arc<LeaseServer<R>>,
     runtime: Arc<R>,
@@ -155,8 +203,9 @@ pub struct Ingress<R: Runtime + 'static> {
 }
 
 impl<R: Runtime + 'static> Ingress<R> {
-    pub fn new(domain: String, server: Arc<LeaseServer<R>>, runtime: Arc<R>) -> Arc<Ingress<R>> {
+    pub fn new(kind: Kind, domain: String, server: Arc<LeaseServer<R>>, runtime: Arc<R>) -> Arc<Ingress<R>> {
         Arc::new(Ingress {
+            kind,
             domain,
             server,
             runtime,
@@ -176,10 +225,8 @@ impl<R: Runtime + 'static> Ingress<R> {
             Some(a) => a > TABLE_TTL || (fresh && a > MISS_REFRESH),
         };
         if stale {
-            *t = (
-                Some(Instant::now()),
-                Arc::new(routes(&self.server.all_accepted(), &self.domain)),
-            );
+            let table = routes(&self.server.all_accepted(), &self.domain, self.kind);
+            *t = (Some(Instant::now()), Arc::new(table));
         }
         t.1.clone()
     }
@@ -203,17 +250,20 @@ impl<R: Runtime + 'static> Ingress<R> {
     }
 
     async fn handle(self: Arc<Self>, mut client: TcpStream) {
-        let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client)).await {
+        let read = match self.kind {
+            Kind::Http => read_head(&mut client).boxed(),
+            Kind::Tls => read_client_hello(&mut client).boxed(),
+        };
+        let head = match tokio::time::timeout(HEAD_TIMEOUT, read).await {
             Ok(Ok(h)) => h,
-            Ok(Err(why)) => return reply(&mut client, 400, "Bad Request", &why).await,
-            Err(_) => return reply(&mut client, 408, "Request Timeout", "no request head within 10 s").await,
+            Ok(Err(why)) => return self.refuse(&mut client, Refusal::BadRequest(why)).await,
+            Err(_) => return self.refuse(&mut client, Refusal::Timeout).await,
         };
         let Some(host) = head.host.as_deref().map(normalize_host) else {
-            return reply(&mut client, 400, "Bad Request", "the request has no Host header").await;
+            return self.refuse(&mut client, Refusal::NoHost).await;
         };
         let Some(route) = self.route(&host) else {
-            let msg = format!("no lease on this provider serves {host:?}");
-            return reply(&mut client, 404, "Not Found", &msg).await;
+            return self.refuse(&mut client, Refusal::UnknownHost(host)).await;
         };
         // Replicas in turn; one that does not answer passes to the next.
         let first = self.next.fetch_add(1, Ordering::Relaxed);
@@ -240,14 +290,82 @@ impl<R: Runtime + 'static> Ingress<R> {
             route.lease.label(),
             route.port
         );
-        reply(&mut client, 502, "Bad Gateway", &msg).await
+        self.refuse(&mut client, Refusal::Down(msg)).await
+    }
+
+    /// Says why, as the protocol allows: an HTTP answer with the reason, or a TLS alert
+    /// (`unrecognized_name` for a host no lease serves), never a bare EOF.
+    async fn refuse(&self, client: &mut TcpStream, r: Refusal) {
+        match self.kind {
+            Kind::Http => {
+                let (code, reason, msg) = match r {
+                    Refusal::BadRequest(why) => (400, "Bad Request", why),
+                    Refusal::Timeout => (408, "Request Timeout", "no request head within 10 s".into()),
+                    Refusal::NoHost => (400, "Bad Request", "the request has no Host header".into()),
+                    Refusal::UnknownHost(h) => (404, "Not Found", format!("no lease on this provider serves {h:?}")),
+                    Refusal::Down(msg) => (502, "Bad Gateway", msg),
+                };
+                reply(client, code, reason, &msg).await
+            }
+            Kind::Tls => {
+                // A fatal alert: unrecognized_name (112), unexpected_message (10), or
+                // internal_error (80) when the service does not answer.
+                let code = match r {
+                    Refusal::NoHost | Refusal::UnknownHost(_) => 112,
+                    Refusal::BadRequest(_) | Refusal::Timeout => 10,
+                    Refusal::Down(_) => 80,
+                };
+                let _ = client.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, code]).await;
+                let _ = client.shutdown().await;
+            }
+        }
     }
 }
 
+enum Refusal {
+    BadRequest(String),
+    Timeout,
+    NoHost,
+    UnknownHost(String),
+    Down(String),
+}
+
 struct Head {
-    /// Everything read so far (the head, maybe the start of the body).
+    /// Everything read so far (the head, maybe the start of what follows).
     bytes: Vec<u8>,
     host: Option<String>,
+}
+
+/// Reads until the TLS ClientHello is complete; its server name (SNI) is the host.
+async fn read_client_hello(client: &mut TcpStream) -> Result<Head, String> {
+    let mut bytes = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let mut acceptor = rustls::server::Acceptor::default();
+    loop {
+        let n = client
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("cannot read the ClientHello: {e}"))?;
+        if n == 0 {
+            return Err("the connection closed before a ClientHello".into());
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+        let mut fresh = &chunk[..n];
+        while !fresh.is_empty() {
+            acceptor
+                .read_tls(&mut fresh)
+                .map_err(|e| format!("not a TLS ClientHello: {e}"))?;
+        }
+        match acceptor.accept() {
+            Ok(Some(hello)) => {
+                let host = hello.client_hello().server_name().map(str::to_string);
+                return Ok(Head { bytes, host });
+            }
+            Ok(None) if bytes.len() < MAX_HEAD => {}
+            Ok(None) => return Err(format!("ClientHello over {MAX_HEAD} bytes")),
+            Err((e, _)) => return Err(format!("not a TLS ClientHello: {e}")),
+        }
+    }
 }
 
 /// Reads until the first request head is complete.
@@ -310,7 +428,7 @@ mod tests {
 
     fn group(accept: &str) -> Group {
         let sdl = format!(
-            "version: \"2.0\"\nservices:\n  web:\n    image: x\n    expose:\n      - port: 8080\n        as: 80\n        accept: [{accept}]\n        to: [{{global: true}}]\n      - port: 9000\n        to: [{{global: true}}]\nprofiles:\n  compute:\n    web: {{resources: {{cpu: {{units: 1}}, memory: {{size: 1Gi}}, storage: {{size: 1Gi}}}}}}\n  placement:\n    dc: {{pricing: {{web: {{denom: uusd, amount: 1}}}}}}\ndeployment:\n  web: {{dc: {{profile: web, count: 2}}}}\n"
+            "version: \"2.0\"\nservices:\n  web:\n    image: x\n    expose:\n      - port: 8080\n        as: 80\n        accept: [{accept}]\n        to: [{{global: true}}]\n      - port: 8443\n        as: 443\n        accept: [{accept}]\n        to: [{{global: true}}]\n      - port: 9000\n        to: [{{global: true}}]\n      - port: 9443\n        as: 443\nprofiles:\n  compute:\n    web: {{resources: {{cpu: {{units: 1}}, memory: {{size: 1Gi}}, storage: {{size: 1Gi}}}}}}\n  placement:\n    dc: {{pricing: {{web: {{denom: uusd, amount: 1}}}}}}\ndeployment:\n  web: {{dc: {{profile: web, count: 2}}}}\n"
         );
         let opts = pazar_sdl::Options::new(Denom::new("upzr").expect("denom"), Denom::new("uusd").expect("denom"));
         let d = pazar_sdl::parse(sdl.as_bytes(), &opts).expect("valid sdl");
@@ -335,16 +453,22 @@ mod tests {
     }
 
     #[test]
-    fn only_global_http_exposures_get_a_generated_name_and_their_accept_hosts() {
+    fn only_global_exposures_as_80_or_443_get_a_generated_name_and_their_accept_hosts() {
         let l = lease(1);
-        let hosts = http_hosts(&l, &group("shop.example.com"), "ingress.p.net");
-        let names: Vec<_> = hosts.iter().map(|h| h.0.as_str()).collect();
+        let hosts = ingress_hosts(&l, &group("shop.example.com"), "ingress.p.net");
+        let made = generated_host(&l, "web", "ingress.p.net");
+        let got: Vec<_> = hosts.iter().map(|h| (h.host.as_str(), h.kind, h.port)).collect();
         assert_eq!(
-            names,
-            [generated_host(&l, "web", "ingress.p.net").as_str(), "shop.example.com"]
+            got,
+            [
+                (made.as_str(), Kind::Http, 8080),
+                ("shop.example.com", Kind::Http, 8080),
+                (made.as_str(), Kind::Tls, 8443),
+                ("shop.example.com", Kind::Tls, 8443),
+            ]
         );
-        assert!(hosts.iter().all(|h| h.2 == 8080 && h.3 == 2));
-        assert!(names[0].starts_with("web-pz-") && names[0].ends_with(".ingress.p.net"));
+        assert!(hosts.iter().all(|h| h.replicas == 2));
+        assert!(made.starts_with("web-pz-") && made.ends_with(".ingress.p.net"));
     }
 
     #[test]
@@ -363,7 +487,9 @@ mod tests {
         let err = check_hosts(&b, &group("x.ingress.p.net"), &[], "ingress.p.net").expect_err("reserved");
         assert!(err.contains("ingress domain"), "{err}");
         assert!(check_hosts(&b, &group("other.example.com"), &held, "ingress.p.net").is_ok());
-        let table = routes(&held, "ingress.p.net");
+        let table = routes(&held, "ingress.p.net", Kind::Http);
         assert_eq!(table.get("shop.example.com").map(|r| r.port), Some(8080));
+        let table = routes(&held, "ingress.p.net", Kind::Tls);
+        assert_eq!(table.get("shop.example.com").map(|r| r.port), Some(8443));
     }
 }

@@ -161,8 +161,8 @@ pub struct LeaseServer<R: Runtime> {
     pub dir: PathBuf,
     nonces: Mutex<Nonces>,
     pub clock: fn() -> u64,
-    /// The HTTP ingress's domain and port, once it listens.
-    ingress: OnceLock<(String, u16)>,
+    /// The ingress's domain and ports (HTTP, TLS), once it listens.
+    ingress: OnceLock<(String, u16, Option<u16>)>,
     /// Checking a manifest's hosts and keeping it are one step (two leases cannot both take a
     /// free host).
     accepting: Mutex<()>,
@@ -207,10 +207,11 @@ impl<R: Runtime + 'static> LeaseServer<R> {
         }
     }
 
-    /// Tells the server the ingress serves `domain` on `port`: manifests' `accept` hosts are
-    /// checked against it, and lease status lists the ingress URIs.
-    pub fn set_ingress(&self, domain: String, port: u16) {
-        let _ = self.ingress.set((domain, port));
+    /// Tells the server the ingress serves `domain`, HTTP on `http_port` and TLS on
+    /// `tls_port`: manifests' `accept` hosts are checked against it, and lease status lists the
+    /// ingress URIs.
+    pub fn set_ingress(&self, domain: String, http_port: u16, tls_port: Option<u16>) {
+        let _ = self.ingress.set((domain, http_port, tls_port));
     }
 
     pub fn router(self: Arc<Self>) -> Router {
@@ -420,7 +421,7 @@ async fn put_manifest<R: Runtime + 'static>(
                 "the manifest store is poisoned",
             )
         })?;
-        if let Some((domain, _)) = s.ingress.get() {
+        if let Some((domain, _, _)) = s.ingress.get() {
             crate::ingress::check_hosts(&lease, &accepted.group, &s.all_accepted(), domain)
                 .map_err(|m| ApiError::new(StatusCode::CONFLICT, "host_taken", m))?;
         }
@@ -470,10 +471,24 @@ async fn lease_status<R: Runtime + 'static>(
             })
         })
         .collect();
-    if let Some((domain, port)) = s.ingress.get() {
-        let at = if *port == 80 { String::new() } else { format!(":{port}") };
-        for (host, service, container_port, _) in crate::ingress::http_hosts(&lease, &acc.group, domain) {
-            uris.push(json!({"service": service, "port": container_port, "ingress": true, "uri": format!("http://{host}{at}")}));
+    if let Some((domain, http_port, tls_port)) = s.ingress.get() {
+        for h in crate::ingress::ingress_hosts(&lease, &acc.group, domain) {
+            let (port, default) = match h.kind {
+                crate::ingress::Kind::Http => (Some(*http_port), 80),
+                crate::ingress::Kind::Tls => (*tls_port, 443),
+            };
+            let Some(port) = port else { continue };
+            let at = if port == default {
+                String::new()
+            } else {
+                format!(":{port}")
+            };
+            uris.push(json!({
+                "service": h.service,
+                "port": h.port,
+                "ingress": true,
+                "uri": format!("{}://{}{at}", h.kind.scheme(), h.host),
+            }));
         }
     }
     Ok(Json(

@@ -1244,7 +1244,9 @@ fn check(cx: &mut Ctx, doc: &Doc) {
     // Exposes: destinations, IP endpoints, hostnames; at least one global.
     let mut used_endpoints = BTreeSet::new();
     let mut any_global = false;
-    let mut hosts: BTreeMap<&str, Pos> = BTreeMap::new();
+    // A host name leads to one exposure per ingress kind: HTTP (`as: 80` and other ports) or
+    // TLS passthrough (`as: 443`), so one name can serve both.
+    let mut hosts: BTreeMap<(&str, bool), Pos> = BTreeMap::new();
     for (name, svc) in &doc.services {
         for (i, e) in svc.expose.iter().enumerate() {
             let epath = format!("services.{name}.expose[{i}]");
@@ -1271,7 +1273,7 @@ fn check(cx: &mut Ctx, doc: &Doc) {
                 }
             }
             for (pos, h) in &e.accept {
-                if let Some(first) = hosts.insert(h, *pos) {
+                if let Some(first) = hosts.insert((h, e.external == 443), *pos) {
                     cx.error(
                         *pos,
                         &epath,

@@ -292,3 +292,23 @@ async fn a_service_that_crashes_in_a_loop_is_restarted_with_backoff_and_says_why
     assert!(text.matches("boom").count() >= 2, "every run's output is kept: {text}");
     rt.close(&l).await.expect("closes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_missing_from_the_store_is_exported_from_the_local_docker_engine() {
+    let docker = common::docker().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = pazar_provider::runtime::images::ImageStore::new(dir.path());
+    assert!(store.get(common::IMAGE).is_none());
+    store
+        .import_from_docker(docker.docker(), common::IMAGE)
+        .await
+        .expect("exported from Docker");
+    let (rootfs, config) = store.get(common::IMAGE).expect("in the store now");
+    assert!(rootfs.join("bin/busybox").is_file(), "the image's files");
+    assert_eq!(config.entrypoint, ["/bin/sh", "/serve.sh"], "the image's entrypoint");
+    let left = docker
+        .docker()
+        .inspect_container(&format!("pz-export-{}", std::process::id()), None)
+        .await;
+    assert!(left.is_err(), "the export container is removed");
+}

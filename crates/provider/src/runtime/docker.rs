@@ -499,15 +499,9 @@ impl DockerRuntime {
                 if let Some(why) = label(LABEL_EVICTED) {
                     st.last_eviction = Some(why.clone());
                 }
+                let ip = lease_address(&info, lease);
                 let state = info.state.unwrap_or_default();
                 let status = state.status.map(|s| s.to_string()).unwrap_or_default();
-                let ip = info
-                    .network_settings
-                    .as_ref()
-                    .and_then(|n| n.networks.as_ref())
-                    .and_then(|n| n.get(&lease.name()))
-                    .and_then(|e| e.ip_address.clone())
-                    .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
                 if state.running == Some(true) && state.restarting != Some(true) {
                     // Ready means serving: every exposed TCP port accepts a connection.
                     if tcp_ports_open(ip, svc).await {
@@ -917,6 +911,20 @@ fn port_key(port: u16, proto: Proto) -> String {
     }
 }
 
+/// A container's address on its lease network, which the host reaches; `None` when it has
+/// none (not running).
+fn lease_address(info: &bollard::models::ContainerInspectResponse, lease: &LeaseRef) -> Option<std::net::IpAddr> {
+    info.network_settings
+        .as_ref()?
+        .networks
+        .as_ref()?
+        .get(&lease.name())?
+        .ip_address
+        .as_deref()?
+        .parse()
+        .ok()
+}
+
 /// Whether every TCP port `svc` exposes accepts a connection at `ip` (the replica's address on
 /// its lease network, which the host reaches).
 async fn tcp_ports_open(ip: Option<std::net::IpAddr>, svc: &Service) -> bool {
@@ -976,12 +984,7 @@ impl Runtime for DockerRuntime {
                 Err(e) if is_not_found(&e) => return Err(RuntimeError::UnknownService(service.to_string())),
                 Err(e) => return Err(backend(e)),
             };
-            // The replica's address on its lease network, which the host reaches.
-            let ip = info
-                .network_settings
-                .and_then(|n| n.networks)
-                .and_then(|n| n.get(&lease.name()).and_then(|e| e.ip_address.clone()))
-                .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+            let ip = lease_address(&info, lease)
                 .ok_or_else(|| backend(format!("replica {replica} of {service:?} has no address (not running)")))?;
             let connect = tokio::net::TcpStream::connect((ip, port));
             match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {

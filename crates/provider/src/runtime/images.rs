@@ -138,15 +138,15 @@ impl ImageStore {
             workdir: c.working_dir.unwrap_or_default(),
         };
         let name = format!("pz-export-{}", std::process::id());
-        let _ = docker
-            .remove_container(
-                &name,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
+        // The export container, left by an earlier run or made here; absent is fine.
+        let remove = async || {
+            let opts = RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            };
+            let _ = docker.remove_container(&name, Some(opts)).await;
+        };
+        remove().await;
         docker
             .create_container(
                 Some(CreateContainerOptions {
@@ -174,15 +174,7 @@ impl ImageStore {
         }
         .await;
         let _ = std::fs::remove_file(&tmp);
-        let _ = docker
-            .remove_container(
-                &name,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
+        remove().await;
         result
     }
 

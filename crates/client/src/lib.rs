@@ -1,6 +1,7 @@
 //! The client side of Pazar: the keyring, an RPC client for the node, transaction building and
 //! proof verification. The CLI, the provider daemon and tests all talk to nodes through it.
 
+pub mod files;
 pub mod keyring;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,1 @@
+//! Attacks of class `counts` (see main.rs).

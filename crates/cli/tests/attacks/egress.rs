@@ -1,0 +1,1 @@
+//! Attacks of class `egress` (see main.rs).

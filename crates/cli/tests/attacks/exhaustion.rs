@@ -1,0 +1,1 @@
+//! Attacks of class `exhaustion` (see main.rs).

@@ -1,0 +1,1 @@
+//! Attacks of class `expiry` (see main.rs).

@@ -1,0 +1,1 @@
+//! Attacks of class `images` (see main.rs).

@@ -1,0 +1,1 @@
+//! Attacks of class `keys` (see main.rs).

@@ -1,0 +1,1 @@
+//! Attacks of class `lease_identity` (see main.rs).

@@ -1,0 +1,1 @@
+//! Attacks of class `manifest` (see main.rs).

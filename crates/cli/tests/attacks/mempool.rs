@@ -1,0 +1,1 @@
+//! Attacks of class `mempool` (see main.rs).

@@ -1,0 +1,1 @@
+//! Attacks of class `paging` (see main.rs).

@@ -1,0 +1,1 @@
+//! Attacks of class `races` (see main.rs).

@@ -1,0 +1,1 @@
+//! Attacks of class `requests` (see main.rs).

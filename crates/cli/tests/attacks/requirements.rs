@@ -1,0 +1,1 @@
+//! Attacks of class `requirements` (see main.rs).

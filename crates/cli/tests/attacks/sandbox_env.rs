@@ -1,0 +1,1 @@
+//! Attacks of class `sandbox_env` (see main.rs).

@@ -1,0 +1,1 @@
+//! Attacks of class `signatures` (see main.rs).

@@ -10,6 +10,8 @@ mod common;
 mod counts;
 mod egress;
 mod exhaustion;
+mod exhaustion_ingress;
+mod exhaustion_provider;
 mod expiry;
 mod images;
 mod keys;

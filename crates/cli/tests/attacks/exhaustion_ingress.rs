@@ -1,0 +1,1 @@
+//! Attacks of class `exhaustion_ingress` (see main.rs).

@@ -1,0 +1,1 @@
+//! Attacks of class `exhaustion_provider` (see main.rs).

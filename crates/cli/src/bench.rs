@@ -325,9 +325,9 @@ fn median(v: &[f64]) -> f64 {
 fn ed25519_verify_per_s() -> f64 {
     let items: Vec<([u8; 32], [u8; 64], [u8; 32])> = (0..1000u32)
         .map(|i| {
-            let k = ed25519_consensus::SigningKey::from(account_bytes_32(i));
+            let k = ed25519_zebra::SigningKey::from(account_bytes_32(i));
             let msg = [i as u8; 32];
-            (k.verification_key().to_bytes(), k.sign(&msg).to_bytes(), msg)
+            (<[u8; 32]>::from(k.verification_key()), k.sign(&msg).to_bytes(), msg)
         })
         .collect();
     let t0 = Instant::now();

@@ -1,12 +1,8 @@
 //! Block application: decode, verify every signature in one batch, run each transaction
 //! atomically, then the end-of-block work (escrow depletion, auto-accept).
 
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha20Rng;
-use sha2::{Digest, Sha256};
-
 use pazar_types::market::GroupState;
-use pazar_types::{tx_hash, Address, Coin, Event, Hash32, Msg, SignatureError, Tx, TxSignature};
+use pazar_types::{tx_hash, verify_signatures, Address, Coin, Event, Hash32, Msg, SignatureError, Tx};
 
 use crate::error::{AuthError, BlockError, TxError};
 use crate::state::{Account, State};
@@ -23,54 +19,26 @@ fn prepare(bytes: &[u8]) -> Result<Prepared, AuthError> {
     Ok(Prepared { tx, digest })
 }
 
-/// Verifies every signature of a block. Ed25519 signatures go through one batch verification
-/// (ZIP-215 rules, identical to single verification); only if the batch fails is each checked
-/// alone to find the culprits. The batch's random coefficients are derived from the batch
-/// itself, so the ledger stays free of ambient randomness.
+/// Verifies every signature of a block with the ledger's one rule
+/// ([`pazar_types::verify_signatures`]: the signature verifies and the key is the sender's;
+/// ed25519 in one batch with coefficients derived from the batch itself, so the ledger stays
+/// free of ambient randomness). `preverified[i]` skips transaction `i`: see
+/// [`State::apply_block_preverified`] for when a caller may say so.
 fn verify_block(prepared: &[Result<Prepared, AuthError>], preverified: &[bool]) -> Vec<Result<(), SignatureError>> {
-    let mut results: Vec<Result<(), SignatureError>> = Vec::with_capacity(prepared.len());
-    let mut batch = ed25519_consensus::batch::Verifier::new();
-    let mut seed = Sha256::new();
-    let mut batched = Vec::new();
+    let mut results: Vec<Result<(), SignatureError>> = vec![Ok(()); prepared.len()];
+    let mut todo = Vec::with_capacity(prepared.len());
+    let mut items = Vec::with_capacity(prepared.len());
     for (i, p) in prepared.iter().enumerate() {
-        let Ok(p) = p else {
-            results.push(Ok(())); // decode errors are reported separately
-            continue;
-        };
+        // Decode errors are reported separately.
+        let Ok(p) = p else { continue };
         if preverified.get(i).copied().unwrap_or(false) {
-            results.push(Ok(()));
             continue;
         }
-        match &p.tx.signature {
-            TxSignature::Ed25519 { pubkey, sig } => {
-                if Address::from_ed25519(pubkey) != p.tx.body.sender {
-                    results.push(Err(SignatureError::Invalid));
-                    continue;
-                }
-                seed.update(pubkey);
-                seed.update(sig);
-                seed.update(p.digest);
-                batch.queue((
-                    ed25519_consensus::VerificationKeyBytes::from(*pubkey),
-                    ed25519_consensus::Signature::from(*sig),
-                    &p.digest,
-                ));
-                batched.push(i);
-                results.push(Ok(()));
-            }
-            TxSignature::Eth { .. } => results.push(p.tx.verify_signature_with(&p.digest)),
-        }
+        todo.push(i);
+        items.push((&p.tx, &p.digest));
     }
-    if batched.is_empty() {
-        return results;
-    }
-    let mut rng = ChaCha20Rng::from_seed(seed.finalize().into());
-    if batch.verify(&mut rng).is_err() {
-        for i in batched {
-            if let Ok(p) = &prepared[i] {
-                results[i] = p.tx.verify_signature_with(&p.digest);
-            }
-        }
+    for (i, r) in todo.into_iter().zip(verify_signatures(&items)) {
+        results[i] = r;
     }
     results
 }
@@ -85,9 +53,11 @@ impl State {
     }
 
     /// [`State::apply_block`] where `preverified[i]` says the caller has already checked the
-    /// signature of `txs[i]` (exactly these bytes, with [`Tx::decode_with_digest`] and
-    /// [`Tx::verify_signature_with`], as a node's mempool does on entry), so it is not checked
-    /// twice. Signature validity is a pure function of the bytes: the result is the same.
+    /// signature of exactly the bytes `txs[i]` with the same rule
+    /// ([`pazar_types::verify_signatures`] or [`Tx::verify_signature_with`]: valid signature
+    /// *and* the sender's key), as a node's mempool does on entry, so it is not checked twice.
+    /// Signature validity is a pure function of the bytes: the result is the same. A block
+    /// proposed by anyone else must be applied with no transaction marked.
     pub fn apply_block_preverified(
         &mut self,
         header: &BlockHeader,

@@ -316,16 +316,16 @@ impl Node {
             });
         }
         let seq = st.account(&body.sender).sequence;
-        let balance = st.balance(&body.sender, &body.fee.denom);
         let cand = Candidate {
             bytes,
             hash,
             sender: body.sender,
             sequence: body.sequence,
             fee: body.fee.clone(),
+            spend: body.max_spend(),
         };
         let mut mp = lock(&self.mempool);
-        let inserted = mp.insert(cand, seq, balance, st.height)?;
+        let inserted = mp.insert(cand, seq, &|d| st.balance(&body.sender, d), st.height)?;
         self.metrics.mempool_txs.set(mp.len() as i64);
         self.metrics.mempool_bytes.set(mp.bytes() as i64);
         drop(mp);
@@ -352,34 +352,19 @@ impl Node {
         Ok(hash)
     }
 
-    /// Submits many transactions, verifying their ed25519 signatures in one batch. Results are
-    /// in input order.
+    /// Submits many transactions, verifying their signatures with the ledger's one rule in one
+    /// batch ([`pazar_types::verify_signatures`]: each signature verifies *and* its key is the
+    /// sender's). Results are in input order.
     pub fn submit_batch(&self, txs: Vec<Vec<u8>>) -> Vec<Result<Hash32, SubmitError>> {
         let pre: Vec<Result<(Tx, Hash32), SubmitError>> = txs.iter().map(|b| self.precheck(b)).collect();
-        let mut batch = ed25519_consensus::batch::Verifier::new();
-        let mut any = false;
-        for (tx, digest) in pre.iter().flatten() {
-            if let pazar_types::TxSignature::Ed25519 { pubkey, sig } = &tx.signature {
-                if Address::from_ed25519(pubkey) == tx.body.sender {
-                    batch.queue((
-                        ed25519_consensus::VerificationKeyBytes::from(*pubkey),
-                        ed25519_consensus::Signature::from(*sig),
-                        digest,
-                    ));
-                    any = true;
-                }
-            }
-        }
-        // The mempool is not state: ordinary randomness for the batch coefficients is right here.
-        let batch_ok = any && batch.verify(rand_core::OsRng).is_ok();
+        let items: Vec<(&Tx, &Hash32)> = pre.iter().flatten().map(|(tx, d)| (tx, d)).collect();
+        let mut sigs = pazar_types::verify_signatures(&items).into_iter();
         let mut out = Vec::with_capacity(txs.len());
         for (bytes, p) in txs.into_iter().zip(pre) {
-            let r = p.and_then(|(tx, digest)| {
-                let pre_ok = batch_ok && matches!(tx.signature, pazar_types::TxSignature::Ed25519 { .. });
-                if !pre_ok {
-                    tx.verify_signature_with(&digest)
-                        .map_err(|e| SubmitError::Signature(e.to_string()))?;
-                }
+            let r = p.and_then(|(tx, _)| {
+                // `sigs` has one result for each transaction that passed the pre-check, in order.
+                let sig = sigs.next().expect("one signature result per pre-checked transaction");
+                sig.map_err(|e| SubmitError::Signature(e.to_string()))?;
                 let hash = tx_hash(&bytes);
                 self.admit(&tx, bytes, hash).map(|()| hash)
             });
@@ -572,7 +557,7 @@ impl Application for Node {
             .expect("a lock holder panicked; the node cannot continue safely") = head;
         let dropped = {
             let mut mp = lock(&self.mempool);
-            let d = mp.update(&hashes, height, |a| st.account(a).sequence);
+            let d = mp.update(&hashes, height, |a| st.account(a).sequence, |a, d| st.balance(a, d));
             self.metrics.mempool_txs.set(mp.len() as i64);
             self.metrics.mempool_bytes.set(mp.bytes() as i64);
             d

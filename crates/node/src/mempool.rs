@@ -1,6 +1,11 @@
 //! The mempool: transactions whose signature, chain, size, sequence and fee were checked on
 //! entry, waiting for a block.
 //!
+//! A sender cannot fill blocks with transactions it cannot pay for: on entry, and again for
+//! each sender touched by a block, everything a sender has pending must be payable together
+//! from its committed balance, per denomination, counting each transaction's fee and the
+//! tokens its messages move out ([`pazar_types::TxBody::max_spend`]).
+//!
 //! Transactions are kept per sender in sequence order; a block takes, sender by sender, the
 //! contiguous run that starts at the sender's next sequence, highest fee rate first. The pool is
 //! bounded in count and bytes; when full, a new transaction evicts the lowest-fee-rate tail
@@ -48,9 +53,11 @@ pub enum MempoolError {
     TooFarAhead { expected: u64, got: u64 },
     #[error("another transaction with sequence {0} is pending; a replacement must pay at least {REPLACE_BUMP_PERCENT}% more")]
     SequenceTaken(u64),
-    #[error("fee {fee} plus pending fees {pending} exceeds the balance {balance} of {denom}")]
+    #[error(
+        "this transaction may spend {spend} {denom} (its fee and the tokens its messages move) and the sender's pending transactions {pending} more, above its balance of {balance} {denom}"
+    )]
     FeeUnpayable {
-        fee: u128,
+        spend: u128,
         pending: u128,
         balance: u128,
         denom: Denom,
@@ -69,6 +76,8 @@ pub struct Candidate {
     pub sender: Address,
     pub sequence: u64,
     pub fee: Coin,
+    /// The most it can take from the sender, per denomination (fee included).
+    pub spend: Vec<Coin>,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +85,7 @@ struct Entry {
     bytes: Vec<u8>,
     hash: Hash32,
     fee: Coin,
+    spend: Vec<Coin>,
     rate: u128,
     arrival: u64,
     entered_at: u64,
@@ -128,23 +138,25 @@ impl Mempool {
         self.by_hash.contains_key(hash)
     }
 
-    /// Fees pending from `sender` in `denom`.
-    fn pending_fees(&self, sender: &Address, denom: &Denom) -> u128 {
+    /// What the pending transactions of `sender` may spend in `denom`, except sequence `skip`.
+    fn pending_spend(&self, sender: &Address, denom: &Denom, skip: Option<u64>) -> u128 {
         self.by_sender.get(sender).map_or(0, |q| {
-            q.values()
-                .filter(|e| e.fee.denom == *denom)
-                .map(|e| e.fee.amount)
+            q.iter()
+                .filter(|(s, _)| Some(**s) != skip)
+                .flat_map(|(_, e)| e.spend.iter())
+                .filter(|c| c.denom == *denom)
+                .map(|c| c.amount)
                 .fold(0u128, u128::saturating_add)
         })
     }
 
-    /// Admits `c` given the sender's next sequence and balance of the fee denomination at the
+    /// Admits `c` given the sender's next sequence and balances (`balance(denom)`) at the
     /// latest committed state, at block height `height`.
     pub fn insert(
         &mut self,
         c: Candidate,
         account_sequence: u64,
-        fee_balance: u128,
+        balance: &dyn Fn(&Denom) -> u128,
         height: u64,
     ) -> Result<Inserted, MempoolError> {
         if self.by_hash.contains_key(&c.hash) {
@@ -171,18 +183,18 @@ impl Mempool {
                 return Err(MempoolError::SequenceTaken(c.sequence));
             }
         }
-        let pending = self.pending_fees(&c.sender, &c.fee.denom)
-            - replaced
-                .as_ref()
-                .filter(|o| o.fee.denom == c.fee.denom)
-                .map_or(0, |o| o.fee.amount);
-        if pending.saturating_add(c.fee.amount) > fee_balance {
-            return Err(MempoolError::FeeUnpayable {
-                fee: c.fee.amount,
-                pending,
-                balance: fee_balance,
-                denom: c.fee.denom.clone(),
-            });
+        let skip = replaced.as_ref().map(|_| c.sequence);
+        for coin in &c.spend {
+            let pending = self.pending_spend(&c.sender, &coin.denom, skip);
+            let have = balance(&coin.denom);
+            if pending.saturating_add(coin.amount) > have {
+                return Err(MempoolError::FeeUnpayable {
+                    spend: coin.amount,
+                    pending,
+                    balance: have,
+                    denom: coin.denom.clone(),
+                });
+            }
         }
         if let Some(old) = replaced {
             self.remove_entry(&c.sender, c.sequence);
@@ -216,6 +228,7 @@ impl Mempool {
         let e = Entry {
             hash: c.hash,
             fee: c.fee,
+            spend: c.spend,
             rate: new_rate,
             arrival: self.arrivals,
             entered_at: height,
@@ -277,9 +290,17 @@ impl Mempool {
         out
     }
 
-    /// After a block: drops the included transactions, those whose sequence is now used, and
-    /// those older than the time-to-live. Returns the hashes dropped without being included.
-    pub fn update(&mut self, included: &[Hash32], height: u64, next_sequence: impl Fn(&Address) -> u64) -> Vec<Hash32> {
+    /// After a block: drops the included transactions, those whose sequence is now used, those
+    /// of a touched sender that its new balance (`balance(sender, denom)`) can no longer pay
+    /// for together (from the first unpayable one on, so no gap is left), and those older than
+    /// the time-to-live. Returns the hashes dropped without being included.
+    pub fn update(
+        &mut self,
+        included: &[Hash32],
+        height: u64,
+        next_sequence: impl Fn(&Address) -> u64,
+        balance: impl Fn(&Address, &Denom) -> u128,
+    ) -> Vec<Hash32> {
         let mut touched = BTreeSet::new();
         for h in included {
             if let Some((sender, seq)) = self.by_hash.get(h).copied() {
@@ -296,6 +317,22 @@ impl Mempool {
                 .map(|q| q.range(..next).map(|(s, _)| *s).collect())
                 .unwrap_or_default();
             for s in stale {
+                if let Some(e) = self.remove_entry(&sender, s) {
+                    dropped.push(e.hash);
+                }
+            }
+            let unpayable: Vec<u64> = self.by_sender.get(&sender).map_or_else(Vec::new, |q| {
+                let mut total: BTreeMap<&Denom, u128> = BTreeMap::new();
+                let first = q.iter().find(|(_, e)| {
+                    e.spend.iter().any(|c| {
+                        let t = total.entry(&c.denom).or_insert(0);
+                        *t = t.saturating_add(c.amount);
+                        *t > balance(&sender, &c.denom)
+                    })
+                });
+                first.map_or_else(Vec::new, |(s, _)| q.range(*s..).map(|(s, _)| *s).collect())
+            });
+            for s in unpayable {
                 if let Some(e) = self.remove_entry(&sender, s) {
                     dropped.push(e.hash);
                 }
@@ -336,6 +373,7 @@ mod tests {
             sender: Address::Native([sender; 20]),
             sequence: seq,
             fee: Coin::new(fee, Denom::new("upzr").expect("valid")),
+            spend: vec![Coin::new(fee, Denom::new("upzr").expect("valid"))],
         }
     }
 
@@ -350,10 +388,10 @@ mod tests {
     #[test]
     fn reaps_contiguous_sequences_per_sender_highest_rate_first() {
         let mut m = pool(100);
-        m.insert(cand(1, 0, 100, 100), 0, 1_000, 1).expect("in");
-        m.insert(cand(1, 1, 100, 100), 0, 1_000, 1).expect("in");
-        m.insert(cand(1, 3, 900, 100), 0, 10_000, 1).expect("in"); // gap at 2: not includable
-        m.insert(cand(2, 5, 500, 100), 5, 1_000, 1).expect("in");
+        m.insert(cand(1, 0, 100, 100), 0, &|_| 1_000, 1).expect("in");
+        m.insert(cand(1, 1, 100, 100), 0, &|_| 1_000, 1).expect("in");
+        m.insert(cand(1, 3, 900, 100), 0, &|_| 10_000, 1).expect("in"); // gap at 2: not includable
+        m.insert(cand(2, 5, 500, 100), 5, &|_| 1_000, 1).expect("in");
         let got = m.reap(10, 1 << 20, |a| if *a == Address::Native([2; 20]) { 5 } else { 0 });
         let want = [
             cand(2, 5, 500, 100).hash,
@@ -367,32 +405,54 @@ mod tests {
     fn refuses_duplicates_stale_and_far_sequences_and_unpayable_fees() {
         let mut m = pool(100);
         let c = cand(1, 3, 100, 10);
-        m.insert(c.clone(), 3, 1_000, 1).expect("in");
-        assert_eq!(m.insert(c, 3, 1_000, 1), Err(MempoolError::Duplicate));
+        m.insert(c.clone(), 3, &|_| 1_000, 1).expect("in");
+        assert_eq!(m.insert(c, 3, &|_| 1_000, 1), Err(MempoolError::Duplicate));
         assert!(matches!(
-            m.insert(cand(1, 2, 100, 10), 3, 1_000, 1),
+            m.insert(cand(1, 2, 100, 10), 3, &|_| 1_000, 1),
             Err(MempoolError::StaleSequence { .. })
         ));
         assert!(matches!(
-            m.insert(cand(1, 3 + MAX_SEQUENCE_AHEAD, 100, 10), 3, 1_000, 1),
+            m.insert(cand(1, 3 + MAX_SEQUENCE_AHEAD, 100, 10), 3, &|_| 1_000, 1),
             Err(MempoolError::TooFarAhead { .. })
         ));
         // 100 pending + 950 > 1000.
         assert!(matches!(
-            m.insert(cand(1, 4, 950, 10), 3, 1_000, 1),
+            m.insert(cand(1, 4, 950, 10), 3, &|_| 1_000, 1),
             Err(MempoolError::FeeUnpayable { pending: 100, .. })
         ));
     }
 
     #[test]
+    fn tokens_a_transaction_moves_count_with_its_fee_so_a_sender_cannot_queue_what_it_cannot_pay() {
+        let mut m = pool(100);
+        let denom = Denom::new("upzr").expect("valid");
+        // A transfer of 900 with a fee of 10: 910 of a balance of 1,000 is spoken for.
+        let mut send = cand(1, 0, 10, 10);
+        send.spend = vec![Coin::new(910, denom.clone())];
+        m.insert(send.clone(), 0, &|_| 1_000, 1).expect("payable");
+        // A second transaction whose fee alone (100) would fit the balance but not what is pending.
+        assert!(matches!(
+            m.insert(cand(1, 1, 100, 10), 0, &|_| 1_000, 1),
+            Err(MempoolError::FeeUnpayable { pending: 910, .. })
+        ));
+        m.insert(cand(1, 1, 90, 10), 0, &|_| 1_000, 1).expect("exactly payable");
+        m.insert(cand(1, 2, 1, 10), 0, &|_| 1_100, 1)
+            .expect("payable with a larger balance");
+        // After a block includes the transfer, the balance is 90 - 1 short: 1 and 2 go together.
+        let dropped = m.update(&[send.hash], 2, |_| 1, |_, _| 89);
+        assert_eq!(dropped, vec![cand(1, 1, 90, 10).hash, cand(1, 2, 1, 10).hash]);
+        assert!(m.is_empty());
+    }
+
+    #[test]
     fn replacement_needs_a_fee_bump() {
         let mut m = pool(100);
-        m.insert(cand(1, 0, 100, 10), 0, 10_000, 1).expect("in");
+        m.insert(cand(1, 0, 100, 10), 0, &|_| 10_000, 1).expect("in");
         assert_eq!(
-            m.insert(cand(1, 0, 105, 10), 0, 10_000, 1),
+            m.insert(cand(1, 0, 105, 10), 0, &|_| 10_000, 1),
             Err(MempoolError::SequenceTaken(0))
         );
-        let r = m.insert(cand(1, 0, 110, 10), 0, 10_000, 1).expect("replaces");
+        let r = m.insert(cand(1, 0, 110, 10), 0, &|_| 10_000, 1).expect("replaces");
         assert_eq!(r.dropped, vec![cand(1, 0, 100, 10).hash]);
         assert_eq!(m.len(), 1);
     }
@@ -400,13 +460,13 @@ mod tests {
     #[test]
     fn a_full_pool_evicts_the_cheapest_tail_or_refuses() {
         let mut m = pool(2);
-        m.insert(cand(1, 0, 100, 10), 0, 10_000, 1).expect("in");
-        m.insert(cand(2, 0, 300, 10), 0, 10_000, 1).expect("in");
+        m.insert(cand(1, 0, 100, 10), 0, &|_| 10_000, 1).expect("in");
+        m.insert(cand(2, 0, 300, 10), 0, &|_| 10_000, 1).expect("in");
         assert!(matches!(
-            m.insert(cand(3, 0, 50, 10), 0, 10_000, 1),
+            m.insert(cand(3, 0, 50, 10), 0, &|_| 10_000, 1),
             Err(MempoolError::Full { .. })
         ));
-        let r = m.insert(cand(3, 0, 200, 10), 0, 10_000, 1).expect("evicts");
+        let r = m.insert(cand(3, 0, 200, 10), 0, &|_| 10_000, 1).expect("evicts");
         assert_eq!(r.dropped, vec![cand(1, 0, 100, 10).hash]);
         assert_eq!(m.len(), 2);
         assert!(m.contains(&cand(2, 0, 300, 10).hash));
@@ -418,14 +478,14 @@ mod tests {
         let a0 = cand(1, 0, 100, 10);
         let a1 = cand(1, 1, 100, 10);
         let b = cand(2, 0, 100, 10);
-        m.insert(a0.clone(), 0, 10_000, 1).expect("in");
-        m.insert(a1.clone(), 0, 10_000, 1).expect("in");
-        m.insert(b.clone(), 0, 10_000, 1).expect("in");
+        m.insert(a0.clone(), 0, &|_| 10_000, 1).expect("in");
+        m.insert(a1.clone(), 0, &|_| 10_000, 1).expect("in");
+        m.insert(b.clone(), 0, &|_| 10_000, 1).expect("in");
         // a0 included; the account's sequence jumped to 2 (a1 was replaced by another path).
-        let dropped = m.update(&[a0.hash], 2, |a| if *a == a0.sender { 2 } else { 0 });
+        let dropped = m.update(&[a0.hash], 2, |a| if *a == a0.sender { 2 } else { 0 }, |_, _| 10_000);
         assert_eq!(dropped, vec![a1.hash]);
         assert_eq!(m.len(), 1);
-        let dropped = m.update(&[], 32, |_| 0);
+        let dropped = m.update(&[], 32, |_| 0, |_, _| 10_000);
         assert_eq!(dropped, vec![b.hash]);
         assert!(m.is_empty());
         assert_eq!(m.bytes(), 0);

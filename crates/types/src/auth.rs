@@ -118,7 +118,7 @@ impl RequestAuth {
         self.signature
             .verify(&self.signer, &d, || scope.readable(self.time_ms, &self.nonce, &d))
             .map_err(|e: SignatureError| match e {
-                SignatureError::Invalid => AuthError::BadSignature(self.signer),
+                SignatureError::Invalid | SignatureError::NotSender { .. } => AuthError::BadSignature(self.signer),
                 other => AuthError::Malformed(other.to_string()),
             })
     }

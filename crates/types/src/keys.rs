@@ -41,6 +41,8 @@ pub enum SignatureError {
     HighS,
     #[error("secp256k1 recovery byte v must be 27 or 28, got {0}")]
     BadRecoveryByte(u8),
+    #[error("the signing key is not the sender's: it belongs to {signer}, the transaction names {sender}")]
+    NotSender { signer: Address, sender: Address },
 }
 
 /// Which signature scheme a key uses.
@@ -85,15 +87,23 @@ impl TxSignature {
     ) -> Result<(), SignatureError> {
         match self {
             TxSignature::Ed25519 { pubkey, sig } => {
-                if Address::from_ed25519(pubkey) != *signer {
-                    return Err(SignatureError::Invalid);
+                let key_address = Address::from_ed25519(pubkey);
+                if key_address != *signer {
+                    return Err(SignatureError::NotSender {
+                        signer: key_address,
+                        sender: *signer,
+                    });
                 }
                 verify_ed25519(pubkey, sig, digest)
             }
             TxSignature::Eth { sig } => {
                 let text = readable();
-                if recover_eth(&eip191_digest(text.as_bytes()), sig)? != *signer {
-                    return Err(SignatureError::Invalid);
+                let recovered = recover_eth(&eip191_digest(text.as_bytes()), sig)?;
+                if recovered != *signer {
+                    return Err(SignatureError::NotSender {
+                        signer: recovered,
+                        sender: *signer,
+                    });
                 }
                 Ok(())
             }
@@ -141,8 +151,8 @@ impl Serialize for TxSignature {
 
 /// Verifies one ed25519 signature (ZIP-215 rules, the same as the batch verifier's).
 pub fn verify_ed25519(pubkey: &[u8; 32], sig: &[u8; 64], msg: &[u8]) -> Result<(), SignatureError> {
-    let vk = ed25519_consensus::VerificationKey::try_from(*pubkey).map_err(|_| SignatureError::BadPublicKey)?;
-    vk.verify(&ed25519_consensus::Signature::from(*sig), msg)
+    let vk = ed25519_zebra::VerificationKey::try_from(*pubkey).map_err(|_| SignatureError::BadPublicKey)?;
+    vk.verify(&ed25519_zebra::Signature::from(*sig), msg)
         .map_err(|_| SignatureError::Invalid)
 }
 
@@ -179,7 +189,7 @@ fn eth_address(vk: &VerifyingKey) -> Address {
 /// A private key able to sign transactions.
 #[derive(Clone)]
 pub enum SigningKey {
-    Ed25519(ed25519_consensus::SigningKey),
+    Ed25519(ed25519_zebra::SigningKey),
     Eth(EcdsaSigningKey),
 }
 
@@ -193,7 +203,7 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     pub fn generate<R: RngCore + CryptoRng>(scheme: KeyScheme, rng: &mut R) -> SigningKey {
         match scheme {
-            KeyScheme::Ed25519 => SigningKey::Ed25519(ed25519_consensus::SigningKey::new(rng)),
+            KeyScheme::Ed25519 => SigningKey::Ed25519(ed25519_zebra::SigningKey::new(rng)),
             KeyScheme::Eth => SigningKey::Eth(EcdsaSigningKey::random(rng)),
         }
     }
@@ -201,7 +211,7 @@ impl SigningKey {
     /// From raw 32 secret bytes.
     pub fn from_secret(scheme: KeyScheme, secret: &[u8; 32]) -> Result<SigningKey, KeyError> {
         match scheme {
-            KeyScheme::Ed25519 => Ok(SigningKey::Ed25519(ed25519_consensus::SigningKey::from(*secret))),
+            KeyScheme::Ed25519 => Ok(SigningKey::Ed25519(ed25519_zebra::SigningKey::from(*secret))),
             KeyScheme::Eth => EcdsaSigningKey::from_slice(secret)
                 .map(SigningKey::Eth)
                 .map_err(|_| KeyError::SecretKey),
@@ -241,7 +251,7 @@ impl SigningKey {
 
     pub fn address(&self) -> Address {
         match self {
-            SigningKey::Ed25519(k) => Address::from_ed25519(&k.verification_key().to_bytes()),
+            SigningKey::Ed25519(k) => Address::from_ed25519(&<[u8; 32]>::from(k.verification_key())),
             SigningKey::Eth(k) => eth_address(k.verifying_key()),
         }
     }
@@ -249,7 +259,7 @@ impl SigningKey {
     /// Public key bytes: 32 for ed25519, 33 (compressed SEC1) for secp256k1.
     pub fn public_key_bytes(&self) -> Vec<u8> {
         match self {
-            SigningKey::Ed25519(k) => k.verification_key().to_bytes().to_vec(),
+            SigningKey::Ed25519(k) => <[u8; 32]>::from(k.verification_key()).to_vec(),
             SigningKey::Eth(k) => k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
         }
     }
@@ -259,7 +269,7 @@ impl SigningKey {
     pub fn sign_tx(&self, digest: &[u8; 32], readable: &str) -> TxSignature {
         match self {
             SigningKey::Ed25519(k) => TxSignature::Ed25519 {
-                pubkey: k.verification_key().to_bytes(),
+                pubkey: <[u8; 32]>::from(k.verification_key()),
                 sig: k.sign(digest).to_bytes(),
             },
             SigningKey::Eth(k) => TxSignature::Eth {

@@ -18,4 +18,4 @@ pub use coin::{Coin, CoinError, Dec, Denom, Price, DEC_SCALE};
 pub use event::Event;
 pub use keys::{KeyScheme, SignatureError, SigningKey, TxSignature};
 pub use market::{Attribute, BidId, DeploymentId, GroupId, LeaseId, OrderId};
-pub use tx::{tx_hash, DecodeError, Hash32, Msg, ProviderInfo, Tx, TxBody};
+pub use tx::{tx_hash, verify_signatures, DecodeError, Hash32, Msg, ProviderInfo, Tx, TxBody};

@@ -278,7 +278,46 @@ pub struct TxBody {
     pub memo: String,
 }
 
+impl Msg {
+    /// Tokens this message moves out of the sender's account when it succeeds (transfers,
+    /// escrow deposits, bid deposits), known from its bytes alone. The mempool adds them to
+    /// the fee to check, per sender and denomination, that everything pending can be paid.
+    pub fn outflow(&self) -> Option<&Coin> {
+        match self {
+            Msg::Send { amount, .. } => Some(amount),
+            Msg::CreateDeployment { deposit, .. } => Some(deposit),
+            Msg::DepositDeployment { amount, .. } => Some(amount),
+            Msg::CreateBid { deposit, .. } => Some(deposit),
+            Msg::CreateProvider { .. }
+            | Msg::UpdateProvider { .. }
+            | Msg::DeleteProvider
+            | Msg::SignProviderAttributes { .. }
+            | Msg::DeleteProviderAttributes { .. }
+            | Msg::UpdateDeployment { .. }
+            | Msg::CloseDeployment { .. }
+            | Msg::CloseGroup { .. }
+            | Msg::PauseGroup { .. }
+            | Msg::StartGroup { .. }
+            | Msg::CloseBid { .. }
+            | Msg::CreateLease { .. }
+            | Msg::CloseLease { .. }
+            | Msg::WithdrawLease { .. } => None,
+        }
+    }
+}
+
 impl TxBody {
+    /// The most this transaction can take from its sender, per denomination: the fee plus
+    /// every message's [`Msg::outflow`], saturating. Sorted by denomination.
+    pub fn max_spend(&self) -> Vec<Coin> {
+        let mut by_denom: std::collections::BTreeMap<&crate::coin::Denom, u128> = std::collections::BTreeMap::new();
+        for c in std::iter::once(&self.fee).chain(self.msgs.iter().filter_map(Msg::outflow)) {
+            let e = by_denom.entry(&c.denom).or_insert(0);
+            *e = e.saturating_add(c.amount);
+        }
+        by_denom.into_iter().map(|(d, a)| Coin::new(a, d.clone())).collect()
+    }
+
     pub fn validate(&self) -> Result<(), SpecError> {
         validate_name("chain_id", &self.chain_id, MAX_CHAIN_ID_LEN)?;
         if self.memo.len() > MAX_MEMO_LEN {
@@ -378,6 +417,64 @@ impl Tx {
         self.signature
             .verify(&self.body.sender, digest, || self.body.readable(digest))
     }
+}
+
+/// The one signature rule of the ledger, for many transactions at once: a transaction's
+/// signature is valid only if it verifies over its sign digest **and** the signing key is the
+/// sender's (for ed25519 the key must derive `body.sender`; for Ethereum keys the recovered
+/// address must be it). Every path that admits or executes a transaction (single submit, batch
+/// submit, a block's execution) calls this or [`Tx::verify_signature_with`], which applies the
+/// same rule to one transaction, so no shortcut can skip a part of it.
+///
+/// Ed25519 signatures whose key derives the sender are checked in one batch (ZIP-215 rules,
+/// which make batch and single verification agree); if the batch fails, each is checked alone
+/// to find the culprits. The batch's random coefficients come from a ChaCha20 stream seeded
+/// with the SHA-256 of everything verified, so the result is a pure function of the input (the
+/// ledger may use it) and a signer cannot predict the coefficients without fixing its signature
+/// first. Results are in input order; `items[i] = (tx, sign digest of tx)`.
+pub fn verify_signatures(items: &[(&Tx, &Hash32)]) -> Vec<Result<(), SignatureError>> {
+    use rand_chacha::rand_core::SeedableRng;
+    let mut results: Vec<Result<(), SignatureError>> = Vec::with_capacity(items.len());
+    let mut batch = ed25519_zebra::batch::Verifier::new();
+    let mut seed = Sha256::new();
+    seed.update(b"pazar/batch-verify/v1");
+    let mut batched = Vec::new();
+    for (i, (tx, digest)) in items.iter().enumerate() {
+        match &tx.signature {
+            TxSignature::Ed25519 { pubkey, sig } => {
+                let key_address = Address::from_ed25519(pubkey);
+                if key_address != tx.body.sender {
+                    results.push(Err(SignatureError::NotSender {
+                        signer: key_address,
+                        sender: tx.body.sender,
+                    }));
+                    continue;
+                }
+                seed.update(pubkey);
+                seed.update(sig);
+                seed.update(digest);
+                batch.queue((
+                    ed25519_zebra::VerificationKeyBytes::from(*pubkey),
+                    ed25519_zebra::Signature::from(*sig),
+                    &digest[..],
+                ));
+                batched.push(i);
+                results.push(Ok(()));
+            }
+            TxSignature::Eth { .. } => results.push(tx.verify_signature_with(digest)),
+        }
+    }
+    if batched.is_empty() {
+        return results;
+    }
+    let rng = rand_chacha::ChaCha20Rng::from_seed(seed.finalize().into());
+    if batch.verify(rng).is_err() {
+        for i in batched {
+            let (tx, digest) = items[i];
+            results[i] = tx.verify_signature_with(digest);
+        }
+    }
+    results
 }
 
 /// SHA-256 of a transaction's bytes: its id in receipts and queries.

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod manifest;
+pub mod names;
 mod read;
 mod sdl;
 pub mod units;
@@ -19,7 +20,7 @@ use pazar_types::market::GroupSpec;
 use pazar_types::{Denom, Hash32};
 use serde::Serialize;
 
-pub use crate::manifest::Manifest;
+pub use crate::manifest::{Manifest, ManifestError, ValidGroup, ValidManifest};
 pub use crate::yaml::{Limits, Pos};
 
 /// One finding, located in the file.

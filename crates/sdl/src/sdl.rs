@@ -5,12 +5,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use pazar_types::coin::{Dec, Price};
 use pazar_types::market::{
-    limits, Attribute, Endpoint, EndpointKind, Gpu, GroupSpec, PlacementRequirements, ResourceUnit, Resources,
-    SignedBy, StorageVolume,
+    limits, Attribute, Gpu, GroupSpec, PlacementRequirements, ResourceUnit, Resources, SignedBy, StorageVolume,
 };
 use pazar_types::{Address, Denom};
 
-use crate::manifest::{self, Credentials, Expose, HttpOptions, Manifest, Proto, StorageMount};
+use crate::manifest::{
+    self, unit_endpoints, Credentials, Expose, HttpOptions, Manifest, Proto, StorageMount, ValidManifest, NEXT_CASES,
+    STORAGE_CLASSES,
+};
+use crate::names::{
+    self, is_endpoint_name as valid_endpoint_name, is_env_name as valid_env_name, is_hostname as valid_hostname,
+};
 use crate::read::{join, key_pos, show, Ctx};
 use crate::units::{parse_cpu, parse_size};
 use crate::yaml::{self, Kind, Node, Pos};
@@ -18,10 +23,6 @@ use crate::{Deployment, Diagnostic, Options, SdlVersion};
 
 /// Akash's USDC denomination over IBC (noble channel), used by pre-ACT files.
 const AKASH_USDC_IBC: &str = "ibc/170C677610AC31DF0904FFE09CD3B5C657492170E7E52372E48756B71E56F2F1";
-const STORAGE_CLASSES: &[&str] = &["default", "beta1", "beta2", "beta3", "ram"];
-const NEXT_CASES: &[&str] = &[
-    "error", "timeout", "500", "502", "503", "504", "403", "404", "429", "off",
-];
 
 struct ExposeTo {
     pos: Pos,
@@ -127,6 +128,19 @@ pub fn parse(bytes: &[u8], opts: &Options) -> Result<Deployment, Vec<Diagnostic>
         }
         _ => None,
     };
+    // The manifest is held to the rules providers apply, so a file accepted here is never
+    // refused by them; what the checks above already placed in the file is not repeated.
+    if let Some((_, manifest)) = &built {
+        if cx.errors.is_empty() {
+            if let Err(e) = ValidManifest::new(manifest.clone()) {
+                let (path, message) = match e {
+                    manifest::ManifestError::Invalid { path, reason } => (path, reason),
+                    other => (String::new(), other.to_string()),
+                };
+                cx.error(Pos { line: 1, col: 1 }, &path, message);
+            }
+        }
+    }
     match built {
         Some((groups, manifest)) if cx.errors.is_empty() => {
             let manifest_version = manifest.version();
@@ -340,14 +354,7 @@ fn read_doc(cx: &mut Ctx, root: &Node, opts: &Options, notes: &mut BTreeSet<Stri
 }
 
 fn check_service_name(cx: &mut Ctx, pos: Pos, path: &str, name: &str) {
-    let b = name.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[b.len() - 1] != b'-';
-    if !ok {
+    if !names::is_service_name(name) {
         cx.error(
             pos,
             path,
@@ -357,8 +364,7 @@ fn check_service_name(cx: &mut Ctx, pos: Pos, path: &str, name: &str) {
 }
 
 fn check_group_name(cx: &mut Ctx, pos: Pos, path: &str, name: &str) {
-    if name.is_empty() || name.len() > limits::MAX_NAME_LEN || name.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
+    if !names::is_group_name(name) {
         cx.error(
             pos,
             path,
@@ -368,37 +374,6 @@ fn check_group_name(cx: &mut Ctx, pos: Pos, path: &str, name: &str) {
             ),
         );
     }
-}
-
-fn valid_endpoint_name(n: &str) -> bool {
-    let b = n.as_bytes();
-    b.len() >= 2
-        && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
-}
-
-fn valid_env_name(n: &str) -> bool {
-    let b = n.as_bytes();
-    !b.is_empty()
-        && !b[0].is_ascii_digit()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-}
-
-fn valid_hostname(h: &str) -> bool {
-    let h = h.strip_prefix("*.").unwrap_or(h);
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|label| {
-            let b = label.as_bytes();
-            !b.is_empty()
-                && b.len() <= 63
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        })
 }
 
 fn read_service(cx: &mut Ctx, node: &Node, path: &str) -> Option<Service> {
@@ -421,14 +396,8 @@ fn read_service(cx: &mut Ctx, node: &Node, path: &str) -> Option<Service> {
         .need(cx, path, "image")
         .and_then(|n| cx.string(n, &join(path, "image")));
     if let (Some(img), Some(n)) = (&image, f.get("image")) {
-        if img.trim().is_empty() {
-            cx.error(n.pos, &join(path, "image"), "must not be empty");
-        } else if img.chars().any(char::is_whitespace) {
-            cx.error(
-                n.pos,
-                &join(path, "image"),
-                format!("{img:?} is not an image reference (it contains spaces)"),
-            );
+        if let Err(why) = names::check_image(img) {
+            cx.error(n.pos, &join(path, "image"), format!("{:?} {why}", names::shorten(img)));
         }
     }
     let list = |cx: &mut Ctx, k: &str| f.get(k).and_then(|n| cx.strings(n, &join(path, k))).unwrap_or_default();
@@ -476,11 +445,11 @@ fn read_service(cx: &mut Ctx, node: &Node, path: &str) -> Option<Service> {
                         .and_then(|n| cx.boolean(n, &join(&vpath, "readOnly")))
                         .unwrap_or(false);
                     if let Some(mount) = mount {
-                        if !mount.starts_with('/') {
+                        if let Err(why) = names::check_mount_path(&mount) {
                             cx.error(
                                 mf.pos_of("mount"),
                                 &join(&vpath, "mount"),
-                                format!("{mount:?} must be an absolute path"),
+                                format!("{:?} {why}", names::shorten(&mount)),
                             );
                         }
                         mounts.push(Mount {
@@ -871,6 +840,16 @@ fn read_volume(cx: &mut Ctx, n: &Node, path: &str) -> Option<Volume> {
         .get("name")
         .and_then(|v| cx.string(v, &join(path, "name")))
         .unwrap_or_else(|| "default".into());
+    if !names::is_volume_name(&name) {
+        cx.error(
+            f.pos_of("name"),
+            &join(path, "name"),
+            format!(
+                "{:?} is not a volume name (1-63 lowercase letters, digits, '-' and '_', starting and ending with a letter or digit)",
+                names::shorten(&name)
+            ),
+        );
+    }
     let bytes = f.need(cx, path, "size").and_then(|v| {
         size_in(
             cx,
@@ -1516,26 +1495,5 @@ fn manifest_exposes(svc: &Service, endpoint_seq: &BTreeMap<&str, u32>) -> Vec<Ex
             &b.ip,
         ))
     });
-    out
-}
-
-/// The endpoints a unit needs: HTTP ingress for global TCP on external port 80, a random host
-/// port for other global exposes, and a leased IP where one is named.
-fn unit_endpoints(exposes: &[Expose]) -> Vec<Endpoint> {
-    let mut out = Vec::new();
-    for x in exposes.iter().filter(|x| x.global) {
-        let kind = if x.proto == Proto::Tcp && x.external_port == 80 {
-            EndpointKind::SharedHttp
-        } else {
-            EndpointKind::RandomPort
-        };
-        out.push(Endpoint { kind, sequence: 0 });
-        if x.endpoint_sequence > 0 {
-            out.push(Endpoint {
-                kind: EndpointKind::LeasedIp,
-                sequence: x.endpoint_sequence,
-            });
-        }
-    }
     out
 }

@@ -19,6 +19,15 @@ use pazar_types::{Address, KeyScheme, SigningKey};
 const KDF_M_KIB: u32 = 64 * 1024;
 const KDF_T: u32 = 3;
 const KDF_P: u32 = 1;
+/// Bounds on the KDF parameters a key file may ask for. A key file can come from elsewhere
+/// (a backup, another machine); its numbers must not make unlocking it take gigabytes of memory
+/// or hours, nor be so weak that a stolen file is cheap to brute-force.
+const KDF_M_KIB_RANGE: std::ops::RangeInclusive<u32> = (8 * 1024)..=(1024 * 1024);
+const KDF_T_RANGE: std::ops::RangeInclusive<u32> = 1..=16;
+const KDF_P_RANGE: std::ops::RangeInclusive<u32> = 1..=16;
+const _: () = assert!(KDF_M_KIB >= *KDF_M_KIB_RANGE.start() && KDF_M_KIB <= *KDF_M_KIB_RANGE.end());
+/// Largest key file read: a few hundred bytes are expected.
+const MAX_KEY_FILE_BYTES: u64 = 64 << 10;
 /// Longest key name.
 pub const MAX_NAME: usize = 64;
 
@@ -60,12 +69,20 @@ impl std::str::FromStr for Backend {
     }
 }
 
-/// What is kept secret.
+/// What is kept secret; wiped from memory when dropped.
 #[derive(Serialize, Deserialize)]
 struct Secret {
     secret: String,
     mnemonic: Option<String>,
     index: u32,
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.secret.zeroize();
+        self.mnemonic.zeroize();
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -110,6 +127,14 @@ pub struct Exported {
     pub index: u32,
 }
 
+impl Drop for Exported {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.secret_hex.zeroize();
+        self.mnemonic.zeroize();
+    }
+}
+
 /// Where the passphrase comes from.
 pub type PassphraseFn<'a> = &'a dyn Fn(&str, bool) -> Option<String>;
 
@@ -136,11 +161,11 @@ fn check_name(name: &str) -> Result<(), KeyringError> {
     }
 }
 
-fn derive(pass: &str, salt: &[u8], m: u32, t: u32, p: u32) -> Result<[u8; 32], KeyringError> {
+fn derive(pass: &str, salt: &[u8], m: u32, t: u32, p: u32) -> Result<zeroize::Zeroizing<[u8; 32]>, KeyringError> {
     let params = Params::new(m, t, p, Some(32)).map_err(|e| KeyringError::Key(e.to_string()))?;
-    let mut out = [0u8; 32];
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into(pass.as_bytes(), salt, &mut out)
+        .hash_password_into(pass.as_bytes(), salt, &mut out[..])
         .map_err(|e| KeyringError::Key(e.to_string()))?;
     Ok(out)
 }
@@ -174,21 +199,24 @@ impl Keyring {
             return Err(KeyringError::Exists(name.into()));
         }
         let secret = Secret {
-            secret: hex::encode(key.secret_bytes()),
+            secret: hex::encode(*key.secret_bytes()),
             mnemonic: mnemonic.map(str::to_string),
             index,
         };
         let (sealed, plain) = match backend {
             Backend::Test => (None, Some(secret)),
             Backend::File => {
-                let pass = passphrase(name, true).ok_or_else(|| KeyringError::NoPassphrase(name.into()))?;
+                let pass = zeroize::Zeroizing::new(
+                    passphrase(name, true).ok_or_else(|| KeyringError::NoPassphrase(name.into()))?,
+                );
                 let mut salt = [0u8; 16];
                 let mut nonce = [0u8; 12];
                 OsRng.fill_bytes(&mut salt);
                 OsRng.fill_bytes(&mut nonce);
                 let k = derive(&pass, &salt, KDF_M_KIB, KDF_T, KDF_P)?;
-                let cipher = ChaCha20Poly1305::new(&Key::from(k));
-                let plaintext = serde_json::to_vec(&secret).map_err(|e| KeyringError::Key(e.to_string()))?;
+                let cipher = ChaCha20Poly1305::new(&Key::from(*k));
+                let plaintext =
+                    zeroize::Zeroizing::new(serde_json::to_vec(&secret).map_err(|e| KeyringError::Key(e.to_string()))?);
                 let ct = cipher
                     .encrypt(&Nonce::from(nonce), plaintext.as_slice())
                     .map_err(|e| KeyringError::Key(e.to_string()))?;
@@ -227,7 +255,7 @@ impl Keyring {
     fn read(&self, name: &str) -> Result<KeyFile, KeyringError> {
         check_name(name)?;
         let path = self.path(name);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match read_bounded(&path, MAX_KEY_FILE_BYTES) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(KeyringError::NotFound {
@@ -282,15 +310,36 @@ impl Keyring {
         let secret = match (f.plain.take(), &f.sealed) {
             (Some(p), _) => p,
             (None, Some(s)) => {
-                let pass = passphrase(name, false).ok_or_else(|| KeyringError::NoPassphrase(name.into()))?;
+                if !KDF_M_KIB_RANGE.contains(&s.m_kib) || !KDF_T_RANGE.contains(&s.t) || !KDF_P_RANGE.contains(&s.p) {
+                    return Err(corrupt(format!(
+                        "key derivation parameters m={} KiB, t={}, p={} are outside the accepted bounds (m {}..={} KiB, t {}..={}, p {}..={})",
+                        s.m_kib,
+                        s.t,
+                        s.p,
+                        KDF_M_KIB_RANGE.start(),
+                        KDF_M_KIB_RANGE.end(),
+                        KDF_T_RANGE.start(),
+                        KDF_T_RANGE.end(),
+                        KDF_P_RANGE.start(),
+                        KDF_P_RANGE.end()
+                    )));
+                }
+                let pass = zeroize::Zeroizing::new(
+                    passphrase(name, false).ok_or_else(|| KeyringError::NoPassphrase(name.into()))?,
+                );
                 let salt = hex::decode(&s.salt).map_err(|e| corrupt(e.to_string()))?;
                 let nonce = hex::decode(&s.nonce).map_err(|e| corrupt(e.to_string()))?;
                 let ct = hex::decode(&s.ciphertext).map_err(|e| corrupt(e.to_string()))?;
                 let nonce: [u8; 12] = nonce.try_into().map_err(|_| corrupt("nonce must be 12 bytes".into()))?;
+                if !(8..=64).contains(&salt.len()) {
+                    return Err(corrupt(format!("salt must be 8 to 64 bytes, not {}", salt.len())));
+                }
                 let k = derive(&pass, &salt, s.m_kib, s.t, s.p)?;
-                let pt = ChaCha20Poly1305::new(&Key::from(k))
-                    .decrypt(&Nonce::from(nonce), ct.as_slice())
-                    .map_err(|_| KeyringError::WrongPassphrase(name.into()))?;
+                let pt = zeroize::Zeroizing::new(
+                    ChaCha20Poly1305::new(&Key::from(*k))
+                        .decrypt(&Nonce::from(nonce), ct.as_slice())
+                        .map_err(|_| KeyringError::WrongPassphrase(name.into()))?,
+                );
                 serde_json::from_slice(&pt).map_err(|e| corrupt(e.to_string()))?
             }
             (None, None) => return Err(corrupt("no secret in the file".into())),
@@ -301,9 +350,11 @@ impl Keyring {
     /// The signing key named `name`, checked against its recorded address.
     pub fn signer(&self, name: &str, passphrase: PassphraseFn) -> Result<SigningKey, KeyringError> {
         let (f, s) = self.secret(name, passphrase)?;
-        let bytes: [u8; 32] = hex::decode(&s.secret)
+        let bytes: zeroize::Zeroizing<[u8; 32]> = hex::decode(&s.secret)
             .ok()
-            .and_then(|b| b.try_into().ok())
+            .map(zeroize::Zeroizing::new)
+            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+            .map(zeroize::Zeroizing::new)
             .ok_or_else(|| KeyringError::Corrupt {
                 path: self.path(name).display().to_string(),
                 reason: "secret is not 32 hex bytes".into(),
@@ -321,11 +372,11 @@ impl Keyring {
     pub fn export(&self, name: &str, passphrase: PassphraseFn) -> Result<Exported, KeyringError> {
         let (f, s) = self.secret(name, passphrase)?;
         Ok(Exported {
-            name: f.name,
+            name: f.name.clone(),
             address: f.address,
             scheme: f.scheme,
-            secret_hex: s.secret,
-            mnemonic: s.mnemonic,
+            secret_hex: s.secret.clone(),
+            mnemonic: s.mnemonic.clone(),
             index: s.index,
         })
     }
@@ -338,22 +389,24 @@ impl Keyring {
     }
 }
 
-/// Writes a file readable only by its owner, atomically (temp file then rename).
+/// Writes a file readable only by its owner, atomically and durably
+/// ([`crate::files::write_atomic`]).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyringError> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+    crate::files::write_atomic(path, bytes, 0o600).map_err(io(path))
+}
+
+/// Reads at most `max` bytes of `path`; a longer file is an error, not a truncation.
+fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    std::fs::File::open(path)?.take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes: not a key file"),
+        ));
     }
-    let mut f = opts.open(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -392,5 +445,29 @@ mod tests {
         assert!(matches!(kr.show("bob"), Err(KeyringError::NotFound { .. })));
         assert!(matches!(kr.show("../etc/passwd"), Err(KeyringError::BadName(_))));
         assert_eq!(kr.list().expect("lists").len(), 1);
+    }
+
+    #[test]
+    fn a_key_file_asking_for_unbounded_kdf_work_or_too_large_is_refused_before_any_derivation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kr = Keyring::new(dir.path());
+        let key = SigningKey::from_secret(KeyScheme::Ed25519, &[9; 32]).expect("key");
+        kr.add("k", &key, None, 0, Backend::File, &pass("pw")).expect("adds");
+        let raw = std::fs::read_to_string(kr.path("k")).expect("reads");
+        let mut v: serde_json::Value = serde_json::from_str(&raw).expect("json");
+        for (field, value) in [("m_kib", u32::MAX as u64), ("t", 1_000_000), ("p", 0), ("m_kib", 8)] {
+            let mut evil = v.clone();
+            evil["sealed"][field] = value.into();
+            std::fs::write(kr.path("k"), serde_json::to_vec(&evil).expect("json")).expect("write");
+            let e = kr.signer("k", &pass("pw")).expect_err("refused");
+            assert!(
+                e.to_string().contains("outside the accepted bounds"),
+                "{field}={value}: {e}"
+            );
+        }
+        v["padding"] = "x".repeat(100 << 10).into();
+        std::fs::write(kr.path("k"), serde_json::to_vec(&v).expect("json")).expect("write");
+        let e = kr.show("k").expect_err("refused");
+        assert!(e.to_string().contains("not a key file"), "{e}");
     }
 }

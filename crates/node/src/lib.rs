@@ -7,6 +7,7 @@
 
 pub mod consensus;
 pub mod genesis;
+pub mod http;
 pub mod mempool;
 pub mod metrics;
 pub mod rpc;
@@ -129,6 +130,10 @@ pub struct NodeConfig {
     /// Longest a `commit`-mode submission waits before answering "still pending".
     pub commit_wait: Duration,
     pub faucet: Option<Faucet>,
+    /// Bounds of the RPC's HTTP server (connections, header time and size).
+    pub http: http::HttpLimits,
+    /// Event streams (`/events`) served at once.
+    pub max_event_subscribers: usize,
 }
 
 impl Default for NodeConfig {
@@ -140,6 +145,8 @@ impl Default for NodeConfig {
             max_block_txs: 20_000,
             commit_wait: Duration::from_secs(30),
             faucet: None,
+            http: http::HttpLimits::default(),
+            max_event_subscribers: 256,
         }
     }
 }
@@ -160,6 +167,16 @@ pub struct Node {
     pub metrics: Metrics,
     pub config: NodeConfig,
     last_commit: Mutex<Option<Instant>>,
+    subscribers: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One event subscriber's place in [`NodeConfig::max_event_subscribers`]; freed when dropped.
+pub struct SubscriberSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for SubscriberSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Stable reason of a mempool or submission error, counted in metrics.
@@ -242,6 +259,7 @@ impl Node {
             metrics,
             config,
             last_commit: Mutex::new(None),
+            subscribers: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }))
     }
 
@@ -275,6 +293,17 @@ impl Node {
     pub fn mempool_len(&self) -> (usize, usize) {
         let m = lock(&self.mempool);
         (m.len(), m.bytes())
+    }
+
+    /// A place for one more event subscriber, or `None` when all are taken.
+    pub fn subscriber_slot(&self) -> Option<SubscriberSlot> {
+        use std::sync::atomic::Ordering;
+        self.subscribers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.config.max_event_subscribers).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SubscriberSlot(self.subscribers.clone()))
     }
 
     pub fn subscribe_blocks(&self) -> broadcast::Receiver<Arc<BlockEvents>> {

@@ -715,13 +715,41 @@ async fn events(
     headers: HeaderMap,
     Query(q): Query<EventsQ>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    // Each subscriber holds a slot for as long as its stream lives; past the bound, a new one
+    // is told to come back later rather than degrade every other subscriber.
+    let slot = node.subscriber_slot().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_subscribers",
+            format!(
+                "this node already serves {} event streams; retry later or use another node",
+                node.config.max_event_subscribers
+            ),
+        )
+    })?;
     // `Last-Event-ID` (sent by reconnecting EventSource clients) resumes after that height.
-    let last_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<u64>().ok());
+    // It is the client's string: a value that is not a height is refused, not guessed at.
+    let last_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_last_event_id",
+                        "Last-Event-ID must be a block height (a decimal u64)",
+                    )
+                })?,
+        ),
+    };
     let head = node.head().height;
-    let from = q.from.or(last_id.map(|h| h + 1)).unwrap_or(head + 1).max(1);
+    let from = q
+        .from
+        .or(last_id.map(|h| h.saturating_add(1)))
+        .unwrap_or(head.saturating_add(1))
+        .max(1);
     // Subscribe before reading the head so no block falls between replay and live delivery.
     let live = node.subscribe_blocks();
     let replay_to = node.head().height;
@@ -753,27 +781,30 @@ async fn events(
         }
     })
     .flatten();
-    let live = stream::unfold((live, replay_to.max(from - 1)), |(mut rx, last)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(b) if b.height <= last => continue,
-                Ok(b) => {
-                    let h = b.height;
-                    return Some((Ok(sse_of(&b)), (rx, h)));
+    let live = stream::unfold(
+        (live, replay_to.max(from - 1), slot),
+        |(mut rx, last, slot)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(b) if b.height <= last => continue,
+                    Ok(b) => {
+                        let h = b.height;
+                        return Some((Ok(sse_of(&b)), (rx, h, slot)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // Too slow a reader: tell it where to resume and end the stream.
+                        let e = SseEvent::default()
+                            .event("lagged")
+                            .data(json!({"resume_from": last + 1}).to_string());
+                        let (_tx, closed) = tokio::sync::broadcast::channel(1);
+                        drop(_tx);
+                        return Some((Ok(e), (closed, u64::MAX, slot)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    // Too slow a reader: tell it where to resume and end the stream.
-                    let e = SseEvent::default()
-                        .event("lagged")
-                        .data(json!({"resume_from": last + 1}).to_string());
-                    let (_tx, closed) = tokio::sync::broadcast::channel(1);
-                    drop(_tx);
-                    return Some((Ok(e), (closed, u64::MAX)));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
-        }
-    });
+        },
+    );
     Ok(Sse::new(replay.chain(live)).keep_alive(KeepAlive::default()))
 }
 
@@ -786,11 +817,10 @@ pub async fn serve<L>(
 ) -> std::io::Result<()>
 where
     L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
+    L::Addr: crate::http::PeerIp,
 {
-    axum::serve(listener, router(node))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = node.config.http;
+    crate::http::serve(listener, router(node), limits, shutdown).await
 }
 
 #[cfg(test)]

@@ -193,6 +193,16 @@ pub enum SigningKey {
     Eth(EcdsaSigningKey),
 }
 
+/// The secret leaves memory with the key: ed25519-zebra's key is `Copy` and does not wipe
+/// itself, so this does; k256's wipes itself on drop already.
+impl Drop for SigningKey {
+    fn drop(&mut self) {
+        if let SigningKey::Ed25519(k) = self {
+            zeroize::Zeroize::zeroize(k);
+        }
+    }
+}
+
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print secret material.
@@ -222,14 +232,17 @@ impl SigningKey {
     pub fn from_mnemonic(scheme: KeyScheme, phrase: &str, index: u32) -> Result<SigningKey, KeyError> {
         let mnemonic =
             bip39::Mnemonic::parse_normalized(phrase.trim()).map_err(|e| KeyError::Mnemonic(e.to_string()))?;
-        let seed = mnemonic.to_seed("");
+        let seed = zeroize::Zeroizing::new(mnemonic.to_seed(""));
         match scheme {
             KeyScheme::Eth => {
-                let secret = bip32_secp256k1(&seed, &[44 | HARDENED, 60 | HARDENED, HARDENED, 0, index])?;
+                let secret = zeroize::Zeroizing::new(bip32_secp256k1(
+                    &seed[..],
+                    &[44 | HARDENED, 60 | HARDENED, HARDENED, 0, index],
+                )?);
                 SigningKey::from_secret(KeyScheme::Eth, &secret)
             }
             KeyScheme::Ed25519 => {
-                let secret = slip10_ed25519(&seed, &[44, 118, 0, 0, index]);
+                let secret = zeroize::Zeroizing::new(slip10_ed25519(&seed[..], &[44, 118, 0, 0, index]));
                 SigningKey::from_secret(KeyScheme::Ed25519, &secret)
             }
         }
@@ -242,11 +255,12 @@ impl SigningKey {
         }
     }
 
-    pub fn secret_bytes(&self) -> [u8; 32] {
-        match self {
+    /// The raw secret, in a buffer that wipes itself when dropped.
+    pub fn secret_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(match self {
             SigningKey::Ed25519(k) => k.to_bytes(),
             SigningKey::Eth(k) => k.to_bytes().into(),
-        }
+        })
     }
 
     pub fn address(&self) -> Address {
@@ -385,11 +399,11 @@ mod tests {
         // SLIP-0010 test vector 1 for ed25519, chain m/0'.
         let seed = hex::decode("000102030405060708090a0b0c0d0e0f").expect("hex");
         assert_eq!(
-            hex::encode(slip10_ed25519(&seed, &[])),
+            hex::encode(slip10_ed25519(&seed[..], &[])),
             "2b4be7f19ee27bbf30c667b642d5f4aa69fd169872f8fc3059c08ebae2eb19e7"
         );
         assert_eq!(
-            hex::encode(slip10_ed25519(&seed, &[0])),
+            hex::encode(slip10_ed25519(&seed[..], &[0])),
             "68e0fe46dfb67e368c75379acec591dad19df3cde26e63b93a8e704f1dade7a3"
         );
     }

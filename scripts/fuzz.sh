@@ -11,7 +11,7 @@ export RUSTC_BOOTSTRAP=1
 mkdir -p "fuzz/corpus/$target"
 if [ "$target" = sdl_parse ]; then
     # Seed with real files and the invalid snapshots so the fuzzer starts from valid structure.
-    for f in ../shared/corpus/sdl/*.yaml crates/sdl/tests/invalid/*.yaml; do
+    for f in crates/sdl/tests/corpus/*.yaml crates/sdl/tests/invalid/*.yaml; do
         [ -f "$f" ] && cp -n "$f" "fuzz/corpus/$target/" 2>/dev/null || true
     done
 fi

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 fn corpus(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/corpus/sdl")
+        .join("../sdl/tests/corpus")
         .join(name)
 }
 

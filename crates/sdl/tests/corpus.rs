@@ -1,4 +1,4 @@
-//! Every real deploy.yaml of the shared corpus (shared/corpus/sdl, taken from awesome-akash)
+//! Every real deploy.yaml of the vendored corpus (crates/sdl/tests/corpus, taken from awesome-akash, Apache-2.0)
 //! parses and validates, and yields groups the ledger accepts.
 
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use pazar_sdl::{parse, Options};
 use pazar_types::Denom;
 
 fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/sdl")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
 }
 
 fn options() -> Options {

@@ -217,7 +217,7 @@ fn a_file_over_the_size_limit_is_refused_before_parsing() {
 /// so it must be deliberate (`UPDATE_SNAPSHOTS=1` rewrites the file).
 #[test]
 fn corpus_manifest_versions_are_stable() {
-    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/sdl");
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
     let snap = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/manifest_versions.txt");
     let files = [
         "Llama-3-8B.yaml",

@@ -1,5 +1,5 @@
 //! Block application: decode, verify every signature in one batch, run each transaction
-//! atomically, then the end-of-block work (escrow depletion, auto-accept).
+//! atomically, then the end-of-block work (escrow depletion, auto-accept, expiry of bids and orders).
 
 use pazar_types::market::GroupState;
 use pazar_types::{tx_hash, verify_signatures, Address, Coin, Event, Hash32, Msg, SignatureError, Tx};
@@ -276,6 +276,32 @@ impl State {
                 Ok(()) => self.commit(),
                 Err(_) => {
                     // E.g. escrow cannot pay a block at the best price: the order stays open.
+                    self.rollback();
+                    ctx.events.truncate(mark);
+                }
+            }
+        }
+        // Expiry runs last, so a bid is open for the whole of its last block: a lease made or an
+        // auto-accept due in that block still takes it.
+        let (orders, bids) = self.due_expiries(self.height);
+        self.commit();
+        for oid in orders {
+            let mark = ctx.events.len();
+            match self.expire_order(&mut ctx, &oid) {
+                Ok(()) => self.commit(),
+                Err(_) => {
+                    // Cannot happen for a consistent state; its index entry is gone, so the
+                    // invariant checks in tests flag it, and no later block retries it.
+                    self.rollback();
+                    ctx.events.truncate(mark);
+                }
+            }
+        }
+        for bid in bids {
+            let mark = ctx.events.len();
+            match self.expire_bid(&mut ctx, &bid) {
+                Ok(()) => self.commit(),
+                Err(_) => {
                     self.rollback();
                     ctx.events.truncate(mark);
                 }

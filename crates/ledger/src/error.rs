@@ -118,6 +118,16 @@ pub enum MarketError {
     AutoAcceptTooLong { got: u32, max: u32 },
     #[error("price denomination {0} is not accepted on this chain")]
     UnknownPriceDenom(Denom),
+    #[error(
+        "group {group}: signedBy.allOf names {auditor}, who has audited no provider, so no provider \
+         can ever satisfy it; name an auditor that has (a provider's audits list them)"
+    )]
+    UnknownAuditor { group: String, auditor: Address },
+    #[error(
+        "group {group}: none of the {count} auditors in signedBy.anyOf has audited a provider, so no \
+         provider can ever satisfy it; name an auditor that has (a provider's audits list them)"
+    )]
+    NoKnownAuditor { group: String, count: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -230,6 +240,8 @@ impl TxError {
                 MarketError::BadCloseReason { .. } => 23,
                 MarketError::AutoAcceptTooLong { .. } => 24,
                 MarketError::UnknownPriceDenom(_) => 25,
+                MarketError::UnknownAuditor { .. } => 26,
+                MarketError::NoKnownAuditor { .. } => 27,
             },
             TxError::Escrow(e) => match e {
                 EscrowError::DepositTooSmall { .. } => 1,

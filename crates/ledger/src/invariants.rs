@@ -4,7 +4,8 @@
 //! holds exactly Σ escrow balances + Σ unwithdrawn payments + Σ locked bid deposits. For each
 //! escrow account: deposits = balance + transferred + refunded, and transferred = what its
 //! payments received; for each payment: received = balance + withdrawn with the take exactly
-//! `floor(withdrawn × rate)`. Market objects agree with each other.
+//! `floor(withdrawn × rate)`. Market objects agree with each other; every open bid and order is
+//! indexed at its expiry height, which is still ahead; the auditor index counts attestations.
 
 use std::collections::BTreeMap;
 
@@ -157,6 +158,7 @@ pub fn check(state: &State) -> Result<(), String> {
             BidState::Lost | BidState::Closed => {}
         }
     }
+    check_expiry_indexes(state)?;
     for (addr, load) in state.provider_load.iter() {
         if loads.get(addr) != Some(load) {
             return Err(format!(
@@ -189,6 +191,19 @@ pub fn check(state: &State) -> Result<(), String> {
             ));
         }
     }
+    let mut vouching: BTreeMap<Address, u32> = BTreeMap::new();
+    for ((_, auditor), attrs) in state.audits.iter() {
+        if attrs.is_empty() {
+            return Err(format!("empty attestation stored for auditor {auditor}"));
+        }
+        *vouching.entry(*auditor).or_default() += 1;
+    }
+    let indexed: BTreeMap<Address, u32> = state.auditors.iter().map(|(a, n)| (*a, *n)).collect();
+    if vouching != indexed {
+        return Err(format!(
+            "auditor index {indexed:?} != attestations counted {vouching:?}"
+        ));
+    }
     let escrow = state.escrow_module();
     for denom in state.params.denoms() {
         let expect = held.get(denom).copied().unwrap_or(0);
@@ -197,6 +212,70 @@ pub fn check(state: &State) -> Result<(), String> {
             return Err(format!(
                 "{denom}: escrow module holds {actual}, escrow objects account for {expect}"
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Every open bid and open order has exactly one expiry entry, at its `expires_at`, which is
+/// still ahead (end-of-block work closed everything due); no entry names anything else. An
+/// expired object is closed.
+fn check_expiry_indexes(state: &State) -> Result<(), String> {
+    for (id, bid) in state.bids.iter() {
+        let indexed = state.bid_expiry.contains(&(bid.expires_at, id.clone()));
+        if (bid.state == BidState::Open) != indexed {
+            return Err(format!(
+                "bid {id} is {:?} and its expiry at {} is indexed={indexed}",
+                bid.state, bid.expires_at
+            ));
+        }
+        if bid.state == BidState::Open {
+            if bid.expires_at <= state.height {
+                return Err(format!("open bid {id}: expiry at {} is overdue", bid.expires_at));
+            }
+            let order = state
+                .orders
+                .get(&id.order())
+                .ok_or_else(|| format!("bid {id} without order"))?;
+            if bid.expires_at > order.expires_at {
+                return Err(format!("open bid {id} outlives its order"));
+            }
+        }
+        if bid.expired && bid.state != BidState::Closed {
+            return Err(format!("bid {id} expired but is {:?}", bid.state));
+        }
+    }
+    for ((h, id), ()) in state.bid_expiry.iter() {
+        if state
+            .bids
+            .get(id)
+            .is_none_or(|b| b.expires_at != *h || b.state != BidState::Open)
+        {
+            return Err(format!("stale bid expiry entry ({h}, {id})"));
+        }
+    }
+    for (id, order) in state.orders.iter() {
+        let indexed = state.order_expiry.contains(&(order.expires_at, id.clone()));
+        if (order.state == OrderState::Open) != indexed {
+            return Err(format!(
+                "order {id} is {:?} and its expiry at {} is indexed={indexed}",
+                order.state, order.expires_at
+            ));
+        }
+        if order.state == OrderState::Open && order.expires_at <= state.height {
+            return Err(format!("open order {id}: expiry at {} is overdue", order.expires_at));
+        }
+        if order.expired && order.state != OrderState::Closed {
+            return Err(format!("order {id} expired but is {:?}", order.state));
+        }
+    }
+    for ((h, id), ()) in state.order_expiry.iter() {
+        if state
+            .orders
+            .get(id)
+            .is_none_or(|o| o.expires_at != *h || o.state != OrderState::Open)
+        {
+            return Err(format!("stale order expiry entry ({h}, {id})"));
         }
     }
     Ok(())

@@ -119,14 +119,18 @@ impl State {
         g.current_order = Some(g.orders);
         let oid = gid.order(g.orders);
         self.groups.insert(gid.clone(), g);
+        let expires_at = ctx.height.saturating_add(u64::from(self.params.order_timeout_blocks));
         self.orders.insert(
             oid.clone(),
             Order {
                 state: OrderState::Open,
                 created_at: ctx.height,
                 bids: 0,
+                expires_at,
+                expired: false,
             },
         );
+        self.order_expiry.insert((expires_at, oid.clone()), ());
         if let Some(n) = self
             .deployments
             .get(&gid.deployment())
@@ -137,16 +141,20 @@ impl State {
         ctx.events.push(Event::OrderCreated { id: oid });
     }
 
-    /// Returns a bid's deposit to its provider and moves the bid to `state`.
-    fn release_bid(&mut self, ctx: &mut Ctx, id: &BidId, state: BidState) -> Result<(), TxError> {
+    /// Returns a bid's deposit to its provider and moves the bid to `state` (`expired` when its
+    /// time ran out).
+    fn release_bid(&mut self, ctx: &mut Ctx, id: &BidId, state: BidState, expired: bool) -> Result<(), TxError> {
         let Some(mut bid) = self.bids.get(id).cloned() else {
             return Ok(());
         };
         let was_open = bid.state == BidState::Open;
         self.transfer(self.escrow_module(), id.provider, &bid.deposit)?;
         bid.state = state;
+        bid.expired = expired;
+        let expires_at = bid.expires_at;
         self.bids.insert(id.clone(), bid);
         if was_open {
+            self.bid_expiry.remove(&(expires_at, id.clone()));
             self.update_load(id.provider, |l| l.open_bids = l.open_bids.saturating_sub(1));
             ctx.events.push(Event::BidClosed {
                 id: id.clone(),
@@ -176,17 +184,22 @@ impl State {
         lease.closed_at = Some(ctx.height);
         lease.reason = Some(reason);
         self.leases.insert(id.clone(), lease);
-        self.release_bid(ctx, id, BidState::Closed)?;
+        self.release_bid(ctx, id, BidState::Closed, false)?;
         self.update_load(id.provider, |l| l.active_leases = l.active_leases.saturating_sub(1));
         ctx.events.push(Event::LeaseClosed { id: id.clone(), reason });
-        self.close_order_only(ctx, &id.order());
+        self.close_order_only(ctx, &id.order(), false);
         Ok(())
     }
 
-    fn close_order_only(&mut self, ctx: &mut Ctx, oid: &OrderId) {
+    /// Closes an order (`expired` when its time ran out) and frees its group's order slot.
+    fn close_order_only(&mut self, ctx: &mut Ctx, oid: &OrderId, expired: bool) {
         if let Some(mut order) = self.orders.get(oid).cloned() {
             if order.state != OrderState::Closed {
+                if order.state == OrderState::Open {
+                    self.order_expiry.remove(&(order.expires_at, oid.clone()));
+                }
                 order.state = OrderState::Closed;
+                order.expired = expired;
                 self.orders.insert(oid.clone(), order);
                 ctx.events.push(Event::OrderClosed { id: oid.clone() });
             }
@@ -207,6 +220,7 @@ impl State {
             return Ok(());
         };
         let oid = gid.order(oseq);
+        // At most `max_bids_per_order` bids: bounded.
         let bids: Vec<(BidId, BidState)> = self
             .bids
             .range(bids_of(&oid))
@@ -214,12 +228,12 @@ impl State {
             .collect();
         for (bid, state) in bids {
             match state {
-                BidState::Open => self.release_bid(ctx, &bid, BidState::Closed)?,
+                BidState::Open => self.release_bid(ctx, &bid, BidState::Closed, false)?,
                 BidState::Active => self.end_lease(ctx, &bid, LeaseState::Closed, reason)?,
                 BidState::Lost | BidState::Closed => {}
             }
         }
-        self.close_order_only(ctx, &oid);
+        self.close_order_only(ctx, &oid, false);
         Ok(())
     }
 
@@ -267,8 +281,9 @@ impl State {
             .map(|(k, _)| k.clone())
             .collect();
         for other in others {
-            self.release_bid(ctx, &other, BidState::Lost)?;
+            self.release_bid(ctx, &other, BidState::Lost, false)?;
         }
+        self.bid_expiry.remove(&(bid.expires_at, id.clone()));
         bid.state = BidState::Active;
         let price = bid.price.clone();
         self.bids.insert(id.clone(), bid);
@@ -277,6 +292,9 @@ impl State {
             l.active_leases = l.active_leases.saturating_add(1);
         });
         if let Some(mut order) = self.orders.get(&oid).cloned() {
+            if order.state == OrderState::Open {
+                self.order_expiry.remove(&(order.expires_at, oid.clone()));
+            }
             order.state = OrderState::Active;
             self.orders.insert(oid, order);
         }
@@ -291,6 +309,34 @@ impl State {
             },
         );
         ctx.events.push(Event::LeaseCreated { id: id.clone(), price });
+        Ok(())
+    }
+
+    /// Whether `a` has audited at least one provider (and not withdrawn every attestation).
+    pub fn is_auditor(&self, a: &Address) -> bool {
+        self.auditors.contains(a)
+    }
+
+    /// Refuses placements whose `signedBy` can never be met: an `allOf` auditor, or every
+    /// `anyOf` auditor, that has audited no provider. Such a deployment would wait for bids that
+    /// cannot come (groups are immutable), and dropping the requirement would run the workload
+    /// on providers nobody vouched for. Bounded: at most `MAX_AUDITORS` per list and group.
+    fn check_auditors_known(&self, groups: &[GroupSpec]) -> Result<(), MarketError> {
+        for g in groups {
+            let sb = &g.requirements.signed_by;
+            if let Some(a) = sb.all_of.iter().find(|a| !self.is_auditor(a)) {
+                return Err(MarketError::UnknownAuditor {
+                    group: g.name.clone(),
+                    auditor: *a,
+                });
+            }
+            if !sb.any_of.is_empty() && !sb.any_of.iter().any(|a| self.is_auditor(a)) {
+                return Err(MarketError::NoKnownAuditor {
+                    group: g.name.clone(),
+                    count: sb.any_of.len(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -322,6 +368,7 @@ impl State {
                 .into());
             }
         }
+        self.check_auditors_known(groups)?;
         // Validation at decode guarantees ≥ 1 group, one price denomination.
         let price_denom = groups[0].resources[0].price.denom.clone();
         if self.params.denom(&price_denom).is_none() {
@@ -533,6 +580,11 @@ impl State {
         })
         .map_err(MarketError::RequirementsNotMet)?;
         self.transfer(ctx.sender, self.escrow_module(), deposit)?;
+        // The bid cannot outlive its order, whose expiry closes it anyway.
+        let expires_at = ctx
+            .height
+            .saturating_add(u64::from(self.params.bid_timeout_blocks))
+            .min(order.expires_at);
         self.bids.insert(
             bid_id.clone(),
             Bid {
@@ -540,8 +592,11 @@ impl State {
                 price: price.clone(),
                 deposit: deposit.clone(),
                 created_at: ctx.height,
+                expires_at,
+                expired: false,
             },
         );
+        self.bid_expiry.insert((expires_at, bid_id.clone()), ());
         let mut order = order;
         order.bids += 1;
         let created_at = order.created_at;
@@ -570,7 +625,7 @@ impl State {
             return Err(MarketError::NotBidProvider(id.clone()).into());
         }
         match bid.state {
-            BidState::Open => self.release_bid(ctx, id, BidState::Closed),
+            BidState::Open => self.release_bid(ctx, id, BidState::Closed, false),
             BidState::Active => Err(MarketError::BidActive(id.clone()).into()),
             state => Err(MarketError::BidNotOpen { id: id.clone(), state }.into()),
         }
@@ -728,6 +783,76 @@ impl State {
             self.auto_accept.remove(k);
         }
         due.into_iter().map(|(_, o)| o).collect()
+    }
+
+    /// Orders and bids whose time ran out at or before `height`, taken off their indexes. Every
+    /// entry due at a height was made by a transaction `order_timeout_blocks` or
+    /// `bid_timeout_blocks` earlier, so a block's expiry work is bounded by what earlier blocks
+    /// could hold; nothing else is visited.
+    pub(crate) fn due_expiries(&mut self, height: u64) -> (Vec<OrderId>, Vec<BidId>) {
+        let orders: Vec<(u64, OrderId)> = self
+            .order_expiry
+            .range(..=(height, OrderId::MAX))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let bids: Vec<(u64, BidId)> = self
+            .bid_expiry
+            .range(..=(height, BidId::MAX))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &orders {
+            self.order_expiry.remove(k);
+        }
+        for k in &bids {
+            self.bid_expiry.remove(k);
+        }
+        (
+            orders.into_iter().map(|(_, o)| o).collect(),
+            bids.into_iter().map(|(_, b)| b).collect(),
+        )
+    }
+
+    /// Closes an order that got no accepted bid in time: its open bids close (deposits back),
+    /// the order closes as `expired` and its group pauses, which the tenant sees and answers
+    /// with `start_group` (a fresh order) or `close_group`. Akash's provider pausing a group by
+    /// closing its lease is the same move.
+    pub(crate) fn expire_order(&mut self, ctx: &mut Ctx, oid: &OrderId) -> Result<(), TxError> {
+        if self
+            .orders
+            .get(oid)
+            .is_none_or(|o| o.state != OrderState::Open || o.expires_at > ctx.height)
+        {
+            return Ok(());
+        }
+        // At most `max_bids_per_order` bids: bounded.
+        let open: Vec<BidId> = self
+            .bids
+            .range(bids_of(oid))
+            .filter(|(_, b)| b.state == BidState::Open)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for bid in open {
+            self.release_bid(ctx, &bid, BidState::Closed, true)?;
+        }
+        self.close_order_only(ctx, oid, true);
+        let gid = oid.group();
+        if self.groups.get(&gid).is_some_and(|g| g.state == GroupState::Open) {
+            self.set_group_state(ctx, &gid, GroupState::Paused);
+        }
+        Ok(())
+    }
+
+    /// Closes a bid nobody accepted in time and returns its deposit (`bid_closed`, as when the
+    /// provider closes it, so a provider daemon releases what it reserved).
+    pub(crate) fn expire_bid(&mut self, ctx: &mut Ctx, id: &BidId) -> Result<(), TxError> {
+        if self
+            .bids
+            .get(id)
+            .is_none_or(|b| b.state != BidState::Open || b.expires_at > ctx.height)
+        {
+            return Ok(());
+        }
+        self.release_bid(ctx, id, BidState::Closed, true)
     }
 
     /// Accepts the lowest open bid of `oid` (ties: lowest provider address) if the order is open.

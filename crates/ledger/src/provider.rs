@@ -103,6 +103,7 @@ impl State {
             return Err(AuditError::ProviderNotFound(provider));
         }
         let key = (provider, ctx.sender);
+        let first = !self.audits.contains(&key);
         let mut signed = self.audits.get(&key).cloned().unwrap_or_default();
         for a in attributes {
             match signed.iter_mut().find(|s| s.key == a.key) {
@@ -115,6 +116,11 @@ impl State {
             return Err(AuditError::TooManyAttributes(max));
         }
         signed.sort();
+        if first {
+            // Decoding refuses an empty attribute list, so a new attestation vouches for something.
+            let n = self.auditors.get(&ctx.sender).copied().unwrap_or(0);
+            self.auditors.insert(ctx.sender, n.saturating_add(1));
+        }
         self.audits.insert(key, signed);
         ctx.events.push(Event::ProviderAttributesSigned {
             provider,
@@ -145,6 +151,12 @@ impl State {
         }
         if keys.is_empty() || signed.is_empty() {
             self.audits.remove(&key);
+            match self.auditors.get(&ctx.sender).copied().unwrap_or(0) {
+                0 | 1 => {
+                    self.auditors.remove(&ctx.sender);
+                }
+                n => self.auditors.insert(ctx.sender, n - 1),
+            }
         } else {
             self.audits.insert(key, signed);
         }

@@ -35,8 +35,37 @@ pub struct Params {
     pub stable: DenomParams,
     /// Most bids one order accepts (open, active and closed together), as Akash's OrderMaxBids.
     pub max_bids_per_order: u32,
-    /// Longest auto-accept delay a deployment may ask for.
+    /// Longest auto-accept delay a deployment may ask for. Below both timeouts, so every bid
+    /// placed before an order's auto-accept moment is still open at that moment.
     pub max_auto_accept_blocks: u32,
+    /// Blocks an open bid waits to be accepted; at the end of its last block it closes and its
+    /// deposit goes back. Bounds how long a tenant who never leases can hold a provider's
+    /// capacity and deposit (Akash leaves this to the provider's own `bid-timeout`).
+    #[serde(default = "default_bid_timeout_blocks")]
+    pub bid_timeout_blocks: u32,
+    /// Blocks an order stays open without a lease; then it closes with its open bids and its
+    /// group pauses, so the tenant sees why and starts the group again or closes it.
+    #[serde(default = "default_order_timeout_blocks")]
+    pub order_timeout_blocks: u32,
+}
+
+/// Default of [`Params::bid_timeout_blocks`]: ten minutes of one-second blocks (Akash's provider
+/// gives up on a bid after five).
+pub const DEFAULT_BID_TIMEOUT_BLOCKS: u32 = 600;
+/// Default of [`Params::order_timeout_blocks`]: an hour of one-second blocks.
+pub const DEFAULT_ORDER_TIMEOUT_BLOCKS: u32 = 3_600;
+/// Default of [`Params::max_auto_accept_blocks`]: five minutes of one-second blocks.
+pub const DEFAULT_MAX_AUTO_ACCEPT_BLOCKS: u32 = 300;
+
+const _: () = assert!(DEFAULT_MAX_AUTO_ACCEPT_BLOCKS < DEFAULT_BID_TIMEOUT_BLOCKS);
+const _: () = assert!(DEFAULT_BID_TIMEOUT_BLOCKS <= DEFAULT_ORDER_TIMEOUT_BLOCKS);
+
+fn default_bid_timeout_blocks() -> u32 {
+    DEFAULT_BID_TIMEOUT_BLOCKS
+}
+
+fn default_order_timeout_blocks() -> u32 {
+    DEFAULT_ORDER_TIMEOUT_BLOCKS
 }
 
 /// Most depositors one escrow account records (refunds go back to each).
@@ -58,8 +87,39 @@ impl Params {
             native: d(native, 400),
             stable: d(stable, 2_000),
             max_bids_per_order: 20,
-            max_auto_accept_blocks: 10_000,
+            max_auto_accept_blocks: DEFAULT_MAX_AUTO_ACCEPT_BLOCKS,
+            bid_timeout_blocks: DEFAULT_BID_TIMEOUT_BLOCKS,
+            order_timeout_blocks: DEFAULT_ORDER_TIMEOUT_BLOCKS,
         }
+    }
+
+    /// The rules between parameters that the market relies on: timeouts of at least one block,
+    /// and an auto-accept moment that comes before any bid or order placed in time can expire.
+    pub fn validate(&self) -> Result<(), GenesisError> {
+        if self.native.denom == self.stable.denom {
+            return Err(GenesisError::SameDenoms);
+        }
+        for dp in [&self.native, &self.stable] {
+            if u128::from(dp.take_bps) > BPS {
+                return Err(GenesisError::TakeRate(dp.take_bps));
+            }
+        }
+        for (name, v) in [
+            ("bid_timeout_blocks", self.bid_timeout_blocks),
+            ("order_timeout_blocks", self.order_timeout_blocks),
+        ] {
+            if v == 0 {
+                return Err(GenesisError::ZeroTimeout(name));
+            }
+        }
+        if self.max_auto_accept_blocks >= self.bid_timeout_blocks.min(self.order_timeout_blocks) {
+            return Err(GenesisError::AutoAcceptAfterExpiry {
+                max_auto_accept_blocks: self.max_auto_accept_blocks,
+                bid_timeout_blocks: self.bid_timeout_blocks,
+                order_timeout_blocks: self.order_timeout_blocks,
+            });
+        }
+        Ok(())
     }
 
     pub fn denom(&self, denom: &Denom) -> Option<&DenomParams> {
@@ -104,6 +164,18 @@ pub enum GenesisError {
     Overflow(Denom),
     #[error("{0} is a module account and cannot hold a genesis balance")]
     ModuleAccount(Address),
+    #[error("parameter {0} must be at least 1 block")]
+    ZeroTimeout(&'static str),
+    #[error(
+        "max_auto_accept_blocks ({max_auto_accept_blocks}) must be below bid_timeout_blocks \
+         ({bid_timeout_blocks}) and order_timeout_blocks ({order_timeout_blocks}): otherwise bids \
+         and orders expire before they can be accepted automatically"
+    )]
+    AutoAcceptAfterExpiry {
+        max_auto_accept_blocks: u32,
+        bid_timeout_blocks: u32,
+        order_timeout_blocks: u32,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -159,6 +231,10 @@ pub struct Order {
     pub created_at: u64,
     /// Bids ever placed on this order (open, active, lost and closed).
     pub bids: u32,
+    /// Height at whose end the order closes if it is still open (no bid accepted by then).
+    pub expires_at: u64,
+    /// The order closed because no bid was accepted by `expires_at`; its group was paused.
+    pub expired: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
@@ -168,6 +244,11 @@ pub struct Bid {
     /// Locked in the escrow module while the bid is open or active.
     pub deposit: Coin,
     pub created_at: u64,
+    /// Height at whose end the bid closes, deposit returned, if it is still open: its own
+    /// timeout or its order's, whichever comes first.
+    pub expires_at: u64,
+    /// The bid closed because it was not accepted by `expires_at`.
+    pub expired: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
@@ -262,6 +343,12 @@ pub struct State {
     pub(crate) depletion: Table<(u64, DeploymentId), ()>,
     /// (height, order): orders whose lowest bid is accepted automatically at that height.
     pub(crate) auto_accept: Table<(u64, OrderId), ()>,
+    /// (height, bid): open bids that expire at the end of that height.
+    pub(crate) bid_expiry: Table<(u64, BidId), ()>,
+    /// (height, order): open orders that expire at the end of that height.
+    pub(crate) order_expiry: Table<(u64, OrderId), ()>,
+    /// Auditors with at least one standing attestation, and how many providers they vouch for.
+    pub(crate) auditors: Table<Address, u32>,
 }
 
 /// Calls `$m` on every table of the state with its name and store id. The ids are part of the
@@ -283,6 +370,9 @@ macro_rules! for_each_table {
         $s.payments.$m("payments", table_id::PAYMENTS $(, $arg)*);
         $s.depletion.$m("depletion", table_id::DEPLETION $(, $arg)*);
         $s.auto_accept.$m("auto_accept", table_id::AUTO_ACCEPT $(, $arg)*);
+        $s.bid_expiry.$m("bid_expiry", table_id::BID_EXPIRY $(, $arg)*);
+        $s.order_expiry.$m("order_expiry", table_id::ORDER_EXPIRY $(, $arg)*);
+        $s.auditors.$m("auditors", table_id::AUDITORS $(, $arg)*);
     }};
 }
 
@@ -303,6 +393,9 @@ pub mod table_id {
     pub const PAYMENTS: u8 = 13;
     pub const DEPLETION: u8 = 14;
     pub const AUTO_ACCEPT: u8 = 15;
+    pub const BID_EXPIRY: u8 = 16;
+    pub const ORDER_EXPIRY: u8 = 17;
+    pub const AUDITORS: u8 = 18;
 }
 
 /// The store key of entry `key` of table `table` (an id from [`table_id`]): proofs are about
@@ -418,14 +511,7 @@ impl State {
         if g.chain_id.is_empty() || g.chain_id.len() > 64 || g.chain_id.chars().any(char::is_control) {
             return Err(GenesisError::ChainId);
         }
-        if g.params.native.denom == g.params.stable.denom {
-            return Err(GenesisError::SameDenoms);
-        }
-        for dp in [&g.params.native, &g.params.stable] {
-            if u128::from(dp.take_bps) > BPS {
-                return Err(GenesisError::TakeRate(dp.take_bps));
-            }
-        }
+        g.params.validate()?;
         let mut s = State::empty(g.chain_id.clone(), 0, g.params.clone());
         for d in s.params.denoms().map(Clone::clone) {
             s.supply.insert(d, 0);
@@ -476,6 +562,9 @@ impl State {
             payments: Table::default(),
             depletion: Table::default(),
             auto_accept: Table::default(),
+            bid_expiry: Table::default(),
+            order_expiry: Table::default(),
+            auditors: Table::default(),
         }
     }
 

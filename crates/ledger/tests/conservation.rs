@@ -1,6 +1,8 @@
 //! Property test: random sequences of valid and invalid transactions. After every block, every
 //! invariant holds (tokens conserved per denomination, escrow accounting exact, market objects
-//! consistent) and supply is unchanged; replaying the same blocks gives the same state hashes.
+//! consistent, expiry and auditor indexes exact) and supply is unchanged; replaying the same
+//! blocks gives the same state hashes. Timeouts are short, so bids and orders expire among the
+//! traffic, and auditors sign and withdraw attestations that deployments name.
 //!
 //! `PAZAR_PROPTEST_CASES` scales the run (default 24 cases of 420-520 transactions: over
 //! 10,000 transactions per CI run).
@@ -29,6 +31,12 @@ enum Op {
         deposit: u32,
         stable: bool,
         auto: Option<u8>,
+        audited: Option<u8>,
+    },
+    Audit {
+        auditor: u8,
+        provider: u8,
+        revoke: bool,
     },
     Deposit {
         from: u8,
@@ -99,8 +107,10 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (any::<u8>(), any::<u8>(), 1..5_000_000u64, any::<bool>())
             .prop_map(|(from, to, amount, stable)| Op::Send { from, to, amount, stable }),
-        5 => (any::<u8>(), 1..3u8, 1..2_000_000u32, 500_000..3_000_000u32, any::<bool>(), proptest::option::weighted(0.2, 0..4u8))
-            .prop_map(|(tenant, groups, price, deposit, stable, auto)| Op::Deploy { tenant, groups, price, deposit, stable, auto }),
+        5 => (any::<u8>(), 1..3u8, 1..2_000_000u32, 500_000..3_000_000u32, any::<bool>(), proptest::option::weighted(0.2, 0..4u8), proptest::option::weighted(0.2, any::<u8>()))
+            .prop_map(|(tenant, groups, price, deposit, stable, auto, audited)| Op::Deploy { tenant, groups, price, deposit, stable, auto, audited }),
+        2 => (any::<u8>(), any::<u8>(), proptest::bool::weighted(0.3))
+            .prop_map(|(auditor, provider, revoke)| Op::Audit { auditor, provider, revoke }),
         3 => (any::<u8>(), any::<u16>(), 1..2_000_000u32).prop_map(|(from, pick, amount)| Op::Deposit { from, pick, amount }),
         8 => (any::<u8>(), any::<u16>(), 1..1000u16).prop_map(|(provider, pick, permille)| Op::Bid { provider, pick, permille }),
         6 => (any::<u16>(), proptest::bool::weighted(0.1)).prop_map(|(pick, stranger)| Op::Lease { pick, stranger }),
@@ -151,7 +161,7 @@ impl Run {
         ];
         let everyone: Vec<SigningKey> = tenants.iter().chain(&providers).cloned().collect();
         let refs: Vec<&SigningKey> = everyone.iter().collect();
-        let mut chain = Chain::new(&refs);
+        let mut chain = Chain::with_params(&refs, params());
         for p in &providers {
             let tx = chain.sign(p, vec![create_provider(vec![])]);
             chain.pending.push(tx);
@@ -271,9 +281,13 @@ impl Run {
                 deposit,
                 stable,
                 auto,
+                audited,
             } => {
                 let t = self.tenants[tenant as usize % self.tenants.len()].clone();
                 let d = if stable { uusd() } else { upzr() };
+                // Any key may be named as auditor: one that has audited nobody gets the
+                // deployment refused.
+                let auditor = audited.map(|a| self.who(a).address());
                 let specs = (0..groups)
                     .map(|i| {
                         let mut g = group(&format!("g{i}"), "1", &d);
@@ -281,6 +295,13 @@ impl Run {
                             denom: d.clone(),
                             amount: Dec(u128::from(price) * 1_000_000_000_000),
                         };
+                        if let Some(a) = auditor {
+                            if i == 0 {
+                                g.requirements.signed_by.any_of = vec![a];
+                            } else {
+                                g.requirements.signed_by.all_of = vec![a];
+                            }
+                        }
                         g
                     })
                     .collect();
@@ -295,6 +316,26 @@ impl Run {
                         auto_accept_after: auto.map(u32::from),
                     }],
                 );
+            }
+            Op::Audit {
+                auditor,
+                provider,
+                revoke,
+            } => {
+                let a = self.who(auditor);
+                let p = self.providers[provider as usize % self.providers.len()].address();
+                let msg = if revoke {
+                    Msg::DeleteProviderAttributes {
+                        provider: p,
+                        keys: vec![],
+                    }
+                } else {
+                    Msg::SignProviderAttributes {
+                        provider: p,
+                        attributes: vec![pazar_types::Attribute::new("tier", "1")],
+                    }
+                };
+                self.push(&a, vec![msg]);
             }
             Op::Deposit { from, pick: p, amount } => {
                 if let Some(id) = pick(&deployments, p) {
@@ -482,6 +523,15 @@ impl Run {
     }
 }
 
+/// Devnet parameters with timeouts short enough to expire among the generated traffic.
+fn params() -> pazar_ledger::Params {
+    let mut p = pazar_ledger::Params::devnet("upzr", "uusd");
+    p.bid_timeout_blocks = 12;
+    p.order_timeout_blocks = 30;
+    p.max_auto_accept_blocks = 6;
+    p
+}
+
 fn cases() -> u32 {
     std::env::var("PAZAR_PROPTEST_CASES")
         .ok()
@@ -496,8 +546,12 @@ fn check_sequence(ops: Vec<Op>) -> Result<usize, TestCaseError> {
         run.apply(op);
     }
     run.flush();
-    // Some real market activity happened, not only refusals.
-    prop_assert!(run.chain.state.leases().count() > 0, "no lease was ever made");
+    // Some real market activity happened, not only refusals: leases, and bids and orders that
+    // expired.
+    let st = &run.chain.state;
+    prop_assert!(st.leases().count() > 0, "no lease was ever made");
+    prop_assert!(st.bids().any(|(_, b)| b.expired), "no bid ever expired");
+    prop_assert!(st.orders().any(|(_, o)| o.expired), "no order ever expired");
     if std::env::var("PAZAR_PROPTEST_STATS").is_ok() {
         let st = &run.chain.state;
         let received: u128 = st.leases().filter_map(|(k, _)| st.payment(k)).map(|p| p.received).sum();
@@ -505,17 +559,26 @@ fn check_sequence(ops: Vec<Op>) -> Result<usize, TestCaseError> {
             .leases()
             .map(|(_, l)| l.closed_at.unwrap_or(st.height) - l.created_at)
             .max();
+        let audited = st
+            .deployments()
+            .filter(|(id, _)| {
+                st.group(&id.group(1))
+                    .is_some_and(|g| !g.spec.requirements.signed_by.any_of.is_empty())
+            })
+            .count();
         eprintln!(
-            "height {} leases {} received {received} longest {longest:?}",
+            "height {} leases {} received {received} longest {longest:?} expired bids {} orders {} audited deployments {audited}",
             st.height,
-            st.leases().count()
+            st.leases().count(),
+            st.bids().filter(|(_, b)| b.expired).count(),
+            st.orders().filter(|(_, o)| o.expired).count(),
         );
     }
     // Replay every block on a fresh state: identical hashes after every block. Alongside, keep a
     // store made only of each block's change set: it must equal a full dump after every block,
     // and a state restored from it must be the same state.
     let refs: Vec<&SigningKey> = run.everyone.iter().collect();
-    let mut replay = Chain::new(&refs);
+    let mut replay = Chain::with_params(&refs, params());
     let mut store = std::collections::BTreeMap::<Vec<u8>, Vec<u8>>::new();
     let absorb = |changes: Vec<pazar_ledger::StateChange>, store: &mut std::collections::BTreeMap<_, _>| {
         for c in changes {

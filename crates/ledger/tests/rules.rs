@@ -633,6 +633,15 @@ fn signed_by_requires_auditor_attestations() {
         all_of: vec![],
         any_of: vec![auditor.address()],
     };
+    // The auditor vouches for another provider first: a placement may only name auditors.
+    let p2 = m.provider2.clone();
+    m.chain.ok(
+        &auditor,
+        vec![Msg::SignProviderAttributes {
+            provider: p2.address(),
+            attributes: vec![Attribute::new("region", "us")],
+        }],
+    );
     m.chain
         .ok(&t, vec![create_deployment(1, vec![g], coin(1_000_000, &uusd()))]);
     let o = order1(&m, 1);
@@ -1242,4 +1251,319 @@ fn bid_on_a_closed_order_is_refused() {
     let r = m.chain.tx(&p, vec![bid(&o, "1", &uusd())]);
     expect_err(&r, "market", 8);
     assert!(r.log.contains("Closed"), "{}", r.log);
+}
+
+/// `market()` with short timeouts: bids expire 5 blocks after they are placed, orders 12.
+fn short_market() -> Market {
+    let mut params = pazar_ledger::Params::devnet("upzr", "uusd");
+    params.bid_timeout_blocks = 5;
+    params.order_timeout_blocks = 12;
+    params.max_auto_accept_blocks = 3;
+    let tenant = key(KeyScheme::Ed25519, 1);
+    let provider = key(KeyScheme::Ed25519, 2);
+    let provider2 = key(KeyScheme::Eth, 3);
+    let stranger = key(KeyScheme::Ed25519, 4);
+    let mut chain = Chain::with_params(&[&tenant, &provider, &provider2, &stranger], params);
+    chain.ok(&provider, vec![create_provider(vec![Attribute::new("region", "eu")])]);
+    chain.ok(&provider2, vec![create_provider(vec![Attribute::new("region", "us")])]);
+    Market {
+        chain,
+        tenant,
+        provider,
+        provider2,
+        stranger,
+    }
+}
+
+/// A deployment of one group priced in uusd; returns its first order and the creation height.
+fn deployed(m: &mut Market, dseq: u64) -> (OrderId, u64) {
+    let t = m.tenant.clone();
+    m.chain.ok(
+        &t,
+        vec![create_deployment(
+            dseq,
+            vec![group("web", "10", &uusd())],
+            coin(1_000_000, &uusd()),
+        )],
+    );
+    (order1(m, dseq), m.chain.state.height)
+}
+
+#[test]
+fn an_unaccepted_bid_expires_and_its_deposit_returns_exactly() {
+    let mut m = short_market();
+    let p = m.provider.clone();
+    let (o, _) = deployed(&mut m, 1);
+    let before = m.chain.bal(&p, &upzr());
+    m.chain.ok(&p, vec![bid(&o, "5", &uusd())]);
+    let placed = m.chain.state.height;
+    let b = m.chain.state.bid(&o.bid(p.address())).expect("bid").clone();
+    assert_eq!(b.expires_at, placed + 5);
+    assert_eq!(m.chain.state.provider_load(&p.address()).open_bids, 1);
+
+    // Open through its last block.
+    m.chain.advance_to(placed + 4);
+    assert_eq!(
+        m.chain.state.bid(&o.bid(p.address())).expect("bid").state,
+        BidState::Open
+    );
+    let events = m.chain.advance_to(placed + 5);
+    assert_eq!(
+        events,
+        vec![Event::BidClosed {
+            id: o.bid(p.address()),
+            lost: false,
+        }]
+    );
+    let b = m.chain.state.bid(&o.bid(p.address())).expect("bid");
+    assert_eq!((b.state, b.expired), (BidState::Closed, true));
+    // Exactly the deposit came back: the provider is down only the fee of its bid.
+    assert_eq!(m.chain.bal(&p, &upzr()), before - FEE);
+    assert_eq!(m.chain.state.provider_load(&p.address()).open_bids, 0);
+    // The order is still open for other bids, and the tenant can no longer take this one.
+    assert_eq!(m.chain.state.order(&o).expect("order").state, OrderState::Open);
+    let t = m.tenant.clone();
+    expect_err(
+        &m.chain.tx(
+            &t,
+            vec![Msg::CreateLease {
+                bid: o.bid(p.address()),
+            }],
+        ),
+        "market",
+        11,
+    );
+}
+
+#[test]
+fn a_bid_accepted_in_its_last_block_becomes_a_lease() {
+    let mut m = short_market();
+    let (t, p) = (m.tenant.clone(), m.provider.clone());
+    let (o, _) = deployed(&mut m, 1);
+    m.chain.ok(&p, vec![bid(&o, "5", &uusd())]);
+    let placed = m.chain.state.height;
+    m.chain.advance_to(placed + 4);
+    // The lease is made in block placed + 5, at whose end the bid would have expired.
+    let r = m.chain.ok(
+        &t,
+        vec![Msg::CreateLease {
+            bid: o.bid(p.address()),
+        }],
+    );
+    assert_eq!(m.chain.state.height, placed + 5);
+    assert!(r.events.iter().any(|e| matches!(e, Event::LeaseCreated { .. })));
+    let events = m.chain.advance_to(placed + 20);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::BidClosed { .. } | Event::OrderClosed { .. })),
+        "{events:?}"
+    );
+    assert_eq!(
+        m.chain.state.lease(&o.bid(p.address())).expect("lease").state,
+        LeaseState::Active
+    );
+    assert_eq!(m.chain.state.order(&o).expect("order").state, OrderState::Active);
+}
+
+#[test]
+fn an_order_without_a_lease_expires_closing_its_bids_and_pausing_its_group() {
+    let mut m = short_market();
+    let (t, p, p2) = (m.tenant.clone(), m.provider.clone(), m.provider2.clone());
+    let (o, created) = deployed(&mut m, 1);
+    assert_eq!(m.chain.state.order(&o).expect("order").expires_at, created + 12);
+    // A late bid lives only as long as its order.
+    m.chain.advance_to(created + 9);
+    m.chain.ok(&p, vec![bid(&o, "5", &uusd())]);
+    m.chain.ok(&p2, vec![bid(&o, "6", &uusd())]);
+    assert_eq!(
+        m.chain.state.bid(&o.bid(p.address())).expect("bid").expires_at,
+        created + 12
+    );
+    let (before, before2) = (m.chain.bal(&p, &upzr()), m.chain.bal(&p2, &upzr()));
+    let events = m.chain.advance_to(created + 12);
+    let gid = o.group();
+    for e in [
+        Event::BidClosed {
+            id: o.bid(p.address()),
+            lost: false,
+        },
+        Event::BidClosed {
+            id: o.bid(p2.address()),
+            lost: false,
+        },
+        Event::OrderClosed { id: o.clone() },
+        Event::GroupStateChanged {
+            id: gid.clone(),
+            state: GroupState::Paused,
+        },
+    ] {
+        assert!(events.contains(&e), "{e:?} missing from {events:?}");
+    }
+    assert_eq!(m.chain.bal(&p, &upzr()), before + 500_000);
+    assert_eq!(m.chain.bal(&p2, &upzr()), before2 + 500_000);
+    let order = m.chain.state.order(&o).expect("order");
+    assert_eq!((order.state, order.expired), (OrderState::Closed, true));
+    assert_eq!(m.chain.state.group(&gid).expect("group").state, GroupState::Paused);
+    // The escrow is untouched (no lease ran) and the deployment stays for the tenant to decide.
+    let acct = m.chain.state.escrow_account(&o.deployment()).expect("escrow");
+    assert_eq!(acct.balance, 1_000_000);
+    // Starting the group again opens a fresh order with its own timeout.
+    m.chain.ok(&t, vec![Msg::StartGroup { dseq: 1, gseq: 1 }]);
+    let o2 = gid.order(2);
+    let now = m.chain.state.height;
+    assert_eq!(m.chain.state.order(&o2).expect("order 2").expires_at, now + 12);
+    m.chain.ok(&p, vec![bid(&o2, "5", &uusd())]);
+    m.chain.ok(&t, vec![Msg::CloseDeployment { dseq: 1 }]);
+    assert_eq!(m.chain.bal(&t, &uusd()), 1_000_000_000);
+}
+
+#[test]
+fn auto_accept_takes_bids_before_they_can_expire() {
+    let mut m = short_market();
+    let (t, p) = (m.tenant.clone(), m.provider.clone());
+    m.chain.ok(
+        &t,
+        vec![Msg::CreateDeployment {
+            dseq: 1,
+            version: [1; 32],
+            groups: vec![group("g", "10", &uusd())],
+            deposit: coin(1_000_000, &uusd()),
+            auto_accept_after: Some(3),
+        }],
+    );
+    let created = m.chain.state.height;
+    let o = order1(&m, 1);
+    m.chain.ok(&p, vec![bid(&o, "5", &uusd())]);
+    m.chain.advance_to(created + 3);
+    assert_eq!(
+        m.chain.state.lease(&o.bid(p.address())).expect("auto-accepted").state,
+        LeaseState::Active
+    );
+    // A delay at or beyond the bid timeout is refused at genesis (below), and above the
+    // chain's maximum at deployment.
+    let r = m.chain.tx(
+        &t,
+        vec![Msg::CreateDeployment {
+            dseq: 2,
+            version: [2; 32],
+            groups: vec![group("g", "10", &uusd())],
+            deposit: coin(1_000_000, &uusd()),
+            auto_accept_after: Some(4),
+        }],
+    );
+    expect_err(&r, "market", 24);
+}
+
+#[test]
+fn genesis_refuses_timeouts_that_would_expire_before_auto_accept() {
+    use pazar_ledger::state::GenesisError;
+    use pazar_ledger::{Genesis, Params, State};
+    let with = |f: &dyn Fn(&mut Params)| {
+        let mut params = Params::devnet("upzr", "uusd");
+        f(&mut params);
+        State::from_genesis(&Genesis {
+            chain_id: CHAIN.into(),
+            params,
+            balances: vec![],
+        })
+        .err()
+    };
+    assert_eq!(with(&|_| {}), None);
+    assert_eq!(
+        with(&|p| p.bid_timeout_blocks = 0),
+        Some(GenesisError::ZeroTimeout("bid_timeout_blocks"))
+    );
+    assert_eq!(
+        with(&|p| p.order_timeout_blocks = 0),
+        Some(GenesisError::ZeroTimeout("order_timeout_blocks"))
+    );
+    let late = with(&|p| p.max_auto_accept_blocks = p.bid_timeout_blocks);
+    assert!(
+        matches!(late, Some(GenesisError::AutoAcceptAfterExpiry { .. })),
+        "{late:?}"
+    );
+    let late = with(&|p| {
+        p.order_timeout_blocks = 10;
+        p.max_auto_accept_blocks = 10;
+    });
+    assert!(
+        matches!(late, Some(GenesisError::AutoAcceptAfterExpiry { .. })),
+        "{late:?}"
+    );
+}
+
+#[test]
+fn a_placement_naming_an_auditor_who_audited_nobody_is_refused() {
+    let mut m = market();
+    let (t, p, auditor) = (m.tenant.clone(), m.provider.clone(), m.stranger.clone());
+    let with = |all_of: Vec<pazar_types::Address>, any_of: Vec<pazar_types::Address>| {
+        let mut g = group("audited", "10", &uusd());
+        g.requirements.signed_by = SignedBy { all_of, any_of };
+        g
+    };
+    let nobody = key(KeyScheme::Ed25519, 99).address();
+    let r = m.chain.tx(
+        &t,
+        vec![create_deployment(
+            1,
+            vec![with(vec![nobody], vec![])],
+            coin(1_000_000, &uusd()),
+        )],
+    );
+    expect_err(&r, "market", 26);
+    assert!(r.log.contains("audited no provider"), "{}", r.log);
+    let r = m.chain.tx(
+        &t,
+        vec![create_deployment(
+            1,
+            vec![with(vec![], vec![nobody, auditor.address()])],
+            coin(1_000_000, &uusd()),
+        )],
+    );
+    expect_err(&r, "market", 27);
+    // Once the auditor vouches for a provider, both forms are accepted; an unknown address
+    // beside a known one in anyOf narrows nothing and is accepted.
+    m.chain.ok(
+        &auditor,
+        vec![Msg::SignProviderAttributes {
+            provider: p.address(),
+            attributes: vec![Attribute::new("region", "eu")],
+        }],
+    );
+    assert!(m.chain.state.is_auditor(&auditor.address()));
+    m.chain.ok(
+        &t,
+        vec![create_deployment(
+            1,
+            vec![with(vec![auditor.address()], vec![])],
+            coin(1_000_000, &uusd()),
+        )],
+    );
+    m.chain.ok(
+        &t,
+        vec![create_deployment(
+            2,
+            vec![with(vec![], vec![nobody, auditor.address()])],
+            coin(1_000_000, &uusd()),
+        )],
+    );
+    // Withdrawing the last attestation makes the address unknown again.
+    m.chain.ok(
+        &auditor,
+        vec![Msg::DeleteProviderAttributes {
+            provider: p.address(),
+            keys: vec![],
+        }],
+    );
+    assert!(!m.chain.state.is_auditor(&auditor.address()));
+    let r = m.chain.tx(
+        &t,
+        vec![create_deployment(
+            3,
+            vec![with(vec![auditor.address()], vec![])],
+            coin(1_000_000, &uusd()),
+        )],
+    );
+    expect_err(&r, "market", 26);
 }

@@ -37,6 +37,8 @@ pub enum GenesisFileError {
     NoValidators,
     #[error("genesis validator {0} has zero power")]
     ZeroPower(String),
+    #[error("genesis parameters are not valid: {0}")]
+    Params(#[from] pazar_ledger::state::GenesisError),
 }
 
 impl GenesisFile {
@@ -60,8 +62,12 @@ impl GenesisFile {
         Ok(g)
     }
 
+    /// Validators, and the rules between the ledger's parameters (timeouts, auto-accept), so a
+    /// bad file is refused with its reason before any state is built from it.
     pub fn check(&self) -> Result<(), GenesisFileError> {
-        check_validators(&self.validators)
+        check_validators(&self.validators)?;
+        self.params.validate()?;
+        Ok(())
     }
 }
 
@@ -240,6 +246,47 @@ mod tests {
         let reread = GenesisOnDisk::open_with_record(&path, Some(&record)).expect("test setup");
         assert_eq!(reread.header.chain_id, "chain-b");
         assert_ne!(reread.hash, first.hash);
+    }
+
+    /// A genesis file of a chain started before the market's timeouts existed (no
+    /// `bid_timeout_blocks` or `order_timeout_blocks`) still reads, with the defaults.
+    #[test]
+    fn a_genesis_file_without_timeouts_gets_the_default_timeouts() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let path = dir.path().join("genesis.json");
+        write(&path, "chain-a");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("test setup")).expect("test setup");
+        let params = v["params"].as_object_mut().expect("test setup");
+        assert!(params.remove("bid_timeout_blocks").is_some());
+        assert!(params.remove("order_timeout_blocks").is_some());
+        params.insert("max_auto_accept_blocks".into(), 100.into());
+        std::fs::write(&path, serde_json::to_vec(&v).expect("test setup")).expect("test setup");
+        let g = GenesisFile::read(&path).expect("reads");
+        assert_eq!(
+            (g.params.bid_timeout_blocks, g.params.order_timeout_blocks),
+            (
+                pazar_ledger::state::DEFAULT_BID_TIMEOUT_BLOCKS,
+                pazar_ledger::state::DEFAULT_ORDER_TIMEOUT_BLOCKS
+            )
+        );
+    }
+
+    /// Timeouts an order or bid would hit before its auto-accept moment are refused when the
+    /// file is read, naming the parameters.
+    #[test]
+    fn a_genesis_file_whose_timeouts_come_before_auto_accept_is_refused() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let path = dir.path().join("genesis.json");
+        write(&path, "chain-a");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("test setup")).expect("test setup");
+        v["params"]["bid_timeout_blocks"] = 5.into();
+        v["params"]["max_auto_accept_blocks"] = 5.into();
+        std::fs::write(&path, serde_json::to_vec(&v).expect("test setup")).expect("test setup");
+        let e = GenesisFile::read(&path).expect_err("refused");
+        assert!(matches!(e, GenesisFileError::Params(_)), "{e}");
+        assert!(e.to_string().contains("max_auto_accept_blocks (5)"), "{e}");
     }
 
     #[test]

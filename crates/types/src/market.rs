@@ -363,6 +363,14 @@ impl GroupId {
 }
 
 impl OrderId {
+    /// The greatest order id: the upper end of a range over every order.
+    pub const MAX: OrderId = OrderId {
+        owner: Address::MAX,
+        dseq: u64::MAX,
+        gseq: u32::MAX,
+        oseq: u32::MAX,
+    };
+
     pub fn group(&self) -> GroupId {
         GroupId {
             owner: self.owner,
@@ -388,6 +396,15 @@ impl OrderId {
 }
 
 impl BidId {
+    /// The greatest bid id: the upper end of a range over every bid.
+    pub const MAX: BidId = BidId {
+        owner: Address::MAX,
+        dseq: u64::MAX,
+        gseq: u32::MAX,
+        oseq: u32::MAX,
+        provider: Address::MAX,
+    };
+
     pub fn order(&self) -> OrderId {
         OrderId {
             owner: self.owner,

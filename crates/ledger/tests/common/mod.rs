@@ -41,6 +41,11 @@ pub struct Chain {
 impl Chain {
     /// A chain where each key gets 1,000 tokens of both denominations.
     pub fn new(keys: &[&SigningKey]) -> Chain {
+        Chain::with_params(keys, Params::devnet("upzr", "uusd"))
+    }
+
+    /// Like [`Chain::new`] with other parameters (e.g. short timeouts).
+    pub fn with_params(keys: &[&SigningKey], params: Params) -> Chain {
         let balances = keys
             .iter()
             .map(|k| GenesisBalance {
@@ -50,7 +55,7 @@ impl Chain {
             .collect();
         let genesis = Genesis {
             chain_id: CHAIN.into(),
-            params: Params::devnet("upzr", "uusd"),
+            params,
             balances,
         };
         Chain {

@@ -10,11 +10,19 @@
 //! Which services: every global TCP exposure with `as: 80` (HTTP) or `as: 443` (TLS). Which
 //! names: one made up per service, `<service>-<lease name>.<domain>`, stable across restarts,
 //! plus the SDL's `accept` hosts. A lease may not claim a name under the provider's domain, nor
-//! one another lease holds ([`check_hosts`], when the manifest arrives).
+//! one another lease holds ([`check_hosts`], when the manifest arrives). A made-up name carries
+//! 128 bits of the lease id's hash (as much as a DNS label leaves beside the service's name),
+//! and the routing table leads to the full lease id, never to a name.
+//!
+//! Bounds: connections at once, in all and per client address (an IPv6 client per /64), a
+//! request head of 16 KiB read within 10 s, and a spliced connection closed after 5 minutes
+//! with no byte either way. Connections are tasks, not threads; a refused one gets its answer
+//! (HTTP 503, or a TLS alert) and is closed.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -34,6 +42,126 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// host that is not in it makes it again at once, at most every [`MISS_REFRESH`]).
 const TABLE_TTL: Duration = Duration::from_secs(2);
 const MISS_REFRESH: Duration = Duration::from_millis(100);
+/// Connections the ingress holds at once, at most (both listeners together): each holds two
+/// sockets, so fewer where the process may open fewer files ([`Limits::for_this_process`]).
+pub const MAX_CONNECTIONS: usize = 8192;
+/// Connections one client address (an IPv6 /64) holds at once, at most.
+pub const MAX_PER_CLIENT: usize = 128;
+/// A spliced connection with no byte either way for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest a refused client is given to take its answer.
+const REFUSAL_WRITE: Duration = Duration::from_secs(2);
+/// Hex digits of the lease id's hash in a made-up name.
+const HOST_HASH_HEX: usize = 32;
+/// Longest DNS label.
+const MAX_LABEL: usize = 63;
+
+/// How many connections the ingress holds, and which client holds how many.
+#[derive(Debug)]
+pub struct Limits {
+    total: usize,
+    per_client: usize,
+    idle: Duration,
+    held: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// Why a connection was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// The ingress holds its most connections.
+    All,
+    /// This client address holds its most.
+    Client,
+}
+
+impl Limits {
+    pub fn new(total: usize, per_client: usize, idle: Duration) -> Arc<Limits> {
+        assert!(total > 0 && per_client > 0 && per_client <= total);
+        Arc::new(Limits {
+            total,
+            per_client,
+            idle,
+            held: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// The limits every listener of this process shares: [`MAX_CONNECTIONS`], or fewer where
+    /// the open-file limit would run out first (a quarter of the files are kept for the rest of
+    /// the daemon).
+    pub fn for_this_process() -> Arc<Limits> {
+        static SHARED: OnceLock<Arc<Limits>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                let files = open_file_limit().unwrap_or(1024);
+                let total = (files * 3 / 4 / 2).clamp(MAX_PER_CLIENT, MAX_CONNECTIONS);
+                Limits::new(total, MAX_PER_CLIENT, IDLE_TIMEOUT)
+            })
+            .clone()
+    }
+
+    /// Connections held now, in all.
+    pub fn held(&self) -> usize {
+        self.held.lock().map(|h| h.0).unwrap_or(0)
+    }
+
+    /// Takes a place for a connection from `client`, given back when the slot is dropped.
+    pub fn take(self: &Arc<Self>, client: IpAddr) -> Result<Slot, Full> {
+        let key = client_key(client);
+        let mut h = self.held.lock().map_err(|_| Full::All)?;
+        if h.0 >= self.total {
+            return Err(Full::All);
+        }
+        let n = h.1.entry(key).or_insert(0);
+        if *n >= self.per_client {
+            return Err(Full::Client);
+        }
+        *n += 1;
+        h.0 += 1;
+        Ok(Slot {
+            limits: self.clone(),
+            client: key,
+        })
+    }
+}
+
+/// One connection's place in the [`Limits`].
+#[derive(Debug)]
+pub struct Slot {
+    limits: Arc<Limits>,
+    client: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut h) = self.limits.held.lock() {
+            h.0 = h.0.saturating_sub(1);
+            if let Some(n) = h.1.get_mut(&self.client) {
+                *n -= 1;
+                if *n == 0 {
+                    h.1.remove(&self.client);
+                }
+            }
+        }
+    }
+}
+
+/// A client as counted: its address, or its /64 for IPv6 (one subscriber's usual share).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & !(u128::MAX >> 64))),
+        },
+    }
+}
+
+/// The soft limit on open files of this process.
+fn open_file_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
 
 /// What a listener routes, by the port a service exposes itself as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +211,16 @@ pub struct Route {
     pub replicas: u32,
 }
 
-/// The name the ingress gives a service of a lease.
+/// The name the ingress gives a service of a lease: `<service>-pz-<32 hex digits of the lease
+/// id's hash>.<domain>`, the service's name cut to what a DNS label leaves (two services of one
+/// lease that the cut makes alike are refused by [`check_hosts`]).
 pub fn generated_host(lease: &LeaseRef, service: &str, domain: &str) -> String {
-    format!("{}-{}.{}", service.to_ascii_lowercase(), lease.name(), domain)
+    let name = lease.name();
+    let tag = &name[..3 + HOST_HASH_HEX];
+    let room = MAX_LABEL - tag.len() - 1;
+    let service = service.to_ascii_lowercase();
+    let cut = service.get(..room.min(service.len())).unwrap_or(&service);
+    format!("{}-{tag}.{domain}", cut.trim_end_matches('-'))
 }
 
 /// `Host` as routed: lower case, without port or trailing dot.
@@ -155,8 +290,9 @@ pub fn routes(accepted: &[Accepted], domain: &str, kind: Kind) -> Table {
     table
 }
 
-/// Refuses `accept` hosts a lease may not have: one under the provider's own domain (those
-/// are the ingress's to give), or one another lease of this provider already holds.
+/// Refuses names a lease may not have: an `accept` host under the provider's own domain (those
+/// are the ingress's to give), any name another lease of this provider already holds, and one
+/// name for two of its own services.
 pub fn check_hosts(lease: &LeaseRef, group: &Group, others: &[Accepted], domain: &str) -> Result<(), String> {
     let suffix = format!(".{domain}");
     let mut taken = BTreeMap::new();
@@ -185,6 +321,27 @@ pub fn check_hosts(lease: &LeaseRef, group: &Group, others: &[Accepted], domain:
             }
         }
     }
+    let mut own: BTreeMap<(String, u8), String> = BTreeMap::new();
+    for h in ingress_hosts(lease, group, domain) {
+        if taken.contains_key(&h.host) {
+            return Err(format!(
+                "the name {:?} this provider would give service {:?} is held by another lease",
+                h.host, h.service
+            ));
+        }
+        let kind = h.kind as u8;
+        if let Some(other) = own.insert((h.host.clone(), kind), h.service.clone()) {
+            if other != h.service {
+                return Err(format!(
+                    "services {other:?} and {:?} would both be reached as {:?}; give one a name that differs \
+                     in its first {} characters",
+                    h.service,
+                    h.host,
+                    MAX_LABEL - 4 - HOST_HASH_HEX
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -200,10 +357,22 @@ pub struct Ingress<R: Runtime + 'static> {
     /// When the table was made, and the table.
     table: Mutex<(Option<Instant>, Arc<Table>)>,
     next: AtomicU32,
+    limits: Arc<Limits>,
 }
 
 impl<R: Runtime + 'static> Ingress<R> {
+    /// A listener under the limits every listener of this process shares.
     pub fn new(kind: Kind, domain: String, server: Arc<LeaseServer<R>>, runtime: Arc<R>) -> Arc<Ingress<R>> {
+        Self::with_limits(kind, domain, server, runtime, Limits::for_this_process())
+    }
+
+    pub fn with_limits(
+        kind: Kind,
+        domain: String,
+        server: Arc<LeaseServer<R>>,
+        runtime: Arc<R>,
+        limits: Arc<Limits>,
+    ) -> Arc<Ingress<R>> {
         Arc::new(Ingress {
             kind,
             domain,
@@ -211,6 +380,7 @@ impl<R: Runtime + 'static> Ingress<R> {
             runtime,
             table: Mutex::new((None, Arc::default())),
             next: AtomicU32::new(0),
+            limits,
         })
     }
 
@@ -238,18 +408,31 @@ impl<R: Runtime + 'static> Ingress<R> {
         self.table(true).get(host).cloned()
     }
 
-    /// Accepts connections until the listener fails.
+    /// Accepts connections until the listener fails. Each is a task holding a place in the
+    /// limits; one over them is answered and closed at once.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
-            let Ok((conn, _)) = listener.accept().await else {
+            let Ok((conn, peer)) = listener.accept().await else {
+                // Out of files, most likely: wait for connections to end.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            tokio::spawn(self.clone().handle(conn));
+            match self.limits.take(peer.ip()) {
+                Ok(slot) => {
+                    tokio::spawn(self.clone().handle(conn, slot));
+                }
+                Err(full) => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let mut conn = conn;
+                        let _ = tokio::time::timeout(REFUSAL_WRITE, me.refuse(&mut conn, Refusal::Full(full))).await;
+                    });
+                }
+            }
         }
     }
 
-    async fn handle(self: Arc<Self>, mut client: TcpStream) {
+    async fn handle(self: Arc<Self>, mut client: TcpStream, _slot: Slot) {
         let read = match self.kind {
             Kind::Http => read_head(&mut client).boxed(),
             Kind::Tls => read_client_hello(&mut client).boxed(),
@@ -277,7 +460,7 @@ impl<R: Runtime + 'static> Ingress<R> {
             {
                 Ok(mut backend) => {
                     if backend.write_all(&head.bytes).await.is_ok() {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+                        splice(client, backend, self.limits.idle).await;
                     }
                     return;
                 }
@@ -304,6 +487,19 @@ impl<R: Runtime + 'static> Ingress<R> {
                     Refusal::NoHost => (400, "Bad Request", "the request has no Host header".into()),
                     Refusal::UnknownHost(h) => (404, "Not Found", format!("no lease on this provider serves {h:?}")),
                     Refusal::Down(msg) => (502, "Bad Gateway", msg),
+                    Refusal::Full(Full::All) => (
+                        503,
+                        "Service Unavailable",
+                        "the ingress holds as many connections as it may; try again".into(),
+                    ),
+                    Refusal::Full(Full::Client) => (
+                        503,
+                        "Service Unavailable",
+                        format!(
+                            "your address holds {} connections to this ingress, its most",
+                            self.limits.per_client
+                        ),
+                    ),
                 };
                 reply(client, code, reason, &msg).await
             }
@@ -313,7 +509,7 @@ impl<R: Runtime + 'static> Ingress<R> {
                 let code = match r {
                     Refusal::NoHost | Refusal::UnknownHost(_) => 112,
                     Refusal::BadRequest(_) | Refusal::Timeout => 10,
-                    Refusal::Down(_) => 80,
+                    Refusal::Down(_) | Refusal::Full(_) => 80,
                 };
                 let _ = client.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, code]).await;
                 let _ = client.shutdown().await;
@@ -328,6 +524,54 @@ enum Refusal {
     NoHost,
     UnknownHost(String),
     Down(String),
+    Full(Full),
+}
+
+/// Copies both ways until both sides have finished, or until nothing has passed either way for
+/// `idle`. Each direction uses one fixed buffer, and a side that ends its sending has the
+/// other's write side shut, as TCP half-close asks.
+async fn splice(client: TcpStream, backend: TcpStream, idle: Duration) {
+    let start = Instant::now();
+    let last = AtomicU64::new(0);
+    let (cr, cw) = client.into_split();
+    let (br, bw) = backend.into_split();
+    let both = futures_util::future::join(pump(cr, bw, &last, start), pump(br, cw, &last, start));
+    let watchdog = async {
+        loop {
+            tokio::time::sleep(idle / 4).await;
+            let quiet = start
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+            if quiet >= idle {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = both => {}
+        _ = watchdog => {}
+    }
+}
+
+/// One direction of [`splice`]: noting when bytes last passed (milliseconds after `start`).
+async fn pump(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    last: &AtomicU64,
+    start: Instant,
+) {
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if w.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    let _ = w.shutdown().await;
 }
 
 struct Head {
@@ -469,6 +713,91 @@ mod tests {
         );
         assert!(hosts.iter().all(|h| h.replicas == 2));
         assert!(made.starts_with("web-pz-") && made.ends_with(".ingress.p.net"));
+    }
+
+    #[test]
+    fn made_up_names_carry_128_bits_of_the_lease_hash_and_fit_a_dns_label() {
+        let l = lease(1);
+        let made = generated_host(&l, "web", "ingress.p.net");
+        assert_eq!(made, format!("web-{}.ingress.p.net", &l.name()[..35]));
+        let long = "s".repeat(63);
+        let made = generated_host(&l, &long, "ingress.p.net");
+        let label = made.split('.').next().expect("label");
+        assert_eq!(label.len(), 63, "{made}");
+        assert!(is_dns_name(&made), "{made}");
+        // A cut that leaves a trailing hyphen drops it, so the label stays valid.
+        let made = generated_host(&l, &format!("{}-x", "a".repeat(26)), "d");
+        assert!(is_dns_name(&made) && !made.contains("--"), "{made}");
+    }
+
+    #[test]
+    fn two_services_the_cut_makes_alike_are_refused() {
+        let long = |tail: &str| format!("{}{tail}", "a".repeat(30));
+        let sdl = format!(
+            "version: \"2.0\"\nservices:\n  {a}:\n    image: x\n    expose: [{{port: 80, to: [{{global: true}}]}}]\n  {b}:\n    image: x\n    expose: [{{port: 80, to: [{{global: true}}]}}]\nprofiles:\n  compute:\n    w: {{resources: {{cpu: {{units: 1}}, memory: {{size: 1Gi}}, storage: {{size: 1Gi}}}}}}\n  placement:\n    dc: {{pricing: {{w: {{denom: uusd, amount: 1}}}}}}\ndeployment:\n  {a}: {{dc: {{profile: w, count: 1}}}}\n  {b}: {{dc: {{profile: w, count: 1}}}}\n",
+            a = long("x"),
+            b = long("y")
+        );
+        let opts = pazar_sdl::Options::new(Denom::new("upzr").expect("denom"), Denom::new("uusd").expect("denom"));
+        let d = pazar_sdl::parse(sdl.as_bytes(), &opts).expect("valid sdl");
+        let g = d.manifest.groups.into_iter().next().expect("group");
+        let err = check_hosts(&lease(1), &g, &[], "ingress.p.net").expect_err("alike");
+        assert!(err.contains("would both be reached as"), "{err}");
+    }
+
+    #[test]
+    fn connections_are_bounded_in_all_and_per_client() {
+        let limits = Limits::new(3, 2, IDLE_TIMEOUT);
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        let a1 = limits.take(a).expect("first");
+        let a2 = limits.take(a).expect("second");
+        assert_eq!(limits.take(a).expect_err("a third from a"), Full::Client);
+        let b1 = limits.take(b).expect("b");
+        assert_eq!(limits.take(b).expect_err("all taken"), Full::All);
+        assert_eq!(limits.held(), 3);
+        drop(a1);
+        let _a3 = limits.take(a).expect("given back");
+        drop((a2, b1));
+        assert_eq!(limits.held(), 1);
+        // One IPv6 subscriber (a /64) counts as one client, however many addresses it uses.
+        let limits = Limits::new(10, 2, IDLE_TIMEOUT);
+        let _x = limits.take("2001:db8:1:2::1".parse().expect("ip")).expect("one");
+        let _y = limits.take("2001:db8:1:2::ffff".parse().expect("ip")).expect("two");
+        assert_eq!(
+            limits
+                .take("2001:db8:1:2:abcd::1".parse().expect("ip"))
+                .expect_err("same /64"),
+            Full::Client
+        );
+        assert!(
+            limits.take("2001:db8:1:3::1".parse().expect("ip")).is_ok(),
+            "another /64"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_spliced_connection_that_goes_quiet_is_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).await.expect("client");
+        let (proxy_side, _) = listener.accept().await.expect("accept");
+        let backend_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let backend = TcpStream::connect(backend_listener.local_addr().expect("addr"))
+            .await
+            .expect("backend");
+        let (mut service, _) = backend_listener.accept().await.expect("accept");
+        let spliced = tokio::spawn(splice(proxy_side, backend, Duration::from_millis(200)));
+        let mut client = client;
+        client.write_all(b"ping").await.expect("write");
+        let mut got = [0u8; 4];
+        service.read_exact(&mut got).await.expect("spliced");
+        assert_eq!(&got, b"ping");
+        // Neither side sends anything more: the splice ends and both sides see the close.
+        spliced.await.expect("splice ends");
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.expect("closed");
+        assert!(rest.is_empty());
     }
 
     #[test]

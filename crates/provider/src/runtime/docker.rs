@@ -5,6 +5,16 @@
 //! Containers restart in place (`unless-stopped`), so logs and restart counts survive a crash,
 //! and everything carries labels, so a restarted daemon finds its leases again.
 //!
+//! Everything kept for a lease is named after the whole hash of its id ([`LeaseRef::name`]) and
+//! labelled with the id itself; an object found under a lease's name whose id label differs is
+//! never adopted, reused or removed. Only the bridge interface has a short name (the kernel
+//! allows 15 bytes): before a lease's network is made, no other network may hold it.
+//!
+//! Images: a tenant names one, and it is pulled anonymously from its registry at exactly that
+//! tag (`latest` when none is named) or digest, within a time and a size limit, its progress in
+//! the lease's status; the local copy is used without a pull only for the images the operator
+//! allows (`[images] allow_local`). A failed pull says what failed, not what the engine said.
+//!
 //! Storage is bounded three ways: persistent volumes are ext4 filesystems in files of the leased
 //! size on loop devices ([`super::loopfs`]), so a full volume answers `ENOSPC`; `ram` volumes
 //! are sized tmpfs; the writable layer gets `storage_opt size` where the engine's storage
@@ -14,6 +24,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use bollard::models::{
     ContainerCreateBody, DeviceRequest, EndpointSettings, HostConfig, HostConfigLogConfig, Mount, MountType,
@@ -21,14 +33,18 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions,
-    ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions,
 };
 use bollard::Docker;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 
 use pazar_sdl::manifest::{Group, Proto, Service};
 
-use super::{BoxFuture, Forward, LeaseRef, LeaseStatus, LogLine, LogStream, Runtime, RuntimeError, ServiceStatus};
+use super::firewall::EgressPolicy;
+use super::images::{ImagePolicy, ImageRef};
+use super::{
+    BoxFuture, Forward, LeaseRef, LeaseStatus, LogLine, LogStream, PullProgress, Runtime, RuntimeError, ServiceStatus,
+};
 
 const LABEL_LEASE: &str = "pazar.lease";
 const LABEL_LEASE_ID: &str = "pazar.lease-id";
@@ -61,6 +77,15 @@ const CAPS: &[&str] = &[
 /// Processes one replica may run.
 const PIDS_LIMIT: i64 = 1024;
 
+/// The network option that names the bridge interface on the host.
+const BRIDGE_OPTION: &str = "com.docker.network.bridge.name";
+
+/// Longest an image pull may take, unless the operator says otherwise.
+pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Largest image a tenant may pull (bytes as stored on the host), unless the operator says
+/// otherwise: room for the CUDA and ML framework images GPU leases run.
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 20 << 30;
+
 fn backend(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Backend(e.to_string())
 }
@@ -72,13 +97,40 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// Refuses an object found under a lease's name that is labelled with another lease's id (or
+/// none): it is not this lease's to adopt, reuse or remove.
+fn check_owner(
+    labels: Option<&HashMap<String, String>>,
+    lease: &LeaseRef,
+    what: &str,
+    name: &str,
+) -> Result<(), RuntimeError> {
+    if labels.and_then(|l| l.get(LABEL_LEASE_ID)) == Some(&lease.label()) {
+        Ok(())
+    } else {
+        Err(RuntimeError::Backend(format!(
+            "{what} {name} does not belong to lease {}: it is left alone and the lease cannot use it",
+            lease.label()
+        )))
+    }
+}
+
 /// How the Docker backend runs leases.
 #[derive(Debug, Clone)]
 pub struct DockerOptions {
     /// Containers get GPU device requests (the host has NVIDIA GPUs and their container runtime).
     pub gpus: bool,
-    /// Drop what a lease's containers send to the host itself (needs root and `iptables`).
+    /// Drop what a lease's containers send to the host itself, and their connections to
+    /// link-local, metadata and private addresses (needs root, `iptables` and `ip6tables`).
     pub isolate_host: bool,
+    /// Ranges workloads may reach although they are private, and the resolvers they may query.
+    pub egress: EgressPolicy,
+    /// Local images tenants may run without a pull.
+    pub images: ImagePolicy,
+    /// Longest an image pull may take.
+    pub pull_timeout: Duration,
+    /// Largest image a tenant may pull, in bytes as stored on the host.
+    pub max_image_bytes: u64,
     /// Where the backend keeps what outlives a container: the files of size-bounded volumes
     /// (`volumes/`) and the logs of evicted replicas (`evicted/`). Without it, volumes are plain
     /// Docker volumes (unbounded) and an evicted replica's logs go with it.
@@ -90,6 +142,10 @@ impl Default for DockerOptions {
         DockerOptions {
             gpus: false,
             isolate_host: true,
+            egress: EgressPolicy::with_host_resolvers(Vec::new()),
+            images: ImagePolicy::default(),
+            pull_timeout: DEFAULT_PULL_TIMEOUT,
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
             state_dir: None,
         }
     }
@@ -106,6 +162,85 @@ pub struct DockerRuntime {
     /// Deploy, close and eviction of leases, one at a time: an eviction never brings back a
     /// replica of a lease being closed.
     lifecycle: tokio::sync::Mutex<()>,
+    /// Pulls under way, by lease name and service.
+    pulls: Mutex<HashMap<(String, String), PullProgress>>,
+}
+
+/// Removes a pull's progress when the pull ends, however it ends.
+struct PullEntry<'a> {
+    pulls: &'a Mutex<HashMap<(String, String), PullProgress>>,
+    key: (String, String),
+}
+
+impl PullEntry<'_> {
+    fn set(&self, p: PullProgress) {
+        if let Ok(mut m) = self.pulls.lock() {
+            m.insert(self.key.clone(), p);
+        }
+    }
+}
+
+impl Drop for PullEntry<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.pulls.lock() {
+            m.remove(&self.key);
+        }
+    }
+}
+
+/// What a tenant is told of a failed pull: what failed, in words of its own image and
+/// registry, never the engine's message (which can carry registry credentials' realms, host
+/// paths and daemon internals). The operator gets the engine's message in the daemon's log.
+fn pull_failure(image: &ImageRef, detail: &str) -> String {
+    let d = detail.to_ascii_lowercase();
+    let registry = image.registry();
+    let has = |words: &[&str]| words.iter().any(|w| d.contains(w));
+    if has(&["toomanyrequests", "too many requests", "rate limit"]) {
+        format!("the registry {registry} is limiting pulls from this provider; try again later")
+    } else if has(&[
+        "unauthorized",
+        "authentication required",
+        "denied",
+        "forbidden",
+        "may require 'docker login'",
+    ]) {
+        format!("the registry {registry} does not give this image without credentials (this provider pulls public images only), or has no such repository")
+    } else if has(&[
+        "manifest unknown",
+        "not found",
+        "does not exist",
+        "no matching manifest",
+    ]) {
+        format!(
+            "the registry {registry} has no {} {:?} of this repository",
+            if image.digest.is_some() { "digest" } else { "tag" },
+            image.tag_or_digest()
+        )
+    } else if has(&[
+        "dial tcp",
+        "lookup",
+        "no such host",
+        "connection refused",
+        "i/o timeout",
+        "network is unreachable",
+        "tls",
+        "x509",
+        "certificate",
+        "eof",
+        "connection reset",
+        "timeout",
+        "server gave http response",
+    ]) {
+        format!("cannot reach the registry {registry} from this provider")
+    } else if has(&["no space left"]) {
+        "this provider has no room for the image now".to_string()
+    } else {
+        format!("the pull from {registry} failed")
+    }
+}
+
+fn lossless_u64(v: Option<i64>) -> u64 {
+    v.unwrap_or(0).max(0) as u64
 }
 
 /// A replica evicted for outgrowing its ephemeral storage.
@@ -180,6 +315,7 @@ impl DockerRuntime {
             driver,
             volumes,
             lifecycle: tokio::sync::Mutex::new(()),
+            pulls: Mutex::new(HashMap::new()),
         })
     }
 
@@ -195,6 +331,18 @@ impl DockerRuntime {
         }
         if let Err(why) = &self.volumes {
             notes.push(format!("persistent volumes are not size-bounded: {why}"));
+        }
+        if self.opts.isolate_host {
+            // Lease networks are made without IPv6; its rules still apply to link-local IPv6.
+            notes.push(
+                "lease networks are IPv4 only (Docker's IPv6 is not enabled on them); the ip6tables rules still \
+                 keep workloads' link-local IPv6 away from the host and the LAN"
+                    .to_string(),
+            );
+        } else {
+            notes.push(
+                "isolate_host is off: workloads can reach this host, its LAN and cloud metadata addresses".to_string(),
+            );
         }
         notes
     }
@@ -226,49 +374,209 @@ impl DockerRuntime {
         ])
     }
 
+    /// Everything of the lease, found by its full id.
     fn filter(lease: &LeaseRef) -> HashMap<String, Vec<String>> {
-        HashMap::from([("label".to_string(), vec![format!("{LABEL_LEASE}={}", lease.name())])])
+        HashMap::from([("label".to_string(), vec![format!("{LABEL_LEASE_ID}={}", lease.label())])])
     }
 
-    /// The image is here, or pulled now (a provider on a normal host reaches registries).
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
-        if self.docker.inspect_image(image).await.is_ok() {
+    /// The container `name`, if there is one and it is the lease's; another lease's (or
+    /// nobody's) under that name is an error.
+    async fn inspect_own(
+        &self,
+        name: &str,
+        lease: &LeaseRef,
+    ) -> Result<Option<bollard::models::ContainerInspectResponse>, RuntimeError> {
+        match self
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => {
+                check_owner(
+                    info.config.as_ref().and_then(|c| c.labels.as_ref()),
+                    lease,
+                    "container",
+                    name,
+                )?;
+                Ok(Some(info))
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// Whether every replica of the service exists already (a restarted daemon adopting its
+    /// lease): its image was checked when they were made, and a registry that is down now
+    /// must not stop the adoption.
+    async fn adopted(&self, lease: &LeaseRef, svc: &Service) -> Result<bool, RuntimeError> {
+        for replica in 0..svc.count {
+            let name = Self::container_name(lease, &svc.name, replica);
+            if self.inspect_own(&name, lease).await?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The image is allowed from the host's own copies and is here, or it is pulled now.
+    async fn ensure_image(&self, lease: &LeaseRef, service: &str, image: &ImageRef) -> Result<(), RuntimeError> {
+        if self.opts.images.allows_local(image) && self.docker.inspect_image(&image.reference()).await.is_ok() {
             return Ok(());
         }
-        let pulled: Result<Vec<_>, _> = self
-            .docker
-            .create_image(
-                Some(CreateImageOptions {
-                    from_image: Some(image.to_string()),
-                    ..Default::default()
-                }),
-                None,
-                None,
-            )
-            .try_collect()
-            .await;
-        pulled.map(|_| ()).map_err(|e| RuntimeError::Image {
+        self.pull(lease, service, image).await
+    }
+
+    /// Pulls exactly `image` (its tag or digest; never every tag, which is what the engine does
+    /// when asked for a repository without one), anonymously, within the time and size limits,
+    /// keeping its progress for the lease's status. A pull stopped early is abandoned by
+    /// dropping the engine's stream, which cancels it.
+    async fn pull(&self, lease: &LeaseRef, service: &str, image: &ImageRef) -> Result<(), RuntimeError> {
+        let fail = |reason: String| RuntimeError::Image {
             image: image.to_string(),
-            reason: format!("not present and the pull failed: {e}"),
-        })
+            reason,
+        };
+        let entry = PullEntry {
+            pulls: &self.pulls,
+            key: (lease.name(), service.to_string()),
+        };
+        let mut progress = PullProgress {
+            image: image.to_string(),
+            bytes: 0,
+            total: 0,
+        };
+        entry.set(progress.clone());
+        let max = self.opts.max_image_bytes;
+        let too_big = |n: u64| {
+            fail(format!(
+                "the image is larger than {max} bytes ({n} bytes at least), this provider's limit"
+            ))
+        };
+        let mut stream = self.docker.create_image(
+            Some(CreateImageOptions {
+                from_image: Some(image.repository.clone()),
+                tag: Some(image.tag_or_digest().to_string()),
+                ..Default::default()
+            }),
+            None,
+            None,
+        );
+        let deadline = tokio::time::Instant::now() + self.opts.pull_timeout;
+        // Per layer: bytes downloaded, and its size once the download starts.
+        let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
+        loop {
+            let item = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) => {
+                    return Err(fail(format!(
+                        "the pull took longer than {} s, this provider's limit (pulled {} of {} bytes)",
+                        self.opts.pull_timeout.as_secs(),
+                        progress.bytes,
+                        progress.total
+                    )))
+                }
+                Ok(None) => break,
+                Ok(Some(item)) => item,
+            };
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => {
+                    eprintln!("provider: the pull of {image} failed: {e}");
+                    return Err(fail(pull_failure(image, &e.to_string())));
+                }
+            };
+            if let Some(msg) = info.error_detail.and_then(|d| d.message) {
+                eprintln!("provider: the pull of {image} failed: {msg}");
+                return Err(fail(pull_failure(image, &msg)));
+            }
+            let (Some(id), Some(status)) = (info.id, info.status) else {
+                continue;
+            };
+            let detail = info.progress_detail.unwrap_or_default();
+            let layer = layers.entry(id).or_default();
+            match status.as_str() {
+                "Downloading" => {
+                    layer.1 = lossless_u64(detail.total).max(layer.1);
+                    layer.0 = lossless_u64(detail.current).min(layer.1.max(1) * 2);
+                }
+                "Download complete" | "Verifying Checksum" => layer.0 = layer.1,
+                _ => {}
+            }
+            progress.bytes = layers.values().map(|l| l.0).sum();
+            progress.total = layers.values().map(|l| l.1).sum();
+            entry.set(progress.clone());
+            // Compressed layers are smaller than what they unpack to: a pull whose layers
+            // already add up past the limit is stopped before it downloads them.
+            if progress.total > max {
+                return Err(too_big(progress.total));
+            }
+        }
+        drop(stream);
+        let size = match self.docker.inspect_image(&image.reference()).await {
+            Ok(i) => lossless_u64(i.size),
+            Err(e) => {
+                eprintln!("provider: the pulled image {image} cannot be inspected: {e}");
+                return Err(fail(format!("the pull from {} failed", image.registry())));
+            }
+        };
+        if size > max {
+            // Unless a container of someone else uses it, the image goes again.
+            let _ = self
+                .docker
+                .remove_image(&image.reference(), None::<RemoveImageOptions>, None)
+                .await;
+            return Err(too_big(size));
+        }
+        Ok(())
+    }
+
+    /// The network (name, lease id label) whose host bridge interface is `iface`.
+    async fn bridge_holder(&self, iface: &str) -> Result<Option<(String, Option<String>)>, RuntimeError> {
+        let nets = self
+            .docker
+            .list_networks(None::<ListNetworksOptions>)
+            .await
+            .map_err(backend)?;
+        Ok(nets
+            .into_iter()
+            .find(|n| {
+                n.options
+                    .as_ref()
+                    .and_then(|o| o.get(BRIDGE_OPTION))
+                    .map(String::as_str)
+                    == Some(iface)
+            })
+            .map(|n| {
+                let id = n.labels.as_ref().and_then(|l| l.get(LABEL_LEASE_ID)).cloned();
+                (n.name.unwrap_or_default(), id)
+            }))
     }
 
     async fn ensure_network(&self, lease: &LeaseRef) -> Result<String, RuntimeError> {
         let name = lease.name();
+        let iface = lease.short_name();
         match self.docker.inspect_network(&name, None).await {
-            Ok(_) => {}
+            Ok(n) => {
+                check_owner(n.labels.as_ref(), lease, "network", &name)?;
+                if n.options.as_ref().and_then(|o| o.get(BRIDGE_OPTION)) != Some(&iface) {
+                    return Err(RuntimeError::Backend(format!(
+                        "network {name} is not on bridge {iface}: it is left alone and the lease cannot use it"
+                    )));
+                }
+            }
             Err(e) if is_not_found(&e) => {
+                if self.bridge_holder(&iface).await?.is_some() {
+                    return Err(RuntimeError::Backend(format!(
+                        "the host interface name {iface} (48 bits of this lease's hash) is held by another \
+                         lease's network; this lease cannot run on this provider"
+                    )));
+                }
                 self.docker
                     .create_network(NetworkCreateRequest {
                         name: name.clone(),
                         driver: Some("bridge".into()),
                         labels: Some(Self::labels(lease)),
-                        // The host interface carries the lease's name, so the firewall can
-                        // name it (15 characters, the kernel's limit).
-                        options: Some(HashMap::from([(
-                            "com.docker.network.bridge.name".to_string(),
-                            name.clone(),
-                        )])),
+                        // The host interface carries a short form of the lease's name, so the
+                        // firewall can name it (15 characters, the kernel's limit).
+                        options: Some(HashMap::from([(BRIDGE_OPTION.to_string(), iface.clone())])),
                         ..Default::default()
                     })
                     .await
@@ -277,7 +585,11 @@ impl DockerRuntime {
             Err(e) => return Err(backend(e)),
         }
         if self.opts.isolate_host {
-            super::firewall::isolate(&name)?;
+            let egress = self.opts.egress.clone();
+            let i = iface.clone();
+            tokio::task::spawn_blocking(move || super::firewall::isolate(&i, &egress))
+                .await
+                .map_err(backend)??;
         }
         Ok(name)
     }
@@ -345,7 +657,7 @@ impl DockerRuntime {
         });
         let memory = i64::try_from(r.memory_bytes).unwrap_or(i64::MAX);
         ContainerCreateBody {
-            image: Some(svc.image.clone()),
+            image: Some(run_reference(&svc.image)),
             hostname: Some(svc.name.clone()),
             entrypoint: (!svc.command.is_empty()).then(|| svc.command.clone()),
             cmd: (!svc.args.is_empty()).then(|| svc.args.clone()),
@@ -399,7 +711,13 @@ impl DockerRuntime {
     async fn deploy_group(&self, lease: &LeaseRef, group: &Group) -> Result<(), RuntimeError> {
         // Images first, outside the lock: a long pull holds up no other lease.
         for svc in &group.services {
-            self.ensure_image(&svc.image).await?;
+            let image = ImageRef::parse(&svc.image).map_err(|reason| RuntimeError::Image {
+                image: svc.image.clone(),
+                reason,
+            })?;
+            if !self.adopted(lease, svc).await? {
+                self.ensure_image(lease, &svc.name, &image).await?;
+            }
         }
         let _one = self.lifecycle.lock().await;
         let net = self.ensure_network(lease).await?;
@@ -409,6 +727,15 @@ impl DockerRuntime {
                     continue;
                 };
                 let name = Self::volume_name(lease, &svc.name, &m.name);
+                // Another lease's volume under this name is not touched, nor its file.
+                let exists = match self.docker.inspect_volume(&name).await {
+                    Ok(v) => {
+                        check_owner(Some(&v.labels), lease, "volume", &name)?;
+                        true
+                    }
+                    Err(e) if is_not_found(&e) => false,
+                    Err(e) => return Err(backend(e)),
+                };
                 // A filesystem of the leased size where loop devices allow (made once, attached
                 // again after a reboot); a plain Docker volume otherwise.
                 let driver_opts = match &self.volumes {
@@ -425,25 +752,23 @@ impl DockerRuntime {
                     }
                     Err(_) => None,
                 };
-                self.docker
-                    .create_volume(bollard::models::VolumeCreateRequest {
-                        name: Some(name),
-                        labels: Some(Self::labels(lease)),
-                        driver_opts,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(backend)?;
+                if !exists {
+                    self.docker
+                        .create_volume(bollard::models::VolumeCreateRequest {
+                            name: Some(name),
+                            labels: Some(Self::labels(lease)),
+                            driver_opts,
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(backend)?;
+                }
             }
             for replica in 0..svc.count {
                 let name = Self::container_name(lease, &svc.name, replica);
-                match self
-                    .docker
-                    .inspect_container(&name, None::<InspectContainerOptions>)
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if is_not_found(&e) => {
+                match self.inspect_own(&name, lease).await? {
+                    Some(_) => {}
+                    None => {
                         self.docker
                             .create_container(
                                 Some(CreateContainerOptions {
@@ -455,7 +780,6 @@ impl DockerRuntime {
                             .await
                             .map_err(backend)?;
                     }
-                    Err(e) => return Err(backend(e)),
                 }
                 self.docker.start_container(&name, None).await.map_err(backend)?;
             }
@@ -476,20 +800,22 @@ impl DockerRuntime {
                 last_error: None,
                 evictions: 0,
                 last_eviction: None,
+                pull: self
+                    .pulls
+                    .lock()
+                    .ok()
+                    .and_then(|p| p.get(&(lease.name(), svc.name.clone())).cloned()),
             };
+            if st.pull.is_some() {
+                st.state = "pulling".into();
+                services.push(st);
+                continue;
+            }
             for replica in 0..svc.count {
                 let name = Self::container_name(lease, &svc.name, replica);
-                let info = match self
-                    .docker
-                    .inspect_container(&name, None::<InspectContainerOptions>)
-                    .await
-                {
-                    Ok(i) => i,
-                    Err(e) if is_not_found(&e) => {
-                        st.state = "missing".into();
-                        continue;
-                    }
-                    Err(e) => return Err(backend(e)),
+                let Some(info) = self.inspect_own(&name, lease).await? else {
+                    st.state = "missing".into();
+                    continue;
                 };
                 st.restarts += info.restart_count.unwrap_or(0).max(0) as u64;
                 let labels = info.config.as_ref().and_then(|c| c.labels.as_ref());
@@ -660,15 +986,35 @@ impl DockerRuntime {
                 .map_err(backend)?
                 .map_err(RuntimeError::Backend)?;
         }
-        // The rule goes before the network, so a lease whose network is gone has no rule left.
-        if self.opts.isolate_host {
-            super::firewall::release(&lease.name())?;
+        // The rules go before the network, so a lease whose network is gone has no rule left;
+        // rules on a bridge another lease's network holds are that lease's, and stay.
+        let iface = lease.short_name();
+        let holder = self.bridge_holder(&iface).await?;
+        if self.opts.isolate_host
+            && holder
+                .as_ref()
+                .is_none_or(|(_, id)| id.as_ref() == Some(&lease.label()))
+        {
+            tokio::task::spawn_blocking(move || super::firewall::release(&iface))
+                .await
+                .map_err(backend)??;
         }
-        match self.docker.remove_network(&lease.name()).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(backend(e)),
+        let nets = self
+            .docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(Self::filter(lease)),
+            }))
+            .await
+            .map_err(backend)?;
+        for n in nets {
+            let Some(name) = n.name else { continue };
+            match self.docker.remove_network(&name).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(backend(e)),
+            }
         }
+        Ok(())
     }
 
     /// Evicts every replica of `leases` whose writable layer holds more than the ephemeral
@@ -677,7 +1023,10 @@ impl DockerRuntime {
     /// it) and made again from the image, carrying its restart and eviction counts. Replicas
     /// of leases not in the list are left alone. Called periodically by the daemon, as kubelet
     /// checks its pods' ephemeral storage; between two checks a workload can overshoot.
-    pub async fn evict_over_storage(&self, leases: &[(LeaseRef, Group)]) -> Result<Vec<Eviction>, RuntimeError> {
+    pub async fn evict_over_storage(
+        &self,
+        leases: &[(LeaseRef, pazar_sdl::ValidGroup)],
+    ) -> Result<Vec<Eviction>, RuntimeError> {
         if !self.evicts() {
             return Ok(Vec::new());
         }
@@ -713,6 +1062,9 @@ impl DockerRuntime {
                     let Some((bytes, labels)) = used.get(&name) else {
                         continue;
                     };
+                    if labels.get(LABEL_LEASE_ID) != Some(&lease.label()) {
+                        continue;
+                    }
                     if *bytes <= limit {
                         continue;
                     }
@@ -839,17 +1191,19 @@ impl DockerRuntime {
         std::fs::write(path, keep.iter().map(|l| format!("{l}\n")).collect::<String>()).map_err(io)
     }
 
-    /// Removes isolation rules left for networks that no longer exist (a crash between removing
-    /// a lease's network and its rule).
+    /// Removes firewall rules left for bridges no network holds any more (a crash between
+    /// removing a lease's rules and its network). Returns how many bridges' rules went.
     pub async fn sweep_firewall(&self) -> Result<usize, RuntimeError> {
         let mut removed = 0;
-        for iface in super::firewall::isolated_interfaces() {
-            match self.docker.inspect_network(&iface, None).await {
-                Err(e) if is_not_found(&e) => {
-                    super::firewall::release(&iface)?;
-                    removed += 1;
-                }
-                _ => {}
+        let ifaces = tokio::task::spawn_blocking(super::firewall::isolated_interfaces)
+            .await
+            .map_err(backend)?;
+        for iface in ifaces {
+            if self.bridge_holder(&iface).await?.is_none() {
+                tokio::task::spawn_blocking(move || super::firewall::release(&iface))
+                    .await
+                    .map_err(backend)??;
+                removed += 1;
             }
         }
         Ok(removed)
@@ -903,6 +1257,12 @@ fn log_line(out: bollard::container::LogOutput, service: &str, replica: u32) -> 
     }
 }
 
+/// The reference a container is made from: the tenant's image as pulled (`REPOSITORY:TAG`,
+/// `latest` when no tag was named, or `REPOSITORY@DIGEST`).
+fn run_reference(image: &str) -> String {
+    ImageRef::parse(image).map_or_else(|_| image.to_string(), |r| r.reference())
+}
+
 /// Docker's name of a container port, e.g. `8080/tcp`.
 fn port_key(port: u16, proto: Proto) -> String {
     match proto {
@@ -940,11 +1300,19 @@ async fn tcp_ports_open(ip: Option<std::net::IpAddr>, svc: &Service) -> bool {
 }
 
 impl Runtime for DockerRuntime {
-    fn deploy<'a>(&'a self, lease: &'a LeaseRef, group: &'a Group) -> BoxFuture<'a, Result<(), RuntimeError>> {
+    fn deploy<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        group: &'a pazar_sdl::ValidGroup,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(self.deploy_group(lease, group))
     }
 
-    fn status<'a>(&'a self, lease: &'a LeaseRef, group: &'a Group) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
+    fn status<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        group: &'a pazar_sdl::ValidGroup,
+    ) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
         Box::pin(self.group_status(lease, group))
     }
 
@@ -975,14 +1343,8 @@ impl Runtime for DockerRuntime {
     ) -> BoxFuture<'a, Result<tokio::net::TcpStream, RuntimeError>> {
         Box::pin(async move {
             let name = Self::container_name(lease, service, replica);
-            let info = match self
-                .docker
-                .inspect_container(&name, None::<InspectContainerOptions>)
-                .await
-            {
-                Ok(i) => i,
-                Err(e) if is_not_found(&e) => return Err(RuntimeError::UnknownService(service.to_string())),
-                Err(e) => return Err(backend(e)),
+            let Some(info) = self.inspect_own(&name, lease).await? else {
+                return Err(RuntimeError::UnknownService(service.to_string()));
             };
             let ip = lease_address(&info, lease)
                 .ok_or_else(|| backend(format!("replica {replica} of {service:?} has no address (not running)")))?;

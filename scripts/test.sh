@@ -15,9 +15,11 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 
-# Fuzz smoke: the transaction decoder and the SDL parser for FUZZ_SECONDS each (default 60).
+# Fuzz smoke: every decoder and parser that takes another party's bytes (transactions, the
+# node's request bodies, SDL files, the provider's manifests) for FUZZ_SECONDS each (default 45).
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the pinned stable toolchain accept them.
 if [ "${PAZAR_SKIP_FUZZ:-0}" != "1" ]; then
-    ./scripts/fuzz.sh tx_decode "${FUZZ_SECONDS:-60}"
-    ./scripts/fuzz.sh sdl_parse "${FUZZ_SECONDS:-60}"
+    for target in tx_decode rpc_request sdl_parse manifest_decode; do
+        ./scripts/fuzz.sh "$target" "${FUZZ_SECONDS:-45}"
+    done
 fi

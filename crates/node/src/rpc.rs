@@ -29,9 +29,11 @@ use crate::{BlockEvents, Node, SubmitError, TxOutcome};
 /// Largest request body: a batch of transactions, hex-encoded in JSON.
 pub const MAX_BODY_BYTES: usize = 32 << 20;
 /// Most transactions in one batch submission.
-pub const MAX_BATCH_TXS: usize = 5_000;
-/// Most items one list query returns.
+pub use pazar_types::rpc::MAX_BATCH_TXS;
+/// Most items one list query returns; a longer list comes in pages (`next`, `?cursor=`).
 pub const MAX_LIST: usize = 1_000;
+/// Items a list query returns when it names no `limit`.
+pub const DEFAULT_LIST: usize = 100;
 
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -195,30 +197,16 @@ async fn status(AxState(node): AxState<Shared>) -> ApiResult {
     })))
 }
 
-#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum Mode {
-    /// Answer once the transaction is in the mempool.
-    #[default]
-    Sync,
-    /// Answer once it is committed in a block (or dropped), with its receipt.
-    Commit,
-}
+use pazar_types::rpc::{RequestError, SubmitMode as Mode};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubmitReq {
-    /// The signed transaction, hex-encoded.
-    tx: String,
-    #[serde(default)]
-    mode: Mode,
-}
-
-fn decode_hex_tx(s: &str) -> Result<Vec<u8>, ApiError> {
-    if s.len() > 2 * pazar_types::tx::MAX_TX_BYTES {
-        return Err(SubmitError::TooLarge(s.len() / 2).into());
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> ApiError {
+        let status = match e {
+            RequestError::TxTooLarge { .. } | RequestError::TooManyTxs => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.code(), e.to_string())
     }
-    hex::decode(s.trim_start_matches("0x")).map_err(|e| ApiError::bad(format!("tx is not hex: {e}")))
 }
 
 async fn submit(AxState(node): AxState<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -226,12 +214,8 @@ async fn submit(AxState(node): AxState<Shared>, headers: HeaderMap, body: Bytes)
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let (bytes, mode) = if is_json {
-        let req: SubmitReq = json_body(&body)?;
-        (decode_hex_tx(&req.tx)?, req.mode)
-    } else {
-        (body.to_vec(), Mode::Sync)
-    };
+    let req = pazar_types::rpc::parse_submit(is_json, &body)?;
+    let (bytes, mode) = (req.tx, req.mode);
     let hash = pazar_types::tx_hash(&bytes);
     let rx = (mode == Mode::Commit).then(|| node.watch(hash));
     let n = node.clone();
@@ -262,24 +246,9 @@ fn outcome_json(hash: Hash32, o: &TxOutcome) -> Value {
     v
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchReq {
-    txs: Vec<String>,
-    #[serde(default)]
-    mode: Mode,
-}
-
 async fn submit_batch(AxState(node): AxState<Shared>, body: Bytes) -> ApiResult {
-    let req: BatchReq = json_body(&body)?;
-    if req.txs.len() > MAX_BATCH_TXS {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!("{} transactions in one batch; at most {MAX_BATCH_TXS}", req.txs.len()),
-        ));
-    }
-    let txs: Vec<Vec<u8>> = req.txs.iter().map(|s| decode_hex_tx(s)).collect::<Result<_, _>>()?;
+    let req = pazar_types::rpc::parse_batch(&body)?;
+    let txs = req.txs;
     let hashes: Vec<Hash32> = txs.iter().map(|t| pazar_types::tx_hash(t)).collect();
     let rxs: Vec<_> = if req.mode == Mode::Commit {
         hashes.iter().map(|h| Some(node.watch(*h))).collect()
@@ -443,7 +412,31 @@ struct ListQ {
     dseq: Option<u64>,
     state: Option<String>,
     limit: Option<usize>,
-    offset: Option<usize>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A page cursor: the hex of the store key (table id ‖ Borsh key) of the last item a page
+/// returned. Opaque to clients; the table id keeps one list's cursor out of another list.
+fn cursor_of<K: borsh::BorshSerialize>(table: u8, key: &K) -> String {
+    hex::encode(store_key(table, key))
+}
+
+fn cursor_key<K: borsh::BorshDeserialize>(table: u8, s: &str) -> Result<K, ApiError> {
+    let bad = || {
+        ApiError::bad(format!(
+            "invalid cursor {s:.80?}: pass the `next` of a previous page of this list"
+        ))
+    };
+    // A key is an address and a few integers; anything longer is not a cursor.
+    if s.len() > 512 {
+        return Err(bad());
+    }
+    let bytes = hex::decode(s).map_err(|_| bad())?;
+    match bytes.split_first() {
+        Some((t, key)) if *t == table => borsh::from_slice(key).map_err(|_| bad()),
+        _ => Err(bad()),
+    }
 }
 
 impl ListQ {
@@ -460,20 +453,51 @@ impl ListQ {
             && self.dseq.is_none_or(|d| id.dseq == d)
     }
 
-    fn page<T>(&self, it: impl Iterator<Item = T>) -> Vec<T> {
-        it.skip(self.offset.unwrap_or(0))
-            .take(self.limit.unwrap_or(100).min(MAX_LIST))
-            .collect()
+    /// One page of `items` (in key order, already filtered): those after the cursor, at most
+    /// `limit` of them (default [`DEFAULT_LIST`], at most [`MAX_LIST`]), each made by `show`,
+    /// and the cursor of the next page when any item remains (`None` only at the end, so a
+    /// list is never cut short silently). Keys are compared, not positions, so items added or
+    /// removed between pages never shift others in or out.
+    fn page<'k, K, T>(
+        &self,
+        table: u8,
+        items: impl Iterator<Item = (&'k K, T)>,
+        show: impl Fn(&K, T) -> Value,
+    ) -> Result<(Vec<Value>, Option<String>), ApiError>
+    where
+        K: Ord + borsh::BorshSerialize + borsh::BorshDeserialize + 'k,
+    {
+        let limit = self.limit.unwrap_or(DEFAULT_LIST);
+        if limit == 0 {
+            return Err(ApiError::bad(format!("limit must be 1 to {MAX_LIST}")));
+        }
+        let limit = limit.min(MAX_LIST);
+        let after: Option<K> = self.cursor.as_deref().map(|c| cursor_key(table, c)).transpose()?;
+        // The ledger's tables are ordered maps read whole, so the start is found by skipping;
+        // a filtered list scans its table anyway.
+        let mut rest = items.skip_while(|(k, _)| after.as_ref().is_some_and(|a| *k <= a));
+        let mut out = Vec::new();
+        let mut last = None;
+        for (k, v) in rest.by_ref().take(limit) {
+            out.push(show(k, v));
+            last = Some(k);
+        }
+        let next = match (rest.next(), last) {
+            (Some(_), Some(k)) => Some(cursor_of(table, k)),
+            _ => None,
+        };
+        Ok((out, next))
     }
 }
 
 async fn providers(AxState(node): AxState<Shared>, Query(q): Query<ListQ>) -> ApiResult {
     let st = node.state();
-    let items = q.page(
-        st.providers()
-            .map(|(a, p)| json!({"owner": a, "provider": p, "load": st.provider_load(a)})),
-    );
-    Ok(Json(json!({"height": st.height, "providers": items})))
+    let (items, next) = q.page(
+        table_id::PROVIDERS,
+        st.providers(),
+        |a, p| json!({"owner": a, "provider": p, "load": st.provider_load(a)}),
+    )?;
+    Ok(Json(json!({"height": st.height, "providers": items, "next": next})))
 }
 
 async fn provider(AxState(node): AxState<Shared>, Path(address): Path<String>, Query(q): Query<ProveQ>) -> ApiResult {
@@ -511,12 +535,16 @@ fn deployment_json(st: &State, id: &DeploymentId) -> Option<Value> {
 async fn deployments(AxState(node): AxState<Shared>, Query(q): Query<ListQ>) -> ApiResult {
     let owner = q.owner()?;
     let st = node.state();
-    let ids: Vec<DeploymentId> = match owner {
-        Some(o) => q.page(st.deployments_of(&o).map(|(id, _)| id.clone())),
-        None => q.page(st.deployments().map(|(id, _)| id.clone())),
+    let show = |id: &DeploymentId, ()| deployment_json(&st, id).unwrap_or(Value::Null);
+    let (items, next) = match owner {
+        Some(o) => q.page(
+            table_id::DEPLOYMENTS,
+            st.deployments_of(&o).map(|(id, _)| (id, ())),
+            show,
+        )?,
+        None => q.page(table_id::DEPLOYMENTS, st.deployments().map(|(id, _)| (id, ())), show)?,
     };
-    let items: Vec<Value> = ids.iter().filter_map(|id| deployment_json(&st, id)).collect();
-    Ok(Json(json!({"height": st.height, "deployments": items})))
+    Ok(Json(json!({"height": st.height, "deployments": items, "next": next})))
 }
 
 async fn deployment(
@@ -554,16 +582,17 @@ async fn orders(AxState(node): AxState<Shared>, Query(q): Query<ListQ>) -> ApiRe
     let owner = q.owner()?;
     let want: Option<OrderState> = q.state.as_deref().map(parse_state).transpose()?;
     let st = node.state();
-    let it = st
-        .orders()
-        .filter(|(id, o)| {
-            owner.is_none_or(|ow| id.owner == ow)
-                && q.dseq.is_none_or(|d| id.dseq == d)
-                && want.is_none_or(|w| o.state == w)
-        })
-        .map(|(id, o)| json!({"id": id, "order": o, "group": st.group(&GroupOf::group_of(id)).map(|g| &g.spec)}));
-    let items = q.page(it);
-    Ok(Json(json!({"height": st.height, "orders": items})))
+    let it = st.orders().filter(|(id, o)| {
+        owner.is_none_or(|ow| id.owner == ow)
+            && q.dseq.is_none_or(|d| id.dseq == d)
+            && want.is_none_or(|w| o.state == w)
+    });
+    let (items, next) = q.page(
+        table_id::ORDERS,
+        it,
+        |id, o| json!({"id": id, "order": o, "group": st.group(&GroupOf::group_of(id)).map(|g| &g.spec)}),
+    )?;
+    Ok(Json(json!({"height": st.height, "orders": items, "next": next})))
 }
 
 trait GroupOf {
@@ -613,10 +642,9 @@ async fn bids(AxState(node): AxState<Shared>, Query(q): Query<ListQ>) -> ApiResu
     let st = node.state();
     let it = st
         .bids()
-        .filter(|(id, b)| q.matches_bid(id, owner, provider) && want.is_none_or(|w| b.state == w))
-        .map(|(id, b)| json!({"id": id, "bid": b}));
-    let items = q.page(it);
-    Ok(Json(json!({"height": st.height, "bids": items})))
+        .filter(|(id, b)| q.matches_bid(id, owner, provider) && want.is_none_or(|w| b.state == w));
+    let (items, next) = q.page(table_id::BIDS, it, |id, b| json!({"id": id, "bid": b}))?;
+    Ok(Json(json!({"height": st.height, "bids": items, "next": next})))
 }
 
 fn bid_id(owner: &str, dseq: &str, gseq: &str, oseq: &str, provider: &str) -> Result<BidId, ApiError> {
@@ -648,10 +676,13 @@ async fn leases(AxState(node): AxState<Shared>, Query(q): Query<ListQ>) -> ApiRe
     let st = node.state();
     let it = st
         .leases()
-        .filter(|(id, l)| q.matches_bid(id, owner, provider) && want.is_none_or(|w| l.state == w))
-        .map(|(id, l)| json!({"id": id, "lease": l, "payment": st.payment(id)}));
-    let items = q.page(it);
-    Ok(Json(json!({"height": st.height, "leases": items})))
+        .filter(|(id, l)| q.matches_bid(id, owner, provider) && want.is_none_or(|w| l.state == w));
+    let (items, next) = q.page(
+        table_id::LEASES,
+        it,
+        |id, l| json!({"id": id, "lease": l, "payment": st.payment(id)}),
+    )?;
+    Ok(Json(json!({"height": st.height, "leases": items, "next": next})))
 }
 
 async fn lease(
@@ -840,5 +871,25 @@ mod tests {
         documented.sort_unstable();
         served.sort_unstable();
         assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn a_cursor_reads_back_only_in_its_own_list() {
+        let id = BidId {
+            owner: Address::Native([1; 20]),
+            dseq: 7,
+            gseq: 1,
+            oseq: 1,
+            provider: Address::Native([2; 20]),
+        };
+        let c = cursor_of(table_id::LEASES, &id);
+        assert_eq!(cursor_key::<BidId>(table_id::LEASES, &c).ok(), Some(id));
+        assert!(
+            cursor_key::<BidId>(table_id::BIDS, &c).is_err(),
+            "another list's cursor"
+        );
+        for junk in ["", "zz", "0b", &"0b".repeat(300)] {
+            assert!(cursor_key::<BidId>(table_id::LEASES, junk).is_err(), "{junk:?}");
+        }
     }
 }

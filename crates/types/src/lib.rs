@@ -10,6 +10,7 @@ pub mod coin;
 pub mod event;
 pub mod keys;
 pub mod market;
+pub mod rpc;
 pub mod tx;
 
 pub use address::{Address, AddressError};

@@ -45,6 +45,10 @@ pub struct Rpc {
 
 /// Largest answer read from the node.
 const MAX_RESPONSE: u64 = 64 << 20;
+/// Items per page [`Rpc::list_all`] asks for: the node's largest page.
+const LIST_PAGE: usize = 1_000;
+/// Pages [`Rpc::list_all`] reads at most (a hundred million items).
+pub const MAX_LIST_PAGES: usize = 100_000;
 
 impl Rpc {
     pub fn new(base: &str) -> Rpc {
@@ -87,6 +91,48 @@ impl Rpc {
     pub fn get(&self, path: &str) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
         self.finish(self.agent.get(&url).call())
+    }
+
+    /// Every item of a paged list query such as `/leases?provider=…&state=active`: asks for
+    /// pages of the node's largest size (or the query's own `limit`), follows each answer's
+    /// `next` cursor, and stops when the node says the list ends (`next` null). `field` names
+    /// the answer's array (`leases`). A node whose cursors do not advance, or that pages on past
+    /// [`MAX_LIST_PAGES`], is an error, never a silently shorter list.
+    pub fn list_all(&self, path: &str, field: &str) -> Result<Vec<Value>, ClientError> {
+        let base = if path.contains("limit=") {
+            path.to_string()
+        } else {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            format!("{path}{sep}limit={LIST_PAGE}")
+        };
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let url = match &cursor {
+                None => base.clone(),
+                Some(c) => format!("{base}{sep}cursor={c}"),
+            };
+            let v = self.get(&url)?;
+            let items = v[field]
+                .as_array()
+                .ok_or_else(|| ClientError::Decode(format!("{path}: the answer has no list {field:?}")))?;
+            out.extend(items.iter().cloned());
+            match &v["next"] {
+                Value::Null => return Ok(out),
+                Value::String(next) if cursor.as_deref() != Some(next.as_str()) && !items.is_empty() => {
+                    cursor = Some(next.clone());
+                }
+                other => {
+                    return Err(ClientError::Decode(format!(
+                        "{path}: the node's next cursor {other} does not advance"
+                    )))
+                }
+            }
+        }
+        Err(ClientError::Decode(format!(
+            "{path}: more than {MAX_LIST_PAGES} pages; the list is not read whole"
+        )))
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {

@@ -73,6 +73,15 @@ pub struct Config {
     pub pricing_script: Option<PathBuf>,
     #[serde(default)]
     pub capacity: Overrides,
+    /// Items per page when the daemon reads a list from the node (leases, bids and orders at
+    /// restore), at most 1,000 (the node's largest page). Every page is read whatever the size;
+    /// small values only make more requests.
+    #[serde(default = "default_list_page")]
+    pub list_page: usize,
+}
+
+fn default_list_page() -> usize {
+    1_000
 }
 
 fn default_listen() -> String {
@@ -271,6 +280,12 @@ pub fn inventory(cfg: &Config, home: &Path) -> Inventory {
 
 impl Daemon {
     pub async fn start(cfg: Config, home: &Path, rpc: Rpc, key: SigningKey) -> Result<Arc<Daemon>, DaemonError> {
+        if !(1..=1_000).contains(&cfg.list_page) {
+            return Err(DaemonError::Config(format!(
+                "list_page is {}; it must be 1 to 1000",
+                cfg.list_page
+            )));
+        }
         if !["docker", "sandbox", "auto"].contains(&cfg.runtime.as_str()) {
             return Err(DaemonError::Config(format!(
                 "runtime {:?} is not known (use \"docker\", \"sandbox\" or \"auto\")",
@@ -372,6 +387,17 @@ impl Daemon {
         })
         .await
         .map_err(node_err)?
+    }
+
+    /// Every item of a paged list query, all pages read (`field` names the answer's list).
+    async fn list(self: &Arc<Self>, path: String, field: &'static str) -> Result<Vec<Value>, DaemonError> {
+        let rpc = self.rpc.clone();
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let path = format!("{path}{sep}limit={}", self.cfg.list_page);
+        tokio::task::spawn_blocking(move || rpc.list_all(&path, field))
+            .await
+            .map_err(node_err)?
+            .map_err(node_err)
     }
 
     async fn get(self: &Arc<Self>, path: String) -> Result<Value, DaemonError> {
@@ -534,16 +560,22 @@ impl Daemon {
     /// Brings runtime and book in line with the ledger after a (re)start: leases still active
     /// are adopted, others removed; open bids keep their reservation; open orders are considered.
     pub async fn restore(self: &Arc<Self>) -> Result<(), DaemonError> {
+        // Every page: a lease missing from the list would have its workload removed below.
         let mine = self
-            .get(format!("/leases?provider={}&state=active&limit=1000", self.address))
+            .list(format!("/leases?provider={}&state=active", self.address), "leases")
             .await?;
         let mut active = BTreeMap::new();
-        for l in mine["leases"].as_array().into_iter().flatten() {
+        for l in &mine {
             if let Ok(id) = serde_json::from_value::<BidId>(l["id"].clone()) {
                 active.insert(LeaseRef::new(id.clone()).name(), id);
             }
         }
-        for acc in self.server.all_accepted() {
+        let (accepted, unreadable) = self.server.accepted_files();
+        for why in unreadable {
+            // Not run: a stored manifest is held to the rules of a received one.
+            self.log(&format!("ignored a stored manifest that fails the checks: {why}"));
+        }
+        for acc in accepted {
             let lease = LeaseRef::new(acc.lease.clone());
             if active.contains_key(&lease.name()) {
                 // A lease that cannot run (its image vanished, say) is reported, not fatal.
@@ -569,8 +601,7 @@ impl Daemon {
                 }
                 self.log(&format!("restored lease {}", lease.label()));
             } else {
-                self.runtime.close(&lease).await?;
-                self.server.forget(&lease);
+                self.server.close_lease(&acc.lease).await?;
                 self.log(&format!("removed workload of ended lease {}", lease.label()));
             }
         }
@@ -578,7 +609,7 @@ impl Daemon {
         for (name, label) in self.runtime.leases().await? {
             if let Ok(id) = label.parse::<BidId>() {
                 if id.provider == self.address && !active.contains_key(&name) {
-                    self.runtime.close(&LeaseRef::new(id)).await?;
+                    self.server.close_lease(&id).await?;
                     self.log(&format!("removed orphaned workload {label}"));
                 }
             }
@@ -590,9 +621,9 @@ impl Daemon {
             }
         }
         let bids = self
-            .get(format!("/bids?provider={}&state=open&limit=1000", self.address))
+            .list(format!("/bids?provider={}&state=open", self.address), "bids")
             .await?;
-        for b in bids["bids"].as_array().into_iter().flatten() {
+        for b in &bids {
             if let Ok(id) = serde_json::from_value::<BidId>(b["id"].clone()) {
                 if let Ok(o) = self
                     .get(format!("/orders/{}/{}/{}/{}", id.owner, id.dseq, id.gseq, id.oseq))
@@ -608,8 +639,8 @@ impl Daemon {
                 }
             }
         }
-        let open = self.get("/orders?state=open&limit=1000".into()).await?;
-        for o in open["orders"].as_array().into_iter().flatten() {
+        let open = self.list("/orders?state=open".into(), "orders").await?;
+        for o in &open {
             if let (Ok(id), Ok(spec)) = (
                 serde_json::from_value::<OrderId>(o["id"].clone()),
                 serde_json::from_value::<GroupSpec>(o["group"].clone()),
@@ -654,15 +685,15 @@ impl Daemon {
             }
             "lease_closed" if mine(&ev["id"]) => {
                 if let Ok(id) = serde_json::from_value::<BidId>(ev["id"].clone()) {
-                    let lease = LeaseRef::new(id.clone());
-                    match self.runtime.close(&lease).await {
+                    // Under the lease's lock: a manifest being deployed right now finishes first
+                    // and is removed here; one that comes later finds the lease closed.
+                    match self.server.close_lease(&id).await {
                         Ok(()) => self.log(&format!(
                             "lease {id} closed ({}): workload removed",
                             ev["reason"].as_str().unwrap_or("")
                         )),
                         Err(e) => self.log(&format!("lease {id} closed but removing its workload failed: {e}")),
                     }
-                    self.server.forget(&lease);
                     if let Ok(mut b) = self.book.lock() {
                         b.lease_ended(&id);
                     }
@@ -769,8 +800,7 @@ impl Daemon {
                     .unwrap_or_default()
             ));
         }
-        let app = self.server.clone().router();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(self.server.clone().serve(listener));
         if matches!(self.runtime.as_ref(), AnyRuntime::Docker(d) if d.evicts()) && self.cfg.storage_check_ms > 0 {
             tokio::spawn(self.clone().police_storage());
         }

@@ -670,13 +670,13 @@ mod tests {
         })
     }
 
-    fn group(accept: &str) -> Group {
+    fn group(accept: &str) -> pazar_sdl::ValidGroup {
         let sdl = format!(
             "version: \"2.0\"\nservices:\n  web:\n    image: x\n    expose:\n      - port: 8080\n        as: 80\n        accept: [{accept}]\n        to: [{{global: true}}]\n      - port: 8443\n        as: 443\n        accept: [{accept}]\n        to: [{{global: true}}]\n      - port: 9000\n        to: [{{global: true}}]\n      - port: 9443\n        as: 443\nprofiles:\n  compute:\n    web: {{resources: {{cpu: {{units: 1}}, memory: {{size: 1Gi}}, storage: {{size: 1Gi}}}}}}\n  placement:\n    dc: {{pricing: {{web: {{denom: uusd, amount: 1}}}}}}\ndeployment:\n  web: {{dc: {{profile: web, count: 2}}}}\n"
         );
         let opts = pazar_sdl::Options::new(Denom::new("upzr").expect("denom"), Denom::new("uusd").expect("denom"));
         let d = pazar_sdl::parse(sdl.as_bytes(), &opts).expect("valid sdl");
-        d.manifest.groups.into_iter().next().expect("group")
+        pazar_sdl::ValidGroup::new(d.manifest.groups.into_iter().next().expect("group")).expect("valid group")
     }
 
     #[test]

@@ -1,11 +1,25 @@
 //! The provider's tenant endpoint, served over pinned TLS: the manifest of a lease, its status
-//! and its logs. Every request must be signed by the deployment owner (see
-//! `pazar_types::auth`), be fresh and not replayed, and name an active lease of this provider;
-//! a manifest must hash to the deployment version on the ledger and match the leased group.
-//! Every refusal is a JSON error with a code and a sentence saying exactly why.
+//! and its logs. Every refusal is a JSON error with a code and a sentence saying exactly why.
+//!
+//! What a request must prove, in order (cheapest first, and nothing is remembered for a request
+//! that has not proved everything): the whole request (method, path, query and body) is signed
+//! (`pazar_types::auth`) within the freshness window; the signer is the owner named in the
+//! path; the ledger has that lease with this provider, active; the nonce was not seen. Only then
+//! is the nonce remembered, so a stranger can neither burn a tenant's nonces nor fill the store.
+//!
+//! A manifest is then parsed at the boundary ([`ValidManifest::decode`]: bounded, no unknown
+//! fields, every name and value held to the SDL's rules), must hash to the deployment version on
+//! the ledger, and its group must fit the lease ([`check_against_lease`]): no more replicas and
+//! no other resources than were leased. Deploying and closing a lease take the lease's lock, and
+//! a deploy checks the ledger again under it, so a manifest racing the lease's close never
+//! leaves a workload behind.
+//!
+//! Everything a client can hold is bounded ([`limits`]): connections, the time to send headers
+//! and the body, the body's size, log streams, and blocking ledger reads.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::{Body, Bytes};
@@ -15,10 +29,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use pazar_sdl::manifest::{Group, Manifest};
+use pazar_sdl::manifest::ManifestError;
+use pazar_sdl::{ValidGroup, ValidManifest};
 use pazar_types::auth::{RequestAuth, RequestScope, AUTH_HEADER, MAX_SKEW_MS};
 use pazar_types::market::{BidId, GroupSpec};
 use pazar_types::{Address, Hash32};
@@ -26,7 +43,41 @@ use pazar_types::{Address, Hash32};
 use crate::runtime::{LeaseRef, Runtime, RuntimeError};
 
 /// Largest manifest accepted.
-pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
+pub const MAX_MANIFEST_BYTES: usize = pazar_sdl::manifest::limits::MAX_MANIFEST_BYTES;
+
+/// Bounds of the tenant endpoint.
+pub mod limits {
+    use std::time::Duration;
+
+    /// Connections open at once, all clients together.
+    pub const MAX_CONNECTIONS: usize = 512;
+    /// Connections open at once from one IP address.
+    pub const MAX_CONNECTIONS_PER_IP: usize = 64;
+    /// Time a client has to send a request's whole header; also the longest an idle keep-alive
+    /// connection is kept. (The TLS handshake has its own 10 s, in `tls::TlsListener`.)
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Largest request head, in bytes.
+    pub const MAX_HEADER_BYTES: usize = 64 << 10;
+    /// Time a client has to send a request's whole body.
+    pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Log streams open at once, all leases together.
+    pub const MAX_LOG_STREAMS: usize = 64;
+    /// Log streams open at once for one lease.
+    pub const MAX_LOG_STREAMS_PER_LEASE: usize = 4;
+    /// Ledger reads in flight at once (each holds a thread of the blocking pool).
+    pub const MAX_LEDGER_READS: usize = 16;
+    /// Nonces remembered at once, all signers together: one per request accepted within the
+    /// freshness window (two minutes), so about 1,600 accepted requests a second.
+    pub const MAX_NONCES: usize = 200_000;
+    /// Nonces remembered at once for one signer (about 80 requests a second).
+    pub const MAX_NONCES_PER_SIGNER: usize = 10_000;
+    /// Lines of a log's tail one request may ask for.
+    pub const MAX_LOG_TAIL: usize = 10_000;
+
+    const _: () = assert!(MAX_LOG_STREAMS_PER_LEASE <= MAX_LOG_STREAMS);
+    const _: () = assert!(MAX_NONCES_PER_SIGNER <= MAX_NONCES);
+    const _: () = assert!(MAX_CONNECTIONS_PER_IP <= MAX_CONNECTIONS);
+}
 
 /// A refusal: HTTP status, stable code, and the reason in words.
 #[derive(Debug)]
@@ -65,6 +116,13 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, "runtime"),
         };
         ApiError::new(status, code, e.to_string())
+    }
+}
+
+fn bad_manifest(e: ManifestError) -> ApiError {
+    match e {
+        ManifestError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
+        e => ApiError::new(StatusCode::BAD_REQUEST, "bad_manifest", e.to_string()),
     }
 }
 
@@ -121,32 +179,158 @@ impl Chain for RpcChain {
     }
 }
 
-/// Nonces seen within the freshness window (bounded: the oldest are forgotten first, and a
-/// forgotten nonce is also outside the window).
+/// Why a nonce was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NonceRefusal {
+    /// Seen within the window: the request is a replay.
+    Replay,
+    /// This signer has [`limits::MAX_NONCES_PER_SIGNER`] requests in the window.
+    SignerBusy,
+    /// The store holds [`limits::MAX_NONCES`] requests of the window.
+    Full,
+}
+
+/// The nonces of accepted requests, each kept until its request's time leaves the freshness
+/// window (after which the request is refused as stale anyway), and never forgotten before:
+/// when the store is full, new requests wait (they are refused with "busy") instead of old
+/// nonces being dropped, which would open their requests to replay.
+#[derive(Default)]
 struct Nonces {
-    seen: BTreeMap<[u8; 16], u64>,
-    order: VecDeque<([u8; 16], u64)>,
+    /// (signer, nonce) → the time (ms) its request goes stale.
+    seen: BTreeMap<(Address, [u8; 16]), u64>,
+    by_expiry: BTreeSet<(u64, Address, [u8; 16])>,
+    per_signer: BTreeMap<Address, usize>,
 }
 
 impl Nonces {
-    const MAX: usize = 100_000;
-
-    fn check_and_insert(&mut self, nonce: [u8; 16], time_ms: u64, now_ms: u64) -> bool {
-        while let Some((n, t)) = self.order.front().copied() {
-            if self.order.len() > Self::MAX || now_ms.saturating_sub(t) > 2 * MAX_SKEW_MS {
-                self.order.pop_front();
-                self.seen.remove(&n);
-            } else {
+    fn expire(&mut self, now_ms: u64) {
+        while let Some(&(at, signer, nonce)) = self.by_expiry.first() {
+            if at >= now_ms {
                 break;
             }
+            self.by_expiry.pop_first();
+            self.seen.remove(&(signer, nonce));
+            if let Some(n) = self.per_signer.get_mut(&signer) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_signer.remove(&signer);
+                }
+            }
         }
-        if self.seen.contains_key(&nonce) {
-            return false;
-        }
-        self.seen.insert(nonce, time_ms);
-        self.order.push_back((nonce, now_ms));
-        true
     }
+
+    fn seen(&self, signer: Address, nonce: [u8; 16]) -> bool {
+        self.seen.contains_key(&(signer, nonce))
+    }
+
+    /// Remembers the nonce of an accepted request whose time is `time_ms`.
+    fn remember(&mut self, signer: Address, nonce: [u8; 16], time_ms: u64, now_ms: u64) -> Result<(), NonceRefusal> {
+        self.expire(now_ms);
+        if self.seen(signer, nonce) {
+            return Err(NonceRefusal::Replay);
+        }
+        if self.per_signer.get(&signer).copied().unwrap_or(0) >= limits::MAX_NONCES_PER_SIGNER {
+            return Err(NonceRefusal::SignerBusy);
+        }
+        if self.seen.len() >= limits::MAX_NONCES {
+            return Err(NonceRefusal::Full);
+        }
+        let stale_at = time_ms.saturating_add(MAX_SKEW_MS);
+        self.seen.insert((signer, nonce), stale_at);
+        self.by_expiry.insert((stale_at, signer, nonce));
+        *self.per_signer.entry(signer).or_insert(0) += 1;
+        debug_assert_eq!(self.seen.len(), self.by_expiry.len());
+        Ok(())
+    }
+}
+
+/// One lock per lease, held while its workload is deployed or closed; entries exist only while
+/// someone holds or waits for them.
+#[derive(Default)]
+struct LeaseLocks {
+    map: Mutex<BTreeMap<BidId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+struct LeaseGuard<'a> {
+    locks: &'a LeaseLocks,
+    id: BidId,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl LeaseLocks {
+    async fn lock(&self, id: &BidId) -> LeaseGuard<'_> {
+        let m = {
+            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(id.clone()).or_default().clone()
+        };
+        let guard = m.lock_owned().await;
+        LeaseGuard {
+            locks: self,
+            id: id.clone(),
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.locks.map.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map holds it: nobody waits, so the entry goes.
+        if map.get(&self.id).is_some_and(|m| Arc::strong_count(m) == 1) {
+            map.remove(&self.id);
+        }
+    }
+}
+
+/// Log streams open, in all and per lease.
+#[derive(Default)]
+struct Streams {
+    total: usize,
+    per_lease: BTreeMap<BidId, usize>,
+}
+
+/// One open log stream; frees its place when dropped (when the response body is dropped).
+struct StreamSlot {
+    book: Arc<Mutex<Streams>>,
+    id: BidId,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut b = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        b.total -= 1;
+        if let Some(n) = b.per_lease.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                b.per_lease.remove(&self.id);
+            }
+        }
+    }
+}
+
+fn take_stream(book: &Arc<Mutex<Streams>>, id: &BidId) -> Result<StreamSlot, ApiError> {
+    let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
+    let busy = |m: String| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams", m);
+    if b.total >= limits::MAX_LOG_STREAMS {
+        return Err(busy(format!(
+            "the provider serves {} log streams already; close one or retry later",
+            limits::MAX_LOG_STREAMS
+        )));
+    }
+    let n = b.per_lease.entry(id.clone()).or_insert(0);
+    if *n >= limits::MAX_LOG_STREAMS_PER_LEASE {
+        return Err(busy(format!(
+            "lease {id} has {} log streams open already; close one first",
+            limits::MAX_LOG_STREAMS_PER_LEASE
+        )));
+    }
+    *n += 1;
+    b.total += 1;
+    Ok(StreamSlot {
+        book: book.clone(),
+        id: id.clone(),
+    })
 }
 
 /// The server's shared state.
@@ -166,6 +350,10 @@ pub struct LeaseServer<R: Runtime> {
     /// Checking a manifest's hosts and keeping it are one step (two leases cannot both take a
     /// free host).
     accepting: Mutex<()>,
+    /// Deploy and close of one lease exclude each other.
+    lifecycle: LeaseLocks,
+    streams: Arc<Mutex<Streams>>,
+    ledger_reads: tokio::sync::Semaphore,
 }
 
 pub fn now_ms() -> u64 {
@@ -174,11 +362,35 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A stored, accepted manifest group of a lease.
+/// A stored, accepted manifest group of a lease. Read back through the same checks as a
+/// received one ([`ValidGroup`] checks when it is deserialized).
 #[derive(Debug, Clone, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Accepted {
     pub lease: BidId,
-    pub group: Group,
+    pub group: ValidGroup,
+}
+
+/// Largest accepted-manifest file read back: a group is smaller than the manifest it came in.
+const MAX_ACCEPTED_FILE: u64 = MAX_MANIFEST_BYTES as u64 + 4096;
+
+/// Reads one accepted-manifest file, bounded and checked; the reason otherwise.
+fn read_accepted(path: &Path) -> Result<Accepted, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    f.take(MAX_ACCEPTED_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_ACCEPTED_FILE {
+        return Err(format!("larger than {MAX_ACCEPTED_FILE} bytes"));
+    }
+    let acc: Accepted = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let name = LeaseRef::new(acc.lease.clone()).name();
+    if path.file_stem().and_then(|s| s.to_str()) != Some(name.as_str()) {
+        return Err(format!("holds lease {}, whose file is {name}.json", acc.lease));
+    }
+    Ok(acc)
 }
 
 impl<R: Runtime + 'static> LeaseServer<R> {
@@ -197,13 +409,13 @@ impl<R: Runtime + 'static> LeaseServer<R> {
             chain,
             runtime,
             dir,
-            nonces: Mutex::new(Nonces {
-                seen: BTreeMap::new(),
-                order: VecDeque::new(),
-            }),
+            nonces: Mutex::new(Nonces::default()),
             clock: now_ms,
             ingress: OnceLock::new(),
             accepting: Mutex::new(()),
+            lifecycle: LeaseLocks::default(),
+            streams: Arc::new(Mutex::new(Streams::default())),
+            ledger_reads: tokio::sync::Semaphore::new(limits::MAX_LEDGER_READS),
         }
     }
 
@@ -224,35 +436,110 @@ impl<R: Runtime + 'static> LeaseServer<R> {
             .with_state(self)
     }
 
+    /// Serves the endpoint on `listener` (the daemon's [`crate::tls::TlsListener`]) within
+    /// [`limits`]: connections are tasks, never threads; over a connection limit a connection
+    /// is closed at once, costing one `accept`; headers must arrive within
+    /// [`limits::HEADER_TIMEOUT`], which also ends idle keep-alive connections.
+    pub async fn serve<L>(self: Arc<Self>, mut listener: L)
+    where
+        L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    {
+        let router = self.router();
+        let book = Arc::new(Mutex::new(Connections::default()));
+        loop {
+            let (io, addr) = listener.accept().await;
+            let Some(slot) = take_connection(&book, addr.ip().to_canonical()) else {
+                drop(io);
+                continue;
+            };
+            let service = TowerToHyperService::new(router.clone());
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits::HEADER_TIMEOUT)
+                .max_buf_size(limits::MAX_HEADER_BYTES);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            tokio::spawn(async move {
+                let _slot = slot;
+                let _ = conn.await;
+            });
+        }
+    }
+
     fn accepted_path(&self, lease: &LeaseRef) -> PathBuf {
         self.dir.join(format!("{}.json", lease.name()))
     }
 
     pub fn accepted(&self, lease: &LeaseRef) -> Option<Accepted> {
-        let bytes = std::fs::read(self.accepted_path(lease)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        read_accepted(&self.accepted_path(lease)).ok()
     }
 
-    /// Every accepted manifest on disk (what a restarted daemon restores).
-    pub fn all_accepted(&self) -> Vec<Accepted> {
+    /// Every accepted manifest on disk that passes the checks, and a sentence for each file
+    /// that does not (what a restarted daemon restores, and what it reports).
+    pub fn accepted_files(&self) -> (Vec<Accepted>, Vec<String>) {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
-            return vec![];
+            return (vec![], vec![]);
         };
-        rd.filter_map(|e| std::fs::read(e.ok()?.path()).ok())
-            .filter_map(|b| serde_json::from_slice(&b).ok())
-            .collect()
+        let (mut ok, mut bad) = (Vec::new(), Vec::new());
+        for e in rd.flatten() {
+            let path = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            // Temporary files of an interrupted atomic write start with a dot.
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            match read_accepted(&path) {
+                Ok(a) => ok.push(a),
+                Err(why) => bad.push(format!("{}: {why}", path.display())),
+            }
+        }
+        (ok, bad)
+    }
+
+    /// Every accepted manifest on disk that passes the checks.
+    pub fn all_accepted(&self) -> Vec<Accepted> {
+        self.accepted_files().0
     }
 
     pub fn forget(&self, lease: &LeaseRef) {
         let _ = std::fs::remove_file(self.accepted_path(lease));
     }
 
+    /// Removes the lease's workload and its accepted manifest, under the lease's lock: a deploy
+    /// in progress finishes first and is then removed; one that comes later finds the lease
+    /// closed on the ledger and is refused.
+    pub async fn close_lease(&self, id: &BidId) -> Result<(), RuntimeError> {
+        let _one = self.lifecycle.lock(id).await;
+        let lease = LeaseRef::new(id.clone());
+        let r = self.runtime.close(&lease).await;
+        self.forget(&lease);
+        r
+    }
+
+    /// Reads the ledger's facts about a lease from the blocking pool, at most
+    /// [`limits::MAX_LEDGER_READS`] at once.
+    async fn ledger_lease(&self, id: &BidId) -> Result<Option<LeaseFacts>, ApiError> {
+        let _read = self
+            .ledger_reads
+            .acquire()
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        let chain = self.chain.clone();
+        let lid = id.clone();
+        tokio::task::spawn_blocking(move || chain.lease(&lid))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "chain", format!("cannot read the ledger: {e}")))
+    }
+
     /// Authenticates the request and checks it names an active lease of this provider owned by
-    /// the signer. Returns the lease and what the ledger says of it.
+    /// the signer; only then is its nonce remembered. `target` is the request's path and query,
+    /// as signed. Returns the lease and what the ledger says of it.
     async fn authorize(
         self: &Arc<Self>,
         method: &Method,
-        path: &str,
+        target: &str,
         headers: &HeaderMap,
         body: &[u8],
         ids: (String, String, String, String),
@@ -280,25 +567,14 @@ impl<R: Runtime + 'static> LeaseServer<R> {
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| unauth(pazar_types::auth::AuthError::Missing.to_string()))?;
         let auth = RequestAuth::from_header(header).map_err(|e| unauth(e.to_string()))?;
-        let now = (self.clock)();
         let scope = RequestScope {
             chain_id: &self.chain_id,
             provider: &self.provider,
             method: method.as_str(),
-            path,
+            path: target,
             body,
         };
-        auth.verify(&scope, now).map_err(|e| unauth(e.to_string()))?;
-        let fresh = self
-            .nonces
-            .lock()
-            .map(|mut n| n.check_and_insert(auth.nonce, auth.time_ms, now))
-            .unwrap_or(false);
-        if !fresh {
-            return Err(unauth(
-                "this request was already received (replay refused); sign a new one".into(),
-            ));
-        }
+        auth.verify(&scope, (self.clock)()).map_err(|e| unauth(e.to_string()))?;
         if auth.signer != id.owner {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -309,19 +585,23 @@ impl<R: Runtime + 'static> LeaseServer<R> {
                 ),
             ));
         }
-        let chain = self.chain.clone();
-        let lid = id.clone();
-        let facts = tokio::task::spawn_blocking(move || chain.lease(&lid))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "chain", format!("cannot read the ledger: {e}")))?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "no_lease",
-                    format!("no lease {id} with this provider on the ledger"),
-                )
-            })?;
+        let replay = || unauth("this request was already received (replay refused); sign a new one".into());
+        // A replay is refused before it costs a ledger read; the nonce is taken only below.
+        if self
+            .nonces
+            .lock()
+            .map(|n| n.seen(auth.signer, auth.nonce))
+            .unwrap_or(true)
+        {
+            return Err(replay());
+        }
+        let facts = self.ledger_lease(&id).await?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_lease",
+                format!("no lease {id} with this provider on the ledger"),
+            )
+        })?;
         if !facts.active {
             return Err(ApiError::new(
                 StatusCode::GONE,
@@ -329,32 +609,169 @@ impl<R: Runtime + 'static> LeaseServer<R> {
                 format!("lease {id} is closed"),
             ));
         }
-        Ok((id, facts))
+        let taken = self
+            .nonces
+            .lock()
+            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the nonce store is poisoned"))?
+            .remember(auth.signer, auth.nonce, auth.time_ms, (self.clock)());
+        match taken {
+            Ok(()) => Ok((id, facts)),
+            Err(NonceRefusal::Replay) => Err(replay()),
+            Err(NonceRefusal::SignerBusy) => Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                format!(
+                    "{} sent {} requests within {} s; wait and retry",
+                    auth.signer,
+                    limits::MAX_NONCES_PER_SIGNER,
+                    2 * MAX_SKEW_MS / 1000
+                ),
+            )),
+            Err(NonceRefusal::Full) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the provider is answering too many requests; retry in a minute",
+            )),
+        }
+    }
+
+    /// Runs `group` for the lease, under the lease's lock and only if the ledger still says the
+    /// lease is active once the lock is held (a close that came first has then removed what it
+    /// could, and the lease is closed on the ledger; a close that comes later waits and removes
+    /// this deploy's workload).
+    async fn deploy_locked(&self, id: &BidId, group: ValidGroup) -> Result<LeaseRef, ApiError> {
+        let _one = self.lifecycle.lock(id).await;
+        let still = self.ledger_lease(id).await?;
+        if !still.is_some_and(|f| f.active) {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "lease_closed",
+                format!("lease {id} closed while its manifest was checked; nothing was started"),
+            ));
+        }
+        let lease = LeaseRef::new(id.clone());
+        let accepted = Accepted {
+            lease: id.clone(),
+            group,
+        };
+        {
+            let _one = self.accepting.lock().map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage",
+                    "the manifest store is poisoned",
+                )
+            })?;
+            if let Some((domain, _, _)) = self.ingress.get() {
+                crate::ingress::check_hosts(&lease, &accepted.group, &self.all_accepted(), domain)
+                    .map_err(|m| ApiError::new(StatusCode::CONFLICT, "host_taken", m))?;
+            }
+            let bytes = serde_json::to_vec(&accepted)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
+            std::fs::create_dir_all(&self.dir)
+                .and_then(|()| pazar_client::files::write_atomic(&self.accepted_path(&lease), &bytes, 0o600))
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "storage",
+                        format!("cannot keep the manifest: {e}"),
+                    )
+                })?;
+        }
+        self.runtime.deploy(&lease, &accepted.group).await?;
+        Ok(lease)
     }
 }
 
-/// Checks that the manifest's group for this lease is what the ledger leased: every service
-/// runs on a unit of the group with exactly that unit's resources, and every unit is used.
-pub fn check_against_group(m: &Group, spec: &GroupSpec) -> Result<(), String> {
-    for s in &m.services {
+/// Open connections, in all and per client address.
+#[derive(Default)]
+struct Connections {
+    total: usize,
+    per_ip: BTreeMap<IpAddr, usize>,
+}
+
+struct ConnectionSlot {
+    book: Arc<Mutex<Connections>>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut b = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        b.total -= 1;
+        if let Some(n) = b.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                b.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn take_connection(book: &Arc<Mutex<Connections>>, ip: IpAddr) -> Option<ConnectionSlot> {
+    let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
+    if b.total >= limits::MAX_CONNECTIONS {
+        return None;
+    }
+    let n = b.per_ip.entry(ip).or_insert(0);
+    if *n >= limits::MAX_CONNECTIONS_PER_IP {
+        return None;
+    }
+    *n += 1;
+    b.total += 1;
+    Some(ConnectionSlot { book: book.clone(), ip })
+}
+
+/// Checks that a manifest's group is within what the ledger leased, and nothing more: every
+/// service runs on a unit of the group with exactly that unit's resources, the replicas of the
+/// services on a unit add up to at most the unit's count, and every unit is used.
+pub fn check_against_lease(g: &ValidGroup, spec: &GroupSpec) -> Result<(), String> {
+    if g.name != spec.name {
+        return Err(format!(
+            "the manifest's group is {:?}, the lease's is {:?}",
+            g.name, spec.name
+        ));
+    }
+    let mut replicas: BTreeMap<u32, u64> = BTreeMap::new();
+    for s in &g.services {
         let unit = spec.resources.iter().find(|u| u.id == s.resource_id).ok_or_else(|| {
             format!(
-                "service {} names resource unit {}, which the group does not have",
+                "service {} names resource unit {}, which the lease does not have",
                 s.name, s.resource_id
             )
         })?;
         if unit.resources != s.resources {
+            let r = (&s.resources, &unit.resources);
+            let what = if r.0.cpu_millis != r.1.cpu_millis {
+                "CPU"
+            } else if r.0.memory_bytes != r.1.memory_bytes {
+                "memory"
+            } else if r.0.storage != r.1.storage {
+                "storage"
+            } else if r.0.gpu != r.1.gpu {
+                "GPUs"
+            } else {
+                "endpoints"
+            };
             return Err(format!(
-                "service {} asks for other resources than unit {} of the lease",
+                "service {} asks for other {what} than resource unit {} of the lease",
                 s.name, unit.id
             ));
         }
+        *replicas.entry(s.resource_id).or_insert(0) += u64::from(s.count);
     }
     for u in &spec.resources {
-        if !m.services.iter().any(|s| s.resource_id == u.id) {
+        let n = replicas.get(&u.id).copied().unwrap_or(0);
+        if n == 0 {
             return Err(format!(
                 "resource unit {} of the lease has no service in the manifest",
                 u.id
+            ));
+        }
+        if n > u64::from(u.count) {
+            return Err(format!(
+                "the services on resource unit {} ask for {n} replicas; the lease has {}",
+                u.id, u.count
             ));
         }
     }
@@ -364,8 +781,33 @@ pub fn check_against_group(m: &Group, spec: &GroupSpec) -> Result<(), String> {
 type Srv<R> = AxState<Arc<LeaseServer<R>>>;
 type LeasePath = AxPath<(String, String, String, String)>;
 
+/// The request target as signed: path and query.
+fn target(uri: &axum::http::Uri) -> &str {
+    uri.path_and_query().map_or(uri.path(), |pq| pq.as_str())
+}
+
 async fn provider_status<R: Runtime + 'static>(AxState(s): Srv<R>) -> Json<Value> {
     Json(json!({"provider": s.provider, "chain_id": s.chain_id}))
+}
+
+/// Reads a request body of at most `max` bytes within [`limits::BODY_TIMEOUT`].
+async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(limits::BODY_TIMEOUT, axum::body::to_bytes(body, max)).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "slow_body",
+            format!(
+                "the body did not arrive within {} s",
+                limits::BODY_TIMEOUT.as_secs()
+            ),
+        )),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is unreadable or larger than {max} bytes: {e}"),
+        )),
+        Ok(Ok(b)) => Ok(b),
+    }
 }
 
 async fn put_manifest<R: Runtime + 'static>(
@@ -374,23 +816,11 @@ async fn put_manifest<R: Runtime + 'static>(
     method: Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    if body.len() > MAX_MANIFEST_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("manifest is {} bytes; at most {MAX_MANIFEST_BYTES}", body.len()),
-        ));
-    }
-    let (id, facts) = s.authorize(&method, uri.path(), &headers, &body, ids).await?;
-    let manifest: Manifest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_manifest",
-            format!("manifest is not valid JSON: {e}"),
-        )
-    })?;
+    let body = read_body(body, MAX_MANIFEST_BYTES).await?;
+    let (id, facts) = s.authorize(&method, target(&uri), &headers, &body, ids).await?;
+    let manifest = ValidManifest::decode(&body).map_err(bad_manifest)?;
     let got = manifest.version();
     if got != facts.version {
         return Err(ApiError::new(
@@ -403,44 +833,16 @@ async fn put_manifest<R: Runtime + 'static>(
             ),
         ));
     }
-    let group = manifest.group(&facts.group.name).cloned().ok_or_else(|| {
+    let group = manifest.group(&facts.group.name).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_manifest",
             format!("manifest has no group {:?}", facts.group.name),
         )
     })?;
-    check_against_group(&group, &facts.group).map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_manifest", m))?;
-    let lease = LeaseRef::new(id.clone());
-    let accepted = Accepted { lease: id, group };
-    {
-        let _one = s.accepting.lock().map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage",
-                "the manifest store is poisoned",
-            )
-        })?;
-        if let Some((domain, _, _)) = s.ingress.get() {
-            crate::ingress::check_hosts(&lease, &accepted.group, &s.all_accepted(), domain)
-                .map_err(|m| ApiError::new(StatusCode::CONFLICT, "host_taken", m))?;
-        }
-        std::fs::create_dir_all(&s.dir)
-            .and_then(|_| {
-                std::fs::write(
-                    s.accepted_path(&lease),
-                    serde_json::to_vec(&accepted).unwrap_or_default(),
-                )
-            })
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage",
-                    format!("cannot keep the manifest: {e}"),
-                )
-            })?;
-    }
-    s.runtime.deploy(&lease, &accepted.group).await?;
+    check_against_lease(&group, &facts.group)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "not_leased", format!("{m}; nothing was started")))?;
+    let lease = s.deploy_locked(&id, group).await?;
     Ok(Json(json!({"lease": lease.label(), "status": "deployed"})))
 }
 
@@ -451,7 +853,7 @@ async fn lease_status<R: Runtime + 'static>(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let (id, _) = s.authorize(&method, uri.path(), &headers, b"", ids).await?;
+    let (id, _) = s.authorize(&method, target(&uri), &headers, b"", ids).await?;
     let lease = LeaseRef::new(id);
     let acc = s.accepted(&lease).ok_or_else(|| {
         ApiError::new(
@@ -497,6 +899,7 @@ async fn lease_status<R: Runtime + 'static>(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LogsQ {
     service: Option<String>,
     tail: Option<usize>,
@@ -511,19 +914,30 @@ async fn lease_logs<R: Runtime + 'static>(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (id, _) = s.authorize(&method, uri.path(), &headers, b"", ids).await?;
+    if let Some(svc) = &q.service {
+        if !pazar_sdl::names::is_service_name(svc) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_service",
+                format!("{:?} is not a service name", pazar_sdl::names::shorten(svc)),
+            ));
+        }
+    }
+    let (id, _) = s.authorize(&method, target(&uri), &headers, b"", ids).await?;
+    let slot = take_stream(&s.streams, &id)?;
     let lease = LeaseRef::new(id);
     let stream = s
         .runtime
         .logs(
             &lease,
             q.service.as_deref(),
-            q.tail.unwrap_or(100).min(10_000),
+            q.tail.unwrap_or(100).min(limits::MAX_LOG_TAIL),
             q.follow.unwrap_or(false),
         )
         .await?;
-    // One JSON object per line, flushed as lines arrive.
-    let body = stream.map(|item| {
+    // One JSON object per line, flushed as lines arrive. The slot lives as long as the body.
+    let body = stream.map(move |item| {
+        let _open = &slot;
         let line = match item {
             Ok(l) => serde_json::to_string(&l).unwrap_or_default(),
             Err(e) => json!({"error": e.to_string()}).to_string(),
@@ -531,4 +945,91 @@ async fn lease_logs<R: Runtime + 'static>(
         Ok::<_, std::convert::Infallible>(Bytes::from(line + "\n"))
     });
     Ok(([("content-type", "application/x-ndjson")], Body::from_stream(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer(n: u8) -> Address {
+        Address::Native([n; 20])
+    }
+
+    #[test]
+    fn a_nonce_is_refused_again_until_its_request_is_stale_and_the_store_never_forgets_early() {
+        let mut n = Nonces::default();
+        let t = 1_000_000;
+        assert_eq!(n.remember(signer(1), [1; 16], t, t), Ok(()));
+        assert_eq!(n.remember(signer(1), [1; 16], t, t + 1), Err(NonceRefusal::Replay));
+        // Another signer's equal nonce is another request.
+        assert_eq!(n.remember(signer(2), [1; 16], t, t + 1), Ok(()));
+        // Still remembered at the last moment the request is fresh, forgotten after.
+        assert_eq!(
+            n.remember(signer(1), [1; 16], t, t + MAX_SKEW_MS),
+            Err(NonceRefusal::Replay)
+        );
+        assert_eq!(n.remember(signer(3), [9; 16], t + MAX_SKEW_MS + 1, t + MAX_SKEW_MS + 1), Ok(()));
+        assert!(!n.seen(signer(1), [1; 16]), "stale: the signature check refuses it now");
+        assert_eq!(n.seen.len(), 1);
+        assert_eq!(n.per_signer.get(&signer(1)), None);
+    }
+
+    #[test]
+    fn one_signer_cannot_fill_the_nonce_store() {
+        let mut n = Nonces::default();
+        let t = 1_000_000;
+        for i in 0..limits::MAX_NONCES_PER_SIGNER as u64 {
+            let mut nonce = [0u8; 16];
+            nonce[..8].copy_from_slice(&i.to_le_bytes());
+            n.remember(signer(1), nonce, t, t).expect("within the signer's share");
+        }
+        assert_eq!(n.remember(signer(1), [0xff; 16], t, t), Err(NonceRefusal::SignerBusy));
+        assert_eq!(n.remember(signer(2), [0xff; 16], t, t), Ok(()), "others are served");
+        // Once the window passes, the signer is served again.
+        let later = t + MAX_SKEW_MS + 1;
+        assert_eq!(n.remember(signer(1), [0xff; 16], later, later), Ok(()));
+    }
+
+    #[test]
+    fn log_streams_are_bounded_per_lease_and_in_all_and_freed_on_drop() {
+        let book = Arc::new(Mutex::new(Streams::default()));
+        let lease = |d: u64| BidId {
+            owner: signer(1),
+            dseq: d,
+            gseq: 1,
+            oseq: 1,
+            provider: signer(9),
+        };
+        let mut held: Vec<StreamSlot> = (0..limits::MAX_LOG_STREAMS_PER_LEASE)
+            .map(|_| take_stream(&book, &lease(0)).expect("within the lease's share"))
+            .collect();
+        let e = take_stream(&book, &lease(0)).err().expect("per lease");
+        assert_eq!(e.code, "too_many_streams");
+        held.pop();
+        held.push(take_stream(&book, &lease(0)).expect("a closed stream frees its place"));
+        let mut others = Vec::new();
+        let mut d = 1;
+        while others.len() + limits::MAX_LOG_STREAMS_PER_LEASE < limits::MAX_LOG_STREAMS {
+            others.push(take_stream(&book, &lease(d)).expect("within the total"));
+            if others.len() % limits::MAX_LOG_STREAMS_PER_LEASE == 0 {
+                d += 1;
+            }
+        }
+        assert!(take_stream(&book, &lease(999)).is_err(), "the total bound");
+        drop(others);
+        drop(held);
+        assert_eq!(book.lock().expect("book").total, 0);
+    }
+
+    #[test]
+    fn connections_are_bounded_in_all_and_per_address() {
+        let book = Arc::new(Mutex::new(Connections::default()));
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let held: Vec<_> = (0..limits::MAX_CONNECTIONS_PER_IP)
+            .map(|_| take_connection(&book, a).expect("slot"))
+            .collect();
+        assert!(take_connection(&book, a).is_none(), "per address");
+        drop(held);
+        assert!(take_connection(&book, a).is_some(), "freed on drop");
+    }
 }

@@ -49,7 +49,7 @@ deployment:
     )
 }
 
-fn group(image: &str) -> pazar_sdl::manifest::Group {
+fn group(image: &str) -> pazar_sdl::ValidGroup {
     common::group(&sdl(image))
 }
 

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{docker, exec, lease, IMAGE};
-use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_provider::runtime::docker::DockerRuntime;
 use pazar_provider::runtime::{LeaseRef, Runtime};
 
-fn group() -> pazar_sdl::manifest::Group {
+fn group() -> pazar_sdl::ValidGroup {
     let sdl = format!(
         r#"
 version: "2.0"
@@ -47,7 +47,7 @@ async fn addresses(rt: &DockerRuntime, l: &LeaseRef) -> (String, String) {
     (n.ip_address.clone().expect("ip"), n.gateway.clone().expect("gateway"))
 }
 
-async fn wait_running(rt: &DockerRuntime, l: &LeaseRef, g: &pazar_sdl::manifest::Group) {
+async fn wait_running(rt: &DockerRuntime, l: &LeaseRef, g: &pazar_sdl::ValidGroup) {
     let t0 = Instant::now();
     while !rt.status(l, g).await.expect("status").all_running() {
         assert!(t0.elapsed() < Duration::from_secs(30), "lease did not start");
@@ -71,10 +71,8 @@ async fn workloads_are_unprivileged_limited_and_cut_off_from_other_leases_and_th
     }
 }
 
-async fn prove(a: LeaseRef, b: LeaseRef, g: pazar_sdl::manifest::Group) {
-    let rt = DockerRuntime::connect(DockerOptions::default())
-        .await
-        .expect("Docker engine");
+async fn prove(a: LeaseRef, b: LeaseRef, g: pazar_sdl::ValidGroup) {
+    let rt = DockerRuntime::connect(common::options()).await.expect("Docker engine");
     wait_running(&rt, &a, &g).await;
     wait_running(&rt, &b, &g).await;
     let ca = format!("{}-web-0", a.name());

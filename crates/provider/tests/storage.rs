@@ -11,7 +11,7 @@ use common::{docker_with, exec, lease, log_text, wait_status, IMAGE};
 use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
 use pazar_provider::runtime::{LeaseRef, LeaseStatus, Runtime};
 
-fn group() -> pazar_sdl::manifest::Group {
+fn group() -> pazar_sdl::ValidGroup {
     common::group(&format!(
         r#"
 version: "2.0"
@@ -53,7 +53,7 @@ async fn a_workload_cannot_keep_more_storage_than_it_leased() {
     let state = tempfile::tempdir().expect("tempdir");
     let rt = docker_with(DockerOptions {
         state_dir: Some(state.path().to_path_buf()),
-        ..DockerOptions::default()
+        ..common::options()
     })
     .await;
     let (l, g) = (lease(41), group());
@@ -71,10 +71,10 @@ async fn a_workload_cannot_keep_more_storage_than_it_leased() {
     assert!(left.is_empty(), "closing leaves no volume file nor kept log: {left:?}");
 }
 
-async fn prove(l: LeaseRef, g: pazar_sdl::manifest::Group, state: std::path::PathBuf) {
+async fn prove(l: LeaseRef, g: pazar_sdl::ValidGroup, state: std::path::PathBuf) {
     let rt = DockerRuntime::connect(DockerOptions {
         state_dir: Some(state),
-        ..DockerOptions::default()
+        ..common::options()
     })
     .await
     .expect("Docker engine");

@@ -410,6 +410,16 @@ impl ValidGroup {
     }
 }
 
+#[cfg(feature = "unchecked")]
+impl ValidGroup {
+    /// A group taken as valid without the checks, for tests of a runtime's own defences (what
+    /// it refuses even if a group got past this parser). Only with the `unchecked` feature,
+    /// which only test builds turn on (as a dev-dependency feature, it never reaches a binary).
+    pub fn unchecked(g: Group) -> ValidGroup {
+        ValidGroup(g)
+    }
+}
+
 impl TryFrom<Group> for ValidGroup {
     type Error = ManifestError;
     fn try_from(g: Group) -> Result<ValidGroup, ManifestError> {

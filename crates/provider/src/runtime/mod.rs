@@ -17,7 +17,8 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use pazar_sdl::manifest::{Group, Proto};
+use pazar_sdl::manifest::Proto;
+use pazar_sdl::ValidGroup;
 use pazar_types::market::BidId;
 
 /// A lease's handle in a runtime: a short name derived from its id, safe for container,
@@ -146,8 +147,8 @@ pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, RuntimeError>> + 
 pub trait Runtime: Send + Sync {
     /// Starts (or, after a daemon restart, adopts) every service replica of `group` for `lease`.
     /// Idempotent: what already exists is kept.
-    fn deploy<'a>(&'a self, lease: &'a LeaseRef, group: &'a Group) -> BoxFuture<'a, Result<(), RuntimeError>>;
-    fn status<'a>(&'a self, lease: &'a LeaseRef, group: &'a Group) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>>;
+    fn deploy<'a>(&'a self, lease: &'a LeaseRef, group: &'a ValidGroup) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    fn status<'a>(&'a self, lease: &'a LeaseRef, group: &'a ValidGroup) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>>;
     /// Log lines of every replica (or one service's), the last `tail`, then new ones while
     /// `follow`.
     fn logs<'a>(
@@ -213,11 +214,11 @@ impl AnyRuntime {
 }
 
 impl Runtime for AnyRuntime {
-    fn deploy<'a>(&'a self, lease: &'a LeaseRef, group: &'a Group) -> BoxFuture<'a, Result<(), RuntimeError>> {
+    fn deploy<'a>(&'a self, lease: &'a LeaseRef, group: &'a ValidGroup) -> BoxFuture<'a, Result<(), RuntimeError>> {
         self.inner().deploy(lease, group)
     }
 
-    fn status<'a>(&'a self, lease: &'a LeaseRef, group: &'a Group) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
+    fn status<'a>(&'a self, lease: &'a LeaseRef, group: &'a ValidGroup) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
         self.inner().status(lease, group)
     }
 

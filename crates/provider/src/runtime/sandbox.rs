@@ -985,11 +985,11 @@ fn log_stream(path: PathBuf, service: String, replica: u32, tail: usize, follow:
 }
 
 impl Runtime for SandboxRuntime {
-    fn deploy<'a>(&'a self, lease: &'a LeaseRef, group: &'a Group) -> BoxFuture<'a, Result<(), RuntimeError>> {
+    fn deploy<'a>(&'a self, lease: &'a LeaseRef, group: &'a pazar_sdl::ValidGroup) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(self.deploy_group(lease, group))
     }
 
-    fn status<'a>(&'a self, lease: &'a LeaseRef, group: &'a Group) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
+    fn status<'a>(&'a self, lease: &'a LeaseRef, group: &'a pazar_sdl::ValidGroup) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
         Box::pin(self.group_status(lease, group))
     }
 

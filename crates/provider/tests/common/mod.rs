@@ -49,10 +49,10 @@ pub fn lease(tag: u8) -> LeaseRef {
 }
 
 /// The first manifest group of a valid SDL.
-pub fn group(sdl: &str) -> pazar_sdl::manifest::Group {
+pub fn group(sdl: &str) -> pazar_sdl::ValidGroup {
     let opts = Options::new(Denom::new("upzr").expect("denom"), Denom::new("uusd").expect("denom"));
     let d = parse(sdl.as_bytes(), &opts).expect("valid sdl");
-    d.manifest.groups.into_iter().next().expect("one group")
+    pazar_sdl::ValidGroup::new(d.manifest.groups.into_iter().next().expect("one group")).expect("a valid group")
 }
 
 /// A plain HTTP/1.0 GET of `/` on `127.0.0.1:port`: the whole answer.
@@ -94,7 +94,7 @@ pub async fn exec(rt: &DockerRuntime, container: &str, script: &str) -> (i64, St
 pub async fn wait_status<R: Runtime>(
     rt: &R,
     l: &LeaseRef,
-    g: &pazar_sdl::manifest::Group,
+    g: &pazar_sdl::ValidGroup,
     ok: impl Fn(&LeaseStatus) -> bool,
 ) -> LeaseStatus {
     let t0 = Instant::now();

@@ -105,7 +105,8 @@ pub fn node_start(home: PathBuf, rpc_listen: Option<String>, devnet_banner: bool
             .await
             .with_context(|| format!("cannot listen on {} (is another node running?)", config.rpc_listen))?;
         let addr = listener.local_addr()?;
-        std::fs::write(home::rpc_addr_path(&home), format!("http://{addr}\n"))?;
+        // Readers poll this file for the address: they must never see half of it.
+        pazar_client::files::write_atomic(&home::rpc_addr_path(&home), format!("http://{addr}\n").as_bytes(), 0o644)?;
         let head = node.head();
         if devnet_banner {
             print_banner(&home, &format!("http://{addr}"), node.chain_id(), head.height);

@@ -306,7 +306,7 @@ pub fn deploy(a: &DeployArgs, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
         "version": hex::encode(d.manifest_version),
         "manifest": d.manifest,
     });
-    std::fs::write(&saved, serde_json::to_vec_pretty(&record)?)
+    pazar_client::files::write_atomic(&saved, &serde_json::to_vec_pretty(&record)?, 0o644)
         .with_context(|| format!("cannot save the manifest to {}", saved.display()))?;
     let mut out = json!({
         "owner": owner,

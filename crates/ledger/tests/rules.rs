@@ -1567,3 +1567,36 @@ fn a_placement_naming_an_auditor_who_audited_nobody_is_refused() {
     );
     expect_err(&r, "market", 26);
 }
+
+#[test]
+fn a_leased_ip_is_bid_on_only_by_a_provider_that_leases_ips() {
+    let mut m = market();
+    let (t, p) = (m.tenant.clone(), m.provider.clone());
+    let mut g = group("ip", "10", &uusd());
+    g.resources[0].resources.endpoints.push(pazar_types::market::Endpoint {
+        kind: pazar_types::market::EndpointKind::LeasedIp,
+        sequence: 1,
+    });
+    m.chain
+        .ok(&t, vec![create_deployment(1, vec![g], coin(1_000_000, &uusd()))]);
+    let o = order1(&m, 1);
+    let r = m.chain.tx(&p, vec![bid(&o, "1", &uusd())]);
+    expect_err(&r, "market", 17);
+    assert!(r.log.contains("leased IP"), "{}", r.log);
+    m.chain.ok(
+        &p,
+        vec![Msg::UpdateProvider {
+            host_uri: "https://provider.example.com:8443".into(),
+            tls_fingerprint: [7; 32],
+            attributes: vec![
+                Attribute::new("region", "eu"),
+                Attribute::new(pazar_types::market::LEASED_IP_ATTRIBUTE, "true"),
+            ],
+            info: pazar_types::ProviderInfo {
+                email: "ops@example.com".into(),
+                website: String::new(),
+            },
+        }],
+    );
+    m.chain.ok(&p, vec![bid(&o, "1", &uusd())]);
+}

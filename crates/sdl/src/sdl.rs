@@ -23,6 +23,11 @@ use crate::{Deployment, Diagnostic, Options, SdlVersion};
 
 /// Akash's USDC denomination over IBC (noble channel), used by pre-ACT files.
 const AKASH_USDC_IBC: &str = "ibc/170C677610AC31DF0904FFE09CD3B5C657492170E7E52372E48756B71E56F2F1";
+/// `params.tee` values (Akash: CPU-only, or CPU and GPU confidential computing).
+const TEE_TYPES: &[&str] = &["cpu", "cpu-gpu"];
+/// The placement attribute a TEE type becomes, as Akash projects it: only providers that carry
+/// it can bid.
+const TEE_ATTRIBUTE: &str = "tee/type";
 
 struct ExposeTo {
     pos: Pos,
@@ -56,6 +61,8 @@ struct Service {
     expose: Vec<SdlExpose>,
     mounts: Vec<Mount>,
     credentials: Option<Credentials>,
+    /// `params.tee`: the confidential-computing type the service must run under.
+    tee: Option<(Pos, String)>,
 }
 
 struct Volume {
@@ -124,7 +131,7 @@ pub fn parse(bytes: &[u8], opts: &Options) -> Result<Deployment, Vec<Diagnostic>
     let built = match doc {
         Some(doc) if cx.errors.is_empty() => {
             check(&mut cx, &doc);
-            build(&mut cx, &doc)
+            build(&mut cx, &doc, &mut notes)
         }
         _ => None,
     };
@@ -239,10 +246,12 @@ fn read_doc(cx: &mut Ctx, root: &Node, opts: &Options, notes: &mut BTreeSet<Stri
         );
     }
     if let Some(r) = f.get("reclamation") {
-        cx.warn(
+        // A minimum reclamation window is a promise the tenant asks of the provider; Pazar's
+        // leases carry none, so keeping the deployment would silently drop the promise.
+        cx.error(
             r.pos,
             "reclamation",
-            "reclamation windows are not supported yet; ignored",
+            "reclamation windows are not supported: a Pazar provider may close a lease at any time (with a reason), so this promise cannot be kept; remove reclamation to deploy without it",
         );
     }
 
@@ -427,6 +436,7 @@ fn read_service(cx: &mut Ctx, node: &Node, path: &str) -> Option<Service> {
         }
     }
     let mut mounts = Vec::new();
+    let mut tee = None;
     if let Some(p) = f.get("params") {
         let ppath = join(path, "params");
         if let Some(pf) = cx.fields(p, &ppath, &["storage", "permissions", "tee"], false) {
@@ -462,10 +472,27 @@ fn read_service(cx: &mut Ctx, node: &Node, path: &str) -> Option<Service> {
                 }
             }
             if let Some(t) = pf.get("tee") {
+                let tpath = join(&ppath, "tee");
+                if let Some(kind) = cx.string(t, &tpath) {
+                    if TEE_TYPES.contains(&kind.as_str()) {
+                        tee = Some((t.pos, kind));
+                    } else {
+                        cx.error(
+                            t.pos,
+                            &tpath,
+                            format!("{kind:?} is not a TEE type ({})", TEE_TYPES.join(" or ")),
+                        );
+                    }
+                }
+            }
+            if let Some(pm) = pf.get("permissions") {
+                // Akash grants the service read access to its own deployment's logs or events
+                // through the provider's API; Pazar grants a workload nothing on the host, so
+                // the grant is announced as refused rather than dropped unseen.
                 cx.warn(
-                    t.pos,
-                    &join(&ppath, "tee"),
-                    "confidential computing (tee) is not supported yet; ignored",
+                    pm.pos,
+                    &join(&ppath, "permissions"),
+                    "permissions grant nothing on Pazar: a workload cannot read its deployment's logs or events from the provider",
                 );
             }
         }
@@ -495,6 +522,7 @@ fn read_service(cx: &mut Ctx, node: &Node, path: &str) -> Option<Service> {
         expose,
         mounts,
         credentials,
+        tee,
     })
 }
 
@@ -715,6 +743,18 @@ fn read_compute(cx: &mut Ctx, n: &Node, path: &str) -> Option<Compute> {
         let units = match &c.kind {
             Kind::Map(_) => {
                 let cf = cx.fields(c, &cpath, &["units", "attributes"], false)?;
+                if let Some(a) = cf.get("attributes") {
+                    // CPU attributes (e.g. arch) restrict where the unit may run, and a ledger
+                    // resource unit has nowhere to carry them: refused rather than dropped.
+                    let empty = a.is_null() || matches!(&a.kind, Kind::Map(m) if m.is_empty());
+                    if !empty {
+                        cx.error(
+                            a.pos,
+                            &join(&cpath, "attributes"),
+                            "CPU attributes (e.g. arch) are not enforced by Pazar; require a provider attribute under profiles.placement.<name>.attributes instead (e.g. capabilities/cpu/arch: amd64)",
+                        );
+                    }
+                }
                 cf.need(cx, &cpath, "units")?
             }
             _ => c,
@@ -1021,23 +1061,39 @@ fn read_placement(
                 let Some(list) = sf.get(field) else { continue };
                 let lpath = join(&spath, field);
                 let items = cx.seq(list, &lpath).unwrap_or_default();
+                // Akash auditors (akash1…) have no Pazar identity, so no Pazar provider can ever
+                // show their signature. Dropping one from allOf, or every one of anyOf, would
+                // run the workload on providers nobody vouched for; dropping some of anyOf while
+                // a Pazar auditor remains only narrows the choice.
+                let mut akash: Vec<(Pos, String)> = Vec::new();
                 for (i, item) in items.iter().enumerate() {
                     let ipath = format!("{lpath}[{i}]");
                     let Some(a) = cx.string(item, &ipath) else { continue };
                     if let Ok(addr) = a.parse::<Address>() {
                         out.push(addr);
                     } else if a.starts_with("akash1") {
-                        cx.warn(
-                            item.pos,
-                            &ipath,
-                            format!("{a} is an Akash auditor, who has no Pazar address; this requirement is dropped (name a Pazar auditor to keep it)"),
-                        );
-                        notes.insert("signedBy: Akash auditor addresses (akash1…) are dropped; Pazar auditors sign with pazar1… or 0x… addresses".into());
+                        akash.push((item.pos, ipath));
                     } else {
                         cx.error(
                             item.pos,
                             &ipath,
                             format!("{a:?} is not an address (pazar1…, 0x…, or an Akash akash1… auditor)"),
+                        );
+                    }
+                }
+                let keep_any = field == "anyOf" && !out.is_empty();
+                for (pos, ipath) in akash {
+                    if keep_any {
+                        cx.warn(
+                            pos,
+                            &ipath,
+                            "an Akash auditor has no Pazar identity and is left out; the Pazar auditors of anyOf still apply",
+                        );
+                    } else {
+                        cx.error(
+                            pos,
+                            &ipath,
+                            "an Akash auditor has no Pazar identity, so no provider could ever satisfy this requirement here; name a Pazar auditor (pazar1… or 0x…) instead, or remove signedBy to accept providers nobody audited",
                         );
                     }
                 }
@@ -1347,7 +1403,7 @@ fn storage_attributes(v: &Volume) -> Vec<Attribute> {
 }
 
 /// Ledger groups and the manifest, one group per placement in name order.
-fn build(cx: &mut Ctx, doc: &Doc) -> Option<(Vec<GroupSpec>, Manifest)> {
+fn build(cx: &mut Ctx, doc: &Doc, notes: &mut BTreeSet<String>) -> Option<(Vec<GroupSpec>, Manifest)> {
     let endpoint_seq: BTreeMap<&str, u32> = doc
         .endpoints
         .keys()
@@ -1365,10 +1421,34 @@ fn build(cx: &mut Ctx, doc: &Doc) -> Option<(Vec<GroupSpec>, Manifest)> {
         let mut units: Vec<ResourceUnit> = Vec::new();
         let mut by_profile: BTreeMap<&str, usize> = BTreeMap::new();
         let mut services = Vec::new();
+        // The placement's TEE type (one per placement, as Akash): its first service's position,
+        // the type, and that service.
+        let mut group_tee: Option<(Pos, String, String)> = None;
         for d in entries {
             let svc = doc.services.get(&d.service)?;
             let compute = doc.compute.get(&d.profile)?;
             let (_, price) = placement.pricing.get(&d.profile)?;
+            if let Some((tpos, kind)) = &svc.tee {
+                let tpath = format!("services.{}.params.tee", d.service);
+                if kind == "cpu-gpu" && compute.gpu.units == 0 {
+                    cx.error(
+                        *tpos,
+                        &tpath,
+                        format!("tee cpu-gpu needs GPUs, and compute profile {:?} has none", d.profile),
+                    );
+                }
+                match &group_tee {
+                    Some((_, k, other)) if k != kind => cx.error(
+                        *tpos,
+                        &tpath,
+                        format!(
+                            "placement {pname:?} already runs service {other} under tee {k}; one placement has one TEE type"
+                        ),
+                    ),
+                    Some(_) => {}
+                    None => group_tee = Some((*tpos, kind.clone(), d.service.clone())),
+                }
+            }
             let exposes = manifest_exposes(svc, &endpoint_seq);
             let endpoints = unit_endpoints(&exposes);
             let shared = if doc.version == SdlVersion::V2_1 {
@@ -1378,6 +1458,9 @@ fn build(cx: &mut Ctx, doc: &Doc) -> Option<(Vec<GroupSpec>, Manifest)> {
             };
             let idx = match shared {
                 Some(i) => {
+                    // As Akash's 2.1 builder: the shared unit runs every service's replicas, so
+                    // its count (what the lease pays for) is their sum.
+                    units[i].count = units[i].count.saturating_add(d.count);
                     units[i].resources.endpoints.extend(endpoints);
                     i
                 }
@@ -1434,10 +1517,33 @@ fn build(cx: &mut Ctx, doc: &Doc) -> Option<(Vec<GroupSpec>, Manifest)> {
                 s.resources = u.resources.clone();
             }
         }
+        // A TEE becomes a placement requirement, as Akash projects it, so the ledger accepts
+        // bids only from providers that declare that kind of confidential computing.
+        let mut attributes = placement.attributes.clone();
+        if let Some((tpos, kind, service)) = group_tee {
+            match attributes.iter().find(|a| a.key == TEE_ATTRIBUTE) {
+                Some(a) if a.value != kind => cx.error(
+                    tpos,
+                    &format!("services.{service}.params.tee"),
+                    format!(
+                        "placement {pname:?} requires attribute {TEE_ATTRIBUTE}={}, which contradicts tee {kind}",
+                        a.value
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    attributes.push(Attribute::new(TEE_ATTRIBUTE, kind.clone()));
+                    attributes.sort();
+                }
+            }
+            notes.insert(format!(
+                "tee: placement {pname} requires provider attribute {TEE_ATTRIBUTE}={kind}; only a provider that declares confidential computing can bid (Pazar's own Docker and sandbox runtimes provide none), so name an auditor under signedBy to trust that claim"
+            ));
+        }
         let spec = GroupSpec {
             name: pname.clone(),
             requirements: PlacementRequirements {
-                attributes: placement.attributes.clone(),
+                attributes,
                 signed_by: placement.signed_by.clone(),
             },
             resources: units,

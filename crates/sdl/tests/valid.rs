@@ -1,15 +1,13 @@
 //! What a valid file becomes: ledger groups, the manifest, its version hash (stable across
 //! formatting, pinned for corpus files), and the translation of Akash-specific values.
 
+mod common;
+
 use std::path::PathBuf;
 
-use pazar_sdl::{parse, Options, SdlVersion};
+use common::{options, pazar_auditor, with_pazar_auditor};
+use pazar_sdl::{parse, SdlVersion};
 use pazar_types::market::{Attribute, EndpointKind};
-use pazar_types::Denom;
-
-fn options() -> Options {
-    Options::new(Denom::new("upzr").expect("denom"), Denom::new("uusd").expect("denom"))
-}
 
 const GPU_APP: &str = r#"
 version: "2.0"
@@ -71,7 +69,7 @@ profiles:
     dc:
       attributes: {region: eu-west, tier: community}
       signedBy:
-        anyOf: [akash1365yvmc4s7awdyj3n2sav7xfx76adc6dnmlx63]
+        anyOf: [akash1365yvmc4s7awdyj3n2sav7xfx76adc6dnmlx63, PAZAR_AUDITOR]
       pricing:
         gpu: {denom: uact, amount: 1000.5}
         small: {denom: uact, amount: 10}
@@ -82,9 +80,14 @@ deployment:
     dc: {profile: small, count: 1}
 "#;
 
+/// [`GPU_APP`] with its Pazar auditor written in.
+fn gpu_app() -> String {
+    GPU_APP.replace("PAZAR_AUDITOR", &pazar_auditor().to_string())
+}
+
 #[test]
 fn a_gpu_file_becomes_one_group_with_units_attributes_endpoints_and_stable_prices() {
-    let d = parse(GPU_APP.as_bytes(), &options()).expect("valid");
+    let d = parse(gpu_app().as_bytes(), &options()).expect("valid");
     assert_eq!(d.version, SdlVersion::V2_0);
     assert_eq!(d.groups.len(), 1);
     let g = &d.groups[0];
@@ -93,8 +96,9 @@ fn a_gpu_file_becomes_one_group_with_units_attributes_endpoints_and_stable_price
         g.requirements.attributes,
         vec![Attribute::new("region", "eu-west"), Attribute::new("tier", "community")]
     );
-    // The Akash auditor is dropped with a warning and a note.
-    assert!(g.requirements.signed_by.any_of.is_empty());
+    // Beside a Pazar auditor in anyOf, the Akash one is left out with a warning: the
+    // requirement only narrows.
+    assert_eq!(g.requirements.signed_by.any_of, vec![pazar_auditor()]);
     assert!(
         d.warnings.iter().any(|w| w.message.contains("Akash auditor")),
         "{:?}",
@@ -156,9 +160,10 @@ fn a_gpu_file_becomes_one_group_with_units_attributes_endpoints_and_stable_price
 
 #[test]
 fn the_version_hash_ignores_formatting_and_changes_with_content() {
-    let a = parse(GPU_APP.as_bytes(), &options()).expect("valid");
+    let app = gpu_app();
+    let a = parse(app.as_bytes(), &options()).expect("valid");
     // Same content in another layout: flow style, other key order, comments.
-    let reordered = GPU_APP
+    let reordered = app
         .replace(
             "        cpu: {units: 4}\n        memory: {size: 16Gi}\n",
             "        memory:\n          size: 16Gi # comment\n        cpu:\n          units: 4\n",
@@ -167,10 +172,10 @@ fn the_version_hash_ignores_formatting_and_changes_with_content() {
             "  db:\n    dc: {profile: small, count: 1}\n",
             "  db:\n    dc:\n      count: 1\n      profile: small\n",
         );
-    assert_ne!(reordered, GPU_APP);
+    assert_ne!(reordered, app);
     let b = parse(reordered.as_bytes(), &options()).expect("valid");
     assert_eq!(a.manifest_version, b.manifest_version);
-    let c = parse(GPU_APP.replace("postgres:16", "postgres:17").as_bytes(), &options()).expect("valid");
+    let c = parse(app.replace("postgres:16", "postgres:17").as_bytes(), &options()).expect("valid");
     assert_ne!(a.manifest_version, c.manifest_version);
     assert_eq!(a.manifest.canonical_bytes().first(), Some(&b'{'));
 }
@@ -229,8 +234,9 @@ fn corpus_manifest_versions_are_stable() {
     ];
     let mut got = String::new();
     for f in files {
-        let bytes = std::fs::read(corpus.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
-        let d = parse(&bytes, &options()).unwrap_or_else(|e| panic!("{f}: {e:?}"));
+        // Auditors are not part of the manifest: naming a Pazar one leaves the version as it was.
+        let text = std::fs::read_to_string(corpus.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let d = parse(with_pazar_auditor(&text).as_bytes(), &options()).unwrap_or_else(|e| panic!("{f}: {e:?}"));
         got.push_str(&format!("{f} {}\n", hex::encode(d.manifest_version)));
     }
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
@@ -239,4 +245,107 @@ fn corpus_manifest_versions_are_stable() {
     }
     let want = std::fs::read_to_string(&snap).expect("tests/manifest_versions.txt");
     assert_eq!(got, want);
+}
+
+/// Akash's 2.1 builder: services of one placement with one compute profile share a unit, and
+/// the unit's count is the sum of theirs, so the order's price ceiling (what the lease pays)
+/// covers every replica the manifest runs, exactly as two 2.0 units would.
+#[test]
+fn a_shared_unit_counts_and_prices_every_replica_of_its_services() {
+    let sdl = r#"
+version: "2.1"
+services:
+  a:
+    image: x
+    expose: [{port: 80, to: [{global: true}]}]
+  b:
+    image: y
+  c:
+    image: z
+profiles:
+  compute:
+    p: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}
+    q: {resources: {cpu: {units: 2}, memory: {size: 1Gi}, storage: {size: 1Gi}}}
+  placement:
+    dc: {pricing: {p: {denom: uakt, amount: 100}, q: {denom: uakt, amount: 7}}}
+deployment:
+  a: {dc: {profile: p, count: 2}}
+  b: {dc: {profile: p, count: 3}}
+  c: {dc: {profile: q, count: 4}}
+"#;
+    let d = parse(sdl.as_bytes(), &options()).expect("valid");
+    let g = &d.groups[0];
+    let counts: Vec<(u32, u32)> = g.resources.iter().map(|u| (u.id, u.count)).collect();
+    assert_eq!(counts, vec![(1, 5), (2, 4)]);
+    // 100 × (2 + 3) + 7 × 4 per block.
+    assert_eq!(g.max_price().expect("one denom").amount.to_string(), "528");
+    // The manifest keeps each service's own count; together they fill the unit exactly.
+    let m: Vec<(&str, u32, u32)> = d.manifest.groups[0]
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s.resource_id, s.count))
+        .collect();
+    assert_eq!(m, vec![("a", 1, 2), ("b", 1, 3), ("c", 2, 4)]);
+    let v20 = parse(sdl.replace("\"2.1\"", "\"2.0\"").as_bytes(), &options()).expect("valid");
+    assert_eq!(v20.groups[0].max_price(), g.max_price());
+}
+
+/// `params.tee` becomes the placement attribute `tee/type` (Akash's projection), so only a
+/// provider that declares confidential computing matches; the note says so.
+#[test]
+fn a_tee_service_requires_providers_that_declare_its_tee_type() {
+    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/ollama-tee.yaml"))
+        .expect("corpus file");
+    let d = parse(with_pazar_auditor(&text).as_bytes(), &options()).expect("valid");
+    assert_eq!(
+        d.groups[0].requirements.attributes,
+        vec![Attribute::new("tee/type", "cpu-gpu")]
+    );
+    assert!(d.notes.iter().any(|n| n.contains("tee/type=cpu-gpu")), "{:?}", d.notes);
+    // The ledger's matching: a GPU provider audited by the named auditor is refused without the
+    // attribute and accepted with it.
+    let gpu = Attribute::new("capabilities/gpu/vendor/nvidia/model/h100", "true");
+    let tee = Attribute::new("tee/type", "cpu-gpu");
+    let audit = [tee.clone()];
+    let audited = |a: &pazar_types::Address| (*a == pazar_auditor()).then_some(&audit[..]);
+    let without = pazar_types::market::match_group(&d.groups[0], std::slice::from_ref(&gpu), audited);
+    assert!(
+        matches!(without, Err(pazar_types::market::Mismatch::Attribute { ref key, .. }) if key == "tee/type"),
+        "{without:?}"
+    );
+    assert_eq!(
+        pazar_types::market::match_group(&d.groups[0], &[gpu, tee], audited),
+        Ok(())
+    );
+}
+
+/// Akash's `permissions` grant a service read access to its deployment's logs or events; Pazar
+/// grants a workload nothing, and says so instead of dropping the field unseen.
+#[test]
+fn permissions_are_announced_as_granting_nothing() {
+    let sdl = r#"
+version: "2.0"
+services:
+  web:
+    image: nginx
+    expose: [{port: 80, to: [{global: true}]}]
+    params:
+      permissions:
+        read: [logs, events]
+profiles:
+  compute:
+    web: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}
+  placement:
+    dc: {pricing: {web: {denom: uact, amount: 50}}}
+deployment:
+  web: {dc: {profile: web, count: 1}}
+"#;
+    let d = parse(sdl.as_bytes(), &options()).expect("valid");
+    assert!(
+        d.warnings
+            .iter()
+            .any(|w| w.path == "services.web.params.permissions" && w.message.contains("grant nothing")),
+        "{:?}",
+        d.warnings
+    );
 }

@@ -588,7 +588,17 @@ pub enum Mismatch {
     Gpu { unit: u32, wanted: String },
     #[error("resource unit {unit} wants storage class {class:?} that the provider does not advertise")]
     StorageClass { unit: u32, class: String },
+    #[error(
+        "resource unit {unit} wants a leased IP address; the provider does not advertise {}=true",
+        LEASED_IP_ATTRIBUTE
+    )]
+    LeasedIp { unit: u32 },
 }
+
+/// The provider attribute saying it leases dedicated IP addresses (the key Akash's console
+/// reads). Without it a provider would serve an `ip` endpoint from a shared host port, which is
+/// not what the tenant asked for.
+pub const LEASED_IP_ATTRIBUTE: &str = "feat-endpoint-ip";
 
 fn key_matches(pattern: &str, key: &str) -> bool {
     match pattern.strip_suffix('*') {
@@ -610,8 +620,8 @@ pub fn attributes_subset(required: &[Attribute], have: &[Attribute]) -> Result<(
     Ok(())
 }
 
-/// Checks a provider against a group: placement attributes, auditors, GPU models and storage
-/// classes. `audited(auditor)` returns the attributes that auditor signed for this provider.
+/// Checks a provider against a group: placement attributes, auditors, GPU models, storage
+/// classes and leased IPs. `audited(auditor)` returns the attributes that auditor signed for this provider.
 pub fn match_group<'a>(
     spec: &GroupSpec,
     provider_attrs: &[Attribute],
@@ -648,6 +658,18 @@ pub fn match_group<'a>(
                     .join(" | ");
                 return Err(Mismatch::Gpu { unit: unit.id, wanted });
             }
+        }
+        let leases_ip = unit
+            .resources
+            .endpoints
+            .iter()
+            .any(|e| e.kind == EndpointKind::LeasedIp);
+        if leases_ip
+            && !provider_attrs
+                .iter()
+                .any(|h| h.key == LEASED_IP_ATTRIBUTE && h.value == "true")
+        {
+            return Err(Mismatch::LeasedIp { unit: unit.id });
         }
         for vol in &unit.resources.storage {
             let Some(class) = vol.class() else { continue };

@@ -130,13 +130,14 @@ impl Counter {
     }
 }
 
-fn lease() -> LeaseRef {
+/// A lease id no other test run uses (`tag` tells apart the tenants of one test).
+pub(super) fn lease_of(tag: u8) -> LeaseRef {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_nanos() as u64;
     LeaseRef::new(BidId {
-        owner: Address::Native([0xe9; 20]),
+        owner: Address::Native([tag; 20]),
         dseq: nanos,
         gseq: 1,
         oseq: 1,
@@ -144,13 +145,22 @@ fn lease() -> LeaseRef {
     })
 }
 
+fn lease() -> LeaseRef {
+    lease_of(0xe9)
+}
+
 fn group() -> pazar_sdl::ValidGroup {
+    demo_group(IMAGE, 2)
+}
+
+/// One service `web` of `image` serving on port 8080 (the demo image's), `count` replicas.
+pub(super) fn demo_group(image: &str, count: u32) -> pazar_sdl::ValidGroup {
     let sdl = format!(
         r#"
 version: "2.0"
 services:
   web:
-    image: {IMAGE}
+    image: {image}
     expose: [{{port: 8080, to: [{{global: true}}]}}]
 profiles:
   compute:
@@ -158,7 +168,7 @@ profiles:
   placement:
     local: {{pricing: {{web: {{denom: uusd, amount: 100}}}}}}
 deployment:
-  web: {{local: {{profile: web, count: 2}}}}
+  web: {{local: {{profile: web, count: {count}}}}}
 "#
     );
     let opts = pazar_sdl::Options::new(Denom::new("upzr").expect("denom"), Denom::new("uusd").expect("denom"));
@@ -167,7 +177,7 @@ deployment:
 }
 
 /// `sh -c script` in the container: (exit code, output).
-fn exec(container: &str, script: &str) -> (i32, String) {
+pub(super) fn exec(container: &str, script: &str) -> (i32, String) {
     let out = Command::new("docker")
         .args(["exec", container, "/bin/sh", "-c", script])
         .output()
@@ -223,7 +233,7 @@ fn host_lan_address() -> Option<String> {
     })
 }
 
-async fn wait_running(rt: &DockerRuntime, l: &LeaseRef, g: &pazar_sdl::ValidGroup) {
+pub(super) async fn wait_running(rt: &DockerRuntime, l: &LeaseRef, g: &pazar_sdl::ValidGroup) {
     let t0 = Instant::now();
     while !rt.status(l, g).await.map(|s| s.all_running()).unwrap_or(false) {
         assert!(t0.elapsed() < Duration::from_secs(60), "the lease did not start");

@@ -179,7 +179,7 @@ async fn the_owner_s_manifest_runs_and_every_bad_request_is_refused_with_a_reaso
         chain_id: &chain_id,
         provider: &provider_addr,
         method: "PUT",
-        path: &path,
+        target: &path,
         body: &body,
     }
     .sign(&key(&home, "alice"), pazar_provider::server::now_ms(), [42; 16])

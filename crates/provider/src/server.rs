@@ -571,7 +571,7 @@ impl<R: Runtime + 'static> LeaseServer<R> {
             chain_id: &self.chain_id,
             provider: &self.provider,
             method: method.as_str(),
-            path: target,
+            target,
             body,
         };
         auth.verify(&scope, (self.clock)()).map_err(|e| unauth(e.to_string()))?;
@@ -612,7 +612,13 @@ impl<R: Runtime + 'static> LeaseServer<R> {
         let taken = self
             .nonces
             .lock()
-            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the nonce store is poisoned"))?
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the nonce store is poisoned",
+                )
+            })?
             .remember(auth.signer, auth.nonce, auth.time_ms, (self.clock)());
         match taken {
             Ok(()) => Ok((id, facts)),
@@ -796,10 +802,7 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "slow_body",
-            format!(
-                "the body did not arrive within {} s",
-                limits::BODY_TIMEOUT.as_secs()
-            ),
+            format!("the body did not arrive within {} s", limits::BODY_TIMEOUT.as_secs()),
         )),
         Ok(Err(e)) => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -840,8 +843,13 @@ async fn put_manifest<R: Runtime + 'static>(
             format!("manifest has no group {:?}", facts.group.name),
         )
     })?;
-    check_against_lease(&group, &facts.group)
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "not_leased", format!("{m}; nothing was started")))?;
+    check_against_lease(&group, &facts.group).map_err(|m| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not_leased",
+            format!("{m}; nothing was started"),
+        )
+    })?;
     let lease = s.deploy_locked(&id, group).await?;
     Ok(Json(json!({"lease": lease.label(), "status": "deployed"})))
 }
@@ -968,7 +976,10 @@ mod tests {
             n.remember(signer(1), [1; 16], t, t + MAX_SKEW_MS),
             Err(NonceRefusal::Replay)
         );
-        assert_eq!(n.remember(signer(3), [9; 16], t + MAX_SKEW_MS + 1, t + MAX_SKEW_MS + 1), Ok(()));
+        assert_eq!(
+            n.remember(signer(3), [9; 16], t + MAX_SKEW_MS + 1, t + MAX_SKEW_MS + 1),
+            Ok(())
+        );
         assert!(!n.seen(signer(1), [1; 16]), "stale: the signature check refuses it now");
         assert_eq!(n.seen.len(), 1);
         assert_eq!(n.per_signer.get(&signer(1)), None);
@@ -1019,6 +1030,227 @@ mod tests {
         drop(others);
         drop(held);
         assert_eq!(book.lock().expect("book").total, 0);
+    }
+
+    /// The ledger as the server sees it: one lease, active until the test closes it.
+    struct OneLease {
+        active: std::sync::atomic::AtomicBool,
+        version: Hash32,
+        spec: GroupSpec,
+    }
+
+    impl Chain for OneLease {
+        fn lease(&self, _: &BidId) -> Result<Option<LeaseFacts>, String> {
+            Ok(Some(LeaseFacts {
+                active: self.active.load(std::sync::atomic::Ordering::SeqCst),
+                version: self.version,
+                group: self.spec.clone(),
+            }))
+        }
+    }
+
+    /// A runtime that records which leases run and can hold a deploy at a chosen point: what is
+    /// tested is the order the server imposes on deploy and close, and a real engine cannot be
+    /// paused between the two.
+    struct Recorder {
+        running: Mutex<BTreeSet<String>>,
+        gate: tokio::sync::Semaphore,
+        gated: std::sync::atomic::AtomicBool,
+        entered: tokio::sync::Notify,
+    }
+
+    impl Default for Recorder {
+        fn default() -> Self {
+            Recorder {
+                running: Mutex::default(),
+                gate: tokio::sync::Semaphore::new(0),
+                gated: false.into(),
+                entered: tokio::sync::Notify::new(),
+            }
+        }
+    }
+
+    impl Runtime for Recorder {
+        fn deploy<'a>(
+            &'a self,
+            lease: &'a LeaseRef,
+            _: &'a ValidGroup,
+        ) -> crate::runtime::BoxFuture<'a, Result<(), RuntimeError>> {
+            Box::pin(async move {
+                if self.gated.load(std::sync::atomic::Ordering::SeqCst) {
+                    self.entered.notify_one();
+                    let _pass = self
+                        .gate
+                        .acquire()
+                        .await
+                        .map_err(|e| RuntimeError::Backend(e.to_string()))?;
+                }
+                self.running.lock().expect("running").insert(lease.name());
+                Ok(())
+            })
+        }
+        fn status<'a>(
+            &'a self,
+            _: &'a LeaseRef,
+            _: &'a ValidGroup,
+        ) -> crate::runtime::BoxFuture<'a, Result<crate::runtime::LeaseStatus, RuntimeError>> {
+            Box::pin(async { Err(RuntimeError::Backend("not needed".into())) })
+        }
+        fn logs<'a>(
+            &'a self,
+            _: &'a LeaseRef,
+            _: Option<&'a str>,
+            _: usize,
+            _: bool,
+        ) -> crate::runtime::BoxFuture<'a, Result<crate::runtime::LogStream, RuntimeError>> {
+            Box::pin(async { Err(RuntimeError::Backend("not needed".into())) })
+        }
+        fn close<'a>(&'a self, lease: &'a LeaseRef) -> crate::runtime::BoxFuture<'a, Result<(), RuntimeError>> {
+            Box::pin(async move {
+                self.running.lock().expect("running").remove(&lease.name());
+                Ok(())
+            })
+        }
+        fn leases(&self) -> crate::runtime::BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {
+            Box::pin(async { Ok(vec![]) })
+        }
+        fn dial<'a>(
+            &'a self,
+            _: &'a LeaseRef,
+            _: &'a str,
+            _: u32,
+            _: u16,
+        ) -> crate::runtime::BoxFuture<'a, Result<tokio::net::TcpStream, RuntimeError>> {
+            Box::pin(async { Err(RuntimeError::Backend("not needed".into())) })
+        }
+    }
+
+    fn setup(dir: &Path) -> (Arc<LeaseServer<Recorder>>, Arc<OneLease>, BidId, ValidGroup) {
+        let sdl = "version: \"2.0\"\nservices:\n  web:\n    image: x\n    expose: [{port: 80, to: [{global: true}]}]\nprofiles:\n  compute:\n    w: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {w: {denom: uusd, amount: 1}}}\ndeployment:\n  web: {dc: {profile: w, count: 1}}\n";
+        let opts = pazar_sdl::Options::new(
+            pazar_types::Denom::new("upzr").expect("denom"),
+            pazar_types::Denom::new("uusd").expect("denom"),
+        );
+        let d = pazar_sdl::parse(sdl.as_bytes(), &opts).expect("valid sdl");
+        let manifest = ValidManifest::new(d.manifest.clone()).expect("valid");
+        let group = manifest.group("dc").expect("group");
+        let chain = Arc::new(OneLease {
+            active: true.into(),
+            version: d.manifest_version,
+            spec: d.groups[0].clone(),
+        });
+        let server = Arc::new(LeaseServer::new(
+            "c".into(),
+            signer(9),
+            "127.0.0.1".into(),
+            chain.clone(),
+            Arc::new(Recorder::default()),
+            dir.to_path_buf(),
+        ));
+        let id = BidId {
+            owner: signer(1),
+            dseq: 1,
+            gseq: 1,
+            oseq: 1,
+            provider: signer(9),
+        };
+        (server, chain, id, group)
+    }
+
+    #[tokio::test]
+    async fn a_manifest_checked_before_its_lease_closed_starts_nothing_after_the_close() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (server, chain, id, group) = setup(dir.path());
+        // The manifest passed its checks while the lease was active; then the lease closes and
+        // the daemon removes the (not yet existing) workload.
+        chain.active.store(false, std::sync::atomic::Ordering::SeqCst);
+        server.close_lease(&id).await.expect("close");
+        let err = server.deploy_locked(&id, group).await.err().expect("refused");
+        assert_eq!(
+            (err.status, err.code),
+            (StatusCode::GONE, "lease_closed"),
+            "{}",
+            err.message
+        );
+        assert!(
+            server.runtime.running.lock().expect("running").is_empty(),
+            "nothing runs"
+        );
+        assert!(server.all_accepted().is_empty(), "nothing kept for restore");
+    }
+
+    #[tokio::test]
+    async fn a_close_that_comes_during_a_deploy_waits_for_it_and_removes_the_workload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (server, chain, id, group) = setup(dir.path());
+        server.runtime.gated.store(true, std::sync::atomic::Ordering::SeqCst);
+        let deploying = tokio::spawn({
+            let (server, id) = (server.clone(), id.clone());
+            async move {
+                server
+                    .deploy_locked(&id, group)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.message)
+            }
+        });
+        // The deploy is inside the runtime, holding the lease's lock, when the lease closes.
+        server.runtime.entered.notified().await;
+        chain.active.store(false, std::sync::atomic::Ordering::SeqCst);
+        let closing = tokio::spawn({
+            let (server, id) = (server.clone(), id.clone());
+            async move { server.close_lease(&id).await.map_err(|e| e.to_string()) }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!closing.is_finished(), "the close waits for the deploy's lock");
+        server.runtime.gate.add_permits(1);
+        deploying
+            .await
+            .expect("join")
+            .expect("the deploy that held the lock finishes");
+        closing.await.expect("join").expect("then the close runs");
+        assert!(
+            server.runtime.running.lock().expect("running").is_empty(),
+            "nothing is left running"
+        );
+        assert!(server.all_accepted().is_empty(), "nothing is left to restore");
+        assert!(
+            server.lifecycle.map.lock().expect("locks").is_empty(),
+            "no lock entry is left"
+        );
+    }
+
+    #[test]
+    fn a_group_must_fit_the_lease_exactly_or_stay_within_its_replicas() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, chain, _, group) = setup(dir.path());
+        let spec = &chain.spec;
+        assert_eq!(check_against_lease(&group, spec), Ok(()));
+        let with = |f: &dyn Fn(&mut pazar_sdl::manifest::Group)| {
+            let mut g = group.clone().into_inner();
+            f(&mut g);
+            check_against_lease(&ValidGroup::new(g).expect("valid on its own"), spec)
+        };
+        let e = with(&|g| g.services[0].count = 3).expect_err("more replicas");
+        assert!(e.contains("ask for 3 replicas; the lease has 1"), "{e}");
+        let e = with(&|g| {
+            g.services[0].resources.cpu_millis = 2_000;
+        })
+        .expect_err("more CPU");
+        assert!(e.contains("other CPU"), "{e}");
+        let e = with(&|g| g.services[0].resource_id = 2).expect_err("another unit");
+        assert!(e.contains("does not have"), "{e}");
+        let e = with(&|g| {
+            let mut twin = g.services[0].clone();
+            twin.name = "api".into();
+            // No exposes: the unit's one endpoint stays the first service's.
+            twin.expose.clear();
+            g.services.push(twin);
+        })
+        .expect_err("two services on a unit of one replica");
+        assert!(e.contains("ask for 2 replicas; the lease has 1"), "{e}");
     }
 
     #[test]

@@ -50,15 +50,16 @@ impl ProviderClient {
         })
     }
 
-    /// The `x-pazar-auth` value for this request (fresh time and nonce).
-    fn auth(&self, method: &str, path: &str, body: &[u8]) -> String {
+    /// The `x-pazar-auth` value for this request (fresh time and nonce); `target` is the path
+    /// and query exactly as sent.
+    fn auth(&self, method: &str, target: &str, body: &[u8]) -> String {
         let mut nonce = [0u8; 16];
         OsRng.fill_bytes(&mut nonce);
         RequestScope {
             chain_id: &self.chain_id,
             provider: &self.provider,
             method,
-            path,
+            target,
             body,
         }
         .sign(&self.key, crate::server::now_ms(), nonce)
@@ -105,13 +106,17 @@ impl ProviderClient {
         tail: usize,
         follow: bool,
     ) -> Result<Response, TenantError> {
-        let path = lease_path(lease, "logs");
-        // The signature covers the path; the query only selects what to read.
-        let auth = self.auth("GET", &path, b"");
-        let mut q = format!("{path}?tail={tail}&follow={follow}");
+        let mut q = format!("{}?tail={tail}&follow={follow}", lease_path(lease, "logs"));
         if let Some(s) = service {
+            // Service names are DNS labels; anything else would need escaping, and the provider
+            // refuses it anyway.
+            if !pazar_sdl::names::is_service_name(s) {
+                return Err(TenantError::Decode(format!("{s:?} is not a service name")));
+            }
             q.push_str(&format!("&service={s}"));
         }
+        // The signature covers the query too: nobody on the way can change what is read.
+        let auth = self.auth("GET", &q, b"");
         let resp = self.http.send("GET", &q, &[(AUTH_HEADER, auth)], vec![]).await?;
         if resp.status != 200 {
             return Err(match Self::json(resp).await {

@@ -795,7 +795,9 @@ deployment:
     fn check(change: impl FnOnce(&mut Manifest), expect: &str) {
         let mut m = manifest();
         change(&mut m);
-        let err = ValidManifest::decode(&m.canonical_bytes()).expect_err(expect).to_string();
+        let err = ValidManifest::decode(&m.canonical_bytes())
+            .expect_err(expect)
+            .to_string();
         assert!(err.contains(expect), "{err:?} does not mention {expect:?}");
     }
 
@@ -825,13 +827,28 @@ deployment:
             "appears twice",
         );
         check(|m| web(m).storage[0].name = "..".into(), "is not a volume name");
-        check(|m| web(m).storage[0].name = "logs".into(), "which the service's resources do not have");
-        check(|m| web(m).storage[0].name = "default".into(), "the root volume cannot be mounted");
+        check(
+            |m| web(m).storage[0].name = "logs".into(),
+            "which the service's resources do not have",
+        );
+        check(
+            |m| web(m).storage[0].name = "default".into(),
+            "the root volume cannot be mounted",
+        );
         check(|m| web(m).storage[0].mount = "/data/../../etc".into(), ". or ..");
         check(|m| web(m).storage[0].mount = "/proc/self".into(), "under /proc");
-        check(|m| web(m).storage[0].mount = "/etc/hosts".into(), "written by the runtime");
-        check(|m| web(m).resources.storage[1].name = "../v".into(), "is not a volume name");
-        check(|m| web(m).env.push("A-B=1".into()), "is not an environment variable name");
+        check(
+            |m| web(m).storage[0].mount = "/etc/hosts".into(),
+            "written by the runtime",
+        );
+        check(
+            |m| web(m).resources.storage[1].name = "../v".into(),
+            "is not a volume name",
+        );
+        check(
+            |m| web(m).env.push("A-B=1".into()),
+            "is not an environment variable name",
+        );
         check(|m| web(m).env.push("A=x\0y".into()), "NUL");
         check(|m| web(m).args.push("x".repeat(limits::MAX_STRING + 1)), "at most");
         check(|m| web(m).image = "../../etc/passwd".into(), "image");
@@ -841,9 +858,18 @@ deployment:
         check(|m| web(m).resource_id = 0, "numbered from 1");
         check(|m| web(m).resources.cpu_millis = 1, "out of range");
         check(|m| web(m).expose[0].port = 0, "ports are 1 to 65535");
-        check(|m| web(m).expose[0].hosts.push("a_b.com".into()), "not a valid host name");
-        check(|m| web(m).expose[0].http_options.next_cases = vec!["bogus".into()], "is not one of");
-        check(|m| web(m).expose[0].http_options.read_timeout_ms = 60_001, "above 60000");
+        check(
+            |m| web(m).expose[0].hosts.push("a_b.com".into()),
+            "not a valid host name",
+        );
+        check(
+            |m| web(m).expose[0].http_options.next_cases = vec!["bogus".into()],
+            "is not one of",
+        );
+        check(
+            |m| web(m).expose[0].http_options.read_timeout_ms = 60_001,
+            "above 60000",
+        );
         check(|m| web(m).expose[0].ip = "vip".into(), "sequence number");
         // A second global expose the unit was not leased with: one more host port.
         check(

@@ -318,7 +318,11 @@ mod tests {
             assert!(check_image(bad).is_err(), "{bad:?}");
         }
         assert!(check_image(&"a".repeat(300)).is_err());
-        assert_eq!(check_image("YOUR_USERNAME/app:latest"), Ok(()), "a template's placeholder");
+        assert_eq!(
+            check_image("YOUR_USERNAME/app:latest"),
+            Ok(()),
+            "a template's placeholder"
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Signed requests from a tenant to a provider (manifest, status, logs), carried in the
 //! `x-pazar-auth` header. The signature covers the chain, the provider it is meant for, the
-//! method, path and body, a time and a random nonce, so a request cannot be replayed elsewhere
-//! (another provider or chain), later (outside a short window), or again (the provider keeps the
-//! nonces it saw within the window). Ethereum keys sign a readable rendering with
-//! `personal_sign`, as MetaMask shows it.
+//! whole request (method, request target, path and query string exactly as sent, and body), a
+//! time and a random nonce, so a request cannot be altered (not even which log lines it asks
+//! for), replayed elsewhere (another provider or chain), later (outside a short window), or
+//! again (the provider keeps the nonces of the requests it accepted within the window).
+//! Ethereum keys sign a readable rendering with `personal_sign`, as MetaMask shows it.
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use sha2::{Digest, Sha256};
@@ -32,7 +33,8 @@ pub struct RequestScope<'a> {
     pub chain_id: &'a str,
     pub provider: &'a Address,
     pub method: &'a str,
-    pub path: &'a str,
+    /// The request target: path and query string, byte for byte as sent (`/lease/…/logs?tail=5`).
+    pub target: &'a str,
     pub body: &'a [u8],
 }
 
@@ -44,11 +46,12 @@ fn field(h: &mut Sha256, bytes: &[u8]) {
 impl RequestScope<'_> {
     pub fn digest(&self, time_ms: u64, nonce: &[u8; 16]) -> Hash32 {
         let mut h = Sha256::new();
-        field(&mut h, b"pazar/provider-request/v1");
+        // v2: the target includes the query string (v1 signed the path alone).
+        field(&mut h, b"pazar/provider-request/v2");
         field(&mut h, self.chain_id.as_bytes());
         field(&mut h, self.provider.to_string().as_bytes());
         field(&mut h, self.method.as_bytes());
-        field(&mut h, self.path.as_bytes());
+        field(&mut h, self.target.as_bytes());
         field(&mut h, &Sha256::digest(self.body));
         field(&mut h, &time_ms.to_le_bytes());
         field(&mut h, nonce);
@@ -62,7 +65,7 @@ impl RequestScope<'_> {
             self.provider,
             self.chain_id,
             self.method,
-            self.path,
+            self.target,
             hex::encode(Sha256::digest(self.body)),
             hex::encode(nonce),
             hex::encode(digest)
@@ -134,7 +137,7 @@ mod tests {
             chain_id: "c",
             provider,
             method: "PUT",
-            path: "/lease/x/manifest",
+            target: "/lease/x/manifest",
             body,
         }
     }
@@ -165,5 +168,32 @@ mod tests {
             ));
         }
         assert!(matches!(RequestAuth::from_header("zz"), Err(AuthError::Malformed(_))));
+    }
+
+    #[test]
+    fn the_query_string_is_signed_with_the_path() {
+        let provider = Address::Native([1; 20]);
+        let key = SigningKey::from_secret(KeyScheme::Ed25519, &[5; 32]).expect("key");
+        let at = |target| RequestScope {
+            chain_id: "c",
+            provider: &provider,
+            method: "GET",
+            target,
+            body: b"",
+        };
+        let auth = at("/lease/x/logs?tail=5&service=web").sign(&key, 1_000_000, [3; 16]);
+        assert!(auth.verify(&at("/lease/x/logs?tail=5&service=web"), 1_000_000).is_ok());
+        for altered in [
+            "/lease/x/logs?tail=10000&service=web",
+            "/lease/x/logs?tail=5&service=db",
+            "/lease/x/logs?tail=5&service=web&follow=true",
+            "/lease/x/logs",
+        ] {
+            assert_eq!(
+                auth.verify(&at(altered), 1_000_000),
+                Err(AuthError::BadSignature(key.address())),
+                "{altered}"
+            );
+        }
     }
 }

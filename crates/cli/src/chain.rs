@@ -1005,7 +1005,17 @@ pub fn query(cmd: QueryCmd, opts: &ClientOpts) -> Result<()> {
         QueryCmd::Params => ("/params".into(), None),
         QueryCmd::Supply => ("/supply".into(), None),
     };
-    let mut v = rpc.get(&path).map_err(client_err)?;
+    // Lists come in pages from the node; every page is read, so nothing is left out unsaid.
+    let list = ["providers", "deployments", "orders", "bids", "leases"]
+        .into_iter()
+        .find(|f| path.strip_prefix('/').is_some_and(|p| p.split('?').next() == Some(*f)));
+    let mut v = match list {
+        Some(field) => {
+            let items = rpc.list_all(&path, field).map_err(client_err)?;
+            json!({ field: items, "count": items.len() })
+        }
+        None => rpc.get(&path).map_err(client_err)?,
+    };
     if let Some(key) = key {
         with_spinner("verifying the proof against the next block header", || {
             rpc.verify_proof(&v, &key)

@@ -85,20 +85,24 @@ fn gpu_mismatch(group: &GroupSpec, gpus: &[GpuInfo]) -> Option<String> {
 }
 
 fn why_no_bids(rpc: &Rpc, id: &DeploymentId) -> Result<Value> {
+    // Every page of each list: a provider left out would be a reason left out.
     let orders = rpc
-        .get(&format!("/orders?owner={}&dseq={}&state=open", id.owner, id.dseq))
+        .list_all(
+            &format!("/orders?owner={}&dseq={}&state=open", id.owner, id.dseq),
+            "orders",
+        )
         .map_err(client_err)?;
-    let providers = rpc.get("/providers?limit=1000").map_err(client_err)?;
+    let providers = rpc.list_all("/providers", "providers").map_err(client_err)?;
     let bids = rpc
-        .get(&format!("/bids?owner={}&dseq={}&limit=1000", id.owner, id.dseq))
+        .list_all(&format!("/bids?owner={}&dseq={}", id.owner, id.dseq), "bids")
         .map_err(client_err)?;
     let mut out = Vec::new();
-    for o in orders["orders"].as_array().into_iter().flatten() {
+    for o in &orders {
         let oid: OrderId = serde_json::from_value(o["id"].clone())?;
         let group: GroupSpec = serde_json::from_value(o["group"].clone())?;
         let ceiling = group.max_price();
         let mut rows = Vec::new();
-        for p in providers["providers"].as_array().into_iter().flatten() {
+        for p in &providers {
             let addr: Address = serde_json::from_value(p["owner"].clone())?;
             let full = rpc.get(&format!("/providers/{addr}")).map_err(client_err)?;
             let mut view = ProviderView {
@@ -114,7 +118,7 @@ fn why_no_bids(rpc: &Rpc, id: &DeploymentId) -> Result<Value> {
                     view.audits.insert(aud, attrs);
                 }
             }
-            let bid = bids["bids"].as_array().into_iter().flatten().find(|b| {
+            let bid = bids.iter().find(|b| {
                 b["id"]["provider"] == addr.to_string() && b["id"]["gseq"] == oid.gseq && b["id"]["oseq"] == oid.oseq
             });
             let verdict = if let Some(b) = bid {

@@ -399,11 +399,12 @@ fn wait_for_bids(
     let mut seen = std::collections::BTreeSet::new();
     let mut all_since: Option<Instant> = None;
     loop {
-        let v = rpc
-            .get(&format!("/bids?owner={owner}&dseq={dseq}&state=open&limit=1000"))
+        // Every page: the lowest bid may be on any of them.
+        let bids = rpc
+            .list_all(&format!("/bids?owner={owner}&dseq={dseq}&state=open"), "bids")
             .map_err(chain::client_err)?;
         let mut best: BTreeMap<u32, (BidId, Value, Dec)> = BTreeMap::new();
-        for b in v["bids"].as_array().into_iter().flatten() {
+        for b in &bids {
             let Ok(id) = serde_json::from_value::<BidId>(b["id"].clone()) else {
                 continue;
             };

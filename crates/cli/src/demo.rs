@@ -256,6 +256,7 @@ pub(crate) fn start_market(h: &Path, block_time_ms: u64, runtime: &str, say: boo
         format!(
             "listen = \"127.0.0.1:{port}\"\nruntime = \"{}\"\nwithdraw_every_blocks = 4\n\
              [ingress]\nlisten = \"127.0.0.1:{ingress}\"\ndomain = \"ingress.localhost\"\n\
+             [images]\nallow_local = [\"pazar-demo:*\"]\n\
              [attributes]\nregion = \"local\"\n",
             backend.kind()
         ),

@@ -18,6 +18,8 @@ use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
 use pazar_provider::runtime::{LeaseRef, Runtime};
 
 const IMAGE: &str = "pazar-demo:test";
+/// The demo image is built here (no registry is reachable from the tests): tenants may run it.
+const ALLOW_DEMO: &str = "[images]\nallow_local = [\"pazar-demo:*\"]\n";
 
 struct Daemon(Child);
 
@@ -77,7 +79,11 @@ fn wait_registered(net: &common::Devnet, log: &Path) -> String {
 /// daemon on it and waits for its registration.
 fn provider_with(net: &common::Devnet, dir: &Path, extra: &str) -> (Daemon, std::path::PathBuf) {
     let config = dir.join("provider.toml");
-    std::fs::write(&config, format!("listen = \"127.0.0.1:{}\"\n{extra}", free_port())).expect("config");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:{}\"\n{extra}\n{ALLOW_DEMO}", free_port()),
+    )
+    .expect("config");
     let log = dir.join("provider.log");
     let daemon = start_daemon(net.home.path(), &config, &log);
     wait_registered(net, &log);
@@ -146,7 +152,7 @@ fn deploy_bid_lease_serve_restart_withdraw_and_close_with_the_real_daemon() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nwithdraw_every_blocks = 4\nstorage_check_ms = 300\n[attributes]\nregion = \"local\"\n"
+            "listen = \"127.0.0.1:{port}\"\nwithdraw_every_blocks = 4\nstorage_check_ms = 300\n[attributes]\nregion = \"local\"\n{ALLOW_DEMO}"
         ),
     )
     .expect("config");
@@ -512,7 +518,6 @@ deployment:
         .filter(|u| u["ingress"] == true)
         .filter_map(|u| u["uri"].as_str().map(str::to_string))
         .collect();
-    let name = lease_ref(&lease_id).name();
     let find = |prefix: &str| {
         ingress
             .iter()
@@ -525,12 +530,18 @@ deployment:
         4,
         "made-up names and the accepted host, HTTP and TLS: {v}"
     );
-    let made = format!("web-{name}.ingress.test:");
+    let made = format!(
+        "{}:",
+        pazar_provider::ingress::generated_host(&lease_ref(&lease_id), "web", "ingress.test")
+    );
     let port: u16 = find(&format!("http://{made}")).parse().expect("port");
     let host = made.trim_end_matches(':');
     let tls_port: u16 = find("https://shop.example.com:").parse().expect("tls port");
     assert_eq!(find("http://shop.example.com:"), port.to_string());
-    find(&format!("https://echo-{name}.ingress.test:"));
+    find(&format!(
+        "https://{}:",
+        pazar_provider::ingress::generated_host(&lease_ref(&lease_id), "echo", "ingress.test")
+    ));
 
     // TLS: a real ClientHello for shop.example.com reaches `echo` untouched and comes back.
     let hello = client_hello("shop.example.com");

@@ -56,9 +56,16 @@ pub struct Config {
     /// Withdraw earnings of every lease this often (blocks).
     #[serde(default = "default_withdraw_every")]
     pub withdraw_every_blocks: u64,
-    /// Drop what workloads send to this host (needs root and iptables).
+    /// Drop what workloads send to this host, and their connections to link-local, cloud
+    /// metadata and private addresses (needs root, iptables and ip6tables).
     #[serde(default = "default_true")]
     pub isolate_host: bool,
+    /// `[egress]`: private ranges workloads may reach nonetheless.
+    #[serde(default)]
+    pub egress: EgressConfig,
+    /// `[images]`: which local images tenants may run, and the limits of pulls.
+    #[serde(default)]
+    pub images: ImagesConfig,
     /// How often (milliseconds) the Docker runtime measures replicas' writable layers and
     /// evicts those over their ephemeral storage, where the storage driver cannot cap them.
     #[serde(default = "default_storage_check_ms")]
@@ -107,6 +114,59 @@ pub struct IngressConfig {
     /// Services are named `<service>-<lease>.<domain>`; point a wildcard DNS record
     /// `*.<domain>` at this machine.
     pub domain: String,
+}
+
+/// `[egress]` in `provider.toml`. Workloads reach their own lease's replicas and the public
+/// internet; link-local and cloud-metadata addresses, private, shared (CGNAT) and unique-local
+/// ranges, and this host itself are refused, except the ranges listed here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Ranges opened to workloads, e.g. `["10.1.2.0/24"]` (an address alone is one host).
+    #[serde(default)]
+    pub allow: Vec<crate::runtime::firewall::Cidr>,
+}
+
+/// `[images]` in `provider.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Images tenants may run from this host's own copies (built here, or pulled by the
+    /// operator), e.g. `["pazar-demo:*"]`: `NAME:TAG`, `NAME:*` for every tag. Every other image
+    /// is pulled anonymously from its registry at exactly the tag the tenant names.
+    #[serde(default)]
+    pub allow_local: Vec<crate::runtime::images::LocalImage>,
+    /// Longest a pull may take, in seconds.
+    #[serde(default = "default_pull_timeout_s")]
+    pub pull_timeout_s: u64,
+    /// Largest image a tenant may pull, in bytes as stored on this host.
+    #[serde(default = "default_max_image_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            allow_local: Vec::new(),
+            pull_timeout_s: default_pull_timeout_s(),
+            max_bytes: default_max_image_bytes(),
+        }
+    }
+}
+
+fn default_pull_timeout_s() -> u64 {
+    crate::runtime::docker::DEFAULT_PULL_TIMEOUT.as_secs()
+}
+fn default_max_image_bytes() -> u64 {
+    crate::runtime::docker::DEFAULT_MAX_IMAGE_BYTES
+}
+
+impl ImagesConfig {
+    pub fn policy(&self) -> crate::runtime::images::ImagePolicy {
+        crate::runtime::images::ImagePolicy {
+            allow_local: self.allow_local.clone(),
+        }
+    }
 }
 
 /// `[sandbox]` in `provider.toml`.
@@ -191,6 +251,26 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| DaemonError::Config(format!("cannot read {}: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| DaemonError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// The Docker runtime's options for a daemon whose data directory is `data`.
+    pub fn docker_options(&self, gpus: bool, data: &Path) -> DockerOptions {
+        DockerOptions {
+            gpus,
+            isolate_host: self.isolate_host,
+            egress: crate::runtime::firewall::EgressPolicy::with_host_resolvers(self.egress.allow.clone()),
+            images: self.images.policy(),
+            pull_timeout: Duration::from_secs(self.images.pull_timeout_s),
+            max_image_bytes: self.images.max_bytes,
+            state_dir: Some(data.join("docker")),
+        }
+    }
+
+    /// The sandbox runtime's options for a daemon whose data directory is `data`.
+    pub fn sandbox_options(&self, data: &Path) -> SandboxOptions {
+        let mut o = self.sandbox.options(data);
+        o.local_images = self.images.policy();
+        o
     }
 
     pub fn host_uri(&self) -> String {
@@ -305,19 +385,15 @@ impl Daemon {
         let chain_id = rpc.chain_id().map_err(node_err)?;
         let host = crate::tls::split_uri(&cfg.host_uri())?.0;
         let identity = Identity::load_or_create(&data.join("tls"), &[host, cfg.public_host.clone()])?;
-        let docker = DockerOptions {
-            gpus: !inv.gpus.is_empty(),
-            isolate_host: cfg.isolate_host,
-            state_dir: Some(data.join("docker")),
-        };
+        let docker = cfg.docker_options(!inv.gpus.is_empty(), &data);
         let runtime = Arc::new(match cfg.runtime.as_str() {
             "docker" => AnyRuntime::Docker(DockerRuntime::connect(docker).await?),
-            "sandbox" => AnyRuntime::Sandbox(SandboxRuntime::new(cfg.sandbox.options(&data))?),
+            "sandbox" => AnyRuntime::Sandbox(SandboxRuntime::new(cfg.sandbox_options(&data))?),
             _ => match DockerRuntime::connect(docker).await {
                 Ok(d) => AnyRuntime::Docker(d),
                 Err(e) => {
                     print_line(&format!("{e}; running leases in the sandbox instead"));
-                    AnyRuntime::Sandbox(SandboxRuntime::new(cfg.sandbox.options(&data))?)
+                    AnyRuntime::Sandbox(SandboxRuntime::new(cfg.sandbox_options(&data))?)
                 }
             },
         });
@@ -911,6 +987,33 @@ pub fn follow(base: String, from: u64) -> mpsc::Receiver<Value> {
 mod tests {
     use super::Config;
 
+    #[test]
+    fn egress_ranges_and_local_images_are_checked_when_the_config_is_read() {
+        let parse = |t: &str| toml::from_str::<Config>(t).map_err(|e| e.to_string());
+        let cfg =
+            parse("[egress]\nallow = [\"10.1.2.0/24\", \"fd00::1\"]\n[images]\nallow_local = [\"pazar-demo:*\"]\n")
+                .expect("valid");
+        assert_eq!(cfg.egress.allow[1].to_string(), "fd00::1/128");
+        assert!(cfg
+            .images
+            .policy()
+            .allows_local(&crate::runtime::images::ImageRef::parse("pazar-demo:1").expect("ref")));
+        let none = parse("").expect("defaults");
+        assert!(
+            none.egress.allow.is_empty() && none.images.allow_local.is_empty(),
+            "nothing opened by default"
+        );
+        for (bad, says) in [
+            ("[egress]\nallow = [\"10.1.2.3/24\"]\n", "starts at 10.1.2.0"),
+            ("[egress]\nallow = [\"10.0.0.0/8 -j ACCEPT\"]\n", "not an address range"),
+            ("[images]\nallow_local = [\"Bad Name\"]\n", "allow_local entry"),
+            ("[images]\nallowed = []\n", "unknown field"),
+        ] {
+            let err = parse(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
     /// README's `provider.toml`, with its commented-out settings switched on, is a valid
     /// configuration: the documentation cannot drift from the parser.
     #[test]
@@ -934,5 +1037,8 @@ mod tests {
         assert_eq!(ingress.listen, "0.0.0.0:80");
         assert_eq!(ingress.tls_listen.as_deref(), Some("0.0.0.0:443"));
         assert_eq!(cfg.sandbox.uid, 65534);
+        assert_eq!(cfg.egress.allow.len(), 2);
+        assert_eq!(cfg.images.allow_local.len(), 1);
+        assert_eq!((cfg.images.pull_timeout_s, cfg.images.max_bytes), (600, 20 << 30));
     }
 }

@@ -23,6 +23,9 @@ const IMAGE: &str = "pazar-demo:sandbox";
 fn runtime(dir: &Path) -> SandboxRuntime {
     let mut opts = SandboxOptions::new(dir);
     opts.docker_images = false;
+    // The store's images are local: tenants may run only those the operator allows.
+    opts.local_images = pazar_provider::runtime::images::ImagePolicy::allowing(["pazar-demo:*", "nowhere/nothing:*"])
+        .expect("a valid policy");
     let rt = SandboxRuntime::new(opts).expect("this machine runs the sandbox (root, bubblewrap, iproute2)");
     store_demo_rootfs(rt.images(), IMAGE).expect("demo rootfs");
     rt

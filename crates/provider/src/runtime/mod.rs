@@ -21,7 +21,7 @@ use pazar_sdl::manifest::Proto;
 use pazar_sdl::ValidGroup;
 use pazar_types::market::BidId;
 
-/// A lease's handle in a runtime: a short name derived from its id, safe for container,
+/// A lease's handle in a runtime: a name derived from its whole id, safe for container,
 /// network and volume names, plus the id itself in labels.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct LeaseRef {
@@ -33,11 +33,20 @@ impl LeaseRef {
         LeaseRef { id }
     }
 
-    /// `pz-` and 12 hex digits of the SHA-256 of the lease id.
+    /// `pz-` and the 64 hex digits of the SHA-256 of the lease id: the name of everything a
+    /// runtime keeps for the lease. The whole digest, because a tenant chooses its dseq and
+    /// could grind a shorter one into another tenant's name.
     pub fn name(&self) -> String {
         let text = self.label();
         let h = Sha256::digest(text.as_bytes());
-        format!("pz-{}", hex_prefix(&h, 6))
+        format!("pz-{}", hex_prefix(&h, 32))
+    }
+
+    /// `pz-` and the first 12 hex digits of the same digest, for the one name a kernel limit
+    /// keeps short (a bridge interface: 15 bytes). Two leases may share it, so whoever uses it
+    /// checks the full lease id of the object that holds it.
+    pub fn short_name(&self) -> String {
+        self.name()[..15].to_string()
     }
 
     /// `OWNER/DSEQ/GSEQ/OSEQ/PROVIDER`, the id as people and the CLI write it.
@@ -105,6 +114,19 @@ pub struct ServiceStatus {
     /// Why the last eviction happened.
     #[serde(default)]
     pub last_eviction: Option<String>,
+    /// The image pull under way for this service (state `pulling`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullProgress>,
+}
+
+/// How far an image pull has come, as the registry announced its layers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullProgress {
+    pub image: String,
+    /// Bytes downloaded so far.
+    pub bytes: u64,
+    /// Bytes of the layers whose size is known so far (layers already on the host excluded).
+    pub total: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -56,6 +56,8 @@ pub struct SandboxOptions {
     pub bwrap: PathBuf,
     /// Export images missing from the store from a local Docker engine, when there is one.
     pub docker_images: bool,
+    /// Which images of the store (or of the local Docker engine) tenants may run.
+    pub local_images: super::images::ImagePolicy,
 }
 
 impl SandboxOptions {
@@ -68,6 +70,7 @@ impl SandboxOptions {
             gid: 65534,
             bwrap: PathBuf::from("bwrap"),
             docker_images: true,
+            local_images: super::images::ImagePolicy::default(),
         }
     }
 }
@@ -280,6 +283,7 @@ impl SandboxRuntime {
 
     /// The rootfs and config of `image`, exported from Docker first when allowed and needed.
     async fn resolve(&self, image: &str) -> Result<(PathBuf, ImageConfig), RuntimeError> {
+        self.opts.local_images.admit_local(image)?;
         if let Some(found) = self.images.get(image) {
             return Ok(found);
         }
@@ -492,6 +496,7 @@ impl SandboxRuntime {
                 // `/tmp` is a tmpfs of the leased size: writes past it fail, nothing is evicted.
                 evictions: 0,
                 last_eviction: None,
+                pull: None,
             };
             let Some((state, pending)) = &snapshot else {
                 st.state = "missing".into();

@@ -19,7 +19,16 @@ pub const IMAGE: &str = "pazar-demo:test";
 
 /// The local Docker engine (the test fails without one) with the demo image built.
 pub async fn docker() -> DockerRuntime {
-    docker_with(DockerOptions::default()).await
+    docker_with(options()).await
+}
+
+/// The runtime's defaults, with the locally built demo image allowed to tenants (no registry
+/// is reachable from the tests).
+pub fn options() -> DockerOptions {
+    DockerOptions {
+        images: pazar_provider::runtime::images::ImagePolicy::allowing(["pazar-demo:*"]).expect("a valid policy"),
+        ..DockerOptions::default()
+    }
 }
 
 /// As [`docker`], with these options.

@@ -60,9 +60,13 @@ async fn the_owner_s_manifest_runs_and_every_bad_request_is_refused_with_a_reaso
     let net = common::devnet(200);
     let home = net.home.path().to_path_buf();
     let rt = Arc::new(
-        DockerRuntime::connect(DockerOptions::default())
-            .await
-            .expect("Docker engine"),
+        DockerRuntime::connect(DockerOptions {
+            // The demo image is built here; no registry is reachable from the tests.
+            images: pazar_provider::runtime::images::ImagePolicy::allowing(["pazar-demo:*"]).expect("a valid policy"),
+            ..DockerOptions::default()
+        })
+        .await
+        .expect("Docker engine"),
     );
     build_demo_image(rt.docker(), IMAGE).await.expect("image");
 

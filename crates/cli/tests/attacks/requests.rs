@@ -1,1 +1,134 @@
-//! Attacks of class `requests` (see main.rs).
+//! Attacks of class `requests` (see main.rs): forged, altered, replayed and misaddressed signed
+//! requests to a real provider daemon's tenant endpoint. The whole request is signed, the query
+//! string included, so a log request cannot be altered on the way; a request that has not proved
+//! everything (signature, owner, an active lease of this provider) leaves nothing behind, so a
+//! stranger can neither burn a tenant's nonces nor fill the provider's nonce store, and sending
+//! the same refused bytes again gets the same refusal, never "replay"; an accepted request
+//! cannot be replayed.
+
+use pazar_provider::server::now_ms;
+use pazar_provider::tls::PinnedClient;
+use pazar_types::auth::{RequestScope, AUTH_HEADER};
+use pazar_types::{Address, SigningKey};
+
+use crate::common;
+use crate::manifest::{build_image, deploy, provider_pin, signer, start_daemon, web_sdl};
+
+struct Endpoint {
+    rt: tokio::runtime::Runtime,
+    raw: PinnedClient,
+    chain_id: String,
+    provider: Address,
+}
+
+impl Endpoint {
+    fn auth(
+        &self,
+        key: &SigningKey,
+        provider: &Address,
+        method: &str,
+        target: &str,
+        time_ms: u64,
+        nonce: u8,
+    ) -> String {
+        RequestScope {
+            chain_id: &self.chain_id,
+            provider,
+            method,
+            target,
+            body: b"",
+        }
+        .sign(key, time_ms, [nonce; 16])
+        .to_header()
+    }
+
+    /// Sends GET `target` with `auth`; (status, body).
+    fn get(&self, target: &str, auth: &str) -> (u16, String) {
+        self.rt.block_on(async {
+            let r = self
+                .raw
+                .send("GET", target, &[(AUTH_HEADER, auth.to_string())], vec![])
+                .await
+                .expect("an answer");
+            let status = r.status;
+            let body = r.bytes().await.expect("body");
+            (status, String::from_utf8_lossy(&body).into_owned())
+        })
+    }
+}
+
+#[test]
+fn a_request_proves_everything_before_its_nonce_is_kept_and_cannot_be_altered_or_replayed() {
+    build_image();
+    let net = common::devnet(250);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _daemon = start_daemon(&net, dir.path(), "docker", "", "");
+    let provider: Address = net.address("provider").parse().expect("address");
+    let lease = deploy(&net, &web_sdl(dir.path(), "web.yaml", 1), "alice", 30);
+    let (uri, fp) = provider_pin(&net, &provider);
+    let ep = Endpoint {
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime"),
+        raw: PinnedClient::new(&uri, fp).expect("client"),
+        chain_id: net.rpc().chain_id().expect("chain id"),
+        provider,
+    };
+    let (alice, bob) = (signer(&net, "alice"), signer(&net, "bob"));
+    let owner = lease.owner;
+    let status_path = format!("/lease/{owner}/30/1/1/status");
+    let logs_path = format!("/lease/{owner}/30/1/1/logs");
+
+    // The query is signed with the path: five lines asked for, ten thousand sent.
+    let signed = format!("{logs_path}?tail=5&follow=false");
+    let auth = ep.auth(&alice, &provider, "GET", &signed, now_ms(), 1);
+    let (status, body) = ep.get(&format!("{logs_path}?tail=10000&follow=false"), &auth);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("signature does not match"), "{body}");
+    // The same signature on the query it covers is served: the refusal was the alteration.
+    let (status, body) = ep.get(&signed, &auth);
+    assert_eq!(status, 200, "{body}");
+
+    // A stranger signs for Alice's lease: refused, and nothing of it is kept, so the same
+    // bytes get the same answer (not "replay") and Alice's use of the same nonce is served.
+    let auth = ep.auth(&bob, &provider, "GET", &status_path, now_ms(), 9);
+    for _ in 0..2 {
+        let (status, body) = ep.get(&status_path, &auth);
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("not_owner") && !body.contains("replay"), "{body}");
+    }
+    // Alice asks about a lease that does not exist: refused, not kept either.
+    let missing = format!("/lease/{owner}/999/1/1/status");
+    let auth = ep.auth(&alice, &provider, "GET", &missing, now_ms(), 9);
+    for _ in 0..2 {
+        let (status, body) = ep.get(&missing, &auth);
+        assert_eq!(status, 404, "{body}");
+        assert!(body.contains("no_lease"), "{body}");
+    }
+    // Signed for another provider, or outside the freshness window: refused.
+    let other: Address = net.address("bob").parse().expect("address");
+    let auth = ep.auth(&alice, &other, "GET", &status_path, now_ms(), 9);
+    let (status, body) = ep.get(&status_path, &auth);
+    assert_eq!(status, 401, "another provider's request: {body}");
+    let auth = ep.auth(&alice, &provider, "GET", &status_path, now_ms() - 180_000, 9);
+    let (status, body) = ep.get(&status_path, &auth);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("away from the provider's clock"), "{body}");
+
+    // Alice's request with the nonce the stranger used is served once, then is a replay.
+    let auth = ep.auth(&alice, &provider, "GET", &status_path, now_ms(), 9);
+    let (status, body) = ep.get(&status_path, &auth);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"ready\":true"), "{body}");
+    let (status, body) = ep.get(&status_path, &auth);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("replay"), "{body}");
+    net.cli(&[
+        "lease",
+        "close",
+        &pazar_provider::runtime::LeaseRef::new(lease).label(),
+        "--from",
+        "alice",
+    ]);
+}

@@ -119,9 +119,9 @@ async fn a_lease_whose_bridge_name_another_lease_holds_is_refused_and_leaves_the
         );
         assert!(!exists("network", &victim.name()), "no network made for the victim");
     });
-    if outcome.is_err() {
+    if let Err(panic) = outcome {
         cleanup();
-        std::panic::resume_unwind(outcome.err().expect("a panic"));
+        std::panic::resume_unwind(panic);
     }
     // The victim's lease ends: its close removes nothing of the holder's.
     rt.close(&victim).await.expect("closes");

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use common::{http_get, lease, log_text, wait_status};
 use pazar_provider::image::store_demo_rootfs;
 use pazar_provider::runtime::cgroup::Cgroup;
-use pazar_provider::runtime::sandbox::{remove_lease_processes, SandboxOptions, SandboxRuntime};
+use pazar_provider::runtime::sandbox::{remove_lease_processes, LeaseKey, SandboxOptions, SandboxRuntime};
 use pazar_provider::runtime::{netns, LeaseRef, LeaseStatus, Runtime, RuntimeError};
 
 const IMAGE: &str = "pazar-demo:sandbox";
@@ -76,14 +76,18 @@ struct Cleanup(Vec<LeaseRef>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for l in &self.0 {
-            remove_lease_processes(&l.name());
-            let _ = netns::delete(&l.name());
+            remove_lease_processes(l);
+            let _ = netns::delete(key(l).as_str());
         }
     }
 }
 
 fn replica_cgroup(l: &LeaseRef, svc: &str) -> Cgroup {
-    Cgroup::at(&format!("pazar/{}/{svc}-0", l.name()))
+    pazar_provider::runtime::sandbox::replica_cgroup(l, svc, 0).expect("a valid service name")
+}
+
+fn key(l: &LeaseRef) -> LeaseKey {
+    LeaseKey::of(l)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,14 +142,17 @@ async fn a_sandboxed_lease_serves_logs_restarts_is_adopted_and_closes_without_le
     assert!(rt.leases().await.expect("list").iter().any(|(n, _)| *n == l.name()));
     rt.close(&l).await.expect("closes");
     assert!(!rt.leases().await.expect("list").iter().any(|(n, _)| *n == l.name()));
-    assert!(!netns::exists(&l.name()), "network namespace removed");
+    assert!(!netns::exists(key(&l).as_str()), "network namespace removed");
     assert!(replica_cgroup(&l, "web").pids().is_empty(), "no process left");
-    assert!(!dir.path().join("leases").join(l.name()).exists(), "no files left");
+    assert!(
+        !dir.path().join("leases").join(key(&l).as_str()).exists(),
+        "no files left"
+    );
     let volume_files = std::fs::read_dir(dir.path().join("volume-files"))
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&l.name()))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(key(&l).as_str()))
         .count();
     assert_eq!(volume_files, 0, "the volume's filesystem is deleted");
     assert!(http_get(port).is_err(), "the port is closed");
@@ -172,7 +179,7 @@ async fn a_missing_image_and_shapes_one_namespace_cannot_run_are_refused_with_re
         .await
         .expect_err("two replicas on one port");
     assert!(err.to_string().contains("one network namespace"), "{err}");
-    assert!(!netns::exists(&l.name()), "nothing made for a refused lease");
+    assert!(!netns::exists(key(&l).as_str()), "nothing made for a refused lease");
 }
 
 /// The probe a workload runs on itself; each line is one fact the test checks.
@@ -314,4 +321,345 @@ async fn an_image_missing_from_the_store_is_exported_from_the_local_docker_engin
         .inspect_container(&format!("pz-export-{}", std::process::id()), None)
         .await;
     assert!(left.is_err(), "the export container is removed");
+}
+
+/// Every path under `dir`, to show that a refused deploy made nothing.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p.clone());
+            }
+            out.push(p.to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Hand-written manifests, as a tenant would send them if the provider's boundary let them
+/// through: names that would leave the lease's directory, reach another volume's file, inject a
+/// line into `/etc/hosts` or a cgroup path, mount points over the sandbox's own filesystems or
+/// out of the image, and an environment bubblewrap cannot carry. Each is refused with its
+/// reason before the runtime makes anything on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_mount_points_that_would_leave_the_lease_are_refused_before_the_host_is_touched() {
+    use pazar_sdl::manifest::Service;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(dir.path());
+    let l = lease(36);
+    let _cleanup = Cleanup(vec![l.clone()]);
+    let base = common::group(&sdl("web", WEB, "64Mi", "64Mi"));
+    let rename_volume = |to: &'static str| {
+        move |s: &mut Service| {
+            s.storage[0].name = to.into();
+            for v in s.resources.storage.iter_mut().filter(|v| v.name == "data") {
+                v.name = to.into();
+            }
+        }
+    };
+    type Edit = Box<dyn Fn(&mut Service)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "a service name that climbs out of the lease directory",
+            Box::new(|s| s.name = "../../../outside".into()),
+            "service name \"../../../outside\" cannot name anything on the host",
+        ),
+        (
+            "a service name that adds a line to /etc/hosts",
+            Box::new(|s| s.name = "web\n10.0.0.1 bank".into()),
+            "cannot name anything on the host",
+        ),
+        (
+            "a service name with a cgroup path in it",
+            Box::new(|s| s.name = "web/cgroup.procs".into()),
+            "cannot name anything on the host",
+        ),
+        (
+            "an upper-case service name",
+            Box::new(|s| s.name = "Web".into()),
+            "cannot name anything on the host",
+        ),
+        (
+            "a volume name that climbs to another lease's volume file",
+            Box::new(rename_volume("../../../volume-files/victim")),
+            "volume name \"../../../volume-files/victim\" cannot name anything on the host",
+        ),
+        (
+            "a volume name with a slash",
+            Box::new(rename_volume("a/b")),
+            "cannot name anything on the host",
+        ),
+        (
+            "a mount point that climbs out of the image",
+            Box::new(|s| s.storage[0].mount = "/data/../../../etc".into()),
+            "mount point \"/data/../../../etc\" is refused",
+        ),
+        (
+            "a mount point over /proc",
+            Box::new(|s| s.storage[0].mount = "/proc/sys".into()),
+            "the sandbox mounts its own filesystem there",
+        ),
+        (
+            "a mount point over /etc/hosts",
+            Box::new(|s| s.storage[0].mount = "/etc/hosts".into()),
+            "the sandbox mounts its own filesystem there",
+        ),
+        (
+            "a relative mount point",
+            Box::new(|s| s.storage[0].mount = "data".into()),
+            "must be an absolute path",
+        ),
+        (
+            "the root as mount point",
+            Box::new(|s| s.storage[0].mount = "/".into()),
+            "must be normalised",
+        ),
+        (
+            "an environment variable without a name",
+            Box::new(|s| s.env.push("=x".into())),
+            "environment variable \"\"",
+        ),
+        (
+            "an environment value with a NUL byte (it would end bubblewrap's argument early)",
+            Box::new(|s| s.env.push("A=b\0--bind\0/\0/host".into())),
+            "environment variable \"A\"",
+        ),
+        (
+            "a command argument with a NUL byte",
+            Box::new(|s| s.args.push("x\0y".into())),
+            "NUL byte",
+        ),
+    ];
+    let before = tree(dir.path());
+    for (what, edit, expect) in cases {
+        let mut g = base.clone().into_inner();
+        edit(&mut g.services[0]);
+        // Past the manifest parser on purpose: what the sandbox refuses on its own.
+        let g = pazar_sdl::ValidGroup::unchecked(g);
+        let err = rt.deploy(&l, &g).await.expect_err(what).to_string();
+        assert!(err.contains(expect), "{what}: {err}");
+        assert_eq!(tree(dir.path()), before, "{what}: nothing is made on the host");
+        assert!(!netns::exists(key(&l).as_str()), "{what}: no network namespace");
+        assert!(replica_cgroup(&l, "web").pids().is_empty(), "{what}: no process");
+        assert!(
+            !Path::new("/sys/fs/cgroup/pids/pazar").join(key(&l).as_str()).exists()
+                && !Path::new("/sys/fs/cgroup/pazar").join(key(&l).as_str()).exists(),
+            "{what}: no cgroup"
+        );
+    }
+    // The same group with its names intact deploys: the refusals were about the names.
+    rt.deploy(&l, &base).await.expect("the untouched group deploys");
+    rt.close(&l).await.expect("close");
+}
+
+/// Everything of a lease is named after the whole SHA-256 of its id, and the lease's record
+/// keeps the id: a directory that holds another lease's record (as a collision of shortened
+/// names would have made) is refused, and the replica it claims is neither adopted nor killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_keyed_by_its_whole_id_and_never_adopts_a_record_of_another_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(dir.path());
+    let (l, other) = (lease(37), lease(38));
+    let _cleanup = Cleanup(vec![l.clone(), other.clone()]);
+    let k = key(&l);
+    assert_eq!(k.as_str().len(), "pz-".len() + 64, "the whole digest: {k}");
+    assert_eq!(LeaseKey::parse(k.as_str()), Some(k.clone()));
+    assert_ne!(k, key(&other));
+    assert_eq!(LeaseKey::parse("pz-0123456789ab"), None, "a shortened digest is no key");
+
+    // Another lease's running replica, recorded in the directory of this one.
+    let mut victim = std::process::Command::new("sleep").arg("600").spawn().expect("sleep");
+    let pid = victim.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let starttime: u64 = stat[stat.rfind(')').expect("comm") + 2..]
+        .split(' ')
+        .nth(19)
+        .and_then(|t| t.parse().ok())
+        .expect("starttime");
+    let g = common::group(&sdl("web", WEB, "64Mi", "64Mi"));
+    let record = serde_json::json!({
+        "name": k.as_str(),
+        "label": other.label(),
+        "group": g,
+        "forwards": [],
+        "replicas": [{"service": "web", "replica": 0, "pid": pid, "starttime": starttime,
+                      "restarts": 0, "last_error": null}],
+    });
+    let ldir = dir.path().join("leases").join(k.as_str());
+    std::fs::create_dir_all(&ldir).expect("lease dir");
+    std::fs::write(ldir.join("lease.json"), record.to_string()).expect("record");
+
+    let err = rt.deploy(&l, &g).await.expect_err("another lease's record").to_string();
+    assert!(
+        err.contains(&format!("holds the record of lease {}", other.label())) && err.contains("refusing to adopt"),
+        "{err}"
+    );
+    assert!(
+        victim.try_wait().expect("wait").is_none(),
+        "the other lease's replica still runs"
+    );
+    assert!(!netns::exists(k.as_str()), "nothing made for the refused lease");
+    assert!(
+        rt.logs(&l, None, 10, false).await.is_err(),
+        "the other lease's record does not serve this lease's logs"
+    );
+    let _ = victim.kill();
+    let _ = victim.wait();
+}
+
+/// A listener on the host that must never see a connection from a workload.
+struct HostListener(std::net::TcpListener);
+
+impl HostListener {
+    fn bind(addr: &str) -> Option<HostListener> {
+        let l = std::net::TcpListener::bind(addr).ok()?;
+        l.set_nonblocking(true).expect("nonblocking");
+        Some(HostListener(l))
+    }
+
+    fn port(&self) -> u16 {
+        self.0.local_addr().expect("addr").port()
+    }
+
+    fn accepted_any(&self) -> bool {
+        self.0.accept().is_ok()
+    }
+}
+
+/// An IPv6 address of this host that is not loopback (the default route's source), if any.
+fn local_ip6() -> Option<String> {
+    let s = std::net::UdpSocket::bind("[::]:0").ok()?;
+    s.connect("[2001:db8::1]:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback()).then(|| ip.to_string())
+}
+
+/// The IPv4 default gateway of this host (the provider's LAN), from `/proc/net/route`.
+fn gateway4() -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/route").ok()?;
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&"00000000")).then(|| {
+            let g = u32::from_str_radix(f.get(2)?, 16).ok()?;
+            Some(std::net::Ipv4Addr::from(g.to_le_bytes()).to_string())
+        })?
+    })
+}
+
+/// From inside a running workload, IPv4 and IPv6: the host's own addresses (with listeners on
+/// them), the cloud metadata service on both families, the provider's LAN gateway and another
+/// lease's forwarded port have no route at all; loopback is the lease's own, where another
+/// lease's service is not. And the daemon's port forwarder carries a connection only into the
+/// lease's own namespace: a lease that "exposes" the port of a service of the host gets nothing
+/// of the host's through its forwarded port or through `dial`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxed_workload_reaches_nothing_outside_its_namespace_and_its_forwarder_leads_only_inside() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(dir.path());
+    let host4 = HostListener::bind("0.0.0.0:0").expect("IPv4 listener");
+    let host6 = HostListener::bind("[::]:0");
+    // The daemon's own service on the host's loopback, which the forwarder must never reach.
+    let daemon = HostListener::bind("127.0.0.1:0").expect("loopback listener");
+    let (p4, dport) = (host4.port(), daemon.port());
+    let p6 = host6.as_ref().map_or(9, HostListener::port);
+    let other = lease(39);
+    let l = lease(40);
+    let _cleanup = Cleanup(vec![l.clone(), other.clone()]);
+    let og = common::group(&sdl("web", WEB, "64Mi", "64Mi"));
+    rt.deploy(&other, &og).await.expect("other lease");
+    let ost = wait_status(&rt, &other, &og, LeaseStatus::all_running).await;
+    let other_port = ost.services[0].forwards[0].host_port;
+
+    let mut targets: Vec<(String, String, u16)> = vec![
+        ("host-v4".into(), local_ip(), p4),
+        ("other-lease-forward".into(), local_ip(), other_port),
+        ("metadata-v4".into(), "169.254.169.254".into(), 80),
+        ("metadata-v6".into(), "fd00:ec2::254".into(), 80),
+        ("docker-bridge".into(), "172.17.0.1".into(), p4),
+    ];
+    if let Some(g) = gateway4() {
+        targets.push(("lan-gateway".into(), g, 80));
+    }
+    if let Some(ip6) = local_ip6() {
+        targets.push(("host-v6".into(), ip6, p6));
+    }
+    let mut probe = String::new();
+    for (name, ip, port) in &targets {
+        probe += &format!("echo \"{name} $(nc -w 2 {ip} {port} </dev/null 2>&1 && echo CONNECTED)\"\n");
+    }
+    // Loopback is the namespace's own: the host's listeners and the other lease's service are
+    // not there.
+    probe += &format!("echo \"loopback-v4 $(nc -w 2 127.0.0.1 {p4} </dev/null 2>&1 && echo CONNECTED)\"\n");
+    probe += &format!("echo \"loopback-v6 $(nc -w 2 ::1 {p6} </dev/null 2>&1 && echo CONNECTED)\"\n");
+    probe += "echo \"other-lease-service $(nc -w 2 127.0.0.1 8080 </dev/null 2>&1 && echo CONNECTED)\"\n";
+    probe += "echo \"interfaces $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ' ')\"\n";
+    probe += "echo \"routes4 $(tail -n +2 /proc/net/route | wc -l)\"\necho probe-done\nsleep 3600\n";
+    let probe = probe.replace('\n', "\n        ");
+    // The workload "exposes" the daemon's port: the forwarder then dials that port, which
+    // must be the namespace's (where nothing listens), never the host's.
+    let extra = format!(
+        "    command: [/bin/sh, -c]\n    args:\n      - |\n        {probe}\n    expose:\n      - port: {dport}\n        as: 80\n        to: [{{global: true}}]\n    params:\n      storage:\n        data: {{mount: /data}}"
+    );
+    let g = common::group(
+        &sdl("probe", &extra, "64Mi", "64Mi").replace("    env: [GREETING=hello-from-the-sandbox]\n", ""),
+    );
+    rt.deploy(&l, &g).await.expect("deploys the probe");
+    let t0 = Instant::now();
+    let out = loop {
+        let out = log_text(&rt, &l).await;
+        if out.contains("probe-done") {
+            break out;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the probe did not finish: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let line = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{out}"))
+            .to_string()
+    };
+    for (name, ip, port) in &targets {
+        let said = line(name);
+        assert!(
+            said.contains("Network is unreachable") && !said.contains("CONNECTED"),
+            "{name} ({ip}:{port}) must have no route from the lease: {said}\n{out}"
+        );
+    }
+    for name in ["loopback-v4", "loopback-v6", "other-lease-service"] {
+        let said = line(name);
+        assert!(!said.contains("CONNECTED"), "{name}: {said}\n{out}");
+    }
+    assert_eq!(line("interfaces").trim(), "lo", "{out}");
+    assert_eq!(line("routes4").trim(), "0", "{out}");
+
+    // The forwarded port and the ingress's dial lead into the lease's namespace only.
+    let st = rt.status(&l, &g).await.expect("status");
+    let fwd = st.services[0].forwards[0].host_port;
+    if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", fwd)) {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        assert!(buf.is_empty(), "nothing answers behind the forward: {buf:?}");
+    }
+    assert!(
+        rt.dial(&l, "probe", 0, dport).await.is_err(),
+        "dial reaches nothing of the host's"
+    );
+    assert!(!host4.accepted_any(), "the host's IPv4 listener saw a connection");
+    assert!(
+        !host6.as_ref().is_some_and(HostListener::accepted_any),
+        "the host's IPv6 listener saw a connection"
+    );
+    assert!(!daemon.accepted_any(), "the forwarder reached the host's loopback");
+    rt.close(&l).await.expect("close");
+    rt.close(&other).await.expect("close");
 }

@@ -30,9 +30,32 @@ fn write(dir: &Path, file: &str, value: &str) -> Result<(), String> {
     std::fs::write(dir.join(file), value).map_err(|e| format!("cannot write {}/{file}: {e}", dir.display()))
 }
 
+/// Refuses a relative group path that could leave the runtime's subtree or name a control
+/// file: 1-4 components of 1-200 ASCII lower-case letters, digits, `-` and `.`, none of them
+/// `.` or `..` or starting with `.`, the first one `pazar`.
+fn checked(rel: &str) -> Result<&str, String> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let ok = parts.len() <= 4
+        && parts[0] == "pazar"
+        && parts.iter().all(|p| {
+            let b = p.as_bytes();
+            !b.is_empty()
+                && b.len() <= 200
+                && b[0] != b'.'
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'.'))
+        });
+    if ok {
+        Ok(rel)
+    } else {
+        Err(format!("{rel:?} cannot name a cgroup of the sandbox"))
+    }
+}
+
 impl Cgroup {
-    /// The group at `rel` (e.g. `pazar/pz-0123/web-0`), whether or not it exists.
-    pub fn at(rel: &str) -> Cgroup {
+    /// The group at `rel` (e.g. `pazar/pz-0123…/web.0`), whether or not it exists.
+    pub fn at(rel: &str) -> Result<Cgroup, String> {
+        let rel = checked(rel)?;
         let dirs = if unified() {
             vec![Path::new(ROOT).join(rel)]
         } else {
@@ -41,7 +64,7 @@ impl Cgroup {
                 .map(|c| Path::new(ROOT).join(c).join(rel))
                 .collect()
         };
-        Cgroup { dirs }
+        Ok(Cgroup { dirs })
     }
 
     /// Whether this host lets the daemon make groups (it needs root, or a delegated subtree).
@@ -63,7 +86,7 @@ impl Cgroup {
 
     /// Makes the group (and its parents) and sets its limits.
     pub fn create(rel: &str, limits: Limits) -> Result<Cgroup, String> {
-        let cg = Cgroup::at(rel);
+        let cg = Cgroup::at(rel)?;
         if unified() {
             // Controllers must be enabled in every ancestor's subtree_control.
             let mut dir = PathBuf::from(ROOT);
@@ -151,7 +174,7 @@ impl Cgroup {
 
     /// Removes an (empty) parent group such as a lease's, on every hierarchy.
     pub fn remove_dir(rel: &str) {
-        for d in Cgroup::at(rel).dirs {
+        for d in Cgroup::at(rel).map(|c| c.dirs).unwrap_or_default() {
             let _ = std::fs::remove_dir(d);
         }
     }

@@ -9,7 +9,26 @@
 //! reboot the file is attached again (maybe to another `/dev/loopN`) and the link moves with it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use super::sandbox::host_command;
+
+/// Refuses a volume name that is not safe as a file name of this directory and as an argument
+/// of the tools: 1-200 ASCII letters, digits, `.`, `_` and `-`, the first a letter or digit (so
+/// no `/`, no `..`, no option). Both runtimes name volumes after lease, service and volume
+/// names; this is the last check before those reach the host.
+fn checked(name: &str) -> Result<&str, String> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 200
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(name)
+    } else {
+        Err(format!("{name:?} cannot name a volume file"))
+    }
+}
 
 /// ext4's own space (journal, inode tables) on top of what the tenant asked for: a 4 MiB
 /// journal, one inode per 64 KiB, then 2 % and 8 MiB of slack so that at least the leased
@@ -20,7 +39,7 @@ fn file_bytes(leased: u64) -> u64 {
 }
 
 fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd)
+    let out = host_command(cmd)
         .args(args)
         .output()
         .map_err(|e| format!("cannot run `{cmd}`: {e}"))?;
@@ -49,7 +68,7 @@ pub fn unavailable() -> Option<String> {
         ("mkfs.ext4", "e2fsprogs"),
         ("debugfs", "e2fsprogs"),
     ] {
-        if Command::new(tool).arg("-V").output().is_err() {
+        if host_command(tool).arg("-V").output().is_err() {
             return Some(format!("`{tool}` is missing (Debian's {package})"));
         }
     }
@@ -92,6 +111,7 @@ impl LoopFs {
     /// empty data directory get one), attaches it when it is not, points the link at its loop
     /// device, and returns the link.
     pub fn ensure(&self, name: &str, leased: u64) -> Result<PathBuf, String> {
+        let name = checked(name)?;
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("cannot make {}: {e}", self.dir.display()))?;
         let img = self.image(name);
         let img_s = img.to_string_lossy().into_owned();
@@ -167,6 +187,7 @@ impl LoopFs {
 
     /// Detaches and deletes the volume `name`; absent is fine. Its filesystem must be unmounted.
     pub fn remove(&self, name: &str) -> Result<(), String> {
+        let name = checked(name)?;
         if self.image(name).exists() {
             for dev in self.attached(name)? {
                 run("losetup", &["-d", &dev])?;

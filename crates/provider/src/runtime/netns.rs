@@ -7,22 +7,41 @@
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use nix::sched::{setns, CloneFlags};
 
 /// Where `ip netns` keeps named namespaces.
-pub fn path(name: &str) -> PathBuf {
-    PathBuf::from("/run/netns").join(name)
+const DIR: &str = "/run/netns";
+
+/// Refuses a name that is not safe as one file name under [`DIR`] and one argument of `ip`:
+/// 1-200 ASCII lower-case letters, digits and `-`, not starting with `-`. The sandbox names
+/// namespaces after lease keys, which always pass; this is the last check before the host.
+fn checked(name: &str) -> Result<&str, String> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 200
+        && b[0] != b'-'
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if ok {
+        Ok(name)
+    } else {
+        Err(format!("{name:?} cannot name a network namespace"))
+    }
+}
+
+/// Where the namespace `name` is mounted.
+pub fn path(name: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(DIR).join(checked(name)?))
 }
 
 pub fn exists(name: &str) -> bool {
-    path(name).exists()
+    path(name).is_ok_and(|p| p.exists())
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
+    let out = super::sandbox::host_command("ip")
         .args(args)
         .output()
         .map_err(|e| format!("cannot run `ip` (Debian's iproute2): {e}"))?;
@@ -40,6 +59,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
 /// Creates the namespace (kept if it exists) with loopback up, and lets unprivileged
 /// processes in it bind low ports (the sysctl is per namespace).
 pub fn create(name: &str) -> Result<(), String> {
+    let name = checked(name)?;
     if !exists(name) {
         ip(&["netns", "add", name])?;
     }
@@ -52,6 +72,7 @@ pub fn create(name: &str) -> Result<(), String> {
 
 /// Removes the namespace; absent is fine.
 pub fn delete(name: &str) -> Result<(), String> {
+    let name = checked(name)?;
     if exists(name) {
         ip(&["netns", "delete", name])?;
     }
@@ -60,7 +81,7 @@ pub fn delete(name: &str) -> Result<(), String> {
 
 /// Runs `f` on a fresh thread that has joined the namespace.
 pub fn run_in<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-    let p = path(name);
+    let p = path(name)?;
     std::thread::spawn(move || {
         let fd = File::open(&p).map_err(|e| format!("cannot open {}: {e}", p.display()))?;
         setns(&fd, CloneFlags::CLONE_NEWNET).map_err(|e| format!("cannot enter {}: {e}", p.display()))?;

@@ -13,6 +13,16 @@
 //! Persistent volumes are ext4 filesystems of the leased size ([`super::loopfs`]) mounted on
 //! the host under the lease's directory and bound into the sandbox; a full one answers
 //! `ENOSPC`.
+//!
+//! Trust: everything in a lease's manifest is the tenant's. The host commands that start a
+//! replica run as root until `setpriv` drops to the sandbox user, so they get a fixed
+//! environment ([`host_command`]) and a fixed script whose every variable part is a positional
+//! parameter; the tenant's environment, mounts and working directory reach `bwrap` as
+//! NUL-separated arguments on a pipe (`--args`), never on a command line or through a shell.
+//! Every host object named after something the tenant chose (lease directory, log and volume
+//! files, cgroups, network namespace, `/etc/hosts` lines) is named through [`LeaseKey`] and
+//! [`HostName`], which accept only a safe grammar; mount points inside the sandbox go through
+//! [`mount_point`].
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -33,6 +43,7 @@ use super::netns;
 use super::{
     is_ram, volume, BoxFuture, Forward, LeaseRef, LeaseStatus, LogLine, LogStream, Runtime, RuntimeError, ServiceStatus,
 };
+use pazar_client::files::write_atomic;
 use pazar_sdl::manifest::{Group, Proto, Service};
 
 /// Processes a replica may have at once.
@@ -42,7 +53,181 @@ const LOG_MAX_BYTES: u64 = 16 << 20;
 /// `/tmp` when the SDL asks for no ephemeral storage.
 const DEFAULT_EPHEMERAL: u64 = 64 << 20;
 const RUN_TMPFS: u64 = 8 << 20;
+/// `PATH` inside the sandbox unless the image or the tenant sets one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// `PATH` of every host command the runtime starts: fixed, so neither the daemon's environment
+/// nor a tenant's can choose which programs run as root.
+pub const HOST_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+/// Arguments bubblewrap accepts in all (its `MAX_ARGS`, command line and `--args` together).
+const BWRAP_MAX_ARGS: usize = 9000;
+/// Environment variables a replica may have (each costs bubblewrap three arguments).
+pub const MAX_ENV: usize = 1000;
+/// Arguments of a replica's command.
+pub const MAX_ARGV: usize = 1000;
+/// What bubblewrap gets besides the environment and the command: fixed options and, per
+/// volume, at most five arguments.
+const FIXED_BWRAP_ARGS: usize = 64 + 5 * pazar_types::market::limits::MAX_VOLUMES;
+const _: () = assert!(3 * MAX_ENV + MAX_ARGV + FIXED_BWRAP_ARGS < BWRAP_MAX_ARGS);
+/// Longest mount point inside the sandbox (Linux's `PATH_MAX`).
+const MAX_MOUNT_PATH: usize = 4096;
+
+/// The host side of a replica's start, as a fixed script: every variable part is a positional
+/// parameter, which `sh` substitutes as data and never parses as code. `$1` is the lease's
+/// network namespace, `$2` and `$3` the sandbox user's uid and gid, `$4` how many `cgroup.procs`
+/// files follow; then the files, then bubblewrap and its command-line arguments. The process
+/// joins its cgroups first (so nothing it forks escapes them), moves its standard input (the
+/// pipe that carries bubblewrap's `--args`) to fd 3 and takes `/dev/null` instead, enters the
+/// namespace, drops to the sandbox user and becomes bubblewrap: one PID from the shell to the
+/// sandbox.
+const LAUNCH: &str = r#"ns=$1 uid=$2 gid=$3 n=$4
+shift 4
+while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n - 1)); done
+exec 3<&0 </dev/null
+exec nsenter --net="$ns" setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$@"
+"#;
+
+/// A command for the host with a fixed environment (a constant `PATH`, the C locale, nothing
+/// else): the daemon's environment and a tenant's never reach a program the runtime starts.
+pub fn host_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    c.env_clear().env("PATH", HOST_PATH).env("LC_ALL", "C");
+    c
+}
+
+/// A service or volume name made safe to name a host object: one component of a path, of a
+/// cgroup or of a file name, an `/etc/hosts` entry, a hostname. The grammar is a lower-case DNS
+/// label: 1 to 63 ASCII lower-case letters, digits and `-`, neither first nor last a `-`; so no
+/// `/`, `.`, `..`, space, control character or NUL. [`HostName::parse`] is the only way to make
+/// one, and every host path of a lease is built from these and a [`LeaseKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HostName<'a>(&'a str);
+
+impl<'a> HostName<'a> {
+    /// Checks `name`; `what` says what it names ("service", "volume") in the error.
+    pub fn parse(what: &str, name: &'a str) -> Result<HostName<'a>, RuntimeError> {
+        let b = name.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= 63
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-';
+        if ok {
+            Ok(HostName(name))
+        } else {
+            Err(RuntimeError::Backend(format!(
+                "{what} name {name:?} cannot name anything on the host: use 1-63 lower-case letters, digits \
+                 and '-', neither first nor last a '-'"
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &'a str {
+        self.0
+    }
+}
+
+impl std::fmt::Display for HostName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// The name of everything the sandbox keeps for one lease (its directory, network namespace,
+/// cgroups, volume files): `pz-` and the whole SHA-256 of the lease id (67 characters; nothing
+/// here has a kernel limit that forces a shorter one). A shortened hash would let a tenant
+/// choosing its deployment sequence grind a lease id whose objects are another lease's; the
+/// lease record also keeps the id, and an object recorded for another id is never adopted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LeaseKey(String);
+
+impl LeaseKey {
+    pub fn of(lease: &LeaseRef) -> LeaseKey {
+        use sha2::{Digest, Sha256};
+        LeaseKey(format!("pz-{}", hex::encode(Sha256::digest(lease.label().as_bytes()))))
+    }
+
+    /// A name read back from the host (a directory under `leases/`), if it is a key.
+    pub fn parse(name: &str) -> Option<LeaseKey> {
+        let hex = name.strip_prefix("pz-")?;
+        (hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)))
+            .then(|| LeaseKey(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for LeaseKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A volume's mount point inside the sandbox, checked: absolute and normalised (no empty, `.`
+/// or `..` component, no trailing `/`), no control character, at most [`MAX_MOUNT_PATH`]
+/// bytes, and not over what the sandbox mounts itself (`/`, `/proc`, `/dev`, `/sys` and
+/// anything under them, `/tmp`, `/run`, `/etc`, `/etc/hosts`).
+pub fn mount_point(path: &str) -> Result<&str, RuntimeError> {
+    let refuse = |why: &str| Err(RuntimeError::Backend(format!("mount point {path:?} is refused: {why}")));
+    let Some(rest) = path.strip_prefix('/') else {
+        return refuse("it must be an absolute path");
+    };
+    if path.len() > MAX_MOUNT_PATH || path.chars().any(char::is_control) {
+        return refuse("it is too long or holds control characters");
+    }
+    if rest.is_empty() || rest.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return refuse("it must be normalised: no empty, '.' or '..' component and no trailing '/'");
+    }
+    let first = rest.split('/').next().unwrap_or(rest);
+    if ["proc", "dev", "sys"].contains(&first) || ["/tmp", "/run", "/etc", "/etc/hosts"].contains(&path) {
+        return refuse("the sandbox mounts its own filesystem there");
+    }
+    Ok(path)
+}
+
+/// Where `volume` of `service` of a lease lies on the host (mounted there, and bound into the
+/// sandbox), under the sandbox's directory `dir`.
+pub fn host_volume_dir(dir: &Path, lease: &LeaseRef, service: &str, volume: &str) -> Result<PathBuf, RuntimeError> {
+    Ok(volume_dir(
+        &lease_dir(dir, &LeaseKey::of(lease)),
+        HostName::parse("service", service)?,
+        HostName::parse("volume", volume)?,
+    ))
+}
+
+/// The cgroup of one replica of a lease.
+pub fn replica_cgroup(lease: &LeaseRef, service: &str, replica: u32) -> Result<Cgroup, RuntimeError> {
+    Cgroup::at(&cgroup_rel(
+        &LeaseKey::of(lease),
+        HostName::parse("service", service)?,
+        replica,
+    ))
+    .map_err(backend)
+}
+
+fn lease_dir(dir: &Path, key: &LeaseKey) -> PathBuf {
+    dir.join("leases").join(key.as_str())
+}
+
+/// `volumes/<service>.<volume>`: `.` is in neither grammar, so two pairs never share a name.
+fn volume_dir(lease_dir: &Path, service: HostName, volume: HostName) -> PathBuf {
+    lease_dir.join("volumes").join(format!("{service}.{volume}"))
+}
+
+/// The volume's file in [`super::loopfs`]: `<lease key>.<service>.<volume>`.
+fn volume_file(key: &LeaseKey, service: HostName, volume: HostName) -> String {
+    format!("{key}.{service}.{volume}")
+}
+
+fn log_path(lease_dir: &Path, service: HostName, replica: u32) -> PathBuf {
+    lease_dir.join("logs").join(format!("{service}.{replica}.log"))
+}
+
+fn cgroup_rel(key: &LeaseKey, service: HostName, replica: u32) -> String {
+    format!("pazar/{key}/{service}.{replica}")
+}
 
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
@@ -94,10 +279,12 @@ struct FwdState {
     host_port: u16,
 }
 
-/// What survives a daemon restart (`leases/<name>/lease.json`).
+/// What survives a daemon restart (`leases/<key>/lease.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LeaseState {
+    /// The [`LeaseKey`] the record was written for.
     name: String,
+    /// The whole lease id: a record is adopted only by the lease it names.
     label: String,
     group: Group,
     forwards: Vec<FwdState>,
@@ -105,6 +292,8 @@ struct LeaseState {
 }
 
 struct LeaseRun {
+    /// The name of the lease's objects on the host.
+    key: LeaseKey,
     state: LeaseState,
     /// Replicas this daemon started (reaped here); adopted ones are watched through /proc.
     children: BTreeMap<(String, u32), Child>,
@@ -140,6 +329,15 @@ impl Drop for SandboxRuntime {
 
 fn backend(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Backend(e.to_string())
+}
+
+/// An error's sentence without the "the runtime refused" its display adds, to wrap it in
+/// another.
+fn reason(e: RuntimeError) -> String {
+    match e {
+        RuntimeError::Backend(why) => why,
+        other => other.to_string(),
+    }
 }
 
 /// Whether `path` is a mount point (its device differs from its parent's).
@@ -192,10 +390,6 @@ fn alive(pid: u32, starttime: u64) -> bool {
     matches!(proc_stat(pid), Some((s, t)) if s != 'Z' && s != 'X' && t == starttime)
 }
 
-fn cgroup_rel(lease: &str, service: &str, replica: u32) -> String {
-    format!("pazar/{lease}/{service}-{replica}")
-}
-
 fn ephemeral_bytes(svc: &Service) -> u64 {
     super::ephemeral_bytes(svc).unwrap_or(DEFAULT_EPHEMERAL)
 }
@@ -223,7 +417,7 @@ impl SandboxRuntime {
     /// directories and starts the supervisor. Must be called within a tokio runtime.
     pub fn new(opts: SandboxOptions) -> Result<SandboxRuntime, RuntimeError> {
         Cgroup::check().map_err(backend)?;
-        let out = Command::new(&opts.bwrap).arg("--version").output().map_err(|e| {
+        let out = host_command(&opts.bwrap).arg("--version").output().map_err(|e| {
             backend(format!(
                 "cannot run {} ({e}); install Debian's bubblewrap",
                 opts.bwrap.display()
@@ -232,7 +426,7 @@ impl SandboxRuntime {
         if !out.status.success() {
             return Err(backend(format!("{} --version failed", opts.bwrap.display())));
         }
-        Command::new("ip")
+        host_command("ip")
             .arg("-V")
             .output()
             .map_err(|e| backend(format!("cannot run `ip` ({e}); install Debian's iproute2")))?;
@@ -277,8 +471,8 @@ impl SandboxRuntime {
         self.volumes.is_ok()
     }
 
-    fn lease_dir(&self, name: &str) -> PathBuf {
-        self.opts.dir.join("leases").join(name)
+    fn lease_dir(&self, key: &LeaseKey) -> PathBuf {
+        lease_dir(&self.opts.dir, key)
     }
 
     /// The rootfs and config of `image`, exported from Docker first when allowed and needed.
@@ -308,10 +502,29 @@ impl SandboxRuntime {
         self.images.get(image).ok_or_else(missing)
     }
 
-    /// Refuses what one network namespace per lease cannot run.
+    /// Refuses what cannot name host objects safely (see [`HostName`], [`mount_point`],
+    /// [`workload_env`]) and what one network namespace per lease cannot run, before anything
+    /// is made on the host.
     fn check_group(group: &Group) -> Result<(), RuntimeError> {
         let mut ports: BTreeMap<u16, &str> = BTreeMap::new();
+        let mut names = std::collections::BTreeSet::new();
         for svc in &group.services {
+            let name = HostName::parse("service", &svc.name)?;
+            if !names.insert(name) {
+                return Err(backend(format!("service {name} appears twice in the group")));
+            }
+            for m in &svc.storage {
+                HostName::parse("volume", &m.name)
+                    .and_then(|_| mount_point(&m.mount))
+                    .map_err(|e| backend(format!("service {name}: {}", reason(e))))?;
+            }
+            workload_env(svc, &ImageConfig::default())?;
+            let nul = svc.command.iter().chain(&svc.args).any(|a| a.contains('\0'));
+            if svc.command.len() + svc.args.len() > MAX_ARGV || nul {
+                return Err(backend(format!(
+                    "service {name}: its command has more than {MAX_ARGV} arguments or a NUL byte"
+                )));
+            }
             for x in &svc.expose {
                 if x.proto == Proto::Udp && x.global {
                     return Err(backend(format!(
@@ -344,38 +557,53 @@ impl SandboxRuntime {
     }
 
     async fn deploy_group(&self, lease: &LeaseRef, group: &Group) -> Result<(), RuntimeError> {
-        let name = lease.name();
-        if self.leases.lock().map_err(backend)?.contains_key(&name) {
+        let key = LeaseKey::of(lease);
+        if self.leases.lock().map_err(backend)?.contains_key(key.as_str()) {
             return Ok(());
         }
         Self::check_group(group)?;
         for svc in &group.services {
             let (rootfs, _) = self.resolve(&svc.image).await?;
             for m in &svc.storage {
-                ImageStore::ensure_mount_point(&rootfs, &m.mount)
+                ImageStore::ensure_mount_point(&rootfs, mount_point(&m.mount)?)
                     .map_err(|e| backend(format!("service {:?}: {e}", svc.name)))?;
             }
         }
-        let dir = self.lease_dir(&name);
+        let dir = self.lease_dir(&key);
         let saved: Option<LeaseState> = std::fs::read(dir.join("lease.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
+        // The directory is named after the whole hash of the lease id, so another lease's
+        // record here means a collision or tampering: nothing of it is adopted or reused.
+        if let Some(s) = saved
+            .as_ref()
+            .filter(|s| s.label != lease.label() || s.name != key.as_str())
+        {
+            return Err(backend(format!(
+                "{} holds the record of lease {}, not of {}; refusing to adopt it",
+                dir.display(),
+                s.label,
+                lease.label()
+            )));
+        }
         let io = |e: std::io::Error| backend(format!("cannot prepare {}: {e}", dir.display()));
         std::fs::create_dir_all(dir.join("logs")).map_err(io)?;
-        let hosts: String = std::iter::once("127.0.0.1 localhost".to_string())
-            .chain(group.services.iter().map(|s| format!("127.0.0.1 {}", s.name)))
-            .map(|l| l + "\n")
-            .collect();
-        std::fs::write(dir.join("hosts"), hosts).map_err(io)?;
+        let mut hosts = String::from("127.0.0.1 localhost\n");
         for svc in &group.services {
+            hosts += &format!("127.0.0.1 {}\n", HostName::parse("service", &svc.name)?);
+        }
+        write_atomic(&dir.join("hosts"), hosts.as_bytes(), 0o644).map_err(io)?;
+        for svc in &group.services {
+            let svc_name = HostName::parse("service", &svc.name)?;
             for m in svc.storage.iter().filter(|m| !is_ram(svc, &m.name)) {
-                let v = dir.join("volumes").join(format!("{}-{}", svc.name, m.name));
+                let vol = HostName::parse("volume", &m.name)?;
+                let v = volume_dir(&dir, svc_name, vol);
                 std::fs::create_dir_all(&v).map_err(io)?;
                 if let Ok(fs) = &self.volumes {
                     let bytes = volume(svc, &m.name).map_or(0, |r| r.bytes);
                     let dev = fs
-                        .ensure(&format!("{name}-{}-{}", svc.name, m.name), bytes)
-                        .map_err(|e| backend(format!("volume {:?}: {e}", m.name)))?;
+                        .ensure(&volume_file(&key, svc_name, vol), bytes)
+                        .map_err(|e| backend(format!("volume {vol}: {e}")))?;
                     mount_volume(&dev, &v)?;
                 }
                 nix::unistd::chown(
@@ -386,15 +614,15 @@ impl SandboxRuntime {
                 .map_err(|e| backend(format!("cannot chown {}: {e}", v.display())))?;
             }
         }
-        let n = name.clone();
-        tokio::task::spawn_blocking(move || netns::create(&n))
+        let k = key.clone();
+        tokio::task::spawn_blocking(move || netns::create(k.as_str()))
             .await
             .map_err(backend)?
             .map_err(backend)?;
 
         // Adopt what a previous daemon started; start the rest.
         let mut state = LeaseState {
-            name: name.clone(),
+            name: key.to_string(),
             label: lease.label(),
             group: group.clone(),
             forwards: Vec::new(),
@@ -425,6 +653,7 @@ impl SandboxRuntime {
             }
         }
         let mut run = LeaseRun {
+            key: key.clone(),
             state,
             children: BTreeMap::new(),
             next_start: BTreeMap::new(),
@@ -447,7 +676,7 @@ impl SandboxRuntime {
                     None => tokio::net::TcpListener::bind(("0.0.0.0", 0)).await.map_err(backend)?,
                 };
                 let host_port = listener.local_addr().map_err(backend)?.port();
-                run.forwards.push(tokio::spawn(forward(listener, name.clone(), x.port)));
+                run.forwards.push(tokio::spawn(forward(listener, key.clone(), x.port)));
                 run.state.forwards.push(FwdState {
                     service: svc.name.clone(),
                     replica: 0,
@@ -465,22 +694,24 @@ impl SandboxRuntime {
                 }
             }
         }
-        save(&self.opts, &run.state);
-        self.leases.lock().map_err(backend)?.insert(name.clone(), run);
+        if failure.is_none() {
+            failure = save(&self.opts, &key, &run.state).err();
+        }
+        self.leases.lock().map_err(backend)?.insert(key.to_string(), run);
         if let Some(e) = failure {
-            self.close_lease(&name).await?;
+            self.close_lease(&key).await?;
             return Err(e);
         }
         Ok(())
     }
 
     async fn group_status(&self, lease: &LeaseRef, group: &Group) -> Result<LeaseStatus, RuntimeError> {
-        let name = lease.name();
+        let key = LeaseKey::of(lease);
         // Read under the lock, probe ports after it.
         let snapshot = {
             let leases = self.leases.lock().map_err(backend)?;
             leases
-                .get(&name)
+                .get(key.as_str())
                 .map(|run| (run.state.clone(), run.next_start.keys().cloned().collect::<Vec<_>>()))
         };
         let mut services = Vec::new();
@@ -509,7 +740,10 @@ impl SandboxRuntime {
                 if up {
                     let mut open = true;
                     for x in svc.expose.iter().filter(|x| x.proto == Proto::Tcp) {
-                        if netns::connect(&name, x.port, Duration::from_millis(500)).await.is_err() {
+                        if netns::connect(key.as_str(), x.port, Duration::from_millis(500))
+                            .await
+                            .is_err()
+                        {
                             open = false;
                             break;
                         }
@@ -551,11 +785,11 @@ impl SandboxRuntime {
         tail: usize,
         follow: bool,
     ) -> Result<LogStream, RuntimeError> {
-        let name = lease.name();
-        let dir = self.lease_dir(&name);
+        let dir = self.lease_dir(&LeaseKey::of(lease));
         let state: LeaseState = std::fs::read(dir.join("lease.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|s: &LeaseState| s.label == lease.label())
             .ok_or_else(|| RuntimeError::UnknownLease(lease.label()))?;
         let chosen: Vec<_> = state
             .replicas
@@ -567,14 +801,14 @@ impl SandboxRuntime {
         }
         let mut streams = Vec::new();
         for r in chosen {
-            let path = dir.join("logs").join(format!("{}-{}.log", r.service, r.replica));
+            let path = log_path(&dir, HostName::parse("service", &r.service)?, r.replica);
             streams.push(log_stream(path, r.service.clone(), r.replica, tail, follow));
         }
         Ok(futures_util::stream::select_all(streams).boxed())
     }
 
-    async fn close_lease(&self, name: &str) -> Result<(), RuntimeError> {
-        let mut run = self.leases.lock().map_err(backend)?.remove(name);
+    async fn close_lease(&self, key: &LeaseKey) -> Result<(), RuntimeError> {
+        let mut run = self.leases.lock().map_err(backend)?.remove(key.as_str());
         // The host ports are closed when close returns: each forward is stopped and awaited.
         if let Some(run) = run.as_mut() {
             for f in std::mem::take(&mut run.forwards) {
@@ -584,7 +818,7 @@ impl SandboxRuntime {
         }
         let opts = self.opts.clone();
         let volumes = self.volumes.clone();
-        let name = name.to_string();
+        let key = key.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(mut run) = run {
                 for child in run.children.values_mut() {
@@ -592,16 +826,16 @@ impl SandboxRuntime {
                     let _ = child.wait();
                 }
             }
-            remove_lease_processes(&name);
-            netns::delete(&name).map_err(backend)?;
-            let dir = opts.dir.join("leases").join(&name);
+            remove_processes(&key);
+            netns::delete(key.as_str()).map_err(backend)?;
+            let dir = lease_dir(&opts.dir, &key);
             // Volumes are unmounted before the directory goes, so removing it cannot reach
             // into them, and their files are deleted after.
             for e in std::fs::read_dir(dir.join("volumes")).into_iter().flatten().flatten() {
                 unmount_volume(&e.path())?;
             }
             if let Ok(fs) = &volumes {
-                for n in fs.names(&format!("{name}-")) {
+                for n in fs.names(&format!("{key}.")) {
                     fs.remove(&n).map_err(backend)?;
                 }
             }
@@ -614,28 +848,42 @@ impl SandboxRuntime {
         .map_err(backend)?
     }
 
+    /// Every lease with a directory here, by [`LeaseRef::name`] (what the daemon compares with
+    /// its own leases) and label, both from the lease's record; a directory without a record
+    /// that names it is listed by its own name, with no label.
     fn all_leases(&self) -> Result<Vec<(String, String)>, RuntimeError> {
         let mut out = Vec::new();
         let dir = self.opts.dir.join("leases");
         for e in std::fs::read_dir(&dir).map_err(|e| backend(format!("cannot list {}: {e}", dir.display())))? {
             let Ok(e) = e else { continue };
             let name = e.file_name().to_string_lossy().to_string();
-            let label = std::fs::read(e.path().join("lease.json"))
+            let Some(key) = LeaseKey::parse(&name) else { continue };
+            let owned = std::fs::read(e.path().join("lease.json"))
                 .ok()
                 .and_then(|b| serde_json::from_slice::<LeaseState>(&b).ok())
-                .map(|s| s.label)
-                .unwrap_or_default();
-            out.push((name, label));
+                .and_then(|s| {
+                    let id = s.label.parse().ok()?;
+                    let lease = LeaseRef::new(id);
+                    (LeaseKey::of(&lease) == key).then(|| (lease.name(), s.label))
+                });
+            out.push(owned.unwrap_or((name, String::new())));
         }
         out.sort();
         Ok(out)
     }
 }
 
-/// Kills every process of the lease named `name` and removes its cgroups: all replica groups
-/// (`pazar/<lease>/<service>-<replica>`), known or not, since a crash may have left some.
-pub fn remove_lease_processes(name: &str) {
-    let lease_group = Cgroup::at(&format!("pazar/{name}"));
+/// Kills every process of the lease and removes its cgroups: all replica groups, known or not,
+/// since a crash may have left some.
+pub fn remove_lease_processes(lease: &LeaseRef) {
+    remove_processes(&LeaseKey::of(lease));
+}
+
+fn remove_processes(key: &LeaseKey) {
+    let lease_rel = format!("pazar/{key}");
+    let Ok(lease_group) = Cgroup::at(&lease_rel) else {
+        return;
+    };
     let dir = lease_group
         .procs_files()
         .into_iter()
@@ -646,10 +894,13 @@ pub fn remove_lease_processes(name: &str) {
         .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
     {
         if e.path().is_dir() {
-            Cgroup::at(&format!("pazar/{name}/{}", e.file_name().to_string_lossy())).kill_and_remove();
+            // Only groups this runtime could have made: others are not touched.
+            if let Ok(cg) = Cgroup::at(&format!("{lease_rel}/{}", e.file_name().to_string_lossy())) {
+                cg.kill_and_remove();
+            }
         }
     }
-    Cgroup::remove_dir(&format!("pazar/{name}"));
+    Cgroup::remove_dir(&lease_rel);
 }
 
 /// The first ancestor of `dir` (existing ones only) that `uid` cannot pass, with its mode.
@@ -680,14 +931,111 @@ fn reachable_by(dir: &Path, uid: u32) -> Result<(), RuntimeError> {
     }
 }
 
-fn save(opts: &SandboxOptions, state: &LeaseState) {
-    let dir = opts.dir.join("leases").join(&state.name);
-    if let Ok(json) = serde_json::to_vec_pretty(state) {
-        let tmp = dir.join("lease.json.tmp");
-        if std::fs::write(&tmp, json).is_ok() {
-            let _ = std::fs::rename(&tmp, dir.join("lease.json"));
+/// Writes the lease's record atomically (a crash leaves the old record or the new one).
+fn save(opts: &SandboxOptions, key: &LeaseKey, state: &LeaseState) -> Result<(), RuntimeError> {
+    let path = lease_dir(&opts.dir, key).join("lease.json");
+    let json = serde_json::to_vec_pretty(state).map_err(backend)?;
+    write_atomic(&path, &json, 0o600).map_err(|e| backend(format!("cannot write {}: {e}", path.display())))
+}
+
+/// The workload's environment: defaults, then the image's (its operator's), then the
+/// tenant's, each overriding the one before. Names are 1-255 bytes of ASCII letters, digits,
+/// `_`, `-` and `.`, not starting with a digit; values hold no NUL (bubblewrap's arguments are
+/// NUL-separated); at most [`MAX_ENV`] variables.
+pub fn workload_env(svc: &Service, image: &ImageConfig) -> Result<BTreeMap<String, String>, RuntimeError> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("PATH".into(), DEFAULT_PATH.into());
+    env.insert("HOSTNAME".into(), svc.name.clone());
+    env.insert("HOME".into(), "/root".into());
+    for (whose, list) in [("the image", &image.env), ("the SDL", &svc.env)] {
+        for kv in list {
+            let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+            let b = k.as_bytes();
+            let name_ok = !b.is_empty()
+                && b.len() <= 255
+                && !b[0].is_ascii_digit()
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
+            if !name_ok || v.contains('\0') {
+                return Err(backend(format!(
+                    "service {:?}: {whose} sets the environment variable {k:?}, which cannot be passed on \
+                     (names are letters, digits, '_', '-' and '.', not starting with a digit; values hold no NUL)",
+                    svc.name
+                )));
+            }
+            env.insert(k.to_string(), v.to_string());
         }
     }
+    if env.len() > MAX_ENV {
+        return Err(backend(format!(
+            "service {:?} has {} environment variables; at most {MAX_ENV}",
+            svc.name,
+            env.len()
+        )));
+    }
+    Ok(env)
+}
+
+/// What bubblewrap reads from its `--args` pipe: every option of the sandbox (namespaces,
+/// mounts, hostname, working directory, the environment from `--clearenv`). None of it appears
+/// on a command line, where other users of the host could read it in `/proc/*/cmdline`.
+fn sandbox_options(
+    opts: &SandboxOptions,
+    dir: &Path,
+    svc: &Service,
+    rootfs: &Path,
+    config: &ImageConfig,
+) -> Result<Vec<String>, RuntimeError> {
+    let svc_name = HostName::parse("service", &svc.name)?;
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let mut args: Vec<String> = [
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup",
+        "--uid",
+        "0",
+        "--gid",
+        "0",
+        "--cap-drop",
+        "ALL",
+        "--new-session",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(["--hostname".into(), svc_name.to_string()]);
+    args.extend(["--ro-bind".into(), path(rootfs), "/".into()]);
+    args.extend(["--proc".into(), "/proc".into(), "--dev".into(), "/dev".into()]);
+    args.extend([
+        "--size".into(),
+        ephemeral_bytes(svc).to_string(),
+        "--tmpfs".into(),
+        "/tmp".into(),
+    ]);
+    args.extend(["--size".into(), RUN_TMPFS.to_string(), "--tmpfs".into(), "/run".into()]);
+    args.extend(["--ro-bind".into(), path(&dir.join("hosts")), "/etc/hosts".into()]);
+    for m in &svc.storage {
+        let vol = HostName::parse("volume", &m.name)?;
+        let at = mount_point(&m.mount)?.to_string();
+        if is_ram(svc, &m.name) {
+            let bytes = volume(svc, &m.name).map_or(0, |v| v.bytes);
+            args.extend(["--size".into(), bytes.to_string(), "--tmpfs".into(), at]);
+        } else {
+            let how = if m.read_only { "--ro-bind" } else { "--bind" };
+            args.extend([how.into(), path(&volume_dir(dir, svc_name, vol)), at]);
+        }
+    }
+    if !config.workdir.is_empty() {
+        args.extend(["--chdir".into(), config.workdir.clone()]);
+    }
+    args.push("--clearenv".into());
+    for (k, v) in workload_env(svc, config)? {
+        args.extend(["--setenv".into(), k, v]);
+    }
+    debug_assert!(opts.uid != 0, "the sandbox user is not root");
+    Ok(args)
 }
 
 /// Starts replica `i` of `run` (its cgroup, its log, bubblewrap in the lease's namespace).
@@ -701,15 +1049,16 @@ fn start_replica(opts: &SandboxOptions, run: &mut LeaseRun, i: usize) -> Result<
         .find(|s| s.name == svc_name)
         .cloned()
         .ok_or_else(|| RuntimeError::UnknownService(svc_name.clone()))?;
+    let host_svc = HostName::parse("service", &svc.name)?;
     let images = ImageStore::new(&opts.images);
     let (rootfs, config) = images.get(&svc.image).ok_or_else(|| RuntimeError::Image {
         image: svc.image.clone(),
         reason: "its rootfs was removed from the image store".into(),
     })?;
-    let name = run.state.name.clone();
-    let dir = opts.dir.join("leases").join(&name);
+    let key = run.key.clone();
+    let dir = lease_dir(&opts.dir, &key);
 
-    let mut argv: Vec<String> = if svc.command.is_empty() {
+    let argv: Vec<String> = if svc.command.is_empty() {
         let mut a = config.entrypoint.clone();
         a.extend(if svc.args.is_empty() {
             config.cmd.clone()
@@ -725,9 +1074,34 @@ fn start_replica(opts: &SandboxOptions, run: &mut LeaseRun, i: usize) -> Result<
             "service {svc_name:?} has no command: its image sets no entrypoint and the SDL gives none"
         )));
     }
+    if argv.len() > MAX_ARGV || argv.iter().any(|a| a.contains('\0')) {
+        return Err(backend(format!(
+            "service {svc_name:?}: its command has more than {MAX_ARGV} arguments or a NUL byte"
+        )));
+    }
+    let options = sandbox_options(opts, &dir, &svc, &rootfs, &config)?;
+    let mut piped = Vec::new();
+    for a in &options {
+        if a.contains('\0') {
+            return Err(backend(format!(
+                "service {svc_name:?}: a sandbox option holds a NUL byte"
+            )));
+        }
+        piped.extend_from_slice(a.as_bytes());
+        piped.push(0);
+    }
+    // The workload's own arguments are the one variable part on bubblewrap's command line
+    // (its `--args` file cannot carry the command): the workload's /proc/PID/cmdline shows
+    // them to the host's users anyway, as `ps` shows a container's, so nothing more leaks.
+    let total = options.len() + argv.len() + 3;
+    if total > BWRAP_MAX_ARGS {
+        return Err(backend(format!(
+            "service {svc_name:?} needs {total} sandbox arguments; bubblewrap takes at most {BWRAP_MAX_ARGS}"
+        )));
+    }
 
     let cg = Cgroup::create(
-        &cgroup_rel(&name, &svc_name, replica),
+        &cgroup_rel(&key, host_svc, replica),
         Limits {
             cpu_millis: svc.resources.cpu_millis,
             memory_bytes: svc.resources.memory_bytes,
@@ -740,105 +1114,50 @@ fn start_replica(opts: &SandboxOptions, run: &mut LeaseRun, i: usize) -> Result<
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
 
-    let path = |p: &Path| p.to_string_lossy().to_string();
-    let mut args: Vec<String> = [
-        "--unshare-user",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--unshare-cgroup",
-        "--uid",
-        "0",
-        "--gid",
-        "0",
-        "--cap-drop",
-        "ALL",
-        "--new-session",
-        "--hostname",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(svc_name.clone());
-    args.extend(["--ro-bind".into(), path(&rootfs), "/".into()]);
-    args.extend(["--proc".into(), "/proc".into(), "--dev".into(), "/dev".into()]);
-    args.extend([
-        "--size".into(),
-        ephemeral_bytes(&svc).to_string(),
-        "--tmpfs".into(),
-        "/tmp".into(),
-    ]);
-    args.extend(["--size".into(), RUN_TMPFS.to_string(), "--tmpfs".into(), "/run".into()]);
-    args.extend(["--ro-bind".into(), path(&dir.join("hosts")), "/etc/hosts".into()]);
-    for m in &svc.storage {
-        if is_ram(&svc, &m.name) {
-            let bytes = volume(&svc, &m.name).map_or(0, |v| v.bytes);
-            args.extend(["--size".into(), bytes.to_string(), "--tmpfs".into(), m.mount.clone()]);
-        } else {
-            let src = dir.join("volumes").join(format!("{}-{}", svc_name, m.name));
-            let how = if m.read_only { "--ro-bind" } else { "--bind" };
-            args.extend([how.into(), path(&src), m.mount.clone()]);
-        }
-    }
-    if !config.workdir.is_empty() {
-        args.extend(["--chdir".into(), config.workdir.clone()]);
-    }
-    args.push("--".into());
-    args.append(&mut argv);
-
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    env.insert("PATH".into(), DEFAULT_PATH.into());
-    env.insert("HOSTNAME".into(), svc_name.clone());
-    env.insert("HOME".into(), "/root".into());
-    for kv in config.env.iter().chain(&svc.env) {
-        let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
-        env.insert(k.to_string(), v.to_string());
-    }
-
-    let log_path = dir.join("logs").join(format!("{svc_name}-{replica}.log"));
+    let log_path = log_path(&dir, host_svc, replica);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .map_err(|e| backend(format!("cannot open {}: {e}", log_path.display())))?;
     let log2 = log.try_clone().map_err(backend)?;
-    let ns = netns::path(&name);
+    let ns = netns::path(key.as_str()).map_err(backend)?;
     if !ns.exists() {
         return Err(backend(format!(
             "the lease's network namespace {} is gone",
             ns.display()
         )));
     }
-    // The process joins its cgroups first (so nothing it forks escapes them), then the lease's
-    // network namespace, then drops to the sandbox user, then becomes bubblewrap: one PID from
-    // the shell to the sandbox, in its own process group so a signal to the daemon's group
-    // does not reach it. Paths are quoted; they are made of lease names and SDL service names.
-    let quote = |p: &Path| format!("'{}'", p.to_string_lossy().replace('\'', ""));
-    let mut script = String::new();
-    for p in cg.procs_files() {
-        script.push_str(&format!("echo $$ > {} && ", quote(&p)));
-    }
-    script.push_str(&format!(
-        "exec nsenter --net={} setpriv --reuid={} --regid={} --clear-groups -- \"$0\" \"$@\"",
-        quote(&ns),
-        opts.uid,
-        opts.gid
-    ));
-    let mut cmd = Command::new("sh");
+    let procs = cg.procs_files();
+    let mut cmd = host_command("/bin/sh");
     cmd.arg("-c")
-        .arg(script)
+        .arg(LAUNCH)
+        .arg("pazar-launch")
+        .arg(&ns)
+        .arg(opts.uid.to_string())
+        .arg(opts.gid.to_string())
+        .arg(procs.len().to_string())
+        .args(&procs)
         .arg(&opts.bwrap)
-        .args(&args)
-        .env_clear()
-        .envs(&env)
-        .stdin(Stdio::null())
+        .args(["--args", "3", "--"])
+        .args(&argv)
+        .stdin(Stdio::piped())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log2))
         .current_dir("/")
+        // Its own process group, so a signal to the daemon's group does not reach it.
         .process_group(0);
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .map_err(|e| backend(format!("cannot start service {svc_name:?}: {e}")))?;
+    // Written from a thread: a pipe holds 64 KiB, and bubblewrap reads only once it runs.
+    // Closing the pipe ends the list; if the replica dies first the write fails and is moot.
+    if let Some(mut stdin) = child.stdin.take() {
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&piped);
+        });
+    }
     let pid = child.id();
     let r = &mut run.state.replicas[i];
     r.pid = Some(pid);
@@ -867,12 +1186,17 @@ fn supervise_once(opts: &SandboxOptions, leases: &Leases, rotate: bool) {
         let mut changed = false;
         for i in 0..run.state.replicas.len() {
             let key = (run.state.replicas[i].service.clone(), run.state.replicas[i].replica);
-            let cg = Cgroup::at(&cgroup_rel(&run.state.name, &key.0, key.1));
+            // The group was checked at deploy; a name that fails now is left alone.
+            let Ok(host_svc) = HostName::parse("service", &key.0) else {
+                continue;
+            };
+            let cg = Cgroup::at(&cgroup_rel(&run.key, host_svc, key.1)).ok();
+            let oom = || cg.as_ref().is_some_and(Cgroup::oom_killed);
             let r = &mut run.state.replicas[i];
             if let Some(pid) = r.pid {
                 let stopped = match run.children.get_mut(&key) {
                     Some(child) => match child.try_wait() {
-                        Ok(Some(status)) => Some(exit_text(status, cg.oom_killed())),
+                        Ok(Some(status)) => Some(exit_text(status, oom())),
                         _ => None,
                     },
                     None => (!alive(pid, r.starttime)).then(|| "exited".to_string()),
@@ -897,17 +1221,13 @@ fn supervise_once(opts: &SandboxOptions, leases: &Leases, rotate: bool) {
                 changed = true;
             }
             if rotate {
-                let log = opts
-                    .dir
-                    .join("leases")
-                    .join(&run.state.name)
-                    .join("logs")
-                    .join(format!("{}-{}.log", key.0, key.1));
-                rotate_log(&log);
+                rotate_log(&log_path(&lease_dir(&opts.dir, &run.key), host_svc, key.1));
             }
         }
         if changed {
-            save(opts, &run.state);
+            // A record that cannot be written now is written at the next change; the replicas
+            // run on meanwhile.
+            let _ = save(opts, &run.key, &run.state);
         }
     }
 }
@@ -923,7 +1243,7 @@ fn rotate_log(log: &Path) {
 }
 
 /// Accepts on a host port and joins each connection to `port` in the lease's namespace.
-async fn forward(listener: tokio::net::TcpListener, ns: String, port: u16) {
+async fn forward(listener: tokio::net::TcpListener, ns: LeaseKey, port: u16) {
     loop {
         let Ok((mut inbound, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -931,7 +1251,7 @@ async fn forward(listener: tokio::net::TcpListener, ns: String, port: u16) {
         };
         let ns = ns.clone();
         tokio::spawn(async move {
-            if let Ok(mut out) = netns::connect(&ns, port, Duration::from_secs(5)).await {
+            if let Ok(mut out) = netns::connect(ns.as_str(), port, Duration::from_secs(5)).await {
                 let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
             }
         });
@@ -990,11 +1310,19 @@ fn log_stream(path: PathBuf, service: String, replica: u32, tail: usize, follow:
 }
 
 impl Runtime for SandboxRuntime {
-    fn deploy<'a>(&'a self, lease: &'a LeaseRef, group: &'a pazar_sdl::ValidGroup) -> BoxFuture<'a, Result<(), RuntimeError>> {
+    fn deploy<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        group: &'a pazar_sdl::ValidGroup,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(self.deploy_group(lease, group))
     }
 
-    fn status<'a>(&'a self, lease: &'a LeaseRef, group: &'a pazar_sdl::ValidGroup) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
+    fn status<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        group: &'a pazar_sdl::ValidGroup,
+    ) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
         Box::pin(self.group_status(lease, group))
     }
 
@@ -1036,24 +1364,24 @@ impl SandboxRuntime {
         service: &str,
         port: u16,
     ) -> Result<tokio::net::TcpStream, RuntimeError> {
-        let name = lease.name();
+        let key = LeaseKey::of(lease);
         let known = self
             .leases
             .lock()
             .map_err(backend)?
-            .get(&name)
+            .get(key.as_str())
             .map(|run| run.state.group.services.iter().any(|s| s.name == service));
         match known {
             None => return Err(RuntimeError::UnknownLease(lease.label())),
             Some(false) => return Err(RuntimeError::UnknownService(service.to_string())),
             Some(true) => {}
         }
-        netns::connect(&name, port, Duration::from_secs(5))
+        netns::connect(key.as_str(), port, Duration::from_secs(5))
             .await
             .map_err(|e| backend(format!("{service:?} does not answer on port {port}: {e}")))
     }
 
     async fn close_lease_ref(&self, lease: &LeaseRef) -> Result<(), RuntimeError> {
-        self.close_lease(&lease.name()).await
+        self.close_lease(&LeaseKey::of(lease)).await
     }
 }

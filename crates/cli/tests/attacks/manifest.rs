@@ -236,6 +236,23 @@ pub(crate) fn put_version_on_ledger(net: &common::Devnet, from: &str, dseq: u64,
     ]);
 }
 
+/// Whether anything of `lease` exists on the local Docker engine.
+pub(crate) fn docker_runs(lease: &BidId) -> bool {
+    let name = LeaseRef::new(lease.clone()).name();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let d = DockerRuntime::connect(DockerOptions::default()).await.expect("docker");
+        pazar_provider::runtime::Runtime::leases(&d)
+            .await
+            .expect("leases")
+            .iter()
+            .any(|(n, _)| *n == name)
+    })
+}
+
 /// Every path under `root` (names only), sorted: what exists on the host.
 fn tree(root: &Path) -> Vec<String> {
     let mut out = Vec::new();

@@ -7,14 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
-use pazar_provider::runtime::{LeaseRef, Runtime};
 use pazar_provider::tenant::TenantError;
 use pazar_types::market::BidId;
 use pazar_types::Address;
 
 use crate::common;
-use crate::manifest::{build_image, saved_manifest, start_daemon, tenant, web_sdl};
+use crate::manifest::{build_image, docker_runs, saved_manifest, start_daemon, tenant, web_sdl};
 
 /// Creates deployment `dseq` without sending its manifest, waits for the daemon's bid and
 /// leases it.
@@ -50,14 +48,6 @@ fn lease_without_manifest(net: &common::Devnet, sdl: &std::path::Path, dseq: u64
     };
     net.tx_ok(&["tx", "lease", "create", &id.to_string(), "--from", "alice"]);
     id
-}
-
-fn runs(rt: &tokio::runtime::Runtime, lease: &BidId) -> bool {
-    let name = LeaseRef::new(lease.clone()).name();
-    rt.block_on(async {
-        let d = DockerRuntime::connect(DockerOptions::default()).await.expect("docker");
-        d.leases().await.expect("leases").iter().any(|(n, _)| *n == name)
-    })
 }
 
 #[test]
@@ -127,7 +117,7 @@ fn a_manifest_that_races_the_close_of_its_lease_never_leaves_a_workload_running(
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(
-            !runs(&rt, &lease),
+            !docker_runs(&lease),
             "{dseq}: the workload of a closed lease runs ({answer:?})"
         );
         let (status, code, _) = crate::manifest::refused(rt.block_on(alice.status(&lease)));

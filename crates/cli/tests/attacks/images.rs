@@ -308,6 +308,7 @@ async fn refusal(rt: &DockerRuntime, tag: u8, image: &str) -> String {
         "nothing made for a refused image"
     );
     rt.close(&l).await.expect("close");
+    eprintln!("images: the tenant reads: {err}");
     err.to_string()
 }
 

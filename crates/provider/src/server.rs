@@ -1165,7 +1165,7 @@ mod tests {
         // the daemon removes the (not yet existing) workload.
         chain.active.store(false, std::sync::atomic::Ordering::SeqCst);
         server.close_lease(&id).await.expect("close");
-        let err = server.deploy_locked(&id, group).await.err().expect("refused");
+        let err = server.deploy_locked(&id, group).await.expect_err("refused");
         assert_eq!(
             (err.status, err.code),
             (StatusCode::GONE, "lease_closed"),

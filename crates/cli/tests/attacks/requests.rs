@@ -18,7 +18,6 @@ struct Endpoint {
     rt: tokio::runtime::Runtime,
     raw: PinnedClient,
     chain_id: String,
-    provider: Address,
 }
 
 impl Endpoint {
@@ -73,7 +72,6 @@ fn a_request_proves_everything_before_its_nonce_is_kept_and_cannot_be_altered_or
             .expect("runtime"),
         raw: PinnedClient::new(&uri, fp).expect("client"),
         chain_id: net.rpc().chain_id().expect("chain id"),
-        provider,
     };
     let (alice, bob) = (signer(&net, "alice"), signer(&net, "bob"));
     let owner = lease.owner;

@@ -5,7 +5,7 @@
 //! From inside a workload: no capabilities, no host files, no way out of its namespace, and
 //! bounded processes, memory and storage.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -662,4 +662,55 @@ async fn a_sandboxed_workload_reaches_nothing_outside_its_namespace_and_its_forw
     assert!(!daemon.accepted_any(), "the forwarder reached the host's loopback");
     rt.close(&l).await.expect("close");
     rt.close(&other).await.expect("close");
+}
+
+/// Which PID namespace a process is in (`/proc/PID/ns/pid`), if it can be read.
+fn pid_ns(pid: &str) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+        .ok()
+        .map(PathBuf::from)
+}
+
+/// A secret in the tenant's environment reaches the workload and no host-side process: it is on
+/// no process's command line (which every host user can read) and in the environment of no
+/// process of the host's PID namespace (the launch chain and bubblewrap itself run with the
+/// runtime's fixed environment; only the sandboxed workload, in its own PID namespace, has it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_secret_is_on_no_host_command_line_and_in_no_host_process_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(dir.path());
+    let l = lease(41);
+    let _cleanup = Cleanup(vec![l.clone()]);
+    let secret = format!("s3cr3t-{}", std::process::id());
+    let g = common::group(&sdl("web", WEB, "64Mi", "64Mi").replace(
+        "env: [GREETING=hello-from-the-sandbox]",
+        &format!("env: [GREETING=hello-from-the-sandbox, API_TOKEN={secret}]"),
+    ));
+    rt.deploy(&l, &g).await.expect("deploys");
+    wait_status(&rt, &l, &g, LeaseStatus::all_running).await;
+    let host_ns = pid_ns("self").expect("own pid namespace");
+    let (mut in_workload, mut on_host) = (0, Vec::new());
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let has = |file: &str| {
+            std::fs::read(format!("/proc/{pid}/{file}"))
+                .is_ok_and(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
+        };
+        if has("cmdline") {
+            on_host.push(format!("{pid} has it on its command line"));
+        }
+        if has("environ") {
+            if pid_ns(&pid).as_ref() == Some(&host_ns) {
+                on_host.push(format!("{pid} (host PID namespace) has it in its environment"));
+            } else {
+                in_workload += 1;
+            }
+        }
+    }
+    assert!(on_host.is_empty(), "{on_host:?}");
+    assert!(in_workload >= 1, "the workload has the tenant's variable");
+    rt.close(&l).await.expect("close");
 }

@@ -666,9 +666,7 @@ async fn a_sandboxed_workload_reaches_nothing_outside_its_namespace_and_its_forw
 
 /// Which PID namespace a process is in (`/proc/PID/ns/pid`), if it can be read.
 fn pid_ns(pid: &str) -> Option<PathBuf> {
-    std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-        .ok()
-        .map(PathBuf::from)
+    std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
 }
 
 /// A secret in the tenant's environment reaches the workload and no host-side process: it is on

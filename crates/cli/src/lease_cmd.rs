@@ -69,7 +69,12 @@ fn saved_manifest(home: &std::path::Path, lease: &BidId) -> Result<Manifest> {
     let bytes =
         std::fs::read(&p).with_context(|| format!("no saved manifest {} (deploy from this home)", p.display()))?;
     let v: Value = serde_json::from_slice(&bytes)?;
-    Ok(serde_json::from_value(v["manifest"].clone())?)
+    let m: Manifest = serde_json::from_value(v["manifest"].clone())?;
+    // Checked here as the provider will check it, so an edited file is refused with the reason
+    // before anything is sent.
+    pazar_sdl::ValidManifest::new(m.clone())
+        .with_context(|| format!("the saved manifest {} is not valid", p.display()))?;
+    Ok(m)
 }
 
 /// Sends the manifest and waits until every service runs; returns the last status.

@@ -1385,3 +1385,68 @@ impl SandboxRuntime {
         self.close_lease(&LeaseKey::of(lease)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{mount_point, HostName, LeaseKey};
+
+    #[test]
+    fn host_names_are_lower_case_dns_labels_and_nothing_else() {
+        for ok in ["web", "db-1", "a", "0", &"x".repeat(63)] {
+            assert!(HostName::parse("service", ok).is_ok(), "{ok:?}");
+        }
+        let long = "x".repeat(64);
+        for bad in [
+            "", "..", ".", "a/b", "../x", "Web", "-a", "a-", "a.b", "a_b", "a b", "a\nb", "a\0b", &long,
+        ] {
+            let err = HostName::parse("volume", bad).expect_err(bad).to_string();
+            assert!(err.contains(&format!("volume name {bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn mount_points_are_absolute_normalised_and_clear_of_the_sandbox_s_own() {
+        for ok in ["/data", "/var/lib/db", "/tmp/cache", "/etc/app", "/run/x", "/procfs"] {
+            assert_eq!(mount_point(ok).ok(), Some(ok), "{ok:?}");
+        }
+        let long = format!("/{}", "x".repeat(4096));
+        for bad in [
+            "",
+            "data",
+            "/",
+            "//data",
+            "/data/",
+            "/a/./b",
+            "/a/../b",
+            "/..",
+            "/proc",
+            "/proc/sys",
+            "/dev/shm",
+            "/sys",
+            "/tmp",
+            "/run",
+            "/etc",
+            "/etc/hosts",
+            "/a\nb",
+            &long,
+        ] {
+            assert!(mount_point(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_lease_key_is_the_whole_digest_and_only_that_reads_back() {
+        let k = "pz-".to_string() + &"0a".repeat(32);
+        assert_eq!(LeaseKey::parse(&k).map(|k| k.to_string()), Some(k.clone()));
+        for bad in [
+            "pz-0123456789ab",
+            "pz-",
+            &k.to_uppercase(),
+            &format!("{k}0"),
+            &k[1..],
+            "../pz-x",
+        ] {
+            assert_eq!(LeaseKey::parse(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -168,7 +168,9 @@ pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, RuntimeError>> + 
 /// A backend that runs the services of leased groups.
 pub trait Runtime: Send + Sync {
     /// Starts (or, after a daemon restart, adopts) every service replica of `group` for `lease`.
-    /// Idempotent: what already exists is kept.
+    /// Idempotent: what already exists is kept. The group is a [`ValidGroup`]: only a manifest
+    /// that passed the parser (names, paths, images, bounds) reaches a runtime, and the server
+    /// has checked it against the lease.
     fn deploy<'a>(&'a self, lease: &'a LeaseRef, group: &'a ValidGroup) -> BoxFuture<'a, Result<(), RuntimeError>>;
     fn status<'a>(&'a self, lease: &'a LeaseRef, group: &'a ValidGroup) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>>;
     /// Log lines of every replica (or one service's), the last `tail`, then new ones while

@@ -172,7 +172,11 @@ pub trait Runtime: Send + Sync {
     /// that passed the parser (names, paths, images, bounds) reaches a runtime, and the server
     /// has checked it against the lease.
     fn deploy<'a>(&'a self, lease: &'a LeaseRef, group: &'a ValidGroup) -> BoxFuture<'a, Result<(), RuntimeError>>;
-    fn status<'a>(&'a self, lease: &'a LeaseRef, group: &'a ValidGroup) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>>;
+    fn status<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        group: &'a ValidGroup,
+    ) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>>;
     /// Log lines of every replica (or one service's), the last `tail`, then new ones while
     /// `follow`.
     fn logs<'a>(
@@ -242,7 +246,11 @@ impl Runtime for AnyRuntime {
         self.inner().deploy(lease, group)
     }
 
-    fn status<'a>(&'a self, lease: &'a LeaseRef, group: &'a ValidGroup) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
+    fn status<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        group: &'a ValidGroup,
+    ) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
         self.inner().status(lease, group)
     }
 

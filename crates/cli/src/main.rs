@@ -154,6 +154,10 @@ enum SdlCmd {
         file: PathBuf,
         #[arg(long, short, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Say yes to running on providers nobody audited where the file names Akash auditors
+        /// (akash1…), which Pazar cannot check; without it such a file is refused.
+        #[arg(long)]
+        accept_unaudited: bool,
     },
 }
 
@@ -200,8 +204,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tx { which, opts, tx } => chain::tx(which, &opts, &tx),
         Command::Query { which, opts } => chain::query(which, &opts),
         Command::Sdl {
-            which: SdlCmd::Check { file, output },
-        } => sdl_cmd::check(&file, output),
+            which:
+                SdlCmd::Check {
+                    file,
+                    output,
+                    accept_unaudited,
+                },
+        } => sdl_cmd::check(&file, output, accept_unaudited),
         Command::Deploy { args, opts, tx } => sdl_cmd::deploy(&args, &opts, &tx),
         Command::Provider { which, opts } => provider_cmd::run(which, &opts),
         Command::Demo(o) => demo::run(&o),

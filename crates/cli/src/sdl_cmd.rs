@@ -36,6 +36,10 @@ pub struct DeployArgs {
     /// Only create the deployment: do not wait for bids, lease or send the manifest.
     #[arg(long)]
     pub create_only: bool,
+    /// Say yes to running on providers nobody audited where the file names Akash auditors
+    /// (akash1…), which Pazar cannot check; without it such a file is refused.
+    #[arg(long)]
+    pub accept_unaudited: bool,
     /// Take this provider's bid instead of the lowest.
     #[arg(long)]
     pub provider: Option<Address>,
@@ -256,8 +260,9 @@ fn print_warnings(file: &Path, d: &Deployment) {
     }
 }
 
-pub fn check(file: &Path, output: Output) -> Result<()> {
-    let opts = default_options()?;
+pub fn check(file: &Path, output: Output, accept_unaudited: bool) -> Result<()> {
+    let mut opts = default_options()?;
+    opts.accept_unaudited = accept_unaudited;
     let d = load(file, &opts, output)?;
     print_warnings(file, &d);
     let v = summary(file, &d);
@@ -271,7 +276,8 @@ pub fn check(file: &Path, output: Output) -> Result<()> {
 pub fn deploy(a: &DeployArgs, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
     let home = home::resolve(opts.home.clone());
     let rpc = Rpc::new(&home::node_url(opts.node.clone(), &home));
-    let sdl_opts = node_options(&rpc)?;
+    let mut sdl_opts = node_options(&rpc)?;
+    sdl_opts.accept_unaudited = a.accept_unaudited;
     let d = load(&a.file, &sdl_opts, opts.output)?;
     print_warnings(&a.file, &d);
     let denom = d

@@ -59,6 +59,11 @@ pub struct Options {
     pub native: Denom,
     pub stable: Denom,
     pub limits: Limits,
+    /// The tenant has said yes to running where no auditor it named can vouch: Akash auditors
+    /// (`akash1…`), which have no Pazar identity, are then left out of `signedBy` with a
+    /// warning instead of refusing the file. Off by default: a requirement is never dropped
+    /// without the tenant's consent.
+    pub accept_unaudited: bool,
 }
 
 impl Options {
@@ -67,6 +72,7 @@ impl Options {
             native,
             stable,
             limits: Limits::default(),
+            accept_unaudited: false,
         }
     }
 }

@@ -1089,11 +1089,17 @@ fn read_placement(
                             &ipath,
                             "an Akash auditor has no Pazar identity and is left out; the Pazar auditors of anyOf still apply",
                         );
+                    } else if opts.accept_unaudited {
+                        cx.warn(
+                            pos,
+                            &ipath,
+                            "an Akash auditor has no Pazar identity and is left out, as you accepted (--accept-unaudited): providers no auditor vouched for may bid",
+                        );
                     } else {
                         cx.error(
                             pos,
                             &ipath,
-                            "an Akash auditor has no Pazar identity, so no provider could ever satisfy this requirement here; name a Pazar auditor (pazar1… or 0x…) instead, or remove signedBy to accept providers nobody audited",
+                            "an Akash auditor has no Pazar identity, so no provider could ever satisfy this requirement here; name a Pazar auditor (pazar1… or 0x…) instead, remove signedBy, or pass --accept-unaudited to run on providers nobody audited",
                         );
                     }
                 }

@@ -40,6 +40,22 @@ fn every_corpus_file_passes_once_its_akash_auditor_is_a_pazar_one() {
                 continue;
             }
         }
+        // Unchanged, with the tenant's consent to unaudited providers: Akash users' files deploy as
+        // they are, the dropped auditor named in a warning.
+        let consent = pazar_sdl::Options {
+            accept_unaudited: true,
+            ..options()
+        };
+        match parse(text.as_bytes(), &consent) {
+            Ok(d) if text.contains("akash1") => {
+                assert!(
+                    d.warnings.iter().any(|w| w.message.contains("--accept-unaudited")),
+                    "{name}: an Akash auditor was dropped without a word"
+                );
+            }
+            Ok(_) => {}
+            Err(errors) => failures.extend(errors.iter().map(|e| e.render(&name))),
+        }
         match parse(with_pazar_auditor(&text).as_bytes(), &options()) {
             Ok(d) => {
                 assert!(!d.groups.is_empty(), "{name}: no groups");

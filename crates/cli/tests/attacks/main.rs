@@ -4,7 +4,6 @@
 //! balances stay untouched. ARCHITECTURE.md ("Trust boundaries") names the same classes.
 
 #[path = "../common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 mod counts;

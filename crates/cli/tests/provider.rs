@@ -5,9 +5,11 @@
 
 mod common;
 
+use common::{free_port, http_get, Daemon};
+
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::amount;
@@ -20,15 +22,6 @@ use pazar_provider::runtime::{LeaseRef, Runtime};
 const IMAGE: &str = "pazar-demo:test";
 /// The demo image is built here (no registry is reachable from the tests): tenants may run it.
 const ALLOW_DEMO: &str = "[images]\nallow_local = [\"pazar-demo:*\"]\n";
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start_daemon(home: &Path, config: &Path, log: &Path) -> Daemon {
     let log = std::fs::OpenOptions::new()
@@ -101,33 +94,6 @@ fn web_sdl(dir: &Path, cpu: &str, price: u64) -> std::path::PathBuf {
     )
     .expect("sdl");
     sdl
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn http_get(uri: &str) -> String {
-    let hostport = uri.trim_start_matches("http://").to_string();
-    let t0 = Instant::now();
-    loop {
-        use std::io::{Read, Write};
-        if let Ok(mut s) = std::net::TcpStream::connect(&hostport) {
-            let mut out = String::new();
-            if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
-                && s.read_to_string(&mut out).is_ok()
-                && out.contains("200")
-            {
-                return out;
-            }
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "{uri} does not answer");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn lease_present(name: &str) -> bool {

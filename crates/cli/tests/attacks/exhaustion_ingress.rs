@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,28 +16,11 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use pazar_provider::ingress::MAX_PER_CLIENT;
 
-use crate::common;
+use crate::common::{self, free_port, Daemon};
 
 /// Open files the daemon may have: its ingress then holds 3/8 of them (192) at once.
 const OPEN_FILES: usize = 512;
 const TOTAL: usize = OPEN_FILES * 3 / 4 / 2;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// Starts the daemon with at most [`OPEN_FILES`] open files and its ingress on `ingress`, and
 /// waits until the ingress serves.

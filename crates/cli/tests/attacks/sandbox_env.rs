@@ -14,7 +14,7 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pazar_provider::image::store_demo_rootfs;
@@ -23,27 +23,10 @@ use pazar_provider::runtime::sandbox::host_volume_dir;
 use pazar_provider::runtime::LeaseRef;
 use pazar_types::market::BidId;
 
-use super::common;
+use super::common::{self, free_port, http_get, Daemon};
 
 const IMAGE: &str = "pazar-demo:sandbox-env";
 const DSEQ: u64 = 4242;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// A shared library whose constructor appends `ld_preload` to `marker` in whatever process
 /// loads it, built with the host's C compiler (Rust links with it, so it is there), gzipped and
@@ -280,23 +263,4 @@ fn a_tenant_path_or_ld_preload_reaches_only_its_workload_never_the_hosts_launch_
     let c = net.cli(&["lease", "close", &lease_id, "--from", "alice"]);
     assert_eq!(c["tx"]["receipt"]["code"], 0, "{c}");
     drop(daemon);
-}
-
-fn http_get(uri: &str) -> String {
-    use std::io::Read;
-    let hostport = uri.trim_start_matches("http://").to_string();
-    let t0 = Instant::now();
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(&hostport) {
-            let mut out = String::new();
-            if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
-                && s.read_to_string(&mut out).is_ok()
-                && out.contains("200")
-            {
-                return out;
-            }
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "{uri} does not answer");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }

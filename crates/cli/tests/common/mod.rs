@@ -130,3 +130,42 @@ pub fn amount(v: &Value) -> u128 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an amount: {v}"))
 }
+
+/// A child process killed (and reaped) when dropped: a provider daemon in a test.
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port free on loopback at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// `GET /` over HTTP/1.0 until the answer contains 200 (10 s at most); returns the answer.
+pub fn http_get(uri: &str) -> String {
+    use std::io::{Read, Write};
+    let hostport = uri.trim_start_matches("http://").to_string();
+    let t0 = Instant::now();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(&hostport) {
+            let mut out = String::new();
+            if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
+                && s.read_to_string(&mut out).is_ok()
+                && out.contains("200")
+            {
+                return out;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{uri} does not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -37,8 +37,10 @@ const JMT_STALE_VALUES: TableDefinition<&[u8], ()> = TableDefinition::new("jmt_s
 const HEAD_KEY: &str = "head";
 const GENESIS_KEY: &str = "genesis";
 const FORMAT_KEY: &str = "format";
-/// Version of the on-disk layout; a store of another version is refused, never reinterpreted.
-const FORMAT: &[u8] = b"pazar-store/1";
+/// Version of the on-disk layout and of the ledger's encoding of its state; a store of another
+/// version is refused, never reinterpreted. 2: bids and orders carry their expiry, the params
+/// their timeouts, and tables 16–18 (expiry indexes, auditor index) exist.
+const FORMAT: &[u8] = b"pazar-store/2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -86,6 +86,7 @@ impl SubmitError {
                 MempoolError::StaleSequence { .. } => "stale_sequence",
                 MempoolError::TooFarAhead { .. } => "sequence_too_far",
                 MempoolError::SequenceTaken(_) => "sequence_taken",
+                MempoolError::SequenceGap { .. } => "sequence_gap",
                 MempoolError::FeeUnpayable { .. } => "fee_unpayable",
                 MempoolError::Full { .. } => "mempool_full",
             },

@@ -10,6 +10,12 @@
 //! contiguous run that starts at the sender's next sequence, highest fee rate first. The pool is
 //! bounded in count and bytes; when full, a new transaction evicts the lowest-fee-rate tail
 //! (a sender's last transaction, so no gap is created) if it pays a higher rate.
+//!
+//! Every pending transaction can go into the next blocks: a sender's queue is always the run of
+//! sequences that starts at its account's next one, with no gap. A transaction that would leave
+//! a gap is refused, so nobody can park transactions that are never included and so never pay
+//! (they would fill the pool for free); the cheapest tail of all queues is kept in an index so
+//! eviction finds it exactly, whatever sits in the middle of the queues.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -51,6 +57,10 @@ pub enum MempoolError {
         "sequence {got} is too far ahead of the account's next sequence {expected} (at most {MAX_SEQUENCE_AHEAD})"
     )]
     TooFarAhead { expected: u64, got: u64 },
+    #[error(
+        "sequence {got} would leave a gap: the sender's next free sequence is {expected} (its account's next plus its pending transactions); submit them in order"
+    )]
+    SequenceGap { expected: u64, got: u64 },
     #[error("another transaction with sequence {0} is pending; a replacement must pay at least {REPLACE_BUMP_PERCENT}% more")]
     SequenceTaken(u64),
     #[error(
@@ -102,8 +112,9 @@ pub struct Mempool {
     by_sender: BTreeMap<Address, BTreeMap<u64, Entry>>,
     /// Lookup only (never iterated into anything ordered): hash → (sender, sequence).
     by_hash: HashMap<Hash32, (Address, u64)>,
-    /// Every entry by priority, lowest first: (rate, newest first, sender, sequence).
-    by_rate: BTreeSet<(u128, Reverse<u64>, Address, u64)>,
+    /// Each sender's last transaction by priority, lowest first: (rate, newest first, sender,
+    /// sequence). Only a tail can be evicted without opening a gap.
+    tails: BTreeSet<(u128, Reverse<u64>, Address, u64)>,
     bytes: usize,
     arrivals: u64,
 }
@@ -174,6 +185,19 @@ impl Mempool {
                 got: c.sequence,
             });
         }
+        let next_free = self.by_sender.get(&c.sender).map_or(account_sequence, |q| {
+            let mut n = account_sequence;
+            while q.contains_key(&n) {
+                n += 1;
+            }
+            n
+        });
+        if c.sequence > next_free {
+            return Err(MempoolError::SequenceGap {
+                expected: next_free,
+                got: c.sequence,
+            });
+        }
         let new_rate = rate(&c.fee, c.bytes.len());
         let mut dropped = Vec::new();
         let replaced = self.by_sender.get(&c.sender).and_then(|q| q.get(&c.sequence)).cloned();
@@ -203,12 +227,10 @@ impl Mempool {
         // Make room, evicting the cheapest tails while the newcomer pays more.
         while self.by_hash.len() + 1 > self.limits.max_txs || self.bytes + c.bytes.len() > self.limits.max_bytes {
             let victim = self
-                .by_rate
+                .tails
                 .iter()
                 .take(EVICTION_SCAN)
-                .find(|(_, _, sender, seq)| {
-                    *sender != c.sender && self.by_sender.get(sender).and_then(|q| q.keys().next_back()) == Some(seq)
-                })
+                .find(|(_, _, sender, _)| *sender != c.sender)
                 .copied();
             match victim {
                 Some((r, _, sender, seq)) if r < new_rate => {
@@ -236,19 +258,41 @@ impl Mempool {
         };
         self.bytes += e.bytes.len();
         self.by_hash.insert(e.hash, (c.sender, c.sequence));
-        self.by_rate.insert((e.rate, Reverse(e.arrival), c.sender, c.sequence));
-        self.by_sender.entry(c.sender).or_default().insert(c.sequence, e);
+        let sender = c.sender;
+        self.untail(&sender);
+        self.by_sender.entry(sender).or_default().insert(c.sequence, e);
+        self.retail(&sender);
         Ok(Inserted { dropped })
     }
 
+    /// The tails-index key of `sender`'s last transaction, if it has any.
+    fn tail_key(&self, sender: &Address) -> Option<(u128, Reverse<u64>, Address, u64)> {
+        let (seq, e) = self.by_sender.get(sender)?.iter().next_back()?;
+        Some((e.rate, Reverse(e.arrival), *sender, *seq))
+    }
+
+    fn untail(&mut self, sender: &Address) {
+        if let Some(k) = self.tail_key(sender) {
+            self.tails.remove(&k);
+        }
+    }
+
+    fn retail(&mut self, sender: &Address) {
+        if let Some(k) = self.tail_key(sender) {
+            self.tails.insert(k);
+        }
+    }
+
     fn remove_entry(&mut self, sender: &Address, seq: u64) -> Option<Entry> {
+        self.untail(sender);
         let q = self.by_sender.get_mut(sender)?;
-        let e = q.remove(&seq)?;
+        let e = q.remove(&seq);
         if q.is_empty() {
             self.by_sender.remove(sender);
         }
+        self.retail(sender);
+        let e = e?;
         self.by_hash.remove(&e.hash);
-        self.by_rate.remove(&(e.rate, Reverse(e.arrival), *sender, seq));
         self.bytes -= e.bytes.len();
         Some(e)
     }
@@ -340,13 +384,15 @@ impl Mempool {
         }
         let ttl = self.limits.ttl_blocks;
         if height % 16 == 0 {
+            // An expired transaction goes with everything after it, so no queue keeps a gap.
             let expired: Vec<(Address, u64)> = self
                 .by_sender
                 .iter()
                 .flat_map(|(a, q)| {
-                    q.iter()
-                        .filter(|(_, e)| e.entered_at + ttl < height)
-                        .map(move |(s, _)| (*a, *s))
+                    let first = q.iter().find(|(_, e)| e.entered_at + ttl < height).map(|(s, _)| *s);
+                    first
+                        .into_iter()
+                        .flat_map(move |f| q.range(f..).map(move |(s, _)| (*a, *s)))
                 })
                 .collect();
             for (a, s) in expired {
@@ -390,7 +436,11 @@ mod tests {
         let mut m = pool(100);
         m.insert(cand(1, 0, 100, 100), 0, &|_| 1_000, 1).expect("in");
         m.insert(cand(1, 1, 100, 100), 0, &|_| 1_000, 1).expect("in");
-        m.insert(cand(1, 3, 900, 100), 0, &|_| 10_000, 1).expect("in"); // gap at 2: not includable
+        // A gap at 2 would make 3 unincludable: refused, not parked.
+        assert_eq!(
+            m.insert(cand(1, 3, 900, 100), 0, &|_| 10_000, 1),
+            Err(MempoolError::SequenceGap { expected: 2, got: 3 })
+        );
         m.insert(cand(2, 5, 500, 100), 5, &|_| 1_000, 1).expect("in");
         let got = m.reap(10, 1 << 20, |a| if *a == Address::Native([2; 20]) { 5 } else { 0 });
         let want = [
@@ -489,5 +539,36 @@ mod tests {
         assert_eq!(dropped, vec![b.hash]);
         assert!(m.is_empty());
         assert_eq!(m.bytes(), 0);
+    }
+
+    /// Regression (adversarial review): queues behind a gap were never included, so they never
+    /// paid, and cheap middles behind expensive tails hid every tail from eviction: a full pool
+    /// then refused any newcomer whatever it paid. Gaps are refused now, and eviction reads an
+    /// exact index of tails.
+    #[test]
+    fn a_pool_filled_with_cheap_middles_behind_dear_tails_still_admits_a_higher_paying_newcomer() {
+        let mut m = pool(1_000);
+        assert!(matches!(
+            m.insert(cand(9, 1, 100, 1024), 0, &|_| 1 << 40, 1),
+            Err(MempoolError::SequenceGap { expected: 0, got: 1 })
+        ));
+        'fill: for s in 0..8u8 {
+            for seq in 0..250u64 {
+                if m.len() == 1_000 {
+                    break 'fill;
+                }
+                let fee = if seq == 249 { 1_000 } else { 100 };
+                m.insert(cand(s, seq, fee, 1024), 0, &|_| 1 << 40, 1)
+                    .expect("contiguous");
+            }
+        }
+        assert_eq!(m.len(), 1_000);
+        let honest = cand(200, 0, 1_000_000, 300);
+        let r = m
+            .insert(honest.clone(), 0, &|_| 1 << 40, 1)
+            .expect("evicts the cheapest tail");
+        assert_eq!(r.dropped.len(), 1);
+        assert!(m.contains(&honest.hash));
+        assert_eq!(m.len(), 1_000);
     }
 }

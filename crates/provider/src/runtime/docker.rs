@@ -56,6 +56,16 @@ const LABEL_EVICTIONS: &str = "pazar.evictions";
 const LABEL_EVICTED: &str = "pazar.evicted";
 /// Restarts of the containers this replica had before its last eviction.
 const LABEL_RESTARTS: &str = "pazar.restarts-before";
+/// The [`spec_hash`] of the service a container was made from: a deploy keeps a container only
+/// while the group asks for exactly what it runs.
+const LABEL_SPEC: &str = "pazar.spec";
+/// Hashed into every [`spec_hash`]: changed when containers are made differently from the same
+/// service (a new volume naming, a new mount option), so a deploy makes them again.
+const SPEC_FORMAT: &[u8] = b"pazar-docker-container/2";
+
+/// Mount options of persistent volumes: a tenant that writes a setuid binary or a device node
+/// into its volume gains nothing by it.
+const VOLUME_MOUNT_OPTIONS: &str = "nosuid,nodev";
 
 /// Log lines of an evicted replica kept for the tenant (over all its evictions).
 const KEPT_LOG_LINES: usize = 1000;
@@ -239,6 +249,21 @@ fn pull_failure(image: &ImageRef, detail: &str) -> String {
     }
 }
 
+/// What a replica of `svc` is made from (image, command, args, env, resources, ports, mounts,
+/// credentials), as a hex SHA-256; the replica count is left out, so scaling a service up or down
+/// leaves its other replicas running.
+fn spec_hash(svc: &Service) -> String {
+    use sha2::{Digest, Sha256};
+    let unit = Service {
+        count: 0,
+        ..svc.clone()
+    };
+    let mut h = Sha256::new();
+    h.update(SPEC_FORMAT);
+    h.update(serde_json::to_vec(&unit).expect("a manifest service always serializes"));
+    hex::encode(h.finalize())
+}
+
 fn lossless_u64(v: Option<i64>) -> u64 {
     v.unwrap_or(0).max(0) as u64
 }
@@ -405,17 +430,124 @@ impl DockerRuntime {
         }
     }
 
-    /// Whether every replica of the service exists already (a restarted daemon adopting its
-    /// lease): its image was checked when they were made, and a registry that is down now
-    /// must not stop the adoption.
+    /// Whether every replica of the service exists already, made from this very service (a
+    /// restarted daemon adopting its lease): its image was checked when they were made, and a
+    /// registry that is down now must not stop the adoption.
     async fn adopted(&self, lease: &LeaseRef, svc: &Service) -> Result<bool, RuntimeError> {
+        let spec = spec_hash(svc);
         for replica in 0..svc.count {
             let name = Self::container_name(lease, &svc.name, replica);
-            if self.inspect_own(&name, lease).await?.is_none() {
+            let info = self.inspect_own(&name, lease).await?;
+            let made_from = info
+                .as_ref()
+                .and_then(|i| i.config.as_ref()?.labels.as_ref()?.get(LABEL_SPEC));
+            if made_from != Some(&spec) {
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// The Docker volumes `svc` mounts (its persistent storage; `ram` volumes are tmpfs), with
+    /// the mount and the bytes leased.
+    fn service_volumes<'s>(
+        lease: &'s LeaseRef,
+        svc: &'s Service,
+    ) -> impl Iterator<Item = (String, &'s pazar_sdl::manifest::StorageMount, u64)> + 's {
+        svc.storage.iter().filter_map(move |m| {
+            let vol = super::volume(svc, &m.name).filter(|_| !super::is_ram(svc, &m.name))?;
+            Some((Self::volume_name(lease, &svc.name, &m.name), m, vol.bytes))
+        })
+    }
+
+    /// Makes what the lease runs exactly what `group` asks for, before anything new is made:
+    /// every container labelled with the lease's id whose (service, replica) the group does not
+    /// have, or whose [`spec_hash`] differs from what the group asks, is removed, and so is
+    /// every volume of the lease that no service of the group mounts. Without it a tenant that
+    /// renames its one service at each manifest update (every manifest fits the lease on its
+    /// own) keeps every earlier service's containers running on a lease of one replica. The
+    /// volumes removed are this tenant's own (labelled with its lease's id) and belong to
+    /// services it no longer runs; a volume a service of the group still mounts keeps its data,
+    /// and a container the group asks for as it is stays untouched (a redeploy restarts nothing).
+    /// Called under the lifecycle lock.
+    async fn converge(&self, lease: &LeaseRef, group: &Group) -> Result<(), RuntimeError> {
+        let wanted: HashMap<String, String> = group
+            .services
+            .iter()
+            .flat_map(|svc| {
+                let spec = spec_hash(svc);
+                (0..svc.count).map(move |r| (Self::container_name(lease, &svc.name, r), spec.clone()))
+            })
+            .collect();
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(Self::filter(lease)),
+                ..Default::default()
+            }))
+            .await
+            .map_err(backend)?;
+        for c in list {
+            let labels = c.labels.unwrap_or_default();
+            let Some(name) = c.names.and_then(|n| n.into_iter().next()) else {
+                continue;
+            };
+            let name = name.trim_start_matches('/');
+            match wanted.get(name) {
+                Some(spec) if labels.get(LABEL_SPEC) == Some(spec) => continue,
+                // Made again below, from what the group asks now.
+                Some(_) => {}
+                None => {
+                    // A replica that leaves the group takes the logs of its evictions along.
+                    if let Some(path) = self.kept_logs(name) {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+            }
+            self.remove(name).await?;
+        }
+        let volumes: std::collections::HashSet<String> = group
+            .services
+            .iter()
+            .flat_map(|svc| Self::service_volumes(lease, svc).map(|(name, _, _)| name))
+            .collect();
+        let vols = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(Self::filter(lease)),
+            }))
+            .await
+            .map_err(backend)?;
+        for v in vols.volumes.unwrap_or_default() {
+            if volumes.contains(&v.name) {
+                continue;
+            }
+            match self
+                .docker
+                .remove_volume(&v.name, Some(RemoveVolumeOptions { force: true }))
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        if let Ok(fs) = &self.volumes {
+            // Every file named after this lease (the digest is of fixed length, so no other
+            // lease's name starts with it) that no volume of the group is.
+            let (fs, prefix) = (fs.clone(), lease.name());
+            tokio::task::spawn_blocking(move || {
+                fs.names(&prefix)
+                    .iter()
+                    .filter(|n| !volumes.contains(*n))
+                    .try_for_each(|n| fs.remove(n))
+            })
+            .await
+            .map_err(backend)?
+            .map_err(RuntimeError::Backend)?;
+        }
+        Ok(())
     }
 
     /// The image is allowed from the host's own copies and is here, or it is pulled now.
@@ -598,8 +730,11 @@ impl DockerRuntime {
         format!("{}-{service}-{replica}", lease.name())
     }
 
+    /// `<lease>.<service>.<volume>`: `.` is in neither the service nor the volume name grammar
+    /// (but in Docker's volume names and [`super::loopfs`]'s), so two pairs of a lease never
+    /// share a volume, as `a`/`b-c` and `a-b`/`c` would with `-`.
     fn volume_name(lease: &LeaseRef, service: &str, volume: &str) -> String {
-        format!("{}-{service}-{volume}", lease.name())
+        format!("{}.{service}.{volume}", lease.name())
     }
 
     fn container_body(&self, lease: &LeaseRef, net: &str, svc: &Service, replica: u32) -> ContainerCreateBody {
@@ -607,6 +742,7 @@ impl DockerRuntime {
         let mut labels = Self::labels(lease);
         labels.insert(LABEL_SERVICE.into(), svc.name.clone());
         labels.insert(LABEL_REPLICA.into(), replica.to_string());
+        labels.insert(LABEL_SPEC.into(), spec_hash(svc));
         let mut exposed = Vec::new();
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
         for x in &svc.expose {
@@ -721,12 +857,9 @@ impl DockerRuntime {
         }
         let _one = self.lifecycle.lock().await;
         let net = self.ensure_network(lease).await?;
+        self.converge(lease, group).await?;
         for svc in &group.services {
-            for m in &svc.storage {
-                let Some(vol) = super::volume(svc, &m.name).filter(|_| !super::is_ram(svc, &m.name)) else {
-                    continue;
-                };
-                let name = Self::volume_name(lease, &svc.name, &m.name);
+            for (name, m, bytes) in Self::service_volumes(lease, svc) {
                 // Another lease's volume under this name is not touched, nor its file.
                 let exists = match self.docker.inspect_volume(&name).await {
                     Ok(v) => {
@@ -740,7 +873,7 @@ impl DockerRuntime {
                 // again after a reboot); a plain Docker volume otherwise.
                 let driver_opts = match &self.volumes {
                     Ok(fs) => {
-                        let (fs, n, bytes) = (fs.clone(), name.clone(), vol.bytes);
+                        let (fs, n) = (fs.clone(), name.clone());
                         let dev = tokio::task::spawn_blocking(move || fs.ensure(&n, bytes))
                             .await
                             .map_err(backend)?
@@ -748,6 +881,7 @@ impl DockerRuntime {
                         Some(HashMap::from([
                             ("type".to_string(), "ext4".to_string()),
                             ("device".to_string(), dev.to_string_lossy().into_owned()),
+                            ("o".to_string(), VOLUME_MOUNT_OPTIONS.to_string()),
                         ]))
                     }
                     Err(_) => None,
@@ -980,7 +1114,9 @@ impl DockerRuntime {
             }
         }
         if let Ok(fs) = &self.volumes {
-            let (fs, prefix) = (fs.clone(), format!("{}-", lease.name()));
+            // Every file named after the lease (the digest has a fixed length, so no other
+            // lease's name starts with it), in either naming (`-` was used before `.`).
+            let (fs, prefix) = (fs.clone(), lease.name());
             tokio::task::spawn_blocking(move || fs.names(&prefix).iter().try_for_each(|n| fs.remove(n)))
                 .await
                 .map_err(backend)?
@@ -1063,6 +1199,12 @@ impl DockerRuntime {
                         continue;
                     };
                     if labels.get(LABEL_LEASE_ID) != Some(&lease.label()) {
+                        continue;
+                    }
+                    // A replica made from another manifest than `group` (which an update
+                    // replaced since the caller read it) is the next deploy's to judge; made
+                    // again from `svc` it would revive what the tenant no longer asks for.
+                    if labels.get(LABEL_SPEC) != Some(&spec_hash(svc)) {
                         continue;
                     }
                     if *bytes <= limit {
@@ -1360,7 +1502,46 @@ impl Runtime for DockerRuntime {
 
 #[cfg(test)]
 mod tests {
-    use super::driver_bounds_storage;
+    use super::{driver_bounds_storage, spec_hash, DockerRuntime};
+    use crate::runtime::LeaseRef;
+    use pazar_types::market::BidId;
+    use pazar_types::{Address, Denom};
+
+    fn service(env: &str, count: u32) -> pazar_sdl::manifest::Service {
+        let sdl = format!(
+            "version: \"2.0\"\nservices:\n  web:\n    image: busybox\n    env: [{env}]\nprofiles:\n  compute:\n    \
+             p: {{resources: {{cpu: {{units: 0.1}}, memory: {{size: 16Mi}}, storage: {{size: 64Mi}}}}}}\n  placement:\n    \
+             dc: {{pricing: {{p: {{denom: uusd, amount: 1}}}}}}\ndeployment:\n  web: {{dc: {{profile: p, count: {count}}}}}\n"
+        );
+        let opts = pazar_sdl::Options::new(Denom::new("upzr").expect("denom"), Denom::new("uusd").expect("denom"));
+        let d = pazar_sdl::parse(sdl.as_bytes(), &opts).expect("valid sdl");
+        d.manifest.groups[0].services[0].clone()
+    }
+
+    #[test]
+    fn a_spec_changes_with_what_a_replica_runs_but_not_with_the_replica_count() {
+        assert_eq!(spec_hash(&service("A=1", 1)), spec_hash(&service("A=1", 3)));
+        assert_ne!(spec_hash(&service("A=1", 1)), spec_hash(&service("A=2", 1)));
+        let mut other = service("A=1", 1);
+        other.image = "busybox:1".into();
+        assert_ne!(spec_hash(&service("A=1", 1)), spec_hash(&other));
+    }
+
+    #[test]
+    fn two_service_and_volume_pairs_of_a_lease_never_share_a_volume() {
+        let lease = LeaseRef::new(BidId {
+            owner: Address::Native([1; 20]),
+            dseq: 1,
+            gseq: 1,
+            oseq: 1,
+            provider: Address::Native([2; 20]),
+        });
+        let a = DockerRuntime::volume_name(&lease, "a", "b-c");
+        let b = DockerRuntime::volume_name(&lease, "a-b", "c");
+        assert_ne!(a, b);
+        assert_eq!(a, format!("{}.a.b-c", lease.name()));
+        assert!(pazar_sdl::names::is_service_name("a-b") && pazar_sdl::names::is_volume_name("b-c"));
+    }
 
     fn status(backing: &str) -> Vec<Vec<String>> {
         vec![vec!["Backing Filesystem".into(), backing.into()]]

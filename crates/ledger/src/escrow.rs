@@ -190,7 +190,15 @@ impl State {
             }
             .into());
         }
-        let full = acct.deposits.len() >= MAX_DEPOSITORS;
+        // The owner always has a place: strangers may fill all but one, so once the owner's own
+        // deposit is spent (deposits are spent first in, first out) it can still top up.
+        let owner_listed = acct.deposits.iter().any(|d| d.depositor == id.owner);
+        let places = if ctx.sender == id.owner || owner_listed {
+            MAX_DEPOSITORS
+        } else {
+            MAX_DEPOSITORS - 1
+        };
+        let full = acct.deposits.len() >= places;
         match acct.deposits.iter_mut().find(|d| d.depositor == ctx.sender) {
             Some(d) => d.amount = d.amount.checked_add(coin.amount).ok_or(EscrowError::Overflow)?,
             None if full => return Err(EscrowError::TooManyDepositors(MAX_DEPOSITORS).into()),

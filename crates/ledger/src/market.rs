@@ -156,6 +156,13 @@ impl State {
         if was_open {
             self.bid_expiry.remove(&(expires_at, id.clone()));
             self.update_load(id.provider, |l| l.open_bids = l.open_bids.saturating_sub(1));
+            // The order's cap counts open bids: bids placed and withdrawn at once must not use
+            // up its places (anyone can register as a provider, so that would lock an order
+            // against every honest bid for nothing but fees).
+            if let Some(mut order) = self.orders.get(&id.order()).cloned() {
+                order.bids = order.bids.saturating_sub(1);
+                self.orders.insert(id.order(), order);
+            }
             ctx.events.push(Event::BidClosed {
                 id: id.clone(),
                 lost: state == BidState::Lost,
@@ -420,7 +427,33 @@ impl State {
         if self.escrow_deposit(ctx, id, amount)? {
             self.on_depleted(ctx, id)?;
         }
+        self.reconsider_auto_accept(ctx, id);
         Ok(())
+    }
+
+    /// An auto-accept that failed (the escrow could not pay the best bid's first block) took its
+    /// index entry with it; a deposit is what can make it succeed, so every open order of the
+    /// deployment that is past its auto-accept moment is considered again at the end of this
+    /// block. Bounded by the deployment's groups.
+    fn reconsider_auto_accept(&mut self, ctx: &Ctx, id: &DeploymentId) {
+        let Some(dep) = self.deployments.get(id).cloned() else {
+            return;
+        };
+        let Some(n) = dep.auto_accept_after else { return };
+        for gseq in 1..=dep.groups {
+            let gid = id.group(gseq);
+            let Some(oseq) = self.groups.get(&gid).and_then(|g| g.current_order) else {
+                continue;
+            };
+            let oid = gid.order(oseq);
+            if self
+                .orders
+                .get(&oid)
+                .is_some_and(|o| o.state == OrderState::Open && o.created_at + u64::from(n) <= ctx.height)
+            {
+                self.auto_accept.insert((ctx.height, oid), ());
+            }
+        }
     }
 
     pub(crate) fn exec_update_deployment(&mut self, ctx: &mut Ctx, dseq: u64, version: &Hash32) -> Result<(), TxError> {
@@ -625,7 +658,14 @@ impl State {
             return Err(MarketError::NotBidProvider(id.clone()).into());
         }
         match bid.state {
-            BidState::Open => self.release_bid(ctx, id, BidState::Closed, false),
+            BidState::Open => {
+                self.release_bid(ctx, id, BidState::Closed, false)?;
+                // A withdrawn bid leaves no record, so the bids kept per order stay bounded by
+                // the cap on open ones (end-of-block and close walk them); the provider may bid
+                // again with a new deposit.
+                self.bids.remove(id);
+                Ok(())
+            }
             BidState::Active => Err(MarketError::BidActive(id.clone()).into()),
             state => Err(MarketError::BidNotOpen { id: id.clone(), state }.into()),
         }

@@ -229,7 +229,7 @@ pub struct Group {
 pub struct Order {
     pub state: OrderState,
     pub created_at: u64,
-    /// Bids ever placed on this order (open, active, lost and closed).
+    /// Open bids on this order (what `max_bids_per_order` caps); a withdrawn bid leaves no record.
     pub bids: u32,
     /// Height at whose end the order closes if it is still open (no bid accepted by then).
     pub expires_at: u64,

@@ -3,7 +3,7 @@
 use pazar_types::{Address, Coin, Denom, Event};
 
 use crate::error::BankError;
-use crate::state::{Account, State, ESCROW_MODULE, FEE_POOL_MODULE};
+use crate::state::{Account, State, ESCROW_ADDRESS, FEE_POOL_ADDRESS};
 use crate::Ctx;
 
 impl State {
@@ -34,7 +34,7 @@ impl State {
     }
 
     pub(crate) fn is_module(addr: &Address) -> bool {
-        *addr == Address::module(ESCROW_MODULE) || *addr == Address::module(FEE_POOL_MODULE)
+        *addr == *ESCROW_ADDRESS || *addr == *FEE_POOL_ADDRESS
     }
 
     pub(crate) fn known_denom(&self, denom: &Denom) -> Result<(), BankError> {

@@ -1,6 +1,8 @@
 //! The ledger's state: parameters, genesis, the stored objects of every module and the tables
 //! that hold them.
 
+use std::sync::LazyLock;
+
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -505,6 +507,11 @@ pub const ESCROW_MODULE: &str = "escrow";
 /// Name of the module account collecting transaction fees and take fees.
 pub const FEE_POOL_MODULE: &str = "fee_pool";
 
+/// The module accounts' addresses, derived once: every transaction pays its fee to the fee pool,
+/// and deriving an address hashes its name. A pure function of a constant, so nothing ambient.
+pub(crate) static ESCROW_ADDRESS: LazyLock<Address> = LazyLock::new(|| Address::module(ESCROW_MODULE));
+pub(crate) static FEE_POOL_ADDRESS: LazyLock<Address> = LazyLock::new(|| Address::module(FEE_POOL_MODULE));
+
 impl State {
     pub fn from_genesis(genesis: &Genesis) -> Result<State, GenesisError> {
         let g = genesis;
@@ -622,10 +629,10 @@ impl State {
     }
 
     pub fn escrow_module(&self) -> Address {
-        Address::module(ESCROW_MODULE)
+        *ESCROW_ADDRESS
     }
 
     pub fn fee_pool(&self) -> Address {
-        Address::module(FEE_POOL_MODULE)
+        *FEE_POOL_ADDRESS
     }
 }

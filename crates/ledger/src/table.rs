@@ -10,13 +10,28 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone)]
 pub struct Table<K, V> {
-    map: BTreeMap<K, V>,
-    /// Previous values of keys written since the last checkpoint, oldest first.
-    journal: Vec<(K, Option<V>)>,
+    map: BTreeMap<K, Slot<V>>,
+    /// Previous slots of keys written since the last checkpoint, oldest first.
+    journal: Vec<(K, Option<Slot<V>>)>,
     /// Keys whose writes were committed since the last [`Table::drain_changes`] (may repeat).
     changed: Vec<K>,
     /// Rows read from the store, built into `map` in one go by [`Table::finish_load`].
     loading: Vec<(K, V)>,
+}
+
+/// A value and whether its key is already accounted for in the next change set.
+///
+/// A block writes the same few keys over and over (the fee pool's balance once per
+/// transaction); recording a key in `changed` only on its first write since the last drain
+/// keeps the change list, and the sort that deduplicates it, proportional to the keys touched
+/// rather than to the writes. `dirty` is set by every insert and restored with the old slot on
+/// rollback, so it is true exactly when a live (not rolled back) write since the last drain
+/// left the value: that write's key is in `changed`, or its journal entry will put it there at
+/// commit.
+#[derive(Debug, Clone)]
+struct Slot<V> {
+    value: V,
+    dirty: bool,
 }
 
 impl<K, V> Default for Table<K, V> {
@@ -32,7 +47,7 @@ impl<K, V> Default for Table<K, V> {
 
 impl<K: Ord + Clone, V: Clone> Table<K, V> {
     pub fn get(&self, k: &K) -> Option<&V> {
-        self.map.get(k)
+        self.map.get(k).map(|s| &s.value)
     }
 
     pub fn contains(&self, k: &K) -> bool {
@@ -40,24 +55,23 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
     }
 
     pub fn insert(&mut self, k: K, v: V) {
-        let old = self.map.insert(k.clone(), v);
+        let old = self.map.insert(k.clone(), Slot { value: v, dirty: true });
         self.journal.push((k, old));
     }
 
     pub fn remove(&mut self, k: &K) -> Option<V> {
-        let old = self.map.remove(k);
-        if old.is_some() {
-            self.journal.push((k.clone(), old.clone()));
-        }
-        old
+        let old = self.map.remove(k)?;
+        let value = old.value.clone();
+        self.journal.push((k.clone(), Some(old)));
+        Some(value)
     }
 
     pub fn range<R: RangeBounds<K>>(&self, r: R) -> impl Iterator<Item = (&K, &V)> {
-        self.map.range(r)
+        self.map.range(r).map(|(k, s)| (k, &s.value))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.map.iter()
+        self.map.iter().map(|(k, s)| (k, &s.value))
     }
 
     pub fn len(&self) -> usize {
@@ -69,17 +83,26 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
     }
 
     /// Forgets the journal: everything written so far is kept, and its keys are remembered as
-    /// changed for the store.
+    /// changed for the store (a key already remembered since the last drain is not repeated).
     pub fn commit(&mut self) {
-        self.changed.extend(self.journal.drain(..).map(|(k, _)| k));
+        if self.journal.is_empty() {
+            return;
+        }
+        for (k, old) in self.journal.drain(..) {
+            // A dirty old slot means an earlier live write of this key since the last drain,
+            // already recorded or recorded by this same loop.
+            if !old.is_some_and(|s| s.dirty) {
+                self.changed.push(k);
+            }
+        }
     }
 
     /// Undoes every write since the last commit, newest first.
     pub fn rollback(&mut self) {
         while let Some((k, old)) = self.journal.pop() {
             match old {
-                Some(v) => {
-                    self.map.insert(k, v);
+                Some(slot) => {
+                    self.map.insert(k, slot);
                 }
                 None => {
                     self.map.remove(&k);
@@ -96,10 +119,10 @@ impl<K: BorshSerialize, V: BorshSerialize> Table<K, V> {
         h.update(name.as_bytes());
         h.update((self.map.len() as u64).to_le_bytes());
         let mut buf = Vec::with_capacity(256);
-        for (k, v) in &self.map {
+        for (k, slot) in &self.map {
             buf.clear();
             k.serialize(&mut buf).expect("writing into a Vec cannot fail");
-            v.serialize(&mut buf).expect("writing into a Vec cannot fail");
+            slot.value.serialize(&mut buf).expect("writing into a Vec cannot fail");
             h.update((buf.len() as u32).to_le_bytes());
             h.update(&buf);
         }
@@ -124,16 +147,19 @@ pub(crate) fn encode_key<K: BorshSerialize>(id: u8, k: &K) -> Vec<u8> {
 
 impl<K: Ord + Clone + BorshSerialize + BorshDeserialize, V: Clone + BorshSerialize + BorshDeserialize> Table<K, V> {
     /// Appends the committed changes since the last call, one per key in key order, and
-    /// forgets them. Uncommitted writes are not included.
+    /// forgets them. Called between transactions, with nothing uncommitted (every public
+    /// method of the state commits or rolls back before it returns).
     pub fn drain_changes(&mut self, id: u8, out: &mut Vec<StateChange>) {
+        debug_assert!(self.journal.is_empty(), "changes are drained with nothing uncommitted");
         let mut keys = std::mem::take(&mut self.changed);
         keys.sort_unstable();
         keys.dedup();
+        out.reserve(keys.len());
         for k in keys {
-            let value = self
-                .map
-                .get(&k)
-                .map(|v| borsh::to_vec(v).expect("writing into a Vec cannot fail"));
+            let value = self.map.get_mut(&k).map(|slot| {
+                slot.dirty = false;
+                borsh::to_vec(&slot.value).expect("writing into a Vec cannot fail")
+            });
             out.push(StateChange {
                 key: encode_key(id, &k),
                 value,
@@ -143,10 +169,10 @@ impl<K: Ord + Clone + BorshSerialize + BorshDeserialize, V: Clone + BorshSeriali
 
     /// Appends every entry, in key order.
     pub fn dump(&self, id: u8, out: &mut Vec<StateChange>) {
-        for (k, v) in &self.map {
+        for (k, slot) in &self.map {
             out.push(StateChange {
                 key: encode_key(id, k),
-                value: Some(borsh::to_vec(v).expect("writing into a Vec cannot fail")),
+                value: Some(borsh::to_vec(&slot.value).expect("writing into a Vec cannot fail")),
             });
         }
     }
@@ -167,9 +193,10 @@ impl<K: Ord + Clone + BorshSerialize + BorshDeserialize, V: Clone + BorshSeriali
         if rows.is_empty() {
             return;
         }
+        let rows = rows.into_iter().map(|(k, value)| (k, Slot { value, dirty: false }));
         if self.map.is_empty() {
             // Sorts (linear when already in order) and bulk-builds the tree.
-            self.map = rows.into_iter().collect();
+            self.map = rows.collect();
         } else {
             self.map.extend(rows);
         }
@@ -227,6 +254,96 @@ mod tests {
         out.clear();
         t.drain_changes(7, &mut out);
         assert!(out.is_empty());
+    }
+
+    /// One step of a random table history.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8, u32),
+        Remove(u8),
+        Commit,
+        Rollback,
+        Drain,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..8u8, any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            2 => (0..8u8).prop_map(Op::Remove),
+            2 => Just(Op::Commit),
+            1 => Just(Op::Rollback),
+            1 => Just(Op::Drain),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The first-write-only bookkeeping of changed keys drains exactly what recording every
+        /// committed write and deduplicating at the end would: the committed keys since the last
+        /// drain, with their current values, whatever the interleaving of writes, removals,
+        /// rollbacks and drains.
+        #[test]
+        fn drained_changes_match_a_table_that_records_every_write(ops in proptest::collection::vec(op(), 0..80)) {
+            let mut t: Table<u8, u32> = Table::default();
+            // The model: the committed map, the uncommitted writes on top, and every committed key.
+            let mut committed = BTreeMap::<u8, u32>::new();
+            let mut current = BTreeMap::<u8, u32>::new();
+            let mut pending = Vec::<u8>::new();
+            let mut changed = Vec::<u8>::new();
+            let mut check_drain = |t: &mut Table<u8, u32>, changed: &mut Vec<u8>, current: &BTreeMap<u8, u32>| {
+                let mut want_keys = std::mem::take(changed);
+                want_keys.sort_unstable();
+                want_keys.dedup();
+                let want: Vec<StateChange> = want_keys
+                    .iter()
+                    .map(|k| StateChange {
+                        key: encode_key(3, k),
+                        value: current.get(k).map(|v| borsh::to_vec(v).expect("vec")),
+                    })
+                    .collect();
+                let mut got = Vec::new();
+                t.drain_changes(3, &mut got);
+                assert_eq!(got, want);
+            };
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => {
+                        t.insert(k, v);
+                        current.insert(k, v);
+                        pending.push(k);
+                    }
+                    Op::Remove(k) => {
+                        let had = current.remove(&k);
+                        assert_eq!(t.remove(&k), had);
+                        // Removing an absent key writes nothing.
+                        if had.is_some() {
+                            pending.push(k);
+                        }
+                    }
+                    Op::Commit => {
+                        t.commit();
+                        committed = current.clone();
+                        changed.append(&mut pending);
+                    }
+                    Op::Rollback => {
+                        t.rollback();
+                        current = committed.clone();
+                        pending.clear();
+                    }
+                    Op::Drain => {
+                        // Drains happen between transactions, with everything committed.
+                        t.commit();
+                        committed = current.clone();
+                        changed.append(&mut pending);
+                        check_drain(&mut t, &mut changed, &current);
+                    }
+                }
+                assert_eq!(t.iter().map(|(k, v)| (*k, *v)).collect::<BTreeMap<_, _>>(), current);
+            }
+            t.commit();
+            changed.append(&mut pending);
+            check_drain(&mut t, &mut changed, &current);
+        }
     }
 
     #[test]

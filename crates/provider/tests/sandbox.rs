@@ -712,3 +712,133 @@ async fn a_tenant_secret_is_on_no_host_command_line_and_in_no_host_process_envir
     assert!(in_workload >= 1, "the workload has the tenant's variable");
     rt.close(&l).await.expect("close");
 }
+
+/// The process's resident memory (the daemon's, here: the runtime runs in the test).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match e.file_type() {
+            Ok(t) if t.is_dir() => n += dir_bytes(&e.path()),
+            Ok(_) => n += e.metadata().map_or(0, |m| m.len()),
+            Err(_) => {}
+        }
+    }
+    n
+}
+
+/// A workload floods its output with 300 MB and no newline while a follower reads it: the
+/// follower gets the flood as lines of at most 16 KiB as it is written (not one line of
+/// 300 MB once a newline comes), the daemon's memory stays flat, and the lease's logs on the
+/// host stay near their bound (16 MiB live, rotated past that keeping its last 4 MiB) during
+/// the flood and within it after. Before, the follower held the whole flood in memory (1.4 GiB
+/// of RSS for 1.5 GB) and the log grew to the whole flood, then was copied whole. The bound
+/// during the flood is the bound plus what the workload writes between two supervisor rounds;
+/// its quarter of a CPU writes ~130 MB/s here, ~40 MB a round, so half the flood is far off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_flood_without_newlines_keeps_the_daemon_s_memory_and_the_host_s_disk_bounded() {
+    use pazar_provider::runtime::sandbox::MAX_LOG_LINE;
+    const FLOOD: u64 = 300_000_000;
+    const SETTLED_BOUND: u64 = (16 + 4) << 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(dir.path());
+    let l = lease(41);
+    let _cleanup = Cleanup(vec![l.clone()]);
+    let extra = format!(
+        "    command: [/bin/sh, -c]\n    args: ['sleep 1; head -c {FLOOD} /dev/zero; echo flood-done; sleep 3600']"
+    );
+    let g = common::group(&sdl("flood", &extra, "64Mi", "64Mi"));
+    rt.deploy(&l, &g).await.expect("deploys");
+    let logs = dir.path().join("leases").join(key(&l).as_str()).join("logs");
+
+    let rss_before = rss_bytes();
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (logs, watching) = (logs.clone(), watching.clone());
+        std::thread::spawn(move || {
+            let (mut disk, mut rss) = (0, 0);
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                disk = disk.max(dir_bytes(&logs));
+                rss = rss.max(rss_bytes());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (disk, rss)
+        })
+    };
+    let mut follow = rt.logs(&l, Some("flood"), 0, true).await.expect("follow");
+    let (mut pieces, mut bytes, mut longest) = (0u64, 0u64, 0usize);
+    let t0 = Instant::now();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), follow.next())
+            .await
+            .expect("the follower keeps yielding during the flood")
+            .expect("stream open")
+            .expect("line");
+        pieces += 1;
+        bytes += line.line.len() as u64;
+        longest = longest.max(line.line.len());
+        if line.line.ends_with("flood-done") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "the flood never ended");
+    }
+    drop(follow);
+    // A few supervisor rounds (300 ms each) after the flood: the live log was rotated.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (peak_disk, peak_rss) = sampler.join().expect("sampler");
+    let settled = dir_bytes(&logs);
+    eprintln!(
+        "flood of {} MB: {pieces} pieces ({} MiB) followed, longest {longest} B; daemon RSS {} -> peak {} MiB; \
+         lease logs peaked at {} MiB, settled at {} MiB",
+        FLOOD / 1_000_000,
+        bytes >> 20,
+        rss_before >> 20,
+        peak_rss >> 20,
+        peak_disk >> 20,
+        settled >> 20
+    );
+    assert!(longest <= MAX_LOG_LINE, "a piece of {longest} bytes");
+    assert!(pieces > 1, "the flood came in pieces, not as one line");
+    assert!(
+        peak_rss.saturating_sub(rss_before) < 128 << 20,
+        "the daemon's memory grew by {} MiB while following",
+        (peak_rss - rss_before) >> 20
+    );
+    assert!(
+        settled <= SETTLED_BOUND,
+        "the lease's logs take {settled} bytes after the flood"
+    );
+    assert!(
+        peak_disk < FLOOD / 2,
+        "the lease's logs reached {peak_disk} bytes during the flood: the rotation did not keep up"
+    );
+    let old = std::fs::metadata(logs.join("flood.0.log.1"))
+        .expect("a rotated log")
+        .len();
+    assert!(old <= 4 << 20, "the rotated log keeps at most 4 MiB: {old}");
+
+    // The tail of a log of long lines is read from its end, in pieces, and no more than asked.
+    let tail: Vec<_> = rt
+        .logs(&l, Some("flood"), 3, false)
+        .await
+        .expect("tail")
+        .collect()
+        .await;
+    assert_eq!(tail.len(), 3);
+    let tail: Vec<String> = tail.into_iter().map(|l| l.expect("line").line).collect();
+    assert!(tail.iter().all(|l| l.len() <= MAX_LOG_LINE), "tail pieces are bounded");
+    assert!(tail[2].ends_with("flood-done"), "the last piece is the end of the log");
+    rt.close(&l).await.expect("closes");
+}

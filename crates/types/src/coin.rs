@@ -5,8 +5,9 @@
 //! unit per block without any rounding: remainders are carried by the escrow, never dropped.
 
 use std::fmt;
-use std::io::{Error as IoError, ErrorKind, Read};
+use std::io::{Error as IoError, ErrorKind, Read, Write};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
@@ -33,9 +34,13 @@ pub enum CoinError {
 }
 
 /// A validated denomination name, e.g. `upzr` or `uusd`.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, Serialize)]
-#[serde(transparent)]
-pub struct Denom(String);
+///
+/// The name is shared (`Arc<str>`), not owned: the ledger copies denominations into every
+/// balance key, journal entry, event and receipt, and a shared name makes each copy a counter
+/// increment instead of an allocation. Equality, order, hashing and both encodings are those of
+/// the name as a string, exactly as when it was a `String`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Denom(Arc<str>);
 
 impl Denom {
     pub fn new(name: impl Into<String>) -> Result<Self, CoinError> {
@@ -47,7 +52,7 @@ impl Denom {
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || b"/:._-".contains(b));
         if ok {
-            Ok(Denom(name))
+            Ok(Denom(Arc::from(name)))
         } else {
             Err(CoinError::InvalidDenom(name))
         }
@@ -74,6 +79,20 @@ impl FromStr for Denom {
     type Err = CoinError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Denom::new(s)
+    }
+}
+
+/// The Borsh encoding of the name as a string (`u32` length, then the bytes), as `String` has.
+impl BorshSerialize for Denom {
+    fn serialize<W: Write>(&self, writer: &mut W) -> std::io::Result<()> {
+        BorshSerialize::serialize(&*self.0, writer)
+    }
+}
+
+/// The JSON form is the name as a string.
+impl Serialize for Denom {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 
@@ -345,6 +364,25 @@ mod tests {
         for bad in ["", "u", "1abc", "up zr", "ü", &"x".repeat(129)] {
             assert!(Denom::new(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn denom_encodes_exactly_as_its_name_string() {
+        for name in ["upzr", "ibc/170C677610AC31DF0904FFE09CD3B5C657492170E7E52372E48756B71E56F2F1"] {
+            let d = Denom::new(name).expect("valid");
+            let as_string = name.to_string();
+            assert_eq!(
+                borsh::to_vec(&d).expect("vec"),
+                borsh::to_vec(&as_string).expect("vec")
+            );
+            assert_eq!(
+                serde_json::to_string(&d).expect("json"),
+                serde_json::to_string(&as_string).expect("json")
+            );
+            let back: Denom = borsh::from_slice(&borsh::to_vec(&as_string).expect("vec")).expect("decodes");
+            assert_eq!(back, d);
+        }
+        assert!(borsh::from_slice::<Denom>(&borsh::to_vec(&"u".to_string()).expect("vec")).is_err());
     }
 
     #[test]

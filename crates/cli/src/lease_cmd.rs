@@ -115,7 +115,29 @@ pub fn send_and_wait(
     })
 }
 
+/// A provider's text made safe for a terminal: control characters (escape sequences that could
+/// rewrite the screen or the title) become U+FFFD; `keep` lists the ones the caller laid out.
+pub fn printable(s: &str, keep: &[char]) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && !keep.contains(&c) {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Longest log line taken from a provider's stream before it is refused.
+const MAX_LOG_LINE: usize = 1 << 20;
+
+/// The lease status for people; every string in it is the provider's, made printable.
 pub fn status_text(st: &Value) -> String {
+    printable(&status_text_raw(st), &['\n'])
+}
+
+fn status_text_raw(st: &Value) -> String {
     let mut out = String::new();
     for s in st["services"].as_array().into_iter().flatten() {
         out.push_str(&format!(
@@ -178,18 +200,24 @@ pub fn run(cmd: LeaseCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
                     pending.extend_from_slice(data);
                     while let Some(i) = pending.iter().position(|&b| b == b'\n') {
                         let line: Vec<u8> = pending.drain(..=i).collect();
-                        let v: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
+                        let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+                            return Err(anyhow!("the provider sent a log record that is not JSON"));
+                        };
                         let mut out = std::io::stdout().lock();
                         match opts.output {
-                            Output::Json => writeln!(out, "{}", String::from_utf8_lossy(&line).trim_end())?,
+                            // Re-encoded, so only JSON (with its control characters escaped) is printed.
+                            Output::Json => writeln!(out, "{}", serde_json::to_string(&v)?)?,
                             Output::Text => writeln!(
                                 out,
                                 "[{}-{}] {}",
-                                v["service"].as_str().unwrap_or(""),
+                                printable(v["service"].as_str().unwrap_or(""), &[]),
                                 v["replica"],
-                                v["line"].as_str().or(v["error"].as_str()).unwrap_or("")
+                                printable(v["line"].as_str().or(v["error"].as_str()).unwrap_or(""), &['\t'])
                             )?,
                         }
+                    }
+                    if pending.len() > MAX_LOG_LINE {
+                        return Err(anyhow!("the provider sent a log record over {MAX_LOG_LINE} bytes"));
                     }
                 }
                 Ok(())
@@ -234,8 +262,21 @@ pub fn run(cmd: LeaseCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::status_text;
+    use super::{printable, status_text};
     use serde_json::json;
+
+    #[test]
+    fn a_provider_s_escape_sequences_never_reach_the_terminal() {
+        let st = json!({
+            "services": [{"name": "web\u{1b}]0;owned\u{7}", "running": 1, "replicas": 1, "restarts": 0,
+                          "last_error": "boom\u{1b}[2J"}],
+            "uris": []
+        });
+        let text = status_text(&st);
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        assert!(text.contains("web\u{fffd}]0;owned\u{fffd}"), "{text:?}");
+        assert_eq!(printable("a\tb\u{1b}c", &['\t']), "a\tb\u{fffd}c");
+    }
 
     #[test]
     fn status_text_names_restarts_evictions_and_every_uri() {

@@ -77,8 +77,11 @@ impl ProviderClient {
     async fn json(resp: Response) -> Result<Value, TenantError> {
         let status = resp.status;
         let bytes = resp.bytes().await?;
-        let v: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| TenantError::Decode(format!("{e}: {}", String::from_utf8_lossy(&bytes))))?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            // The provider's bytes, shortened: an error message is not a place for megabytes.
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+            TenantError::Decode(format!("{e}: {text}"))
+        })?;
         if !(200..300).contains(&status) {
             return Err(TenantError::Refused {
                 status,

@@ -256,6 +256,15 @@ pub struct PinnedClient {
     pin: Hash32,
 }
 
+/// Longest a provider may take to finish the TLS handshake, and to send a response's head.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+pub const RESPONSE_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest whole response body read into memory (status, manifests' answers); longer ones
+/// (a provider is another party) are refused, not buffered. Log streams are read frame by frame.
+pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// Longest the reading of one whole body may take.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A response: status and the body as a stream of chunks.
 pub struct Response {
     pub status: u16,
@@ -263,15 +272,24 @@ pub struct Response {
 }
 
 impl Response {
+    /// The whole body, at most [`MAX_RESPONSE_BYTES`] read within [`BODY_TIMEOUT`].
     pub async fn bytes(self) -> Result<Bytes, TlsError> {
-        self.body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .map_err(|e| TlsError::Http {
+        let limited = http_body_util::Limited::new(self.body, MAX_RESPONSE_BYTES);
+        match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+            Ok(Ok(b)) => Ok(b.to_bytes()),
+            Ok(Err(e)) => Err(TlsError::Http {
                 addr: String::new(),
-                reason: e.to_string(),
-            })
+                reason: if e.is::<http_body_util::LengthLimitError>() {
+                    format!("the provider's answer is larger than {MAX_RESPONSE_BYTES} bytes")
+                } else {
+                    e.to_string()
+                },
+            }),
+            Err(_) => Err(TlsError::Http {
+                addr: String::new(),
+                reason: format!("the provider's answer took longer than {} s", BODY_TIMEOUT.as_secs()),
+            }),
+        }
     }
 }
 
@@ -311,9 +329,16 @@ impl PinnedClient {
                 reason: e.to_string(),
             })?;
         let name = ServerName::try_from(self.host.clone()).map_err(|_| TlsError::BadUri(self.host.clone()))?;
-        let tls = match TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await {
-            Ok(t) => t,
-            Err(e) => {
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsConnector::from(Arc::new(cfg)).connect(name, tcp));
+        let tls = match handshake.await {
+            Err(_) => {
+                return Err(TlsError::Handshake {
+                    addr: self.addr.clone(),
+                    reason: format!("no TLS handshake within {} s", HANDSHAKE_TIMEOUT.as_secs()),
+                })
+            }
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
                 let seen = verifier.seen.lock().ok().and_then(|s| *s);
                 return Err(match seen {
                     Some(got) => TlsError::Fingerprint {
@@ -347,7 +372,13 @@ impl PinnedClient {
             addr: self.addr.clone(),
             reason: e.to_string(),
         })?;
-        let resp = sender.send_request(req).await.map_err(http)?;
+        let resp = tokio::time::timeout(RESPONSE_HEAD_TIMEOUT, sender.send_request(req))
+            .await
+            .map_err(|_| TlsError::Http {
+                addr: self.addr.clone(),
+                reason: format!("no answer within {} s", RESPONSE_HEAD_TIMEOUT.as_secs()),
+            })?
+            .map_err(http)?;
         Ok(Response {
             status: resp.status().as_u16(),
             body: resp.into_body(),

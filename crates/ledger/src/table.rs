@@ -290,7 +290,7 @@ mod tests {
             let mut current = BTreeMap::<u8, u32>::new();
             let mut pending = Vec::<u8>::new();
             let mut changed = Vec::<u8>::new();
-            let mut check_drain = |t: &mut Table<u8, u32>, changed: &mut Vec<u8>, current: &BTreeMap<u8, u32>| {
+            let check_drain = |t: &mut Table<u8, u32>, changed: &mut Vec<u8>, current: &BTreeMap<u8, u32>| {
                 let mut want_keys = std::mem::take(changed);
                 want_keys.sort_unstable();
                 want_keys.dedup();

@@ -368,13 +368,13 @@ mod tests {
 
     #[test]
     fn denom_encodes_exactly_as_its_name_string() {
-        for name in ["upzr", "ibc/170C677610AC31DF0904FFE09CD3B5C657492170E7E52372E48756B71E56F2F1"] {
+        for name in [
+            "upzr",
+            "ibc/170C677610AC31DF0904FFE09CD3B5C657492170E7E52372E48756B71E56F2F1",
+        ] {
             let d = Denom::new(name).expect("valid");
             let as_string = name.to_string();
-            assert_eq!(
-                borsh::to_vec(&d).expect("vec"),
-                borsh::to_vec(&as_string).expect("vec")
-            );
+            assert_eq!(borsh::to_vec(&d).expect("vec"), borsh::to_vec(&as_string).expect("vec"));
             assert_eq!(
                 serde_json::to_string(&d).expect("json"),
                 serde_json::to_string(&as_string).expect("json")

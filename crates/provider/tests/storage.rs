@@ -3,7 +3,7 @@
 //! the leased bytes fit), and a replica whose writable layer outgrows its ephemeral storage is
 //! capped by the storage driver or, where the driver cannot, evicted: started afresh from its
 //! image with its logs, restart count and volume kept, the eviction counted and explained in
-//! the lease's status, on the host ports it had. Closing the lease deletes the volume's filesystem and the kept logs.
+//! the lease's status, on the host ports it had. The volume is mounted `nosuid,nodev`. Closing the lease deletes the volume's filesystem and the kept logs.
 
 mod common;
 
@@ -81,6 +81,15 @@ async fn prove(l: LeaseRef, g: pazar_sdl::ValidGroup, state: std::path::PathBuf)
     assert!(rt.bounds_volumes(), "{:?}", rt.storage_notes());
     let before = wait_status(&rt, &l, &g, LeaseStatus::all_running).await;
     let c = format!("{}-web-0", l.name());
+
+    // The volume is mounted nosuid and nodev: a setuid binary or a device node the tenant
+    // writes into it grants nothing (the kernel's own view, from inside the container).
+    let (_, mounts) = exec(&rt, &c, "grep ' /data ' /proc/mounts").await;
+    let opts: Vec<&str> = mounts.split_whitespace().nth(3).unwrap_or("").split(',').collect();
+    assert!(
+        mounts.contains(" ext4 ") && opts.contains(&"nosuid") && opts.contains(&"nodev"),
+        "{mounts}"
+    );
 
     // The persistent volume holds the 32 MiB leased, and a write past it fails.
     let (_, out) = exec(

@@ -842,3 +842,77 @@ async fn a_log_flood_without_newlines_keeps_the_daemon_s_memory_and_the_host_s_d
     assert!(tail[2].ends_with("flood-done"), "the last piece is the end of the log");
     rt.close(&l).await.expect("closes");
 }
+
+/// An SDL of the demo web service and any number of idle services.
+fn web_and(idle: &[&str], greeting: &str) -> String {
+    let mut services = format!("services:\n  web:\n    image: {IMAGE}\n    env: [GREETING={greeting}]\n{WEB}\n");
+    let mut compute = String::from("profiles:\n  compute:\n    p:\n      resources: {cpu: {units: 0.1}, memory: {size: 32Mi}, storage: [{size: 32Mi}, {name: data, size: 32Mi, attributes: {persistent: true, class: beta2}}]}\n");
+    let mut deployment = String::from("deployment:\n  web: {local: {profile: p, count: 1}}\n");
+    for s in idle {
+        services += &format!("  {s}:\n    image: {IMAGE}\n    command: [/bin/sh, -c, 'echo {s}-up; sleep 3600']\n");
+        deployment += &format!("  {s}: {{local: {{profile: q, count: 1}}}}\n");
+    }
+    compute += "    q:\n      resources: {cpu: {units: 0.1}, memory: {size: 32Mi}, storage: {size: 32Mi}}\n";
+    format!(
+        "version: \"2.0\"\n{services}{compute}  placement:\n    local:\n      pricing:\n        p: {{denom: uusd, amount: 1}}\n        q: {{denom: uusd, amount: 1}}\n{deployment}"
+    )
+}
+
+/// A tenant's new manifest for a running lease is what runs after deploy: a service gone from
+/// it is stopped (no process, no cgroup, no log), a new one started, an unchanged one left
+/// running (same process), and a changed one started again with its new spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploying_a_new_manifest_to_a_running_lease_converges_to_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(dir.path());
+    let l = lease(42);
+    let _cleanup = Cleanup(vec![l.clone()]);
+    let logs = dir.path().join("leases").join(key(&l).as_str()).join("logs");
+    let pids = |svc: &str| replica_cgroup(&l, svc).pids();
+    // The replica's first process (the web server forks a child per request).
+    let main_pid = |svc: &str| pids(svc).into_iter().min();
+
+    let first = common::group(&web_and(&["side"], "one"));
+    rt.deploy(&l, &first).await.expect("deploys");
+    let st = wait_status(&rt, &l, &first, LeaseStatus::all_running).await;
+    let port = st.services.iter().find(|s| s.name == "web").expect("web").forwards[0].host_port;
+    let web_pid = main_pid("web");
+    assert!(web_pid.is_some(), "web runs in its cgroup");
+    assert!(logs.join("side.0.log").exists());
+
+    // "side" leaves, "extra" comes, "web" is unchanged.
+    let second = common::group(&web_and(&["extra"], "one"));
+    rt.deploy(&l, &second).await.expect("converges");
+    wait_status(&rt, &l, &second, LeaseStatus::all_running).await;
+    assert!(pids("side").is_empty(), "the removed service no longer runs");
+    assert!(!logs.join("side.0.log").exists(), "its log went with it");
+    let t0 = Instant::now();
+    while pids("extra").is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the new service never joined its cgroup"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(main_pid("web"), web_pid, "the unchanged service was not touched");
+    let t0 = Instant::now();
+    let text = loop {
+        let text = log_text(&rt, &l).await;
+        if text.contains("extra-up") || t0.elapsed() > Duration::from_secs(30) {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains("extra-up") && !text.contains("side-up"), "{text}");
+
+    // "web" changes: it is started again with its new environment, on the same host port.
+    let third = common::group(&web_and(&["extra"], "two"));
+    rt.deploy(&l, &third).await.expect("converges");
+    let st = wait_status(&rt, &l, &third, LeaseStatus::all_running).await;
+    assert_ne!(main_pid("web"), web_pid, "the changed service was started again");
+    let web = st.services.iter().find(|s| s.name == "web").expect("web");
+    assert_eq!(web.forwards[0].host_port, port, "its forward is kept");
+    assert!(http_get(port).expect("serves").contains("two"), "it runs the new spec");
+    rt.close(&l).await.expect("closes");
+    assert!(pids("extra").is_empty() && pids("web").is_empty());
+}

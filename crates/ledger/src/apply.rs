@@ -80,11 +80,13 @@ impl State {
         let prepared: Vec<Result<Prepared, AuthError>> = txs.iter().map(|b| prepare(b)).collect();
         let sigs = verify_block(&prepared, preverified);
         let mut receipts = Vec::with_capacity(txs.len());
-        for ((bytes, p), sig) in txs.iter().zip(prepared).zip(sigs) {
+        // By reference: a decoded transaction is a few hundred bytes, not worth moving around.
+        for ((bytes, p), sig) in txs.iter().zip(&prepared).zip(sigs) {
             let hash = tx_hash(bytes);
-            let receipt = match p.and_then(|p| sig.map(|()| p).map_err(AuthError::from)) {
-                Ok(p) => self.deliver(hash, &p.tx),
-                Err(e) => Receipt::failed(hash, &TxError::from(e), None, Vec::new()),
+            let receipt = match (p, sig) {
+                (Ok(p), Ok(())) => self.deliver(hash, &p.tx),
+                (Err(e), _) => Receipt::failed(hash, &TxError::from(e.clone()), None, Vec::new()),
+                (Ok(_), Err(e)) => Receipt::failed(hash, &TxError::from(AuthError::from(e)), None, Vec::new()),
             };
             receipts.push(receipt);
         }

@@ -44,36 +44,33 @@ impl State {
         }
     }
 
-    fn set_balance(&mut self, addr: Address, denom: &Denom, amount: u128) {
-        let key = (addr, denom.clone());
-        if amount == 0 {
-            // Absent and zero are the same balance: keep one representation so hashes agree.
-            self.balances.remove(&key);
-        } else {
-            self.balances.insert(key, amount);
-        }
-    }
-
     /// Moves `coin` from `from` to `to`. Fails without changing anything.
     pub(crate) fn transfer(&mut self, from: Address, to: Address, coin: &Coin) -> Result<(), BankError> {
         self.known_denom(&coin.denom)?;
         if coin.amount == 0 || from == to {
             return Ok(());
         }
-        let have = self.balance(&from, &coin.denom);
-        let left = have
-            .checked_sub(coin.amount)
-            .ok_or_else(|| BankError::InsufficientFunds {
-                address: from,
-                need: coin.clone(),
-                have,
-            })?;
-        let to_new = self
-            .balance(&to, &coin.denom)
-            .checked_add(coin.amount)
-            .ok_or(BankError::Overflow)?;
-        self.set_balance(from, &coin.denom, left);
-        self.set_balance(to, &coin.denom, to_new);
+        // The recipient's side is computed first so that the sender's entry is searched once,
+        // read and written together; nothing is written unless both sides succeed, and the
+        // sender's shortfall is reported before an overflow, as ever.
+        let to_new = self.balance(&to, &coin.denom).checked_add(coin.amount);
+        self.balances.try_update((from, coin.denom.clone()), |have| {
+            let have = have.copied().unwrap_or(0);
+            let left = have
+                .checked_sub(coin.amount)
+                .ok_or_else(|| BankError::InsufficientFunds {
+                    address: from,
+                    need: coin.clone(),
+                    have,
+                })?;
+            to_new.ok_or(BankError::Overflow)?;
+            // Absent and zero are the same balance: keep one representation so hashes agree.
+            Ok((left > 0).then_some(left))
+        })?;
+        // `to_new` is known to be `Some` here: the update above refuses otherwise.
+        if let Some(to_new) = to_new {
+            self.balances.insert((to, coin.denom.clone()), to_new);
+        }
         Ok(())
     }
 

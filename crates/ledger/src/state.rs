@@ -412,6 +412,7 @@ pub const META_KEY: &[u8] = &[0];
 /// Adapters so the macro can call every table operation with the same arguments.
 trait Named {
     fn commit_named(&mut self, _name: &str, _id: u8);
+    fn pending_named(&self, _name: &str, _id: u8, total: &mut usize);
     fn rollback_named(&mut self, _name: &str, _id: u8);
     fn hash_named(&self, name: &str, _id: u8, h: &mut Sha256);
     fn drain_named(&mut self, _name: &str, id: u8, out: &mut Vec<StateChange>);
@@ -425,8 +426,12 @@ where
     K: Ord + Clone + BorshSerialize + BorshDeserialize,
     V: Clone + BorshSerialize + BorshDeserialize,
 {
+    #[inline]
     fn commit_named(&mut self, _name: &str, _id: u8) {
         self.commit();
+    }
+    fn pending_named(&self, _name: &str, _id: u8, total: &mut usize) {
+        *total += self.pending_changes();
     }
     fn rollback_named(&mut self, _name: &str, _id: u8) {
         self.rollback();
@@ -586,14 +591,21 @@ impl State {
     fn meta_change(&self) -> StateChange {
         StateChange {
             key: META_KEY.to_vec(),
-            value: Some(borsh::to_vec(&(&self.chain_id, self.height, &self.params)).expect("encoding cannot fail")),
+            value: Some(crate::table::encode_exact(
+                &mut Vec::new(),
+                None,
+                &(&self.chain_id, self.height, &self.params),
+            )),
         }
     }
 
     /// The entries written since the last call (at most one per key, deletions as `None`), with
     /// the metadata entry first. After genesis, the first call returns the whole genesis state.
     pub fn take_changes(&mut self) -> Vec<StateChange> {
-        let mut out = vec![self.meta_change()];
+        let mut pending = 1;
+        for_each_table!(self, pending_named, &mut pending);
+        let mut out = Vec::with_capacity(pending);
+        out.push(self.meta_change());
         for_each_table!(self, drain_named, &mut out);
         out
     }

@@ -2,6 +2,7 @@
 //!
 //! Iteration is in key order (a `BTreeMap`): nothing that reaches state depends on hashing order.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::ops::RangeBounds;
 
@@ -66,6 +67,31 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
         Some(value)
     }
 
+    /// Sets `k` to what `f` makes of its current value, with one search: `Ok(Some(v))` stores
+    /// `v`, `Ok(None)` removes the entry (or leaves it absent), and an error changes nothing.
+    /// Journaled exactly as the [`Table::insert`] or [`Table::remove`] it stands for.
+    pub fn try_update<E>(&mut self, k: K, f: impl FnOnce(Option<&V>) -> Result<Option<V>, E>) -> Result<(), E> {
+        match self.map.entry(k) {
+            Entry::Occupied(mut e) => match f(Some(&e.get().value))? {
+                Some(value) => {
+                    let old = std::mem::replace(e.get_mut(), Slot { value, dirty: true });
+                    self.journal.push((e.key().clone(), Some(old)));
+                }
+                None => {
+                    let (k, old) = e.remove_entry();
+                    self.journal.push((k, Some(old)));
+                }
+            },
+            Entry::Vacant(e) => {
+                if let Some(value) = f(None)? {
+                    self.journal.push((e.key().clone(), None));
+                    e.insert(Slot { value, dirty: true });
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn range<R: RangeBounds<K>>(&self, r: R) -> impl Iterator<Item = (&K, &V)> {
         self.map.range(r).map(|(k, s)| (k, &s.value))
     }
@@ -84,10 +110,15 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
 
     /// Forgets the journal: everything written so far is kept, and its keys are remembered as
     /// changed for the store (a key already remembered since the last drain is not repeated).
+    #[inline]
     pub fn commit(&mut self) {
-        if self.journal.is_empty() {
-            return;
+        // A transaction touches a few of the state's tables and every commit visits them all.
+        if !self.journal.is_empty() {
+            self.record_journal();
         }
+    }
+
+    fn record_journal(&mut self) {
         for (k, old) in self.journal.drain(..) {
             // A dirty old slot means an earlier live write of this key since the last drain,
             // already recorded or recorded by this same loop.
@@ -95,6 +126,11 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
                 self.changed.push(k);
             }
         }
+    }
+
+    /// How many entries the next drain appends at most.
+    pub(crate) fn pending_changes(&self) -> usize {
+        self.changed.len()
     }
 
     /// Undoes every write since the last commit, newest first.
@@ -139,10 +175,18 @@ pub struct StateChange {
 }
 
 pub(crate) fn encode_key<K: BorshSerialize>(id: u8, k: &K) -> Vec<u8> {
-    let mut key = Vec::with_capacity(48);
-    key.push(id);
-    k.serialize(&mut key).expect("writing into a Vec cannot fail");
-    key
+    encode_exact(&mut Vec::new(), Some(id), k)
+}
+
+/// The Borsh encoding of `v` after the optional `prefix` byte, in a vector of exactly that size.
+/// `scratch` is reused between calls: encoding into it and copying out allocates once per entry,
+/// where `borsh::to_vec` reserves 1 KiB for every value however small (a change set or a dump
+/// would hold a kilobyte per entry).
+pub(crate) fn encode_exact<T: BorshSerialize>(scratch: &mut Vec<u8>, prefix: Option<u8>, v: &T) -> Vec<u8> {
+    scratch.clear();
+    scratch.extend(prefix);
+    v.serialize(scratch).expect("writing into a Vec cannot fail");
+    scratch.as_slice().to_vec()
 }
 
 impl<K: Ord + Clone + BorshSerialize + BorshDeserialize, V: Clone + BorshSerialize + BorshDeserialize> Table<K, V> {
@@ -155,13 +199,14 @@ impl<K: Ord + Clone + BorshSerialize + BorshDeserialize, V: Clone + BorshSeriali
         keys.sort_unstable();
         keys.dedup();
         out.reserve(keys.len());
+        let mut scratch = Vec::with_capacity(256);
         for k in keys {
             let value = self.map.get_mut(&k).map(|slot| {
                 slot.dirty = false;
-                borsh::to_vec(&slot.value).expect("writing into a Vec cannot fail")
+                encode_exact(&mut scratch, None, &slot.value)
             });
             out.push(StateChange {
-                key: encode_key(id, &k),
+                key: encode_exact(&mut scratch, Some(id), &k),
                 value,
             });
         }
@@ -169,10 +214,12 @@ impl<K: Ord + Clone + BorshSerialize + BorshDeserialize, V: Clone + BorshSeriali
 
     /// Appends every entry, in key order.
     pub fn dump(&self, id: u8, out: &mut Vec<StateChange>) {
+        out.reserve(self.map.len());
+        let mut scratch = Vec::with_capacity(256);
         for (k, slot) in &self.map {
             out.push(StateChange {
-                key: encode_key(id, k),
-                value: Some(borsh::to_vec(&slot.value).expect("writing into a Vec cannot fail")),
+                key: encode_exact(&mut scratch, Some(id), k),
+                value: Some(encode_exact(&mut scratch, None, &slot.value)),
             });
         }
     }
@@ -261,6 +308,8 @@ mod tests {
     enum Op {
         Insert(u8, u32),
         Remove(u8),
+        /// `try_update` storing the value, removing the entry, or failing.
+        Update(u8, Option<u32>, bool),
         Commit,
         Rollback,
         Drain,
@@ -271,6 +320,7 @@ mod tests {
         prop_oneof![
             4 => (0..8u8, any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
             2 => (0..8u8).prop_map(Op::Remove),
+            3 => (0..8u8, proptest::option::of(any::<u32>()), any::<bool>()).prop_map(|(k, v, fail)| Op::Update(k, v, fail)),
             2 => Just(Op::Commit),
             1 => Just(Op::Rollback),
             1 => Just(Op::Drain),
@@ -318,6 +368,31 @@ mod tests {
                         // Removing an absent key writes nothing.
                         if had.is_some() {
                             pending.push(k);
+                        }
+                    }
+                    Op::Update(k, v, fail) => {
+                        let seen = current.get(&k).copied();
+                        let r = t.try_update(k, |old| {
+                            assert_eq!(old.copied(), seen);
+                            if fail {
+                                Err(())
+                            } else {
+                                Ok(v)
+                            }
+                        });
+                        assert_eq!(r.is_err(), fail);
+                        if !fail {
+                            match v {
+                                Some(v) => {
+                                    current.insert(k, v);
+                                    pending.push(k);
+                                }
+                                None => {
+                                    if current.remove(&k).is_some() {
+                                        pending.push(k);
+                                    }
+                                }
+                            }
                         }
                     }
                     Op::Commit => {

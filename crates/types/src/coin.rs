@@ -39,23 +39,52 @@ pub enum CoinError {
 /// balance key, journal entry, event and receipt, and a shared name makes each copy a counter
 /// increment instead of an allocation. Equality, order, hashing and both encodings are those of
 /// the name as a string, exactly as when it was a `String`.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Denom(Arc<str>);
+
+/// The order of the names as strings. Written out because denominations are part of the
+/// ledger's most searched keys (balances): two copies of one name compare equal without reading
+/// it, and short names compare in an inlined loop rather than through a `memcmp` call.
+impl Ord for Denom {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        for (x, y) in a.iter().zip(b) {
+            if x != y {
+                return x.cmp(y);
+            }
+        }
+        a.len().cmp(&b.len())
+    }
+}
+
+impl PartialOrd for Denom {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Denom {
     pub fn new(name: impl Into<String>) -> Result<Self, CoinError> {
         let name = name.into();
-        let bytes = name.as_bytes();
-        let ok = (2..=MAX_DENOM_LEN).contains(&bytes.len())
-            && bytes[0].is_ascii_alphabetic()
-            && bytes[1..]
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"/:._-".contains(b));
-        if ok {
+        if Denom::is_valid(&name) {
             Ok(Denom(Arc::from(name)))
         } else {
             Err(CoinError::InvalidDenom(name))
         }
+    }
+
+    fn is_valid(name: &str) -> bool {
+        let bytes = name.as_bytes();
+        (2..=MAX_DENOM_LEN).contains(&bytes.len())
+            && bytes[0].is_ascii_alphabetic()
+            && bytes[1..]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"/:._-".contains(b))
     }
 
     pub fn as_str(&self) -> &str {
@@ -96,11 +125,62 @@ impl Serialize for Denom {
     }
 }
 
+/// Decodes a Borsh string and checks it is a denomination, with the errors of decoding a
+/// `String` and then calling [`Denom::new`]. A name short enough to be valid is read onto the
+/// stack and copied once into its shared allocation (every transaction decodes two or three).
 impl BorshDeserialize for Denom {
     fn deserialize_reader<R: Read>(reader: &mut R) -> std::io::Result<Self> {
-        let raw = String::deserialize_reader(reader)?;
-        Denom::new(raw).map_err(|e| IoError::new(ErrorKind::InvalidData, e))
+        let len = u32::deserialize_reader(reader)? as usize;
+        if len == 0 || len > MAX_DENOM_LEN {
+            // Not a denomination whatever the bytes: report what decoding the string reports.
+            let raw = read_borsh_string_bytes(reader, len)?;
+            let raw = String::from_utf8(raw).map_err(|e| IoError::new(ErrorKind::InvalidData, e.to_string()))?;
+            return Denom::new(raw).map_err(|e| IoError::new(ErrorKind::InvalidData, e));
+        }
+        let mut buf = [0u8; MAX_DENOM_LEN];
+        read_full(reader, &mut buf[..len])?;
+        let name = std::str::from_utf8(&buf[..len]).map_err(|e| IoError::new(ErrorKind::InvalidData, e.to_string()))?;
+        if !Denom::is_valid(name) {
+            return Err(IoError::new(
+                ErrorKind::InvalidData,
+                CoinError::InvalidDenom(name.to_string()),
+            ));
+        }
+        Ok(Denom(Arc::from(name)))
     }
+}
+
+/// Borsh's error when the input ends inside a value.
+const UNEXPECTED_LENGTH_OF_INPUT: &str = "Unexpected length of input";
+
+/// Fills `buf` from `reader` as Borsh reads the bytes of a string: an input that ends first is
+/// [`UNEXPECTED_LENGTH_OF_INPUT`].
+fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<()> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        match reader.read(&mut buf[pos..])? {
+            0 => return Err(IoError::new(ErrorKind::InvalidData, UNEXPECTED_LENGTH_OF_INPUT)),
+            n => pos += n,
+        }
+    }
+    Ok(())
+}
+
+/// The `len` bytes of a Borsh string whose length prefix was read, growing the buffer as the
+/// bytes arrive (as Borsh does) so a forged length cannot make it allocate gigabytes.
+fn read_borsh_string_bytes<R: Read>(reader: &mut R, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut out = vec![0u8; len.min(1024 * 1024)];
+    let mut pos = 0;
+    while pos < len {
+        if pos == out.len() {
+            out.resize(out.len().saturating_mul(2).min(len), 0);
+        }
+        match reader.read(&mut out[pos..])? {
+            0 => return Err(IoError::new(ErrorKind::InvalidData, UNEXPECTED_LENGTH_OF_INPUT)),
+            n => pos += n,
+        }
+    }
+    Ok(out)
 }
 
 impl<'de> Deserialize<'de> for Denom {
@@ -383,6 +463,68 @@ mod tests {
             assert_eq!(back, d);
         }
         assert!(borsh::from_slice::<Denom>(&borsh::to_vec(&"u".to_string()).expect("vec")).is_err());
+    }
+
+    /// What decoding a denomination did before names were read onto the stack: a `String`,
+    /// then [`Denom::new`]. Returns the result as text and the bytes left unread.
+    fn decode_as_string_then_check(bytes: &[u8]) -> (Result<Denom, String>, usize) {
+        let mut r = bytes;
+        let res = String::deserialize_reader(&mut r)
+            .map_err(|e| e.to_string())
+            .and_then(|raw| Denom::new(raw).map_err(|e| IoError::new(ErrorKind::InvalidData, e).to_string()));
+        (res, r.len())
+    }
+
+    fn decode(bytes: &[u8]) -> (Result<Denom, String>, usize) {
+        let mut r = bytes;
+        let res = Denom::deserialize_reader(&mut r).map_err(|e| e.to_string());
+        (res, r.len())
+    }
+
+    fn encoded(len: u32, body: &[u8]) -> Vec<u8> {
+        let mut v = len.to_le_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn denom_decoding_accepts_and_refuses_exactly_as_string_then_check() {
+        let long_valid = "a".repeat(MAX_DENOM_LEN);
+        let too_long = "a".repeat(MAX_DENOM_LEN + 1);
+        let cases: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![4, 0],
+            encoded(0, b""),
+            encoded(1, b"u"),
+            encoded(4, b"upzr"),
+            encoded(4, b"upzrTRAILING"),
+            encoded(4, b"upz"),
+            encoded(4, b"up z"),
+            encoded(4, b"1abc"),
+            encoded(2, &[0xc3, 0x28]),
+            encoded(4, &[b'u', 0xff, b'a', b'b']),
+            encoded(MAX_DENOM_LEN as u32, long_valid.as_bytes()),
+            encoded(MAX_DENOM_LEN as u32 + 1, too_long.as_bytes()),
+            encoded(MAX_DENOM_LEN as u32 + 1, b"short"),
+            encoded(u32::MAX, b"upzr"),
+            encoded(200, &[0xff; 200]),
+        ];
+        for bytes in cases {
+            assert_eq!(decode(&bytes), decode_as_string_then_check(&bytes), "{bytes:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn denom_decoding_matches_string_then_check_on_any_input(
+            len in proptest::prop_oneof![0..140u32, proptest::prelude::any::<u32>()],
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..150),
+            alnum in "[a-zA-Z][a-zA-Z0-9/:._-]{0,130}",
+        ) {
+            assert_eq!(decode(&encoded(len, &body)), decode_as_string_then_check(&encoded(len, &body)));
+            let named = encoded(alnum.len() as u32, alnum.as_bytes());
+            assert_eq!(decode(&named), decode_as_string_then_check(&named));
+        }
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub const MAX_TX_BYTES: usize = 64 * 1024;
 pub const MAX_MSGS: usize = 16;
 pub const MAX_MEMO_LEN: usize = 256;
 pub const MAX_CHAIN_ID_LEN: usize = 64;
+/// Field names of the messages in errors, one per place (`MAX_MSGS` of them): every decoded
+/// transaction validates its messages, and naming them from a table spares an allocation each.
+const MSG_FIELDS: [&str; MAX_MSGS] = [
+    "msgs[0]", "msgs[1]", "msgs[2]", "msgs[3]", "msgs[4]", "msgs[5]", "msgs[6]", "msgs[7]", "msgs[8]", "msgs[9]",
+    "msgs[10]", "msgs[11]", "msgs[12]", "msgs[13]", "msgs[14]", "msgs[15]",
+];
 /// Domain separator of the ed25519 sign digest.
 const SIGN_DOMAIN: &[u8] = b"pazar/tx/v1\0";
 
@@ -332,8 +338,8 @@ impl TxBody {
                 reason: format!("must have 1-{MAX_MSGS} messages"),
             });
         }
-        for (i, m) in self.msgs.iter().enumerate() {
-            m.validate(&format!("msgs[{i}]"))?;
+        for (m, field) in self.msgs.iter().zip(MSG_FIELDS) {
+            m.validate(field)?;
         }
         Ok(())
     }
@@ -495,5 +501,17 @@ pub mod hex_array {
         let mut out = [0u8; N];
         hex::decode_to_slice(raw.trim_start_matches("0x"), &mut out).map_err(serde::de::Error::custom)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_field_names_are_their_places() {
+        for (i, field) in MSG_FIELDS.iter().enumerate() {
+            assert_eq!(*field, format!("msgs[{i}]"));
+        }
     }
 }

@@ -44,34 +44,37 @@ impl State {
         }
     }
 
-    /// Moves `coin` from `from` to `to`. Fails without changing anything.
+    /// Moves `coin` from `from` to `to`. Fails without changing any balance: the sender's
+    /// shortfall is reported first, then an overflow of the recipient's balance.
     pub(crate) fn transfer(&mut self, from: Address, to: Address, coin: &Coin) -> Result<(), BankError> {
         self.known_denom(&coin.denom)?;
         if coin.amount == 0 || from == to {
             return Ok(());
         }
-        // The recipient's side is computed first so that the sender's entry is searched once,
-        // read and written together; nothing is written unless both sides succeed, and the
-        // sender's shortfall is reported before an overflow, as ever.
-        let to_new = self.balance(&to, &coin.denom).checked_add(coin.amount);
+        // Each side is searched once, read and written together (this runs for every fee).
+        let mut had = 0;
         self.balances.try_update((from, coin.denom.clone()), |have| {
-            let have = have.copied().unwrap_or(0);
-            let left = have
+            had = have.copied().unwrap_or(0);
+            let left = had
                 .checked_sub(coin.amount)
                 .ok_or_else(|| BankError::InsufficientFunds {
                     address: from,
                     need: coin.clone(),
-                    have,
+                    have: had,
                 })?;
-            to_new.ok_or(BankError::Overflow)?;
             // Absent and zero are the same balance: keep one representation so hashes agree.
             Ok((left > 0).then_some(left))
         })?;
-        // `to_new` is known to be `Some` here: the update above refuses otherwise.
-        if let Some(to_new) = to_new {
-            self.balances.insert((to, coin.denom.clone()), to_new);
+        let credited = self.balances.try_update((to, coin.denom.clone()), |old| {
+            let new = old.copied().unwrap_or(0).checked_add(coin.amount);
+            new.map(Some).ok_or(BankError::Overflow)
+        });
+        if credited.is_err() {
+            // Cannot happen while balances sum to the supply, a `u128`; if it did, the sender
+            // gets its balance back (a caller that goes on commits an unchanged value).
+            self.balances.insert((from, coin.denom.clone()), had);
         }
-        Ok(())
+        credited
     }
 
     pub(crate) fn exec_send(&mut self, ctx: &mut Ctx, to: Address, amount: &Coin) -> Result<(), BankError> {
@@ -85,5 +88,53 @@ impl State {
             amount: amount.clone(),
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Genesis, GenesisBalance, Params};
+
+    fn state_with(balances: &[(Address, u128)]) -> (State, Denom) {
+        let genesis = Genesis {
+            chain_id: "bank-test".into(),
+            params: Params::devnet("upzr", "uusd"),
+            balances: balances
+                .iter()
+                .map(|(a, n)| GenesisBalance {
+                    address: *a,
+                    coins: vec![Coin::new(*n, Denom::new("upzr").expect("valid"))],
+                })
+                .collect(),
+        };
+        let state = State::from_genesis(&genesis).expect("valid genesis");
+        (state, Denom::new("upzr").expect("valid"))
+    }
+
+    #[test]
+    fn a_refused_transfer_leaves_both_balances_as_they_were() {
+        let (a, b) = (Address::Native([1; 20]), Address::Native([2; 20]));
+        let (mut s, upzr) = state_with(&[(a, 10), (b, 5)]);
+        let coin = |n| Coin::new(n, upzr.clone());
+        assert_eq!(
+            s.transfer(a, b, &coin(11)),
+            Err(BankError::InsufficientFunds {
+                address: a,
+                need: coin(11),
+                have: 10
+            })
+        );
+        assert_eq!((s.balance(&a, &upzr), s.balance(&b, &upzr)), (10, 5));
+        // An overflowing recipient cannot arise while balances sum to the supply; forge one.
+        s.balances.insert((b, upzr.clone()), u128::MAX);
+        s.commit();
+        assert_eq!(s.transfer(a, b, &coin(3)), Err(BankError::Overflow));
+        assert_eq!((s.balance(&a, &upzr), s.balance(&b, &upzr)), (10, u128::MAX));
+        // A transfer of everything leaves no zero entry behind.
+        s.balances.insert((b, upzr.clone()), 5);
+        assert_eq!(s.transfer(a, b, &coin(10)), Ok(()));
+        assert_eq!(s.balances.get(&(a, upzr.clone())), None);
+        assert_eq!(s.balance(&b, &upzr), 15);
     }
 }

@@ -39,12 +39,28 @@ pub enum CoinError {
 /// balance key, journal entry, event and receipt, and a shared name makes each copy a counter
 /// increment instead of an allocation. Equality, order, hashing and both encodings are those of
 /// the name as a string, exactly as when it was a `String`.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct Denom(Arc<str>);
 
-/// The order of the names as strings. Written out because denominations are part of the
-/// ledger's most searched keys (balances): two copies of one name compare equal without reading
-/// it, and short names compare in an inlined loop rather than through a `memcmp` call.
+/// Equality, order and hash of the names as strings. Written out because denominations are
+/// compared in every transaction (fee checks, balance keys): two copies of one name are equal
+/// without reading it, and short names compare in an inlined loop rather than through a
+/// `memcmp` call.
+impl PartialEq for Denom {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Denom {}
+
+impl std::hash::Hash for Denom {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
 impl Ord for Denom {
     #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
@@ -443,6 +459,24 @@ mod tests {
         assert!(Denom::new("ibc/170C677610AC31DF0904FFE09CD3B5C657492170E7E52372E48756B71E56F2F1").is_ok());
         for bad in ["", "u", "1abc", "up zr", "ü", &"x".repeat(129)] {
             assert!(Denom::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn denoms_compare_and_hash_as_their_names() {
+        use std::hash::{BuildHasher, RandomState};
+        let names = ["upzr", "uusd", "uusdc", "ibc/27", "ibc/270", "uakt", "u-1", "u.1", "zz"];
+        let hasher = RandomState::new();
+        for a in names {
+            for b in names {
+                let (da, db) = (Denom::new(a).expect("valid"), Denom::new(b).expect("valid"));
+                assert_eq!(da.cmp(&db), a.cmp(b), "{a} vs {b}");
+                assert_eq!(da == db, a == b, "{a} vs {b}");
+                assert_eq!(da.partial_cmp(&db), Some(a.cmp(b)));
+            }
+            let (d, copy) = (Denom::new(a).expect("valid"), Denom::new(a).expect("valid"));
+            assert_eq!(hasher.hash_one(&d), hasher.hash_one(&copy));
+            assert_eq!(hasher.hash_one(&d), hasher.hash_one(a));
         }
     }
 

@@ -1,0 +1,5 @@
+//! The contracts between Pazar's processes. Everything a node, a provider daemon or a client
+//! sends to another process is a type here: the sender serializes it, the receiver deserializes
+//! it, and the OpenAPI documents are generated from the same types. No I/O and no async runtime:
+//! this crate depends on `pazar-types` only, so any client (CLI, console, training worker) can
+//! speak to a node or a provider without linking a database, Docker or a GPU library.

@@ -572,117 +572,13 @@ impl LeaseCloseReason {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Matching: shared by the ledger (a bid must satisfy its order) and by providers (the bid engine
-// and "why no bids"), so both sides give the same answer.
+// Matching: one rule shared by the ledger (a bid must satisfy its order), the bid engine and
+// "why no bids", so every side gives the same answer. It lives in `market/matching.rs`; the
+// names below keep their `market::` paths.
 
-/// Why a provider does not satisfy an order's group. `Display` is meant for tenants.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Mismatch {
-    #[error("provider lacks required attribute {key}={value}")]
-    Attribute { key: String, value: String },
-    #[error("auditor {auditor} has not signed the required attributes (signedBy.allOf)")]
-    AllOfAuditor { auditor: Address },
-    #[error("none of the auditors in signedBy.anyOf has signed the required attributes")]
-    AnyOfAuditor,
-    #[error("resource unit {unit} wants a GPU ({wanted}) that the provider does not advertise")]
-    Gpu { unit: u32, wanted: String },
-    #[error("resource unit {unit} wants storage class {class:?} that the provider does not advertise")]
-    StorageClass { unit: u32, class: String },
-    #[error(
-        "resource unit {unit} wants a leased IP address; the provider does not advertise {}=true",
-        LEASED_IP_ATTRIBUTE
-    )]
-    LeasedIp { unit: u32 },
-}
+pub mod matching;
 
-/// The provider attribute saying it leases dedicated IP addresses (the key Akash's console
-/// reads). Without it a provider would serve an `ip` endpoint from a shared host port, which is
-/// not what the tenant asked for.
-pub const LEASED_IP_ATTRIBUTE: &str = "feat-endpoint-ip";
-
-fn key_matches(pattern: &str, key: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => key.starts_with(prefix),
-        None => pattern == key,
-    }
-}
-
-/// True when every required attribute is present in `have` (keys may end with a `*` glob).
-pub fn attributes_subset(required: &[Attribute], have: &[Attribute]) -> Result<(), Mismatch> {
-    for r in required {
-        if !have.iter().any(|h| key_matches(&r.key, &h.key) && r.value == h.value) {
-            return Err(Mismatch::Attribute {
-                key: r.key.clone(),
-                value: r.value.clone(),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Checks a provider against a group: placement attributes, auditors, GPU models, storage
-/// classes and leased IPs. `audited(auditor)` returns the attributes that auditor signed for this provider.
-pub fn match_group<'a>(
-    spec: &GroupSpec,
-    provider_attrs: &[Attribute],
-    audited: impl Fn(&Address) -> Option<&'a [Attribute]>,
-) -> Result<(), Mismatch> {
-    let req = &spec.requirements;
-    attributes_subset(&req.attributes, provider_attrs)?;
-    let signed = |auditor: &Address| audited(auditor).is_some_and(|a| attributes_subset(&req.attributes, a).is_ok());
-    for auditor in &req.signed_by.all_of {
-        if !signed(auditor) {
-            return Err(Mismatch::AllOfAuditor { auditor: *auditor });
-        }
-    }
-    if !req.signed_by.any_of.is_empty() && !req.signed_by.any_of.iter().any(signed) {
-        return Err(Mismatch::AnyOfAuditor);
-    }
-    for unit in &spec.resources {
-        let gpu = &unit.resources.gpu;
-        if gpu.units > 0 {
-            let offered = gpu.attributes.iter().any(|want| {
-                provider_attrs.iter().any(|h| {
-                    h.value == "true"
-                        && h.key
-                            .strip_prefix("capabilities/gpu/")
-                            .is_some_and(|k| key_matches(&want.key, k))
-                })
-            });
-            if !offered {
-                let wanted = gpu
-                    .attributes
-                    .iter()
-                    .map(|a| a.key.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" | ");
-                return Err(Mismatch::Gpu { unit: unit.id, wanted });
-            }
-        }
-        let leases_ip = unit
-            .resources
-            .endpoints
-            .iter()
-            .any(|e| e.kind == EndpointKind::LeasedIp);
-        if leases_ip
-            && !provider_attrs
-                .iter()
-                .any(|h| h.key == LEASED_IP_ATTRIBUTE && h.value == "true")
-        {
-            return Err(Mismatch::LeasedIp { unit: unit.id });
-        }
-        for vol in &unit.resources.storage {
-            let Some(class) = vol.class() else { continue };
-            let advertised = provider_attrs
-                .iter()
-                .any(|h| h.key.starts_with("capabilities/storage/") && h.key.ends_with("/class") && h.value == class);
-            if !advertised {
-                return Err(Mismatch::StorageClass {
-                    unit: unit.id,
-                    class: class.to_string(),
-                });
-            }
-        }
-    }
-    Ok(())
-}
+pub use matching::{
+    attributes_subset, key_matches, match_group, Mismatch, GPU_CAPABILITY_PREFIX, LEASED_IP_ATTRIBUTE,
+    STORAGE_CAPABILITY_PREFIX,
+};

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pazar_sdl::{ValidGroup, ValidManifest};
+use pazar_api::manifest::{ValidGroup, ValidManifest};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(m) = ValidManifest::decode(data) else {

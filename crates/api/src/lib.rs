@@ -3,3 +3,8 @@
 //! it, and the OpenAPI documents are generated from the same types. No I/O and no async runtime:
 //! this crate depends on `pazar-types` only, so any client (CLI, console, training worker) can
 //! speak to a node or a provider without linking a database, Docker or a GPU library.
+
+pub mod manifest;
+pub mod names;
+
+pub use crate::manifest::{Manifest, ManifestError, ValidGroup, ValidManifest};

@@ -7,8 +7,6 @@
 //! bytes ──yaml::parse_bytes──▶ tree with positions ──read──▶ typed sections ──build──▶ groups + manifest
 //! ```
 
-pub mod manifest;
-pub mod names;
 mod read;
 mod sdl;
 pub mod units;
@@ -20,8 +18,11 @@ use pazar_types::market::GroupSpec;
 use pazar_types::{Denom, Hash32};
 use serde::Serialize;
 
-pub use crate::manifest::{Manifest, ManifestError, ValidGroup, ValidManifest};
 pub use crate::yaml::{Limits, Pos};
+/// The manifest and the name rules live in the contract crate, which providers read manifests
+/// with; they stay reachable here so SDL users name them where the SDL builds them.
+pub use pazar_api::manifest::{Manifest, ManifestError, ValidGroup, ValidManifest};
+pub use pazar_api::{manifest, names};
 
 /// One finding, located in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

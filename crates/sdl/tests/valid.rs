@@ -349,3 +349,50 @@ deployment:
         d.warnings
     );
 }
+
+/// The file whose manifest pazar-api's manifest tests hold as their fixture (one web service,
+/// a persistent volume, an HTTP expose): it must keep yielding exactly that manifest, which
+/// is pinned there by its version.
+const REFERENCE_SDL: &str = r#"
+version: "2.0"
+services:
+  web:
+    image: example/web:1.2
+    env: [MODE=prod, EMPTY=, FLAG]
+    command: [/bin/sh, -c]
+    args: ["exec web"]
+    expose:
+      - port: 8080
+        as: 80
+        accept: [shop.example.com]
+        to: [{global: true}]
+    params:
+      storage:
+        data: {mount: /data}
+profiles:
+  compute:
+    web:
+      resources:
+        cpu: {units: 0.5}
+        memory: {size: 256Mi}
+        storage:
+          - size: 1Gi
+          - name: data
+            size: 1Gi
+            attributes: {persistent: true}
+  placement:
+    dc: {pricing: {web: {denom: uusd, amount: 10}}}
+deployment:
+  web: {dc: {profile: web, count: 1}}
+"#;
+
+#[test]
+fn the_reference_file_yields_the_manifest_pazar_api_tests_as_its_fixture() {
+    let d = parse(REFERENCE_SDL.as_bytes(), &options()).expect("valid");
+    assert_eq!(
+        hex::encode(d.manifest_version),
+        "5e13635ef2715cc99e1882c03e0e1f778d818396695685e4152c023a585d4833"
+    );
+    let v = pazar_sdl::ValidManifest::decode(&d.manifest.canonical_bytes()).expect("valid");
+    assert_eq!(*v, d.manifest);
+}

@@ -750,48 +750,114 @@ fn check_expose(x: &Expose, at: &str) -> Result<(), ManifestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{parse, Options};
-    use pazar_types::Denom;
 
-    const SDL: &str = r#"
-version: "2.0"
-services:
-  web:
-    image: example/web:1.2
-    env: [MODE=prod, EMPTY=, FLAG]
-    command: [/bin/sh, -c]
-    args: ["exec web"]
-    expose:
-      - port: 8080
-        as: 80
-        accept: [shop.example.com]
-        to: [{global: true}]
-    params:
-      storage:
-        data: {mount: /data}
-profiles:
-  compute:
-    web:
-      resources:
-        cpu: {units: 0.5}
-        memory: {size: 256Mi}
-        storage:
-          - size: 1Gi
-          - name: data
-            size: 1Gi
-            attributes: {persistent: true}
-  placement:
-    dc: {pricing: {web: {denom: uusd, amount: 10}}}
-deployment:
-  web: {dc: {profile: web, count: 1}}
-"#;
+    /// The manifest pazar-sdl builds from its reference file (one web service with a
+    /// persistent volume and an HTTP expose), as a provider receives it. pazar-sdl's tests pin
+    /// that its file yields exactly this manifest, by [`FIXTURE_VERSION`].
+    const FIXTURE: &str = r#"{
+  "groups": [
+    {
+      "name": "dc",
+      "services": [
+        {
+          "args": [
+            "exec web"
+          ],
+          "command": [
+            "/bin/sh",
+            "-c"
+          ],
+          "count": 1,
+          "credentials": null,
+          "env": [
+            "MODE=prod",
+            "EMPTY=",
+            "FLAG"
+          ],
+          "expose": [
+            {
+              "endpoint_sequence": 0,
+              "external_port": 80,
+              "global": true,
+              "hosts": [
+                "shop.example.com"
+              ],
+              "http_options": {
+                "max_body_size": 1048576,
+                "next_cases": [
+                  "error",
+                  "timeout"
+                ],
+                "next_timeout_ms": 0,
+                "next_tries": 3,
+                "read_timeout_ms": 60000,
+                "send_timeout_ms": 60000
+              },
+              "ip": "",
+              "port": 8080,
+              "proto": "TCP",
+              "service": ""
+            }
+          ],
+          "image": "example/web:1.2",
+          "name": "web",
+          "resource_id": 1,
+          "resources": {
+            "cpu_millis": 500,
+            "endpoints": [
+              {
+                "kind": "SHARED_HTTP",
+                "sequence": 0
+              }
+            ],
+            "gpu": {
+              "attributes": [],
+              "units": 0
+            },
+            "memory_bytes": 268435456,
+            "storage": [
+              {
+                "attributes": [],
+                "bytes": 1073741824,
+                "name": "default"
+              },
+              {
+                "attributes": [
+                  {
+                    "key": "class",
+                    "value": "default"
+                  },
+                  {
+                    "key": "persistent",
+                    "value": "true"
+                  }
+                ],
+                "bytes": 1073741824,
+                "name": "data"
+              }
+            ]
+          },
+          "storage": [
+            {
+              "mount": "/data",
+              "name": "data",
+              "read_only": false
+            }
+          ]
+        }
+      ]
+    }
+  ]
+}"#;
+
+    /// SHA-256 of the fixture's canonical bytes: the deployment version.
+    const FIXTURE_VERSION: &str = "5e13635ef2715cc99e1882c03e0e1f778d818396695685e4152c023a585d4833";
 
     fn manifest() -> Manifest {
-        let opts = Options::new(Denom::new("upzr").expect("denom"), Denom::new("uusd").expect("denom"));
-        parse(SDL.as_bytes(), &opts).expect("valid sdl").manifest
+        serde_json::from_str(FIXTURE).expect("the fixture is a manifest")
     }
 
-    /// Applies `change` to the SDL's manifest and checks the refusal mentions `expect`.
+    /// Applies `change` to the fixture and checks the refusal mentions `expect`.
     fn check(change: impl FnOnce(&mut Manifest), expect: &str) {
         let mut m = manifest();
         change(&mut m);
@@ -806,7 +872,17 @@ deployment:
     }
 
     #[test]
-    fn the_sdl_s_manifest_decodes_from_its_canonical_bytes_unchanged() {
+    fn the_canonical_bytes_are_sorted_compact_json_and_hash_to_the_pinned_version() {
+        let m = manifest();
+        let bytes = m.canonical_bytes();
+        // Keys in order at every level, no whitespace between tokens.
+        assert!(bytes.starts_with(br#"{"groups":[{"name":"dc","services":[{"args":["exec web"],"command":"#));
+        assert!(!bytes.contains(&b'\n'));
+        assert_eq!(hex::encode(m.version()), FIXTURE_VERSION);
+    }
+
+    #[test]
+    fn a_valid_manifest_decodes_from_its_canonical_bytes_unchanged() {
         let m = manifest();
         let v = ValidManifest::decode(&m.canonical_bytes()).expect("valid");
         assert_eq!(*v, m);

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pazar_types::rpc::{parse_batch, parse_last_event_id, parse_submit, MAX_BATCH_TXS};
+use pazar_api::request::{parse_batch, parse_last_event_id, parse_submit, MAX_BATCH_TXS};
 use pazar_types::tx::MAX_TX_BYTES;
 use pazar_types::Tx;
 

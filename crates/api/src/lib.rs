@@ -8,3 +8,11 @@ pub mod manifest;
 pub mod names;
 
 pub use crate::manifest::{Manifest, ManifestError, ValidGroup, ValidManifest};
+pub mod error;
+pub mod events;
+pub mod node;
+pub mod proof;
+pub mod request;
+
+pub use crate::error::{ErrorBody, ErrorCode, ErrorEnvelope};
+pub use pazar_types::state_key;

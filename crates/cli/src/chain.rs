@@ -1018,7 +1018,9 @@ pub fn query(cmd: QueryCmd, opts: &ClientOpts) -> Result<()> {
     };
     if let Some(key) = key {
         with_spinner("verifying the proof against the next block header", || {
-            rpc.verify_proof(&v, &key)
+            let proof: pazar_api::proof::Proof = serde_json::from_value(v["proof"].clone())
+                .map_err(|e| pazar_client::ClientError::Proof(format!("the answer has no valid proof: {e}")))?;
+            rpc.verify_proof(&proof, &key)
         })
         .map_err(client_err)?;
         v["proof"]["verified"] = json!(true);

@@ -193,34 +193,18 @@ impl Rpc {
         }
     }
 
-    /// Checks the `proof` object of a query answer against the header that commits to its
-    /// height (`height + 1`), waiting for that header if needed. Returns the proven value bytes.
-    pub fn verify_proof(&self, answer: &Value, expected_key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
-        let p = &answer["proof"];
-        let bad = |what: &str| ClientError::Proof(format!("answer has no valid {what}"));
-        let height = p["height"].as_u64().ok_or_else(|| bad("proof.height"))?;
-        let key = hex::decode(p["key"].as_str().ok_or_else(|| bad("proof.key"))?).map_err(|_| bad("proof.key"))?;
-        if key != expected_key {
-            return Err(ClientError::Proof("the proof is about another key".into()));
-        }
-        let value = match &p["value"] {
-            Value::Null => None,
-            v => Some(hex::decode(v.as_str().ok_or_else(|| bad("proof.value"))?).map_err(|_| bad("proof.value"))?),
-        };
-        let proof =
-            hex::decode(p["proof"].as_str().ok_or_else(|| bad("proof.proof"))?).map_err(|_| bad("proof.proof"))?;
-        let header = self.wait_header(height + 1, Duration::from_secs(30))?;
-        let claimed = p["state_root"].as_str().unwrap_or_default();
-        if claimed != hex::encode(header.state_root) {
-            return Err(ClientError::Proof(format!(
-                "the node's root {claimed} differs from header {}'s {}",
-                height + 1,
-                hex::encode(header.state_root)
-            )));
-        }
-        pazar_store::verify_proof(&header.state_root, &key, value.as_deref(), &proof)
-            .map_err(|e| ClientError::Proof(e.to_string()))?;
-        Ok(value)
+    /// Checks the `proof` of a query answer against the header that commits to its height
+    /// (`height + 1`), waiting for that header if needed. Returns the proven value bytes.
+    pub fn verify_proof(
+        &self,
+        proof: &pazar_api::proof::Proof,
+        expected_key: &[u8],
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        let header = self.wait_header(proof.height + 1, Duration::from_secs(30))?;
+        proof
+            .verify(&header.state_root, expected_key)
+            .map(|v| v.map(<[u8]>::to_vec))
+            .map_err(|e| ClientError::Proof(e.to_string()))
     }
 }
 

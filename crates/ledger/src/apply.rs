@@ -85,8 +85,8 @@ impl State {
             let hash = tx_hash(bytes);
             let receipt = match (p, sig) {
                 (Ok(p), Ok(())) => self.deliver(hash, &p.tx),
-                (Err(e), _) => Receipt::failed(hash, &TxError::from(e.clone()), None, Vec::new()),
-                (Ok(_), Err(e)) => Receipt::failed(hash, &TxError::from(AuthError::from(e)), None, Vec::new()),
+                (Err(e), _) => failed(hash, &TxError::from(e.clone()), None, Vec::new()),
+                (Ok(_), Err(e)) => failed(hash, &TxError::from(AuthError::from(e)), None, Vec::new()),
             };
             receipts.push(receipt);
         }
@@ -98,7 +98,7 @@ impl State {
     fn deliver(&mut self, hash: Hash32, tx: &Tx) -> Receipt {
         let body = &tx.body;
         if let Err(e) = self.check_auth(tx) {
-            return Receipt::failed(hash, &e.into(), None, Vec::new());
+            return failed(hash, &e.into(), None, Vec::new());
         }
         // Fee and sequence are final whatever the messages do.
         let mut events = Vec::new();
@@ -136,7 +136,7 @@ impl State {
             Err(e) => {
                 self.rollback();
                 events.truncate(1);
-                Receipt::failed(hash, &e, Some(body.fee.clone()), events)
+                failed(hash, &e, Some(body.fee.clone()), events)
             }
         }
     }
@@ -313,19 +313,14 @@ impl State {
     }
 }
 
-impl Receipt {
-    fn failed(tx_hash: Hash32, e: &TxError, fee: Option<Coin>, events: Vec<Event>) -> Receipt {
-        Receipt {
-            tx_hash,
-            code: e.code(),
-            codespace: e.codespace().to_string(),
-            log: e.to_string(),
-            fee,
-            events,
-        }
-    }
-
-    pub fn is_ok(&self) -> bool {
-        self.code == 0
+/// The receipt of a transaction that failed with `e` (having paid `fee`, if any).
+fn failed(tx_hash: Hash32, e: &TxError, fee: Option<Coin>, events: Vec<Event>) -> Receipt {
+    Receipt {
+        tx_hash,
+        code: e.code(),
+        codespace: e.codespace().to_string(),
+        log: e.to_string(),
+        fee,
+        events,
     }
 }

@@ -6,27 +6,12 @@
 //! block is computed and indexed, so the end of a block visits only the accounts that run dry
 //! in it: a block costs the same with ten or ten million open leases.
 
-use pazar_types::{Address, BidId, Coin, Denom, DeploymentId, Event, LeaseId, Price};
+use pazar_types::{Address, BidId, Coin, DeploymentId, Event, LeaseId, Price};
 
 use crate::error::{EscrowError, TxError};
 use crate::state::{Deposit, EscrowAccount, Payment, State, BPS, MAX_DEPOSITORS};
 use crate::Ctx;
-
-/// A read-only projection of an escrow account at some height, for queries and runway alerts.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct EscrowView {
-    pub denom: Denom,
-    /// Balance left after settling up to the view height.
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub balance: u128,
-    /// Owed to leases since the last settlement (included in neither balance nor payments).
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub accrued: u128,
-    /// Blocks the balance still pays at the current rates (`None` with no open lease).
-    pub runway_blocks: Option<u64>,
-    /// Height at which the account runs dry (`None` with no open lease).
-    pub depletes_at: Option<u64>,
-}
+pub use pazar_types::records::EscrowView;
 
 /// `floor(a × b / c)` without intermediate overflow when `b ≤ c`.
 fn mul_div_floor(a: u128, b: u128, c: u128) -> u128 {

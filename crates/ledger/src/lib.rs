@@ -18,7 +18,7 @@ pub mod table;
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::Serialize;
 
-use pazar_types::{Address, Coin, Event, Hash32};
+use pazar_types::{Address, Event};
 
 pub use error::{BlockError, TxError};
 pub use escrow::EscrowView;
@@ -33,26 +33,7 @@ pub struct BlockHeader {
     pub time_ms: u64,
 }
 
-/// The outcome of one transaction.
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
-pub struct Receipt {
-    #[serde(with = "pazar_types::tx::hex_array")]
-    pub tx_hash: Hash32,
-    /// 0 on success, else the error's code within `codespace`.
-    pub code: u32,
-    pub codespace: String,
-    pub log: String,
-    /// The fee charged (`None` when the transaction was refused before paying it).
-    pub fee: Option<Coin>,
-    pub events: Vec<Event>,
-}
-
-/// Receipts of a block's transactions and the events of its end-of-block work.
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
-pub struct BlockOutcome {
-    pub receipts: Vec<Receipt>,
-    pub events: Vec<Event>,
-}
+pub use pazar_types::records::{BlockOutcome, Receipt};
 
 /// What a message handler knows of its transaction.
 pub(crate) struct Ctx<'a> {

@@ -7,136 +7,43 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use pazar_types::market::{BidState, DeploymentState, GroupSpec, GroupState, LeaseCloseReason, LeaseState, OrderState};
-use pazar_types::{
-    Address, Attribute, BidId, Coin, Denom, DeploymentId, GroupId, Hash32, LeaseId, OrderId, Price, ProviderInfo,
-};
+use pazar_types::{Address, Attribute, BidId, Coin, Denom, DeploymentId, GroupId, Hash32, LeaseId, OrderId};
 
 use crate::table::{StateChange, Table};
 
-/// Parameters of one accepted denomination.
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
-pub struct DenomParams {
-    pub denom: Denom,
-    /// Share of every provider payout that goes to the fee pool, in basis points.
-    pub take_bps: u32,
-    /// Fee per message of a transaction.
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub min_fee_per_msg: u128,
-    /// Smallest initial deposit of a deployment priced in this denomination.
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub min_deployment_deposit: u128,
-    /// Smallest deposit a provider must lock with a bid.
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub min_bid_deposit: u128,
-}
+pub use pazar_types::records::{
+    Account, Bid, DenomParams, Deployment, Deposit, EscrowAccount, Group, Lease, Order, Params, Payment, Provider,
+    ProviderLoad, BPS, DEFAULT_BID_TIMEOUT_BLOCKS, DEFAULT_MAX_AUTO_ACCEPT_BLOCKS, DEFAULT_ORDER_TIMEOUT_BLOCKS,
+    MAX_DEPOSITORS,
+};
 
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
-pub struct Params {
-    pub native: DenomParams,
-    pub stable: DenomParams,
-    /// Most bids one order accepts (open, active and closed together), as Akash's OrderMaxBids.
-    pub max_bids_per_order: u32,
-    /// Longest auto-accept delay a deployment may ask for. Below both timeouts, so every bid
-    /// placed before an order's auto-accept moment is still open at that moment.
-    pub max_auto_accept_blocks: u32,
-    /// Blocks an open bid waits to be accepted; at the end of its last block it closes and its
-    /// deposit goes back. Bounds how long a tenant who never leases can hold a provider's
-    /// capacity and deposit (Akash leaves this to the provider's own `bid-timeout`).
-    #[serde(default = "default_bid_timeout_blocks")]
-    pub bid_timeout_blocks: u32,
-    /// Blocks an order stays open without a lease; then it closes with its open bids and its
-    /// group pauses, so the tenant sees why and starts the group again or closes it.
-    #[serde(default = "default_order_timeout_blocks")]
-    pub order_timeout_blocks: u32,
-}
-
-/// Default of [`Params::bid_timeout_blocks`]: ten minutes of one-second blocks (Akash's provider
-/// gives up on a bid after five).
-pub const DEFAULT_BID_TIMEOUT_BLOCKS: u32 = 600;
-/// Default of [`Params::order_timeout_blocks`]: an hour of one-second blocks.
-pub const DEFAULT_ORDER_TIMEOUT_BLOCKS: u32 = 3_600;
-/// Default of [`Params::max_auto_accept_blocks`]: five minutes of one-second blocks.
-pub const DEFAULT_MAX_AUTO_ACCEPT_BLOCKS: u32 = 300;
-
-const _: () = assert!(DEFAULT_MAX_AUTO_ACCEPT_BLOCKS < DEFAULT_BID_TIMEOUT_BLOCKS);
-const _: () = assert!(DEFAULT_BID_TIMEOUT_BLOCKS <= DEFAULT_ORDER_TIMEOUT_BLOCKS);
-
-fn default_bid_timeout_blocks() -> u32 {
-    DEFAULT_BID_TIMEOUT_BLOCKS
-}
-
-fn default_order_timeout_blocks() -> u32 {
-    DEFAULT_ORDER_TIMEOUT_BLOCKS
-}
-
-/// Most depositors one escrow account records (refunds go back to each).
-pub const MAX_DEPOSITORS: usize = 32;
-/// Basis points in one whole.
-pub const BPS: u128 = 10_000;
-
-impl Params {
-    /// Devnet defaults: take 4 % native, 20 % stable; 0.5-token minimum deposits (Akash's).
-    pub fn devnet(native: &str, stable: &str) -> Params {
-        let d = |name: &str, take_bps| DenomParams {
-            denom: Denom::new(name).expect("devnet denominations are valid"),
-            take_bps,
-            min_fee_per_msg: 100,
-            min_deployment_deposit: 500_000,
-            min_bid_deposit: 500_000,
-        };
-        Params {
-            native: d(native, 400),
-            stable: d(stable, 2_000),
-            max_bids_per_order: 20,
-            max_auto_accept_blocks: DEFAULT_MAX_AUTO_ACCEPT_BLOCKS,
-            bid_timeout_blocks: DEFAULT_BID_TIMEOUT_BLOCKS,
-            order_timeout_blocks: DEFAULT_ORDER_TIMEOUT_BLOCKS,
+/// The rules between parameters that the market relies on: timeouts of at least one block,
+/// and an auto-accept moment that comes before any bid or order placed in time can expire.
+pub fn validate_params(params: &Params) -> Result<(), GenesisError> {
+    if params.native.denom == params.stable.denom {
+        return Err(GenesisError::SameDenoms);
+    }
+    for dp in [&params.native, &params.stable] {
+        if u128::from(dp.take_bps) > BPS {
+            return Err(GenesisError::TakeRate(dp.take_bps));
         }
     }
-
-    /// The rules between parameters that the market relies on: timeouts of at least one block,
-    /// and an auto-accept moment that comes before any bid or order placed in time can expire.
-    pub fn validate(&self) -> Result<(), GenesisError> {
-        if self.native.denom == self.stable.denom {
-            return Err(GenesisError::SameDenoms);
-        }
-        for dp in [&self.native, &self.stable] {
-            if u128::from(dp.take_bps) > BPS {
-                return Err(GenesisError::TakeRate(dp.take_bps));
-            }
-        }
-        for (name, v) in [
-            ("bid_timeout_blocks", self.bid_timeout_blocks),
-            ("order_timeout_blocks", self.order_timeout_blocks),
-        ] {
-            if v == 0 {
-                return Err(GenesisError::ZeroTimeout(name));
-            }
-        }
-        if self.max_auto_accept_blocks >= self.bid_timeout_blocks.min(self.order_timeout_blocks) {
-            return Err(GenesisError::AutoAcceptAfterExpiry {
-                max_auto_accept_blocks: self.max_auto_accept_blocks,
-                bid_timeout_blocks: self.bid_timeout_blocks,
-                order_timeout_blocks: self.order_timeout_blocks,
-            });
-        }
-        Ok(())
-    }
-
-    pub fn denom(&self, denom: &Denom) -> Option<&DenomParams> {
-        if *denom == self.native.denom {
-            Some(&self.native)
-        } else if *denom == self.stable.denom {
-            Some(&self.stable)
-        } else {
-            None
+    for (name, v) in [
+        ("bid_timeout_blocks", params.bid_timeout_blocks),
+        ("order_timeout_blocks", params.order_timeout_blocks),
+    ] {
+        if v == 0 {
+            return Err(GenesisError::ZeroTimeout(name));
         }
     }
-
-    pub fn denoms(&self) -> [&Denom; 2] {
-        [&self.native.denom, &self.stable.denom]
+    if params.max_auto_accept_blocks >= params.bid_timeout_blocks.min(params.order_timeout_blocks) {
+        return Err(GenesisError::AutoAcceptAfterExpiry {
+            max_auto_accept_blocks: params.max_auto_accept_blocks,
+            bid_timeout_blocks: params.bid_timeout_blocks,
+            order_timeout_blocks: params.order_timeout_blocks,
+        });
     }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,144 +89,6 @@ pub enum GenesisError {
 
 // ---------------------------------------------------------------------------------------------
 // Stored objects.
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
-pub struct Account {
-    /// The sequence the account's next transaction must carry.
-    pub sequence: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
-pub struct Provider {
-    pub host_uri: String,
-    #[serde(with = "pazar_types::tx::hex_array")]
-    pub tls_fingerprint: Hash32,
-    pub attributes: Vec<Attribute>,
-    pub info: ProviderInfo,
-    pub created_at: u64,
-}
-
-/// Counters that decide whether a provider may deregister.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
-pub struct ProviderLoad {
-    pub open_bids: u32,
-    pub active_leases: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
-pub struct Deployment {
-    pub state: DeploymentState,
-    #[serde(with = "pazar_types::tx::hex_array")]
-    pub version: Hash32,
-    pub created_at: u64,
-    pub groups: u32,
-    pub auto_accept_after: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
-pub struct Group {
-    pub state: GroupState,
-    pub spec: GroupSpec,
-    pub created_at: u64,
-    /// The group's open or active order, if any (at most one at a time).
-    pub current_order: Option<u32>,
-    /// Orders ever created for this group; the next one gets `orders + 1`.
-    pub orders: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
-pub struct Order {
-    pub state: OrderState,
-    pub created_at: u64,
-    /// Open bids on this order (what `max_bids_per_order` caps); a withdrawn bid leaves no record.
-    pub bids: u32,
-    /// Height at whose end the order closes if it is still open (no bid accepted by then).
-    pub expires_at: u64,
-    /// The order closed because no bid was accepted by `expires_at`; its group was paused.
-    pub expired: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
-pub struct Bid {
-    pub state: BidState,
-    pub price: Price,
-    /// Locked in the escrow module while the bid is open or active.
-    pub deposit: Coin,
-    pub created_at: u64,
-    /// Height at whose end the bid closes, deposit returned, if it is still open: its own
-    /// timeout or its order's, whichever comes first.
-    pub expires_at: u64,
-    /// The bid closed because it was not accepted by `expires_at`.
-    pub expired: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
-pub struct Lease {
-    pub state: LeaseState,
-    pub price: Price,
-    pub created_at: u64,
-    pub closed_at: Option<u64>,
-    pub reason: Option<LeaseCloseReason>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
-pub struct Deposit {
-    pub depositor: Address,
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub amount: u128,
-}
-
-/// The escrow of one deployment. Funds leave it only to payments (as leases accrue) and as
-/// refunds; `deposited = balance + transferred + refunded` always holds.
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
-pub struct EscrowAccount {
-    pub denom: Denom,
-    /// Σ `deposits[].amount`.
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub balance: u128,
-    /// What remains of each deposit, spent first-in first-out and refunded to its depositor.
-    pub deposits: Vec<Deposit>,
-    /// Height up to which every open payment has been paid.
-    pub settled_at: u64,
-    /// Leases currently paid from this account, in id order.
-    pub open_payments: Vec<LeaseId>,
-    /// First height at which the balance cannot pay a full block (indexed for end-of-block).
-    pub depletes_at: Option<u64>,
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub deposited: u128,
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub transferred: u128,
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub refunded: u128,
-    pub closed: bool,
-}
-
-/// What one lease has been paid. `received = balance + withdrawn` where `withdrawn` includes the
-/// take; the take is `floor(withdrawn × take_bps / 10000)` at all times, so no rounding drifts.
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
-pub struct Payment {
-    /// Price per block.
-    pub rate: Price,
-    /// Fraction of a base unit owed but not yet transferred (scaled by 10^18).
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub carry: u128,
-    /// Accrued and not yet withdrawn.
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub balance: u128,
-    /// Total moved in from the escrow account.
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub received: u128,
-    /// Gross withdrawn (provider share plus take).
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub withdrawn: u128,
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub take: u128,
-    pub take_bps: u32,
-    /// Owed when the escrow ran dry and not paid.
-    #[serde(with = "pazar_types::coin::u128_string")]
-    pub unsettled: u128,
-    pub open: bool,
-}
 
 /// The whole ledger state. Tables are private to the crate; read access goes through the query
 /// methods so that invariants stay in one place.
@@ -378,33 +147,8 @@ macro_rules! for_each_table {
     }};
 }
 
-/// Store ids of the state's tables: the first byte of every store key (see [`store_key`]).
-pub mod table_id {
-    pub const ACCOUNTS: u8 = 1;
-    pub const BALANCES: u8 = 2;
-    pub const SUPPLY: u8 = 3;
-    pub const PROVIDERS: u8 = 4;
-    pub const PROVIDER_LOAD: u8 = 5;
-    pub const AUDITS: u8 = 6;
-    pub const DEPLOYMENTS: u8 = 7;
-    pub const GROUPS: u8 = 8;
-    pub const ORDERS: u8 = 9;
-    pub const BIDS: u8 = 10;
-    pub const LEASES: u8 = 11;
-    pub const ESCROW: u8 = 12;
-    pub const PAYMENTS: u8 = 13;
-    pub const DEPLETION: u8 = 14;
-    pub const AUTO_ACCEPT: u8 = 15;
-    pub const BID_EXPIRY: u8 = 16;
-    pub const ORDER_EXPIRY: u8 = 17;
-    pub const AUDITORS: u8 = 18;
-}
-
-/// The store key of entry `key` of table `table` (an id from [`table_id`]): proofs are about
-/// these keys. E.g. an account's balance is `store_key(table_id::BALANCES, &(address, denom))`.
-pub fn store_key<K: BorshSerialize>(table: u8, key: &K) -> Vec<u8> {
-    crate::table::encode_key(table, key)
-}
+/// The store key layout lives in `pazar-types`, so clients check proofs without the ledger.
+pub use pazar_types::state_key::{store_key, table_id};
 
 /// Store key of the state's own fields (chain id, height, parameters).
 pub const META_KEY: &[u8] = &[0];
@@ -523,7 +267,7 @@ impl State {
         if g.chain_id.is_empty() || g.chain_id.len() > 64 || g.chain_id.chars().any(char::is_control) {
             return Err(GenesisError::ChainId);
         }
-        g.params.validate()?;
+        validate_params(&g.params)?;
         let mut s = State::empty(g.chain_id.clone(), 0, g.params.clone());
         for d in s.params.denoms().map(Clone::clone) {
             s.supply.insert(d, 0);

@@ -174,10 +174,6 @@ pub struct StateChange {
     pub value: Option<Vec<u8>>,
 }
 
-pub(crate) fn encode_key<K: BorshSerialize>(id: u8, k: &K) -> Vec<u8> {
-    encode_exact(&mut Vec::new(), Some(id), k)
-}
-
 /// The Borsh encoding of `v` after the optional `prefix` byte, in a vector of exactly that size.
 /// `scratch` is reused between calls: encoding into it and copying out allocates once per entry,
 /// where `borsh::to_vec` reserves 1 KiB for every value however small (a change set or a dump
@@ -255,6 +251,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn change_set_keys_are_the_store_keys_that_proofs_name() {
+        let key = (pazar_types::Address::Native([7; 20]), 42u64);
+        assert_eq!(
+            encode_exact(&mut Vec::new(), Some(9), &key),
+            pazar_types::state_key::store_key(9, &key)
+        );
+    }
+
+    #[test]
     fn rollback_restores_inserts_overwrites_and_removals() {
         let mut t: Table<u32, &str> = Table::default();
         t.insert(1, "a");
@@ -284,7 +289,7 @@ mod tests {
         t.commit();
         let mut out = Vec::new();
         t.drain_changes(7, &mut out);
-        let enc = |k: u32| encode_key(7, &k);
+        let enc = |k: u32| pazar_types::state_key::store_key(7, &k);
         assert_eq!(
             out,
             vec![
@@ -347,7 +352,7 @@ mod tests {
                 let want: Vec<StateChange> = want_keys
                     .iter()
                     .map(|k| StateChange {
-                        key: encode_key(3, k),
+                        key: pazar_types::state_key::store_key(3, k),
                         value: current.get(k).map(|v| borsh::to_vec(v).expect("vec")),
                     })
                     .collect();

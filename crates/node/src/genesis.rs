@@ -66,7 +66,7 @@ impl GenesisFile {
     /// bad file is refused with its reason before any state is built from it.
     pub fn check(&self) -> Result<(), GenesisFileError> {
         check_validators(&self.validators)?;
-        self.params.validate()?;
+        pazar_ledger::state::validate_params(&self.params)?;
         Ok(())
     }
 }

@@ -29,7 +29,7 @@ use crate::{BlockEvents, Node, SubmitError, TxOutcome};
 /// Largest request body: a batch of transactions, hex-encoded in JSON.
 pub const MAX_BODY_BYTES: usize = 32 << 20;
 /// Most transactions in one batch submission.
-pub use pazar_types::rpc::MAX_BATCH_TXS;
+pub use pazar_api::request::MAX_BATCH_TXS;
 /// Most items one list query returns; a longer list comes in pages (`next`, `?cursor=`).
 pub const MAX_LIST: usize = 1_000;
 /// Items a list query returns when it names no `limit`.
@@ -197,7 +197,7 @@ async fn status(AxState(node): AxState<Shared>) -> ApiResult {
     })))
 }
 
-use pazar_types::rpc::{RequestError, SubmitMode as Mode};
+use pazar_api::request::{RequestError, SubmitMode as Mode};
 
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> ApiError {
@@ -214,7 +214,7 @@ async fn submit(AxState(node): AxState<Shared>, headers: HeaderMap, body: Bytes)
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let req = pazar_types::rpc::parse_submit(is_json, &body)?;
+    let req = pazar_api::request::parse_submit(is_json, &body)?;
     let (bytes, mode) = (req.tx, req.mode);
     let hash = pazar_types::tx_hash(&bytes);
     let rx = (mode == Mode::Commit).then(|| node.watch(hash));
@@ -247,7 +247,7 @@ fn outcome_json(hash: Hash32, o: &TxOutcome) -> Value {
 }
 
 async fn submit_batch(AxState(node): AxState<Shared>, body: Bytes) -> ApiResult {
-    let req = pazar_types::rpc::parse_batch(&body)?;
+    let req = pazar_api::request::parse_batch(&body)?;
     let txs = req.txs;
     let hashes: Vec<Hash32> = txs.iter().map(|t| pazar_types::tx_hash(t)).collect();
     let rxs: Vec<_> = if req.mode == Mode::Commit {

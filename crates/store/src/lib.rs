@@ -126,23 +126,6 @@ pub struct Proven {
     pub proof: Vec<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProofError {
-    #[error("proof bytes are not a sparse Merkle proof: {0}")]
-    Malformed(String),
-    #[error("proof does not verify against the root: {0}")]
-    Mismatch(String),
-}
-
-/// Checks that `key` maps to `value` (or is absent when `None`) under `root`.
-pub fn verify_proof(root: &Hash32, key: &[u8], value: Option<&[u8]>, proof: &[u8]) -> Result<(), ProofError> {
-    let proof: jmt::proof::SparseMerkleProof<Sha256> =
-        borsh::from_slice(proof).map_err(|e| ProofError::Malformed(e.to_string()))?;
-    proof
-        .verify(jmt::RootHash(*root), KeyHash::with::<Sha256>(key), value)
-        .map_err(|e| ProofError::Mismatch(e.to_string()))
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
     /// Keep the state commitment (and proofs) of this many most recent versions; `None` keeps

@@ -5,9 +5,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+use pazar_api::proof::verify_proof;
 use pazar_ledger::state::{store_key, table_id};
 use pazar_ledger::{BlockHeader, BlockOutcome, Genesis, GenesisBalance, Params, State};
-use pazar_store::{verify_proof, Store, StoreError, StoreOptions};
+use pazar_store::{Store, StoreError, StoreOptions};
 use pazar_types::block::txs_root;
 use pazar_types::{Address, Block, Coin, Denom, Header, KeyScheme, Msg, SigningKey, TxBody};
 

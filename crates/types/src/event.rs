@@ -2,14 +2,14 @@
 //! consoles can follow the market from the event stream alone.
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::address::Address;
 use crate::coin::{Coin, Price};
 use crate::market::{BidId, DeploymentId, GroupId, GroupState, LeaseCloseReason, LeaseId, OrderId};
 use crate::tx::{hex_array, Hash32};
 
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     Transfer {

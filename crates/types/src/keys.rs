@@ -127,14 +127,38 @@ impl fmt::Debug for TxSignature {
     }
 }
 
+/// The JSON form of a [`TxSignature`]: hex strings under a `scheme` tag.
+#[derive(Serialize, serde::Deserialize)]
+#[serde(tag = "scheme", rename_all = "lowercase")]
+enum SignatureRepr {
+    Ed25519 { pubkey: String, sig: String },
+    Eth { sig: String },
+}
+
+impl<'de> serde::Deserialize<'de> for TxSignature {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        fn bytes<const N: usize, E: Error>(what: &str, s: &str) -> Result<[u8; N], E> {
+            let mut out = [0u8; N];
+            hex::decode_to_slice(s.strip_prefix("0x").unwrap_or(s), &mut out)
+                .map_err(|_| E::custom(format!("{what} must be {N} bytes of hex")))?;
+            Ok(out)
+        }
+        Ok(match SignatureRepr::deserialize(d)? {
+            SignatureRepr::Ed25519 { pubkey, sig } => TxSignature::Ed25519 {
+                pubkey: bytes("pubkey", &pubkey)?,
+                sig: bytes("sig", &sig)?,
+            },
+            SignatureRepr::Eth { sig } => TxSignature::Eth {
+                sig: bytes("sig", &sig)?,
+            },
+        })
+    }
+}
+
 impl Serialize for TxSignature {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        #[serde(tag = "scheme", rename_all = "lowercase")]
-        enum Repr {
-            Ed25519 { pubkey: String, sig: String },
-            Eth { sig: String },
-        }
+        use SignatureRepr as Repr;
         match self {
             TxSignature::Ed25519 { pubkey, sig } => Repr::Ed25519 {
                 pubkey: hex::encode(pubkey),

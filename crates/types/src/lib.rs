@@ -10,7 +10,8 @@ pub mod coin;
 pub mod event;
 pub mod keys;
 pub mod market;
-pub mod rpc;
+pub mod records;
+pub mod state_key;
 pub mod tx;
 
 pub use address::{Address, AddressError};

@@ -6,7 +6,7 @@
 //! [`TxBody::validate`]. `decode(bytes).encode() == bytes` for every accepted input.
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::address::Address;
@@ -45,7 +45,7 @@ pub enum DecodeError {
     Invalid(#[from] SpecError),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct ProviderInfo {
     pub email: String,
     pub website: String,
@@ -53,7 +53,7 @@ pub struct ProviderInfo {
 
 /// Every state change a transaction can ask for. The Borsh tag of each variant is its position:
 /// append new variants at the end, never reorder.
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Msg {
     /// bank: move coins to another account.
@@ -274,7 +274,7 @@ fn validate_host_uri(field: &str, uri: &str) -> Result<(), SpecError> {
 }
 
 /// What the sender signs: everything in a transaction but the signature.
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct TxBody {
     pub chain_id: String,
     pub sender: Address,
@@ -382,7 +382,7 @@ fn digest_of_body_bytes(body: &[u8]) -> Hash32 {
 }
 
 /// A signed transaction.
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct Tx {
     pub body: TxBody,
     pub signature: TxSignature,

@@ -5,7 +5,7 @@
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::tx::MAX_TX_BYTES;
+use pazar_types::tx::MAX_TX_BYTES;
 
 /// Most transactions in one batch submission.
 pub const MAX_BATCH_TXS: usize = 5_000;

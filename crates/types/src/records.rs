@@ -1,0 +1,286 @@
+//! The records the ledger keeps (accounts, providers, deployments, groups, orders, bids,
+//! leases, escrow accounts and payments) and its parameters. They live here, not in the ledger,
+//! because they cross processes: the node serves them and every client reads them back.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+
+use crate::market::{BidState, DeploymentState, GroupSpec, GroupState, LeaseCloseReason, LeaseState, OrderState};
+use crate::{Address, Attribute, Coin, Denom, Event, Hash32, LeaseId, Price, ProviderInfo};
+
+/// Parameters of one accepted denomination.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct DenomParams {
+    pub denom: Denom,
+    /// Share of every provider payout that goes to the fee pool, in basis points.
+    pub take_bps: u32,
+    /// Fee per message of a transaction.
+    #[serde(with = "crate::coin::u128_string")]
+    pub min_fee_per_msg: u128,
+    /// Smallest initial deposit of a deployment priced in this denomination.
+    #[serde(with = "crate::coin::u128_string")]
+    pub min_deployment_deposit: u128,
+    /// Smallest deposit a provider must lock with a bid.
+    #[serde(with = "crate::coin::u128_string")]
+    pub min_bid_deposit: u128,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Params {
+    pub native: DenomParams,
+    pub stable: DenomParams,
+    /// Most bids one order accepts (open, active and closed together), as Akash's OrderMaxBids.
+    pub max_bids_per_order: u32,
+    /// Longest auto-accept delay a deployment may ask for. Below both timeouts, so every bid
+    /// placed before an order's auto-accept moment is still open at that moment.
+    pub max_auto_accept_blocks: u32,
+    /// Blocks an open bid waits to be accepted; at the end of its last block it closes and its
+    /// deposit goes back. Bounds how long a tenant who never leases can hold a provider's
+    /// capacity and deposit (Akash leaves this to the provider's own `bid-timeout`).
+    #[serde(default = "default_bid_timeout_blocks")]
+    pub bid_timeout_blocks: u32,
+    /// Blocks an order stays open without a lease; then it closes with its open bids and its
+    /// group pauses, so the tenant sees why and starts the group again or closes it.
+    #[serde(default = "default_order_timeout_blocks")]
+    pub order_timeout_blocks: u32,
+}
+
+/// Default of [`Params::bid_timeout_blocks`]: ten minutes of one-second blocks (Akash's provider
+/// gives up on a bid after five).
+pub const DEFAULT_BID_TIMEOUT_BLOCKS: u32 = 600;
+/// Default of [`Params::order_timeout_blocks`]: an hour of one-second blocks.
+pub const DEFAULT_ORDER_TIMEOUT_BLOCKS: u32 = 3_600;
+/// Default of [`Params::max_auto_accept_blocks`]: five minutes of one-second blocks.
+pub const DEFAULT_MAX_AUTO_ACCEPT_BLOCKS: u32 = 300;
+
+const _: () = assert!(DEFAULT_MAX_AUTO_ACCEPT_BLOCKS < DEFAULT_BID_TIMEOUT_BLOCKS);
+const _: () = assert!(DEFAULT_BID_TIMEOUT_BLOCKS <= DEFAULT_ORDER_TIMEOUT_BLOCKS);
+
+fn default_bid_timeout_blocks() -> u32 {
+    DEFAULT_BID_TIMEOUT_BLOCKS
+}
+
+fn default_order_timeout_blocks() -> u32 {
+    DEFAULT_ORDER_TIMEOUT_BLOCKS
+}
+
+/// Most depositors one escrow account records (refunds go back to each).
+pub const MAX_DEPOSITORS: usize = 32;
+/// Basis points in one whole.
+pub const BPS: u128 = 10_000;
+
+impl Params {
+    /// Devnet defaults: take 4 % native, 20 % stable; 0.5-token minimum deposits (Akash's).
+    pub fn devnet(native: &str, stable: &str) -> Params {
+        let d = |name: &str, take_bps| DenomParams {
+            denom: Denom::new(name).expect("devnet denominations are valid"),
+            take_bps,
+            min_fee_per_msg: 100,
+            min_deployment_deposit: 500_000,
+            min_bid_deposit: 500_000,
+        };
+        Params {
+            native: d(native, 400),
+            stable: d(stable, 2_000),
+            max_bids_per_order: 20,
+            max_auto_accept_blocks: DEFAULT_MAX_AUTO_ACCEPT_BLOCKS,
+            bid_timeout_blocks: DEFAULT_BID_TIMEOUT_BLOCKS,
+            order_timeout_blocks: DEFAULT_ORDER_TIMEOUT_BLOCKS,
+        }
+    }
+
+    pub fn denom(&self, denom: &Denom) -> Option<&DenomParams> {
+        if *denom == self.native.denom {
+            Some(&self.native)
+        } else if *denom == self.stable.denom {
+            Some(&self.stable)
+        } else {
+            None
+        }
+    }
+
+    pub fn denoms(&self) -> [&Denom; 2] {
+        [&self.native.denom, &self.stable.denom]
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Account {
+    /// The sequence the account's next transaction must carry.
+    pub sequence: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Provider {
+    pub host_uri: String,
+    #[serde(with = "crate::tx::hex_array")]
+    pub tls_fingerprint: Hash32,
+    pub attributes: Vec<Attribute>,
+    pub info: ProviderInfo,
+    pub created_at: u64,
+}
+
+/// Counters that decide whether a provider may deregister.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ProviderLoad {
+    pub open_bids: u32,
+    pub active_leases: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Deployment {
+    pub state: DeploymentState,
+    #[serde(with = "crate::tx::hex_array")]
+    pub version: Hash32,
+    pub created_at: u64,
+    pub groups: u32,
+    pub auto_accept_after: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Group {
+    pub state: GroupState,
+    pub spec: GroupSpec,
+    pub created_at: u64,
+    /// The group's open or active order, if any (at most one at a time).
+    pub current_order: Option<u32>,
+    /// Orders ever created for this group; the next one gets `orders + 1`.
+    pub orders: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Order {
+    pub state: OrderState,
+    pub created_at: u64,
+    /// Open bids on this order (what `max_bids_per_order` caps); a withdrawn bid leaves no record.
+    pub bids: u32,
+    /// Height at whose end the order closes if it is still open (no bid accepted by then).
+    pub expires_at: u64,
+    /// The order closed because no bid was accepted by `expires_at`; its group was paused.
+    pub expired: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Bid {
+    pub state: BidState,
+    pub price: Price,
+    /// Locked in the escrow module while the bid is open or active.
+    pub deposit: Coin,
+    pub created_at: u64,
+    /// Height at whose end the bid closes, deposit returned, if it is still open: its own
+    /// timeout or its order's, whichever comes first.
+    pub expires_at: u64,
+    /// The bid closed because it was not accepted by `expires_at`.
+    pub expired: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Lease {
+    pub state: LeaseState,
+    pub price: Price,
+    pub created_at: u64,
+    pub closed_at: Option<u64>,
+    pub reason: Option<LeaseCloseReason>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Deposit {
+    pub depositor: Address,
+    #[serde(with = "crate::coin::u128_string")]
+    pub amount: u128,
+}
+
+/// The escrow of one deployment. Funds leave it only to payments (as leases accrue) and as
+/// refunds; `deposited = balance + transferred + refunded` always holds.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct EscrowAccount {
+    pub denom: Denom,
+    /// Σ `deposits[].amount`.
+    #[serde(with = "crate::coin::u128_string")]
+    pub balance: u128,
+    /// What remains of each deposit, spent first-in first-out and refunded to its depositor.
+    pub deposits: Vec<Deposit>,
+    /// Height up to which every open payment has been paid.
+    pub settled_at: u64,
+    /// Leases currently paid from this account, in id order.
+    pub open_payments: Vec<LeaseId>,
+    /// First height at which the balance cannot pay a full block (indexed for end-of-block).
+    pub depletes_at: Option<u64>,
+    #[serde(with = "crate::coin::u128_string")]
+    pub deposited: u128,
+    #[serde(with = "crate::coin::u128_string")]
+    pub transferred: u128,
+    #[serde(with = "crate::coin::u128_string")]
+    pub refunded: u128,
+    pub closed: bool,
+}
+
+/// What one lease has been paid. `received = balance + withdrawn` where `withdrawn` includes the
+/// take; the take is `floor(withdrawn × take_bps / 10000)` at all times, so no rounding drifts.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Payment {
+    /// Price per block.
+    pub rate: Price,
+    /// Fraction of a base unit owed but not yet transferred (scaled by 10^18).
+    #[serde(with = "crate::coin::u128_string")]
+    pub carry: u128,
+    /// Accrued and not yet withdrawn.
+    #[serde(with = "crate::coin::u128_string")]
+    pub balance: u128,
+    /// Total moved in from the escrow account.
+    #[serde(with = "crate::coin::u128_string")]
+    pub received: u128,
+    /// Gross withdrawn (provider share plus take).
+    #[serde(with = "crate::coin::u128_string")]
+    pub withdrawn: u128,
+    #[serde(with = "crate::coin::u128_string")]
+    pub take: u128,
+    pub take_bps: u32,
+    /// Owed when the escrow ran dry and not paid.
+    #[serde(with = "crate::coin::u128_string")]
+    pub unsettled: u128,
+    pub open: bool,
+}
+
+/// A read-only projection of an escrow account at some height, for queries and runway alerts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EscrowView {
+    pub denom: Denom,
+    /// Balance left after settling up to the view height.
+    #[serde(with = "crate::coin::u128_string")]
+    pub balance: u128,
+    /// Owed to leases since the last settlement (included in neither balance nor payments).
+    #[serde(with = "crate::coin::u128_string")]
+    pub accrued: u128,
+    /// Blocks the balance still pays at the current rates (`None` with no open lease).
+    pub runway_blocks: Option<u64>,
+    /// Height at which the account runs dry (`None` with no open lease).
+    pub depletes_at: Option<u64>,
+}
+
+/// The outcome of one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Receipt {
+    #[serde(with = "crate::tx::hex_array")]
+    pub tx_hash: Hash32,
+    /// 0 on success, else the error's code within `codespace`.
+    pub code: u32,
+    pub codespace: String,
+    pub log: String,
+    /// The fee charged (`None` when the transaction was refused before paying it).
+    pub fee: Option<Coin>,
+    pub events: Vec<Event>,
+}
+
+/// Receipts of a block's transactions and the events of its end-of-block work.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct BlockOutcome {
+    pub receipts: Vec<Receipt>,
+    pub events: Vec<Event>,
+}
+
+impl Receipt {
+    pub fn is_ok(&self) -> bool {
+        self.code == 0
+    }
+}

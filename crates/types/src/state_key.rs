@@ -1,0 +1,35 @@
+//! The layout of the ledger's state in its Merkle tree: every entry of every table is stored
+//! under `table id ‖ Borsh(key)`, so a client that holds a proof knows which key it is about
+//! without linking the ledger or a database.
+
+use borsh::BorshSerialize;
+
+/// The id of each table of the ledger's state (the first byte of its store keys).
+pub mod table_id {
+    pub const ACCOUNTS: u8 = 1;
+    pub const BALANCES: u8 = 2;
+    pub const SUPPLY: u8 = 3;
+    pub const PROVIDERS: u8 = 4;
+    pub const PROVIDER_LOAD: u8 = 5;
+    pub const AUDITS: u8 = 6;
+    pub const DEPLOYMENTS: u8 = 7;
+    pub const GROUPS: u8 = 8;
+    pub const ORDERS: u8 = 9;
+    pub const BIDS: u8 = 10;
+    pub const LEASES: u8 = 11;
+    pub const ESCROW: u8 = 12;
+    pub const PAYMENTS: u8 = 13;
+    pub const DEPLETION: u8 = 14;
+    pub const AUTO_ACCEPT: u8 = 15;
+    pub const BID_EXPIRY: u8 = 16;
+    pub const ORDER_EXPIRY: u8 = 17;
+    pub const AUDITORS: u8 = 18;
+}
+
+/// The store key of entry `key` of table `table` (an id from [`table_id`]): proofs are about
+/// these keys. E.g. an account's balance is `store_key(table_id::BALANCES, &(address, denom))`.
+pub fn store_key<K: BorshSerialize>(table: u8, key: &K) -> Vec<u8> {
+    let mut out = vec![table];
+    key.serialize(&mut out).expect("writing into a Vec cannot fail");
+    out
+}

@@ -51,23 +51,34 @@ impl Ctx {
         }
     }
 
-    /// The fields of a mapping, by name. Keys not in `known` are an error when `strict` (Akash
-    /// refuses them there), otherwise a warning.
-    pub fn fields<'a>(&mut self, n: &'a Node, path: &str, known: &[&str], strict: bool) -> Option<Fields<'a>> {
+    /// The fields of a mapping below the top level, by name. A key not in `known` is ignored
+    /// with a warning at the key, naming the known field it most likely means: Akash's reader
+    /// ignores such keys at every depth, so a file it accepts is not refused here, and one rule
+    /// holds everywhere so a misspelt key is never dropped unseen.
+    pub fn fields<'a>(&mut self, n: &'a Node, path: &str, known: &[&str]) -> Option<Fields<'a>> {
+        self.fields_with(n, path, known, Unknown::Warn)
+    }
+
+    /// The top-level keys of the file. Akash's schema refuses an unknown one
+    /// (`additionalProperties: false`, "sdl: unexpected field"), so it is an error here too.
+    pub fn top_level_fields<'a>(&mut self, n: &'a Node, known: &[&str]) -> Option<Fields<'a>> {
+        self.fields_with(n, "", known, Unknown::Refuse)
+    }
+
+    fn fields_with<'a>(&mut self, n: &'a Node, path: &str, known: &[&str], unknown: Unknown) -> Option<Fields<'a>> {
         let entries = self.map(n, path)?;
         let mut out = BTreeMap::new();
         for (k, v) in entries {
             if !known.contains(&k) {
-                let msg = match suggest(k, known) {
-                    Some(s) => format!("unknown field {k:?}; did you mean {s:?}?"),
-                    None => format!("unknown field {k:?} (expected one of: {})", known.join(", ")),
-                };
                 let p = join(path, k);
                 let kpos = key_pos(n, k).unwrap_or(v.pos);
-                if strict {
-                    self.error(kpos, &p, msg);
-                } else {
-                    self.warn(kpos, &p, format!("{msg}; ignored"));
+                let hint = match suggest(k, known) {
+                    Some(s) => format!("; did you mean {s:?}?"),
+                    None => format!(" (expected one of: {})", known.join(", ")),
+                };
+                match unknown {
+                    Unknown::Refuse => self.error(kpos, &p, format!("unknown field {k:?}{hint}")),
+                    Unknown::Warn => self.warn(kpos, &p, format!("unknown field {k:?} is ignored{hint}")),
                 }
                 continue;
             }
@@ -167,6 +178,13 @@ impl Ctx {
             }
         }
     }
+}
+
+/// What an unknown key of a mapping is.
+#[derive(Clone, Copy)]
+enum Unknown {
+    Warn,
+    Refuse,
 }
 
 /// Position of key `k` in mapping `n`.

@@ -40,16 +40,16 @@ pub(super) fn read_compute_profiles(cx: &mut Ctx, c: &Node) -> BTreeMap<String, 
 }
 
 fn read_compute(cx: &mut Ctx, n: &Node, path: &str) -> Option<Compute> {
-    let f = cx.fields(n, path, &["resources"], false)?;
+    let f = cx.fields(n, path, &["resources"])?;
     let rpath = join(path, "resources");
     let r = f.need(cx, path, "resources")?;
-    let rf = cx.fields(r, &rpath, &["cpu", "memory", "storage", "gpu"], false)?;
+    let rf = cx.fields(r, &rpath, &["cpu", "memory", "storage", "gpu"])?;
 
     let cpu = rf.need(cx, &rpath, "cpu").and_then(|c| {
         let cpath = join(&rpath, "cpu");
         let units = match &c.kind {
             Kind::Map(_) => {
-                let cf = cx.fields(c, &cpath, &["units", "attributes"], false)?;
+                let cf = cx.fields(c, &cpath, &["units", "attributes"])?;
                 if let Some(a) = cf.get("attributes") {
                     // CPU attributes (e.g. arch) restrict where the unit may run, and a ledger
                     // resource unit has nowhere to carry them: refused rather than dropped.
@@ -103,7 +103,7 @@ fn read_compute(cx: &mut Ctx, n: &Node, path: &str) -> Option<Compute> {
 
     let memory = rf.need(cx, &rpath, "memory").and_then(|m| {
         let mpath = join(&rpath, "memory");
-        let mf = cx.fields(m, &mpath, &["size"], false)?;
+        let mf = cx.fields(m, &mpath, &["size"])?;
         let size = mf.need(cx, &mpath, "size")?;
         size_in(
             cx,
@@ -182,7 +182,7 @@ fn size_in(cx: &mut Ctx, n: &Node, path: &str, min: u64, max: u64, range: &str) 
 }
 
 fn read_volume(cx: &mut Ctx, n: &Node, path: &str) -> Option<Volume> {
-    let f = cx.fields(n, path, &["name", "size", "attributes"], false)?;
+    let f = cx.fields(n, path, &["name", "size", "attributes"])?;
     let name = f
         .get("name")
         .and_then(|v| cx.string(v, &join(path, "name")))
@@ -211,7 +211,7 @@ fn read_volume(cx: &mut Ctx, n: &Node, path: &str) -> Option<Volume> {
     let mut class = None;
     if let Some(a) = f.get("attributes") {
         let apath = join(path, "attributes");
-        if let Some(af) = cx.fields(a, &apath, &["persistent", "class"], false) {
+        if let Some(af) = cx.fields(a, &apath, &["persistent", "class"]) {
             if let Some(p) = af.get("persistent") {
                 persistent = cx.boolean(p, &join(&apath, "persistent")).unwrap_or(false);
             }
@@ -249,7 +249,7 @@ fn read_volume(cx: &mut Ctx, n: &Node, path: &str) -> Option<Volume> {
 }
 
 fn read_gpu(cx: &mut Ctx, n: &Node, path: &str) -> Option<Gpu> {
-    let f = cx.fields(n, path, &["units", "attributes"], false)?;
+    let f = cx.fields(n, path, &["units", "attributes"])?;
     let units = match f.get("units") {
         Some(u) => cx.uint(u, &join(path, "units"), 0, u64::from(limits::MAX_GPU_UNITS))? as u32,
         None => 0,
@@ -258,7 +258,7 @@ fn read_gpu(cx: &mut Ctx, n: &Node, path: &str) -> Option<Gpu> {
     let mut vendors = 0;
     if let Some(a) = f.get("attributes") {
         let apath = join(path, "attributes");
-        let af = cx.fields(a, &apath, &["vendor"], false)?;
+        let af = cx.fields(a, &apath, &["vendor"])?;
         if let Some(v) = af.need(cx, &apath, "vendor") {
             let vpath = join(&apath, "vendor");
             for (vendor, models) in cx.map(v, &vpath).unwrap_or_default() {
@@ -278,7 +278,7 @@ fn read_gpu(cx: &mut Ctx, n: &Node, path: &str) -> Option<Gpu> {
                 }
                 for (i, m) in list.iter().enumerate() {
                     let ipath = format!("{mpath}[{i}]");
-                    let Some(mf) = cx.fields(m, &ipath, &["model", "ram", "interface"], false) else {
+                    let Some(mf) = cx.fields(m, &ipath, &["model", "ram", "interface"]) else {
                         continue;
                     };
                     let Some(model) = mf

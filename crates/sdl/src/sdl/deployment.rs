@@ -23,7 +23,7 @@ pub(super) fn read_deployment(cx: &mut Ctx, d: &Node) -> Vec<DeployEntry> {
         let spos = key_pos(d, svc).unwrap_or(node.pos);
         for (place, entry) in cx.map(node, &spath).unwrap_or_default() {
             let path = join(&spath, place);
-            let Some(ef) = cx.fields(entry, &path, &["profile", "count"], true) else {
+            let Some(ef) = cx.fields(entry, &path, &["profile", "count"]) else {
                 continue;
             };
             let profile = ef

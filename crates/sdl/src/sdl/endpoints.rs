@@ -20,7 +20,7 @@ pub(super) fn read_endpoints(cx: &mut Ctx, e: &Node) -> BTreeMap<String, Pos> {
                 "endpoint names are lowercase letters, digits, '-' and '_', starting with a letter",
             );
         }
-        if let Some(ef) = cx.fields(node, &path, &["kind"], true) {
+        if let Some(ef) = cx.fields(node, &path, &["kind"]) {
             match ef
                 .need(cx, &path, "kind")
                 .and_then(|k| cx.string(k, &join(&path, "kind")))

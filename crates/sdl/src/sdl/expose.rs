@@ -23,7 +23,7 @@ pub(super) struct SdlExpose {
 }
 
 pub(super) fn read_expose(cx: &mut Ctx, n: &Node, path: &str) -> Option<SdlExpose> {
-    let f = cx.fields(n, path, &["port", "as", "proto", "to", "accept", "http_options"], false)?;
+    let f = cx.fields(n, path, &["port", "as", "proto", "to", "accept", "http_options"])?;
     let port = f
         .need(cx, path, "port")
         .and_then(|v| cx.uint(v, &join(path, "port"), 1, 65535));
@@ -61,7 +61,7 @@ pub(super) fn read_expose(cx: &mut Ctx, n: &Node, path: &str) -> Option<SdlExpos
         };
         for (i, item) in items.iter().enumerate() {
             let tpath = format!("{path}.to[{i}]");
-            let Some(tf) = cx.fields(item, &tpath, &["service", "global", "ip"], false) else {
+            let Some(tf) = cx.fields(item, &tpath, &["service", "global", "ip"]) else {
                 continue;
             };
             let service = tf
@@ -133,7 +133,6 @@ fn read_http_options(cx: &mut Ctx, n: &Node, path: &str) -> Option<HttpOptions> 
             "next_cases",
             "proxy_buffer_size",
         ],
-        false,
     )?;
     let d = HttpOptions::default();
     // Values above Akash's bounds are clamped with a warning (Akash refuses them; the files

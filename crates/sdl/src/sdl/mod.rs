@@ -131,9 +131,8 @@ fn parse_version(s: &str) -> Option<SdlVersion> {
 }
 
 fn read_doc(cx: &mut Ctx, root: &Node, opts: &Options, notes: &mut BTreeSet<String>) -> Option<Doc> {
-    let f = cx.fields(
+    let f = cx.top_level_fields(
         root,
-        "",
         &[
             "version",
             "services",
@@ -143,7 +142,6 @@ fn read_doc(cx: &mut Ctx, root: &Node, opts: &Options, notes: &mut BTreeSet<Stri
             "include",
             "reclamation",
         ],
-        true,
     )?;
     let version = f.need(cx, "", "version").and_then(|v| {
         let s = cx.string(v, "version")?;
@@ -191,7 +189,7 @@ fn read_doc(cx: &mut Ctx, root: &Node, opts: &Options, notes: &mut BTreeSet<Stri
     let mut compute = BTreeMap::new();
     let mut placements = BTreeMap::new();
     if let Some(p) = f.need(cx, "", "profiles") {
-        if let Some(pf) = cx.fields(p, "profiles", &["compute", "placement"], true) {
+        if let Some(pf) = cx.fields(p, "profiles", &["compute", "placement"]) {
             if let Some(c) = pf.need(cx, "profiles", "compute") {
                 compute = compute::read_compute_profiles(cx, c);
             }

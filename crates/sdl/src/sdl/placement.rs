@@ -61,7 +61,7 @@ fn read_placement(
     opts: &Options,
     notes: &mut BTreeSet<String>,
 ) -> Option<Placement> {
-    let f = cx.fields(n, path, &["attributes", "signedBy", "pricing"], false)?;
+    let f = cx.fields(n, path, &["attributes", "signedBy", "pricing"])?;
     let mut attributes = Vec::new();
     if let Some(a) = f.get("attributes") {
         let apath = join(path, "attributes");
@@ -75,7 +75,7 @@ fn read_placement(
     let mut signed_by = SignedBy::default();
     if let Some(s) = f.get("signedBy") {
         let spath = join(path, "signedBy");
-        if let Some(sf) = cx.fields(s, &spath, &["allOf", "anyOf"], false) {
+        if let Some(sf) = cx.fields(s, &spath, &["allOf", "anyOf"]) {
             for (field, out) in [("allOf", &mut signed_by.all_of), ("anyOf", &mut signed_by.any_of)] {
                 let Some(list) = sf.get(field) else { continue };
                 let lpath = join(&spath, field);
@@ -130,7 +130,7 @@ fn read_placement(
         let ppath = join(path, "pricing");
         for (profile, v) in cx.map(p, &ppath).unwrap_or_default() {
             let vpath = join(&ppath, profile);
-            let Some(pf) = cx.fields(v, &vpath, &["denom", "amount"], false) else {
+            let Some(pf) = cx.fields(v, &vpath, &["denom", "amount"]) else {
                 continue;
             };
             let denom = pf.need(cx, &vpath, "denom").and_then(|d| {

@@ -73,7 +73,6 @@ fn read_service(cx: &mut Ctx, node: &Node, path: &str) -> Option<Service> {
             "credentials",
             "dependencies",
         ],
-        false,
     )?;
     let image = f
         .need(cx, path, "image")
@@ -113,12 +112,12 @@ fn read_service(cx: &mut Ctx, node: &Node, path: &str) -> Option<Service> {
     let mut tee = None;
     if let Some(p) = f.get("params") {
         let ppath = join(path, "params");
-        if let Some(pf) = cx.fields(p, &ppath, &["storage", "permissions", "tee"], false) {
+        if let Some(pf) = cx.fields(p, &ppath, &["storage", "permissions", "tee"]) {
             if let Some(st) = pf.get("storage") {
                 let spath = join(&ppath, "storage");
                 for (vol, m) in cx.map(st, &spath).unwrap_or_default() {
                     let vpath = join(&spath, vol);
-                    let Some(mf) = cx.fields(m, &vpath, &["mount", "readOnly"], false) else {
+                    let Some(mf) = cx.fields(m, &vpath, &["mount", "readOnly"]) else {
                         continue;
                     };
                     let mount = mf
@@ -182,7 +181,7 @@ fn read_service(cx: &mut Ctx, node: &Node, path: &str) -> Option<Service> {
             .enumerate()
         {
             let dpath = format!("{path}.dependencies[{i}]");
-            if let Some(df) = cx.fields(item, &dpath, &["service"], false) {
+            if let Some(df) = cx.fields(item, &dpath, &["service"]) {
                 df.need(cx, &dpath, "service");
             }
         }
@@ -201,7 +200,7 @@ fn read_service(cx: &mut Ctx, node: &Node, path: &str) -> Option<Service> {
 }
 
 fn read_credentials(cx: &mut Ctx, n: &Node, path: &str) -> Option<Credentials> {
-    let f = cx.fields(n, path, &["host", "username", "password", "email"], false)?;
+    let f = cx.fields(n, path, &["host", "username", "password", "email"])?;
     let host = f
         .get("host")
         .and_then(|v| cx.string(v, &join(path, "host")))

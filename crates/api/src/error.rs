@@ -87,6 +87,20 @@ pub enum ErrorCode {
     Chain,
     /// Too many log or status streams are open.
     TooManyStreams,
+    /// The signer is not the lease's owner.
+    NotOwner,
+    /// This provider holds no such lease (or it is not active).
+    NoLease,
+    /// No manifest was sent for this lease yet.
+    NoManifest,
+    /// The manifest does not hash to the deployment's version on the ledger.
+    VersionMismatch,
+    /// The manifest asks for more than the lease pays for (replicas or resources).
+    NotLeased,
+    /// The body did not arrive in time.
+    SlowBody,
+    /// Another request holds this lease; retry.
+    Busy,
 
     /// A code this client does not know (from a newer server).
     #[serde(other)]
@@ -131,6 +145,13 @@ impl ErrorCode {
             ErrorCode::Storage => "storage",
             ErrorCode::Chain => "chain",
             ErrorCode::TooManyStreams => "too_many_streams",
+            ErrorCode::NotOwner => "not_owner",
+            ErrorCode::NoLease => "no_lease",
+            ErrorCode::NoManifest => "no_manifest",
+            ErrorCode::VersionMismatch => "version_mismatch",
+            ErrorCode::NotLeased => "not_leased",
+            ErrorCode::SlowBody => "slow_body",
+            ErrorCode::Busy => "busy",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -142,15 +163,19 @@ impl ErrorCode {
             | ErrorCode::NoRoute
             | ErrorCode::NoFaucet
             | ErrorCode::NotRunning
-            | ErrorCode::UnknownService => 404,
+            | ErrorCode::UnknownService
+            | ErrorCode::NoLease
+            | ErrorCode::NoManifest => 404,
             ErrorCode::Internal | ErrorCode::Unknown | ErrorCode::Runtime | ErrorCode::Storage => 500,
             ErrorCode::TooLarge | ErrorCode::BatchTooLarge => 413,
-            ErrorCode::Duplicate | ErrorCode::HostTaken => 409,
+            ErrorCode::Duplicate | ErrorCode::HostTaken | ErrorCode::VersionMismatch => 409,
             ErrorCode::MempoolFull | ErrorCode::TooManySubscribers | ErrorCode::Faucet => 503,
             ErrorCode::Unauthenticated => 401,
+            ErrorCode::NotOwner => 403,
+            ErrorCode::SlowBody => 408,
             ErrorCode::LeaseClosed => 410,
             ErrorCode::Image => 422,
-            ErrorCode::TooManyStreams => 429,
+            ErrorCode::TooManyStreams | ErrorCode::Busy => 429,
             ErrorCode::Chain => 502,
             _ => 400,
         }
@@ -228,6 +253,13 @@ mod tests {
             ErrorCode::Storage,
             ErrorCode::Chain,
             ErrorCode::TooManyStreams,
+            ErrorCode::NotOwner,
+            ErrorCode::NoLease,
+            ErrorCode::NoManifest,
+            ErrorCode::VersionMismatch,
+            ErrorCode::NotLeased,
+            ErrorCode::SlowBody,
+            ErrorCode::Busy,
         ];
         for code in all {
             let json = serde_json::to_string(&code).expect("serializes");

@@ -3,6 +3,7 @@
 
 pub mod files;
 pub mod keyring;
+pub mod why_no_bids;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,9 @@
-//! The bid engine's decision, pure: does this provider match an order's group (attributes,
-//! auditors, GPU models, free capacity), and at what price. The same function answers "why no
-//! bids?" for tenants, so every refusal says exactly what is missing.
+//! The bid engine's decision, pure: does this provider match an order's group, has it the free
+//! capacity, and at what price. Whether it matches (attributes, auditors, GPU models, storage
+//! classes, leased IPs) is the ledger's own rule, `pazar_types::market::match_group`, which
+//! "why no bids" applies too, so the engine never bids where the ledger would refuse and a
+//! tenant is told the same reason. Capacity and price come after it and only the provider
+//! knows them; every refusal says exactly what is missing.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,7 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use pazar_types::coin::{Dec, Price, DEC_SCALE};
-use pazar_types::market::{Attribute, EndpointKind, GroupSpec, Resources};
+use pazar_types::market::{match_group, Attribute, EndpointKind, GroupSpec, Mismatch, Resources};
 use pazar_types::Address;
 
 use crate::inventory::{GpuInfo, Inventory};
@@ -98,20 +101,10 @@ pub struct Demand {
 }
 
 /// Why a provider does not bid.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "reason", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    MissingAttribute {
-        key: String,
-        value: String,
-    },
-    NotAudited {
-        auditor: Address,
-        rule: &'static str,
-    },
-    NoAuditorOfAnyOf {
-        auditors: Vec<Address>,
-    },
+    /// The matching rule refuses it: the ledger would refuse the bid for this reason.
+    Requirements(Mismatch),
     Gpu {
         needed: u64,
         matching_free: u64,
@@ -137,20 +130,7 @@ pub enum Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::MissingAttribute { key, value } => {
-                write!(
-                    f,
-                    "the placement requires attribute {key}={value}, which the provider does not have"
-                )
-            }
-            Refusal::NotAudited { auditor, rule } => {
-                write!(f, "signedBy.{rule} requires auditor {auditor}, who has not audited the placement's attributes of this provider")
-            }
-            Refusal::NoAuditorOfAnyOf { auditors } => write!(
-                f,
-                "signedBy.anyOf requires one of {} auditors; none has audited this provider",
-                auditors.len()
-            ),
+            Refusal::Requirements(m) => write!(f, "{m}"),
             Refusal::Gpu {
                 needed,
                 matching_free,
@@ -175,38 +155,10 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// The placement's requirements: attributes and auditors.
+/// The placement's requirements, by the ledger's rule: attributes, auditors, GPU models,
+/// storage classes and leased IPs.
 pub fn check_requirements(group: &GroupSpec, p: &ProviderView) -> Result<(), Refusal> {
-    let req = &group.requirements;
-    for a in &req.attributes {
-        if !p.attributes.iter().any(|x| x == a) {
-            return Err(Refusal::MissingAttribute {
-                key: a.key.clone(),
-                value: a.value.clone(),
-            });
-        }
-    }
-    // An auditor vouches for the provider when it signed every attribute the placement asks for
-    // (and signed something, when the placement asks for none).
-    let vouches = |auditor: &Address| {
-        p.audits
-            .get(auditor)
-            .is_some_and(|signed| !signed.is_empty() && req.attributes.iter().all(|a| signed.contains(a)))
-    };
-    for a in &req.signed_by.all_of {
-        if !vouches(a) {
-            return Err(Refusal::NotAudited {
-                auditor: *a,
-                rule: "allOf",
-            });
-        }
-    }
-    if !req.signed_by.any_of.is_empty() && !req.signed_by.any_of.iter().any(vouches) {
-        return Err(Refusal::NoAuditorOfAnyOf {
-            auditors: req.signed_by.any_of.clone(),
-        });
-    }
-    Ok(())
+    match_group(group, &p.attributes, |auditor| p.audits.get(auditor).map(Vec::as_slice)).map_err(Refusal::Requirements)
 }
 
 fn unit_storage(r: &Resources) -> u64 {
@@ -225,18 +177,18 @@ pub fn reserve(group: &GroupSpec, free: &Free) -> Result<Demand, Refusal> {
         d.storage_bytes = d.storage_bytes.saturating_add(n.saturating_mul(unit_storage(r)));
         let need = n.saturating_mul(u64::from(r.gpu.units));
         if need > 0 {
-            let wanted: Vec<String> = r.gpu.attributes.iter().map(|a| a.key.clone()).collect();
+            // The same test the ledger's rule applies to the advertised GPUs, on each free one.
             let matching: Vec<usize> = gpus
                 .iter()
                 .enumerate()
-                .filter(|(_, g)| wanted.iter().any(|k| g.satisfies(k)))
+                .filter(|(_, g)| g.serves(&r.gpu.attributes))
                 .map(|(i, _)| i)
                 .collect();
             if (matching.len() as u64) < need {
                 return Err(Refusal::Gpu {
                     needed: need,
                     matching_free: matching.len() as u64,
-                    wanted,
+                    wanted: r.gpu.attributes.iter().map(|a| a.key.clone()).collect(),
                 });
             }
             for i in matching.into_iter().take(need as usize).rev() {
@@ -302,7 +254,7 @@ fn unit_price(prices: &PriceList, r: &Resources, gpus: &[GpuInfo]) -> Option<Dec
         // The cheapest model that would serve it (the engine hands out any matching GPU).
         let p = gpus
             .iter()
-            .filter(|g| r.gpu.attributes.iter().any(|a| g.satisfies(&a.key)))
+            .filter(|g| g.serves(&r.gpu.attributes))
             .filter_map(|g| prices.gpu.get(&g.model).or_else(|| prices.gpu.get("*")))
             .min()
             .or_else(|| prices.gpu.get("*"))?;
@@ -352,7 +304,7 @@ pub fn quote(group: &GroupSpec, prices: &PriceList, demand: &Demand) -> Result<P
     })
 }
 
-/// The whole decision: requirements, capacity, price.
+/// The whole decision: the matching rule first, then capacity, then price.
 pub fn evaluate(
     group: &GroupSpec,
     p: &ProviderView,
@@ -418,6 +370,14 @@ mod tests {
         }
     }
 
+    /// A provider that advertises the GPUs of `free`, as the daemon does with its inventory's.
+    fn advertising(free: &Free) -> ProviderView {
+        ProviderView {
+            attributes: crate::inventory::gpu_attributes(&free.gpus),
+            ..ProviderView::default()
+        }
+    }
+
     fn free() -> Free {
         Free {
             cpu_millis: 4000,
@@ -445,7 +405,7 @@ mod tests {
     fn refusals_name_what_is_missing() {
         let prices = PriceList::default();
         let f = free();
-        let p = ProviderView::default();
+        let p = advertising(&f);
         assert!(matches!(
             evaluate(&group(1000, 5, 0, 1000), &p, &f, &prices),
             Err(Refusal::Capacity {
@@ -498,19 +458,45 @@ mod tests {
             ..ProviderView::default()
         };
         let prices = PriceList::default();
-        assert!(matches!(
-            evaluate(&g, &p, &free(), &prices),
-            Err(Refusal::NoAuditorOfAnyOf { .. })
-        ));
+        assert_eq!(
+            evaluate(&g, &p, &free(), &prices).map(|_| ()),
+            Err(Refusal::Requirements(Mismatch::AnyOfAuditor {
+                auditors: vec![auditor]
+            }))
+        );
         p.audits.insert(auditor, vec![Attribute::new("tier", "1")]);
         assert!(evaluate(&g, &p, &free(), &prices).is_ok());
     }
 
     #[test]
+    fn gpus_are_picked_by_the_rule_that_judges_the_advertised_ones() {
+        let prices = PriceList::default();
+        let mut f = free();
+        f.gpus[0].interface = "sxm".into();
+        let p = advertising(&f);
+        let mut g = group(1000, 1, 1, 100_000);
+        // Only the a100 (80 GiB, PCIe) is this; the h100 comes first in the free list.
+        g.resources[0].resources.gpu.attributes = vec![Attribute::new(
+            "vendor/nvidia/model/a100/ram/80Gi/interface/pcie",
+            "true",
+        )];
+        let (_, d) = evaluate(&g, &p, &f, &prices).expect("the a100");
+        assert_eq!(d.gpus.iter().map(|g| g.uuid.as_str()).collect::<Vec<_>>(), ["b"]);
+        // No GPU here is a PCIe h100, so none is advertised as one and the ledger would refuse:
+        // the engine refuses with the ledger's reason before it looks at free GPUs.
+        g.resources[0].resources.gpu.attributes =
+            vec![Attribute::new("vendor/nvidia/model/h100/interface/pcie", "true")];
+        assert!(matches!(
+            evaluate(&g, &p, &f, &prices),
+            Err(Refusal::Requirements(Mismatch::Gpu { unit: 1, .. }))
+        ));
+    }
+
+    #[test]
     fn reserved_gpus_and_capacity_are_not_offered_twice() {
         let prices = PriceList::default();
-        let p = ProviderView::default();
         let mut f = free();
+        let p = advertising(&f);
         let (_, d) = evaluate(&group(1000, 1, 1, 100_000), &p, &f, &prices).expect("first");
         f.take(&d);
         assert_eq!(f.gpus.len(), 1);

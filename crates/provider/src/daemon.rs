@@ -341,8 +341,8 @@ pub struct Daemon {
     runtime: Arc<AnyRuntime>,
     server: Arc<LeaseServer<AnyRuntime>>,
     identity: Identity,
-    /// GPUs of the inventory as `capabilities/gpu/vendor/<v>/model/<m>` attributes, published
-    /// with the provider so tenants can see why a GPU order gets no bid.
+    /// GPUs of the inventory as `capabilities/gpu/…` attributes (model, ram, interface), which
+    /// the ledger's matching rule reads to accept a GPU bid.
     gpu_attributes: Vec<Attribute>,
     /// Printed progress (one line per action) for the operator.
     log: fn(&str),
@@ -410,18 +410,7 @@ impl Daemon {
             runtime.clone(),
             data.join("leases"),
         ));
-        let mut gpu_attributes: Vec<Attribute> = inv
-            .gpus
-            .iter()
-            .map(|g| {
-                Attribute::new(
-                    format!("capabilities/gpu/vendor/{}/model/{}", g.vendor, g.model),
-                    "true",
-                )
-            })
-            .collect();
-        gpu_attributes.sort();
-        gpu_attributes.dedup();
+        let gpu_attributes = inventory::gpu_attributes(&inv.gpus);
         let d = Arc::new(Daemon {
             gpu_attributes,
             book: Mutex::new(Book {

@@ -5,6 +5,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use pazar_types::market::matching::gpu_offered;
+use pazar_types::market::{Attribute, GPU_CAPABILITY_PREFIX};
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuInfo {
     /// `nvidia` or `amd`.
@@ -20,34 +23,79 @@ pub struct GpuInfo {
 }
 
 impl GpuInfo {
-    /// The attribute keys this GPU satisfies, in SDL's encoding
-    /// (`vendor/nvidia/model/h100[/ram/80Gi][/interface/sxm]`).
-    pub fn satisfies(&self, key: &str) -> bool {
-        let Some(rest) = key.strip_prefix(&format!("vendor/{}/model/", self.vendor)) else {
-            return false;
-        };
-        let mut parts = rest.split('/');
-        let model = parts.next().unwrap_or("");
-        if model != "*" && model != self.model {
-            return false;
-        }
-        while let (Some(k), Some(v)) = (parts.next(), parts.next()) {
-            let ok = match k {
-                "ram" => pazar_sdl::units::parse_size(v).is_ok_and(|b| ram_matches(b, self.memory_bytes)),
-                "interface" => v.eq_ignore_ascii_case(&self.interface),
-                _ => false,
-            };
-            if !ok {
-                return false;
+    /// What this GPU offers, as GPU capability keys (relative to `capabilities/gpu/`, value
+    /// `true`) in the SDL's encoding of a unit's GPU: `vendor/<v>/model/<m>`, and with its
+    /// memory and interface when known `…/ram/<r>`, `…/ram/<r>/interface/<i>` and
+    /// `…/interface/<i>`. The matching rule compares keys as text, so every form a tenant may
+    /// write is listed (as Akash providers list them).
+    pub fn capabilities(&self) -> Vec<Attribute> {
+        let model = format!("vendor/{}/model/{}", self.vendor, self.model);
+        let ram = ram_label(self.memory_bytes);
+        let interface = (!self.interface.is_empty()).then(|| self.interface.to_ascii_lowercase());
+        let mut keys = vec![model.clone()];
+        if let Some(r) = &ram {
+            keys.push(format!("{model}/ram/{r}"));
+            if let Some(i) = &interface {
+                keys.push(format!("{model}/ram/{r}/interface/{i}"));
             }
         }
-        true
+        if let Some(i) = &interface {
+            keys.push(format!("{model}/interface/{i}"));
+        }
+        keys.into_iter().map(|k| Attribute::new(k, "true")).collect()
+    }
+
+    /// Whether this GPU can serve a resource unit whose GPU attributes are `wanted`: the
+    /// matching rule's own [`gpu_offered`] over [`GpuInfo::capabilities`], so the bid engine
+    /// picks GPUs exactly as the ledger judges the provider's advertised ones.
+    pub fn serves(&self, wanted: &[Attribute]) -> bool {
+        let caps = self.capabilities();
+        gpu_offered(wanted, caps.iter().map(|a| (a.key.as_str(), a.value.as_str())))
+    }
+
+    /// Whether this GPU serves a unit asking for the one GPU attribute key `key` (`= true`).
+    pub fn satisfies(&self, key: &str) -> bool {
+        self.serves(&[Attribute::new(key, "true")])
     }
 }
 
-/// A card sold as "80Gi" reports a little less usable memory; accept within 6 %.
-fn ram_matches(asked: u64, has: u64) -> bool {
-    has >= asked.saturating_sub(asked / 16) && has <= asked.saturating_add(asked / 16)
+/// The provider attributes that advertise `gpus`: every capability of every GPU under
+/// `capabilities/gpu/`, sorted, each once.
+pub fn gpu_attributes(gpus: &[GpuInfo]) -> Vec<Attribute> {
+    let mut out: Vec<Attribute> = gpus
+        .iter()
+        .flat_map(GpuInfo::capabilities)
+        .map(|a| Attribute::new(format!("{GPU_CAPABILITY_PREFIX}{}", a.key), a.value))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Memory sizes GPUs are sold with, in GiB.
+const GPU_RAM_SIZES_GIB: &[u64] = &[
+    1, 2, 3, 4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 64, 80, 94, 96, 128, 141, 180, 192, 256, 288,
+];
+
+/// The size a GPU is sold as (`80Gi`, the form SDL files write) from the memory its driver
+/// reports, which is often a little less (an H100 80GB reports 79.6 GiB, a T4 16GB 15 GiB, an
+/// L4 24GB 22.5 GiB): the smallest sold size at least the reported memory (less 1/64 for
+/// rounding) and at most 1/8 above it, else the reported memory in whole GiB. `None` when the
+/// memory is unknown.
+pub fn ram_label(bytes: u64) -> Option<String> {
+    const GIB: u64 = 1 << 30;
+    if bytes == 0 {
+        return None;
+    }
+    let gib = GPU_RAM_SIZES_GIB
+        .iter()
+        .copied()
+        .find(|&s| {
+            let size = s * GIB;
+            size >= bytes - bytes / 64 && size <= bytes.saturating_add(bytes / 8)
+        })
+        .unwrap_or_else(|| bytes.saturating_add(GIB / 2) / GIB);
+    Some(format!("{gib}Gi"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +287,58 @@ mod tests {
         assert!(!g.satisfies("vendor/nvidia/model/h100/ram/40Gi"));
         assert!(!g.satisfies("vendor/nvidia/model/a100"));
         assert!(!g.satisfies("vendor/amd/model/*"));
+    }
+
+    #[test]
+    fn a_gpu_advertises_every_form_of_its_model_ram_and_interface() {
+        let keys: Vec<String> = gpu_attributes(&[h100(), h100()]).into_iter().map(|a| a.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "capabilities/gpu/vendor/nvidia/model/h100",
+                "capabilities/gpu/vendor/nvidia/model/h100/interface/sxm",
+                "capabilities/gpu/vendor/nvidia/model/h100/ram/80Gi",
+                "capabilities/gpu/vendor/nvidia/model/h100/ram/80Gi/interface/sxm",
+            ]
+        );
+        let unknown = GpuInfo {
+            memory_bytes: 0,
+            interface: String::new(),
+            ..h100()
+        };
+        assert_eq!(
+            unknown.capabilities(),
+            [Attribute::new("vendor/nvidia/model/h100", "true")]
+        );
+    }
+
+    #[test]
+    fn reported_gpu_memory_becomes_the_size_it_is_sold_as() {
+        const MIB: u64 = 1 << 20;
+        for (reported_mib, sold) in [
+            (81_559, "80Gi"),   // H100 80GB HBM3
+            (81_920, "80Gi"),   // A100 80GB
+            (40_960, "40Gi"),   // A100 40GB
+            (15_360, "16Gi"),   // T4
+            (23_034, "24Gi"),   // L4
+            (24_564, "24Gi"),   // RTX 4090
+            (46_068, "48Gi"),   // L40S
+            (95_830, "94Gi"),   // H100 NVL
+            (143_771, "141Gi"), // H200
+            (11_264, "11Gi"),   // RTX 2080 Ti
+            (10_240, "10Gi"),   // RTX 3080
+            (97_887, "96Gi"),   // RTX PRO 6000
+            (196_608, "192Gi"), // MI300X
+            (700 * 1024, "700Gi"),
+            (5 * 1024, "5Gi"),
+        ] {
+            assert_eq!(
+                ram_label(reported_mib * MIB).as_deref(),
+                Some(sold),
+                "{reported_mib} MiB"
+            );
+        }
+        assert_eq!(ram_label(0), None);
     }
 
     #[test]

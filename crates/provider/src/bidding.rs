@@ -101,7 +101,8 @@ pub struct Demand {
 }
 
 /// Why a provider does not bid.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Refusal {
     /// The matching rule refuses it: the ledger would refuse the bid for this reason.
     Requirements(Mismatch),
@@ -440,6 +441,15 @@ mod tests {
             evaluate(&group(100, 1, 0, 1000), &p, &f, &denoms),
             Err(Refusal::Denom { .. })
         ));
+    }
+
+    #[test]
+    fn a_refusal_serializes_with_its_reason_and_the_rule_s_mismatch() {
+        let r = Refusal::Requirements(Mismatch::LeasedIp { unit: 3 });
+        assert_eq!(
+            serde_json::to_value(&r).expect("serializes"),
+            serde_json::json!({"reason": "requirements", "mismatch": "leased_ip", "unit": 3})
+        );
     }
 
     #[test]

@@ -52,11 +52,15 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
+
 use crate::address::Address;
 use crate::market::{Attribute, EndpointKind, GroupSpec, StorageVolume};
 
-/// Why a provider does not satisfy an order's group. `Display` is meant for tenants.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a provider does not satisfy an order's group. `Display` is meant for tenants; the
+/// serialized form names the kind under `mismatch` for tools that count them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "mismatch", rename_all = "snake_case")]
 pub enum Mismatch {
     #[error("the placement requires attribute {key}={value}, which the provider does not have")]
     Attribute { key: String, value: String },

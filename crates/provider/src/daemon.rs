@@ -441,14 +441,16 @@ impl Daemon {
             let fee = pazar_client::min_fee(&me.rpc, msgs.len()).map_err(node_err)?;
             let bytes =
                 pazar_client::sign(&me.rpc, &me.chain_id, &me.key, msgs, fee, "pazar provider").map_err(node_err)?;
-            let v = me.rpc.submit(&bytes, true).map_err(node_err)?;
-            if v["receipt"]["code"].as_u64().unwrap_or(0) != 0 {
-                return Err(DaemonError::Node(format!(
-                    "transaction failed: {}",
-                    v["receipt"]["log"].as_str().unwrap_or("")
-                )));
+            let r = me
+                .rpc
+                .submit(&bytes, pazar_api::request::SubmitMode::Commit)
+                .map_err(node_err)?;
+            if let pazar_api::node::TxState::Committed { receipt, .. } = &r.state {
+                if receipt.code != 0 {
+                    return Err(DaemonError::Node(format!("transaction failed: {}", receipt.log)));
+                }
             }
-            Ok(v)
+            serde_json::to_value(&r).map_err(node_err)
         })
         .await
         .map_err(node_err)?
@@ -459,7 +461,7 @@ impl Daemon {
         let rpc = self.rpc.clone();
         let sep = if path.contains('?') { '&' } else { '?' };
         let path = format!("{path}{sep}limit={}", self.cfg.list_page);
-        tokio::task::spawn_blocking(move || rpc.list_all(&path, field))
+        tokio::task::spawn_blocking(move || rpc.list_all_json(&path, field))
             .await
             .map_err(node_err)?
             .map_err(node_err)

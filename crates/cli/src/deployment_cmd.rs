@@ -4,19 +4,19 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
+use pazar_api::node::{BidPage, ListQuery, OrderPage, ProviderPage};
+use pazar_client::why_no_bids::{self, ProviderFacts};
 use pazar_client::Rpc;
-use pazar_provider::bidding::{self, ProviderView};
-use pazar_provider::inventory::GpuInfo;
-use pazar_types::market::{Attribute, GroupSpec, OrderId};
-use pazar_types::{Address, Coin, DeploymentId, Msg};
+use pazar_types::{Coin, DeploymentId, Msg};
 
 use crate::chain::{self, client_err, TxOpts};
 use crate::{home, ClientOpts, Output};
 
 #[derive(Subcommand)]
 pub enum DeploymentCmd {
-    /// For each open order, what each provider lacks to bid (attributes, auditors, GPU models)
-    /// or, when it matches, the bid it made or the ceiling it did not meet.
+    /// For each open order, what each provider lacks to bid by the ledger's matching rule
+    /// (attributes, auditors, GPU models, storage classes, leased IPs) or, when it matches, the
+    /// bid it made or the ceiling it did not meet.
     WhyNoBids { deployment: String },
     /// Add funds to the deployment's escrow.
     Deposit { deployment: String, amount: Coin },
@@ -34,111 +34,58 @@ fn parse_deployment(s: &str) -> Result<DeploymentId> {
     })
 }
 
-/// GPUs a provider advertises as `capabilities/gpu/vendor/<vendor>/model/<model>` attributes.
-fn advertised_gpus(attrs: &[Attribute]) -> Vec<GpuInfo> {
-    attrs
-        .iter()
-        .filter_map(|a| {
-            let rest = a.key.strip_prefix("capabilities/gpu/vendor/")?;
-            let (vendor, model) = rest.split_once("/model/")?;
-            Some(GpuInfo {
-                vendor: vendor.into(),
-                model: model.into(),
-                name: model.into(),
-                memory_bytes: 0,
-                interface: String::new(),
-                uuid: String::new(),
-            })
-        })
-        .collect()
-}
-
-/// The GPU attribute keys a group asks for, reduced to vendor and model (what providers
-/// advertise on the ledger).
-fn gpu_mismatch(group: &GroupSpec, gpus: &[GpuInfo]) -> Option<String> {
-    for u in &group.resources {
-        if u.resources.gpu.units == 0 {
-            continue;
-        }
-        let wanted: Vec<String> = u.resources.gpu.attributes.iter().map(|a| a.key.clone()).collect();
-        let ok = wanted.iter().any(|k| {
-            let model_only: String = k.split('/').take(4).collect::<Vec<_>>().join("/");
-            gpus.iter().any(|g| g.satisfies(&model_only))
-        });
-        if !ok {
-            return Some(format!(
-                "unit {} needs GPU {}; the provider advertises {}",
-                u.id,
-                wanted.join(" or "),
-                if gpus.is_empty() {
-                    "no GPU".to_string()
-                } else {
-                    gpus.iter()
-                        .map(|g| format!("{}/{}", g.vendor, g.model))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            ));
-        }
-    }
-    None
-}
-
 fn why_no_bids(rpc: &Rpc, id: &DeploymentId) -> Result<Value> {
     // Every page of each list: a provider left out would be a reason left out.
+    let of_deployment = ListQuery {
+        owner: Some(id.owner),
+        dseq: Some(id.dseq),
+        ..ListQuery::default()
+    };
     let orders = rpc
-        .list_all(
-            &format!("/orders?owner={}&dseq={}&state=open", id.owner, id.dseq),
-            "orders",
-        )
+        .list_all::<OrderPage>(&ListQuery {
+            state: Some("open".into()),
+            ..of_deployment.clone()
+        })
         .map_err(client_err)?;
-    let providers = rpc.list_all("/providers", "providers").map_err(client_err)?;
-    let bids = rpc
-        .list_all(&format!("/bids?owner={}&dseq={}", id.owner, id.dseq), "bids")
+    let providers = rpc
+        .list_all::<ProviderPage>(&ListQuery::default())
         .map_err(client_err)?;
+    let bids = rpc.list_all::<BidPage>(&of_deployment).map_err(client_err)?;
+    // What the ledger holds of each provider, read once for every order.
+    let mut facts = Vec::with_capacity(providers.len());
+    let mut host_uris = Vec::with_capacity(providers.len());
+    for p in &providers {
+        let detail = rpc.provider(&p.owner, false).map_err(client_err)?.item;
+        facts.push(ProviderFacts {
+            address: detail.owner,
+            attributes: detail.provider.attributes,
+            audits: detail.audits.into_iter().map(|a| (a.auditor, a.attributes)).collect(),
+        });
+        host_uris.push(detail.provider.host_uri);
+    }
     let mut out = Vec::new();
     for o in &orders {
-        let oid: OrderId = serde_json::from_value(o["id"].clone())?;
-        let group: GroupSpec = serde_json::from_value(o["group"].clone())?;
+        let oid = &o.id;
+        let group = o
+            .group
+            .as_ref()
+            .ok_or_else(|| anyhow!("the node answered order {oid} without its group"))?;
         let ceiling = group.max_price();
         let mut rows = Vec::new();
-        for p in &providers {
-            let addr: Address = serde_json::from_value(p["owner"].clone())?;
-            let full = rpc.get(&format!("/providers/{addr}")).map_err(client_err)?;
-            let mut view = ProviderView {
-                address: Some(addr),
-                attributes: serde_json::from_value(full["provider"]["attributes"].clone()).unwrap_or_default(),
-                ..ProviderView::default()
-            };
-            for a in full["audits"].as_array().into_iter().flatten() {
-                if let (Ok(aud), Ok(attrs)) = (
-                    serde_json::from_value::<Address>(a["auditor"].clone()),
-                    serde_json::from_value::<Vec<Attribute>>(a["attributes"].clone()),
-                ) {
-                    view.audits.insert(aud, attrs);
-                }
-            }
-            let bid = bids.iter().find(|b| {
-                b["id"]["provider"] == addr.to_string() && b["id"]["gseq"] == oid.gseq && b["id"]["oseq"] == oid.oseq
-            });
-            let verdict = if let Some(b) = bid {
-                format!(
+        for ((addr, verdict), host_uri) in why_no_bids::why_no_bids(group, &facts).into_iter().zip(&host_uris) {
+            let bid = bids
+                .iter()
+                .find(|b| b.id.provider == addr && b.id.gseq == oid.gseq && b.id.oseq == oid.oseq);
+            let why = match bid {
+                Some(b) => format!(
                     "bid {} {} per block ({})",
-                    b["bid"]["price"]["amount"].as_str().unwrap_or(""),
-                    b["bid"]["price"]["denom"].as_str().unwrap_or(""),
-                    b["bid"]["state"].as_str().unwrap_or("")
-                )
-            } else if let Err(why) = bidding::check_requirements(&group, &view) {
-                why.to_string()
-            } else if let Some(why) = gpu_mismatch(&group, &advertised_gpus(&view.attributes)) {
-                why
-            } else {
-                format!(
-                    "matches the placement but has not bid: its free capacity or its price is above the ceiling of {} (its log says which; a higher price or a smaller group may help)",
-                    ceiling.as_ref().map(|c| format!("{} {} per block", c.amount, c.denom)).unwrap_or_default()
-                )
+                    b.bid.price.amount,
+                    b.bid.price.denom,
+                    serde_json::to_value(b.bid.state)?.as_str().unwrap_or_default()
+                ),
+                None => verdict.to_string(),
             };
-            rows.push(json!({"provider": addr, "host_uri": full["provider"]["host_uri"], "why": verdict}));
+            rows.push(json!({"provider": addr, "host_uri": host_uri, "why": why}));
         }
         if rows.is_empty() {
             rows.push(json!({"provider": null, "why": "no provider is registered on this chain"}));

@@ -15,10 +15,10 @@ use serde_json::Value;
 
 use pazar_client::Rpc;
 use pazar_provider::daemon::SandboxConfig;
-use pazar_provider::image::{build_demo_image, store_demo_rootfs};
-use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
-use pazar_provider::runtime::sandbox::SandboxRuntime;
-use pazar_provider::runtime::{AnyRuntime, Runtime};
+use pazar_runtime::demo_image::{build_demo_image, store_demo_rootfs};
+use pazar_runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_runtime::sandbox::SandboxRuntime;
+use pazar_runtime::{AnyRuntime, Runtime};
 use pazar_types::Address;
 
 use crate::home;
@@ -419,7 +419,7 @@ pub fn run(o: &DemoOpts) -> Result<()> {
     step(8, "closing the lease and the deployment; every token accounted for");
     pazar(&h, &["lease", "close", &lease, "--from", "alice"])?;
     pazar(&h, &["tx", "deployment", "close", "--dseq", &dseq, "--from", "alice"])?;
-    let lease_name = pazar_provider::runtime::LeaseRef::new(lid).name();
+    let lease_name = pazar_runtime::LeaseRef::new(lid).name();
     wait("the workload's removal", Duration::from_secs(30), || {
         let left = rt.block_on(backend.leases()).ok()?;
         (!left.iter().any(|(n, _)| *n == lease_name)).then_some(())

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt;
 
 use pazar_client::keyring::Keyring;
-use pazar_provider::image::build_demo_image;
-use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
-use pazar_provider::runtime::{LeaseRef, Runtime};
 use pazar_provider::server::{LeaseServer, RpcChain};
 use pazar_provider::tenant::{ProviderClient, TenantError};
 use pazar_provider::tls::{Identity, PinnedClient, TlsListener};
+use pazar_runtime::demo_image::build_demo_image;
+use pazar_runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_runtime::{LeaseRef, Runtime};
 use pazar_sdl::Manifest;
 use pazar_types::auth::{RequestScope, AUTH_HEADER};
 use pazar_types::market::BidId;
@@ -62,7 +62,7 @@ async fn the_owner_s_manifest_runs_and_every_bad_request_is_refused_with_a_reaso
     let rt = Arc::new(
         DockerRuntime::connect(DockerOptions {
             // The demo image is built here; no registry is reachable from the tests.
-            images: pazar_provider::runtime::images::ImagePolicy::allowing(["pazar-demo:*"]).expect("a valid policy"),
+            images: pazar_runtime::images::ImagePolicy::allowing(["pazar-demo:*"]).expect("a valid policy"),
             ..DockerOptions::default()
         })
         .await

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use common::amount;
 use serde_json::Value;
 
-use pazar_provider::image::build_demo_image;
-use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
-use pazar_provider::runtime::{LeaseRef, Runtime};
+use pazar_runtime::demo_image::build_demo_image;
+use pazar_runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_runtime::{LeaseRef, Runtime};
 
 const IMAGE: &str = "pazar-demo:test";
 /// The demo image is built here (no registry is reachable from the tests): tenants may run it.
@@ -498,7 +498,7 @@ deployment:
     );
     let made = format!(
         "{}:",
-        pazar_provider::ingress::generated_host(&lease_ref(&lease_id), "web", "ingress.test")
+        pazar_runtime::ingress::generated_host(&lease_ref(&lease_id), "web", "ingress.test")
     );
     let port: u16 = find(&format!("http://{made}")).parse().expect("port");
     let host = made.trim_end_matches(':');
@@ -506,7 +506,7 @@ deployment:
     assert_eq!(find("http://shop.example.com:"), port.to_string());
     find(&format!(
         "https://{}:",
-        pazar_provider::ingress::generated_host(&lease_ref(&lease_id), "echo", "ingress.test")
+        pazar_runtime::ingress::generated_host(&lease_ref(&lease_id), "echo", "ingress.test")
     ));
 
     // TLS: a real ClientHello for shop.example.com reaches `echo` untouched and comes back.

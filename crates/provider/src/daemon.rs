@@ -22,11 +22,11 @@ use pazar_types::{Address, Coin, Dec, Msg, Price, SigningKey};
 
 use crate::bidding::{self, Demand, Free, PriceList, ProviderView};
 use crate::inventory::{self, Inventory, Overrides};
-use crate::runtime::docker::{DockerOptions, DockerRuntime};
-use crate::runtime::sandbox::{SandboxOptions, SandboxRuntime};
-use crate::runtime::{AnyRuntime, LeaseRef, Runtime};
 use crate::server::{LeaseServer, RpcChain};
 use crate::tls::{Identity, TlsListener};
+use pazar_runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_runtime::sandbox::{SandboxOptions, SandboxRuntime};
+use pazar_runtime::{AnyRuntime, LeaseRef, Runtime};
 
 /// `provider.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,7 +124,7 @@ pub struct IngressConfig {
 pub struct EgressConfig {
     /// Ranges opened to workloads, e.g. `["10.1.2.0/24"]` (an address alone is one host).
     #[serde(default)]
-    pub allow: Vec<crate::runtime::firewall::Cidr>,
+    pub allow: Vec<pazar_runtime::firewall::Cidr>,
 }
 
 /// `[images]` in `provider.toml`.
@@ -135,7 +135,7 @@ pub struct ImagesConfig {
     /// operator), e.g. `["pazar-demo:*"]`: `NAME:TAG`, `NAME:*` for every tag. Every other image
     /// is pulled anonymously from its registry at exactly the tag the tenant names.
     #[serde(default)]
-    pub allow_local: Vec<crate::runtime::images::LocalImage>,
+    pub allow_local: Vec<pazar_runtime::images::LocalImage>,
     /// Longest a pull may take, in seconds.
     #[serde(default = "default_pull_timeout_s")]
     pub pull_timeout_s: u64,
@@ -155,15 +155,15 @@ impl Default for ImagesConfig {
 }
 
 fn default_pull_timeout_s() -> u64 {
-    crate::runtime::docker::DEFAULT_PULL_TIMEOUT.as_secs()
+    pazar_runtime::docker::DEFAULT_PULL_TIMEOUT.as_secs()
 }
 fn default_max_image_bytes() -> u64 {
-    crate::runtime::docker::DEFAULT_MAX_IMAGE_BYTES
+    pazar_runtime::docker::DEFAULT_MAX_IMAGE_BYTES
 }
 
 impl ImagesConfig {
-    pub fn policy(&self) -> crate::runtime::images::ImagePolicy {
-        crate::runtime::images::ImagePolicy {
+    pub fn policy(&self) -> pazar_runtime::images::ImagePolicy {
+        pazar_runtime::images::ImagePolicy {
             allow_local: self.allow_local.clone(),
         }
     }
@@ -214,7 +214,7 @@ impl SandboxConfig {
     pub fn options(&self, data: &Path) -> SandboxOptions {
         let dir = self.dir.clone().unwrap_or_else(|| {
             let own = data.join("sandbox");
-            if crate::runtime::sandbox::blocking_ancestor(&own, self.uid).is_none() {
+            if pazar_runtime::sandbox::blocking_ancestor(&own, self.uid).is_none() {
                 own
             } else {
                 let h = <sha2::Sha256 as sha2::Digest>::digest(data.to_string_lossy().as_bytes());
@@ -258,7 +258,7 @@ impl Config {
         DockerOptions {
             gpus,
             isolate_host: self.isolate_host,
-            egress: crate::runtime::firewall::EgressPolicy::with_host_resolvers(self.egress.allow.clone()),
+            egress: pazar_runtime::firewall::EgressPolicy::with_host_resolvers(self.egress.allow.clone()),
             images: self.images.policy(),
             pull_timeout: Duration::from_secs(self.images.pull_timeout_s),
             max_image_bytes: self.images.max_bytes,
@@ -289,7 +289,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
-    Runtime(#[from] crate::runtime::RuntimeError),
+    Runtime(#[from] pazar_runtime::RuntimeError),
     #[error("cannot serve the tenant endpoint on {addr}: {reason}")]
     Listen { addr: String, reason: String },
 }
@@ -373,7 +373,7 @@ impl Daemon {
             )));
         }
         if let Some(ing) = &cfg.ingress {
-            if !crate::ingress::is_dns_name(&crate::ingress::normalize_host(&ing.domain)) {
+            if !pazar_runtime::ingress::is_dns_name(&pazar_runtime::ingress::normalize_host(&ing.domain)) {
                 return Err(DaemonError::Config(format!(
                     "ingress domain {:?} is not a DNS name (labels of letters, digits and inner hyphens)",
                     ing.domain
@@ -850,8 +850,8 @@ impl Daemon {
         // restore still runs would race with it. Connections made meanwhile wait in the backlog.
         self.restore().await?;
         if let (Some(ing), Some(http)) = (&self.cfg.ingress, http_tcp) {
-            use crate::ingress::{Ingress, Kind};
-            let domain = crate::ingress::normalize_host(&ing.domain);
+            use pazar_runtime::ingress::{Ingress, Kind};
+            let domain = pazar_runtime::ingress::normalize_host(&ing.domain);
             let port = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
             let (http_port, tls_port) = (port(&http), tls_tcp.as_ref().map(port));
             self.server.set_ingress(domain.clone(), http_port, tls_port);
@@ -988,7 +988,7 @@ mod tests {
         assert!(cfg
             .images
             .policy()
-            .allows_local(&crate::runtime::images::ImageRef::parse("pazar-demo:1").expect("ref")));
+            .allows_local(&pazar_runtime::images::ImageRef::parse("pazar-demo:1").expect("ref")));
         let none = parse("").expect("defaults");
         assert!(
             none.egress.allow.is_empty() && none.images.allow_local.is_empty(),

@@ -40,7 +40,8 @@ use pazar_types::auth::{RequestAuth, RequestScope, AUTH_HEADER, MAX_SKEW_MS};
 use pazar_types::market::{BidId, GroupSpec};
 use pazar_types::{Address, Hash32};
 
-use crate::runtime::{LeaseRef, Runtime, RuntimeError};
+use pazar_runtime::ingress::LeaseGroups;
+use pazar_runtime::{LeaseRef, Runtime, RuntimeError};
 
 /// Largest manifest accepted.
 pub const MAX_MANIFEST_BYTES: usize = pazar_sdl::manifest::limits::MAX_MANIFEST_BYTES;
@@ -393,6 +394,16 @@ fn read_accepted(path: &Path) -> Result<Accepted, String> {
     Ok(acc)
 }
 
+/// The ingress routes to the leases whose manifests this server accepted.
+impl<R: Runtime + 'static> LeaseGroups for LeaseServer<R> {
+    fn lease_groups(&self) -> Vec<(LeaseRef, ValidGroup)> {
+        self.all_accepted()
+            .into_iter()
+            .map(|a| (LeaseRef::new(a.lease), a.group))
+            .collect()
+    }
+}
+
 impl<R: Runtime + 'static> LeaseServer<R> {
     pub fn new(
         chain_id: String,
@@ -669,7 +680,7 @@ impl<R: Runtime + 'static> LeaseServer<R> {
                 )
             })?;
             if let Some((domain, _, _)) = self.ingress.get() {
-                crate::ingress::check_hosts(&lease, &accepted.group, &self.all_accepted(), domain)
+                pazar_runtime::ingress::check_hosts(&lease, &accepted.group, &self.lease_groups(), domain)
                     .map_err(|m| ApiError::new(StatusCode::CONFLICT, "host_taken", m))?;
             }
             let bytes = serde_json::to_vec(&accepted)
@@ -882,10 +893,10 @@ async fn lease_status<R: Runtime + 'static>(
         })
         .collect();
     if let Some((domain, http_port, tls_port)) = s.ingress.get() {
-        for h in crate::ingress::ingress_hosts(&lease, &acc.group, domain) {
+        for h in pazar_runtime::ingress::ingress_hosts(&lease, &acc.group, domain) {
             let (port, default) = match h.kind {
-                crate::ingress::Kind::Http => (Some(*http_port), 80),
-                crate::ingress::Kind::Tls => (*tls_port, 443),
+                pazar_runtime::ingress::Kind::Http => (Some(*http_port), 80),
+                pazar_runtime::ingress::Kind::Tls => (*tls_port, 443),
             };
             let Some(port) = port else { continue };
             let at = if port == default {
@@ -1075,7 +1086,7 @@ mod tests {
             &'a self,
             lease: &'a LeaseRef,
             _: &'a ValidGroup,
-        ) -> crate::runtime::BoxFuture<'a, Result<(), RuntimeError>> {
+        ) -> pazar_runtime::BoxFuture<'a, Result<(), RuntimeError>> {
             Box::pin(async move {
                 if self.gated.load(std::sync::atomic::Ordering::SeqCst) {
                     self.entered.notify_one();
@@ -1093,7 +1104,7 @@ mod tests {
             &'a self,
             _: &'a LeaseRef,
             _: &'a ValidGroup,
-        ) -> crate::runtime::BoxFuture<'a, Result<crate::runtime::LeaseStatus, RuntimeError>> {
+        ) -> pazar_runtime::BoxFuture<'a, Result<pazar_runtime::LeaseStatus, RuntimeError>> {
             Box::pin(async { Err(RuntimeError::Backend("not needed".into())) })
         }
         fn logs<'a>(
@@ -1102,16 +1113,16 @@ mod tests {
             _: Option<&'a str>,
             _: usize,
             _: bool,
-        ) -> crate::runtime::BoxFuture<'a, Result<crate::runtime::LogStream, RuntimeError>> {
+        ) -> pazar_runtime::BoxFuture<'a, Result<pazar_runtime::LogStream, RuntimeError>> {
             Box::pin(async { Err(RuntimeError::Backend("not needed".into())) })
         }
-        fn close<'a>(&'a self, lease: &'a LeaseRef) -> crate::runtime::BoxFuture<'a, Result<(), RuntimeError>> {
+        fn close<'a>(&'a self, lease: &'a LeaseRef) -> pazar_runtime::BoxFuture<'a, Result<(), RuntimeError>> {
             Box::pin(async move {
                 self.running.lock().expect("running").remove(&lease.name());
                 Ok(())
             })
         }
-        fn leases(&self) -> crate::runtime::BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {
+        fn leases(&self) -> pazar_runtime::BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {
             Box::pin(async { Ok(vec![]) })
         }
         fn dial<'a>(
@@ -1120,7 +1131,7 @@ mod tests {
             _: &'a str,
             _: u32,
             _: u16,
-        ) -> crate::runtime::BoxFuture<'a, Result<tokio::net::TcpStream, RuntimeError>> {
+        ) -> pazar_runtime::BoxFuture<'a, Result<tokio::net::TcpStream, RuntimeError>> {
             Box::pin(async { Err(RuntimeError::Backend("not needed".into())) })
         }
     }

@@ -13,8 +13,8 @@ mod common;
 use futures_util::StreamExt;
 
 use common::{docker, http_get, lease, IMAGE};
-use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
-use pazar_provider::runtime::{LeaseRef, Runtime, RuntimeError};
+use pazar_runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_runtime::{LeaseRef, Runtime, RuntimeError};
 
 fn sdl(image: &str) -> String {
     format!(

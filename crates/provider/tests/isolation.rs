@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{docker, exec, lease, IMAGE};
-use pazar_provider::runtime::docker::DockerRuntime;
-use pazar_provider::runtime::{LeaseRef, Runtime};
+use pazar_runtime::docker::DockerRuntime;
+use pazar_runtime::{LeaseRef, Runtime};
 
 fn group() -> pazar_sdl::ValidGroup {
     let sdl = format!(

@@ -13,10 +13,10 @@ mod common;
 use futures_util::StreamExt;
 
 use common::{http_get, lease, log_text, wait_status};
-use pazar_provider::image::store_demo_rootfs;
-use pazar_provider::runtime::cgroup::Cgroup;
-use pazar_provider::runtime::sandbox::{remove_lease_processes, LeaseKey, SandboxOptions, SandboxRuntime};
-use pazar_provider::runtime::{netns, LeaseRef, LeaseStatus, Runtime, RuntimeError};
+use pazar_runtime::cgroup::Cgroup;
+use pazar_runtime::demo_image::store_demo_rootfs;
+use pazar_runtime::sandbox::{remove_lease_processes, LeaseKey, SandboxOptions, SandboxRuntime};
+use pazar_runtime::{netns, LeaseRef, LeaseStatus, Runtime, RuntimeError};
 
 const IMAGE: &str = "pazar-demo:sandbox";
 
@@ -24,8 +24,8 @@ fn runtime(dir: &Path) -> SandboxRuntime {
     let mut opts = SandboxOptions::new(dir);
     opts.docker_images = false;
     // The store's images are local: tenants may run only those the operator allows.
-    opts.local_images = pazar_provider::runtime::images::ImagePolicy::allowing(["pazar-demo:*", "nowhere/nothing:*"])
-        .expect("a valid policy");
+    opts.local_images =
+        pazar_runtime::images::ImagePolicy::allowing(["pazar-demo:*", "nowhere/nothing:*"]).expect("a valid policy");
     let rt = SandboxRuntime::new(opts).expect("this machine runs the sandbox (root, bubblewrap, iproute2)");
     store_demo_rootfs(rt.images(), IMAGE).expect("demo rootfs");
     rt
@@ -83,7 +83,7 @@ impl Drop for Cleanup {
 }
 
 fn replica_cgroup(l: &LeaseRef, svc: &str) -> Cgroup {
-    pazar_provider::runtime::sandbox::replica_cgroup(l, svc, 0).expect("a valid service name")
+    pazar_runtime::sandbox::replica_cgroup(l, svc, 0).expect("a valid service name")
 }
 
 fn key(l: &LeaseRef) -> LeaseKey {
@@ -307,7 +307,7 @@ async fn a_service_that_crashes_in_a_loop_is_restarted_with_backoff_and_says_why
 async fn an_image_missing_from_the_store_is_exported_from_the_local_docker_engine() {
     let docker = common::docker().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = pazar_provider::runtime::images::ImageStore::new(dir.path());
+    let store = pazar_runtime::images::ImageStore::new(dir.path());
     assert!(store.get(common::IMAGE).is_none());
     store
         .import_from_docker(docker.docker(), common::IMAGE)
@@ -748,7 +748,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 /// its quarter of a CPU writes ~130 MB/s here, ~40 MB a round, so half the flood is far off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_flood_without_newlines_keeps_the_daemon_s_memory_and_the_host_s_disk_bounded() {
-    use pazar_provider::runtime::sandbox::MAX_LOG_LINE;
+    use pazar_runtime::sandbox::MAX_LOG_LINE;
     const FLOOD: u64 = 300_000_000;
     const SETTLED_BOUND: u64 = (16 + 4) << 20;
     let dir = tempfile::tempdir().expect("tempdir");

@@ -8,8 +8,8 @@
 mod common;
 
 use common::{docker_with, exec, lease, log_text, wait_status, IMAGE};
-use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
-use pazar_provider::runtime::{LeaseRef, LeaseStatus, Runtime};
+use pazar_runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_runtime::{LeaseRef, LeaseStatus, Runtime};
 
 fn group() -> pazar_sdl::ValidGroup {
     common::group(&format!(

@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pazar_provider::image::build_demo_image;
-use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
-use pazar_provider::runtime::firewall::{self, EgressPolicy};
-use pazar_provider::runtime::images::ImagePolicy;
-use pazar_provider::runtime::{LeaseRef, Runtime};
+use pazar_runtime::demo_image::build_demo_image;
+use pazar_runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_runtime::firewall::{self, EgressPolicy};
+use pazar_runtime::images::ImagePolicy;
+use pazar_runtime::{LeaseRef, Runtime};
 use pazar_types::market::BidId;
 use pazar_types::{Address, Denom};
 
@@ -90,7 +90,7 @@ impl Lan {
     /// A listener on `addr:80` inside the LAN namespace.
     fn listen(&self, addr: &str) -> Counter {
         let addr = addr.to_string();
-        let l = pazar_provider::runtime::netns::run_in(&self.ns, move || TcpListener::bind((addr.as_str(), 80)))
+        let l = pazar_runtime::netns::run_in(&self.ns, move || TcpListener::bind((addr.as_str(), 80)))
             .expect("enter the LAN namespace")
             .expect("bind in the LAN namespace");
         Counter::serve(l)

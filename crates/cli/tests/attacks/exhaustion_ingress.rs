@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use pazar_provider::ingress::MAX_PER_CLIENT;
+use pazar_runtime::ingress::MAX_PER_CLIENT;
 
 use crate::common::{self, free_port, Daemon};
 

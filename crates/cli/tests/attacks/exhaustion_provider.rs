@@ -15,9 +15,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
 
-use pazar_provider::runtime::LeaseRef;
 use pazar_provider::server::limits;
 use pazar_provider::tenant::TenantError;
+use pazar_runtime::LeaseRef;
 use pazar_types::Address;
 
 use crate::common;

@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use pazar_provider::image::{build_demo_image, demo_files};
-use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
-use pazar_provider::runtime::images::ImagePolicy;
-use pazar_provider::runtime::{LeaseRef, Runtime, RuntimeError};
+use pazar_runtime::demo_image::{build_demo_image, demo_files};
+use pazar_runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_runtime::images::ImagePolicy;
+use pazar_runtime::{LeaseRef, Runtime, RuntimeError};
 
 use super::egress::{demo_group, exec, lease_of, wait_running};
 
@@ -465,10 +465,10 @@ async fn the_operators_local_images_run_only_where_the_operator_allows_them() {
 
     // The sandbox's image store is local by nature: the same policy decides.
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut opts = pazar_provider::runtime::sandbox::SandboxOptions::new(dir.path().join("sandbox"));
+    let mut opts = pazar_runtime::sandbox::SandboxOptions::new(dir.path().join("sandbox"));
     opts.docker_images = false;
-    let sandbox = pazar_provider::runtime::sandbox::SandboxRuntime::new(opts).expect("sandbox runtime");
-    pazar_provider::image::store_demo_rootfs(sandbox.images(), LOCAL).expect("rootfs");
+    let sandbox = pazar_runtime::sandbox::SandboxRuntime::new(opts).expect("sandbox runtime");
+    pazar_runtime::demo_image::store_demo_rootfs(sandbox.images(), LOCAL).expect("rootfs");
     let l = lease_of(0xd3);
     let err = sandbox.deploy(&l, &g).await.expect_err("not allowed");
     assert!(err.to_string().contains("local images its operator allows"), "{err}");

@@ -9,11 +9,11 @@
 
 use std::process::Command;
 
-use pazar_provider::image::build_demo_image;
-use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
-use pazar_provider::runtime::firewall::{self, EgressPolicy};
-use pazar_provider::runtime::images::ImagePolicy;
-use pazar_provider::runtime::{LeaseRef, Runtime};
+use pazar_runtime::demo_image::build_demo_image;
+use pazar_runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_runtime::firewall::{self, EgressPolicy};
+use pazar_runtime::images::ImagePolicy;
+use pazar_runtime::{LeaseRef, Runtime};
 
 use super::egress::{demo_group, lease_of, wait_running};
 

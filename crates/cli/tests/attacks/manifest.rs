@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use pazar_client::keyring::Keyring;
-use pazar_provider::image::build_demo_image;
-use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
-use pazar_provider::runtime::LeaseRef;
 use pazar_provider::tenant::{ProviderClient, TenantError};
+use pazar_runtime::demo_image::build_demo_image;
+use pazar_runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_runtime::LeaseRef;
 use pazar_sdl::Manifest;
 use pazar_types::market::BidId;
 use pazar_types::{Address, Hash32, SigningKey};
@@ -245,7 +245,7 @@ pub(crate) fn docker_runs(lease: &BidId) -> bool {
         .expect("runtime");
     rt.block_on(async {
         let d = DockerRuntime::connect(DockerOptions::default()).await.expect("docker");
-        pazar_provider::runtime::Runtime::leases(&d)
+        pazar_runtime::Runtime::leases(&d)
             .await
             .expect("leases")
             .iter()

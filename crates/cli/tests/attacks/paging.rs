@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use pazar_provider::runtime::LeaseRef;
+use pazar_runtime::LeaseRef;
 use pazar_types::market::BidId;
 use pazar_types::Address;
 

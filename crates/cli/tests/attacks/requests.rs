@@ -125,7 +125,7 @@ fn a_request_proves_everything_before_its_nonce_is_kept_and_cannot_be_altered_or
     net.cli(&[
         "lease",
         "close",
-        &pazar_provider::runtime::LeaseRef::new(lease).label(),
+        &pazar_runtime::LeaseRef::new(lease).label(),
         "--from",
         "alice",
     ]);

@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pazar_provider::image::store_demo_rootfs;
-use pazar_provider::runtime::images::ImageStore;
-use pazar_provider::runtime::sandbox::host_volume_dir;
-use pazar_provider::runtime::LeaseRef;
+use pazar_runtime::demo_image::store_demo_rootfs;
+use pazar_runtime::images::ImageStore;
+use pazar_runtime::sandbox::host_volume_dir;
+use pazar_runtime::LeaseRef;
 use pazar_types::market::BidId;
 
 use super::common::{self, free_port, http_get, Daemon};

@@ -3,14 +3,14 @@
 
 #![allow(dead_code)]
 
-use pazar_provider::image::build_demo_image;
-use pazar_provider::runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_runtime::demo_image::build_demo_image;
+use pazar_runtime::docker::{DockerOptions, DockerRuntime};
 use std::time::{Duration, Instant};
 
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use futures_util::StreamExt;
 
-use pazar_provider::runtime::{LeaseRef, LeaseStatus, Runtime};
+use pazar_runtime::{LeaseRef, LeaseStatus, Runtime};
 use pazar_sdl::{parse, Options};
 use pazar_types::market::BidId;
 use pazar_types::{Address, Denom};
@@ -26,7 +26,7 @@ pub async fn docker() -> DockerRuntime {
 /// is reachable from the tests).
 pub fn options() -> DockerOptions {
     DockerOptions {
-        images: pazar_provider::runtime::images::ImagePolicy::allowing(["pazar-demo:*"]).expect("a valid policy"),
+        images: pazar_runtime::images::ImagePolicy::allowing(["pazar-demo:*"]).expect("a valid policy"),
         ..DockerOptions::default()
     }
 }

@@ -38,7 +38,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use pazar_sdl::manifest::{Group, Proto, Service};
+use pazar_api::manifest::{Group, Proto, Service};
 
 use super::firewall::EgressPolicy;
 use super::images::{ImagePolicy, ImageRef};
@@ -453,7 +453,7 @@ impl DockerRuntime {
     fn service_volumes<'s>(
         lease: &'s LeaseRef,
         svc: &'s Service,
-    ) -> impl Iterator<Item = (String, &'s pazar_sdl::manifest::StorageMount, u64)> + 's {
+    ) -> impl Iterator<Item = (String, &'s pazar_api::manifest::StorageMount, u64)> + 's {
         svc.storage.iter().filter_map(move |m| {
             let vol = super::volume(svc, &m.name).filter(|_| !super::is_ram(svc, &m.name))?;
             Some((Self::volume_name(lease, &svc.name, &m.name), m, vol.bytes))
@@ -1161,7 +1161,7 @@ impl DockerRuntime {
     /// checks its pods' ephemeral storage; between two checks a workload can overshoot.
     pub async fn evict_over_storage(
         &self,
-        leases: &[(LeaseRef, pazar_sdl::ValidGroup)],
+        leases: &[(LeaseRef, pazar_api::manifest::ValidGroup)],
     ) -> Result<Vec<Eviction>, RuntimeError> {
         if !self.evicts() {
             return Ok(Vec::new());
@@ -1445,7 +1445,7 @@ impl Runtime for DockerRuntime {
     fn deploy<'a>(
         &'a self,
         lease: &'a LeaseRef,
-        group: &'a pazar_sdl::ValidGroup,
+        group: &'a pazar_api::manifest::ValidGroup,
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(self.deploy_group(lease, group))
     }
@@ -1453,7 +1453,7 @@ impl Runtime for DockerRuntime {
     fn status<'a>(
         &'a self,
         lease: &'a LeaseRef,
-        group: &'a pazar_sdl::ValidGroup,
+        group: &'a pazar_api::manifest::ValidGroup,
     ) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
         Box::pin(self.group_status(lease, group))
     }
@@ -1503,11 +1503,11 @@ impl Runtime for DockerRuntime {
 #[cfg(test)]
 mod tests {
     use super::{driver_bounds_storage, spec_hash, DockerRuntime};
-    use crate::runtime::LeaseRef;
+    use crate::LeaseRef;
     use pazar_types::market::BidId;
     use pazar_types::{Address, Denom};
 
-    fn service(env: &str, count: u32) -> pazar_sdl::manifest::Service {
+    fn service(env: &str, count: u32) -> pazar_api::manifest::Service {
         let sdl = format!(
             "version: \"2.0\"\nservices:\n  web:\n    image: busybox\n    env: [{env}]\nprofiles:\n  compute:\n    \
              p: {{resources: {{cpu: {{units: 0.1}}, memory: {{size: 16Mi}}, storage: {{size: 64Mi}}}}}}\n  placement:\n    \
@@ -1540,7 +1540,7 @@ mod tests {
         let b = DockerRuntime::volume_name(&lease, "a-b", "c");
         assert_ne!(a, b);
         assert_eq!(a, format!("{}.a.b-c", lease.name()));
-        assert!(pazar_sdl::names::is_service_name("a-b") && pazar_sdl::names::is_volume_name("b-c"));
+        assert!(pazar_api::names::is_service_name("a-b") && pazar_api::names::is_volume_name("b-c"));
     }
 
     fn status(backing: &str) -> Vec<Vec<String>> {

@@ -5,7 +5,7 @@ use bollard::query_parameters::BuildImageOptions;
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use crate::runtime::RuntimeError;
+use crate::RuntimeError;
 
 /// Where the static busybox comes from (`apt-get install busybox-static`).
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -124,9 +124,9 @@ pub async fn build_demo_image(docker: &Docker, tag: &str) -> Result<(), RuntimeE
 }
 
 /// Puts the demo image as `tag` in a sandbox image store (no Docker needed).
-pub fn store_demo_rootfs(store: &crate::runtime::images::ImageStore, tag: &str) -> Result<(), RuntimeError> {
+pub fn store_demo_rootfs(store: &crate::images::ImageStore, tag: &str) -> Result<(), RuntimeError> {
     let files = demo_files()?;
-    let config = crate::runtime::images::ImageConfig {
+    let config = crate::images::ImageConfig {
         entrypoint: ENTRYPOINT.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };

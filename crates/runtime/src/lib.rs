@@ -1,11 +1,20 @@
-//! Where leases run. One trait, several backends: Docker through its Engine API (default where
-//! Docker is present) and sandboxed processes (bubblewrap, cgroups, a network namespace per
-//! lease) for hosts without it; Kubernetes later.
+//! Where workloads run. One trait, several backends: Docker through its Engine API (default
+//! where Docker is present) and sandboxed processes (bubblewrap, cgroups, a network namespace
+//! per lease) for hosts without it; Kubernetes later. Around them: size-bounded volumes
+//! ([`loopfs`]), the egress firewall ([`firewall`]), images ([`images`], [`demo_image`]) and
+//! the ingress by host name ([`ingress`]).
+//!
+//! A runtime takes a lease's [`LeaseRef`] and a [`ValidGroup`] and nothing else: it knows
+//! nothing of the chain, bids, prices or the node client. Whoever holds it (the provider
+//! daemon, a training worker) decides what runs and tells it.
 
 pub mod cgroup;
+pub mod demo_image;
 pub mod docker;
+mod files;
 pub mod firewall;
 pub mod images;
+pub mod ingress;
 pub mod loopfs;
 pub mod netns;
 pub mod sandbox;
@@ -17,8 +26,8 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use pazar_sdl::manifest::Proto;
-use pazar_sdl::ValidGroup;
+use pazar_api::manifest::Proto;
+use pazar_api::manifest::ValidGroup;
 use pazar_types::market::BidId;
 
 /// A lease's handle in a runtime: a name derived from its whole id, safe for container,
@@ -58,7 +67,7 @@ impl LeaseRef {
 
 /// A service's ephemeral storage: its volumes that are neither mounted nor persistent (what the
 /// container's own writable layer, or the sandbox's `/tmp`, may hold). `None` if it asks none.
-pub fn ephemeral_bytes(svc: &pazar_sdl::manifest::Service) -> Option<u64> {
+pub fn ephemeral_bytes(svc: &pazar_api::manifest::Service) -> Option<u64> {
     let n: u64 = svc
         .resources
         .storage
@@ -70,12 +79,12 @@ pub fn ephemeral_bytes(svc: &pazar_sdl::manifest::Service) -> Option<u64> {
 }
 
 /// The leased volume `name` of a service.
-pub fn volume<'a>(svc: &'a pazar_sdl::manifest::Service, name: &str) -> Option<&'a pazar_types::market::StorageVolume> {
+pub fn volume<'a>(svc: &'a pazar_api::manifest::Service, name: &str) -> Option<&'a pazar_types::market::StorageVolume> {
     svc.resources.storage.iter().find(|v| v.name == name)
 }
 
 /// Whether the service's volume `name` is `class: ram` (a sized tmpfs, not a disk).
-pub fn is_ram(svc: &pazar_sdl::manifest::Service, name: &str) -> bool {
+pub fn is_ram(svc: &pazar_api::manifest::Service, name: &str) -> bool {
     volume(svc, name).is_some_and(|v| v.class() == Some("ram"))
 }
 

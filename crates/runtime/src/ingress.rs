@@ -29,10 +29,9 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use pazar_sdl::manifest::{Group, Proto};
+use pazar_api::manifest::{Group, Proto, ValidGroup};
 
-use crate::runtime::{LeaseRef, Runtime};
-use crate::server::{Accepted, LeaseServer};
+use crate::{LeaseRef, Runtime};
 
 /// Largest request head read before routing.
 const MAX_HEAD: usize = 16 << 10;
@@ -270,12 +269,18 @@ pub fn ingress_hosts(lease: &LeaseRef, group: &Group, domain: &str) -> Vec<Ingre
     out
 }
 
+/// The leases the ingress routes to, each with the group it runs: whoever decides what runs
+/// (the provider daemon, from its accepted manifests) says. Asked again whenever a routing
+/// table is stale, so an answer should be cheap.
+pub trait LeaseGroups: Send + Sync {
+    fn lease_groups(&self) -> Vec<(LeaseRef, ValidGroup)>;
+}
+
 /// The routing table of one kind for these leases (the first lease to hold a name keeps it).
-pub fn routes(accepted: &[Accepted], domain: &str, kind: Kind) -> Table {
+pub fn routes(leases: &[(LeaseRef, ValidGroup)], domain: &str, kind: Kind) -> Table {
     let mut table = BTreeMap::new();
-    for a in accepted {
-        let lease = LeaseRef::new(a.lease.clone());
-        for h in ingress_hosts(&lease, &a.group, domain)
+    for (lease, group) in leases {
+        for h in ingress_hosts(lease, group, domain)
             .into_iter()
             .filter(|h| h.kind == kind)
         {
@@ -293,12 +298,16 @@ pub fn routes(accepted: &[Accepted], domain: &str, kind: Kind) -> Table {
 /// Refuses names a lease may not have: an `accept` host under the provider's own domain (those
 /// are the ingress's to give), any name another lease of this provider already holds, and one
 /// name for two of its own services.
-pub fn check_hosts(lease: &LeaseRef, group: &Group, others: &[Accepted], domain: &str) -> Result<(), String> {
+pub fn check_hosts(
+    lease: &LeaseRef,
+    group: &Group,
+    others: &[(LeaseRef, ValidGroup)],
+    domain: &str,
+) -> Result<(), String> {
     let suffix = format!(".{domain}");
     let mut taken = BTreeMap::new();
-    for a in others.iter().filter(|a| a.lease != lease.id) {
-        let holder = LeaseRef::new(a.lease.clone());
-        for h in ingress_hosts(&holder, &a.group, domain) {
+    for (holder, group) in others.iter().filter(|(l, _)| l.id != lease.id) {
+        for h in ingress_hosts(holder, group, domain) {
             taken.entry(h.host).or_insert_with(|| holder.clone());
         }
     }
@@ -352,7 +361,7 @@ pub type Table = BTreeMap<String, Route>;
 pub struct Ingress<R: Runtime + 'static> {
     kind: Kind,
     domain: String,
-    server: Arc<LeaseServer<R>>,
+    leases: Arc<dyn LeaseGroups>,
     runtime: Arc<R>,
     /// When the table was made, and the table.
     table: Mutex<(Option<Instant>, Arc<Table>)>,
@@ -362,21 +371,21 @@ pub struct Ingress<R: Runtime + 'static> {
 
 impl<R: Runtime + 'static> Ingress<R> {
     /// A listener under the limits every listener of this process shares.
-    pub fn new(kind: Kind, domain: String, server: Arc<LeaseServer<R>>, runtime: Arc<R>) -> Arc<Ingress<R>> {
-        Self::with_limits(kind, domain, server, runtime, Limits::for_this_process())
+    pub fn new(kind: Kind, domain: String, leases: Arc<dyn LeaseGroups>, runtime: Arc<R>) -> Arc<Ingress<R>> {
+        Self::with_limits(kind, domain, leases, runtime, Limits::for_this_process())
     }
 
     pub fn with_limits(
         kind: Kind,
         domain: String,
-        server: Arc<LeaseServer<R>>,
+        leases: Arc<dyn LeaseGroups>,
         runtime: Arc<R>,
         limits: Arc<Limits>,
     ) -> Arc<Ingress<R>> {
         Arc::new(Ingress {
             kind,
             domain,
-            server,
+            leases,
             runtime,
             table: Mutex::new((None, Arc::default())),
             next: AtomicU32::new(0),
@@ -395,7 +404,7 @@ impl<R: Runtime + 'static> Ingress<R> {
             Some(a) => a > TABLE_TTL || (fresh && a > MISS_REFRESH),
         };
         if stale {
-            let table = routes(&self.server.all_accepted(), &self.domain, self.kind);
+            let table = routes(&self.leases.lease_groups(), &self.domain, self.kind);
             *t = (Some(Instant::now()), Arc::new(table));
         }
         t.1.clone()
@@ -670,13 +679,13 @@ mod tests {
         })
     }
 
-    fn group(accept: &str) -> pazar_sdl::ValidGroup {
+    fn group(accept: &str) -> ValidGroup {
         let sdl = format!(
             "version: \"2.0\"\nservices:\n  web:\n    image: x\n    expose:\n      - port: 8080\n        as: 80\n        accept: [{accept}]\n        to: [{{global: true}}]\n      - port: 8443\n        as: 443\n        accept: [{accept}]\n        to: [{{global: true}}]\n      - port: 9000\n        to: [{{global: true}}]\n      - port: 9443\n        as: 443\nprofiles:\n  compute:\n    web: {{resources: {{cpu: {{units: 1}}, memory: {{size: 1Gi}}, storage: {{size: 1Gi}}}}}}\n  placement:\n    dc: {{pricing: {{web: {{denom: uusd, amount: 1}}}}}}\ndeployment:\n  web: {{dc: {{profile: web, count: 2}}}}\n"
         );
         let opts = pazar_sdl::Options::new(Denom::new("upzr").expect("denom"), Denom::new("uusd").expect("denom"));
         let d = pazar_sdl::parse(sdl.as_bytes(), &opts).expect("valid sdl");
-        pazar_sdl::ValidGroup::new(d.manifest.groups.into_iter().next().expect("group")).expect("valid group")
+        ValidGroup::new(d.manifest.groups.into_iter().next().expect("group")).expect("valid group")
     }
 
     #[test]
@@ -803,10 +812,7 @@ mod tests {
     #[test]
     fn a_host_held_by_another_lease_or_under_the_provider_domain_is_refused() {
         let (a, b) = (lease(1), lease(2));
-        let held = vec![Accepted {
-            lease: a.id.clone(),
-            group: group("shop.example.com"),
-        }];
+        let held = vec![(a.clone(), group("shop.example.com"))];
         let err = check_hosts(&b, &group("shop.example.com"), &held, "ingress.p.net").expect_err("taken");
         assert!(err.contains("already serves"), "{err}");
         assert!(

@@ -43,8 +43,8 @@ use super::netns;
 use super::{
     is_ram, volume, BoxFuture, Forward, LeaseRef, LeaseStatus, LogLine, LogStream, Runtime, RuntimeError, ServiceStatus,
 };
-use pazar_client::files::write_atomic;
-use pazar_sdl::manifest::{Group, Proto, Service};
+use crate::files::write_atomic;
+use pazar_api::manifest::{Group, Proto, Service};
 
 /// Processes a replica may have at once.
 const PIDS_LIMIT: u64 = 512;
@@ -141,14 +141,14 @@ impl<'a> HostName<'a> {
         }
     }
 
-    /// Checks a volume name: the SDL's own grammar ([`pazar_sdl::names::is_volume_name`]:
+    /// Checks a volume name: the SDL's own grammar ([`pazar_api::names::is_volume_name`]:
     /// 1-63 lower-case letters, digits, `-` and `_`, first and last a letter or digit), so
     /// every volume the SDL accepts names its files here. A volume names only files (its
     /// directory and filesystem), never a host name or a cgroup, where `_` would not do; the
     /// grammar holds no `/`, `.` or control character, so names stay one path component and
     /// `<service>.<volume>` stays unambiguous.
     pub fn volume(name: &'a str) -> Result<HostName<'a>, RuntimeError> {
-        if pazar_sdl::names::is_volume_name(name) && !name.contains(['/', '.']) {
+        if pazar_api::names::is_volume_name(name) && !name.contains(['/', '.']) {
             Ok(HostName(name))
         } else {
             Err(RuntimeError::Backend(format!(
@@ -1688,7 +1688,7 @@ impl Runtime for SandboxRuntime {
     fn deploy<'a>(
         &'a self,
         lease: &'a LeaseRef,
-        group: &'a pazar_sdl::ValidGroup,
+        group: &'a pazar_api::manifest::ValidGroup,
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(self.deploy_group(lease, group))
     }
@@ -1696,7 +1696,7 @@ impl Runtime for SandboxRuntime {
     fn status<'a>(
         &'a self,
         lease: &'a LeaseRef,
-        group: &'a pazar_sdl::ValidGroup,
+        group: &'a pazar_api::manifest::ValidGroup,
     ) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
         Box::pin(self.group_status(lease, group))
     }
@@ -1866,7 +1866,7 @@ mod tests {
     #[test]
     fn every_volume_name_the_sdl_accepts_names_its_files_and_nothing_else_does() {
         for ok in ["db_data", "a", "x-y_z9", &"v".repeat(63)] {
-            assert!(pazar_sdl::names::is_volume_name(ok));
+            assert!(pazar_api::names::is_volume_name(ok));
             assert_eq!(HostName::volume(ok).map(|h| h.as_str()).ok(), Some(ok), "{ok:?}");
         }
         for bad in ["", "_a", "a_", "a.b", "a/b", "..", "A", "a b", &"v".repeat(64)] {

@@ -38,10 +38,11 @@
 //!    - **Storage.** Provider attributes `capabilities/storage/<id>/<key>` form one group per
 //!      `<id>` (Akash's `GetCapabilitiesGroup("storage")`); a volume with attributes (`class`,
 //!      `persistent`) is served when all of them are in one group (Akash's `IN`). One
-//!      difference: Akash's SDL writes `persistent=false` on every volume with attributes and
-//!      its providers state `persistent` in every group, while Pazar's SDL writes
-//!      `persistent=true` only and Pazar providers often advertise a class alone; a group that
-//!      does not state `persistent` therefore accepts a volume either way.
+//!      difference: Akash's SDL writes `persistent` (`false` by default) on every volume with
+//!      attributes and its providers conventionally state it in each group, while Pazar's SDL
+//!      writes only `persistent=true` and Pazar providers often advertise a class alone; a group
+//!      that does not state `persistent` therefore accepts a volume either way (Akash would
+//!      refuse), and one that states it must agree.
 //!    - **Leased IP.** A unit with an `ip` endpoint needs the provider attribute
 //!      [`LEASED_IP_ATTRIBUTE`]` = true`. Akash's chain has no such check (its provider refuses
 //!      when its IP operator is off); without it a Pazar provider would serve the endpoint from

@@ -3,9 +3,11 @@
 //! console or a training job talk to nodes through it and read the contract types of
 //! `pazar-api`, never JSON by key.
 
+pub mod deploy;
 pub mod events;
 pub mod files;
 pub mod keyring;
+pub mod tenant;
 pub mod why_no_bids;
 
 use std::time::{Duration, Instant};

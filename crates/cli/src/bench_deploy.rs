@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use pazar_provider::bidding::{self, Free, PriceList, ProviderView};
@@ -17,6 +19,13 @@ use pazar_types::market::{
 use pazar_types::{Address, Coin, Dec, Denom, KeyScheme, Msg, Price, SigningKey, TxBody};
 
 use crate::demo;
+use crate::sdl_cmd::DeployOutput;
+
+/// The tag of a serialized bid engine refusal (`{"reason": "gpu", ...}`).
+#[derive(Deserialize)]
+struct RefusalName {
+    reason: String,
+}
 
 #[derive(Args)]
 pub struct DeployBenchOpts {
@@ -54,7 +63,7 @@ fn deploy_to_serving(o: &DeployBenchOpts) -> Result<Value> {
     for i in 0..o.deployments {
         let dseq = (1000 + i).to_string();
         let t0 = Instant::now();
-        let d = demo::pazar(
+        let d: DeployOutput = demo::pazar(
             &h,
             &[
                 "deploy",
@@ -67,15 +76,21 @@ fn deploy_to_serving(o: &DeployBenchOpts) -> Result<Value> {
                 "0",
             ],
         )?;
-        let uri = d["leases"][0]["status"]["uris"][0]["uri"]
-            .as_str()
-            .ok_or_else(|| anyhow!("deployment {dseq} has no URI: {d}"))?
-            .to_string();
+        let leased = d
+            .leases
+            .first()
+            .ok_or_else(|| anyhow!("deployment {dseq} made no lease"))?;
+        let uri = leased
+            .status
+            .uris
+            .first()
+            .map(|u| u.uri.clone())
+            .ok_or_else(|| anyhow!("deployment {dseq} has no URI"))?;
         demo::wait("an HTTP answer", Duration::from_secs(30), || demo::http_get(&uri))?;
         times.push(t0.elapsed().as_secs_f64() * 1e3);
-        let lease = d["leases"][0]["lease"].as_str().unwrap_or("").to_string();
-        demo::pazar(&h, &["lease", "close", &lease, "--from", "alice"])?;
-        demo::pazar(&h, &["tx", "deployment", "close", "--dseq", &dseq, "--from", "alice"])?;
+        let lease = leased.lease.to_string();
+        demo::pazar::<IgnoredAny>(&h, &["lease", "close", &lease, "--from", "alice"])?;
+        demo::pazar::<IgnoredAny>(&h, &["tx", "deployment", "close", "--dseq", &dseq, "--from", "alice"])?;
     }
     let runtime = m.runtime.kind();
     drop(m);
@@ -176,9 +191,10 @@ fn bid_burst(n: usize) -> Result<Value> {
                 bids += 1;
             }
             Err(why) => {
+                // The refusal's name, as its JSON tag says it.
                 let k = serde_json::to_value(&why)
-                    .ok()
-                    .and_then(|v| v["reason"].as_str().map(String::from))
+                    .and_then(serde_json::from_value::<RefusalName>)
+                    .map(|r| r.reason)
                     .unwrap_or_default();
                 *reasons.entry(k).or_default() += 1;
             }

@@ -9,6 +9,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
+use pazar_api::node::TxState;
+use pazar_api::request::SubmitMode;
 use pazar_client::keyring::{Backend, Keyring};
 use pazar_client::Rpc;
 use pazar_ledger::{GenesisBalance, Params};
@@ -218,26 +220,22 @@ fn throughput(o: &NodeBenchOpts) -> Result<Value> {
         }
     }
     let (node, _) = start_node(&dir, Duration::from_secs(60))?;
-    let start_height = node.rpc.status()?["height"].as_u64().unwrap_or(0);
+    let start_height = node.rpc.status()?.height;
 
     eprintln!("bench node: submitting over HTTP with {} clients", o.clients);
-    let batches: Vec<Vec<String>> = txs
-        .chunks(o.batch)
-        .map(|c| c.iter().map(hex::encode).collect())
-        .collect();
+    let batches: Vec<&[Vec<u8>]> = txs.chunks(o.batch).collect();
     let t_submit = pazar_node::consensus::Clock::now_ms(&pazar_node::consensus::SystemClock);
     let t0 = Instant::now();
     let accepted: usize = std::thread::scope(|s| {
         let handles: Vec<_> = (0..o.clients)
             .map(|c| {
                 let rpc = node.rpc.clone();
-                let mine: Vec<&Vec<String>> = batches.iter().skip(c).step_by(o.clients).collect();
+                let mine: Vec<&[Vec<u8>]> = batches.iter().skip(c).step_by(o.clients).copied().collect();
                 s.spawn(move || -> Result<usize> {
                     let mut ok = 0;
                     for b in mine {
-                        let v = rpc.post("/txs/batch", &json!({"txs": b}))?;
-                        let results = v["results"].as_array().cloned().unwrap_or_default();
-                        ok += results.iter().filter(|r| r["status"] == "pending").count();
+                        let r = rpc.submit_batch(b, SubmitMode::Sync)?;
+                        ok += r.results.iter().filter(|r| r.state == TxState::Pending).count();
                     }
                     Ok(ok)
                 })
@@ -263,20 +261,18 @@ fn throughput(o: &NodeBenchOpts) -> Result<Value> {
         if Instant::now() > deadline {
             bail!("only {committed} of {accepted} transactions committed in time");
         }
-        match node.rpc.get(&format!("/blocks/{}", height + 1)) {
+        match node.rpc.block(height + 1) {
             Ok(b) => {
                 height += 1;
-                let n = b["txs"].as_array().map_or(0, Vec::len);
-                let failed = b["receipts"]
-                    .as_array()
-                    .map_or(0, |r| r.iter().filter(|x| x["code"] != 0).count());
+                let n = b.txs.len();
+                let failed = b.receipts.iter().filter(|x| x.code != 0).count();
                 if failed > 0 {
                     bail!("{failed} transactions failed in block {height}");
                 }
                 committed += n;
                 if n > 0 {
                     block_sizes.push(n);
-                    last_time = b["header"]["time_ms"].as_u64().unwrap_or(last_time);
+                    last_time = b.header.time_ms;
                 }
             }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -292,9 +288,9 @@ fn throughput(o: &NodeBenchOpts) -> Result<Value> {
     for seq in 0..20u64 {
         let tx = sign_send(probe, seq, bulk_address(o.senders + 1))?;
         let t = Instant::now();
-        let v = node.rpc.submit(&tx, true)?;
-        if v["status"] != "committed" {
-            bail!("latency probe not committed: {v}");
+        let r = node.rpc.submit(&tx, SubmitMode::Commit)?;
+        if !matches!(r.state, TxState::Committed { .. }) {
+            bail!("latency probe not committed: {:?}", r.state);
         }
         lat.push(t.elapsed().as_secs_f64() * 1e3);
         // Spread submissions over the block interval so the median is not phase-locked.
@@ -345,7 +341,7 @@ fn restart(o: &NodeBenchOpts, out: &mut Value) -> Result<()> {
         };
         let (node, restart_ms) = start_node(&dir, Duration::from_secs(120))?;
         let after = node.rpc.status()?;
-        if after["state_root"] != before["state_root"] && after["height"] == before["height"] {
+        if after.state_root != before.state_root && after.height == before.height {
             bail!("state root changed across the restart");
         }
         let db_mb = std::fs::metadata(home::db_path(&dir))

@@ -8,11 +8,18 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
+use serde::Serialize;
 use serde_json::{json, Value};
 
+use pazar_api::node::{
+    BidPage, DeploymentPage, LeasePage, ListQuery, OrderPage, Page, Proven, ProviderPage, TxResult, TxState,
+};
+use pazar_api::proof::Proof;
+use pazar_api::request::SubmitMode;
+use pazar_api::state_key::{store_key, table_id};
+use pazar_api::ErrorCode;
 use pazar_client::keyring::{Backend, Keyring};
 use pazar_client::{ClientError, Rpc};
-use pazar_ledger::state::{store_key, table_id};
 use pazar_node::consensus::{Solo, SystemClock};
 use pazar_node::genesis::GenesisOnDisk;
 use pazar_node::Node;
@@ -699,41 +706,62 @@ fn tx_msg(home: &Path, cmd: TxCmd, sender: Address) -> Result<Msg> {
 
 pub fn client_err(e: ClientError) -> anyhow::Error {
     match e.code() {
-        Some("stale_sequence") | Some("sequence_taken") => {
+        Some(ErrorCode::StaleSequence) | Some(ErrorCode::SequenceTaken) => {
             anyhow!("{e}\nanother transaction from this account is pending or was just committed; retry in a moment")
         }
-        Some("fee_unpayable") => anyhow!("{e}\nfund the account first (on a devnet: POST /faucet)"),
+        Some(ErrorCode::FeeUnpayable) => anyhow!("{e}\nfund the account first (on a devnet: POST /faucet)"),
         _ => anyhow!("{e}"),
     }
 }
 
-pub fn tx(cmd: TxCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
-    let v = submit(opts, t, |home, sender| tx_msg(home, cmd, sender))?;
-    let hash = v["hash"].as_str().unwrap_or("").to_string();
-    let status = v["status"].as_str().unwrap_or("");
-    let failed = status == "committed" && v["receipt"]["code"].as_u64().unwrap_or(0) != 0;
-    emit(opts.output, &v, |v| match status {
-        "committed" if !failed => format!("committed at height {} (tx {hash})", v["height"]),
-        "committed" => format!(
-            "committed at height {} but failed: {} [{} {}] (tx {hash}; the fee was charged)",
-            v["height"],
-            v["receipt"]["log"].as_str().unwrap_or(""),
-            v["receipt"]["codespace"].as_str().unwrap_or(""),
-            v["receipt"]["code"]
+/// Whether a submission ended well: committed with code 0, or (with `--no-wait`) pending.
+pub fn tx_ok(r: &TxResult) -> bool {
+    match &r.state {
+        TxState::Committed { receipt, .. } => receipt.code == 0,
+        TxState::Pending => true,
+        TxState::Dropped { .. } | TxState::Refused { .. } => false,
+    }
+}
+
+/// One line about a submission's outcome, for people.
+pub fn tx_text(r: &TxResult) -> String {
+    let hash = hex::encode(r.hash);
+    match &r.state {
+        TxState::Committed { height, receipt, .. } if receipt.code == 0 => {
+            format!("committed at height {height} (tx {hash})")
+        }
+        TxState::Committed { height, receipt, .. } => format!(
+            "committed at height {height} but failed: {} [{} {}] (tx {hash}; the fee was charged)",
+            receipt.log, receipt.codespace, receipt.code
         ),
-        "pending" => format!("accepted, pending (tx {hash}); check with `pazar query tx {hash}`"),
-        _ => text_of(v),
-    });
-    if failed || status == "dropped" {
+        TxState::Pending => format!("accepted, pending (tx {hash}); check with `pazar query tx {hash}`"),
+        TxState::Dropped { reason } => format!("dropped from the mempool: {reason} (tx {hash})"),
+        TxState::Refused { error } => format!("refused: {} [{}] (tx {hash})", error.message, error.code),
+    }
+}
+
+/// Why a submission did not end well (the receipt's log, or the state), for an error message.
+pub fn tx_failure(r: &TxResult) -> String {
+    match &r.state {
+        TxState::Committed { receipt, .. } => receipt.log.clone(),
+        TxState::Pending => "pending".into(),
+        TxState::Dropped { reason } => format!("dropped: {reason}"),
+        TxState::Refused { error } => error.message.clone(),
+    }
+}
+
+pub fn tx(cmd: TxCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
+    let r = submit(opts, t, |home, sender| tx_msg(home, cmd, sender))?;
+    emit(opts.output, &serde_json::to_value(&r)?, |_| tx_text(&r));
+    if !tx_ok(&r) {
         std::process::exit(2);
     }
     Ok(())
 }
 
 /// Signs one message built by `build` (given the home and the signer's address) with `--from`,
-/// submits it and, unless `--no-wait`, waits for its block. Returns the node's answer with the
-/// transaction hash under `hash`.
-pub fn submit(opts: &ClientOpts, t: &TxOpts, build: impl FnOnce(&Path, Address) -> Result<Msg>) -> Result<Value> {
+/// submits it and, unless `--no-wait`, waits for its block.
+pub fn submit(opts: &ClientOpts, t: &TxOpts, build: impl FnOnce(&Path, Address) -> Result<Msg>) -> Result<TxResult> {
     let home = home::resolve(opts.home.clone());
     let key = signer(opts, t)?;
     let msg = build(&home, key.address())?;
@@ -752,7 +780,7 @@ pub fn signer(opts: &ClientOpts, t: &TxOpts) -> Result<SigningKey> {
 
 /// Signs `msgs` with `key` (fee: `--fee`, or the minimum per message), submits, and waits for
 /// the block unless `--no-wait`.
-pub fn submit_as(opts: &ClientOpts, t: &TxOpts, key: &SigningKey, msgs: Vec<Msg>) -> Result<Value> {
+pub fn submit_as(opts: &ClientOpts, t: &TxOpts, key: &SigningKey, msgs: Vec<Msg>) -> Result<TxResult> {
     let home = home::resolve(opts.home.clone());
     let rpc = Rpc::new(&home::node_url(opts.node.clone(), &home));
     let chain_id = rpc.chain_id().map_err(client_err)?;
@@ -762,19 +790,14 @@ pub fn submit_as(opts: &ClientOpts, t: &TxOpts, key: &SigningKey, msgs: Vec<Msg>
     };
     let bytes = pazar_client::sign(&rpc, &chain_id, key, msgs, fee, &t.memo).map_err(client_err)?;
     let hash = pazar_client::hash_hex(&bytes);
-    let v = if t.no_wait {
-        rpc.submit(&bytes, false).map_err(client_err)?
+    if t.no_wait {
+        rpc.submit(&bytes, SubmitMode::Sync).map_err(client_err)
     } else {
         with_spinner(&format!("waiting for {hash} to be committed"), || {
-            rpc.submit(&bytes, true)
+            rpc.submit(&bytes, SubmitMode::Commit)
         })
-        .map_err(client_err)?
-    };
-    let mut v = v;
-    if let Value::Object(m) = &mut v {
-        m.entry("hash").or_insert_with(|| Value::String(hash));
+        .map_err(client_err)
     }
-    Ok(v)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -876,7 +899,7 @@ fn address_arg(home: &Path, s: &str) -> Result<Address> {
         .map_err(|_| anyhow!("{s:?} is neither an address nor a key name"))
 }
 
-fn deployment_id(s: &str) -> Result<DeploymentId> {
+pub fn deployment_id(s: &str) -> Result<DeploymentId> {
     let (owner, dseq) = s
         .split_once('/')
         .ok_or_else(|| anyhow!("deployment id {s:?} must be OWNER/DSEQ"))?;
@@ -886,145 +909,167 @@ fn deployment_id(s: &str) -> Result<DeploymentId> {
     })
 }
 
-/// `OWNER/DSEQ/GSEQ/OSEQ/PROVIDER`, as the RPC paths spell a bid or lease.
-fn id_path(b: &BidId) -> String {
-    format!("{}/{}/{}/{}/{}", b.owner, b.dseq, b.gseq, b.oseq, b.provider)
-}
-
 /// A list query filtered by owner and provider (key names or addresses) and state.
 fn party_query(
     home: &Path,
-    base: &str,
     owner: Option<String>,
     provider: Option<String>,
     state: Option<String>,
-) -> Result<String> {
-    let owner = owner.map(|o| address_arg(home, &o)).transpose()?;
-    let provider = provider.map(|o| address_arg(home, &o)).transpose()?;
-    Ok(list_query(
-        base,
-        &[
-            ("owner", owner.map(|a| a.to_string())),
-            ("provider", provider.map(|a| a.to_string())),
-            ("state", state),
-        ],
-    ))
+) -> Result<ListQuery> {
+    Ok(ListQuery {
+        owner: owner.map(|o| address_arg(home, &o)).transpose()?,
+        provider: provider.map(|o| address_arg(home, &o)).transpose()?,
+        state,
+        ..ListQuery::default()
+    })
 }
 
-fn list_query(base: &str, pairs: &[(&str, Option<String>)]) -> String {
-    let q: Vec<String> = pairs
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
-        .collect();
-    if q.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", q.join("&"))
-    }
+/// A proof as printed once checked against the next block's header.
+#[derive(Serialize)]
+struct CheckedProof<'a> {
+    #[serde(flatten)]
+    proof: &'a Proof,
+    verified: bool,
+}
+
+/// A single-object answer as printed: the object, its height and its checked proof.
+#[derive(Serialize)]
+struct ProvenOut<'a, T> {
+    #[serde(flatten)]
+    item: &'a T,
+    height: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proof: Option<CheckedProof<'a>>,
+}
+
+/// Prints a single-object answer; with a store `key` its proof is first verified against the
+/// header that commits to it (a failed or missing proof is an error, nothing is printed).
+fn show_proven<T: Serialize>(rpc: &Rpc, out: Output, answer: Proven<T>, key: Option<Vec<u8>>) -> Result<()> {
+    let proof = match key {
+        None => None,
+        Some(key) => {
+            with_spinner("verifying the proof against the next block header", || {
+                rpc.verify_proven(&answer, &key)
+            })
+            .map_err(client_err)?;
+            answer
+                .proof
+                .as_ref()
+                .map(|proof| CheckedProof { proof, verified: true })
+        }
+    };
+    let v = serde_json::to_value(ProvenOut {
+        item: &answer.item,
+        height: answer.height,
+        proof,
+    })?;
+    emit(out, &v, text_of);
+    Ok(())
+}
+
+/// Prints every item of a list (all pages read, so nothing is left out unsaid) and the count.
+fn show_list<P>(rpc: &Rpc, out: Output, query: &ListQuery) -> Result<()>
+where
+    P: Page + serde::de::DeserializeOwned,
+    P::Item: Serialize,
+{
+    let items = rpc.list_all::<P>(query).map_err(client_err)?;
+    let v = json!({ P::FIELD: items, "count": items.len() });
+    emit(out, &v, text_of);
+    Ok(())
+}
+
+fn show<T: Serialize>(out: Output, answer: &T) -> Result<()> {
+    emit(out, &serde_json::to_value(answer)?, text_of);
+    Ok(())
 }
 
 pub fn query(cmd: QueryCmd, opts: &ClientOpts) -> Result<()> {
     let home = home::resolve(opts.home.clone());
     let rpc = Rpc::new(&home::node_url(opts.node.clone(), &home));
-    let suffix = |prove: bool| if prove { "?prove=true" } else { "" };
-    // (path, store key to verify when proving)
-    let (path, key): (String, Option<Vec<u8>>) = match cmd {
-        QueryCmd::Status => ("/status".into(), None),
+    let out = opts.output;
+    let key = |prove: bool, table: u8, k: &dyn Fn(u8) -> Vec<u8>| prove.then(|| k(table));
+    match cmd {
+        QueryCmd::Status => show(out, &rpc.status().map_err(client_err)?),
         QueryCmd::Account { address, prove } => {
             let a = address_arg(&home, &address)?;
-            (
-                format!("/accounts/{a}{}", suffix(prove)),
-                prove.then(|| store_key(table_id::ACCOUNTS, &a)),
-            )
+            let answer = rpc.account(&a, prove).map_err(client_err)?;
+            show_proven(&rpc, out, answer, key(prove, table_id::ACCOUNTS, &|t| store_key(t, &a)))
         }
         QueryCmd::Balance { address, denom, prove } => {
             let a = address_arg(&home, &address)?;
-            (
-                format!("/accounts/{a}/balances/{denom}{}", suffix(prove)),
-                prove.then(|| store_key(table_id::BALANCES, &(a, denom.clone()))),
-            )
+            let answer = rpc.balance(&a, &denom, prove).map_err(client_err)?;
+            let k = key(prove, table_id::BALANCES, &|t| store_key(t, &(a, denom.clone())));
+            show_proven(&rpc, out, answer, k)
         }
-        QueryCmd::Providers => ("/providers".into(), None),
-        QueryCmd::Provider { address, prove } => (
-            format!("/providers/{address}{}", suffix(prove)),
-            prove.then(|| store_key(table_id::PROVIDERS, &address)),
-        ),
+        QueryCmd::Providers => show_list::<ProviderPage>(&rpc, out, &ListQuery::default()),
+        QueryCmd::Provider { address, prove } => {
+            let answer = rpc.provider(&address, prove).map_err(client_err)?;
+            let k = key(prove, table_id::PROVIDERS, &|t| store_key(t, &address));
+            show_proven(&rpc, out, answer, k)
+        }
         QueryCmd::Deployments { owner } => {
-            let owner = owner.map(|o| address_arg(&home, &o)).transpose()?;
-            (
-                list_query("/deployments", &[("owner", owner.map(|a| a.to_string()))]),
-                None,
-            )
+            let q = party_query(&home, owner, None, None)?;
+            show_list::<DeploymentPage>(&rpc, out, &q)
         }
         QueryCmd::Deployment { id, prove } => {
             let id = deployment_id(&id)?;
-            (
-                format!("/deployments/{}/{}{}", id.owner, id.dseq, suffix(prove)),
-                prove.then(|| store_key(table_id::DEPLOYMENTS, &id)),
-            )
+            let answer = rpc.deployment(&id, prove).map_err(client_err)?;
+            let k = key(prove, table_id::DEPLOYMENTS, &|t| store_key(t, &id));
+            show_proven(&rpc, out, answer, k)
         }
         QueryCmd::Escrow { id, prove } => {
             let id = deployment_id(&id)?;
-            (
-                format!("/escrow/{}/{}{}", id.owner, id.dseq, suffix(prove)),
-                prove.then(|| store_key(table_id::ESCROW, &id)),
-            )
+            let answer = rpc.escrow(&id, prove).map_err(client_err)?;
+            let k = key(prove, table_id::ESCROW, &|t| store_key(t, &id));
+            show_proven(&rpc, out, answer, k)
         }
         QueryCmd::Orders { owner, state } => {
-            let owner = owner.map(|o| address_arg(&home, &o)).transpose()?;
-            (
-                list_query("/orders", &[("owner", owner.map(|a| a.to_string())), ("state", state)]),
-                None,
-            )
+            let q = party_query(&home, owner, None, state)?;
+            show_list::<OrderPage>(&rpc, out, &q)
         }
         QueryCmd::Order { id, prove } => {
             let o = parse_order(&id)?;
-            (
-                format!("/orders/{}/{}/{}/{}{}", o.owner, o.dseq, o.gseq, o.oseq, suffix(prove)),
-                prove.then(|| store_key(table_id::ORDERS, &o)),
-            )
+            let answer = rpc.order(&o, prove).map_err(client_err)?;
+            let k = key(prove, table_id::ORDERS, &|t| store_key(t, &o));
+            show_proven(&rpc, out, answer, k)
         }
-        QueryCmd::Bids { owner, provider, state } => (party_query(&home, "/bids", owner, provider, state)?, None),
+        QueryCmd::Bids { owner, provider, state } => {
+            let q = party_query(&home, owner, provider, state)?;
+            show_list::<BidPage>(&rpc, out, &q)
+        }
         QueryCmd::Bid { id, prove } => {
             let b = id.parse::<BidId>()?;
-            (
-                format!("/bids/{}{}", id_path(&b), suffix(prove)),
-                prove.then(|| store_key(table_id::BIDS, &b)),
-            )
+            let answer = rpc.bid(&b, prove).map_err(client_err)?;
+            let k = key(prove, table_id::BIDS, &|t| store_key(t, &b));
+            show_proven(&rpc, out, answer, k)
         }
-        QueryCmd::Leases { owner, provider, state } => (party_query(&home, "/leases", owner, provider, state)?, None),
+        QueryCmd::Leases { owner, provider, state } => {
+            let q = party_query(&home, owner, provider, state)?;
+            show_list::<LeasePage>(&rpc, out, &q)
+        }
         QueryCmd::Lease { id, prove } => {
             let b = id.parse::<BidId>()?;
-            (
-                format!("/leases/{}{}", id_path(&b), suffix(prove)),
-                prove.then(|| store_key(table_id::LEASES, &b)),
-            )
+            let answer = rpc.lease(&b, prove).map_err(client_err)?;
+            let k = key(prove, table_id::LEASES, &|t| store_key(t, &b));
+            show_proven(&rpc, out, answer, k)
         }
-        QueryCmd::Tx { hash } => (format!("/txs/{hash}"), None),
-        QueryCmd::Block { height } => (format!("/blocks/{height}"), None),
-        QueryCmd::Params => ("/params".into(), None),
-        QueryCmd::Supply => ("/supply".into(), None),
-    };
-    // Lists come in pages from the node; every page is read, so nothing is left out unsaid.
-    let list = ["providers", "deployments", "orders", "bids", "leases"]
-        .into_iter()
-        .find(|f| path.strip_prefix('/').is_some_and(|p| p.split('?').next() == Some(*f)));
-    let mut v = match list {
-        Some(field) => {
-            let items = rpc.list_all(&path, field).map_err(client_err)?;
-            json!({ field: items, "count": items.len() })
+        QueryCmd::Tx { hash } => {
+            let h = parse_hash(&hash)?;
+            show(out, &rpc.tx(&h).map_err(client_err)?)
         }
-        None => rpc.get(&path).map_err(client_err)?,
-    };
-    if let Some(key) = key {
-        with_spinner("verifying the proof against the next block header", || {
-            let proof: pazar_api::proof::Proof = serde_json::from_value(v["proof"].clone())
-                .map_err(|e| pazar_client::ClientError::Proof(format!("the answer has no valid proof: {e}")))?;
-            rpc.verify_proof(&proof, &key)
-        })
-        .map_err(client_err)?;
-        v["proof"]["verified"] = json!(true);
+        QueryCmd::Block { height } => {
+            let b = if height == "latest" {
+                rpc.latest_block()
+            } else {
+                let h: u64 = height
+                    .parse()
+                    .map_err(|_| anyhow!("block {height:?} is neither a height nor `latest`"))?;
+                rpc.block(h)
+            };
+            show(out, &b.map_err(client_err)?)
+        }
+        QueryCmd::Params => show(out, &rpc.params().map_err(client_err)?),
+        QueryCmd::Supply => show(out, &rpc.supply().map_err(client_err)?),
     }
-    emit(opts.output, &v, text_of);
-    Ok(())
 }

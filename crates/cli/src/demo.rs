@@ -11,15 +11,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use serde_json::Value;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
+use pazar_client::keyring::{KeyInfo, Keyring};
 use pazar_client::Rpc;
 use pazar_provider::daemon::SandboxConfig;
 use pazar_runtime::demo_image::{build_demo_image, store_demo_rootfs};
 use pazar_runtime::docker::{DockerOptions, DockerRuntime};
 use pazar_runtime::sandbox::SandboxRuntime;
 use pazar_runtime::{AnyRuntime, Runtime};
-use pazar_types::Address;
+use pazar_types::records::EscrowView;
+use pazar_types::{Address, Denom, DeploymentId};
+
+use crate::sdl_cmd::DeployOutput;
 
 use crate::home;
 
@@ -57,7 +61,9 @@ fn step(n: u32, text: &str) {
     println!("\n[{n}/8] {text}");
 }
 
-pub(crate) fn pazar(home: &Path, args: &[&str]) -> Result<Value> {
+/// Runs this binary with `args` on `home` and reads its JSON output as `T` (`IgnoredAny` when
+/// only success matters).
+pub(crate) fn pazar<T: DeserializeOwned>(home: &Path, args: &[&str]) -> Result<T> {
     let exe = std::env::current_exe()?;
     let out = Command::new(exe)
         .args(args)
@@ -124,28 +130,20 @@ fn http_get_via(addr: &str, host: &str) -> Option<String> {
 
 type Balances = BTreeMap<(String, String), u128>;
 
-fn balances(rpc: &Rpc, accounts: &[(String, Address)], denoms: &[String]) -> Result<Balances> {
+fn balances(rpc: &Rpc, accounts: &[(String, Address)], denoms: &[Denom]) -> Result<Balances> {
     let mut out = BTreeMap::new();
     for (name, a) in accounts {
         for d in denoms {
-            let v = rpc
-                .get(&format!("/accounts/{a}/balances/{d}"))
-                .map_err(|e| anyhow!("{e}"))?;
-            let amount = v["amount"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
-            out.insert((name.clone(), d.clone()), amount);
+            let b = rpc.balance(a, d, false).map_err(|e| anyhow!("{e}"))?;
+            out.insert((name.clone(), d.to_string()), b.item.amount);
         }
     }
     Ok(out)
 }
 
 fn supply(rpc: &Rpc) -> Result<BTreeMap<String, u128>> {
-    let v = rpc.get("/supply").map_err(|e| anyhow!("{e}"))?;
-    Ok(v["supply"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| Some((s["denom"].as_str()?.to_string(), s["amount"].as_str()?.parse().ok()?)))
-        .collect())
+    let s = rpc.supply().map_err(|e| anyhow!("{e}"))?;
+    Ok(s.supply.into_iter().map(|c| (c.denom.to_string(), c.amount)).collect())
 }
 
 /// A running market on this machine: the devnet, the provider daemon, Docker.
@@ -157,18 +155,15 @@ pub(crate) struct Market {
     pub rt: tokio::runtime::Runtime,
     /// The backend the daemon uses, seen from here (to check that closing left nothing).
     pub runtime: AnyRuntime,
-    pub keys: Value,
+    pub keys: Vec<KeyInfo>,
     pub alice: Address,
     pub provider: Address,
 }
 
-pub(crate) fn key_address(keys: &Value, name: &str) -> Result<Address> {
-    keys["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|k| k["name"] == name)
-        .and_then(|k| k["address"].as_str()?.parse().ok())
+pub(crate) fn key_address(keys: &[KeyInfo], name: &str) -> Result<Address> {
+    keys.iter()
+        .find(|k| k.name == name)
+        .map(|k| k.address)
         .ok_or_else(|| anyhow!("no demo key {name}"))
 }
 
@@ -267,10 +262,10 @@ pub(crate) fn start_market(h: &Path, block_time_ms: u64, runtime: &str, say: boo
         &["provider", "run", "--from", "provider", "--config", &cfg_s],
         &h.join("provider.log"),
     )?;
-    let keys = pazar(h, &["keys", "list"])?;
+    let keys = Keyring::new(h).list().map_err(|e| anyhow!("the demo's keys: {e}"))?;
     let (alice, provider) = (key_address(&keys, "alice")?, key_address(&keys, "provider")?);
     wait("the provider's registration", Duration::from_secs(60), || {
-        rpc.get(&format!("/providers/{provider}")).ok()
+        rpc.provider(&provider, false).ok()
     })?;
     info(format!(
         "  provider {provider} registered at https://127.0.0.1:{port} (log: {})",
@@ -298,11 +293,8 @@ pub fn run(o: &DemoOpts) -> Result<()> {
     let mut m = start_market(&h, o.block_time_ms, &o.runtime, true)?;
     let (rpc, rt, backend, keys, alice, provider) = (&m.rpc, &m.rt, &m.runtime, &m.keys, m.alice, m.provider);
     let addr_of = |name: &str| key_address(keys, name);
-    let params = rpc.get("/params").map_err(|e| anyhow!("{e}"))?;
-    let denoms: Vec<String> = ["native", "stable"]
-        .iter()
-        .filter_map(|k| params["params"][*k]["denom"].as_str().map(String::from))
-        .collect();
+    let params = rpc.params().map_err(|e| anyhow!("{e}"))?.params;
+    let denoms = [params.native.denom, params.stable.denom];
     let mut accounts = vec![
         ("tenant (alice)".to_string(), alice),
         ("provider".to_string(), provider),
@@ -331,21 +323,21 @@ pub fn run(o: &DemoOpts) -> Result<()> {
     std::fs::write(&sdl, SDL)?;
     let sdl_s = sdl.display().to_string();
     let t0 = Instant::now();
-    let d = pazar(&h, &["deploy", &sdl_s, "--from", "alice", "--bid-window-s", "1"])?;
-    let lease = d["leases"][0]["lease"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no lease: {d}"))?
-        .to_string();
-    let price = &d["leases"][0]["price"];
-    let uri = d["leases"][0]["status"]["uris"][0]["uri"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no service URI: {d}"))?
-        .to_string();
-    let dseq = d["dseq"].to_string();
+    let d: DeployOutput = pazar(&h, &["deploy", &sdl_s, "--from", "alice", "--bid-window-s", "1"])?;
+    let leased = d.leases.first().ok_or_else(|| anyhow!("the deploy made no lease"))?;
+    let lid = leased.lease.clone();
+    let lease = lid.to_string();
+    let uri = leased
+        .status
+        .uris
+        .first()
+        .map(|u| u.uri.clone())
+        .ok_or_else(|| anyhow!("lease {lease} has no service URI"))?;
+    let dseq = d.dseq.to_string();
     println!(
         "  lease {lease}\n  price {} {} per block; serving after {:.1} s",
-        price["amount"].as_str().unwrap_or(""),
-        price["denom"].as_str().unwrap_or(""),
+        leased.price.amount,
+        leased.price.denom,
         t0.elapsed().as_secs_f64()
     );
 
@@ -356,12 +348,13 @@ pub fn run(o: &DemoOpts) -> Result<()> {
         println!("  <h1>{h1}</h1>");
     }
     // The same service by host name, through the provider's HTTP ingress.
-    let by_name = d["leases"][0]["status"]["uris"]
-        .as_array()
-        .and_then(|us| us.iter().find(|u| u["ingress"] == true))
-        .and_then(|u| u["uri"].as_str())
-        .ok_or_else(|| anyhow!("no ingress URI: {d}"))?
-        .to_string();
+    let by_name = leased
+        .status
+        .uris
+        .iter()
+        .find(|u| u.ingress)
+        .map(|u| u.uri.clone())
+        .ok_or_else(|| anyhow!("lease {lease} has no ingress URI"))?;
     let (host, port) = by_name
         .trim_start_matches("http://")
         .rsplit_once(':')
@@ -382,43 +375,36 @@ pub fn run(o: &DemoOpts) -> Result<()> {
     }
 
     step(6, "the escrow pays the provider every block");
-    let start = rpc.status().map_err(|e| anyhow!("{e}"))?["height"]
-        .as_u64()
-        .unwrap_or(0);
+    let start = rpc.status().map_err(|e| anyhow!("{e}"))?.height;
+    let deployment = DeploymentId {
+        owner: alice,
+        dseq: d.dseq,
+    };
     for i in 0..o.blocks {
         let target = start + i + 1;
         rpc.wait_header(target, Duration::from_secs(30))
             .map_err(|e| anyhow!("{e}"))?;
-        let e = rpc
-            .get(&format!("/escrow/{alice}/{dseq}"))
-            .map_err(|e| anyhow!("{e}"))?;
-        println!("  height {target}: escrow {}", compact(&e));
+        let e = rpc.escrow(&deployment, false).map_err(|e| anyhow!("{e}"))?;
+        println!("  height {target}: escrow {}", compact(e.item.view.as_ref()));
     }
 
     step(7, "the provider withdraws its earnings (the take goes to the fee pool)");
-    let lid: pazar_types::market::BidId = lease.parse()?;
-    let lease_path = format!(
-        "/leases/{}/{}/{}/{}/{}",
-        lid.owner, lid.dseq, lid.gseq, lid.oseq, lid.provider
-    );
     let pay = wait("a withdrawal", Duration::from_secs(60), || {
-        let v = rpc.get(&lease_path).ok()?;
-        let withdrawn: u128 = v["payment"]["withdrawn"].as_str()?.parse().ok()?;
-        (withdrawn > 0).then_some(v["payment"].clone())
+        let payment = rpc.lease(&lid, false).ok()?.item.payment?;
+        (payment.withdrawn > 0).then_some(payment)
     })?;
-    let num = |k: &str| pay[k].as_str().and_then(|s| s.parse::<u128>().ok()).unwrap_or(0);
-    let (gross, take) = (num("withdrawn"), num("take"));
+    let (gross, take) = (pay.withdrawn, pay.take);
     println!(
         "  withdrawn {gross} uusd gross: {} to the provider, {take} take to the fee pool ({}.{:02} %, take rate {} bps)",
         gross - take,
         take * 100 / gross.max(1),
         take * 10_000 / gross.max(1) % 100,
-        pay["take_bps"]
+        pay.take_bps
     );
 
     step(8, "closing the lease and the deployment; every token accounted for");
-    pazar(&h, &["lease", "close", &lease, "--from", "alice"])?;
-    pazar(&h, &["tx", "deployment", "close", "--dseq", &dseq, "--from", "alice"])?;
+    pazar::<IgnoredAny>(&h, &["lease", "close", &lease, "--from", "alice"])?;
+    pazar::<IgnoredAny>(&h, &["tx", "deployment", "close", "--dseq", &dseq, "--from", "alice"])?;
     let lease_name = pazar_runtime::LeaseRef::new(lid).name();
     wait("the workload's removal", Duration::from_secs(30), || {
         let left = rt.block_on(backend.leases()).ok()?;
@@ -433,9 +419,7 @@ pub fn run(o: &DemoOpts) -> Result<()> {
     );
     drop(m.daemon.take());
     // Let the last withdrawal and refunds settle.
-    let h_now = rpc.status().map_err(|e| anyhow!("{e}"))?["height"]
-        .as_u64()
-        .unwrap_or(0);
+    let h_now = rpc.status().map_err(|e| anyhow!("{e}"))?.height;
     rpc.wait_header(h_now + 2, Duration::from_secs(30))
         .map_err(|e| anyhow!("{e}"))?;
     let after = balances(rpc, &accounts, &denoms)?;
@@ -473,13 +457,16 @@ pub fn run(o: &DemoOpts) -> Result<()> {
     Ok(())
 }
 
-fn compact(e: &Value) -> String {
-    let v = &e["view"];
-    format!(
-        "balance {} {}, owed since last settlement {}, runway {} blocks",
-        v["balance"].as_str().unwrap_or("?"),
-        v["denom"].as_str().unwrap_or(""),
-        v["accrued"].as_str().unwrap_or("?"),
-        v["runway_blocks"]
-    )
+fn compact(v: Option<&EscrowView>) -> String {
+    match v {
+        None => "closed".into(),
+        Some(v) => format!(
+            "balance {} {}, owed since last settlement {}, runway {} blocks",
+            v.balance,
+            v.denom,
+            v.accrued,
+            v.runway_blocks
+                .map_or_else(|| "unbounded".to_string(), |r| r.to_string())
+        ),
+    }
 }

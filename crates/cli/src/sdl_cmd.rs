@@ -1,19 +1,22 @@
 //! `pazar sdl check` and `pazar deploy`: Akash SDL v2 files turned into deployments.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use pazar_api::node::{TxResult, TxState};
+use pazar_client::deploy::{self, BidRules, DeploymentPlan, LeaseOutcome, Progress, Tenant};
 use pazar_client::Rpc;
-use pazar_sdl::{Deployment, Diagnostic, Options};
+use pazar_sdl::{Deployment, Diagnostic, Manifest, Options, SdlVersion};
 use pazar_types::coin::{Dec, Price};
-use pazar_types::market::BidId;
-use pazar_types::{Address, Coin, Denom, Msg};
+use pazar_types::market::PlacementRequirements;
+use pazar_types::{Address, Coin, Denom};
 
 use crate::chain::{self, TxOpts};
 use crate::lease_cmd;
@@ -63,16 +66,10 @@ fn default_options() -> Result<Options> {
 /// The denominations of the chain the node runs.
 fn node_options(rpc: &Rpc) -> Result<Options> {
     let p = rpc
-        .get("/params")
-        .map_err(|e| anyhow!("cannot read the chain's parameters: {e}"))?;
-    let d = |k: &str| -> Result<Denom> {
-        p["params"][k]["denom"]
-            .as_str()
-            .ok_or_else(|| anyhow!("the node's /params has no {k} denomination"))?
-            .parse::<Denom>()
-            .map_err(|e| anyhow!("node params: {e}"))
-    };
-    Ok(Options::new(d("native")?, d("stable")?))
+        .params()
+        .map_err(|e| anyhow!("cannot read the chain's parameters: {e}"))?
+        .params;
+    Ok(Options::new(p.native.denom, p.stable.denom))
 }
 
 /// Reads at most the SDL size limit (plus one byte, to tell the file is larger) so a huge file
@@ -126,127 +123,171 @@ fn fail(name: &str, output: Output, errors: &[Diagnostic], raw: Option<String>) 
     std::process::exit(1);
 }
 
-fn sum_prices(prices: impl IntoIterator<Item = Price>) -> Vec<Value> {
-    let mut by: BTreeMap<String, Dec> = BTreeMap::new();
+fn sum_prices(prices: impl IntoIterator<Item = Price>) -> Vec<Price> {
+    let mut by: BTreeMap<Denom, Dec> = BTreeMap::new();
     for p in prices {
-        let e = by.entry(p.denom.to_string()).or_insert(Dec::ZERO);
+        let e = by.entry(p.denom).or_insert(Dec::ZERO);
         *e = e.checked_add(p.amount).unwrap_or(*e);
     }
-    by.into_iter()
-        .map(|(d, a)| json!({"denom": d, "amount": a.to_string()}))
-        .collect()
+    by.into_iter().map(|(denom, amount)| Price { denom, amount }).collect()
 }
 
-/// The JSON summary of a valid file.
-fn summary(file: &Path, d: &Deployment) -> Value {
-    let services: Vec<&str> = d
+/// One volume of a unit in the summary.
+#[derive(Serialize)]
+struct VolumeSummary {
+    name: String,
+    bytes: u64,
+    persistent: bool,
+}
+
+/// One resource unit of a group in the summary.
+#[derive(Serialize)]
+struct UnitSummary {
+    id: u32,
+    services: Vec<String>,
+    count: u32,
+    cpu_millis: u32,
+    memory_bytes: u64,
+    storage: Vec<VolumeSummary>,
+    gpu_units: u32,
+    gpu_models: Vec<String>,
+    endpoints: usize,
+    price_per_block: Price,
+}
+
+#[derive(Serialize)]
+struct GroupSummary {
+    name: String,
+    requirements: PlacementRequirements,
+    resources: Vec<UnitSummary>,
+    price_per_block: Option<Price>,
+}
+
+/// What `pazar sdl check` says of a valid file.
+#[derive(Serialize)]
+struct Summary<'a> {
+    file: String,
+    valid: bool,
+    version: SdlVersion,
+    services: Vec<String>,
+    groups: Vec<GroupSummary>,
+    total_gpu_units: u64,
+    price_per_block: Vec<Price>,
+    manifest_version: String,
+    warnings: &'a [Diagnostic],
+    notes: &'a [String],
+}
+
+fn summary<'a>(file: &Path, d: &'a Deployment) -> Summary<'a> {
+    let services = d
         .manifest
         .groups
         .iter()
-        .flat_map(|g| g.services.iter().map(|s| s.name.as_str()))
+        .flat_map(|g| g.services.iter().map(|s| s.name.clone()))
         .collect();
-    let groups: Vec<Value> = d
+    let groups = d
         .groups
         .iter()
         .map(|g| {
             let mg = d.manifest.group(&g.name);
-            let units: Vec<Value> = g
+            let resources = g
                 .resources
                 .iter()
                 .map(|u| {
-                    let svcs: Vec<&str> = mg
+                    let services = mg
                         .map(|m| {
                             m.services
                                 .iter()
                                 .filter(|s| s.resource_id == u.id)
-                                .map(|s| s.name.as_str())
+                                .map(|s| s.name.clone())
                                 .collect()
                         })
                         .unwrap_or_default();
                     let r = &u.resources;
-                    json!({
-                        "id": u.id,
-                        "services": svcs,
-                        "count": u.count,
-                        "cpu_millis": r.cpu_millis,
-                        "memory_bytes": r.memory_bytes,
-                        "storage": r.storage.iter().map(|v| json!({"name": v.name, "bytes": v.bytes, "persistent": v.persistent()})).collect::<Vec<_>>(),
-                        "gpu_units": r.gpu.units,
-                        "gpu_models": r.gpu.attributes.iter().map(|a| a.key.clone()).collect::<Vec<_>>(),
-                        "endpoints": r.endpoints.len(),
-                        "price_per_block": u.price,
-                    })
+                    UnitSummary {
+                        id: u.id,
+                        services,
+                        count: u.count,
+                        cpu_millis: r.cpu_millis,
+                        memory_bytes: r.memory_bytes,
+                        storage: r
+                            .storage
+                            .iter()
+                            .map(|v| VolumeSummary {
+                                name: v.name.clone(),
+                                bytes: v.bytes,
+                                persistent: v.persistent(),
+                            })
+                            .collect(),
+                        gpu_units: r.gpu.units,
+                        gpu_models: r.gpu.attributes.iter().map(|a| a.key.clone()).collect(),
+                        endpoints: r.endpoints.len(),
+                        price_per_block: u.price.clone(),
+                    }
                 })
                 .collect();
-            json!({
-                "name": g.name,
-                "requirements": g.requirements,
-                "resources": units,
-                "price_per_block": g.max_price(),
-            })
+            GroupSummary {
+                name: g.name.clone(),
+                requirements: g.requirements.clone(),
+                resources,
+                price_per_block: g.max_price(),
+            }
         })
         .collect();
-    let total_gpu: u64 = d
+    let total_gpu_units = d
         .groups
         .iter()
         .flat_map(|g| g.resources.iter())
         .map(|u| u64::from(u.resources.gpu.units) * u64::from(u.count))
         .sum();
-    json!({
-        "file": file.display().to_string(),
-        "valid": true,
-        "version": d.version,
-        "services": services,
-        "groups": groups,
-        "total_gpu_units": total_gpu,
-        "price_per_block": sum_prices(d.groups.iter().filter_map(|g| g.max_price())),
-        "manifest_version": hex::encode(d.manifest_version),
-        "warnings": d.warnings,
-        "notes": d.notes,
-    })
+    Summary {
+        file: file.display().to_string(),
+        valid: true,
+        version: d.version,
+        services,
+        groups,
+        total_gpu_units,
+        price_per_block: sum_prices(d.groups.iter().filter_map(|g| g.max_price())),
+        manifest_version: hex::encode(d.manifest_version),
+        warnings: &d.warnings,
+        notes: &d.notes,
+    }
 }
 
-fn summary_text(v: &Value) -> String {
+fn summary_text(s: &Summary) -> String {
+    let version = serde_json::to_value(s.version)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
     let mut out = format!(
-        "{}: valid SDL {} — {} service(s), {} group(s), {} GPU(s)\n",
-        v["file"].as_str().unwrap_or(""),
-        v["version"].as_str().unwrap_or(""),
-        v["services"].as_array().map_or(0, Vec::len),
-        v["groups"].as_array().map_or(0, Vec::len),
-        v["total_gpu_units"],
+        "{}: valid SDL {version} — {} service(s), {} group(s), {} GPU(s)\n",
+        s.file,
+        s.services.len(),
+        s.groups.len(),
+        s.total_gpu_units,
     );
-    for g in v["groups"].as_array().into_iter().flatten() {
-        out.push_str(&format!("  group {}\n", g["name"].as_str().unwrap_or("")));
-        for u in g["resources"].as_array().into_iter().flatten() {
+    for g in &s.groups {
+        out.push_str(&format!("  group {}\n", g.name));
+        for u in &g.resources {
             out.push_str(&format!(
                 "    unit {} ×{} [{}]: {} mCPU, {} MiB memory, {} GPU, {} {} per block each\n",
-                u["id"],
-                u["count"],
-                u["services"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
-                    .unwrap_or_default(),
-                u["cpu_millis"],
-                u["memory_bytes"].as_u64().unwrap_or(0) >> 20,
-                u["gpu_units"],
-                u["price_per_block"]["amount"].as_str().unwrap_or(""),
-                u["price_per_block"]["denom"].as_str().unwrap_or(""),
+                u.id,
+                u.count,
+                u.services.join(", "),
+                u.cpu_millis,
+                u.memory_bytes >> 20,
+                u.gpu_units,
+                u.price_per_block.amount,
+                u.price_per_block.denom,
             ));
         }
     }
-    for p in v["price_per_block"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "  total: {} {} per block\n",
-            p["amount"].as_str().unwrap_or(""),
-            p["denom"].as_str().unwrap_or("")
-        ));
+    for p in &s.price_per_block {
+        out.push_str(&format!("  total: {} {} per block\n", p.amount, p.denom));
     }
-    out.push_str(&format!(
-        "  version (manifest sha256): {}",
-        v["manifest_version"].as_str().unwrap_or("")
-    ));
-    for n in v["notes"].as_array().into_iter().flatten() {
-        out.push_str(&format!("\n  note: {}", n.as_str().unwrap_or("")));
+    out.push_str(&format!("  version (manifest sha256): {}", s.manifest_version));
+    for n in s.notes {
+        out.push_str(&format!("\n  note: {n}"));
     }
     out
 }
@@ -265,12 +306,60 @@ pub fn check(file: &Path, output: Output, accept_unaudited: bool) -> Result<()> 
     opts.accept_unaudited = accept_unaudited;
     let d = load(file, &opts, output)?;
     print_warnings(file, &d);
-    let v = summary(file, &d);
+    let s = summary(file, &d);
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
-        Output::Text => println!("{}", summary_text(&v)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+        Output::Text => println!("{}", summary_text(&s)),
     }
     Ok(())
+}
+
+/// The manifest `pazar deploy` keeps for the winning provider (it never goes through the
+/// ledger): `<home>/deployments/<owner>-<dseq>.json`.
+#[derive(Serialize, Deserialize)]
+pub struct SavedManifest {
+    pub owner: Address,
+    pub dseq: u64,
+    pub file: String,
+    pub version: String,
+    pub manifest: Manifest,
+}
+
+/// What `pazar deploy -o json` prints (and `pazar demo` reads back).
+#[derive(Serialize, Deserialize)]
+pub struct DeployOutput {
+    pub owner: Address,
+    pub dseq: u64,
+    pub version: String,
+    pub deposit: Coin,
+    pub groups: Vec<String>,
+    pub manifest_file: String,
+    pub tx: TxResult,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<LeaseOutcome>,
+}
+
+/// Renders a workflow's progress for people: lines on stdout, dots while workloads start.
+pub fn render_progress(p: Progress) {
+    match p {
+        Progress::Bid { id, price } => {
+            println!(
+                "  bid from {} for group {}: {} {} per block",
+                id.provider, id.gseq, price.amount, price.denom
+            )
+        }
+        Progress::Leased { id, price } => println!("lease {id} at {price} per block; sending the manifest"),
+        Progress::Starting { .. } => {
+            eprint!(".");
+            let _ = std::io::stderr().flush();
+        }
+        Progress::Serving { status, .. } => println!("\n{}", lease_cmd::status_text(&status)),
+        Progress::Submitted { .. }
+        | Progress::DeploymentCreated { .. }
+        | Progress::BidWindow { .. }
+        | Progress::SendingManifest { .. }
+        | Progress::ManifestAccepted { .. } => {}
+    }
 }
 
 pub fn deploy(a: &DeployArgs, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
@@ -290,60 +379,69 @@ pub fn deploy(a: &DeployArgs, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
     let dseq = a
         .dseq
         .unwrap_or_else(|| pazar_node::consensus::Clock::now_ms(&pazar_node::consensus::SystemClock));
-    let msg = Msg::CreateDeployment {
+    let key = chain::signer(opts, t)?;
+    let owner = key.address();
+    let mut tenant = Tenant::new(rpc, key).map_err(chain::client_err)?;
+    tenant.fee = t.fee.clone();
+    tenant.memo = t.memo.clone();
+    let plan = DeploymentPlan {
         dseq,
-        version: d.manifest_version,
         groups: d.groups.clone(),
+        manifest: d.manifest.clone(),
+        version: d.manifest_version,
         deposit: deposit.clone(),
         auto_accept_after: a.auto_accept_after,
     };
-    let key = chain::signer(opts, t)?;
-    let owner = key.address();
-    let v = chain::submit_as(opts, t, &key, vec![msg])?;
-    let committed_ok = v["status"] == "committed" && v["receipt"]["code"].as_u64().unwrap_or(0) == 0;
+    let text = opts.output == Output::Text;
+    let mut quiet = |_: Progress| {};
+    let mut say = |p: Progress| render_progress(p);
+    let progress: &mut dyn FnMut(Progress) = if text { &mut say } else { &mut quiet };
+    let r = chain::with_spinner(&format!("creating deployment {owner}/{dseq}"), || {
+        deploy::create_deployment(&tenant, &plan, &mut |_| {})
+    })?;
     // Keep the manifest: it goes to the winning provider, never through the ledger.
     let dir = home.join("deployments");
     std::fs::create_dir_all(&dir)?;
     let saved = dir.join(format!("{owner}-{dseq}.json"));
-    let record = json!({
-        "owner": owner,
-        "dseq": dseq,
-        "file": a.file.display().to_string(),
-        "version": hex::encode(d.manifest_version),
-        "manifest": d.manifest,
-    });
+    let record = SavedManifest {
+        owner,
+        dseq,
+        file: a.file.display().to_string(),
+        version: hex::encode(d.manifest_version),
+        manifest: d.manifest.clone(),
+    };
     pazar_client::files::write_atomic(&saved, &serde_json::to_vec_pretty(&record)?, 0o644)
         .with_context(|| format!("cannot save the manifest to {}", saved.display()))?;
-    let mut out = json!({
-        "owner": owner,
-        "dseq": dseq,
-        "version": hex::encode(d.manifest_version),
-        "deposit": deposit,
-        "groups": d.groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>(),
-        "manifest_file": saved.display().to_string(),
-        "tx": v,
-    });
-    if !committed_ok {
-        match opts.output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(&out)?),
-            Output::Text => println!(
-                "deployment not created: {} (tx {})",
-                v["receipt"]["log"]
-                    .as_str()
-                    .unwrap_or(v["status"].as_str().unwrap_or("")),
-                v["hash"].as_str().unwrap_or("")
-            ),
+    let mut out = DeployOutput {
+        owner,
+        dseq,
+        version: hex::encode(d.manifest_version),
+        deposit: deposit.clone(),
+        groups: d.groups.iter().map(|g| g.name.clone()).collect(),
+        manifest_file: saved.display().to_string(),
+        tx: r,
+        leases: vec![],
+    };
+    let height = match deploy::committed("creating the deployment", &out.tx) {
+        Ok(h) => h,
+        Err(_) => {
+            match opts.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&out)?),
+                Output::Text => println!(
+                    "deployment not created: {} (tx {})",
+                    chain::tx_failure(&out.tx),
+                    hex::encode(out.tx.hash)
+                ),
+            }
+            if out.tx.state != TxState::Pending {
+                std::process::exit(2);
+            }
+            return Ok(());
         }
-        if v["status"] != "pending" {
-            std::process::exit(2);
-        }
-        return Ok(());
-    }
-    let text = opts.output == Output::Text;
+    };
     if text {
         println!(
-            "deployment {owner}/{dseq} created at height {}: {} group(s) open for bids ({}); deposit {deposit}",
-            v["height"],
+            "deployment {owner}/{dseq} created at height {height}: {} group(s) open for bids ({}); deposit {deposit}",
             d.groups.len(),
             d.groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", "),
         );
@@ -359,96 +457,18 @@ pub fn deploy(a: &DeployArgs, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
         }
         return Ok(());
     }
-
-    // Bids: shown as they arrive; the lowest (or --provider's) wins each order.
-    let chosen = wait_for_bids(&rpc, owner, dseq, d.groups.len(), a, text)?;
-    let msgs = chosen
-        .iter()
-        .map(|(id, _)| Msg::CreateLease { bid: id.clone() })
-        .collect();
-    let lv = chain::submit_as(opts, t, &key, msgs)?;
-    if lv["receipt"]["code"].as_u64().unwrap_or(0) != 0 {
-        bail!("lease creation failed: {}", lv["receipt"]["log"].as_str().unwrap_or(""));
-    }
-    let mut leases = Vec::new();
-    for (id, price) in &chosen {
-        if text {
-            println!("lease {id} at {price} per block; sending the manifest");
-        }
-        let c = lease_cmd::provider_client(&rpc, &id.provider, key.clone())?;
-        let st = lease_cmd::send_and_wait(&c, id, &d.manifest, Duration::from_secs(a.ready_timeout_s), !text)?;
-        if text {
-            println!("\n{}", lease_cmd::status_text(&st));
-        }
-        leases.push(json!({"lease": id.to_string(), "price": price, "status": st}));
-    }
-    out["leases"] = json!(leases);
+    // Bids are shown as they arrive; the lowest (or --provider's) wins each order.
+    let rules = BidRules {
+        provider: a.provider,
+        bid_timeout: Duration::from_secs(a.bid_timeout_s),
+        bid_window: Duration::from_secs(a.bid_window_s),
+        ready_timeout: Duration::from_secs(a.ready_timeout_s),
+    };
+    out.leases = deploy::lease_and_start(&tenant, &plan, &rules, progress)?;
     if text {
         println!("escrow: `pazar query escrow {owner}/{dseq}`; logs: `pazar lease logs LEASE --from KEY`");
     } else {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
-}
-
-/// Waits until every group's order has a bid (then `bid_window_s` more for cheaper ones) and
-/// returns the chosen bid of each order.
-fn wait_for_bids(
-    rpc: &Rpc,
-    owner: Address,
-    dseq: u64,
-    groups: usize,
-    a: &DeployArgs,
-    text: bool,
-) -> Result<Vec<(BidId, Value)>> {
-    let t0 = Instant::now();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut all_since: Option<Instant> = None;
-    loop {
-        // Every page: the lowest bid may be on any of them.
-        let bids = rpc
-            .list_all(&format!("/bids?owner={owner}&dseq={dseq}&state=open"), "bids")
-            .map_err(chain::client_err)?;
-        let mut best: BTreeMap<u32, (BidId, Value, Dec)> = BTreeMap::new();
-        for b in &bids {
-            let Ok(id) = serde_json::from_value::<BidId>(b["id"].clone()) else {
-                continue;
-            };
-            let price = b["bid"]["price"].clone();
-            let amount: Dec = price["amount"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(Dec(u128::MAX));
-            if seen.insert(id.clone()) && text {
-                println!(
-                    "  bid from {} for group {}: {} {} per block",
-                    id.provider,
-                    id.gseq,
-                    price["amount"].as_str().unwrap_or(""),
-                    price["denom"].as_str().unwrap_or("")
-                );
-            }
-            if a.provider.is_some_and(|p| p != id.provider) {
-                continue;
-            }
-            let better = best.get(&id.gseq).is_none_or(|(_, _, a0)| amount < *a0);
-            if better {
-                best.insert(id.gseq, (id, price, amount));
-            }
-        }
-        if best.len() == groups {
-            let since = *all_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= Duration::from_secs(a.bid_window_s) {
-                return Ok(best.into_values().map(|(id, p, _)| (id, p)).collect());
-            }
-        }
-        if t0.elapsed() > Duration::from_secs(a.bid_timeout_s) {
-            bail!(
-                "no bid for {} of {groups} group(s) after {} s; `pazar deployment why-no-bids {owner}/{dseq}` explains, per provider, what does not match (the deployment stays open: bids may still come)",
-                groups - best.len(),
-                a.bid_timeout_s
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }

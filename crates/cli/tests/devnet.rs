@@ -10,6 +10,8 @@ use std::time::Duration;
 use common::amount;
 use serde_json::{json, Value};
 
+use pazar_api::request::SubmitMode;
+use pazar_api::ErrorCode;
 use pazar_types::market::{Endpoint, EndpointKind, Gpu, GroupSpec, PlacementRequirements, ResourceUnit, Resources};
 use pazar_types::{Dec, Denom, Price};
 
@@ -249,18 +251,21 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
         memo: String::new(),
     };
     let other = body("another-chain", 0).sign(&key).encode();
-    let e = rpc.submit(&other, false).expect_err("wrong chain refused");
-    assert_eq!(e.code(), Some("wrong_chain"));
+    let e = rpc.submit(&other, SubmitMode::Sync).expect_err("wrong chain refused");
+    assert_eq!(e.code(), Some(ErrorCode::WrongChain));
     let good = body("pazar-devnet-1", 0).sign(&key).encode();
-    rpc.submit(&good, false).expect("accepted");
-    let e = rpc.submit(&good, false).expect_err("duplicate refused");
-    assert_eq!(e.code(), Some("duplicate"));
+    rpc.submit(&good, SubmitMode::Sync).expect("accepted");
+    let e = rpc.submit(&good, SubmitMode::Sync).expect_err("duplicate refused");
+    assert_eq!(e.code(), Some(ErrorCode::Duplicate));
     // A forged signature: flip a byte of the signature at the end.
     let mut forged = body("pazar-devnet-1", 1).sign(&key).encode();
     let n = forged.len();
     forged[n - 2] ^= 1;
-    let e = rpc.submit(&forged, false).expect_err("forged refused");
-    assert!(matches!(e.code(), Some("signature") | Some("decode")), "{e}");
+    let e = rpc.submit(&forged, SubmitMode::Sync).expect_err("forged refused");
+    assert!(
+        matches!(e.code(), Some(ErrorCode::Signature) | Some(ErrorCode::Decode)),
+        "{e}"
+    );
 
     // Missing objects and unknown routes are 404 with a code.
     let e = rpc
@@ -275,7 +280,7 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
         .expect_err("missing lease");
     assert!(matches!(e, pazar_client::ClientError::Api { status: 404, .. }), "{e}");
     let e = rpc.get("/nope").expect_err("no route");
-    assert_eq!(e.code(), Some("no_route"));
+    assert_eq!(e.code(), Some(ErrorCode::NoRoute));
 
     // A second node on the same home refuses to start, saying why; the first keeps going.
     let out = std::process::Command::new(common::bin())

@@ -62,7 +62,14 @@ fn lists_page_with_a_cursor_and_a_restarted_provider_restores_every_lease_across
     let mut want = leases.clone();
     want.sort();
     assert_eq!(seen, want, "every lease once, in order");
-    let all = rpc.list_all(&base, "leases").expect("all pages");
+    let all = rpc
+        .list_all::<pazar_api::node::LeasePage>(&pazar_api::node::ListQuery {
+            provider: Some(provider),
+            state: Some("active".into()),
+            limit: Some(2),
+            ..Default::default()
+        })
+        .expect("all pages");
     assert_eq!(all.len() as u64, LEASES);
     // A page of one list does not continue another, and a made-up cursor is refused.
     let bids = rpc.get(&format!("/bids?provider={provider}&limit=1")).expect("bids");

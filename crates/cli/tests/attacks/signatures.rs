@@ -82,7 +82,7 @@ fn a_transaction_whose_sender_is_not_the_signer_is_refused_on_every_submission_p
     let err = rpc
         .post("/txs", &json!({"tx": single, "mode": "commit"}))
         .expect_err("a forged single submission is refused");
-    assert_eq!(err.code(), Some("signature"), "{err}");
+    assert_eq!(err.code(), Some(pazar_api::ErrorCode::Signature), "{err}");
 
     // A few more blocks: nothing forged ever reaches a block.
     let h = net.height();
@@ -106,6 +106,6 @@ fn a_transaction_whose_sender_is_not_the_signer_is_refused_on_every_submission_p
         let err = rpc
             .get(&format!("/txs/{hash}"))
             .expect_err("a forged transaction is in no block");
-        assert_eq!(err.code(), Some("not_found"), "{err}");
+        assert_eq!(err.code(), Some(pazar_api::ErrorCode::NotFound), "{err}");
     }
 }

@@ -113,7 +113,7 @@ impl Devnet {
     }
 
     pub fn height(&self) -> u64 {
-        self.rpc().status().expect("status")["height"].as_u64().expect("height")
+        self.rpc().status().expect("status").height
     }
 
     pub fn wait_height(&self, h: u64) {

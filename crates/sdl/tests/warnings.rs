@@ -48,3 +48,23 @@ fn files_with_warnings_parse_with_the_expected_warnings_and_positions() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+#[test]
+fn gpu_ram_in_whole_gib_is_written_as_providers_advertise_it() {
+    let f = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/warnings/gpu-ram-not-in-whole-gib.yaml");
+    let d = parse(&std::fs::read(f).expect("read"), &options()).expect("valid");
+    let keys: Vec<String> = d
+        .groups
+        .iter()
+        .flat_map(|g| g.resources.iter())
+        .flat_map(|u| u.resources.gpu.attributes.iter().map(|a| a.key.clone()))
+        .collect();
+    assert!(
+        keys.contains(&"vendor/nvidia/model/a100/ram/80Gi".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"vendor/nvidia/model/h100/ram/80G".to_string()),
+        "{keys:?}"
+    );
+}

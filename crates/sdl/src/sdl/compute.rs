@@ -299,14 +299,38 @@ fn read_gpu(cx: &mut Ctx, n: &Node, path: &str) -> Option<Gpu> {
                     let mut key = format!("vendor/{vendor}/model/{model}");
                     if let Some(r) = mf.get("ram") {
                         if let Some(ram) = cx.string(r, &join(&ipath, "ram")) {
-                            if parse_size(&ram).is_err() {
-                                cx.error(
+                            match parse_size(&ram) {
+                                Err(_) => cx.error(
                                     r.pos,
                                     &join(&ipath, "ram"),
                                     format!("{ram:?} is not a size such as 80Gi"),
-                                );
+                                ),
+                                // Providers advertise GPU memory as whole GiB (`80Gi`, the size a
+                                // card is sold as) and attributes match as text, so the same size
+                                // written another way (`81920Mi`, `80gi`) is written as they are.
+                                Ok(bytes) if bytes > 0 && bytes % (1 << 30) == 0 => {
+                                    key.push_str(&format!("/ram/{}Gi", bytes >> 30));
+                                }
+                                Ok(bytes) => {
+                                    cx.warn(
+                                        r.pos,
+                                        &join(&ipath, "ram"),
+                                        format!(
+                                            "GPU ram {ram:?} is {:.1} GiB; providers advertise the size a card \
+                                             is sold as in whole GiB, so this matches none of them: did you \
+                                             mean {}Gi?",
+                                            bytes as f64 / f64::from(1u32 << 30),
+                                            // `80G` is a card sold as 80 GB: the same number in Gi.
+                                            if bytes % 1_000_000_000 == 0 {
+                                                bytes / 1_000_000_000
+                                            } else {
+                                                (bytes + (1 << 29)) >> 30
+                                            }
+                                        ),
+                                    );
+                                    key.push_str(&format!("/ram/{ram}"));
+                                }
                             }
-                            key.push_str(&format!("/ram/{ram}"));
                         }
                     }
                     if let Some(x) = mf.get("interface") {

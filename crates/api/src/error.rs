@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// Every error code a node or a provider endpoint answers with. Clients match on these, never on
 /// messages. A code this version does not know (a newer server) reads as [`ErrorCode::Unknown`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     // Any service.
@@ -190,6 +191,7 @@ impl std::fmt::Display for ErrorCode {
 
 /// The body of an error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
@@ -197,6 +199,7 @@ pub struct ErrorBody {
 
 /// `{"error": {...}}`: what every failed request gets back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorEnvelope {
     pub error: ErrorBody,
 }

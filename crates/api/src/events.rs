@@ -15,9 +15,11 @@ pub const LAGGED_EVENT: &str = "lagged";
 
 /// One committed block as the event stream publishes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockEvents {
     pub height: u64,
     #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
     pub hash: Hash32,
     pub time_ms: u64,
     /// The block's transactions' receipts (each with its events), in order.
@@ -39,6 +41,7 @@ impl BlockEvents {
 
 /// The reader fell behind the live stream: reconnect with `?from=resume_from`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lagged {
     pub resume_from: u64,
 }

@@ -11,6 +11,8 @@ pub use crate::manifest::{Manifest, ManifestError, ValidGroup, ValidManifest};
 pub mod error;
 pub mod events;
 pub mod node;
+#[cfg(feature = "test-support")]
+pub mod openapi_check;
 pub mod proof;
 pub mod provider;
 pub mod request;

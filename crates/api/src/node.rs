@@ -23,14 +23,17 @@ pub const DEFAULT_LIST: usize = 100;
 
 /// `GET /status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     pub chain_id: String,
     /// Height of the last committed block.
     pub height: u64,
     #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
     pub block_hash: Hash32,
     /// State root after the last committed block.
     #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
     pub state_root: Hash32,
     pub time_ms: u64,
     pub mempool: MempoolSize,
@@ -40,6 +43,7 @@ pub struct Status {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MempoolSize {
     pub txs: u64,
     pub bytes: u64,
@@ -47,6 +51,7 @@ pub struct MempoolSize {
 
 /// Where a transaction is: what `POST /txs`, `POST /txs/batch` and `GET /txs/{hash}` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum TxState {
     /// Admitted to the mempool, not yet in a block.
@@ -61,8 +66,10 @@ pub enum TxState {
 
 /// One transaction's state, by hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TxResult {
     #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
     pub hash: Hash32,
     #[serde(flatten)]
     pub state: TxState,
@@ -70,14 +77,17 @@ pub struct TxResult {
 
 /// `POST /txs/batch`: one result per submitted transaction, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchResults {
     pub results: Vec<TxResult>,
 }
 
 /// `GET /txs/{hash}`: the state, and the decoded transaction once committed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TxLookup {
     #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
     pub hash: Hash32,
     #[serde(flatten)]
     pub state: TxState,
@@ -87,21 +97,26 @@ pub struct TxLookup {
 
 /// `GET /blocks/{height}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockResponse {
     #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
     pub hash: Hash32,
     pub header: Header,
     /// Hashes of the block's transactions, in order (hex).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<pazar_types::openapi::Hash>))]
     pub txs: Vec<String>,
     pub receipts: Vec<Receipt>,
     /// Events of the block's end-of-block work (escrow depletion, expiries, auto-accepted bids).
     pub end_block_events: Vec<Event>,
     #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
     pub state_root_after: Hash32,
 }
 
 /// `GET /params`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParamsResponse {
     pub height: u64,
     pub params: Params,
@@ -109,6 +124,7 @@ pub struct ParamsResponse {
 
 /// `GET /supply`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SupplyResponse {
     pub height: u64,
     pub supply: Vec<Coin>,
@@ -117,6 +133,7 @@ pub struct SupplyResponse {
 /// A single-object answer at a height, with a Merkle proof of its store entry when asked
 /// (`?prove=true`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Proven<T> {
     #[serde(flatten)]
     pub item: T,
@@ -127,6 +144,7 @@ pub struct Proven<T> {
 
 /// `GET /accounts/{address}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountInfo {
     pub address: Address,
     /// The sequence the account's next transaction must carry.
@@ -136,15 +154,18 @@ pub struct AccountInfo {
 
 /// `GET /accounts/{address}/balances/{denom}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Balance {
     pub address: Address,
     pub denom: Denom,
     #[serde(with = "pazar_types::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Amount))]
     pub amount: u128,
 }
 
 /// A provider in `GET /providers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderEntry {
     pub owner: Address,
     pub provider: Provider,
@@ -153,6 +174,7 @@ pub struct ProviderEntry {
 
 /// The attributes one auditor signed for a provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Audit {
     pub auditor: Address,
     pub attributes: Vec<Attribute>,
@@ -160,6 +182,7 @@ pub struct Audit {
 
 /// `GET /providers/{address}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderDetail {
     pub owner: Address,
     pub provider: Provider,
@@ -168,12 +191,14 @@ pub struct ProviderDetail {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GroupEntry {
     pub gseq: u32,
     pub group: Group,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseRef {
     pub id: LeaseId,
     pub lease: Lease,
@@ -182,6 +207,7 @@ pub struct LeaseRef {
 /// A deployment with its groups, leases and escrow: an item of `GET /deployments` and the
 /// answer of `GET /deployments/{owner}/{dseq}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentDetail {
     pub id: DeploymentId,
     pub deployment: Deployment,
@@ -192,6 +218,7 @@ pub struct DeploymentDetail {
 
 /// `GET /escrow/{owner}/{dseq}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EscrowDetail {
     pub id: DeploymentId,
     /// Settled up to the answer's height.
@@ -202,6 +229,7 @@ pub struct EscrowDetail {
 
 /// An order in `GET /orders`, with the group spec it asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderEntry {
     pub id: OrderId,
     pub order: Order,
@@ -210,6 +238,7 @@ pub struct OrderEntry {
 
 /// A bid in `GET /bids`, `GET /bids/{...}` and an order's bids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BidEntry {
     pub id: BidId,
     pub bid: Bid,
@@ -217,6 +246,7 @@ pub struct BidEntry {
 
 /// `GET /orders/{owner}/{dseq}/{gseq}/{oseq}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderDetail {
     pub id: OrderId,
     pub order: Order,
@@ -226,6 +256,7 @@ pub struct OrderDetail {
 
 /// A lease in `GET /leases`, with what it has been paid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseEntry {
     pub id: LeaseId,
     pub lease: Lease,
@@ -235,6 +266,7 @@ pub struct LeaseEntry {
 /// `GET /leases/{owner}/{dseq}/{gseq}/{oseq}/{provider}`: the lease, its payment and its
 /// deployment's escrow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseDetail {
     pub id: LeaseId,
     pub lease: Lease,
@@ -255,6 +287,7 @@ macro_rules! page {
     ($(#[$doc:meta])* $name:ident, $field:ident, $item:ty) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub struct $name {
             pub height: u64,
             pub $field: Vec<$item>,
@@ -296,6 +329,8 @@ page!(
 /// The filters and paging of the list queries (`GET /providers`, `/deployments`, `/orders`,
 /// `/bids`, `/leases`); each list reads the filters that apply to it and refuses unknown ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -358,6 +393,7 @@ impl ListQuery {
 
 /// `POST /faucet` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FaucetRequest {
     pub address: Address,

@@ -11,19 +11,24 @@ use pazar_types::Hash32;
 /// A proof that `key` maps to `value` (or is absent) in the state committed at `height`.
 /// The root that commits to it is in the header of block `height + 1`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Proof {
     /// The version (block height) proven against.
     pub height: u64,
     /// The root the node says the state had at `height`; [`Proof::verify`] checks it against a
     /// trusted header, never trusts it.
     #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
     pub state_root: Hash32,
     #[serde(with = "hex::serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::HexBytes))]
     pub key: Vec<u8>,
     #[serde(with = "opt_hex")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<pazar_types::openapi::HexBytes>))]
     pub value: Option<Vec<u8>>,
     /// Borsh encoding of a `jmt` sparse Merkle proof.
     #[serde(with = "hex::serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::HexBytes))]
     pub proof: Vec<u8>,
 }
 

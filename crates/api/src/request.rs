@@ -12,6 +12,7 @@ pub const MAX_BATCH_TXS: usize = 5_000;
 
 /// When a submission is answered.
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SubmitMode {
     /// Once the transaction is in the mempool.
@@ -51,13 +52,14 @@ pub enum RequestError {
 }
 
 impl RequestError {
-    /// The stable error code the node answers with.
-    pub fn code(&self) -> &'static str {
+    /// The stable error code the node answers with (and so its HTTP status).
+    pub fn code(&self) -> crate::ErrorCode {
+        use crate::ErrorCode;
         match self {
-            RequestError::Json(_) | RequestError::NotHex { .. } => "bad_request",
-            RequestError::TxTooLarge { .. } => "too_large",
-            RequestError::TooManyTxs => "batch_too_large",
-            RequestError::BadLastEventId => "bad_last_event_id",
+            RequestError::Json(_) | RequestError::NotHex { .. } => ErrorCode::BadRequest,
+            RequestError::TxTooLarge { .. } => ErrorCode::TooLarge,
+            RequestError::TooManyTxs => ErrorCode::BatchTooLarge,
+            RequestError::BadLastEventId => ErrorCode::BadLastEventId,
         }
     }
 }

@@ -91,7 +91,10 @@ impl State {
             receipts.push(receipt);
         }
         let events = self.end_block();
-        Ok(BlockOutcome { receipts, events })
+        Ok(BlockOutcome {
+            receipts,
+            end_block_events: events,
+        })
     }
 
     /// Runs one authenticated transaction.

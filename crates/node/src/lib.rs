@@ -10,6 +10,7 @@ pub mod genesis;
 pub mod http;
 pub mod mempool;
 pub mod metrics;
+pub mod openapi;
 pub mod rpc;
 
 use std::collections::HashMap;
@@ -17,14 +18,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 
-use pazar_ledger::{BlockHeader, Receipt, State};
+use pazar_api::events::BlockEvents;
+use pazar_api::node::TxState;
+use pazar_api::ErrorCode;
+use pazar_ledger::{BlockHeader, State};
 use pazar_store::{Head, Store, StoreError, StoreOptions};
 use pazar_types::block::{txs_root, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
 use pazar_types::tx::MAX_TX_BYTES;
-use pazar_types::{tx_hash, Address, Block, Coin, Event, Hash32, Header, Msg, SigningKey, Tx, TxBody};
+use pazar_types::{tx_hash, Address, Block, Coin, Hash32, Header, Msg, SigningKey, Tx, TxBody};
 
 use crate::consensus::{Application, Parent, VerifyError};
 use crate::genesis::{GenesisOnDisk, GenesisRecord};
@@ -50,7 +53,7 @@ pub enum NodeError {
     Internal(String),
 }
 
-/// Why a submitted transaction was refused. Each carries a stable `reason` for clients.
+/// Why a submitted transaction was refused. Each carries a stable [`ErrorCode`] for clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
     #[error("transaction is {0} bytes, more than the {MAX_TX_BYTES}-byte limit")]
@@ -72,46 +75,27 @@ pub enum SubmitError {
 }
 
 impl SubmitError {
-    pub fn reason(&self) -> &'static str {
+    /// The code clients match on (and the metrics count by); its HTTP status is the code's.
+    pub fn reason(&self) -> ErrorCode {
         match self {
-            SubmitError::TooLarge(_) => "too_large",
-            SubmitError::Decode(_) => "decode",
-            SubmitError::WrongChain { .. } => "wrong_chain",
-            SubmitError::Signature(_) => "signature",
-            SubmitError::Committed(_) => "duplicate",
-            SubmitError::FeeDenom(_) => "fee_denom",
-            SubmitError::FeeTooLow { .. } => "fee_too_low",
+            SubmitError::TooLarge(_) => ErrorCode::TooLarge,
+            SubmitError::Decode(_) => ErrorCode::Decode,
+            SubmitError::WrongChain { .. } => ErrorCode::WrongChain,
+            SubmitError::Signature(_) => ErrorCode::Signature,
+            SubmitError::Committed(_) => ErrorCode::Duplicate,
+            SubmitError::FeeDenom(_) => ErrorCode::FeeDenom,
+            SubmitError::FeeTooLow { .. } => ErrorCode::FeeTooLow,
             SubmitError::Mempool(e) => match e {
-                MempoolError::Duplicate => "duplicate",
-                MempoolError::StaleSequence { .. } => "stale_sequence",
-                MempoolError::TooFarAhead { .. } => "sequence_too_far",
-                MempoolError::SequenceTaken(_) => "sequence_taken",
-                MempoolError::SequenceGap { .. } => "sequence_gap",
-                MempoolError::FeeUnpayable { .. } => "fee_unpayable",
-                MempoolError::Full { .. } => "mempool_full",
+                MempoolError::Duplicate => ErrorCode::Duplicate,
+                MempoolError::StaleSequence { .. } => ErrorCode::StaleSequence,
+                MempoolError::TooFarAhead { .. } => ErrorCode::SequenceTooFar,
+                MempoolError::SequenceTaken(_) => ErrorCode::SequenceTaken,
+                MempoolError::SequenceGap { .. } => ErrorCode::SequenceGap,
+                MempoolError::FeeUnpayable { .. } => ErrorCode::FeeUnpayable,
+                MempoolError::Full { .. } => ErrorCode::MempoolFull,
             },
         }
     }
-}
-
-/// Where a transaction ended up, as told to a client waiting for it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum TxOutcome {
-    Committed { height: u64, index: u32, receipt: Receipt },
-    Dropped { reason: String },
-}
-
-/// One committed block as the event stream publishes it.
-#[derive(Debug, Clone, Serialize)]
-pub struct BlockEvents {
-    pub height: u64,
-    #[serde(with = "pazar_types::tx::hex_array")]
-    pub hash: Hash32,
-    pub time_ms: u64,
-    pub txs: Vec<Receipt>,
-    /// Events of the end-of-block work (escrow depletion, auto-accepted bids).
-    pub end_block: Vec<Event>,
 }
 
 #[derive(Debug, Clone)]
@@ -163,7 +147,7 @@ pub struct Node {
     mempool: Mutex<Mempool>,
     store: Store,
     blocks: broadcast::Sender<Arc<BlockEvents>>,
-    waiters: Mutex<HashMap<Hash32, Vec<oneshot::Sender<TxOutcome>>>>,
+    waiters: Mutex<HashMap<Hash32, Vec<oneshot::Sender<TxState>>>>,
     faucet_lock: tokio::sync::Mutex<()>,
     pub metrics: Metrics,
     pub config: NodeConfig,
@@ -368,7 +352,7 @@ impl Node {
     pub fn submit(&self, bytes: Vec<u8>) -> Result<Hash32, SubmitError> {
         let r = self.submit_inner(bytes);
         if let Err(e) = &r {
-            self.metrics.reject(e.reason());
+            self.metrics.reject(e.reason().as_str());
         }
         r
     }
@@ -399,15 +383,16 @@ impl Node {
                 self.admit(&tx, bytes, hash).map(|()| hash)
             });
             if let Err(e) = &r {
-                self.metrics.reject(e.reason());
+                self.metrics.reject(e.reason().as_str());
             }
             out.push(r);
         }
         out
     }
 
-    /// Registers interest in a transaction's fate; register before submitting.
-    pub fn watch(&self, hash: Hash32) -> oneshot::Receiver<TxOutcome> {
+    /// Registers interest in a transaction's fate (committed or dropped); register before
+    /// submitting.
+    pub fn watch(&self, hash: Hash32) -> oneshot::Receiver<TxState> {
         let (tx, rx) = oneshot::channel();
         lock(&self.waiters).entry(hash).or_default().push(tx);
         rx
@@ -430,7 +415,7 @@ impl Node {
         let mut w = lock(&self.waiters);
         for h in hashes {
             for s in w.remove(h).unwrap_or_default() {
-                let _ = s.send(TxOutcome::Dropped { reason: reason.into() });
+                let _ = s.send(TxState::Dropped { reason: reason.into() });
             }
         }
     }
@@ -440,8 +425,8 @@ impl Node {
         lock(&self.mempool).contains(hash)
     }
 
-    /// Sends the faucet's amounts to `to` and waits for the commit. Devnet only.
-    pub async fn faucet(self: &Arc<Self>, to: Address) -> Result<TxOutcome, FaucetError> {
+    /// Sends the faucet's amounts to `to` and waits for the commit (or the drop). Devnet only.
+    pub async fn faucet(self: &Arc<Self>, to: Address) -> Result<TxState, FaucetError> {
         let f = self.config.faucet.clone().ok_or(FaucetError::Disabled)?;
         // One faucet transaction at a time keeps its sequence simple.
         let _g = self.faucet_lock.lock().await;
@@ -612,7 +597,7 @@ impl Application for Node {
             let mut w = lock(&self.waiters);
             for (i, r) in outcome.receipts.iter().enumerate() {
                 for s in w.remove(&r.tx_hash).unwrap_or_default() {
-                    let _ = s.send(TxOutcome::Committed {
+                    let _ = s.send(TxState::Committed {
                         height,
                         index: i as u32,
                         receipt: r.clone(),
@@ -628,8 +613,8 @@ impl Application for Node {
             height,
             hash: head.block_hash,
             time_ms: block.header.time_ms,
-            txs: outcome.receipts,
-            end_block: outcome.events,
+            receipts: outcome.receipts,
+            end_block_events: outcome.end_block_events,
         }));
         Ok(())
     }

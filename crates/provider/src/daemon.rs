@@ -875,12 +875,12 @@ impl Daemon {
         let mut rx = follow(self.rpc.base().to_string(), head + 1);
         while let Some(block) = rx.recv().await {
             let height = block["height"].as_u64().unwrap_or(0);
-            for r in block["txs"].as_array().into_iter().flatten() {
+            for r in block["receipts"].as_array().into_iter().flatten() {
                 for ev in r["events"].as_array().into_iter().flatten() {
                     self.on_event(ev).await;
                 }
             }
-            for ev in block["end_block"].as_array().into_iter().flatten() {
+            for ev in block["end_block_events"].as_array().into_iter().flatten() {
                 self.on_event(ev).await;
             }
             if self.cfg.withdraw_every_blocks > 0 && height % self.cfg.withdraw_every_blocks == 0 {

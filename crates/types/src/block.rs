@@ -17,6 +17,7 @@ pub const MAX_BLOCK_TXS: usize = 50_000;
 pub const MAX_BLOCK_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Header {
     pub chain_id: String,
     pub height: u64,
@@ -24,12 +25,15 @@ pub struct Header {
     pub time_ms: u64,
     /// Hash of the previous header (zero for height 1).
     #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
     pub parent: Hash32,
     /// Root of the state commitment after block `height - 1` (after genesis for height 1).
     #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
     pub state_root: Hash32,
     /// [`txs_root`] of this block's transactions.
     #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
     pub txs_root: Hash32,
     pub proposer: Address,
 }

@@ -210,9 +210,11 @@ impl<'de> Deserialize<'de> for Denom {
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Coin {
     pub denom: Denom,
     #[serde(with = "u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub amount: u128,
 }
 
@@ -362,6 +364,7 @@ impl<'de> Deserialize<'de> for Dec {
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Price {
     pub denom: Denom,
     pub amount: Dec,

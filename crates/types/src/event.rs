@@ -10,6 +10,7 @@ use crate::market::{BidId, DeploymentId, GroupId, GroupState, LeaseCloseReason, 
 use crate::tx::{hex_array, Hash32};
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     Transfer {
@@ -41,11 +42,13 @@ pub enum Event {
     DeploymentCreated {
         id: DeploymentId,
         #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
         version: Hash32,
     },
     DeploymentUpdated {
         id: DeploymentId,
         #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
         version: Hash32,
     },
     DeploymentClosed {

@@ -10,6 +10,8 @@ pub mod coin;
 pub mod event;
 pub mod keys;
 pub mod market;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod records;
 pub mod state_key;
 pub mod tx;

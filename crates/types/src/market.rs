@@ -50,6 +50,7 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attribute {
     pub key: String,
     pub value: String,
@@ -105,12 +106,14 @@ pub(crate) fn validate_name(field: &str, s: &str, max: usize) -> Result<(), Spec
 /// `signedBy` of a placement: auditors that must (all_of) or may (any_of) have signed the
 /// required attributes of a provider.
 #[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignedBy {
     pub all_of: Vec<Address>,
     pub any_of: Vec<Address>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlacementRequirements {
     pub attributes: Vec<Attribute>,
     pub signed_by: SignedBy,
@@ -119,6 +122,7 @@ pub struct PlacementRequirements {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EndpointKind {
     SharedHttp,
@@ -127,12 +131,14 @@ pub enum EndpointKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Endpoint {
     pub kind: EndpointKind,
     pub sequence: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StorageVolume {
     pub name: String,
     pub bytes: u64,
@@ -155,6 +161,7 @@ impl StorageVolume {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Gpu {
     pub units: u32,
     /// Acceptable GPUs, e.g. `vendor/nvidia/model/a100/ram/80Gi = true`; any one suffices.
@@ -163,6 +170,7 @@ pub struct Gpu {
 
 /// What one replica of a service needs.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Resources {
     pub cpu_millis: u32,
     pub memory_bytes: u64,
@@ -173,6 +181,7 @@ pub struct Resources {
 
 /// `count` replicas of `resources` at `price` per block per replica.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResourceUnit {
     pub id: u32,
     pub resources: Resources,
@@ -182,6 +191,7 @@ pub struct ResourceUnit {
 
 /// One placement group of a deployment: what the tenant asks providers to bid on.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GroupSpec {
     pub name: String,
     pub requirements: PlacementRequirements,
@@ -297,6 +307,7 @@ fn validate_unit(f: &str, unit: &ResourceUnit) -> Result<(), SpecError> {
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentId {
     pub owner: Address,
     pub dseq: u64,
@@ -305,6 +316,7 @@ pub struct DeploymentId {
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GroupId {
     pub owner: Address,
     pub dseq: u64,
@@ -314,6 +326,7 @@ pub struct GroupId {
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderId {
     pub owner: Address,
     pub dseq: u64,
@@ -325,6 +338,7 @@ pub struct OrderId {
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BidId {
     pub owner: Address,
     pub dseq: u64,
@@ -490,6 +504,7 @@ impl std::str::FromStr for BidId {
 // States, numbered as in Akash's protobufs.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
@@ -499,6 +514,7 @@ pub enum DeploymentState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
@@ -510,6 +526,7 @@ pub enum GroupState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
@@ -520,6 +537,7 @@ pub enum OrderState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
@@ -531,6 +549,7 @@ pub enum BidState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
@@ -543,6 +562,7 @@ pub enum LeaseState {
 /// Why a lease closed; codes as Akash's `LeaseClosedReason` (1..9999 owner, 10000..19999
 /// provider, 20000..29999 network).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LeaseCloseReason {
     Owner,

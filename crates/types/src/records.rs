@@ -10,22 +10,27 @@ use crate::{Address, Attribute, Coin, Denom, Event, Hash32, LeaseId, Price, Prov
 
 /// Parameters of one accepted denomination.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DenomParams {
     pub denom: Denom,
     /// Share of every provider payout that goes to the fee pool, in basis points.
     pub take_bps: u32,
     /// Fee per message of a transaction.
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub min_fee_per_msg: u128,
     /// Smallest initial deposit of a deployment priced in this denomination.
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub min_deployment_deposit: u128,
     /// Smallest deposit a provider must lock with a bid.
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub min_bid_deposit: u128,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Params {
     pub native: DenomParams,
     pub stable: DenomParams,
@@ -105,15 +110,18 @@ impl Params {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Account {
     /// The sequence the account's next transaction must carry.
     pub sequence: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Provider {
     pub host_uri: String,
     #[serde(with = "crate::tx::hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
     pub tls_fingerprint: Hash32,
     pub attributes: Vec<Attribute>,
     pub info: ProviderInfo,
@@ -122,15 +130,18 @@ pub struct Provider {
 
 /// Counters that decide whether a provider may deregister.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderLoad {
     pub open_bids: u32,
     pub active_leases: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deployment {
     pub state: DeploymentState,
     #[serde(with = "crate::tx::hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
     pub version: Hash32,
     pub created_at: u64,
     pub groups: u32,
@@ -138,6 +149,7 @@ pub struct Deployment {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Group {
     pub state: GroupState,
     pub spec: GroupSpec,
@@ -149,6 +161,7 @@ pub struct Group {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Order {
     pub state: OrderState,
     pub created_at: u64,
@@ -161,6 +174,7 @@ pub struct Order {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Bid {
     pub state: BidState,
     pub price: Price,
@@ -175,6 +189,7 @@ pub struct Bid {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lease {
     pub state: LeaseState,
     pub price: Price,
@@ -184,19 +199,23 @@ pub struct Lease {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deposit {
     pub depositor: Address,
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub amount: u128,
 }
 
 /// The escrow of one deployment. Funds leave it only to payments (as leases accrue) and as
 /// refunds; `deposited = balance + transferred + refunded` always holds.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EscrowAccount {
     pub denom: Denom,
     /// Σ `deposits[].amount`.
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub balance: u128,
     /// What remains of each deposit, spent first-in first-out and refunded to its depositor.
     pub deposits: Vec<Deposit>,
@@ -207,10 +226,13 @@ pub struct EscrowAccount {
     /// First height at which the balance cannot pay a full block (indexed for end-of-block).
     pub depletes_at: Option<u64>,
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub deposited: u128,
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub transferred: u128,
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub refunded: u128,
     pub closed: bool,
 }
@@ -218,39 +240,49 @@ pub struct EscrowAccount {
 /// What one lease has been paid. `received = balance + withdrawn` where `withdrawn` includes the
 /// take; the take is `floor(withdrawn × take_bps / 10000)` at all times, so no rounding drifts.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Payment {
     /// Price per block.
     pub rate: Price,
     /// Fraction of a base unit owed but not yet transferred (scaled by 10^18).
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub carry: u128,
     /// Accrued and not yet withdrawn.
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub balance: u128,
     /// Total moved in from the escrow account.
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub received: u128,
     /// Gross withdrawn (provider share plus take).
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub withdrawn: u128,
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub take: u128,
     pub take_bps: u32,
     /// Owed when the escrow ran dry and not paid.
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub unsettled: u128,
     pub open: bool,
 }
 
 /// A read-only projection of an escrow account at some height, for queries and runway alerts.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EscrowView {
     pub denom: Denom,
     /// Balance left after settling up to the view height.
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub balance: u128,
     /// Owed to leases since the last settlement (included in neither balance nor payments).
     #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub accrued: u128,
     /// Blocks the balance still pays at the current rates (`None` with no open lease).
     pub runway_blocks: Option<u64>,
@@ -260,8 +292,10 @@ pub struct EscrowView {
 
 /// The outcome of one transaction.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Receipt {
     #[serde(with = "crate::tx::hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
     pub tx_hash: Hash32,
     /// 0 on success, else the error's code within `codespace`.
     pub code: u32,
@@ -274,9 +308,13 @@ pub struct Receipt {
 
 /// Receipts of a block's transactions and the events of its end-of-block work.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockOutcome {
     pub receipts: Vec<Receipt>,
-    pub events: Vec<Event>,
+    /// Events of the end-of-block work (escrow depletion, auto-accepted bids, expiries). Named
+    /// as the RPC and the event stream name them; Borsh encodes no field names, so blocks
+    /// stored before the rename read back unchanged.
+    pub end_block_events: Vec<Event>,
 }
 
 impl Receipt {

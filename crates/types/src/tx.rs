@@ -46,6 +46,7 @@ pub enum DecodeError {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderInfo {
     pub email: String,
     pub website: String,
@@ -54,6 +55,7 @@ pub struct ProviderInfo {
 /// Every state change a transaction can ask for. The Borsh tag of each variant is its position:
 /// append new variants at the end, never reorder.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Msg {
     /// bank: move coins to another account.
@@ -65,6 +67,7 @@ pub enum Msg {
     CreateProvider {
         host_uri: String,
         #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
         tls_fingerprint: Hash32,
         attributes: Vec<Attribute>,
         info: ProviderInfo,
@@ -73,6 +76,7 @@ pub enum Msg {
     UpdateProvider {
         host_uri: String,
         #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
         tls_fingerprint: Hash32,
         attributes: Vec<Attribute>,
         info: ProviderInfo,
@@ -93,6 +97,7 @@ pub enum Msg {
     CreateDeployment {
         dseq: u64,
         #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
         version: Hash32,
         groups: Vec<GroupSpec>,
         deposit: Coin,
@@ -108,6 +113,7 @@ pub enum Msg {
     UpdateDeployment {
         dseq: u64,
         #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
         version: Hash32,
     },
     CloseDeployment {
@@ -275,6 +281,7 @@ fn validate_host_uri(field: &str, uri: &str) -> Result<(), SpecError> {
 
 /// What the sender signs: everything in a transaction but the signature.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TxBody {
     pub chain_id: String,
     pub sender: Address,
@@ -383,6 +390,7 @@ fn digest_of_body_bytes(body: &[u8]) -> Hash32 {
 
 /// A signed transaction.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tx {
     pub body: TxBody,
     pub signature: TxSignature,

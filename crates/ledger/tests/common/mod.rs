@@ -118,7 +118,7 @@ impl Chain {
     pub fn advance_to(&mut self, height: u64) -> Vec<pazar_types::Event> {
         let mut events = Vec::new();
         while self.state.height < height {
-            events.extend(self.block(Vec::new()).events);
+            events.extend(self.block(Vec::new()).end_block_events);
         }
         events
     }

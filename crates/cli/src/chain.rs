@@ -768,6 +768,15 @@ pub fn submit(opts: &ClientOpts, t: &TxOpts, build: impl FnOnce(&Path, Address) 
     submit_as(opts, t, &key, vec![msg])
 }
 
+/// How long a submission waits: for its block, or (`--no-wait`) only for the mempool.
+pub fn submit_mode(t: &TxOpts) -> SubmitMode {
+    if t.no_wait {
+        SubmitMode::Sync
+    } else {
+        SubmitMode::Commit
+    }
+}
+
 /// The `--from` key, unlocked.
 pub fn signer(opts: &ClientOpts, t: &TxOpts) -> Result<SigningKey> {
     let home = home::resolve(opts.home.clone());
@@ -790,13 +799,12 @@ pub fn submit_as(opts: &ClientOpts, t: &TxOpts, key: &SigningKey, msgs: Vec<Msg>
     };
     let bytes = pazar_client::sign(&rpc, &chain_id, key, msgs, fee, &t.memo).map_err(client_err)?;
     let hash = pazar_client::hash_hex(&bytes);
-    if t.no_wait {
-        rpc.submit(&bytes, SubmitMode::Sync).map_err(client_err)
-    } else {
-        with_spinner(&format!("waiting for {hash} to be committed"), || {
+    match submit_mode(t) {
+        SubmitMode::Sync => rpc.submit(&bytes, SubmitMode::Sync).map_err(client_err),
+        SubmitMode::Commit => with_spinner(&format!("waiting for {hash} to be committed"), || {
             rpc.submit(&bytes, SubmitMode::Commit)
         })
-        .map_err(client_err)
+        .map_err(client_err),
     }
 }
 

@@ -80,7 +80,7 @@ pub fn run(cmd: DeploymentCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
             tenant.fee = t.fee.clone();
             tenant.memo = t.memo.clone();
             let r = chain::with_spinner(&format!("closing {deployment}"), || {
-                deploy::close(&tenant, &id, &mut |_| {})
+                deploy::close(&tenant, &id, chain::submit_mode(t), &mut |_| {})
             })?;
             report(opts, &r)
         }

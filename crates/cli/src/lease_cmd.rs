@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context, Result};
 use clap::Subcommand;
 use serde::Serialize;
 
-use pazar_api::node::TxResult;
+use pazar_api::node::{TxResult, TxState};
 use pazar_api::provider::{LeaseStatus, LogItem, LogsQuery};
 use pazar_client::deploy::{self, Tenant};
 use pazar_client::tenant::ProviderClient;
@@ -200,14 +200,16 @@ pub fn run(cmd: LeaseCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
             tenant.fee = t.fee.clone();
             tenant.memo = t.memo.clone();
             let r = chain::with_spinner(&format!("closing {lease}"), || {
-                deploy::close_lease(&tenant, &id, &mut |_| {})
+                deploy::close_lease(&tenant, &id, chain::submit_mode(t), &mut |_| {})
             })?;
-            let height = deploy::committed("closing the lease", &r).ok();
-            let ok = height.is_some();
+            let ok = chain::tx_ok(&r);
             match opts.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&Closed { lease: &lease, tx: &r })?),
-                Output::Text if ok => println!("lease {lease} closed at height {}", height.unwrap_or_default()),
-                Output::Text => println!("lease not closed: {}", chain::tx_failure(&r)),
+                Output::Text => match &r.state {
+                    TxState::Committed { height, .. } if ok => println!("lease {lease} closed at height {height}"),
+                    TxState::Pending => println!("lease {lease}: close {}", chain::tx_text(&r)),
+                    _ => println!("lease not closed: {}", chain::tx_failure(&r)),
+                },
             }
             if !ok {
                 std::process::exit(2);

@@ -122,7 +122,7 @@ impl Tenant {
     /// Submits `msgs` and waits for the block; a transaction that is not committed with code 0
     /// is an error naming `what`.
     fn commit(&self, what: &str, msgs: Vec<Msg>, progress: &mut dyn FnMut(Progress)) -> Result<u64, DeployError> {
-        let r = self.submit_reporting(what, msgs, progress)?;
+        let r = self.submit_reporting(what, msgs, SubmitMode::Commit, progress)?;
         committed(what, &r)
     }
 
@@ -130,6 +130,7 @@ impl Tenant {
         &self,
         what: &str,
         msgs: Vec<Msg>,
+        mode: SubmitMode,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<TxResult, DeployError> {
         let fee = match &self.fee {
@@ -141,7 +142,7 @@ impl Tenant {
             what: what.to_string(),
             hash: crate::hash_hex(&bytes),
         });
-        Ok(self.rpc.submit(&bytes, SubmitMode::Commit)?)
+        Ok(self.rpc.submit(&bytes, mode)?)
     }
 
     /// A client of `provider` as the ledger records it, signing as this tenant.
@@ -215,7 +216,7 @@ pub fn create_deployment(
         deposit: plan.deposit.clone(),
         auto_accept_after: plan.auto_accept_after,
     };
-    let r = tenant.submit_reporting("creating the deployment", vec![msg], progress)?;
+    let r = tenant.submit_reporting("creating the deployment", vec![msg], SubmitMode::Commit, progress)?;
     if let TxState::Committed { height, receipt, .. } = &r.state {
         if receipt.code == 0 {
             progress(Progress::DeploymentCreated {
@@ -446,7 +447,13 @@ pub fn update(
 
 /// Closes a deployment: its leases end and the escrow's balance is refunded. Returns the
 /// transaction (its receipt says whether it succeeded).
-pub fn close(tenant: &Tenant, id: &DeploymentId, progress: &mut dyn FnMut(Progress)) -> Result<TxResult, DeployError> {
+/// With [`SubmitMode::Sync`] it answers once the node admitted the transaction (pending).
+pub fn close(
+    tenant: &Tenant,
+    id: &DeploymentId,
+    mode: SubmitMode,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TxResult, DeployError> {
     if tenant.address() != id.owner {
         return Err(DeployError::NotOwner {
             owner: id.owner,
@@ -457,14 +464,17 @@ pub fn close(tenant: &Tenant, id: &DeploymentId, progress: &mut dyn FnMut(Progre
     tenant.submit_reporting(
         "closing the deployment",
         vec![Msg::CloseDeployment { dseq: id.dseq }],
+        mode,
         progress,
     )
 }
 
-/// Closes one lease (the provider removes its workload).
+/// Closes one lease (the provider removes its workload). With [`SubmitMode::Sync`] it answers
+/// once the node admitted the transaction (pending).
 pub fn close_lease(
     tenant: &Tenant,
     lease: &LeaseId,
+    mode: SubmitMode,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<TxResult, DeployError> {
     tenant.submit_reporting(
@@ -473,6 +483,7 @@ pub fn close_lease(
             lease: lease.clone(),
             reason: LeaseCloseReason::Owner,
         }],
+        mode,
         progress,
     )
 }

@@ -9,16 +9,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
-
+use pazar_api::provider::{LogItem, LogsQuery};
+use pazar_api::{ErrorCode, ErrorEnvelope};
 use pazar_client::keyring::Keyring;
+use pazar_client::tenant::{PinnedClient, ProviderClient, TenantError};
 use pazar_provider::server::{LeaseServer, RpcChain};
-use pazar_provider::tenant::{ProviderClient, TenantError};
-use pazar_provider::tls::{Identity, PinnedClient, TlsListener};
+use pazar_provider::tls::{Identity, TlsListener};
 use pazar_runtime::demo_image::build_demo_image;
 use pazar_runtime::docker::{DockerOptions, DockerRuntime};
 use pazar_runtime::{LeaseRef, Runtime};
-use pazar_sdl::Manifest;
 use pazar_types::auth::{RequestScope, AUTH_HEADER};
 use pazar_types::market::BidId;
 use pazar_types::{Address, SigningKey};
@@ -48,11 +47,20 @@ fn key(home: &Path, name: &str) -> SigningKey {
     Keyring::new(home).signer(name, &|_, _| None).expect("devnet key")
 }
 
-fn refused(r: Result<serde_json::Value, TenantError>) -> (u16, String, String) {
+fn refused<T: std::fmt::Debug>(r: Result<T, TenantError>) -> (u16, ErrorCode, String) {
     match r {
         Err(TenantError::Refused { status, code, message }) => (status, code, message),
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+/// A raw answer's refusal, read as the provider's error envelope: (status, code, message).
+async fn raw_refusal(r: pazar_client::tenant::Response) -> (u16, ErrorCode, String) {
+    let status = r.status;
+    let body = r.bytes().await.expect("body");
+    let e: ErrorEnvelope =
+        serde_json::from_slice(&body).unwrap_or_else(|e| panic!("not an error envelope ({e}): {body:?}"));
+    (status, e.error.code, e.error.message)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,8 +114,7 @@ async fn the_owner_s_manifest_runs_and_every_bad_request_is_refused_with_a_reaso
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("deploy.yaml");
     std::fs::write(&file, sdl()).expect("write sdl");
-    let d = net.cli(&[
-        "deploy",
+    let d = net.deploy(&[
         file.to_str().expect("utf8"),
         "--from",
         "alice",
@@ -115,7 +122,7 @@ async fn the_owner_s_manifest_runs_and_every_bad_request_is_refused_with_a_reaso
         "50",
         "--create-only",
     ]);
-    assert_eq!(d["tx"]["receipt"]["code"], 0, "{d}");
+    common::assert_committed(&d.tx, "deploy --create-only");
     let alice = net.address("alice");
     net.tx_ok(&[
         "tx",
@@ -137,10 +144,7 @@ async fn the_owner_s_manifest_runs_and_every_bad_request_is_refused_with_a_reaso
         "--from",
         "alice",
     ]);
-    let rec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d["manifest_file"].as_str().expect("path")).expect("saved"))
-            .expect("json");
-    let manifest: Manifest = serde_json::from_value(rec["manifest"].clone()).expect("manifest");
+    let manifest = d.manifest();
     let lease = BidId {
         owner: alice.parse().expect("alice"),
         dseq: 50,
@@ -155,18 +159,18 @@ async fn the_owner_s_manifest_runs_and_every_bad_request_is_refused_with_a_reaso
 
     // Not the owner.
     let (status, code, msg) = refused(as_key("bob").send_manifest(&lease, &manifest).await);
-    assert_eq!((status, code.as_str()), (403, "not_owner"), "{msg}");
+    assert_eq!((status, code), (403, ErrorCode::NotOwner), "{msg}");
     // A manifest that is not the deployed one.
     let mut other = manifest.clone();
     other.groups[0].services[0].image = "pazar-demo:other".into();
     let (status, code, msg) = refused(alice_c.send_manifest(&lease, &other).await);
-    assert_eq!((status, code.as_str()), (409, "version_mismatch"), "{msg}");
+    assert_eq!((status, code), (409, ErrorCode::VersionMismatch), "{msg}");
     assert!(msg.contains("differs from the deployment version"), "{msg}");
     // No such lease.
     let mut missing = lease.clone();
     missing.dseq = 999;
     let (status, code, _) = refused(alice_c.send_manifest(&missing, &manifest).await);
-    assert_eq!((status, code.as_str()), (404, "no_lease"));
+    assert_eq!((status, code), (404, ErrorCode::NoLease));
     // The wrong certificate pin is refused before anything is sent, naming both fingerprints.
     let wrong = ProviderClient::new(&host_uri, [1; 32], &chain_id, provider_addr, key(&home, "alice")).expect("client");
     let e = wrong.status(&lease).await.expect_err("pin mismatch").to_string();
@@ -200,25 +204,26 @@ async fn the_owner_s_manifest_runs_and_every_bad_request_is_refused_with_a_reaso
         .send("PUT", &path, &[(AUTH_HEADER, auth.clone())], body.clone())
         .await
         .expect("again");
-    assert_eq!(again.status, 401);
-    let text = String::from_utf8_lossy(&again.bytes().await.expect("body")).into_owned();
-    assert!(text.contains("replay"), "{text}");
+    let (status, code, msg) = raw_refusal(again).await;
+    assert_eq!((status, code), (401, ErrorCode::Unauthenticated), "{msg}");
+    assert!(msg.contains("replay"), "{msg}");
     let forged = raw
         .send("PUT", &path, &[(AUTH_HEADER, auth)], b"{}".to_vec())
         .await
         .expect("forged");
-    assert_eq!(forged.status, 401);
+    let (status, code, msg) = raw_refusal(forged).await;
+    assert_eq!((status, code), (401, ErrorCode::Unauthenticated), "{msg}");
 
     // The deployed service: status with its URI, which answers over HTTP; logs.
     let t0 = Instant::now();
     let uri = loop {
         let st = alice_c.status(&lease).await.expect("status");
-        if st["ready"] == true {
-            if let Some(u) = st["uris"][0]["uri"].as_str() {
-                break u.to_string();
+        if st.ready {
+            if let Some(u) = st.uris.first() {
+                break u.uri.clone();
             }
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "not ready: {st}");
+        assert!(t0.elapsed() < Duration::from_secs(30), "not ready: {st:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let hostport = uri.trim_start_matches("http://").to_string();
@@ -233,9 +238,26 @@ async fn the_owner_s_manifest_runs_and_every_bad_request_is_refused_with_a_reaso
     .await
     .expect("join");
     assert!(page.contains("Hello from a Pazar lease"), "{page}");
-    let logs = alice_c.logs(&lease, Some("web"), 50, false).await.expect("logs");
-    let text = String::from_utf8_lossy(&logs.body.collect().await.expect("log body").to_bytes()).into_owned();
-    assert!(text.contains("pazar demo: serving on :8080"), "{text}");
+    let query = LogsQuery {
+        service: Some("web".into()),
+        tail: Some(50),
+        follow: Some(false),
+    };
+    let mut logs = alice_c.logs(&lease, &query).await.expect("logs");
+    let mut lines = Vec::new();
+    while let Some(item) = logs.next().await {
+        match item.expect("a log record") {
+            LogItem::Line(l) => {
+                assert_eq!(l.service, "web");
+                lines.push(l.line);
+            }
+            LogItem::Error { error } => panic!("the log stream ended with an error: {error}"),
+        }
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("pazar demo: serving on :8080")),
+        "{lines:?}"
+    );
 
     // The tenant closes the lease: the endpoint says so, and the workload is removed.
     net.tx_ok(&[
@@ -247,7 +269,7 @@ async fn the_owner_s_manifest_runs_and_every_bad_request_is_refused_with_a_reaso
         "alice",
     ]);
     let (status, code, _) = refused(alice_c.status(&lease).await);
-    assert_eq!((status, code.as_str()), (410, "lease_closed"));
+    assert_eq!((status, code), (410, ErrorCode::LeaseClosed));
     rt.close(&LeaseRef::new(lease.clone())).await.expect("close");
     let name = LeaseRef::new(lease).name();
     assert!(rt.leases().await.expect("list").iter().all(|(n, _)| *n != name));

@@ -12,9 +12,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::amount;
-use serde_json::Value;
+use pazar_types::market::{BidId, DeploymentId, LeaseCloseReason, LeaseState};
+use pazar_types::Denom;
 
+use pazar_api::provider::LeaseStatus;
 use pazar_runtime::demo_image::build_demo_image;
 use pazar_runtime::docker::{DockerOptions, DockerRuntime};
 use pazar_runtime::{LeaseRef, Runtime};
@@ -134,8 +135,7 @@ fn deploy_bid_lease_serve_restart_withdraw_and_close_with_the_real_daemon() {
         ),
     )
     .expect("sdl");
-    let v = net.cli(&[
-        "deploy",
+    let v = net.deploy(&[
         sdl.to_str().expect("utf8"),
         "--from",
         "alice",
@@ -144,14 +144,15 @@ fn deploy_bid_lease_serve_restart_withdraw_and_close_with_the_real_daemon() {
         "--bid-window-s",
         "1",
     ]);
-    let lease_id = v["leases"][0]["lease"].as_str().expect("a lease").to_string();
-    assert!(lease_id.ends_with(&provider), "{v}");
-    let st = &v["leases"][0]["status"];
-    assert_eq!(st["ready"], true, "{v}");
-    let uri = st["uris"][0]["uri"].as_str().expect("uri").to_string();
+    let lease = v.lease().lease.clone();
+    assert_eq!(lease.provider.to_string(), provider, "{v:?}");
+    let st = &v.lease().status;
+    assert!(st.ready, "{v:?}");
+    let uri = st.uris.first().expect("a URI").uri.clone();
     assert!(http_get(&uri).contains("Hello from a Pazar lease"));
 
     // Logs through the CLI.
+    let lease_id = lease.to_string();
     let out = net.cli_raw(&["lease", "logs", &lease_id, "--from", "alice", "--tail", "20"], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("serving on :8080"), "{text}");
@@ -163,9 +164,9 @@ fn deploy_bid_lease_serve_restart_withdraw_and_close_with_the_real_daemon() {
     loop {
         let out = net.cli_raw(&["lease", "status", &lease_id, "--from", "alice"], &[]);
         if out.status.success() {
-            let s: Value = serde_json::from_slice(&out.stdout).expect("json");
-            if s["ready"] == true {
-                assert_eq!(s["services"][0]["restarts"], 0, "{s}");
+            let s: LeaseStatus = serde_json::from_slice(&out.stdout).expect("a lease status");
+            if s.ready {
+                assert_eq!(s.services[0].restarts, 0, "{s:?}");
                 break;
             }
         }
@@ -181,17 +182,25 @@ fn deploy_bid_lease_serve_restart_withdraw_and_close_with_the_real_daemon() {
         .contains("restored lease"));
 
     // The escrow pays the provider, and the daemon withdraws on its own.
-    let bal = |who: &str| amount(&net.cli(&["query", "balance", who, "uusd"])["amount"]);
-    let before = bal("provider");
+    let uusd: Denom = "uusd".parse().expect("denom");
+    let provider_addr = lease.provider;
+    let bal = || {
+        net.rpc()
+            .balance(&provider_addr, &uusd, false)
+            .expect("balance")
+            .item
+            .amount
+    };
+    let before = bal();
     let t0 = Instant::now();
-    while bal("provider") <= before {
+    while bal() <= before {
         assert!(t0.elapsed() < Duration::from_secs(30), "no withdrawal");
         std::thread::sleep(Duration::from_millis(200));
     }
 
     // The workload writes 300 MiB into its 256 MiB of ephemeral storage: where the storage
     // driver cannot cap the writable layer, the daemon evicts the replica and says so.
-    let container = format!("{}-web-0", lease_ref(&lease_id).name());
+    let container = format!("{}-web-0", LeaseRef::new(lease.clone()).name());
     let out = Command::new("docker")
         .args([
             "exec",
@@ -206,13 +215,13 @@ fn deploy_bid_lease_serve_restart_withdraw_and_close_with_the_real_daemon() {
         let t0 = Instant::now();
         loop {
             let out = net.cli_raw(&["lease", "status", &lease_id, "--from", "alice"], &[]);
-            let s: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            if s["services"][0]["evictions"] == 1 && s["ready"] == true {
-                let why = s["services"][0]["last_eviction"].as_str().unwrap_or("");
-                assert!(why.contains("268435456 bytes of ephemeral storage"), "{s}");
+            let s: Option<LeaseStatus> = serde_json::from_slice(&out.stdout).ok();
+            if let Some(s) = s.as_ref().filter(|s| s.ready && s.services[0].evictions == 1) {
+                let why = s.services[0].last_eviction.as_deref().unwrap_or("");
+                assert!(why.contains("268435456 bytes of ephemeral storage"), "{s:?}");
                 break;
             }
-            assert!(t0.elapsed() < Duration::from_secs(30), "no eviction: {s}");
+            assert!(t0.elapsed() < Duration::from_secs(30), "no eviction: {s:?}");
             std::thread::sleep(Duration::from_millis(200));
         }
         assert!(http_get(&uri).contains("Hello"), "serves again after the eviction");
@@ -221,7 +230,7 @@ fn deploy_bid_lease_serve_restart_withdraw_and_close_with_the_real_daemon() {
     }
 
     // Closing the lease removes its workload.
-    close_and_wait_removed(&net, &lease_id);
+    close_and_wait_removed(&net, &lease);
     drop(daemon);
 }
 
@@ -239,13 +248,9 @@ fn engine_evicts() -> bool {
     })
 }
 
-fn lease_ref(lease_id: &str) -> LeaseRef {
-    LeaseRef::new(lease_id.parse().expect("a lease id"))
-}
-
 /// Waits (20 s at most) until nothing of the lease is left on the engine.
-fn wait_removed(lease_id: &str, why: &str) {
-    let name = lease_ref(lease_id).name();
+fn wait_removed(lease: &BidId, why: &str) {
+    let name = LeaseRef::new(lease.clone()).name();
     let t0 = Instant::now();
     while lease_present(&name) {
         assert!(t0.elapsed() < Duration::from_secs(20), "workload left running {why}");
@@ -254,18 +259,17 @@ fn wait_removed(lease_id: &str, why: &str) {
 }
 
 /// The tenant closes the lease; the daemon removes its workload.
-fn close_and_wait_removed(net: &common::Devnet, lease_id: &str) {
-    let c = net.cli(&["lease", "close", lease_id, "--from", "alice"]);
-    assert_eq!(c["tx"]["receipt"]["code"], 0, "{c}");
-    wait_removed(lease_id, "after the lease closed");
+fn close_and_wait_removed(net: &common::Devnet, lease: &BidId) {
+    net.close_lease(lease, "alice");
+    wait_removed(lease, "after the lease closed");
 }
 
 /// `pazar deploy` taking the first bid.
-fn deploy(net: &common::Devnet, sdl: &Path, dseq: &str, extra: &[&str]) -> Value {
+fn deploy(net: &common::Devnet, sdl: &Path, dseq: &str, extra: &[&str]) -> common::Deployed {
     let file = sdl.to_str().expect("utf8");
-    let mut args = vec!["deploy", file, "--from", "alice", "--dseq", dseq, "--bid-window-s", "0"];
+    let mut args = vec![file, "--from", "alice", "--dseq", dseq, "--bid-window-s", "0"];
     args.extend_from_slice(extra);
-    net.cli(&args)
+    net.deploy(&args)
 }
 
 #[test]
@@ -282,24 +286,31 @@ fn when_the_escrow_runs_dry_the_lease_closes_and_the_workload_is_removed() {
     let sdl = web_sdl(dir.path(), "0.5", 200_000);
     // 2,000,000 uusd at 100,000 per block: about 20 blocks (5 s) of service.
     let v = deploy(&net, &sdl, "80", &["--deposit", "2000000uusd"]);
-    let lease_id = v["leases"][0]["lease"].as_str().expect("lease").to_string();
-    let id = lease_ref(&lease_id);
-    assert!(lease_present(&id.name()), "the workload runs first");
+    let lease = v.lease().lease.clone();
+    assert!(
+        lease_present(&LeaseRef::new(lease.clone()).name()),
+        "the workload runs first"
+    );
     let t0 = Instant::now();
     loop {
-        let l = net.cli(&["query", "lease", &lease_id]);
-        if l["lease"]["state"] != "active" {
-            assert_eq!(l["lease"]["reason"], "insufficient_funds", "{l}");
+        let l = net.rpc().lease(&lease, false).expect("lease").item.lease;
+        if l.state != LeaseState::Active {
+            assert_eq!(l.reason, Some(LeaseCloseReason::InsufficientFunds), "{l:?}");
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "the escrow never ran dry: {l}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the escrow never ran dry: {l:?}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
-    wait_removed(&lease_id, "after the escrow ran dry");
-    assert_eq!(
-        amount(&net.cli(&["query", "escrow", &format!("{}/80", net.address("alice"))])["view"]["balance"]),
-        0
-    );
+    wait_removed(&lease, "after the escrow ran dry");
+    let deployment = DeploymentId {
+        owner: lease.owner,
+        dseq: 80,
+    };
+    let escrow = net.rpc().escrow(&deployment, false).expect("escrow").item;
+    assert_eq!(escrow.view.map(|v| v.balance), Some(0), "{:?}", escrow.account);
 }
 
 #[test]
@@ -335,7 +346,7 @@ fn a_taken_port_and_a_machine_too_small_for_two_leases_get_clear_answers() {
     let sdl = web_sdl(dir.path(), "0.75", 10_000);
     let first = deploy(&net, &sdl, "90", &[]);
     let file = sdl.to_str().expect("utf8");
-    assert!(first["leases"][0]["status"]["ready"] == true, "{first}");
+    assert!(first.lease().status.ready, "{first:?}");
     let out = net.cli_raw(
         &[
             "deploy",
@@ -364,8 +375,7 @@ fn a_taken_port_and_a_machine_too_small_for_two_leases_get_clear_answers() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let lease = first["leases"][0]["lease"].as_str().expect("lease").to_string();
-    close_and_wait_removed(&net, &lease);
+    close_and_wait_removed(&net, &first.lease().lease);
 }
 
 #[test]
@@ -388,9 +398,8 @@ fn a_pricing_script_sets_the_bid_price() {
     );
     let sdl = web_sdl(dir.path(), "0.5", 1000);
     let v = deploy(&net, &sdl, "95", &[]);
-    assert_eq!(v["leases"][0]["price"]["amount"], "777", "{v}");
-    let lease = v["leases"][0]["lease"].as_str().expect("lease").to_string();
-    close_and_wait_removed(&net, &lease);
+    assert_eq!(v.lease().price.amount, "777".parse().expect("a price"), "{v:?}");
+    close_and_wait_removed(&net, &v.lease().lease);
 }
 
 /// The first flight of a real TLS client (rustls) for `server_name`.
@@ -477,12 +486,15 @@ deployment:
     )
     .expect("sdl");
     let v = deploy(&net, &sdl, "100", &[]);
-    let lease_id = v["leases"][0]["lease"].as_str().expect("lease").to_string();
-    let uris = v["leases"][0]["status"]["uris"].as_array().cloned().unwrap_or_default();
-    let ingress: Vec<String> = uris
+    let lease = v.lease().lease.clone();
+    let lease_id = lease.to_string();
+    let ingress: Vec<String> = v
+        .lease()
+        .status
+        .uris
         .iter()
-        .filter(|u| u["ingress"] == true)
-        .filter_map(|u| u["uri"].as_str().map(str::to_string))
+        .filter(|u| u.ingress)
+        .map(|u| u.uri.clone())
         .collect();
     let find = |prefix: &str| {
         ingress
@@ -494,11 +506,11 @@ deployment:
     assert_eq!(
         ingress.len(),
         4,
-        "made-up names and the accepted host, HTTP and TLS: {v}"
+        "made-up names and the accepted host, HTTP and TLS: {v:?}"
     );
     let made = format!(
         "{}:",
-        pazar_runtime::ingress::generated_host(&lease_ref(&lease_id), "web", "ingress.test")
+        pazar_runtime::ingress::generated_host(&LeaseRef::new(lease.clone()), "web", "ingress.test")
     );
     let port: u16 = find(&format!("http://{made}")).parse().expect("port");
     let host = made.trim_end_matches(':');
@@ -506,7 +518,7 @@ deployment:
     assert_eq!(find("http://shop.example.com:"), port.to_string());
     find(&format!(
         "https://{}:",
-        pazar_runtime::ingress::generated_host(&lease_ref(&lease_id), "echo", "ingress.test")
+        pazar_runtime::ingress::generated_host(&LeaseRef::new(lease.clone()), "echo", "ingress.test")
     ));
 
     // TLS: a real ClientHello for shop.example.com reaches `echo` untouched and comes back.
@@ -558,7 +570,7 @@ deployment:
         "the first lease keeps it"
     );
 
-    close_and_wait_removed(&net, &lease_id);
+    close_and_wait_removed(&net, &lease);
     let page = ingress_get(port, host);
     assert!(
         page.starts_with("HTTP/1.1 404") || page.starts_with("HTTP/1.1 502"),

@@ -2,8 +2,12 @@
 
 mod common;
 
+use pazar_client::deploy::WhyNoBids;
+use pazar_types::market::Mismatch;
+use pazar_types::Address;
+
 #[test]
-fn why_no_bids_names_the_missing_attribute_and_gpu_per_provider() {
+fn why_no_bids_gives_each_provider_the_ledger_s_reason_the_missing_attribute_or_gpu() {
     let net = common::devnet(200);
     let fp = "11".repeat(32);
     for (key, region) in [("provider", "eu"), ("bob", "local")] {
@@ -28,8 +32,7 @@ fn why_no_bids_names_the_missing_attribute_and_gpu_per_provider() {
         "version: \"2.0\"\nservices:\n  app:\n    image: x/y:1\n    expose: [{port: 80, to: [{global: true}]}]\nprofiles:\n  compute:\n    g:\n      resources:\n        cpu: {units: 1}\n        memory: {size: 1Gi}\n        storage: {size: 1Gi}\n        gpu:\n          units: 1\n          attributes: {vendor: {nvidia: [{model: h100}]}}\n  placement:\n    dc:\n      attributes: {region: local}\n      pricing: {g: {denom: uusd, amount: 5000}}\ndeployment:\n  app: {dc: {profile: g, count: 1}}\n",
     )
     .expect("sdl");
-    let d = net.cli(&[
-        "deploy",
+    let d = net.deploy(&[
         sdl.to_str().expect("utf8"),
         "--from",
         "alice",
@@ -37,22 +40,29 @@ fn why_no_bids_names_the_missing_attribute_and_gpu_per_provider() {
         "5",
         "--create-only",
     ]);
-    assert_eq!(d["tx"]["receipt"]["code"], 0, "{d}");
+    common::assert_committed(&d.tx, "deploy --create-only");
     let alice = net.address("alice");
-    let v = net.cli(&["deployment", "why-no-bids", &format!("{alice}/5")]);
-    let rows = v["orders"][0]["providers"].as_array().expect("rows").clone();
+    let w: WhyNoBids = net.cli_as(&["deployment", "why-no-bids", &format!("{alice}/5")]);
+    assert_eq!(w.orders.len(), 1, "{w:?}");
     let why = |who: &str| {
-        let a = net.address(who);
-        rows.iter()
-            .find(|r| r["provider"] == a.as_str())
-            .and_then(|r| r["why"].as_str())
-            .unwrap_or("")
-            .to_string()
+        let a: Address = net.address(who).parse().expect("address");
+        w.orders[0]
+            .providers
+            .iter()
+            .find(|r| r.provider == Some(a))
+            .unwrap_or_else(|| panic!("no reason for {who}: {w:?}"))
+            .why
+            .clone()
     };
-    assert!(why("provider").contains("requires attribute region=local"), "{v}");
-    let gpu = why("bob");
-    assert!(
-        gpu.contains("needs GPU vendor/nvidia/model/h100") && gpu.contains("no GPU"),
-        "{v}"
-    );
+    // Each reason is the ledger's matching rule's own, word for word.
+    let region = Mismatch::Attribute {
+        key: "region".into(),
+        value: "local".into(),
+    };
+    assert_eq!(why("provider"), region.to_string());
+    let gpu = Mismatch::Gpu {
+        unit: 1,
+        wanted: "vendor/nvidia/model/h100".into(),
+    };
+    assert_eq!(why("bob"), gpu.to_string());
 }

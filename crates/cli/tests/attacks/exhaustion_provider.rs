@@ -15,13 +15,14 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
 
+use pazar_api::provider::LogsQuery;
+use pazar_api::ErrorCode;
+use pazar_client::tenant::TenantError;
 use pazar_provider::server::limits;
-use pazar_provider::tenant::TenantError;
-use pazar_runtime::LeaseRef;
 use pazar_types::Address;
 
 use crate::common;
-use crate::manifest::{build_image, deploy, provider_pin, start_daemon, tenant, web_sdl};
+use crate::manifest::{build_image, deploy, raw_channel, raw_refusal, start_daemon, tenant, web_sdl};
 
 /// Accepts the provider's certificate whatever it is: this test is about the endpoint's bounds,
 /// not its pin (which `requests` and the manifest test check).
@@ -164,40 +165,44 @@ fn slow_and_greedy_clients_get_their_share_of_the_tenant_endpoint_and_no_more() 
         .build()
         .expect("runtime");
     // A body over the bound is refused with its reason.
-    let (uri, fp) = provider_pin(&net, &provider);
-    let raw = pazar_provider::tls::PinnedClient::new(&uri, fp).expect("client");
+    let raw = raw_channel(&net, &provider);
     let path = format!("/lease/{}/80/1/1/manifest", lease.owner);
     let big = vec![b' '; pazar_provider::server::MAX_MANIFEST_BYTES + 1];
-    let (status, text) = rt.block_on(async {
+    let (status, code, message) = rt.block_on(async {
         let r = raw.send("PUT", &path, &[], big).await.expect("an answer");
-        (
-            r.status,
-            String::from_utf8_lossy(&r.bytes().await.unwrap_or_default()).into_owned(),
-        )
+        raw_refusal(r).await
     });
-    assert_eq!(status, 413, "{text}");
-    assert!(text.contains("too_large"), "{text}");
+    assert_eq!((status, code), (413, ErrorCode::TooLarge), "{message}");
 
     // Log streams: a lease's share at once, then a clear refusal; closing one frees a place.
     let alice = tenant(&net, "alice", &provider);
+    let follow = LogsQuery {
+        service: None,
+        tail: Some(1),
+        follow: Some(true),
+    };
     let mut streams: Vec<_> = (0..limits::MAX_LOG_STREAMS_PER_LEASE)
-        .map(|_| rt.block_on(alice.logs(&lease, None, 1, true)).expect("a stream"))
+        .map(|_| rt.block_on(alice.logs(&lease, &follow)).expect("a stream"))
         .collect();
-    match rt.block_on(alice.logs(&lease, None, 1, true)) {
+    match rt.block_on(alice.logs(&lease, &follow)) {
         Err(TenantError::Refused { status, code, message }) => {
-            assert_eq!((status, code.as_str()), (429, "too_many_streams"), "{message}");
+            assert_eq!((status, code), (429, ErrorCode::TooManyStreams), "{message}");
         }
-        other => panic!("a stream over the lease's share: {:?}", other.map(|r| r.status)),
+        Err(e) => panic!("a stream over the lease's share: {e}"),
+        Ok(_) => panic!("a stream over the lease's share was opened"),
     }
     drop(streams.pop());
     let t0 = Instant::now();
     loop {
-        match rt.block_on(alice.logs(&lease, None, 1, true)) {
+        match rt.block_on(alice.logs(&lease, &follow)) {
             Ok(s) => {
                 streams.push(s);
                 break;
             }
-            Err(TenantError::Refused { status: 429, .. }) => {
+            Err(TenantError::Refused {
+                code: ErrorCode::TooManyStreams,
+                ..
+            }) => {
                 assert!(
                     t0.elapsed() < Duration::from_secs(20),
                     "a closed stream never freed its place"
@@ -208,5 +213,5 @@ fn slow_and_greedy_clients_get_their_share_of_the_tenant_endpoint_and_no_more() 
         }
     }
     drop(streams);
-    net.cli(&["lease", "close", &LeaseRef::new(lease).label(), "--from", "alice"]);
+    net.close_lease(&lease, "alice");
 }

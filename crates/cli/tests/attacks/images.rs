@@ -402,7 +402,7 @@ async fn a_pull_past_the_size_or_time_limit_is_stopped_and_its_progress_is_shown
     while !deploy.is_finished() {
         let st = rt.status(&l, &g).await.expect("status");
         if let Some(p) = st.services[0].pull.clone().filter(|p| p.bytes > 0 && p.total > 0) {
-            assert_eq!(st.services[0].state, "pulling");
+            assert_eq!(st.services[0].state, pazar_api::provider::ServiceState::Pulling);
             seen = Some(p);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -156,7 +156,7 @@ async fn a_container_under_a_lease_name_with_another_lease_id_is_neither_adopted
     let status = rt
         .status(&victim, &demo_group(IMAGE, 1))
         .await
-        .map(|s| s.services[0].state.clone());
+        .map(|s| s.services[0].state);
     let dial = rt.dial(&victim, "web", 0, 8080).await.map(|_| ());
     rt.close(&victim).await.expect("closes");
     let kept = exists("container", &name);

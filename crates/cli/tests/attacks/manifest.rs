@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
+use pazar_api::provider::LeaseStatus;
+use pazar_api::{ErrorCode, ErrorEnvelope};
 use pazar_client::keyring::Keyring;
-use pazar_provider::tenant::{ProviderClient, TenantError};
+use pazar_client::tenant::{PinnedClient, ProviderClient, TenantError};
 use pazar_runtime::demo_image::build_demo_image;
 use pazar_runtime::docker::{DockerOptions, DockerRuntime};
 use pazar_runtime::LeaseRef;
@@ -163,8 +163,7 @@ pub(crate) fn web_sdl(dir: &Path, name: &str, count: u32) -> PathBuf {
 
 /// `pazar deploy` of `sdl` by `from` at `dseq`, taking the first bid; returns the lease id.
 pub(crate) fn deploy(net: &common::Devnet, sdl: &Path, from: &str, dseq: u64) -> BidId {
-    let v = net.cli(&[
-        "deploy",
+    let d = net.deploy(&[
         sdl.to_str().expect("utf8"),
         "--from",
         from,
@@ -173,19 +172,13 @@ pub(crate) fn deploy(net: &common::Devnet, sdl: &Path, from: &str, dseq: u64) ->
         "--bid-window-s",
         "0",
     ]);
-    assert_eq!(v["leases"][0]["status"]["ready"], true, "{v}");
-    v["leases"][0]["lease"]
-        .as_str()
-        .expect("a lease")
-        .parse()
-        .expect("a lease id")
+    assert!(d.lease().status.ready, "{d:?}");
+    d.lease().lease.clone()
 }
 
 /// The manifest `pazar deploy` saved for `owner`'s deployment `dseq`.
 pub(crate) fn saved_manifest(net: &common::Devnet, owner: &Address, dseq: u64) -> Manifest {
-    let p = net.home.path().join("deployments").join(format!("{owner}-{dseq}.json"));
-    let v: Value = serde_json::from_slice(&std::fs::read(p).expect("saved manifest")).expect("json");
-    serde_json::from_value(v["manifest"].clone()).expect("manifest")
+    common::saved_manifest(&net.home.path().join("deployments").join(format!("{owner}-{dseq}.json")))
 }
 
 pub(crate) fn signer(net: &common::Devnet, name: &str) -> SigningKey {
@@ -196,13 +189,24 @@ pub(crate) fn signer(net: &common::Devnet, name: &str) -> SigningKey {
 
 /// What the ledger records of the provider: its URI and TLS fingerprint.
 pub(crate) fn provider_pin(net: &common::Devnet, provider: &Address) -> (String, Hash32) {
-    let p = net.rpc().get(&format!("/providers/{provider}")).expect("provider");
-    let uri = p["provider"]["host_uri"].as_str().expect("uri").to_string();
-    let fp: Hash32 = hex::decode(p["provider"]["tls_fingerprint"].as_str().expect("fingerprint"))
-        .expect("hex")
-        .try_into()
-        .expect("32 bytes");
-    (uri, fp)
+    let p = net.rpc().provider(provider, false).expect("provider").item.provider;
+    (p.host_uri, p.tls_fingerprint)
+}
+
+/// A raw pinned channel to the provider, for requests a tenant's client would never send
+/// (unsigned, malformed, replayed).
+pub(crate) fn raw_channel(net: &common::Devnet, provider: &Address) -> PinnedClient {
+    let (uri, fp) = provider_pin(net, provider);
+    PinnedClient::new(&uri, fp).expect("client")
+}
+
+/// A raw answer read as the provider's error envelope: (status, code, message).
+pub(crate) async fn raw_refusal(r: pazar_client::tenant::Response) -> (u16, ErrorCode, String) {
+    let status = r.status;
+    let body = r.bytes().await.expect("body");
+    let e: ErrorEnvelope =
+        serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{status}, not an error envelope ({e}): {body:?}"));
+    (status, e.error.code, e.error.message)
 }
 
 /// A tenant's client of the provider, signing as key `name`.
@@ -213,7 +217,7 @@ pub(crate) fn tenant(net: &common::Devnet, name: &str, provider: &Address) -> Pr
 }
 
 /// The refusal a request got: (HTTP status, code, message).
-pub(crate) fn refused(r: Result<Value, TenantError>) -> (u16, String, String) {
+pub(crate) fn refused<T: std::fmt::Debug>(r: Result<T, TenantError>) -> (u16, ErrorCode, String) {
     match r {
         Err(TenantError::Refused { status, code, message }) => (status, code, message),
         other => panic!("expected a refusal, got {other:?}"),
@@ -276,7 +280,7 @@ fn tree(root: &Path) -> Vec<String> {
     out
 }
 
-fn status_of(rt: &tokio::runtime::Runtime, c: &ProviderClient, lease: &BidId) -> Value {
+fn status_of(rt: &tokio::runtime::Runtime, c: &ProviderClient, lease: &BidId) -> LeaseStatus {
     rt.block_on(c.status(lease)).expect("status")
 }
 
@@ -307,24 +311,24 @@ fn a_hand_written_manifest_whose_hash_is_on_the_ledger_is_refused_when_it_breaks
     let alice_lease = deploy(&net, &web_sdl(dir.path(), "alice.yaml", 1), "alice", 20);
     let (alice, bob) = (tenant(&net, "alice", &provider), tenant(&net, "bob", &provider));
     let bob_before = status_of(&rt, &bob, &bob_lease);
-    assert_eq!(bob_before["ready"], true, "{bob_before}");
+    assert!(bob_before.ready, "{bob_before:?}");
     let owner: Address = alice_lease.owner;
     let base = saved_manifest(&net, &owner, 20);
     let host_before = tree(&sandbox);
     let canary = PathBuf::from(format!("/tmp/pazar-escape-{}", std::process::id()));
 
     type Edit = Box<dyn Fn(&mut Manifest)>;
-    let cases: Vec<(&str, Edit, &str, &str)> = vec![
+    let cases: Vec<(&str, Edit, ErrorCode, &str)> = vec![
         (
             "three replicas on a lease of one",
             Box::new(|m| m.groups[0].services[0].count = 3),
-            "not_leased",
+            ErrorCode::NotLeased,
             "ask for 3 replicas; the lease has 1",
         ),
         (
             "a service name that walks out of the lease's directory",
             Box::new(move |m| m.groups[0].services[0].name = "../../../../tmp/pazar-escape".into()),
-            "bad_manifest",
+            ErrorCode::BadManifest,
             "is not a service name",
         ),
         (
@@ -342,7 +346,7 @@ fn a_hand_written_manifest_whose_hash_is_on_the_ledger_is_refused_when_it_breaks
                     read_only: false,
                 });
             }),
-            "bad_manifest",
+            ErrorCode::BadManifest,
             "is not a volume name",
         ),
         (
@@ -360,7 +364,7 @@ fn a_hand_written_manifest_whose_hash_is_on_the_ledger_is_refused_when_it_breaks
                     read_only: false,
                 });
             }),
-            "bad_manifest",
+            ErrorCode::BadManifest,
             "must not contain . or .. components",
         ),
         (
@@ -378,19 +382,19 @@ fn a_hand_written_manifest_whose_hash_is_on_the_ledger_is_refused_when_it_breaks
                     read_only: false,
                 });
             }),
-            "bad_manifest",
+            ErrorCode::BadManifest,
             "written by the runtime",
         ),
         (
             "an environment name that is not a POSIX name",
             Box::new(|m| m.groups[0].services[0].env.push("BASH_FUNC_x%%=() { id; }".into())),
-            "bad_manifest",
+            ErrorCode::BadManifest,
             "is not an environment variable name",
         ),
         (
             "an image reference that is a path",
             Box::new(|m| m.groups[0].services[0].image = "../../../bin".into()),
-            "bad_manifest",
+            ErrorCode::BadManifest,
             "has an invalid",
         ),
     ];
@@ -399,7 +403,7 @@ fn a_hand_written_manifest_whose_hash_is_on_the_ledger_is_refused_when_it_breaks
         edit(&mut m);
         put_version_on_ledger(&net, "alice", 20, &m);
         let (status, got, message) = refused(rt.block_on(alice.send_manifest(&alice_lease, &m)));
-        assert_eq!((status, got.as_str()), (400, *code), "{what}: {message}");
+        assert_eq!((status, got), (400, *code), "{what}: {message}");
         assert!(message.contains(reason), "{what}: {message}");
         assert_eq!(tree(&sandbox), host_before, "{what}: nothing is made on the host");
         assert!(!canary.exists() && !Path::new("/tmp/pazar-escape").exists(), "{what}");
@@ -420,28 +424,30 @@ fn a_hand_written_manifest_whose_hash_is_on_the_ledger_is_refused_when_it_breaks
     }
     .sign(&signer(&net, "alice"), pazar_provider::server::now_ms(), [7; 16])
     .to_header();
-    let (uri, fp) = provider_pin(&net, &provider);
-    let raw = pazar_provider::tls::PinnedClient::new(&uri, fp).expect("client");
-    let resp = rt
-        .block_on(raw.send("PUT", &path, &[(pazar_types::auth::AUTH_HEADER, auth)], body))
-        .expect("answer");
-    let status = resp.status;
-    let text = String::from_utf8_lossy(&rt.block_on(resp.bytes()).expect("body")).into_owned();
-    assert_eq!(status, 400, "{text}");
-    assert!(text.contains("unknown field `privileged`"), "{text}");
+    let raw = raw_channel(&net, &provider);
+    let (status, code, message) = rt.block_on(async {
+        let resp = raw
+            .send("PUT", &path, &[(pazar_types::auth::AUTH_HEADER, auth)], body)
+            .await
+            .expect("answer");
+        raw_refusal(resp).await
+    });
+    assert_eq!((status, code), (400, ErrorCode::BadManifest), "{message}");
+    assert!(message.contains("unknown field `privileged`"), "{message}");
 
     // Alice's lease still runs its one replica of the manifest it was deployed with; Bob's is
     // as it was.
     let st = status_of(&rt, &alice, &alice_lease);
-    assert_eq!(st["ready"], true, "{st}");
-    assert_eq!(st["services"][0]["replicas"], 1, "{st}");
-    assert_eq!(st["services"][0]["name"], "web", "{st}");
-    let bob_after = status_of(&rt, &bob, &bob_lease);
+    assert!(st.ready, "{st:?}");
+    assert_eq!(st.services.len(), 1, "{st:?}");
     assert_eq!(
-        bob_after["services"], bob_before["services"],
-        "Bob's lease is untouched"
+        (st.services[0].name.as_str(), st.services[0].replicas),
+        ("web", 1),
+        "{st:?}"
     );
-    assert_eq!(bob_after["ready"], true);
+    let bob_after = status_of(&rt, &bob, &bob_lease);
+    assert_eq!(bob_after.services, bob_before.services, "Bob's lease is untouched");
+    assert!(bob_after.ready);
     assert!(
         !daemon.log_text().contains("panicked"),
         "the daemon kept running: {}",
@@ -449,6 +455,6 @@ fn a_hand_written_manifest_whose_hash_is_on_the_ledger_is_refused_when_it_breaks
     );
     for l in [&alice_lease, &bob_lease] {
         let who = if l.owner == owner { "alice" } else { "bob" };
-        net.cli(&["lease", "close", &LeaseRef::new(l.clone()).label(), "--from", who]);
+        net.close_lease(l, who);
     }
 }

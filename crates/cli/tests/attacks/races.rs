@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use pazar_provider::tenant::TenantError;
+use pazar_api::node::{BidPage, ListQuery};
+use pazar_api::ErrorCode;
+use pazar_client::tenant::TenantError;
 use pazar_types::market::BidId;
 use pazar_types::Address;
 
@@ -17,8 +19,7 @@ use crate::manifest::{build_image, docker_runs, saved_manifest, start_daemon, te
 /// Creates deployment `dseq` without sending its manifest, waits for the daemon's bid and
 /// leases it.
 fn lease_without_manifest(net: &common::Devnet, sdl: &std::path::Path, dseq: u64, provider: &Address) -> BidId {
-    let d = net.cli(&[
-        "deploy",
+    let d = net.deploy(&[
         sdl.to_str().expect("utf8"),
         "--from",
         "alice",
@@ -26,16 +27,16 @@ fn lease_without_manifest(net: &common::Devnet, sdl: &std::path::Path, dseq: u64
         &dseq.to_string(),
         "--create-only",
     ]);
-    assert_eq!(d["tx"]["receipt"]["code"], 0, "{d}");
+    common::assert_committed(&d.tx, "deploy --create-only");
     let owner: Address = net.address("alice").parse().expect("address");
+    let bids = ListQuery {
+        owner: Some(owner),
+        dseq: Some(dseq),
+        provider: Some(*provider),
+        ..ListQuery::default()
+    };
     let t0 = Instant::now();
-    while net
-        .rpc()
-        .get(&format!("/bids?owner={owner}&dseq={dseq}&provider={provider}"))
-        .expect("bids")["bids"]
-        .as_array()
-        .is_none_or(|b| b.is_empty())
-    {
+    while net.rpc().list_all::<BidPage>(&bids).expect("bids").is_empty() {
         assert!(t0.elapsed() < Duration::from_secs(30), "no bid on {dseq}");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -99,8 +100,12 @@ fn a_manifest_that_races_the_close_of_its_lease_never_leaves_a_workload_running(
             }
         };
         match &answer {
-            Ok(v) => assert_eq!(v["status"], "deployed", "{v}"),
-            Err(TenantError::Refused { status: 410, code, .. }) if code == "lease_closed" => {}
+            Ok(accepted) => assert_eq!(accepted.status, "deployed", "{accepted:?}"),
+            Err(TenantError::Refused {
+                status: 410,
+                code: ErrorCode::LeaseClosed,
+                ..
+            }) => {}
             Err(e) => panic!("{dseq}: neither deployed nor refused as closed: {e}"),
         }
         if close_after_ms.is_none() {
@@ -121,6 +126,6 @@ fn a_manifest_that_races_the_close_of_its_lease_never_leaves_a_workload_running(
             "{dseq}: the workload of a closed lease runs ({answer:?})"
         );
         let (status, code, _) = crate::manifest::refused(rt.block_on(alice.status(&lease)));
-        assert_eq!((status, code.as_str()), (410, "lease_closed"));
+        assert_eq!((status, code), (410, ErrorCode::LeaseClosed));
     }
 }

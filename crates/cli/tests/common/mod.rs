@@ -6,7 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
+
+use pazar_api::node::{TxResult, TxState};
+use pazar_api::provider::LeaseStatus;
+use pazar_client::deploy::LeaseOutcome;
+use pazar_sdl::Manifest;
+use pazar_types::market::BidId;
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pazar"))
@@ -97,6 +105,31 @@ impl Devnet {
         })
     }
 
+    /// Runs a CLI command that must succeed and reads what it prints as a `T`.
+    pub fn cli_as<T: DeserializeOwned>(&self, args: &[&str]) -> T {
+        let v = self.cli(args);
+        serde_json::from_value(v.clone())
+            .unwrap_or_else(|e| panic!("pazar {args:?} printed an unexpected shape ({e}): {v}"))
+    }
+
+    /// `pazar deploy ARGS` (must succeed), read as its output's type.
+    pub fn deploy(&self, args: &[&str]) -> Deployed {
+        let mut all = vec!["deploy"];
+        all.extend_from_slice(args);
+        self.cli_as(&all)
+    }
+
+    /// `pazar lease status LEASE --from FROM`, as the provider answered it.
+    pub fn lease_status(&self, lease: &BidId, from: &str) -> LeaseStatus {
+        self.cli_as(&["lease", "status", &lease.to_string(), "--from", from])
+    }
+
+    /// `pazar lease close LEASE --from FROM`, which must commit successfully.
+    pub fn close_lease(&self, lease: &BidId, from: &str) {
+        let c: Closed = self.cli_as(&["lease", "close", &lease.to_string(), "--from", from]);
+        assert_committed(&c.tx, "lease close");
+    }
+
     /// A transaction command that must commit successfully.
     pub fn tx_ok(&self, args: &[&str]) -> Value {
         let v = self.cli(args);
@@ -122,6 +155,55 @@ impl Devnet {
             assert!(t0.elapsed() < Duration::from_secs(30), "chain stalled");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// What `pazar deploy -o json` prints, the part the tests read (the CLI's `DeployOutput`; the
+/// fields are the client's and the node's own types).
+#[derive(Debug, Deserialize)]
+pub struct Deployed {
+    pub tx: TxResult,
+    pub manifest_file: PathBuf,
+    #[serde(default)]
+    pub leases: Vec<LeaseOutcome>,
+}
+
+impl Deployed {
+    /// The one lease a deployment of one group made.
+    pub fn lease(&self) -> &LeaseOutcome {
+        assert_eq!(self.leases.len(), 1, "one lease: {self:?}");
+        &self.leases[0]
+    }
+
+    /// The manifest the CLI saved for the deployment (what goes to the provider).
+    pub fn manifest(&self) -> Manifest {
+        saved_manifest(&self.manifest_file)
+    }
+}
+
+/// What `pazar lease close -o json` prints.
+#[derive(Debug, Deserialize)]
+pub struct Closed {
+    pub tx: TxResult,
+}
+
+/// The manifest in a record the CLI saved under `deployments/`.
+pub fn saved_manifest(path: &Path) -> Manifest {
+    #[derive(Deserialize)]
+    struct Saved {
+        manifest: Manifest,
+    }
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice::<Saved>(&bytes)
+        .unwrap_or_else(|e| panic!("{} holds no manifest: {e}", path.display()))
+        .manifest
+}
+
+/// Panics unless `r` committed with a successful receipt.
+pub fn assert_committed(r: &TxResult, what: &str) {
+    match &r.state {
+        TxState::Committed { receipt, .. } if receipt.code == 0 => {}
+        other => panic!("{what} did not commit successfully: {other:?}"),
     }
 }
 

@@ -7,5 +7,4 @@ pub mod bidding;
 pub mod daemon;
 pub mod inventory;
 pub mod server;
-pub mod tenant;
 pub mod tls;

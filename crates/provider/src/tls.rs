@@ -1,23 +1,16 @@
-//! The provider's TLS identity and the pinned channel to it. A provider makes a self-signed
-//! certificate once; the SHA-256 of its DER bytes is registered on the ledger
-//! (`tls_fingerprint`). A tenant connects with a verifier that accepts exactly that certificate
-//! (and checks the handshake signature with its key), so no certificate authority is trusted and
-//! a man in the middle cannot present another key. Errors name the mismatch instead of "EOF".
+//! The provider's TLS identity and its listener. A provider makes a self-signed certificate
+//! once; the SHA-256 of its DER bytes is registered on the ledger (`tls_fingerprint`), and
+//! tenants connect with `pazar_client::tenant`, which accepts exactly that certificate.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{ring as provider, CryptoProvider};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsAcceptor;
 
 use pazar_types::Hash32;
 
@@ -27,14 +20,6 @@ pub enum TlsError {
     Identity { path: String, reason: String },
     #[error("TLS setup failed: {0}")]
     Setup(String),
-    #[error("cannot connect to {addr}: {reason}")]
-    Connect { addr: String, reason: String },
-    #[error("the provider at {addr} presented a certificate with fingerprint {got}, but the ledger pins {want}: refusing (wrong host, or someone in the middle)")]
-    Fingerprint { addr: String, got: String, want: String },
-    #[error("TLS handshake with {addr} failed: {reason}")]
-    Handshake { addr: String, reason: String },
-    #[error("HTTP exchange with {addr} failed: {reason}")]
-    Http { addr: String, reason: String },
     #[error("{0:?} is not a provider URI (expected https://HOST:PORT)")]
     BadUri(String),
 }
@@ -111,60 +96,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)
 }
 
-/// Accepts exactly the certificate whose SHA-256 is `pin`, whatever its names and dates.
-#[derive(Debug)]
-struct Pinned {
-    pin: Hash32,
-    crypto: Arc<CryptoProvider>,
-    /// Set when a certificate was refused, so the caller can say which fingerprint it saw.
-    seen: std::sync::Mutex<Option<Hash32>>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let got: Hash32 = Sha256::digest(end_entity.as_ref()).into();
-        if got == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            if let Ok(mut s) = self.seen.lock() {
-                *s = Some(got);
-            }
-            Err(rustls::Error::General(
-                "certificate fingerprint does not match the ledger".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.crypto.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.crypto.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.crypto.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// An axum listener that speaks TLS. Connections are accepted and handshaken concurrently in a
 /// background task (each handshake limited to 10 s), so a slow or silent client cannot hold up
 /// others; failed handshakes are dropped.
@@ -235,174 +166,23 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// `https://host:port` → (`host`, `host:port`).
+/// `https://host:port` → (`host`, `host:port`), by the rule tenants connect with
+/// (`pazar_client::tenant::split_uri`), so the certificate names the host they will ask for.
 pub fn split_uri(uri: &str) -> Result<(String, String), TlsError> {
-    let rest = uri
-        .strip_prefix("https://")
-        .ok_or_else(|| TlsError::BadUri(uri.to_string()))?
-        .trim_end_matches('/');
-    let (host, port) = rest.rsplit_once(':').ok_or_else(|| TlsError::BadUri(uri.to_string()))?;
-    if host.is_empty() || port.parse::<u16>().is_err() || rest.contains('/') {
-        return Err(TlsError::BadUri(uri.to_string()));
-    }
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    Ok((host, rest.to_string()))
-}
-
-/// An HTTP/1.1 connection to a provider over pinned TLS.
-pub struct PinnedClient {
-    host: String,
-    addr: String,
-    pin: Hash32,
-}
-
-/// Longest a provider may take to finish the TLS handshake, and to send a response's head.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
-pub const RESPONSE_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
-/// Largest whole response body read into memory (status, manifests' answers); longer ones
-/// (a provider is another party) are refused, not buffered. Log streams are read frame by frame.
-pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
-/// Longest the reading of one whole body may take.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A response: status and the body as a stream of chunks.
-pub struct Response {
-    pub status: u16,
-    pub body: Incoming,
-}
-
-impl Response {
-    /// The whole body, at most [`MAX_RESPONSE_BYTES`] read within [`BODY_TIMEOUT`].
-    pub async fn bytes(self) -> Result<Bytes, TlsError> {
-        let limited = http_body_util::Limited::new(self.body, MAX_RESPONSE_BYTES);
-        match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
-            Ok(Ok(b)) => Ok(b.to_bytes()),
-            Ok(Err(e)) => Err(TlsError::Http {
-                addr: String::new(),
-                reason: if e.is::<http_body_util::LengthLimitError>() {
-                    format!("the provider's answer is larger than {MAX_RESPONSE_BYTES} bytes")
-                } else {
-                    e.to_string()
-                },
-            }),
-            Err(_) => Err(TlsError::Http {
-                addr: String::new(),
-                reason: format!("the provider's answer took longer than {} s", BODY_TIMEOUT.as_secs()),
-            }),
-        }
-    }
-}
-
-impl PinnedClient {
-    pub fn new(host_uri: &str, pin: Hash32) -> Result<PinnedClient, TlsError> {
-        let (host, addr) = split_uri(host_uri)?;
-        Ok(PinnedClient { host, addr, pin })
-    }
-
-    /// Sends one request on a fresh connection.
-    pub async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, String)],
-        body: Vec<u8>,
-    ) -> Result<Response, TlsError> {
-        let verifier = Arc::new(Pinned {
-            pin: self.pin,
-            crypto: crypto(),
-            seen: std::sync::Mutex::new(None),
-        });
-        let cfg = rustls::ClientConfig::builder_with_provider(crypto())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Setup(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier.clone())
-            .with_no_client_auth();
-        let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&self.addr))
-            .await
-            .map_err(|_| TlsError::Connect {
-                addr: self.addr.clone(),
-                reason: "timed out after 10 s".into(),
-            })?
-            .map_err(|e| TlsError::Connect {
-                addr: self.addr.clone(),
-                reason: e.to_string(),
-            })?;
-        let name = ServerName::try_from(self.host.clone()).map_err(|_| TlsError::BadUri(self.host.clone()))?;
-        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsConnector::from(Arc::new(cfg)).connect(name, tcp));
-        let tls = match handshake.await {
-            Err(_) => {
-                return Err(TlsError::Handshake {
-                    addr: self.addr.clone(),
-                    reason: format!("no TLS handshake within {} s", HANDSHAKE_TIMEOUT.as_secs()),
-                })
-            }
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => {
-                let seen = verifier.seen.lock().ok().and_then(|s| *s);
-                return Err(match seen {
-                    Some(got) => TlsError::Fingerprint {
-                        addr: self.addr.clone(),
-                        got: hex_of(&got),
-                        want: hex_of(&self.pin),
-                    },
-                    None => TlsError::Handshake {
-                        addr: self.addr.clone(),
-                        reason: e.to_string(),
-                    },
-                });
-            }
-        };
-        let http = |e: hyper::Error| TlsError::Http {
-            addr: self.addr.clone(),
-            reason: e.to_string(),
-        };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(http)?;
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.host);
-        for (k, v) in headers {
-            req = req.header(*k, v.as_str());
-        }
-        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| TlsError::Http {
-            addr: self.addr.clone(),
-            reason: e.to_string(),
-        })?;
-        let resp = tokio::time::timeout(RESPONSE_HEAD_TIMEOUT, sender.send_request(req))
-            .await
-            .map_err(|_| TlsError::Http {
-                addr: self.addr.clone(),
-                reason: format!("no answer within {} s", RESPONSE_HEAD_TIMEOUT.as_secs()),
-            })?
-            .map_err(http)?;
-        Ok(Response {
-            status: resp.status().as_u16(),
-            body: resp.into_body(),
-        })
-    }
-}
-
-fn hex_of(h: &Hash32) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
+    pazar_client::tenant::split_uri(uri).map_err(|_| TlsError::BadUri(uri.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use pazar_client::tenant::PinnedClient;
+
     #[test]
     fn provider_uris_split_into_host_and_address() {
         let (h, a) = split_uri("https://p.example:8443").expect("ok");
         assert_eq!((h.as_str(), a.as_str()), ("p.example", "p.example:8443"));
-        let (h, _) = split_uri("https://127.0.0.1:1/").expect("ok");
-        assert_eq!(h, "127.0.0.1");
-        for bad in ["http://p:1", "https://p", "https://p:x", "https://p:1/path"] {
-            assert!(split_uri(bad).is_err(), "{bad}");
-        }
+        assert!(matches!(split_uri("http://p:1"), Err(TlsError::BadUri(u)) if u == "http://p:1"));
     }
 
     #[tokio::test]
@@ -419,6 +199,7 @@ mod tests {
         let app = axum::Router::new().route("/hi", axum::routing::get(|| async { "hello" }));
         tokio::spawn(async move { axum::serve(listener, app).await });
 
+        // The tenant's channel (pazar_client) pinned to this identity.
         let uri = format!("https://127.0.0.1:{port}");
         let ok = PinnedClient::new(&uri, id.fingerprint()).expect("client");
         let r = ok.send("GET", "/hi", &[], vec![]).await.expect("pinned");
@@ -439,7 +220,7 @@ mod tests {
         let err = wrong.send("GET", "/hi", &[], vec![]).await.err().expect("refused");
         let msg = err.to_string();
         assert!(
-            msg.contains(&hex_of(&id.fingerprint())) && msg.contains("ledger pins"),
+            msg.contains(&hex::encode(id.fingerprint())) && msg.contains("ledger pins"),
             "{msg}"
         );
     }

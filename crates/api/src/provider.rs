@@ -89,6 +89,16 @@ pub struct ServiceStatus {
     /// The image pull under way for this service (state `pulling`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<PullProgress>,
+    /// The deployment version (hex SHA-256 of the manifest) every replica of the service runs:
+    /// a replica an update left unchanged runs the new version as it is. `None` while replicas
+    /// run different versions (an update replaces them one at a time), or from a provider that
+    /// does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Why the lease's last manifest update was not applied (the image could not be had, a new
+    /// replica did not serve in time): the replicas of the version above keep serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_error: Option<String>,
 }
 
 /// An address a tenant reaches a service at: a host port, or a name on the provider's ingress.

@@ -1,16 +1,16 @@
 //! What a Docker lease runs made exactly what its group asks: containers whose (service,
-//! replica) the group lacks or whose spec differs are removed before anything is made, volumes
-//! no service mounts go with their files, and the volumes the group mounts are made (size-bounded
-//! where loop devices allow). Must not know how a container is started or how storage is
-//! policed.
+//! replica) the group lacks are removed before anything is made (those whose spec differs are
+//! replaced one at a time by `rollout`), volumes no service mounts go with their files once the
+//! group runs, and the volumes the group mounts are made (size-bounded where loop devices
+//! allow). Must not know how a container is started or how storage is policed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bollard::query_parameters::{ListContainersOptions, ListVolumesOptions, RemoveVolumeOptions};
 
 use pazar_api::manifest::{Group, Service};
 
-use super::spec::{spec_hash, LABEL_SPEC, VOLUME_MOUNT_OPTIONS};
+use super::spec::VOLUME_MOUNT_OPTIONS;
 use super::{backend, check_owner, is_not_found, DockerRuntime};
 use crate::{LeaseRef, RuntimeError};
 
@@ -27,24 +27,20 @@ impl DockerRuntime {
         })
     }
 
-    /// Makes what the lease runs exactly what `group` asks for, before anything new is made:
-    /// every container labelled with the lease's id whose (service, replica) the group does not
-    /// have, or whose [`spec_hash`] differs from what the group asks, is removed, and so is
-    /// every volume of the lease that no service of the group mounts. Without it a tenant that
-    /// renames its one service at each manifest update (every manifest fits the lease on its
-    /// own) keeps every earlier service's containers running on a lease of one replica. The
-    /// volumes removed are this tenant's own (labelled with its lease's id) and belong to
-    /// services it no longer runs; a volume a service of the group still mounts keeps its data,
-    /// and a container the group asks for as it is stays untouched (a redeploy restarts nothing).
-    /// Called under the lifecycle lock.
+    /// Makes what the lease runs no more than what `group` asks for, before anything new is
+    /// made: every container labelled with the lease's id whose (service, replica) the group
+    /// does not have is removed (a new replica an interrupted update left under its temporary
+    /// name too). Without it a tenant that renames its one service at each manifest update
+    /// (every manifest fits the lease on its own) keeps every earlier service's containers
+    /// running on a lease of one replica. A replica whose spec hash differs from what the
+    /// group asks stays until `rollout` has a new one serving in its place, and a container the
+    /// group asks for as it is stays untouched (a redeploy restarts nothing). Called under the
+    /// lifecycle lock.
     pub(super) async fn converge(&self, lease: &LeaseRef, group: &Group) -> Result<(), RuntimeError> {
-        let wanted: HashMap<String, String> = group
+        let wanted: HashSet<String> = group
             .services
             .iter()
-            .flat_map(|svc| {
-                let spec = spec_hash(svc);
-                (0..svc.count).map(move |r| (Self::container_name(lease, &svc.name, r), spec.clone()))
-            })
+            .flat_map(|svc| (0..svc.count).map(move |r| Self::container_name(lease, &svc.name, r)))
             .collect();
         let list = self
             .docker
@@ -56,25 +52,29 @@ impl DockerRuntime {
             .await
             .map_err(backend)?;
         for c in list {
-            let labels = c.labels.unwrap_or_default();
             let Some(name) = c.names.and_then(|n| n.into_iter().next()) else {
                 continue;
             };
             let name = name.trim_start_matches('/');
-            match wanted.get(name) {
-                Some(spec) if labels.get(LABEL_SPEC) == Some(spec) => continue,
-                // Made again below, from what the group asks now.
-                Some(_) => {}
-                None => {
-                    // A replica that leaves the group takes the logs of its evictions along.
-                    if let Some(path) = self.kept_logs(name) {
-                        let _ = std::fs::remove_file(path);
-                    }
-                }
+            if wanted.contains(name) {
+                continue;
+            }
+            // A replica that leaves the group takes the logs of its evictions along.
+            if let Some(path) = self.kept_logs(name) {
+                let _ = std::fs::remove_file(path);
             }
             self.remove(name).await?;
         }
-        let volumes: std::collections::HashSet<String> = group
+        Ok(())
+    }
+
+    /// Removes every volume of the lease that no service of `group` mounts, with its file: the
+    /// volumes removed are this tenant's own (labelled with its lease's id) and belong to
+    /// services or mounts it no longer has; a volume a service of the group still mounts keeps
+    /// its data. Called under the lifecycle lock once the group runs, so no replica of an
+    /// earlier service still mounts what goes.
+    pub(super) async fn remove_unmounted_volumes(&self, lease: &LeaseRef, group: &Group) -> Result<(), RuntimeError> {
+        let volumes: HashSet<String> = group
             .services
             .iter()
             .flat_map(|svc| Self::service_volumes(lease, svc).map(|(name, _, _)| name))

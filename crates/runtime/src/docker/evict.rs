@@ -12,7 +12,9 @@ use futures_util::StreamExt;
 
 use pazar_api::manifest::Service;
 
-use super::spec::{spec_hash, LABEL_EVICTED, LABEL_EVICTIONS, LABEL_LEASE, LABEL_LEASE_ID, LABEL_RESTARTS, LABEL_SPEC};
+use super::spec::{
+    spec_hash, LABEL_EVICTED, LABEL_EVICTIONS, LABEL_LEASE, LABEL_LEASE_ID, LABEL_RESTARTS, LABEL_SPEC, LABEL_VERSION,
+};
 use super::{backend, log_line, DockerRuntime};
 use crate::{LeaseRef, RuntimeError};
 
@@ -159,6 +161,10 @@ impl DockerRuntime {
             l.insert(LABEL_EVICTIONS.into(), (count(LABEL_EVICTIONS) + 1).to_string());
             l.insert(LABEL_EVICTED.into(), e.reason());
             l.insert(LABEL_RESTARTS.into(), restarts.to_string());
+            // Made again from the same service: it runs the version it ran.
+            if let Some(v) = labels.get(LABEL_VERSION) {
+                l.insert(LABEL_VERSION.into(), v.clone());
+            }
         }
         // The replica keeps its host ports, so the tenant's URIs stay right; should one have
         // been taken meanwhile, it gets fresh ones (the status shows them).

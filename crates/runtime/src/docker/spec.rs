@@ -38,6 +38,9 @@ pub(super) const LABEL_RESTARTS: &str = "pazar.restarts-before";
 /// while the group asks for exactly what it runs.
 pub(super) const LABEL_SPEC: &str = "pazar.spec";
 
+/// The deployment version (hex SHA-256 of the manifest) a container was made for.
+pub(super) const LABEL_VERSION: &str = "pazar.version";
+
 /// Hashed into every [`spec_hash`]: changed when containers are made differently from the same
 /// service (a new volume naming, a new mount option), so a deploy makes them again.
 const SPEC_FORMAT: &[u8] = b"pazar-docker-container/2";

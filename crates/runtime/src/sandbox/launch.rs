@@ -18,7 +18,7 @@ use crate::images::{ImageConfig, ImageStore};
 use crate::{is_ram, netns, volume, RuntimeError};
 
 use super::names::{cgroup_rel, lease_dir, log_path, mount_point, volume_dir, HostName};
-use super::supervise::{proc_stat, LeaseRun};
+use super::supervise::{proc_stat, spec_of, LeaseRun};
 use super::{backend, SandboxOptions};
 
 /// Processes a replica may have at once.
@@ -290,9 +290,13 @@ pub(super) fn start_replica(opts: &SandboxOptions, run: &mut LeaseRun, i: usize)
         });
     }
     let pid = child.id();
+    let version = run.state.version.clone();
     let r = &mut run.state.replicas[i];
     r.pid = Some(pid);
     r.starttime = proc_stat(pid).map_or(0, |(_, t)| t);
+    // What it runs now: the group's service, as the lease's version.
+    r.spec = Some(spec_of(&svc));
+    r.version = version;
     run.children.insert((svc_name.clone(), replica), child);
     run.next_start.remove(&(svc_name, replica));
     Ok(())

@@ -36,6 +36,42 @@ pub(super) struct ReplicaState {
     pub(super) starttime: u64,
     pub(super) restarts: u64,
     pub(super) last_error: Option<String>,
+    /// The [`spec_of`] the service it was last started from: a manifest update replaces it
+    /// when the service asks something else. `None` in records written before it was kept.
+    #[serde(default)]
+    pub(super) spec: Option<String>,
+    /// The deployment version it runs (hex), where the deploy said.
+    #[serde(default)]
+    pub(super) version: Option<String>,
+}
+
+impl ReplicaState {
+    /// A replica not started yet.
+    pub(super) fn new(service: &str, replica: u32) -> ReplicaState {
+        ReplicaState {
+            service: service.to_string(),
+            replica,
+            pid: None,
+            starttime: 0,
+            restarts: 0,
+            last_error: None,
+            spec: None,
+            version: None,
+        }
+    }
+}
+
+/// What a replica of `svc` is started from (image, command, env, resources, ports, mounts),
+/// as a hex SHA-256: the count is left out, so scaling a service leaves its replicas alone.
+pub(super) fn spec_of(svc: &Service) -> String {
+    use sha2::{Digest, Sha256};
+    let unit = Service {
+        count: 0,
+        ..svc.clone()
+    };
+    hex::encode(Sha256::digest(
+        serde_json::to_vec(&unit).expect("a manifest service always serializes"),
+    ))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +90,9 @@ pub(super) struct LeaseState {
     /// The whole lease id: a record is adopted only by the lease it names.
     pub(super) label: String,
     pub(super) group: Group,
+    /// The deployment version of `group` (hex), where the deploy said.
+    #[serde(default)]
+    pub(super) version: Option<String>,
     pub(super) forwards: Vec<FwdState>,
     pub(super) replicas: Vec<ReplicaState>,
 }
@@ -181,13 +220,25 @@ fn supervise_once(opts: &SandboxOptions, leases: &Leases) {
 }
 
 impl SandboxRuntime {
-    /// Brings a running lease to `group` (a tenant's new manifest for its lease): replicas
-    /// whose service or index is gone, or whose service's launch spec changed, are stopped and
-    /// their cgroups removed; missing replicas are started; the others run on untouched.
-    /// Forwards follow the global ports, `/etc/hosts` the services, and the volumes of a
-    /// service or volume that is gone are unmounted and deleted (the tenant no longer pays for
-    /// them); a gone replica's log goes with it, a restarted replica appends to its own.
-    pub(super) async fn converge(&self, key: &LeaseKey, group: &Group) -> Result<(), RuntimeError> {
+    /// Brings a running lease to `group`, version `version` (a tenant's new manifest for its
+    /// lease), one replica at a time. First, replicas whose service or index is gone are
+    /// stopped with their cgroups (and their logs removed), replicas the group adds are
+    /// started, and replicas whose service is unchanged run on untouched as the new version.
+    /// Then each replica whose service changed is replaced: the old process stops and one of
+    /// the new service starts (all services of a lease share one network namespace, where two
+    /// processes cannot listen on one port, so the new one cannot start beside the old), and
+    /// the next waits until it serves (alive, every exposed TCP port accepting) or the ready
+    /// wait ends, which stops the update with the reason. Images are resolved before anything
+    /// changes, so one that is missing changes nothing. Forwards follow the global ports,
+    /// `/etc/hosts` the services, and once every replica was replaced the volumes of a service
+    /// or volume that is gone are unmounted and deleted (the tenant no longer pays for them);
+    /// volumes the group still mounts keep their data.
+    pub(super) async fn converge(
+        &self,
+        key: &LeaseKey,
+        group: &Group,
+        version: Option<&str>,
+    ) -> Result<(), RuntimeError> {
         let old = {
             let leases = self.leases.lock().map_err(backend)?;
             let run = leases
@@ -195,7 +246,12 @@ impl SandboxRuntime {
                 .ok_or_else(|| backend("the lease stopped meanwhile"))?;
             run.state.clone()
         };
-        if old.group == *group {
+        let same_version = version.is_none() || old.version.as_deref() == version;
+        let replaced_all = old.replicas.iter().all(|r| {
+            let svc = group.services.iter().find(|s| s.name == r.service);
+            svc.is_some_and(|s| r.spec.is_none() || r.spec == Some(spec_of(s)))
+        });
+        if old.group == *group && same_version && replaced_all {
             return Ok(());
         }
         self.prepare_images(group).await?;
@@ -210,41 +266,48 @@ impl SandboxRuntime {
             }
         }
         let dir = self.lease_dir(key);
-        let same = |a: &Service, b: &Service| Service { count: 0, ..a.clone() } == Service { count: 0, ..b.clone() };
-        let result = {
+        // What each replica was started from; records written before specs were kept are taken
+        // to run the group they were recorded with.
+        let started_from = |r: &ReplicaState| {
+            r.spec
+                .clone()
+                .or_else(|| old.group.services.iter().find(|s| s.name == r.service).map(spec_of))
+        };
+        let to_replace = {
             let mut leases = self.leases.lock().map_err(backend)?;
             let run = leases
                 .get_mut(key.as_str())
                 .ok_or_else(|| backend("the lease stopped meanwhile"))?;
-            let keeps = |r: &ReplicaState| {
-                let new = group.services.iter().find(|s| s.name == r.service);
-                let was = old.group.services.iter().find(|s| s.name == r.service);
-                matches!((new, was), (Some(n), Some(w)) if r.replica < n.count && same(n, w))
-            };
-            let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut run.state.replicas).into_iter().partition(keeps);
-            for r in &gone {
-                let id = (r.service.clone(), r.replica);
-                if let Some(mut child) = run.children.remove(&id) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                run.next_start.remove(&id);
-                let host_svc = HostName::parse("service", &r.service)?;
-                if let Ok(cg) = Cgroup::at(&cgroup_rel(key, host_svc, r.replica)) {
-                    cg.kill_and_remove();
-                }
-                let still = group
+            let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut run.state.replicas).into_iter().partition(|r| {
+                group
                     .services
                     .iter()
-                    .any(|s| s.name == r.service && r.replica < s.count);
-                if !still {
-                    let log = log_path(&dir, host_svc, r.replica);
-                    let _ = std::fs::remove_file(log.with_extension("log.1"));
-                    let _ = std::fs::remove_file(log);
-                }
+                    .any(|s| s.name == r.service && r.replica < s.count)
+            });
+            for r in &gone {
+                stop_replica(run, key, r)?;
+                let log = log_path(&dir, HostName::parse("service", &r.service)?, r.replica);
+                let _ = std::fs::remove_file(log.with_extension("log.1"));
+                let _ = std::fs::remove_file(log);
             }
             run.state.replicas = kept;
             run.state.group = group.clone();
+            run.state.version = version.map(str::to_string).or(old.version.clone());
+            let mut to_replace = Vec::new();
+            for r in &mut run.state.replicas {
+                let svc = group
+                    .services
+                    .iter()
+                    .find(|s| s.name == r.service)
+                    .expect("kept replicas belong to a service of the group");
+                if started_from(r) == Some(spec_of(svc)) {
+                    // Unchanged: it runs this version as it is.
+                    r.spec = Some(spec_of(svc));
+                    r.version = run.state.version.clone();
+                } else {
+                    to_replace.push((r.service.clone(), r.replica));
+                }
+            }
             for svc in &group.services {
                 for replica in 0..svc.count {
                     if !run
@@ -253,14 +316,7 @@ impl SandboxRuntime {
                         .iter()
                         .any(|r| r.service == svc.name && r.replica == replica)
                     {
-                        run.state.replicas.push(ReplicaState {
-                            service: svc.name.clone(),
-                            replica,
-                            pid: None,
-                            starttime: 0,
-                            restarts: 0,
-                            last_error: None,
-                        });
+                        run.state.replicas.push(ReplicaState::new(&svc.name, replica));
                     }
                 }
             }
@@ -293,20 +349,126 @@ impl SandboxRuntime {
             }
             let mut failure = None;
             for i in 0..run.state.replicas.len() {
-                if run.state.replicas[i].pid.is_none()
-                    && !run
-                        .next_start
-                        .contains_key(&(run.state.replicas[i].service.clone(), run.state.replicas[i].replica))
-                {
+                let r = &run.state.replicas[i];
+                if r.pid.is_none() && !run.next_start.contains_key(&(r.service.clone(), r.replica)) {
                     if let Err(e) = start_replica(&self.opts, run, i) {
                         failure = Some(e);
                         break;
                     }
                 }
             }
-            save(&self.opts, key, &run.state).and(failure.map_or(Ok(()), Err))
+            save(&self.opts, key, &run.state)?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            to_replace
         };
-        self.remove_gone_volumes(key, &old.group, group)?;
-        result
+        for (service, replica) in to_replace {
+            let svc = group
+                .services
+                .iter()
+                .find(|s| s.name == service)
+                .expect("replicas to replace belong to a service of the group");
+            self.replace(key, svc, replica, version).await?;
+        }
+        self.remove_gone_volumes(key, &old.group, group)
     }
+
+    /// Stops replica `replica` of `svc` and starts one of what `svc` asks now, then waits until
+    /// it serves; a replica the supervisor already restarted from `svc` is left as it is.
+    async fn replace(
+        &self,
+        key: &LeaseKey,
+        svc: &Service,
+        replica: u32,
+        version: Option<&str>,
+    ) -> Result<(), RuntimeError> {
+        let spec = spec_of(svc);
+        {
+            let mut leases = self.leases.lock().map_err(backend)?;
+            let run = leases
+                .get_mut(key.as_str())
+                .ok_or_else(|| backend("the lease was closed during its update"))?;
+            let i = run
+                .state
+                .replicas
+                .iter()
+                .position(|r| r.service == svc.name && r.replica == replica)
+                .ok_or_else(|| backend("the replica left the lease during its update"))?;
+            if run.state.replicas[i].spec.as_deref() != Some(spec.as_str()) {
+                let r = run.state.replicas[i].clone();
+                stop_replica(run, key, &r)?;
+                let r = &mut run.state.replicas[i];
+                r.pid = None;
+                r.last_error = None;
+                let started = start_replica(&self.opts, run, i);
+                save(&self.opts, key, &run.state)?;
+                started?;
+            }
+        }
+        let t0 = Instant::now();
+        loop {
+            let up = {
+                let leases = self.leases.lock().map_err(backend)?;
+                let run = leases
+                    .get(key.as_str())
+                    .ok_or_else(|| backend("the lease was closed during its update"))?;
+                run.state
+                    .replicas
+                    .iter()
+                    .find(|r| r.service == svc.name && r.replica == replica)
+                    .map(|r| (r.pid.is_some_and(|p| alive(p, r.starttime)), r.last_error.clone()))
+            };
+            let Some((alive, last_error)) = up else {
+                return Err(backend("the replica left the lease during its update"));
+            };
+            if alive && self.ports_open(key, svc).await {
+                return Ok(());
+            }
+            if t0.elapsed() >= self.ready_wait {
+                let why = if alive {
+                    "it runs, but does not accept connections on every port it exposes".to_string()
+                } else {
+                    last_error.unwrap_or_else(|| "it exited".to_string())
+                };
+                return Err(backend(crate::rollout::not_serving(
+                    &svc.name,
+                    replica,
+                    version,
+                    self.ready_wait,
+                    &why,
+                )));
+            }
+            tokio::time::sleep(crate::rollout::READY_POLL).await;
+        }
+    }
+
+    /// Whether every TCP port `svc` exposes accepts a connection in the lease's namespace.
+    pub(super) async fn ports_open(&self, key: &LeaseKey, svc: &Service) -> bool {
+        for x in svc.expose.iter().filter(|x| x.proto == pazar_api::manifest::Proto::Tcp) {
+            if crate::netns::connect(key.as_str(), x.port, Duration::from_millis(500))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Stops a replica of the lease: its process if this daemon started it, then every process of
+/// its cgroup, which goes; it will not be restarted.
+fn stop_replica(run: &mut LeaseRun, key: &LeaseKey, r: &ReplicaState) -> Result<(), RuntimeError> {
+    let id = (r.service.clone(), r.replica);
+    if let Some(mut child) = run.children.remove(&id) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    run.next_start.remove(&id);
+    let host_svc = HostName::parse("service", &r.service)?;
+    if let Ok(cg) = Cgroup::at(&cgroup_rel(key, host_svc, r.replica)) {
+        cg.kill_and_remove();
+    }
+    Ok(())
 }

@@ -1,0 +1,221 @@
+//! Manifest updates on the real Docker engine: a running lease taken to a new version one
+//! replica at a time (new env, new image tag), its persistent volume's data kept, the version
+//! reported per service; an update whose new replica does not serve, or whose image cannot be
+//! had, stops with the reason and leaves the earlier replicas serving.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pazar_runtime::demo_image::build_demo_image;
+use pazar_runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_runtime::{GroupStatus, LeaseRef, Runtime};
+use pazar_types::market::BidId;
+use pazar_types::{Address, Denom, Hash32};
+
+const V1_IMAGE: &str = "pazar-demo:rollout-1";
+const V2_IMAGE: &str = "pazar-demo:rollout-2";
+
+fn sdl(image: &str, service_extra: &str) -> String {
+    format!(
+        r#"
+version: "2.0"
+services:
+  web:
+    image: {image}
+{service_extra}
+    expose:
+      - port: 8080
+        as: 80
+        to: [{{global: true}}]
+    params:
+      storage:
+        data: {{mount: /data}}
+profiles:
+  compute:
+    web:
+      resources:
+        cpu: {{units: 0.25}}
+        memory: {{size: 64Mi}}
+        storage:
+          - size: 128Mi
+          - name: data
+            size: 64Mi
+            attributes: {{persistent: true, class: beta2}}
+  placement:
+    local:
+      pricing:
+        web: {{denom: uusd, amount: 100}}
+deployment:
+  web:
+    local: {{profile: web, count: 2}}
+"#
+    )
+}
+
+fn group(sdl: &str) -> pazar_sdl::ValidGroup {
+    let opts = pazar_sdl::Options::new(Denom::new("upzr").expect("denom"), Denom::new("uusd").expect("denom"));
+    let d = pazar_sdl::parse(sdl.as_bytes(), &opts).expect("valid sdl");
+    pazar_sdl::ValidGroup::new(d.manifest.groups.into_iter().next().expect("one group")).expect("a valid group")
+}
+
+fn lease() -> LeaseRef {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    LeaseRef::new(BidId {
+        owner: Address::Native([41; 20]),
+        dseq: nanos,
+        gseq: 1,
+        oseq: 1,
+        provider: Address::Native([9; 20]),
+    })
+}
+
+/// Closes the lease if the test stops early.
+struct Closing<'a>(&'a LeaseRef);
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        let names: Vec<String> = docker(&["ps", "-aq", "--filter", &format!("label=pazar.lease={}", self.0.name())])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        for n in names {
+            let _ = Command::new("docker").args(["rm", "-f", &n]).output();
+        }
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+async fn serving(rt: &DockerRuntime, l: &LeaseRef, g: &pazar_sdl::ValidGroup) -> GroupStatus {
+    let t0 = Instant::now();
+    loop {
+        let st = rt.status(l, g).await.expect("status");
+        if st.all_running() {
+            return st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "not serving: {st:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The page each replica serves, through its host port.
+fn pages(st: &GroupStatus) -> Vec<String> {
+    use std::io::{Read, Write};
+    st.services[0]
+        .forwards
+        .iter()
+        .map(|f| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", f.host_port)).expect("connects");
+            s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("asks");
+            let mut out = String::new();
+            s.read_to_string(&mut out).expect("answers");
+            out
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_replaces_each_replica_keeps_the_volume_and_stops_with_the_reason_when_it_cannot_serve() {
+    let mut rt = DockerRuntime::connect(DockerOptions {
+        images: pazar_runtime::images::ImagePolicy::allowing(["pazar-demo:*"]).expect("a valid policy"),
+        ..DockerOptions::default()
+    })
+    .await
+    .expect("this machine has a Docker engine");
+    for tag in [V1_IMAGE, V2_IMAGE] {
+        build_demo_image(rt.docker(), tag).await.expect("builds the demo image");
+    }
+    rt.set_ready_wait(Duration::from_secs(3));
+    let l = lease();
+    let _closing = Closing(&l);
+    let (v1, v2, v3, v4): (Hash32, Hash32, Hash32, Hash32) = ([1; 32], [2; 32], [3; 32], [4; 32]);
+
+    let g1 = group(&sdl(V1_IMAGE, "    env: [GREETING=first-version]"));
+    rt.deploy_version(&l, &g1, &v1).await.expect("v1 deploys");
+    let st = serving(&rt, &l, &g1).await;
+    assert_eq!(st.services[0].version.as_deref(), Some(hex::encode(v1).as_str()));
+    assert!(pages(&st).iter().all(|p| p.contains("first-version")), "{st:?}");
+    let replica0 = format!("{}-web-0", l.name());
+    docker(&["exec", &replica0, "/bin/sh", "-c", "echo written-by-v1 > /data/kept"]);
+
+    // v2: another image tag and another env value.
+    let g2 = group(&sdl(V2_IMAGE, "    env: [GREETING=second-version]"));
+    rt.deploy_version(&l, &g2, &v2).await.expect("v2 rolls out");
+    let st = serving(&rt, &l, &g2).await;
+    assert_eq!(
+        st.services[0].version.as_deref(),
+        Some(hex::encode(v2).as_str()),
+        "{st:?}"
+    );
+    assert!(pages(&st).iter().all(|p| p.contains("second-version")), "{st:?}");
+    for r in 0..2 {
+        let name = format!("{}-web-{r}", l.name());
+        let image = docker(&["inspect", "-f", "{{.Config.Image}}", &name]);
+        assert_eq!(image, V2_IMAGE, "replica {r} runs the new tag");
+    }
+    let kept = docker(&["exec", &replica0, "/bin/busybox", "cat", "/data/kept"]);
+    assert_eq!(kept, "written-by-v1", "the persistent volume survived the update");
+
+    // v3's replica exits at once: the update stops at replica 0, which v2 still serves.
+    let g3 = group(&sdl(
+        V2_IMAGE,
+        "    command: [/bin/sh, -c]\n    args: [\"exit 3\"]\n    env: [GREETING=third-version]",
+    ));
+    let err = rt
+        .deploy_version(&l, &g3, &v3)
+        .await
+        .expect_err("v3 does not serve")
+        .to_string();
+    assert!(
+        err.contains("replica 0 of \"web\" of version 030303030303 did not serve within 3 s"),
+        "{err}"
+    );
+    let st = serving(&rt, &l, &g2).await;
+    assert_eq!(
+        st.services[0].version.as_deref(),
+        Some(hex::encode(v2).as_str()),
+        "{st:?}"
+    );
+    assert!(pages(&st).iter().all(|p| p.contains("second-version")), "{st:?}");
+    let names = docker(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        &format!("label=pazar.lease={}", l.name()),
+    ]);
+    assert!(!names.contains("-next"), "no new replica is left behind: {names}");
+
+    // v4's image cannot be had (a registry that does not answer): nothing changes.
+    let g4 = group(&sdl(
+        "localhost:1/pazar-demo:missing",
+        "    env: [GREETING=fourth-version]",
+    ));
+    let err = rt.deploy_version(&l, &g4, &v4).await.expect_err("no image").to_string();
+    assert!(err.contains("localhost:1/pazar-demo:missing"), "{err}");
+    let st = serving(&rt, &l, &g2).await;
+    assert_eq!(
+        st.services[0].version.as_deref(),
+        Some(hex::encode(v2).as_str()),
+        "{st:?}"
+    );
+
+    // Putting v2 back (what the provider does after a failed update) changes nothing that runs.
+    let before = docker(&["inspect", "-f", "{{.Id}}", &replica0]);
+    rt.deploy_version(&l, &g2, &v2).await.expect("v2 again");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.Id}}", &replica0]),
+        before,
+        "an unchanged replica keeps running"
+    );
+
+    rt.close(&l).await.expect("closes");
+}

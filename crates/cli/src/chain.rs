@@ -1,10 +1,8 @@
 //! `pazar devnet`, `node start`, `keys`, `tx` and `query`.
 
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -24,13 +22,14 @@ use pazar_node::consensus::{Solo, SystemClock};
 use pazar_node::genesis::GenesisOnDisk;
 use pazar_node::Node;
 use pazar_store::Store;
-use pazar_types::market::{GroupSpec, LeaseCloseReason};
+use pazar_types::market::{GroupId, GroupSpec, LeaseCloseReason};
 use pazar_types::{
-    Address, Attribute, BidId, Coin, Denom, DeploymentId, Hash32, KeyScheme, Msg, OrderId, Price, ProviderInfo,
-    SigningKey,
+    Address, Attribute, Coin, Denom, DeploymentId, Hash32, KeyScheme, Msg, Price, ProviderInfo, SigningKey,
 };
 
-use crate::home;
+use crate::failure::{Exit, Failure};
+use crate::ids::{self, Ids};
+use crate::{home, progress};
 use crate::{ClientOpts, Output};
 
 // ---------------------------------------------------------------------------------------------
@@ -117,13 +116,12 @@ pub fn node_start(home: PathBuf, rpc_listen: Option<String>, devnet_banner: bool
         let head = node.head();
         if devnet_banner {
             print_banner(&home, &format!("http://{addr}"), node.chain_id(), head.height);
-        } else {
-            println!(
-                "node {} at height {} serving RPC on http://{addr}",
-                node.chain_id(),
-                head.height
-            );
         }
+        tracing::info!(
+            chain = node.chain_id(),
+            height = head.height,
+            "node serving RPC on http://{addr}"
+        );
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -138,7 +136,7 @@ pub fn node_start(home: PathBuf, rpc_listen: Option<String>, devnet_banner: bool
             clock: Arc::new(SystemClock),
         };
         pazar_node::run(node, engine, listener, rx).await?;
-        println!("node stopped");
+        tracing::info!("node stopped");
         Ok::<(), anyhow::Error>(())
     })
 }
@@ -226,29 +224,10 @@ fn text_of(v: &Value) -> String {
     s.trim_end().to_string()
 }
 
-/// A spinner on stderr while a closure runs, only when stderr is a terminal.
+/// A spinner on stderr while a closure runs (see `progress`: a line when stderr is no
+/// terminal, nothing under `-o json`).
 pub fn with_spinner<T>(msg: &str, f: impl FnOnce() -> T) -> T {
-    if !std::io::stderr().is_terminal() {
-        return f();
-    }
-    let done = Arc::new(AtomicBool::new(false));
-    let d = done.clone();
-    let msg = msg.to_string();
-    let h = std::thread::spawn(move || {
-        let frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
-        let mut i = 0;
-        while !d.load(Ordering::Relaxed) {
-            eprint!("\r{} {msg}", frames[i % frames.len()]);
-            let _ = std::io::stderr().flush();
-            i += 1;
-            std::thread::sleep(Duration::from_millis(80));
-        }
-        eprint!("\r\x1b[2K");
-    });
-    let r = f();
-    done.store(true, Ordering::Relaxed);
-    let _ = h.join();
-    r
+    progress::with_spinner(msg, f)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -257,6 +236,10 @@ pub fn with_spinner<T>(msg: &str, f: impl FnOnce() -> T) -> T {
 #[derive(Subcommand)]
 pub enum KeysCmd {
     /// Create a new key from a fresh mnemonic (shown once).
+    #[command(
+        after_help = "Examples:\n  pazar keys add alice\n  pazar keys add bob --scheme eth\n  \
+                            pazar keys add dev --keyring-backend test -o json"
+    )]
     Add {
         name: String,
         #[arg(long, default_value = "ed25519")]
@@ -265,7 +248,14 @@ pub enum KeysCmd {
         #[arg(long, default_value = "file")]
         keyring_backend: Backend,
     },
-    /// Import a key from a BIP-39 mnemonic read from stdin (MetaMask's phrase works with --scheme eth).
+    /// Import a key from a BIP-39 mnemonic (MetaMask's phrase works with --scheme eth): typed at
+    /// a prompt that does not echo it, or read from stdin when stdin is not a terminal. Never
+    /// give it as an argument: it would stay in the shell's history and show in `ps`.
+    #[command(
+        after_help = "Examples:\n  pazar keys import alice                      # prompts, without echo\n  \
+                            pazar keys import metamask --scheme eth --index 1\n  \
+                            pazar keys import ci-key < mnemonic.txt      # non-interactive"
+    )]
     Import {
         name: String,
         #[arg(long, default_value = "ed25519")]
@@ -275,25 +265,62 @@ pub enum KeysCmd {
         index: u32,
         #[arg(long, default_value = "file")]
         keyring_backend: Backend,
+        /// Refused: the words of a mnemonic given on the command line.
+        #[arg(hide = true, num_args = 0..)]
+        words: Vec<String>,
     },
+    /// Every key: name, scheme, address.
+    #[command(after_help = "Examples:\n  pazar keys list\n  pazar keys list -o json")]
     List,
-    Show {
-        name: String,
-    },
+    /// A key's address.
+    #[command(after_help = "Examples:\n  pazar keys show alice\n  pazar keys show alice -o json")]
+    Show { name: String },
     /// Print the secret key and mnemonic. Anyone who sees them controls the account.
+    #[command(after_help = "Examples:\n  pazar keys export alice --unsafe-show-secret")]
     Export {
         name: String,
         /// Required: confirms that the secret may be printed.
         #[arg(long)]
         unsafe_show_secret: bool,
     },
-    Delete {
-        name: String,
-    },
+    /// Delete a key file (the account and its tokens stay on the chain).
+    #[command(after_help = "Examples:\n  pazar keys delete old-key")]
+    Delete { name: String },
 }
 
+/// Longest mnemonic read from stdin (24 words of at most 8 letters are 215 bytes).
+const MAX_MNEMONIC: u64 = 4096;
+
+/// The mnemonic of `keys import`: from a prompt without echo when stdin is a terminal, else
+/// from stdin; words on the command line are refused.
+fn read_mnemonic(words: &[String]) -> Result<String> {
+    if !words.is_empty() {
+        return Err(Failure::input(
+            "a mnemonic given on the command line stays in the shell's history and shows in `ps`: \
+             run `pazar keys import NAME` and type it at the prompt (not echoed), or pipe it on stdin \
+             (`pazar keys import NAME < mnemonic.txt`)",
+        )
+        .into());
+    }
+    let raw = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("mnemonic (not echoed): ").context("reading the mnemonic from the terminal")?
+    } else {
+        let mut raw = String::new();
+        std::io::Read::take(std::io::stdin().lock(), MAX_MNEMONIC)
+            .read_to_string(&mut raw)
+            .context("reading the mnemonic from stdin")?;
+        raw
+    };
+    let phrase = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+    if phrase.is_empty() {
+        return Err(Failure::input("no mnemonic: type it at the prompt or pipe it on stdin").into());
+    }
+    Ok(phrase)
+}
+
+/// A keyring error, kept typed so it is reported with the code `key`.
 pub fn key_err(e: pazar_client::keyring::KeyringError) -> anyhow::Error {
-    anyhow!("{e}")
+    anyhow::Error::new(e)
 }
 
 pub fn keys(cmd: KeysCmd, opts: &ClientOpts) -> Result<()> {
@@ -325,12 +352,9 @@ pub fn keys(cmd: KeysCmd, opts: &ClientOpts) -> Result<()> {
             scheme,
             index,
             keyring_backend,
+            words,
         } => {
-            let mut phrase = String::new();
-            std::io::stdin()
-                .read_line(&mut phrase)
-                .context("reading the mnemonic from stdin")?;
-            let phrase = phrase.split_whitespace().collect::<Vec<_>>().join(" ");
+            let phrase = read_mnemonic(&words)?;
             let key = SigningKey::from_mnemonic(scheme, &phrase, index).map_err(|e| anyhow!("{e}"))?;
             let info = kr
                 .add(&name, &key, Some(&phrase), index, keyring_backend, &passphrase_prompt)
@@ -391,7 +415,10 @@ pub struct TxOpts {
 #[derive(Subcommand)]
 pub enum TxCmd {
     /// Send tokens to an address or a key name.
+    #[command(after_help = "Examples:\n  pazar tx send bob 1000upzr --from alice\n  \
+                            pazar tx send pazar1… 5uusd --from alice --no-wait -o json")]
     Send { to: String, amount: Coin },
+    /// Register, update or remove this key as a provider.
     Provider {
         #[command(subcommand)]
         which: ProviderTx,
@@ -401,23 +428,28 @@ pub enum TxCmd {
         #[command(subcommand)]
         which: AuditTx,
     },
+    /// Deployments from JSON group specs (SDL files: `pazar deploy`).
     Deployment {
         #[command(subcommand)]
         which: DeploymentTx,
     },
+    /// Close, pause or start one group of one's own deployment.
     Group {
         #[command(subcommand)]
         which: GroupTx,
     },
+    /// Providers bid on orders and close their bids.
     Bid {
         #[command(subcommand)]
         which: BidTx,
     },
+    /// Accept a bid, close a lease, withdraw its earnings.
     Lease {
         #[command(subcommand)]
         which: LeaseTx,
     },
-    /// Withdraw what a lease has earned (provider) — same as `lease withdraw`.
+    /// Same as `pazar tx lease withdraw` (kept for old scripts).
+    #[command(hide = true)]
     Withdraw { lease: String },
 }
 
@@ -443,18 +475,32 @@ pub struct ProviderArgs {
 
 #[derive(Subcommand)]
 pub enum ProviderTx {
+    /// Register the signer as a provider.
+    #[command(
+        after_help = "Examples:\n  pazar tx provider create --from provider --host-uri https://p.example:8443 --attr region=eu"
+    )]
     Create(ProviderArgs),
+    /// Replace the signer's provider record.
+    #[command(
+        after_help = "Examples:\n  pazar tx provider update --from provider --host-uri https://p.example:8443 --attr region=eu-west"
+    )]
     Update(ProviderArgs),
+    /// Remove the signer's provider record.
+    #[command(after_help = "Examples:\n  pazar tx provider delete --from provider")]
     Delete,
 }
 
 #[derive(Subcommand)]
 pub enum AuditTx {
+    /// Vouch for attributes of a provider.
+    #[command(after_help = "Examples:\n  pazar tx audit sign pazar1… --attr region=eu --attr tier=1 --from auditor")]
     Sign {
         provider: Address,
         #[arg(long = "attr", required = true)]
         attrs: Vec<String>,
     },
+    /// Withdraw attributes one vouched for.
+    #[command(after_help = "Examples:\n  pazar tx audit delete pazar1… --key tier --from auditor")]
     Delete {
         provider: Address,
         #[arg(long = "key", required = true)]
@@ -465,6 +511,9 @@ pub enum AuditTx {
 #[derive(Subcommand)]
 pub enum DeploymentTx {
     /// Create a deployment from a JSON file of group specs (SDL files come with `pazar deploy`).
+    #[command(
+        after_help = "Examples:\n  pazar tx deployment create --from alice --groups groups.json --deposit 5000000uusd --dseq 7"
+    )]
     Create {
         /// JSON array of groups (see the GroupSpec schema in /openapi.json's examples).
         #[arg(long)]
@@ -481,51 +530,69 @@ pub enum DeploymentTx {
         #[arg(long)]
         auto_accept_after: Option<u32>,
     },
+    /// Same as `pazar deployment deposit` (kept for old scripts).
+    #[command(hide = true)]
     Deposit {
-        #[arg(long)]
-        dseq: u64,
-        amount: Coin,
-        /// Owner of the deployment when depositing into someone else's.
-        #[arg(long)]
+        /// The deployment, [OWNER/]DSEQ.
+        deployment: Option<String>,
+        amount: Option<Coin>,
+        #[arg(long, hide = true)]
+        dseq: Option<u64>,
+        #[arg(long, hide = true)]
         owner: Option<Address>,
     },
+    /// Set the deployment's version (the manifest's hash) on the ledger.
+    #[command(after_help = "Examples:\n  pazar tx deployment update 7 --version 5f2c… --from alice")]
     Update {
-        #[arg(long)]
-        dseq: u64,
+        /// One's own deployment, [OWNER/]DSEQ.
+        #[arg(required_unless_present = "dseq")]
+        deployment: Option<String>,
         #[arg(long)]
         version: String,
+        /// The deployment's DSEQ (old form of the argument above).
+        #[arg(long, hide = true)]
+        dseq: Option<u64>,
     },
+    /// Same as `pazar deployment close` (kept for old scripts).
+    #[command(hide = true)]
     Close {
-        #[arg(long)]
-        dseq: u64,
+        deployment: Option<String>,
+        #[arg(long, hide = true)]
+        dseq: Option<u64>,
     },
+}
+
+/// A group of one's own deployment: `[OWNER/]DSEQ/GSEQ` (or the old `--dseq N --gseq N`).
+#[derive(Args)]
+pub struct GroupArg {
+    /// The group, [OWNER/]DSEQ/GSEQ.
+    #[arg(required_unless_present_all = ["dseq", "gseq"])]
+    group: Option<String>,
+    #[arg(long, hide = true, requires = "gseq")]
+    dseq: Option<u64>,
+    #[arg(long, hide = true, requires = "dseq")]
+    gseq: Option<u32>,
 }
 
 #[derive(Subcommand)]
 pub enum GroupTx {
-    Close {
-        #[arg(long)]
-        dseq: u64,
-        #[arg(long)]
-        gseq: u32,
-    },
-    Pause {
-        #[arg(long)]
-        dseq: u64,
-        #[arg(long)]
-        gseq: u32,
-    },
-    Start {
-        #[arg(long)]
-        dseq: u64,
-        #[arg(long)]
-        gseq: u32,
-    },
+    /// Close the group: its order and lease end.
+    #[command(after_help = "Examples:\n  pazar tx group close 7/1 --from alice")]
+    Close(GroupArg),
+    /// Pause the group: its lease ends, its order waits for `start`.
+    #[command(after_help = "Examples:\n  pazar tx group pause 7/1 --from alice")]
+    Pause(GroupArg),
+    /// Start a paused (or expired) group again: a new order opens for bids.
+    #[command(after_help = "Examples:\n  pazar tx group start 7/1 --from alice")]
+    Start(GroupArg),
 }
 
 #[derive(Subcommand)]
 pub enum BidTx {
-    /// Bid on an order OWNER/DSEQ/GSEQ/OSEQ.
+    /// Bid on an order [OWNER/]DSEQ/GSEQ/OSEQ.
+    #[command(
+        after_help = "Examples:\n  pazar tx bid create pazar1…/7/1/1 --from provider --price 800uusd --deposit 500000uusd"
+    )]
     Create {
         order: String,
         /// Price per block, e.g. `1.5uusd`.
@@ -534,25 +601,27 @@ pub enum BidTx {
         #[arg(long)]
         deposit: Coin,
     },
-    /// Close a bid OWNER/DSEQ/GSEQ/OSEQ/PROVIDER.
+    /// Close a bid [OWNER/]DSEQ/GSEQ/OSEQ/PROVIDER.
+    #[command(after_help = "Examples:\n  pazar tx bid close pazar1…/7/1/1/provider --from provider")]
     Close { bid: String },
 }
 
 #[derive(Subcommand)]
 pub enum LeaseTx {
-    /// Accept a bid OWNER/DSEQ/GSEQ/OSEQ/PROVIDER, making it a lease.
-    Create {
-        bid: String,
-    },
+    /// Accept a bid [OWNER/]DSEQ/GSEQ/OSEQ/PROVIDER, making it a lease.
+    #[command(after_help = "Examples:\n  pazar tx lease create 7/1/1/provider --from alice")]
+    Create { bid: String },
+    /// Same as `pazar lease close` (kept for old scripts).
+    #[command(hide = true)]
     Close {
         lease: String,
         /// owner, unstable, decommission, unspecified, manifest_timeout
         #[arg(long, default_value = "owner")]
         reason: String,
     },
-    Withdraw {
-        lease: String,
-    },
+    /// Withdraw what a lease [OWNER/]DSEQ/GSEQ/OSEQ/PROVIDER has earned (its provider).
+    #[command(after_help = "Examples:\n  pazar tx lease withdraw pazar1…/7/1/1/provider --from provider")]
+    Withdraw { lease: String },
 }
 
 fn parse_attrs(attrs: &[String]) -> Result<Vec<Attribute>> {
@@ -572,19 +641,6 @@ fn parse_hash(s: &str) -> Result<Hash32> {
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| anyhow!("{s:?} is not a 32-byte hex hash"))
-}
-
-fn parse_order(s: &str) -> Result<OrderId> {
-    let p: Vec<&str> = s.split('/').collect();
-    let [owner, dseq, gseq, oseq] = p.as_slice() else {
-        bail!("order id {s:?} must be OWNER/DSEQ/GSEQ/OSEQ");
-    };
-    Ok(OrderId {
-        owner: owner.parse().map_err(|e| anyhow!("order owner: {e}"))?,
-        dseq: dseq.parse().context("order dseq")?,
-        gseq: gseq.parse().context("order gseq")?,
-        oseq: oseq.parse().context("order oseq")?,
-    })
 }
 
 fn provider_msg(a: ProviderArgs, update: bool) -> Result<Msg> {
@@ -611,10 +667,66 @@ fn provider_msg(a: ProviderArgs, update: bool) -> Result<Msg> {
     })
 }
 
+/// Tells that a command is an old name for another, which scripts should move to.
+fn deprecated(old: &str, new: &str) {
+    tracing::warn!("`pazar {old}` is `pazar {new}`; this name is kept for old scripts and may go");
+}
+
+fn not_owner(what: String, owner: Address, sender: Address) -> anyhow::Error {
+    Failure::new(
+        Exit::Local,
+        "not_owner",
+        format!("{what} is {owner}'s: only its owner can sign this (the signer is {sender})"),
+    )
+    .into()
+}
+
+/// The DSEQ of one's own deployment named `[OWNER/]DSEQ` (or by the old `--dseq`).
+pub fn own_deployment(ids: &Ids, sender: Address, id: Option<&str>, dseq: Option<u64>) -> Result<u64> {
+    let id = match (id, dseq) {
+        (Some(s), _) => ids.deployment(s)?,
+        (None, Some(dseq)) => DeploymentId { owner: sender, dseq },
+        (None, None) => {
+            return Err(Failure::input(format!("name the deployment: {}", ids::Kind::Deployment.form())).into())
+        }
+    };
+    if id.owner != sender {
+        return Err(not_owner(
+            format!("deployment {}/{}", id.owner, id.dseq),
+            id.owner,
+            sender,
+        ));
+    }
+    Ok(id.dseq)
+}
+
+/// The DSEQ and GSEQ of a group of one's own deployment.
+fn own_group(ids: &Ids, sender: Address, g: &GroupArg) -> Result<(u64, u32)> {
+    let id = match (&g.group, g.dseq, g.gseq) {
+        (Some(s), _, _) => ids.group(s)?,
+        (None, Some(dseq), Some(gseq)) => GroupId {
+            owner: sender,
+            dseq,
+            gseq,
+        },
+        _ => return Err(Failure::input(format!("name the group: {}", ids::Kind::Group.form())).into()),
+    };
+    if id.owner != sender {
+        return Err(not_owner(
+            format!("group {}/{}/{}", id.owner, id.dseq, id.gseq),
+            id.owner,
+            sender,
+        ));
+    }
+    Ok((id.dseq, id.gseq))
+}
+
 fn tx_msg(home: &Path, cmd: TxCmd, sender: Address) -> Result<Msg> {
+    let me = sender.to_string();
+    let ids = Ids::new(home, Some(&me));
     Ok(match cmd {
         TxCmd::Send { to, amount } => Msg::Send {
-            to: address_arg(home, &to)?,
+            to: ids::address(home, &to)?,
             amount,
         },
         TxCmd::Provider { which } => match which {
@@ -654,64 +766,109 @@ fn tx_msg(home: &Path, cmd: TxCmd, sender: Address) -> Result<Msg> {
                     auto_accept_after,
                 }
             }
-            DeploymentTx::Deposit { dseq, amount, owner } => Msg::DepositDeployment {
-                id: DeploymentId {
-                    owner: owner.unwrap_or(sender),
-                    dseq,
-                },
+            DeploymentTx::Deposit {
+                deployment,
                 amount,
-            },
-            DeploymentTx::Update { dseq, version } => Msg::UpdateDeployment {
                 dseq,
+                owner,
+            } => {
+                deprecated("tx deployment deposit", "deployment deposit");
+                // The old form put the amount first and the deployment in --dseq.
+                let (id, amount) = match (deployment, amount, dseq) {
+                    (Some(s), Some(amount), _) => (ids.deployment(&s)?, amount),
+                    (Some(amount), None, Some(dseq)) => (
+                        DeploymentId {
+                            owner: owner.unwrap_or(sender),
+                            dseq,
+                        },
+                        amount
+                            .parse::<Coin>()
+                            .map_err(|e| Failure::input(format!("amount {amount:?}: {e}")))?,
+                    ),
+                    _ => return Err(Failure::input("usage: pazar deployment deposit [OWNER/]DSEQ AMOUNT").into()),
+                };
+                Msg::DepositDeployment { id, amount }
+            }
+            DeploymentTx::Update {
+                deployment,
+                dseq,
+                version,
+            } => Msg::UpdateDeployment {
+                dseq: own_deployment(&ids, sender, deployment.as_deref(), dseq)?,
                 version: parse_hash(&version)?,
             },
-            DeploymentTx::Close { dseq } => Msg::CloseDeployment { dseq },
+            DeploymentTx::Close { deployment, dseq } => {
+                deprecated("tx deployment close", "deployment close");
+                Msg::CloseDeployment {
+                    dseq: own_deployment(&ids, sender, deployment.as_deref(), dseq)?,
+                }
+            }
         },
         TxCmd::Group { which } => match which {
-            GroupTx::Close { dseq, gseq } => Msg::CloseGroup { dseq, gseq },
-            GroupTx::Pause { dseq, gseq } => Msg::PauseGroup { dseq, gseq },
-            GroupTx::Start { dseq, gseq } => Msg::StartGroup { dseq, gseq },
+            GroupTx::Close(g) => {
+                let (dseq, gseq) = own_group(&ids, sender, &g)?;
+                Msg::CloseGroup { dseq, gseq }
+            }
+            GroupTx::Pause(g) => {
+                let (dseq, gseq) = own_group(&ids, sender, &g)?;
+                Msg::PauseGroup { dseq, gseq }
+            }
+            GroupTx::Start(g) => {
+                let (dseq, gseq) = own_group(&ids, sender, &g)?;
+                Msg::StartGroup { dseq, gseq }
+            }
         },
         TxCmd::Bid { which } => match which {
             BidTx::Create { order, price, deposit } => Msg::CreateBid {
-                order: parse_order(&order)?,
+                order: ids.order(&order)?,
                 price,
                 deposit,
             },
-            BidTx::Close { bid } => Msg::CloseBid {
-                bid: bid.parse::<BidId>()?,
-            },
+            BidTx::Close { bid } => Msg::CloseBid { bid: ids.bid(&bid)? },
         },
         TxCmd::Lease { which } => match which {
-            LeaseTx::Create { bid } => Msg::CreateLease {
-                bid: bid.parse::<BidId>()?,
-            },
+            LeaseTx::Create { bid } => Msg::CreateLease { bid: ids.bid(&bid)? },
             LeaseTx::Close { lease, reason } => {
-                let reason: LeaseCloseReason = serde_json::from_value(Value::String(reason.clone()))
-                    .map_err(|_| anyhow!("unknown close reason {reason:?}"))?;
+                deprecated("tx lease close", "lease close");
                 Msg::CloseLease {
-                    lease: lease.parse::<BidId>()?,
-                    reason,
+                    lease: ids.lease(&lease)?,
+                    reason: close_reason(&reason)?,
                 }
             }
             LeaseTx::Withdraw { lease } => Msg::WithdrawLease {
-                lease: lease.parse::<BidId>()?,
+                lease: ids.lease(&lease)?,
             },
         },
-        TxCmd::Withdraw { lease } => Msg::WithdrawLease {
-            lease: lease.parse::<BidId>()?,
-        },
+        TxCmd::Withdraw { lease } => {
+            deprecated("tx withdraw", "tx lease withdraw");
+            Msg::WithdrawLease {
+                lease: ids.lease(&lease)?,
+            }
+        }
     })
 }
 
+/// A lease close reason by its name (`owner`, `unstable`, `decommission`, …).
+pub fn close_reason(reason: &str) -> Result<LeaseCloseReason> {
+    serde_json::from_value(Value::String(reason.to_string()))
+        .map_err(|_| Failure::input(format!("unknown close reason {reason:?}")).into())
+}
+
+/// A node client's error with a hint where one helps, kept typed for its exit code and code.
 pub fn client_err(e: ClientError) -> anyhow::Error {
-    match e.code() {
+    let hint = match e.code() {
         Some(ErrorCode::StaleSequence) | Some(ErrorCode::SequenceTaken) => {
-            anyhow!("{e}\nanother transaction from this account is pending or was just committed; retry in a moment")
+            "another transaction from this account is pending or was just committed; retry in a moment"
         }
-        Some(ErrorCode::FeeUnpayable) => anyhow!("{e}\nfund the account first (on a devnet: POST /faucet)"),
-        _ => anyhow!("{e}"),
-    }
+        Some(ErrorCode::FeeUnpayable) => "fund the account first (on a devnet: POST /faucet)",
+        _ => return anyhow::Error::new(e),
+    };
+    anyhow::Error::new(e).context(hint)
+}
+
+/// The failure of a transaction whose result the command printed: exit code 2.
+pub fn tx_failed(r: &TxResult) -> anyhow::Error {
+    Failure::reported(Exit::TxFailed, "tx_failed", tx_failure(r)).into()
 }
 
 /// Whether a submission ended well: committed with code 0, or (with `--no-wait`) pending.
@@ -754,7 +911,7 @@ pub fn tx(cmd: TxCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
     let r = submit(opts, t, |home, sender| tx_msg(home, cmd, sender))?;
     emit(opts.output, &serde_json::to_value(&r)?, |_| tx_text(&r));
     if !tx_ok(&r) {
-        std::process::exit(2);
+        return Err(tx_failed(&r));
     }
     Ok(())
 }
@@ -813,52 +970,81 @@ pub fn submit_as(opts: &ClientOpts, t: &TxOpts, key: &SigningKey, msgs: Vec<Msg>
 
 #[derive(Subcommand)]
 pub enum QueryCmd {
+    /// The node: chain, height, latest block.
+    #[command(
+        after_help = "Examples:\n  pazar query status\n  pazar query status --node http://10.0.0.5:26657 -o json"
+    )]
     Status,
-    /// Sequence and balances.
+    /// Sequence and balances of an address or a key.
+    #[command(after_help = "Examples:\n  pazar query account alice\n  pazar query account pazar1… --prove")]
     Account {
         address: String,
+        /// Verify the answer against the next block header's state root.
         #[arg(long)]
         prove: bool,
     },
+    /// One balance of an address or a key.
+    #[command(after_help = "Examples:\n  pazar query balance alice upzr --prove")]
     Balance {
         address: String,
         denom: Denom,
         #[arg(long)]
         prove: bool,
     },
+    /// Every registered provider.
+    #[command(after_help = "Examples:\n  pazar query providers -o json")]
     Providers,
+    /// One provider: host URI, attributes, audits.
+    #[command(after_help = "Examples:\n  pazar query provider provider\n  pazar query provider pazar1… --prove")]
     Provider {
-        address: Address,
+        /// An address or a key name.
+        address: String,
         #[arg(long)]
         prove: bool,
     },
+    /// Deployments, every owner's or one's.
+    #[command(after_help = "Examples:\n  pazar query deployments --owner alice")]
     Deployments {
         #[arg(long)]
         owner: Option<String>,
     },
-    /// A deployment OWNER/DSEQ with groups, leases and escrow runway.
+    /// A deployment [OWNER/]DSEQ with groups, leases and escrow runway.
+    #[command(
+        after_help = "Examples:\n  pazar query deployment 12 --from alice\n  pazar query deployment alice/12 --prove"
+    )]
     Deployment {
         id: String,
         #[arg(long)]
         prove: bool,
     },
-    /// Escrow of deployment OWNER/DSEQ: balance, accrued, runway in blocks.
+    /// Escrow of deployment [OWNER/]DSEQ: balance, accrued, runway in blocks.
+    #[command(after_help = "Examples:\n  pazar query escrow 12 --from alice\n  pazar query escrow pazar1…/12")]
     Escrow {
         id: String,
         #[arg(long)]
         prove: bool,
     },
+    /// Orders, filtered by owner and state (open, active, closed).
+    #[command(after_help = "Examples:\n  pazar query orders --state open\n  pazar query orders --owner alice -o json")]
     Orders {
         #[arg(long)]
         owner: Option<String>,
         #[arg(long)]
         state: Option<String>,
     },
+    /// An order [OWNER/]DSEQ/GSEQ/OSEQ.
+    #[command(
+        after_help = "Examples:\n  pazar query order 12/1/1 --from alice\n  pazar query order alice/12/1/1 --prove"
+    )]
     Order {
         id: String,
         #[arg(long)]
         prove: bool,
     },
+    /// Bids, filtered by owner, provider and state.
+    #[command(
+        after_help = "Examples:\n  pazar query bids --owner alice --state open\n  pazar query bids --provider provider"
+    )]
     Bids {
         #[arg(long)]
         owner: Option<String>,
@@ -867,11 +1053,17 @@ pub enum QueryCmd {
         #[arg(long)]
         state: Option<String>,
     },
+    /// A bid [OWNER/]DSEQ/GSEQ/OSEQ/PROVIDER.
+    #[command(after_help = "Examples:\n  pazar query bid 12/1/1/provider --from alice")]
     Bid {
         id: String,
         #[arg(long)]
         prove: bool,
     },
+    /// Leases, filtered by owner, provider and state.
+    #[command(
+        after_help = "Examples:\n  pazar query leases --owner alice --state active\n  pazar query leases --provider provider -o json"
+    )]
     Leases {
         #[arg(long)]
         owner: Option<String>,
@@ -880,41 +1072,31 @@ pub enum QueryCmd {
         #[arg(long)]
         state: Option<String>,
     },
+    /// A lease [OWNER/]DSEQ/GSEQ/OSEQ/PROVIDER as the ledger records it (`pazar lease status`
+    /// asks its provider what runs).
+    #[command(
+        after_help = "Examples:\n  pazar query lease 12/1/1/provider --from alice\n  pazar query lease pazar1…/12/1/1/pazar1… --prove"
+    )]
     Lease {
         id: String,
         #[arg(long)]
         prove: bool,
     },
-    Tx {
-        hash: String,
-    },
+    /// A transaction by its hash: its state and receipt.
+    #[command(after_help = "Examples:\n  pazar query tx 9f86d081884c7d65…")]
+    Tx { hash: String },
+    /// A block by height.
+    #[command(after_help = "Examples:\n  pazar query block latest\n  pazar query block 42 -o json")]
     Block {
         /// A height or `latest`.
         height: String,
     },
+    /// The chain's parameters (denominations, fees, timeouts, take rates).
+    #[command(after_help = "Examples:\n  pazar query params")]
     Params,
+    /// Tokens in existence, per denomination.
+    #[command(after_help = "Examples:\n  pazar query supply")]
     Supply,
-}
-
-/// Resolves a key name to its address, so `query account alice` works.
-fn address_arg(home: &Path, s: &str) -> Result<Address> {
-    if let Ok(a) = s.parse::<Address>() {
-        return Ok(a);
-    }
-    Keyring::new(home)
-        .show(s)
-        .map(|k| k.address)
-        .map_err(|_| anyhow!("{s:?} is neither an address nor a key name"))
-}
-
-pub fn deployment_id(s: &str) -> Result<DeploymentId> {
-    let (owner, dseq) = s
-        .split_once('/')
-        .ok_or_else(|| anyhow!("deployment id {s:?} must be OWNER/DSEQ"))?;
-    Ok(DeploymentId {
-        owner: owner.parse().map_err(|e| anyhow!("owner: {e}"))?,
-        dseq: dseq.parse().context("dseq")?,
-    })
 }
 
 /// A list query filtered by owner and provider (key names or addresses) and state.
@@ -925,8 +1107,8 @@ fn party_query(
     state: Option<String>,
 ) -> Result<ListQuery> {
     Ok(ListQuery {
-        owner: owner.map(|o| address_arg(home, &o)).transpose()?,
-        provider: provider.map(|o| address_arg(home, &o)).transpose()?,
+        owner: owner.map(|o| ids::address(home, &o)).transpose()?,
+        provider: provider.map(|o| ids::address(home, &o)).transpose()?,
         state,
         ..ListQuery::default()
     })
@@ -992,26 +1174,28 @@ fn show<T: Serialize>(out: Output, answer: &T) -> Result<()> {
     Ok(())
 }
 
-pub fn query(cmd: QueryCmd, opts: &ClientOpts) -> Result<()> {
+pub fn query(cmd: QueryCmd, opts: &ClientOpts, from: Option<&str>) -> Result<()> {
     let home = home::resolve(opts.home.clone());
     let rpc = Rpc::new(&home::node_url(opts.node.clone(), &home));
+    let ids = Ids::new(&home, from);
     let out = opts.output;
     let key = |prove: bool, table: u8, k: &dyn Fn(u8) -> Vec<u8>| prove.then(|| k(table));
     match cmd {
         QueryCmd::Status => show(out, &rpc.status().map_err(client_err)?),
         QueryCmd::Account { address, prove } => {
-            let a = address_arg(&home, &address)?;
+            let a = ids::address(&home, &address)?;
             let answer = rpc.account(&a, prove).map_err(client_err)?;
             show_proven(&rpc, out, answer, key(prove, table_id::ACCOUNTS, &|t| store_key(t, &a)))
         }
         QueryCmd::Balance { address, denom, prove } => {
-            let a = address_arg(&home, &address)?;
+            let a = ids::address(&home, &address)?;
             let answer = rpc.balance(&a, &denom, prove).map_err(client_err)?;
             let k = key(prove, table_id::BALANCES, &|t| store_key(t, &(a, denom.clone())));
             show_proven(&rpc, out, answer, k)
         }
         QueryCmd::Providers => show_list::<ProviderPage>(&rpc, out, &ListQuery::default()),
         QueryCmd::Provider { address, prove } => {
+            let address = ids::address(&home, &address)?;
             let answer = rpc.provider(&address, prove).map_err(client_err)?;
             let k = key(prove, table_id::PROVIDERS, &|t| store_key(t, &address));
             show_proven(&rpc, out, answer, k)
@@ -1021,13 +1205,13 @@ pub fn query(cmd: QueryCmd, opts: &ClientOpts) -> Result<()> {
             show_list::<DeploymentPage>(&rpc, out, &q)
         }
         QueryCmd::Deployment { id, prove } => {
-            let id = deployment_id(&id)?;
+            let id = ids.deployment(&id)?;
             let answer = rpc.deployment(&id, prove).map_err(client_err)?;
             let k = key(prove, table_id::DEPLOYMENTS, &|t| store_key(t, &id));
             show_proven(&rpc, out, answer, k)
         }
         QueryCmd::Escrow { id, prove } => {
-            let id = deployment_id(&id)?;
+            let id = ids.deployment(&id)?;
             let answer = rpc.escrow(&id, prove).map_err(client_err)?;
             let k = key(prove, table_id::ESCROW, &|t| store_key(t, &id));
             show_proven(&rpc, out, answer, k)
@@ -1037,7 +1221,7 @@ pub fn query(cmd: QueryCmd, opts: &ClientOpts) -> Result<()> {
             show_list::<OrderPage>(&rpc, out, &q)
         }
         QueryCmd::Order { id, prove } => {
-            let o = parse_order(&id)?;
+            let o = ids.order(&id)?;
             let answer = rpc.order(&o, prove).map_err(client_err)?;
             let k = key(prove, table_id::ORDERS, &|t| store_key(t, &o));
             show_proven(&rpc, out, answer, k)
@@ -1047,7 +1231,7 @@ pub fn query(cmd: QueryCmd, opts: &ClientOpts) -> Result<()> {
             show_list::<BidPage>(&rpc, out, &q)
         }
         QueryCmd::Bid { id, prove } => {
-            let b = id.parse::<BidId>()?;
+            let b = ids.bid(&id)?;
             let answer = rpc.bid(&b, prove).map_err(client_err)?;
             let k = key(prove, table_id::BIDS, &|t| store_key(t, &b));
             show_proven(&rpc, out, answer, k)
@@ -1057,7 +1241,7 @@ pub fn query(cmd: QueryCmd, opts: &ClientOpts) -> Result<()> {
             show_list::<LeasePage>(&rpc, out, &q)
         }
         QueryCmd::Lease { id, prove } => {
-            let b = id.parse::<BidId>()?;
+            let b = ids.lease(&id)?;
             let answer = rpc.lease(&b, prove).map_err(client_err)?;
             let k = key(prove, table_id::LEASES, &|t| store_key(t, &b));
             show_proven(&rpc, out, answer, k)

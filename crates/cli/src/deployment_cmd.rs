@@ -1,37 +1,36 @@
 //! `pazar deployment …`: a tenant's view of a deployment, including why no provider bids (the
 //! workflow is `pazar_client::deploy`; this renders it).
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
 
 use pazar_api::node::TxResult;
 use pazar_client::deploy::{self, Tenant, WhyNoBids};
 use pazar_client::Rpc;
-use pazar_types::{Coin, DeploymentId, Msg};
+use pazar_types::{Coin, Msg};
 
 use crate::chain::{self, client_err, TxOpts};
+use crate::ids::Ids;
 use crate::{home, ClientOpts, Output};
 
 #[derive(Subcommand)]
 pub enum DeploymentCmd {
-    /// For each open order, what each provider lacks to bid by the ledger's matching rule
-    /// (attributes, auditors, GPU models, storage classes, leased IPs) or, when it matches, the
-    /// bid it made or the ceiling it did not meet.
+    /// For each open order of a deployment [OWNER/]DSEQ, what each provider lacks to bid by the
+    /// ledger's matching rule (attributes, auditors, GPU models, storage classes, leased IPs) or,
+    /// when it matches, the bid it made or the ceiling it did not meet.
+    #[command(
+        after_help = "Examples:\n  pazar deployment why-no-bids 12 --from alice\n  pazar deployment why-no-bids pazar1…/12 -o json"
+    )]
     WhyNoBids { deployment: String },
-    /// Add funds to the deployment's escrow.
+    /// Add funds to the escrow of a deployment [OWNER/]DSEQ (anyone's).
+    #[command(after_help = "Examples:\n  pazar deployment deposit 12 5000000uusd --from alice\n  \
+                            pazar deployment deposit pazar1…/12 1000000uusd --from bob")]
     Deposit { deployment: String, amount: Coin },
-    /// Close the deployment: its leases end and the escrow's balance is refunded.
+    /// Close one's deployment [OWNER/]DSEQ: its leases end and the escrow's balance is refunded.
+    #[command(
+        after_help = "Examples:\n  pazar deployment close 12 --from alice\n  pazar deployment close 12 --from alice --no-wait"
+    )]
     Close { deployment: String },
-}
-
-fn parse_deployment(s: &str) -> Result<DeploymentId> {
-    let (o, d) = s
-        .split_once('/')
-        .ok_or_else(|| anyhow!("deployment id {s:?} must be OWNER/DSEQ"))?;
-    Ok(DeploymentId {
-        owner: o.parse().map_err(|e| anyhow!("owner: {e}"))?,
-        dseq: d.parse().context("dseq")?,
-    })
 }
 
 /// The reasons for people: one block per open order, one line per provider.
@@ -56,9 +55,11 @@ fn why_text(deployment: &str, w: &WhyNoBids) -> String {
 pub fn run(cmd: DeploymentCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
     let home = home::resolve(opts.home.clone());
     let rpc = Rpc::new(&home::node_url(opts.node.clone(), &home));
+    let ids = Ids::new(&home, t.from.as_deref());
     match cmd {
         DeploymentCmd::WhyNoBids { deployment } => {
-            let id = parse_deployment(&deployment)?;
+            let id = ids.deployment(&deployment)?;
+            let deployment = format!("{}/{}", id.owner, id.dseq);
             let w = deploy::why_no_bids(&rpc, &id).map_err(client_err)?;
             match opts.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&w)?),
@@ -67,7 +68,7 @@ pub fn run(cmd: DeploymentCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
             Ok(())
         }
         DeploymentCmd::Deposit { deployment, amount } => {
-            let id = parse_deployment(&deployment)?;
+            let id = ids.deployment(&deployment)?;
             let key = chain::signer(opts, t)?;
             report(
                 opts,
@@ -75,7 +76,8 @@ pub fn run(cmd: DeploymentCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
             )
         }
         DeploymentCmd::Close { deployment } => {
-            let id = parse_deployment(&deployment)?;
+            let id = ids.deployment(&deployment)?;
+            let deployment = format!("{}/{}", id.owner, id.dseq);
             let mut tenant = Tenant::new(rpc, chain::signer(opts, t)?).map_err(client_err)?;
             tenant.fee = t.fee.clone();
             tenant.memo = t.memo.clone();
@@ -95,7 +97,7 @@ fn report(opts: &ClientOpts, r: &TxResult) -> Result<()> {
         Output::Text => println!("failed: {}", chain::tx_failure(r)),
     }
     if !ok {
-        std::process::exit(2);
+        return Err(chain::tx_failed(r));
     }
     Ok(())
 }

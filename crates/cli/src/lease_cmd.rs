@@ -15,18 +15,27 @@ use pazar_client::deploy::{self, Tenant};
 use pazar_client::tenant::ProviderClient;
 use pazar_client::Rpc;
 use pazar_sdl::Manifest;
-use pazar_types::market::BidId;
-use pazar_types::{Address, SigningKey};
+use pazar_types::market::{BidId, LeaseCloseReason};
+use pazar_types::{Address, Msg, SigningKey};
 
 use crate::chain::{self, client_err, TxOpts};
-use crate::sdl_cmd::{render_progress, SavedManifest};
+use crate::ids::Ids;
+use crate::progress::View;
+use crate::sdl_cmd::SavedManifest;
 use crate::{home, ClientOpts, Output};
 
 #[derive(Subcommand)]
 pub enum LeaseCmd {
-    /// Services of a lease: replicas running, restarts, URIs.
+    /// Services of a lease [OWNER/]DSEQ/GSEQ/OSEQ/PROVIDER, asked of its provider: replicas
+    /// running, restarts, image pulls, URIs.
+    #[command(after_help = "Examples:\n  pazar lease status 12/1/1/provider --from alice\n  \
+                            pazar lease status pazar1…/12/1/1/pazar1… --from alice -o json")]
     Status { lease: String },
     /// Logs of a lease's services (NDJSON with --output json).
+    #[command(
+        after_help = "Examples:\n  pazar lease logs 12/1/1/provider --from alice --tail 20\n  \
+                            pazar lease logs 12/1/1/provider --from alice --service web -f"
+    )]
     Logs {
         lease: String,
         #[arg(long)]
@@ -37,10 +46,25 @@ pub enum LeaseCmd {
         #[arg(long, short)]
         follow: bool,
     },
-    /// Send (again) the manifest saved by `pazar deploy` to the lease's provider.
-    SendManifest { lease: String },
-    /// Close the lease (the provider removes its workload).
-    Close { lease: String },
+    /// Send (again) the manifest saved by `pazar deploy` to the lease's provider, and wait until
+    /// its services run.
+    #[command(after_help = "Examples:\n  pazar lease send-manifest 12/1/1/provider --from alice")]
+    SendManifest {
+        lease: String,
+        /// Give up when services are not all running after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        ready_timeout_s: u64,
+    },
+    /// Close the lease (the provider removes its workload); its tenant or its provider.
+    #[command(after_help = "Examples:\n  pazar lease close 12/1/1/provider --from alice\n  \
+                            pazar lease close pazar1…/12/1/1/provider --from provider --reason decommission")]
+    Close {
+        lease: String,
+        /// owner (the tenant), or the provider's: unstable, decommission, unspecified,
+        /// manifest_timeout.
+        #[arg(long, default_value = "owner")]
+        reason: String,
+    },
 }
 
 /// A client for `provider`, from what the ledger records of it.
@@ -141,9 +165,10 @@ struct Closed<'a> {
 pub fn run(cmd: LeaseCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
     let home = home::resolve(opts.home.clone());
     let rpc = Rpc::new(&home::node_url(opts.node.clone(), &home));
+    let ids = Ids::new(&home, t.from.as_deref());
     match cmd {
         LeaseCmd::Status { lease } => {
-            let id: BidId = lease.parse()?;
+            let id = ids.lease(&lease)?;
             let c = provider_client(&rpc, &id.provider, chain::signer(opts, t)?)?;
             let st = runtime()?.block_on(c.status(&id))?;
             match opts.output {
@@ -158,7 +183,7 @@ pub fn run(cmd: LeaseCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
             tail,
             follow,
         } => {
-            let id: BidId = lease.parse()?;
+            let id = ids.lease(&lease)?;
             let c = provider_client(&rpc, &id.provider, chain::signer(opts, t)?)?;
             let query = LogsQuery {
                 service,
@@ -179,29 +204,40 @@ pub fn run(cmd: LeaseCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
                 Ok(())
             })
         }
-        LeaseCmd::SendManifest { lease } => {
-            let id: BidId = lease.parse()?;
+        LeaseCmd::SendManifest { lease, ready_timeout_s } => {
+            let id = ids.lease(&lease)?;
             let m = saved_manifest(&home, &id)?;
             let c = provider_client(&rpc, &id.provider, chain::signer(opts, t)?)?;
             let text = opts.output == Output::Text;
-            let st = deploy::send_manifest_and_wait(&c, &id, &m, Duration::from_secs(120), &mut |p| {
-                if text {
-                    render_progress(p)
-                }
-            })?;
+            let mut view = View::new(text);
+            let timeout = Duration::from_secs(ready_timeout_s);
+            let st = deploy::send_manifest_and_wait(&c, &id, &m, timeout, &mut |p| view.on(p))?;
+            drop(view);
             if !text {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             }
             Ok(())
         }
-        LeaseCmd::Close { lease } => {
-            let id: BidId = lease.parse()?;
-            let mut tenant = Tenant::new(rpc, chain::signer(opts, t)?).map_err(client_err)?;
-            tenant.fee = t.fee.clone();
-            tenant.memo = t.memo.clone();
-            let r = chain::with_spinner(&format!("closing {lease}"), || {
-                deploy::close_lease(&tenant, &id, chain::submit_mode(t), &mut |_| {})
-            })?;
+        LeaseCmd::Close { lease, reason } => {
+            let id = ids.lease(&lease)?;
+            let lease = id.to_string();
+            let reason = chain::close_reason(&reason)?;
+            let r = if reason == LeaseCloseReason::Owner {
+                let mut tenant = Tenant::new(rpc, chain::signer(opts, t)?).map_err(client_err)?;
+                tenant.fee = t.fee.clone();
+                tenant.memo = t.memo.clone();
+                chain::with_spinner(&format!("closing {lease}"), || {
+                    deploy::close_lease(&tenant, &id, chain::submit_mode(t), &mut |_| {})
+                })?
+            } else {
+                // A provider's close: the workflow is the tenant's, the message is the same.
+                let key = chain::signer(opts, t)?;
+                let msg = Msg::CloseLease {
+                    lease: id.clone(),
+                    reason,
+                };
+                chain::submit_as(opts, t, &key, vec![msg])?
+            };
             let ok = chain::tx_ok(&r);
             match opts.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&Closed { lease: &lease, tx: &r })?),
@@ -212,7 +248,7 @@ pub fn run(cmd: LeaseCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
                 },
             }
             if !ok {
-                std::process::exit(2);
+                return Err(chain::tx_failed(&r));
             }
             Ok(())
         }

@@ -6,19 +6,46 @@ mod bench_node;
 mod chain;
 mod demo;
 mod deployment_cmd;
+mod failure;
 mod home;
+mod ids;
 mod lease_cmd;
+mod logging;
+mod progress;
 mod provider_cmd;
 mod sdl_cmd;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use failure::{Exit, Failure};
 
 #[derive(Parser)]
-#[command(name = "pazar", version, about = "Pazar: an open marketplace for compute")]
+#[command(
+    name = "pazar",
+    version,
+    about = "Pazar: an open marketplace for compute",
+    long_about = "Pazar: an open marketplace for compute. Providers sell machines, tenants deploy \
+                  Akash SDL files on them, and a small chain records the market and settles \
+                  payments every block.\n\n\
+                  Ids name market objects the same way in every command: deployment \
+                  [OWNER/]DSEQ, group [OWNER/]DSEQ/GSEQ, order [OWNER/]DSEQ/GSEQ/OSEQ, bid and \
+                  lease [OWNER/]DSEQ/GSEQ/OSEQ/PROVIDER; OWNER and PROVIDER are addresses or key \
+                  names, and an id without OWNER is the signer's (--from).",
+    after_help = "Examples:\n  pazar devnet\n  pazar deploy deploy.yaml --from alice\n  \
+                  pazar lease status 12/1/1/provider --from alice\n  pazar completions bash > /etc/bash_completion.d/pazar\n\n\
+                  See `pazar --help` for exit codes and error output.",
+    after_long_help = failure::EXIT_CODES_HELP
+)]
 struct Cli {
+    /// Log format on stderr (stdout carries only a command's answer).
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
+    /// Log more: -v info, -vv debug, -vvv trace (RUST_LOG, when set, decides instead).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +65,7 @@ pub struct ClientOpts {
     /// Node RPC URL; default $PAZAR_NODE, else the local node of --home, else 127.0.0.1:26657.
     #[arg(long, global = true)]
     pub node: Option<String>,
+    /// Answer as text for people, or as one JSON document (errors too, see --help).
     #[arg(long, short, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
@@ -46,8 +74,13 @@ pub struct ClientOpts {
 enum Command {
     /// The whole market on this machine: devnet, provider, a real SDL deployed, served, paid,
     /// withdrawn, closed, and every token accounted for.
+    #[command(after_help = "Examples:\n  pazar demo\n  pazar demo --runtime sandbox --blocks 20")]
     Demo(demo::DemoOpts),
     /// Start a single-validator development chain with funded keys (created on first run).
+    #[command(
+        after_help = "Examples:\n  pazar devnet\n  pazar devnet --home /tmp/dev --rpc-listen 127.0.0.1:0 --block-time-ms 200\n  \
+                            pazar devnet --reset --log-format json"
+    )]
     Devnet {
         #[arg(long)]
         home: Option<PathBuf>,
@@ -87,6 +120,9 @@ enum Command {
         which: chain::QueryCmd,
         #[command(flatten)]
         opts: ClientOpts,
+        /// Whose ids these are when an id leaves out its OWNER (a key name or an address).
+        #[arg(long, global = true)]
+        from: Option<String>,
     },
     /// Sell this machine: the provider daemon and its inventory.
     Provider {
@@ -120,6 +156,9 @@ enum Command {
     },
     /// Create a deployment from an SDL file (deploy.yaml): its groups go on the ledger, its
     /// manifest is kept for the provider.
+    #[command(after_help = "Examples:\n  pazar deploy deploy.yaml --from alice\n  \
+                            pazar deploy deploy.yaml --from alice --dseq 12 --deposit 5000000uusd\n  \
+                            pazar deploy deploy.yaml --from alice --create-only -o json")]
     Deploy {
         #[command(flatten)]
         args: sdl_cmd::DeployArgs,
@@ -133,11 +172,22 @@ enum Command {
         #[command(subcommand)]
         which: Bench,
     },
+    /// Print a completion script for a shell.
+    #[command(
+        after_help = "Examples:\n  pazar completions bash > ~/.local/share/bash-completion/completions/pazar\n  \
+                            pazar completions zsh > \"${fpath[1]}/_pazar\"\n  \
+                            pazar completions fish > ~/.config/fish/completions/pazar.fish\n  \
+                            pazar completions powershell >> $PROFILE"
+    )]
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
 enum NodeCmd {
     /// Start the node of --home.
+    #[command(
+        after_help = "Examples:\n  pazar node start --home ~/.pazar\n  pazar node start --rpc-listen 0.0.0.0:26657 --log-format json"
+    )]
     Start {
         #[arg(long)]
         home: Option<PathBuf>,
@@ -150,6 +200,10 @@ enum NodeCmd {
 #[derive(Subcommand)]
 enum SdlCmd {
     /// Validate a file: exit 0 and a summary, or exit 1 and every error as FILE:LINE:COL: path: message.
+    #[command(
+        after_help = "Examples:\n  pazar sdl check deploy.yaml\n  pazar sdl check deploy.yaml -o json\n  \
+                            pazar sdl check akash-deploy.yaml --accept-unaudited"
+    )]
     Check {
         file: PathBuf,
         #[arg(long, short, value_enum, default_value_t = Output::Text)]
@@ -165,6 +219,7 @@ enum SdlCmd {
 enum Bench {
     /// Signed transactions per second vs raw ed25519 verifications; one block on a small vs a
     /// large state (lazy escrow settlement).
+    #[command(after_help = "Examples:\n  pazar bench ledger\n  pazar bench ledger --leases 10000 --blocks 2")]
     Ledger {
         /// Open leases in the large state.
         #[arg(long, default_value_t = 1_000_000)]
@@ -175,17 +230,118 @@ enum Bench {
     },
     /// Committed transactions per second through a real node's RPC, commit latency, and the
     /// restart time of a store holding many accounts.
+    #[command(after_help = "Examples:\n  pazar bench node")]
     Node(bench_node::NodeBenchOpts),
     /// Deploy-to-serving time of a real SDL on this machine (devnet, provider daemon, Docker,
     /// local image), and bids per second of the bid engine on a burst of orders.
+    #[command(after_help = "Examples:\n  pazar bench deploy")]
     Deploy(bench_deploy::DeployBenchOpts),
 }
 
+impl Command {
+    /// How the command answers: errors are printed the same way.
+    fn output(&self) -> Output {
+        match self {
+            Command::Keys { opts, .. }
+            | Command::Tx { opts, .. }
+            | Command::Query { opts, .. }
+            | Command::Provider { opts, .. }
+            | Command::Deployment { opts, .. }
+            | Command::Lease { opts, .. }
+            | Command::Deploy { opts, .. } => opts.output,
+            Command::Sdl {
+                which: SdlCmd::Check { output, .. },
+            } => *output,
+            // Benchmarks print JSON whatever happens.
+            Command::Bench { .. } => Output::Json,
+            Command::Demo(_) | Command::Devnet { .. } | Command::Node { .. } | Command::Completions { .. } => {
+                Output::Text
+            }
+        }
+    }
+
+    /// Whether the command runs until stopped and logs what it does (at `info` by default).
+    fn is_daemon(&self) -> bool {
+        matches!(
+            self,
+            Command::Devnet { .. }
+                | Command::Node { .. }
+                | Command::Demo(_)
+                | Command::Provider {
+                    which: provider_cmd::ProviderCmd::Run { .. },
+                    ..
+                }
+        )
+    }
+}
+
+/// Whether the raw arguments ask for JSON output, for a usage error (the arguments did not
+/// parse, so this is all there is to go by).
+fn wants_json(args: &[String]) -> bool {
+    args.windows(2)
+        .any(|w| matches!(w[0].as_str(), "-o" | "--output") && w[1] == "json")
+        || args
+            .iter()
+            .any(|a| a == "--output=json" || a == "-ojson" || a == "-o=json")
+}
+
+/// Prints a failure the way the command answers, and says which exit code it ends with.
+fn report(e: &anyhow::Error, output: Output) -> Exit {
+    let (exit, code) = failure::classify(e);
+    debug_assert!(
+        exit == Exit::Refused || failure::CLI_CODES.contains(&(code.as_str(), exit)),
+        "{code} with exit {exit:?} is not in the table"
+    );
+    if e.downcast_ref::<Failure>().is_some_and(|f| f.reported) {
+        return exit;
+    }
+    let message = format!("{e:#}");
+    match output {
+        Output::Json => {
+            let out = failure::ErrorOut {
+                error: failure::ErrorBody {
+                    code: &code,
+                    message: &message,
+                },
+            };
+            println!("{}", serde_json::to_string(&out).unwrap_or_default());
+        }
+        Output::Text => eprintln!("error: {message}"),
+    }
+    exit
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) if e.exit_code() == 0 => {
+            // --help and --version.
+            let _ = e.print();
+            std::process::exit(Exit::Ok.code());
+        }
+        Err(e) => {
+            if wants_json(&args) {
+                let rendered = e.to_string();
+                let _ = e.print();
+                let out = failure::ErrorOut {
+                    error: failure::ErrorBody {
+                        code: "usage",
+                        message: rendered.trim().trim_start_matches("error: "),
+                    },
+                };
+                println!("{}", serde_json::to_string(&out).unwrap_or_default());
+            } else {
+                let _ = e.print();
+            }
+            std::process::exit(Exit::Local.code());
+        }
+    };
+    logging::init(cli.log_format, cli.command.is_daemon(), cli.verbose);
+    let output = cli.command.output();
+    progress::set_mode(output);
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(report(&e, output).code());
     }
 }
 
@@ -202,7 +358,7 @@ fn run(cli: Cli) -> Result<()> {
         } => chain::node_start(home::resolve(home), rpc_listen, false),
         Command::Keys { which, opts } => chain::keys(which, &opts),
         Command::Tx { which, opts, tx } => chain::tx(which, &opts, &tx),
-        Command::Query { which, opts } => chain::query(which, &opts),
+        Command::Query { which, opts, from } => chain::query(which, &opts, from.as_deref()),
         Command::Sdl {
             which:
                 SdlCmd::Check {
@@ -237,5 +393,70 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "pazar", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command a user can call, with its path (`pazar lease status`).
+    fn leaves(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+            let p = format!("{path} {}", sub.get_name());
+            if sub.has_subcommands() {
+                leaves(sub, p, out);
+            } else {
+                out.push((p, sub.clone()));
+            }
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_s_help_has_an_example() {
+        let mut all = Vec::new();
+        leaves(&Cli::command(), "pazar".into(), &mut all);
+        assert!(all.len() > 40, "{} commands", all.len());
+        let missing: Vec<&str> = all
+            .iter()
+            .filter(|(_, c)| {
+                let has = |s: Option<&clap::builder::StyledStr>| s.is_some_and(|s| s.to_string().contains("Examples:"));
+                !has(c.get_after_help()) && !has(c.get_after_long_help()) && !has(c.get_long_about())
+            })
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert!(missing.is_empty(), "commands without an example: {missing:?}");
+    }
+
+    #[test]
+    fn the_long_help_carries_the_exit_code_table() {
+        let help = Cli::command().render_long_help().to_string();
+        for line in [
+            "Exit codes:",
+            "2  a transaction did not take effect",
+            "4  the node or the provider cannot be reached",
+        ] {
+            assert!(help.contains(line), "{line:?} missing from:\n{help}");
+        }
+        for (code, _) in failure::CLI_CODES {
+            assert!(help.contains(code), "{code} is not documented");
+        }
+    }
+
+    #[test]
+    fn json_is_recognised_in_every_spelling_of_the_output_flag() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(wants_json(&a(&["pazar", "query", "-o", "json"])));
+        assert!(wants_json(&a(&["pazar", "--output=json"])));
+        assert!(!wants_json(&a(&["pazar", "query", "-o", "text"])));
     }
 }

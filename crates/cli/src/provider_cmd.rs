@@ -14,7 +14,12 @@ use crate::{home, ClientOpts, Output};
 
 #[derive(Subcommand)]
 pub enum ProviderCmd {
-    /// Run the provider daemon: register, bid, serve manifests over TLS, run leases.
+    /// Run the provider daemon: register, bid, serve manifests over TLS, run leases. It logs
+    /// what it does on stderr (--log-format json for a log collector; RUST_LOG to filter).
+    #[command(
+        after_help = "Examples:\n  pazar provider run --config provider.toml --from provider\n  \
+                            RUST_LOG=pazar_provider=debug pazar provider run --config provider.toml --log-format json"
+    )]
     Run {
         /// provider.toml (listen address, attributes, prices, capacity overrides).
         #[arg(long)]
@@ -24,6 +29,9 @@ pub enum ProviderCmd {
         from: String,
     },
     /// What this machine can sell: CPU, memory, disk, GPUs (NVML).
+    #[command(
+        after_help = "Examples:\n  pazar provider inventory\n  pazar provider inventory --config provider.toml -o json"
+    )]
     Inventory {
         #[arg(long)]
         config: Option<PathBuf>,
@@ -78,10 +86,15 @@ pub fn run(cmd: ProviderCmd, opts: &ClientOpts) -> Result<()> {
                 .context("cannot start the async runtime")?;
             rt.block_on(async move {
                 let d = Daemon::start(cfg, &home, rpc, key).await?;
-                tokio::select! {
+                let r = tokio::select! {
                     r = d.run() => r.map_err(anyhow::Error::from),
                     _ = tokio::signal::ctrl_c() => Ok(()),
+                };
+                match &r {
+                    Ok(()) => tracing::info!("provider daemon stopped"),
+                    Err(e) => tracing::error!("provider daemon failed: {e:#}"),
                 }
+                r
             })
         }
     }

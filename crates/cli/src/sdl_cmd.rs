@@ -1,7 +1,7 @@
 //! `pazar sdl check` and `pazar deploy`: Akash SDL v2 files turned into deployments.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use pazar_api::node::{TxResult, TxState};
-use pazar_client::deploy::{self, BidRules, DeploymentPlan, LeaseOutcome, Progress, Tenant};
+use pazar_client::deploy::{self, BidRules, DeploymentPlan, LeaseOutcome, Tenant};
 use pazar_client::Rpc;
 use pazar_sdl::{Deployment, Diagnostic, Manifest, Options, SdlVersion};
 use pazar_types::coin::{Dec, Price};
@@ -19,7 +19,8 @@ use pazar_types::market::PlacementRequirements;
 use pazar_types::{Address, Coin, Denom};
 
 use crate::chain::{self, TxOpts};
-use crate::lease_cmd;
+use crate::failure::{Exit, Failure};
+use crate::progress::View;
 use crate::{home, ClientOpts, Output};
 
 #[derive(Args)]
@@ -91,20 +92,19 @@ fn read_bounded(file: &Path, limit: usize) -> Result<Vec<u8>> {
 }
 
 /// Parses `file`; on errors prints them (`FILE:LINE:COL: path: message`, and as JSON with
-/// `--output json`) and exits 1.
+/// `--output json`) and fails with exit code 1.
 fn load(file: &Path, opts: &Options, output: Output) -> Result<Deployment> {
     let name = file.display().to_string();
     let bytes = match read_bounded(file, opts.limits.max_bytes) {
         Ok(b) => b,
-        Err(e) => fail(&name, output, &[], Some(e.to_string())),
+        Err(e) => return Err(fail(&name, output, &[], Some(e.to_string()))),
     };
-    match pazar_sdl::parse(&bytes, opts) {
-        Ok(d) => Ok(d),
-        Err(errors) => fail(&name, output, &errors, None),
-    }
+    pazar_sdl::parse(&bytes, opts).map_err(|errors| fail(&name, output, &errors, None))
 }
 
-fn fail(name: &str, output: Output, errors: &[Diagnostic], raw: Option<String>) -> ! {
+/// Prints every error of a file (stderr; and the JSON report on stdout with `-o json`) and
+/// returns the failure, already reported, that ends the command with exit code 1.
+fn fail(name: &str, output: Output, errors: &[Diagnostic], raw: Option<String>) -> anyhow::Error {
     let lines: Vec<String> = errors.iter().map(|e| e.render(name)).chain(raw.clone()).collect();
     for l in &lines {
         eprintln!("{l}");
@@ -120,7 +120,12 @@ fn fail(name: &str, output: Output, errors: &[Diagnostic], raw: Option<String>) 
         );
     }
     eprintln!("{name}: {} error(s)", lines.len());
-    std::process::exit(1);
+    Failure::reported(
+        Exit::Local,
+        "invalid_input",
+        format!("{name}: {} error(s)", lines.len()),
+    )
+    .into()
 }
 
 fn sum_prices(prices: impl IntoIterator<Item = Price>) -> Vec<Price> {
@@ -339,29 +344,6 @@ pub struct DeployOutput {
     pub leases: Vec<LeaseOutcome>,
 }
 
-/// Renders a workflow's progress for people: lines on stdout, dots while workloads start.
-pub fn render_progress(p: Progress) {
-    match p {
-        Progress::Bid { id, price } => {
-            println!(
-                "  bid from {} for group {}: {} {} per block",
-                id.provider, id.gseq, price.amount, price.denom
-            )
-        }
-        Progress::Leased { id, price } => println!("lease {id} at {price} per block; sending the manifest"),
-        Progress::Starting { .. } => {
-            eprint!(".");
-            let _ = std::io::stderr().flush();
-        }
-        Progress::Serving { status, .. } => println!("\n{}", lease_cmd::status_text(&status)),
-        Progress::Submitted { .. }
-        | Progress::DeploymentCreated { .. }
-        | Progress::BidWindow { .. }
-        | Progress::SendingManifest { .. }
-        | Progress::ManifestAccepted { .. } => {}
-    }
-}
-
 pub fn deploy(a: &DeployArgs, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
     let home = home::resolve(opts.home.clone());
     let rpc = Rpc::new(&home::node_url(opts.node.clone(), &home));
@@ -393,12 +375,8 @@ pub fn deploy(a: &DeployArgs, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
         auto_accept_after: a.auto_accept_after,
     };
     let text = opts.output == Output::Text;
-    let mut quiet = |_: Progress| {};
-    let mut say = |p: Progress| render_progress(p);
-    let progress: &mut dyn FnMut(Progress) = if text { &mut say } else { &mut quiet };
-    let r = chain::with_spinner(&format!("creating deployment {owner}/{dseq}"), || {
-        deploy::create_deployment(&tenant, &plan, &mut |_| {})
-    })?;
+    let mut view = View::new(text);
+    let r = deploy::create_deployment(&tenant, &plan, &mut |p| view.on(p))?;
     // Keep the manifest: it goes to the winning provider, never through the ledger.
     let dir = home.join("deployments");
     std::fs::create_dir_all(&dir)?;
@@ -434,7 +412,7 @@ pub fn deploy(a: &DeployArgs, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
                 ),
             }
             if out.tx.state != TxState::Pending {
-                std::process::exit(2);
+                return Err(chain::tx_failed(&out.tx));
             }
             return Ok(());
         }
@@ -464,7 +442,9 @@ pub fn deploy(a: &DeployArgs, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
         bid_window: Duration::from_secs(a.bid_window_s),
         ready_timeout: Duration::from_secs(a.ready_timeout_s),
     };
-    out.leases = deploy::lease_and_start(&tenant, &plan, &rules, progress)?;
+    view.waiting(&format!("waiting for bids on {} group(s)", plan.groups.len()));
+    out.leases = deploy::lease_and_start(&tenant, &plan, &rules, &mut |p| view.on(p))?;
+    drop(view);
     if text {
         println!("escrow: `pazar query escrow {owner}/{dseq}`; logs: `pazar lease logs LEASE --from KEY`");
     } else {

@@ -128,6 +128,20 @@ pub enum Refusal {
     Overflow,
 }
 
+impl Refusal {
+    /// The kind of refusal as a fixed name (the `reason` it serializes with), for counting.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Requirements(_) => "requirements",
+            Refusal::Gpu { .. } => "gpu",
+            Refusal::Capacity { .. } => "capacity",
+            Refusal::Denom { .. } => "denom",
+            Refusal::Price { .. } => "price",
+            Refusal::Overflow => "overflow",
+        }
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -450,6 +464,42 @@ mod tests {
             serde_json::to_value(&r).expect("serializes"),
             serde_json::json!({"reason": "requirements", "mismatch": "leased_ip", "unit": 3})
         );
+    }
+
+    #[test]
+    fn a_refusal_s_counted_reason_is_the_reason_it_serializes_with() {
+        let all = [
+            Refusal::Requirements(Mismatch::LeasedIp { unit: 3 }),
+            Refusal::Gpu {
+                needed: 1,
+                matching_free: 0,
+                wanted: vec![],
+            },
+            Refusal::Capacity {
+                resource: "cpu",
+                needed: 2,
+                free: 1,
+            },
+            Refusal::Denom {
+                denom: "uusd".into(),
+                accepted: vec![],
+            },
+            Refusal::Price {
+                ask: "2".into(),
+                ceiling: "1".into(),
+                denom: "uusd".into(),
+            },
+            Refusal::Overflow,
+        ];
+        #[derive(serde::Deserialize)]
+        struct Tagged {
+            reason: String,
+        }
+        for r in all {
+            let json = serde_json::to_string(&r).expect("serializes");
+            let tagged: Tagged = serde_json::from_str(&json).expect("tagged");
+            assert_eq!(tagged.reason, r.reason(), "{json}");
+        }
     }
 
     #[test]

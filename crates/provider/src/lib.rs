@@ -6,5 +6,6 @@
 pub mod bidding;
 pub mod daemon;
 pub mod inventory;
+pub mod metrics;
 pub mod server;
 pub mod tls;

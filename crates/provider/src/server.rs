@@ -26,20 +26,22 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path as AxPath, Query, State as AxState};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, put, MethodRouter};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
+use pazar_api::provider::{LeaseStatus, LogItem, LogsQuery, ManifestAccepted, ProviderStatus, ServiceUri};
+use pazar_api::{ErrorCode, ErrorEnvelope};
 use pazar_sdl::manifest::ManifestError;
 use pazar_sdl::{ValidGroup, ValidManifest};
 use pazar_types::auth::{RequestAuth, RequestScope, AUTH_HEADER, MAX_SKEW_MS};
-use pazar_types::market::{BidId, GroupSpec};
+use pazar_types::market::{BidId, GroupSpec, LeaseState};
 use pazar_types::{Address, Hash32};
 
+use crate::metrics::Metrics;
 use pazar_runtime::ingress::LeaseGroups;
 use pazar_runtime::{LeaseRef, Runtime, RuntimeError};
 
@@ -74,22 +76,36 @@ pub mod limits {
     pub const MAX_NONCES_PER_SIGNER: usize = 10_000;
     /// Lines of a log's tail one request may ask for.
     pub const MAX_LOG_TAIL: usize = 10_000;
+    /// Longest a deployed lease is watched for its replicas to run, for the deploy-time metric
+    /// (an image pull may take the pull timeout, 10 minutes by default).
+    pub const READY_WATCH: Duration = Duration::from_secs(15 * 60);
+    /// How often that watch asks the runtime.
+    pub const READY_POLL: Duration = Duration::from_millis(500);
 
     const _: () = assert!(MAX_LOG_STREAMS_PER_LEASE <= MAX_LOG_STREAMS);
     const _: () = assert!(MAX_NONCES_PER_SIGNER <= MAX_NONCES);
     const _: () = assert!(MAX_CONNECTIONS_PER_IP <= MAX_CONNECTIONS);
 }
 
-/// A refusal: HTTP status, stable code, and the reason in words.
+/// A refusal: HTTP status, the contract's code, and the reason in words. Answered as the
+/// contract's [`ErrorEnvelope`].
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    /// A refusal with its code's own HTTP status ([`ErrorCode::http_status`]).
+    fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError::with_status(status, code, message)
+    }
+
+    /// A refusal whose HTTP status says more than its code's own (a full nonce store is a
+    /// 503 where one signer's burst is a 429; a malformed service name is a 400).
+    fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -100,30 +116,29 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+        let mut r = (self.status, Json(ErrorEnvelope::new(self.code, self.message))).into_response();
+        // For the metrics layer, which counts refusals by code without reading the body.
+        r.extensions_mut().insert(self.code);
+        r
     }
 }
 
 impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {
-        let (status, code) = match &e {
-            RuntimeError::Image { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "image"),
-            RuntimeError::UnknownLease(_) => (StatusCode::NOT_FOUND, "not_running"),
-            RuntimeError::UnknownService(_) => (StatusCode::NOT_FOUND, "unknown_service"),
-            RuntimeError::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, "runtime"),
+        let code = match &e {
+            RuntimeError::Image { .. } => ErrorCode::Image,
+            RuntimeError::UnknownLease(_) => ErrorCode::NotRunning,
+            RuntimeError::UnknownService(_) => ErrorCode::UnknownService,
+            RuntimeError::Backend(_) => ErrorCode::Runtime,
         };
-        ApiError::new(status, code, e.to_string())
+        ApiError::new(code, e.to_string())
     }
 }
 
 fn bad_manifest(e: ManifestError) -> ApiError {
     match e {
-        ManifestError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
-        e => ApiError::new(StatusCode::BAD_REQUEST, "bad_manifest", e.to_string()),
+        ManifestError::TooLarge(_) => ApiError::new(ErrorCode::TooLarge, e.to_string()),
+        e => ApiError::new(ErrorCode::BadManifest, e.to_string()),
     }
 }
 
@@ -148,33 +163,25 @@ pub struct RpcChain {
 
 impl Chain for RpcChain {
     fn lease(&self, id: &BidId) -> Result<Option<LeaseFacts>, String> {
-        let path = format!(
-            "/leases/{}/{}/{}/{}/{}",
-            id.owner, id.dseq, id.gseq, id.oseq, id.provider
-        );
-        let lease = match self.rpc.get(&path) {
-            Ok(v) => v,
-            Err(pazar_client::ClientError::Api { status: 404, .. }) => return Ok(None),
+        let lease = match self.rpc.lease(id, false) {
+            Ok(l) => l.item.lease,
+            Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.to_string()),
         };
         let d = self
             .rpc
-            .get(&format!("/deployments/{}/{}", id.owner, id.dseq))
-            .map_err(|e| e.to_string())?;
-        let version = d["deployment"]["version"]
-            .as_str()
-            .and_then(|h| hex::decode(h).ok())
-            .and_then(|b| <Hash32>::try_from(b).ok())
-            .ok_or("the node's deployment has no version")?;
-        let group = d["groups"]
-            .as_array()
-            .and_then(|gs| gs.iter().find(|g| g["gseq"] == id.gseq))
-            .map(|g| g["group"]["spec"].clone())
+            .deployment(&id.deployment(), false)
+            .map_err(|e| e.to_string())?
+            .item;
+        let group = d
+            .groups
+            .into_iter()
+            .find(|g| g.gseq == id.gseq)
+            .map(|g| g.group.spec)
             .ok_or("the node's deployment lacks the leased group")?;
-        let group: GroupSpec = serde_json::from_value(group).map_err(|e| e.to_string())?;
         Ok(Some(LeaseFacts {
-            active: lease["lease"]["state"] == "active",
-            version,
+            active: lease.state == LeaseState::Active,
+            version: d.deployment.version,
             group,
         }))
     }
@@ -312,7 +319,7 @@ impl Drop for StreamSlot {
 
 fn take_stream(book: &Arc<Mutex<Streams>>, id: &BidId) -> Result<StreamSlot, ApiError> {
     let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
-    let busy = |m: String| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams", m);
+    let busy = |m: String| ApiError::new(ErrorCode::TooManyStreams, m);
     if b.total >= limits::MAX_LOG_STREAMS {
         return Err(busy(format!(
             "the provider serves {} log streams already; close one or retry later",
@@ -355,6 +362,12 @@ pub struct LeaseServer<R: Runtime> {
     lifecycle: LeaseLocks,
     streams: Arc<Mutex<Streams>>,
     ledger_reads: tokio::sync::Semaphore,
+    /// Why the last manifest update of a lease was not applied (its earlier version still
+    /// serves), until a deploy of the lease succeeds or it closes; the lease status says it.
+    update_failures: Mutex<BTreeMap<BidId, String>>,
+    pub metrics: Arc<Metrics>,
+    /// Leases whose time to running is being measured.
+    watching: Mutex<BTreeSet<String>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -370,6 +383,32 @@ pub fn now_ms() -> u64 {
 pub struct Accepted {
     pub lease: BidId,
     pub group: ValidGroup,
+    /// The deployment version (the manifest's hash) the group came in; `None` in files kept
+    /// before versions were.
+    #[serde(default, with = "opt_hex32")]
+    pub version: Option<Hash32>,
+}
+
+/// An optional 32-byte hash as 64 hex digits (or `null`).
+mod opt_hex32 {
+    use pazar_types::Hash32;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Hash32>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(h) => s.serialize_some(&hex::encode(h)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Hash32>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&text, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(Some(out))
+    }
 }
 
 /// Largest accepted-manifest file read back: a group is smaller than the manifest it came in.
@@ -427,6 +466,9 @@ impl<R: Runtime + 'static> LeaseServer<R> {
             lifecycle: LeaseLocks::default(),
             streams: Arc::new(Mutex::new(Streams::default())),
             ledger_reads: tokio::sync::Semaphore::new(limits::MAX_LEDGER_READS),
+            update_failures: Mutex::new(BTreeMap::new()),
+            metrics: Arc::new(Metrics::default()),
+            watching: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -437,14 +479,68 @@ impl<R: Runtime + 'static> LeaseServer<R> {
         let _ = self.ingress.set((domain, http_port, tls_port));
     }
 
+    /// Counts its requests, manifests and deploy times in `metrics` (the daemon's) instead of a
+    /// set of its own.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> LeaseServer<R> {
+        self.metrics = metrics;
+        self
+    }
+
     pub fn router(self: Arc<Self>) -> Router {
+        let m = &self.metrics;
+        let unrouted = self.metrics.clone();
         Router::new()
-            .route("/status", get(provider_status::<R>))
-            .route("/lease/{owner}/{dseq}/{gseq}/{oseq}/manifest", put(put_manifest::<R>))
-            .route("/lease/{owner}/{dseq}/{gseq}/{oseq}/status", get(lease_status::<R>))
-            .route("/lease/{owner}/{dseq}/{gseq}/{oseq}/logs", get(lease_logs::<R>))
-            .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint") })
+            .route("/status", counted("status", m, get(provider_status::<R>)))
+            .route(
+                "/lease/{owner}/{dseq}/{gseq}/{oseq}/manifest",
+                counted("manifest", m, put(put_manifest::<R>)),
+            )
+            .route(
+                "/lease/{owner}/{dseq}/{gseq}/{oseq}/status",
+                counted("lease_status", m, get(lease_status::<R>)),
+            )
+            .route(
+                "/lease/{owner}/{dseq}/{gseq}/{oseq}/logs",
+                counted("logs", m, get(lease_logs::<R>)),
+            )
+            .fallback(move || {
+                unrouted.request("none", StatusCode::NOT_FOUND.as_u16());
+                async { ApiError::new(ErrorCode::NoRoute, "no such endpoint") }
+            })
             .with_state(self)
+    }
+
+    /// Records, once every replica of the lease runs, the time since its manifest `arrived`
+    /// ([`Metrics::deployed`]): polled every [`limits::READY_POLL`] for at most
+    /// [`limits::READY_WATCH`], one watch per lease at a time, ended by the lease's close.
+    fn time_until_running(self: &Arc<Self>, lease: LeaseRef, arrived: std::time::Instant) {
+        let fresh = self
+            .watching
+            .lock()
+            .map(|mut w| w.insert(lease.name()))
+            .unwrap_or(false);
+        if !fresh {
+            return;
+        }
+        let s = self.clone();
+        tokio::spawn(async move {
+            while arrived.elapsed() < limits::READY_WATCH {
+                // A closed lease has no accepted manifest left: nothing more to time.
+                let Some(acc) = s.accepted(&lease) else { break };
+                if s.runtime
+                    .status(&lease, &acc.group)
+                    .await
+                    .is_ok_and(|st| st.all_running())
+                {
+                    s.metrics.deployed(arrived.elapsed());
+                    break;
+                }
+                tokio::time::sleep(limits::READY_POLL).await;
+            }
+            if let Ok(mut w) = s.watching.lock() {
+                w.remove(&lease.name());
+            }
+        });
     }
 
     /// Serves the endpoint on `listener` (the daemon's [`crate::tls::TlsListener`]) within
@@ -525,7 +621,23 @@ impl<R: Runtime + 'static> LeaseServer<R> {
         let lease = LeaseRef::new(id.clone());
         let r = self.runtime.close(&lease).await;
         self.forget(&lease);
+        self.note_update_failure(id, None);
         r
+    }
+
+    /// Records (or, with `None`, clears) why the lease's last update was not applied.
+    fn note_update_failure(&self, id: &BidId, why: Option<String>) {
+        let mut f = self.update_failures.lock().unwrap_or_else(|e| e.into_inner());
+        match why {
+            Some(why) => f.insert(id.clone(), why),
+            None => f.remove(id),
+        };
+    }
+
+    /// Why the lease's last manifest update was not applied, if it was not.
+    pub fn update_failure(&self, id: &BidId) -> Option<String> {
+        let f = self.update_failures.lock().unwrap_or_else(|e| e.into_inner());
+        f.get(id).cloned()
     }
 
     /// Reads the ledger's facts about a lease from the blocking pool, at most
@@ -535,13 +647,13 @@ impl<R: Runtime + 'static> LeaseServer<R> {
             .ledger_reads
             .acquire()
             .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         let chain = self.chain.clone();
         let lid = id.clone();
         tokio::task::spawn_blocking(move || chain.lease(&lid))
             .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "chain", format!("cannot read the ledger: {e}")))
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| ApiError::new(ErrorCode::Chain, format!("cannot read the ledger: {e}")))
     }
 
     /// Authenticates the request and checks it names an active lease of this provider owned by
@@ -555,7 +667,7 @@ impl<R: Runtime + 'static> LeaseServer<R> {
         body: &[u8],
         ids: (String, String, String, String),
     ) -> Result<(BidId, LeaseFacts), ApiError> {
-        let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_lease_id", m);
+        let bad = |m: String| ApiError::new(ErrorCode::BadLeaseId, m);
         let id = BidId {
             owner: ids.0.parse::<Address>().map_err(|e| bad(e.to_string()))?,
             dseq: ids
@@ -572,7 +684,7 @@ impl<R: Runtime + 'static> LeaseServer<R> {
                 .map_err(|_| bad(format!("oseq {:?} is not a number", ids.3)))?,
             provider: self.provider,
         };
-        let unauth = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", m);
+        let unauth = |m: String| ApiError::new(ErrorCode::Unauthenticated, m);
         let header = headers
             .get(AUTH_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -588,8 +700,7 @@ impl<R: Runtime + 'static> LeaseServer<R> {
         auth.verify(&scope, (self.clock)()).map_err(|e| unauth(e.to_string()))?;
         if auth.signer != id.owner {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "not_owner",
+                ErrorCode::NotOwner,
                 format!(
                     "signed by {}, but deployment {}/{} belongs to {}",
                     auth.signer, id.owner, id.dseq, id.owner
@@ -608,35 +719,23 @@ impl<R: Runtime + 'static> LeaseServer<R> {
         }
         let facts = self.ledger_lease(&id).await?.ok_or_else(|| {
             ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no_lease",
+                ErrorCode::NoLease,
                 format!("no lease {id} with this provider on the ledger"),
             )
         })?;
         if !facts.active {
-            return Err(ApiError::new(
-                StatusCode::GONE,
-                "lease_closed",
-                format!("lease {id} is closed"),
-            ));
+            return Err(ApiError::new(ErrorCode::LeaseClosed, format!("lease {id} is closed")));
         }
         let taken = self
             .nonces
             .lock()
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the nonce store is poisoned",
-                )
-            })?
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "the nonce store is poisoned"))?
             .remember(auth.signer, auth.nonce, auth.time_ms, (self.clock)());
         match taken {
             Ok(()) => Ok((id, facts)),
             Err(NonceRefusal::Replay) => Err(replay()),
             Err(NonceRefusal::SignerBusy) => Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "busy",
+                ErrorCode::Busy,
                 format!(
                     "{} sent {} requests within {} s; wait and retry",
                     auth.signer,
@@ -644,59 +743,96 @@ impl<R: Runtime + 'static> LeaseServer<R> {
                     2 * MAX_SKEW_MS / 1000
                 ),
             )),
-            Err(NonceRefusal::Full) => Err(ApiError::new(
+            Err(NonceRefusal::Full) => Err(ApiError::with_status(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
+                ErrorCode::Busy,
                 "the provider is answering too many requests; retry in a minute",
             )),
         }
     }
 
-    /// Runs `group` for the lease, under the lease's lock and only if the ledger still says the
-    /// lease is active once the lock is held (a close that came first has then removed what it
-    /// could, and the lease is closed on the ledger; a close that comes later waits and removes
-    /// this deploy's workload).
-    async fn deploy_locked(&self, id: &BidId, group: ValidGroup) -> Result<LeaseRef, ApiError> {
+    /// Runs `group`, version `version` of the deployment, for the lease, under the lease's lock
+    /// and only if the ledger, read again once the lock is held, still says the lease is active
+    /// at that version: a close that came first has then removed what it could (and one that
+    /// comes later waits and removes this deploy's workload); an update of the deployment that
+    /// came first makes this manifest an older one, refused, since the ledger's version is the
+    /// truth. On a lease that runs an earlier version this is an update, which the runtime
+    /// applies one replica at a time ([`Runtime::deploy_version`]); if it fails, the earlier
+    /// manifest is kept again and applied again (bringing back any replica already replaced),
+    /// and the reason is kept for the lease's status.
+    async fn deploy_locked(&self, id: &BidId, group: ValidGroup, version: Hash32) -> Result<LeaseRef, ApiError> {
         let _one = self.lifecycle.lock(id).await;
-        let still = self.ledger_lease(id).await?;
-        if !still.is_some_and(|f| f.active) {
+        let Some(facts) = self.ledger_lease(id).await?.filter(|f| f.active) else {
             return Err(ApiError::new(
-                StatusCode::GONE,
-                "lease_closed",
+                ErrorCode::LeaseClosed,
                 format!("lease {id} closed while its manifest was checked; nothing was started"),
+            ));
+        };
+        if facts.version != version {
+            return Err(ApiError::new(
+                ErrorCode::VersionMismatch,
+                format!(
+                    "the deployment is at version {} on the ledger, updated while this manifest (version {}) was \
+                     checked: an older manifest is refused, and nothing was changed",
+                    hex::encode(facts.version),
+                    hex::encode(version)
+                ),
             ));
         }
         let lease = LeaseRef::new(id.clone());
+        let previous = self.accepted(&lease);
         let accepted = Accepted {
             lease: id.clone(),
             group,
+            version: Some(version),
         };
-        {
-            let _one = self.accepting.lock().map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage",
-                    "the manifest store is poisoned",
-                )
-            })?;
-            if let Some((domain, _, _)) = self.ingress.get() {
-                pazar_runtime::ingress::check_hosts(&lease, &accepted.group, &self.lease_groups(), domain)
-                    .map_err(|m| ApiError::new(StatusCode::CONFLICT, "host_taken", m))?;
+        self.keep(&lease, &accepted)?;
+        let Err(e) = self.runtime.deploy_version(&lease, &accepted.group, &version).await else {
+            self.note_update_failure(id, None);
+            return Ok(lease);
+        };
+        // A first deploy, or the running version sent again, fails as it is.
+        let Some(prev) = previous.filter(|p| p.version != Some(version)) else {
+            return Err(e.into());
+        };
+        let mut why = format!(
+            "the update to version {} was not applied: {e}",
+            pazar_runtime::rollout::short(&hex::encode(version))
+        );
+        let back = match self.keep(&lease, &prev) {
+            Err(k) => Err(k.message),
+            Ok(()) => match &prev.version {
+                Some(v) => self.runtime.deploy_version(&lease, &prev.group, v).await,
+                None => self.runtime.deploy(&lease, &prev.group).await,
             }
-            let bytes = serde_json::to_vec(&accepted)
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
-            std::fs::create_dir_all(&self.dir)
-                .and_then(|()| pazar_client::files::write_atomic(&self.accepted_path(&lease), &bytes, 0o600))
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "storage",
-                        format!("cannot keep the manifest: {e}"),
-                    )
-                })?;
+            .map_err(|e| e.to_string()),
+        };
+        match back {
+            Ok(()) => why.push_str("; the earlier version serves as before"),
+            Err(again) => why.push_str(&format!("; bringing the earlier version back failed too: {again}")),
         }
-        self.runtime.deploy(&lease, &accepted.group).await?;
-        Ok(lease)
+        self.note_update_failure(id, Some(why.clone()));
+        let mut err = ApiError::from(e);
+        err.message = why;
+        Err(err)
+    }
+
+    /// Keeps `accepted` as the lease's manifest (restored after a restart, routed by the
+    /// ingress), once its `accept` hosts are checked: checking and keeping are one step, so two
+    /// leases cannot both take a free host.
+    fn keep(&self, lease: &LeaseRef, accepted: &Accepted) -> Result<(), ApiError> {
+        let _one = self
+            .accepting
+            .lock()
+            .map_err(|_| ApiError::new(ErrorCode::Storage, "the manifest store is poisoned"))?;
+        if let Some((domain, _, _)) = self.ingress.get() {
+            pazar_runtime::ingress::check_hosts(lease, &accepted.group, &self.lease_groups(), domain)
+                .map_err(|m| ApiError::new(ErrorCode::HostTaken, m))?;
+        }
+        let bytes = serde_json::to_vec(accepted).map_err(|e| ApiError::new(ErrorCode::Storage, e.to_string()))?;
+        std::fs::create_dir_all(&self.dir)
+            .and_then(|()| pazar_client::files::write_atomic(&self.accepted_path(lease), &bytes, 0o600))
+            .map_err(|e| ApiError::new(ErrorCode::Storage, format!("cannot keep the manifest: {e}")))
     }
 }
 
@@ -796,6 +932,33 @@ pub fn check_against_lease(g: &ValidGroup, spec: &GroupSpec) -> Result<(), Strin
 }
 
 type Srv<R> = AxState<Arc<LeaseServer<R>>>;
+
+/// The route `name` counted in `metrics` by the HTTP status of each answer; manifests also as
+/// accepted, or refused by the envelope's code.
+fn counted<R: Runtime + 'static>(
+    name: &'static str,
+    metrics: &Arc<Metrics>,
+    route: MethodRouter<Arc<LeaseServer<R>>>,
+) -> MethodRouter<Arc<LeaseServer<R>>> {
+    let metrics = metrics.clone();
+    route.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let metrics = metrics.clone();
+            async move {
+                let resp = next.run(req).await;
+                metrics.request(name, resp.status().as_u16());
+                if name == "manifest" {
+                    match resp.extensions().get::<ErrorCode>() {
+                        Some(code) => metrics.manifest_refused(*code),
+                        None if resp.status().is_success() => metrics.manifest_accepted(),
+                        None => {}
+                    }
+                }
+                resp
+            }
+        },
+    ))
+}
 type LeasePath = AxPath<(String, String, String, String)>;
 
 /// The request target as signed: path and query.
@@ -803,21 +966,22 @@ fn target(uri: &axum::http::Uri) -> &str {
     uri.path_and_query().map_or(uri.path(), |pq| pq.as_str())
 }
 
-async fn provider_status<R: Runtime + 'static>(AxState(s): Srv<R>) -> Json<Value> {
-    Json(json!({"provider": s.provider, "chain_id": s.chain_id}))
+async fn provider_status<R: Runtime + 'static>(AxState(s): Srv<R>) -> Json<ProviderStatus> {
+    Json(ProviderStatus {
+        provider: s.provider,
+        chain_id: s.chain_id.clone(),
+    })
 }
 
 /// Reads a request body of at most `max` bytes within [`limits::BODY_TIMEOUT`].
 async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
     match tokio::time::timeout(limits::BODY_TIMEOUT, axum::body::to_bytes(body, max)).await {
         Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "slow_body",
+            ErrorCode::SlowBody,
             format!("the body did not arrive within {} s", limits::BODY_TIMEOUT.as_secs()),
         )),
         Ok(Err(e)) => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            ErrorCode::TooLarge,
             format!("the body is unreadable or larger than {max} bytes: {e}"),
         )),
         Ok(Ok(b)) => Ok(b),
@@ -831,15 +995,14 @@ async fn put_manifest<R: Runtime + 'static>(
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ManifestAccepted>, ApiError> {
+    let arrived = std::time::Instant::now();
     let body = read_body(body, MAX_MANIFEST_BYTES).await?;
     let (id, facts) = s.authorize(&method, target(&uri), &headers, &body, ids).await?;
     let manifest = ValidManifest::decode(&body).map_err(bad_manifest)?;
     let got = manifest.version();
     if got != facts.version {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "version_mismatch",
+        return Err(ApiError::new(ErrorCode::VersionMismatch,
             format!(
                 "manifest hash {} differs from the deployment version {} on the ledger (send the manifest of the deployed file, or update the deployment first)",
                 hex::encode(got),
@@ -849,20 +1012,25 @@ async fn put_manifest<R: Runtime + 'static>(
     }
     let group = manifest.group(&facts.group.name).ok_or_else(|| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_manifest",
+            ErrorCode::BadManifest,
             format!("manifest has no group {:?}", facts.group.name),
         )
     })?;
-    check_against_lease(&group, &facts.group).map_err(|m| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "not_leased",
-            format!("{m}; nothing was started"),
-        )
-    })?;
-    let lease = s.deploy_locked(&id, group).await?;
-    Ok(Json(json!({"lease": lease.label(), "status": "deployed"})))
+    check_against_lease(&group, &facts.group)
+        .map_err(|m| ApiError::new(ErrorCode::NotLeased, format!("{m}; nothing was started")))?;
+    // The deploy runs as its own task: a tenant that hangs up does not cut an update short
+    // between replicas.
+    let lease = tokio::spawn({
+        let s = s.clone();
+        async move { s.deploy_locked(&id, group, got).await }
+    })
+    .await
+    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("the deploy stopped: {e}")))??;
+    s.time_until_running(lease.clone(), arrived);
+    Ok(Json(ManifestAccepted {
+        lease: lease.label(),
+        status: "deployed".into(),
+    }))
 }
 
 async fn lease_status<R: Runtime + 'static>(
@@ -871,24 +1039,37 @@ async fn lease_status<R: Runtime + 'static>(
     method: Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LeaseStatus>, ApiError> {
     let (id, _) = s.authorize(&method, target(&uri), &headers, b"", ids).await?;
+    let failed_update = s.update_failure(&id);
     let lease = LeaseRef::new(id);
     let acc = s.accepted(&lease).ok_or_else(|| {
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_manifest",
+            ErrorCode::NoManifest,
             "no manifest was sent for this lease yet (pazar lease send-manifest)",
         )
     })?;
-    let st = s.runtime.status(&lease, &acc.group).await?;
-    let mut uris: Vec<Value> = st
+    let mut st = s.runtime.status(&lease, &acc.group).await?;
+    for svc in &mut st.services {
+        svc.update_error.clone_from(&failed_update);
+    }
+    let mut uris: Vec<ServiceUri> = st
         .services
         .iter()
         .flat_map(|svc| {
             svc.forwards.iter().map(|f| {
-                let scheme = if f.port == 80 || acc.group.services.iter().any(|x| x.name == svc.name && x.expose.iter().any(|e| e.port == f.port && e.external_port == 80)) { "http" } else { "tcp" };
-                json!({"service": svc.name, "port": f.port, "replica": f.replica, "uri": format!("{scheme}://{}:{}", s.public_host, f.host_port)})
+                let http = f.port == 80
+                    || acc.group.services.iter().any(|x| {
+                        x.name == svc.name && x.expose.iter().any(|e| e.port == f.port && e.external_port == 80)
+                    });
+                let scheme = if http { "http" } else { "tcp" };
+                ServiceUri {
+                    service: svc.name.clone(),
+                    port: f.port,
+                    replica: Some(f.replica),
+                    ingress: false,
+                    uri: format!("{scheme}://{}:{}", s.public_host, f.host_port),
+                }
             })
         })
         .collect();
@@ -904,40 +1085,54 @@ async fn lease_status<R: Runtime + 'static>(
             } else {
                 format!(":{port}")
             };
-            uris.push(json!({
-                "service": h.service,
-                "port": h.port,
-                "ingress": true,
-                "uri": format!("{}://{}{at}", h.kind.scheme(), h.host),
-            }));
+            uris.push(ServiceUri {
+                service: h.service.clone(),
+                port: h.port,
+                replica: None,
+                ingress: true,
+                uri: format!("{}://{}{at}", h.kind.scheme(), h.host),
+            });
         }
     }
-    Ok(Json(
-        json!({"lease": lease.label(), "ready": st.all_running(), "services": st.services, "uris": uris}),
-    ))
+    Ok(Json(LeaseStatus {
+        lease: lease.label(),
+        ready: st.all_running(),
+        services: st.services,
+        uris,
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogsQ {
-    service: Option<String>,
-    tail: Option<usize>,
-    follow: Option<bool>,
+/// One item of the NDJSON log stream, with its newline.
+fn log_item(item: Result<pazar_api::provider::LogLine, RuntimeError>) -> Bytes {
+    let item = match item {
+        Ok(l) => LogItem::Line(l),
+        Err(e) => LogItem::Error { error: e.to_string() },
+    };
+    let mut line = serde_json::to_vec(&item).unwrap_or_else(|e| {
+        serde_json::to_vec(&LogItem::Error {
+            error: format!("a log line could not be written: {e}"),
+        })
+        .expect("an error item of one string serializes")
+    });
+    line.push(b'\n');
+    Bytes::from(line)
 }
 
 async fn lease_logs<R: Runtime + 'static>(
     AxState(s): Srv<R>,
     AxPath(ids): LeasePath,
-    Query(q): Query<LogsQ>,
     method: Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // Parsed here rather than by an extractor, so a bad query is refused with the envelope.
+    let Query(q) = Query::<LogsQuery>::try_from_uri(&uri)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("the logs query: {}", e.body_text())))?;
     if let Some(svc) = &q.service {
         if !pazar_sdl::names::is_service_name(svc) {
-            return Err(ApiError::new(
+            return Err(ApiError::with_status(
                 StatusCode::BAD_REQUEST,
-                "unknown_service",
+                ErrorCode::UnknownService,
                 format!("{:?} is not a service name", pazar_sdl::names::shorten(svc)),
             ));
         }
@@ -957,11 +1152,7 @@ async fn lease_logs<R: Runtime + 'static>(
     // One JSON object per line, flushed as lines arrive. The slot lives as long as the body.
     let body = stream.map(move |item| {
         let _open = &slot;
-        let line = match item {
-            Ok(l) => serde_json::to_string(&l).unwrap_or_default(),
-            Err(e) => json!({"error": e.to_string()}).to_string(),
-        };
-        Ok::<_, std::convert::Infallible>(Bytes::from(line + "\n"))
+        Ok::<_, std::convert::Infallible>(log_item(item))
     });
     Ok(([("content-type", "application/x-ndjson")], Body::from_stream(body)).into_response())
 }
@@ -1026,7 +1217,7 @@ mod tests {
             .map(|_| take_stream(&book, &lease(0)).expect("within the lease's share"))
             .collect();
         let e = take_stream(&book, &lease(0)).err().expect("per lease");
-        assert_eq!(e.code, "too_many_streams");
+        assert_eq!(e.code, ErrorCode::TooManyStreams);
         held.pop();
         held.push(take_stream(&book, &lease(0)).expect("a closed stream frees its place"));
         let mut others = Vec::new();
@@ -1046,15 +1237,22 @@ mod tests {
     /// The ledger as the server sees it: one lease, active until the test closes it.
     struct OneLease {
         active: std::sync::atomic::AtomicBool,
-        version: Hash32,
+        /// The deployment's version; a test moves it as `UpdateDeployment` would.
+        version: Mutex<Hash32>,
         spec: GroupSpec,
+    }
+
+    impl OneLease {
+        fn version(&self) -> Hash32 {
+            *self.version.lock().expect("version")
+        }
     }
 
     impl Chain for OneLease {
         fn lease(&self, _: &BidId) -> Result<Option<LeaseFacts>, String> {
             Ok(Some(LeaseFacts {
                 active: self.active.load(std::sync::atomic::Ordering::SeqCst),
-                version: self.version,
+                version: self.version(),
                 group: self.spec.clone(),
             }))
         }
@@ -1068,6 +1266,10 @@ mod tests {
         gate: tokio::sync::Semaphore,
         gated: std::sync::atomic::AtomicBool,
         entered: tokio::sync::Notify,
+        /// Each versioned deploy: the first service's image and the version.
+        applied: Mutex<Vec<(String, Hash32)>>,
+        /// A version whose deploy fails (its image cannot be had).
+        refuse: Mutex<Option<Hash32>>,
     }
 
     impl Default for Recorder {
@@ -1077,11 +1279,32 @@ mod tests {
                 gate: tokio::sync::Semaphore::new(0),
                 gated: false.into(),
                 entered: tokio::sync::Notify::new(),
+                applied: Mutex::default(),
+                refuse: Mutex::default(),
             }
         }
     }
 
     impl Runtime for Recorder {
+        fn deploy_version<'a>(
+            &'a self,
+            lease: &'a LeaseRef,
+            group: &'a ValidGroup,
+            version: &'a Hash32,
+        ) -> pazar_runtime::BoxFuture<'a, Result<(), RuntimeError>> {
+            Box::pin(async move {
+                let image = group.services[0].image.clone();
+                if *self.refuse.lock().expect("refuse") == Some(*version) {
+                    return Err(RuntimeError::Image {
+                        image,
+                        reason: "the registry does not answer".into(),
+                    });
+                }
+                self.applied.lock().expect("applied").push((image, *version));
+                self.deploy(lease, group).await
+            })
+        }
+
         fn deploy<'a>(
             &'a self,
             lease: &'a LeaseRef,
@@ -1100,12 +1323,41 @@ mod tests {
                 Ok(())
             })
         }
+        /// Every replica of a lease it deployed runs at once; nothing of another.
         fn status<'a>(
             &'a self,
-            _: &'a LeaseRef,
-            _: &'a ValidGroup,
-        ) -> pazar_runtime::BoxFuture<'a, Result<pazar_runtime::LeaseStatus, RuntimeError>> {
-            Box::pin(async { Err(RuntimeError::Backend("not needed".into())) })
+            lease: &'a LeaseRef,
+            group: &'a ValidGroup,
+        ) -> pazar_runtime::BoxFuture<'a, Result<pazar_runtime::GroupStatus, RuntimeError>> {
+            Box::pin(async move {
+                let runs = self.running.lock().expect("running").contains(&lease.name());
+                let services = group
+                    .services
+                    .iter()
+                    .map(|svc| pazar_api::provider::ServiceStatus {
+                        name: svc.name.clone(),
+                        replicas: svc.count,
+                        running: if runs { svc.count } else { 0 },
+                        restarts: 0,
+                        state: if runs {
+                            pazar_api::provider::ServiceState::Running
+                        } else {
+                            pazar_api::provider::ServiceState::Missing
+                        },
+                        forwards: vec![],
+                        last_error: None,
+                        evictions: 0,
+                        last_eviction: None,
+                        pull: None,
+                        version: None,
+                        update_error: None,
+                    })
+                    .collect();
+                Ok(pazar_runtime::GroupStatus {
+                    lease: lease.label(),
+                    services,
+                })
+            })
         }
         fn logs<'a>(
             &'a self,
@@ -1113,7 +1365,7 @@ mod tests {
             _: Option<&'a str>,
             _: usize,
             _: bool,
-        ) -> pazar_runtime::BoxFuture<'a, Result<pazar_runtime::LogStream, RuntimeError>> {
+        ) -> pazar_runtime::BoxFuture<'a, Result<pazar_runtime::LogLines, RuntimeError>> {
             Box::pin(async { Err(RuntimeError::Backend("not needed".into())) })
         }
         fn close<'a>(&'a self, lease: &'a LeaseRef) -> pazar_runtime::BoxFuture<'a, Result<(), RuntimeError>> {
@@ -1147,7 +1399,7 @@ mod tests {
         let group = manifest.group("dc").expect("group");
         let chain = Arc::new(OneLease {
             active: true.into(),
-            version: d.manifest_version,
+            version: Mutex::new(d.manifest_version),
             spec: d.groups[0].clone(),
         });
         let server = Arc::new(LeaseServer::new(
@@ -1176,10 +1428,10 @@ mod tests {
         // the daemon removes the (not yet existing) workload.
         chain.active.store(false, std::sync::atomic::Ordering::SeqCst);
         server.close_lease(&id).await.expect("close");
-        let err = server.deploy_locked(&id, group).await.expect_err("refused");
+        let err = server.deploy_locked(&id, group, chain.version()).await.expect_err("refused");
         assert_eq!(
             (err.status, err.code),
-            (StatusCode::GONE, "lease_closed"),
+            (StatusCode::GONE, ErrorCode::LeaseClosed),
             "{}",
             err.message
         );
@@ -1196,10 +1448,10 @@ mod tests {
         let (server, chain, id, group) = setup(dir.path());
         server.runtime.gated.store(true, std::sync::atomic::Ordering::SeqCst);
         let deploying = tokio::spawn({
-            let (server, id) = (server.clone(), id.clone());
+            let (server, id, version) = (server.clone(), id.clone(), chain.version());
             async move {
                 server
-                    .deploy_locked(&id, group)
+                    .deploy_locked(&id, group, version)
                     .await
                     .map(|_| ())
                     .map_err(|e| e.message)
@@ -1231,6 +1483,73 @@ mod tests {
             server.lifecycle.map.lock().expect("locks").is_empty(),
             "no lock entry is left"
         );
+    }
+
+    /// `group` with its one service running `image`: the group of a new manifest version.
+    fn with_image(group: &ValidGroup, image: &str) -> ValidGroup {
+        let mut g = group.clone().into_inner();
+        g.services[0].image = image.into();
+        ValidGroup::new(g).expect("valid")
+    }
+
+    #[tokio::test]
+    async fn a_manifest_older_than_the_ledger_s_version_is_refused_inside_the_lock_and_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (server, chain, id, group) = setup(dir.path());
+        let v1 = chain.version();
+        server.deploy_locked(&id, group.clone(), v1).await.expect("v1 runs");
+        // The tenant updated the deployment on the ledger after this v1 manifest was checked
+        // (the v2 manifest may already run): the late v1 must not replace it.
+        *chain.version.lock().expect("version") = [7; 32];
+        let err = server
+            .deploy_locked(&id, with_image(&group, "x:old"), v1)
+            .await
+            .expect_err("an older version");
+        assert_eq!(err.code, ErrorCode::VersionMismatch, "{}", err.message);
+        assert!(err.message.contains("an older manifest is refused"), "{}", err.message);
+        let acc = server.accepted(&LeaseRef::new(id)).expect("kept");
+        assert_eq!((acc.group, acc.version), (group.clone(), Some(v1)), "the kept manifest is v1's");
+        assert_eq!(
+            *server.runtime.applied.lock().expect("applied"),
+            vec![(group.services[0].image.clone(), v1)],
+            "the runtime was not asked again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_update_keeps_the_earlier_manifest_runs_it_again_and_says_why_until_an_update_succeeds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (server, chain, id, group) = setup(dir.path());
+        let (v1, v2) = (chain.version(), [7; 32]);
+        let image = group.services[0].image.clone();
+        server.deploy_locked(&id, group.clone(), v1).await.expect("v1 runs");
+        *chain.version.lock().expect("version") = v2;
+        *server.runtime.refuse.lock().expect("refuse") = Some(v2);
+        let err = server
+            .deploy_locked(&id, with_image(&group, "x:2"), v2)
+            .await
+            .expect_err("v2's image cannot be had");
+        assert_eq!(err.code, ErrorCode::Image, "{}", err.message);
+        for part in ["the update to version 070707070707 was not applied", "the earlier version serves as before"] {
+            assert!(err.message.contains(part), "{part:?} in {}", err.message);
+        }
+        let lease = LeaseRef::new(id.clone());
+        let acc = server.accepted(&lease).expect("kept");
+        assert_eq!((acc.group, acc.version), (group.clone(), Some(v1)), "v1 is kept again");
+        assert_eq!(
+            *server.runtime.applied.lock().expect("applied"),
+            vec![(image.clone(), v1), (image.clone(), v1)],
+            "v1 was applied again, bringing back any replica already replaced"
+        );
+        assert_eq!(server.update_failure(&id), Some(err.message), "the status says why");
+
+        *server.runtime.refuse.lock().expect("refuse") = None;
+        server
+            .deploy_locked(&id, with_image(&group, "x:2"), v2)
+            .await
+            .expect("v2 runs once its image is there");
+        assert_eq!(server.update_failure(&id), None, "nothing failed any more");
+        assert_eq!(server.accepted(&lease).expect("kept").version, Some(v2));
     }
 
     #[test]
@@ -1274,5 +1593,127 @@ mod tests {
         assert!(take_connection(&book, a).is_none(), "per address");
         drop(held);
         assert!(take_connection(&book, a).is_some(), "freed on drop");
+    }
+
+    /// One HTTP/1.1 request over a fresh connection; the status and the body.
+    async fn http(port: u16, method: &str, target: &str, auth: Option<&str>, body: &[u8]) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connects");
+        let auth = auth.map(|a| format!("{AUTH_HEADER}: {a}\r\n")).unwrap_or_default();
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nhost: p\r\ncontent-length: {}\r\n{auth}connection: close\r\n\r\n",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).await.expect("head");
+        c.write_all(body).await.expect("body");
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).await.expect("answer");
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {answer:?}"));
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_answers_the_contract_and_its_metrics_count_what_it_answered() {
+        let sdl = "version: \"2.0\"\nservices:\n  web:\n    image: x\n    expose: [{port: 80, to: [{global: true}]}]\nprofiles:\n  compute:\n    w: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {w: {denom: uusd, amount: 1}}}\ndeployment:\n  web: {dc: {profile: w, count: 1}}\n";
+        let opts = pazar_sdl::Options::new(
+            pazar_types::Denom::new("upzr").expect("denom"),
+            pazar_types::Denom::new("uusd").expect("denom"),
+        );
+        let d = pazar_sdl::parse(sdl.as_bytes(), &opts).expect("valid sdl");
+        let chain = Arc::new(OneLease {
+            active: true.into(),
+            version: Mutex::new(d.manifest_version),
+            spec: d.groups[0].clone(),
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = Arc::new(LeaseServer::new(
+            "c".into(),
+            signer(9),
+            "127.0.0.1".into(),
+            chain,
+            Arc::new(Recorder::default()),
+            dir.path().to_path_buf(),
+        ));
+        let key = pazar_types::SigningKey::from_secret(pazar_types::KeyScheme::Ed25519, &[7; 32]).expect("key");
+        let owner = key.address();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let port = listener.local_addr().expect("address").port();
+        tokio::spawn(server.clone().serve(listener));
+        let scraped = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let metrics_port = scraped.local_addr().expect("address").port();
+        let m = server.metrics.clone();
+        tokio::spawn(crate::metrics::serve(scraped, move || m.render(now_ms(), 0)));
+        let scrape = || async {
+            let (status, text) = http(metrics_port, "GET", "/metrics", None, b"").await;
+            assert_eq!(status, 200, "{text}");
+            text
+        };
+        let before = scrape().await;
+        assert!(before.contains("pazar_provider_manifests_accepted_total 0"), "{before}");
+
+        let signed = |method: &str, target: &str, body: &[u8], n: u8| {
+            RequestScope {
+                chain_id: "c",
+                provider: &signer(9),
+                method,
+                target,
+                body,
+            }
+            .sign(&key, now_ms(), [n; 16])
+            .to_header()
+        };
+        let manifest = format!("/lease/{owner}/1/1/1/manifest");
+        let body = serde_json::to_vec(&d.manifest).expect("json");
+        let envelope = |text: &str| serde_json::from_str::<ErrorEnvelope>(text).expect("an error envelope");
+
+        let (status, text) = http(port, "PUT", &manifest, None, &body).await;
+        assert_eq!((status, envelope(&text).error.code), (401, ErrorCode::Unauthenticated));
+        let auth = signed("PUT", &manifest, &body, 1);
+        let (status, text) = http(port, "PUT", &manifest, Some(&auth), &body).await;
+        assert_eq!(status, 200, "{text}");
+        let accepted: ManifestAccepted = serde_json::from_str(&text).expect("the contract's answer");
+        assert_eq!(accepted.status, "deployed");
+        let status_target = format!("/lease/{owner}/1/1/1/status");
+        let auth = signed("GET", &status_target, b"", 2);
+        let (status, text) = http(port, "GET", &status_target, Some(&auth), b"").await;
+        assert_eq!(status, 200, "{text}");
+        let st: LeaseStatus = serde_json::from_str(&text).expect("the contract's answer");
+        assert!(st.ready, "{st:?}");
+        assert_eq!(st.services[0].state, pazar_api::provider::ServiceState::Running);
+        let (status, text) = http(port, "GET", &format!("/lease/{owner}/1/1/1/logs?bogus=1"), None, b"").await;
+        assert_eq!((status, envelope(&text).error.code), (400, ErrorCode::BadRequest));
+        let (status, text) = http(port, "GET", "/nowhere", None, b"").await;
+        assert_eq!((status, envelope(&text).error.code), (404, ErrorCode::NoRoute));
+
+        // The deploy is timed by a watch that polls the runtime: wait for it to report.
+        let mut after = scrape().await;
+        for _ in 0..100 {
+            if after.contains("pazar_provider_deploy_seconds_count 1") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            after = scrape().await;
+        }
+        for line in [
+            "pazar_provider_manifests_accepted_total 1",
+            "pazar_provider_manifests_refused_total{code=\"unauthenticated\"} 1",
+            "pazar_provider_endpoint_requests_total{route=\"manifest\",status=\"200\"} 1",
+            "pazar_provider_endpoint_requests_total{route=\"manifest\",status=\"401\"} 1",
+            "pazar_provider_endpoint_requests_total{route=\"lease_status\",status=\"200\"} 1",
+            "pazar_provider_endpoint_requests_total{route=\"logs\",status=\"400\"} 1",
+            "pazar_provider_endpoint_requests_total{route=\"none\",status=\"404\"} 1",
+            "pazar_provider_deploy_seconds_count 1",
+        ] {
+            assert!(after.lines().any(|l| l == line), "{line} missing from:\n{after}");
+        }
+        let (status, _) = http(metrics_port, "GET", "/other", None, b"").await;
+        assert_eq!(status, 404);
     }
 }

@@ -13,10 +13,11 @@ mod common;
 use futures_util::StreamExt;
 
 use common::{http_get, lease, log_text, wait_status};
+use pazar_api::provider::ServiceState;
 use pazar_runtime::cgroup::Cgroup;
 use pazar_runtime::demo_image::store_demo_rootfs;
 use pazar_runtime::sandbox::{remove_lease_processes, LeaseKey, SandboxOptions, SandboxRuntime};
-use pazar_runtime::{netns, LeaseRef, LeaseStatus, Runtime, RuntimeError};
+use pazar_runtime::{netns, GroupStatus, LeaseRef, Runtime, RuntimeError};
 
 const IMAGE: &str = "pazar-demo:sandbox";
 
@@ -99,7 +100,7 @@ async fn a_sandboxed_lease_serves_logs_restarts_is_adopted_and_closes_without_le
     let g = common::group(&sdl("web", WEB, "64Mi", "64Mi"));
     rt.deploy(&l, &g).await.expect("deploys");
     rt.deploy(&l, &g).await.expect("deploying again keeps what runs");
-    let st = wait_status(&rt, &l, &g, LeaseStatus::all_running).await;
+    let st = wait_status(&rt, &l, &g, GroupStatus::all_running).await;
     let port = st.services[0].forwards[0].host_port;
     let page = http_get(port).expect("the service answers on its forwarded port");
     assert!(page.contains("hello-from-the-sandbox"), "{page}");
@@ -121,7 +122,7 @@ async fn a_sandboxed_lease_serves_logs_restarts_is_adopted_and_closes_without_le
     drop(rt);
     let rt = runtime(dir.path());
     rt.deploy(&l, &g).await.expect("adopts");
-    let st = wait_status(&rt, &l, &g, LeaseStatus::all_running).await;
+    let st = wait_status(&rt, &l, &g, GroupStatus::all_running).await;
     assert_eq!(st.services[0].restarts, 1, "adopted, not restarted: {st:?}");
     assert_eq!(
         st.services[0].forwards[0].host_port, port,
@@ -215,7 +216,7 @@ async fn a_sandboxed_workload_has_no_privileges_no_host_files_no_way_out_and_bou
     let _cleanup = Cleanup(vec![l.clone(), other.clone()]);
     let og = common::group(&sdl("web", WEB, "64Mi", "64Mi"));
     rt.deploy(&other, &og).await.expect("other lease");
-    let ost = wait_status(&rt, &other, &og, LeaseStatus::all_running).await;
+    let ost = wait_status(&rt, &other, &og, GroupStatus::all_running).await;
     let other_port = ost.services[0].forwards[0].host_port;
 
     let probe = PROBE.replace('\n', "\n        ");
@@ -296,7 +297,10 @@ async fn a_service_that_crashes_in_a_loop_is_restarted_with_backoff_and_says_why
     })
     .await;
     let svc = &st.services[0];
-    assert!(["restarting", "exited"].contains(&svc.state.as_str()), "{svc:?}");
+    assert!(
+        [ServiceState::Restarting, ServiceState::Exited].contains(&svc.state),
+        "{svc:?}"
+    );
     assert_eq!(svc.last_error.as_deref(), Some("exited with code 3"), "{svc:?}");
     let text = log_text(&rt, &l).await;
     assert!(text.matches("boom").count() >= 2, "every run's output is kept: {text}");
@@ -571,7 +575,7 @@ async fn a_sandboxed_workload_reaches_nothing_outside_its_namespace_and_its_forw
     let _cleanup = Cleanup(vec![l.clone(), other.clone()]);
     let og = common::group(&sdl("web", WEB, "64Mi", "64Mi"));
     rt.deploy(&other, &og).await.expect("other lease");
-    let ost = wait_status(&rt, &other, &og, LeaseStatus::all_running).await;
+    let ost = wait_status(&rt, &other, &og, GroupStatus::all_running).await;
     let other_port = ost.services[0].forwards[0].host_port;
 
     let mut targets: Vec<(String, String, u16)> = vec![
@@ -685,7 +689,7 @@ async fn a_tenant_secret_is_on_no_host_command_line_and_in_no_host_process_envir
         &format!("env: [GREETING=hello-from-the-sandbox, API_TOKEN={secret}]"),
     ));
     rt.deploy(&l, &g).await.expect("deploys");
-    wait_status(&rt, &l, &g, LeaseStatus::all_running).await;
+    wait_status(&rt, &l, &g, GroupStatus::all_running).await;
     let host_ns = pid_ns("self").expect("own pid namespace");
     let (mut in_workload, mut on_host) = (0, Vec::new());
     for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
@@ -873,7 +877,7 @@ async fn deploying_a_new_manifest_to_a_running_lease_converges_to_it() {
 
     let first = common::group(&web_and(&["side"], "one"));
     rt.deploy(&l, &first).await.expect("deploys");
-    let st = wait_status(&rt, &l, &first, LeaseStatus::all_running).await;
+    let st = wait_status(&rt, &l, &first, GroupStatus::all_running).await;
     let port = st.services.iter().find(|s| s.name == "web").expect("web").forwards[0].host_port;
     let web_pid = main_pid("web");
     assert!(web_pid.is_some(), "web runs in its cgroup");
@@ -882,7 +886,7 @@ async fn deploying_a_new_manifest_to_a_running_lease_converges_to_it() {
     // "side" leaves, "extra" comes, "web" is unchanged.
     let second = common::group(&web_and(&["extra"], "one"));
     rt.deploy(&l, &second).await.expect("converges");
-    wait_status(&rt, &l, &second, LeaseStatus::all_running).await;
+    wait_status(&rt, &l, &second, GroupStatus::all_running).await;
     assert!(pids("side").is_empty(), "the removed service no longer runs");
     assert!(!logs.join("side.0.log").exists(), "its log went with it");
     let t0 = Instant::now();
@@ -907,7 +911,7 @@ async fn deploying_a_new_manifest_to_a_running_lease_converges_to_it() {
     // "web" changes: it is started again with its new environment, on the same host port.
     let third = common::group(&web_and(&["extra"], "two"));
     rt.deploy(&l, &third).await.expect("converges");
-    let st = wait_status(&rt, &l, &third, LeaseStatus::all_running).await;
+    let st = wait_status(&rt, &l, &third, GroupStatus::all_running).await;
     assert_ne!(main_pid("web"), web_pid, "the changed service was started again");
     let web = st.services.iter().find(|s| s.name == "web").expect("web");
     assert_eq!(web.forwards[0].host_port, port, "its forward is kept");

@@ -9,7 +9,7 @@ mod common;
 
 use common::{docker_with, exec, lease, log_text, wait_status, IMAGE};
 use pazar_runtime::docker::{DockerOptions, DockerRuntime};
-use pazar_runtime::{LeaseRef, LeaseStatus, Runtime};
+use pazar_runtime::{GroupStatus, LeaseRef, Runtime};
 
 fn group() -> pazar_sdl::ValidGroup {
     common::group(&format!(
@@ -79,7 +79,7 @@ async fn prove(l: LeaseRef, g: pazar_sdl::ValidGroup, state: std::path::PathBuf)
     .await
     .expect("Docker engine");
     assert!(rt.bounds_volumes(), "{:?}", rt.storage_notes());
-    let before = wait_status(&rt, &l, &g, LeaseStatus::all_running).await;
+    let before = wait_status(&rt, &l, &g, GroupStatus::all_running).await;
     let c = format!("{}-web-0", l.name());
 
     // The volume is mounted nosuid and nodev: a setuid binary or a device node the tenant
@@ -113,7 +113,7 @@ async fn prove(l: LeaseRef, g: pazar_sdl::ValidGroup, state: std::path::PathBuf)
     assert_eq!(evicted.len(), 1, "{evicted:?}");
     assert!(evicted[0].used > evicted[0].limit, "{evicted:?}");
     assert_eq!(evicted[0].limit, 32 << 20);
-    let st = wait_status(&rt, &l, &g, LeaseStatus::all_running).await;
+    let st = wait_status(&rt, &l, &g, GroupStatus::all_running).await;
     let svc = &st.services[0];
     assert_eq!(svc.evictions, 1, "{svc:?}");
     let why = svc.last_eviction.as_deref().unwrap_or("");

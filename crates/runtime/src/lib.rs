@@ -17,6 +17,7 @@ pub mod images;
 pub mod ingress;
 pub mod loopfs;
 pub mod netns;
+pub mod rollout;
 pub mod sandbox;
 
 use std::future::Future;
@@ -26,9 +27,10 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use pazar_api::manifest::Proto;
 use pazar_api::manifest::ValidGroup;
+use pazar_api::provider::{LogLine, ServiceStatus};
 use pazar_types::market::BidId;
+use pazar_types::Hash32;
 
 /// A lease's handle in a runtime: a name derived from its whole id, safe for container,
 /// network and volume names, plus the id itself in labels.
@@ -92,71 +94,21 @@ fn hex_prefix(bytes: &[u8], n: usize) -> String {
     bytes.iter().take(n).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Where one exposed port of one replica can be reached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Forward {
-    pub port: u16,
-    pub proto: Proto,
-    pub host_port: u16,
-    /// Replica index.
-    pub replica: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceStatus {
-    pub name: String,
-    /// Replicas asked for.
-    pub replicas: u32,
-    /// Replicas running now.
-    pub running: u32,
-    /// Restarts summed over replicas (kept across restarts: containers are restarted in place).
-    pub restarts: u64,
-    /// `running`, `starting`, `restarting`, `exited`, or `missing`.
-    pub state: String,
-    pub forwards: Vec<Forward>,
-    /// The last exit code or error, when a replica is not running.
-    pub last_error: Option<String>,
-    /// Replicas evicted (removed and started afresh) for writing more than their ephemeral
-    /// storage, where the runtime cannot cap it outright; summed over replicas.
-    #[serde(default)]
-    pub evictions: u64,
-    /// Why the last eviction happened.
-    #[serde(default)]
-    pub last_eviction: Option<String>,
-    /// The image pull under way for this service (state `pulling`), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pull: Option<PullProgress>,
-}
-
-/// How far an image pull has come, as the registry announced its layers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PullProgress {
-    pub image: String,
-    /// Bytes downloaded so far.
-    pub bytes: u64,
-    /// Bytes of the layers whose size is known so far (layers already on the host excluded).
-    pub total: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaseStatus {
+/// What a runtime knows of a lease's group: each service's replicas, in the contract's words
+/// ([`ServiceStatus`]). The endpoint's `pazar_api::provider::LeaseStatus` adds what only the
+/// lease's holder knows (whether it is ready as a whole, and the URIs tenants reach it at).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The lease's label ([`LeaseRef::label`]).
     pub lease: String,
     pub services: Vec<ServiceStatus>,
 }
 
-impl LeaseStatus {
+impl GroupStatus {
+    /// Every replica of every service runs (and serves its TCP ports).
     pub fn all_running(&self) -> bool {
         !self.services.is_empty() && self.services.iter().all(|s| s.running == s.replicas)
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogLine {
-    pub service: String,
-    pub replica: u32,
-    /// `stdout` or `stderr`, or `output` where the runtime keeps both in one file (sandbox).
-    pub stream: String,
-    pub line: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +124,8 @@ pub enum RuntimeError {
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, RuntimeError>> + Send>>;
+/// A replica's (or a lease's) log lines as they are read.
+pub type LogLines = Pin<Box<dyn Stream<Item = Result<LogLine, RuntimeError>> + Send>>;
 
 /// A backend that runs the services of leased groups.
 pub trait Runtime: Send + Sync {
@@ -181,11 +134,29 @@ pub trait Runtime: Send + Sync {
     /// that passed the parser (names, paths, images, bounds) reaches a runtime, and the server
     /// has checked it against the lease.
     fn deploy<'a>(&'a self, lease: &'a LeaseRef, group: &'a ValidGroup) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    /// [`Runtime::deploy`] of `version` of the deployment (the SHA-256 of its manifest), which
+    /// each replica records and [`Runtime::status`] reports. On a lease that runs, this is a
+    /// manifest update, applied one replica at a time ([`rollout`]): a replica whose service
+    /// changed is replaced by one of the new service, the next only once the new one serves;
+    /// replicas the group no longer has go first, added ones are started, volumes the group
+    /// still mounts keep their data. Images come first, so one that cannot be had changes
+    /// nothing; a new replica that does not serve within the runtime's wait stops the update
+    /// with the reason, the replicas not yet replaced still serving. The default (a runtime
+    /// that keeps no versions) deploys.
+    fn deploy_version<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        group: &'a ValidGroup,
+        version: &'a Hash32,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        let _ = version;
+        self.deploy(lease, group)
+    }
     fn status<'a>(
         &'a self,
         lease: &'a LeaseRef,
         group: &'a ValidGroup,
-    ) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>>;
+    ) -> BoxFuture<'a, Result<GroupStatus, RuntimeError>>;
     /// Log lines of every replica (or one service's), the last `tail`, then new ones while
     /// `follow`.
     fn logs<'a>(
@@ -194,7 +165,7 @@ pub trait Runtime: Send + Sync {
         service: Option<&'a str>,
         tail: usize,
         follow: bool,
-    ) -> BoxFuture<'a, Result<LogStream, RuntimeError>>;
+    ) -> BoxFuture<'a, Result<LogLines, RuntimeError>>;
     /// Removes everything of the lease: replicas, its network and its volumes.
     fn close<'a>(&'a self, lease: &'a LeaseRef) -> BoxFuture<'a, Result<(), RuntimeError>>;
     /// Names ([`LeaseRef::name`]) and labels of the leases with anything in this runtime.
@@ -211,6 +182,9 @@ pub trait Runtime: Send + Sync {
 }
 
 /// The backend a daemon was configured with.
+// A daemon holds one, behind an `Arc`, for its whole life: boxing the larger variant would add
+// an indirection to every call and save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyRuntime {
     Docker(docker::DockerRuntime),
     Sandbox(sandbox::SandboxRuntime),
@@ -229,6 +203,15 @@ impl AnyRuntime {
         match self {
             AnyRuntime::Docker(_) => "docker",
             AnyRuntime::Sandbox(_) => "sandbox",
+        }
+    }
+
+    /// Bytes of images pulled for tenants since the runtime started (the sandbox pulls none:
+    /// its images are the operator's, or exported from a local engine).
+    pub fn pulled_bytes(&self) -> u64 {
+        match self {
+            AnyRuntime::Docker(d) => d.pulled_bytes(),
+            AnyRuntime::Sandbox(_) => 0,
         }
     }
 
@@ -255,11 +238,20 @@ impl Runtime for AnyRuntime {
         self.inner().deploy(lease, group)
     }
 
+    fn deploy_version<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        group: &'a ValidGroup,
+        version: &'a Hash32,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        self.inner().deploy_version(lease, group, version)
+    }
+
     fn status<'a>(
         &'a self,
         lease: &'a LeaseRef,
         group: &'a ValidGroup,
-    ) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
+    ) -> BoxFuture<'a, Result<GroupStatus, RuntimeError>> {
         self.inner().status(lease, group)
     }
 
@@ -269,7 +261,7 @@ impl Runtime for AnyRuntime {
         service: Option<&'a str>,
         tail: usize,
         follow: bool,
-    ) -> BoxFuture<'a, Result<LogStream, RuntimeError>> {
+    ) -> BoxFuture<'a, Result<LogLines, RuntimeError>> {
         self.inner().logs(lease, service, tail, follow)
     }
 

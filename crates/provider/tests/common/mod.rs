@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use futures_util::StreamExt;
 
-use pazar_runtime::{LeaseRef, LeaseStatus, Runtime};
+use pazar_runtime::{GroupStatus, LeaseRef, Runtime};
 use pazar_sdl::{parse, Options};
 use pazar_types::market::BidId;
 use pazar_types::{Address, Denom};
@@ -104,8 +104,8 @@ pub async fn wait_status<R: Runtime>(
     rt: &R,
     l: &LeaseRef,
     g: &pazar_sdl::ValidGroup,
-    ok: impl Fn(&LeaseStatus) -> bool,
-) -> LeaseStatus {
+    ok: impl Fn(&GroupStatus) -> bool,
+) -> GroupStatus {
     let t0 = Instant::now();
     loop {
         let st = rt.status(l, g).await.expect("status");

@@ -33,6 +33,7 @@ mod converge;
 mod evict;
 mod network;
 mod pull;
+mod rollout;
 mod spec;
 
 use std::collections::HashMap;
@@ -60,9 +61,8 @@ use spec::{
 
 use crate::firewall::EgressPolicy;
 use crate::images::{ImagePolicy, ImageRef};
-use crate::{
-    BoxFuture, Forward, LeaseRef, LeaseStatus, LogLine, LogStream, PullProgress, Runtime, RuntimeError, ServiceStatus,
-};
+use crate::{BoxFuture, GroupStatus, LeaseRef, LogLines, Runtime, RuntimeError};
+use pazar_api::provider::{Forward, LogLine, LogStream, PullProgress, ServiceState, ServiceStatus};
 
 /// Longest an image pull may take, unless the operator says otherwise.
 pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -148,6 +148,13 @@ pub struct DockerRuntime {
     lifecycle: tokio::sync::Mutex<()>,
     /// Pulls under way, by lease name and service.
     pulls: Mutex<HashMap<(String, String), PullProgress>>,
+    /// Bytes pulled for tenants since the runtime started (for the holder's metrics).
+    pulled_bytes: std::sync::atomic::AtomicU64,
+    /// How long a new replica may take to serve before a manifest update stops.
+    ready_wait: Duration,
+    /// The version each container a deploy kept unchanged runs, by container name (labels
+    /// cannot change: the label says what it was made for).
+    versions: Mutex<HashMap<String, String>>,
 }
 
 impl DockerRuntime {
@@ -186,6 +193,9 @@ impl DockerRuntime {
             volumes,
             lifecycle: tokio::sync::Mutex::new(()),
             pulls: Mutex::new(HashMap::new()),
+            pulled_bytes: std::sync::atomic::AtomicU64::new(0),
+            ready_wait: crate::rollout::DEFAULT_READY_WAIT,
+            versions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -276,7 +286,7 @@ impl DockerRuntime {
         Ok(true)
     }
 
-    async fn deploy_group(&self, lease: &LeaseRef, group: &Group) -> Result<(), RuntimeError> {
+    async fn deploy_group(&self, lease: &LeaseRef, group: &Group, version: Option<&str>) -> Result<(), RuntimeError> {
         // Images first, outside the lock: a long pull holds up no other lease.
         for svc in &group.services {
             let image = ImageRef::parse(&svc.image).map_err(|reason| RuntimeError::Image {
@@ -290,32 +300,12 @@ impl DockerRuntime {
         let _one = self.lifecycle.lock().await;
         let net = self.ensure_network(lease).await?;
         self.converge(lease, group).await?;
-        for svc in &group.services {
-            self.ensure_volumes(lease, svc).await?;
-            for replica in 0..svc.count {
-                let name = Self::container_name(lease, &svc.name, replica);
-                match self.inspect_own(&name, lease).await? {
-                    Some(_) => {}
-                    None => {
-                        self.docker
-                            .create_container(
-                                Some(CreateContainerOptions {
-                                    name: Some(name.clone()),
-                                    ..Default::default()
-                                }),
-                                self.container_body(lease, &net, svc, replica),
-                            )
-                            .await
-                            .map_err(backend)?;
-                    }
-                }
-                self.docker.start_container(&name, None).await.map_err(backend)?;
-            }
-        }
-        Ok(())
+        self.roll_out(lease, &net, group, version).await?;
+        // Only now: a replica being replaced still mounted the volumes of its old service.
+        self.remove_unmounted_volumes(lease, group).await
     }
 
-    async fn group_status(&self, lease: &LeaseRef, group: &Group) -> Result<LeaseStatus, RuntimeError> {
+    async fn group_status(&self, lease: &LeaseRef, group: &Group) -> Result<GroupStatus, RuntimeError> {
         let mut services = Vec::new();
         for svc in &group.services {
             let mut st = ServiceStatus {
@@ -323,7 +313,7 @@ impl DockerRuntime {
                 replicas: svc.count,
                 running: 0,
                 restarts: 0,
-                state: "running".into(),
+                state: ServiceState::Running,
                 forwards: Vec::new(),
                 last_error: None,
                 evictions: 0,
@@ -333,20 +323,24 @@ impl DockerRuntime {
                     .lock()
                     .ok()
                     .and_then(|p| p.get(&(lease.name(), svc.name.clone())).cloned()),
+                version: None,
+                update_error: None,
             };
             if st.pull.is_some() {
-                st.state = "pulling".into();
+                st.state = ServiceState::Pulling;
                 services.push(st);
                 continue;
             }
+            let mut versions = Vec::new();
             for replica in 0..svc.count {
                 let name = Self::container_name(lease, &svc.name, replica);
                 let Some(info) = self.inspect_own(&name, lease).await? else {
-                    st.state = "missing".into();
+                    st.state = ServiceState::Missing;
                     continue;
                 };
                 st.restarts += info.restart_count.unwrap_or(0).max(0) as u64;
                 let labels = info.config.as_ref().and_then(|c| c.labels.as_ref());
+                versions.push(self.replica_version(&name, labels));
                 let label = |k: &str| labels.and_then(|l| l.get(k));
                 st.restarts += label(LABEL_RESTARTS).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
                 st.evictions += label(LABEL_EVICTIONS).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
@@ -355,19 +349,18 @@ impl DockerRuntime {
                 }
                 let ip = lease_address(&info, lease);
                 let state = info.state.unwrap_or_default();
-                let status = state.status.map(|s| s.to_string()).unwrap_or_default();
                 if state.running == Some(true) && state.restarting != Some(true) {
                     // Ready means serving: every exposed TCP port accepts a connection.
                     if tcp_ports_open(ip, svc).await {
                         st.running += 1;
                     } else {
-                        st.state = "starting".into();
+                        st.state = ServiceState::Starting;
                     }
                 } else {
                     st.state = if state.restarting == Some(true) {
-                        "restarting".into()
+                        ServiceState::Restarting
                     } else {
-                        status
+                        service_state(state.status)
                     };
                     let exit = state.exit_code.unwrap_or(0);
                     let err = state.error.filter(|e| !e.is_empty());
@@ -390,9 +383,10 @@ impl DockerRuntime {
                     }
                 }
             }
+            st.version = crate::rollout::common_version(versions);
             services.push(st);
         }
-        Ok(LeaseStatus {
+        Ok(GroupStatus {
             lease: lease.label(),
             services,
         })
@@ -428,7 +422,7 @@ impl DockerRuntime {
         service: Option<&str>,
         tail: usize,
         follow: bool,
-    ) -> Result<LogStream, RuntimeError> {
+    ) -> Result<LogLines, RuntimeError> {
         let containers = self.lease_containers(lease).await?;
         if containers.is_empty() {
             return Err(RuntimeError::UnknownLease(lease.label()));
@@ -489,6 +483,7 @@ impl DockerRuntime {
         for (name, _, _) in self.lease_containers(lease).await? {
             self.remove(&name).await?;
         }
+        self.forget_versions(lease);
         self.remove_volumes(lease).await?;
         self.release_network(lease).await
     }
@@ -554,17 +549,31 @@ impl DockerRuntime {
     }
 }
 
+/// What a replica that does not run is doing, in the contract's words, from the engine's
+/// container state (`None` when the engine did not say).
+fn service_state(status: Option<bollard::models::ContainerStateStatusEnum>) -> ServiceState {
+    use bollard::models::ContainerStateStatusEnum as S;
+    match status {
+        Some(S::CREATED) => ServiceState::Starting,
+        Some(S::RESTARTING) => ServiceState::Restarting,
+        Some(S::RUNNING) => ServiceState::Running,
+        Some(S::EXITED | S::DEAD | S::REMOVING | S::STOPPING) => ServiceState::Exited,
+        // Paused (the daemon never pauses a replica), or a state the engine did not name.
+        Some(S::PAUSED | S::EMPTY) | None => ServiceState::Unknown,
+    }
+}
+
 fn log_line(out: bollard::container::LogOutput, service: &str, replica: u32) -> LogLine {
     let (stream, bytes) = match out {
-        bollard::container::LogOutput::StdErr { message } => ("stderr", message),
+        bollard::container::LogOutput::StdErr { message } => (LogStream::Stderr, message),
         bollard::container::LogOutput::StdOut { message }
         | bollard::container::LogOutput::Console { message }
-        | bollard::container::LogOutput::StdIn { message } => ("stdout", message),
+        | bollard::container::LogOutput::StdIn { message } => (LogStream::Stdout, message),
     };
     LogLine {
         service: service.to_string(),
         replica,
-        stream: stream.into(),
+        stream,
         line: String::from_utf8_lossy(&bytes).trim_end_matches('\n').to_string(),
     }
 }
@@ -589,14 +598,26 @@ impl Runtime for DockerRuntime {
         lease: &'a LeaseRef,
         group: &'a pazar_api::manifest::ValidGroup,
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        Box::pin(self.deploy_group(lease, group))
+        Box::pin(self.deploy_group(lease, group, None))
+    }
+
+    fn deploy_version<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        group: &'a pazar_api::manifest::ValidGroup,
+        version: &'a pazar_types::Hash32,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let v = crate::rollout::version_text(version);
+            self.deploy_group(lease, group, Some(&v)).await
+        })
     }
 
     fn status<'a>(
         &'a self,
         lease: &'a LeaseRef,
         group: &'a pazar_api::manifest::ValidGroup,
-    ) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
+    ) -> BoxFuture<'a, Result<GroupStatus, RuntimeError>> {
         Box::pin(self.group_status(lease, group))
     }
 
@@ -606,7 +627,7 @@ impl Runtime for DockerRuntime {
         service: Option<&'a str>,
         tail: usize,
         follow: bool,
-    ) -> BoxFuture<'a, Result<LogStream, RuntimeError>> {
+    ) -> BoxFuture<'a, Result<LogLines, RuntimeError>> {
         Box::pin(self.lease_logs(lease, service, tail, follow))
     }
 

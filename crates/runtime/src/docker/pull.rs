@@ -11,7 +11,8 @@ use futures_util::StreamExt;
 
 use super::DockerRuntime;
 use crate::images::ImageRef;
-use crate::{LeaseRef, PullProgress, RuntimeError};
+use crate::{LeaseRef, RuntimeError};
+use pazar_api::provider::PullProgress;
 
 /// Removes a pull's progress when the pull ends, however it ends.
 struct PullEntry<'a> {
@@ -91,6 +92,12 @@ fn lossless_u64(v: Option<i64>) -> u64 {
 }
 
 impl DockerRuntime {
+    /// Bytes of images pulled for tenants since the runtime started, as the registry's layers
+    /// arrived (layers already on the host cost nothing).
+    pub fn pulled_bytes(&self) -> u64 {
+        self.pulled_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The image is allowed from the host's own copies and is here, or it is pulled now.
     pub(super) async fn ensure_image(
         &self,
@@ -178,7 +185,12 @@ impl DockerRuntime {
                 "Download complete" | "Verifying Checksum" => layer.0 = layer.1,
                 _ => {}
             }
-            progress.bytes = layers.values().map(|l| l.0).sum();
+            let bytes = layers.values().map(|l| l.0).sum();
+            if bytes > progress.bytes {
+                self.pulled_bytes
+                    .fetch_add(bytes - progress.bytes, std::sync::atomic::Ordering::Relaxed);
+            }
+            progress.bytes = bytes;
             progress.total = layers.values().map(|l| l.1).sum();
             entry.set(progress.clone());
             // Compressed layers are smaller than what they unpack to: a pull whose layers

@@ -12,7 +12,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::files::write_atomic;
-use crate::{LogLine, LogStream};
+use crate::LogLines;
+use pazar_api::provider::{LogLine, LogStream};
 
 /// A replica's live log is rotated past this size, checked at every supervisor round. The
 /// workload writes its log itself (its stdout is the file, so it outlives the daemon), so
@@ -214,7 +215,7 @@ fn read_more(path: &Path, pos: &mut u64, split: &mut LineSplitter) -> Option<(Ve
 /// fewer), then (with `follow`) lines as they are written. What one stream holds is bounded
 /// whatever the workload writes: at most twice [`TAIL_MAX_BYTES`] for the tail, then one read of [`LOG_READ_CHUNK`] bytes and one unfinished line of less
 /// than [`MAX_LOG_LINE`] at a time.
-pub(super) fn log_stream(path: PathBuf, service: String, replica: u32, tail: usize, follow: bool) -> LogStream {
+pub(super) fn log_stream(path: PathBuf, service: String, replica: u32, tail: usize, follow: bool) -> LogLines {
     let (mut first, pos) = read_tail(&path, tail);
     // A log just rotated holds few lines: the rest come from the end of the old one.
     if first.len() < tail {
@@ -228,7 +229,7 @@ pub(super) fn log_stream(path: PathBuf, service: String, replica: u32, tail: usi
             Ok(LogLine {
                 service: service.clone(),
                 replica,
-                stream: "output".into(),
+                stream: LogStream::Output,
                 line: l,
             })
         }

@@ -61,7 +61,8 @@ use crate::cgroup::Cgroup;
 use crate::files::write_atomic;
 use crate::images::{ImageConfig, ImageStore};
 use crate::netns;
-use crate::{BoxFuture, Forward, LeaseRef, LeaseStatus, LogStream, Runtime, RuntimeError, ServiceStatus};
+use crate::{BoxFuture, GroupStatus, LeaseRef, LogLines, Runtime, RuntimeError};
+use pazar_api::provider::{Forward, ServiceState, ServiceStatus};
 
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
@@ -101,6 +102,8 @@ pub struct SandboxRuntime {
     images: ImageStore,
     leases: Leases,
     supervisor: AbortHandle,
+    /// How long a new replica may take to serve before a manifest update stops.
+    ready_wait: Duration,
 }
 
 impl Drop for SandboxRuntime {
@@ -161,11 +164,18 @@ impl SandboxRuntime {
             opts,
             leases,
             supervisor,
+            ready_wait: crate::rollout::DEFAULT_READY_WAIT,
         })
     }
 
     pub fn images(&self) -> &ImageStore {
         &self.images
+    }
+
+    /// How long a new replica may take to serve before a manifest update stops (default
+    /// [`crate::rollout::DEFAULT_READY_WAIT`]).
+    pub fn set_ready_wait(&mut self, wait: Duration) {
+        self.ready_wait = wait;
     }
 
     /// How storage is bounded where it is not, for the operator.
@@ -294,10 +304,10 @@ impl SandboxRuntime {
         self.prepare_volumes(key, group)
     }
 
-    async fn deploy_group(&self, lease: &LeaseRef, group: &Group) -> Result<(), RuntimeError> {
+    async fn deploy_group(&self, lease: &LeaseRef, group: &Group, version: Option<&str>) -> Result<(), RuntimeError> {
         let key = LeaseKey::of(lease);
         if self.leases.lock().map_err(backend)?.contains_key(key.as_str()) {
-            return self.converge(&key, group).await;
+            return self.converge(&key, group, version).await;
         }
         self.prepare_images(group).await?;
         let dir = self.lease_dir(&key);
@@ -329,6 +339,10 @@ impl SandboxRuntime {
             name: key.to_string(),
             label: lease.label(),
             group: group.clone(),
+            // A restarted daemon that does not say keeps the version on record.
+            version: version
+                .map(str::to_string)
+                .or_else(|| saved.as_ref().and_then(|s| s.version.clone())),
             forwards: Vec::new(),
             replicas: Vec::new(),
         };
@@ -339,14 +353,7 @@ impl SandboxRuntime {
                         .iter()
                         .find(|r| r.service == svc.name && r.replica == replica)
                 });
-                let mut r = old.cloned().unwrap_or(ReplicaState {
-                    service: svc.name.clone(),
-                    replica,
-                    pid: None,
-                    starttime: 0,
-                    restarts: 0,
-                    last_error: None,
-                });
+                let mut r = old.cloned().unwrap_or_else(|| ReplicaState::new(&svc.name, replica));
                 if let Some(pid) = r.pid {
                     if !alive(pid, r.starttime) {
                         r.pid = None;
@@ -409,7 +416,7 @@ impl SandboxRuntime {
         Ok(())
     }
 
-    async fn group_status(&self, lease: &LeaseRef, group: &Group) -> Result<LeaseStatus, RuntimeError> {
+    async fn group_status(&self, lease: &LeaseRef, group: &Group) -> Result<GroupStatus, RuntimeError> {
         let key = LeaseKey::of(lease);
         // Read under the lock, probe ports after it.
         let snapshot = {
@@ -425,19 +432,28 @@ impl SandboxRuntime {
                 replicas: svc.count,
                 running: 0,
                 restarts: 0,
-                state: "running".into(),
+                state: ServiceState::Running,
                 forwards: Vec::new(),
                 last_error: None,
                 // `/tmp` is a tmpfs of the leased size: writes past it fail, nothing is evicted.
                 evictions: 0,
                 last_eviction: None,
                 pull: None,
+                version: None,
+                update_error: None,
             };
             let Some((state, pending)) = &snapshot else {
-                st.state = "missing".into();
+                st.state = ServiceState::Missing;
                 services.push(st);
                 continue;
             };
+            st.version = crate::rollout::common_version(
+                state
+                    .replicas
+                    .iter()
+                    .filter(|r| r.service == svc.name)
+                    .map(|r| r.version.clone()),
+            );
             for r in state.replicas.iter().filter(|r| r.service == svc.name) {
                 st.restarts += r.restarts;
                 let up = r.pid.is_some_and(|p| alive(p, r.starttime));
@@ -455,13 +471,13 @@ impl SandboxRuntime {
                     if open {
                         st.running += 1;
                     } else {
-                        st.state = "starting".into();
+                        st.state = ServiceState::Starting;
                     }
                 } else {
                     st.state = if pending.contains(&(r.service.clone(), r.replica)) {
-                        "restarting".into()
+                        ServiceState::Restarting
                     } else {
-                        "exited".into()
+                        ServiceState::Exited
                     };
                     st.last_error = r.last_error.clone();
                 }
@@ -476,7 +492,7 @@ impl SandboxRuntime {
             }
             services.push(st);
         }
-        Ok(LeaseStatus {
+        Ok(GroupStatus {
             lease: lease.label(),
             services,
         })
@@ -488,7 +504,7 @@ impl SandboxRuntime {
         service: Option<&str>,
         tail: usize,
         follow: bool,
-    ) -> Result<LogStream, RuntimeError> {
+    ) -> Result<LogLines, RuntimeError> {
         let dir = self.lease_dir(&LeaseKey::of(lease));
         let state: LeaseState = std::fs::read(dir.join("lease.json"))
             .ok()
@@ -650,14 +666,26 @@ impl Runtime for SandboxRuntime {
         lease: &'a LeaseRef,
         group: &'a pazar_api::manifest::ValidGroup,
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        Box::pin(self.deploy_group(lease, group))
+        Box::pin(self.deploy_group(lease, group, None))
+    }
+
+    fn deploy_version<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        group: &'a pazar_api::manifest::ValidGroup,
+        version: &'a pazar_types::Hash32,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let v = crate::rollout::version_text(version);
+            self.deploy_group(lease, group, Some(&v)).await
+        })
     }
 
     fn status<'a>(
         &'a self,
         lease: &'a LeaseRef,
         group: &'a pazar_api::manifest::ValidGroup,
-    ) -> BoxFuture<'a, Result<LeaseStatus, RuntimeError>> {
+    ) -> BoxFuture<'a, Result<GroupStatus, RuntimeError>> {
         Box::pin(self.group_status(lease, group))
     }
 
@@ -667,7 +695,7 @@ impl Runtime for SandboxRuntime {
         service: Option<&'a str>,
         tail: usize,
         follow: bool,
-    ) -> BoxFuture<'a, Result<LogStream, RuntimeError>> {
+    ) -> BoxFuture<'a, Result<LogLines, RuntimeError>> {
         Box::pin(async move { self.lease_logs(lease, service, tail, follow) })
     }
 

@@ -160,6 +160,10 @@ fn of_deploy(e: &DeployError) -> (Exit, String) {
         DeployError::NotReady { .. } => (Exit::Timeout, "not_ready".into()),
         DeployError::NotOwner { .. } => (Exit::Local, "not_owner".into()),
         DeployError::Runtime(_) => (Exit::Local, "internal".into()),
+        // The workflow's own refusals (an update that changes the groups, a closed deployment)
+        // are decided locally from what the ledger says: exit 1.
+        #[allow(unreachable_patterns)]
+        _ => (Exit::Local, "invalid_input".into()),
     }
 }
 

@@ -31,6 +31,13 @@ pub enum DeploymentCmd {
         after_help = "Examples:\n  pazar deployment close 12 --from alice\n  pazar deployment close 12 --from alice --no-wait"
     )]
     Close { deployment: String },
+    /// Update one's deployment [OWNER/]DSEQ to a new SDL file (Akash's flow): the new version
+    /// goes on the ledger and each provider replaces the lease's replicas one by one, keeping
+    /// its volumes. The groups (resources, counts, prices, placement) must stay the ones leased.
+    #[command(
+        after_help = "Examples:\n  pazar deployment update 12 deploy.yaml --from alice\n  pazar deployment update 12 deploy.yaml --from alice -o json"
+    )]
+    Update(crate::sdl_cmd::UpdateArgs),
 }
 
 /// The reasons for people: one block per open order, one line per provider.
@@ -85,6 +92,10 @@ pub fn run(cmd: DeploymentCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
                 deploy::close(&tenant, &id, chain::submit_mode(t), &mut |_| {})
             })?;
             report(opts, &r)
+        }
+        DeploymentCmd::Update(a) => {
+            let id = ids.deployment(&a.deployment)?;
+            crate::sdl_cmd::update(&a, id, opts, t)
         }
     }
 }

@@ -452,3 +452,98 @@ pub fn deploy(a: &DeployArgs, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    /// The deployment [OWNER/]DSEQ (one's own: only its owner can update it).
+    pub deployment: String,
+    /// The new SDL file: what runs may change (images, env, commands, counts within the lease),
+    /// not the groups that were leased.
+    pub file: PathBuf,
+    /// As for `pazar deploy`: say yes to providers nobody audited where the file names Akash
+    /// auditors.
+    #[arg(long)]
+    pub accept_unaudited: bool,
+    /// Give up when the updated services are not all running after this many seconds.
+    #[arg(long, default_value_t = 180)]
+    pub ready_timeout_s: u64,
+}
+
+/// What `pazar deployment update -o json` prints.
+#[derive(Serialize)]
+pub struct UpdateOutput {
+    pub owner: Address,
+    pub dseq: u64,
+    pub version: String,
+    pub manifest_file: String,
+    pub leases: Vec<LeaseOutcome>,
+}
+
+/// `pazar deployment update`: Akash's flow. The new version goes on the ledger (only if the
+/// file's groups are the leased ones), the manifest is saved beside the first one and sent to
+/// the provider of each active lease, which replaces its replicas one by one.
+pub fn update(a: &UpdateArgs, id: pazar_types::DeploymentId, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
+    let home = home::resolve(opts.home.clone());
+    let rpc = Rpc::new(&home::node_url(opts.node.clone(), &home));
+    let mut sdl_opts = node_options(&rpc)?;
+    sdl_opts.accept_unaudited = a.accept_unaudited;
+    let d = load(&a.file, &sdl_opts, opts.output)?;
+    print_warnings(&a.file, &d);
+    let key = chain::signer(opts, t)?;
+    if key.address() != id.owner {
+        return Err(anyhow!(
+            "only the owner {} can update {}/{}; sign with its key (--from)",
+            id.owner,
+            id.owner,
+            id.dseq
+        ));
+    }
+    let mut tenant = Tenant::new(rpc, key).map_err(chain::client_err)?;
+    tenant.fee = t.fee.clone();
+    tenant.memo = t.memo.clone();
+    let text = opts.output == Output::Text;
+    let mut view = View::new(text);
+    let leases = deploy::update(
+        &tenant,
+        id.dseq,
+        &d.groups,
+        &d.manifest,
+        d.manifest_version,
+        Duration::from_secs(a.ready_timeout_s),
+        &mut |p| view.on(p),
+    )?;
+    drop(view);
+    // The manifest a provider will ask for after a restart is the new one: keep it where
+    // `pazar lease send-manifest` looks.
+    let saved = home.join("deployments").join(format!("{}-{}.json", id.owner, id.dseq));
+    let record = SavedManifest {
+        owner: id.owner,
+        dseq: id.dseq,
+        file: a.file.display().to_string(),
+        version: hex::encode(d.manifest_version),
+        manifest: d.manifest.clone(),
+    };
+    if let Some(dir) = saved.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    pazar_client::files::write_atomic(&saved, &serde_json::to_vec_pretty(&record)?, 0o644)
+        .with_context(|| format!("cannot save the manifest to {}", saved.display()))?;
+    let out = UpdateOutput {
+        owner: id.owner,
+        dseq: id.dseq,
+        version: hex::encode(d.manifest_version),
+        manifest_file: saved.display().to_string(),
+        leases,
+    };
+    match opts.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&out)?),
+        Output::Text => println!(
+            "deployment {}/{} updated to version {}: {} lease(s) serve it",
+            id.owner,
+            id.dseq,
+            out.version,
+            out.leases.len()
+        ),
+    }
+    Ok(())
+}

@@ -53,6 +53,17 @@ pub enum DeployError {
     },
     #[error("the async runtime for the provider channel cannot start: {0}")]
     Runtime(String),
+    /// An update may change what runs (images, env, commands, counts within the lease), not the
+    /// groups the leases were priced for: a provider would refuse such a manifest after the new
+    /// version was already on the ledger, leaving the leases with a version nobody runs.
+    #[error("the file's groups differ from deployment {id}'s on the ledger ({differences}); an update changes what runs, not what was leased: deploy the new groups as a new deployment")]
+    GroupsChanged { id: String, differences: String },
+    #[error("deployment {0} is closed")]
+    Closed(String),
+    #[error(
+        "the provider did not apply the update of {lease}; its replicas of the earlier version keep serving: {reason}"
+    )]
+    UpdateFailed { lease: String, reason: String },
 }
 
 /// What a workflow reports as it goes.
@@ -318,7 +329,8 @@ pub fn send_manifest_and_wait(
             source,
         })?;
     progress(Progress::ManifestAccepted { lease: lease.clone() });
-    wait_serving_on(&rt, client, lease, timeout, progress)
+    let version = hex::encode(manifest.version());
+    wait_serving_on(&rt, client, lease, Some(&version), timeout, progress)
 }
 
 /// Waits until every service of the lease runs; returns that status.
@@ -328,20 +340,38 @@ pub fn wait_serving(
     timeout: Duration,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<LeaseStatus, DeployError> {
-    wait_serving_on(&runtime()?, client, lease, timeout, progress)
+    wait_serving_on(&runtime()?, client, lease, None, timeout, progress)
 }
 
 fn wait_serving_on(
     rt: &tokio::runtime::Runtime,
     client: &ProviderClient,
     lease: &LeaseId,
+    version: Option<&str>,
     timeout: Duration,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<LeaseStatus, DeployError> {
     let t0 = Instant::now();
     loop {
         let status = rt.block_on(client.status(lease))?;
-        if status.ready {
+        // After a manifest, serving means serving *that* version: during an update the earlier
+        // replicas are all running too. A provider that does not report versions is taken at
+        // its word that it applied the manifest before answering.
+        let on_version = version.is_none_or(|v| {
+            status
+                .services
+                .iter()
+                .all(|s| s.version.as_deref().is_none_or(|sv| sv == v))
+        });
+        if let Some(reason) = status.services.iter().find_map(|s| s.update_error.clone()) {
+            if !on_version {
+                return Err(DeployError::UpdateFailed {
+                    lease: lease.to_string(),
+                    reason,
+                });
+            }
+        }
+        if status.ready && on_version {
             progress(Progress::Serving {
                 lease: lease.clone(),
                 status: status.clone(),
@@ -411,9 +441,13 @@ pub fn deploy(
 
 /// Updates a deployment to a new manifest: the new version goes on the ledger, then the
 /// manifest to the provider of each of its active leases, and each is awaited until it serves.
+///
+/// Nothing is submitted unless the deployment is open and the file's groups are exactly the
+/// ones on the ledger (see [`DeployError::GroupsChanged`]).
 pub fn update(
     tenant: &Tenant,
     dseq: u64,
+    groups: &[GroupSpec],
     manifest: &Manifest,
     version: Hash32,
     ready_timeout: Duration,
@@ -423,6 +457,18 @@ pub fn update(
         owner: tenant.address(),
         dseq,
     };
+    let before = tenant.rpc.deployment(&id, false)?.item;
+    if before.deployment.state != pazar_types::market::DeploymentState::Active {
+        return Err(DeployError::Closed(format!("{}/{}", id.owner, id.dseq)));
+    }
+    let on_ledger: Vec<&GroupSpec> = before.groups.iter().map(|g| &g.group.spec).collect();
+    let differences = group_differences(&on_ledger, groups);
+    if !differences.is_empty() {
+        return Err(DeployError::GroupsChanged {
+            id: format!("{}/{}", id.owner, id.dseq),
+            differences: differences.join("; "),
+        });
+    }
     tenant.commit(
         "updating the deployment",
         vec![Msg::UpdateDeployment { dseq, version }],
@@ -443,6 +489,30 @@ pub fn update(
         });
     }
     Ok(out)
+}
+
+/// What differs between the groups on the ledger and a file's, by group name, for people.
+fn group_differences(on_ledger: &[&GroupSpec], file: &[GroupSpec]) -> Vec<String> {
+    let mut out = Vec::new();
+    for g in file {
+        match on_ledger.iter().find(|l| l.name == g.name) {
+            None => out.push(format!("group {:?} is not on the ledger", g.name)),
+            Some(l) if l.requirements != g.requirements => {
+                out.push(format!("group {:?} has other placement requirements", g.name))
+            }
+            Some(l) if l.resources != g.resources => {
+                out.push(format!("group {:?} has other resources, counts or prices", g.name))
+            }
+            Some(l) if **l != *g => out.push(format!("group {:?} differs", g.name)),
+            Some(_) => {}
+        }
+    }
+    for l in on_ledger {
+        if !file.iter().any(|g| g.name == l.name) {
+            out.push(format!("group {:?} is missing from the file", l.name));
+        }
+    }
+    out
 }
 
 /// Closes a deployment: its leases end and the escrow's balance is refunded. Returns the
@@ -605,5 +675,54 @@ mod as_string {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LeaseId, D::Error> {
         String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pazar_types::market::{Endpoint, EndpointKind, Gpu, PlacementRequirements, ResourceUnit, Resources};
+    use pazar_types::{Attribute, Dec, Denom};
+
+    fn group(name: &str, count: u32, price: u128) -> GroupSpec {
+        GroupSpec {
+            name: name.into(),
+            requirements: PlacementRequirements::default(),
+            resources: vec![ResourceUnit {
+                id: 1,
+                resources: Resources {
+                    cpu_millis: 500,
+                    memory_bytes: 512 << 20,
+                    storage: vec![],
+                    gpu: Gpu::default(),
+                    endpoints: vec![Endpoint {
+                        kind: EndpointKind::SharedHttp,
+                        sequence: 0,
+                    }],
+                },
+                count,
+                price: Price {
+                    denom: Denom::new("uusd").expect("valid"),
+                    amount: Dec::from_int(price).expect("small"),
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn an_update_may_not_change_the_leased_groups() {
+        let ledger = [group("web", 1, 10)];
+        let refs: Vec<&GroupSpec> = ledger.iter().collect();
+        assert!(group_differences(&refs, &[group("web", 1, 10)]).is_empty());
+        let more = group_differences(&refs, &[group("web", 2, 10)]);
+        assert_eq!(more, vec!["group \"web\" has other resources, counts or prices"]);
+        let renamed = group_differences(&refs, &[group("api", 1, 10)]);
+        assert_eq!(renamed.len(), 2, "{renamed:?}");
+        let mut placed = group("web", 1, 10);
+        placed.requirements.attributes = vec![Attribute::new("region", "eu")];
+        assert_eq!(
+            group_differences(&refs, &[placed]),
+            vec!["group \"web\" has other placement requirements"]
+        );
     }
 }

@@ -38,6 +38,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a provider may take to finish the TLS handshake, and to send a response's head.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 pub const RESPONSE_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a provider may take to answer a manifest: it answers once the workloads were
+/// (re)started, and an update replaces replicas one at a time, each awaited until it serves
+/// (a minute each by default) after its image was pulled.
+pub const MANIFEST_ANSWER_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Largest whole response body read into memory (status, manifests' answers); longer ones
 /// (a provider is another party) are refused, not buffered. Log streams are read frame by frame.
 pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
@@ -214,6 +218,19 @@ impl PinnedClient {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> Result<Response, ChannelError> {
+        self.send_within(method, path, headers, body, RESPONSE_HEAD_TIMEOUT)
+            .await
+    }
+
+    /// [`PinnedClient::send`] waiting at most `head_timeout` for the response's head.
+    pub async fn send_within(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+        head_timeout: Duration,
+    ) -> Result<Response, ChannelError> {
         let verifier = Arc::new(Pinned {
             pin: self.pin,
             crypto: crypto(),
@@ -279,11 +296,11 @@ impl PinnedClient {
             addr: self.addr.clone(),
             reason: e.to_string(),
         })?;
-        let resp = tokio::time::timeout(RESPONSE_HEAD_TIMEOUT, sender.send_request(req))
+        let resp = tokio::time::timeout(head_timeout, sender.send_request(req))
             .await
             .map_err(|_| ChannelError::Http {
                 addr: self.addr.clone(),
-                reason: format!("no answer within {} s", RESPONSE_HEAD_TIMEOUT.as_secs()),
+                reason: format!("no answer within {} s", head_timeout.as_secs()),
             })?
             .map_err(http)?;
         Ok(Response {
@@ -368,11 +385,24 @@ impl ProviderClient {
     }
 
     async fn signed(&self, method: &str, target: &str, body: Vec<u8>) -> Result<Response, TenantError> {
+        self.signed_within(method, target, body, RESPONSE_HEAD_TIMEOUT).await
+    }
+
+    async fn signed_within(
+        &self,
+        method: &str,
+        target: &str,
+        body: Vec<u8>,
+        head_timeout: Duration,
+    ) -> Result<Response, TenantError> {
         let headers = [
             (AUTH_HEADER, self.auth(method, target, &body)),
             ("content-type", "application/json".to_string()),
         ];
-        Ok(self.http.send(method, target, &headers, body).await?)
+        Ok(self
+            .http
+            .send_within(method, target, &headers, body, head_timeout)
+            .await?)
     }
 
     /// The provider's refusal, from its error envelope.
@@ -404,7 +434,11 @@ impl ProviderClient {
     /// and starts the workloads (the lease's status tells when they serve).
     pub async fn send_manifest(&self, lease: &BidId, manifest: &Manifest) -> Result<ManifestAccepted, TenantError> {
         let body = serde_json::to_vec(manifest).map_err(|e| TenantError::Decode(e.to_string()))?;
-        Self::answer(self.signed("PUT", &lease_path(lease, "manifest"), body).await?).await
+        Self::answer(
+            self.signed_within("PUT", &lease_path(lease, "manifest"), body, MANIFEST_ANSWER_TIMEOUT)
+                .await?,
+        )
+        .await
     }
 
     /// The lease's services: replicas running, restarts, pulls, URIs.

@@ -164,12 +164,12 @@ impl DockerRuntime {
             let info = match item {
                 Ok(info) => info,
                 Err(e) => {
-                    eprintln!("provider: the pull of {image} failed: {e}");
+                    tracing::warn!("the pull of {image} failed: {e}");
                     return Err(fail(pull_failure(image, &e.to_string())));
                 }
             };
             if let Some(msg) = info.error_detail.and_then(|d| d.message) {
-                eprintln!("provider: the pull of {image} failed: {msg}");
+                tracing::warn!("the pull of {image} failed: {msg}");
                 return Err(fail(pull_failure(image, &msg)));
             }
             let (Some(id), Some(status)) = (info.id, info.status) else {
@@ -203,7 +203,7 @@ impl DockerRuntime {
         let size = match self.docker.inspect_image(&image.reference()).await {
             Ok(i) => lossless_u64(i.size),
             Err(e) => {
-                eprintln!("provider: the pulled image {image} cannot be inspected: {e}");
+                tracing::warn!("the pulled image {image} cannot be inspected: {e}");
                 return Err(fail(format!("the pull from {} failed", image.registry())));
             }
         };

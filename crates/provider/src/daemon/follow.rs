@@ -45,8 +45,8 @@ pub fn follow(rpc: &Rpc, from: u64) -> mpsc::Receiver<BlockEvents> {
                         return;
                     }
                     if !failing {
-                        eprintln!(
-                            "provider: the event stream broke at height {} ({e}); reconnecting",
+                        tracing::warn!(
+                            "the event stream broke at height {} ({e}); reconnecting",
                             stream.next_height()
                         );
                         failing = true;

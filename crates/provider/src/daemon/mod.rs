@@ -73,12 +73,12 @@ pub struct Daemon {
     /// the ledger's matching rule reads to accept a GPU bid.
     gpu_attributes: Vec<Attribute>,
     metrics: Arc<Metrics>,
-    /// Printed progress (one line per action) for the operator.
+    /// Progress (one event per action) for the operator, logged through `tracing`.
     log: fn(&str),
 }
 
 fn print_line(s: &str) {
-    eprintln!("provider: {s}");
+    tracing::info!("{s}");
 }
 
 /// What `pazar provider inventory` prints.

@@ -78,7 +78,9 @@ fn market_flow_end_to_end_through_cli_and_rpc() {
         &["keys", "export", "carol", "--unsafe-show-secret"],
         &[("PAZAR_KEYRING_PASSPHRASE", "wrong")],
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"));
+    let e = common::cli_error(&out);
+    assert_eq!(e.code, "key", "{e:?}");
+    assert!(e.message.contains("wrong passphrase"), "{e:?}");
 
     // Send from an Ethereum key to the new key; verify the balance with a proof.
     let alice = net.address("alice");

@@ -16,6 +16,7 @@ use pazar_types::market::{BidId, DeploymentId, LeaseCloseReason, LeaseState};
 use pazar_types::Denom;
 
 use pazar_api::provider::LeaseStatus;
+use pazar_api::ErrorCode;
 use pazar_runtime::demo_image::build_demo_image;
 use pazar_runtime::docker::{DockerOptions, DockerRuntime};
 use pazar_runtime::{LeaseRef, Runtime};
@@ -360,9 +361,9 @@ fn a_taken_port_and_a_machine_too_small_for_two_leases_get_clear_answers() {
         ],
         &[],
     );
-    assert!(!out.status.success(), "a second lease did not fit");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("why-no-bids"), "{err}");
+    let e = common::cli_error(&out);
+    assert_eq!(e.code, "no_bids", "a second lease did not fit: {e:?}");
+    assert!(e.message.contains("why-no-bids"), "{e:?}");
     let t0 = Instant::now();
     loop {
         let l = std::fs::read_to_string(&log).unwrap_or_default();
@@ -557,13 +558,17 @@ deployment:
         ],
         &[],
     );
-    assert!(!out.status.success(), "the second manifest was taken");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let e = common::cli_error(&out);
+    assert_eq!(
+        e.code,
+        ErrorCode::HostTaken.as_str(),
+        "the second manifest was taken: {e:?}"
+    );
     assert!(
-        err.contains(&format!(
+        e.message.contains(&format!(
             "accepts host \"shop.example.com\", which lease {lease_id} already serves"
         )),
-        "{err}"
+        "{e:?}"
     );
     assert!(
         ingress_get(port, "shop.example.com").contains("Hello"),

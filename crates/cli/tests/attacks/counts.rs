@@ -135,10 +135,11 @@ fn a_lease_paying_for_fewer_replicas_than_its_manifest_runs_is_refused_by_the_pr
     net.tx_ok(&["tx", "lease", "create", &bid, "--from", "alice"]);
     let out = net.cli_raw(&["lease", "send-manifest", &bid, "--from", "alice"], &[]);
     assert!(!out.status.success(), "the provider ran 5 replicas on a lease for 3");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let e = common::cli_error(&out);
+    assert_eq!(e.code, pazar_api::ErrorCode::NotLeased.as_str(), "{e:?}");
     assert!(
-        err.contains("ask for 5 replicas; the lease has 3"),
-        "{err}\n{}",
+        e.message.contains("ask for 5 replicas; the lease has 3"),
+        "{e:?}\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     // Nothing runs for the lease.

@@ -19,19 +19,19 @@ fn a_key_file_demanding_unbounded_kdf_work_is_refused_before_deriving_and_other_
     std::fs::write(&path, serde_json::to_vec(&file).expect("json")).expect("write");
     let bob = net.address("bob");
     let out = net.cli_raw(&["tx", "send", &bob, "1upzr", "--from", "mallory"], &pass);
-    assert!(!out.status.success(), "a key file with unbounded parameters was used");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("outside the accepted bounds"), "unclear reason: {err}");
+    let e = common::cli_error(&out);
+    assert_eq!(e.code, "key", "a key file with unbounded parameters was used: {e:?}");
+    assert!(
+        e.message.contains("outside the accepted bounds"),
+        "unclear reason: {e:?}"
+    );
 
     // A huge file in the key directory is not read whole either.
     std::fs::write(net.home.path().join("keys/huge.json"), vec![b' '; 8 << 20]).expect("write");
     let out = net.cli_raw(&["keys", "show", "huge"], &[]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not a key file"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let e = common::cli_error(&out);
+    assert_eq!(e.code, "key", "{e:?}");
+    assert!(e.message.contains("not a key file"), "{e:?}");
 
     // The devnet's own keys are untouched and still sign.
     net.tx_ok(&["tx", "send", &bob, "1upzr", "--from", "alice"]);

@@ -104,8 +104,8 @@ fn requirements_pazar_cannot_honour_are_refused_at_deploy_with_the_reason() {
     for (i, (file, why)) in cases.iter().enumerate() {
         let out = deploy(&net, file, &format!("{}", 30 + i));
         assert_eq!(out.status.code(), Some(1), "{}", file.display());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(why), "{}: {err}", file.display());
+        let e = common::cli_error(&out);
+        assert!(e.message.contains(why), "{}: {e:?}", file.display());
     }
     let alice = net.address("alice");
     let v = net.cli(&["query", "deployments", "--owner", &alice]);

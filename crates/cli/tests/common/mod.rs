@@ -28,9 +28,53 @@ pub struct Devnet {
 
 impl Drop for Devnet {
     fn drop(&mut self) {
+        remove_docker_leases_of(self.home.path());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Closes, on the local Docker engine, every lease owned by or served by a key of the devnet in
+/// `home`, so a test that fails midway leaves no containers, networks or firewall rules behind
+/// (a test that passes closed its leases itself; one found here is named on stderr). Devnet
+/// keys are made afresh for each devnet, so another test's leases are never touched. Without a
+/// Docker engine there is nothing to do.
+fn remove_docker_leases_of(home: &Path) {
+    let Ok(keys) = pazar_client::keyring::Keyring::new(home).list() else {
+        return;
+    };
+    let ours: Vec<pazar_types::Address> = keys.into_iter().map(|k| k.address).collect();
+    let failed = std::thread::panicking();
+    // A thread of its own: the caller may be inside a Tokio runtime, where another cannot block.
+    let work = move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        rt.block_on(async {
+            use pazar_runtime::docker::{DockerOptions, DockerRuntime};
+            use pazar_runtime::{LeaseRef, Runtime};
+            let Ok(docker) = DockerRuntime::connect(DockerOptions::default()).await else {
+                return;
+            };
+            let Ok(leases) = docker.leases().await else {
+                return;
+            };
+            for (_, label) in leases {
+                let Ok(id) = label.parse::<BidId>() else {
+                    continue;
+                };
+                if ours.contains(&id.owner) || ours.contains(&id.provider) {
+                    if !failed {
+                        eprintln!("the test left lease {id} on the Docker engine: removing it");
+                    }
+                    if let Err(e) = docker.close(&LeaseRef::new(id.clone())).await {
+                        eprintln!("cannot remove lease {id} from the Docker engine: {e}");
+                    }
+                }
+            }
+        });
+    };
+    let _ = std::thread::spawn(work).join();
 }
 
 /// Waits for `<home>/rpc.addr` and a answering `/status`.
@@ -197,6 +241,32 @@ pub fn saved_manifest(path: &Path) -> Manifest {
     serde_json::from_slice::<Saved>(&bytes)
         .unwrap_or_else(|e| panic!("{} holds no manifest: {e}", path.display()))
         .manifest
+}
+
+/// How a command failed under `-o json`: `{"error": {"code", "message"}}` on stdout. The code is
+/// a node's or a provider's `ErrorCode` name, or one of the CLI's own (`key`, `no_bids`, …).
+#[derive(Debug, Deserialize)]
+pub struct CliError {
+    pub code: String,
+    pub message: String,
+}
+
+/// The error a failed `cli_raw` command printed.
+pub fn cli_error(out: &Output) -> CliError {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: CliError,
+    }
+    assert!(!out.status.success(), "the command succeeded");
+    serde_json::from_slice::<Envelope>(&out.stdout)
+        .unwrap_or_else(|e| {
+            panic!(
+                "no JSON error on stdout ({e}): {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .error
 }
 
 /// Panics unless `r` committed with a successful receipt.

@@ -52,8 +52,8 @@ Exit codes:
 
 Errors: `error: MESSAGE` on stderr; with -o json, {\"error\": {\"code\": \"...\", \"message\": \"...\"}} on
 stdout instead (a failed transaction prints its result). Codes: the node's or provider's error code
-(exit 3), or one of the CLI's: usage, invalid_input, key, not_owner, internal (1), tx_failed (2),
-bad_answer, proof_failed (3), unreachable, fingerprint_mismatch (4), tx_timeout, no_bids,
+(exit 3), or one of the CLI's: usage, invalid_input, key, not_owner, groups_changed,
+deployment_closed, internal (1), tx_failed (2), bad_answer, proof_failed, update_failed (3), unreachable, fingerprint_mismatch (4), tx_timeout, no_bids,
 not_ready (5).
 Logs and progress go to stderr: RUST_LOG=debug (or -v) for more, --log-format json for JSON lines.";
 
@@ -63,10 +63,13 @@ pub const CLI_CODES: &[(&str, Exit)] = &[
     ("invalid_input", Exit::Local),
     ("key", Exit::Local),
     ("not_owner", Exit::Local),
+    ("groups_changed", Exit::Local),
+    ("deployment_closed", Exit::Local),
     ("internal", Exit::Local),
     ("tx_failed", Exit::TxFailed),
     ("bad_answer", Exit::Refused),
     ("proof_failed", Exit::Refused),
+    ("update_failed", Exit::Refused),
     ("unreachable", Exit::Unreachable),
     ("fingerprint_mismatch", Exit::Unreachable),
     ("tx_timeout", Exit::Timeout),
@@ -160,10 +163,11 @@ fn of_deploy(e: &DeployError) -> (Exit, String) {
         DeployError::NotReady { .. } => (Exit::Timeout, "not_ready".into()),
         DeployError::NotOwner { .. } => (Exit::Local, "not_owner".into()),
         DeployError::Runtime(_) => (Exit::Local, "internal".into()),
-        // The workflow's own refusals (an update that changes the groups, a closed deployment)
-        // are decided locally from what the ledger says: exit 1.
-        #[allow(unreachable_patterns)]
-        _ => (Exit::Local, "invalid_input".into()),
+        // Decided locally from what the ledger says, before anything is submitted.
+        DeployError::GroupsChanged { .. } => (Exit::Local, "groups_changed".into()),
+        DeployError::Closed(_) => (Exit::Local, "deployment_closed".into()),
+        // The provider kept the earlier version serving and said why.
+        DeployError::UpdateFailed { .. } => (Exit::Refused, "update_failed".into()),
     }
 }
 

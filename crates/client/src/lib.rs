@@ -5,7 +5,8 @@
 
 pub mod deploy;
 pub mod events;
-pub mod files;
+/// Durable writes of local records (the keyring, saved manifests).
+pub use pazar_files as files;
 pub mod keyring;
 pub mod tenant;
 pub mod why_no_bids;

@@ -11,7 +11,6 @@
 pub mod cgroup;
 pub mod demo_image;
 pub mod docker;
-mod files;
 pub mod firewall;
 pub mod images;
 pub mod ingress;

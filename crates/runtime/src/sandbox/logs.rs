@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::files::write_atomic;
+use pazar_files::write_atomic;
 use crate::LogLines;
 use pazar_api::provider::{LogLine, LogStream};
 

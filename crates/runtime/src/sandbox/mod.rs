@@ -58,7 +58,7 @@ use supervise::{alive, save, supervise, FwdState, LeaseRun, LeaseState, Leases, 
 use volumes::remove_lease_volumes;
 
 use crate::cgroup::Cgroup;
-use crate::files::write_atomic;
+use pazar_files::write_atomic;
 use crate::images::{ImageConfig, ImageStore};
 use crate::netns;
 use crate::{BoxFuture, GroupStatus, LeaseRef, LogLines, Runtime, RuntimeError};

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use pazar_api::manifest::{Group, Service};
 
 use crate::cgroup::Cgroup;
-use crate::files::write_atomic;
+use pazar_files::write_atomic;
 use crate::RuntimeError;
 
 use super::launch::start_replica;

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use pazar_files::write_atomic;
 use crate::LogLines;
 use pazar_api::provider::{LogLine, LogStream};
+use pazar_files::write_atomic;
 
 /// A replica's live log is rotated past this size, checked at every supervisor round. The
 /// workload writes its log itself (its stdout is the file, so it outlives the daemon), so

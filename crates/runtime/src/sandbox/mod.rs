@@ -58,11 +58,11 @@ use supervise::{alive, save, supervise, FwdState, LeaseRun, LeaseState, Leases, 
 use volumes::remove_lease_volumes;
 
 use crate::cgroup::Cgroup;
-use pazar_files::write_atomic;
 use crate::images::{ImageConfig, ImageStore};
 use crate::netns;
 use crate::{BoxFuture, GroupStatus, LeaseRef, LogLines, Runtime, RuntimeError};
 use pazar_api::provider::{Forward, ServiceState, ServiceStatus};
+use pazar_files::write_atomic;
 
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {

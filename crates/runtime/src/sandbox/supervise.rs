@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use pazar_api::manifest::{Group, Service};
 
 use crate::cgroup::Cgroup;
-use pazar_files::write_atomic;
 use crate::RuntimeError;
+use pazar_files::write_atomic;
 
 use super::launch::start_replica;
 use super::logs::rotate_log;

@@ -82,6 +82,30 @@ pub struct BatchResults {
     pub results: Vec<TxResult>,
 }
 
+/// `POST /txs/simulate`: what would become of a signed transaction submitted now, found by
+/// running it on a copy of the committed state (after the sender's pending transactions that
+/// precede it), so a transaction that would fail is caught before it costs a fee.
+///
+/// `admission` is the error `POST /txs` would answer (wrong chain, fee, sequence, payability,
+/// signature, duplicate), if any: the transaction would then never reach a block. `receipt` is
+/// what block `height` would record were it run there: its code, log and events (for a refused
+/// transaction, the ledger's own reason: a send of more than the balance is `unpayable` to the
+/// mempool and `insufficient funds` to the ledger).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SimulateResult {
+    #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
+    pub hash: Hash32,
+    /// Admitted, and its receipt's code is 0.
+    pub would_succeed: bool,
+    /// The height it was run at: the next block's.
+    pub height: u64,
+    pub receipt: Receipt,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<ErrorBody>,
+}
+
 /// `GET /txs/{hash}`: the state, and the decoded transaction once committed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, oneshot};
 
 use pazar_api::events::BlockEvents;
-use pazar_api::node::TxState;
-use pazar_api::ErrorCode;
+use pazar_api::node::{SimulateResult, TxState};
+use pazar_api::{ErrorBody, ErrorCode};
 use pazar_ledger::{BlockHeader, State};
 use pazar_store::{Head, Store, StoreError, StoreOptions};
 use pazar_types::block::{txs_root, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
@@ -153,6 +153,8 @@ pub struct Node {
     pub config: NodeConfig,
     last_commit: Mutex<Option<Instant>>,
     subscribers: Arc<std::sync::atomic::AtomicUsize>,
+    /// Turns to run a simulation ([`MAX_SIMULATIONS`]).
+    pub(crate) simulations: tokio::sync::Semaphore,
 }
 
 /// One event subscriber's place in [`NodeConfig::max_event_subscribers`]; freed when dropped.
@@ -169,6 +171,40 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock()
         .expect("a lock holder panicked; the node cannot continue safely")
 }
+
+/// The fee rules of admission: an accepted denomination, at least the minimum per message.
+fn fee_check(st: &State, body: &TxBody) -> Result<(), SubmitError> {
+    let dp = st
+        .params
+        .denom(&body.fee.denom)
+        .ok_or_else(|| SubmitError::FeeDenom(body.fee.denom.to_string()))?;
+    let min = dp.min_fee_per_msg.saturating_mul(body.msgs.len() as u128);
+    if body.fee.amount < min {
+        return Err(SubmitError::FeeTooLow {
+            min: Coin::new(min, body.fee.denom.clone()).to_string(),
+            got: body.fee.to_string(),
+            msgs: body.msgs.len(),
+        });
+    }
+    Ok(())
+}
+
+/// What the mempool judges a decoded transaction by.
+fn candidate(tx: &Tx, bytes: Vec<u8>, hash: Hash32) -> Candidate {
+    let body = &tx.body;
+    Candidate {
+        bytes,
+        hash,
+        sender: body.sender,
+        sequence: body.sequence,
+        fee: body.fee.clone(),
+        spend: body.max_spend(),
+    }
+}
+
+/// Simulations run at once. Each copies the whole ledger state, so a few at a time bound the
+/// memory they take; more wait their turn (the HTTP server bounds how many can wait).
+pub const MAX_SIMULATIONS: usize = 2;
 
 impl Node {
     /// Opens the store at `db_path`, initialising it from `genesis` when empty, or checking that
@@ -245,6 +281,7 @@ impl Node {
             config,
             last_commit: Mutex::new(None),
             subscribers: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            simulations: tokio::sync::Semaphore::new(MAX_SIMULATIONS),
         }))
     }
 
@@ -301,13 +338,18 @@ impl Node {
             return Err(SubmitError::TooLarge(bytes.len()));
         }
         let (tx, digest) = Tx::decode_with_digest(bytes).map_err(|e| SubmitError::Decode(e.to_string()))?;
+        self.check_chain(&tx)?;
+        Ok((tx, digest))
+    }
+
+    fn check_chain(&self, tx: &Tx) -> Result<(), SubmitError> {
         if tx.body.chain_id != self.chain_id {
             return Err(SubmitError::WrongChain {
                 expected: self.chain_id.clone(),
                 got: tx.body.chain_id.clone(),
             });
         }
-        Ok((tx, digest))
+        Ok(())
     }
 
     /// Checks fee and sequence against the committed state and admits to the mempool.
@@ -317,27 +359,9 @@ impl Node {
         }
         let st = self.state();
         let body = &tx.body;
-        let dp = st
-            .params
-            .denom(&body.fee.denom)
-            .ok_or_else(|| SubmitError::FeeDenom(body.fee.denom.to_string()))?;
-        let min = dp.min_fee_per_msg.saturating_mul(body.msgs.len() as u128);
-        if body.fee.amount < min {
-            return Err(SubmitError::FeeTooLow {
-                min: Coin::new(min, body.fee.denom.clone()).to_string(),
-                got: body.fee.to_string(),
-                msgs: body.msgs.len(),
-            });
-        }
+        fee_check(&st, body)?;
         let seq = st.account(&body.sender).sequence;
-        let cand = Candidate {
-            bytes,
-            hash,
-            sender: body.sender,
-            sequence: body.sequence,
-            fee: body.fee.clone(),
-            spend: body.max_spend(),
-        };
+        let cand = candidate(tx, bytes, hash);
         let mut mp = lock(&self.mempool);
         let inserted = mp.insert(cand, seq, &|d| st.balance(&body.sender, d), st.height)?;
         self.metrics.mempool_txs.set(mp.len() as i64);
@@ -388,6 +412,88 @@ impl Node {
             out.push(r);
         }
         out
+    }
+
+    /// What would become of `bytes` if submitted now, changing nothing. Two answers: the
+    /// checks of [`Node::submit`] that do not mutate (chain, signature, duplicate, fee, sequence
+    /// and payability against the committed state and the sender's pending transactions), and
+    /// the ledger's run of the transaction on a copy of the committed state, after the sender's
+    /// pending transactions that precede it, as the next block would run it. The ledger runs
+    /// even when admission refuses, so a refusal (a send of more than the balance is refused
+    /// as unpayable) comes with the ledger's own reason. Only bytes that are no transaction at
+    /// all (too large, undecodable) are an error.
+    pub fn simulate(&self, bytes: Vec<u8>) -> Result<SimulateResult, SubmitError> {
+        if bytes.len() > MAX_TX_BYTES {
+            return Err(SubmitError::TooLarge(bytes.len()));
+        }
+        let (tx, digest) = Tx::decode_with_digest(&bytes).map_err(|e| SubmitError::Decode(e.to_string()))?;
+        let hash = tx_hash(&bytes);
+        let signed = tx
+            .verify_signature_with(&digest)
+            .map_err(|e| SubmitError::Signature(e.to_string()));
+        let stateless = self.check_chain(&tx).and_then(|()| signed.clone()).and_then(|()| {
+            match self.store.tx_location(&hash).ok().flatten() {
+                Some((h, _)) => Err(SubmitError::Committed(h)),
+                None => Ok(()),
+            }
+        });
+        let body = &tx.body;
+        // The admission checks, the pending transactions and the copy come from one reading of
+        // the state; the run happens after the lock is released, so a block is never held up
+        // longer than the copy takes.
+        let (admission, mut copy, mut block) = {
+            let st = self.state();
+            let seq = st.account(&body.sender).sequence;
+            let mp = lock(&self.mempool);
+            let admission = stateless.and_then(|()| fee_check(&st, body)).and_then(|()| {
+                let cand = candidate(&tx, Vec::new(), hash);
+                mp.check(&cand, seq, &|d| st.balance(&body.sender, d))
+                    .map(|_| ())
+                    .map_err(SubmitError::from)
+            });
+            let ahead = if body.sequence > seq {
+                mp.pending_between(&body.sender, seq, body.sequence)
+            } else {
+                Vec::new()
+            };
+            drop(mp);
+            (admission, st.clone(), ahead)
+        };
+        block.push(bytes);
+        // The pending transactions passed the signature rule on entry to the mempool; this one
+        // is marked only when it passed it above, so the ledger refuses a bad one as it would.
+        let mut preverified = vec![true; block.len()];
+        if let Some(last) = preverified.last_mut() {
+            *last = signed.is_ok();
+        }
+        let header = BlockHeader {
+            chain_id: self.chain_id.clone(),
+            height: copy.height + 1,
+            // The next block's time as this node would propose it; the ledger's rules read
+            // heights, and the time only names the block.
+            time_ms: self
+                .head()
+                .time_ms
+                .saturating_add(u64::try_from(self.config.block_time.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let mut outcome = copy
+            .apply_block_preverified(&header, &block, &preverified)
+            .expect("a block of this chain at the copy's next height is never refused whole");
+        let receipt = outcome
+            .receipts
+            .pop()
+            .expect("a block of n transactions has n receipts");
+        let admission = admission.err().map(|e| ErrorBody {
+            code: e.reason(),
+            message: e.to_string(),
+        });
+        Ok(SimulateResult {
+            hash,
+            would_succeed: admission.is_none() && receipt.code == 0,
+            height: header.height,
+            receipt,
+            admission,
+        })
     }
 
     /// Registers interest in a transaction's fate (committed or dropped); register before

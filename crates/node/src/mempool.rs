@@ -161,15 +161,16 @@ impl Mempool {
         })
     }
 
-    /// Admits `c` given the sender's next sequence and balances (`balance(denom)`) at the
-    /// latest committed state, at block height `height`.
-    pub fn insert(
-        &mut self,
-        c: Candidate,
+    /// Whether `c` would be admitted, given the sender's next sequence and balances
+    /// (`balance(denom)`) at the latest committed state, changing nothing: every rule of
+    /// [`Mempool::insert`] but room, which only an insertion can make (by eviction). Answers the
+    /// pending transaction `c` would replace, if any.
+    pub fn check(
+        &self,
+        c: &Candidate,
         account_sequence: u64,
         balance: &dyn Fn(&Denom) -> u128,
-        height: u64,
-    ) -> Result<Inserted, MempoolError> {
+    ) -> Result<Option<Hash32>, MempoolError> {
         if self.by_hash.contains_key(&c.hash) {
             return Err(MempoolError::Duplicate);
         }
@@ -198,16 +199,14 @@ impl Mempool {
                 got: c.sequence,
             });
         }
-        let new_rate = rate(&c.fee, c.bytes.len());
-        let mut dropped = Vec::new();
-        let replaced = self.by_sender.get(&c.sender).and_then(|q| q.get(&c.sequence)).cloned();
-        if let Some(old) = &replaced {
+        let replaced = self.by_sender.get(&c.sender).and_then(|q| q.get(&c.sequence));
+        if let Some(old) = replaced {
             let needed = old.fee.amount.saturating_mul(100 + REPLACE_BUMP_PERCENT) / 100;
             if c.fee.denom != old.fee.denom || c.fee.amount < needed.max(old.fee.amount + 1) {
                 return Err(MempoolError::SequenceTaken(c.sequence));
             }
         }
-        let skip = replaced.as_ref().map(|_| c.sequence);
+        let skip = replaced.map(|_| c.sequence);
         for coin in &c.spend {
             let pending = self.pending_spend(&c.sender, &coin.denom, skip);
             let have = balance(&coin.denom);
@@ -220,9 +219,33 @@ impl Mempool {
                 });
             }
         }
-        if let Some(old) = replaced {
-            self.remove_entry(&c.sender, c.sequence);
-            dropped.push(old.hash);
+        Ok(replaced.map(|old| old.hash))
+    }
+
+    /// The bytes of the pending transactions of `sender` with sequences `from..to`, in
+    /// sequence order: what a block would run before sequence `to` of that sender.
+    pub fn pending_between(&self, sender: &Address, from: u64, to: u64) -> Vec<Vec<u8>> {
+        self.by_sender
+            .get(sender)
+            .map_or_else(Vec::new, |q| q.range(from..to).map(|(_, e)| e.bytes.clone()).collect())
+    }
+
+    /// Admits `c` given the sender's next sequence and balances (`balance(denom)`) at the
+    /// latest committed state, at block height `height`.
+    pub fn insert(
+        &mut self,
+        c: Candidate,
+        account_sequence: u64,
+        balance: &dyn Fn(&Denom) -> u128,
+        height: u64,
+    ) -> Result<Inserted, MempoolError> {
+        let replaced = self.check(&c, account_sequence, balance)?;
+        let new_rate = rate(&c.fee, c.bytes.len());
+        let mut dropped = Vec::new();
+        if replaced.is_some() {
+            if let Some(old) = self.remove_entry(&c.sender, c.sequence) {
+                dropped.push(old.hash);
+            }
         }
         // Make room, evicting the cheapest tails while the newcomer pays more.
         while self.by_hash.len() + 1 > self.limits.max_txs || self.bytes + c.bytes.len() > self.limits.max_bytes {

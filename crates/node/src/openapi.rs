@@ -30,7 +30,7 @@ use crate::rpc;
             an `ErrorEnvelope` whose `error.code` programs match on.",
     ),
     paths(
-        rpc::status, rpc::openapi, rpc::metrics, rpc::events, rpc::submit, rpc::submit_batch,
+        rpc::status, rpc::openapi, rpc::metrics, rpc::events, rpc::submit, rpc::submit_batch, rpc::simulate,
         rpc::tx_by_hash, rpc::block, rpc::params, rpc::supply, rpc::account, rpc::balance,
         rpc::providers, rpc::provider, rpc::deployments, rpc::deployment, rpc::escrow, rpc::orders,
         rpc::order, rpc::bids, rpc::bid, rpc::leases, rpc::lease, rpc::faucet,
@@ -131,6 +131,11 @@ errors!(
     ]
 );
 errors!(
+    /// `POST /txs/simulate`: only a body that is no transaction at all; every refusal of the
+    /// transaction itself is the answer's `admission`.
+    SimulateErrors: [BadRequest, TooLarge, Decode, Internal]
+);
+errors!(
     /// `POST /txs/batch`: the batch as a whole; each transaction's refusal is in its result.
     BatchErrors: [BadRequest, TooLarge, BatchTooLarge, Internal]
 );
@@ -197,6 +202,16 @@ pub struct SubmitJson {
     /// When to answer (default `sync`).
     #[serde(default)]
     mode: Option<SubmitMode>,
+}
+
+/// The JSON form of `POST /txs/simulate` (read by `pazar_api::request::parse_submit`, as
+/// `POST /txs` is; a simulation takes no `mode`).
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct SimulateJson {
+    /// The transaction's canonical bytes, hex (an optional `0x` is allowed).
+    #[schema(value_type = HexBytes)]
+    tx: String,
 }
 
 /// The body of `POST /txs/batch` (read by `pazar_api::request::parse_batch`, which stops at the

@@ -25,8 +25,8 @@ use pazar_api::events::{BlockEvents, Lagged, BLOCK_EVENT, LAGGED_EVENT};
 use pazar_api::node::{
     AccountInfo, Audit, Balance, BatchResults, BidEntry, BidPage, BlockResponse, DeploymentDetail, DeploymentPage,
     EscrowDetail, FaucetRequest, GroupEntry, LeaseDetail, LeaseEntry, LeasePage, LeaseRef, ListQuery, MempoolSize,
-    OrderDetail, OrderEntry, OrderPage, ParamsResponse, Proven, ProviderDetail, ProviderEntry, ProviderPage, Status,
-    SupplyResponse, TxLookup, TxResult, TxState,
+    OrderDetail, OrderEntry, OrderPage, ParamsResponse, Proven, ProviderDetail, ProviderEntry, ProviderPage,
+    SimulateResult, Status, SupplyResponse, TxLookup, TxResult, TxState,
 };
 use pazar_api::proof::Proof;
 use pazar_api::request::{RequestError, SubmitMode as Mode};
@@ -39,7 +39,8 @@ use pazar_types::{Address, BidId, Coin, Denom, DeploymentId, GroupId, Hash32, Or
 
 use crate::openapi::{
     AccountErrors, BatchErrors, BatchJson, BidListParams, DeploymentListParams, EventErrors, FaucetErrors, ListErrors,
-    LookupErrors, OpenApiDocument, OrderListParams, ProviderListParams, RawTx, SubmitErrors, SubmitJson,
+    LookupErrors, OpenApiDocument, OrderListParams, ProviderListParams, RawTx, SimulateErrors, SimulateJson,
+    SubmitErrors, SubmitJson,
 };
 use crate::{Node, SubmitError};
 
@@ -148,6 +149,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/events", get(events))
         .route("/txs", post(submit))
         .route("/txs/batch", post(submit_batch))
+        .route("/txs/simulate", post(simulate))
         .route("/txs/{hash}", get(tx_by_hash))
         .route("/blocks/{height}", get(block))
         .route("/params", get(params))
@@ -189,6 +191,7 @@ pub const ROUTES: &[&str] = &[
     "/events",
     "/txs",
     "/txs/batch",
+    "/txs/simulate",
     "/txs/{hash}",
     "/blocks/{height}",
     "/params",
@@ -332,6 +335,35 @@ async fn submit_batch(AxState(node): AxState<Shared>, body: Body) -> ApiResult<B
         out.push(TxResult { hash, state });
     }
     Ok(Json(BatchResults { results: out }))
+}
+
+/// Runs one signed transaction on a copy of the committed state, as the next block would, and
+/// answers what would happen: admitted or not (the error `POST /txs` would give), and the
+/// receipt with its code, log and events. Nothing is submitted and nothing changes. Takes the
+/// body of `POST /txs` (raw bytes, or JSON `{"tx": hex}`).
+#[utoipa::path(post, path = "/txs/simulate", tag = "txs",
+    request_body(description = "The transaction's canonical bytes.", content(
+        (SimulateJson = "application/json"),
+        (RawTx = "application/octet-stream"))),
+    responses((status = 200, description = "What would happen: `would_succeed`, the `admission` error or the \
+        `receipt`.", body = SimulateResult), SimulateErrors))]
+async fn simulate(AxState(node): AxState<Shared>, headers: HeaderMap, body: Body) -> ApiResult<SimulateResult> {
+    let body = body?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let req = pazar_api::request::parse_submit(is_json, &body)?;
+    if req.mode != Mode::Sync {
+        return Err(ApiError::bad("a simulation submits nothing, so it takes no `mode`"));
+    }
+    // A simulation copies the ledger state: only a few run at once, the rest wait.
+    let _turn = node.simulations.acquire().await.map_err(ApiError::internal)?;
+    let n = node.clone();
+    let r = tokio::task::spawn_blocking(move || n.simulate(req.tx))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(r?))
 }
 
 /// A transaction by hash: pending in the mempool, or committed with its receipt and decoded body.

@@ -692,3 +692,92 @@ fn block_events(addr: SocketAddr, from: u64, to: u64) -> Vec<Value> {
     }
     out
 }
+
+/// `POST /txs/simulate` on a real node: a valid send would succeed with its events, a send of
+/// more than the balance would fail with the ledger's reason, a wrong sequence, chain or fee is
+/// the admission error `POST /txs` would give; no simulation moves a balance or a sequence.
+#[test]
+fn a_simulation_says_what_would_happen_and_changes_nothing() {
+    let tenant = key(KeyScheme::Ed25519, 1);
+    let to = key(KeyScheme::Ed25519, 9).address();
+    let net = Devnet::start(&[tenant.address()], key(KeyScheme::Ed25519, 4));
+    let doc = doc();
+    // An account's sequence and balances, without the height the answer was read at.
+    let account = |who: &Address| {
+        let v = net.get(&doc, "/accounts/{address}", &format!("/accounts/{who}"));
+        (v["sequence"].clone(), v["balances"].clone())
+    };
+    let before = (account(&tenant.address()), account(&to));
+    let send = |amount: u128| Msg::Send {
+        to,
+        amount: Coin::new(amount, upzr()),
+    };
+    let simulate = |tx: &[u8]| {
+        let body = json!({ "tx": hex::encode(tx) });
+        let (status, v) = net.json(&doc, "post", "/txs/simulate", "/txs/simulate", Some(&body));
+        assert_eq!(status, 200, "{v}");
+        v
+    };
+
+    let ok = simulate(&net.signed(&doc, &tenant, vec![send(5_000)]));
+    assert_eq!(ok["would_succeed"], true, "{ok}");
+    assert!(ok.get("admission").is_none(), "{ok}");
+    assert_eq!(ok["receipt"]["code"], 0, "{ok}");
+    let events = ok["receipt"]["events"].to_string();
+    assert!(events.contains("fee_paid") && events.contains("transfer"), "{ok}");
+    // The raw form answers the same.
+    let tx = net.signed(&doc, &tenant, vec![send(5_000)]);
+    let (status, raw) = net.call(
+        "POST",
+        "/txs/simulate",
+        &[("Content-Type", "application/octet-stream")],
+        &tx,
+    );
+    let (_, raw_answer) = net.checked(&doc, "post", "/txs/simulate", "/txs/simulate", status, &raw);
+    assert_eq!(raw_answer["receipt"], ok["receipt"]);
+
+    let too_much = simulate(&net.signed(&doc, &tenant, vec![send(2_000_000_000_000)]));
+    assert_eq!(too_much["would_succeed"], false, "{too_much}");
+    assert_eq!(too_much["admission"]["code"], "fee_unpayable", "{too_much}");
+    assert_ne!(too_much["receipt"]["code"], 0, "{too_much}");
+    assert!(
+        too_much["receipt"]["log"].as_str().is_some_and(|l| !l.is_empty()),
+        "the ledger's reason: {too_much}"
+    );
+
+    let signed_with = |chain: &str, sequence: u64, fee: u128| {
+        TxBody {
+            chain_id: chain.into(),
+            sender: tenant.address(),
+            sequence,
+            fee: Coin::new(fee, upzr()),
+            msgs: vec![send(5)],
+            memo: String::new(),
+        }
+        .sign(&tenant)
+        .encode()
+    };
+    for (tx, code) in [
+        (signed_with(CHAIN, 7, 10_000), "sequence_gap"),
+        (signed_with("another-chain", 0, 10_000), "wrong_chain"),
+        (signed_with(CHAIN, 0, 0), "fee_too_low"),
+    ] {
+        let v = simulate(&tx);
+        assert_eq!(v["would_succeed"], false, "{v}");
+        assert_eq!(v["admission"]["code"], code, "{v}");
+    }
+    // Bytes that are no transaction are the request's error, as for `POST /txs`.
+    let (status, code) = net.error(
+        &doc,
+        "post",
+        "/txs/simulate",
+        "/txs/simulate",
+        Some(&json!({"tx": "00"})),
+    );
+    assert_eq!((status, code.as_str()), (400, "decode"));
+
+    // Blocks went by meanwhile; nothing was submitted, so nothing moved.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!((account(&tenant.address()), account(&to)), before);
+    assert_eq!(net.get(&doc, "/status", "/status")["mempool"]["txs"], 0);
+}

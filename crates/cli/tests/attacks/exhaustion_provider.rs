@@ -213,5 +213,5 @@ fn slow_and_greedy_clients_get_their_share_of_the_tenant_endpoint_and_no_more() 
         }
     }
     drop(streams);
-    net.close_lease(&lease, "alice");
+    daemon.close_and_wait_removed(&net, &lease, "alice");
 }

@@ -119,7 +119,7 @@ fn a_bid_nobody_accepts_expires_with_its_deposit_and_an_unleased_order_pauses_it
     let bid = format!("{order}/{provider}");
 
     let before = balance(&net, "provider", "upzr");
-    let placed = net.tx_ok(&[
+    let (_, placed) = net.tx_ok(&[
         "tx",
         "bid",
         "create",
@@ -131,7 +131,7 @@ fn a_bid_nobody_accepts_expires_with_its_deposit_and_an_unleased_order_pauses_it
         "--from",
         "provider",
     ]);
-    let fee = amount(&placed["receipt"]["fee"]["amount"]);
+    let fee = placed.fee.expect("a committed transaction paid its fee").amount;
     assert_eq!(balance(&net, "provider", "upzr"), before - fee - 500_000);
     let b = net.cli(&["query", "bid", &bid]);
     let expires_at = b["bid"]["expires_at"].as_u64().expect("expires_at");

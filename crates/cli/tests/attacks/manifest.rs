@@ -92,6 +92,24 @@ impl Daemon {
         }
     }
 
+    /// The tenant `from` closes `lease`, and the daemon removes its workload: waited for, so a
+    /// test that ends (and kills the daemon) right after leaves nothing of it behind.
+    pub fn close_and_wait_removed(&self, net: &common::Devnet, lease: &BidId, from: &str) {
+        net.close_lease(lease, from);
+        let said = format!("lease {lease} closed");
+        let t0 = Instant::now();
+        while !self.log_text().contains(&said) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the daemon did not remove {lease}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = self.log_text();
+        assert!(!log.contains(&format!("{said} but removing")), "{log}");
+    }
+
     /// Kills the daemon (as a crash would) and starts it again on the same configuration.
     pub fn restart(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -455,6 +473,6 @@ fn a_hand_written_manifest_whose_hash_is_on_the_ledger_is_refused_when_it_breaks
     );
     for l in [&alice_lease, &bob_lease] {
         let who = if l.owner == owner { "alice" } else { "bob" };
-        net.close_lease(l, who);
+        daemon.close_and_wait_removed(&net, l, who);
     }
 }

@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use pazar_runtime::LeaseRef;
 use pazar_types::market::BidId;
 use pazar_types::Address;
 
@@ -95,6 +94,6 @@ fn lists_page_with_a_cursor_and_a_restarted_provider_restores_every_lease_across
     }
     for (i, l) in leases.iter().enumerate() {
         let from = if i % 2 == 0 { "alice" } else { "bob" };
-        net.cli(&["lease", "close", &LeaseRef::new(l.clone()).label(), "--from", from]);
+        daemon.close_and_wait_removed(&net, l, from);
     }
 }

@@ -82,7 +82,7 @@ fn a_request_proves_everything_before_its_nonce_is_kept_and_cannot_be_altered_or
     build_image();
     let net = common::devnet(250);
     let dir = tempfile::tempdir().expect("tempdir");
-    let _daemon = start_daemon(&net, dir.path(), "docker", "", "");
+    let daemon = start_daemon(&net, dir.path(), "docker", "", "");
     let provider: Address = net.address("provider").parse().expect("address");
     let lease = deploy(&net, &web_sdl(dir.path(), "web.yaml", 1), "alice", 30);
     let ep = Endpoint {
@@ -146,5 +146,5 @@ fn a_request_proves_everything_before_its_nonce_is_kept_and_cannot_be_altered_or
     let (status, code, msg) = ep.get(&status_path, &auth).refusal();
     assert_eq!((status, code), (401, ErrorCode::Unauthenticated), "{msg}");
     assert!(msg.contains("replay"), "{msg}");
-    net.close_lease(&lease, "alice");
+    daemon.close_and_wait_removed(&net, &lease, "alice");
 }

@@ -8,8 +8,24 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use pazar_client::deploy::WhyNoBids;
+use pazar_types::market::Mismatch;
+use serde::Deserialize;
+
 use crate::common::{self, Devnet};
 use crate::expiry::tx_failed;
+
+/// What `pazar deploy -o json` prints for a file the SDL reader refuses (as `pazar sdl check`).
+#[derive(Debug, Deserialize)]
+struct SdlReport {
+    valid: bool,
+    errors: Vec<SdlError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SdlError {
+    message: String,
+}
 
 /// A one-service file with `params` under the service, `placement` extra lines under the
 /// placement and `compute` extra lines under the resources.
@@ -104,8 +120,19 @@ fn requirements_pazar_cannot_honour_are_refused_at_deploy_with_the_reason() {
     for (i, (file, why)) in cases.iter().enumerate() {
         let out = deploy(&net, file, &format!("{}", 30 + i));
         assert_eq!(out.status.code(), Some(1), "{}", file.display());
-        let e = common::cli_error(&out);
-        assert!(e.message.contains(why), "{}: {e:?}", file.display());
+        let report: SdlReport = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{}: no SDL report on stdout ({e}): {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        assert!(!report.valid, "{}", file.display());
+        assert!(
+            report.errors.iter().any(|d| d.message.contains(why)),
+            "{}: {report:?}",
+            file.display()
+        );
     }
     let alice = net.address("alice");
     let v = net.cli(&["query", "deployments", "--owner", &alice]);
@@ -177,15 +204,21 @@ fn a_tee_deployment_gets_no_bid_from_a_provider_without_confidential_computing()
         "{o}"
     );
     let r = tx_failed(&net, &bid_args(&order));
-    assert!(
-        r["log"]
-            .as_str()
-            .unwrap_or("")
-            .contains("lacks required attribute tee/type=cpu"),
-        "{r}"
-    );
-    let why = net.cli(&["deployment", "why-no-bids", &format!("{alice}/50")]);
-    assert!(why.to_string().contains("tee/type=cpu"), "{why}");
+    let lacks = Mismatch::Attribute {
+        key: "tee/type".into(),
+        value: "cpu".into(),
+    };
+    assert!(r["log"].as_str().unwrap_or("").contains(&lacks.to_string()), "{r}");
+    let w: WhyNoBids = net.cli_as(&["deployment", "why-no-bids", &format!("{alice}/50")]);
+    let provider: pazar_types::Address = net.address("provider").parse().expect("address");
+    let reasons: Vec<&str> = w
+        .orders
+        .iter()
+        .flat_map(|o| &o.providers)
+        .filter(|p| p.provider == Some(provider))
+        .map(|p| p.why.as_str())
+        .collect();
+    assert_eq!(reasons, [lacks.to_string()], "{w:?}");
 }
 
 /// An `ip` endpoint asks for a dedicated IP address; a provider that does not advertise

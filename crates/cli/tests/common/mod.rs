@@ -15,6 +15,7 @@ use pazar_api::provider::LeaseStatus;
 use pazar_client::deploy::LeaseOutcome;
 use pazar_sdl::Manifest;
 use pazar_types::market::BidId;
+use pazar_types::records::Receipt;
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pazar"))
@@ -67,8 +68,16 @@ fn remove_docker_leases_of(home: &Path) {
                     if !failed {
                         eprintln!("the test left lease {id} on the Docker engine: removing it");
                     }
-                    if let Err(e) = docker.close(&LeaseRef::new(id.clone())).await {
-                        eprintln!("cannot remove lease {id} from the Docker engine: {e}");
+                    // Other tests' daemons change the firewall at the same time; a few tries get
+                    // past a busy moment.
+                    for attempt in 1..=3 {
+                        match docker.close(&LeaseRef::new(id.clone())).await {
+                            Ok(()) => break,
+                            Err(e) => {
+                                eprintln!("cannot remove lease {id} from the Docker engine (try {attempt}): {e}");
+                                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                            }
+                        }
                     }
                 }
             }
@@ -174,12 +183,13 @@ impl Devnet {
         assert_committed(&c.tx, "lease close");
     }
 
-    /// A transaction command that must commit successfully.
-    pub fn tx_ok(&self, args: &[&str]) -> Value {
-        let v = self.cli(args);
-        assert_eq!(v["status"], "committed", "{args:?}: {v}");
-        assert_eq!(v["receipt"]["code"], 0, "{args:?}: {v}");
-        v
+    /// A transaction command that must commit successfully: its height and receipt.
+    pub fn tx_ok(&self, args: &[&str]) -> (u64, Receipt) {
+        let r: TxResult = self.cli_as(args);
+        match r.state {
+            TxState::Committed { height, receipt, .. } if receipt.code == 0 => (height, receipt),
+            other => panic!("{args:?} did not commit successfully: {other:?}"),
+        }
     }
 
     pub fn address(&self, name: &str) -> String {

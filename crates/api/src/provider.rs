@@ -9,6 +9,7 @@ use crate::manifest::Proto;
 
 /// `GET /status`: who this endpoint is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderStatus {
     pub provider: Address,
     pub chain_id: String,
@@ -17,6 +18,7 @@ pub struct ProviderStatus {
 /// `PUT /lease/{owner}/{dseq}/{gseq}/{oseq}/manifest`: the manifest was accepted and its
 /// workloads are starting (the lease's status tells when they serve).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManifestAccepted {
     /// The lease's label on this provider.
     pub lease: String,
@@ -26,6 +28,7 @@ pub struct ManifestAccepted {
 
 /// What a service's replicas are doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceState {
     /// Every replica runs.
@@ -47,6 +50,7 @@ pub enum ServiceState {
 
 /// Where one exposed port of one replica can be reached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Forward {
     pub port: u16,
     pub proto: Proto,
@@ -57,6 +61,7 @@ pub struct Forward {
 
 /// How far an image pull has come, as the registry announced its layers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PullProgress {
     pub image: String,
     /// Bytes downloaded so far.
@@ -67,6 +72,7 @@ pub struct PullProgress {
 
 /// One service of a lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceStatus {
     pub name: String,
     /// Replicas asked for.
@@ -103,6 +109,7 @@ pub struct ServiceStatus {
 
 /// An address a tenant reaches a service at: a host port, or a name on the provider's ingress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceUri {
     pub service: String,
     /// The service's own port.
@@ -118,6 +125,7 @@ pub struct ServiceUri {
 
 /// `GET /lease/{owner}/{dseq}/{gseq}/{oseq}/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseStatus {
     pub lease: String,
     /// Every replica of every service runs.
@@ -128,6 +136,7 @@ pub struct LeaseStatus {
 
 /// Which of a replica's outputs a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LogStream {
     Stdout,
@@ -139,6 +148,7 @@ pub enum LogStream {
 /// One line of `GET /lease/{owner}/{dseq}/{gseq}/{oseq}/logs` (newline-delimited JSON): a line
 /// of a replica's output, or an error that ended the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum LogItem {
     Line(LogLine),
@@ -146,6 +156,7 @@ pub enum LogItem {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     pub service: String,
     pub replica: u32,
@@ -155,6 +166,8 @@ pub struct LogLine {
 
 /// The query of the logs request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct LogsQuery {
     /// One service's lines only.

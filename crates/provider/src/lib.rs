@@ -7,5 +7,6 @@ pub mod bidding;
 pub mod daemon;
 pub mod inventory;
 pub mod metrics;
+pub mod openapi;
 pub mod server;
 pub mod tls;

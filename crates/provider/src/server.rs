@@ -487,22 +487,14 @@ impl<R: Runtime + 'static> LeaseServer<R> {
     }
 
     pub fn router(self: Arc<Self>) -> Router {
+        let [status, manifest, lease_status_route, logs] = ROUTES;
         let m = &self.metrics;
         let unrouted = self.metrics.clone();
         Router::new()
-            .route("/status", counted("status", m, get(provider_status::<R>)))
-            .route(
-                "/lease/{owner}/{dseq}/{gseq}/{oseq}/manifest",
-                counted("manifest", m, put(put_manifest::<R>)),
-            )
-            .route(
-                "/lease/{owner}/{dseq}/{gseq}/{oseq}/status",
-                counted("lease_status", m, get(lease_status::<R>)),
-            )
-            .route(
-                "/lease/{owner}/{dseq}/{gseq}/{oseq}/logs",
-                counted("logs", m, get(lease_logs::<R>)),
-            )
+            .route(status, counted("status", m, get(provider_status::<R>)))
+            .route(manifest, counted("manifest", m, put(put_manifest::<R>)))
+            .route(lease_status_route, counted("lease_status", m, get(lease_status::<R>)))
+            .route(logs, counted("logs", m, get(lease_logs::<R>)))
             .fallback(move || {
                 unrouted.request("none", StatusCode::NOT_FOUND.as_u16());
                 async { ApiError::new(ErrorCode::NoRoute, "no such endpoint") }
@@ -931,6 +923,14 @@ pub fn check_against_lease(g: &ValidGroup, spec: &GroupSpec) -> Result<(), Strin
     Ok(())
 }
 
+/// Every route the endpoint serves (the OpenAPI document describes exactly these).
+pub const ROUTES: [&str; 4] = [
+    "/status",
+    "/lease/{owner}/{dseq}/{gseq}/{oseq}/manifest",
+    "/lease/{owner}/{dseq}/{gseq}/{oseq}/status",
+    "/lease/{owner}/{dseq}/{gseq}/{oseq}/logs",
+];
+
 type Srv<R> = AxState<Arc<LeaseServer<R>>>;
 
 /// The route `name` counted in `metrics` by the HTTP status of each answer; manifests also as
@@ -966,6 +966,8 @@ fn target(uri: &axum::http::Uri) -> &str {
     uri.path_and_query().map_or(uri.path(), |pq| pq.as_str())
 }
 
+/// Who this endpoint is: the provider's address and its chain.
+#[utoipa::path(get, path = "/status", tag = "provider", responses((status = 200, body = ProviderStatus)))]
 async fn provider_status<R: Runtime + 'static>(AxState(s): Srv<R>) -> Json<ProviderStatus> {
     Json(ProviderStatus {
         provider: s.provider,
@@ -988,6 +990,19 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
     }
 }
 
+/// The lease's manifest (the deployment's whole manifest; the lease runs its group): checked,
+/// kept and deployed. On a running lease this is an update.
+#[utoipa::path(put, path = "/lease/{owner}/{dseq}/{gseq}/{oseq}/manifest", tag = "lease",
+    params(
+        ("owner" = Address, Path, description = "The lease's owner (the deployment's)."),
+        ("dseq" = u64, Path, description = "The deployment's sequence."),
+        ("gseq" = u32, Path, description = "The group's sequence."),
+        ("oseq" = u32, Path, description = "The order's sequence."),
+        ("x-pazar-auth" = String, Header, description = "The owner's signature of this request (`pazar_types::auth`).")),
+    request_body(description = "The manifest as `pazar deploy` saves it (canonical JSON; its SHA-256 is the deployment's version).",
+        content_type = "application/json", content = Object),
+    responses((status = 200, description = "Accepted; its workloads are starting.", body = ManifestAccepted),
+        crate::openapi::ManifestErrors))]
 async fn put_manifest<R: Runtime + 'static>(
     AxState(s): Srv<R>,
     AxPath(ids): LeasePath,
@@ -1033,6 +1048,15 @@ async fn put_manifest<R: Runtime + 'static>(
     }))
 }
 
+/// What runs for the lease: each service's replicas and where tenants reach them.
+#[utoipa::path(get, path = "/lease/{owner}/{dseq}/{gseq}/{oseq}/status", tag = "lease",
+    params(
+        ("owner" = Address, Path, description = "The lease's owner (the deployment's)."),
+        ("dseq" = u64, Path, description = "The deployment's sequence."),
+        ("gseq" = u32, Path, description = "The group's sequence."),
+        ("oseq" = u32, Path, description = "The order's sequence."),
+        ("x-pazar-auth" = String, Header, description = "The owner's signature of this request (`pazar_types::auth`).")),
+    responses((status = 200, body = LeaseStatus), crate::openapi::StatusErrors))]
 async fn lease_status<R: Runtime + 'static>(
     AxState(s): Srv<R>,
     AxPath(ids): LeasePath,
@@ -1118,6 +1142,15 @@ fn log_item(item: Result<pazar_api::provider::LogLine, RuntimeError>) -> Bytes {
     Bytes::from(line)
 }
 
+/// The lease's log lines: the last `tail`, then (with `follow`) new ones as they come.
+#[utoipa::path(get, path = "/lease/{owner}/{dseq}/{gseq}/{oseq}/logs", tag = "lease",
+    params(
+        ("owner" = Address, Path, description = "The lease's owner (the deployment's)."),
+        ("dseq" = u64, Path, description = "The deployment's sequence."),
+        ("gseq" = u32, Path, description = "The group's sequence."),
+        ("oseq" = u32, Path, description = "The order's sequence."),
+        ("x-pazar-auth" = String, Header, description = "The owner's signature of this request (`pazar_types::auth`)."), LogsQuery),
+    responses(crate::openapi::LogLines, crate::openapi::LogsErrors))]
 async fn lease_logs<R: Runtime + 'static>(
     AxState(s): Srv<R>,
     AxPath(ids): LeasePath,
@@ -1672,23 +1705,35 @@ mod tests {
         let manifest = format!("/lease/{owner}/1/1/1/manifest");
         let body = serde_json::to_vec(&d.manifest).expect("json");
         let envelope = |text: &str| serde_json::from_str::<ErrorEnvelope>(text).expect("an error envelope");
+        // Every answer is what the endpoint's OpenAPI document says it is.
+        let doc: serde_json::Value = serde_json::from_str(crate::openapi::json()).expect("the document");
+        let documented = |method: &str, route: &str, status: u16, text: &str| {
+            let body: serde_json::Value = serde_json::from_str(text).expect("JSON");
+            let problems = pazar_api::openapi_check::check_answer(&doc, method, route, status, &body);
+            assert!(problems.is_empty(), "{method} {route} {status}: {problems:#?}");
+        };
+        let [_, manifest_route, status_route, logs_route] = ROUTES;
 
         let (status, text) = http(port, "PUT", &manifest, None, &body).await;
         assert_eq!((status, envelope(&text).error.code), (401, ErrorCode::Unauthenticated));
+        documented("put", manifest_route, status, &text);
         let auth = signed("PUT", &manifest, &body, 1);
         let (status, text) = http(port, "PUT", &manifest, Some(&auth), &body).await;
         assert_eq!(status, 200, "{text}");
+        documented("put", manifest_route, status, &text);
         let accepted: ManifestAccepted = serde_json::from_str(&text).expect("the contract's answer");
         assert_eq!(accepted.status, "deployed");
         let status_target = format!("/lease/{owner}/1/1/1/status");
         let auth = signed("GET", &status_target, b"", 2);
         let (status, text) = http(port, "GET", &status_target, Some(&auth), b"").await;
         assert_eq!(status, 200, "{text}");
+        documented("get", status_route, status, &text);
         let st: LeaseStatus = serde_json::from_str(&text).expect("the contract's answer");
         assert!(st.ready, "{st:?}");
         assert_eq!(st.services[0].state, pazar_api::provider::ServiceState::Running);
         let (status, text) = http(port, "GET", &format!("/lease/{owner}/1/1/1/logs?bogus=1"), None, b"").await;
         assert_eq!((status, envelope(&text).error.code), (400, ErrorCode::BadRequest));
+        documented("get", logs_route, status, &text);
         let (status, text) = http(port, "GET", "/nowhere", None, b"").await;
         assert_eq!((status, envelope(&text).error.code), (404, ErrorCode::NoRoute));
 

@@ -1461,7 +1461,10 @@ mod tests {
         // the daemon removes the (not yet existing) workload.
         chain.active.store(false, std::sync::atomic::Ordering::SeqCst);
         server.close_lease(&id).await.expect("close");
-        let err = server.deploy_locked(&id, group, chain.version()).await.expect_err("refused");
+        let err = server
+            .deploy_locked(&id, group, chain.version())
+            .await
+            .expect_err("refused");
         assert_eq!(
             (err.status, err.code),
             (StatusCode::GONE, ErrorCode::LeaseClosed),
@@ -1541,7 +1544,11 @@ mod tests {
         assert_eq!(err.code, ErrorCode::VersionMismatch, "{}", err.message);
         assert!(err.message.contains("an older manifest is refused"), "{}", err.message);
         let acc = server.accepted(&LeaseRef::new(id)).expect("kept");
-        assert_eq!((acc.group, acc.version), (group.clone(), Some(v1)), "the kept manifest is v1's");
+        assert_eq!(
+            (acc.group, acc.version),
+            (group.clone(), Some(v1)),
+            "the kept manifest is v1's"
+        );
         assert_eq!(
             *server.runtime.applied.lock().expect("applied"),
             vec![(group.services[0].image.clone(), v1)],
@@ -1563,7 +1570,10 @@ mod tests {
             .await
             .expect_err("v2's image cannot be had");
         assert_eq!(err.code, ErrorCode::Image, "{}", err.message);
-        for part in ["the update to version 070707070707 was not applied", "the earlier version serves as before"] {
+        for part in [
+            "the update to version 070707070707 was not applied",
+            "the earlier version serves as before",
+        ] {
             assert!(err.message.contains(part), "{part:?} in {}", err.message);
         }
         let lease = LeaseRef::new(id.clone());

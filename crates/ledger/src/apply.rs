@@ -4,7 +4,7 @@
 use pazar_types::market::GroupState;
 use pazar_types::{tx_hash, verify_signatures, Address, Coin, Event, Hash32, Msg, SignatureError, Tx};
 
-use crate::error::{AuthError, BlockError, TxError};
+use crate::error::{AuthError, BankError, BlockError, TxError};
 use crate::state::{Account, State};
 use crate::{BlockHeader, BlockOutcome, Ctx, Receipt};
 
@@ -100,13 +100,13 @@ impl State {
     /// Runs one authenticated transaction.
     fn deliver(&mut self, hash: Hash32, tx: &Tx) -> Receipt {
         let body = &tx.body;
-        if let Err(e) = self.check_auth(tx) {
+        // The fee is taken as the last check of authentication: it fails, changing nothing,
+        // exactly when the sender cannot pay it.
+        if let Err(e) = self.check_auth(tx).and_then(|()| self.pay_fee(body.sender, &body.fee)) {
             return failed(hash, &e.into(), None, Vec::new());
         }
         // Fee and sequence are final whatever the messages do.
         let mut events = Vec::new();
-        let fee_paid = self.transfer(body.sender, self.fee_pool(), &body.fee);
-        debug_assert!(fee_paid.is_ok(), "check_auth verified the fee is payable");
         self.accounts.insert(
             body.sender,
             Account {
@@ -144,6 +144,8 @@ impl State {
         }
     }
 
+    /// Every check of authentication but the fee's payment, which [`State::pay_fee`] makes
+    /// as it takes the fee (reading the sender's balance once).
     fn check_auth(&self, tx: &Tx) -> Result<(), AuthError> {
         let body = &tx.body;
         if body.chain_id != self.chain_id {
@@ -170,14 +172,37 @@ impl State {
                 got: body.fee.clone(),
             });
         }
-        let have = self.balance(&body.sender, &body.fee.denom);
-        if have < body.fee.amount {
-            return Err(AuthError::FeeUnpayable {
-                need: body.fee.clone(),
-                have,
-            });
-        }
         Ok(())
+    }
+
+    /// Moves the fee (in a denomination [`State::check_auth`] accepted) from `sender` to the fee
+    /// pool, or refuses with [`AuthError::FeeUnpayable`] changing nothing.
+    fn pay_fee(&mut self, sender: Address, fee: &Coin) -> Result<(), AuthError> {
+        let pool = self.fee_pool();
+        if sender == pool {
+            // A transfer to oneself moves nothing, but the fee must still be payable.
+            let have = self.balance(&sender, &fee.denom);
+            if have < fee.amount {
+                return Err(AuthError::FeeUnpayable {
+                    need: fee.clone(),
+                    have,
+                });
+            }
+            return Ok(());
+        }
+        match self.transfer(sender, pool, fee) {
+            Ok(()) => Ok(()),
+            Err(BankError::InsufficientFunds { have, .. }) => Err(AuthError::FeeUnpayable {
+                need: fee.clone(),
+                have,
+            }),
+            // The denomination is known and an overflow of the pool's balance cannot happen
+            // while balances sum to the supply (a `u128`); the transfer changed nothing.
+            Err(e) => {
+                debug_assert!(false, "a checked fee failed to move: {e}");
+                Ok(())
+            }
+        }
     }
 
     fn execute(&mut self, ctx: &mut Ctx, msg: &Msg) -> Result<(), TxError> {

@@ -208,18 +208,23 @@ impl State {
     /// balance cannot cover them, pays what it can (payments in id order), records the rest as
     /// unsettled and returns `true`: the caller closes the leases.
     pub(crate) fn escrow_settle(&mut self, id: &DeploymentId, height: u64) -> Result<bool, TxError> {
-        let Some(mut acct) = self.escrow.get(id).cloned() else {
+        // Decided on the stored account: a settlement with nothing to do copies nothing.
+        let Some(acct) = self.escrow.get(id) else {
             return Ok(false);
         };
         if acct.closed || height <= acct.settled_at {
             return Ok(false);
         }
+        let mut acct = acct.clone();
         let delta = height - acct.settled_at;
         acct.settled_at = height;
         let mut available = acct.balance;
         let mut depleted = false;
-        for lid in acct.open_payments.clone() {
-            let Some(mut p) = self.payments.get(&lid).cloned() else {
+        // Taken out of the account and put back below rather than copied: the loop writes only
+        // payments.
+        let open_payments = std::mem::take(&mut acct.open_payments);
+        for lid in &open_payments {
+            let Some(mut p) = self.payments.get(lid).cloned() else {
                 continue;
             };
             let (owed, carry) = p.rate.amount.accrue(delta, p.carry).unwrap_or((u128::MAX, 0));
@@ -234,8 +239,9 @@ impl State {
             } else {
                 p.carry = carry;
             }
-            self.payments.insert(lid, p);
+            self.payments.insert(lid.clone(), p);
         }
+        acct.open_payments = open_payments;
         let spent = acct.balance - available;
         acct.balance = available;
         acct.transferred = acct.transferred.checked_add(spent).ok_or(EscrowError::Overflow)?;

@@ -16,8 +16,9 @@ use pazar_api::proof::Proof;
 use pazar_api::request::SubmitMode;
 use pazar_api::state_key::{store_key, table_id};
 use pazar_api::ErrorCode;
+use pazar_client::deploy::DeployError;
 use pazar_client::keyring::{Backend, Keyring};
-use pazar_client::{ClientError, Rpc};
+use pazar_client::{ClientError, DryRun, Rpc};
 use pazar_node::consensus::{Solo, SystemClock};
 use pazar_node::genesis::GenesisOnDisk;
 use pazar_node::Node;
@@ -410,6 +411,63 @@ pub struct TxOpts {
     /// Return once the node accepts the transaction instead of waiting for its block.
     #[arg(long, global = true)]
     pub no_wait: bool,
+    /// Sign and simulate the transaction (a workflow: its first one), print what would happen
+    /// (-o json: the node's SimulateResult) and submit nothing. Exit 0 when it would succeed,
+    /// 2 when it would fail.
+    #[arg(long, global = true, conflicts_with = "no_simulate")]
+    pub dry_run: bool,
+    /// Broadcast without simulating first. By default a transaction the node says would fail is
+    /// not broadcast (so a typo costs no fee); the simulation runs after the key's pending
+    /// transactions, but one racing it (sent at the same time from elsewhere, or a block that
+    /// changes the state first) can make a good transaction look bad, or the reverse.
+    #[arg(long, global = true)]
+    pub no_simulate: bool,
+}
+
+/// Applies `--fee`, `--dry-run` and `--no-simulate` to a workflow's tenant.
+pub fn configure(tenant: &mut pazar_client::deploy::Tenant, t: &TxOpts) {
+    tenant.fee = t.fee.clone();
+    tenant.dry_run = t.dry_run;
+    tenant.simulate = !t.no_simulate;
+}
+
+/// The dry run an error carries, from `submit_as` or a workflow's tenant.
+pub fn dry_run_of(e: &anyhow::Error) -> Option<&DryRun> {
+    e.chain().find_map(|c| {
+        c.downcast_ref::<DryRun>()
+            .or_else(|| match c.downcast_ref::<DeployError>() {
+                Some(DeployError::DryRun(d)) => Some(&**d),
+                _ => None,
+            })
+    })
+}
+
+/// Prints a dry run's answer and says how the command exits: 0 when the transaction would
+/// succeed, 2 (a transaction that would not take effect) when it would fail.
+pub fn report_dry_run(d: &DryRun, out: Output) -> Exit {
+    let r = &d.result;
+    match out {
+        Output::Json => println!("{}", serde_json::to_string_pretty(r).unwrap_or_default()),
+        Output::Text => {
+            let hash = hex::encode(r.hash);
+            let verdict = match pazar_client::simulation_failure(r) {
+                None => "would succeed".to_string(),
+                Some(reason) => format!("would fail: {reason}"),
+            };
+            println!(
+                "dry run of {} at height {}: {verdict} (tx {hash}; nothing was submitted)",
+                d.what, r.height
+            );
+            for e in &r.receipt.events {
+                println!("  {}", serde_json::to_string(e).unwrap_or_default());
+            }
+        }
+    }
+    if r.would_succeed {
+        Exit::Ok
+    } else {
+        Exit::TxFailed
+    }
 }
 
 #[derive(Subcommand)]
@@ -944,8 +1002,9 @@ pub fn signer(opts: &ClientOpts, t: &TxOpts) -> Result<SigningKey> {
     Keyring::new(&home).signer(&from, &passphrase_prompt).map_err(key_err)
 }
 
-/// Signs `msgs` with `key` (fee: `--fee`, or the minimum per message), submits, and waits for
-/// the block unless `--no-wait`.
+/// Signs `msgs` with `key` (fee: `--fee`, or the minimum per message), simulates (unless
+/// `--no-simulate`) and refuses what would fail, submits, and waits for the block unless
+/// `--no-wait`. With `--dry-run` it stops after the simulation with a [`DryRun`] error.
 pub fn submit_as(opts: &ClientOpts, t: &TxOpts, key: &SigningKey, msgs: Vec<Msg>) -> Result<TxResult> {
     let home = home::resolve(opts.home.clone());
     let rpc = Rpc::new(&home::node_url(opts.node.clone(), &home));
@@ -956,6 +1015,27 @@ pub fn submit_as(opts: &ClientOpts, t: &TxOpts, key: &SigningKey, msgs: Vec<Msg>
     };
     let bytes = pazar_client::sign(&rpc, &chain_id, key, msgs, fee, &t.memo).map_err(client_err)?;
     let hash = pazar_client::hash_hex(&bytes);
+    if t.dry_run || !t.no_simulate {
+        let result = rpc.simulate(&bytes).map_err(client_err)?;
+        if t.dry_run {
+            return Err(DryRun {
+                what: "the transaction".into(),
+                result,
+            }
+            .into());
+        }
+        if let Some(reason) = pazar_client::simulation_failure(&result) {
+            return Err(Failure::new(
+                Exit::TxFailed,
+                "tx_failed",
+                format!(
+                    "not broadcast: the node says tx {hash} would fail: {reason} (nothing was charged; \
+                     --no-simulate broadcasts anyway)"
+                ),
+            )
+            .into());
+        }
+    }
     match submit_mode(t) {
         SubmitMode::Sync => rpc.submit(&bytes, SubmitMode::Sync).map_err(client_err),
         SubmitMode::Commit => with_spinner(&format!("waiting for {hash} to be committed"), || {

@@ -86,7 +86,7 @@ pub fn run(cmd: DeploymentCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
             let id = ids.deployment(&deployment)?;
             let deployment = format!("{}/{}", id.owner, id.dseq);
             let mut tenant = Tenant::new(rpc, chain::signer(opts, t)?).map_err(client_err)?;
-            tenant.fee = t.fee.clone();
+            chain::configure(&mut tenant, t);
             tenant.memo = t.memo.clone();
             let r = chain::with_spinner(&format!("closing {deployment}"), || {
                 deploy::close(&tenant, &id, chain::submit_mode(t), &mut |_| {})

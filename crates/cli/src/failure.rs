@@ -168,6 +168,8 @@ fn of_deploy(e: &DeployError) -> (Exit, String) {
         DeployError::Closed(_) => (Exit::Local, "deployment_closed".into()),
         // The provider kept the earlier version serving and said why.
         DeployError::UpdateFailed { .. } => (Exit::Refused, "update_failed".into()),
+        // `main` prints a dry run and exits by its verdict before this table is read.
+        DeployError::DryRun(_) => (Exit::TxFailed, "tx_failed".into()),
     }
 }
 

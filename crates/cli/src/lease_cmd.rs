@@ -224,7 +224,7 @@ pub fn run(cmd: LeaseCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
             let reason = chain::close_reason(&reason)?;
             let r = if reason == LeaseCloseReason::Owner {
                 let mut tenant = Tenant::new(rpc, chain::signer(opts, t)?).map_err(client_err)?;
-                tenant.fee = t.fee.clone();
+                chain::configure(&mut tenant, t);
                 tenant.memo = t.memo.clone();
                 chain::with_spinner(&format!("closing {lease}"), || {
                     deploy::close_lease(&tenant, &id, chain::submit_mode(t), &mut |_| {})

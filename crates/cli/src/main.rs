@@ -341,6 +341,11 @@ fn main() {
     let output = cli.command.output();
     progress::set_mode(output);
     if let Err(e) = run(cli) {
+        // A dry run ends as an error so that nothing after its simulation runs; its answer is
+        // the command's output.
+        if let Some(d) = chain::dry_run_of(&e) {
+            std::process::exit(chain::report_dry_run(d, output).code());
+        }
         std::process::exit(report(&e, output).code());
     }
 }

@@ -364,7 +364,7 @@ pub fn deploy(a: &DeployArgs, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
     let key = chain::signer(opts, t)?;
     let owner = key.address();
     let mut tenant = Tenant::new(rpc, key).map_err(chain::client_err)?;
-    tenant.fee = t.fee.clone();
+    chain::configure(&mut tenant, t);
     tenant.memo = t.memo.clone();
     let plan = DeploymentPlan {
         dseq,
@@ -499,7 +499,7 @@ pub fn update(a: &UpdateArgs, id: pazar_types::DeploymentId, opts: &ClientOpts, 
         ));
     }
     let mut tenant = Tenant::new(rpc, key).map_err(chain::client_err)?;
-    tenant.fee = t.fee.clone();
+    chain::configure(&mut tenant, t);
     tenant.memo = t.memo.clone();
     let text = opts.output == Output::Text;
     let mut view = View::new(text);

@@ -256,7 +256,11 @@ fn an_id_with_or_without_its_owner_names_the_same_lease() {
     assert_eq!(error_of(&out), (Some(1), "not_owner".into()));
 
     // A failed transaction prints its result and exits 2 (the group is paused: no lease to close).
-    let out = net.cli_raw(&["lease", "close", "12/1/1/provider", "--from", "alice"], &[]);
+    // `--no-simulate` broadcasts it, so that it fails in its block rather than before.
+    let out = net.cli_raw(
+        &["lease", "close", "12/1/1/provider", "--from", "alice", "--no-simulate"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(json(&out)["tx"]["status"].is_string(), "{}", json(&out));
 }

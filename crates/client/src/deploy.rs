@@ -31,6 +31,9 @@ pub enum DeployError {
     Node(#[from] ClientError),
     #[error(transparent)]
     Provider(#[from] TenantError),
+    /// A dry run ([`Tenant::dry_run`]) simulated its first transaction and stopped.
+    #[error(transparent)]
+    DryRun(Box<crate::DryRun>),
     /// A transaction was committed but failed (its fee was charged), or never committed.
     #[error("{what} failed: {reason} (tx {hash})")]
     Tx { what: String, hash: String, reason: String },
@@ -98,6 +101,13 @@ pub struct Tenant {
     /// The fee of each transaction; `None`: the node's minimum for its messages.
     pub fee: Option<Coin>,
     pub memo: String,
+    /// Simulate each transaction before broadcasting it and refuse one the node says would
+    /// fail (default on). Off only where another transaction of this key, still pending, makes
+    /// the simulation's answer stale.
+    pub simulate: bool,
+    /// Sign and simulate the workflow's first transaction, then stop with
+    /// [`DeployError::DryRun`]: nothing is broadcast.
+    pub dry_run: bool,
 }
 
 impl Tenant {
@@ -109,6 +119,8 @@ impl Tenant {
             chain_id,
             fee: None,
             memo: String::new(),
+            simulate: true,
+            dry_run: false,
         })
     }
 
@@ -149,6 +161,22 @@ impl Tenant {
             None => crate::min_fee(&self.rpc, msgs.len())?,
         };
         let bytes = crate::sign(&self.rpc, &self.chain_id, &self.key, msgs, fee, &self.memo)?;
+        if self.dry_run || self.simulate {
+            let result = self.rpc.simulate(&bytes)?;
+            if self.dry_run {
+                return Err(DeployError::DryRun(Box::new(crate::DryRun {
+                    what: what.to_string(),
+                    result,
+                })));
+            }
+            if let Some(reason) = crate::simulation_failure(&result) {
+                return Err(DeployError::Tx {
+                    what: what.to_string(),
+                    hash: crate::hash_hex(&bytes),
+                    reason: format!("not broadcast, the node says it would fail: {reason}"),
+                });
+            }
+        }
         progress(Progress::Submitted {
             what: what.to_string(),
             hash: crate::hash_hex(&bytes),

@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 
 use pazar_api::node::{
     AccountInfo, Balance, BatchResults, BidEntry, BlockResponse, DeploymentDetail, EscrowDetail, LeaseDetail,
-    ListQuery, OrderDetail, Page, ParamsResponse, Proven, ProviderDetail, Status, SupplyResponse, TxLookup, TxResult,
-    TxState,
+    ListQuery, OrderDetail, Page, ParamsResponse, Proven, ProviderDetail, SimulateResult, Status, SupplyResponse,
+    TxLookup, TxResult, TxState,
 };
 use pazar_api::request::SubmitMode;
 use pazar_api::{ErrorCode, ErrorEnvelope};
@@ -284,6 +284,12 @@ impl Rpc {
         self.send("/txs", &json!({"tx": hex::encode(tx), "mode": mode_name(mode)}))
     }
 
+    /// `POST /txs/simulate`: what would become of signed bytes if submitted now (the admission
+    /// error `POST /txs` would give, and the ledger's receipt), with nothing submitted.
+    pub fn simulate(&self, tx: &[u8]) -> Result<SimulateResult, ClientError> {
+        self.send("/txs/simulate", &json!({"tx": hex::encode(tx)}))
+    }
+
     /// `POST /txs/batch`: one result per transaction, in order; a refused one is a
     /// [`TxState::Refused`] result, not an error.
     pub fn submit_batch(&self, txs: &[Vec<u8>], mode: SubmitMode) -> Result<BatchResults, ClientError> {
@@ -483,6 +489,28 @@ pub fn sign(
     }
     .sign(key)
     .encode())
+}
+
+/// Why a simulated transaction would not take effect (the admission error, else the receipt's
+/// log), or `None` when it would succeed.
+pub fn simulation_failure(r: &SimulateResult) -> Option<String> {
+    if r.would_succeed {
+        return None;
+    }
+    Some(match &r.admission {
+        Some(e) => format!("{} [{}]; the ledger would say: {}", e.message, e.code, r.receipt.log),
+        None => format!("{} [{} {}]", r.receipt.log, r.receipt.codespace, r.receipt.code),
+    })
+}
+
+/// The answer of a dry run: the transaction `what` was signed and simulated, and nothing was
+/// submitted. Carried as an error so that a workflow stops at its first transaction; the
+/// binary prints it and exits by `result.would_succeed`.
+#[derive(Debug, thiserror::Error)]
+#[error("dry run of {what}: {}", simulation_failure(result).map_or_else(|| "would succeed".to_string(), |r| format!("would fail: {r}")))]
+pub struct DryRun {
+    pub what: String,
+    pub result: SimulateResult,
 }
 
 /// The hash of transaction bytes, hex.

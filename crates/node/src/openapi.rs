@@ -1,5 +1,5 @@
 //! The node's OpenAPI 3.1 document, generated from the types it answers with (`pazar_api`'s
-//! `ToSchema` derives) and the `#[utoipa::path]` description of each handler in `rpc.rs`; served
+//! `ToSchema` derives) and the `#[utoipa::path]` description of each handler in `rpc/`; served
 //! at `/openapi.json`. Error answers are grouped by status from the [`ErrorCode`]s each route
 //! can answer, so a status and its codes are written once ([`ErrorCode::http_status`]).
 
@@ -30,10 +30,12 @@ use crate::rpc;
             an `ErrorEnvelope` whose `error.code` programs match on.",
     ),
     paths(
-        rpc::status, rpc::openapi, rpc::metrics, rpc::events, rpc::submit, rpc::submit_batch, rpc::simulate,
-        rpc::tx_by_hash, rpc::block, rpc::params, rpc::supply, rpc::account, rpc::balance,
-        rpc::providers, rpc::provider, rpc::deployments, rpc::deployment, rpc::escrow, rpc::orders,
-        rpc::order, rpc::bids, rpc::bid, rpc::leases, rpc::lease, rpc::faucet,
+        rpc::status, rpc::openapi, rpc::metrics, rpc::events::events, rpc::txs::submit, rpc::txs::submit_batch,
+        rpc::txs::simulate, rpc::txs::tx_by_hash, rpc::queries::block, rpc::queries::params, rpc::queries::supply,
+        rpc::queries::account, rpc::queries::balance, rpc::queries::providers, rpc::queries::provider,
+        rpc::queries::deployments, rpc::queries::deployment, rpc::queries::escrow, rpc::queries::orders,
+        rpc::queries::order, rpc::queries::bids, rpc::queries::bid, rpc::queries::leases, rpc::queries::lease,
+        rpc::txs::faucet,
     ),
     // The event stream's payloads and the error envelope are referenced from descriptions and
     // from hand-built responses, which register no schema of their own.

@@ -104,7 +104,7 @@ fn make_home(dir: &Path, funded: impl Iterator<Item = Address>, block_time_ms: u
         max_block_txs: 40_000,
         ..Config::default()
     };
-    std::fs::write(home::config_path(dir), serde_json::to_vec_pretty(&config)?)?;
+    std::fs::write(home::config_path(dir), home::config_toml(&config))?;
     Ok(())
 }
 

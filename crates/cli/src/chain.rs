@@ -36,12 +36,12 @@ use crate::{ClientOpts, Output};
 // ---------------------------------------------------------------------------------------------
 // Running a node.
 
-pub fn devnet(home: PathBuf, rpc_listen: &str, block_time_ms: u64, reset: bool) -> Result<()> {
+pub fn devnet(home: PathBuf, config: Option<PathBuf>, rpc_listen: &str, block_time_ms: u64, reset: bool) -> Result<()> {
     if reset && home.join("genesis.json").exists() {
         for p in ["data", "keys"] {
             let _ = std::fs::remove_dir_all(home.join(p));
         }
-        for p in ["genesis.json", "config.json", "rpc.addr"] {
+        for p in ["genesis.json", "node.toml", "rpc.addr"] {
             let _ = std::fs::remove_file(home.join(p));
         }
     }
@@ -49,7 +49,7 @@ pub fn devnet(home: PathBuf, rpc_listen: &str, block_time_ms: u64, reset: bool) 
     if fresh {
         home::init_devnet(&home, rpc_listen, block_time_ms)?;
     }
-    node_start(home, Some(rpc_listen.to_string()), true)
+    node_start(home, config, Some(rpc_listen.to_string()), None, true)
 }
 
 pub fn passphrase_prompt(name: &str, confirm: bool) -> Option<String> {
@@ -70,10 +70,20 @@ pub fn passphrase_prompt(name: &str, confirm: bool) -> Option<String> {
     Some(p)
 }
 
-pub fn node_start(home: PathBuf, rpc_listen: Option<String>, devnet_banner: bool) -> Result<()> {
-    let mut config = home::read_config(&home)?;
+pub fn node_start(
+    home: PathBuf,
+    config_file: Option<PathBuf>,
+    rpc_listen: Option<String>,
+    block_time_ms: Option<u64>,
+    devnet_banner: bool,
+) -> Result<()> {
+    // The file, then the flags given on the command line over it.
+    let mut config = home::read_config(&home, config_file.as_deref())?;
     if let Some(l) = rpc_listen {
         config.rpc_listen = l;
+    }
+    if let Some(b) = block_time_ms {
+        config.block_time_ms = b;
     }
     let (node_config, validator) = home::node_config(&home, &config, &passphrase_prompt)?;
     std::fs::create_dir_all(home.join("data"))?;

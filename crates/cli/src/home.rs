@@ -1,5 +1,6 @@
-//! The node's home directory: `config.json`, `genesis.json`, `data/` (the store), `keys/` and
-//! `rpc.addr` (where a running node listens, for the CLI to find it).
+//! The node's home directory: `node.toml` (the node's settings; the genesis stays JSON),
+//! `genesis.json`, `data/` (the store), `keys/` and `rpc.addr` (where a running node listens,
+//! for the CLI to find it).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -56,8 +57,10 @@ pub fn resolve(home: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".pazar"))
 }
 
+/// The node's settings in `home`: `node.toml`, whose keys are the flags' names (`rpc_listen`,
+/// `block_time_ms`, …); a flag given on the command line wins over the file.
 pub fn config_path(home: &Path) -> PathBuf {
-    home.join("config.json")
+    home.join("node.toml")
 }
 
 pub fn genesis_path(home: &Path) -> PathBuf {
@@ -72,16 +75,38 @@ pub fn rpc_addr_path(home: &Path) -> PathBuf {
     home.join("rpc.addr")
 }
 
-pub fn read_config(home: &Path) -> Result<Config> {
-    let p = config_path(home);
-    let bytes = std::fs::read(&p).with_context(|| {
+/// Reads the node's settings from `path` (`--config`, else `node.toml` in the home). An unknown
+/// key is refused with its name: a misspelt setting silently ignored would run another node.
+pub fn read_config(home: &Path, path: Option<&Path>) -> Result<Config> {
+    let p = path.map_or_else(|| config_path(home), Path::to_path_buf);
+    let text = std::fs::read_to_string(&p).with_context(|| {
         format!(
             "no node configuration at {} (create a devnet with `pazar devnet --home {}`)",
             p.display(),
             home.display()
         )
     })?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is not a valid node configuration", p.display()))
+    toml::from_str(&text).with_context(|| format!("{} is not a valid node configuration", p.display()))
+}
+
+/// `config` as `node.toml`. Strings are written as JSON strings, which are TOML basic strings;
+/// an absent option is left out (an absent `keep_versions` keeps every version).
+pub fn config_toml(config: &Config) -> String {
+    let q = |s: &str| serde_json::to_string(s).expect("a string serializes");
+    let mut out = String::from("# Settings of the node in this home; the flags of `pazar node start` override them.\n");
+    out.push_str(&format!("rpc_listen = {}\n", q(&config.rpc_listen)));
+    out.push_str(&format!("block_time_ms = {}\n", config.block_time_ms));
+    match config.keep_versions {
+        Some(k) => out.push_str(&format!("keep_versions = {k}\n")),
+        None => out.push_str("# keep_versions is absent: every version of the state is kept (archive).\n"),
+    }
+    out.push_str(&format!("mempool_max_txs = {}\n", config.mempool_max_txs));
+    out.push_str(&format!("max_block_txs = {}\n", config.max_block_txs));
+    out.push_str(&format!("validator_key = {}\n", q(&config.validator_key)));
+    if let Some(f) = &config.faucet_key {
+        out.push_str(&format!("faucet_key = {}\n", q(f)));
+    }
+    out
 }
 
 /// The node URL for clients: `--node`, else `$PAZAR_NODE`, else the address a node in `home`
@@ -160,7 +185,7 @@ pub fn init_devnet(home: &Path, rpc_listen: &str, block_time_ms: u64) -> Result<
         faucet_key: Some("faucet".into()),
         ..Config::default()
     };
-    write_private(&config_path(home), &serde_json::to_vec_pretty(&config)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+    write_private(&config_path(home), config_toml(&config).as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
 

@@ -92,8 +92,11 @@ enum Command {
         /// Delete an existing devnet in --home first.
         #[arg(long)]
         reset: bool,
+        /// The node's settings (TOML) instead of <home>/node.toml, which a new devnet writes.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
-    /// Run a node from an existing home (genesis.json, config.json, validator key).
+    /// Run a node from an existing home (genesis.json, node.toml, validator key).
     Node {
         #[command(subcommand)]
         which: NodeCmd,
@@ -191,9 +194,16 @@ enum NodeCmd {
     Start {
         #[arg(long)]
         home: Option<PathBuf>,
+        /// The node's settings (TOML; its keys are these flags' names) instead of
+        /// <home>/node.toml. An unknown key is refused.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Override the configured RPC listen address.
         #[arg(long)]
         rpc_listen: Option<String>,
+        /// Override the configured block time.
+        #[arg(long)]
+        block_time_ms: Option<u64>,
     },
 }
 
@@ -357,10 +367,17 @@ fn run(cli: Cli) -> Result<()> {
             rpc_listen,
             block_time_ms,
             reset,
-        } => chain::devnet(home::resolve(home), &rpc_listen, block_time_ms, reset),
+            config,
+        } => chain::devnet(home::resolve(home), config, &rpc_listen, block_time_ms, reset),
         Command::Node {
-            which: NodeCmd::Start { home, rpc_listen },
-        } => chain::node_start(home::resolve(home), rpc_listen, false),
+            which:
+                NodeCmd::Start {
+                    home,
+                    config,
+                    rpc_listen,
+                    block_time_ms,
+                },
+        } => chain::node_start(home::resolve(home), config, rpc_listen, block_time_ms, false),
         Command::Keys { which, opts } => chain::keys(which, &opts),
         Command::Tx { which, opts, tx } => chain::tx(which, &opts, &tx),
         Command::Query { which, opts, from } => chain::query(which, &opts, from.as_deref()),

@@ -35,6 +35,9 @@ fn bench_ledger_rejects_zero_blocks_with_a_clear_error() {
         .args(["bench", "ledger", "--leases", "10", "--blocks", "0"])
         .output()
         .expect("pazar runs");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--blocks must be at least 1"));
+    // A bench prints JSON, its errors too: `{"error": {"code", "message"}}` on stdout, exit 1.
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON error");
+    assert_eq!(v["error"]["code"], "invalid_input", "{v}");
+    assert_eq!(v["error"]["message"], "--blocks must be at least 1", "{v}");
 }

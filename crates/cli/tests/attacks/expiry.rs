@@ -65,9 +65,12 @@ pub(crate) fn create_only(net: &Devnet, sdl: &Path, dseq: &str) {
     assert_eq!(v["tx"]["receipt"]["code"], 0, "{v}");
 }
 
-/// A transaction that must commit and fail; returns its receipt.
+/// A transaction that must commit and fail; returns its receipt. It is broadcast without the
+/// CLI's simulation (`--no-simulate`): these tests prove the ledger itself refuses it.
 pub(crate) fn tx_failed(net: &Devnet, args: &[&str]) -> Value {
-    let out = net.cli_raw(args, &[]);
+    let mut args = args.to_vec();
+    args.push("--no-simulate");
+    let out = net.cli_raw(&args, &[]);
     assert!(!out.status.success(), "{args:?} succeeded");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(

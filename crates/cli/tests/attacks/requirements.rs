@@ -86,6 +86,9 @@ fn deploy(net: &Devnet, file: &Path, dseq: &str) -> std::process::Output {
             "--dseq",
             dseq,
             "--create-only",
+            // Broadcast even when the node's simulation says it fails: these tests prove the
+            // ledger itself refuses what the CLI would otherwise catch first.
+            "--no-simulate",
         ],
         &[],
     )

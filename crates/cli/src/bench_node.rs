@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use pazar_api::node::TxState;
 use pazar_api::request::SubmitMode;
@@ -187,19 +187,53 @@ fn scratch(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("pazar-bench-{name}-{}", std::process::id()))
 }
 
-pub fn run(o: &NodeBenchOpts) -> Result<Value> {
-    let mut out = if o.restart_only {
-        json!({ "bench": "node" })
-    } else {
-        throughput(o)?
-    };
-    if o.accounts > 0 {
-        restart(o, &mut out)?;
-    }
-    Ok(out)
+/// What `pazar bench node` prints: the throughput run's figures unless `--restart-only`, and
+/// the restart's when `--accounts` is above zero.
+#[derive(Debug, Serialize)]
+pub struct NodeBenchReport {
+    bench: &'static str,
+    #[serde(flatten)]
+    throughput: Option<Throughput>,
+    #[serde(flatten)]
+    restart: Option<Restart>,
 }
 
-fn throughput(o: &NodeBenchOpts) -> Result<Value> {
+#[derive(Debug, Serialize)]
+struct Throughput {
+    block_time_ms: u64,
+    txs_submitted: usize,
+    txs_accepted: usize,
+    txs_committed: usize,
+    submit_s: f64,
+    commit_span_s: f64,
+    committed_tx_per_s: f64,
+    blocks_used: usize,
+    max_block_txs: Option<usize>,
+    commit_latency_p50_ms: f64,
+    commit_latency_p90_ms: f64,
+    node_rss_mb: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Restart {
+    accounts: usize,
+    genesis_init_ms: Option<f64>,
+    restart_ms: f64,
+    store_mb: f64,
+    restart_rss_mb: Option<f64>,
+}
+
+pub fn run(o: &NodeBenchOpts) -> Result<NodeBenchReport> {
+    let throughput = if o.restart_only { None } else { Some(throughput(o)?) };
+    let restart = if o.accounts > 0 { Some(restart(o)?) } else { None };
+    Ok(NodeBenchReport {
+        bench: "node",
+        throughput,
+        restart,
+    })
+}
+
+fn throughput(o: &NodeBenchOpts) -> Result<Throughput> {
     if o.senders == 0 || o.txs == 0 || o.clients == 0 || o.batch == 0 {
         bail!("--txs, --senders, --clients and --batch must be positive");
     }
@@ -300,26 +334,23 @@ fn throughput(o: &NodeBenchOpts) -> Result<Value> {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 
-    let out = json!({
-        "bench": "node",
-        "block_time_ms": o.block_time_ms,
-        "txs_submitted": o.txs,
-        "txs_accepted": accepted,
-        "txs_committed": committed,
-        "submit_s": round2(submit_s),
-        "commit_span_s": round2(span_s),
-        "committed_tx_per_s": committed_tx_per_s.round(),
-        "blocks_used": block_sizes.len(),
-        "max_block_txs": block_sizes.iter().max(),
-        "commit_latency_p50_ms": round2(percentile(&mut lat.clone(), 0.5)),
-        "commit_latency_p90_ms": round2(percentile(&mut lat, 0.9)),
-        "node_rss_mb": rss_mb,
-    });
-
-    Ok(out)
+    Ok(Throughput {
+        block_time_ms: o.block_time_ms,
+        txs_submitted: o.txs,
+        txs_accepted: accepted,
+        txs_committed: committed,
+        submit_s: round2(submit_s),
+        commit_span_s: round2(span_s),
+        committed_tx_per_s: committed_tx_per_s.round(),
+        blocks_used: block_sizes.len(),
+        max_block_txs: block_sizes.iter().max().copied(),
+        commit_latency_p50_ms: round2(percentile(&mut lat.clone(), 0.5)),
+        commit_latency_p90_ms: round2(percentile(&mut lat, 0.9)),
+        node_rss_mb: rss_mb,
+    })
 }
 
-fn restart(o: &NodeBenchOpts, out: &mut Value) -> Result<()> {
+fn restart(o: &NodeBenchOpts) -> Result<Restart> {
     {
         let keep = o.restart_dir.is_some();
         let dir = o.restart_dir.clone().unwrap_or_else(|| scratch("restart"));
@@ -352,13 +383,14 @@ fn restart(o: &NodeBenchOpts, out: &mut Value) -> Result<()> {
         if !keep {
             let _ = std::fs::remove_dir_all(&dir);
         }
-        out["accounts"] = json!(o.accounts);
-        out["genesis_init_ms"] = json!(init_ms);
-        out["restart_ms"] = json!(restart_ms.round());
-        out["store_mb"] = json!(round2(db_mb));
-        out["restart_rss_mb"] = json!(rss);
+        Ok(Restart {
+            accounts: o.accounts,
+            genesis_init_ms: init_ms,
+            restart_ms: restart_ms.round(),
+            store_mb: round2(db_mb),
+            restart_rss_mb: rss,
+        })
     }
-    Ok(())
 }
 
 fn node_rss_mb(pid: u32) -> Option<f64> {

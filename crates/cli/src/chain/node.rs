@@ -1,0 +1,148 @@
+//! `pazar devnet` and `node start`: running a node from a home.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use pazar_client::keyring::Keyring;
+use pazar_node::consensus::{Solo, SystemClock};
+use pazar_node::genesis::GenesisOnDisk;
+use pazar_node::Node;
+use pazar_store::Store;
+
+use crate::home;
+
+use super::output::scheme_name;
+
+pub fn devnet(home: PathBuf, config: Option<PathBuf>, rpc_listen: &str, block_time_ms: u64, reset: bool) -> Result<()> {
+    if reset && home.join("genesis.json").exists() {
+        for p in ["data", "keys"] {
+            let _ = std::fs::remove_dir_all(home.join(p));
+        }
+        for p in ["genesis.json", "node.toml", "rpc.addr"] {
+            let _ = std::fs::remove_file(home.join(p));
+        }
+    }
+    let fresh = !home::genesis_path(&home).exists();
+    if fresh {
+        home::init_devnet(&home, rpc_listen, block_time_ms)?;
+    }
+    node_start(home, config, Some(rpc_listen.to_string()), None, true)
+}
+
+pub fn passphrase_prompt(name: &str, confirm: bool) -> Option<String> {
+    if let Ok(p) = std::env::var("PAZAR_KEYRING_PASSPHRASE") {
+        return Some(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    let p = rpassword::prompt_password(format!("passphrase for key {name}: ")).ok()?;
+    if confirm {
+        let again = rpassword::prompt_password("repeat passphrase: ").ok()?;
+        if again != p {
+            eprintln!("passphrases differ");
+            return None;
+        }
+    }
+    Some(p)
+}
+
+pub fn node_start(
+    home: PathBuf,
+    config_file: Option<PathBuf>,
+    rpc_listen: Option<String>,
+    block_time_ms: Option<u64>,
+    devnet_banner: bool,
+) -> Result<()> {
+    // The file, then the flags given on the command line over it.
+    let mut config = home::read_config(&home, config_file.as_deref())?;
+    if let Some(l) = rpc_listen {
+        config.rpc_listen = l;
+    }
+    if let Some(b) = block_time_ms {
+        config.block_time_ms = b;
+    }
+    let (node_config, validator) = home::node_config(&home, &config, &passphrase_prompt)?;
+    std::fs::create_dir_all(home.join("data"))?;
+    let db = home::db_path(&home);
+    let store =
+        Store::open(&db, node_config.store).with_context(|| format!("cannot open the store {}", db.display()))?;
+    let genesis = GenesisOnDisk::open_with_record(&home::genesis_path(&home), Node::genesis_record(&store)?.as_ref())?;
+    if !genesis
+        .header
+        .validators
+        .iter()
+        .any(|v| v.address == validator.address())
+    {
+        bail!(
+            "key {:?} ({}) is not a validator in {}",
+            config.validator_key,
+            validator.address(),
+            home::genesis_path(&home).display()
+        );
+    }
+    if genesis.header.validators.len() != 1 {
+        bail!(
+            "this build runs single-validator chains; the genesis lists {}",
+            genesis.header.validators.len()
+        );
+    }
+    let block_time = node_config.block_time;
+    let node = Node::with_store(store, &genesis, validator.address(), node_config)
+        .with_context(|| format!("cannot open the node in {}", home.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.rpc_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (is another node running?)", config.rpc_listen))?;
+        let addr = listener.local_addr()?;
+        // Readers poll this file for the address: they must never see half of it.
+        pazar_client::files::write_atomic(&home::rpc_addr_path(&home), format!("http://{addr}\n").as_bytes(), 0o644)?;
+        let head = node.head();
+        if devnet_banner {
+            print_banner(&home, &format!("http://{addr}"), node.chain_id(), head.height);
+        }
+        tracing::info!(
+            chain = node.chain_id(),
+            height = head.height,
+            "node serving RPC on http://{addr}"
+        );
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            let _ = tx.send(true);
+        });
+        let engine = Solo {
+            block_time,
+            clock: Arc::new(SystemClock),
+        };
+        pazar_node::run(node, engine, listener, rx).await?;
+        tracing::info!("node stopped");
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+fn print_banner(home: &Path, url: &str, chain: &str, height: u64) {
+    println!("Pazar devnet {chain} (height {height})");
+    println!("  RPC:      {url}   (API: {url}/openapi.json, metrics: {url}/metrics, events: {url}/events)");
+    println!("  home:     {}", home.display());
+    if let Ok(keys) = Keyring::new(home).list() {
+        println!("  keys (test keyring, funded):");
+        for k in keys {
+            println!("    {:<10} {:<8} {}", k.name, scheme_name(k.scheme), k.address);
+        }
+    }
+    println!("  try:      pazar query account <address> --home {}", home.display());
+    println!("Press Ctrl-C to stop; run `pazar devnet` again to resume from the last block.");
+    let _ = std::io::stdout().flush();
+}

@@ -64,6 +64,36 @@ impl State {
         txs: &[Vec<u8>],
         preverified: &[bool],
     ) -> Result<BlockOutcome, BlockError> {
+        self.check_block_header(header)?;
+        self.height = header.height;
+        let receipts = self.deliver_all(txs, preverified);
+        let events = self.end_block();
+        Ok(BlockOutcome {
+            receipts,
+            end_block_events: events,
+        })
+    }
+
+    /// The receipts `txs` would get as the first transactions of the block `header` names,
+    /// changing nothing: the transactions run on this state under a savepoint, which is then
+    /// undone (see [`State::apply_block_preverified`] for `preverified`). The end-of-block work
+    /// is not run; it comes after every transaction and cannot change their receipts. The cost
+    /// is the transactions' own work, whatever the size of the state, so a node can answer
+    /// "would this succeed?" without copying its state. Refused whole like a block.
+    pub fn simulate_txs(
+        &mut self,
+        header: &BlockHeader,
+        txs: &[Vec<u8>],
+        preverified: &[bool],
+    ) -> Result<Vec<Receipt>, BlockError> {
+        self.check_block_header(header)?;
+        Ok(self.under_savepoint(|st| {
+            st.height = header.height;
+            st.deliver_all(txs, preverified)
+        }))
+    }
+
+    fn check_block_header(&self, header: &BlockHeader) -> Result<(), BlockError> {
         if header.chain_id != self.chain_id {
             return Err(BlockError::WrongChain {
                 expected: self.chain_id.clone(),
@@ -76,7 +106,11 @@ impl State {
                 got: header.height,
             });
         }
-        self.height = header.height;
+        Ok(())
+    }
+
+    /// Decodes, verifies and runs each transaction in order, one receipt each.
+    fn deliver_all(&mut self, txs: &[Vec<u8>], preverified: &[bool]) -> Vec<Receipt> {
         let prepared: Vec<Result<Prepared, AuthError>> = txs.iter().map(|b| prepare(b)).collect();
         let sigs = verify_block(&prepared, preverified);
         let mut receipts = Vec::with_capacity(txs.len());
@@ -90,11 +124,7 @@ impl State {
             };
             receipts.push(receipt);
         }
-        let events = self.end_block();
-        Ok(BlockOutcome {
-            receipts,
-            end_block_events: events,
-        })
+        receipts
     }
 
     /// Runs one authenticated transaction.

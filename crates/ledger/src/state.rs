@@ -158,6 +158,7 @@ trait Named {
     fn commit_named(&mut self, _name: &str, _id: u8);
     fn pending_named(&self, _name: &str, _id: u8, total: &mut usize);
     fn rollback_named(&mut self, _name: &str, _id: u8);
+    fn savepoint_named(&mut self, _name: &str, _id: u8, open: bool);
     fn hash_named(&self, name: &str, _id: u8, h: &mut Sha256);
     fn drain_named(&mut self, _name: &str, id: u8, out: &mut Vec<StateChange>);
     fn dump_named(&self, _name: &str, id: u8, out: &mut Vec<StateChange>);
@@ -179,6 +180,13 @@ where
     }
     fn rollback_named(&mut self, _name: &str, _id: u8) {
         self.rollback();
+    }
+    fn savepoint_named(&mut self, _name: &str, _id: u8, open: bool) {
+        if open {
+            self.open_savepoint();
+        } else {
+            self.close_savepoint();
+        }
     }
     fn hash_named(&self, name: &str, _id: u8, h: &mut Sha256) {
         self.hash_into(name, h);
@@ -330,6 +338,18 @@ impl State {
 
     pub(crate) fn rollback(&mut self) {
         for_each_table!(self, rollback_named);
+    }
+
+    /// Runs `f` on this state and then undoes everything it wrote, committed or not: the state
+    /// is left exactly as it was (entries, height, the change list for the store). What `f`
+    /// returns is kept. Costs what `f`'s writes cost twice, not a copy of the state.
+    pub(crate) fn under_savepoint<T>(&mut self, f: impl FnOnce(&mut State) -> T) -> T {
+        let height = self.height;
+        for_each_table!(self, savepoint_named, true);
+        let out = f(self);
+        for_each_table!(self, savepoint_named, false);
+        self.height = height;
+        out
     }
 
     fn meta_change(&self) -> StateChange {

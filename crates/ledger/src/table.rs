@@ -18,6 +18,10 @@ pub struct Table<K, V> {
     changed: Vec<K>,
     /// Rows read from the store, built into `map` in one go by [`Table::finish_load`].
     loading: Vec<(K, V)>,
+    /// `Some(floor)` while a savepoint is open: a commit then keeps its journal entries and only
+    /// raises the floor a rollback stops at, so closing the savepoint undoes every write made
+    /// under it, committed or not.
+    savepoint: Option<usize>,
 }
 
 /// A value and whether its key is already accounted for in the next change set.
@@ -42,6 +46,7 @@ impl<K, V> Default for Table<K, V> {
             journal: Vec::new(),
             changed: Vec::new(),
             loading: Vec::new(),
+            savepoint: None,
         }
     }
 }
@@ -114,8 +119,26 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
     pub fn commit(&mut self) {
         // A transaction touches a few of the state's tables and every commit visits them all.
         if !self.journal.is_empty() {
-            self.record_journal();
+            match &mut self.savepoint {
+                Some(floor) => *floor = self.journal.len(),
+                None => self.record_journal(),
+            }
         }
+    }
+
+    /// Opens a savepoint: from now on commits are provisional, see [`Table::close_savepoint`].
+    /// Opened between transactions, with nothing uncommitted.
+    pub fn open_savepoint(&mut self) {
+        debug_assert!(self.journal.is_empty(), "a savepoint opens with nothing uncommitted");
+        debug_assert!(self.savepoint.is_none(), "savepoints do not nest");
+        self.savepoint = Some(0);
+    }
+
+    /// Undoes every write since [`Table::open_savepoint`], committed or not: the table is
+    /// exactly as it was, change list included.
+    pub fn close_savepoint(&mut self) {
+        self.savepoint = None;
+        self.rollback();
     }
 
     fn record_journal(&mut self) {
@@ -135,7 +158,9 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
 
     /// Undoes every write since the last commit, newest first.
     pub fn rollback(&mut self) {
-        while let Some((k, old)) = self.journal.pop() {
+        let floor = self.savepoint.unwrap_or(0);
+        while self.journal.len() > floor {
+            let Some((k, old)) = self.journal.pop() else { break };
             match old {
                 Some(slot) => {
                     self.map.insert(k, slot);
@@ -274,6 +299,39 @@ mod tests {
             t.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
             vec![(1, "a"), (2, "b")]
         );
+    }
+
+    #[test]
+    fn closing_a_savepoint_undoes_committed_and_rolled_back_writes_and_keeps_the_change_list() {
+        let mut t: Table<u32, u32> = Table::default();
+        t.insert(1, 10);
+        t.insert(2, 20);
+        t.commit();
+        let drain = |t: &mut Table<u32, u32>| {
+            let mut out = Vec::new();
+            t.drain_changes(0, &mut out);
+            out
+        };
+        let mut reference = t.clone();
+        t.open_savepoint();
+        t.insert(1, 11);
+        t.remove(&2);
+        t.commit();
+        // A rollback under the savepoint stops at the last commit.
+        t.insert(3, 30);
+        t.rollback();
+        assert_eq!(t.get(&1), Some(&11));
+        assert_eq!(t.get(&3), None);
+        t.insert(4, 40);
+        t.commit();
+        t.close_savepoint();
+        assert_eq!(t.iter().collect::<Vec<_>>(), reference.iter().collect::<Vec<_>>());
+        // The store sees exactly the writes made outside the savepoint.
+        assert_eq!(drain(&mut t), drain(&mut reference));
+        // And later writes are recorded as usual.
+        t.insert(5, 50);
+        t.commit();
+        assert_eq!(drain(&mut t).len(), 1);
     }
 
     #[test]

@@ -215,7 +215,21 @@ impl Run {
     fn flush(&mut self) {
         let txs = std::mem::take(&mut self.block);
         self.txs += txs.len();
+        // A simulation of the block's transactions predicts every receipt the block gives them
+        // and leaves the state exactly as it was.
+        let before = self.chain.state.state_hash();
+        let header = pazar_ledger::BlockHeader {
+            chain_id: self.chain.state.chain_id.clone(),
+            height: self.chain.state.height + 1,
+            time_ms: 0,
+        };
+        let predicted = self.chain.state.simulate_txs(&header, &txs, &[]).expect("next block");
+        assert_eq!(self.chain.state.state_hash(), before, "a simulation changed the state");
         let out = self.chain.block(txs);
+        assert_eq!(
+            predicted, out.receipts,
+            "a simulation predicted other receipts than the block gave"
+        );
         assert!(out.receipts.iter().all(|r| r.code != 0 || r.fee.is_some()));
         for (d, s) in &self.supply {
             assert_eq!(self.chain.state.supply_of(d), *s, "supply of {d} changed");

@@ -417,8 +417,9 @@ impl Node {
     /// What would become of `bytes` if submitted now, changing nothing. Two answers: the
     /// checks of [`Node::submit`] that do not mutate (chain, signature, duplicate, fee, sequence
     /// and payability against the committed state and the sender's pending transactions), and
-    /// the ledger's run of the transaction on a copy of the committed state, after the sender's
-    /// pending transactions that precede it, as the next block would run it. The ledger runs
+    /// the ledger's run of the transaction on the committed state, after the sender's pending
+    /// transactions that precede it, as the next block would run it, undone afterwards
+    /// ([`State::simulate_txs`]). The ledger runs
     /// even when admission refuses, so a refusal (a send of more than the balance is refused
     /// as unpayable) comes with the ledger's own reason. Only bytes that are no transaction at
     /// all (too large, undecodable) are an error.
@@ -438,12 +439,19 @@ impl Node {
             }
         });
         let body = &tx.body;
-        // The admission checks, the pending transactions and the copy come from one reading of
-        // the state; the run happens after the lock is released, so a block is never held up
-        // longer than the copy takes.
-        let (admission, mut copy, mut block) = {
-            let st = self.state();
-            let seq = st.account(&body.sender).sequence;
+        // The next block's time as this node would propose it; the ledger's rules read heights,
+        // and the time only names the block. Read before the state's lock is taken.
+        let time_ms = self
+            .head()
+            .time_ms
+            .saturating_add(u64::try_from(self.config.block_time.as_millis()).unwrap_or(u64::MAX));
+        // The admission checks, the pending transactions and the run see one state: the run is
+        // made on the live state under a savepoint the ledger undoes, holding the write lock
+        // for the transactions' own work (at most MAX_SEQUENCE_AHEAD pending ones of this
+        // sender and this one), never for a copy of the state, whatever its size.
+        let mut st = self.state_mut();
+        let seq = st.account(&body.sender).sequence;
+        let (admission, mut block) = {
             let mp = lock(&self.mempool);
             let admission = stateless.and_then(|()| fee_check(&st, body)).and_then(|()| {
                 let cand = candidate(&tx, Vec::new(), hash);
@@ -456,8 +464,7 @@ impl Node {
             } else {
                 Vec::new()
             };
-            drop(mp);
-            (admission, st.clone(), ahead)
+            (admission, ahead)
         };
         block.push(bytes);
         // The pending transactions passed the signature rule on entry to the mempool; this one
@@ -468,21 +475,14 @@ impl Node {
         }
         let header = BlockHeader {
             chain_id: self.chain_id.clone(),
-            height: copy.height + 1,
-            // The next block's time as this node would propose it; the ledger's rules read
-            // heights, and the time only names the block.
-            time_ms: self
-                .head()
-                .time_ms
-                .saturating_add(u64::try_from(self.config.block_time.as_millis()).unwrap_or(u64::MAX)),
+            height: st.height + 1,
+            time_ms,
         };
-        let mut outcome = copy
-            .apply_block_preverified(&header, &block, &preverified)
-            .expect("a block of this chain at the copy's next height is never refused whole");
-        let receipt = outcome
-            .receipts
-            .pop()
-            .expect("a block of n transactions has n receipts");
+        let mut receipts = st
+            .simulate_txs(&header, &block, &preverified)
+            .expect("the live state's next height on this chain is never refused");
+        drop(st);
+        let receipt = receipts.pop().expect("n transactions have n receipts");
         let admission = admission.err().map(|e| ErrorBody {
             code: e.reason(),
             message: e.to_string(),

@@ -217,5 +217,32 @@ async fn an_update_replaces_each_replica_keeps_the_volume_and_stops_with_the_rea
         "an unchanged replica keeps running"
     );
 
+    // A version whose manifest leaves this group as it is keeps every replica; a runtime that
+    // starts afresh (the daemon restarted) knows which version they run once the daemon
+    // restores the lease with its version, although their labels name the one they were made for.
+    let v5: Hash32 = [5; 32];
+    rt.deploy_version(&l, &g2, &v5).await.expect("v5 keeps the replicas");
+    assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &replica0]), before);
+    let st = serving(&rt, &l, &g2).await;
+    assert_eq!(st.services[0].version.as_deref(), Some(hex::encode(v5).as_str()));
+    let restarted = DockerRuntime::connect(DockerOptions {
+        images: pazar_runtime::images::ImagePolicy::allowing(["pazar-demo:*"]).expect("a valid policy"),
+        ..DockerOptions::default()
+    })
+    .await
+    .expect("connects again");
+    restarted.deploy_version(&l, &g2, &v5).await.expect("restores v5");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.Id}}", &replica0]),
+        before,
+        "restoring replaces nothing"
+    );
+    let st = serving(&restarted, &l, &g2).await;
+    assert_eq!(
+        st.services[0].version.as_deref(),
+        Some(hex::encode(v5).as_str()),
+        "{st:?}"
+    );
+
     rt.close(&l).await.expect("closes");
 }

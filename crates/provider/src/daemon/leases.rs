@@ -73,8 +73,14 @@ impl Daemon {
         for acc in accepted {
             let lease = LeaseRef::new(acc.lease.clone());
             if active.contains_key(&lease.name()) {
-                // A lease that cannot run (its image vanished, say) is reported, not fatal.
-                if let Err(e) = self.runtime.deploy(&lease, &acc.group).await {
+                // A lease that cannot run (its image vanished, say) is reported, not fatal. With
+                // its version, so replicas an update kept unchanged (their labels name the
+                // version they were made for) report the version they run after a restart too.
+                let run = match &acc.version {
+                    Some(v) => self.runtime.deploy_version(&lease, &acc.group, v).await,
+                    None => self.runtime.deploy(&lease, &acc.group).await,
+                };
+                if let Err(e) = run {
                     self.log(&format!("cannot restore lease {}: {e}", lease.label()));
                     continue;
                 }

@@ -11,6 +11,9 @@ fi
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt || true
 ./scripts/setup.sh
 
+# One build, so incremental state is only disk spent (CI machines have little to spare).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
@@ -19,6 +22,11 @@ cargo test --workspace --locked
 # node's request bodies, SDL files, the provider's manifests) for FUZZ_SECONDS each (default 45).
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the pinned stable toolchain accept them.
 if [ "${PAZAR_SKIP_FUZZ:-0}" != "1" ]; then
+    # The fuzz build has its own target directory; on CI the test build is dropped first so
+    # the two never need the disk at once.
+    if [ "${PAZAR_FREE_DISK_BEFORE_FUZZ:-0}" = "1" ]; then
+        rm -rf target/debug
+    fi
     for target in tx_decode rpc_request sdl_parse manifest_decode; do
         ./scripts/fuzz.sh "$target" "${FUZZ_SECONDS:-45}"
     done

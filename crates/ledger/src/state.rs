@@ -9,7 +9,9 @@ use sha2::{Digest, Sha256};
 
 use pazar_types::{Address, Attribute, BidId, Coin, Denom, DeploymentId, GroupId, Hash32, LeaseId, OrderId};
 
+use crate::error::BlockError;
 use crate::table::{StateChange, Table};
+use crate::BlockHeader;
 
 pub use pazar_types::records::{
     Account, Bid, DenomParams, Deployment, Deposit, EscrowAccount, Group, Lease, Order, Params, Payment, Provider,
@@ -159,6 +161,14 @@ trait Named {
     fn pending_named(&self, _name: &str, _id: u8, total: &mut usize);
     fn rollback_named(&mut self, _name: &str, _id: u8);
     fn savepoint_named(&mut self, _name: &str, _id: u8, open: bool);
+    fn mark_named(&self, _name: &str, _id: u8, marks: &mut Vec<usize>);
+    fn changes_since_named(
+        &self,
+        _name: &str,
+        id: u8,
+        marks: &mut std::slice::Iter<'_, usize>,
+        out: &mut Vec<StateChange>,
+    );
     fn hash_named(&self, name: &str, _id: u8, h: &mut Sha256);
     fn drain_named(&mut self, _name: &str, id: u8, out: &mut Vec<StateChange>);
     fn dump_named(&self, _name: &str, id: u8, out: &mut Vec<StateChange>);
@@ -180,6 +190,20 @@ where
     }
     fn rollback_named(&mut self, _name: &str, _id: u8) {
         self.rollback();
+    }
+    fn mark_named(&self, _name: &str, _id: u8, marks: &mut Vec<usize>) {
+        marks.push(self.journal_mark());
+    }
+    fn changes_since_named(
+        &self,
+        _name: &str,
+        id: u8,
+        marks: &mut std::slice::Iter<'_, usize>,
+        out: &mut Vec<StateChange>,
+    ) {
+        // One mark per table, taken in the same order.
+        let mark = marks.next().copied().unwrap_or(usize::MAX);
+        self.changes_since(mark, id, out);
     }
     fn savepoint_named(&mut self, _name: &str, _id: u8, open: bool) {
         if open {
@@ -350,6 +374,33 @@ impl State {
         for_each_table!(self, savepoint_named, false);
         self.height = height;
         out
+    }
+
+    /// Runs `blocks` in order (each a header, its transactions and which of them are
+    /// preverified, as [`State::apply_block_preverified`] takes them, end-of-block work
+    /// included), then calls `f` with the state after them and the change set each block would
+    /// give the store ([`State::take_changes`] after it), and undoes it all: the state is left
+    /// exactly as it was. A validator uses it to know the state, and so the state root, after
+    /// blocks that consensus has not finalized yet, without copying the state. A block the
+    /// ledger refuses whole (wrong chain or height) is the error, and nothing is changed.
+    pub fn speculate<T>(
+        &mut self,
+        blocks: &[(BlockHeader, &[Vec<u8>], &[bool])],
+        f: impl FnOnce(&State, Vec<Vec<StateChange>>) -> T,
+    ) -> Result<T, BlockError> {
+        self.under_savepoint(|st| {
+            let mut sets = Vec::with_capacity(blocks.len());
+            for (header, txs, preverified) in blocks {
+                let mut marks = Vec::with_capacity(32);
+                for_each_table!(st, mark_named, &mut marks);
+                st.apply_block_preverified(header, txs, preverified)?;
+                let mut out = vec![st.meta_change()];
+                let mut it = marks.iter();
+                for_each_table!(st, changes_since_named, &mut it, &mut out);
+                sets.push(out);
+            }
+            Ok(f(st, sets))
+        })
     }
 
     fn meta_change(&self) -> StateChange {

@@ -151,6 +151,11 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
         }
     }
 
+    /// The journal's length now: a mark for [`Table::changes_since`].
+    pub(crate) fn journal_mark(&self) -> usize {
+        self.journal.len()
+    }
+
     /// How many entries the next drain appends at most.
     pub(crate) fn pending_changes(&self) -> usize {
         self.changed.len()
@@ -228,6 +233,34 @@ impl<K: Ord + Clone + BorshSerialize + BorshDeserialize, V: Clone + BorshSeriali
             });
             out.push(StateChange {
                 key: encode_exact(&mut scratch, Some(id), &k),
+                value,
+            });
+        }
+    }
+
+    /// Appends the entries written at journal positions from `mark` on, one per key in key
+    /// order with its value now (`None` when removed): under a savepoint, where commits keep
+    /// the journal, exactly what [`Table::drain_changes`] would give for those writes had they
+    /// been made outside it.
+    pub(crate) fn changes_since(&self, mark: usize, id: u8, out: &mut Vec<StateChange>) {
+        let mut keys: Vec<&K> = self
+            .journal
+            .get(mark..)
+            .unwrap_or_default()
+            .iter()
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        out.reserve(keys.len());
+        let mut scratch = Vec::with_capacity(256);
+        for k in keys {
+            let value = self
+                .map
+                .get(k)
+                .map(|slot| encode_exact(&mut scratch, None, &slot.value));
+            out.push(StateChange {
+                key: encode_exact(&mut scratch, Some(id), k),
                 value,
             });
         }

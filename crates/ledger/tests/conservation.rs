@@ -605,8 +605,35 @@ fn check_sequence(ops: Vec<Op>) -> Result<usize, TestCaseError> {
     absorb(replay.state.take_changes(), &mut store);
     let first = run.chain.blocks.len() - run.hashes.len();
     for (i, (h, txs)) in run.chain.blocks.iter().enumerate() {
+        // Speculation on this block and the next gives the change sets they give once applied,
+        // and changes nothing.
+        let ahead: Vec<(pazar_ledger::BlockHeader, &[Vec<u8>], &[bool])> = run.chain.blocks[i..]
+            .iter()
+            .take(2)
+            .map(|(h, txs)| (h.clone(), txs.as_slice(), &[][..]))
+            .collect();
+        let before = replay.state.state_hash();
+        let predicted = replay.state.speculate(&ahead, |_, sets| sets).expect("speculates");
+        prop_assert_eq!(replay.state.state_hash(), before);
         replay.state.apply_block(h, txs).expect("replays");
-        absorb(replay.state.take_changes(), &mut store);
+        let changes = replay.state.take_changes();
+        prop_assert!(
+            predicted[0] == changes,
+            "speculation predicted another change set for block {}",
+            i + 1
+        );
+        if let Some((h2, txs2)) = run.chain.blocks.get(i + 1) {
+            let next = replay
+                .state
+                .speculate(&[(h2.clone(), txs2.as_slice(), &[][..])], |_, sets| sets)
+                .expect("speculates");
+            prop_assert!(
+                predicted[1] == next[0],
+                "a speculated chain's second block differs at block {}",
+                i + 2
+            );
+        }
+        absorb(changes, &mut store);
         if i >= first {
             prop_assert_eq!(replay.state.state_hash(), run.hashes[i - first]);
         }

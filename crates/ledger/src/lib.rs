@@ -22,7 +22,7 @@ use pazar_types::{Address, Event};
 
 pub use error::{BlockError, TxError};
 pub use escrow::EscrowView;
-pub use state::{Genesis, GenesisBalance, Params, RestoreError, State, StateRestorer};
+pub use state::{Genesis, GenesisBalance, Params, Pending, RestoreError, State, StateRestorer};
 pub use table::StateChange;
 
 /// What the ledger needs of a block header. Time is informational: the ledger never reads it.

@@ -89,6 +89,16 @@ pub enum GenesisError {
     },
 }
 
+/// A block as [`State::speculate`] runs it: its header, its transactions, and which of them a
+/// caller has already checked the signature of (see [`State::apply_block_preverified`]; empty
+/// for none).
+#[derive(Debug, Clone, Copy)]
+pub struct Pending<'a> {
+    pub header: &'a BlockHeader,
+    pub txs: &'a [Vec<u8>],
+    pub preverified: &'a [bool],
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stored objects.
 
@@ -385,15 +395,15 @@ impl State {
     /// ledger refuses whole (wrong chain or height) is the error, and nothing is changed.
     pub fn speculate<T>(
         &mut self,
-        blocks: &[(BlockHeader, &[Vec<u8>], &[bool])],
+        blocks: &[Pending<'_>],
         f: impl FnOnce(&State, Vec<Vec<StateChange>>) -> T,
     ) -> Result<T, BlockError> {
         self.under_savepoint(|st| {
             let mut sets = Vec::with_capacity(blocks.len());
-            for (header, txs, preverified) in blocks {
+            for b in blocks {
                 let mut marks = Vec::with_capacity(32);
                 for_each_table!(st, mark_named, &mut marks);
-                st.apply_block_preverified(header, txs, preverified)?;
+                st.apply_block_preverified(b.header, b.txs, b.preverified)?;
                 let mut out = vec![st.meta_change()];
                 let mut it = marks.iter();
                 for_each_table!(st, changes_since_named, &mut it, &mut out);

@@ -10,6 +10,7 @@
 mod common;
 
 use common::*;
+use pazar_ledger::state::Pending;
 use pazar_ledger::{invariants, State};
 use pazar_types::market::{BidState, GroupState, LeaseCloseReason, LeaseState, OrderState};
 use pazar_types::{Address, Dec, Denom, KeyScheme, Msg, Price, SigningKey, TxBody, TxSignature};
@@ -607,10 +608,14 @@ fn check_sequence(ops: Vec<Op>) -> Result<usize, TestCaseError> {
     for (i, (h, txs)) in run.chain.blocks.iter().enumerate() {
         // Speculation on this block and the next gives the change sets they give once applied,
         // and changes nothing.
-        let ahead: Vec<(pazar_ledger::BlockHeader, &[Vec<u8>], &[bool])> = run.chain.blocks[i..]
+        let ahead: Vec<Pending> = run.chain.blocks[i..]
             .iter()
             .take(2)
-            .map(|(h, txs)| (h.clone(), txs.as_slice(), &[][..]))
+            .map(|(header, txs)| Pending {
+                header,
+                txs,
+                preverified: &[],
+            })
             .collect();
         let before = replay.state.state_hash();
         let predicted = replay.state.speculate(&ahead, |_, sets| sets).expect("speculates");

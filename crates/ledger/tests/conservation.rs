@@ -628,10 +628,12 @@ fn check_sequence(ops: Vec<Op>) -> Result<usize, TestCaseError> {
             i + 1
         );
         if let Some((h2, txs2)) = run.chain.blocks.get(i + 1) {
-            let next = replay
-                .state
-                .speculate(&[(h2.clone(), txs2.as_slice(), &[][..])], |_, sets| sets)
-                .expect("speculates");
+            let pending = Pending {
+                header: h2,
+                txs: txs2,
+                preverified: &[],
+            };
+            let next = replay.state.speculate(&[pending], |_, sets| sets).expect("speculates");
             prop_assert!(
                 predicted[1] == next[0],
                 "a speculated chain's second block differs at block {}",

@@ -408,6 +408,24 @@ impl Store {
         Ok(head)
     }
 
+    /// The state roots the next blocks would commit, given each one's change set in order,
+    /// written nowhere: the versions are built in a write transaction that is then aborted. A
+    /// validator checks with it the state root a proposal carries after blocks that consensus
+    /// has not finalized yet. Holds the store's one write transaction while it runs.
+    pub fn speculative_roots(&self, change_sets: Vec<Vec<StateChange>>) -> Result<Vec<Hash32>, StoreError> {
+        if change_sets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_write()?;
+        let head = read_head(&txn.open_table(META)?)?.ok_or(StoreError::Empty)?;
+        let mut roots = Vec::with_capacity(change_sets.len());
+        for (i, changes) in change_sets.into_iter().enumerate() {
+            roots.push(self.write_state(&txn, head.height + 1 + i as u64, changes)?);
+        }
+        txn.abort()?;
+        Ok(roots)
+    }
+
     /// Applies `changes` to the state table and the tree as version `version`; returns the root.
     fn write_state(
         &self,

@@ -307,3 +307,33 @@ fn a_disk_failure_during_commit_is_an_error_and_the_store_keeps_the_previous_blo
     run_blocks(&store, &mut restored, &keys, 1);
     assert_eq!(store.head().expect("head").expect("head").height, 4);
 }
+
+#[test]
+fn speculative_roots_are_the_roots_the_blocks_commit_and_write_nothing() {
+    let (_dir, store, mut state, keys) = setup(StoreOptions::default());
+    run_blocks(&store, &mut state, &keys, 2);
+    let head = store.head().expect("head").expect("some");
+    // Two blocks ahead, each change set taken as the node would after applying it.
+    let mut probe = state.clone();
+    let (b3, o3) = next_block(&store, &mut probe, &keys);
+    let c3 = probe.take_changes();
+    let mut sets = vec![c3.clone()];
+    // Block 4's header needs block 3's root, which is what is being predicted: build it after.
+    let predicted3 = store.speculative_roots(sets.clone()).expect("speculates")[0];
+    assert_eq!(store.head().expect("head"), Some(head), "nothing was committed");
+    let roots_before = store.root_at(head.height).expect("root");
+    assert_eq!(roots_before, head.state_root);
+    let committed3 = store.commit_block(&b3, &o3, c3).expect("commits").state_root;
+    assert_eq!(predicted3, committed3);
+    let (b4, o4) = next_block(&store, &mut probe, &keys);
+    let c4 = probe.take_changes();
+    // From the head before block 3, both versions at once.
+    let (_dir2, store2, mut state2, _) = setup(StoreOptions::default());
+    run_blocks(&store2, &mut state2, &keys, 2);
+    sets.push(c4.clone());
+    let both = store2.speculative_roots(sets).expect("speculates");
+    let committed4 = store.commit_block(&b4, &o4, c4).expect("commits").state_root;
+    assert_eq!(both, vec![committed3, committed4]);
+    assert_eq!(store2.head().expect("head").map(|h| h.height), Some(2));
+    assert!(matches!(store2.root_at(3), Err(StoreError::Pruned(3))));
+}

@@ -52,17 +52,36 @@ pub enum VerifyError {
     Malformed,
     #[error("block time {got} ms is not after its parent's {parent} ms")]
     Time { parent: u64, got: u64 },
+    #[error("transaction {index} of the block is not one a proposer may include: {reason}")]
+    Transaction { index: usize, reason: String },
+    #[error("block {height} is at or below the finalized height {finalized}: it cannot extend the chain")]
+    Stale { height: u64, finalized: u64 },
+    #[error("the state after the pending blocks cannot be computed: {0}")]
+    Execution(String),
 }
 
 /// The application side of consensus.
+///
+/// Consensus may build on a block that is not final yet (simplex proposes on a notarized
+/// parent). `pending` is then the chain of such blocks from the one after the last finalized
+/// block up to the parent, in height order, each verified before; empty when the parent is the
+/// last finalized block. The application runs them under a savepoint (the ledger's
+/// [`State::speculate`](pazar_ledger::State::speculate)) to know the state and the state root
+/// after the parent, and undoes them.
 pub trait Application: Send + Sync + 'static {
-    /// The last finalized block, which the next proposal builds on.
+    /// The last finalized block.
     fn parent(&self) -> Parent;
-    /// Builds a block on `parent` from pending transactions, stamped `time_ms`.
-    fn propose(&self, parent: &Parent, time_ms: u64) -> Block;
-    /// Checks a proposed block against its parent before consensus votes for it.
-    fn verify(&self, parent: &Parent, block: &Block) -> Result<(), VerifyError>;
-    /// Executes and durably commits a finalized block. Called in height order, once per height.
+    /// Builds a block on the last block of `pending` (or the last finalized one) from pending
+    /// transactions not in `pending`, stamped `time_ms` (raised above the parent's time).
+    fn propose(&self, pending: &[Block], time_ms: u64) -> Result<Block, VerifyError>;
+    /// Checks a proposed block before consensus votes for it: that it follows its parent (the
+    /// last of `pending`, or the last finalized block), carries the state root after that
+    /// parent, and holds only transactions a proposer may include (decodable, for this chain,
+    /// validly signed). It trusts nothing the proposer says.
+    fn verify(&self, pending: &[Block], block: &Block) -> Result<(), VerifyError>;
+    /// Executes and durably commits a finalized block. Called in height order; a block may be
+    /// delivered again (after a restart): one already committed at its height with the same
+    /// hash is a no-op, one with another hash is a safety violation and an error.
     fn finalized(&self, block: Block) -> Result<(), crate::NodeError>;
 }
 
@@ -103,10 +122,8 @@ impl<C: Clock> Consensus for Solo<C> {
             let clock = self.clock.clone();
             // Execution and the fsync are blocking work: keep them off the async workers.
             let r = tokio::task::spawn_blocking(move || {
-                let parent = app.parent();
-                let time = clock.now_ms().max(parent.time_ms + 1);
-                let block = app.propose(&parent, time);
-                app.verify(&parent, &block)?;
+                let block = app.propose(&[], clock.now_ms())?;
+                app.verify(&[], &block)?;
                 app.finalized(block)
             })
             .await

@@ -49,6 +49,11 @@ pub enum NodeError {
     Block { height: u64, reason: String },
     #[error("proposed block failed verification: {0}")]
     Verify(#[from] VerifyError),
+    #[error(
+        "finalized block {got} at height {height} differs from the block committed there: two blocks \
+         were finalized at one height, which consensus must never allow"
+    )]
+    Conflict { height: u64, got: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -202,8 +207,9 @@ fn candidate(tx: &Tx, bytes: Vec<u8>, hash: Hash32) -> Candidate {
     }
 }
 
-/// Simulations run at once. Each copies the whole ledger state, so a few at a time bound the
-/// memory they take; more wait their turn (the HTTP server bounds how many can wait).
+/// Simulations run at once. Each holds the state's write lock for its transactions' work (under
+/// a ledger savepoint), so more would only queue on the lock; more wait their turn (the HTTP
+/// server bounds how many can wait).
 pub const MAX_SIMULATIONS: usize = 2;
 
 impl Node {
@@ -577,6 +583,167 @@ fn hexs(h: &Hash32) -> String {
     hex::encode(h)
 }
 
+/// Whether `h` is a header that may follow `parent`: the next height, naming the parent's
+/// hash, carrying the state root after it, stamped after it.
+fn follows(parent: &Parent, h: &Header) -> Result<(), VerifyError> {
+    if h.height != parent.height + 1 {
+        return Err(VerifyError::Height {
+            parent: parent.height,
+            got: h.height,
+        });
+    }
+    if h.parent != parent.hash {
+        return Err(VerifyError::Parent {
+            expected: hexs(&parent.hash),
+            got: hexs(&h.parent),
+        });
+    }
+    if h.state_root != parent.state_root {
+        return Err(VerifyError::StateRoot {
+            expected: hexs(&parent.state_root),
+            got: hexs(&h.state_root),
+        });
+    }
+    if h.time_ms <= parent.time_ms {
+        return Err(VerifyError::Time {
+            parent: parent.time_ms,
+            got: h.time_ms,
+        });
+    }
+    Ok(())
+}
+
+impl Node {
+    /// Runs `f` with the state after `pending` (blocks not final yet, from the one after the
+    /// last finalized block, each following the one before) and the parent they make: the last
+    /// of them with the state root it commits to, computed here ([`State::speculate`] and
+    /// [`Store::speculative_roots`], both undone), or the last finalized block when `pending`
+    /// is empty. The state's lock is held throughout, so the head cannot move meanwhile.
+    fn on_pending<T>(
+        &self,
+        pending: &[Block],
+        f: impl FnOnce(&State, &Parent) -> Result<T, VerifyError>,
+    ) -> Result<T, VerifyError> {
+        if pending.is_empty() {
+            let st = self.state();
+            return f(&st, &self.parent());
+        }
+        let mut st = self.state_mut();
+        let mut parent = self.parent();
+        if pending[0].header.height <= parent.height {
+            return Err(VerifyError::Stale {
+                height: pending[0].header.height,
+                finalized: parent.height,
+            });
+        }
+        // Each pending block follows the one before; state roots after the first are checked
+        // once computed.
+        for (i, b) in pending.iter().enumerate() {
+            if b.header.chain_id != self.chain_id || !b.is_well_formed() {
+                return Err(VerifyError::Malformed);
+            }
+            // The first carries the finalized root; the others' roots are not known yet.
+            let root = if i == 0 { parent.state_root } else { b.header.state_root };
+            follows(
+                &Parent {
+                    state_root: root,
+                    ..parent
+                },
+                &b.header,
+            )?;
+            parent = Parent {
+                height: b.header.height,
+                hash: b.header.hash(),
+                state_root: b.header.state_root,
+                time_ms: b.header.time_ms,
+            };
+        }
+        let headers: Vec<BlockHeader> = pending
+            .iter()
+            .map(|b| BlockHeader {
+                chain_id: b.header.chain_id.clone(),
+                height: b.header.height,
+                time_ms: b.header.time_ms,
+            })
+            .collect();
+        let preverified: Vec<Vec<bool>> = {
+            let mp = lock(&self.mempool);
+            pending
+                .iter()
+                .map(|b| b.txs.iter().map(|t| mp.contains(&tx_hash(t))).collect())
+                .collect()
+        };
+        let blocks: Vec<pazar_ledger::Pending> = pending
+            .iter()
+            .zip(&headers)
+            .zip(&preverified)
+            .map(|((b, header), pre)| pazar_ledger::Pending {
+                header,
+                txs: &b.txs,
+                preverified: pre,
+            })
+            .collect();
+        let store = &self.store;
+        st.speculate(&blocks, |after, sets| {
+            let roots = store
+                .speculative_roots(sets)
+                .map_err(|e| VerifyError::Execution(e.to_string()))?;
+            for (b, root) in pending.iter().skip(1).zip(&roots) {
+                if b.header.state_root != *root {
+                    return Err(VerifyError::StateRoot {
+                        expected: hexs(root),
+                        got: hexs(&b.header.state_root),
+                    });
+                }
+            }
+            let last = roots.last().copied().ok_or(VerifyError::Malformed)?;
+            f(
+                after,
+                &Parent {
+                    state_root: last,
+                    ..parent
+                },
+            )
+        })
+        .map_err(|e| VerifyError::Execution(e.to_string()))?
+    }
+
+    /// What a validator checks of a proposal's transactions without the state: each decodes
+    /// (within the size limit), is for this chain, and is validly signed by its sender (those
+    /// already in this node's mempool passed that on entry; the rest are checked in one batch).
+    fn check_block_txs(&self, txs: &[Vec<u8>]) -> Result<(), VerifyError> {
+        let mut decoded = Vec::with_capacity(txs.len());
+        {
+            let mp = lock(&self.mempool);
+            for (index, bytes) in txs.iter().enumerate() {
+                let bad = |reason: String| VerifyError::Transaction { index, reason };
+                if bytes.len() > MAX_TX_BYTES {
+                    return Err(bad(format!(
+                        "{} bytes, over the {MAX_TX_BYTES}-byte limit",
+                        bytes.len()
+                    )));
+                }
+                if mp.contains(&tx_hash(bytes)) {
+                    continue;
+                }
+                let (tx, digest) = Tx::decode_with_digest(bytes).map_err(|e| bad(e.to_string()))?;
+                if tx.body.chain_id != self.chain_id {
+                    return Err(bad(format!("it is for chain {}", tx.body.chain_id)));
+                }
+                decoded.push((index, tx, digest));
+            }
+        }
+        let items: Vec<(&Tx, &Hash32)> = decoded.iter().map(|(_, t, d)| (t, d)).collect();
+        for ((index, _, _), r) in decoded.iter().zip(pazar_types::verify_signatures(&items)) {
+            r.map_err(|e| VerifyError::Transaction {
+                index: *index,
+                reason: format!("signature: {e}"),
+            })?;
+        }
+        Ok(())
+    }
+}
+
 impl Application for Node {
     fn parent(&self) -> Parent {
         let h = self.head();
@@ -588,31 +755,33 @@ impl Application for Node {
         }
     }
 
-    fn propose(&self, parent: &Parent, time_ms: u64) -> Block {
-        let txs: Vec<Vec<u8>> = {
-            let st = self.state();
-            let mp = lock(&self.mempool);
-            let max = self.config.max_block_txs.min(MAX_BLOCK_TXS);
-            mp.reap(max, MAX_BLOCK_BYTES, |a| st.account(a).sequence)
-                .into_iter()
-                .map(|(_, b)| b)
-                .collect()
-        };
-        Block {
-            header: Header {
-                chain_id: self.chain_id.clone(),
-                height: parent.height + 1,
-                time_ms,
-                parent: parent.hash,
-                state_root: parent.state_root,
-                txs_root: txs_root(&txs),
-                proposer: self.proposer,
-            },
-            txs,
-        }
+    fn propose(&self, pending: &[Block], time_ms: u64) -> Result<Block, VerifyError> {
+        self.on_pending(pending, |st, parent| {
+            // Sequences after the pending blocks: what they include is not proposed again.
+            let txs: Vec<Vec<u8>> = {
+                let mp = lock(&self.mempool);
+                let max = self.config.max_block_txs.min(MAX_BLOCK_TXS);
+                mp.reap(max, MAX_BLOCK_BYTES, |a| st.account(a).sequence)
+                    .into_iter()
+                    .map(|(_, b)| b)
+                    .collect()
+            };
+            Ok(Block {
+                header: Header {
+                    chain_id: self.chain_id.clone(),
+                    height: parent.height + 1,
+                    time_ms: time_ms.max(parent.time_ms + 1),
+                    parent: parent.hash,
+                    state_root: parent.state_root,
+                    txs_root: txs_root(&txs),
+                    proposer: self.proposer,
+                },
+                txs,
+            })
+        })
     }
 
-    fn verify(&self, parent: &Parent, block: &Block) -> Result<(), VerifyError> {
+    fn verify(&self, pending: &[Block], block: &Block) -> Result<(), VerifyError> {
         let h = &block.header;
         if h.chain_id != self.chain_id {
             return Err(VerifyError::Chain {
@@ -620,39 +789,30 @@ impl Application for Node {
                 got: h.chain_id.clone(),
             });
         }
-        if h.height != parent.height + 1 {
-            return Err(VerifyError::Height {
-                parent: parent.height,
-                got: h.height,
-            });
-        }
-        if h.parent != parent.hash {
-            return Err(VerifyError::Parent {
-                expected: hexs(&parent.hash),
-                got: hexs(&h.parent),
-            });
-        }
-        if h.state_root != parent.state_root {
-            return Err(VerifyError::StateRoot {
-                expected: hexs(&parent.state_root),
-                got: hexs(&h.state_root),
-            });
-        }
-        if h.time_ms <= parent.time_ms {
-            return Err(VerifyError::Time {
-                parent: parent.time_ms,
-                got: h.time_ms,
-            });
-        }
         if !block.is_well_formed() {
             return Err(VerifyError::Malformed);
         }
-        Ok(())
+        self.on_pending(pending, |_, parent| follows(parent, h))?;
+        self.check_block_txs(&block.txs)
     }
 
     fn finalized(&self, block: Block) -> Result<(), NodeError> {
         let t0 = Instant::now();
         let height = block.header.height;
+        // Delivery is at least once: a block already committed is acknowledged again, if it is
+        // the same block.
+        let head = self.head();
+        if height <= head.height {
+            let stored = self.store.block(height)?.map(|b| b.block.header.hash());
+            return match stored {
+                Some(hash) if hash == block.header.hash() => Ok(()),
+                _ => Err(NodeError::Conflict {
+                    height,
+                    got: hexs(&block.header.hash()),
+                }),
+            };
+        }
+        follows(&self.parent(), &block.header).map_err(NodeError::Verify)?;
         let hashes: Vec<Hash32> = block.txs.iter().map(|t| tx_hash(t)).collect();
         let mut st = self.state_mut();
         let preverified: Vec<bool> = {

@@ -1,0 +1,153 @@
+//! The application side of consensus against a real store: proposals and verification on blocks
+//! that are not final yet (as simplex builds on a notarized parent), the state root such a
+//! block commits to computed without committing, nothing a proposer says taken on trust, and
+//! finalized blocks delivered more than once applied once.
+
+use pazar_node::consensus::{Application, VerifyError};
+use pazar_node::genesis::GenesisOnDisk;
+use pazar_node::{Node, NodeConfig, NodeError};
+use pazar_types::block::txs_root;
+use pazar_types::{Address, Block, Coin, Denom, KeyScheme, Msg, SigningKey, TxBody};
+use serde_json::json;
+
+const CHAIN: &str = "seam-test";
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_secret(KeyScheme::Ed25519, &[seed; 32]).expect("a valid secret")
+}
+
+fn upzr() -> Denom {
+    Denom::new("upzr").expect("valid")
+}
+
+fn node(dir: &std::path::Path, funded: &[&SigningKey]) -> std::sync::Arc<Node> {
+    let balances: Vec<_> = funded
+        .iter()
+        .map(|k| json!({"address": k.address(), "coins": [{"denom": "upzr", "amount": "1000000000"}]}))
+        .collect();
+    let genesis = json!({
+        "genesis_time_ms": 1,
+        "chain_id": CHAIN,
+        "params": pazar_ledger::Params::devnet("upzr", "uusd"),
+        "balances": balances,
+        "validators": [{"name": "v", "address": Address::module("v"), "power": 1}],
+    });
+    let path = dir.join("genesis.json");
+    std::fs::write(&path, serde_json::to_vec(&genesis).expect("JSON")).expect("genesis written");
+    let genesis = GenesisOnDisk::open(&path).expect("genesis reads");
+    Node::open(&dir.join("db"), &genesis, Address::module("v"), NodeConfig::default()).expect("node opens")
+}
+
+fn send(from: &SigningKey, sequence: u64, amount: u128) -> Vec<u8> {
+    TxBody {
+        chain_id: CHAIN.into(),
+        sender: from.address(),
+        sequence,
+        fee: Coin::new(1_000, upzr()),
+        msgs: vec![Msg::Send {
+            to: Address::Native([7; 20]),
+            amount: Coin::new(amount, upzr()),
+        }],
+        memo: String::new(),
+    }
+    .sign(from)
+    .encode()
+}
+
+#[test]
+fn a_block_on_a_parent_not_yet_final_carries_the_root_the_parent_commits_and_repeats_none_of_its_txs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = key(1);
+    let n = node(dir.path(), &[&alice]);
+    n.submit(send(&alice, 0, 5)).expect("admitted");
+    n.submit(send(&alice, 1, 6)).expect("admitted");
+
+    let a = n.propose(&[], 10).expect("proposes on the finalized head");
+    assert_eq!(a.txs.len(), 2);
+    n.verify(&[], &a).expect("its own proposal verifies");
+    n.submit(send(&alice, 2, 7)).expect("admitted");
+    // B builds on A before A is final: it holds only what A does not, and A's state root.
+    let b = n
+        .propose(std::slice::from_ref(&a), 20)
+        .expect("proposes on a pending parent");
+    assert_eq!(b.header.height, 2);
+    assert_eq!(b.header.parent, a.header.hash());
+    assert_eq!(b.txs, vec![send(&alice, 2, 7)]);
+    n.verify(std::slice::from_ref(&a), &b)
+        .expect("verifies on the pending parent");
+    assert_eq!(n.parent().height, 0, "nothing was committed by proposing or verifying");
+
+    // Once A is final, B's root is the one A committed.
+    n.finalized(a.clone()).expect("A commits");
+    assert_eq!(n.parent().state_root, b.header.state_root);
+    n.verify(&[], &b).expect("B verifies on the finalized A");
+    // At-least-once delivery: A again is a no-op; another block at its height is refused.
+    n.finalized(a.clone()).expect("A again is acknowledged");
+    let mut other = a.clone();
+    other.header.time_ms += 1;
+    assert!(matches!(n.finalized(other), Err(NodeError::Conflict { height: 1, .. })));
+    n.finalized(b).expect("B commits");
+    assert_eq!(n.parent().height, 2);
+    assert_eq!(n.state().account(&alice.address()).sequence, 3);
+}
+
+#[test]
+fn a_proposal_with_a_wrong_root_a_forged_signature_or_a_stale_parent_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (alice, mallory) = (key(1), key(2));
+    let n = node(dir.path(), &[&alice, &mallory]);
+    n.submit(send(&alice, 0, 5)).expect("admitted");
+    let a = n.propose(&[], 10).expect("proposes");
+    let b = n.propose(std::slice::from_ref(&a), 20).expect("proposes");
+
+    // The root after A, claimed wrongly.
+    let mut wrong_root = b.clone();
+    wrong_root.header.state_root = [9; 32];
+    let err = n.verify(std::slice::from_ref(&a), &wrong_root).expect_err("refused");
+    assert!(matches!(err, VerifyError::StateRoot { .. }), "{err}");
+
+    // A transaction in alice's name signed by mallory, which no mempool would have admitted.
+    let mut forged_tx = TxBody {
+        chain_id: CHAIN.into(),
+        sender: alice.address(),
+        sequence: 1,
+        fee: Coin::new(1_000, upzr()),
+        msgs: vec![Msg::Send {
+            to: mallory.address(),
+            amount: Coin::new(900_000_000, upzr()),
+        }],
+        memo: String::new(),
+    }
+    .sign(&mallory);
+    forged_tx.body.sender = alice.address();
+    let txs = vec![forged_tx.encode()];
+    let mut forged = b.clone();
+    forged.header.txs_root = txs_root(&txs);
+    forged.txs = txs;
+    let err = n.verify(std::slice::from_ref(&a), &forged).expect_err("refused");
+    assert!(matches!(err, VerifyError::Transaction { index: 0, .. }), "{err}");
+
+    // Garbage bytes as a transaction.
+    let junk = Block {
+        header: pazar_types::Header {
+            txs_root: txs_root(&[vec![1, 2, 3]]),
+            ..b.header.clone()
+        },
+        txs: vec![vec![1, 2, 3]],
+    };
+    assert!(matches!(
+        n.verify(std::slice::from_ref(&a), &junk),
+        Err(VerifyError::Transaction { index: 0, .. })
+    ));
+
+    // After A is final, a pending chain that starts at A is stale.
+    n.finalized(a.clone()).expect("commits");
+    assert!(matches!(
+        n.verify(std::slice::from_ref(&a), &b),
+        Err(VerifyError::Stale { .. })
+    ));
+    // B skipping its parent (claiming height 1) does not follow.
+    let mut skipped = b.clone();
+    skipped.header.height = 1;
+    assert!(n.verify(&[], &skipped).is_err());
+}

@@ -1,0 +1,14 @@
+//! Many validators: Pazar's node behind commonware's simplex consensus (a block is final with
+//! a 2f+1 certificate, about three network hops) and marshal (finalized blocks delivered in
+//! height order, at least once, backfilled from peers). The ledger, the store and the node's
+//! mempool are unchanged: the node is the application ([`app`]), a block is our block
+//! ([`block`]), and [`engine`] wires one validator.
+
+pub mod app;
+pub mod block;
+pub mod engine;
+pub mod evidence;
+
+pub use app::{Finalizer, Proposer, Scheme};
+pub use block::ChainBlock;
+pub use evidence::{Evidence, Fault, FaultKind};

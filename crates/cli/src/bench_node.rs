@@ -93,6 +93,7 @@ fn make_home(dir: &Path, funded: impl Iterator<Item = Address>, block_time_ms: u
             name: "validator".into(),
             address: validator.address(),
             power: 1,
+            consensus_key: None,
         }],
     };
     std::fs::write(home::genesis_path(dir), serde_json::to_vec(&genesis)?)?;

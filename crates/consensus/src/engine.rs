@@ -6,7 +6,7 @@
 //! over real sockets): 0 votes, 1 certificates, 2 simplex's resolver, 3 block broadcast,
 //! 4 marshal's backfill.
 
-use crate::app::{Finalizer, Proposer, Scheme};
+use crate::app::{Finalizer, Scheme};
 use crate::block::ChainBlock;
 use crate::evidence::Evidence;
 use commonware_broadcast::buffered;
@@ -16,7 +16,12 @@ use commonware_consensus::{
     types::{Epoch, FixedEpocher, ViewDelta},
     Reporters,
 };
-use commonware_cryptography::{certificate::ConstantProvider, ed25519::PublicKey, sha256::Sha256, Digestible};
+use commonware_cryptography::{
+    certificate::ConstantProvider,
+    ed25519::PublicKey,
+    sha256::{Digest, Sha256},
+    Digestible,
+};
 use commonware_p2p::{Blocker, Provider, Receiver, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::{buffer::paged::CacheRef, Clock, Handle, Metrics, Spawner, Storage};
@@ -65,17 +70,27 @@ pub type Channels<Snd, Rcv> = (
 
 /// Builds and starts one validator on `context`. Everything it spawns is supervised by
 /// `context`, so aborting the returned handle's task tree "crashes" the validator.
+///
+/// `app` is the node's [`Proposer`](crate::Proposer), or a wrapper around it (the networked engine paces
+/// proposals to the configured block time).
 #[allow(clippy::too_many_arguments)]
-pub async fn start<E, B, P, Snd, Rcv>(
+pub async fn start<E, A, B, P, Snd, Rcv>(
     context: E,
     cfg: Config<B, P>,
-    app: Proposer,
+    app: A,
     finalized: Finalizer,
     evidence: Evidence,
     (votes, certs, resolver, broadcast, backfill): Channels<Snd, Rcv>,
 ) -> Result<Vec<Handle<()>>, EngineError>
 where
     E: Clock + CryptoRng + Spawner + Storage + Metrics,
+    A: commonware_consensus::Application<
+        E,
+        SigningScheme = Scheme,
+        Context = simplex::types::Context<Digest, PublicKey>,
+        Block = ChainBlock,
+        Input = (),
+    >,
     B: Blocker<PublicKey = PublicKey>,
     P: Provider<PublicKey = PublicKey>,
     Snd: Sender<PublicKey = PublicKey>,

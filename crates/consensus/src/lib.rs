@@ -8,7 +8,9 @@ pub mod app;
 pub mod block;
 pub mod engine;
 pub mod evidence;
+pub mod net;
 
 pub use app::{Finalizer, Proposer, Scheme};
 pub use block::ChainBlock;
 pub use evidence::{Evidence, Fault, FaultKind};
+pub use net::{NetError, Peer, Settings, Simplex};

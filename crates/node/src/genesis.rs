@@ -12,6 +12,33 @@ pub struct Validator {
     pub name: String,
     pub address: Address,
     pub power: u64,
+    /// The ed25519 key that signs the validator's consensus votes (hex). Optional so that a
+    /// single-validator genesis written before consensus keys existed still reads; a chain of
+    /// many validators refuses to start unless every validator has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consensus_key: Option<ConsensusKey>,
+}
+
+/// A validator's ed25519 consensus public key: 32 bytes, written as 64 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConsensusKey(#[serde(with = "hex::serde")] pub [u8; 32]);
+
+impl std::fmt::Display for ConsensusKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::str::FromStr for ConsensusKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ConsensusKey, String> {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(s, &mut key)
+            .map_err(|e| format!("{s:?} is not an ed25519 public key (64 hex digits): {e}"))?;
+        Ok(ConsensusKey(key))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +64,8 @@ pub enum GenesisFileError {
     NoValidators,
     #[error("genesis validator {0} has zero power")]
     ZeroPower(String),
+    #[error("genesis validators {0} and {1} share a consensus key")]
+    DuplicateConsensusKey(String, String),
     #[error("genesis parameters are not valid: {0}")]
     Params(#[from] pazar_ledger::state::GenesisError),
 }
@@ -77,6 +106,14 @@ fn check_validators(validators: &[Validator]) -> Result<(), GenesisFileError> {
     }
     if let Some(v) = validators.iter().find(|v| v.power == 0) {
         return Err(GenesisFileError::ZeroPower(v.name.clone()));
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for v in validators {
+        if let Some(k) = v.consensus_key {
+            if let Some(other) = seen.insert(k, &v.name) {
+                return Err(GenesisFileError::DuplicateConsensusKey(other.clone(), v.name.clone()));
+            }
+        }
     }
     Ok(())
 }

@@ -287,6 +287,16 @@ impl SigningKey {
         })
     }
 
+    /// The ed25519 secret (RFC 8032's 32-byte seed) and public key, for a validator's consensus
+    /// identity, which is the same key as its account's; `None` for an Ethereum key, which
+    /// cannot sign consensus votes.
+    pub fn ed25519_parts(&self) -> Option<(zeroize::Zeroizing<[u8; 32]>, [u8; 32])> {
+        match self {
+            SigningKey::Ed25519(k) => Some((zeroize::Zeroizing::new(k.to_bytes()), <[u8; 32]>::from(k.verification_key()))),
+            SigningKey::Eth(_) => None,
+        }
+    }
+
     pub fn address(&self) -> Address {
         match self {
             SigningKey::Ed25519(k) => Address::from_ed25519(&<[u8; 32]>::from(k.verification_key())),

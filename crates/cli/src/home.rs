@@ -34,6 +34,28 @@ pub struct Config {
     pub validator_key: String,
     /// Devnet faucet: the key that funds `POST /faucet` requests.
     pub faucet_key: Option<String>,
+    /// Which engine makes blocks: `solo` (this node alone) or `simplex` (one validator of the
+    /// genesis set, over the network).
+    #[serde(default)]
+    pub consensus: ConsensusKind,
+    /// Where the validator's p2p listener binds (`simplex` only).
+    #[serde(default)]
+    pub p2p_listen: Option<String>,
+    /// The other validators, each `PUBKEYHEX@HOST:PORT` (`simplex` only).
+    #[serde(default)]
+    pub peers: Vec<String>,
+}
+
+/// The block-making engine of a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsensusKind {
+    /// A single validator finalizes its own blocks every `block_time_ms`.
+    #[default]
+    Solo,
+    /// Many validators behind simplex: a block is final with the votes of more than two
+    /// thirds of them.
+    Simplex,
 }
 
 impl Default for Config {
@@ -46,6 +68,9 @@ impl Default for Config {
             max_block_txs: 20_000,
             validator_key: "validator".into(),
             faucet_key: None,
+            consensus: ConsensusKind::Solo,
+            p2p_listen: None,
+            peers: Vec::new(),
         }
     }
 }
@@ -106,6 +131,17 @@ pub fn config_toml(config: &Config) -> String {
     if let Some(f) = &config.faucet_key {
         out.push_str(&format!("faucet_key = {}\n", q(f)));
     }
+    // A solo node's file stays as it was before the engine could be chosen.
+    if config.consensus == ConsensusKind::Simplex {
+        out.push_str("consensus = \"simplex\"\n");
+    }
+    if let Some(l) = &config.p2p_listen {
+        out.push_str(&format!("p2p_listen = {}\n", q(l)));
+    }
+    if !config.peers.is_empty() {
+        let peers: Vec<String> = config.peers.iter().map(|p| q(p)).collect();
+        out.push_str(&format!("peers = [\n    {},\n]\n", peers.join(",\n    ")));
+    }
     out
 }
 
@@ -139,53 +175,82 @@ pub const DEVNET_KEYS: &[(&str, KeyScheme)] = &[
 
 /// Creates a devnet home: keys (test keyring), genesis funding them, configuration.
 pub fn init_devnet(home: &Path, rpc_listen: &str, block_time_ms: u64) -> Result<()> {
-    std::fs::create_dir_all(home).with_context(|| format!("cannot create {}", home.display()))?;
-    let kr = Keyring::new(home);
-    let no_pass = |_: &str, _: bool| None;
-    let mut rng = rand_core::OsRng;
-    let mut balances = Vec::new();
-    let mut validator = None;
-    for (name, scheme) in DEVNET_KEYS {
-        let phrase = pazar_types::keys::generate_mnemonic(&mut rng);
-        let key = SigningKey::from_mnemonic(*scheme, &phrase, 0).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let info = kr
-            .add(name, &key, Some(&phrase), 0, Backend::Test, &no_pass)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let amount: u128 = match *name {
-            "faucet" => 1_000_000_000_000_000,
-            "validator" => 1_000_000_000,
-            _ => 1_000_000_000_000,
-        };
-        balances.push(GenesisBalance {
-            address: info.address,
-            coins: vec![
-                Coin::new(amount, Denom::new(NATIVE).map_err(|e| anyhow::anyhow!("{e}"))?),
-                Coin::new(amount, Denom::new(STABLE).map_err(|e| anyhow::anyhow!("{e}"))?),
-            ],
-        });
-        if *name == "validator" {
-            validator = Some(info.address);
-        }
-    }
-    let genesis = GenesisFile {
-        genesis_time_ms: pazar_node::consensus::Clock::now_ms(&pazar_node::consensus::SystemClock),
-        chain_id: DEVNET_CHAIN.into(),
-        params: Params::devnet(NATIVE, STABLE),
-        balances,
-        validators: vec![Validator {
+    let keys = add_keys(home, DEVNET_KEYS)?;
+    let validator = keys
+        .iter()
+        .find(|(name, _)| name == "validator")
+        .context("validator key was created")?;
+    let genesis = devnet_genesis(
+        devnet_balances(&keys)?,
+        vec![Validator {
             name: "validator".into(),
-            address: validator.context("validator key was created")?,
+            address: validator.1.address(),
             power: 1,
+            consensus_key: None,
         }],
-    };
-    std::fs::write(genesis_path(home), serde_json::to_vec_pretty(&genesis)?)?;
+    );
     let config = Config {
         rpc_listen: rpc_listen.into(),
         block_time_ms,
         faucet_key: Some("faucet".into()),
         ..Config::default()
     };
-    write_private(&config_path(home), config_toml(&config).as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    write_home(home, &genesis, &config)
+}
+
+/// Creates `keys` (fresh mnemonics, test keyring) in `home`; returns each with its key.
+pub fn add_keys(home: &Path, keys: &[(&str, KeyScheme)]) -> Result<Vec<(String, SigningKey)>> {
+    std::fs::create_dir_all(home).with_context(|| format!("cannot create {}", home.display()))?;
+    let kr = Keyring::new(home);
+    let no_pass = |_: &str, _: bool| None;
+    let mut rng = rand_core::OsRng;
+    let mut out = Vec::new();
+    for (name, scheme) in keys {
+        let phrase = pazar_types::keys::generate_mnemonic(&mut rng);
+        let key = SigningKey::from_mnemonic(*scheme, &phrase, 0).map_err(|e| anyhow::anyhow!("{e}"))?;
+        kr.add(name, &key, Some(&phrase), 0, Backend::Test, &no_pass)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        out.push((name.to_string(), key));
+    }
+    Ok(out)
+}
+
+/// The devnet's genesis funding of `keys`, both denominations, by key name: the faucet holds
+/// the most, validators the least.
+pub fn devnet_balances(keys: &[(String, SigningKey)]) -> Result<Vec<GenesisBalance>> {
+    keys.iter()
+        .map(|(name, key)| {
+            let amount: u128 = match name.as_str() {
+                "faucet" => 1_000_000_000_000_000,
+                "validator" => 1_000_000_000,
+                _ => 1_000_000_000_000,
+            };
+            Ok(GenesisBalance {
+                address: key.address(),
+                coins: vec![
+                    Coin::new(amount, Denom::new(NATIVE).map_err(|e| anyhow::anyhow!("{e}"))?),
+                    Coin::new(amount, Denom::new(STABLE).map_err(|e| anyhow::anyhow!("{e}"))?),
+                ],
+            })
+        })
+        .collect()
+}
+
+/// A devnet genesis (chain id, parameters, starting now) with these balances and validators.
+pub fn devnet_genesis(balances: Vec<GenesisBalance>, validators: Vec<Validator>) -> GenesisFile {
+    GenesisFile {
+        genesis_time_ms: pazar_node::consensus::Clock::now_ms(&pazar_node::consensus::SystemClock),
+        chain_id: DEVNET_CHAIN.into(),
+        params: Params::devnet(NATIVE, STABLE),
+        balances,
+        validators,
+    }
+}
+
+/// Writes `genesis.json` and `node.toml` into `home`.
+pub fn write_home(home: &Path, genesis: &GenesisFile, config: &Config) -> Result<()> {
+    std::fs::write(genesis_path(home), serde_json::to_vec_pretty(genesis)?)?;
+    write_private(&config_path(home), config_toml(config).as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@ mod logging;
 mod progress;
 mod provider_cmd;
 mod sdl_cmd;
+mod testnet;
 
 use std::path::PathBuf;
 
@@ -97,6 +98,11 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Run a node from an existing home (genesis.json, node.toml, validator key).
+    /// Run many validators on this machine, each a `pazar node start` process with its own
+    /// home, over loopback sockets (created on first run).
+    #[command(after_help = "Examples:\n  pazar testnet --validators 4 --home /tmp/testnet\n  \
+                            pazar testnet --validators 7 --home /tmp/testnet --block-time-ms 200 -o json")]
+    Testnet(testnet::TestnetOpts),
     Node {
         #[command(subcommand)]
         which: NodeCmd,
@@ -262,6 +268,7 @@ impl Command {
             Command::Sdl {
                 which: SdlCmd::Check { output, .. },
             } => *output,
+            Command::Testnet(o) => o.output,
             // Benchmarks print JSON whatever happens.
             Command::Bench { .. } => Output::Json,
             Command::Demo(_) | Command::Devnet { .. } | Command::Node { .. } | Command::Completions { .. } => {
@@ -275,6 +282,7 @@ impl Command {
         matches!(
             self,
             Command::Devnet { .. }
+                | Command::Testnet(_)
                 | Command::Node { .. }
                 | Command::Demo(_)
                 | Command::Provider {
@@ -378,6 +386,7 @@ fn run(cli: Cli) -> Result<()> {
                     block_time_ms,
                 },
         } => chain::node_start(home::resolve(home), config, rpc_listen, block_time_ms, false),
+        Command::Testnet(o) => testnet::run(&o),
         Command::Keys { which, opts } => chain::keys(which, &opts),
         Command::Tx { which, opts, tx } => chain::tx(which, &opts, &tx),
         Command::Query { which, opts, from } => chain::query(which, &opts, from.as_deref()),

@@ -357,7 +357,12 @@ impl<E: Clock + Spawner + Metrics> commonware_consensus::Application<E> for Pace
     ) -> Option<Digested<Self::Block>> {
         // The first block of the ancestry is the parent; a clone leaves the original unread.
         let parent = ancestry.clone().next().await?;
-        let due = parent.inner().block().header.time_ms.saturating_add(millis(self.block_time));
+        let due = parent
+            .inner()
+            .block()
+            .header
+            .time_ms
+            .saturating_add(millis(self.block_time));
         let now = runtime
             .current()
             .duration_since(UNIX_EPOCH)

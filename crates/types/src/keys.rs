@@ -292,7 +292,10 @@ impl SigningKey {
     /// cannot sign consensus votes.
     pub fn ed25519_parts(&self) -> Option<(zeroize::Zeroizing<[u8; 32]>, [u8; 32])> {
         match self {
-            SigningKey::Ed25519(k) => Some((zeroize::Zeroizing::new(k.to_bytes()), <[u8; 32]>::from(k.verification_key()))),
+            SigningKey::Ed25519(k) => Some((
+                zeroize::Zeroizing::new(k.to_bytes()),
+                <[u8; 32]>::from(k.verification_key()),
+            )),
             SigningKey::Eth(_) => None,
         }
     }

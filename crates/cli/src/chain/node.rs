@@ -7,12 +7,14 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use pazar_client::keyring::Keyring;
+use pazar_consensus::{ChainBlock, Peer, Settings, Simplex};
 use pazar_node::consensus::{Solo, SystemClock};
 use pazar_node::genesis::GenesisOnDisk;
 use pazar_node::Node;
 use pazar_store::Store;
+use pazar_types::SigningKey;
 
-use crate::home;
+use crate::home::{self, ConsensusKind};
 
 use super::output::scheme_name;
 
@@ -84,15 +86,29 @@ pub fn node_start(
             home::genesis_path(&home).display()
         );
     }
-    if genesis.header.validators.len() != 1 {
+    if config.consensus == ConsensusKind::Solo && genesis.header.validators.len() != 1 {
         bail!(
-            "this build runs single-validator chains; the genesis lists {}",
+            "the genesis lists {} validators: a solo node runs single-validator chains (set consensus = \"simplex\" in node.toml)",
             genesis.header.validators.len()
         );
     }
     let block_time = node_config.block_time;
+    let simplex = match config.consensus {
+        ConsensusKind::Solo => None,
+        ConsensusKind::Simplex => Some(simplex_settings(&home, &config, &genesis, &validator, block_time)?),
+    };
     let node = Node::with_store(store, &genesis, validator.address(), node_config)
         .with_context(|| format!("cannot open the node in {}", home.display()))?;
+    let engine = match simplex {
+        None => Engine::Solo(Solo {
+            block_time,
+            clock: Arc::new(SystemClock),
+        }),
+        Some(mut settings) => {
+            settings.genesis = genesis_block(&node, &genesis);
+            Engine::Simplex(Simplex::new(settings).context("cannot start consensus")?)
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -122,14 +138,85 @@ pub fn node_start(
             }
             let _ = tx.send(true);
         });
-        let engine = Solo {
-            block_time,
-            clock: Arc::new(SystemClock),
-        };
-        pazar_node::run(node, engine, listener, rx).await?;
+        match engine {
+            Engine::Solo(e) => pazar_node::run(node, e, listener, rx).await?,
+            Engine::Simplex(e) => pazar_node::run(node, e, listener, rx).await?,
+        }
         tracing::info!("node stopped");
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// The engine `node.toml` chose.
+enum Engine {
+    Solo(Solo<SystemClock>),
+    Simplex(Simplex),
+}
+
+/// What a `simplex` validator needs from its home: its consensus key (the validator key's
+/// ed25519 secret, which must be the one the genesis names), the validator set, its p2p
+/// listener and peers. The genesis block is filled in once the node is open.
+fn simplex_settings(
+    home: &Path,
+    config: &home::Config,
+    genesis: &GenesisOnDisk,
+    validator: &SigningKey,
+    block_time: std::time::Duration,
+) -> Result<Settings> {
+    let (secret, public) = validator.ed25519_parts().with_context(|| {
+        format!(
+            "key {:?} is not an ed25519 key: a simplex validator signs votes with ed25519",
+            config.validator_key
+        )
+    })?;
+    let mut validators = Vec::new();
+    for v in &genesis.header.validators {
+        let key = v.consensus_key.with_context(|| {
+            format!(
+                "genesis validator {:?} has no consensus_key: a simplex chain needs one for every validator",
+                v.name
+            )
+        })?;
+        if v.address == validator.address() && key.0 != public {
+            bail!(
+                "genesis names consensus key {key} for validator {:?}, but key {:?} is {}",
+                v.name,
+                config.validator_key,
+                hex::encode(public)
+            );
+        }
+        validators.push(key);
+    }
+    let listen = config
+        .p2p_listen
+        .as_deref()
+        .context("consensus = \"simplex\" needs p2p_listen in node.toml")?;
+    let listen = listen
+        .parse()
+        .map_err(|e| anyhow::anyhow!("p2p_listen {listen:?} is not an IP address and port: {e}"))?;
+    let peers = config
+        .peers
+        .iter()
+        .map(|p| p.parse::<Peer>().map_err(|e| anyhow::anyhow!("peers: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Settings {
+        chain_id: genesis.header.chain_id.clone(),
+        validators,
+        secret,
+        listen,
+        peers,
+        storage_dir: home.join("data").join("consensus"),
+        genesis: ChainBlock::genesis(&genesis.header.chain_id, genesis.header.genesis_time_ms, [0; 32]),
+        block_time,
+    })
+}
+
+/// The height-0 block: the genesis state's time and root. Its hash, which is all consensus
+/// compares, is the zero hash whatever it holds; the root is the store's version 0 while the
+/// store keeps it (a pruned store no longer has it, and the zero root stands in).
+fn genesis_block(node: &Node, genesis: &GenesisOnDisk) -> ChainBlock {
+    let root = node.store().root_at(0).unwrap_or([0; 32]);
+    ChainBlock::genesis(&genesis.header.chain_id, genesis.header.genesis_time_ms, root)
 }
 
 fn print_banner(home: &Path, url: &str, chain: &str, height: u64) {

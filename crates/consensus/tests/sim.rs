@@ -184,6 +184,43 @@ async fn spawn(context: &Ctx, oracle: &Oracle<Pk, Ctx>, participants: &Set<Pk>, 
     v.task = Some(task);
 }
 
+/// A simulated network of `n` validators linked all to all with `l`, every validator started
+/// except those in `idle` (left for the test to start, crash or replace).
+async fn cluster(
+    context: &Ctx,
+    root: &Path,
+    n: u64,
+    l: &Link,
+    idle: &[usize],
+) -> (Vec<Validator>, Set<Pk>, Oracle<Pk, Ctx>) {
+    let (mut vals, pks) = make_validators(n, root);
+    let oracle = network(context, &pks).await;
+    link(&oracle, &pks, l, None).await;
+    for (i, v) in vals.iter_mut().enumerate() {
+        if !idle.contains(&i) {
+            spawn(context, &oracle, &pks, v).await;
+        }
+    }
+    (vals, pks, oracle)
+}
+
+/// Runs `key`'s validator as simplex's `Conflicter` mock: for every vote it receives it signs
+/// two, for different blocks.
+async fn equivocate(context: &Ctx, oracle: &Oracle<Pk, Ctx>, pks: &Set<Pk>, key: &ed25519::PrivateKey) {
+    use commonware_consensus::simplex::mocks::conflicter;
+    let votes = oracle
+        .control(key.public_key())
+        .register(0, QUOTA)
+        .await
+        .expect("a channel");
+    let scheme = Scheme::signer(NAMESPACE, pks.clone(), key.clone()).expect("a member");
+    conflicter::Conflicter::<_, _, commonware_cryptography::sha256::Sha256>::new(
+        context.child("byzantine"),
+        conflicter::Config { scheme },
+    )
+    .start(votes);
+}
+
 async fn wait_all(context: &Ctx, vals: &[Validator], idx: &[usize], height: u64) {
     while !idx.iter().all(|i| vals[*i].height() >= height) {
         context.sleep(Duration::from_millis(50)).await;
@@ -322,25 +359,13 @@ fn four_validators_run(seed: u64) {
     let root = tempfile::tempdir().expect("tempdir");
     let root_path = root.path().to_path_buf();
     runner(seed).start(|context| async move {
-        let (mut vals, pks) = make_validators(4, &root_path);
-        let oracle = network(&context, &pks).await;
-        link(&oracle, &pks, &lossy(), None).await;
-        for (i, v) in vals.iter_mut().enumerate() {
-            match fault {
-                Fault::Down if i == victim => {}
-                Fault::Equivocating if i == victim => {
-                    use commonware_consensus::simplex::mocks::conflicter;
-                    let control = oracle.control(v.key.public_key());
-                    let votes = control.register(0, QUOTA).await.expect("a channel");
-                    let scheme = Scheme::signer(NAMESPACE, pks.clone(), v.key.clone()).expect("a member");
-                    conflicter::Conflicter::<_, _, commonware_cryptography::sha256::Sha256>::new(
-                        context.child("byzantine"),
-                        conflicter::Config { scheme },
-                    )
-                    .start(votes);
-                }
-                _ => spawn(&context, &oracle, &pks, v).await,
-            }
+        let idle: &[usize] = match fault {
+            Fault::Down | Fault::Equivocating => &[victim],
+            Fault::None | Fault::Partitioned => &[],
+        };
+        let (vals, pks, oracle) = cluster(&context, &root_path, 4, &lossy(), idle).await;
+        if let Fault::Equivocating = fault {
+            equivocate(&context, &oracle, &pks, &vals[victim].key).await;
         }
         let honest: Vec<usize> = match fault {
             Fault::Down | Fault::Equivocating => (0..4).filter(|i| *i != victim).collect(),
@@ -399,25 +424,9 @@ fn an_equivocating_validator_is_recorded_and_the_others_finalize() {
             let root = tempfile::tempdir().expect("tempdir");
             let root_path = root.path().to_path_buf();
             runner(seed).start(|context| async move {
-                use commonware_consensus::simplex::mocks::conflicter;
-                let (mut vals, pks) = make_validators(4, &root_path);
-                let oracle = network(&context, &pks).await;
-                link(&oracle, &pks, &good(), None).await;
+                let (vals, pks, oracle) = cluster(&context, &root_path, 4, &good(), &[0]).await;
                 let byz = vals[0].key.clone();
-                let votes = oracle
-                    .control(byz.public_key())
-                    .register(0, QUOTA)
-                    .await
-                    .expect("a channel");
-                let scheme = Scheme::signer(NAMESPACE, pks.clone(), byz.clone()).expect("a member");
-                conflicter::Conflicter::<_, _, commonware_cryptography::sha256::Sha256>::new(
-                    context.child("byzantine"),
-                    conflicter::Config { scheme },
-                )
-                .start(votes);
-                for v in vals.iter_mut().skip(1) {
-                    spawn(&context, &oracle, &pks, v).await;
-                }
+                equivocate(&context, &oracle, &pks, &byz).await;
                 let honest = [1, 2, 3];
                 wait_all(&context, &vals, &honest, 15).await;
                 assert_agree(&vals, &honest, 15);
@@ -449,12 +458,7 @@ fn a_crashed_validator_restarts_from_its_store_and_catches_up() {
             let root = tempfile::tempdir().expect("tempdir");
             let root_path = root.path().to_path_buf();
             runner(seed).start(|context| async move {
-                let (mut vals, pks) = make_validators(4, &root_path);
-                let oracle = network(&context, &pks).await;
-                link(&oracle, &pks, &good(), None).await;
-                for v in vals.iter_mut() {
-                    spawn(&context, &oracle, &pks, v).await;
-                }
+                let (mut vals, pks, oracle) = cluster(&context, &root_path, 4, &good(), &[]).await;
                 wait_all(&context, &vals, &[0, 1, 2, 3], 5).await;
                 let task = vals[3].task.take().expect("running");
                 task.abort();
@@ -498,12 +502,7 @@ fn a_partitioned_validator_stops_then_catches_up_when_the_partition_heals() {
             let root = tempfile::tempdir().expect("tempdir");
             let root_path = root.path().to_path_buf();
             runner(seed).start(|context| async move {
-                let (mut vals, pks) = make_validators(4, &root_path);
-                let oracle = network(&context, &pks).await;
-                link(&oracle, &pks, &good(), None).await;
-                for v in vals.iter_mut() {
-                    spawn(&context, &oracle, &pks, v).await;
-                }
+                let (vals, pks, oracle) = cluster(&context, &root_path, 4, &good(), &[]).await;
                 wait_all(&context, &vals, &[0, 1, 2, 3], 3).await;
                 unlink(&oracle, &pks, 3).await;
                 let cut = vals[3].height();
@@ -525,15 +524,79 @@ fn seven_validators_finalize_with_one_down_on_lossy_links() {
         let root = tempfile::tempdir().expect("tempdir");
         let root_path = root.path().to_path_buf();
         runner(seed).start(|context| async move {
-            let (mut vals, pks) = make_validators(7, &root_path);
-            let oracle = network(&context, &pks).await;
-            link(&oracle, &pks, &lossy(), None).await;
-            for v in vals.iter_mut().skip(1) {
-                spawn(&context, &oracle, &pks, v).await;
-            }
+            let (vals, _, _) = cluster(&context, &root_path, 7, &lossy(), &[0]).await;
             let up: Vec<usize> = (1..7).collect();
             wait_all(&context, &vals, &up, 10).await;
             assert_agree(&vals, &up, 10);
         });
+    });
+}
+
+/// Internet scale by simulation: 100 validators, each pair linked one way at 50-200 ms
+/// (deterministic per pair), 10 heights. Prints, as JSON, the median time from a block's
+/// proposal (its header time, the proposer's simulated clock) to its commit on each validator,
+/// next to the median round trip of the links. Heavy: `cargo test -p pazar-consensus --release
+/// --test sim -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn a_hundred_validators_on_wan_links_report_finality_against_round_trip() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let root_path = root.path().to_path_buf();
+    let n: usize = std::env::var("PAZAR_SIM_VALIDATORS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    runner(0).start(|context| async move {
+        let (mut vals, pks) = make_validators(n as u64, &root_path);
+        let oracle = network(&context, &pks).await;
+        let list: Vec<Pk> = pks.iter().cloned().collect();
+        let mut rtts = Vec::new();
+        for (i, a) in list.iter().enumerate() {
+            for (j, b) in list.iter().enumerate() {
+                if i != j {
+                    let one_way = 50 + ((i * 31 + j * 17) % 151) as u64;
+                    let back = 50 + ((j * 31 + i * 17) % 151) as u64;
+                    rtts.push(one_way + back);
+                    let l = Link {
+                        latency: Duration::from_millis(one_way),
+                        jitter: Duration::from_millis(5),
+                        success_rate: probability!(1.0),
+                    };
+                    oracle.add_link(a.clone(), b.clone(), l).await.expect("link added");
+                }
+            }
+        }
+        for v in vals.iter_mut() {
+            spawn(&context, &oracle, &pks, v).await;
+        }
+        let heights = 10;
+        let mut seen = vec![0u64; n];
+        let mut latencies = Vec::new();
+        while seen.iter().any(|h| *h < heights) {
+            context.sleep(Duration::from_millis(5)).await;
+            let now = context
+                .current()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            for (i, v) in vals.iter().enumerate() {
+                let h = v.height();
+                for height in seen[i] + 1..=h.min(heights) {
+                    let b = v.node().store().block(height).expect("reads").expect("committed");
+                    latencies.push(now.saturating_sub(b.block.header.time_ms));
+                }
+                seen[i] = seen[i].max(h.min(heights));
+            }
+        }
+        assert_agree(&vals, &(0..n).collect::<Vec<_>>(), heights);
+        latencies.sort_unstable();
+        rtts.sort_unstable();
+        println!(
+            "{}",
+            json!({
+                "validators": n,
+                "sim_finality_p50_ms": latencies[latencies.len() / 2],
+                "sim_median_rtt_ms": rtts[rtts.len() / 2],
+            })
+        );
     });
 }

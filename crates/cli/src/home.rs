@@ -295,3 +295,38 @@ pub fn node_config(
     };
     Ok((nc, validator))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A solo node's `node.toml` is written as before the engine could be chosen, and one
+    /// without the new keys reads as solo.
+    #[test]
+    fn a_solo_config_has_no_consensus_keys_and_reads_back_as_solo() {
+        let text = config_toml(&Config::default());
+        assert!(!text.contains("consensus") && !text.contains("p2p_listen") && !text.contains("peers"));
+        let back: Config = toml::from_str(&text).expect("reads");
+        assert_eq!(back.consensus, ConsensusKind::Solo);
+        assert_eq!((back.p2p_listen, back.peers.len()), (None, 0));
+    }
+
+    #[test]
+    fn a_simplex_config_round_trips_and_unknown_engines_are_refused() {
+        let config = Config {
+            consensus: ConsensusKind::Simplex,
+            p2p_listen: Some("127.0.0.1:26656".into()),
+            peers: vec![
+                format!("{}@127.0.0.1:26658", "ab".repeat(32)),
+                format!("{}@host:1", "cd".repeat(32)),
+            ],
+            ..Config::default()
+        };
+        let back: Config = toml::from_str(&config_toml(&config)).expect("reads");
+        assert_eq!(back.consensus, ConsensusKind::Simplex);
+        assert_eq!(back.p2p_listen, config.p2p_listen);
+        assert_eq!(back.peers, config.peers);
+        let bad = config_toml(&Config::default()) + "consensus = \"tendermint\"\n";
+        assert!(toml::from_str::<Config>(&bad).is_err());
+    }
+}

@@ -28,6 +28,9 @@ use common::bin;
 const START_TIMEOUT: Duration = Duration::from_secs(240);
 const PROGRESS_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// The heights at which each transaction (hex hash) appears in a chain.
+type TxHeights = BTreeMap<String, Vec<u64>>;
+
 /// What `pazar testnet -o json` prints (the CLI's `TestnetOut`).
 #[derive(Debug, Deserialize)]
 struct TestnetOut {
@@ -194,10 +197,10 @@ impl Testnet {
 
     /// Block hash and state root at each height `1..=upto` on validator `i`, and where each
     /// transaction hash appears.
-    fn chain(&self, i: usize, upto: u64) -> (Vec<(Hash32, Hash32)>, BTreeMap<String, Vec<u64>>) {
+    fn chain(&self, i: usize, upto: u64) -> (Vec<(Hash32, Hash32)>, TxHeights) {
         let rpc = self.rpc(i);
         let mut chain = Vec::new();
-        let mut txs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut txs = TxHeights::new();
         for h in 1..=upto {
             let b = rpc.block(h).unwrap_or_else(|e| panic!("validator {i} block {h}: {e}"));
             assert_eq!(b.header.height, h);

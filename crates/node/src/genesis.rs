@@ -260,6 +260,43 @@ mod tests {
         std::fs::write(path, serde_json::to_vec(&g).expect("test setup")).expect("test setup");
     }
 
+    /// A genesis written before validators had consensus keys reads (a solo chain needs none);
+    /// keys read as hex, and two validators with one key are refused.
+    #[test]
+    fn consensus_keys_are_optional_hex_and_distinct() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let path = dir.path().join("genesis.json");
+        write(&path, "chain-a");
+        let g = GenesisFile::read(&path).expect("a file without consensus keys reads");
+        assert_eq!(g.validators[0].consensus_key, None);
+        let text = serde_json::to_string(&g).expect("serializes");
+        assert!(!text.contains("consensus_key"), "an absent key is not written");
+
+        let mut v: serde_json::Value = serde_json::from_str(&text).expect("test setup");
+        let one = "ab".repeat(32);
+        let other = serde_json::json!({"name": "w", "address": Address::module("w"), "power": 1, "consensus_key": one});
+        v["validators"][0]["consensus_key"] = one.clone().into();
+        v["validators"].as_array_mut().expect("test setup").push(other);
+        std::fs::write(&path, serde_json::to_vec(&v).expect("test setup")).expect("test setup");
+        assert!(matches!(
+            GenesisFile::read(&path),
+            Err(GenesisFileError::DuplicateConsensusKey(a, b)) if a == "v" && b == "w"
+        ));
+
+        v["validators"][1]["consensus_key"] = "cd".repeat(32).into();
+        std::fs::write(&path, serde_json::to_vec(&v).expect("test setup")).expect("test setup");
+        let g = GenesisFile::read(&path).expect("distinct keys read");
+        assert_eq!(g.validators[0].consensus_key, Some(ConsensusKey([0xab; 32])));
+        assert_eq!(
+            g.validators[1].consensus_key.map(|k| k.to_string()),
+            Some("cd".repeat(32))
+        );
+
+        v["validators"][1]["consensus_key"] = "cd".into();
+        std::fs::write(&path, serde_json::to_vec(&v).expect("test setup")).expect("test setup");
+        assert!(matches!(GenesisFile::read(&path), Err(GenesisFileError::Parse { .. })));
+    }
+
     #[test]
     fn a_record_is_used_only_while_the_file_is_untouched() {
         let dir = tempfile::tempdir().expect("test setup");

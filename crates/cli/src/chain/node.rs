@@ -106,7 +106,7 @@ pub fn node_start(
         }),
         Some(mut settings) => {
             settings.genesis = genesis_block(&node, &genesis);
-            Engine::Simplex(Simplex::new(settings).context("cannot start consensus")?)
+            Engine::Simplex(Box::new(Simplex::new(settings).context("cannot start consensus")?))
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -140,7 +140,7 @@ pub fn node_start(
         });
         match engine {
             Engine::Solo(e) => pazar_node::run(node, e, listener, rx).await?,
-            Engine::Simplex(e) => pazar_node::run(node, e, listener, rx).await?,
+            Engine::Simplex(e) => pazar_node::run(node, *e, listener, rx).await?,
         }
         tracing::info!("node stopped");
         Ok::<(), anyhow::Error>(())
@@ -150,7 +150,7 @@ pub fn node_start(
 /// The engine `node.toml` chose.
 enum Engine {
     Solo(Solo<SystemClock>),
-    Simplex(Simplex),
+    Simplex(Box<Simplex>),
 }
 
 /// What a `simplex` validator needs from its home: its consensus key (the validator key's

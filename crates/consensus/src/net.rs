@@ -78,8 +78,12 @@ pub enum NetError {
     NoAddress(ConsensusKey),
     #[error("cannot resolve peer address {addr}: {reason}")]
     Resolve { addr: String, reason: String },
-    #[error("cannot create the consensus directory {path}: {source}")]
-    Storage { path: String, source: std::io::Error },
+    // The I/O error is part of the message, not a source: these errors also reach the node as
+    // text, where a source would be lost.
+    #[error("cannot listen for peers on {addr}: {error}")]
+    Listen { addr: SocketAddr, error: std::io::Error },
+    #[error("cannot create the consensus directory {path}: {error}")]
+    Storage { path: String, error: std::io::Error },
     #[error(transparent)]
     Engine(#[from] engine::EngineError),
     #[error("a finalized block could not be committed; consensus stopped")]
@@ -191,6 +195,9 @@ impl Simplex {
                 return Err(NetError::NoAddress(consensus_key(v)));
             }
         }
+        // The network's listener panics when it cannot bind; say why before anything starts
+        // (the port may still be taken in between, which then ends `run` as a panic).
+        drop(std::net::TcpListener::bind(s.listen).map_err(|error| NetError::Listen { addr: s.listen, error })?);
         let addresses = Map::from_iter_dedup(addresses);
         assert_eq!(addresses.len(), set.len(), "one address per validator");
         Ok(Simplex {
@@ -211,9 +218,9 @@ impl Simplex {
         app: Arc<dyn Application>,
         mut stop: tokio::sync::oneshot::Receiver<()>,
     ) -> Result<(), NetError> {
-        std::fs::create_dir_all(&self.storage_dir).map_err(|source| NetError::Storage {
+        std::fs::create_dir_all(&self.storage_dir).map_err(|error| NetError::Storage {
             path: self.storage_dir.display().to_string(),
-            source,
+            error,
         })?;
         let runtime = commonware_runtime::tokio::Config::new()
             .with_storage_directory(self.storage_dir.clone())
@@ -441,5 +448,52 @@ mod tests {
         ] {
             assert!(bad.parse::<Peer>().is_err(), "{bad} was accepted");
         }
+    }
+
+    fn key(n: u8) -> ConsensusKey {
+        consensus_key(
+            &PrivateKey::decode(Copying(&[n; 32][..]))
+                .expect("any 32 bytes")
+                .public_key(),
+        )
+    }
+
+    fn peer(n: u8) -> Peer {
+        Peer {
+            key: key(n),
+            addr: format!("127.0.0.1:{}", 30_000 + u16::from(n)),
+        }
+    }
+
+    /// Validator 1 of `validators`, with `peers`: what `Simplex::new` says.
+    fn check(validators: &[u8], peers: &[Peer]) -> Result<(), NetError> {
+        Simplex::new(Settings {
+            chain_id: "c".into(),
+            validators: validators.iter().map(|n| key(*n)).collect(),
+            secret: Zeroizing::new([1; 32]),
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            peers: peers.to_vec(),
+            storage_dir: PathBuf::from("unused"),
+            genesis: ChainBlock::genesis("c", 0, [0; 32]),
+            block_time: Duration::from_millis(100),
+        })
+        .map(|_| ())
+    }
+
+    #[test]
+    fn a_validator_needs_to_be_in_the_set_and_an_address_for_every_other_one() {
+        assert!(check(&[1, 2, 3], &[peer(2), peer(3)]).is_ok());
+        assert!(check(&[1], &[]).is_ok(), "a set of one needs no peers");
+        assert!(matches!(check(&[2, 3], &[peer(2), peer(3)]), Err(NetError::NotAValidator(k)) if k == key(1)));
+        assert!(matches!(check(&[1, 2, 3], &[peer(2)]), Err(NetError::NoAddress(k)) if k == key(3)));
+        assert!(matches!(check(&[1, 2], &[peer(2), peer(4)]), Err(NetError::NotInSet(k)) if k == key(4)));
+        assert!(matches!(
+            check(&[1, 2], &[peer(2), peer(1)]),
+            Err(NetError::PeerIsSelf(_))
+        ));
+        assert!(matches!(
+            check(&[1, 2], &[peer(2), peer(2)]),
+            Err(NetError::DuplicatePeer(_))
+        ));
     }
 }

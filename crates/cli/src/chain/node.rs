@@ -177,6 +177,14 @@ fn simplex_settings(
                 v.name
             )
         })?;
+        // Votes are counted one per validator: a weight the engine would ignore is refused.
+        if v.power != 1 {
+            bail!(
+                "genesis validator {:?} has power {}: a simplex chain counts one vote per validator (power 1)",
+                v.name,
+                v.power
+            );
+        }
         if v.address == validator.address() && key.0 != public {
             bail!(
                 "genesis names consensus key {key} for validator {:?}, but key {:?} is {}",

@@ -53,14 +53,14 @@ fn denom(s: &str) -> Result<Denom> {
     Denom::new(s).map_err(|e| anyhow!("{e}"))
 }
 
-fn sender_key(i: usize) -> Result<SigningKey> {
+pub(crate) fn sender_key(i: usize) -> Result<SigningKey> {
     let mut secret = [0u8; 32];
     secret[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
     secret[31] = 0x5b;
     SigningKey::from_secret(KeyScheme::Ed25519, &secret).map_err(|e| anyhow!("{e}"))
 }
 
-fn bulk_address(i: usize) -> Address {
+pub(crate) fn bulk_address(i: usize) -> Address {
     let mut a = [0u8; 20];
     a[..8].copy_from_slice(&(i as u64).to_be_bytes());
     a[19] = 0xb1;
@@ -156,9 +156,9 @@ fn start_node(home: &Path, timeout: Duration) -> Result<(NodeProc, f64)> {
     }
 }
 
-fn sign_send(key: &SigningKey, seq: u64, to: Address) -> Result<Vec<u8>> {
+pub(crate) fn sign_send(chain_id: &str, key: &SigningKey, seq: u64, to: Address) -> Result<Vec<u8>> {
     Ok(TxBody {
-        chain_id: CHAIN.into(),
+        chain_id: chain_id.into(),
         sender: key.address(),
         sequence: seq,
         fee: Coin::new(100, denom(NATIVE)?),
@@ -172,7 +172,7 @@ fn sign_send(key: &SigningKey, seq: u64, to: Address) -> Result<Vec<u8>> {
     .encode())
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
+pub(crate) fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
         return 0.0;
@@ -180,11 +180,11 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-fn round2(x: f64) -> f64 {
+pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("pazar-bench-{name}-{}", std::process::id()))
 }
 
@@ -251,7 +251,7 @@ fn throughput(o: &NodeBenchOpts) -> Result<Throughput> {
             if txs.len() == o.txs {
                 break 'outer;
             }
-            txs.push(sign_send(k, seq, bulk_address(i))?);
+            txs.push(sign_send(CHAIN, k, seq, bulk_address(i))?);
         }
     }
     let (node, _) = start_node(&dir, Duration::from_secs(60))?;
@@ -321,7 +321,7 @@ fn throughput(o: &NodeBenchOpts) -> Result<Throughput> {
     let probe = &keys[o.senders];
     let mut lat = Vec::new();
     for seq in 0..20u64 {
-        let tx = sign_send(probe, seq, bulk_address(o.senders + 1))?;
+        let tx = sign_send(CHAIN, probe, seq, bulk_address(o.senders + 1))?;
         let t = Instant::now();
         let r = node.rpc.submit(&tx, SubmitMode::Commit)?;
         if !matches!(r.state, TxState::Committed { .. }) {

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_deploy;
 mod bench_node;
+mod bench_testnet;
 mod chain;
 mod demo;
 mod deployment_cmd;
@@ -252,6 +253,10 @@ enum Bench {
     /// local image), and bids per second of the bid engine on a burst of orders.
     #[command(after_help = "Examples:\n  pazar bench deploy")]
     Deploy(bench_deploy::DeployBenchOpts),
+    /// Committed transactions per second on 4 validator processes and on 1, finality of single
+    /// transactions, and the catch-up time of a validator killed under load and restarted.
+    #[command(after_help = "Examples:\n  pazar bench testnet\n  pazar bench testnet --block-time-ms 500 --txs 5000")]
+    Testnet(bench_testnet::TestnetBenchOpts),
 }
 
 impl Command {
@@ -421,6 +426,13 @@ fn run(cli: Cli) -> Result<()> {
             which: Bench::Node(opts),
         } => {
             let report = bench_node::run(&opts)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Bench {
+            which: Bench::Testnet(opts),
+        } => {
+            let report = bench_testnet::run(&opts)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use pazar_ledger::GenesisBalance;
 use pazar_node::genesis::{ConsensusKey, GenesisFile, Validator};
 use pazar_types::KeyScheme;
 
@@ -67,6 +68,17 @@ pub struct ValidatorOut {
 }
 
 pub fn run(opts: &TestnetOpts) -> Result<()> {
+    let (out, mut children) = start(opts, Vec::new())?;
+    print(&out, opts.output)?;
+    wait_for_signal(&mut children)?;
+    children.stop();
+    Ok(())
+}
+
+/// Creates the testnet in `opts.home` (or resumes the one there), starts every validator and
+/// waits until each serves RPC. `extra_balances` are funded in a new testnet's genesis beside
+/// the devnet's keys (benchmarks fund their senders this way); a resumed testnet keeps its own.
+pub(crate) fn start(opts: &TestnetOpts, extra_balances: Vec<GenesisBalance>) -> Result<(TestnetOut, Children)> {
     if opts.validators == 0 || opts.validators > MAX_VALIDATORS {
         bail!("--validators must be between 1 and {MAX_VALIDATORS}");
     }
@@ -84,27 +96,12 @@ pub fn run(opts: &TestnetOpts) -> Result<()> {
             );
         }
     } else {
-        create(opts, &homes)?;
+        create(opts, &homes, extra_balances)?;
     }
     let genesis = GenesisFile::read(&home::genesis_path(&homes[0]))?;
-    let exe = std::env::current_exe().context("cannot find the pazar executable")?;
     let mut children = Children(Vec::new());
     for h in &homes {
-        // A stale address from an earlier run must not pass for this one's.
-        let _ = std::fs::remove_file(home::rpc_addr_path(h));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(h.join("node.log"))
-            .with_context(|| format!("cannot open {}", h.join("node.log").display()))?;
-        let child = Command::new(&exe)
-            .args(["node", "start", "--home"])
-            .arg(h)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start the validator in {}", h.display()))?;
+        let child = spawn(h)?;
         children.0.push((h.clone(), child));
     }
     let mut out = TestnetOut {
@@ -129,10 +126,27 @@ pub fn run(opts: &TestnetOpts) -> Result<()> {
             pid: child.id(),
         });
     }
-    print(&out, opts.output)?;
-    wait_for_signal(&mut children)?;
-    children.stop();
-    Ok(())
+    Ok((out, children))
+}
+
+/// Starts `pazar node start` on the validator home `h`, its output appended to `node.log`.
+fn spawn(h: &Path) -> Result<Child> {
+    let exe = std::env::current_exe().context("cannot find the pazar executable")?;
+    // A stale address from an earlier run must not pass for this one's.
+    let _ = std::fs::remove_file(home::rpc_addr_path(h));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(h.join("node.log"))
+        .with_context(|| format!("cannot open {}", h.join("node.log").display()))?;
+    Command::new(&exe)
+        .args(["node", "start", "--home"])
+        .arg(h)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start the validator in {}", h.display()))
 }
 
 /// How many validator homes (`v0`, `v1`, … with a genesis) `dir` holds.
@@ -144,7 +158,7 @@ fn existing_validators(dir: &Path) -> usize {
 
 /// Creates the homes: keys, one genesis for all, and each validator's `node.toml` naming the
 /// others as peers.
-fn create(opts: &TestnetOpts, homes: &[PathBuf]) -> Result<()> {
+fn create(opts: &TestnetOpts, homes: &[PathBuf], extra_balances: Vec<GenesisBalance>) -> Result<()> {
     let ports = ports(opts.base_port, homes.len())?;
     let mut balances = Vec::new();
     let mut validators = Vec::new();
@@ -168,6 +182,7 @@ fn create(opts: &TestnetOpts, homes: &[PathBuf]) -> Result<()> {
             consensus_key: Some(ConsensusKey(public)),
         });
     }
+    balances.extend(extra_balances);
     let genesis = home::devnet_genesis(balances, validators.clone());
     let p2p = |i: usize| format!("127.0.0.1:{}", ports[i].1);
     for (i, h) in homes.iter().enumerate() {
@@ -311,11 +326,31 @@ fn wait_for_signal(children: &mut Children) -> Result<()> {
 }
 
 /// The validator processes; any still running when this is dropped are killed.
-struct Children(Vec<(PathBuf, Child)>);
+pub(crate) struct Children(Vec<(PathBuf, Child)>);
 
 impl Children {
+    /// Kills validator `i` without warning (SIGKILL), as a crash would, and reaps it.
+    pub(crate) fn kill(&mut self, i: usize) -> Result<()> {
+        let (h, child) = self.0.get_mut(i).context("no such validator")?;
+        child
+            .kill()
+            .with_context(|| format!("cannot kill the validator in {}", h.display()))?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Starts validator `i` again from its home; its RPC URL once it serves.
+    pub(crate) fn restart(&mut self, i: usize) -> Result<String> {
+        let (h, child) = self.0.get_mut(i).context("no such validator")?;
+        if child.try_wait()?.is_none() {
+            bail!("the validator in {} still runs", h.display());
+        }
+        *child = spawn(h)?;
+        wait_ready(h, child)
+    }
+
     /// Asks every validator to stop (SIGTERM), and kills those that do not in time.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         for (_, child) in &mut self.0 {
             if let Ok(None) = child.try_wait() {
                 let _ = Command::new("kill")

@@ -1,0 +1,94 @@
+//! Runs the real `pazar` binary: the testnet benchmark (4 validator processes, then 1) prints
+//! one JSON object holding every measured field, each sane, and nothing it did not measure.
+//! Small parameters; no timing is asserted.
+
+use std::process::Command;
+
+use serde::Deserialize;
+
+/// What `pazar bench testnet` prints (the CLI's `TestnetBenchReport`); an unknown field, such
+/// as a placeholder for a figure the bench does not measure, fails the parse.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Report {
+    bench: String,
+    block_time_ms: u64,
+    txs: usize,
+    senders: usize,
+    committed_tx_per_s_4_validators: f64,
+    commit_span_s_4_validators: f64,
+    blocks_used_4_validators: usize,
+    committed_tx_per_s_1_validator: f64,
+    commit_span_s_1_validator: f64,
+    blocks_used_1_validator: usize,
+    finality_p50_ms: f64,
+    finality_p90_ms: f64,
+    finality_txs: usize,
+    recovery_ms: f64,
+    recovery_blocks_behind: u64,
+    recovery_load_txs_accepted: usize,
+}
+
+#[test]
+fn bench_testnet_prints_every_measured_field_and_no_placeholders() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pazar"))
+        .args([
+            "bench",
+            "testnet",
+            "--block-time-ms",
+            "250",
+            "--txs",
+            "400",
+            "--senders",
+            "40",
+            "--batch",
+            "100",
+            "--finality-txs",
+            "4",
+            "--recovery-blocks",
+            "3",
+            "--recovery-load-tx-per-s",
+            "100",
+        ])
+        .output()
+        .expect("pazar runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Report =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(
+        (r.bench.as_str(), r.block_time_ms, r.txs, r.senders),
+        ("testnet", 250, 400, 40)
+    );
+    for (name, v) in [
+        ("committed_tx_per_s_4_validators", r.committed_tx_per_s_4_validators),
+        ("committed_tx_per_s_1_validator", r.committed_tx_per_s_1_validator),
+        ("commit_span_s_4_validators", r.commit_span_s_4_validators),
+        ("commit_span_s_1_validator", r.commit_span_s_1_validator),
+        ("finality_p50_ms", r.finality_p50_ms),
+        ("recovery_ms", r.recovery_ms),
+    ] {
+        assert!(v.is_finite() && v > 0.0, "{name} = {v} in {r:?}");
+    }
+    assert!(r.finality_p90_ms >= r.finality_p50_ms, "{r:?}");
+    assert_eq!(r.finality_txs, 4);
+    assert!(
+        r.blocks_used_4_validators >= 1 && r.blocks_used_1_validator >= 1,
+        "{r:?}"
+    );
+    assert!(r.recovery_blocks_behind >= 3, "{r:?}");
+    assert!(r.recovery_load_txs_accepted > 0, "{r:?}");
+}
+
+#[test]
+fn bench_testnet_rejects_zero_transactions_with_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pazar"))
+        .args(["bench", "testnet", "--txs", "0"])
+        .output()
+        .expect("pazar runs");
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON error");
+    assert!(
+        v["error"]["message"].as_str().is_some_and(|m| m.contains("--txs")),
+        "{v}"
+    );
+}

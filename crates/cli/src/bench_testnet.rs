@@ -50,11 +50,12 @@ pub struct TestnetBenchOpts {
     /// Least time between blocks, on both testnets.
     #[arg(long, default_value_t = 250)]
     pub block_time_ms: u64,
-    /// Signed transfers submitted in each throughput run.
-    #[arg(long, default_value_t = 20_000)]
+    /// Signed transfers submitted in each throughput run (below a validator's mempool bound,
+    /// 100,000, since one validator takes them all in the 1-validator run).
+    #[arg(long, default_value_t = 80_000)]
     pub txs: usize,
     /// Distinct sending accounts in each throughput run, spread evenly over the validators.
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = 4_000)]
     pub senders: usize,
     /// Transactions per batch request.
     #[arg(long, default_value_t = 500)]

@@ -404,13 +404,25 @@ fn four_validators_run(seed: u64) {
 
 #[test]
 fn four_validators_agree_on_every_block_and_root_and_commit_each_transaction_once() {
-    for seed in seeds(1000) {
-        with_seed(
-            "four_validators_agree_on_every_block_and_root_and_commit_each_transaction_once",
-            seed,
-            four_validators_run,
-        );
-    }
+    // Seeds are independent runs: spread them over the machine's cores.
+    let all = seeds(1000);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(all.len().max(1));
+    std::thread::scope(|s| {
+        for w in 0..workers {
+            let mine: Vec<u64> = all.iter().copied().skip(w).step_by(workers).collect();
+            s.spawn(move || {
+                for seed in mine {
+                    with_seed(
+                        "four_validators_agree_on_every_block_and_root_and_commit_each_transaction_once",
+                        seed,
+                        four_validators_run,
+                    );
+                }
+            });
+        }
+    });
 }
 
 /// A validator that signs two different votes in a view (simplex's `Conflicter` mock) is

@@ -759,8 +759,11 @@ async fn a_log_flood_without_newlines_keeps_the_daemon_s_memory_and_the_host_s_d
     let rt = runtime(dir.path());
     let l = lease(41);
     let _cleanup = Cleanup(vec![l.clone()]);
+    // The end marker is written five times, a second apart: a rotation may drop what is
+    // written while it runs (see `rotate_log`), and the last rotation can fall on the first
+    // marker; the later ones land in a small live log that is not rotated again.
     let extra = format!(
-        "    command: [/bin/sh, -c]\n    args: ['sleep 1; head -c {FLOOD} /dev/zero; echo flood-done; sleep 3600']"
+        "    command: [/bin/sh, -c]\n    args: ['sleep 1; head -c {FLOOD} /dev/zero; for i in 1 2 3 4 5; do echo flood-done; sleep 1; done; sleep 3600']"
     );
     let g = common::group(&sdl("flood", &extra, "64Mi", "64Mi"));
     rt.deploy(&l, &g).await.expect("deploys");

@@ -85,7 +85,9 @@ fn oldest_first(above: &[ChainBlock]) -> Vec<Block> {
     above.iter().rev().map(|b| b.block().clone()).collect()
 }
 
-fn now_ms<E: Clock>(runtime: &E) -> u64 {
+/// The runtime's clock in milliseconds since the Unix epoch (simulated under the deterministic
+/// runtime).
+pub(crate) fn now_ms<E: Clock>(runtime: &E) -> u64 {
     runtime
         .current()
         .duration_since(UNIX_EPOCH)

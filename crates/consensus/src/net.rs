@@ -16,7 +16,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use commonware_codec::{Copying, DecodeExt};
 use commonware_consensus::marshal::ancestry::Ancestry;
@@ -370,10 +370,7 @@ impl<E: Clock + Spawner + Metrics> commonware_consensus::Application<E> for Pace
             .header
             .time_ms
             .saturating_add(millis(self.block_time));
-        let now = runtime
-            .current()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now = crate::app::now_ms(&runtime);
         // At most one block time: a parent stamped in the future (a fast clock) must not stall
         // this proposer beyond the view's timeout.
         let wait = Duration::from_millis(due.saturating_sub(now)).min(self.block_time);

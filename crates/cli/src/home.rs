@@ -44,6 +44,10 @@ pub struct Config {
     /// The other validators, each `PUBKEYHEX@HOST:PORT` (`simplex` only).
     #[serde(default)]
     pub peers: Vec<String>,
+    /// RPC addresses of nodes to copy the state from when this node's store is empty
+    /// (`simplex` only): the node then joins at their height instead of replaying every block.
+    #[serde(default)]
+    pub state_sync: Vec<String>,
 }
 
 /// The block-making engine of a node.
@@ -71,6 +75,7 @@ impl Default for Config {
             consensus: ConsensusKind::Solo,
             p2p_listen: None,
             peers: Vec::new(),
+            state_sync: Vec::new(),
         }
     }
 }
@@ -141,6 +146,10 @@ pub fn config_toml(config: &Config) -> String {
     if !config.peers.is_empty() {
         let peers: Vec<String> = config.peers.iter().map(|p| q(p)).collect();
         out.push_str(&format!("peers = [\n    {},\n]\n", peers.join(",\n    ")));
+    }
+    if !config.state_sync.is_empty() {
+        let urls: Vec<String> = config.state_sync.iter().map(|p| q(p)).collect();
+        out.push_str(&format!("state_sync = [{}]\n", urls.join(", ")));
     }
     out
 }
@@ -320,12 +329,14 @@ mod tests {
                 format!("{}@127.0.0.1:26658", "ab".repeat(32)),
                 format!("{}@host:1", "cd".repeat(32)),
             ],
+            state_sync: vec!["http://127.0.0.1:26657".into()],
             ..Config::default()
         };
         let back: Config = toml::from_str(&config_toml(&config)).expect("reads");
         assert_eq!(back.consensus, ConsensusKind::Simplex);
         assert_eq!(back.p2p_listen, config.p2p_listen);
         assert_eq!(back.peers, config.peers);
+        assert_eq!(back.state_sync, config.state_sync);
         let bad = config_toml(&Config::default()) + "consensus = \"tendermint\"\n";
         assert!(toml::from_str::<Config>(&bad).is_err());
     }

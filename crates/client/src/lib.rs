@@ -88,6 +88,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const LIST_PAGE: usize = pazar_api::node::MAX_LIST;
 /// Pages [`Rpc::list_all`] reads at most (a hundred million items).
 pub const MAX_LIST_PAGES: usize = 100_000;
+/// Longest a state snapshot stream may take ([`Rpc::snapshot`]); the node serves one for as long.
+pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest [`Rpc::verify_proof`] waits for the header that commits to a proof's height.
 const PROOF_HEADER_WAIT: Duration = Duration::from_secs(30);
 
@@ -275,6 +277,44 @@ impl Rpc {
     /// `GET /blocks/latest`.
     pub fn latest_block(&self) -> Result<BlockResponse, ClientError> {
         self.fetch("/blocks/latest")
+    }
+
+    /// `GET /sync/finalization/{height}`: the consensus engine's encoded finalization
+    /// certificate of a block (at most 1 MiB), to check before trusting anything it proves.
+    pub fn finalization(&self, height: u64) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}/sync/finalization/{height}", self.base);
+        let bytes = self.body(self.agent.get(&url).call())?;
+        if bytes.len() > 1 << 20 {
+            return Err(ClientError::Decode(format!("a certificate of {} bytes", bytes.len())));
+        }
+        Ok(bytes)
+    }
+
+    /// `GET /sync/snapshot`: a reader of the node's state snapshot stream (the store's
+    /// length-prefixed frames); the caller bounds what it reads by the frames' own limits.
+    /// The stream may take up to [`SNAPSHOT_TIMEOUT`].
+    pub fn snapshot(&self) -> Result<impl std::io::Read + use<>, ClientError> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(SNAPSHOT_TIMEOUT))
+            .build()
+            .into();
+        let url = format!("{}/sync/snapshot", self.base);
+        let mut resp = agent.get(&url).call().map_err(|e| ClientError::Connect {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            let bytes = resp
+                .body_mut()
+                .with_config()
+                .limit(1 << 16)
+                .read_to_vec()
+                .map_err(|e| ClientError::Decode(e.to_string()))?;
+            return Err(api_error(status, &bytes));
+        }
+        Ok(resp.into_body().into_reader())
     }
 
     /// `POST /txs`: submits signed bytes. With [`SubmitMode::Commit`] the answer comes once the

@@ -47,7 +47,17 @@ pub struct Config<B, P> {
     /// Prefix of every storage partition (journal + archives) of this validator.
     pub partition_prefix: String,
     pub leader_timeout: Duration,
+    /// Where this validator starts when it did not replay the chain from genesis: the
+    /// finalization of the first block it executes (state sync restored the state below it).
+    /// Marshal delivers blocks from this one on; simplex starts from its view.
+    pub floor: Option<Finalization>,
 }
+
+/// A finalization certificate of this chain's blocks.
+pub type Finalization = simplex::types::Finalization<Scheme, Digest>;
+
+/// Marshal's mailbox: what a validator asks of its archives (finalizations by height).
+pub type Marshal = marshal::core::Mailbox<Scheme, marshal::standard::Standard<ChainBlock>>;
 
 pub type Channel<Snd, Rcv> = (Snd, Rcv);
 
@@ -81,7 +91,7 @@ pub async fn start<E, A, B, P, Snd, Rcv>(
     finalized: Finalizer,
     evidence: Evidence,
     (votes, certs, resolver, broadcast, backfill): Channels<Snd, Rcv>,
-) -> Result<Vec<Handle<()>>, EngineError>
+) -> Result<(Vec<Handle<()>>, Marshal), EngineError>
 where
     E: Clock + CryptoRng + Spawner + Storage + Metrics,
     A: commonware_consensus::Application<
@@ -141,7 +151,10 @@ where
         marshal::Config {
             provider: ConstantProvider::new(cfg.scheme.clone()),
             epocher: epocher.clone(),
-            start: marshal::Start::Genesis(commonware_cryptography::Digested::precomputed(genesis, genesis_digest)),
+            start: match &cfg.floor {
+                Some(f) => marshal::Start::Floor(f.clone()),
+                None => marshal::Start::Genesis(commonware_cryptography::Digested::precomputed(genesis, genesis_digest)),
+            },
             partition_prefix: prefix.clone(),
             mailbox_size: MAILBOX,
             view_retention: ViewDelta::new(100),
@@ -191,7 +204,10 @@ where
             partition: format!("{prefix}-consensus"),
             mailbox_size: MAILBOX,
             epoch: EPOCH,
-            floor: simplex::Floor::Genesis(genesis_digest),
+            floor: match cfg.floor {
+                Some(f) => simplex::Floor::Finalized(f),
+                None => simplex::Floor::Genesis(genesis_digest),
+            },
             replay_buffer: BUF,
             write_buffer: BUF,
             page_cache,
@@ -212,11 +228,14 @@ where
 
     // Start order matters (alto): buffer and marshal before consensus so replayed consensus
     // events on restart have somewhere to go.
-    Ok(vec![
-        buffer.start(broadcast),
-        marshal_actor.start(finalized, buffer_mailbox, backfill_resolver),
-        consensus.start(votes, certs, resolver),
-    ])
+    Ok((
+        vec![
+            buffer.start(broadcast),
+            marshal_actor.start(finalized, buffer_mailbox, backfill_resolver),
+            consensus.start(votes, certs, resolver),
+        ],
+        marshal_mailbox,
+    ))
 }
 
 /// Config of one immutable (never-pruned, on-disk-indexed) archive, as alto uses for validators.

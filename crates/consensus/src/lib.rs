@@ -9,8 +9,10 @@ pub mod block;
 pub mod engine;
 pub mod evidence;
 pub mod net;
+pub mod sync;
 
 pub use app::{Finalizer, Proposer, Scheme};
 pub use block::ChainBlock;
 pub use evidence::{Evidence, Fault, FaultKind};
 pub use net::{NetError, Peer, Settings, Simplex};
+pub use sync::{MarshalCertificates, SyncError};

@@ -42,6 +42,7 @@ use crate::app::{Finalizer, Proposer, Scheme};
 use crate::block::{ChainBlock, MAX_ENCODED_BLOCK};
 use crate::engine;
 use crate::evidence::Evidence;
+use crate::sync::MarshalCertificates;
 
 /// Largest message on any channel: a full block with room for the framing of the block
 /// broadcast and of a backfill response (a block with its finalization certificate).
@@ -148,6 +149,11 @@ pub struct Settings {
     pub genesis: ChainBlock,
     /// The least time between a block and its parent.
     pub block_time: Duration,
+    /// The finalization of the first block this validator executes when its state came from a
+    /// snapshot ([`crate::sync`]); `None` when it replays the chain from genesis.
+    pub floor: Option<engine::Finalization>,
+    /// Filled with marshal's archive once the engine runs, for the RPC to serve certificates.
+    pub certificates: MarshalCertificates,
 }
 
 /// One validator behind simplex over real sockets; see the module's documentation.
@@ -159,6 +165,8 @@ pub struct Simplex {
     storage_dir: PathBuf,
     genesis: ChainBlock,
     block_time: Duration,
+    floor: Option<engine::Finalization>,
+    certificates: MarshalCertificates,
 }
 
 impl Simplex {
@@ -208,6 +216,8 @@ impl Simplex {
             storage_dir: s.storage_dir,
             genesis: s.genesis,
             block_time: s.block_time,
+            floor: s.floor,
+            certificates: s.certificates,
         })
     }
 
@@ -272,8 +282,9 @@ impl Simplex {
                 provider: oracle,
                 partition_prefix: PARTITION_PREFIX.to_string(),
                 leader_timeout: self.block_time + Duration::from_secs(1),
+                floor: self.floor.clone(),
             };
-            let mut handles = engine::start(
+            let (mut handles, marshal) = engine::start(
                 context.child("validator"),
                 cfg,
                 proposer,
@@ -282,6 +293,7 @@ impl Simplex {
                 channels,
             )
             .await?;
+            self.certificates.set(marshal);
             handles.push(network);
             tracing::info!(validators = self.set.len(), %listen, "consensus started");
             let mut actors = futures_util::future::select_all(handles);
@@ -473,6 +485,8 @@ mod tests {
             storage_dir: PathBuf::from("unused"),
             genesis: ChainBlock::genesis("c", 0, [0; 32]),
             block_time: Duration::from_millis(100),
+            floor: None,
+            certificates: MarshalCertificates::default(),
         })
         .map(|_| ())
     }

@@ -167,6 +167,7 @@ async fn spawn(context: &Ctx, oracle: &Oracle<Pk, Ctx>, participants: &Set<Pk>, 
         provider: oracle.manager(),
         partition_prefix: format!("validator-{me}"),
         leader_timeout: Duration::from_millis(500),
+        floor: None,
     };
     let app: Arc<dyn Application> = node;
     let finalizer = Finalizer::new(app.clone());
@@ -176,7 +177,7 @@ async fn spawn(context: &Ctx, oracle: &Oracle<Pk, Ctx>, participants: &Set<Pk>, 
         .child("validator")
         .with_attribute("pk", &me)
         .spawn(move |ctx| async move {
-            let handles = engine::start(ctx, cfg, Proposer::new(app), finalizer, evidence, channels)
+            let (handles, _) = engine::start(ctx, cfg, Proposer::new(app), finalizer, evidence, channels)
                 .await
                 .expect("the validator's archives open");
             let _ = futures_util::future::join_all(handles).await;

@@ -132,3 +132,12 @@ impl<C: Clock> Consensus for Solo<C> {
         }
     }
 }
+
+/// Where a node finds the certificates its consensus engine made, to hand them to a peer that
+/// syncs its state from this node: the peer checks the state it receives against a block that
+/// a certificate proves final. Encoded the engine's way; the node only passes them on.
+pub trait Certificates: Send + Sync + 'static {
+    /// The encoded finalization certificate of the block at `height`, if this node holds one
+    /// (a block finalized only through a descendant's certificate has none of its own).
+    fn finalization(&self, height: u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send + '_>>;
+}

@@ -160,6 +160,13 @@ pub struct Node {
     subscribers: Arc<std::sync::atomic::AtomicUsize>,
     /// Turns to run a simulation ([`MAX_SIMULATIONS`]).
     pub(crate) simulations: tokio::sync::Semaphore,
+    /// Turns to serve a state snapshot ([`MAX_SNAPSHOTS`]).
+    pub(crate) snapshots: Arc<tokio::sync::Semaphore>,
+    /// Where consensus keeps its certificates, once an engine that makes them runs.
+    certificates: std::sync::OnceLock<Arc<dyn consensus::Certificates>>,
+    /// The height of the snapshot this node's store was restored from: blocks at and below it
+    /// are not here.
+    snapshot_base: Option<u64>,
 }
 
 /// One event subscriber's place in [`NodeConfig::max_event_subscribers`]; freed when dropped.
@@ -211,6 +218,10 @@ fn candidate(tx: &Tx, bytes: Vec<u8>, hash: Hash32) -> Candidate {
 /// a ledger savepoint), so more would only queue on the lock; more wait their turn (the HTTP
 /// server bounds how many can wait).
 pub const MAX_SIMULATIONS: usize = 2;
+
+/// State snapshots served at once (`GET /sync/snapshot`): each holds a read transaction of the
+/// store and a thread while its reader takes it.
+pub const MAX_SNAPSHOTS: usize = 2;
 
 impl Node {
     /// Opens the store at `db_path`, initialising it from `genesis` when empty, or checking that
@@ -269,6 +280,7 @@ impl Node {
             let bytes = serde_json::to_vec(&record).map_err(|e| NodeError::Genesis(e.to_string()))?;
             store.set_node_record(GENESIS_RECORD, &bytes)?;
         }
+        let snapshot_base = store.snapshot_base()?;
         let (blocks, _) = broadcast::channel(1024);
         let metrics = Metrics::default();
         metrics.height.set(head.height as i64);
@@ -288,11 +300,30 @@ impl Node {
             last_commit: Mutex::new(None),
             subscribers: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             simulations: tokio::sync::Semaphore::new(MAX_SIMULATIONS),
+            snapshots: Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOTS)),
+            certificates: std::sync::OnceLock::new(),
+            snapshot_base,
         }))
     }
 
     pub fn chain_id(&self) -> &str {
         &self.chain_id
+    }
+
+    /// Hands the node where consensus keeps its certificates (see [`consensus::Certificates`]);
+    /// the first call wins.
+    pub fn set_certificates(&self, c: Arc<dyn consensus::Certificates>) {
+        let _ = self.certificates.set(c);
+    }
+
+    /// Where consensus keeps its certificates, if the engine makes any (a solo node does not).
+    pub fn certificates(&self) -> Option<&Arc<dyn consensus::Certificates>> {
+        self.certificates.get()
+    }
+
+    /// The height of the snapshot this node's store started from, if it did.
+    pub fn snapshot_base(&self) -> Option<u64> {
+        self.snapshot_base
     }
 
     pub fn state(&self) -> RwLockReadGuard<'_, State> {
@@ -806,6 +837,9 @@ impl Application for Node {
             let stored = self.store.block(height)?.map(|b| b.block.header.hash());
             return match stored {
                 Some(hash) if hash == block.header.hash() => Ok(()),
+                // Below a snapshot this node started from there is nothing to compare with;
+                // consensus delivers only finalized blocks, and the snapshot was of them.
+                None if self.snapshot_base.is_some_and(|b| height <= b) => Ok(()),
                 _ => Err(NodeError::Conflict {
                     height,
                     got: hexs(&block.header.hash()),

@@ -14,6 +14,7 @@
 pub(crate) mod errors;
 pub(crate) mod events;
 pub(crate) mod queries;
+pub(crate) mod sync;
 pub(crate) mod txs;
 
 use std::sync::Arc;
@@ -78,6 +79,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/leases", get(leases))
         .route("/leases/{owner}/{dseq}/{gseq}/{oseq}/{provider}", get(lease))
         .route("/faucet", post(faucet))
+        .route("/sync/snapshot", get(sync::snapshot))
+        .route("/sync/finalization/{height}", get(sync::finalization))
         .fallback(|| async { ApiError::new(ErrorCode::NoRoute, "no such endpoint; see /openapi.json") })
         // A route asked with another method: HTTP's own status for it, and the envelope.
         .method_not_allowed_fallback(|| async {
@@ -120,6 +123,8 @@ pub const ROUTES: &[&str] = &[
     "/leases",
     "/leases/{owner}/{dseq}/{gseq}/{oseq}/{provider}",
     "/faucet",
+    "/sync/snapshot",
+    "/sync/finalization/{height}",
 ];
 
 /// This document: every route, its parameters, bodies and answers, generated from the types

@@ -20,6 +20,12 @@ use sha2::Sha256;
 use pazar_ledger::{BlockOutcome, RestoreError, State, StateChange, StateRestorer};
 use pazar_types::{Block, Hash32};
 
+mod snapshot;
+pub use snapshot::{
+    read_frame, write_frame, Frame, Restore, SnapshotChunk, SnapshotError, SnapshotHead, CHUNK_ENTRIES,
+    MAX_FRAME_BYTES,
+};
+
 /// redb's page cache.
 const CACHE_BYTES: usize = 256 << 20;
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -64,6 +70,8 @@ pub enum StoreError {
     Restore(#[from] RestoreError),
     #[error("state commitment error: {0}")]
     Tree(String),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 macro_rules! db_err {

@@ -337,3 +337,161 @@ fn speculative_roots_are_the_roots_the_blocks_commit_and_write_nothing() {
     assert_eq!(store2.head().expect("head").map(|h| h.height), Some(2));
     assert!(matches!(store2.root_at(3), Err(StoreError::Pruned(3))));
 }
+
+/// The frames of a snapshot of `store`, through the wire encoding.
+fn snapshot_frames(store: &Store, chunk: usize) -> Vec<pazar_store::Frame> {
+    let mut wire = Vec::new();
+    store
+        .snapshot(chunk, |f| {
+            pazar_store::write_frame(&mut wire, &f).expect("writes to memory");
+            true
+        })
+        .expect("snapshot");
+    let mut r = wire.as_slice();
+    let mut frames = Vec::new();
+    while let Some(f) = pazar_store::read_frame(&mut r).expect("reads back") {
+        frames.push(f);
+    }
+    frames
+}
+
+fn split(frames: Vec<pazar_store::Frame>) -> (pazar_store::SnapshotHead, Vec<pazar_store::SnapshotChunk>) {
+    let mut it = frames.into_iter();
+    let Some(pazar_store::Frame::Head(head)) = it.next() else {
+        panic!("a snapshot starts with its head")
+    };
+    let mut chunks = Vec::new();
+    for f in it {
+        match f {
+            pazar_store::Frame::Chunk(c) => chunks.push(c),
+            pazar_store::Frame::End => break,
+            pazar_store::Frame::Head(_) => panic!("a second head"),
+        }
+    }
+    (head, chunks)
+}
+
+fn store_head(store: &Store) -> pazar_store::Head {
+    store.head().expect("head").expect("initialised")
+}
+
+#[test]
+fn a_snapshot_restores_into_an_empty_store_and_the_chain_goes_on_with_the_same_roots() {
+    let (_d1, s1, mut st1, keys) = setup(StoreOptions::default());
+    run_blocks(&s1, &mut st1, &keys, 6);
+    let (head, chunks) = split(snapshot_frames(&s1, 3));
+    assert_eq!(head.height, 6);
+    assert!(chunks.len() > 3, "small chunks: several of them ({})", chunks.len());
+
+    let d2 = tempfile::tempdir().expect("tempdir");
+    let s2 = Store::open(&d2.path().join("db"), StoreOptions::default()).expect("opens");
+    let mut r = s2.begin_restore(&head).expect("an empty store");
+    for c in chunks {
+        r.add_chunk(c).expect("an honest chunk verifies");
+    }
+    let h1 = store_head(&s1);
+    r.finish(&s2, h1).expect("restores");
+    assert_eq!(store_head(&s2), h1);
+    assert_eq!(s2.snapshot_base().expect("reads"), Some(6));
+    assert_eq!(s1.snapshot_base().expect("reads"), None);
+    assert_eq!(s2.block(6).expect("reads"), None, "no history before the snapshot");
+    let (mut st2, _) = s2.load_state().expect("loads");
+    assert_eq!(st2.state_hash(), st1.state_hash());
+    // Both stores commit the next blocks with the same roots.
+    run_blocks(&s1, &mut st1, &keys, 3);
+    run_blocks(&s2, &mut st2, &keys, 3);
+    for h in 7..=9 {
+        assert_eq!(
+            s1.block(h).expect("r").expect("b").state_root,
+            s2.block(h).expect("r").expect("b").state_root
+        );
+    }
+    // A restored store serves snapshots in turn.
+    let (again, _) = split(snapshot_frames(&s2, 100));
+    assert_eq!(again.state_root, store_head(&s1).state_root);
+}
+
+#[test]
+fn a_snapshot_chunk_that_was_tampered_with_is_refused() {
+    let (_d1, s1, mut st1, keys) = setup(StoreOptions::default());
+    run_blocks(&s1, &mut st1, &keys, 3);
+    let (head, chunks) = split(snapshot_frames(&s1, 4));
+    let d2 = tempfile::tempdir().expect("tempdir");
+    let s2 = Store::open(&d2.path().join("db"), StoreOptions::default()).expect("opens");
+    let refused = |head: &pazar_store::SnapshotHead, chunks: &[pazar_store::SnapshotChunk]| {
+        let mut r = s2.begin_restore(head).expect("an empty store");
+        for c in chunks {
+            r.add_chunk(c.clone())?;
+        }
+        r.finish(&s2, store_head(&s1)).map(|_| ())
+    };
+    // A changed value.
+    let mut bad = chunks.clone();
+    bad[1].entries[0].1.push(0);
+    assert!(matches!(refused(&head, &bad), Err(StoreError::Snapshot(_))));
+    // An entry left out.
+    let mut bad = chunks.clone();
+    bad[1].entries.remove(1);
+    assert!(matches!(refused(&head, &bad), Err(StoreError::Snapshot(_))));
+    // An entry added.
+    let mut bad = chunks.clone();
+    bad[0].entries.push((b"\x01forged".to_vec(), b"money".to_vec()));
+    assert!(matches!(refused(&head, &bad), Err(StoreError::Snapshot(_))));
+    // Chunks out of order.
+    let mut bad = chunks.clone();
+    bad.swap(0, 1);
+    assert!(matches!(refused(&head, &bad), Err(StoreError::Snapshot(_))));
+    // A chunk missing at the end: the tree is incomplete.
+    let bad = &chunks[..chunks.len() - 1];
+    assert!(matches!(refused(&head, bad), Err(StoreError::Snapshot(_))));
+    // Honest chunks against another root.
+    let mut other = head.clone();
+    other.state_root[0] ^= 1;
+    assert!(matches!(refused(&other, &chunks), Err(StoreError::Snapshot(_))));
+    // Nothing was written by any of these.
+    assert_eq!(s2.head().expect("reads"), None);
+    // And the honest snapshot still restores.
+    refused(&head, &chunks).expect("restores");
+    // Into a store that holds a chain, no snapshot is restored.
+    assert!(matches!(s2.begin_restore(&head), Err(StoreError::Snapshot(_))));
+}
+
+#[test]
+fn a_snapshot_stream_that_is_cut_or_oversized_is_an_error() {
+    let (_d1, s1, mut st1, keys) = setup(StoreOptions::default());
+    run_blocks(&s1, &mut st1, &keys, 2);
+    let mut wire = Vec::new();
+    s1.snapshot(4, |f| {
+        pazar_store::write_frame(&mut wire, &f).expect("writes to memory");
+        true
+    })
+    .expect("snapshot");
+    for cut in [1, 3, 5, wire.len() - 3, wire.len() - 1] {
+        let mut r = &wire[..cut];
+        let mut err = None;
+        loop {
+            match pazar_store::read_frame(&mut r) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(
+            matches!(err, Some(pazar_store::SnapshotError::Truncated)),
+            "cut at {cut}: {err:?}"
+        );
+    }
+    let huge = (pazar_store::MAX_FRAME_BYTES as u32 + 1).to_le_bytes();
+    assert!(matches!(
+        pazar_store::read_frame(&mut &huge[..]),
+        Err(pazar_store::SnapshotError::FrameTooLarge(_))
+    ));
+    let garbage = [3u8, 0, 0, 0, 9, 9, 9];
+    assert!(matches!(
+        pazar_store::read_frame(&mut &garbage[..]),
+        Err(pazar_store::SnapshotError::Decode(_))
+    ));
+}

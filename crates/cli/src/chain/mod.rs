@@ -5,6 +5,7 @@ mod keys;
 mod node;
 mod output;
 mod query;
+mod state_sync;
 mod tx;
 
 pub use keys::{key_err, keys, KeysCmd};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use pazar_client::keyring::Keyring;
-use pazar_consensus::{ChainBlock, Peer, Settings, Simplex};
+use pazar_consensus::{ChainBlock, MarshalCertificates, Peer, Settings, Simplex};
 use pazar_node::consensus::{Solo, SystemClock};
 use pazar_node::genesis::GenesisOnDisk;
 use pazar_node::Node;
@@ -17,6 +17,7 @@ use pazar_types::SigningKey;
 use crate::home::{self, ConsensusKind};
 
 use super::output::scheme_name;
+use super::state_sync;
 
 pub fn devnet(home: PathBuf, config: Option<PathBuf>, rpc_listen: &str, block_time_ms: u64, reset: bool) -> Result<()> {
     if reset && home.join("genesis.json").exists() {
@@ -93,10 +94,30 @@ pub fn node_start(
         );
     }
     let block_time = node_config.block_time;
-    let simplex = match config.consensus {
+    let mut simplex = match config.consensus {
         ConsensusKind::Solo => None,
         ConsensusKind::Simplex => Some(simplex_settings(&home, &config, &genesis, &validator, block_time)?),
     };
+    match simplex.as_mut() {
+        None if !config.state_sync.is_empty() => {
+            bail!("state_sync needs consensus = \"simplex\": a solo node's chain has no certificates to check a snapshot against")
+        }
+        None => {}
+        Some(settings) => {
+            let chain_id = &genesis.header.chain_id;
+            if store.genesis_hash()?.is_none() && !config.state_sync.is_empty() {
+                settings.floor = Some(state_sync::sync_state(
+                    &home,
+                    &config.state_sync,
+                    &store,
+                    &genesis,
+                    &settings.validators,
+                )?);
+            } else if store.snapshot_base()?.is_some() {
+                settings.floor = Some(state_sync::load_floor(&home, chain_id, &settings.validators, &store)?);
+            }
+        }
+    }
     let node = Node::with_store(store, &genesis, validator.address(), node_config)
         .with_context(|| format!("cannot open the node in {}", home.display()))?;
     let engine = match simplex {
@@ -106,6 +127,7 @@ pub fn node_start(
         }),
         Some(mut settings) => {
             settings.genesis = genesis_block(&node, &genesis);
+            node.set_certificates(Arc::new(settings.certificates.clone()));
             Engine::Simplex(Box::new(Simplex::new(settings).context("cannot start consensus")?))
         }
     };
@@ -216,6 +238,8 @@ fn simplex_settings(
         storage_dir: home.join("data").join("consensus"),
         genesis: ChainBlock::genesis(&genesis.header.chain_id, genesis.header.genesis_time_ms, [0; 32]),
         block_time,
+        floor: None,
+        certificates: MarshalCertificates::default(),
     })
 }
 

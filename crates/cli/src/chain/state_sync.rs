@@ -1,0 +1,210 @@
+//! State sync for a validator whose store is empty (`state_sync` in node.toml): copy a peer's
+//! state at its height H, prove it with consensus, and start consensus from block H + 1.
+//!
+//! The peer is not trusted. What it sends is checked in this order: the snapshot is of this
+//! chain (genesis hash); the header of block H + 1 carries the snapshot's root and is finalized
+//! by a certificate of a quorum of the validators of this node's own genesis
+//! ([`pazar_consensus::sync::verify_finalization`]); block H is the parent that header names; and
+//! every chunk of the snapshot is in the Merkle tree of that root ([`pazar_store::Restore`]).
+//! Nothing is written to the store before all of it holds. The certificate is kept in the home
+//! (`data/consensus-floor.bin`): consensus starts from it on this and every later start.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use pazar_client::Rpc;
+use pazar_consensus::engine::Finalization;
+use pazar_consensus::sync::{decode_finalization, verify_finalization};
+use pazar_node::genesis::{ConsensusKey, GenesisOnDisk};
+use pazar_store::{read_frame, Frame, Head, Store, StoreError};
+
+/// Longest the peer may take to commit block H + 1 and show its certificate.
+const NEXT_BLOCK_WAIT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(100);
+/// Attempts per peer: a block finalized only through a descendant has no certificate of its
+/// own, and a fresh snapshot is then taken.
+const ATTEMPTS: usize = 3;
+
+/// Where the finalization that consensus starts from is kept.
+pub fn floor_path(home: &Path) -> PathBuf {
+    home.join("data").join("consensus-floor.bin")
+}
+
+/// The floor of a store restored from a snapshot, read back and checked again.
+pub fn load_floor(home: &Path, chain_id: &str, validators: &[ConsensusKey], store: &Store) -> Result<Finalization> {
+    let path = floor_path(home);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "the store was restored from a snapshot but its consensus floor {} cannot be read",
+            path.display()
+        )
+    })?;
+    let fin = decode_finalization(&bytes, validators.len()).with_context(|| format!("{}", path.display()))?;
+    let base = store.snapshot_base()?.context("the store was not restored from a snapshot")?;
+    let head = store.head()?.context("the store is empty")?;
+    // The floor block is base + 1; once committed its header is in the store.
+    if let Some(b) = store.block(base + 1)? {
+        verify_finalization(chain_id, validators, &fin, &b.block.header)
+            .with_context(|| format!("{} does not finalize block {}", path.display(), base + 1))?;
+    } else if head.height != base {
+        bail!("the store is past its snapshot height {base} without block {}", base + 1);
+    }
+    Ok(fin)
+}
+
+/// Copies the state from the first of `urls` that serves a provable one into `store` (empty),
+/// and returns the finalization consensus starts from.
+pub fn sync_state(
+    home: &Path,
+    urls: &[String],
+    store: &Store,
+    genesis: &GenesisOnDisk,
+    validators: &[ConsensusKey],
+) -> Result<Finalization> {
+    let mut errors = Vec::new();
+    for url in urls {
+        for attempt in 1..=ATTEMPTS {
+            match sync_from(url, store, genesis, validators) {
+                Ok((fin, bytes, height)) => {
+                    pazar_client::files::write_atomic(&floor_path(home), &bytes, 0o600)?;
+                    tracing::info!(peer = %url, height, "state restored from a peer's snapshot");
+                    return Ok(fin);
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %url, attempt, error = %format!("{e:#}"), "state sync failed");
+                    errors.push(format!("{url} (attempt {attempt}): {e:#}"));
+                    // An untrustworthy answer is not worth asking again.
+                    if e.downcast_ref::<Untrusted>().is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    bail!("state sync failed from every peer:\n  {}", errors.join("\n  "))
+}
+
+/// A peer's answer that does not check out (as opposed to one that is not there yet).
+#[derive(Debug)]
+struct Untrusted(String);
+
+impl std::fmt::Display for Untrusted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Untrusted {}
+
+fn untrusted(m: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Untrusted(m.into()))
+}
+
+/// A store error: the snapshot's fault, or this node's own.
+fn judged(e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::Snapshot(e) => untrusted(e.to_string()),
+        e => anyhow::Error::new(e),
+    }
+}
+
+fn sync_from(
+    url: &str,
+    store: &Store,
+    genesis: &GenesisOnDisk,
+    validators: &[ConsensusKey],
+) -> Result<(Finalization, Vec<u8>, u64)> {
+    let rpc = Rpc::new(url);
+    let mut stream = rpc.snapshot().context("cannot open the snapshot stream")?;
+    let head = match read_frame(&mut stream)? {
+        Some(Frame::Head(h)) => h,
+        _ => return Err(untrusted("the snapshot stream does not start with its head")),
+    };
+    if head.genesis_hash != genesis.hash {
+        return Err(untrusted(format!(
+            "the peer's chain has genesis {}, this node's {}",
+            hex::encode(head.genesis_hash),
+            hex::encode(genesis.hash)
+        )));
+    }
+    if head.height == 0 {
+        bail!("the peer is at genesis: there is nothing to sync");
+    }
+    let chain_id = &genesis.header.chain_id;
+    let h = head.height;
+
+    // Block H + 1 and the certificate that finalizes it.
+    let deadline = Instant::now() + NEXT_BLOCK_WAIT;
+    let (next, cert) = loop {
+        let next = match rpc.block(h + 1) {
+            Ok(b) => Some(b),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e).context("cannot read the block after the snapshot"),
+        };
+        if let Some(next) = next {
+            match rpc.finalization(h + 1) {
+                Ok(bytes) => break (next, bytes),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e).context("cannot read the certificate of the block after the snapshot"),
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the peer showed no finalization certificate of block {} within {NEXT_BLOCK_WAIT:?}",
+                h + 1
+            );
+        }
+        std::thread::sleep(POLL);
+    };
+    if next.header.hash() != next.hash || next.header.height != h + 1 || next.header.chain_id != *chain_id {
+        return Err(untrusted(format!("block {} as the peer sent it is inconsistent", h + 1)));
+    }
+    let fin = decode_finalization(&cert, validators.len()).map_err(|e| untrusted(e.to_string()))?;
+    verify_finalization(chain_id, validators, &fin, &next.header).map_err(|e| untrusted(e.to_string()))?;
+    if next.header.state_root != head.state_root {
+        return Err(untrusted(format!(
+            "the snapshot's root {} is not the root {} that finalized block {} carries",
+            hex::encode(head.state_root),
+            hex::encode(next.header.state_root),
+            h + 1
+        )));
+    }
+    // Block H, for its time: the header that block H + 1 names as its parent.
+    let parent = rpc.block(h).context("cannot read the snapshot's block")?;
+    if parent.header.hash() != next.header.parent || parent.header.height != h {
+        return Err(untrusted(format!(
+            "block {h} as the peer sent it is not the parent of block {}",
+            h + 1
+        )));
+    }
+
+    let mut restore = store.begin_restore(&head)?;
+    let mut ended = false;
+    while let Some(frame) = read_frame(&mut stream).map_err(|e| untrusted(e.to_string()))? {
+        match frame {
+            Frame::Chunk(c) => restore.add_chunk(c).map_err(judged)?,
+            Frame::End => {
+                ended = true;
+                break;
+            }
+            Frame::Head(_) => return Err(untrusted("a second head in the snapshot stream")),
+        }
+    }
+    if !ended {
+        bail!("the snapshot stream ended before its end frame");
+    }
+    restore
+        .finish(
+            store,
+            Head {
+                height: h,
+                block_hash: next.header.parent,
+                state_root: head.state_root,
+                time_ms: parent.header.time_ms,
+            },
+        )
+        .map_err(judged)?;
+    Ok((fin, cert, h))
+}

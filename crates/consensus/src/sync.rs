@@ -1,0 +1,123 @@
+//! State sync, the consensus side: a validator that joins late (or was away long) takes a peer's
+//! state at some height H instead of replaying every block, and starts consensus from the
+//! finalization of block H + 1, whose header carries the state root after H.
+//!
+//! What proves the snapshot is this module's check of that finalization: a certificate of 2f+1
+//! votes of the validator set of the node's own genesis, under the chain's namespace, for the
+//! block whose header the peer handed over. Nothing the serving peer says is taken on trust: a
+//! certificate that does not verify, or that finalizes another block, ends the sync. The
+//! snapshot's chunks are then checked against the root in that header
+//! ([`pazar_store::Restore`]).
+//!
+//! [`MarshalCertificates`] is the serving side: the node's RPC hands out the finalizations
+//! marshal archived.
+
+use std::sync::{Arc, Mutex};
+
+use commonware_codec::{Copying, Decode, DecodeExt, Encode};
+use commonware_consensus::types::Height;
+use commonware_consensus::Epochable;
+use commonware_cryptography::ed25519::PublicKey;
+use commonware_cryptography::sha256::Digest;
+use commonware_utils::ordered::Set;
+use rand_010::rngs::{StdRng, SysRng};
+use rand_010::SeedableRng;
+
+use pazar_node::consensus::Certificates;
+use pazar_node::genesis::ConsensusKey;
+use pazar_types::Header;
+
+use crate::app::Scheme;
+use crate::engine::{Finalization, Marshal};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("the finalization certificate does not decode: {0}")]
+    Decode(String),
+    #[error("the finalization certificate is not signed by a quorum of this chain's validators")]
+    Signatures,
+    #[error("the finalization certificate finalizes block {got}, not the block {expected} the peer sent")]
+    OtherBlock { expected: String, got: String },
+    #[error("the finalization certificate is for epoch {0}; this chain has one epoch")]
+    Epoch(u64),
+    #[error("genesis validator key {0} is not an ed25519 public key")]
+    Validator(ConsensusKey),
+    #[error("the system's random source failed: {0}")]
+    Random(String),
+}
+
+/// The namespace of every vote of `chain_id` (the p2p handshake's too).
+pub fn namespace(chain_id: &str) -> Vec<u8> {
+    format!("pazar:{chain_id}").into_bytes()
+}
+
+/// Decodes a finalization certificate of a set of `validators` validators (more signatures than
+/// that are refused before they are read).
+pub fn decode_finalization(bytes: &[u8], validators: usize) -> Result<Finalization, SyncError> {
+    Finalization::decode_cfg(Copying(bytes), &validators).map_err(|e| SyncError::Decode(e.to_string()))
+}
+
+/// Checks that `fin` is a certificate of a quorum of `validators` on `chain_id` finalizing the
+/// block whose header is `header`.
+pub fn verify_finalization(
+    chain_id: &str,
+    validators: &[ConsensusKey],
+    fin: &Finalization,
+    header: &Header,
+) -> Result<(), SyncError> {
+    let mut set = Vec::with_capacity(validators.len());
+    for v in validators {
+        set.push(PublicKey::decode(Copying(&v.0[..])).map_err(|_| SyncError::Validator(*v))?);
+    }
+    let validators = Set::from_iter_dedup(set);
+    let expected = Digest::from(header.hash());
+    if fin.proposal.payload != expected {
+        return Err(SyncError::OtherBlock {
+            expected: hex(&expected),
+            got: hex(&fin.proposal.payload),
+        });
+    }
+    let epoch = fin.epoch().get();
+    if epoch != 0 {
+        return Err(SyncError::Epoch(epoch));
+    }
+    let scheme = Scheme::verifier(&namespace(chain_id), validators);
+    // Batch verification needs randomness an attacker cannot predict.
+    let mut rng = StdRng::try_from_rng(&mut SysRng).map_err(|e| SyncError::Random(e.to_string()))?;
+    if !fin.verify(&mut rng, &scheme, &commonware_parallel::Sequential) {
+        return Err(SyncError::Signatures);
+    }
+    Ok(())
+}
+
+fn hex(d: &Digest) -> String {
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The finalizations marshal archived, for the node's RPC to serve; empty until the engine
+/// has started.
+#[derive(Clone, Default)]
+pub struct MarshalCertificates {
+    marshal: Arc<Mutex<Option<Marshal>>>,
+}
+
+impl MarshalCertificates {
+    pub(crate) fn set(&self, m: Marshal) {
+        if let Ok(mut g) = self.marshal.lock() {
+            *g = Some(m);
+        }
+    }
+}
+
+impl Certificates for MarshalCertificates {
+    fn finalization(
+        &self,
+        height: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send + '_>> {
+        let marshal = self.marshal.lock().ok().and_then(|g| g.clone());
+        Box::pin(async move {
+            let f = marshal?.get_finalization(Height::new(height)).await?;
+            Some(f.encode().to_vec())
+        })
+    }
+}

@@ -9,6 +9,8 @@ pub mod block;
 pub mod engine;
 pub mod evidence;
 pub mod net;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod sync;
 
 pub use app::{Finalizer, Proposer, Scheme};

@@ -1,0 +1,444 @@
+//! Deterministic simulations of many validators (feature `sim`): each validator is a real node
+//! (ledger, mempool, redb store in its own directory) behind simplex and marshal, on
+//! commonware's deterministic runtime and simulated network (latency, jitter, loss, links cut
+//! and restored). The same seed gives the same run.
+//!
+//! The harness the simulation tests build their scenarios from, and [`wan_finality`], the
+//! internet-scale run `pazar bench testnet` reports: many validators on 50–200 ms links,
+//! finality against the median round trip. Behind a feature so that builds which run no
+//! simulation do not compile a second instance of the engine (for the deterministic runtime).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use commonware_cryptography::{ed25519, Signer};
+use commonware_p2p::simulated::{self, Link, Network, Oracle};
+use commonware_runtime::deterministic::{self, Runner};
+use commonware_runtime::{Clock, Handle, Quota, Runner as _, Spawner, Supervisor as _};
+use commonware_utils::ordered::Set;
+use commonware_utils::{probability, NZUsize, NZU32};
+
+use pazar_ledger::{GenesisBalance, Params};
+use pazar_node::consensus::Application;
+use pazar_node::genesis::{GenesisFile, GenesisOnDisk, Validator as GenesisValidator};
+use pazar_node::{Node, NodeConfig};
+use pazar_types::{Address, Coin, Denom, Hash32, KeyScheme, SigningKey};
+
+use crate::{engine, ChainBlock, Evidence, Finalizer, Proposer, Scheme};
+
+/// Namespace of the simulated chain's votes.
+pub const NAMESPACE: &[u8] = b"pazar-sim";
+/// Chain id of the simulated chain.
+pub const CHAIN: &str = "pazar-sim-1";
+/// Users funded in the simulated genesis ([`user`] 1 to `USERS`).
+pub const USERS: u8 = 4;
+/// Messages per second each simulated channel carries at most.
+const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
+/// Largest simulated message.
+const MAX_MESSAGE: u32 = 1 << 20;
+/// How long [`wan_finality`] may run in simulated time before it gives up.
+const WAN_TIMEOUT: Duration = Duration::from_secs(600);
+/// Most validators [`wan_finality`] runs: each holds a redb store and a link to every other.
+pub const MAX_WAN_VALIDATORS: usize = 200;
+
+pub type Pk = ed25519::PublicKey;
+pub type Ctx = deterministic::Context;
+
+/// Why a simulation could not run, or what it found broken.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot prepare validator {0}: {1}")]
+    Setup(String, String),
+    #[error("validators {a} and {b} hold different blocks or state roots at height {height}")]
+    Disagree { a: usize, b: usize, height: u64 },
+    #[error("validator {0} has no committed block at height {1}")]
+    Missing(usize, u64),
+    #[error("{0} validators: between 4 and {MAX_WAN_VALIDATORS}, and at least one height")]
+    Size(usize),
+}
+
+/// The simulated chain's native denomination.
+pub fn upzr() -> Denom {
+    Denom::new("upzr").expect("a valid denomination")
+}
+
+/// Funded user `n` of the simulated genesis (1 to [`USERS`]).
+pub fn user(n: u8) -> SigningKey {
+    SigningKey::from_secret(KeyScheme::Ed25519, &[n; 32]).expect("a valid secret")
+}
+
+/// One validator: its consensus key, its node's directory and node, and the task running it.
+pub struct Validator {
+    pub key: ed25519::PrivateKey,
+    pub dir: PathBuf,
+    pub node: Option<Arc<Node>>,
+    pub finalizer: Option<Finalizer>,
+    pub evidence: Evidence,
+    pub task: Option<Handle<()>>,
+}
+
+impl Validator {
+    pub fn node(&self) -> &Arc<Node> {
+        self.node.as_ref().expect("the validator's node is open")
+    }
+
+    /// The height of its last committed block; 0 while its node is closed.
+    pub fn height(&self) -> u64 {
+        self.node.as_ref().map_or(0, |n| n.parent().height)
+    }
+}
+
+/// Writes the simulated genesis (funding the users) into `dir` unless it is there, and opens a
+/// node on it.
+pub fn open_node(dir: &Path) -> Result<Arc<Node>, SimError> {
+    let setup = |e: String| SimError::Setup(dir.display().to_string(), e);
+    let path = dir.join("genesis.json");
+    if !path.exists() {
+        let genesis = GenesisFile {
+            // The simulated clock starts at the Unix epoch: blocks are stamped with it from the
+            // first one on (a later genesis time would stamp the first blocks after it instead).
+            genesis_time_ms: 0,
+            chain_id: CHAIN.into(),
+            params: Params::devnet("upzr", "uusd"),
+            balances: (1..=USERS)
+                .map(|n| GenesisBalance {
+                    address: user(n).address(),
+                    coins: vec![Coin::new(1_000_000_000, upzr())],
+                })
+                .collect(),
+            // The node's own validator set is not what votes here (simplex's is); it names one.
+            validators: vec![GenesisValidator {
+                name: "v".into(),
+                address: Address::module("v"),
+                power: 1,
+                consensus_key: None,
+            }],
+        };
+        let bytes = serde_json::to_vec(&genesis).map_err(|e| setup(e.to_string()))?;
+        std::fs::write(&path, bytes).map_err(|e| setup(e.to_string()))?;
+    }
+    let genesis = GenesisOnDisk::open(&path).map_err(|e| setup(e.to_string()))?;
+    Node::open(&dir.join("db"), &genesis, Address::module("v"), NodeConfig::default()).map_err(|e| setup(e.to_string()))
+}
+
+/// The height-0 block of `node`'s chain.
+pub fn genesis_block(node: &Node) -> ChainBlock {
+    let head = node.parent();
+    ChainBlock::genesis(CHAIN, head.time_ms, head.state_root)
+}
+
+/// `n` validators with their nodes open in directories under `root`, ordered as the set orders
+/// their keys (validator `i` is the set's `i`th).
+pub fn make_validators(n: u64, root: &Path) -> Result<(Vec<Validator>, Set<Pk>), SimError> {
+    let keys: Vec<_> = (0..n).map(ed25519::PrivateKey::from_seed).collect();
+    let set = Set::from_iter_dedup(keys.iter().map(|k| k.public_key()));
+    let mut vals = Vec::with_capacity(keys.len());
+    for key in keys {
+        let dir = root.join(format!("v{}", key.public_key()));
+        std::fs::create_dir_all(&dir).map_err(|e| SimError::Setup(dir.display().to_string(), e.to_string()))?;
+        vals.push(Validator {
+            node: Some(open_node(&dir)?),
+            key,
+            dir,
+            finalizer: None,
+            evidence: Evidence::default(),
+            task: None,
+        });
+    }
+    vals.sort_by_key(|v| v.key.public_key());
+    Ok((vals, set))
+}
+
+/// The simulated network of `participants`, started, with no links yet.
+pub async fn network(context: &Ctx, participants: &Set<Pk>) -> Oracle<Pk, Ctx> {
+    let (network, oracle) = Network::new_with_peers(
+        context.child("network"),
+        simulated::Config {
+            max_size: MAX_MESSAGE,
+            max_peers_per_set: NZUsize!(participants.len()),
+            disconnect_on_block: true,
+            tracked_peer_sets: NZUsize!(1),
+        },
+        participants.iter().cloned(),
+    )
+    .await;
+    network.start();
+    oracle
+}
+
+/// Links every ordered pair of `pks` with `link`, or (with `only`) the pairs that include it.
+pub async fn link(oracle: &Oracle<Pk, Ctx>, pks: &Set<Pk>, link: &Link, only: Option<usize>) {
+    for (i, a) in pks.iter().enumerate() {
+        for (j, b) in pks.iter().enumerate() {
+            if i != j && only.is_none_or(|w| w == i || w == j) {
+                oracle
+                    .add_link(a.clone(), b.clone(), link.clone())
+                    .await
+                    .expect("the simulated network adds a link between two of its peers");
+            }
+        }
+    }
+}
+
+/// Removes every link to and from participant `who`.
+pub async fn unlink(oracle: &Oracle<Pk, Ctx>, pks: &Set<Pk>, who: usize) {
+    let w = pks.iter().nth(who).expect("a participant").clone();
+    for p in pks.iter().filter(|p| **p != w) {
+        let _ = oracle.remove_link(w.clone(), p.clone()).await;
+        let _ = oracle.remove_link(p.clone(), w.clone()).await;
+    }
+}
+
+/// Starts a validator in its own task, so aborting that task stops all of its actors (a crash;
+/// its storage, in the runtime and on disk, stays).
+pub async fn spawn(context: &Ctx, oracle: &Oracle<Pk, Ctx>, participants: &Set<Pk>, v: &mut Validator) {
+    let me = v.key.public_key();
+    let control = oracle.control(me.clone());
+    let mut chans = Vec::new();
+    for c in 0..5u64 {
+        chans.push(
+            control
+                .register(c, QUOTA)
+                .await
+                .expect("a fresh channel registers on the simulated network"),
+        );
+    }
+    let mut it = chans.into_iter();
+    let mut next = || it.next().expect("five channels");
+    let channels = (next(), next(), next(), next(), next());
+    let node = v.node().clone();
+    let cfg = engine::Config {
+        genesis: genesis_block(&node),
+        me: me.clone(),
+        scheme: Scheme::signer(NAMESPACE, participants.clone(), v.key.clone()).expect("a member of the set"),
+        blocker: control.clone(),
+        provider: oracle.manager(),
+        partition_prefix: format!("validator-{me}"),
+        leader_timeout: Duration::from_millis(500),
+        floor: None,
+    };
+    let app: Arc<dyn Application> = node;
+    let finalizer = Finalizer::new(app.clone());
+    v.finalizer = Some(finalizer.clone());
+    let evidence = v.evidence.clone();
+    let task = context
+        .child("validator")
+        .with_attribute("pk", &me)
+        .spawn(move |ctx| async move {
+            let (handles, _) = engine::start(ctx, cfg, Proposer::new(app), finalizer, evidence, channels)
+                .await
+                .expect("the validator's archives open in the simulated storage");
+            let _ = futures_util::future::join_all(handles).await;
+        });
+    v.task = Some(task);
+}
+
+/// A simulated network of `n` validators linked all to all with `l`, every validator started
+/// except those in `idle` (left for the caller to start, crash or replace).
+pub async fn cluster(
+    context: &Ctx,
+    root: &Path,
+    n: u64,
+    l: &Link,
+    idle: &[usize],
+) -> Result<(Vec<Validator>, Set<Pk>, Oracle<Pk, Ctx>), SimError> {
+    let (mut vals, pks) = make_validators(n, root)?;
+    let oracle = network(context, &pks).await;
+    link(&oracle, &pks, l, None).await;
+    for (i, v) in vals.iter_mut().enumerate() {
+        if !idle.contains(&i) {
+            spawn(context, &oracle, &pks, v).await;
+        }
+    }
+    Ok((vals, pks, oracle))
+}
+
+/// Waits (in simulated time) until every validator in `idx` has committed `height`.
+pub async fn wait_all(context: &Ctx, vals: &[Validator], idx: &[usize], height: u64) {
+    while !idx.iter().all(|i| vals[*i].height() >= height) {
+        context.sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The block hash and state root at every height up to `upto`, read from the node's store.
+pub fn chain_of(v: &Validator, upto: u64) -> BTreeMap<u64, (Hash32, Hash32)> {
+    (1..=upto)
+        .filter_map(|h| {
+            let b = v.node().store().block(h).ok().flatten()?;
+            Some((h, (b.block.header.hash(), b.state_root)))
+        })
+        .collect()
+}
+
+/// Safety: every validator in `idx` holds the same block and state root at each height up to
+/// `upto`.
+pub fn check_agree(vals: &[Validator], idx: &[usize], upto: u64) -> Result<(), SimError> {
+    let Some(&first) = idx.first() else {
+        return Ok(());
+    };
+    let reference = chain_of(&vals[first], upto);
+    for &i in idx {
+        let chain = chain_of(&vals[i], upto);
+        for h in 1..=upto {
+            match (reference.get(&h), chain.get(&h)) {
+                (None, _) => return Err(SimError::Missing(first, h)),
+                (_, None) => return Err(SimError::Missing(i, h)),
+                (Some(a), Some(b)) if a != b => {
+                    return Err(SimError::Disagree {
+                        a: first,
+                        b: i,
+                        height: h,
+                    })
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Lossy links: 50 ms ± 20 ms, one message in ten lost.
+pub fn lossy() -> Link {
+    Link {
+        latency: Duration::from_millis(50),
+        jitter: Duration::from_millis(20),
+        success_rate: probability!(0.9),
+    }
+}
+
+/// Good links: 10 ms ± 2 ms, nothing lost.
+pub fn good() -> Link {
+    Link {
+        latency: Duration::from_millis(10),
+        jitter: Duration::from_millis(2),
+        success_rate: probability!(1.0),
+    }
+}
+
+/// The deterministic runtime for `seed`, giving up after `timeout` of simulated time.
+pub fn runner(seed: u64, timeout: Duration) -> Runner {
+    Runner::from(
+        deterministic::Config::default()
+            .with_seed(seed)
+            .with_timeout(Some(timeout)),
+    )
+}
+
+/// What [`wan_finality`] measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WanReport {
+    pub validators: usize,
+    pub heights: u64,
+    /// Median, over every validator and height, of the time from a block's proposal (its header
+    /// time, the proposer's simulated clock) to its commit on that validator.
+    pub finality_p50_ms: u64,
+    /// Median round trip over every pair of validators (one way each direction, no jitter).
+    pub median_rtt_ms: u64,
+}
+
+/// One-way latency of the simulated link from validator `i` to `j`: 50–200 ms, fixed per
+/// ordered pair, so the two directions of a pair usually differ.
+fn wan_latency_ms(i: usize, j: usize) -> u64 {
+    50 + ((i * 31 + j * 17) % 151) as u64
+}
+
+/// Internet scale by simulation: `n` validators, each ordered pair linked at 50–200 ms (±5 ms
+/// jitter, nothing lost), run until every validator committed `heights` blocks; every validator
+/// must then hold the same blocks and roots. Node stores go in directories under `root`.
+/// Deterministic for a given `seed`.
+pub fn wan_finality(n: usize, heights: u64, seed: u64, root: &Path) -> Result<WanReport, SimError> {
+    if !(4..=MAX_WAN_VALIDATORS).contains(&n) || heights == 0 {
+        return Err(SimError::Size(n));
+    }
+    let root = root.to_path_buf();
+    runner(seed, WAN_TIMEOUT).start(|context| async move {
+        let (mut vals, pks) = make_validators(n as u64, &root)?;
+        let oracle = network(&context, &pks).await;
+        let list: Vec<Pk> = pks.iter().cloned().collect();
+        let mut rtts = Vec::with_capacity(n * (n - 1));
+        for (i, a) in list.iter().enumerate() {
+            for (j, b) in list.iter().enumerate() {
+                if i != j {
+                    rtts.push(wan_latency_ms(i, j) + wan_latency_ms(j, i));
+                    let l = Link {
+                        latency: Duration::from_millis(wan_latency_ms(i, j)),
+                        jitter: Duration::from_millis(5),
+                        success_rate: probability!(1.0),
+                    };
+                    oracle
+                        .add_link(a.clone(), b.clone(), l)
+                        .await
+                        .expect("the simulated network adds a link between two of its peers");
+                }
+            }
+        }
+        for v in vals.iter_mut() {
+            spawn(&context, &oracle, &pks, v).await;
+        }
+        let mut seen = vec![0u64; n];
+        let mut latencies = Vec::with_capacity(n * heights as usize);
+        while seen.iter().any(|h| *h < heights) {
+            context.sleep(Duration::from_millis(5)).await;
+            let now = context
+                .current()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            for (i, v) in vals.iter().enumerate() {
+                let h = v.height().min(heights);
+                for height in seen[i] + 1..=h {
+                    let b = v
+                        .node()
+                        .store()
+                        .block(height)
+                        .ok()
+                        .flatten()
+                        .ok_or(SimError::Missing(i, height))?;
+                    latencies.push(now.saturating_sub(b.block.header.time_ms));
+                }
+                seen[i] = seen[i].max(h);
+            }
+        }
+        check_agree(&vals, &(0..n).collect::<Vec<_>>(), heights)?;
+        latencies.sort_unstable();
+        rtts.sort_unstable();
+        Ok(WanReport {
+            validators: n,
+            heights,
+            finality_p50_ms: latencies[latencies.len() / 2],
+            median_rtt_ms: rtts[rtts.len() / 2],
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wan_links_span_50_to_200_ms_one_way() {
+        let all: Vec<u64> = (0..40)
+            .flat_map(|i| (0..40).filter(move |j| *j != i).map(move |j| wan_latency_ms(i, j)))
+            .collect();
+        assert_eq!(all.iter().min(), Some(&50));
+        assert_eq!(all.iter().max(), Some(&200));
+    }
+
+    #[test]
+    fn wan_finality_refuses_fewer_than_four_validators_or_no_height() {
+        let dir = std::env::temp_dir();
+        assert!(matches!(wan_finality(3, 5, 0, &dir), Err(SimError::Size(3))));
+        assert!(matches!(wan_finality(4, 0, 0, &dir), Err(SimError::Size(4))));
+    }
+
+    #[test]
+    fn a_small_wan_run_agrees_and_takes_at_least_one_link_hop_to_finalize() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = wan_finality(4, 3, 0, dir.path()).expect("the run completes");
+        assert_eq!((r.validators, r.heights), (4, 3));
+        // A block is final after votes cross the network: at least one one-way hop.
+        assert!(r.finality_p50_ms >= 50, "{r:?}");
+        assert!((100..=400).contains(&r.median_rtt_ms), "{r:?}");
+    }
+}

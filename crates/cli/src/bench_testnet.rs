@@ -13,7 +13,13 @@
 //!   final in its chain (waiting for the validator's turn to lead included);
 //! - recovery: one validator killed with SIGKILL while clients keep sending to the others,
 //!   restarted from its home once the others have made some blocks: from spawning it again to
-//!   its height reaching the others' tip.
+//!   its height reaching the others' tip;
+//! - deploy to serving: the demo's provider daemon following one validator, `pazar deploy` of
+//!   the demo's SDL sent to the validators in turn: from the command's start to the service's
+//!   first HTTP 200, as `pazar bench deploy` measures it on a devnet.
+//!
+//! And one by simulation ([`pazar_consensus::sim::wan_finality`]): 100 validators on the
+//! deterministic simulated network with 50–200 ms links, finality against the median round trip.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use serde::de::IgnoredAny;
 use serde::Serialize;
 
 use pazar_api::node::TxState;
@@ -31,7 +38,9 @@ use pazar_node::consensus::{Clock, SystemClock};
 use pazar_types::{Coin, Denom, SigningKey};
 
 use crate::bench_node::{bulk_address, percentile, round2, scratch, sender_key, sign_send};
+use crate::demo;
 use crate::home::{NATIVE, STABLE};
+use crate::sdl_cmd::DeployOutput;
 use crate::testnet::{self, Children, TestnetOpts, TestnetOut};
 use crate::Output;
 
@@ -44,6 +53,11 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Most rounds of the background load during the recovery (one round per block time).
 const MAX_LOAD_ROUNDS: u64 = 100_000;
+
+/// Memory the simulation takes per ordered pair of validators (it grows with the links, the
+/// square of the validators): measured 3.9 GB for 40 validators and 8.7 GB for 60, about
+/// 2.4 MB a pair, so 100 validators need about 24 GB.
+const SIM_BYTES_PER_LINK: u64 = 5 << 19;
 
 #[derive(Args, Clone)]
 pub struct TestnetBenchOpts {
@@ -69,6 +83,18 @@ pub struct TestnetBenchOpts {
     /// Transfers per second sent to the live validators while one is down and catching up.
     #[arg(long, default_value_t = 1_000)]
     pub recovery_load_tx_per_s: u64,
+    /// Deployments of the demo's SDL timed one after another on the 4-validator testnet.
+    #[arg(long, default_value_t = 5)]
+    pub deployments: usize,
+    /// Where the deployments run: `auto` (Docker when its engine answers), `docker`, `sandbox`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "docker", "sandbox"])]
+    pub runtime: String,
+    /// Validators of the simulated internet-scale run.
+    #[arg(long, default_value_t = 100)]
+    pub sim_validators: usize,
+    /// Heights every simulated validator commits before the run ends.
+    #[arg(long, default_value_t = 10)]
+    pub sim_heights: u64,
 }
 
 /// What `pazar bench testnet` prints. Every figure is measured in this run.
@@ -104,6 +130,25 @@ pub struct TestnetBenchReport {
     recovery_blocks_behind: u64,
     /// Transfers the live validators accepted while one was down and catching up.
     recovery_load_txs_accepted: usize,
+    /// `pazar deploy` of the demo's SDL on the 4-validator testnet, the provider daemon
+    /// following the first validator and the tenant sending to each in turn: from the
+    /// command's start to the service's first HTTP 200 (bids, lease, manifest, image start).
+    deploy_to_serving_p50_ms: f64,
+    deploy_to_serving_max_ms: f64,
+    deployments: usize,
+    /// Where the deployed workloads ran (`docker` or `sandbox`).
+    deploy_runtime: String,
+    /// Finality on the simulated network (commonware's deterministic runtime, every validator
+    /// a real node): the median, over every validator and height, from a block's proposal to
+    /// its commit there; with `sim_validators` validators (100 unless `--sim-validators` says
+    /// otherwise) on links of 50–200 ms one way.
+    sim_100_validators_finality_p50_ms: u64,
+    /// The median round trip of the simulated links, for comparison.
+    sim_median_rtt_ms: u64,
+    sim_validators: usize,
+    sim_heights: u64,
+    /// Wall-clock time the simulation took on this machine.
+    sim_wall_s: f64,
 }
 
 /// One throughput run's figures.
@@ -171,22 +216,36 @@ pub fn run(o: &TestnetBenchOpts) -> Result<TestnetBenchReport> {
     if o.block_time_ms == 0 {
         bail!("--block-time-ms must be at least 1");
     }
+    if o.deployments == 0 {
+        bail!("--deployments must be positive");
+    }
+    if !(4..=pazar_consensus::sim::MAX_WAN_VALIDATORS).contains(&o.sim_validators) || o.sim_heights == 0 {
+        bail!(
+            "--sim-validators must be between 4 and {} and --sim-heights positive",
+            pazar_consensus::sim::MAX_WAN_VALIDATORS
+        );
+    }
+    sim_fits_in_memory(o.sim_validators)?;
     let accounts = Accounts::new(o)?;
     let dir = scratch("testnet");
     let _ = std::fs::remove_dir_all(&dir);
+    // First, so that a simulation this machine cannot hold fails before the testnets run.
+    let sim = simulate(o, &dir.join("sim"))?;
 
     let four = dir.join("four");
-    let (load4, finality, recovery) = with_testnet(o, &accounts, &four, VALIDATORS, |out, children| {
+    let (load4, finality, recovery, deploys) = with_testnet(o, &accounts, &four, VALIDATORS, |out, children| {
         let load = throughput(o, &accounts, out)?;
         let finality = finality(o, &accounts.probe, out)?;
         let recovery = recovery(o, &accounts.load, out, children)?;
-        Ok((load, finality, recovery))
+        let deploys = deploy_to_serving(o, out)?;
+        Ok((load, finality, recovery, deploys))
     })?;
     let one = dir.join("one");
     let load1 = with_testnet(o, &accounts, &one, 1, |out, _| throughput(o, &accounts, out))?;
     let _ = std::fs::remove_dir_all(&dir);
 
     let mut lat = finality;
+    let mut deploy_ms = deploys.ms;
     Ok(TestnetBenchReport {
         bench: "testnet",
         block_time_ms: o.block_time_ms,
@@ -204,6 +263,135 @@ pub fn run(o: &TestnetBenchOpts) -> Result<TestnetBenchReport> {
         recovery_ms: recovery.ms.round(),
         recovery_blocks_behind: recovery.blocks_behind,
         recovery_load_txs_accepted: recovery.load_accepted,
+        deploy_to_serving_p50_ms: round2(percentile(&mut deploy_ms, 0.5)),
+        deploy_to_serving_max_ms: round2(percentile(&mut deploy_ms, 1.0)),
+        deployments: deploy_ms.len(),
+        deploy_runtime: deploys.runtime,
+        sim_100_validators_finality_p50_ms: sim.report.finality_p50_ms,
+        sim_median_rtt_ms: sim.report.median_rtt_ms,
+        sim_validators: sim.report.validators,
+        sim_heights: sim.report.heights,
+        sim_wall_s: round2(sim.wall_s),
+    })
+}
+
+struct Deploys {
+    ms: Vec<f64>,
+    runtime: String,
+}
+
+/// Starts the demo's provider daemon (keys of the first validator's home) following the first
+/// validator, then deploys the demo's SDL `o.deployments` times, each sent to the next
+/// validator in turn, timing each from the command's start to the first HTTP 200, and closes
+/// each before the next.
+fn deploy_to_serving(o: &TestnetBenchOpts, out: &TestnetOut) -> Result<Deploys> {
+    let h = &out.validators[0].home;
+    let urls: Vec<&str> = out.validators.iter().map(|v| v.rpc.as_str()).collect();
+    eprintln!(
+        "bench testnet: {} deployments, the provider following {}",
+        o.deployments, out.validators[0].name
+    );
+    let provider = demo::start_provider(h, &Rpc::new(urls[0]), Some(urls[0]), &o.runtime, false)?;
+    let sdl = h.join("deploy.yaml");
+    std::fs::write(&sdl, demo::SDL)?;
+    let sdl_s = sdl.display().to_string();
+    let mut ms = Vec::with_capacity(o.deployments);
+    for i in 0..o.deployments {
+        let url = urls[(i + 1) % urls.len()];
+        let dseq = (1000 + i).to_string();
+        let t0 = Instant::now();
+        let d: DeployOutput = demo::pazar(
+            h,
+            &[
+                "deploy",
+                &sdl_s,
+                "--from",
+                "alice",
+                "--dseq",
+                &dseq,
+                "--bid-window-s",
+                "0",
+                "--node",
+                url,
+            ],
+        )?;
+        let leased = d
+            .leases
+            .first()
+            .ok_or_else(|| anyhow!("deployment {dseq} made no lease"))?;
+        let uri = leased
+            .status
+            .uris
+            .first()
+            .map(|u| u.uri.clone())
+            .ok_or_else(|| anyhow!("deployment {dseq} has no URI"))?;
+        demo::wait("an HTTP answer", Duration::from_secs(30), || demo::http_get(&uri))?;
+        ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        let lease = leased.lease.to_string();
+        demo::pazar::<IgnoredAny>(h, &["lease", "close", &lease, "--from", "alice", "--node", url])?;
+        demo::pazar::<IgnoredAny>(
+            h,
+            &[
+                "tx",
+                "deployment",
+                "close",
+                "--dseq",
+                &dseq,
+                "--from",
+                "alice",
+                "--node",
+                url,
+            ],
+        )?;
+    }
+    Ok(Deploys {
+        ms,
+        runtime: provider.runtime.kind().to_string(),
+    })
+}
+
+/// Refuses a simulation of `validators` that would not fit in this machine's available memory
+/// (`MemAvailable` of /proc/meminfo; no check where it cannot be read).
+fn sim_fits_in_memory(validators: usize) -> Result<()> {
+    let Some(available) = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb.saturating_mul(1024))
+    }) else {
+        return Ok(());
+    };
+    let links = u64::try_from(validators.saturating_mul(validators.saturating_sub(1)))?;
+    let need = links.saturating_mul(SIM_BYTES_PER_LINK);
+    if need > available {
+        bail!(
+            "simulating {validators} validators takes about {} GiB and {} GiB is available: \
+             pass a smaller --sim-validators (each ordered pair of validators holds about {:.1} MiB)",
+            need >> 30,
+            available >> 30,
+            SIM_BYTES_PER_LINK as f64 / f64::from(1u32 << 20)
+        );
+    }
+    Ok(())
+}
+
+struct Sim {
+    report: pazar_consensus::sim::WanReport,
+    wall_s: f64,
+}
+
+/// The internet-scale simulation, its stores under `dir`.
+fn simulate(o: &TestnetBenchOpts, dir: &Path) -> Result<Sim> {
+    eprintln!(
+        "bench testnet: simulating {} validators on 50-200 ms links for {} heights",
+        o.sim_validators, o.sim_heights
+    );
+    std::fs::create_dir_all(dir)?;
+    let t0 = Instant::now();
+    let report = pazar_consensus::sim::wan_finality(o.sim_validators, o.sim_heights, 0, dir)?;
+    Ok(Sim {
+        report,
+        wall_s: t0.elapsed().as_secs_f64(),
     })
 }
 
@@ -225,6 +413,7 @@ fn with_testnet<T>(
         home: home.to_path_buf(),
         block_time_ms: o.block_time_ms,
         base_port: None,
+        create_only: false,
         output: Output::Json,
     };
     let logs = || {

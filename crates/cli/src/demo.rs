@@ -205,7 +205,50 @@ pub(crate) fn start_market(h: &Path, block_time_ms: u64, runtime: &str, say: boo
         "  RPC {url}, chain {}",
         rpc.chain_id().map_err(|e| anyhow!("{e}"))?
     ));
+    let p = start_provider(h, &rpc, None, runtime, say)?;
+    Ok(Market {
+        _chain: chain,
+        daemon: Some(p.daemon),
+        rpc,
+        rt: p.rt,
+        runtime: p.runtime,
+        keys: p.keys,
+        alice: p.alice,
+        provider: p.provider,
+    })
+}
 
+/// The demo's provider side, beside a chain that runs already.
+pub(crate) struct ProviderSide {
+    pub daemon: Proc,
+    pub rt: tokio::runtime::Runtime,
+    pub runtime: AnyRuntime,
+    pub keys: Vec<KeyInfo>,
+    pub alice: Address,
+    pub provider: Address,
+}
+
+/// Builds the demo image for `runtime` (`docker`, `sandbox` or `auto`) and starts a provider
+/// daemon with the `provider` key of the home `h` (which holds the demo's keys), sending to
+/// `node` (the node of `h` when `None`), whose RPC `rpc` is; returns once it is registered.
+/// `say` prints the steps.
+pub(crate) fn start_provider(
+    h: &Path,
+    rpc: &Rpc,
+    node: Option<&str>,
+    runtime: &str,
+    say: bool,
+) -> Result<ProviderSide> {
+    let step = |n: u32, t: &str| {
+        if say {
+            step(n, t)
+        }
+    };
+    let info = |t: String| {
+        if say {
+            println!("{t}")
+        }
+    };
     step(
         2,
         &format!("building the workload image {IMAGE} locally (FROM scratch + busybox-static, no registry)"),
@@ -257,11 +300,11 @@ pub(crate) fn start_market(h: &Path, block_time_ms: u64, runtime: &str, say: boo
         ),
     )?;
     let cfg_s = cfg.display().to_string();
-    let daemon = spawn(
-        h,
-        &["provider", "run", "--from", "provider", "--config", &cfg_s],
-        &h.join("provider.log"),
-    )?;
+    let mut args = vec!["provider", "run", "--from", "provider", "--config", &cfg_s];
+    if let Some(url) = node {
+        args.extend(["--node", url]);
+    }
+    let daemon = spawn(h, &args, &h.join("provider.log"))?;
     let keys = Keyring::new(h).list().map_err(|e| anyhow!("the demo's keys: {e}"))?;
     let (alice, provider) = (key_address(&keys, "alice")?, key_address(&keys, "provider")?);
     wait("the provider's registration", Duration::from_secs(60), || {
@@ -272,10 +315,8 @@ pub(crate) fn start_market(h: &Path, block_time_ms: u64, runtime: &str, say: boo
         h.join("provider.log").display()
     ));
 
-    Ok(Market {
-        _chain: chain,
-        daemon: Some(daemon),
-        rpc,
+    Ok(ProviderSide {
+        daemon,
         rt,
         runtime: backend,
         keys,

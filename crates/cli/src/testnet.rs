@@ -45,6 +45,10 @@ pub struct TestnetOpts {
     /// free ports are picked when absent.
     #[arg(long)]
     pub base_port: Option<u16>,
+    /// Create the homes (or check the ones there) and exit without starting any validator: to
+    /// edit their `node.toml` first, or to copy each home to a host of its own.
+    #[arg(long)]
+    pub create_only: bool,
     #[arg(long, short, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
@@ -64,10 +68,31 @@ pub struct ValidatorOut {
     pub rpc: String,
     pub p2p: String,
     pub consensus_key: String,
-    pub pid: u32,
+    /// The validator's process; `None` under `--create-only`.
+    pub pid: Option<u32>,
 }
 
 pub fn run(opts: &TestnetOpts) -> Result<()> {
+    if opts.create_only {
+        let homes = prepare(opts, Vec::new())?;
+        let genesis = GenesisFile::read(&home::genesis_path(&homes[0]))?;
+        let mut out = TestnetOut {
+            chain_id: genesis.chain_id.clone(),
+            home: opts.home.clone(),
+            validators: Vec::new(),
+        };
+        for (i, h) in homes.iter().enumerate() {
+            let config = home::read_config(h, None)?;
+            out.validators.push(validator_out(
+                i,
+                h,
+                &genesis,
+                format!("http://{}", config.rpc_listen),
+                None,
+            )?);
+        }
+        return print(&out, opts.output);
+    }
     let (out, mut children) = start(opts, Vec::new())?;
     print(&out, opts.output)?;
     wait_for_signal(&mut children)?;
@@ -79,6 +104,47 @@ pub fn run(opts: &TestnetOpts) -> Result<()> {
 /// waits until each serves RPC. `extra_balances` are funded in a new testnet's genesis beside
 /// the devnet's keys (benchmarks fund their senders this way); a resumed testnet keeps its own.
 pub(crate) fn start(opts: &TestnetOpts, extra_balances: Vec<GenesisBalance>) -> Result<(TestnetOut, Children)> {
+    let homes = prepare(opts, extra_balances)?;
+    let genesis = GenesisFile::read(&home::genesis_path(&homes[0]))?;
+    let mut children = Children(Vec::new());
+    for h in &homes {
+        let child = spawn(h)?;
+        children.0.push((h.clone(), child));
+    }
+    let mut out = TestnetOut {
+        chain_id: genesis.chain_id.clone(),
+        home: opts.home.clone(),
+        validators: Vec::new(),
+    };
+    for (i, (h, child)) in children.0.iter_mut().enumerate() {
+        let rpc = wait_ready(h, child)?;
+        out.validators
+            .push(validator_out(i, h, &genesis, rpc, Some(child.id()))?);
+    }
+    Ok((out, children))
+}
+
+/// What is printed of validator `i` in home `h`.
+fn validator_out(i: usize, h: &Path, genesis: &GenesisFile, rpc: String, pid: Option<u32>) -> Result<ValidatorOut> {
+    let config = home::read_config(h, None)?;
+    Ok(ValidatorOut {
+        name: format!("v{i}"),
+        home: h.to_path_buf(),
+        rpc,
+        p2p: config.p2p_listen.unwrap_or_default(),
+        consensus_key: genesis
+            .validators
+            .get(i)
+            .and_then(|v| v.consensus_key)
+            .map(|k| k.to_string())
+            .unwrap_or_default(),
+        pid,
+    })
+}
+
+/// Checks the options and the testnet already in `opts.home`, or creates one there; the
+/// validators' homes.
+fn prepare(opts: &TestnetOpts, extra_balances: Vec<GenesisBalance>) -> Result<Vec<PathBuf>> {
     if opts.validators == 0 || opts.validators > MAX_VALIDATORS {
         bail!("--validators must be between 1 and {MAX_VALIDATORS}");
     }
@@ -98,35 +164,7 @@ pub(crate) fn start(opts: &TestnetOpts, extra_balances: Vec<GenesisBalance>) -> 
     } else {
         create(opts, &homes, extra_balances)?;
     }
-    let genesis = GenesisFile::read(&home::genesis_path(&homes[0]))?;
-    let mut children = Children(Vec::new());
-    for h in &homes {
-        let child = spawn(h)?;
-        children.0.push((h.clone(), child));
-    }
-    let mut out = TestnetOut {
-        chain_id: genesis.chain_id.clone(),
-        home: opts.home.clone(),
-        validators: Vec::new(),
-    };
-    for (i, (h, child)) in children.0.iter_mut().enumerate() {
-        let rpc = wait_ready(h, child)?;
-        let config = home::read_config(h, None)?;
-        out.validators.push(ValidatorOut {
-            name: format!("v{i}"),
-            home: h.clone(),
-            rpc,
-            p2p: config.p2p_listen.unwrap_or_default(),
-            consensus_key: genesis
-                .validators
-                .get(i)
-                .and_then(|v| v.consensus_key)
-                .map(|k| k.to_string())
-                .unwrap_or_default(),
-            pid: child.id(),
-        });
-    }
-    Ok((out, children))
+    Ok(homes)
 }
 
 /// Starts `pazar node start` on the validator home `h`, its output appended to `node.log`.
@@ -278,18 +316,23 @@ fn print(out: &TestnetOut, output: Output) -> Result<()> {
                 out.home.display()
             )?;
             for v in &out.validators {
-                writeln!(
-                    stdout,
-                    "  {:<4} RPC {:<28} p2p {:<22} pid {}",
-                    v.name, v.rpc, v.p2p, v.pid
-                )?;
+                let pid = v.pid.map_or_else(|| "not started".to_string(), |p| format!("pid {p}"));
+                writeln!(stdout, "  {:<4} RPC {:<28} p2p {:<22} {pid}", v.name, v.rpc, v.p2p)?;
             }
             writeln!(
                 stdout,
                 "  keys (alice, bob, provider, faucet) are in {}; logs are node.log in each home",
                 out.validators[0].home.display()
             )?;
-            writeln!(stdout, "Press Ctrl-C to stop every validator.")?;
+            if out.validators.iter().any(|v| v.pid.is_some()) {
+                writeln!(stdout, "Press Ctrl-C to stop every validator.")?;
+            } else {
+                writeln!(
+                    stdout,
+                    "Start them all with `pazar testnet --home {}`, or each with `pazar node start --home vI`.",
+                    out.home.display()
+                )?;
+            }
         }
     }
     stdout.flush()?;

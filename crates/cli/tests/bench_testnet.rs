@@ -1,6 +1,7 @@
-//! Runs the real `pazar` binary: the testnet benchmark (4 validator processes, then 1) prints
-//! one JSON object holding every measured field, each sane, and nothing it did not measure.
-//! Small parameters; no timing is asserted.
+//! Runs the real `pazar` binary: the testnet benchmark (4 validator processes, then 1, and a
+//! small simulation) prints one JSON object holding every measured field, each sane, and
+//! nothing it did not measure. Small parameters; no timing is asserted. Its deployments run on
+//! Docker, as the demo's do.
 
 use std::process::Command;
 
@@ -27,6 +28,15 @@ struct Report {
     recovery_ms: f64,
     recovery_blocks_behind: u64,
     recovery_load_txs_accepted: usize,
+    deploy_to_serving_p50_ms: f64,
+    deploy_to_serving_max_ms: f64,
+    deployments: usize,
+    deploy_runtime: String,
+    sim_100_validators_finality_p50_ms: u64,
+    sim_median_rtt_ms: u64,
+    sim_validators: usize,
+    sim_heights: u64,
+    sim_wall_s: f64,
 }
 
 #[test]
@@ -49,6 +59,14 @@ fn bench_testnet_prints_every_measured_field_and_no_placeholders() {
             "3",
             "--recovery-load-tx-per-s",
             "100",
+            "--deployments",
+            "1",
+            "--runtime",
+            "docker",
+            "--sim-validators",
+            "4",
+            "--sim-heights",
+            "4",
         ])
         .output()
         .expect("pazar runs");
@@ -66,6 +84,8 @@ fn bench_testnet_prints_every_measured_field_and_no_placeholders() {
         ("commit_span_s_1_validator", r.commit_span_s_1_validator),
         ("finality_p50_ms", r.finality_p50_ms),
         ("recovery_ms", r.recovery_ms),
+        ("deploy_to_serving_p50_ms", r.deploy_to_serving_p50_ms),
+        ("sim_wall_s", r.sim_wall_s),
     ] {
         assert!(v.is_finite() && v > 0.0, "{name} = {v} in {r:?}");
     }
@@ -77,6 +97,29 @@ fn bench_testnet_prints_every_measured_field_and_no_placeholders() {
     );
     assert!(r.recovery_blocks_behind >= 3, "{r:?}");
     assert!(r.recovery_load_txs_accepted > 0, "{r:?}");
+    assert_eq!((r.deployments, r.deploy_runtime.as_str()), (1, "docker"), "{r:?}");
+    assert!(r.deploy_to_serving_max_ms >= r.deploy_to_serving_p50_ms, "{r:?}");
+    assert_eq!((r.sim_validators, r.sim_heights), (4, 4), "{r:?}");
+    // Simulated links are 50-200 ms one way: a round trip is 100-400 ms, and a block is final
+    // no sooner than one hop after its proposal.
+    assert!((100..=400).contains(&r.sim_median_rtt_ms), "{r:?}");
+    assert!(r.sim_100_validators_finality_p50_ms >= 50, "{r:?}");
+}
+
+#[test]
+fn bench_testnet_refuses_a_simulation_of_fewer_than_four_validators() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pazar"))
+        .args(["bench", "testnet", "--sim-validators", "3"])
+        .output()
+        .expect("pazar runs");
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--sim-validators")),
+        "{v}"
+    );
 }
 
 #[test]

@@ -4,32 +4,62 @@
 //! finalizing; restarted, it catches up from its store and its peers; every transaction a
 //! validator acknowledged as committed is in exactly one block, the same on all four.
 //!
-//! No transaction gossip yet: a transaction waits in the mempool of the validator it was sent
-//! to until that validator leads a view, so each client waits a few block times.
+//! One validator's p2p links pass through a proxy the test cuts and heals while clients keep
+//! sending to every validator, another is killed and restarted meanwhile: every acknowledged
+//! transaction is committed once, on all four, and the cut-off validator comes back to the tip.
+//! The demo's deployment (provider daemon following one validator, tenant sending to another)
+//! reaches serving with a validator down.
+//!
+//! A transaction may wait in the mempool of the validator it was sent to until that validator
+//! leads a view, so each client waits a few block times.
 
 mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use pazar_api::node::{TxResult, TxState};
+use pazar_api::request::SubmitMode;
+use pazar_client::keyring::Keyring;
 use pazar_client::Rpc;
-use pazar_types::Hash32;
+use pazar_types::{Coin, Hash32, Msg, SigningKey, TxBody};
 
 use common::bin;
+use proxy::Proxy;
 
 /// Generous bounds: four validators and their clients share a small machine.
 const START_TIMEOUT: Duration = Duration::from_secs(240);
 const PROGRESS_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// How long a client waits for the validator it sent a transaction to to say it is committed
+/// before it sends the same bytes to the next validator.
+const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// Blocks the healthy validators make while one is down or cut off.
+const BLOCKS_WHILE_FAULTY: u64 = 6;
+
 /// The heights at which each transaction (hex hash) appears in a chain.
 type TxHeights = BTreeMap<String, Vec<u64>>;
+
+/// Each test here runs four validator processes: one test at a time, so that they do not
+/// starve one another on a small machine.
+static ONE_TESTNET_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_TESTNET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// What `pazar testnet -o json` prints (the CLI's `TestnetOut`).
 #[derive(Debug, Deserialize)]
@@ -43,7 +73,14 @@ struct ValidatorOut {
     name: String,
     home: PathBuf,
     rpc: String,
-    pid: u32,
+    p2p: String,
+    pid: Option<u32>,
+}
+
+impl ValidatorOut {
+    fn pid(&self) -> u32 {
+        self.pid.expect("a started validator has a process")
+    }
 }
 
 /// The running testnet; everything it started is killed when dropped.
@@ -60,7 +97,9 @@ struct Testnet {
 impl Drop for Testnet {
     fn drop(&mut self) {
         for v in &self.out.validators {
-            signal("-KILL", v.pid);
+            if let Some(pid) = v.pid {
+                signal("-KILL", pid);
+            }
         }
         for c in &mut self.restarted {
             let _ = c.kill();
@@ -80,7 +119,41 @@ fn signal(sig: &str, pid: u32) -> bool {
 }
 
 fn start(validators: usize) -> Testnet {
+    start_in(tempfile::tempdir().expect("tempdir"), validators)
+}
+
+/// `pazar testnet --create-only`: the homes, made in a new directory, no validator started.
+fn create(validators: usize) -> (tempfile::TempDir, TestnetOut) {
     let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin())
+        .args([
+            "testnet",
+            "--create-only",
+            "--validators",
+            &validators.to_string(),
+            "--block-time-ms",
+            "250",
+            "-o",
+            "json",
+            "--home",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("runs pazar testnet --create-only");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: TestnetOut = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "pazar testnet --create-only printed {:?}: {e}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(created.validators.len(), validators);
+    assert!(created.validators.iter().all(|v| v.pid.is_none()), "{created:?}");
+    (dir, created)
+}
+
+/// Starts (or resumes) the testnet in `dir`.
+fn start_in(dir: tempfile::TempDir, validators: usize) -> Testnet {
     let mut process = Command::new(bin())
         .args([
             "testnet",
@@ -258,6 +331,7 @@ impl Testnet {
 
 #[test]
 fn four_validator_processes_agree_survive_a_killed_one_and_commit_each_transaction_once() {
+    let _one = one_at_a_time();
     let mut net = start(4);
     assert_eq!(net.out.chain_id, "pazar-devnet-1");
     let all = [0, 1, 2, 3];
@@ -270,7 +344,7 @@ fn four_validator_processes_agree_survive_a_killed_one_and_commit_each_transacti
     net.assert_agree(&all, h, &acked);
 
     // One validator dies without warning; three of four are a quorum and keep finalizing.
-    let v3 = net.out.validators[3].pid;
+    let v3 = net.out.validators[3].pid();
     assert!(signal("-KILL", v3), "kill -9 {} ({})", v3, net.out.validators[3].name);
     let live = [0, 1, 2];
     let before = net.max_height(&live);
@@ -300,6 +374,329 @@ fn four_validator_processes_agree_survive_a_killed_one_and_commit_each_transacti
     };
     assert!(status.success(), "pazar testnet ended with {status}");
     for v in &net.out.validators[..3] {
-        assert!(!signal("-0", v.pid), "{} still runs after the testnet stopped", v.name);
+        assert!(
+            !signal("-0", v.pid()),
+            "{} still runs after the testnet stopped",
+            v.name
+        );
     }
+}
+
+/// Routes every p2p link of validator `cut` through one proxy: its peers list names the proxy's
+/// ports for the others, and the others' name a proxy port for it. Rewrites the `node.toml`
+/// files of homes made by `--create-only`, as an operator edits `peers` for hosts of their own.
+fn route_through_proxy(created: &TestnetOut, cut: usize) -> Proxy {
+    let addr = |v: &ValidatorOut| -> SocketAddr { v.p2p.parse().expect("a p2p socket address") };
+    let targets: Vec<SocketAddr> = created.validators.iter().map(addr).collect();
+    let (proxy, ports) = Proxy::new(&targets);
+    let edit = |home: &Path, from: &str, to: u16| {
+        let path = home.join("node.toml");
+        let text = std::fs::read_to_string(&path).expect("node.toml");
+        let (old, new) = (format!("@{from}\""), format!("@127.0.0.1:{to}\""));
+        assert_eq!(
+            text.matches(&old).count(),
+            1,
+            "one peer at {from} in {}",
+            path.display()
+        );
+        std::fs::write(&path, text.replace(&old, &new)).expect("node.toml written");
+    };
+    for (j, v) in created.validators.iter().enumerate() {
+        if j != cut {
+            // The cut-off validator reaches j through the proxy, and j reaches it.
+            edit(&created.validators[cut].home, &v.p2p, ports[j]);
+            edit(&v.home, &created.validators[cut].p2p, ports[cut]);
+        }
+    }
+    proxy
+}
+
+/// A client sending transfers of 1upzr from `key`, one at a time, to the validators in `to` in
+/// turn until `stop`: each transaction goes to one validator, and to the next one if that
+/// validator does not say within [`ACK_WAIT`] that it is committed (the same bytes, so it can
+/// commit only once). The transactions acknowledged as committed, with the height their
+/// validator gave.
+fn client(
+    key: &SigningKey,
+    chain_id: &str,
+    urls: &[String],
+    to: &[usize],
+    stop: &AtomicBool,
+    acks: &AtomicUsize,
+) -> Vec<(Hash32, u64)> {
+    let rpcs: Vec<Rpc> = urls.iter().map(|u| Rpc::new(u)).collect();
+    let first = &rpcs[to[0]];
+    let fee = pazar_client::min_fee(first, 1).expect("the fee");
+    let mut sequence = first.sequence(&key.address()).expect("the sender's sequence");
+    let amount = Coin::new(1, fee.denom.clone());
+    let mut acked = Vec::new();
+    let mut turn = 0;
+    'txs: while !stop.load(Ordering::SeqCst) {
+        let bytes = TxBody {
+            chain_id: chain_id.to_string(),
+            sender: key.address(),
+            sequence,
+            fee: fee.clone(),
+            msgs: vec![Msg::Send {
+                to: pazar_types::Address::Native([7; 20]),
+                amount: amount.clone(),
+            }],
+            memo: String::new(),
+        }
+        .sign(key)
+        .encode();
+        let hash = pazar_types::tx_hash(&bytes);
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                break 'txs;
+            }
+            let rpc = &rpcs[to[turn % to.len()]];
+            turn += 1;
+            // Refused when the validator holds it already or it is committed: the lookup says.
+            let _ = rpc.submit(&bytes, SubmitMode::Sync);
+            let t0 = Instant::now();
+            while t0.elapsed() < ACK_WAIT {
+                match rpc.tx(&hash).map(|l| l.state) {
+                    Ok(TxState::Committed { height, receipt, .. }) => {
+                        assert_eq!(receipt.code, 0, "transfer {} failed: {receipt:?}", hex::encode(hash));
+                        acked.push((hash, height));
+                        acks.fetch_add(1, Ordering::SeqCst);
+                        sequence += 1;
+                        continue 'txs;
+                    }
+                    Ok(TxState::Pending) => std::thread::sleep(Duration::from_millis(50)),
+                    // Dropped, unknown, or the validator is down: try the next one.
+                    _ => break,
+                }
+            }
+        }
+    }
+    acked
+}
+
+/// Waits until `acks` passes `n`; a stall of the clients fails the test.
+fn wait_acks(acks: &AtomicUsize, n: usize, what: &str) {
+    let t0 = Instant::now();
+    while acks.load(Ordering::SeqCst) < n {
+        assert!(
+            t0.elapsed() < PROGRESS_TIMEOUT,
+            "no transaction was acknowledged {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_validator_cut_off_and_healed_and_another_killed_and_restarted_while_clients_send_lose_no_transaction() {
+    let _one = one_at_a_time();
+    let (dir, created) = create(4);
+    let (killed, cut) = (3, 2);
+    let proxy = route_through_proxy(&created, cut);
+    let mut net = start_in(dir, 4);
+    let all = [0, 1, 2, 3];
+    net.wait_height(&all, 2);
+
+    // Four clients, each sending to every validator in its own order, through everything below.
+    let keyring = Keyring::new(net.keys_home());
+    let keys: Vec<SigningKey> = ["alice", "bob", "provider", "faucet"]
+        .iter()
+        .map(|k| keyring.signer(k, &|_, _| None).expect("a devnet key"))
+        .collect();
+    let stop = AtomicBool::new(false);
+    let acks = AtomicUsize::new(0);
+    let (chain_id, urls) = (net.out.chain_id.clone(), net.urls.clone());
+    let acked: Vec<(Hash32, u64)> = std::thread::scope(|s| {
+        let clients: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(c, key)| {
+                let to: Vec<usize> = (0..4).map(|k| (c + k) % 4).collect();
+                let (chain_id, urls, stop, acks) = (&chain_id, &urls, &stop, &acks);
+                s.spawn(move || client(key, chain_id, urls, &to, stop, acks))
+            })
+            .collect();
+        wait_acks(&acks, 4, "before any fault");
+
+        // kill -9 of one validator: the other three go on, and so do the clients.
+        assert!(signal("-KILL", net.out.validators[killed].pid()), "kill -9 {killed}");
+        let live = [0, 1, 2];
+        let down_at = net.max_height(&live);
+        let acked_before = acks.load(Ordering::SeqCst);
+        net.wait_height(&live, down_at + BLOCKS_WHILE_FAULTY);
+        wait_acks(&acks, acked_before + 4, "while a validator was down");
+
+        // Restarted from its home, it catches up (its RPC port is its node.toml's: the same URL).
+        net.restart(killed);
+        assert_eq!(net.urls[killed], urls[killed]);
+        net.wait_height(&all, net.max_height(&live));
+
+        // Cut off: its connections dropped and new ones refused. The other three finalize, it
+        // cannot (one block in flight at most), and clients sending to it move on.
+        proxy.cut();
+        let connected = [0, 1, 3];
+        let cut_at = net.height(cut);
+        let acked_before = acks.load(Ordering::SeqCst);
+        net.wait_height(&connected, net.max_height(&connected) + BLOCKS_WHILE_FAULTY);
+        wait_acks(&acks, acked_before + 4, "while a validator was cut off");
+        assert!(
+            net.height(cut) <= cut_at + 1,
+            "a validator cut off from every peer finalized {} blocks alone",
+            net.height(cut) - cut_at
+        );
+
+        // Healed: it reconnects and catches up to the others' tip.
+        proxy.heal();
+        net.wait_height(&[cut], net.max_height(&connected));
+        let acked_before = acks.load(Ordering::SeqCst);
+        wait_acks(&acks, acked_before + 4, "after the heal");
+
+        stop.store(true, Ordering::SeqCst);
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().expect("a client thread"))
+            .collect()
+    });
+
+    // Every validator holds the same blocks and roots, each acknowledged transaction once.
+    let end = net.max_height(&all);
+    net.wait_height(&all, end);
+    net.assert_agree(&all, end, &acked);
+    assert!(acked.len() >= 16, "{} transactions acknowledged", acked.len());
+}
+
+/// The demo's image, built in the local Docker engine under a tag of this test's own.
+const IMAGE: &str = "pazar-demo:testnet";
+
+fn build_demo_image() {
+    use pazar_runtime::docker::{DockerOptions, DockerRuntime};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let d = DockerRuntime::connect(DockerOptions::default())
+            .await
+            .expect("a Docker engine (the demo's runtime)");
+        pazar_runtime::demo_image::build_demo_image(d.docker(), IMAGE)
+            .await
+            .expect("the demo image builds");
+    });
+}
+
+/// Removes, when dropped, the Docker leases of the keys in a home (those a failed test left).
+struct DockerLeasesOf(PathBuf);
+
+impl Drop for DockerLeasesOf {
+    fn drop(&mut self) {
+        common::remove_docker_leases_of(&self.0);
+    }
+}
+
+/// Runs `pazar ARGS --home HOME --node URL -o json`, which must succeed; its output as `T`.
+fn pazar_as<T: serde::de::DeserializeOwned>(home: &Path, url: &str, args: &[&str]) -> T {
+    let out = Command::new(bin())
+        .args(args)
+        .arg("--home")
+        .arg(home)
+        .args(["--node", url, "-o", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs pazar");
+    assert!(
+        out.status.success(),
+        "pazar {args:?} via {url} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("pazar {args:?} printed {:?}: {e}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn the_demo_deployment_reaches_serving_on_the_testnet_with_a_validator_down() {
+    let _one = one_at_a_time();
+    build_demo_image();
+    let net = start(4);
+    let all = [0, 1, 2, 3];
+    net.wait_height(&all, 2);
+    let keys = net.keys_home().to_path_buf();
+    let _cleanup = DockerLeasesOf(keys.clone());
+
+    // One validator down before anything is deployed; three of four keep finalizing.
+    assert!(signal("-KILL", net.out.validators[3].pid()), "kill -9 v3");
+
+    // The provider daemon follows v1's events and sends its transactions there.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("provider.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{}\"\nruntime = \"docker\"\n[attributes]\nregion = \"local\"\n[images]\nallow_local = [\"pazar-demo:*\"]\n",
+            common::free_port()
+        ),
+    )
+    .expect("provider.toml");
+    let log = dir.path().join("provider.log");
+    let _daemon = common::Daemon(
+        Command::new(bin())
+            .args(["provider", "run", "--from", "provider", "--config"])
+            .arg(&config)
+            .arg("--home")
+            .arg(&keys)
+            .args(["--node", &net.urls[1]])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("the daemon's log"))
+            .spawn()
+            .expect("spawns the provider daemon"),
+    );
+    let provider = Keyring::new(&keys)
+        .list()
+        .expect("the devnet's keys")
+        .into_iter()
+        .find(|k| k.name == "provider")
+        .expect("the provider key")
+        .address;
+    let t0 = Instant::now();
+    while net.rpc(2).provider(&provider, false).is_err() {
+        assert!(
+            t0.elapsed() < PROGRESS_TIMEOUT,
+            "the provider did not register: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The tenant deploys the demo's SDL through v2, a validator the provider does not follow.
+    let sdl = dir.path().join("deploy.yaml");
+    std::fs::write(
+        &sdl,
+        include_str!("../../../examples/demo/deploy.yaml").replace("pazar-demo:1", IMAGE),
+    )
+    .expect("deploy.yaml");
+    let deployed: common::Deployed = pazar_as(
+        &keys,
+        &net.urls[2],
+        &[
+            "deploy",
+            sdl.to_str().expect("utf8"),
+            "--from",
+            "alice",
+            "--bid-window-s",
+            "1",
+        ],
+    );
+    let lease = deployed.lease();
+    assert_eq!(lease.lease.provider, provider, "{deployed:?}");
+    assert!(lease.status.ready, "{deployed:?}");
+    let uri = lease.status.uris.first().expect("a URI").uri.clone();
+    assert!(common::http_get(&uri).contains("200"));
+
+    // Closed through v0: the workload goes away.
+    let closed: common::Closed = pazar_as(
+        &keys,
+        &net.urls[0],
+        &["lease", "close", &lease.lease.to_string(), "--from", "alice"],
+    );
+    common::assert_committed(&closed.tx, "lease close");
 }

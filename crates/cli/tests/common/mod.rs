@@ -40,7 +40,7 @@ impl Drop for Devnet {
 /// (a test that passes closed its leases itself; one found here is named on stderr). Devnet
 /// keys are made afresh for each devnet, so another test's leases are never touched. Without a
 /// Docker engine there is nothing to do.
-fn remove_docker_leases_of(home: &Path) {
+pub fn remove_docker_leases_of(home: &Path) {
     let Ok(keys) = pazar_client::keyring::Keyring::new(home).list() else {
         return;
     };

@@ -65,11 +65,6 @@ pub fn verify_finalization(
     fin: &Finalization,
     header: &Header,
 ) -> Result<(), SyncError> {
-    let mut set = Vec::with_capacity(validators.len());
-    for v in validators {
-        set.push(PublicKey::decode(Copying(&v.0[..])).map_err(|_| SyncError::Validator(*v))?);
-    }
-    let validators = Set::from_iter_dedup(set);
     let expected = Digest::from(header.hash());
     if fin.proposal.payload != expected {
         return Err(SyncError::OtherBlock {
@@ -77,6 +72,17 @@ pub fn verify_finalization(
             got: hex(&fin.proposal.payload),
         });
     }
+    verify_certificate(chain_id, validators, fin)
+}
+
+/// Checks that `fin` is a certificate of a quorum of `validators` on `chain_id` (of whatever
+/// block it names: [`finalized_hash`]).
+pub fn verify_certificate(chain_id: &str, validators: &[ConsensusKey], fin: &Finalization) -> Result<(), SyncError> {
+    let mut set = Vec::with_capacity(validators.len());
+    for v in validators {
+        set.push(PublicKey::decode(Copying(&v.0[..])).map_err(|_| SyncError::Validator(*v))?);
+    }
+    let validators = Set::from_iter_dedup(set);
     let epoch = fin.epoch().get();
     if epoch != 0 {
         return Err(SyncError::Epoch(epoch));
@@ -88,6 +94,13 @@ pub fn verify_finalization(
         return Err(SyncError::Signatures);
     }
     Ok(())
+}
+
+/// The hash of the block header a finalization certificate names.
+pub fn finalized_hash(fin: &Finalization) -> pazar_types::Hash32 {
+    let mut h = [0u8; 32];
+    h.copy_from_slice(fin.proposal.payload.as_ref());
+    h
 }
 
 fn hex(d: &Digest) -> String {

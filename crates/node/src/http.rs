@@ -55,6 +55,11 @@ impl PeerIp for tokio::net::unix::SocketAddr {
     }
 }
 
+/// The address a request's connection comes from, where the transport has one (an
+/// [`axum::Extension`] on every request [`serve`] hands to its router).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub Option<IpAddr>);
+
 /// Counts open connections; a [`Slot`] is one of them and frees itself when dropped.
 #[derive(Debug, Default)]
 struct Book {
@@ -124,7 +129,8 @@ where
             drop(io);
             continue;
         };
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers that bound work per client read its address from this extension.
+        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(ClientIp(addr.peer_ip()))));
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())

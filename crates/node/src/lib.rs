@@ -162,6 +162,10 @@ pub struct Node {
     pub(crate) simulations: tokio::sync::Semaphore,
     /// Turns to serve a state snapshot ([`MAX_SNAPSHOTS`]).
     pub(crate) snapshots: Arc<tokio::sync::Semaphore>,
+    /// Client addresses a snapshot is being served to (one each).
+    pub(crate) snapshot_clients: Arc<Mutex<std::collections::BTreeSet<std::net::IpAddr>>>,
+    /// Turns to read a certificate (`GET /sync/finalization/{h}`).
+    pub(crate) certificate_reads: tokio::sync::Semaphore,
     /// Where consensus keeps its certificates, once an engine that makes them runs.
     certificates: std::sync::OnceLock<Arc<dyn consensus::Certificates>>,
     /// The height of the snapshot this node's store was restored from: blocks at and below it
@@ -221,7 +225,7 @@ pub const MAX_SIMULATIONS: usize = 2;
 
 /// State snapshots served at once (`GET /sync/snapshot`): each holds a read transaction of the
 /// store and a thread while its reader takes it.
-pub const MAX_SNAPSHOTS: usize = 2;
+pub const MAX_SNAPSHOTS: usize = 4;
 
 impl Node {
     /// Opens the store at `db_path`, initialising it from `genesis` when empty, or checking that
@@ -301,6 +305,8 @@ impl Node {
             subscribers: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             simulations: tokio::sync::Semaphore::new(MAX_SIMULATIONS),
             snapshots: Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOTS)),
+            snapshot_clients: Arc::new(Mutex::new(std::collections::BTreeSet::new())),
+            certificate_reads: tokio::sync::Semaphore::new(rpc::sync::MAX_CERTIFICATE_READS),
             certificates: std::sync::OnceLock::new(),
             snapshot_base,
         }))

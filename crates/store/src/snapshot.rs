@@ -252,8 +252,10 @@ impl Restore {
         for (k, v) in &chunk.entries {
             leaves.push((KeyHash::with::<Sha256>(k), v.clone()));
         }
-        self.restore
-            .add_chunk(leaves, proof)
+        // `jmt` asserts on some malformed inputs: a peer's bytes must not end the process.
+        let restore = &mut self.restore;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| restore.add_chunk(leaves, proof)))
+            .map_err(|_| proof_err("the chunk broke the tree's restore".into()))?
             .map_err(|e| proof_err(format!("{e:#}")))?;
         for (k, v) in chunk.entries {
             self.entries.insert(k, v);
@@ -271,14 +273,17 @@ impl Restore {
     /// ledger state of the snapshot's height, and writes state, tree and head in one
     /// transaction. `head` is the store head to record: the block at the snapshot's height
     /// (its hash and time), which the caller has checked against the finalized chain.
-    pub fn finish(self, store: &Store, head: Head) -> Result<Head, StoreError> {
+    /// `records` are node records (see [`Store::node_record`]) written in the same transaction,
+    /// such as the proof the caller checked the snapshot with.
+    pub fn finish(self, store: &Store, head: Head, records: &[(&str, &[u8])]) -> Result<Head, StoreError> {
         let Restore {
             head: snap,
             tree,
             restore,
             entries,
         } = self;
-        if entries.len() as u64 != snap.entries {
+        // A ledger state is never empty, and `jmt` cannot finish an empty restore.
+        if entries.is_empty() || entries.len() as u64 != snap.entries {
             return Err(StoreError::Snapshot(SnapshotError::Count {
                 expected: snap.entries,
                 got: entries.len() as u64,
@@ -290,8 +295,8 @@ impl Restore {
                 got: snap.height,
             }));
         }
-        restore
-            .finish()
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| restore.finish()))
+            .map_err(|_| StoreError::Snapshot(SnapshotError::Proof("the tree's restore broke".into())))?
             .map_err(|e| StoreError::Snapshot(SnapshotError::Proof(format!("{e:#}"))))?;
         // The tree is complete; its root must be the one every chunk was checked against.
         {
@@ -356,6 +361,10 @@ impl Restore {
             meta.insert(GENESIS_KEY, snap.genesis_hash.as_slice())?;
             meta.insert(HEAD_KEY, borsh::to_vec(&head).expect("encoding cannot fail").as_slice())?;
             meta.insert(SNAPSHOT_BASE_KEY, snap.height.to_be_bytes().as_slice())?;
+            for (name, value) in records {
+                let key = format!("node/{name}");
+                meta.insert(key.as_str(), *value)?;
+            }
         }
         txn.commit()?;
         Ok(head)

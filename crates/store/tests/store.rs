@@ -390,7 +390,8 @@ fn a_snapshot_restores_into_an_empty_store_and_the_chain_goes_on_with_the_same_r
         r.add_chunk(c).expect("an honest chunk verifies");
     }
     let h1 = store_head(&s1);
-    r.finish(&s2, h1).expect("restores");
+    r.finish(&s2, h1, &[("proof", b"certificate")]).expect("restores");
+    assert_eq!(s2.node_record("proof").expect("reads"), Some(b"certificate".to_vec()));
     assert_eq!(store_head(&s2), h1);
     assert_eq!(s2.snapshot_base().expect("reads"), Some(6));
     assert_eq!(s1.snapshot_base().expect("reads"), None);
@@ -423,7 +424,7 @@ fn a_snapshot_chunk_that_was_tampered_with_is_refused() {
         for c in chunks {
             r.add_chunk(c.clone())?;
         }
-        r.finish(&s2, store_head(&s1)).map(|_| ())
+        r.finish(&s2, store_head(&s1), &[]).map(|_| ())
     };
     // A changed value.
     let mut bad = chunks.clone();
@@ -444,6 +445,10 @@ fn a_snapshot_chunk_that_was_tampered_with_is_refused() {
     // A chunk missing at the end: the tree is incomplete.
     let bad = &chunks[..chunks.len() - 1];
     assert!(matches!(refused(&head, bad), Err(StoreError::Snapshot(_))));
+    // No chunks at all, and a head that says so.
+    let mut empty = head.clone();
+    empty.entries = 0;
+    assert!(matches!(refused(&empty, &[]), Err(StoreError::Snapshot(_))));
     // Honest chunks against another root.
     let mut other = head.clone();
     other.state_root[0] ^= 1;

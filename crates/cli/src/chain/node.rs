@@ -114,7 +114,7 @@ pub fn node_start(
                     &settings.validators,
                 )?);
             } else if store.snapshot_base()?.is_some() {
-                settings.floor = Some(state_sync::load_floor(&home, chain_id, &settings.validators, &store)?);
+                settings.floor = Some(state_sync::load_floor(chain_id, &settings.validators, &store)?);
             }
         }
     }

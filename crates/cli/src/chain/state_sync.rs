@@ -6,17 +6,18 @@
 //! by a certificate of a quorum of the validators of this node's own genesis
 //! ([`pazar_consensus::sync::verify_finalization`]); block H is the parent that header names; and
 //! every chunk of the snapshot is in the Merkle tree of that root ([`pazar_store::Restore`]).
-//! Nothing is written to the store before all of it holds. The certificate is kept in the home
-//! (`data/consensus-floor.bin`): consensus starts from it on this and every later start.
+//! Nothing is written to the store before all of it holds. The certificate is kept in the store
+//! (node record [`FLOOR_RECORD`], written in the restore's one transaction): consensus starts
+//! from it on this and every later start.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use pazar_client::Rpc;
 use pazar_consensus::engine::Finalization;
-use pazar_consensus::sync::{decode_finalization, verify_finalization};
+use pazar_consensus::sync::{decode_finalization, finalized_hash, verify_certificate, verify_finalization};
 use pazar_node::genesis::{ConsensusKey, GenesisOnDisk};
 use pazar_store::{read_frame, Frame, Head, Store, StoreError};
 
@@ -26,32 +27,43 @@ const POLL: Duration = Duration::from_millis(100);
 /// Attempts per peer: a block finalized only through a descendant has no certificate of its
 /// own, and a fresh snapshot is then taken.
 const ATTEMPTS: usize = 3;
+/// Pause before the second attempt (longer before each later one).
+const RETRY_PAUSE: Duration = Duration::from_secs(2);
 
-/// Where the finalization that consensus starts from is kept.
-pub fn floor_path(home: &Path) -> PathBuf {
-    home.join("data").join("consensus-floor.bin")
-}
+/// The node record holding the finalization consensus starts from after a state sync.
+pub const FLOOR_RECORD: &str = "consensus_floor";
 
-/// The floor of a store restored from a snapshot, read back and checked again.
-pub fn load_floor(home: &Path, chain_id: &str, validators: &[ConsensusKey], store: &Store) -> Result<Finalization> {
-    let path = floor_path(home);
-    let bytes = std::fs::read(&path).with_context(|| {
-        format!(
-            "the store was restored from a snapshot but its consensus floor {} cannot be read",
-            path.display()
-        )
-    })?;
-    let fin = decode_finalization(&bytes, validators.len()).with_context(|| format!("{}", path.display()))?;
+/// The floor of a store restored from a snapshot, read back and checked again: a certificate
+/// of this chain's validators, of the block after the snapshot (once that block is stored).
+pub fn load_floor(chain_id: &str, validators: &[ConsensusKey], store: &Store) -> Result<Finalization> {
+    let bytes = store
+        .node_record(FLOOR_RECORD)?
+        .context("the store was restored from a snapshot but holds no consensus floor")?;
+    let fin = decode_finalization(&bytes, validators.len()).context("the store's consensus floor")?;
+    verify_certificate(chain_id, validators, &fin).context("the store's consensus floor")?;
     let base = store.snapshot_base()?.context("the store was not restored from a snapshot")?;
-    let head = store.head()?.context("the store is empty")?;
-    // The floor block is base + 1; once committed its header is in the store.
     if let Some(b) = store.block(base + 1)? {
-        verify_finalization(chain_id, validators, &fin, &b.block.header)
-            .with_context(|| format!("{} does not finalize block {}", path.display(), base + 1))?;
-    } else if head.height != base {
-        bail!("the store is past its snapshot height {base} without block {}", base + 1);
+        if b.block.header.hash() != finalized_hash(&fin) {
+            bail!("the store's consensus floor does not finalize its block {}", base + 1);
+        }
     }
     Ok(fin)
+}
+
+/// Refuses a sync into a home that still holds consensus data: simplex's journal of this
+/// validator's votes must never be dropped behind its back (a validator that forgets a vote may
+/// sign a conflicting one), and marshal's records of an old chain position would skip the floor.
+pub fn check_consensus_dir(home: &Path) -> Result<()> {
+    let dir = home.join("data").join("consensus");
+    let holds_data = std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if holds_data {
+        bail!(
+            "the store is empty but {} holds consensus data; to sync the state afresh remove it too \
+             (it holds this validator's votes: never run two copies of a validator)",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Copies the state from the first of `urls` that serves a provable one into `store` (empty),
@@ -63,12 +75,16 @@ pub fn sync_state(
     genesis: &GenesisOnDisk,
     validators: &[ConsensusKey],
 ) -> Result<Finalization> {
+    check_consensus_dir(home)?;
     let mut errors = Vec::new();
     for url in urls {
         for attempt in 1..=ATTEMPTS {
+            if attempt > 1 {
+                // A busy peer (or one between blocks) gets a moment.
+                std::thread::sleep(RETRY_PAUSE * attempt as u32);
+            }
             match sync_from(url, store, genesis, validators) {
-                Ok((fin, bytes, height)) => {
-                    pazar_client::files::write_atomic(&floor_path(home), &bytes, 0o600)?;
+                Ok((fin, height)) => {
                     tracing::info!(peer = %url, height, "state restored from a peer's snapshot");
                     return Ok(fin);
                 }
@@ -115,7 +131,7 @@ fn sync_from(
     store: &Store,
     genesis: &GenesisOnDisk,
     validators: &[ConsensusKey],
-) -> Result<(Finalization, Vec<u8>, u64)> {
+) -> Result<(Finalization, u64)> {
     let rpc = Rpc::new(url);
     let mut stream = rpc.snapshot().context("cannot open the snapshot stream")?;
     let head = match read_frame(&mut stream)? {
@@ -195,6 +211,7 @@ fn sync_from(
     if !ended {
         bail!("the snapshot stream ended before its end frame");
     }
+    // The floor goes into the store in the restore's transaction: never one without the other.
     restore
         .finish(
             store,
@@ -204,7 +221,8 @@ fn sync_from(
                 state_root: head.state_root,
                 time_ms: parent.header.time_ms,
             },
+            &[(FLOOR_RECORD, &cert)],
         )
         .map_err(judged)?;
-    Ok((fin, cert, h))
+    Ok((fin, h))
 }

@@ -6,23 +6,30 @@
 //!
 //! Both answers are bytes (`application/octet-stream`): the snapshot a stream of length-prefixed
 //! frames ([`pazar_store::write_frame`]), the certificate the consensus engine's own encoding.
-//! At most [`crate::MAX_SNAPSHOTS`] snapshots are served at once, each for at most
-//! [`SNAPSHOT_DEADLINE`]; a reader that stalls longer loses its stream.
+//! At most [`crate::MAX_SNAPSHOTS`] snapshots are served at once and one per client address,
+//! each for at most [`SNAPSHOT_DEADLINE`]; a reader that takes nothing for [`SNAPSHOT_IDLE`]
+//! loses its stream. At most [`MAX_CERTIFICATE_READS`] certificate reads run at once.
 
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State as AxState};
+use axum::Extension;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use pazar_api::ErrorCode;
 
 use super::errors::{parse, ApiError};
+use crate::http::ClientIp;
 use super::Shared;
 
 /// Longest a snapshot stream may take: it holds a read transaction and a thread.
 pub const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(600);
+/// Longest a snapshot reader may take nothing before its stream is ended.
+pub const SNAPSHOT_IDLE: Duration = Duration::from_secs(30);
+/// Certificate reads at once (each is a request to consensus's archive).
+pub const MAX_CERTIFICATE_READS: usize = 8;
 
 /// Frames buffered between the reading thread and the connection.
 const FRAMES_IN_FLIGHT: usize = 4;
@@ -36,16 +43,28 @@ const FRAMES_IN_FLIGHT: usize = 4;
             body = Vec<u8>, content_type = "application/octet-stream"),
         (status = 429, description = "As many snapshots as this node serves at once are under way; retry.",
             body = pazar_api::ErrorEnvelope)))]
-pub(super) async fn snapshot(AxState(node): AxState<Shared>) -> Result<Response, ApiError> {
-    let permit = node.snapshots.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            ErrorCode::Busy,
-            format!("{} snapshots are being served; retry later", crate::MAX_SNAPSHOTS),
-        )
-    })?;
+pub(super) async fn snapshot(
+    AxState(node): AxState<Shared>,
+    client: Option<Extension<ClientIp>>,
+) -> Result<Response, ApiError> {
+    let busy = |why: String| ApiError::new(ErrorCode::Busy, why);
+    let permit = node
+        .snapshots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| busy(format!("{} snapshots are being served; retry later", crate::MAX_SNAPSHOTS)))?;
+    let client = client.and_then(|Extension(ClientIp(ip))| ip);
+    let slot = match client {
+        Some(ip) => Some(
+            ClientSlot::take(&node.snapshot_clients, ip)
+                .ok_or_else(|| busy(format!("a snapshot is already being served to {ip}")))?,
+        ),
+        None => None,
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(FRAMES_IN_FLIGHT);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        let _slot = slot;
         let deadline = Instant::now() + SNAPSHOT_DEADLINE;
         let r = node.store().snapshot(pazar_store::CHUNK_ENTRIES, |frame| {
             let mut buf = Vec::new();
@@ -53,13 +72,16 @@ pub(super) async fn snapshot(AxState(node): AxState<Shared>) -> Result<Response,
                 return false;
             }
             let mut frame = Bytes::from(buf);
-            // Waits for room without blocking past the deadline; a reader that left ends it.
+            // Waits for room without blocking past the deadline or the idle bound; a reader
+            // that left ends it.
+            let idle = Instant::now() + SNAPSHOT_IDLE;
             loop {
                 match tx.try_send(frame) {
                     Ok(()) => return true,
                     Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return false,
                     Err(tokio::sync::mpsc::error::TrySendError::Full(f)) => {
-                        if Instant::now() > deadline {
+                        let now = Instant::now();
+                        if now > deadline || now > idle {
                             return false;
                         }
                         frame = f;
@@ -91,11 +113,37 @@ pub(super) async fn finalization(
     Path(height): Path<String>,
 ) -> Result<Response, ApiError> {
     let height = parse::<u64>("height", &height)?;
+    let _turn = node
+        .certificate_reads
+        .try_acquire()
+        .map_err(|_| ApiError::new(ErrorCode::Busy, "too many certificate reads at once; retry"))?;
     let Some(certs) = node.certificates() else {
         return Err(ApiError::not_found("finalization certificates (this node's engine makes none)"));
     };
     match certs.finalization(height).await {
         Some(bytes) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()),
         None => Err(ApiError::not_found(format!("a finalization certificate of block {height}"))),
+    }
+}
+
+/// A client address's one snapshot stream; freed when dropped.
+struct ClientSlot {
+    set: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<std::net::IpAddr>>>,
+    ip: std::net::IpAddr,
+}
+
+impl ClientSlot {
+    fn take(
+        set: &std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<std::net::IpAddr>>>,
+        ip: std::net::IpAddr,
+    ) -> Option<ClientSlot> {
+        let mut s = set.lock().unwrap_or_else(|e| e.into_inner());
+        s.insert(ip).then(|| ClientSlot { set: set.clone(), ip })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.ip);
     }
 }

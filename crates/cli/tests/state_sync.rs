@@ -144,28 +144,30 @@ async fn lying_peer(honest: String) -> String {
 }
 
 async fn fetch(url: String) -> Result<Vec<u8>, Response> {
-    tokio::task::spawn_blocking(move || {
+    let r = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, (StatusCode, Vec<u8>)> {
+        let gateway = |e: String| (StatusCode::BAD_GATEWAY, e.into_bytes());
         let mut resp = ureq::get(&url)
             .config()
             .http_status_as_error(false)
             .build()
             .call()
-            .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()).into_response())?;
+            .map_err(|e| gateway(e.to_string()))?;
         let status = resp.status();
         let body = resp
             .body_mut()
             .with_config()
             .limit(1 << 30)
             .read_to_vec()
-            .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()).into_response())?;
+            .map_err(|e| gateway(e.to_string()))?;
         if status.is_success() {
             Ok(body)
         } else {
-            Err((status, body).into_response())
+            Err((status, body))
         }
     })
     .await
-    .expect("a blocking fetch")
+    .expect("a blocking fetch");
+    r.map_err(|e| e.into_response())
 }
 
 async fn snapshot(AxState(honest): AxState<String>, AxPath(lie): AxPath<String>) -> Response {

@@ -19,7 +19,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 
 # Fuzz smoke: every decoder and parser that takes another party's bytes (transactions, the
-# node's request bodies, SDL files, the provider's manifests) for FUZZ_SECONDS each (default 45).
+# node's request bodies, SDL files, the provider's manifests, validators' gossip batches) for
+# FUZZ_SECONDS each (default 45).
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the pinned stable toolchain accept them.
 if [ "${PAZAR_SKIP_FUZZ:-0}" != "1" ]; then
     # The fuzz build has its own target directory; on CI the test build is dropped first so
@@ -27,7 +28,7 @@ if [ "${PAZAR_SKIP_FUZZ:-0}" != "1" ]; then
     if [ "${PAZAR_FREE_DISK_BEFORE_FUZZ:-0}" = "1" ]; then
         rm -rf target/debug
     fi
-    for target in tx_decode rpc_request sdl_parse manifest_decode; do
+    for target in tx_decode rpc_request sdl_parse manifest_decode gossip_batch; do
         ./scripts/fuzz.sh "$target" "${FUZZ_SECONDS:-45}"
     done
 fi

@@ -8,6 +8,7 @@ pub mod app;
 pub mod block;
 pub mod engine;
 pub mod evidence;
+pub mod gossip;
 pub mod net;
 #[cfg(feature = "sim")]
 pub mod sim;

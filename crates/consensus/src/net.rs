@@ -11,6 +11,10 @@
 //!
 //! A validator proposes no sooner than the block time after its parent (simplex alone would
 //! produce blocks as fast as the network carries votes).
+//!
+//! Channels: 0 to 4 are consensus's ([`engine`]), 5 is transaction gossip ([`crate::gossip`]),
+//! each with its own per-peer rate; a gossip message is bounded by the batch codec, far below
+//! the network's bound (a block's).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -36,17 +40,21 @@ use zeroize::Zeroizing;
 
 use pazar_node::consensus::{Application, Consensus};
 use pazar_node::genesis::ConsensusKey;
-use pazar_node::NodeError;
+use pazar_node::{Node, NodeError};
 
 use crate::app::{Finalizer, Proposer, Scheme};
 use crate::block::{ChainBlock, MAX_ENCODED_BLOCK};
 use crate::engine;
 use crate::evidence::Evidence;
+use crate::gossip;
 use crate::sync::MarshalCertificates;
 
 /// Largest message on any channel: a full block with room for the framing of the block
 /// broadcast and of a backfill response (a block with its finalization certificate).
 const MAX_MESSAGE: usize = MAX_ENCODED_BLOCK + (1 << 20);
+
+// A gossip batch is checked against its own, smaller bound when decoded.
+const _: () = assert!(gossip::MAX_MESSAGE <= MAX_MESSAGE);
 
 /// Messages per second each peer may send on each channel (votes, certificates, requests,
 /// blocks). Far above what a validator sends at any block time; it bounds a faulty peer.
@@ -167,6 +175,8 @@ pub struct Simplex {
     block_time: Duration,
     floor: Option<engine::Finalization>,
     certificates: MarshalCertificates,
+    /// The node whose client transactions are gossiped and which admits its peers' ones.
+    gossip: Option<Arc<Node>>,
 }
 
 impl Simplex {
@@ -218,7 +228,17 @@ impl Simplex {
             block_time: s.block_time,
             floor: s.floor,
             certificates: s.certificates,
+            gossip: None,
         })
+    }
+
+    /// Gossips the transactions `node` admits from its clients to the other validators and
+    /// admits theirs into `node` ([`crate::gossip`]); `node` must be the node this validator
+    /// runs. Without it, a transaction waits in the mempool of the validator it reached until
+    /// that validator leads.
+    pub fn with_gossip(mut self, node: Arc<Node>) -> Simplex {
+        self.gossip = Some(node);
+        self
     }
 
     /// Runs the validator on the calling thread until `stop` resolves (or its sender is
@@ -265,6 +285,8 @@ impl Simplex {
             let quota = Quota::per_second(CHANNEL_RATE);
             let mut channel = |c: u64| network.register(c, quota);
             let channels = (channel(0), channel(1), channel(2), channel(3), channel(4));
+            // Registered whether or not this validator gossips: peers that do may send on it.
+            let gossip_channel = network.register(gossip::CHANNEL, Quota::per_second(gossip::RATE));
             let network = network.start();
 
             let scheme = Scheme::signer(&namespace, self.set.clone(), self.key.clone())
@@ -279,7 +301,7 @@ impl Simplex {
                 me: me.clone(),
                 scheme,
                 blocker: oracle.clone(),
-                provider: oracle,
+                provider: oracle.clone(),
                 partition_prefix: PARTITION_PREFIX.to_string(),
                 leader_timeout: self.block_time + Duration::from_secs(1),
                 floor: self.floor.clone(),
@@ -295,6 +317,16 @@ impl Simplex {
             .await?;
             self.certificates.set(marshal);
             handles.push(network);
+            let gossiping = self.gossip.as_ref().and_then(|n| Some((n.clone(), n.gossip_outbox()?)));
+            if let Some((node, outbox)) = gossiping {
+                handles.extend(gossip::start(
+                    context.child("gossip"),
+                    node,
+                    outbox,
+                    gossip_channel,
+                    oracle,
+                ));
+            }
             tracing::info!(validators = self.set.len(), %listen, "consensus started");
             let mut actors = futures_util::future::select_all(handles);
             loop {

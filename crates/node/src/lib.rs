@@ -171,6 +171,9 @@ pub struct Node {
     /// The height of the snapshot this node's store was restored from: blocks at and below it
     /// are not here.
     snapshot_base: Option<u64>,
+    /// Where transactions admitted from RPC clients go to be gossiped to the other validators,
+    /// once an engine that gossips asked ([`Node::gossip_outbox`]).
+    gossip: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<u8>>>,
 }
 
 /// One event subscriber's place in [`NodeConfig::max_event_subscribers`]; freed when dropped.
@@ -180,6 +183,13 @@ impl Drop for SubscriberSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
+}
+
+/// Where submitted transactions come from: a client of the RPC, or another validator's gossip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Client,
+    Peer,
 }
 
 /// Stable reason of a mempool or submission error, counted in metrics.
@@ -222,6 +232,11 @@ fn candidate(tx: &Tx, bytes: Vec<u8>, hash: Hash32) -> Candidate {
 /// a ledger savepoint), so more would only queue on the lock; more wait their turn (the HTTP
 /// server bounds how many can wait).
 pub const MAX_SIMULATIONS: usize = 2;
+
+/// Transactions admitted from RPC clients that may wait to be gossiped ([`Node::gossip_outbox`]).
+/// When the queue is full a transaction is not gossiped (counted in the metrics): it still waits
+/// in this node's mempool for this node's turn to lead, and no client waits on the network.
+pub const GOSSIP_QUEUE: usize = 32_768;
 
 /// State snapshots served at once (`GET /sync/snapshot`): each holds a read transaction of the
 /// store and a thread while its reader takes it.
@@ -309,6 +324,7 @@ impl Node {
             certificate_reads: tokio::sync::Semaphore::new(rpc::sync::MAX_CERTIFICATE_READS),
             certificates: std::sync::OnceLock::new(),
             snapshot_base,
+            gossip: std::sync::OnceLock::new(),
         }))
     }
 
@@ -429,7 +445,11 @@ impl Node {
         tx.verify_signature_with(&digest)
             .map_err(|e| SubmitError::Signature(e.to_string()))?;
         let hash = tx_hash(&bytes);
+        let copy = self.gossip.get().map(|_| bytes.clone());
         self.admit(&tx, bytes, hash)?;
+        if let Some(copy) = copy {
+            self.gossip(copy);
+        }
         Ok(hash)
     }
 
@@ -437,9 +457,45 @@ impl Node {
     /// batch ([`pazar_types::verify_signatures`]: each signature verifies *and* its key is the
     /// sender's). Results are in input order.
     pub fn submit_batch(&self, txs: Vec<Vec<u8>>) -> Vec<Result<Hash32, SubmitError>> {
+        self.submit_many(txs, Origin::Client)
+    }
+
+    /// Transactions another validator gossiped: the same admission as [`Node::submit_batch`]
+    /// (a peer's bytes are as untrusted as a client's), but they are not gossiped again (every
+    /// validator sends what it admitted to all the others) and a refusal is not a client's
+    /// error: a transaction committed meanwhile, or already here, is normal under gossip. The
+    /// metrics count what was received and what was admitted.
+    pub fn submit_from_peer(&self, txs: Vec<Vec<u8>>) -> Vec<Result<Hash32, SubmitError>> {
+        self.metrics.gossip_txs_received.inc_by(txs.len() as u64);
+        let out = self.submit_many(txs, Origin::Peer);
+        let admitted = out.iter().filter(|r| r.is_ok()).count();
+        self.metrics.gossip_txs_admitted.inc_by(admitted as u64);
+        out
+    }
+
+    /// Turns on gossip: from now on every transaction this node admits from its RPC clients is
+    /// also queued (at most [`GOSSIP_QUEUE`]) on the returned receiver, for the consensus engine
+    /// to send to the other validators. The first call gets the receiver; later ones `None`.
+    pub fn gossip_outbox(&self) -> Option<tokio::sync::mpsc::Receiver<Vec<u8>>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(GOSSIP_QUEUE);
+        self.gossip.set(tx).ok().map(|()| rx)
+    }
+
+    /// Queues an admitted client transaction for gossip, never waiting: a full queue (or an
+    /// engine that stopped reading) drops the copy and counts it.
+    fn gossip(&self, bytes: Vec<u8>) {
+        if let Some(q) = self.gossip.get() {
+            if q.try_send(bytes).is_err() {
+                self.metrics.gossip_txs_dropped.inc();
+            }
+        }
+    }
+
+    fn submit_many(&self, txs: Vec<Vec<u8>>, origin: Origin) -> Vec<Result<Hash32, SubmitError>> {
         let pre: Vec<Result<(Tx, Hash32), SubmitError>> = txs.iter().map(|b| self.precheck(b)).collect();
         let items: Vec<(&Tx, &Hash32)> = pre.iter().flatten().map(|(tx, d)| (tx, d)).collect();
         let mut sigs = pazar_types::verify_signatures(&items).into_iter();
+        let gossip = origin == Origin::Client && self.gossip.get().is_some();
         let mut out = Vec::with_capacity(txs.len());
         for (bytes, p) in txs.into_iter().zip(pre) {
             let r = p.and_then(|(tx, _)| {
@@ -447,9 +503,14 @@ impl Node {
                 let sig = sigs.next().expect("one signature result per pre-checked transaction");
                 sig.map_err(|e| SubmitError::Signature(e.to_string()))?;
                 let hash = tx_hash(&bytes);
-                self.admit(&tx, bytes, hash).map(|()| hash)
+                let copy = gossip.then(|| bytes.clone());
+                self.admit(&tx, bytes, hash)?;
+                if let Some(copy) = copy {
+                    self.gossip(copy);
+                }
+                Ok(hash)
             });
-            if let Err(e) = &r {
+            if let (Err(e), Origin::Client) = (&r, origin) {
                 self.metrics.reject(e.reason().as_str());
             }
             out.push(r);

@@ -18,6 +18,12 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub block_txs: Histogram,
     pub rejected: Family<Vec<(String, String)>, Counter>,
+    /// Transaction gossip between validators: transactions sent (once per peer), received from
+    /// peers, admitted of those, and not gossiped because the queue was full.
+    pub gossip_txs_sent: Counter,
+    pub gossip_txs_received: Counter,
+    pub gossip_txs_admitted: Counter,
+    pub gossip_txs_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -33,6 +39,10 @@ impl Default for Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             block_txs: Histogram::new(exponential_buckets(1.0, 2.0, 18)),
             rejected: Family::default(),
+            gossip_txs_sent: Counter::default(),
+            gossip_txs_received: Counter::default(),
+            gossip_txs_admitted: Counter::default(),
+            gossip_txs_dropped: Counter::default(),
         };
         m.registry
             .register("block_height", "Height of the last committed block", m.height.clone());
@@ -69,6 +79,26 @@ impl Default for Metrics {
             "txs_rejected",
             "Transactions refused on submission, by reason",
             m.rejected.clone(),
+        );
+        m.registry.register(
+            "gossip_txs_sent",
+            "Transactions gossiped to other validators, counted once per validator sent to",
+            m.gossip_txs_sent.clone(),
+        );
+        m.registry.register(
+            "gossip_txs_received",
+            "Transactions received from other validators' gossip",
+            m.gossip_txs_received.clone(),
+        );
+        m.registry.register(
+            "gossip_txs_admitted",
+            "Transactions received by gossip and admitted to the mempool",
+            m.gossip_txs_admitted.clone(),
+        );
+        m.registry.register(
+            "gossip_txs_dropped",
+            "Admitted client transactions not gossiped because the gossip queue was full",
+            m.gossip_txs_dropped.clone(),
         );
         m
     }

@@ -128,7 +128,8 @@ pub fn node_start(
         Some(mut settings) => {
             settings.genesis = genesis_block(&node, &genesis);
             node.set_certificates(Arc::new(settings.certificates.clone()));
-            Engine::Simplex(Box::new(Simplex::new(settings).context("cannot start consensus")?))
+            let simplex = Simplex::new(settings).context("cannot start consensus")?;
+            Engine::Simplex(Box::new(simplex.with_gossip(node.clone())))
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

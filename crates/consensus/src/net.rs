@@ -140,9 +140,11 @@ impl std::fmt::Display for Peer {
 
 /// What a validator needs to join the network.
 pub struct Settings {
-    /// The chain's id: the namespace of every vote and of the p2p handshake, so signatures of
-    /// one chain are worthless on another.
+    /// The chain's id and its genesis file's hash: the namespace of every vote and of the p2p
+    /// handshake ([`crate::sync::namespace`]), so signatures of one chain are worthless on
+    /// another.
     pub chain_id: String,
+    pub genesis_hash: pazar_types::Hash32,
     /// The validator set: every genesis validator's consensus key.
     pub validators: Vec<ConsensusKey>,
     /// This validator's ed25519 secret (the same key as its account's).
@@ -167,6 +169,7 @@ pub struct Settings {
 /// One validator behind simplex over real sockets; see the module's documentation.
 pub struct Simplex {
     chain_id: String,
+    genesis_hash: pazar_types::Hash32,
     key: PrivateKey,
     set: Set<PublicKey>,
     addresses: Map<PublicKey, Address>,
@@ -220,6 +223,7 @@ impl Simplex {
         assert_eq!(addresses.len(), set.len(), "one address per validator");
         Ok(Simplex {
             chain_id: s.chain_id,
+            genesis_hash: s.genesis_hash,
             key,
             set,
             addresses,
@@ -256,7 +260,7 @@ impl Simplex {
             .with_storage_directory(self.storage_dir.clone())
             .with_worker_threads(2);
         commonware_runtime::tokio::Runner::new(runtime).start(|context| async move {
-            let namespace = format!("pazar:{}", self.chain_id).into_bytes();
+            let namespace = crate::sync::namespace(&self.chain_id, &self.genesis_hash);
             let me = self.key.public_key();
             let listen = match self.addresses.get_value(&me) {
                 Some(Address::Symmetric(a)) => *a,
@@ -510,6 +514,7 @@ mod tests {
     fn check(validators: &[u8], peers: &[Peer]) -> Result<(), NetError> {
         Simplex::new(Settings {
             chain_id: "c".into(),
+            genesis_hash: [0; 32],
             validators: validators.iter().map(|n| key(*n)).collect(),
             secret: Zeroizing::new([1; 32]),
             listen: "127.0.0.1:0".parse().expect("an address"),

@@ -25,7 +25,7 @@ use rand_010::SeedableRng;
 
 use pazar_node::consensus::Certificates;
 use pazar_node::genesis::ConsensusKey;
-use pazar_types::Header;
+use pazar_types::{Hash32, Header};
 
 use crate::app::Scheme;
 use crate::engine::{Finalization, Marshal};
@@ -46,9 +46,13 @@ pub enum SyncError {
     Random(String),
 }
 
-/// The namespace of every vote of `chain_id` (the p2p handshake's too).
-pub fn namespace(chain_id: &str) -> Vec<u8> {
-    format!("pazar:{chain_id}").into_bytes()
+/// The namespace of every vote of the chain `chain_id` started from the genesis file hashing to
+/// `genesis_hash` (the p2p handshake's too): a vote or certificate of one chain is worthless on
+/// another, even one relaunched with the same id and validator keys.
+pub fn namespace(chain_id: &str, genesis_hash: &Hash32) -> Vec<u8> {
+    let mut n = format!("pazar:{chain_id}:").into_bytes();
+    n.extend(genesis_hash.iter().flat_map(|b| format!("{b:02x}").into_bytes()));
+    n
 }
 
 /// Decodes a finalization certificate of a set of `validators` validators (more signatures than
@@ -57,10 +61,10 @@ pub fn decode_finalization(bytes: &[u8], validators: usize) -> Result<Finalizati
     Finalization::decode_cfg(Copying(bytes), &validators).map_err(|e| SyncError::Decode(e.to_string()))
 }
 
-/// Checks that `fin` is a certificate of a quorum of `validators` on `chain_id` finalizing the
-/// block whose header is `header`.
+/// Checks that `fin` is a certificate of a quorum of `validators` under `namespace` finalizing
+/// the block whose header is `header`.
 pub fn verify_finalization(
-    chain_id: &str,
+    namespace: &[u8],
     validators: &[ConsensusKey],
     fin: &Finalization,
     header: &Header,
@@ -72,12 +76,12 @@ pub fn verify_finalization(
             got: hex(&fin.proposal.payload),
         });
     }
-    verify_certificate(chain_id, validators, fin)
+    verify_certificate(namespace, validators, fin)
 }
 
-/// Checks that `fin` is a certificate of a quorum of `validators` on `chain_id` (of whatever
+/// Checks that `fin` is a certificate of a quorum of `validators` under `namespace` (of whatever
 /// block it names: [`finalized_hash`]).
-pub fn verify_certificate(chain_id: &str, validators: &[ConsensusKey], fin: &Finalization) -> Result<(), SyncError> {
+pub fn verify_certificate(namespace: &[u8], validators: &[ConsensusKey], fin: &Finalization) -> Result<(), SyncError> {
     let mut set = Vec::with_capacity(validators.len());
     for v in validators {
         set.push(PublicKey::decode(Copying(&v.0[..])).map_err(|_| SyncError::Validator(*v))?);
@@ -87,7 +91,7 @@ pub fn verify_certificate(chain_id: &str, validators: &[ConsensusKey], fin: &Fin
     if epoch != 0 {
         return Err(SyncError::Epoch(epoch));
     }
-    let scheme = Scheme::verifier(&namespace(chain_id), validators);
+    let scheme = Scheme::verifier(namespace, validators);
     // Batch verification needs randomness an attacker cannot predict.
     let mut rng = StdRng::try_from_rng(&mut SysRng).map_err(|e| SyncError::Random(e.to_string()))?;
     if !fin.verify(&mut rng, &scheme, &commonware_parallel::Sequential) {

@@ -104,7 +104,7 @@ pub fn node_start(
         }
         None => {}
         Some(settings) => {
-            let chain_id = &genesis.header.chain_id;
+            let namespace = pazar_consensus::sync::namespace(&genesis.header.chain_id, &genesis.hash);
             if store.genesis_hash()?.is_none() && !config.state_sync.is_empty() {
                 settings.floor = Some(state_sync::sync_state(
                     &home,
@@ -114,7 +114,7 @@ pub fn node_start(
                     &settings.validators,
                 )?);
             } else if store.snapshot_base()?.is_some() {
-                settings.floor = Some(state_sync::load_floor(chain_id, &settings.validators, &store)?);
+                settings.floor = Some(state_sync::load_floor(&namespace, &settings.validators, &store)?);
             }
         }
     }
@@ -232,6 +232,7 @@ fn simplex_settings(
         .collect::<Result<Vec<_>>>()?;
     Ok(Settings {
         chain_id: genesis.header.chain_id.clone(),
+        genesis_hash: genesis.hash,
         validators,
         secret,
         listen,

@@ -17,7 +17,9 @@ use anyhow::{bail, Context, Result};
 
 use pazar_client::Rpc;
 use pazar_consensus::engine::Finalization;
-use pazar_consensus::sync::{decode_finalization, finalized_hash, verify_certificate, verify_finalization};
+use pazar_consensus::sync::{
+    decode_finalization, finalized_hash, namespace, verify_certificate, verify_finalization,
+};
 use pazar_node::genesis::{ConsensusKey, GenesisOnDisk};
 use pazar_store::{read_frame, Frame, Head, Store, StoreError};
 
@@ -35,12 +37,12 @@ pub const FLOOR_RECORD: &str = "consensus_floor";
 
 /// The floor of a store restored from a snapshot, read back and checked again: a certificate
 /// of this chain's validators, of the block after the snapshot (once that block is stored).
-pub fn load_floor(chain_id: &str, validators: &[ConsensusKey], store: &Store) -> Result<Finalization> {
+pub fn load_floor(namespace: &[u8], validators: &[ConsensusKey], store: &Store) -> Result<Finalization> {
     let bytes = store
         .node_record(FLOOR_RECORD)?
         .context("the store was restored from a snapshot but holds no consensus floor")?;
     let fin = decode_finalization(&bytes, validators.len()).context("the store's consensus floor")?;
-    verify_certificate(chain_id, validators, &fin).context("the store's consensus floor")?;
+    verify_certificate(namespace, validators, &fin).context("the store's consensus floor")?;
     let base = store.snapshot_base()?.context("the store was not restored from a snapshot")?;
     if let Some(b) = store.block(base + 1)? {
         if b.block.header.hash() != finalized_hash(&fin) {
@@ -178,7 +180,8 @@ fn sync_from(
         return Err(untrusted(format!("block {} as the peer sent it is inconsistent", h + 1)));
     }
     let fin = decode_finalization(&cert, validators.len()).map_err(|e| untrusted(e.to_string()))?;
-    verify_finalization(chain_id, validators, &fin, &next.header).map_err(|e| untrusted(e.to_string()))?;
+    let namespace = namespace(chain_id, &genesis.hash);
+    verify_finalization(&namespace, validators, &fin, &next.header).map_err(|e| untrusted(e.to_string()))?;
     if next.header.state_root != head.state_root {
         return Err(untrusted(format!(
             "the snapshot's root {} is not the root {} that finalized block {} carries",

@@ -73,7 +73,16 @@ fn kill(pid: u32) -> bool {
 fn start_testnet() -> Testnet {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut process = Command::new(bin())
-        .args(["testnet", "--validators", "4", "--block-time-ms", "250", "-o", "json", "--home"])
+        .args([
+            "testnet",
+            "--validators",
+            "4",
+            "--block-time-ms",
+            "250",
+            "-o",
+            "json",
+            "--home",
+        ])
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -115,7 +124,9 @@ fn wait_height(urls: &[&str], h: u64) {
 /// A transfer sent to `url`, waited for until committed; its height.
 fn transfer(keys: &std::path::Path, url: &str, from: &str) -> u64 {
     let out = Command::new(bin())
-        .args(["tx", "send", "bob", "1upzr", "--from", from, "--node", url, "-o", "json", "--home"])
+        .args([
+            "tx", "send", "bob", "1upzr", "--from", from, "--node", url, "-o", "json", "--home",
+        ])
         .arg(keys)
         .output()
         .expect("runs pazar tx send");
@@ -280,8 +291,14 @@ fn a_validator_that_lost_its_data_syncs_state_from_a_peer_refusing_lying_ones() 
     // It joined at a recent height without the blocks below it, and follows the chain.
     let rpc3 = Rpc::new(&url3);
     let base = rpc3.status().expect("status").height;
-    assert!(base > before, "it started at the peers' height ({base}), not from genesis");
-    assert!(rpc3.block(1).is_err_and(|e| e.is_not_found()), "no history below the snapshot");
+    assert!(
+        base > before,
+        "it started at the peers' height ({base}), not from genesis"
+    );
+    assert!(
+        rpc3.block(1).is_err_and(|e| e.is_not_found()),
+        "no history below the snapshot"
+    );
     let all: Vec<&str> = vec![&urls[0], &urls[1], &urls[2], &url3];
     // It takes part again: a transfer sent to it commits (it proposes, or gossip carries it).
     let h = transfer(&keys, &url3, "bob");
@@ -292,7 +309,11 @@ fn a_validator_that_lost_its_data_syncs_state_from_a_peer_refusing_lying_ones() 
             rpc0.block(height).expect("validator 0 has it"),
             rpc3.block(height).expect("the synced validator has it"),
         );
-        assert_eq!((a.hash, a.state_root_after), (b.hash, b.state_root_after), "block {height}");
+        assert_eq!(
+            (a.hash, a.state_root_after),
+            (b.hash, b.state_root_after),
+            "block {height}"
+        );
     }
 
     // Restarted from its own store, it starts from the certificate it kept.

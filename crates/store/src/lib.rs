@@ -22,8 +22,7 @@ use pazar_types::{Block, Hash32};
 
 mod snapshot;
 pub use snapshot::{
-    read_frame, write_frame, Frame, Restore, SnapshotChunk, SnapshotError, SnapshotHead, CHUNK_ENTRIES,
-    MAX_FRAME_BYTES,
+    read_frame, write_frame, Frame, Restore, SnapshotChunk, SnapshotError, SnapshotHead, CHUNK_ENTRIES, MAX_FRAME_BYTES,
 };
 
 /// redb's page cache.
@@ -196,6 +195,19 @@ fn value_key(kh: &KeyHash, version: Version) -> [u8; 40] {
     k[..32].copy_from_slice(&kh.0);
     k[32..].copy_from_slice(&version.to_be_bytes());
     k
+}
+
+/// A tree value as `jmt_values` stores it: `0` (deleted) or `1 ‖ value`; see [`decode_value`].
+fn encode_value(value: Option<&[u8]>) -> Vec<u8> {
+    match value {
+        Some(val) => {
+            let mut enc = Vec::with_capacity(1 + val.len());
+            enc.push(1);
+            enc.extend_from_slice(val);
+            enc
+        }
+        None => vec![0],
+    }
 }
 
 fn decode_value(v: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
@@ -494,15 +506,7 @@ impl Store {
                 sk.extend_from_slice(&old.to_be_bytes());
                 stale_values.insert(sk.as_slice(), ())?;
             }
-            let mut enc = Vec::with_capacity(1 + value.as_ref().map_or(0, Vec::len));
-            match value {
-                Some(val) => {
-                    enc.push(1);
-                    enc.extend_from_slice(val);
-                }
-                None => enc.push(0),
-            }
-            values.insert(value_key(kh, *v).as_slice(), enc.as_slice())?;
+            values.insert(value_key(kh, *v).as_slice(), encode_value(value.as_deref()).as_slice())?;
         }
         let mut stale_nodes = txn.open_table(JMT_STALE_NODES)?;
         for s in &batch.stale_node_index_batch {

@@ -31,8 +31,8 @@ use pazar_ledger::StateRestorer;
 use pazar_types::Hash32;
 
 use crate::{
-    read_head, tree_err, value_key, Head, Reader, Store, StoreError, GENESIS_KEY, HEAD_KEY, JMT_NODES, JMT_VALUES,
-    META, STATE,
+    encode_value, read_head, tree_err, value_key, Head, Reader, Store, StoreError, GENESIS_KEY, HEAD_KEY, JMT_NODES,
+    JMT_VALUES, META, STATE,
 };
 
 /// Entries in one chunk (the last chunk may hold fewer).
@@ -137,11 +137,7 @@ impl Store {
     /// The state at the head, in one read transaction: the head, then chunks of up to
     /// `chunk_entries` entries in key-hash order with their range proofs. `emit` returns
     /// `false` to stop early (the reader went away).
-    pub fn snapshot(
-        &self,
-        chunk_entries: usize,
-        mut emit: impl FnMut(Frame) -> bool,
-    ) -> Result<(), StoreError> {
+    pub fn snapshot(&self, chunk_entries: usize, mut emit: impl FnMut(Frame) -> bool) -> Result<(), StoreError> {
         let chunk_entries = chunk_entries.clamp(1, CHUNK_ENTRIES);
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
@@ -348,15 +344,7 @@ impl Restore {
             }
             let mut values = txn.open_table(JMT_VALUES)?;
             for ((v, kh), value) in batch.values() {
-                let mut enc = Vec::with_capacity(1 + value.as_ref().map_or(0, Vec::len));
-                match value {
-                    Some(val) => {
-                        enc.push(1);
-                        enc.extend_from_slice(val);
-                    }
-                    None => enc.push(0),
-                }
-                values.insert(value_key(kh, *v).as_slice(), enc.as_slice())?;
+                values.insert(value_key(kh, *v).as_slice(), encode_value(value.as_deref()).as_slice())?;
             }
             meta.insert(GENESIS_KEY, snap.genesis_hash.as_slice())?;
             meta.insert(HEAD_KEY, borsh::to_vec(&head).expect("encoding cannot fail").as_slice())?;
@@ -402,8 +390,7 @@ impl TreeReader for MemTree {
             .batch
             .lock()
             .map_err(|_| anyhow::anyhow!("restore tree lock poisoned"))?;
-        Ok(b
-            .values()
+        Ok(b.values()
             .range((0, key_hash)..=(max_version, key_hash))
             .rfind(|((_, k), _)| *k == key_hash)
             .and_then(|(_, v)| v.clone()))

@@ -17,9 +17,7 @@ use anyhow::{bail, Context, Result};
 
 use pazar_client::Rpc;
 use pazar_consensus::engine::Finalization;
-use pazar_consensus::sync::{
-    decode_finalization, finalized_hash, namespace, verify_certificate, verify_finalization,
-};
+use pazar_consensus::sync::{decode_finalization, finalized_hash, namespace, verify_certificate, verify_finalization};
 use pazar_node::genesis::{ConsensusKey, GenesisOnDisk};
 use pazar_store::{read_frame, Frame, Head, Store, StoreError};
 
@@ -43,7 +41,9 @@ pub fn load_floor(namespace: &[u8], validators: &[ConsensusKey], store: &Store) 
         .context("the store was restored from a snapshot but holds no consensus floor")?;
     let fin = decode_finalization(&bytes, validators.len()).context("the store's consensus floor")?;
     verify_certificate(namespace, validators, &fin).context("the store's consensus floor")?;
-    let base = store.snapshot_base()?.context("the store was not restored from a snapshot")?;
+    let base = store
+        .snapshot_base()?
+        .context("the store was not restored from a snapshot")?;
     if let Some(b) = store.block(base + 1)? {
         if b.block.header.hash() != finalized_hash(&fin) {
             bail!("the store's consensus floor does not finalize its block {}", base + 1);
@@ -177,7 +177,10 @@ fn sync_from(
         std::thread::sleep(POLL);
     };
     if next.header.hash() != next.hash || next.header.height != h + 1 || next.header.chain_id != *chain_id {
-        return Err(untrusted(format!("block {} as the peer sent it is inconsistent", h + 1)));
+        return Err(untrusted(format!(
+            "block {} as the peer sent it is inconsistent",
+            h + 1
+        )));
     }
     let fin = decode_finalization(&cert, validators.len()).map_err(|e| untrusted(e.to_string()))?;
     let namespace = namespace(chain_id, &genesis.hash);

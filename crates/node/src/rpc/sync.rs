@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State as AxState};
-use axum::Extension;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
 use pazar_api::ErrorCode;
 
 use super::errors::{parse, ApiError};
-use crate::http::ClientIp;
 use super::Shared;
+use crate::http::ClientIp;
 
 /// Longest a snapshot stream may take: it holds a read transaction and a thread.
 pub const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(600);
@@ -48,11 +48,12 @@ pub(super) async fn snapshot(
     client: Option<Extension<ClientIp>>,
 ) -> Result<Response, ApiError> {
     let busy = |why: String| ApiError::new(ErrorCode::Busy, why);
-    let permit = node
-        .snapshots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| busy(format!("{} snapshots are being served; retry later", crate::MAX_SNAPSHOTS)))?;
+    let permit = node.snapshots.clone().try_acquire_owned().map_err(|_| {
+        busy(format!(
+            "{} snapshots are being served; retry later",
+            crate::MAX_SNAPSHOTS
+        ))
+    })?;
     let client = client.and_then(|Extension(ClientIp(ip))| ip);
     let slot = match client {
         Some(ip) => Some(
@@ -96,7 +97,11 @@ pub(super) async fn snapshot(
         }
     });
     let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|f| f.map(Ok::<_, std::io::Error>)));
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(body)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
 
 /// The finalization certificate of the block at a height, as the consensus engine encodes it.
@@ -118,11 +123,15 @@ pub(super) async fn finalization(
         .try_acquire()
         .map_err(|_| ApiError::new(ErrorCode::Busy, "too many certificate reads at once; retry"))?;
     let Some(certs) = node.certificates() else {
-        return Err(ApiError::not_found("finalization certificates (this node's engine makes none)"));
+        return Err(ApiError::not_found(
+            "finalization certificates (this node's engine makes none)",
+        ));
     };
     match certs.finalization(height).await {
         Some(bytes) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()),
-        None => Err(ApiError::not_found(format!("a finalization certificate of block {height}"))),
+        None => Err(ApiError::not_found(format!(
+            "a finalization certificate of block {height}"
+        ))),
     }
 }
 

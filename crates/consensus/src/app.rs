@@ -176,6 +176,11 @@ impl Finalizer {
         }
     }
 
+    /// The node it commits to.
+    pub(crate) fn app(&self) -> &Arc<dyn Application> {
+        &self.app
+    }
+
     /// Whether a finalized block could not be committed.
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::SeqCst)

@@ -11,12 +11,13 @@ use commonware_consensus::Heightable;
 use commonware_cryptography::sha256::Digest;
 use commonware_cryptography::Digestible;
 
-use pazar_types::block::{txs_root, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
+use pazar_types::block::{txs_root, Evidence, MAX_BLOCK_BYTES, MAX_BLOCK_TXS, MAX_EVIDENCE_BYTES};
 use pazar_types::{Address, Block, Hash32, Header};
 
-/// Most bytes a block's encoding may take: its transactions at their limit, with room for the
-/// header and every transaction's length prefix.
-pub const MAX_ENCODED_BLOCK: usize = MAX_BLOCK_BYTES + 4 * MAX_BLOCK_TXS + 4096;
+/// Most bytes a block's encoding may take: its transactions and its evidence at their limits,
+/// with room for the header, every transaction's length prefix and the evidence's own framing
+/// (its records' heights, views and length prefixes).
+pub const MAX_ENCODED_BLOCK: usize = MAX_BLOCK_BYTES + 4 * MAX_BLOCK_TXS + MAX_EVIDENCE_BYTES + 8192;
 
 /// A block with its hash computed once.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +49,7 @@ impl ChainBlock {
                 proposer: Address::module("genesis"),
             },
             txs: Vec::new(),
+            evidence: Evidence::default(),
         })
     }
 
@@ -142,6 +144,7 @@ mod tests {
                 proposer: Address::module("p"),
             },
             txs,
+            evidence: Evidence::default(),
         }
     }
 

@@ -8,7 +8,7 @@
 
 use crate::app::{Finalizer, Scheme};
 use crate::block::ChainBlock;
-use crate::evidence::Evidence;
+use crate::evidence::{Attestations, Evidence, VerifierRng};
 use commonware_broadcast::buffered;
 use commonware_consensus::{
     marshal::{self, standard::Inline},
@@ -187,6 +187,14 @@ where
 
     // 4. Inline wrapper: is simplex's Automaton + Relay + Reporter; calls our propose/verify.
     let marshaled = Inline::new(context.child("marshaled"), app, marshal_mailbox.clone(), epocher);
+
+    // The node's proposals carry evidence from what simplex reports, and its verification
+    // checks others' evidence, with this validator set and namespace.
+    finalized.app().set_attestor(std::sync::Arc::new(Attestations::new(
+        evidence.clone(),
+        cfg.scheme.clone(),
+        VerifierRng::from_os(),
+    )));
 
     // 5. Simplex. Its journal (`{prefix}-consensus`) records our own votes before they are sent,
     //    so a restarted validator replays it and never signs a conflicting vote.

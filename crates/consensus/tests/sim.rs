@@ -22,10 +22,14 @@ use commonware_utils::ordered::Set;
 use commonware_utils::{probability, NZUsize, NZU32};
 use serde_json::json;
 
+use pazar_consensus::evidence::{Attestations, VerifierRng};
 use pazar_consensus::{engine, ChainBlock, Evidence, Finalizer, Proposer, Scheme};
-use pazar_node::consensus::Application;
+use pazar_ledger::{DoubleSignRecord, ValidatorRecord};
+use pazar_node::consensus::VerifyError;
+use pazar_node::consensus::{Application, Attestor};
 use pazar_node::genesis::GenesisOnDisk;
 use pazar_node::{Node, NodeConfig};
+use pazar_types::block::{body_root, Attestation, Block};
 use pazar_types::{Address, Coin, Denom, Hash32, KeyScheme, Msg, SigningKey, TxBody};
 
 const NAMESPACE: &[u8] = b"pazar-sim";
@@ -251,6 +255,62 @@ fn assert_agree(vals: &[Validator], idx: &[usize], upto: u64) {
     }
 }
 
+fn key_bytes(pk: &Pk) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(pk.as_ref());
+    out
+}
+
+/// What a validator's ledger holds of the validators' conduct: every record, every double
+/// signing, and the next commit height to record.
+type Conduct = (
+    Vec<([u8; 32], ValidatorRecord)>,
+    Vec<(([u8; 32], u64), DoubleSignRecord)>,
+    u64,
+);
+
+fn conduct(v: &Validator) -> Conduct {
+    let st = v.node().state();
+    (
+        st.validator_records().map(|(k, r)| (*k, *r)).collect(),
+        st.double_signs().map(|(k, r)| (*k, *r)).collect(),
+        st.next_commit_height(),
+    )
+}
+
+/// Waits until `done` holds of the conduct on every validator in `idx` at one height, up to
+/// `max_height`; returns that conduct (the same on all of them).
+async fn wait_conduct(
+    context: &Ctx,
+    vals: &[Validator],
+    idx: &[usize],
+    max_height: u64,
+    done: impl Fn(&Conduct) -> bool,
+) -> Conduct {
+    loop {
+        let h = vals[idx[0]].height();
+        if idx.iter().all(|i| vals[*i].height() == h) {
+            let first = conduct(&vals[idx[0]]);
+            if done(&first) {
+                for i in &idx[1..] {
+                    assert_eq!(
+                        conduct(&vals[*i]),
+                        first,
+                        "validator {i}'s ledger records another conduct"
+                    );
+                }
+                return first;
+            }
+        }
+        assert!(
+            h <= max_height,
+            "height {h} reached and the conduct is still not recorded: {:?}",
+            conduct(&vals[idx[0]])
+        );
+        context.sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn send(from: &SigningKey, sequence: u64) -> Vec<u8> {
     TxBody {
         chain_id: CHAIN.into(),
@@ -390,6 +450,21 @@ fn four_validators_run(seed: u64) {
         wait_all(&context, &vals, &honest, target).await;
         assert_agree(&vals, &honest, target);
         assert_committed_once(&vals, &honest, &hashes);
+        // The ledger's commit records name a validator that was never up as missing from every
+        // certified commit they record (a seed may end before the first is recorded).
+        if let Fault::Down = fault {
+            let st = vals[honest[0]].node().state();
+            let key = key_bytes(&vals[victim].key.public_key());
+            let others: Vec<ValidatorRecord> = st
+                .validator_records()
+                .filter(|(k, _)| **k != key)
+                .map(|(_, r)| *r)
+                .collect();
+            match st.validator_record(&key) {
+                Some(r) => assert!(r.signed == 0 && others.iter().all(|o| o.signed + o.missed == r.missed)),
+                None => assert!(others.is_empty()),
+            }
+        }
         for i in &honest {
             let v = &vals[*i];
             if !matches!(fault, Fault::Equivocating) {
@@ -449,11 +524,187 @@ fn an_equivocating_validator_is_recorded_and_the_others_finalize() {
                         "validator {i} recorded no equivocation"
                     );
                 }
+                // An honest proposer puts the proof in a block: the double signing is on every
+                // honest ledger, the same, and only the byzantine validator's.
+                let byz_key = key_bytes(&byz.public_key());
+                let (records, double_signs, _) = wait_conduct(&context, &vals, &honest, 60, |c| !c.1.is_empty()).await;
+                assert!(double_signs.iter().all(|((k, _), _)| *k == byz_key));
+                let byz_record = records.iter().find(|(k, _)| *k == byz_key).expect("a record").1;
+                assert_eq!(byz_record.double_signs, double_signs.len() as u64);
+                assert!(records
+                    .iter()
+                    .filter(|(k, _)| *k != byz_key)
+                    .all(|(_, r)| r.double_signs == 0));
+                forged_evidence_is_refused(&context, &pks, &vals[1]).await;
                 let blocked = oracle.blocked().await.expect("the oracle answers");
                 assert!(
                     blocked.iter().all(|(_, b)| *b == byz.public_key()),
                     "an honest validator was blocked: {blocked:?}"
                 );
+            });
+        },
+    );
+}
+
+/// A certified commit record some stored block carries, of a height other than `not`.
+fn stored_commit(v: &Validator, not: u64) -> Option<Attestation> {
+    (1..=v.height()).find_map(|h| {
+        let b = v.node().store().block(h).expect("reads").expect("committed").block;
+        b.evidence
+            .commits
+            .into_iter()
+            .find(|c| c.height != not && matches!(c.attestation, Attestation::Certified { .. }))
+            .map(|c| c.attestation)
+    })
+}
+
+/// `verify` of the block `b` with its evidence changed by `forge` (and its header's root
+/// following, so only the evidence is wrong): the reason it is refused.
+fn refusal(v: &Validator, b: &Block, forge: impl FnOnce(&mut Block)) -> String {
+    let mut forged = b.clone();
+    forge(&mut forged);
+    forged.header.txs_root = body_root(&forged.txs, &forged.evidence);
+    match v.node().verify(&[], &forged) {
+        Err(VerifyError::Evidence(why)) => why,
+        other => panic!("forged evidence was not refused as evidence: {other:?}"),
+    }
+}
+
+fn certified(b: &mut Block) -> (&mut Vec<u8>, &mut Vec<u8>) {
+    b.evidence
+        .commits
+        .iter_mut()
+        .find_map(|c| match &mut c.attestation {
+            Attestation::Certified { signers, certificate } => Some((signers, certificate)),
+            Attestation::Unattested => None,
+        })
+        .expect("a certified commit record")
+}
+
+/// A validator's `verify` refuses evidence that does not check out: a signer bitmap that is not
+/// the certificate's, a certificate with a broken signature or of another block, a double
+/// signing already recorded or whose proof is of another validator or view; and a proof with a
+/// broken signature does not check (the recorded one does).
+async fn forged_evidence_is_refused(context: &Ctx, pks: &Set<Pk>, v: &Validator) {
+    // A proposal of this validator carrying a certified commit record.
+    let b = loop {
+        let b = v.node().propose(&[], 1).expect("proposes on its finalized head");
+        if b.evidence
+            .commits
+            .iter()
+            .any(|c| matches!(c.attestation, Attestation::Certified { .. }))
+        {
+            break b;
+        }
+        context.sleep(Duration::from_millis(5)).await;
+    };
+    v.node().verify(&[], &b).expect("its own proposal verifies");
+    let why = refusal(v, &b, |f| certified(f).0[0] ^= 1);
+    assert!(why.contains("bitmap is not the certificate's signers"), "{why}");
+    let why = refusal(v, &b, |f| {
+        let cert = certified(f).1;
+        let last = cert.len() - 1;
+        cert[last] ^= 0x40;
+    });
+    assert!(
+        why.contains("do not verify") || why.contains("does not decode"),
+        "{why}"
+    );
+    let height = b
+        .evidence
+        .commits
+        .iter()
+        .find(|c| matches!(c.attestation, Attestation::Certified { .. }))
+        .expect("above")
+        .height;
+    if let Some(other) = stored_commit(v, height) {
+        let why = refusal(v, &b, |f| {
+            let c = f
+                .evidence
+                .commits
+                .iter_mut()
+                .find(|c| c.height == height)
+                .expect("above");
+            c.attestation = other;
+        });
+        assert!(why.contains("another block"), "{why}");
+    }
+    // The double signing the ledger recorded, as its block carries it.
+    let recorded = (1..=v.height())
+        .find_map(|h| {
+            let blk = v.node().store().block(h).expect("reads").expect("committed").block;
+            blk.evidence.double_signs.into_iter().next()
+        })
+        .expect("a block recorded the double signing");
+    let why = refusal(v, &b, |f| f.evidence.double_signs = vec![recorded.clone()]);
+    assert!(why.contains("already recorded"), "{why}");
+    let why = refusal(v, &b, |f| {
+        let mut d = recorded.clone();
+        d.validator = (d.validator + 1) % 4;
+        f.evidence.double_signs = vec![d];
+    });
+    assert!(why.contains("the proof is of validator"), "{why}");
+    let why = refusal(v, &b, |f| {
+        let mut d = recorded.clone();
+        d.view += 1_000_000;
+        f.evidence.double_signs = vec![d];
+    });
+    assert!(why.contains("the proof is of validator"), "{why}");
+    // The proof itself, checked as every validator checks it: it holds; with one signature
+    // bit flipped it does not.
+    let check = Attestations::new(
+        Evidence::default(),
+        Scheme::verifier(NAMESPACE, pks.clone()),
+        VerifierRng::from_os(),
+    );
+    check.check_double_sign(&recorded).expect("the recorded proof holds");
+    let mut broken = recorded.clone();
+    let last = broken.proof.len() - 1;
+    broken.proof[last] ^= 0x40;
+    let why = check.check_double_sign(&broken).expect_err("a broken signature");
+    assert!(
+        why.contains("do not verify") || why.contains("does not decode"),
+        "{why}"
+    );
+}
+
+/// A validator is cut off for a stretch: the commits finalized meanwhile are recorded on every
+/// ledger without it (missed, with the last height it missed), the same on all four; the others
+/// sign what they are counted for.
+#[test]
+fn a_validator_offline_for_a_stretch_is_recorded_missing_those_commits() {
+    with_seed(
+        "a_validator_offline_for_a_stretch_is_recorded_missing_those_commits",
+        13,
+        |seed| {
+            let root = tempfile::tempdir().expect("tempdir");
+            let root_path = root.path().to_path_buf();
+            runner(seed).start(|context| async move {
+                let (vals, pks, oracle) = cluster(&context, &root_path, 4, &good(), &[]).await;
+                let all = [0, 1, 2, 3];
+                wait_all(&context, &vals, &all, 3).await;
+                unlink(&oracle, &pks, 3).await;
+                let cut = vals[0].height();
+                wait_all(&context, &vals, &[0, 1, 2], cut + 12).await;
+                let back = vals[0].height();
+                link(&oracle, &pks, &good(), Some(3)).await;
+                let away = key_bytes(&vals[3].key.public_key());
+                // Once every height up to `back` is recorded, on all four ledgers alike.
+                let (records, double_signs, next) =
+                    wait_conduct(&context, &vals, &all, back + 40, |c| c.2 > back).await;
+                assert!(double_signs.is_empty());
+                let rec = |k: &[u8; 32]| records.iter().find(|(key, _)| key == k).expect("a record").1;
+                let r = rec(&away);
+                // Cut off, it signed none of the commits after `cut + 1`.
+                assert!(r.missed >= back - cut - 2, "{r:?} for {cut}..{back}");
+                assert!(r.last_missed >= back - 1, "{r:?}");
+                for (k, other) in &records {
+                    // Every certified height counts everyone (an unattested one nobody).
+                    assert!(other.signed + other.missed < next);
+                    if *k != away {
+                        assert!(other.signed >= back - cut, "{other:?}");
+                    }
+                }
             });
         },
     );
@@ -477,7 +728,13 @@ fn a_crashed_validator_restarts_from_its_store_and_catches_up() {
                 task.abort();
                 let _ = task.await;
                 vals[3].finalizer = None;
-                vals[3].node = None;
+                // An aborted task's future is dropped when the runtime next polls it: the node
+                // is closed once the last of them has let go of it.
+                let node = vals[3].node.take().expect("open");
+                while Arc::strong_count(&node) > 1 {
+                    context.sleep(Duration::from_millis(1)).await;
+                }
+                drop(node);
                 let crashed_at = {
                     let n = open_node(&vals[3].dir);
                     let h = n.parent().height;

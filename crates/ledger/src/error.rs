@@ -265,4 +265,6 @@ pub enum BlockError {
     WrongChain { expected: String, got: String },
     #[error("block height {got} does not follow the current height {current}")]
     WrongHeight { current: u64, got: u64 },
+    #[error("block evidence refused: {0}")]
+    Evidence(crate::evidence::EvidenceError),
 }

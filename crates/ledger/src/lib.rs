@@ -9,6 +9,7 @@ mod apply;
 mod bank;
 pub mod error;
 pub mod escrow;
+pub mod evidence;
 pub mod invariants;
 mod market;
 mod provider;
@@ -22,6 +23,7 @@ use pazar_types::{Address, Event};
 
 pub use error::{BlockError, TxError};
 pub use escrow::EscrowView;
+pub use evidence::{DoubleSignRecord, EvidenceError, ValidatorKey, ValidatorRecord};
 pub use state::{Genesis, GenesisBalance, Params, Pending, RestoreError, State, StateRestorer};
 pub use table::StateChange;
 

@@ -132,6 +132,12 @@ pub struct State {
     pub(crate) order_expiry: Table<(u64, OrderId), ()>,
     /// Auditors with at least one standing attestation, and how many providers they vouch for.
     pub(crate) auditors: Table<Address, u32>,
+    /// Consensus key → signed and missed commits, double signings ([`crate::evidence`]).
+    pub(crate) validator_records: Table<crate::evidence::ValidatorKey, crate::evidence::ValidatorRecord>,
+    /// (consensus key, view) → a recorded double signing.
+    pub(crate) double_signs: Table<(crate::evidence::ValidatorKey, u64), crate::evidence::DoubleSignRecord>,
+    /// The last height whose commit is recorded (absent: none).
+    pub(crate) commit_cursor: Table<(), u64>,
 }
 
 /// Calls `$m` on every table of the state with its name and store id. The ids are part of the
@@ -156,6 +162,9 @@ macro_rules! for_each_table {
         $s.bid_expiry.$m("bid_expiry", table_id::BID_EXPIRY $(, $arg)*);
         $s.order_expiry.$m("order_expiry", table_id::ORDER_EXPIRY $(, $arg)*);
         $s.auditors.$m("auditors", table_id::AUDITORS $(, $arg)*);
+        $s.validator_records.$m("validator_records", table_id::VALIDATOR_RECORDS $(, $arg)*);
+        $s.double_signs.$m("double_signs", table_id::DOUBLE_SIGNS $(, $arg)*);
+        $s.commit_cursor.$m("commit_cursor", table_id::COMMIT_CURSOR $(, $arg)*);
     }};
 }
 
@@ -363,6 +372,9 @@ impl State {
             bid_expiry: Table::default(),
             order_expiry: Table::default(),
             auditors: Table::default(),
+            validator_records: Table::default(),
+            double_signs: Table::default(),
+            commit_cursor: Table::default(),
         }
     }
 
@@ -398,12 +410,33 @@ impl State {
         blocks: &[Pending<'_>],
         f: impl FnOnce(&State, Vec<Vec<StateChange>>) -> T,
     ) -> Result<T, BlockError> {
+        self.speculate_with_evidence(blocks, &[], &[], f)
+    }
+
+    /// [`State::speculate`] with each block's evidence applied after it
+    /// ([`State::apply_evidence`]; `evidence[i]` is block `i`'s, missing ones are empty). A
+    /// block whose evidence the ledger refuses is the error.
+    pub fn speculate_with_evidence<T>(
+        &mut self,
+        blocks: &[Pending<'_>],
+        validators: &[crate::evidence::ValidatorKey],
+        evidence: &[&pazar_types::block::Evidence],
+        f: impl FnOnce(&State, Vec<Vec<StateChange>>) -> T,
+    ) -> Result<T, BlockError> {
         self.under_savepoint(|st| {
             let mut sets = Vec::with_capacity(blocks.len());
-            for b in blocks {
+            for (i, b) in blocks.iter().enumerate() {
                 let mut marks = Vec::with_capacity(32);
                 for_each_table!(st, mark_named, &mut marks);
+                if let Some(ev) = evidence.get(i) {
+                    st.check_evidence(b.header.height, validators, ev)
+                        .map_err(BlockError::Evidence)?;
+                }
                 st.apply_block_preverified(b.header, b.txs, b.preverified)?;
+                if let Some(ev) = evidence.get(i) {
+                    st.apply_evidence(b.header.height, validators, ev)
+                        .map_err(BlockError::Evidence)?;
+                }
                 let mut out = vec![st.meta_change()];
                 let mut it = marks.iter();
                 for_each_table!(st, changes_since_named, &mut it, &mut out);

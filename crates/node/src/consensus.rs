@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pazar_types::block::{Attestation, DoubleSign};
 use pazar_types::{Block, Hash32};
 
 /// Wall-clock time, as the proposer stamps it on headers. Never read by the ledger.
@@ -58,6 +59,8 @@ pub enum VerifyError {
     Stale { height: u64, finalized: u64 },
     #[error("the state after the pending blocks cannot be computed: {0}")]
     Execution(String),
+    #[error("the block's evidence is refused: {0}")]
+    Evidence(String),
 }
 
 /// The application side of consensus.
@@ -83,6 +86,34 @@ pub trait Application: Send + Sync + 'static {
     /// delivered again (after a restart): one already committed at its height with the same
     /// hash is a no-op, one with another hash is a safety violation and an error.
     fn finalized(&self, block: Block) -> Result<(), crate::NodeError>;
+    /// Hands the application the consensus engine's [`Attestor`], so that its proposals carry
+    /// evidence and its verification checks the evidence of others' proposals. Without one
+    /// (a single validator) blocks carry no evidence and a block with evidence is refused.
+    fn set_attestor(&self, attestor: Arc<dyn Attestor>);
+}
+
+/// What a consensus engine proves about itself, for the evidence blocks carry
+/// ([`pazar_types::block::Evidence`]): which validators signed each commit, and which signed
+/// conflicting votes. The engine holds the certificates and votes and checks their signatures;
+/// the node decides which records a block needs and the ledger applies them.
+pub trait Attestor: Send + Sync + 'static {
+    /// The validators' consensus keys in consensus order (the order of signer bitmaps and of
+    /// double-sign indices).
+    fn validators(&self) -> Vec<[u8; 32]>;
+    /// A certificate of the block `hash` (at height `height`) this engine holds, as a record.
+    fn commit(&self, height: u64, hash: &Hash32) -> Option<Attestation>;
+    /// The double signings this engine holds proofs of, oldest first (at most
+    /// [`pazar_types::block::MAX_BLOCK_DOUBLE_SIGNS`]` × 4`).
+    fn double_signs(&self) -> Vec<DoubleSign>;
+    /// Whether `attestation` is a valid certificate of a quorum of the validators finalizing
+    /// the block `hash`, signed by exactly the validators its bitmap names.
+    fn check_commit(&self, attestation: &Attestation, hash: &Hash32) -> Result<(), String>;
+    /// Whether `record`'s proof is two conflicting votes of that validator in that view, of the
+    /// record's kind, validly signed.
+    fn check_double_sign(&self, record: &DoubleSign) -> Result<(), String>;
+    /// These double signings (validator index, view) are on the ledger now: their proofs need
+    /// not be kept.
+    fn recorded(&self, double_signs: &[(u32, u64)]);
 }
 
 /// A consensus engine: drives an [`Application`] until `shutdown` resolves.
@@ -139,5 +170,8 @@ impl<C: Clock> Consensus for Solo<C> {
 pub trait Certificates: Send + Sync + 'static {
     /// The encoded finalization certificate of the block at `height`, if this node holds one
     /// (a block finalized only through a descendant's certificate has none of its own).
-    fn finalization(&self, height: u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send + '_>>;
+    fn finalization(
+        &self,
+        height: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send + '_>>;
 }

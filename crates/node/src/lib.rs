@@ -25,11 +25,13 @@ use pazar_api::node::{SimulateResult, TxState};
 use pazar_api::{ErrorBody, ErrorCode};
 use pazar_ledger::{BlockHeader, State};
 use pazar_store::{Head, Store, StoreError, StoreOptions};
-use pazar_types::block::{txs_root, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
+use pazar_types::block::{
+    body_root, Attestation, Commit, Evidence, MAX_BLOCK_BYTES, MAX_BLOCK_COMMITS, MAX_BLOCK_DOUBLE_SIGNS, MAX_BLOCK_TXS,
+};
 use pazar_types::tx::MAX_TX_BYTES;
 use pazar_types::{tx_hash, Address, Block, Coin, Hash32, Header, Msg, SigningKey, Tx, TxBody};
 
-use crate::consensus::{Application, Parent, VerifyError};
+use crate::consensus::{Application, Attestor, Parent, VerifyError};
 use crate::genesis::{GenesisOnDisk, GenesisRecord};
 
 /// Name of the store record holding the genesis file's stamp, hash and header.
@@ -171,6 +173,12 @@ pub struct Node {
     /// The height of the snapshot this node's store was restored from: blocks at and below it
     /// are not here.
     snapshot_base: Option<u64>,
+    /// The consensus engine's proofs about itself, once an engine that makes them runs
+    /// ([`Application::set_attestor`]).
+    attestor: RwLock<Option<Arc<dyn consensus::Attestor>>>,
+    /// Hashes of the last finalized blocks by height, for the commit records of proposals
+    /// (which name recent heights) without reading whole blocks back from the store.
+    recent_hashes: Mutex<std::collections::BTreeMap<u64, Hash32>>,
     /// Where transactions admitted from RPC clients go to be gossiped to the other validators,
     /// once an engine that gossips asked ([`Node::gossip_outbox`]).
     gossip: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<u8>>>,
@@ -324,6 +332,8 @@ impl Node {
             certificate_reads: tokio::sync::Semaphore::new(rpc::sync::MAX_CERTIFICATE_READS),
             certificates: std::sync::OnceLock::new(),
             snapshot_base,
+            attestor: RwLock::new(None),
+            recent_hashes: Mutex::new(std::collections::BTreeMap::new()),
             gossip: std::sync::OnceLock::new(),
         }))
     }
@@ -782,7 +792,15 @@ impl Node {
             })
             .collect();
         let store = &self.store;
-        st.speculate(&blocks, |after, sets| {
+        let evidence: Vec<&Evidence> = pending.iter().map(|b| &b.evidence).collect();
+        let validators = if evidence.iter().all(|e| e.is_empty()) {
+            Vec::new()
+        } else {
+            self.attestor()
+                .ok_or_else(|| VerifyError::Evidence("this node cannot check evidence".into()))?
+                .validators()
+        };
+        st.speculate_with_evidence(&blocks, &validators, &evidence, |after, sets| {
             let roots = store
                 .speculative_roots(sets)
                 .map_err(|e| VerifyError::Execution(e.to_string()))?;
@@ -842,7 +860,117 @@ impl Node {
     }
 }
 
+/// Most finalized block hashes [`Node`] keeps by height for commit records.
+const RECENT_HASHES: usize = 256;
+
+impl Node {
+    fn attestor(&self) -> Option<Arc<dyn Attestor>> {
+        self.attestor
+            .read()
+            .expect("a lock holder panicked; the node cannot continue safely")
+            .clone()
+    }
+
+    /// The hash of the block at `height` on the chain of `pending` (blocks above the finalized
+    /// head, oldest first): a pending block, or a finalized one.
+    fn hash_at(&self, pending: &[Block], height: u64) -> Option<Hash32> {
+        if let Some(first) = pending.first() {
+            if height >= first.header.height {
+                return pending
+                    .get(usize::try_from(height - first.header.height).ok()?)
+                    .map(|b| b.header.hash());
+            }
+        }
+        if let Some(h) = lock(&self.recent_hashes).get(&height) {
+            return Some(*h);
+        }
+        let head = self.head();
+        if height == head.height {
+            return Some(head.block_hash);
+        }
+        self.store.block(height).ok().flatten().map(|b| b.block.header.hash())
+    }
+
+    /// The evidence a proposal at `height` on `pending` carries, given the state `st` after
+    /// `pending`: commit records from the next unrecorded height while this node holds their
+    /// certificates (or they are old enough to go unattested), and the double signings it
+    /// holds proofs of that the ledger has not recorded.
+    fn evidence_for(&self, st: &State, pending: &[Block], height: u64, attestor: &dyn Attestor) -> Evidence {
+        let validators = attestor.validators();
+        let mut ev = Evidence::default();
+        let mut next = st.next_commit_height();
+        while next < height && ev.commits.len() < MAX_BLOCK_COMMITS {
+            let attestation = match self.hash_at(pending, next).and_then(|h| attestor.commit(next, &h)) {
+                Some(a) => a,
+                None if next + pazar_ledger::evidence::UNATTESTED_AFTER <= height => Attestation::Unattested,
+                None => break,
+            };
+            ev.commits.push(Commit {
+                height: next,
+                attestation,
+            });
+            next += 1;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for d in attestor.double_signs() {
+            if ev.double_signs.len() == MAX_BLOCK_DOUBLE_SIGNS {
+                break;
+            }
+            let Some(key) = validators.get(d.validator as usize) else {
+                continue;
+            };
+            if st.double_sign(key, d.view).is_none() && seen.insert((d.validator, d.view)) {
+                ev.double_signs.push(d);
+            }
+        }
+        // Each record passed the ledger's rules by construction; a refusal here is a bug, and
+        // a block without evidence is still a valid block.
+        if let Err(e) = st.check_evidence(height, &validators, &ev) {
+            tracing::error!(height, error = %e, "own evidence refused; proposing without it");
+            return Evidence::default();
+        }
+        ev
+    }
+
+    /// Checks the proofs of `block`'s evidence (the ledger's rules were checked on the state
+    /// after `pending`): every certificate finalizes the block at its height on this chain and
+    /// is signed by the validators its bitmap names, every double signing is proven.
+    fn check_evidence_proofs(
+        &self,
+        pending: &[Block],
+        block: &Block,
+        attestor: &dyn Attestor,
+    ) -> Result<(), VerifyError> {
+        for c in &block.evidence.commits {
+            if let Attestation::Certified { .. } = &c.attestation {
+                let hash = self
+                    .hash_at(pending, c.height)
+                    .ok_or_else(|| VerifyError::Evidence(format!("no block at height {} here", c.height)))?;
+                attestor
+                    .check_commit(&c.attestation, &hash)
+                    .map_err(|e| VerifyError::Evidence(format!("commit of height {}: {e}", c.height)))?;
+            }
+        }
+        for d in &block.evidence.double_signs {
+            attestor.check_double_sign(d).map_err(|e| {
+                VerifyError::Evidence(format!(
+                    "double signing of validator {} in view {}: {e}",
+                    d.validator, d.view
+                ))
+            })?;
+        }
+        Ok(())
+    }
+}
+
 impl Application for Node {
+    fn set_attestor(&self, attestor: Arc<dyn Attestor>) {
+        *self
+            .attestor
+            .write()
+            .expect("a lock holder panicked; the node cannot continue safely") = Some(attestor);
+    }
+
     fn parent(&self) -> Parent {
         let h = self.head();
         Parent {
@@ -854,6 +982,7 @@ impl Application for Node {
     }
 
     fn propose(&self, pending: &[Block], time_ms: u64) -> Result<Block, VerifyError> {
+        let attestor = self.attestor();
         self.on_pending(pending, |st, parent| {
             // Sequences after the pending blocks: what they include is not proposed again.
             let txs: Vec<Vec<u8>> = {
@@ -864,17 +993,23 @@ impl Application for Node {
                     .map(|(_, b)| b)
                     .collect()
             };
+            let height = parent.height + 1;
+            let evidence = attestor
+                .as_deref()
+                .map(|a| self.evidence_for(st, pending, height, a))
+                .unwrap_or_default();
             Ok(Block {
                 header: Header {
                     chain_id: self.chain_id.clone(),
-                    height: parent.height + 1,
+                    height,
                     time_ms: time_ms.max(parent.time_ms + 1),
                     parent: parent.hash,
                     state_root: parent.state_root,
-                    txs_root: txs_root(&txs),
+                    txs_root: body_root(&txs, &evidence),
                     proposer: self.proposer,
                 },
                 txs,
+                evidence,
             })
         })
     }
@@ -890,7 +1025,23 @@ impl Application for Node {
         if !block.is_well_formed() {
             return Err(VerifyError::Malformed);
         }
-        self.on_pending(pending, |_, parent| follows(parent, h))?;
+        let attestor = self.attestor();
+        let evidence = &block.evidence;
+        if !evidence.is_empty() && attestor.is_none() {
+            return Err(VerifyError::Evidence("this node cannot check evidence".into()));
+        }
+        self.on_pending(pending, |st, parent| {
+            follows(parent, h)?;
+            match &attestor {
+                Some(a) if !evidence.is_empty() => st
+                    .check_evidence(h.height, &a.validators(), evidence)
+                    .map_err(|e| VerifyError::Evidence(e.to_string())),
+                _ => Ok(()),
+            }
+        })?;
+        if let Some(a) = attestor.as_deref().filter(|_| !evidence.is_empty()) {
+            self.check_evidence_proofs(pending, block, a)?;
+        }
         self.check_block_txs(&block.txs)
     }
 
@@ -925,18 +1076,46 @@ impl Application for Node {
             height,
             time_ms: block.header.time_ms,
         };
+        // The evidence is checked before anything runs, so a refusal changes nothing.
+        let validators = match self.attestor() {
+            Some(a) if !block.evidence.is_empty() => a.validators(),
+            _ => Vec::new(),
+        };
+        st.check_evidence(height, &validators, &block.evidence)
+            .map_err(|e| NodeError::Block {
+                height,
+                reason: e.to_string(),
+            })?;
         let outcome = st
             .apply_block_preverified(&lh, &block.txs, &preverified)
             .map_err(|e| NodeError::Block {
                 height,
                 reason: e.to_string(),
             })?;
+        st.apply_evidence(height, &validators, &block.evidence)
+            .expect("evidence checked before the block ran, on tables the block does not touch");
+        if let Some(a) = self.attestor().filter(|_| !block.evidence.double_signs.is_empty()) {
+            let recorded: Vec<(u32, u64)> = block
+                .evidence
+                .double_signs
+                .iter()
+                .map(|d| (d.validator, d.view))
+                .collect();
+            a.recorded(&recorded);
+        }
         let changes = st.take_changes();
         let head = self.store.commit_block(&block, &outcome, changes)?;
         *self
             .head
             .write()
             .expect("a lock holder panicked; the node cannot continue safely") = head;
+        {
+            let mut recent = lock(&self.recent_hashes);
+            recent.insert(height, head.block_hash);
+            while recent.len() > RECENT_HASHES {
+                recent.pop_first();
+            }
+        }
         let dropped = {
             let mut mp = lock(&self.mempool);
             let d = mp.update(&hashes, height, |a| st.account(a).sequence, |a, d| st.balance(a, d));

@@ -134,6 +134,7 @@ fn a_proposal_with_a_wrong_root_a_forged_signature_or_a_stale_parent_is_refused(
             ..b.header.clone()
         },
         txs: vec![vec![1, 2, 3]],
+        evidence: Default::default(),
     };
     assert!(matches!(
         n.verify(std::slice::from_ref(&a), &junk),

@@ -87,7 +87,14 @@ fn next_block(store: &Store, state: &mut State, keys: &[SigningKey]) -> (Block, 
         };
         let outcome = state.apply_block(&lh, &txs).expect("applies");
         assert!(outcome.receipts.iter().all(|r| r.is_ok()), "{:?}", outcome.receipts);
-        (Block { header, txs }, outcome)
+        (
+            Block {
+                header,
+                txs,
+                evidence: Default::default(),
+            },
+            outcome,
+        )
     }
 }
 

@@ -24,6 +24,9 @@ pub mod table_id {
     pub const BID_EXPIRY: u8 = 16;
     pub const ORDER_EXPIRY: u8 = 17;
     pub const AUDITORS: u8 = 18;
+    pub const VALIDATOR_RECORDS: u8 = 19;
+    pub const DOUBLE_SIGNS: u8 = 20;
+    pub const COMMIT_CURSOR: u8 = 21;
 }
 
 /// The store key of entry `key` of table `table` (an id from [`table_id`]): proofs are about

@@ -153,7 +153,9 @@ where
             epocher: epocher.clone(),
             start: match &cfg.floor {
                 Some(f) => marshal::Start::Floor(f.clone()),
-                None => marshal::Start::Genesis(commonware_cryptography::Digested::precomputed(genesis, genesis_digest)),
+                None => {
+                    marshal::Start::Genesis(commonware_cryptography::Digested::precomputed(genesis, genesis_digest))
+                }
             },
             partition_prefix: prefix.clone(),
             mailbox_size: MAILBOX,

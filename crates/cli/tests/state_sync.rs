@@ -316,6 +316,18 @@ fn a_validator_that_lost_its_data_syncs_state_from_a_peer_refusing_lying_ones() 
         );
     }
 
+    // Its metrics show the engine's view and peers beside the node's finality.
+    let metrics = ureq::get(&format!("{url3}/metrics"))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("metrics text");
+    for name in ["pazar_block_finality_seconds", "current_view", "connected", "# EOF"] {
+        assert!(metrics.contains(name), "{name} is not in /metrics:\n{metrics}");
+    }
+    assert_eq!(metrics.matches("# EOF").count(), 1, "one exposition");
+
     // Restarted from its own store, it starts from the certificate it kept.
     let pid = net.restarted.last_mut().expect("started").id();
     assert!(kill(pid));

@@ -66,6 +66,9 @@ const MAILBOX: NonZeroUsize = NZUsize!(1_024);
 /// How often the watcher looks for a finalized block the node could not commit.
 const WATCH: Duration = Duration::from_millis(100);
 
+/// How often the engine's metrics are copied to the node's.
+const ENGINE_METRICS_EVERY: Duration = Duration::from_secs(1);
+
 /// Storage partitions of the validator (simplex's journal, marshal's archives and cache).
 const PARTITION_PREFIX: &str = "pazar";
 
@@ -333,6 +336,8 @@ impl Simplex {
             }
             tracing::info!(validators = self.set.len(), %listen, "consensus started");
             let mut actors = futures_util::future::select_all(handles);
+            let metrics_node = self.gossip.clone();
+            let mut next_metrics = context.current();
             loop {
                 tokio::select! {
                     _ = &mut stop => return Ok(()),
@@ -346,6 +351,14 @@ impl Simplex {
                     _ = context.sleep(WATCH) => {
                         if finalizer.failed() {
                             return Err(NetError::Finalizer);
+                        }
+                        // The engine's own metrics (view, peers, finalized height) on the
+                        // node's /metrics, refreshed every second.
+                        if let Some(node) = &metrics_node {
+                            if context.current() >= next_metrics {
+                                node.metrics.set_engine(context.encode());
+                                next_metrics = context.current() + ENGINE_METRICS_EVERY;
+                            }
                         }
                     }
                 }

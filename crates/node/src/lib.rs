@@ -1131,6 +1131,12 @@ impl Application for Node {
         self.metrics.txs_committed.inc_by(n as u64);
         self.metrics.block_txs.observe(n as f64);
         self.metrics.commit_seconds.observe(t0.elapsed().as_secs_f64());
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.metrics
+            .finality_seconds
+            .observe(now_ms.saturating_sub(block.header.time_ms) as f64 / 1000.0);
         {
             let mut last = lock(&self.last_commit);
             if let Some(prev) = *last {

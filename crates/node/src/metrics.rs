@@ -24,6 +24,12 @@ pub struct Metrics {
     pub gossip_txs_received: Counter,
     pub gossip_txs_admitted: Counter,
     pub gossip_txs_dropped: Counter,
+    /// Time from a block's proposal stamp to its commit at this node (the proposer's clock
+    /// against this one: informational).
+    pub finality_seconds: Histogram,
+    /// The consensus engine's own metrics (commonware's: the current view, connected peers,
+    /// finalized height, ...), as the engine last encoded them; appended to [`Metrics::render`].
+    engine: std::sync::Mutex<String>,
 }
 
 impl Default for Metrics {
@@ -43,7 +49,14 @@ impl Default for Metrics {
             gossip_txs_received: Counter::default(),
             gossip_txs_admitted: Counter::default(),
             gossip_txs_dropped: Counter::default(),
+            finality_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
+            engine: std::sync::Mutex::new(String::new()),
         };
+        m.registry.register(
+            "block_finality_seconds",
+            "Time from a block's proposal stamp to its commit at this node",
+            m.finality_seconds.clone(),
+        );
         m.registry
             .register("block_height", "Height of the last committed block", m.height.clone());
         m.registry
@@ -114,6 +127,21 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();
         encode(&mut s, &self.registry).expect("writing into a String cannot fail");
+        let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        if !engine.is_empty() {
+            // One exposition: the node's metrics, the engine's, one end marker.
+            let ours = s.trim_end().trim_end_matches("# EOF").trim_end().len();
+            s.truncate(ours);
+            s.push('\n');
+            s.push_str(engine.trim_end().trim_end_matches("# EOF").trim_end());
+            s.push_str("\n# EOF\n");
+        }
         s
+    }
+
+    /// Replaces the consensus engine's metrics (its own exposition text) shown after the
+    /// node's.
+    pub fn set_engine(&self, text: String) {
+        *self.engine.lock().unwrap_or_else(|e| e.into_inner()) = text;
     }
 }

@@ -5,7 +5,7 @@
 //! engine, so the ratio of the two is the price of voting over the network on this machine):
 //! - committed transactions per second: pre-signed transfers from many accounts funded in the
 //!   genesis, each account's transfers sent to one validator, the accounts spread evenly over
-//!   the validators (transactions are not gossiped, so each waits for its validator to lead);
+//!   the validators (each validator gossips what it receives to the others);
 //!   counted from the blocks and divided by the span from the first submission to the header
 //!   time of the last block holding one;
 //! - finality: single transactions submitted one at a time, in turn to each validator, in

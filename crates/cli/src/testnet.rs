@@ -3,8 +3,8 @@
 //! (power 1 each, consensus keys from their validator keys) and funds the devnet's keys, which
 //! live in the first validator's keyring (`v0`).
 //!
-//! Transactions are not gossiped between validators yet: a transaction waits in the mempool of
-//! the validator it was sent to until that validator leads a view (leaders take turns).
+//! A transaction sent to any validator is gossiped to the others, so the next leader includes
+//! it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -10,8 +10,9 @@
 //! The demo's deployment (provider daemon following one validator, tenant sending to another)
 //! reaches serving with a validator down.
 //!
-//! A transaction may wait in the mempool of the validator it was sent to until that validator
-//! leads a view, so each client waits a few block times.
+//! A validator that lost its data copies a peer's state (state sync), refusing lying peers.
+//!
+//! Validators gossip the transactions they receive, so the next leader includes each.
 
 mod common;
 #[path = "common/proxy.rs"]
@@ -26,6 +27,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use axum::extract::{Path as AxPath, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use serde::Deserialize;
 
 use pazar_api::node::{TxResult, TxState};
@@ -35,6 +41,7 @@ use pazar_client::Rpc;
 use pazar_types::{Coin, Hash32, Msg, SigningKey, TxBody};
 
 use common::bin;
+use pazar_store::{read_frame, write_frame, Frame};
 use proxy::Proxy;
 
 /// Generous bounds: four validators and their clients share a small machine.
@@ -701,4 +708,188 @@ fn the_demo_deployment_reaches_serving_on_the_testnet_with_a_validator_down() {
         &["lease", "close", &lease.lease.to_string(), "--from", "alice"],
     );
     common::assert_committed(&closed.tx, "lease close");
+}
+
+// State sync.
+
+/// The honest validator's answers, changed where the route says: `/chunk/...` changes one
+/// value in the snapshot's first chunk, `/cert/...` one byte of every finalization certificate.
+async fn lying_peer(honest: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new()
+        .route("/{lie}/sync/snapshot", get(snapshot))
+        .route("/{lie}/sync/finalization/{h}", get(finalization))
+        .route("/{lie}/blocks/{h}", get(block))
+        .with_state(honest);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+async fn fetch(url: String) -> Result<Vec<u8>, Response> {
+    let r = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, (StatusCode, Vec<u8>)> {
+        let gateway = |e: String| (StatusCode::BAD_GATEWAY, e.into_bytes());
+        let mut resp = ureq::get(&url)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .map_err(|e| gateway(e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .map_err(|e| gateway(e.to_string()))?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err((status, body))
+        }
+    })
+    .await
+    .expect("a blocking fetch");
+    r.map_err(|e| e.into_response())
+}
+
+async fn snapshot(AxState(honest): AxState<String>, AxPath(lie): AxPath<String>) -> Response {
+    let bytes = match fetch(format!("{honest}/sync/snapshot")).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if lie != "chunk" {
+        return bytes.into_response();
+    }
+    let mut r = bytes.as_slice();
+    let mut out = Vec::new();
+    let mut changed = false;
+    while let Some(mut f) = read_frame(&mut r).expect("the honest stream reads") {
+        if let (Frame::Chunk(c), false) = (&mut f, changed) {
+            let v = &mut c.entries[0].1;
+            let last = v.len() - 1;
+            v[last] ^= 1;
+            changed = true;
+        }
+        write_frame(&mut out, &f).expect("writes to memory");
+    }
+    out.into_response()
+}
+
+async fn finalization(AxState(honest): AxState<String>, AxPath((lie, h)): AxPath<(String, u64)>) -> Response {
+    match fetch(format!("{honest}/sync/finalization/{h}")).await {
+        Ok(mut b) => {
+            if lie == "cert" {
+                // The last bytes are a signature.
+                let last = b.len() - 1;
+                b[last] ^= 1;
+            }
+            b.into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn block(AxState(honest): AxState<String>, AxPath((_, h)): AxPath<(String, u64)>) -> Response {
+    match fetch(format!("{honest}/blocks/{h}")).await {
+        Ok(b) => ([(axum::http::header::CONTENT_TYPE, "application/json")], b).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// A validator of the 4-validator testnet loses its whole data directory and comes back by
+/// copying a peer's state (`state_sync` in node.toml) instead of replaying the chain. Before the
+/// honest peer it is offered two lying ones (a snapshot chunk changed, a finalization certificate
+/// changed): it refuses both, writes nothing from them, and takes the honest one. It then holds
+/// the same blocks and state roots as the others above the snapshot, none below, takes part
+/// again, shows the engine's metrics, and restarts from its own store.
+#[test]
+fn a_validator_that_lost_its_data_syncs_state_from_a_peer_refusing_lying_ones() {
+    let _serial = one_at_a_time();
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let mut net = start(4);
+    let live = [0, 1, 2];
+    net.wait_height(&[0, 3], 3);
+    net.transfers(&[("alice", 0)], 1);
+
+    // Validator 3 dies and loses its data directory; the chain goes on without it.
+    assert!(signal("-KILL", net.out.validators[3].pid()));
+    let home3 = net.out.validators[3].home.clone();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_dir_all(home3.join("data")).expect("removes the data directory");
+    let before = net.max_height(&live);
+    net.transfers(&[("alice", 1)], 1);
+    net.wait_height(&live, before + 8);
+
+    // It is told to copy the state: two lying peers first, then an honest one.
+    let evil = rt.block_on(lying_peer(net.urls[0].clone()));
+    let mut toml = std::fs::read_to_string(home3.join("node.toml")).expect("node.toml");
+    toml.push_str(&format!(
+        "state_sync = [\"{evil}/chunk\", \"{evil}/cert\", \"{}\"]\n",
+        net.urls[1]
+    ));
+    std::fs::write(home3.join("node.toml"), toml).expect("writes node.toml");
+    net.restart(3);
+    let log = std::fs::read_to_string(home3.join("node.log")).expect("the validator's log");
+    assert!(
+        log.contains("not in the tree"),
+        "the changed chunk was refused for its proof:\n{log}"
+    );
+    assert!(
+        log.contains("not signed by a quorum") || log.contains("does not decode"),
+        "the changed certificate was refused:\n{log}"
+    );
+
+    // It joined at a recent height without the blocks below it, and follows the chain.
+    let rpc3 = net.rpc(3);
+    let base = rpc3.status().expect("status").height;
+    assert!(
+        base > before,
+        "it started at the peers' height ({base}), not from genesis"
+    );
+    assert!(
+        rpc3.block(1).is_err_and(|e| e.is_not_found()),
+        "no history below the snapshot"
+    );
+    // It takes part again: a transfer sent to it commits.
+    let (_, h) = net.transfers(&[("bob", 3)], 1)[0];
+    net.wait_height(&[0, 1, 2, 3], h + 2);
+    let rpc0 = net.rpc(0);
+    for height in base + 1..=h + 2 {
+        let (a, b) = (
+            rpc0.block(height).expect("validator 0 has it"),
+            rpc3.block(height).expect("the synced validator has it"),
+        );
+        assert_eq!(
+            (a.hash, a.state_root_after),
+            (b.hash, b.state_root_after),
+            "block {height}"
+        );
+    }
+
+    // Its metrics show the engine's view and peers beside the node's finality.
+    let metrics = ureq::get(&format!("{}/metrics", net.urls[3]))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("metrics text");
+    for name in ["pazar_block_finality_seconds", "current_view", "connected", "# EOF"] {
+        assert!(metrics.contains(name), "{name} is not in /metrics:\n{metrics}");
+    }
+    assert_eq!(metrics.matches("# EOF").count(), 1, "one exposition");
+
+    // Restarted from its own store, it starts from the certificate it kept.
+    let pid = net.restarted.last_mut().expect("restarted").id();
+    assert!(signal("-KILL", pid));
+    std::thread::sleep(Duration::from_millis(300));
+    net.restart(3);
+    let target = net.max_height(&live);
+    net.wait_height(&[3], target);
+    assert_eq!(
+        net.rpc(3).block(target).expect("the block").hash,
+        rpc0.block(target).expect("block").hash
+    );
 }

@@ -129,22 +129,28 @@ fn start(validators: usize) -> Testnet {
     start_in(tempfile::tempdir().expect("tempdir"), validators)
 }
 
+/// `pazar testnet` of `validators` validators with 250 ms blocks and JSON output, in `home`.
+fn testnet_command(home: &Path, validators: usize) -> Command {
+    let mut c = Command::new(bin());
+    c.args([
+        "testnet",
+        "--validators",
+        &validators.to_string(),
+        "--block-time-ms",
+        "250",
+        "-o",
+        "json",
+        "--home",
+    ])
+    .arg(home);
+    c
+}
+
 /// `pazar testnet --create-only`: the homes, made in a new directory, no validator started.
 fn create(validators: usize) -> (tempfile::TempDir, TestnetOut) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(bin())
-        .args([
-            "testnet",
-            "--create-only",
-            "--validators",
-            &validators.to_string(),
-            "--block-time-ms",
-            "250",
-            "-o",
-            "json",
-            "--home",
-        ])
-        .arg(dir.path())
+    let out = testnet_command(dir.path(), validators)
+        .arg("--create-only")
         .output()
         .expect("runs pazar testnet --create-only");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -161,18 +167,7 @@ fn create(validators: usize) -> (tempfile::TempDir, TestnetOut) {
 
 /// Starts (or resumes) the testnet in `dir`.
 fn start_in(dir: tempfile::TempDir, validators: usize) -> Testnet {
-    let mut process = Command::new(bin())
-        .args([
-            "testnet",
-            "--validators",
-            &validators.to_string(),
-            "--block-time-ms",
-            "250",
-            "-o",
-            "json",
-            "--home",
-        ])
-        .arg(dir.path())
+    let mut process = testnet_command(dir.path(), validators)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

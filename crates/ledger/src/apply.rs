@@ -14,9 +14,17 @@ struct Prepared {
     digest: Hash32,
 }
 
-fn prepare(bytes: &[u8]) -> Result<Prepared, AuthError> {
-    let (tx, digest) = Tx::decode_with_digest(bytes)?;
-    Ok(Prepared { tx, digest })
+/// A transaction's id and, when its bytes decode, the decoded transaction.
+///
+/// The id is hashed here, in the pass that decodes and digests the same bytes: hashed later, in
+/// the loop that runs the transactions, the bytes have been pushed out of the cache by the
+/// block's signature check and are read from memory a second time.
+fn prepare(bytes: &[u8]) -> (Hash32, Result<Prepared, AuthError>) {
+    let hash = tx_hash(bytes);
+    let prepared = Tx::decode_with_digest(bytes)
+        .map(|(tx, digest)| Prepared { tx, digest })
+        .map_err(AuthError::from);
+    (hash, prepared)
 }
 
 /// Verifies every signature of a block with the ledger's one rule
@@ -24,11 +32,14 @@ fn prepare(bytes: &[u8]) -> Result<Prepared, AuthError> {
 /// ed25519 in one batch with coefficients derived from the batch itself, so the ledger stays
 /// free of ambient randomness). `preverified[i]` skips transaction `i`: see
 /// [`State::apply_block_preverified`] for when a caller may say so.
-fn verify_block(prepared: &[Result<Prepared, AuthError>], preverified: &[bool]) -> Vec<Result<(), SignatureError>> {
+fn verify_block(
+    prepared: &[(Hash32, Result<Prepared, AuthError>)],
+    preverified: &[bool],
+) -> Vec<Result<(), SignatureError>> {
     let mut results: Vec<Result<(), SignatureError>> = vec![Ok(()); prepared.len()];
     let mut todo = Vec::with_capacity(prepared.len());
     let mut items = Vec::with_capacity(prepared.len());
-    for (i, p) in prepared.iter().enumerate() {
+    for (i, (_, p)) in prepared.iter().enumerate() {
         // Decode errors are reported separately.
         let Ok(p) = p else { continue };
         if preverified.get(i).copied().unwrap_or(false) {
@@ -111,12 +122,12 @@ impl State {
 
     /// Decodes, verifies and runs each transaction in order, one receipt each.
     fn deliver_all(&mut self, txs: &[Vec<u8>], preverified: &[bool]) -> Vec<Receipt> {
-        let prepared: Vec<Result<Prepared, AuthError>> = txs.iter().map(|b| prepare(b)).collect();
+        let prepared: Vec<(Hash32, Result<Prepared, AuthError>)> = txs.iter().map(|b| prepare(b)).collect();
         let sigs = verify_block(&prepared, preverified);
         let mut receipts = Vec::with_capacity(txs.len());
         // By reference: a decoded transaction is a few hundred bytes, not worth moving around.
-        for ((bytes, p), sig) in txs.iter().zip(&prepared).zip(sigs) {
-            let hash = tx_hash(bytes);
+        for ((hash, p), sig) in prepared.iter().zip(sigs) {
+            let hash = *hash;
             let receipt = match (p, sig) {
                 (Ok(p), Ok(())) => self.deliver(hash, &p.tx),
                 (Err(e), _) => failed(hash, &TxError::from(e.clone()), None, Vec::new()),
@@ -220,7 +231,7 @@ impl State {
             }
             return Ok(());
         }
-        match self.transfer(sender, pool, fee) {
+        match self.transfer_known(sender, pool, fee) {
             Ok(()) => Ok(()),
             Err(BankError::InsufficientFunds { have, .. }) => Err(AuthError::FeeUnpayable {
                 need: fee.clone(),

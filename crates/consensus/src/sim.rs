@@ -3,10 +3,12 @@
 //! commonware's deterministic runtime and simulated network (latency, jitter, loss, links cut
 //! and restored). The same seed gives the same run.
 //!
-//! The harness the simulation tests build their scenarios from, and [`wan_finality`], the
-//! internet-scale run `pazar bench testnet` reports: many validators on 50–200 ms links,
-//! finality against the median round trip. Behind a feature so that builds which run no
-//! simulation do not compile a second instance of the engine (for the deterministic runtime).
+//! The harness the simulation tests build their scenarios from (clusters, links cut and
+//! restored, crash and restart, transaction gossip, client load, the safety checks), and
+//! [`wan_finality`], the internet-scale run `pazar bench testnet` reports: many validators on
+//! 50–200 ms links, finality against the median round trip. Behind a feature so that builds
+//! which run no simulation do not compile a second instance of the engine (for the
+//! deterministic runtime).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,9 +26,9 @@ use pazar_ledger::{GenesisBalance, Params};
 use pazar_node::consensus::Application;
 use pazar_node::genesis::{GenesisFile, GenesisOnDisk, Validator as GenesisValidator};
 use pazar_node::{Node, NodeConfig};
-use pazar_types::{Address, Coin, Denom, Hash32, KeyScheme, SigningKey};
+use pazar_types::{Address, Coin, Denom, Hash32, KeyScheme, Msg, SigningKey, TxBody};
 
-use crate::{engine, ChainBlock, Evidence, Finalizer, Proposer, Scheme};
+use crate::{engine, gossip, ChainBlock, Evidence, Finalizer, Proposer, Scheme};
 
 /// Namespace of the simulated chain's votes.
 pub const NAMESPACE: &[u8] = b"pazar-sim";
@@ -35,9 +37,10 @@ pub const CHAIN: &str = "pazar-sim-1";
 /// Users funded in the simulated genesis ([`user`] 1 to `USERS`).
 pub const USERS: u8 = 4;
 /// Messages per second each simulated channel carries at most.
-const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
-/// Largest simulated message.
-const MAX_MESSAGE: u32 = 1 << 20;
+pub const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
+/// Largest simulated message: a full gossip batch (the engine's own messages are far smaller in
+/// these simulations).
+const MAX_MESSAGE: u32 = gossip::MAX_MESSAGE as u32;
 /// How long [`wan_finality`] may run in simulated time before it gives up.
 const WAN_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most validators [`wan_finality`] runs: each holds a redb store and a link to every other.
@@ -57,6 +60,14 @@ pub enum SimError {
     Missing(usize, u64),
     #[error("{0} validators: between 4 and {MAX_WAN_VALIDATORS}, and at least one height")]
     Size(usize),
+    #[error("validator {0} refused a client's transaction: {1}")]
+    Refused(usize, String),
+    #[error("validator {0} cannot read its store: {1}")]
+    Store(usize, String),
+    #[error("transaction {0} is not committed on validator {1}")]
+    NotCommitted(String, usize),
+    #[error("validators {a} and {b} hold transaction {tx} at different places")]
+    Misplaced { a: usize, b: usize, tx: String },
 }
 
 /// The simulated chain's native denomination.
@@ -69,10 +80,39 @@ pub fn user(n: u8) -> SigningKey {
     SigningKey::from_secret(KeyScheme::Ed25519, &[n; 32]).expect("a valid secret")
 }
 
-/// One validator: its consensus key, its node's directory and node, and the task running it.
+/// The address validator `i` (in the set's order) stamps on the blocks it proposes.
+pub fn proposer(i: usize) -> Address {
+    let mut a = [0xa0; 20];
+    a[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    Address::Native(a)
+}
+
+/// A transfer of `1 + sequence` upzr from `from` (sequence `sequence`) to a fixed address,
+/// signed and encoded as a client submits it.
+pub fn transfer(from: &SigningKey, sequence: u64) -> Vec<u8> {
+    TxBody {
+        chain_id: CHAIN.into(),
+        sender: from.address(),
+        sequence,
+        fee: Coin::new(1_000, upzr()),
+        msgs: vec![Msg::Send {
+            to: Address::Native([9; 20]),
+            amount: Coin::new(1 + u128::from(sequence), upzr()),
+        }],
+        memo: String::new(),
+    }
+    .sign(from)
+    .encode()
+}
+
+/// One validator: its consensus key, its node's directory, the address it proposes as, whether
+/// it gossips transactions, its node, and the task running it.
 pub struct Validator {
     pub key: ed25519::PrivateKey,
     pub dir: PathBuf,
+    pub proposer: Address,
+    /// Runs `gossip` on channel [`gossip::CHANNEL`] beside the engine (set before [`spawn`]).
+    pub gossip: bool,
     pub node: Option<Arc<Node>>,
     pub finalizer: Option<Finalizer>,
     pub evidence: Evidence,
@@ -88,11 +128,17 @@ impl Validator {
     pub fn height(&self) -> u64 {
         self.node.as_ref().map_or(0, |n| n.parent().height)
     }
+
+    /// Opens its node again from its directory (after [`crash`]).
+    pub fn reopen(&mut self) -> Result<(), SimError> {
+        self.node = Some(open_node(&self.dir, self.proposer)?);
+        Ok(())
+    }
 }
 
 /// Writes the simulated genesis (funding the users) into `dir` unless it is there, and opens a
-/// node on it.
-pub fn open_node(dir: &Path) -> Result<Arc<Node>, SimError> {
+/// node on it that proposes as `proposer`.
+pub fn open_node(dir: &Path, proposer: Address) -> Result<Arc<Node>, SimError> {
     let setup = |e: String| SimError::Setup(dir.display().to_string(), e);
     let path = dir.join("genesis.json");
     if !path.exists() {
@@ -120,7 +166,7 @@ pub fn open_node(dir: &Path) -> Result<Arc<Node>, SimError> {
         std::fs::write(&path, bytes).map_err(|e| setup(e.to_string()))?;
     }
     let genesis = GenesisOnDisk::open(&path).map_err(|e| setup(e.to_string()))?;
-    Node::open(&dir.join("db"), &genesis, Address::module("v"), NodeConfig::default()).map_err(|e| setup(e.to_string()))
+    Node::open(&dir.join("db"), &genesis, proposer, NodeConfig::default()).map_err(|e| setup(e.to_string()))
 }
 
 /// The height-0 block of `node`'s chain.
@@ -132,22 +178,25 @@ pub fn genesis_block(node: &Node) -> ChainBlock {
 /// `n` validators with their nodes open in directories under `root`, ordered as the set orders
 /// their keys (validator `i` is the set's `i`th).
 pub fn make_validators(n: u64, root: &Path) -> Result<(Vec<Validator>, Set<Pk>), SimError> {
-    let keys: Vec<_> = (0..n).map(ed25519::PrivateKey::from_seed).collect();
+    let mut keys: Vec<_> = (0..n).map(ed25519::PrivateKey::from_seed).collect();
+    keys.sort_by_key(|k| k.public_key());
     let set = Set::from_iter_dedup(keys.iter().map(|k| k.public_key()));
     let mut vals = Vec::with_capacity(keys.len());
-    for key in keys {
+    for (i, key) in keys.into_iter().enumerate() {
         let dir = root.join(format!("v{}", key.public_key()));
         std::fs::create_dir_all(&dir).map_err(|e| SimError::Setup(dir.display().to_string(), e.to_string()))?;
         vals.push(Validator {
-            node: Some(open_node(&dir)?),
+            node: Some(open_node(&dir, proposer(i))?),
             key,
             dir,
+            proposer: proposer(i),
+            gossip: false,
             finalizer: None,
             evidence: Evidence::default(),
             task: None,
         });
     }
-    vals.sort_by_key(|v| v.key.public_key());
+    debug_assert!(vals.iter().zip(set.iter()).all(|(v, pk)| v.key.public_key() == *pk));
     Ok((vals, set))
 }
 
@@ -191,8 +240,9 @@ pub async fn unlink(oracle: &Oracle<Pk, Ctx>, pks: &Set<Pk>, who: usize) {
     }
 }
 
-/// Starts a validator in its own task, so aborting that task stops all of its actors (a crash;
-/// its storage, in the runtime and on disk, stays).
+/// Starts a validator (the engine on channels 0 to 4, and gossip on [`gossip::CHANNEL`] if it
+/// gossips) in its own task, so aborting that task stops all of its actors (a crash; its
+/// storage, in the runtime and on disk, stays).
 pub async fn spawn(context: &Ctx, oracle: &Oracle<Pk, Ctx>, participants: &Set<Pk>, v: &mut Validator) {
     let me = v.key.public_key();
     let control = oracle.control(me.clone());
@@ -209,6 +259,18 @@ pub async fn spawn(context: &Ctx, oracle: &Oracle<Pk, Ctx>, participants: &Set<P
     let mut next = || it.next().expect("five channels");
     let channels = (next(), next(), next(), next(), next());
     let node = v.node().clone();
+    let gossip = if v.gossip {
+        let channel = control
+            .register(gossip::CHANNEL, Quota::per_second(gossip::RATE))
+            .await
+            .expect("a fresh channel registers on the simulated network");
+        let outbox = node
+            .gossip_outbox()
+            .expect("a node opened for this start has gossip off");
+        Some((channel, outbox))
+    } else {
+        None
+    };
     let cfg = engine::Config {
         genesis: genesis_block(&node),
         me: me.clone(),
@@ -219,7 +281,7 @@ pub async fn spawn(context: &Ctx, oracle: &Oracle<Pk, Ctx>, participants: &Set<P
         leader_timeout: Duration::from_millis(500),
         floor: None,
     };
-    let app: Arc<dyn Application> = node;
+    let app: Arc<dyn Application> = node.clone();
     let finalizer = Finalizer::new(app.clone());
     v.finalizer = Some(finalizer.clone());
     let evidence = v.evidence.clone();
@@ -227,27 +289,70 @@ pub async fn spawn(context: &Ctx, oracle: &Oracle<Pk, Ctx>, participants: &Set<P
         .child("validator")
         .with_attribute("pk", &me)
         .spawn(move |ctx| async move {
-            let (handles, _) = engine::start(ctx, cfg, Proposer::new(app), finalizer, evidence, channels)
+            let mut handles = match gossip {
+                Some((channel, outbox)) => gossip::start(ctx.child("gossip"), node, outbox, channel, control),
+                None => Vec::new(),
+            };
+            let (engine, _) = engine::start(ctx, cfg, Proposer::new(app), finalizer, evidence, channels)
                 .await
                 .expect("the validator's archives open in the simulated storage");
+            handles.extend(engine);
             let _ = futures_util::future::join_all(handles).await;
         });
     v.task = Some(task);
 }
 
+/// Crashes a validator: aborts its task (every actor stops; its storage stays) and closes its
+/// node once the aborted actors have let go of it. [`Validator::reopen`] and [`spawn`] restart
+/// it.
+pub async fn crash(context: &Ctx, v: &mut Validator) {
+    if let Some(task) = v.task.take() {
+        task.abort();
+        let _ = task.await;
+    }
+    v.finalizer = None;
+    // An aborted task's future is dropped when the runtime next polls it: the node is closed
+    // once the last of them has let go of it.
+    if let Some(node) = v.node.take() {
+        while Arc::strong_count(&node) > 1 {
+            context.sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// A simulated cluster: its validators (in the set's order), the set, and the network's oracle.
+pub type Cluster = (Vec<Validator>, Set<Pk>, Oracle<Pk, Ctx>);
+
 /// A simulated network of `n` validators linked all to all with `l`, every validator started
 /// except those in `idle` (left for the caller to start, crash or replace).
-pub async fn cluster(
+pub async fn cluster(context: &Ctx, root: &Path, n: u64, l: &Link, idle: &[usize]) -> Result<Cluster, SimError> {
+    start_cluster(context, root, n, l, idle, false).await
+}
+
+/// [`cluster`] with every validator also gossiping the transactions its clients submit.
+pub async fn gossiping_cluster(
     context: &Ctx,
     root: &Path,
     n: u64,
     l: &Link,
     idle: &[usize],
-) -> Result<(Vec<Validator>, Set<Pk>, Oracle<Pk, Ctx>), SimError> {
+) -> Result<Cluster, SimError> {
+    start_cluster(context, root, n, l, idle, true).await
+}
+
+async fn start_cluster(
+    context: &Ctx,
+    root: &Path,
+    n: u64,
+    l: &Link,
+    idle: &[usize],
+    gossip: bool,
+) -> Result<Cluster, SimError> {
     let (mut vals, pks) = make_validators(n, root)?;
     let oracle = network(context, &pks).await;
     link(&oracle, &pks, l, None).await;
     for (i, v) in vals.iter_mut().enumerate() {
+        v.gossip = gossip;
         if !idle.contains(&i) {
             spawn(context, &oracle, &pks, v).await;
         }
@@ -260,6 +365,74 @@ pub async fn wait_all(context: &Ctx, vals: &[Validator], idx: &[usize], height: 
     while !idx.iter().all(|i| vals[*i].height() >= height) {
         context.sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Submits `per_user` transfers of each funded user (from its next sequence on) to one
+/// validator in `idx` each, round robin, as clients do; returns their hashes.
+pub fn submit_load(vals: &[Validator], idx: &[usize], per_user: u64) -> Result<Vec<Hash32>, SimError> {
+    let mut hashes = Vec::new();
+    for (k, n) in (1..=USERS).enumerate() {
+        let i = idx[k % idx.len()];
+        let node = vals[i].node();
+        let u = user(n);
+        let from = node.state().account(&u.address()).sequence;
+        for s in from..from + per_user {
+            hashes.push(
+                node.submit(transfer(&u, s))
+                    .map_err(|e| SimError::Refused(i, e.to_string()))?,
+            );
+        }
+    }
+    Ok(hashes)
+}
+
+/// Where validator `i` committed transaction `hash` (height and index), if it did.
+pub fn tx_location(vals: &[Validator], i: usize, hash: &Hash32) -> Result<Option<(u64, u32)>, SimError> {
+    vals[i]
+        .node()
+        .store()
+        .tx_location(hash)
+        .map_err(|e| SimError::Store(i, e.to_string()))
+}
+
+/// Waits (in simulated time) until every validator in `idx` has committed transaction `hash`.
+pub async fn wait_committed(context: &Ctx, vals: &[Validator], idx: &[usize], hash: &Hash32) -> Result<(), SimError> {
+    loop {
+        let mut all = true;
+        for &i in idx {
+            all &= tx_location(vals, i, hash)?.is_some();
+        }
+        if all {
+            return Ok(());
+        }
+        context.sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Safety: every transaction of `hashes` is committed on every validator in `idx`, once (the
+/// store indexes one place per transaction), and at the same place on all of them.
+pub fn check_committed_once(vals: &[Validator], idx: &[usize], hashes: &[Hash32]) -> Result<(), SimError> {
+    let Some(&first) = idx.first() else {
+        return Ok(());
+    };
+    for h in hashes {
+        let tx = || h.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let at = tx_location(vals, first, h)?.ok_or_else(|| SimError::NotCommitted(tx(), first))?;
+        for &i in idx {
+            match tx_location(vals, i, h)? {
+                None => return Err(SimError::NotCommitted(tx(), i)),
+                Some(other) if other != at => {
+                    return Err(SimError::Misplaced {
+                        a: first,
+                        b: i,
+                        tx: tx(),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The block hash and state root at every height up to `upto`, read from the node's store.

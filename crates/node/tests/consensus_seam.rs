@@ -3,56 +3,13 @@
 //! block commits to computed without committing, nothing a proposer says taken on trust, and
 //! finalized blocks delivered more than once applied once.
 
+mod common;
+
+use common::{key, node, send, upzr, CHAIN};
 use pazar_node::consensus::{Application, VerifyError};
-use pazar_node::genesis::GenesisOnDisk;
-use pazar_node::{Node, NodeConfig, NodeError};
+use pazar_node::NodeError;
 use pazar_types::block::txs_root;
-use pazar_types::{Address, Block, Coin, Denom, KeyScheme, Msg, SigningKey, TxBody};
-use serde_json::json;
-
-const CHAIN: &str = "seam-test";
-
-fn key(seed: u8) -> SigningKey {
-    SigningKey::from_secret(KeyScheme::Ed25519, &[seed; 32]).expect("a valid secret")
-}
-
-fn upzr() -> Denom {
-    Denom::new("upzr").expect("valid")
-}
-
-fn node(dir: &std::path::Path, funded: &[&SigningKey]) -> std::sync::Arc<Node> {
-    let balances: Vec<_> = funded
-        .iter()
-        .map(|k| json!({"address": k.address(), "coins": [{"denom": "upzr", "amount": "1000000000"}]}))
-        .collect();
-    let genesis = json!({
-        "genesis_time_ms": 1,
-        "chain_id": CHAIN,
-        "params": pazar_ledger::Params::devnet("upzr", "uusd"),
-        "balances": balances,
-        "validators": [{"name": "v", "address": Address::module("v"), "power": 1}],
-    });
-    let path = dir.join("genesis.json");
-    std::fs::write(&path, serde_json::to_vec(&genesis).expect("JSON")).expect("genesis written");
-    let genesis = GenesisOnDisk::open(&path).expect("genesis reads");
-    Node::open(&dir.join("db"), &genesis, Address::module("v"), NodeConfig::default()).expect("node opens")
-}
-
-fn send(from: &SigningKey, sequence: u64, amount: u128) -> Vec<u8> {
-    TxBody {
-        chain_id: CHAIN.into(),
-        sender: from.address(),
-        sequence,
-        fee: Coin::new(1_000, upzr()),
-        msgs: vec![Msg::Send {
-            to: Address::Native([7; 20]),
-            amount: Coin::new(amount, upzr()),
-        }],
-        memo: String::new(),
-    }
-    .sign(from)
-    .encode()
-}
+use pazar_types::{Block, Coin, Msg, TxBody};
 
 #[test]
 fn a_block_on_a_parent_not_yet_final_carries_the_root_the_parent_commits_and_repeats_none_of_its_txs() {

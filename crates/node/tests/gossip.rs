@@ -2,49 +2,15 @@
 //! other validators (and nothing else), what a peer sends goes through the full admission and
 //! is not queued again, and a queue nobody reads costs clients nothing but the gossip.
 
-use pazar_node::genesis::GenesisOnDisk;
-use pazar_node::{Node, NodeConfig, SubmitError};
-use pazar_types::{Address, Coin, Denom, KeyScheme, Msg, SigningKey, TxBody};
-use serde_json::json;
+mod common;
 
-const CHAIN: &str = "gossip-test";
+use common::{key, node};
+use pazar_node::SubmitError;
+use pazar_types::SigningKey;
 
-fn key(seed: u8) -> SigningKey {
-    SigningKey::from_secret(KeyScheme::Ed25519, &[seed; 32]).expect("a valid secret")
-}
-
-fn node(dir: &std::path::Path, funded: &[&SigningKey]) -> std::sync::Arc<Node> {
-    let balances: Vec<_> = funded
-        .iter()
-        .map(|k| json!({"address": k.address(), "coins": [{"denom": "upzr", "amount": "1000000000"}]}))
-        .collect();
-    let genesis = json!({
-        "genesis_time_ms": 1,
-        "chain_id": CHAIN,
-        "params": pazar_ledger::Params::devnet("upzr", "uusd"),
-        "balances": balances,
-        "validators": [{"name": "v", "address": Address::module("v"), "power": 1}],
-    });
-    let path = dir.join("genesis.json");
-    std::fs::write(&path, serde_json::to_vec(&genesis).expect("JSON")).expect("genesis written");
-    let genesis = GenesisOnDisk::open(&path).expect("genesis reads");
-    Node::open(&dir.join("db"), &genesis, Address::module("v"), NodeConfig::default()).expect("node opens")
-}
-
+/// A transfer of 5 upzr.
 fn send(from: &SigningKey, sequence: u64) -> Vec<u8> {
-    TxBody {
-        chain_id: CHAIN.into(),
-        sender: from.address(),
-        sequence,
-        fee: Coin::new(1_000, Denom::new("upzr").expect("valid")),
-        msgs: vec![Msg::Send {
-            to: Address::Native([7; 20]),
-            amount: Coin::new(5, Denom::new("upzr").expect("valid")),
-        }],
-        memo: String::new(),
-    }
-    .sign(from)
-    .encode()
+    common::send(from, sequence, 5)
 }
 
 /// A transaction whose signature is another key's.

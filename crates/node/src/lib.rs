@@ -236,6 +236,14 @@ fn candidate(tx: &Tx, bytes: Vec<u8>, hash: Hash32) -> Candidate {
     }
 }
 
+/// A transaction that passed admission's stateless checks (size, encoding, chain, and its
+/// signature by its sender over these bytes), waiting for the stateful ones.
+struct Checked {
+    tx: Tx,
+    bytes: Vec<u8>,
+    hash: Hash32,
+}
+
 /// Simulations run at once. Each holds the state's write lock for its transactions' work (under
 /// a ledger savepoint), so more would only queue on the lock; more wait their turn (the HTTP
 /// server bounds how many can wait).
@@ -421,24 +429,57 @@ impl Node {
         Ok(())
     }
 
-    /// Checks fee and sequence against the committed state and admits to the mempool.
-    fn admit(&self, tx: &Tx, bytes: Vec<u8>, hash: Hash32) -> Result<(), SubmitError> {
-        if let Some((h, _)) = self.store.tx_location(&hash).ok().flatten() {
-            return Err(SubmitError::Committed(h));
+    /// Admits transactions that passed the stateless checks (`checked[i]`: the decoded
+    /// transaction, its bytes and hash, or why it was refused), as one by one in order: each is
+    /// refused when already committed, then checked for fee and sequence against the committed
+    /// state and inserted in the mempool. The store is read once for all of them, and the
+    /// state's read lock and the mempool's lock are taken once, so each transaction sees those
+    /// before it (a sender's later sequence follows its earlier ones, a repeat is a duplicate).
+    /// When `gossip`, the bytes of each admitted transaction are queued for the other
+    /// validators, in order. Results are in input order.
+    fn admit_many(&self, checked: Vec<Result<Checked, SubmitError>>, gossip: bool) -> Vec<Result<Hash32, SubmitError>> {
+        let hashes: Vec<Hash32> = checked.iter().flatten().map(|c| c.hash).collect();
+        // A store that cannot be read does not refuse anything here; the sequence check below
+        // refuses a committed transaction anyway (its sequence is used).
+        let mut committed = match self.store.tx_locations(&hashes) {
+            Ok(found) => found,
+            Err(_) => vec![None; hashes.len()],
         }
-        let st = self.state();
-        let body = &tx.body;
-        fee_check(&st, body)?;
-        let seq = st.account(&body.sender).sequence;
-        let cand = candidate(tx, bytes, hash);
-        let mut mp = lock(&self.mempool);
-        let inserted = mp.insert(cand, seq, &|d| st.balance(&body.sender, d), st.height)?;
-        self.metrics.mempool_txs.set(mp.len() as i64);
-        self.metrics.mempool_bytes.set(mp.bytes() as i64);
-        drop(mp);
-        drop(st);
-        self.notify_dropped(&inserted.dropped, "evicted or replaced by a higher-fee transaction");
-        Ok(())
+        .into_iter();
+        let mut out = Vec::with_capacity(checked.len());
+        let mut to_gossip = Vec::new();
+        let mut dropped = Vec::new();
+        {
+            let st = self.state();
+            let mut mp = lock(&self.mempool);
+            for c in checked {
+                let r = c.and_then(|c| {
+                    // `committed` has one answer per checked transaction, in order.
+                    let found = committed.next().expect("one lookup per checked transaction");
+                    if let Some((h, _)) = found {
+                        return Err(SubmitError::Committed(h));
+                    }
+                    let body = &c.tx.body;
+                    fee_check(&st, body)?;
+                    let seq = st.account(&body.sender).sequence;
+                    let copy = gossip.then(|| c.bytes.clone());
+                    let hash = c.hash;
+                    let cand = candidate(&c.tx, c.bytes, hash);
+                    let inserted = mp.insert(cand, seq, &|d| st.balance(&body.sender, d), st.height)?;
+                    dropped.extend(inserted.dropped);
+                    to_gossip.extend(copy);
+                    Ok(hash)
+                });
+                out.push(r);
+            }
+            self.metrics.mempool_txs.set(mp.len() as i64);
+            self.metrics.mempool_bytes.set(mp.bytes() as i64);
+        }
+        self.notify_dropped(&dropped, "evicted or replaced by a higher-fee transaction");
+        for bytes in to_gossip {
+            self.gossip(bytes);
+        }
+        out
     }
 
     /// Submits one transaction to the mempool; returns its hash.
@@ -455,12 +496,11 @@ impl Node {
         tx.verify_signature_with(&digest)
             .map_err(|e| SubmitError::Signature(e.to_string()))?;
         let hash = tx_hash(&bytes);
-        let copy = self.gossip.get().map(|_| bytes.clone());
-        self.admit(&tx, bytes, hash)?;
-        if let Some(copy) = copy {
-            self.gossip(copy);
-        }
-        Ok(hash)
+        let checked = Checked { tx, bytes, hash };
+        let gossip = self.gossip.get().is_some();
+        self.admit_many(vec![Ok(checked)], gossip)
+            .pop()
+            .expect("one result per transaction")
     }
 
     /// Submits many transactions, verifying their signatures with the ledger's one rule in one
@@ -504,26 +544,27 @@ impl Node {
     fn submit_many(&self, txs: Vec<Vec<u8>>, origin: Origin) -> Vec<Result<Hash32, SubmitError>> {
         let pre: Vec<Result<(Tx, Hash32), SubmitError>> = txs.iter().map(|b| self.precheck(b)).collect();
         let items: Vec<(&Tx, &Hash32)> = pre.iter().flatten().map(|(tx, d)| (tx, d)).collect();
-        let mut sigs = pazar_types::verify_signatures(&items).into_iter();
-        let gossip = origin == Origin::Client && self.gossip.get().is_some();
-        let mut out = Vec::with_capacity(txs.len());
-        for (bytes, p) in txs.into_iter().zip(pre) {
-            let r = p.and_then(|(tx, _)| {
-                // `sigs` has one result for each transaction that passed the pre-check, in order.
+        let sigs = pazar_types::verify_signatures(&items);
+        drop(items);
+        // `sigs` has one result for each transaction that passed the pre-check, in order.
+        let mut sigs = sigs.into_iter();
+        let checked: Vec<Result<Checked, SubmitError>> = txs
+            .into_iter()
+            .zip(pre)
+            .map(|(bytes, p)| {
+                let (tx, _) = p?;
                 let sig = sigs.next().expect("one signature result per pre-checked transaction");
                 sig.map_err(|e| SubmitError::Signature(e.to_string()))?;
                 let hash = tx_hash(&bytes);
-                let copy = gossip.then(|| bytes.clone());
-                self.admit(&tx, bytes, hash)?;
-                if let Some(copy) = copy {
-                    self.gossip(copy);
-                }
-                Ok(hash)
-            });
-            if let (Err(e), Origin::Client) = (&r, origin) {
+                Ok(Checked { tx, bytes, hash })
+            })
+            .collect();
+        let gossip = origin == Origin::Client && self.gossip.get().is_some();
+        let out = self.admit_many(checked, gossip);
+        if origin == Origin::Client {
+            for e in out.iter().filter_map(|r| r.as_ref().err()) {
                 self.metrics.reject(e.reason().as_str());
             }
-            out.push(r);
         }
         out
     }

@@ -535,6 +535,14 @@ impl Store {
         Ok(index.get(hash)?.map(|v| v.value()))
     }
 
+    /// [`Store::tx_location`] of each of `hashes`, in order, read in one read transaction (one
+    /// committed version of the index for all of them).
+    pub fn tx_locations(&self, hashes: &[Hash32]) -> Result<Vec<Option<(u64, u32)>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(TX_INDEX)?;
+        hashes.iter().map(|h| Ok(index.get(h)?.map(|v| v.value()))).collect()
+    }
+
     /// Reads `key` (a ledger store key) at the latest committed version, with its proof.
     pub fn prove(&self, key: &[u8]) -> Result<Proven, StoreError> {
         let txn = self.db.begin_read()?;

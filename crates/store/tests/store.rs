@@ -129,6 +129,14 @@ fn reopened_store_restores_the_same_state_and_head() {
         store.tx_location(&pazar_types::tx_hash(tx)).expect("reads"),
         Some((5, 2))
     );
+    // Many at once, in order, unknown ones included.
+    let first = pazar_types::tx_hash(&b4.block.txs[0]);
+    assert_eq!(
+        store
+            .tx_locations(&[pazar_types::tx_hash(tx), [0xee; 32], first])
+            .expect("reads"),
+        vec![Some((5, 2)), None, Some((4, 0))]
+    );
 }
 
 #[test]

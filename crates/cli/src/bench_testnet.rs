@@ -95,6 +95,33 @@ pub struct TestnetBenchOpts {
     /// Heights every simulated validator commits before the run ends.
     #[arg(long, default_value_t = 10)]
     pub sim_heights: u64,
+    /// Measure only the committed transactions per second of the 4-validator testnet (no
+    /// simulation, finality, recovery, deployment or 1-validator run): a quick figure for
+    /// comparing two builds of admission or gossip.
+    #[arg(long)]
+    pub throughput_only: bool,
+}
+
+/// What `pazar bench testnet` prints: every measurement, or with `--throughput-only` the
+/// 4-validator throughput alone.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum TestnetBenchOutput {
+    Full(Box<TestnetBenchReport>),
+    Throughput(ThroughputReport),
+}
+
+/// What `pazar bench testnet --throughput-only` prints.
+#[derive(Debug, Serialize)]
+pub struct ThroughputReport {
+    bench: &'static str,
+    block_time_ms: u64,
+    txs: usize,
+    senders: usize,
+    /// As in [`TestnetBenchReport`].
+    committed_tx_per_s_4_validators: f64,
+    commit_span_s_4_validators: f64,
+    blocks_used_4_validators: usize,
 }
 
 /// What `pazar bench testnet` prints. Every figure is measured in this run.
@@ -209,7 +236,7 @@ fn denom(s: &str) -> Result<Denom> {
     Denom::new(s).map_err(|e| anyhow!("{e}"))
 }
 
-pub fn run(o: &TestnetBenchOpts) -> Result<TestnetBenchReport> {
+pub fn run(o: &TestnetBenchOpts) -> Result<TestnetBenchOutput> {
     if o.txs == 0 || o.senders == 0 || o.batch == 0 || o.finality_txs == 0 || o.recovery_blocks == 0 {
         bail!("--txs, --senders, --batch, --finality-txs and --recovery-blocks must be positive");
     }
@@ -225,10 +252,25 @@ pub fn run(o: &TestnetBenchOpts) -> Result<TestnetBenchReport> {
             pazar_consensus::sim::MAX_WAN_VALIDATORS
         );
     }
-    sim_fits_in_memory(o.sim_validators)?;
     let accounts = Accounts::new(o)?;
     let dir = scratch("testnet");
     let _ = std::fs::remove_dir_all(&dir);
+    if o.throughput_only {
+        let load = with_testnet(o, &accounts, &dir.join("four"), VALIDATORS, |out, _| {
+            throughput(o, &accounts, out)
+        })?;
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(TestnetBenchOutput::Throughput(ThroughputReport {
+            bench: "testnet",
+            block_time_ms: o.block_time_ms,
+            txs: o.txs,
+            senders: o.senders,
+            committed_tx_per_s_4_validators: load.tx_per_s(),
+            commit_span_s_4_validators: round2(load.span_s),
+            blocks_used_4_validators: load.blocks_used,
+        }));
+    }
+    sim_fits_in_memory(o.sim_validators)?;
     // First, so that a simulation this machine cannot hold fails before the testnets run.
     let sim = simulate(o, &dir.join("sim"))?;
 
@@ -246,7 +288,7 @@ pub fn run(o: &TestnetBenchOpts) -> Result<TestnetBenchReport> {
 
     let mut lat = finality;
     let mut deploy_ms = deploys.ms;
-    Ok(TestnetBenchReport {
+    Ok(TestnetBenchOutput::Full(Box::new(TestnetBenchReport {
         bench: "testnet",
         block_time_ms: o.block_time_ms,
         txs: o.txs,
@@ -272,7 +314,7 @@ pub fn run(o: &TestnetBenchOpts) -> Result<TestnetBenchReport> {
         sim_validators: sim.report.validators,
         sim_heights: sim.report.heights,
         sim_wall_s: round2(sim.wall_s),
-    })
+    })))
 }
 
 struct Deploys {

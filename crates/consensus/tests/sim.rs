@@ -10,6 +10,8 @@
 //! each seed picks one validator and what it does wrong (nothing, down, partitioned and healed,
 //! equivocating).
 
+use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use commonware_cryptography::{ed25519, Signer};
@@ -124,9 +126,19 @@ async fn wait_conduct(
     }
 }
 
-/// Runs `f` for `seed`, and says how to run that seed alone if it fails.
-fn with_seed(name: &str, seed: u64, f: impl FnOnce(u64) + std::panic::UnwindSafe) {
-    if let Err(e) = std::panic::catch_unwind(move || f(seed)) {
+/// Runs `scenario` on the deterministic runtime for `seed`, the validators' stores in a fresh
+/// directory, and says how to run that seed alone if it fails.
+fn simulate<F, Fut>(name: &str, seed: u64, scenario: F)
+where
+    F: FnOnce(Ctx, PathBuf) -> Fut + std::panic::UnwindSafe,
+    Fut: Future<Output = ()>,
+{
+    let run = move || {
+        let root = tempfile::tempdir().expect("tempdir");
+        let path = root.path().to_path_buf();
+        runner(seed).start(|context| scenario(context, path));
+    };
+    if let Err(e) = std::panic::catch_unwind(run) {
         eprintln!("{name} failed with seed {seed}; rerun it alone with PAZAR_SIM_SEED={seed} cargo test -p pazar-consensus --features sim --test sim {name}");
         std::panic::resume_unwind(e);
     }
@@ -158,17 +170,15 @@ enum Fault {
 /// Four validators on lossy links, one of them (chosen by the seed) down, partitioned or
 /// equivocating: blocks carrying transactions finalize, every honest validator holds the same
 /// blocks and roots, each transaction is committed once, and a partitioned one catches up.
-fn four_validators_run(seed: u64) {
+fn four_validators_run(name: &str, seed: u64) {
     let victim = (seed % 4) as usize;
     let fault = [Fault::None, Fault::Down, Fault::Partitioned, Fault::Equivocating][((seed / 4) % 4) as usize];
-    let root = tempfile::tempdir().expect("tempdir");
-    let root_path = root.path().to_path_buf();
-    runner(seed).start(|context| async move {
+    simulate(name, seed, move |context, root| async move {
         let idle: &[usize] = match fault {
             Fault::Down | Fault::Equivocating => &[victim],
             Fault::None | Fault::Partitioned => &[],
         };
-        let (vals, pks, oracle) = cluster(&context, &root_path, 4, &lossy(), idle)
+        let (vals, pks, oracle) = cluster(&context, &root, 4, &lossy(), idle)
             .await
             .expect("the validators open");
         if let Fault::Equivocating = fault {
@@ -236,10 +246,9 @@ fn four_validators_agree_on_every_block_and_root_and_commit_each_transaction_onc
             let mine: Vec<u64> = all.iter().copied().skip(w).step_by(workers).collect();
             s.spawn(move || {
                 for seed in mine {
-                    with_seed(
+                    four_validators_run(
                         "four_validators_agree_on_every_block_and_root_and_commit_each_transaction_once",
                         seed,
-                        four_validators_run,
                     );
                 }
             });
@@ -251,45 +260,41 @@ fn four_validators_agree_on_every_block_and_root_and_commit_each_transaction_onc
 /// recorded by the honest ones, who keep finalizing.
 #[test]
 fn an_equivocating_validator_is_recorded_and_the_others_finalize() {
-    with_seed(
+    simulate(
         "an_equivocating_validator_is_recorded_and_the_others_finalize",
         5,
-        |seed| {
-            let root = tempfile::tempdir().expect("tempdir");
-            let root_path = root.path().to_path_buf();
-            runner(seed).start(|context| async move {
-                let (vals, pks, oracle) = cluster(&context, &root_path, 4, &good(), &[0])
-                    .await
-                    .expect("the validators open");
-                let byz = vals[0].key.clone();
-                equivocate(&context, &oracle, &pks, &byz).await;
-                let honest = [1, 2, 3];
-                wait_all(&context, &vals, &honest, 15).await;
-                assert_agree(&vals, &honest, 15);
-                for i in honest {
-                    assert!(
-                        !vals[i].evidence.faults().is_empty(),
-                        "validator {i} recorded no equivocation"
-                    );
-                }
-                // An honest proposer puts the proof in a block: the double signing is on every
-                // honest ledger, the same, and only the byzantine validator's.
-                let byz_key = key_bytes(&byz.public_key());
-                let (records, double_signs, _) = wait_conduct(&context, &vals, &honest, 60, |c| !c.1.is_empty()).await;
-                assert!(double_signs.iter().all(|((k, _), _)| *k == byz_key));
-                let byz_record = records.iter().find(|(k, _)| *k == byz_key).expect("a record").1;
-                assert_eq!(byz_record.double_signs, double_signs.len() as u64);
-                assert!(records
-                    .iter()
-                    .filter(|(k, _)| *k != byz_key)
-                    .all(|(_, r)| r.double_signs == 0));
-                forged_evidence_is_refused(&context, &pks, &vals[1]).await;
-                let blocked = oracle.blocked().await.expect("the oracle answers");
+        |context, root| async move {
+            let (vals, pks, oracle) = cluster(&context, &root, 4, &good(), &[0])
+                .await
+                .expect("the validators open");
+            let byz = vals[0].key.clone();
+            equivocate(&context, &oracle, &pks, &byz).await;
+            let honest = [1, 2, 3];
+            wait_all(&context, &vals, &honest, 15).await;
+            assert_agree(&vals, &honest, 15);
+            for i in honest {
                 assert!(
-                    blocked.iter().all(|(_, b)| *b == byz.public_key()),
-                    "an honest validator was blocked: {blocked:?}"
+                    !vals[i].evidence.faults().is_empty(),
+                    "validator {i} recorded no equivocation"
                 );
-            });
+            }
+            // An honest proposer puts the proof in a block: the double signing is on every
+            // honest ledger, the same, and only the byzantine validator's.
+            let byz_key = key_bytes(&byz.public_key());
+            let (records, double_signs, _) = wait_conduct(&context, &vals, &honest, 60, |c| !c.1.is_empty()).await;
+            assert!(double_signs.iter().all(|((k, _), _)| *k == byz_key));
+            let byz_record = records.iter().find(|(k, _)| *k == byz_key).expect("a record").1;
+            assert_eq!(byz_record.double_signs, double_signs.len() as u64);
+            assert!(records
+                .iter()
+                .filter(|(k, _)| *k != byz_key)
+                .all(|(_, r)| r.double_signs == 0));
+            forged_evidence_is_refused(&context, &pks, &vals[1]).await;
+            let blocked = oracle.blocked().await.expect("the oracle answers");
+            assert!(
+                blocked.iter().all(|(_, b)| *b == byz.public_key()),
+                "an honest validator was blocked: {blocked:?}"
+            );
         },
     );
 }
@@ -421,41 +426,36 @@ async fn forged_evidence_is_refused(context: &Ctx, pks: &Set<Pk>, v: &Validator)
 /// sign what they are counted for.
 #[test]
 fn a_validator_offline_for_a_stretch_is_recorded_missing_those_commits() {
-    with_seed(
+    simulate(
         "a_validator_offline_for_a_stretch_is_recorded_missing_those_commits",
         13,
-        |seed| {
-            let root = tempfile::tempdir().expect("tempdir");
-            let root_path = root.path().to_path_buf();
-            runner(seed).start(|context| async move {
-                let (vals, pks, oracle) = cluster(&context, &root_path, 4, &good(), &[])
-                    .await
-                    .expect("the validators open");
-                let all = [0, 1, 2, 3];
-                wait_all(&context, &vals, &all, 3).await;
-                unlink(&oracle, &pks, 3).await;
-                let cut = vals[0].height();
-                wait_all(&context, &vals, &[0, 1, 2], cut + 12).await;
-                let back = vals[0].height();
-                link(&oracle, &pks, &good(), Some(3)).await;
-                let away = key_bytes(&vals[3].key.public_key());
-                // Once every height up to `back` is recorded, on all four ledgers alike.
-                let (records, double_signs, next) =
-                    wait_conduct(&context, &vals, &all, back + 40, |c| c.2 > back).await;
-                assert!(double_signs.is_empty());
-                let rec = |k: &[u8; 32]| records.iter().find(|(key, _)| key == k).expect("a record").1;
-                let r = rec(&away);
-                // Cut off, it signed none of the commits after `cut + 1`.
-                assert!(r.missed >= back - cut - 2, "{r:?} for {cut}..{back}");
-                assert!(r.last_missed >= back - 1, "{r:?}");
-                for (k, other) in &records {
-                    // Every certified height counts everyone (an unattested one nobody).
-                    assert!(other.signed + other.missed < next);
-                    if *k != away {
-                        assert!(other.signed >= back - cut, "{other:?}");
-                    }
+        |context, root| async move {
+            let (vals, pks, oracle) = cluster(&context, &root, 4, &good(), &[])
+                .await
+                .expect("the validators open");
+            let all = [0, 1, 2, 3];
+            wait_all(&context, &vals, &all, 3).await;
+            unlink(&oracle, &pks, 3).await;
+            let cut = vals[0].height();
+            wait_all(&context, &vals, &[0, 1, 2], cut + 12).await;
+            let back = vals[0].height();
+            link(&oracle, &pks, &good(), Some(3)).await;
+            let away = key_bytes(&vals[3].key.public_key());
+            // Once every height up to `back` is recorded, on all four ledgers alike.
+            let (records, double_signs, next) = wait_conduct(&context, &vals, &all, back + 40, |c| c.2 > back).await;
+            assert!(double_signs.is_empty());
+            let rec = |k: &[u8; 32]| records.iter().find(|(key, _)| key == k).expect("a record").1;
+            let r = rec(&away);
+            // Cut off, it signed none of the commits after `cut + 1`.
+            assert!(r.missed >= back - cut - 2, "{r:?} for {cut}..{back}");
+            assert!(r.last_missed >= back - 1, "{r:?}");
+            for (k, other) in &records {
+                // Every certified height counts everyone (an unattested one nobody).
+                assert!(other.signed + other.missed < next);
+                if *k != away {
+                    assert!(other.signed >= back - cut, "{other:?}");
                 }
-            });
+            }
         },
     );
 }
@@ -465,40 +465,36 @@ fn a_validator_offline_for_a_stretch_is_recorded_missing_those_commits() {
 /// peers and agrees with them; no conflicting vote is ever seen.
 #[test]
 fn a_crashed_validator_restarts_from_its_store_and_catches_up() {
-    with_seed(
+    simulate(
         "a_crashed_validator_restarts_from_its_store_and_catches_up",
         7,
-        |seed| {
-            let root = tempfile::tempdir().expect("tempdir");
-            let root_path = root.path().to_path_buf();
-            runner(seed).start(|context| async move {
-                let (mut vals, pks, oracle) = cluster(&context, &root_path, 4, &good(), &[])
-                    .await
-                    .expect("the validators open");
-                wait_all(&context, &vals, &[0, 1, 2, 3], 5).await;
-                assert!(vals[3].task.is_some(), "running");
-                crash(&context, &mut vals[3]).await;
-                assert!(vals[3].node.is_none(), "the crashed validator's node is closed");
-                let crashed_at = open_node(&vals[3].dir, vals[3].proposer)
-                    .expect("the crashed validator's store opens")
-                    .parent()
-                    .height;
-                let hashes = submit_load(&vals, &[0, 1, 2], 3).expect("the clients' transactions are admitted");
-                wait_all(&context, &vals, &[0, 1, 2], crashed_at + 10).await;
-                vals[3].reopen().expect("the crashed validator's store opens");
-                assert_eq!(vals[3].height(), crashed_at, "the store kept what was committed");
-                spawn(&context, &oracle, &pks, &mut vals[3]).await;
-                let target = vals[0].height() + 5;
-                wait_all(&context, &vals, &[0, 1, 2, 3], target).await;
-                assert_agree(&vals, &[0, 1, 2, 3], target);
-                assert_committed_once(&vals, &[0, 1, 2, 3], &hashes);
-                for v in &vals {
-                    assert!(
-                        v.evidence.faults().is_empty(),
-                        "a restarted validator signed conflicting votes"
-                    );
-                }
-            });
+        |context, root| async move {
+            let (mut vals, pks, oracle) = cluster(&context, &root, 4, &good(), &[])
+                .await
+                .expect("the validators open");
+            wait_all(&context, &vals, &[0, 1, 2, 3], 5).await;
+            assert!(vals[3].task.is_some(), "running");
+            crash(&context, &mut vals[3]).await;
+            assert!(vals[3].node.is_none(), "the crashed validator's node is closed");
+            let crashed_at = open_node(&vals[3].dir, vals[3].proposer)
+                .expect("the crashed validator's store opens")
+                .parent()
+                .height;
+            let hashes = submit_load(&vals, &[0, 1, 2], 3).expect("the clients' transactions are admitted");
+            wait_all(&context, &vals, &[0, 1, 2], crashed_at + 10).await;
+            vals[3].reopen().expect("the crashed validator's store opens");
+            assert_eq!(vals[3].height(), crashed_at, "the store kept what was committed");
+            spawn(&context, &oracle, &pks, &mut vals[3]).await;
+            let target = vals[0].height() + 5;
+            wait_all(&context, &vals, &[0, 1, 2, 3], target).await;
+            assert_agree(&vals, &[0, 1, 2, 3], target);
+            assert_committed_once(&vals, &[0, 1, 2, 3], &hashes);
+            for v in &vals {
+                assert!(
+                    v.evidence.faults().is_empty(),
+                    "a restarted validator signed conflicting votes"
+                );
+            }
         },
     );
 }
@@ -507,26 +503,22 @@ fn a_crashed_validator_restarts_from_its_store_and_catches_up() {
 /// links are back it catches up through marshal's backfill.
 #[test]
 fn a_partitioned_validator_stops_then_catches_up_when_the_partition_heals() {
-    with_seed(
+    simulate(
         "a_partitioned_validator_stops_then_catches_up_when_the_partition_heals",
         3,
-        |seed| {
-            let root = tempfile::tempdir().expect("tempdir");
-            let root_path = root.path().to_path_buf();
-            runner(seed).start(|context| async move {
-                let (vals, pks, oracle) = cluster(&context, &root_path, 4, &good(), &[])
-                    .await
-                    .expect("the validators open");
-                wait_all(&context, &vals, &[0, 1, 2, 3], 3).await;
-                unlink(&oracle, &pks, 3).await;
-                let cut = vals[3].height();
-                wait_all(&context, &vals, &[0, 1, 2], cut + 15).await;
-                assert!(vals[3].height() <= cut + 1, "an isolated validator kept finalizing");
-                link(&oracle, &pks, &good(), Some(3)).await;
-                let target = vals[0].height() + 5;
-                wait_all(&context, &vals, &[0, 1, 2, 3], target).await;
-                assert_agree(&vals, &[0, 1, 2, 3], target);
-            });
+        |context, root| async move {
+            let (vals, pks, oracle) = cluster(&context, &root, 4, &good(), &[])
+                .await
+                .expect("the validators open");
+            wait_all(&context, &vals, &[0, 1, 2, 3], 3).await;
+            unlink(&oracle, &pks, 3).await;
+            let cut = vals[3].height();
+            wait_all(&context, &vals, &[0, 1, 2], cut + 15).await;
+            assert!(vals[3].height() <= cut + 1, "an isolated validator kept finalizing");
+            link(&oracle, &pks, &good(), Some(3)).await;
+            let target = vals[0].height() + 5;
+            wait_all(&context, &vals, &[0, 1, 2, 3], target).await;
+            assert_agree(&vals, &[0, 1, 2, 3], target);
         },
     );
 }
@@ -534,18 +526,18 @@ fn a_partitioned_validator_stops_then_catches_up_when_the_partition_heals() {
 /// Seven validators, one never up (two may fail), lossy links.
 #[test]
 fn seven_validators_finalize_with_one_down_on_lossy_links() {
-    with_seed("seven_validators_finalize_with_one_down_on_lossy_links", 11, |seed| {
-        let root = tempfile::tempdir().expect("tempdir");
-        let root_path = root.path().to_path_buf();
-        runner(seed).start(|context| async move {
-            let (vals, _, _) = cluster(&context, &root_path, 7, &lossy(), &[0])
+    simulate(
+        "seven_validators_finalize_with_one_down_on_lossy_links",
+        11,
+        |context, root| async move {
+            let (vals, _, _) = cluster(&context, &root, 7, &lossy(), &[0])
                 .await
                 .expect("the validators open");
             let up: Vec<usize> = (1..7).collect();
             wait_all(&context, &vals, &up, 10).await;
             assert_agree(&vals, &up, 10);
-        });
-    });
+        },
+    );
 }
 
 /// Internet scale by simulation ([`wan_finality`]): 100 validators (`PAZAR_SIM_VALIDATORS`),

@@ -1,13 +1,15 @@
-//! Manifest updates on the real Docker engine: a running lease taken to a new version one
-//! replica at a time (new env, new image tag), its persistent volume's data kept, the version
-//! reported per service; an update whose new replica does not serve, or whose image cannot be
-//! had, stops with the reason and leaves the earlier replicas serving.
+//! Manifest updates on the real Docker engine and on the sandbox runtime: a running lease taken
+//! to a new version one replica at a time (new env, new image tag), its persistent volume's data
+//! kept, the version reported per service; an update whose new replica does not serve, or whose
+//! image cannot be had, stops with the reason and leaves the earlier replicas serving.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pazar_runtime::demo_image::build_demo_image;
+use pazar_runtime::demo_image::{build_demo_image, store_demo_rootfs};
 use pazar_runtime::docker::{DockerOptions, DockerRuntime};
+use pazar_runtime::images::ImagePolicy;
+use pazar_runtime::sandbox::{host_volume_dir, replica_cgroup, SandboxOptions, SandboxRuntime};
 use pazar_runtime::{GroupStatus, LeaseRef, Runtime};
 use pazar_types::market::BidId;
 use pazar_types::{Address, Denom, Hash32};
@@ -92,7 +94,7 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-async fn serving(rt: &DockerRuntime, l: &LeaseRef, g: &pazar_sdl::ValidGroup) -> GroupStatus {
+async fn serving(rt: &impl Runtime, l: &LeaseRef, g: &pazar_sdl::ValidGroup) -> GroupStatus {
     let t0 = Instant::now();
     loop {
         let st = rt.status(l, g).await.expect("status");
@@ -104,21 +106,20 @@ async fn serving(rt: &DockerRuntime, l: &LeaseRef, g: &pazar_sdl::ValidGroup) ->
     }
 }
 
-/// The page each replica serves, through its host port.
-fn pages(st: &GroupStatus) -> Vec<String> {
+/// The page served on a host port.
+fn page(host_port: u16) -> String {
     use std::io::{Read, Write};
-    st.services[0]
-        .forwards
-        .iter()
-        .map(|f| {
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", f.host_port)).expect("connects");
-            s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-            s.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("asks");
-            let mut out = String::new();
-            s.read_to_string(&mut out).expect("answers");
-            out
-        })
-        .collect()
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", host_port)).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("asks");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("answers");
+    out
+}
+
+/// The page each replica of the first service serves, through its host port.
+fn pages(st: &GroupStatus) -> Vec<String> {
+    st.services[0].forwards.iter().map(|f| page(f.host_port)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,4 +246,203 @@ async fn an_update_replaces_each_replica_keeps_the_volume_and_stops_with_the_rea
     );
 
     rt.close(&l).await.expect("closes");
+}
+
+/// Two services of the demo image, `web` on 8080 and `api` on 8081, one replica each with a
+/// persistent volume at /data, `web_extra` and `api_extra` added to each (the sandbox runs a
+/// lease in one network namespace, so more than one replica means more than one service).
+fn two_services(image: &str, web_extra: &str, api_extra: &str) -> String {
+    let service = |name: &str, port: u16, extra: &str| {
+        format!(
+            r#"  {name}:
+    image: {image}
+{extra}
+    expose:
+      - port: {port}
+        as: 80
+        to: [{{global: true}}]
+    params:
+      storage:
+        data: {{mount: /data}}
+"#
+        )
+    };
+    let profile = |name: &str| {
+        format!(
+            r#"    {name}:
+      resources:
+        cpu: {{units: 0.1}}
+        memory: {{size: 64Mi}}
+        storage:
+          - size: 32Mi
+          - name: data
+            size: 32Mi
+            attributes: {{persistent: true, class: beta2}}
+"#
+        )
+    };
+    format!(
+        "version: \"2.0\"\nservices:\n{}{}profiles:\n  compute:\n{}{}  placement:\n    local:\n      pricing:\n        \
+         web: {{denom: uusd, amount: 100}}\n        api: {{denom: uusd, amount: 100}}\ndeployment:\n  web:\n    \
+         local: {{profile: web, count: 1}}\n  api:\n    local: {{profile: api, count: 1}}\n",
+        service("web", 8080, web_extra),
+        service("api", 8081, api_extra),
+        profile("web"),
+        profile("api"),
+    )
+}
+
+fn sandbox_options(dir: &std::path::Path) -> SandboxOptions {
+    let mut opts = SandboxOptions::new(dir);
+    opts.docker_images = false;
+    opts.local_images = ImagePolicy::allowing(["pazar-demo:*"]).expect("a valid policy");
+    opts
+}
+
+/// Closes the lease in the sandbox if the test stops early: its replicas outlive the runtime
+/// that started them, and its volumes stay mounted until closed.
+struct SandboxClosing<'a>(&'a std::path::Path, &'a LeaseRef);
+
+impl Drop for SandboxClosing<'_> {
+    fn drop(&mut self) {
+        let (opts, l) = (sandbox_options(self.0), self.1.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async {
+                if let Ok(sandbox) = SandboxRuntime::new(opts) {
+                    let _ = sandbox.close(&l).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// The host port of `service`'s one forward.
+fn host_port(st: &GroupStatus, service: &str) -> u16 {
+    let s = st.services.iter().find(|s| s.name == service).expect("the service");
+    s.forwards[0].host_port
+}
+
+fn version_of(st: &GroupStatus, service: &str) -> Option<String> {
+    st.services
+        .iter()
+        .find(|s| s.name == service)
+        .expect("the service")
+        .version
+        .clone()
+}
+
+/// The sandbox cannot start a new replica beside the old one (one network namespace per lease),
+/// so it stops the old one and starts the new one, one replica at a time, in the group's order:
+/// each waits until the one before it serves. So when a new replica cannot serve, the update
+/// stops there and the replicas after it still run the earlier version, untouched; putting the
+/// earlier version back (what the provider does) replaces only the replica that changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_sandbox_an_update_replaces_one_replica_at_a_time_and_stops_at_the_first_that_cannot_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rt = SandboxRuntime::new(sandbox_options(dir.path()))
+        .expect("this machine runs the sandbox (root, bubblewrap, iproute2)");
+    for tag in [V1_IMAGE, V2_IMAGE] {
+        store_demo_rootfs(rt.images(), tag).expect("the demo image in the sandbox's store");
+    }
+    rt.set_ready_wait(Duration::from_secs(3));
+    let l = lease();
+    let _closing = SandboxClosing(dir.path(), &l);
+    let (v1, v2, v3): (Hash32, Hash32, Hash32) = ([1; 32], [2; 32], [3; 32]);
+    let pids = |svc: &str| replica_cgroup(&l, svc, 0).expect("a valid name").pids();
+    // Processes then and now overlap (one forked for a request may have come or gone; a
+    // replaced replica would have none of them left).
+    let same_processes = |then: &[i32], now: Vec<i32>| then.iter().any(|p| now.contains(p));
+    let env = |greeting: &str, port: u16| format!("    env: [GREETING={greeting}, PORT={port}]");
+
+    let g1 = group(&two_services(
+        V1_IMAGE,
+        &env("first-version", 8080),
+        &env("first-version", 8081),
+    ));
+    rt.deploy_version(&l, &g1, &v1).await.expect("v1 deploys");
+    let st = serving(&rt, &l, &g1).await;
+    for svc in ["web", "api"] {
+        assert_eq!(version_of(&st, svc), Some(hex::encode(v1)), "{st:?}");
+        assert!(page(host_port(&st, svc)).contains("first-version"), "{st:?}");
+        let volume = host_volume_dir(dir.path(), &l, svc, "data").expect("valid names");
+        std::fs::write(volume.join("kept"), format!("written by {svc} v1")).expect("writes the volume");
+    }
+
+    // v2: another image tag and another env value for both services.
+    let g2 = group(&two_services(
+        V2_IMAGE,
+        &env("second-version", 8080),
+        &env("second-version", 8081),
+    ));
+    rt.deploy_version(&l, &g2, &v2).await.expect("v2 rolls out");
+    let st = serving(&rt, &l, &g2).await;
+    for svc in ["web", "api"] {
+        let s = st.services.iter().find(|s| s.name == svc).expect("the service");
+        assert_eq!(s.version, Some(hex::encode(v2)), "{st:?}");
+        assert_eq!(s.restarts, 0, "replaced, not restarted: {st:?}");
+        assert!(page(s.forwards[0].host_port).contains("second-version"), "{st:?}");
+        let volume = host_volume_dir(dir.path(), &l, svc, "data").expect("valid names");
+        let kept = std::fs::read_to_string(volume.join("kept")).expect("the file is still there");
+        assert_eq!(
+            kept,
+            format!("written by {svc} v1"),
+            "the persistent volume survived the update"
+        );
+    }
+    let web_pids = pids("web");
+    assert!(!web_pids.is_empty(), "web runs in its cgroup");
+
+    // v3 changes both services, and api's new replica exits at once. The group lists its
+    // services by name, so api's replica is the first replaced: the update stops there, and
+    // web's, after it, still runs v2 as it did.
+    let g3 = group(&two_services(
+        V2_IMAGE,
+        &env("third-version", 8080),
+        "    command: [/bin/sh, -c]\n    args: [\"exit 3\"]\n    env: [GREETING=third-version, PORT=8081]",
+    ));
+    assert_eq!(g3.services[0].name, "api", "api comes first in the group");
+    let err = rt
+        .deploy_version(&l, &g3, &v3)
+        .await
+        .expect_err("v3 does not serve")
+        .to_string();
+    assert!(
+        err.contains("replica 0 of \"api\" of version 030303030303 did not serve within 3 s (exited with code 3)"),
+        "{err}"
+    );
+    let st = rt.status(&l, &g3).await.expect("status");
+    assert_eq!(version_of(&st, "web"), Some(hex::encode(v2)), "{st:?}");
+    assert!(
+        same_processes(&web_pids, pids("web")),
+        "the replica after the failed one was not touched"
+    );
+    assert!(page(host_port(&st, "web")).contains("second-version"), "{st:?}");
+
+    // Putting v2 back (what the provider does) brings api back and leaves web running as it is.
+    rt.deploy_version(&l, &g2, &v2).await.expect("v2 again");
+    let st = serving(&rt, &l, &g2).await;
+    for svc in ["web", "api"] {
+        assert_eq!(version_of(&st, svc), Some(hex::encode(v2)), "{st:?}");
+        assert!(page(host_port(&st, svc)).contains("second-version"), "{st:?}");
+    }
+    assert!(
+        same_processes(&web_pids, pids("web")),
+        "an unchanged replica keeps running"
+    );
+    let volume = host_volume_dir(dir.path(), &l, "api", "data").expect("valid names");
+    assert_eq!(
+        std::fs::read_to_string(volume.join("kept")).expect("the file is still there"),
+        "written by api v1"
+    );
+
+    rt.close(&l).await.expect("closes");
+    assert!(
+        pids("web").is_empty() && pids("api").is_empty(),
+        "nothing of the lease runs"
+    );
 }

@@ -95,6 +95,7 @@ fn make_home(dir: &Path, funded: impl Iterator<Item = Address>, block_time_ms: u
             power: 1,
             consensus_key: None,
         }],
+        epoch_length: pazar_node::genesis::DEFAULT_EPOCH_LENGTH,
     };
     std::fs::write(home::genesis_path(dir), serde_json::to_vec(&genesis)?)?;
     let config = Config {

@@ -253,6 +253,7 @@ pub fn devnet_genesis(balances: Vec<GenesisBalance>, validators: Vec<Validator>)
         params: Params::devnet(NATIVE, STABLE),
         balances,
         validators,
+        epoch_length: pazar_node::genesis::DEFAULT_EPOCH_LENGTH,
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use pazar_ledger::{BlockHeader, State};
+use pazar_ledger::BlockHeader;
 use pazar_node::genesis::GenesisOnDisk;
 use pazar_store::{Store, StoreOptions};
 use pazar_types::{Coin, Denom, Msg, TxBody};
@@ -138,7 +138,7 @@ fn kill_dash_nine_never_loses_an_acknowledged_commit_and_replay_matches() {
     let head = stored.head().expect("head").expect("some");
     let scratch = tempfile::tempdir().expect("tempdir");
     let fresh = Store::open(&scratch.path().join("db"), StoreOptions::default()).expect("opens");
-    let mut state = State::from_genesis(&genesis.ledger()).expect("genesis");
+    let mut state = genesis.ledger_state().expect("genesis");
     fresh.init_genesis(&mut state, on_disk.hash).expect("init");
     for h in 1..=head.height {
         let b = stored

@@ -5,43 +5,56 @@
 //! Channels (any `commonware_p2p` sender and receiver: `simulated` in tests, `authenticated`
 //! over real sockets): 0 votes, 1 certificates, 2 simplex's resolver, 3 block broadcast,
 //! 4 marshal's backfill.
+//!
+//! Epochs (as commonware's `glue` orchestrator runs them): simplex runs one instance per epoch,
+//! with that epoch's validator set from the ledger ([`Epochs`]), its own journal partition and
+//! its own sub-channel of the vote, certificate and resolver channels (muxed by epoch number).
+//! Marshal is one for all epochs and verifies each certificate with its epoch's set; its
+//! `Inline` wrapper re-proposes an epoch's last block until that epoch finalizes it. Once the
+//! node has committed the last block of the epoch, the next epoch's instance starts from it
+//! (its genesis) and the old one stops. A validator not in an epoch's set follows it without
+//! voting. Votes of a later epoch than this validator's tell it it is behind: it asks marshal
+//! for the finalization of its epoch's last block from the peer that sent them.
 
 use crate::app::{Finalizer, Scheme};
 use crate::block::ChainBlock;
+use crate::epochs::Epochs;
 use crate::evidence::{Attestations, Evidence, VerifierRng};
 use commonware_broadcast::buffered;
 use commonware_consensus::{
     marshal::{self, standard::Inline},
     simplex::{self, elector::RoundRobin},
-    types::{Epoch, FixedEpocher, ViewDelta},
-    Reporters,
+    types::{Epoch, Height, ViewDelta},
+    Epochable, Reporters,
 };
 use commonware_cryptography::{
-    certificate::ConstantProvider,
     ed25519::PublicKey,
     sha256::{Digest, Sha256},
     Digestible,
 };
-use commonware_p2p::{Blocker, Provider, Receiver, Sender};
+use commonware_p2p::{
+    utils::mux::{Builder as _, Muxer},
+    Blocker, Provider, Receiver, Sender,
+};
 use commonware_parallel::Sequential;
 use commonware_runtime::{buffer::paged::CacheRef, Clock, Handle, Metrics, Spawner, Storage};
 use commonware_storage::archive::immutable;
-use commonware_utils::{NZDuration, NZUsize, NZU64};
+use commonware_utils::{vec::NonEmptyVec, NZDuration, NZUsize, NZU64};
 use rand_core_010::CryptoRng;
 use std::{num::NonZeroUsize, time::Duration};
 
-/// Single epoch covering all heights (epoch hand-off = new engine per epoch, see notes).
-const EPOCH: Epoch = Epoch::zero();
-const EPOCH_LENGTH: std::num::NonZeroU64 = NZU64!(u64::MAX);
 const MAILBOX: NonZeroUsize = NZUsize!(1024);
 const BUF: NonZeroUsize = NZUsize!(64 * 1024);
+
+/// How often the orchestrator looks whether the node has committed its epoch's last block.
+const EPOCH_POLL: Duration = Duration::from_millis(10);
 
 pub struct Config<B, P> {
     /// The height-0 block (the genesis state) every validator starts from.
     pub genesis: ChainBlock,
     pub me: PublicKey,
-    /// ed25519 simplex scheme built from (namespace, ordered validator set, our key).
-    pub scheme: Scheme,
+    /// The validator set of each epoch (from the node's ledger) and this validator's key.
+    pub epochs: Epochs,
     pub blocker: B,
     pub provider: P,
     /// Prefix of every storage partition (journal + archives) of this validator.
@@ -141,7 +154,7 @@ where
         .map_err(|e| EngineError::Archive("blocks", e.to_string()))?;
 
     // 3. Marshal: orders finalized blocks, backfills gaps from peers, delivers to `finalized`.
-    let epocher = FixedEpocher::new(EPOCH_LENGTH);
+    let epocher = cfg.epochs.epocher();
     let genesis = cfg.genesis.clone();
     let genesis_digest = genesis.digest();
     let (marshal_actor, marshal_mailbox, _floor) = marshal::core::Actor::init(
@@ -149,7 +162,7 @@ where
         finalizations,
         blocks,
         marshal::Config {
-            provider: ConstantProvider::new(cfg.scheme.clone()),
+            provider: cfg.epochs.clone(),
             epocher: epocher.clone(),
             start: match &cfg.floor {
                 Some(f) => marshal::Start::Floor(f.clone()),
@@ -194,58 +207,219 @@ where
     // checks others' evidence, with this validator set and namespace.
     finalized.app().set_attestor(std::sync::Arc::new(Attestations::new(
         evidence.clone(),
-        cfg.scheme.clone(),
+        cfg.epochs.clone(),
         VerifierRng::from_os(),
     )));
 
-    // 5. Simplex. Its journal (`{prefix}-consensus`) records our own votes before they are sent,
-    //    so a restarted validator replays it and never signs a conflicting vote.
-    let reporter: Reporters<_, _> = (marshaled.clone(), evidence).into();
-    let consensus = simplex::Engine::new(
-        context.child("consensus"),
-        simplex::Config {
-            scheme: cfg.scheme,
-            elector: RoundRobin::<Sha256>::default(),
-            blocker: cfg.blocker,
-            automaton: marshaled.clone(),
-            relay: marshaled,
-            reporter,
-            strategy: Sequential,
-            partition: format!("{prefix}-consensus"),
-            mailbox_size: MAILBOX,
-            epoch: EPOCH,
-            floor: match cfg.floor {
-                Some(f) => simplex::Floor::Finalized(f),
-                None => simplex::Floor::Genesis(genesis_digest),
-            },
-            replay_buffer: BUF,
-            write_buffer: BUF,
-            page_cache,
-            leader_timeout: cfg.leader_timeout,
-            certification_timeout: cfg.leader_timeout * 2,
-            timeout_retry: cfg.leader_timeout * 3,
-            view_retention: ViewDelta::new(10),
-            skip: simplex::SkipPolicy::Enabled {
-                timeout: cfg.leader_timeout * 4,
-                budget: simplex::SkipBudget::Participants,
-            },
-            fetch_timeout: NZDuration!(Duration::from_secs(1)),
-            fetch_retry_delay: Duration::from_millis(100),
-            forward: simplex::ForwardPolicy::Disabled,
-            track_historical_votes: false,
-        },
-    );
+    // 5. Simplex, one instance per epoch (see the module's documentation).
+    let orchestrator = Orchestrator {
+        app: finalized.app().clone(),
+        epochs: cfg.epochs.clone(),
+        marshaled,
+        evidence,
+        marshal: marshal_mailbox.clone(),
+        blocker: cfg.blocker,
+        prefix,
+        page_cache,
+        leader_timeout: cfg.leader_timeout,
+        genesis: genesis_digest,
+        floor: cfg.floor,
+    };
 
     // Start order matters (alto): buffer and marshal before consensus so replayed consensus
     // events on restart have somewhere to go.
-    Ok((
-        vec![
-            buffer.start(broadcast),
-            marshal_actor.start(finalized, buffer_mailbox, backfill_resolver),
-            consensus.start(votes, certs, resolver),
-        ],
-        marshal_mailbox,
-    ))
+    let buffer = buffer.start(broadcast);
+    let marshal = marshal_actor.start(finalized, buffer_mailbox, backfill_resolver);
+    let consensus = context
+        .child("orchestrator")
+        .spawn(move |context| orchestrator.run(context, votes, certs, resolver));
+    Ok((vec![buffer, marshal, consensus], marshal_mailbox))
+}
+
+/// Runs simplex for the epoch the node is in, and the next one once the node has committed the
+/// epoch's last block.
+struct Orchestrator<A, B> {
+    app: std::sync::Arc<dyn pazar_node::consensus::Application>,
+    epochs: Epochs,
+    marshaled: A,
+    evidence: Evidence,
+    marshal: Marshal,
+    blocker: B,
+    prefix: String,
+    page_cache: CacheRef,
+    leader_timeout: Duration,
+    genesis: Digest,
+    floor: Option<Finalization>,
+}
+
+/// The epoch whose simplex instance runs, and its task.
+struct Active {
+    epoch: u64,
+    handle: Handle<()>,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+impl<A, B> Orchestrator<A, B>
+where
+    A: commonware_consensus::CertifiableAutomaton<
+            Context = simplex::types::Context<Digest, PublicKey>,
+            Digest = Digest,
+        > + commonware_consensus::Relay<Digest = Digest, PublicKey = PublicKey, Plan = simplex::Plan<PublicKey>>
+        + commonware_consensus::Reporter<Activity = simplex::types::Activity<Scheme, Digest>>
+        + Clone,
+    B: Blocker<PublicKey = PublicKey>,
+{
+    async fn run<E, Snd, Rcv>(
+        self,
+        context: E,
+        votes: Channel<Snd, Rcv>,
+        certs: Channel<Snd, Rcv>,
+        resolver: Channel<Snd, Rcv>,
+    ) where
+        E: Clock + CryptoRng + Spawner + Storage + Metrics,
+        Snd: Sender<PublicKey = PublicKey>,
+        Rcv: Receiver<PublicKey = PublicKey>,
+    {
+        let (mux, mut votes, mut vote_backup) = Muxer::builder(context.child("vote_mux"), votes.0, votes.1)
+            .with_backup()
+            .build();
+        mux.start();
+        let (mux, mut certs, mut cert_backup) = Muxer::builder(context.child("certificate_mux"), certs.0, certs.1)
+            .with_backup()
+            .build();
+        mux.start();
+        let (mux, mut resolver) = Muxer::new(context.child("resolver_mux"), resolver.0, resolver.1);
+        mux.start();
+        let app = self.app.clone();
+        let mut active: Option<Active> = None;
+        loop {
+            // The epoch of the next block this node will commit.
+            let want = self.epochs.epoch_of(app.parent().height + 1);
+            if active.as_ref().map(|a| a.epoch) != Some(want) {
+                match self.floor_of(want) {
+                    Some(floor) => {
+                        // The old instance stops (and frees its sub-channels) first.
+                        drop(active.take());
+                        let (Ok(v), Ok(c), Ok(r)) = (
+                            votes.register(want).await,
+                            certs.register(want).await,
+                            resolver.register(want).await,
+                        ) else {
+                            tracing::error!(epoch = want, "the consensus channels closed");
+                            return;
+                        };
+                        match self.start_epoch(&context, want, floor, v, c, r) {
+                            Some(handle) => {
+                                tracing::info!(epoch = want, "entered epoch");
+                                active = Some(Active { epoch: want, handle });
+                            }
+                            None => tracing::warn!(epoch = want, "no validator set for the epoch yet"),
+                        }
+                    }
+                    None => tracing::warn!(epoch = want, "the block that starts the epoch is not here yet"),
+                }
+            }
+            let ours = active.as_ref().map_or(want, |a| a.epoch);
+            tokio::select! {
+                biased;
+                m = vote_backup.recv() => match m {
+                    Some((theirs, (from, _))) => self.behind(ours, theirs, from),
+                    None => return,
+                },
+                m = cert_backup.recv() => match m {
+                    Some((theirs, (from, _))) => self.behind(ours, theirs, from),
+                    None => return,
+                },
+                _ = context.sleep(EPOCH_POLL) => {}
+            }
+        }
+    }
+
+    /// Where the instance of `epoch` starts: genesis for epoch 0; the last block of the epoch
+    /// before (committed by this node); or the certificate state sync started this node from.
+    fn floor_of(&self, epoch: u64) -> Option<simplex::Floor<Scheme, Digest>> {
+        if epoch == 0 {
+            return Some(simplex::Floor::Genesis(self.genesis));
+        }
+        let boundary = self.epochs.last_height(epoch - 1)?;
+        if let Some(hash) = self.app.block_hash(boundary) {
+            return Some(simplex::Floor::Genesis(Digest::from(hash)));
+        }
+        self.floor
+            .as_ref()
+            .filter(|f| f.epoch().get() == epoch)
+            .map(|f| simplex::Floor::Finalized(f.clone()))
+    }
+
+    /// The simplex instance of `epoch`. Its journal (`{prefix}-consensus-{epoch}`) records our
+    /// own votes before they are sent, so a restarted validator replays it and never signs a
+    /// conflicting vote.
+    #[allow(clippy::too_many_arguments)]
+    fn start_epoch<E, S, R>(
+        &self,
+        context: &E,
+        epoch: u64,
+        floor: simplex::Floor<Scheme, Digest>,
+        votes: (S, R),
+        certs: (S, R),
+        resolver: (S, R),
+    ) -> Option<Handle<()>>
+    where
+        E: Clock + CryptoRng + Spawner + Storage + Metrics,
+        S: Sender<PublicKey = PublicKey>,
+        R: Receiver<PublicKey = PublicKey>,
+    {
+        let (scheme, _) = self.epochs.scheme(epoch)?;
+        let reporter: Reporters<_, _> = (self.marshaled.clone(), self.evidence.clone()).into();
+        let engine = simplex::Engine::new(
+            context.child("consensus").with_attribute("epoch", epoch),
+            simplex::Config {
+                scheme: scheme.as_ref().clone(),
+                elector: RoundRobin::<Sha256>::default(),
+                blocker: self.blocker.clone(),
+                automaton: self.marshaled.clone(),
+                relay: self.marshaled.clone(),
+                reporter,
+                strategy: Sequential,
+                partition: format!("{}-consensus-{epoch}", self.prefix),
+                mailbox_size: MAILBOX,
+                epoch: Epoch::new(epoch),
+                floor,
+                replay_buffer: BUF,
+                write_buffer: BUF,
+                page_cache: self.page_cache.clone(),
+                leader_timeout: self.leader_timeout,
+                certification_timeout: self.leader_timeout * 2,
+                timeout_retry: self.leader_timeout * 3,
+                view_retention: ViewDelta::new(10),
+                skip: simplex::SkipPolicy::Enabled {
+                    timeout: self.leader_timeout * 4,
+                    budget: simplex::SkipBudget::Participants,
+                },
+                fetch_timeout: NZDuration!(Duration::from_secs(1)),
+                fetch_retry_delay: Duration::from_millis(100),
+                forward: simplex::ForwardPolicy::Disabled,
+                track_historical_votes: false,
+            },
+        );
+        Some(engine.start(votes, certs, resolver))
+    }
+
+    /// A peer sent votes of epoch `theirs`: if it is ahead of ours, this node lacks the last
+    /// block of its epoch; ask marshal to fetch its finalization from that peer.
+    fn behind(&self, ours: u64, theirs: u64, from: PublicKey) {
+        if theirs <= ours {
+            return;
+        }
+        if let Some(last) = self.epochs.last_height(ours) {
+            self.marshal.hint_finalized(Height::new(last), NonEmptyVec::new(from));
+        }
+    }
 }
 
 /// Config of one immutable (never-pruned, on-disk-indexed) archive, as alto uses for validators.

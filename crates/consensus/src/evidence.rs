@@ -8,8 +8,8 @@
 //! else signed, so an honest validator whose vote was merely late is not counted as missing).
 //!
 //! [`Attestations`] is the node's [`Attestor`]: it turns those into records for proposals and
-//! checks the records of others' proposals against the validator set and the chain's
-//! namespace. Nothing a peer sends is trusted: votes and faults reach the reporter before
+//! checks the records of others' proposals against the validator set of each record's epoch
+//! ([`Epochs`]) and the chain's namespace. Nothing a peer sends is trusted: votes and faults reach the reporter before
 //! simplex verifies them, so a record is built only from what verifies here, and a proposal's
 //! records are verified again by every validator.
 
@@ -36,6 +36,7 @@ pub use pazar_types::block::FaultKind;
 
 use crate::app::Scheme;
 use crate::engine::Finalization;
+use crate::epochs::Epochs;
 
 /// Most fault proofs kept (not yet on the ledger); more are dropped until some are recorded.
 pub const MAX_FAULTS: usize = 4 * MAX_BLOCK_DOUBLE_SIGNS;
@@ -74,7 +75,8 @@ struct Certified {
 #[derive(Default)]
 struct Inner {
     faults: Vec<Fault>,
-    proofs: BTreeMap<(u32, u64), Proof>,
+    /// By (epoch, validator, view).
+    proofs: BTreeMap<(u64, u32, u64), Proof>,
     blocks: BTreeMap<Hash32, Certified>,
     /// (view, block) of `blocks`, to evict the oldest.
     by_view: BTreeMap<(u64, Hash32), ()>,
@@ -122,6 +124,7 @@ fn fault_record(activity: &Activity<Scheme, Digest>) -> Option<DoubleSign> {
         _ => return None,
     };
     Some(DoubleSign {
+        epoch: activity.epoch().get(),
         validator: validator.get(),
         view: activity.view().get(),
         kind,
@@ -163,7 +166,7 @@ impl Reporter for Evidence {
                     kind: record.kind,
                     view: record.view,
                 });
-                let key = (record.validator, record.view);
+                let key = (record.epoch, record.validator, record.view);
                 if inner.proofs.len() < MAX_FAULTS && record.proof.len() <= MAX_PROOF_BYTES {
                     inner.proofs.entry(key).or_insert(Proof {
                         record,
@@ -234,47 +237,57 @@ impl rand_core_010::TryRng for VerifierRng {
 impl rand_core_010::TryCryptoRng for VerifierRng {}
 
 /// The node's [`Attestor`]: records from what [`Evidence`] collected, and checks of records,
-/// with the validator set and namespace of `scheme`.
+/// with the validator set of each record's epoch and the namespace of [`Epochs`].
 pub struct Attestations {
     evidence: Evidence,
-    scheme: Scheme,
+    epochs: Epochs,
     rng: Mutex<VerifierRng>,
 }
 
 impl Attestations {
-    pub fn new(evidence: Evidence, scheme: Scheme, rng: VerifierRng) -> Attestations {
+    pub fn new(evidence: Evidence, epochs: Epochs, rng: VerifierRng) -> Attestations {
         Attestations {
             evidence,
-            scheme,
+            epochs,
             rng: Mutex::new(rng),
         }
     }
 
-    fn n(&self) -> usize {
-        self.scheme.participants().len()
+    /// The scheme of `epoch`, whose set a record of that epoch counts in.
+    fn scheme(&self, epoch: u64) -> Result<Arc<Scheme>, String> {
+        self.epochs
+            .scheme(epoch)
+            .map(|(s, _)| s)
+            .ok_or_else(|| format!("no validator set of epoch {epoch} here"))
     }
 
-    fn verify_finalization(&self, f: &Finalization) -> bool {
+    fn verify_finalization(&self, scheme: &Scheme, f: &Finalization) -> bool {
         match self.rng.lock() {
-            Ok(mut rng) => f.verify(&mut *rng, &self.scheme, &commonware_parallel::Sequential),
+            Ok(mut rng) => f.verify(&mut *rng, scheme, &commonware_parallel::Sequential),
             Err(_) => false,
         }
     }
 
-    fn attestation(&self, f: &Finalization) -> Attestation {
+    fn attestation(&self, scheme: &Scheme, f: &Finalization) -> Attestation {
         let mut certificate = vec![CERT_FINALIZATION];
         certificate.extend_from_slice(&f.encode());
         Attestation::Certified {
-            signers: signer_bitmap(self.n(), f.certificate.signers.iter().map(|p| p.get() as usize)),
+            signers: signer_bitmap(
+                scheme.participants().len(),
+                f.certificate.signers.iter().map(|p| p.get() as usize),
+            ),
             certificate,
         }
     }
 
-    fn notarized(&self, n: &Notarization<Scheme, Digest>) -> Attestation {
+    fn notarized(&self, scheme: &Scheme, n: &Notarization<Scheme, Digest>) -> Attestation {
         let mut certificate = vec![CERT_NOTARIZATION];
         certificate.extend_from_slice(&n.encode());
         Attestation::Certified {
-            signers: signer_bitmap(self.n(), n.certificate.signers.iter().map(|p| p.get() as usize)),
+            signers: signer_bitmap(
+                scheme.participants().len(),
+                n.certificate.signers.iter().map(|p| p.get() as usize),
+            ),
             certificate,
         }
     }
@@ -284,6 +297,8 @@ impl Attestations {
         if record.proof.len() > MAX_PROOF_BYTES {
             return Err("the proof is too large".into());
         }
+        let scheme = self.scheme(record.epoch)?;
+        let scheme = scheme.as_ref();
         let Ok(mut rng) = self.rng.lock() else {
             return Err("the random source is poisoned".into());
         };
@@ -294,33 +309,15 @@ impl Attestations {
         let (signer, view, epoch, ok, canonical) = match record.kind {
             FaultKind::ConflictingNotarize => {
                 let c = ConflictingNotarize::<Scheme, Digest>::decode(Copying(bytes)).map_err(decoded)?;
-                (
-                    c.signer(),
-                    c.view(),
-                    c.epoch(),
-                    c.verify(rng, &self.scheme, seq),
-                    c.encode(),
-                )
+                (c.signer(), c.view(), c.epoch(), c.verify(rng, scheme, seq), c.encode())
             }
             FaultKind::ConflictingFinalize => {
                 let c = ConflictingFinalize::<Scheme, Digest>::decode(Copying(bytes)).map_err(decoded)?;
-                (
-                    c.signer(),
-                    c.view(),
-                    c.epoch(),
-                    c.verify(rng, &self.scheme, seq),
-                    c.encode(),
-                )
+                (c.signer(), c.view(), c.epoch(), c.verify(rng, scheme, seq), c.encode())
             }
             FaultKind::NullifyFinalize => {
                 let c = NullifyFinalize::<Scheme, Digest>::decode(Copying(bytes)).map_err(decoded)?;
-                (
-                    c.signer(),
-                    c.view(),
-                    c.epoch(),
-                    c.verify(rng, &self.scheme, seq),
-                    c.encode(),
-                )
+                (c.signer(), c.view(), c.epoch(), c.verify(rng, scheme, seq), c.encode())
             }
         };
         if canonical.as_ref() != bytes {
@@ -333,8 +330,8 @@ impl Attestations {
                 view.get()
             ));
         }
-        if epoch.get() != 0 {
-            return Err(format!("the proof is of epoch {}; this chain has one", epoch.get()));
+        if epoch.get() != record.epoch {
+            return Err(format!("the proof is of epoch {}, not {}", epoch.get(), record.epoch));
         }
         if !ok {
             return Err("the votes' signatures do not verify".into());
@@ -344,18 +341,6 @@ impl Attestations {
 }
 
 impl Attestor for Attestations {
-    fn validators(&self) -> Vec<[u8; 32]> {
-        self.scheme
-            .participants()
-            .iter()
-            .map(|k| {
-                let mut out = [0; 32];
-                out.copy_from_slice(k.as_ref());
-                out
-            })
-            .collect()
-    }
-
     fn commit(&self, _height: u64, hash: &Hash32) -> Option<Attestation> {
         let (finalization, notarization, votes) = {
             let inner = self.evidence.inner.lock().ok()?;
@@ -363,27 +348,30 @@ impl Attestor for Attestations {
             (b.finalization.clone(), b.notarization.clone(), b.votes.clone())
         };
         if finalization.is_none() && votes.is_empty() {
-            return notarization.map(|n| self.notarized(&n));
+            let n = notarization?;
+            let scheme = self.scheme(n.proposal.round.epoch().get()).ok()?;
+            return Some(self.notarized(&scheme, &n));
         }
         // The votes of the finalized proposal (or of the first vote's, with no certificate).
         let proposal = finalization
             .as_ref()
             .map(|f| f.proposal.clone())
             .or_else(|| votes.first().map(|v| v.proposal.clone()))?;
+        let scheme = self.scheme(proposal.round.epoch().get()).ok()?;
         let votes: Vec<_> = votes.into_iter().filter(|v| v.proposal == proposal).collect();
         let have = finalization.as_ref().map_or(0, |f| f.certificate.signers.count());
         if votes.len() > have {
             // Votes reach the reporter unverified: the certificate made of them is used only if
             // it verifies.
             if let Some(all) = NonEmpty::try_new(votes.iter())
-                .and_then(|v| Finalization::from_finalizes(&self.scheme, v, &commonware_parallel::Sequential).ok())
+                .and_then(|v| Finalization::from_finalizes(scheme.as_ref(), v, &commonware_parallel::Sequential).ok())
             {
-                if self.verify_finalization(&all) {
-                    return Some(self.attestation(&all));
+                if self.verify_finalization(&scheme, &all) {
+                    return Some(self.attestation(&scheme, &all));
                 }
             }
         }
-        finalization.map(|f| self.attestation(&f))
+        finalization.map(|f| self.attestation(&scheme, &f))
     }
 
     fn double_signs(&self) -> Vec<DoubleSign> {
@@ -396,9 +384,9 @@ impl Attestor for Attestations {
                 .collect(),
             Err(_) => return Vec::new(),
         };
-        let checked: Vec<((u32, u64), bool)> = unverified
+        let checked: Vec<((u64, u32, u64), bool)> = unverified
             .iter()
-            .map(|r| ((r.validator, r.view), self.proof_holds(r).is_ok()))
+            .map(|r| ((r.epoch, r.validator, r.view), self.proof_holds(r).is_ok()))
             .collect();
         let Ok(mut inner) = self.evidence.inner.lock() else {
             return Vec::new();
@@ -415,24 +403,26 @@ impl Attestor for Attestations {
         inner.proofs.values().map(|p| p.record.clone()).collect()
     }
 
-    fn check_commit(&self, attestation: &Attestation, hash: &Hash32) -> Result<(), String> {
+    fn check_commit(&self, height: u64, attestation: &Attestation, hash: &Hash32) -> Result<(), String> {
         let Attestation::Certified { signers, certificate } = attestation else {
             return Err("no certificate to check".into());
         };
-        let n = self.n();
+        let epoch = self.epochs.epoch_of(height);
+        let scheme = self.scheme(epoch)?;
+        let n = scheme.participants().len();
         let decoded = |e: commonware_codec::Error| format!("the certificate does not decode: {e}");
         let (kind, body) = certificate.split_first().ok_or("an empty certificate")?;
         // The fields both kinds share, and whether the signatures verify for the kind's subject.
         let (proposal, cert, canonical, verified) = match *kind {
             CERT_FINALIZATION => {
                 let f = Finalization::decode_cfg(Copying(body), &n).map_err(decoded)?;
-                let ok = self.verify_finalization(&f);
+                let ok = self.verify_finalization(&scheme, &f);
                 (f.proposal.clone(), f.certificate.clone(), f.encode(), ok)
             }
             CERT_NOTARIZATION => {
                 let x = Notarization::<Scheme, Digest>::decode_cfg(Copying(body), &n).map_err(decoded)?;
                 let ok = match self.rng.lock() {
-                    Ok(mut rng) => x.verify(&mut *rng, &self.scheme, &commonware_parallel::Sequential),
+                    Ok(mut rng) => x.verify(&mut *rng, scheme.as_ref(), &commonware_parallel::Sequential),
                     Err(_) => false,
                 };
                 (x.proposal.clone(), x.certificate.clone(), x.encode(), ok)
@@ -445,9 +435,9 @@ impl Attestor for Attestations {
         if digest_bytes(&proposal.payload) != *hash {
             return Err("the certificate is of another block".into());
         }
-        if proposal.round.epoch().get() != 0 {
+        if proposal.round.epoch().get() != epoch {
             return Err(format!(
-                "the certificate is of epoch {}; this chain has one",
+                "the certificate is of epoch {}; height {height} is in epoch {epoch}",
                 proposal.round.epoch().get()
             ));
         }
@@ -465,7 +455,7 @@ impl Attestor for Attestations {
         self.proof_holds(record)
     }
 
-    fn recorded(&self, double_signs: &[(u32, u64)]) {
+    fn recorded(&self, double_signs: &[(u64, u32, u64)]) {
         if let Ok(mut inner) = self.evidence.inner.lock() {
             for key in double_signs {
                 inner.proofs.remove(key);

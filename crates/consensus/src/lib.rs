@@ -7,6 +7,7 @@
 pub mod app;
 pub mod block;
 pub mod engine;
+pub mod epochs;
 pub mod evidence;
 pub mod gossip;
 pub mod net;
@@ -16,6 +17,7 @@ pub mod sync;
 
 pub use app::{Finalizer, Proposer, Scheme};
 pub use block::ChainBlock;
+pub use epochs::Epochs;
 pub use evidence::{Evidence, Fault, FaultKind};
 pub use net::{NetError, Peer, Settings, Simplex};
 pub use sync::{MarshalCertificates, SyncError};

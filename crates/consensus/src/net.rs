@@ -1,8 +1,10 @@
-//! Many validators over real sockets: [`Simplex`] runs this node as one validator of the fixed
-//! set the genesis names, talking to the others over commonware's authenticated `lookup`
-//! network (each peer's key and address known in advance; connections are encrypted and
-//! authenticated with the validators' consensus keys, and connections from anyone else are
-//! refused), under commonware's tokio runtime with its storage (simplex's journal, marshal's
+//! Many validators over real sockets: [`Simplex`] runs this node as a validator of the sets the
+//! ledger fixes for each epoch (genesis names the first; see [`crate::epochs`]), talking to the
+//! others over commonware's authenticated `lookup` network (each peer's key and address known
+//! in advance from `node.toml`'s peers; connections are encrypted and authenticated with the
+//! validators' consensus keys, and connections from anyone else are refused). A node whose key
+//! is in no set yet follows the chain and votes from the first epoch whose set holds it; a
+//! validator voted in must be added to the peers of the others, under commonware's tokio runtime with its storage (simplex's journal, marshal's
 //! archives) in a directory of the node's home.
 //!
 //! commonware's tokio runner owns its tokio runtime, so the validator runs on an OS thread of
@@ -45,6 +47,7 @@ use pazar_node::{Node, NodeError};
 use crate::app::{Finalizer, Proposer, Scheme};
 use crate::block::{ChainBlock, MAX_ENCODED_BLOCK};
 use crate::engine;
+use crate::epochs::Epochs;
 use crate::evidence::Evidence;
 use crate::gossip;
 use crate::sync::MarshalCertificates;
@@ -78,16 +81,16 @@ pub enum NetError {
     KeyScheme,
     #[error("genesis validator consensus key {0} is not a valid ed25519 public key")]
     BadValidatorKey(ConsensusKey),
-    #[error("this node's consensus key {0} is not among the genesis validators")]
-    NotAValidator(ConsensusKey),
-    #[error("peer {0} is not a genesis validator")]
-    NotInSet(ConsensusKey),
+    #[error("peer {0} is not a valid ed25519 public key")]
+    BadPeerKey(ConsensusKey),
     #[error("peer {0} is this node itself")]
     PeerIsSelf(ConsensusKey),
     #[error("peer {0} is listed twice")]
     DuplicatePeer(ConsensusKey),
     #[error("genesis validator {0} has no address among the peers (add `{0}@HOST:PORT` to peers)")]
     NoAddress(ConsensusKey),
+    #[error(transparent)]
+    Epochs(#[from] crate::epochs::EpochsError),
     #[error("cannot resolve peer address {addr}: {reason}")]
     Resolve { addr: String, reason: String },
     // The I/O error is part of the message, not a source: these errors also reach the node as
@@ -148,13 +151,14 @@ pub struct Settings {
     /// another.
     pub chain_id: String,
     pub genesis_hash: pazar_types::Hash32,
-    /// The validator set: every genesis validator's consensus key.
+    /// The genesis validator set: every genesis validator's consensus key (later sets come
+    /// from the ledger).
     pub validators: Vec<ConsensusKey>,
     /// This validator's ed25519 secret (the same key as its account's).
     pub secret: Zeroizing<[u8; 32]>,
     /// Where this validator's p2p listener binds.
     pub listen: SocketAddr,
-    /// Every other validator with its address.
+    /// Every other validator (of genesis, or voted in since, or to be) with its address.
     pub peers: Vec<Peer>,
     /// The consensus storage directory (inside the node's home).
     pub storage_dir: PathBuf,
@@ -174,7 +178,6 @@ pub struct Simplex {
     chain_id: String,
     genesis_hash: pazar_types::Hash32,
     key: PrivateKey,
-    set: Set<PublicKey>,
     addresses: Map<PublicKey, Address>,
     storage_dir: PathBuf,
     genesis: ChainBlock,
@@ -186,8 +189,9 @@ pub struct Simplex {
 }
 
 impl Simplex {
-    /// Checks the settings: this node is a validator, every other validator has an address,
-    /// and every peer is a validator.
+    /// Checks the settings: every genesis validator but this node has an address, and every
+    /// peer is a valid key, listed once. This node need not be a genesis validator (it follows
+    /// until a set holds it).
     pub fn new(s: Settings) -> Result<Simplex, NetError> {
         let key = PrivateKey::decode(Copying(&s.secret[..])).map_err(|_| NetError::KeyScheme)?;
         let me = key.public_key();
@@ -198,17 +202,14 @@ impl Simplex {
         }
         let set = Set::from_iter_dedup(set);
         if set.position(&me).is_none() {
-            return Err(NetError::NotAValidator(my_key));
+            tracing::warn!(key = %my_key, "this node is not a genesis validator: it follows until a validator set holds it");
         }
         let mut addresses = vec![(me.clone(), Address::Symmetric(s.listen))];
         for p in &s.peers {
             if p.key == my_key {
                 return Err(NetError::PeerIsSelf(p.key));
             }
-            let pk = PublicKey::decode(Copying(&p.key.0[..])).map_err(|_| NetError::NotInSet(p.key))?;
-            if set.position(&pk).is_none() {
-                return Err(NetError::NotInSet(p.key));
-            }
+            let pk = PublicKey::decode(Copying(&p.key.0[..])).map_err(|_| NetError::BadPeerKey(p.key))?;
             if addresses.iter().any(|(k, _)| *k == pk) {
                 return Err(NetError::DuplicatePeer(p.key));
             }
@@ -223,12 +224,10 @@ impl Simplex {
         // (the port may still be taken in between, which then ends `run` as a panic).
         drop(std::net::TcpListener::bind(s.listen).map_err(|error| NetError::Listen { addr: s.listen, error })?);
         let addresses = Map::from_iter_dedup(addresses);
-        assert_eq!(addresses.len(), set.len(), "one address per validator");
         Ok(Simplex {
             chain_id: s.chain_id,
             genesis_hash: s.genesis_hash,
             key,
-            set,
             addresses,
             storage_dir: s.storage_dir,
             genesis: s.genesis,
@@ -283,7 +282,7 @@ impl Simplex {
                 handshake,
                 &namespace,
                 listen,
-                NZUsize!(self.set.len().max(1)),
+                NZUsize!(self.addresses.len().max(1)),
                 max_message,
                 MAILBOX,
             );
@@ -296,8 +295,7 @@ impl Simplex {
             let gossip_channel = network.register(gossip::CHANNEL, Quota::per_second(gossip::RATE));
             let network = network.start();
 
-            let scheme = Scheme::signer(&namespace, self.set.clone(), self.key.clone())
-                .ok_or(NetError::NotAValidator(consensus_key(&me)))?;
+            let epochs = Epochs::new(app.clone(), &namespace, Some(self.key.clone()))?;
             let finalizer = Finalizer::new(app.clone());
             let proposer = Paced {
                 inner: Proposer::new(app),
@@ -306,7 +304,7 @@ impl Simplex {
             let cfg = engine::Config {
                 genesis: self.genesis.clone(),
                 me: me.clone(),
-                scheme,
+                epochs,
                 blocker: oracle.clone(),
                 provider: oracle.clone(),
                 partition_prefix: PARTITION_PREFIX.to_string(),
@@ -334,7 +332,7 @@ impl Simplex {
                     oracle,
                 ));
             }
-            tracing::info!(validators = self.set.len(), %listen, "consensus started");
+            tracing::info!(peers = self.addresses.len() - 1, %listen, "consensus started");
             let mut actors = futures_util::future::select_all(handles);
             let metrics_node = self.gossip.clone();
             let mut next_metrics = context.current();
@@ -542,12 +540,18 @@ mod tests {
     }
 
     #[test]
-    fn a_validator_needs_to_be_in_the_set_and_an_address_for_every_other_one() {
+    fn a_validator_needs_an_address_for_every_other_genesis_validator() {
         assert!(check(&[1, 2, 3], &[peer(2), peer(3)]).is_ok());
         assert!(check(&[1], &[]).is_ok(), "a set of one needs no peers");
-        assert!(matches!(check(&[2, 3], &[peer(2), peer(3)]), Err(NetError::NotAValidator(k)) if k == key(1)));
+        assert!(
+            check(&[2, 3], &[peer(2), peer(3)]).is_ok(),
+            "a node in no set yet follows the chain"
+        );
         assert!(matches!(check(&[1, 2, 3], &[peer(2)]), Err(NetError::NoAddress(k)) if k == key(3)));
-        assert!(matches!(check(&[1, 2], &[peer(2), peer(4)]), Err(NetError::NotInSet(k)) if k == key(4)));
+        assert!(
+            check(&[1, 2], &[peer(2), peer(4)]).is_ok(),
+            "a peer outside the genesis set may be voted in later"
+        );
         assert!(matches!(
             check(&[1, 2], &[peer(2), peer(1)]),
             Err(NetError::PeerIsSelf(_))

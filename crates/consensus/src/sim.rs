@@ -24,11 +24,11 @@ use commonware_utils::{probability, NZUsize, NZU32};
 
 use pazar_ledger::{GenesisBalance, Params};
 use pazar_node::consensus::Application;
-use pazar_node::genesis::{GenesisFile, GenesisOnDisk, Validator as GenesisValidator};
+use pazar_node::genesis::{ConsensusKey, GenesisFile, GenesisOnDisk, Validator as GenesisValidator};
 use pazar_node::{Node, NodeConfig};
 use pazar_types::{Address, Coin, Denom, Hash32, KeyScheme, Msg, SigningKey, TxBody};
 
-use crate::{engine, gossip, ChainBlock, Evidence, Finalizer, Proposer, Scheme};
+use crate::{engine, gossip, ChainBlock, Epochs, Evidence, Finalizer, Proposer};
 
 /// Namespace of the simulated chain's votes.
 pub const NAMESPACE: &[u8] = b"pazar-sim";
@@ -45,6 +45,9 @@ const MAX_MESSAGE: u32 = gossip::MAX_MESSAGE as u32;
 const WAN_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most validators [`wan_finality`] runs: each holds a redb store and a link to every other.
 pub const MAX_WAN_VALIDATORS: usize = 200;
+/// Blocks per epoch of the simulated chains unless a scenario asks for shorter ones: the usual
+/// scenarios stay in the first epoch.
+pub const EPOCH_LENGTH: u64 = 1 << 20;
 
 pub type Pk = ed25519::PublicKey;
 pub type Ctx = deterministic::Context;
@@ -136,35 +139,64 @@ impl Validator {
     }
 }
 
-/// Writes the simulated genesis (funding the users) into `dir` unless it is there, and opens a
-/// node on it that proposes as `proposer`.
+/// The account key of a validator: its consensus key (an ed25519 secret), so it signs
+/// transactions (votes on the validator set) as the account the ledger knows it by.
+pub fn account(key: &ed25519::PrivateKey) -> SigningKey {
+    use commonware_codec::Encode;
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(&key.encode());
+    SigningKey::from_secret(KeyScheme::Ed25519, &secret).expect("an ed25519 secret")
+}
+
+/// Writes the simulated genesis into `dir`: `members` are the validator set of the first two
+/// epochs (power 1 each), epochs are `epoch_length` blocks, and the users and the accounts of
+/// `validators` (members or not) are funded.
+pub fn write_genesis(
+    dir: &Path,
+    members: &[ed25519::PrivateKey],
+    validators: &[ed25519::PrivateKey],
+    epoch_length: u64,
+) -> Result<(), SimError> {
+    let setup = |e: String| SimError::Setup(dir.display().to_string(), e);
+    let funded = (1..=USERS)
+        .map(user)
+        .chain(validators.iter().map(account))
+        .map(|k| GenesisBalance {
+            address: k.address(),
+            coins: vec![Coin::new(1_000_000_000, upzr())],
+        })
+        .collect();
+    let genesis = GenesisFile {
+        // The simulated clock starts at the Unix epoch: blocks are stamped with it from the
+        // first one on (a later genesis time would stamp the first blocks after it instead).
+        genesis_time_ms: 0,
+        chain_id: CHAIN.into(),
+        params: Params::devnet("upzr", "uusd"),
+        balances: funded,
+        validators: members
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let mut key = [0u8; 32];
+                key.copy_from_slice(k.public_key().as_ref());
+                GenesisValidator {
+                    name: format!("v{i}"),
+                    address: account(k).address(),
+                    power: 1,
+                    consensus_key: Some(ConsensusKey(key)),
+                }
+            })
+            .collect(),
+        epoch_length,
+    };
+    let bytes = serde_json::to_vec(&genesis).map_err(|e| setup(e.to_string()))?;
+    std::fs::write(dir.join("genesis.json"), bytes).map_err(|e| setup(e.to_string()))
+}
+
+/// Opens a node on the genesis in `dir` ([`write_genesis`]) that proposes as `proposer`.
 pub fn open_node(dir: &Path, proposer: Address) -> Result<Arc<Node>, SimError> {
     let setup = |e: String| SimError::Setup(dir.display().to_string(), e);
     let path = dir.join("genesis.json");
-    if !path.exists() {
-        let genesis = GenesisFile {
-            // The simulated clock starts at the Unix epoch: blocks are stamped with it from the
-            // first one on (a later genesis time would stamp the first blocks after it instead).
-            genesis_time_ms: 0,
-            chain_id: CHAIN.into(),
-            params: Params::devnet("upzr", "uusd"),
-            balances: (1..=USERS)
-                .map(|n| GenesisBalance {
-                    address: user(n).address(),
-                    coins: vec![Coin::new(1_000_000_000, upzr())],
-                })
-                .collect(),
-            // The node's own validator set is not what votes here (simplex's is); it names one.
-            validators: vec![GenesisValidator {
-                name: "v".into(),
-                address: Address::module("v"),
-                power: 1,
-                consensus_key: None,
-            }],
-        };
-        let bytes = serde_json::to_vec(&genesis).map_err(|e| setup(e.to_string()))?;
-        std::fs::write(&path, bytes).map_err(|e| setup(e.to_string()))?;
-    }
     let genesis = GenesisOnDisk::open(&path).map_err(|e| setup(e.to_string()))?;
     Node::open(&dir.join("db"), &genesis, proposer, NodeConfig::default()).map_err(|e| setup(e.to_string()))
 }
@@ -176,15 +208,29 @@ pub fn genesis_block(node: &Node) -> ChainBlock {
 }
 
 /// `n` validators with their nodes open in directories under `root`, ordered as the set orders
-/// their keys (validator `i` is the set's `i`th).
+/// their keys (validator `i` is the set's `i`th), all in the genesis set, with epochs of
+/// [`EPOCH_LENGTH`] blocks.
 pub fn make_validators(n: u64, root: &Path) -> Result<(Vec<Validator>, Set<Pk>), SimError> {
+    make_validators_with(n, n as usize, EPOCH_LENGTH, root)
+}
+
+/// `n` validators (in key order) of which the first `members` are the genesis set and the rest
+/// follow the chain until voted in, with epochs of `epoch_length` blocks.
+pub fn make_validators_with(
+    n: u64,
+    members: usize,
+    epoch_length: u64,
+    root: &Path,
+) -> Result<(Vec<Validator>, Set<Pk>), SimError> {
     let mut keys: Vec<_> = (0..n).map(ed25519::PrivateKey::from_seed).collect();
     keys.sort_by_key(|k| k.public_key());
     let set = Set::from_iter_dedup(keys.iter().map(|k| k.public_key()));
+    let genesis = &keys[..members.min(keys.len())];
     let mut vals = Vec::with_capacity(keys.len());
-    for (i, key) in keys.into_iter().enumerate() {
+    for (i, key) in keys.iter().cloned().enumerate() {
         let dir = root.join(format!("v{}", key.public_key()));
         std::fs::create_dir_all(&dir).map_err(|e| SimError::Setup(dir.display().to_string(), e.to_string()))?;
+        write_genesis(&dir, genesis, &keys, epoch_length)?;
         vals.push(Validator {
             node: Some(open_node(&dir, proposer(i))?),
             key,
@@ -243,7 +289,7 @@ pub async fn unlink(oracle: &Oracle<Pk, Ctx>, pks: &Set<Pk>, who: usize) {
 /// Starts a validator (the engine on channels 0 to 4, and gossip on [`gossip::CHANNEL`] if it
 /// gossips) in its own task, so aborting that task stops all of its actors (a crash; its
 /// storage, in the runtime and on disk, stays).
-pub async fn spawn(context: &Ctx, oracle: &Oracle<Pk, Ctx>, participants: &Set<Pk>, v: &mut Validator) {
+pub async fn spawn(context: &Ctx, oracle: &Oracle<Pk, Ctx>, _participants: &Set<Pk>, v: &mut Validator) {
     let me = v.key.public_key();
     let control = oracle.control(me.clone());
     let mut chans = Vec::new();
@@ -271,17 +317,18 @@ pub async fn spawn(context: &Ctx, oracle: &Oracle<Pk, Ctx>, participants: &Set<P
     } else {
         None
     };
+    let app: Arc<dyn Application> = node.clone();
     let cfg = engine::Config {
         genesis: genesis_block(&node),
         me: me.clone(),
-        scheme: Scheme::signer(NAMESPACE, participants.clone(), v.key.clone()).expect("a member of the set"),
+        epochs: Epochs::new(app.clone(), NAMESPACE, Some(v.key.clone()))
+            .expect("the simulated genesis has a validator set"),
         blocker: control.clone(),
         provider: oracle.manager(),
         partition_prefix: format!("validator-{me}"),
         leader_timeout: Duration::from_millis(500),
         floor: None,
     };
-    let app: Arc<dyn Application> = node.clone();
     let finalizer = Finalizer::new(app.clone());
     v.finalizer = Some(finalizer.clone());
     let evidence = v.evidence.clone();
@@ -340,6 +387,19 @@ pub async fn gossiping_cluster(
     start_cluster(context, root, n, l, idle, true).await
 }
 
+/// [`cluster`] of `n` validators of which only the first `members` are the genesis set (the
+/// others follow until voted in), with epochs of `epoch_length` blocks.
+pub async fn epoch_cluster(
+    context: &Ctx,
+    root: &Path,
+    (n, members, epoch_length): (u64, usize, u64),
+    l: &Link,
+    idle: &[usize],
+) -> Result<Cluster, SimError> {
+    let (vals, pks) = make_validators_with(n, members, epoch_length, root)?;
+    start(context, vals, pks, l, idle, false).await
+}
+
 async fn start_cluster(
     context: &Ctx,
     root: &Path,
@@ -348,7 +408,18 @@ async fn start_cluster(
     idle: &[usize],
     gossip: bool,
 ) -> Result<Cluster, SimError> {
-    let (mut vals, pks) = make_validators(n, root)?;
+    let (vals, pks) = make_validators(n, root)?;
+    start(context, vals, pks, l, idle, gossip).await
+}
+
+async fn start(
+    context: &Ctx,
+    mut vals: Vec<Validator>,
+    pks: Set<Pk>,
+    l: &Link,
+    idle: &[usize],
+    gossip: bool,
+) -> Result<Cluster, SimError> {
     let oracle = network(context, &pks).await;
     link(&oracle, &pks, l, None).await;
     for (i, v) in vals.iter_mut().enumerate() {
@@ -588,6 +659,14 @@ pub fn wan_finality(n: usize, heights: u64, seed: u64, root: &Path) -> Result<Wa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_validators_account_is_its_consensus_key() {
+        let key = ed25519::PrivateKey::from_seed(3);
+        let mut pk = [0u8; 32];
+        pk.copy_from_slice(key.public_key().as_ref());
+        assert_eq!(account(&key).address(), Address::from_ed25519(&pk));
+    }
 
     #[test]
     fn wan_links_span_50_to_200_ms_one_way() {

@@ -38,8 +38,6 @@ pub enum SyncError {
     Signatures,
     #[error("the finalization certificate finalizes block {got}, not the block {expected} the peer sent")]
     OtherBlock { expected: String, got: String },
-    #[error("the finalization certificate is for epoch {0}; this chain has one epoch")]
-    Epoch(u64),
     #[error("genesis validator key {0} is not an ed25519 public key")]
     Validator(ConsensusKey),
     #[error("the system's random source failed: {0}")]
@@ -87,10 +85,6 @@ pub fn verify_certificate(namespace: &[u8], validators: &[ConsensusKey], fin: &F
         set.push(PublicKey::decode(Copying(&v.0[..])).map_err(|_| SyncError::Validator(*v))?);
     }
     let validators = Set::from_iter_dedup(set);
-    let epoch = fin.epoch().get();
-    if epoch != 0 {
-        return Err(SyncError::Epoch(epoch));
-    }
     let scheme = Scheme::verifier(namespace, validators);
     // Batch verification needs randomness an attacker cannot predict.
     let mut rng = StdRng::try_from_rng(&mut SysRng).map_err(|e| SyncError::Random(e.to_string()))?;
@@ -98,6 +92,11 @@ pub fn verify_certificate(namespace: &[u8], validators: &[ConsensusKey], fin: &F
         return Err(SyncError::Signatures);
     }
     Ok(())
+}
+
+/// The epoch a finalization certificate was made in (its signers are that epoch's set).
+pub fn certificate_epoch(fin: &Finalization) -> u64 {
+    fin.epoch().get()
 }
 
 /// The hash of the block header a finalization certificate names.

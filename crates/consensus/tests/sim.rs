@@ -22,9 +22,10 @@ use serde_json::json;
 
 use pazar_consensus::evidence::{Attestations, VerifierRng};
 use pazar_consensus::sim::{
-    check_agree, check_committed_once, cluster, crash, good, link, lossy, open_node, spawn, submit_load, unlink,
-    wait_all, wan_finality, Ctx, Pk, Validator, NAMESPACE, QUOTA,
+    account, check_agree, check_committed_once, cluster, crash, epoch_cluster, good, link, lossy, open_node, spawn,
+    submit_load, unlink, upzr, wait_all, wan_finality, Ctx, Pk, Validator, CHAIN, NAMESPACE, QUOTA,
 };
+use pazar_consensus::Epochs;
 use pazar_consensus::{Evidence, Finalizer, Scheme};
 use pazar_ledger::{DoubleSignRecord, ValidatorRecord};
 use pazar_node::consensus::{Application, Attestor, VerifyError};
@@ -80,7 +81,7 @@ fn key_bytes(pk: &Pk) -> [u8; 32] {
 /// signing, and the next commit height to record.
 type Conduct = (
     Vec<([u8; 32], ValidatorRecord)>,
-    Vec<(([u8; 32], u64), DoubleSignRecord)>,
+    Vec<(([u8; 32], u64, u64), DoubleSignRecord)>,
     u64,
 );
 
@@ -282,14 +283,14 @@ fn an_equivocating_validator_is_recorded_and_the_others_finalize() {
             // honest ledger, the same, and only the byzantine validator's.
             let byz_key = key_bytes(&byz.public_key());
             let (records, double_signs, _) = wait_conduct(&context, &vals, &honest, 60, |c| !c.1.is_empty()).await;
-            assert!(double_signs.iter().all(|((k, _), _)| *k == byz_key));
+            assert!(double_signs.iter().all(|((k, _, _), _)| *k == byz_key));
             let byz_record = records.iter().find(|(k, _)| *k == byz_key).expect("a record").1;
             assert_eq!(byz_record.double_signs, double_signs.len() as u64);
             assert!(records
                 .iter()
                 .filter(|(k, _)| *k != byz_key)
                 .all(|(_, r)| r.double_signs == 0));
-            forged_evidence_is_refused(&context, &pks, &vals[1]).await;
+            forged_evidence_is_refused(&context, &vals[1]).await;
             let blocked = oracle.blocked().await.expect("the oracle answers");
             assert!(
                 blocked.iter().all(|(_, b)| *b == byz.public_key()),
@@ -338,7 +339,7 @@ fn certified(b: &mut Block) -> (&mut Vec<u8>, &mut Vec<u8>) {
 /// the certificate's, a certificate with a broken signature or of another block, a double
 /// signing already recorded or whose proof is of another validator or view; and a proof with a
 /// broken signature does not check (the recorded one does).
-async fn forged_evidence_is_refused(context: &Ctx, pks: &Set<Pk>, v: &Validator) {
+async fn forged_evidence_is_refused(context: &Ctx, v: &Validator) {
     // A proposal of this validator carrying a certified commit record.
     let b = loop {
         let b = v.node().propose(&[], 1).expect("proposes on its finalized head");
@@ -407,7 +408,7 @@ async fn forged_evidence_is_refused(context: &Ctx, pks: &Set<Pk>, v: &Validator)
     // bit flipped it does not.
     let check = Attestations::new(
         Evidence::default(),
-        Scheme::verifier(NAMESPACE, pks.clone()),
+        Epochs::new(v.node().clone(), NAMESPACE, None).expect("the chain's validator sets"),
         VerifierRng::from_os(),
     );
     check.check_double_sign(&recorded).expect("the recorded proof holds");
@@ -494,6 +495,106 @@ fn a_crashed_validator_restarts_from_its_store_and_catches_up() {
                     v.evidence.faults().is_empty(),
                     "a restarted validator signed conflicting votes"
                 );
+            }
+        },
+    );
+}
+
+/// Validator `voter`'s vote (from its account) for `key` to have `power`, sent to every
+/// validator in `to` (whichever leads first includes it).
+fn vote(vals: &[Validator], voter: usize, key: [u8; 32], power: u64, to: &[usize]) {
+    let signer = account(&vals[voter].key);
+    let sequence = vals[to[0]].node().state().account(&signer.address()).sequence;
+    let tx = pazar_types::TxBody {
+        chain_id: CHAIN.into(),
+        sender: signer.address(),
+        sequence,
+        fee: pazar_types::Coin::new(1_000, upzr()),
+        msgs: vec![pazar_types::Msg::VoteValidator { key, power }],
+        memo: String::new(),
+    }
+    .sign(&signer)
+    .encode();
+    for &i in to {
+        vals[i]
+            .node()
+            .submit(tx.clone())
+            .expect("a validator's vote is admitted");
+    }
+}
+
+/// The consensus keys of the set of `epoch` on validator `i`'s ledger.
+fn set_of(vals: &[Validator], i: usize, epoch: u64) -> Vec<[u8; 32]> {
+    vals[i].node().state().validator_keys(epoch)
+}
+
+/// The set changes by epoch: four genesis validators vote a fifth in during epoch 0, and it
+/// votes from epoch 2 on (with one of the others down, epoch 2's quorum of 4 of 5 needs it);
+/// then they vote the first one out during epoch 2, and from epoch 4 the chain goes on without
+/// it. A validator restarted in a later epoch than it stopped in rejoins from its store. Every
+/// ledger holds the same sets, blocks and roots, and the new validator's commits are recorded.
+#[test]
+fn the_validator_set_changes_at_epoch_boundaries_by_the_validators_vote() {
+    simulate(
+        "the_validator_set_changes_at_epoch_boundaries_by_the_validators_vote",
+        21,
+        |context, root| async move {
+            const EPOCH: u64 = 10;
+            let (mut vals, pks, oracle) = epoch_cluster(&context, &root, (5, 4, EPOCH), &good(), &[])
+                .await
+                .expect("the validators open");
+            let newcomer = key_bytes(&pks.iter().nth(4).expect("five keys").clone());
+            let first = key_bytes(&pks.iter().next().expect("five keys").clone());
+            let all = [0, 1, 2, 3, 4];
+            assert_eq!(set_of(&vals, 0, 1).len(), 4, "genesis fixes epochs 0 and 1");
+            assert!(set_of(&vals, 0, 2).is_empty(), "epoch 2's set is not fixed yet");
+
+            wait_all(&context, &vals, &all, 2).await;
+            for voter in 0..3 {
+                vote(&vals, voter, newcomer, 1, &[0, 1, 2, 3]);
+            }
+            // The last block of epoch 0 fixes epoch 2's set; epoch 1 keeps the genesis set.
+            wait_all(&context, &vals, &all, EPOCH + 1).await;
+            for i in all {
+                assert_eq!(set_of(&vals, i, 1).len(), 4, "validator {i}");
+                assert_eq!(set_of(&vals, i, 2).len(), 5, "validator {i}");
+                assert!(set_of(&vals, i, 2).contains(&newcomer), "validator {i}");
+            }
+
+            // In epoch 2, with validator 1 down, 4 of the 5 must vote: the newcomer is one.
+            wait_all(&context, &vals, &all, 2 * EPOCH + 1).await;
+            crash(&context, &mut vals[1]).await;
+            for voter in [0, 2, 3, 4] {
+                vote(&vals, voter, first, 0, &[0, 2, 3, 4]);
+            }
+            wait_all(&context, &vals, &[0, 2, 3, 4], 3 * EPOCH + 2).await;
+            for i in [0, 2, 3, 4] {
+                assert_eq!(set_of(&vals, i, 3).len(), 5, "epoch 3's set was fixed before the vote");
+                assert_eq!(set_of(&vals, i, 4).len(), 4, "validator {i}");
+                assert!(!set_of(&vals, i, 4).contains(&first), "validator {i}");
+            }
+            let signed = vals[0]
+                .node()
+                .state()
+                .validator_record(&newcomer)
+                .map_or(0, |r| r.signed);
+            assert!(signed > 0, "the newcomer's commits are recorded");
+
+            // Validator 1 comes back in a later epoch, catches up across the boundaries, and
+            // from epoch 4 the chain goes on without validator 0.
+            vals[1].reopen().expect("the crashed validator's store opens");
+            spawn(&context, &oracle, &pks, &mut vals[1]).await;
+            wait_all(&context, &vals, &all, 4 * EPOCH + 1).await;
+            crash(&context, &mut vals[0]).await;
+            let rest = [1, 2, 3, 4];
+            let target = vals[2].height() + 2 * EPOCH;
+            wait_all(&context, &vals, &rest, target).await;
+            assert_agree(&vals, &rest, target);
+            for i in rest {
+                assert_eq!(set_of(&vals, i, 6), set_of(&vals, 2, 6), "validator {i}");
+            }
+            for v in &vals {
+                assert!(v.evidence.faults().is_empty(), "no validator signed conflicting votes");
             }
         },
     );

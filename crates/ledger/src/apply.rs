@@ -287,6 +287,7 @@ impl State {
             Msg::CreateLease { bid } => self.exec_create_lease(ctx, bid),
             Msg::CloseLease { lease, reason } => self.exec_close_lease(ctx, lease, *reason),
             Msg::WithdrawLease { lease } => self.exec_withdraw(ctx, lease),
+            Msg::VoteValidator { key, power } => Ok(self.exec_vote_validator(ctx, *key, *power)?),
         }
     }
 
@@ -378,6 +379,9 @@ impl State {
                 }
             }
         }
+        // Last: the epoch's votes are complete once its last block's transactions ran.
+        self.end_epoch(&mut events);
+        self.commit();
         events
     }
 }

@@ -156,6 +156,20 @@ pub enum EscrowError {
     AccountNotFound(DeploymentId),
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidatorError {
+    #[error("this chain has no validator set on the ledger (a single validator signs its blocks)")]
+    NoSet,
+    #[error("{0} is not the account of a validator of the current epoch: only they vote on the set")]
+    NotValidator(Address),
+    #[error("the validator already has power {power} in the next epoch's set: nothing to vote on")]
+    NoChange { power: u64 },
+    #[error("this validator already voted for this change in this epoch")]
+    AlreadyVoted,
+    #[error("{0} changes are already being voted on in this epoch; vote for one of them")]
+    TooManyProposals(usize),
+}
+
 /// Why a transaction failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TxError {
@@ -171,6 +185,8 @@ pub enum TxError {
     Market(#[from] MarketError),
     #[error(transparent)]
     Escrow(#[from] EscrowError),
+    #[error(transparent)]
+    Validators(#[from] ValidatorError),
 }
 
 impl TxError {
@@ -182,6 +198,7 @@ impl TxError {
             TxError::Audit(_) => "audit",
             TxError::Market(_) => "market",
             TxError::Escrow(_) => "escrow",
+            TxError::Validators(_) => "validators",
         }
     }
 
@@ -253,6 +270,13 @@ impl TxError {
                 EscrowError::PaymentNotFound(_) => 7,
                 EscrowError::Overflow => 8,
                 EscrowError::AccountNotFound(_) => 9,
+            },
+            TxError::Validators(e) => match e {
+                ValidatorError::NoSet => 1,
+                ValidatorError::NotValidator(_) => 2,
+                ValidatorError::NoChange { .. } => 3,
+                ValidatorError::AlreadyVoted => 4,
+                ValidatorError::TooManyProposals(_) => 5,
             },
         }
     }

@@ -5,9 +5,9 @@
 //! A block's [`Evidence`] is applied after its transactions. The ledger checks what it can know
 //! without consensus's cryptography (records in order, each once, within the validator set and
 //! the block limits); the proofs the records carry were checked by every validator before it
-//! voted for the block. Validators are named by their consensus key; the set is handed in by the
-//! caller in consensus order (the order signer bitmaps and double-sign indices use), since the
-//! ledger does not hold it yet (a fixed set from genesis).
+//! voted for the block. Validators are named by their consensus key; a commit record's bitmap
+//! counts in the set of the epoch of its height, a double signing's index in the set of the
+//! epoch of the block that records it ([`crate::validators`]), in consensus (key) order.
 //!
 //! Commit records cover every height once, in order: a block records the heights after the
 //! last recorded one, each below the block itself. A height may be recorded as
@@ -18,7 +18,7 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::Serialize;
 
-use pazar_types::block::{bitmap_signers, Attestation, Evidence, FaultKind};
+use pazar_types::block::{bitmap_signers, Attestation, DoubleSign, Evidence, FaultKind};
 
 use crate::State;
 
@@ -68,14 +68,17 @@ pub enum EvidenceError {
     Signers(u64),
     #[error("double-sign record names validator {index}; the set has {validators}")]
     UnknownValidator { index: u32, validators: usize },
-    #[error("double signing of validator {index} in view {view} is already recorded")]
-    DoubleSignRecorded { index: u32, view: u64 },
+    #[error("double signing of validator {index} in view {view} of epoch {epoch} is already recorded")]
+    DoubleSignRecorded { index: u32, epoch: u64, view: u64 },
+    #[error("double signing in epoch {epoch}, after the epoch of block {block}")]
+    FutureEpoch { epoch: u64, block: u64 },
 }
 
 /// A commit record after its checks: the height and, if certified, who signed.
 struct CheckedCommit {
     height: u64,
-    signers: Option<Vec<bool>>,
+    /// Each validator of the height's set, and whether it signed.
+    signers: Option<Vec<(ValidatorKey, bool)>>,
 }
 
 impl State {
@@ -94,42 +97,38 @@ impl State {
         self.validator_records.iter()
     }
 
-    /// The double signing of validator `key` in `view`, if recorded.
-    pub fn double_sign(&self, key: &ValidatorKey, view: u64) -> Option<DoubleSignRecord> {
-        self.double_signs.get(&(*key, view)).copied()
+    /// The double signing of validator `key` in `view` of `epoch`, if recorded.
+    pub fn double_sign(&self, key: &ValidatorKey, epoch: u64, view: u64) -> Option<DoubleSignRecord> {
+        self.double_signs.get(&(*key, epoch, view)).copied()
     }
 
-    /// Every recorded double signing, by validator then view.
-    pub fn double_signs(&self) -> impl Iterator<Item = (&(ValidatorKey, u64), &DoubleSignRecord)> {
+    /// Every recorded double signing, by validator, epoch, then view.
+    pub fn double_signs(&self) -> impl Iterator<Item = (&(ValidatorKey, u64, u64), &DoubleSignRecord)> {
         self.double_signs.iter()
     }
 
     /// Checks the evidence of block `height` (whose transactions may or may not have run yet:
-    /// they touch none of this module's tables) against the state and `validators`.
-    pub fn check_evidence(
-        &self,
-        height: u64,
-        validators: &[ValidatorKey],
-        evidence: &Evidence,
-    ) -> Result<(), EvidenceError> {
-        self.checked(height, validators, evidence).map(|_| ())
+    /// they touch none of this module's tables, and a block changes no set it is checked
+    /// against) against the state and its validator sets.
+    pub fn check_evidence(&self, height: u64, evidence: &Evidence) -> Result<(), EvidenceError> {
+        self.checked(height, evidence).map(|_| ())
     }
 
-    fn checked(
-        &self,
-        height: u64,
-        validators: &[ValidatorKey],
-        evidence: &Evidence,
-    ) -> Result<Vec<CheckedCommit>, EvidenceError> {
+    /// The set a record counts in, in consensus order.
+    fn set_of(&self, height: u64) -> Result<Vec<ValidatorKey>, EvidenceError> {
+        let set = self.validator_keys(self.epoch_of(height));
+        if set.is_empty() || set.len() > MAX_VALIDATORS {
+            return Err(EvidenceError::ValidatorSet(set.len()));
+        }
+        Ok(set)
+    }
+
+    fn checked(&self, height: u64, evidence: &Evidence) -> Result<Vec<CheckedCommit>, EvidenceError> {
         if evidence.is_empty() {
             return Ok(Vec::new());
         }
         if !evidence.within_bounds() {
             return Err(EvidenceError::Bounds);
-        }
-        let n = validators.len();
-        if n == 0 || n > MAX_VALIDATORS {
-            return Err(EvidenceError::ValidatorSet(n));
         }
         let mut commits = Vec::with_capacity(evidence.commits.len());
         for (next, c) in (self.next_commit_height()..).zip(&evidence.commits) {
@@ -156,12 +155,14 @@ impl State {
                     None
                 }
                 Attestation::Certified { signers, .. } => {
+                    let set = self.set_of(c.height)?;
+                    let n = set.len();
                     let idx = bitmap_signers(n, signers).ok_or(EvidenceError::Signers(c.height))?;
                     let mut signed = vec![false; n];
                     for i in idx {
                         signed[i] = true;
                     }
-                    Some(signed)
+                    Some(set.into_iter().zip(signed).collect())
                 }
             };
             commits.push(CheckedCommit {
@@ -171,15 +172,11 @@ impl State {
         }
         let mut seen = std::collections::BTreeSet::new();
         for d in &evidence.double_signs {
-            let key = validators
-                .get(d.validator as usize)
-                .ok_or(EvidenceError::UnknownValidator {
-                    index: d.validator,
-                    validators: n,
-                })?;
-            if self.double_signs.contains(&(*key, d.view)) || !seen.insert((d.validator, d.view)) {
+            let key = self.double_signer(height, d)?;
+            if self.double_signs.contains(&(key, d.epoch, d.view)) || !seen.insert((key, d.epoch, d.view)) {
                 return Err(EvidenceError::DoubleSignRecorded {
                     index: d.validator,
+                    epoch: d.epoch,
                     view: d.view,
                 });
             }
@@ -187,34 +184,47 @@ impl State {
         Ok(commits)
     }
 
+    /// The key of the validator a double signing recorded in block `height` names: its index
+    /// in the set of the proof's epoch, which is this block's or an earlier one.
+    fn double_signer(&self, height: u64, d: &DoubleSign) -> Result<ValidatorKey, EvidenceError> {
+        if d.epoch > self.epoch_of(height) {
+            return Err(EvidenceError::FutureEpoch {
+                epoch: d.epoch,
+                block: height,
+            });
+        }
+        let set = self.validator_keys(d.epoch);
+        set.get(d.validator as usize)
+            .copied()
+            .ok_or(EvidenceError::UnknownValidator {
+                index: d.validator,
+                validators: set.len(),
+            })
+    }
+
     /// Applies the evidence of block `height`: checks it whole first, and changes nothing when
     /// it is refused. A validator that verified the block has already checked it the same way.
-    pub fn apply_evidence(
-        &mut self,
-        height: u64,
-        validators: &[ValidatorKey],
-        evidence: &Evidence,
-    ) -> Result<(), EvidenceError> {
-        let commits = self.checked(height, validators, evidence)?;
+    pub fn apply_evidence(&mut self, height: u64, evidence: &Evidence) -> Result<(), EvidenceError> {
+        let commits = self.checked(height, evidence)?;
         for c in &commits {
             if let Some(signed) = &c.signers {
-                for (key, &s) in validators.iter().zip(signed) {
-                    let mut r = self.validator_record(key).unwrap_or_default();
+                for &(key, s) in signed {
+                    let mut r = self.validator_record(&key).unwrap_or_default();
                     if s {
                         r.signed += 1;
                     } else {
                         r.missed += 1;
                         r.last_missed = c.height;
                     }
-                    self.validator_records.insert(*key, r);
+                    self.validator_records.insert(key, r);
                 }
             }
             self.commit_cursor.insert((), c.height);
         }
         for d in &evidence.double_signs {
-            let key = validators[d.validator as usize];
+            let key = self.double_signer(height, d)?;
             self.double_signs
-                .insert((key, d.view), DoubleSignRecord { kind: d.kind, height });
+                .insert((key, d.epoch, d.view), DoubleSignRecord { kind: d.kind, height });
             let mut r = self.validator_record(&key).unwrap_or_default();
             r.double_signs += 1;
             self.validator_records.insert(key, r);

@@ -87,6 +87,8 @@ pub enum GenesisError {
         bid_timeout_blocks: u32,
         order_timeout_blocks: u32,
     },
+    #[error("genesis validator set: {0}")]
+    Validators(String),
 }
 
 /// A block as [`State::speculate`] runs it: its header, its transactions, and which of them a
@@ -134,10 +136,16 @@ pub struct State {
     pub(crate) auditors: Table<Address, u32>,
     /// Consensus key → signed and missed commits, double signings ([`crate::evidence`]).
     pub(crate) validator_records: Table<crate::evidence::ValidatorKey, crate::evidence::ValidatorRecord>,
-    /// (consensus key, view) → a recorded double signing.
-    pub(crate) double_signs: Table<(crate::evidence::ValidatorKey, u64), crate::evidence::DoubleSignRecord>,
+    /// (consensus key, epoch, view) → a recorded double signing.
+    pub(crate) double_signs: Table<(crate::evidence::ValidatorKey, u64, u64), crate::evidence::DoubleSignRecord>,
     /// The last height whose commit is recorded (absent: none).
     pub(crate) commit_cursor: Table<(), u64>,
+    /// Epoch → its validator set, in key order ([`crate::validators`]).
+    pub(crate) validator_sets: Table<u64, Vec<pazar_types::records::SetMember>>,
+    /// (key, power) → the validators of the current epoch who voted for that change, in order.
+    pub(crate) validator_votes: Table<(crate::evidence::ValidatorKey, u64), Vec<crate::evidence::ValidatorKey>>,
+    /// Blocks per epoch (absent: no validator set, one epoch).
+    pub(crate) epoch_length: Table<(), u64>,
 }
 
 /// Calls `$m` on every table of the state with its name and store id. The ids are part of the
@@ -165,6 +173,9 @@ macro_rules! for_each_table {
         $s.validator_records.$m("validator_records", table_id::VALIDATOR_RECORDS $(, $arg)*);
         $s.double_signs.$m("double_signs", table_id::DOUBLE_SIGNS $(, $arg)*);
         $s.commit_cursor.$m("commit_cursor", table_id::COMMIT_CURSOR $(, $arg)*);
+        $s.validator_sets.$m("validator_sets", table_id::VALIDATOR_SETS $(, $arg)*);
+        $s.validator_votes.$m("validator_votes", table_id::VALIDATOR_VOTES $(, $arg)*);
+        $s.epoch_length.$m("epoch_length", table_id::EPOCH_LENGTH $(, $arg)*);
     }};
 }
 
@@ -375,6 +386,9 @@ impl State {
             validator_records: Table::default(),
             double_signs: Table::default(),
             commit_cursor: Table::default(),
+            validator_sets: Table::default(),
+            validator_votes: Table::default(),
+            epoch_length: Table::default(),
         }
     }
 
@@ -410,7 +424,7 @@ impl State {
         blocks: &[Pending<'_>],
         f: impl FnOnce(&State, Vec<Vec<StateChange>>) -> T,
     ) -> Result<T, BlockError> {
-        self.speculate_with_evidence(blocks, &[], &[], f)
+        self.speculate_with_evidence(blocks, &[], f)
     }
 
     /// [`State::speculate`] with each block's evidence applied after it
@@ -419,7 +433,6 @@ impl State {
     pub fn speculate_with_evidence<T>(
         &mut self,
         blocks: &[Pending<'_>],
-        validators: &[crate::evidence::ValidatorKey],
         evidence: &[&pazar_types::block::Evidence],
         f: impl FnOnce(&State, Vec<Vec<StateChange>>) -> T,
     ) -> Result<T, BlockError> {
@@ -429,13 +442,11 @@ impl State {
                 let mut marks = Vec::with_capacity(32);
                 for_each_table!(st, mark_named, &mut marks);
                 if let Some(ev) = evidence.get(i) {
-                    st.check_evidence(b.header.height, validators, ev)
-                        .map_err(BlockError::Evidence)?;
+                    st.check_evidence(b.header.height, ev).map_err(BlockError::Evidence)?;
                 }
                 st.apply_block_preverified(b.header, b.txs, b.preverified)?;
                 if let Some(ev) = evidence.get(i) {
-                    st.apply_evidence(b.header.height, validators, ev)
-                        .map_err(BlockError::Evidence)?;
+                    st.apply_evidence(b.header.height, ev).map_err(BlockError::Evidence)?;
                 }
                 let mut out = vec![st.meta_change()];
                 let mut it = marks.iter();

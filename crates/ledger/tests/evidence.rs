@@ -9,20 +9,34 @@ use proptest::prelude::*;
 use pazar_ledger::evidence::UNATTESTED_AFTER;
 use pazar_ledger::{BlockHeader, EvidenceError, Genesis, Params, State, ValidatorKey, ValidatorRecord};
 use pazar_types::block::{signer_bitmap, Attestation, Commit, DoubleSign, Evidence, FaultKind};
+use pazar_types::records::SetMember;
+use pazar_types::{KeyScheme, SigningKey};
 
 const CHAIN: &str = "pazar-evidence-1";
 
-fn state() -> State {
-    State::from_genesis(&Genesis {
+/// A chain whose validator set is `vals` (one epoch covers every height here).
+fn state(vals: &[ValidatorKey]) -> State {
+    let mut st = State::from_genesis(&Genesis {
         chain_id: CHAIN.into(),
         params: Params::devnet("upzr", "uusd"),
         balances: vec![],
     })
-    .expect("a valid genesis")
+    .expect("a valid genesis");
+    let set = vals.iter().map(|k| SetMember { key: *k, power: 1 }).collect();
+    st.set_genesis_validators(set, 1 << 40).expect("a valid set");
+    st
 }
 
+/// `n` validators' consensus keys, in consensus (key) order.
 fn validators(n: u8) -> Vec<ValidatorKey> {
-    (0..n).map(|i| [i + 1; 32]).collect()
+    let mut keys: Vec<ValidatorKey> = (0..n)
+        .map(|i| {
+            let k = SigningKey::from_secret(KeyScheme::Ed25519, &[i + 1; 32]).expect("a secret");
+            k.public_key_bytes().try_into().expect("an ed25519 key")
+        })
+        .collect();
+    keys.sort_unstable();
+    keys
 }
 
 fn certified(height: u64, n: usize, signers: &[usize]) -> Commit {
@@ -37,6 +51,7 @@ fn certified(height: u64, n: usize, signers: &[usize]) -> Commit {
 
 fn double_sign(validator: u32, view: u64) -> DoubleSign {
     DoubleSign {
+        epoch: 0,
         validator,
         view,
         kind: FaultKind::ConflictingNotarize,
@@ -45,9 +60,9 @@ fn double_sign(validator: u32, view: u64) -> DoubleSign {
 }
 
 /// Runs an empty block at the next height with `evidence` after it, as a node commits one.
-fn block(st: &mut State, vals: &[ValidatorKey], evidence: &Evidence) -> Result<(), EvidenceError> {
+fn block(st: &mut State, evidence: &Evidence) -> Result<(), EvidenceError> {
     let height = st.height + 1;
-    st.check_evidence(height, vals, evidence)?;
+    st.check_evidence(height, evidence)?;
     st.apply_block(
         &BlockHeader {
             chain_id: CHAIN.into(),
@@ -57,7 +72,7 @@ fn block(st: &mut State, vals: &[ValidatorKey], evidence: &Evidence) -> Result<(
         &[],
     )
     .expect("an empty block applies");
-    st.apply_evidence(height, vals, evidence)
+    st.apply_evidence(height, evidence)
 }
 
 fn commits(c: Vec<Commit>) -> Evidence {
@@ -70,15 +85,14 @@ fn commits(c: Vec<Commit>) -> Evidence {
 #[test]
 fn commit_records_count_signed_and_missed_commits_per_validator_in_height_order() {
     let vals = validators(4);
-    let mut st = state();
-    block(&mut st, &vals, &Evidence::default()).expect("no evidence");
+    let mut st = state(&vals);
+    block(&mut st, &Evidence::default()).expect("no evidence");
     assert_eq!(st.next_commit_height(), 1);
-    block(&mut st, &vals, &commits(vec![certified(1, 4, &[0, 1, 2])])).expect("height 1");
-    block(&mut st, &vals, &Evidence::default()).expect("no evidence");
+    block(&mut st, &commits(vec![certified(1, 4, &[0, 1, 2])])).expect("height 1");
+    block(&mut st, &Evidence::default()).expect("no evidence");
     // Two heights in one block; validator 3 misses both, validator 0 misses the second.
     block(
         &mut st,
-        &vals,
         &commits(vec![certified(2, 4, &[0, 1, 2]), certified(3, 4, &[1, 2, 3])]),
     )
     .expect("heights 2 and 3");
@@ -109,12 +123,12 @@ fn commit_records_count_signed_and_missed_commits_per_validator_in_height_order(
 #[test]
 fn commit_records_that_skip_repeat_or_reach_the_block_are_refused_and_change_nothing() {
     let vals = validators(4);
-    let mut st = state();
-    block(&mut st, &vals, &Evidence::default()).expect("empty");
-    block(&mut st, &vals, &Evidence::default()).expect("empty");
+    let mut st = state(&vals);
+    block(&mut st, &Evidence::default()).expect("empty");
+    block(&mut st, &Evidence::default()).expect("empty");
     let before = st.state_hash();
     let height = st.height + 1; // block 3 may record heights 1 and 2
-    let check = |st: &State, ev: Evidence| st.check_evidence(height, &vals, &ev);
+    let check = |st: &State, ev: Evidence| st.check_evidence(height, &ev);
     assert_eq!(
         check(&st, commits(vec![certified(2, 4, &[0, 1, 2])])),
         Err(EvidenceError::CommitHeight { expected: 1, got: 2 })
@@ -158,7 +172,7 @@ fn commit_records_that_skip_repeat_or_reach_the_block_are_refused_and_change_not
     let mut refused = st.clone();
     let _ = refused.take_changes();
     assert!(refused
-        .apply_evidence(height, &vals, &commits(vec![certified(2, 4, &[0])]))
+        .apply_evidence(height, &commits(vec![certified(2, 4, &[0])]))
         .is_err());
     assert_eq!(refused.state_hash(), before);
     assert!(refused.take_changes().iter().all(|c| c.key == [0]));
@@ -167,9 +181,9 @@ fn commit_records_that_skip_repeat_or_reach_the_block_are_refused_and_change_not
 #[test]
 fn a_height_may_go_unattested_only_once_honest_proposers_had_time_to_record_it() {
     let vals = validators(4);
-    let mut st = state();
+    let mut st = state(&vals);
     for _ in 0..UNATTESTED_AFTER {
-        block(&mut st, &vals, &Evidence::default()).expect("empty");
+        block(&mut st, &Evidence::default()).expect("empty");
     }
     let unattested = || {
         commits(vec![Commit {
@@ -179,13 +193,13 @@ fn a_height_may_go_unattested_only_once_honest_proposers_had_time_to_record_it()
     };
     // Block UNATTESTED_AFTER is too soon for height 1; the block after may.
     assert_eq!(
-        st.check_evidence(UNATTESTED_AFTER, &vals, &unattested()),
+        st.check_evidence(UNATTESTED_AFTER, &unattested()),
         Err(EvidenceError::UnattestedTooSoon {
             commit: 1,
             block: UNATTESTED_AFTER
         })
     );
-    block(&mut st, &vals, &unattested()).expect("old enough");
+    block(&mut st, &unattested()).expect("old enough");
     assert_eq!(st.next_commit_height(), 2);
     // Nobody is counted for an unattested height.
     assert_eq!(st.validator_records().count(), 0);
@@ -194,13 +208,13 @@ fn a_height_may_go_unattested_only_once_honest_proposers_had_time_to_record_it()
 #[test]
 fn double_signing_is_recorded_once_per_validator_and_view() {
     let vals = validators(4);
-    let mut st = state();
+    let mut st = state(&vals);
     let ev = Evidence {
         commits: vec![],
         double_signs: vec![double_sign(2, 9), double_sign(2, 10)],
     };
-    block(&mut st, &vals, &ev).expect("recorded");
-    let rec = st.double_sign(&vals[2], 9).expect("recorded");
+    block(&mut st, &ev).expect("recorded");
+    let rec = st.double_sign(&vals[2], 0, 9).expect("recorded");
     assert_eq!(rec.kind, FaultKind::ConflictingNotarize);
     assert_eq!(rec.height, 1);
     assert_eq!(st.validator_record(&vals[2]).expect("recorded").double_signs, 2);
@@ -210,23 +224,31 @@ fn double_signing_is_recorded_once_per_validator_and_view() {
         double_signs: vec![double_sign(2, 9)],
     };
     assert_eq!(
-        st.check_evidence(2, &vals, &again),
-        Err(EvidenceError::DoubleSignRecorded { index: 2, view: 9 })
+        st.check_evidence(2, &again),
+        Err(EvidenceError::DoubleSignRecorded {
+            index: 2,
+            epoch: 0,
+            view: 9
+        })
     );
     let twice = Evidence {
         commits: vec![],
         double_signs: vec![double_sign(1, 9), double_sign(1, 9)],
     };
     assert_eq!(
-        st.check_evidence(2, &vals, &twice),
-        Err(EvidenceError::DoubleSignRecorded { index: 1, view: 9 })
+        st.check_evidence(2, &twice),
+        Err(EvidenceError::DoubleSignRecorded {
+            index: 1,
+            epoch: 0,
+            view: 9
+        })
     );
     let outside = Evidence {
         commits: vec![],
         double_signs: vec![double_sign(4, 9)],
     };
     assert_eq!(
-        st.check_evidence(2, &vals, &outside),
+        st.check_evidence(2, &outside),
         Err(EvidenceError::UnknownValidator {
             index: 4,
             validators: 4
@@ -237,19 +259,18 @@ fn double_signing_is_recorded_once_per_validator_and_view() {
 #[test]
 fn evidence_tables_are_in_the_state_commitment_and_survive_a_restore() {
     let vals = validators(3);
-    let mut st = state();
+    let mut st = state(&vals);
     let base = st.state_hash();
     let _ = st.take_changes();
     block(
         &mut st,
-        &vals,
         &Evidence {
             commits: vec![],
             double_signs: vec![double_sign(0, 4)],
         },
     )
     .expect("recorded");
-    block(&mut st, &vals, &commits(vec![certified(1, 3, &[1, 2])])).expect("recorded");
+    block(&mut st, &commits(vec![certified(1, 3, &[1, 2])])).expect("recorded");
     assert_ne!(st.state_hash(), base);
     let changes = st.take_changes();
     // Three tables are written: records, double signs and the cursor (plus the metadata).
@@ -263,7 +284,7 @@ fn evidence_tables_are_in_the_state_commitment_and_survive_a_restore() {
     .expect("restores");
     assert_eq!(restored.state_hash(), st.state_hash());
     assert_eq!(restored.next_commit_height(), 2);
-    assert_eq!(restored.double_sign(&vals[0], 4).map(|r| r.height), Some(1));
+    assert_eq!(restored.double_sign(&vals[0], 0, 4).map(|r| r.height), Some(1));
 }
 
 /// One block's evidence drawn at random: a few commit records from the next height (sometimes
@@ -291,8 +312,8 @@ proptest! {
     #[test]
     fn counters_match_a_reference_model_and_replays_agree(blocks in evidence_strategy(4)) {
         let vals = validators(4);
-        let mut st = state();
-        let mut twin = state();
+        let mut st = state(&vals);
+        let mut twin = state(&vals);
         let mut model: BTreeMap<usize, ValidatorRecord> = BTreeMap::new();
         let mut recorded = std::collections::BTreeSet::new();
         let mut next = 1u64;
@@ -315,9 +336,9 @@ proptest! {
                 && doubles
                     .iter()
                     .all(|&(v, view)| v < 4 && !recorded.contains(&(v, view)) && in_block.insert((v, view)));
-            let r = block(&mut st, &vals, &ev);
+            let r = block(&mut st, &ev);
             prop_assert_eq!(r.is_ok(), ok, "{:?}", r);
-            let _ = block(&mut twin, &vals, &ev);
+            let _ = block(&mut twin, &ev);
             if ok {
                 for (i, s) in signed.iter().enumerate() {
                     for (v, &signed_it) in s.iter().enumerate() {

@@ -86,6 +86,14 @@ pub trait Application: Send + Sync + 'static {
     /// delivered again (after a restart): one already committed at its height with the same
     /// hash is a no-op, one with another hash is a safety violation and an error.
     fn finalized(&self, block: Block) -> Result<(), crate::NodeError>;
+    /// Blocks per epoch of the ledger's validator sets (`None`: the chain has no set on the
+    /// ledger, one epoch).
+    fn epoch_length(&self) -> Option<u64>;
+    /// The validator set of `epoch` as the committed ledger fixed it: consensus keys in
+    /// consensus (key) order; `None` while not fixed (or without a set).
+    fn validator_set(&self, epoch: u64) -> Option<Vec<[u8; 32]>>;
+    /// The hash of the finalized block at `height`, if this node holds it.
+    fn block_hash(&self, height: u64) -> Option<Hash32>;
     /// Hands the application the consensus engine's [`Attestor`], so that its proposals carry
     /// evidence and its verification checks the evidence of others' proposals. Without one
     /// (a single validator) blocks carry no evidence and a block with evidence is refused.
@@ -96,24 +104,26 @@ pub trait Application: Send + Sync + 'static {
 /// ([`pazar_types::block::Evidence`]): which validators signed each commit, and which signed
 /// conflicting votes. The engine holds the certificates and votes and checks their signatures;
 /// the node decides which records a block needs and the ledger applies them.
+///
+/// Validators are those of the ledger's set of each record's epoch
+/// ([`pazar_ledger::validators`]), in consensus (key) order: the order of signer bitmaps and
+/// of double-sign indices.
 pub trait Attestor: Send + Sync + 'static {
-    /// The validators' consensus keys in consensus order (the order of signer bitmaps and of
-    /// double-sign indices).
-    fn validators(&self) -> Vec<[u8; 32]>;
     /// A certificate of the block `hash` (at height `height`) this engine holds, as a record.
     fn commit(&self, height: u64, hash: &Hash32) -> Option<Attestation>;
     /// The double signings this engine holds proofs of, oldest first (at most
-    /// [`pazar_types::block::MAX_BLOCK_DOUBLE_SIGNS`]` × 4`).
+    /// [`pazar_types::block::MAX_BLOCK_DOUBLE_SIGNS`]` × 4`), each with its epoch.
     fn double_signs(&self) -> Vec<DoubleSign>;
-    /// Whether `attestation` is a valid certificate of a quorum of the validators finalizing
-    /// the block `hash`, signed by exactly the validators its bitmap names.
-    fn check_commit(&self, attestation: &Attestation, hash: &Hash32) -> Result<(), String>;
+    /// Whether `attestation` is a valid certificate of a quorum of the validators (of the
+    /// epoch of `height`) finalizing the block `hash` at `height`, signed by exactly the
+    /// validators its bitmap names.
+    fn check_commit(&self, height: u64, attestation: &Attestation, hash: &Hash32) -> Result<(), String>;
     /// Whether `record`'s proof is two conflicting votes of that validator in that view, of the
     /// record's kind, validly signed.
     fn check_double_sign(&self, record: &DoubleSign) -> Result<(), String>;
-    /// These double signings (validator index, view) are on the ledger now: their proofs need
-    /// not be kept.
-    fn recorded(&self, double_signs: &[(u32, u64)]);
+    /// These double signings (epoch, validator index, view) are on the ledger now: their
+    /// proofs need not be kept.
+    fn recorded(&self, double_signs: &[(u64, u32, u64)]);
 }
 
 /// A consensus engine: drives an [`Application`] until `shutdown` resolves.

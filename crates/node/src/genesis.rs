@@ -50,6 +50,17 @@ pub struct GenesisFile {
     pub params: pazar_ledger::Params,
     pub balances: Vec<pazar_ledger::GenesisBalance>,
     pub validators: Vec<Validator>,
+    /// Blocks per epoch: the validator set changes only where an epoch starts
+    /// ([`pazar_ledger::validators`]). Used when every validator has a consensus key.
+    #[serde(default = "default_epoch_length")]
+    pub epoch_length: u64,
+}
+
+/// Default of [`GenesisFile::epoch_length`]: an hour of 250 ms blocks.
+pub const DEFAULT_EPOCH_LENGTH: u64 = 14_400;
+
+fn default_epoch_length() -> u64 {
+    DEFAULT_EPOCH_LENGTH
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +88,25 @@ impl GenesisFile {
             params: self.params.clone(),
             balances: self.balances.clone(),
         }
+    }
+
+    /// The ledger's state at height 0: the genesis balances and parameters and, when every
+    /// validator has a consensus key, the validator set of the first two epochs.
+    pub fn ledger_state(&self) -> Result<pazar_ledger::State, GenesisFileError> {
+        let mut state = pazar_ledger::State::from_genesis(&self.ledger())?;
+        let keys: Option<Vec<_>> = self.validators.iter().map(|v| v.consensus_key).collect();
+        if let Some(keys) = keys {
+            let set = keys
+                .iter()
+                .zip(&self.validators)
+                .map(|(k, v)| pazar_types::records::SetMember {
+                    key: k.0,
+                    power: v.power,
+                })
+                .collect();
+            state.set_genesis_validators(set, self.epoch_length)?;
+        }
+        Ok(state)
     }
 
     pub fn read(path: &std::path::Path) -> Result<GenesisFile, GenesisFileError> {

@@ -293,7 +293,7 @@ impl Node {
         let (state, head) = match store.genesis_hash()? {
             None => {
                 let full = genesis.full().map_err(|e| NodeError::Genesis(e.to_string()))?;
-                let mut state = State::from_genesis(&full.ledger()).map_err(|e| NodeError::Genesis(e.to_string()))?;
+                let mut state = full.ledger_state().map_err(|e| NodeError::Genesis(e.to_string()))?;
                 let mut head = store.init_genesis(&mut state, gh)?;
                 head.time_ms = gt;
                 (state, head)
@@ -834,14 +834,10 @@ impl Node {
             .collect();
         let store = &self.store;
         let evidence: Vec<&Evidence> = pending.iter().map(|b| &b.evidence).collect();
-        let validators = if evidence.iter().all(|e| e.is_empty()) {
-            Vec::new()
-        } else {
-            self.attestor()
-                .ok_or_else(|| VerifyError::Evidence("this node cannot check evidence".into()))?
-                .validators()
-        };
-        st.speculate_with_evidence(&blocks, &validators, &evidence, |after, sets| {
+        if evidence.iter().any(|e| !e.is_empty()) && self.attestor().is_none() {
+            return Err(VerifyError::Evidence("this node cannot check evidence".into()));
+        }
+        st.speculate_with_evidence(&blocks, &evidence, |after, sets| {
             let roots = store
                 .speculative_roots(sets)
                 .map_err(|e| VerifyError::Execution(e.to_string()))?;
@@ -937,7 +933,6 @@ impl Node {
     /// certificates (or they are old enough to go unattested), and the double signings it
     /// holds proofs of that the ledger has not recorded.
     fn evidence_for(&self, st: &State, pending: &[Block], height: u64, attestor: &dyn Attestor) -> Evidence {
-        let validators = attestor.validators();
         let mut ev = Evidence::default();
         let mut next = st.next_commit_height();
         while next < height && ev.commits.len() < MAX_BLOCK_COMMITS {
@@ -957,16 +952,20 @@ impl Node {
             if ev.double_signs.len() == MAX_BLOCK_DOUBLE_SIGNS {
                 break;
             }
-            let Some(key) = validators.get(d.validator as usize) else {
+            // A proof of a later epoch than the block's waits for a block of that epoch.
+            if d.epoch > st.epoch_of(height) {
+                continue;
+            }
+            let Some(key) = st.validator_keys(d.epoch).get(d.validator as usize).copied() else {
                 continue;
             };
-            if st.double_sign(key, d.view).is_none() && seen.insert((d.validator, d.view)) {
+            if st.double_sign(&key, d.epoch, d.view).is_none() && seen.insert((d.epoch, d.validator, d.view)) {
                 ev.double_signs.push(d);
             }
         }
         // Each record passed the ledger's rules by construction; a refusal here is a bug, and
         // a block without evidence is still a valid block.
-        if let Err(e) = st.check_evidence(height, &validators, &ev) {
+        if let Err(e) = st.check_evidence(height, &ev) {
             tracing::error!(height, error = %e, "own evidence refused; proposing without it");
             return Evidence::default();
         }
@@ -988,7 +987,7 @@ impl Node {
                     .hash_at(pending, c.height)
                     .ok_or_else(|| VerifyError::Evidence(format!("no block at height {} here", c.height)))?;
                 attestor
-                    .check_commit(&c.attestation, &hash)
+                    .check_commit(c.height, &c.attestation, &hash)
                     .map_err(|e| VerifyError::Evidence(format!("commit of height {}: {e}", c.height)))?;
             }
         }
@@ -1005,6 +1004,20 @@ impl Node {
 }
 
 impl Application for Node {
+    fn epoch_length(&self) -> Option<u64> {
+        self.state().epoch_length()
+    }
+
+    fn validator_set(&self, epoch: u64) -> Option<Vec<[u8; 32]>> {
+        self.state()
+            .validator_set(epoch)
+            .map(|s| s.iter().map(|m| m.key).collect())
+    }
+
+    fn block_hash(&self, height: u64) -> Option<Hash32> {
+        self.hash_at(&[], height)
+    }
+
     fn set_attestor(&self, attestor: Arc<dyn Attestor>) {
         *self
             .attestor
@@ -1074,8 +1087,8 @@ impl Application for Node {
         self.on_pending(pending, |st, parent| {
             follows(parent, h)?;
             match &attestor {
-                Some(a) if !evidence.is_empty() => st
-                    .check_evidence(h.height, &a.validators(), evidence)
+                Some(_) if !evidence.is_empty() => st
+                    .check_evidence(h.height, evidence)
                     .map_err(|e| VerifyError::Evidence(e.to_string())),
                 _ => Ok(()),
             }
@@ -1118,11 +1131,13 @@ impl Application for Node {
             time_ms: block.header.time_ms,
         };
         // The evidence is checked before anything runs, so a refusal changes nothing.
-        let validators = match self.attestor() {
-            Some(a) if !block.evidence.is_empty() => a.validators(),
-            _ => Vec::new(),
-        };
-        st.check_evidence(height, &validators, &block.evidence)
+        if !block.evidence.is_empty() && self.attestor().is_none() {
+            return Err(NodeError::Block {
+                height,
+                reason: "this node cannot check evidence".into(),
+            });
+        }
+        st.check_evidence(height, &block.evidence)
             .map_err(|e| NodeError::Block {
                 height,
                 reason: e.to_string(),
@@ -1133,14 +1148,14 @@ impl Application for Node {
                 height,
                 reason: e.to_string(),
             })?;
-        st.apply_evidence(height, &validators, &block.evidence)
+        st.apply_evidence(height, &block.evidence)
             .expect("evidence checked before the block ran, on tables the block does not touch");
         if let Some(a) = self.attestor().filter(|_| !block.evidence.double_signs.is_empty()) {
-            let recorded: Vec<(u32, u64)> = block
+            let recorded: Vec<(u64, u32, u64)> = block
                 .evidence
                 .double_signs
                 .iter()
-                .map(|d| (d.validator, d.view))
+                .map(|d| (d.epoch, d.validator, d.view))
                 .collect();
             a.recorded(&recorded);
         }

@@ -151,10 +151,12 @@ pub enum FaultKind {
     NullifyFinalize,
 }
 
-/// Validator `validator` (its index in the validator set, consensus order) signed two
-/// conflicting votes in `view`; `proof` is both votes in consensus's encoding.
+/// Validator `validator` (its index in the validator set of `epoch`, consensus order) signed
+/// two conflicting votes in `view` of that epoch (each epoch's views count from zero); `proof`
+/// is both votes in consensus's encoding.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct DoubleSign {
+    pub epoch: u64,
     pub validator: u32,
     pub view: u64,
     pub kind: FaultKind,
@@ -338,6 +340,7 @@ mod tests {
                 },
             ],
             double_signs: vec![DoubleSign {
+                epoch: 2,
                 validator: 1,
                 view: 11,
                 kind: FaultKind::ConflictingNotarize,

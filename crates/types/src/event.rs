@@ -101,4 +101,24 @@ pub enum Event {
         paid: Coin,
         take: Coin,
     },
+    /// A validator of the current epoch voted for a change of the validator set: `key` to
+    /// have `power` (0: removed). `votes` of the `needed` have been cast in this epoch.
+    ValidatorVoted {
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        voter: Hash32,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        key: Hash32,
+        power: u64,
+        votes: u32,
+        needed: u32,
+    },
+    /// At the end of an epoch: the validator set of epoch `epoch` (the epoch after next) is
+    /// fixed, with the changes that passed.
+    ValidatorSetScheduled {
+        epoch: u64,
+        first_height: u64,
+        validators: Vec<crate::records::SetMember>,
+    },
 }

@@ -174,6 +174,12 @@ impl Serialize for TxSignature {
 }
 
 /// Verifies one ed25519 signature (ZIP-215 rules, the same as the batch verifier's).
+/// Whether `key` is an ed25519 public key (a point of the curve, as every verifier here decodes
+/// it): a key that is not can never sign.
+pub fn is_ed25519_public_key(key: &[u8; 32]) -> bool {
+    ed25519_zebra::VerificationKey::try_from(*key).is_ok()
+}
+
 pub fn verify_ed25519(pubkey: &[u8; 32], sig: &[u8; 64], msg: &[u8]) -> Result<(), SignatureError> {
     let vk = ed25519_zebra::VerificationKey::try_from(*pubkey).map_err(|_| SignatureError::BadPublicKey)?;
     vk.verify(&ed25519_zebra::Signature::from(*sig), msg)

@@ -109,6 +109,20 @@ impl Params {
     }
 }
 
+/// One validator of an epoch's set: the ed25519 key that signs its consensus votes (its
+/// account is this key's) and its voting power. Simplex counts every member's vote once; the
+/// power is what staking will weigh and select by.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SetMember {
+    #[serde(with = "crate::tx::hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+    pub key: Hash32,
+    pub power: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Account {

@@ -27,6 +27,9 @@ pub mod table_id {
     pub const VALIDATOR_RECORDS: u8 = 19;
     pub const DOUBLE_SIGNS: u8 = 20;
     pub const COMMIT_CURSOR: u8 = 21;
+    pub const VALIDATOR_SETS: u8 = 22;
+    pub const VALIDATOR_VOTES: u8 = 23;
+    pub const EPOCH_LENGTH: u8 = 24;
 }
 
 /// The store key of entry `key` of table `table` (an id from [`table_id`]): proofs are about

@@ -154,6 +154,17 @@ pub enum Msg {
     WithdrawLease {
         lease: LeaseId,
     },
+    /// validators: the signer, a validator of the current epoch (its account is its consensus
+    /// key's), votes to give the validator `key` the voting power `power` (0 removes it). A
+    /// change that more than two thirds of the epoch's validators vote for within the epoch
+    /// takes effect at the start of the epoch after next, whose height is known in advance;
+    /// votes last until their epoch ends.
+    VoteValidator {
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        key: Hash32,
+        power: u64,
+    },
 }
 
 impl Msg {
@@ -178,6 +189,7 @@ impl Msg {
             Msg::CreateLease { .. } => "create_lease",
             Msg::CloseLease { .. } => "close_lease",
             Msg::WithdrawLease { .. } => "withdraw_lease",
+            Msg::VoteValidator { .. } => "vote_validator",
         }
     }
 
@@ -253,6 +265,11 @@ impl Msg {
                 }
                 Ok(())
             }
+            // A key that is no ed25519 point could never sign a vote, and a set holding it could
+            // not be built by any validator's engine.
+            Msg::VoteValidator { key, .. } if !crate::keys::is_ed25519_public_key(key) => {
+                bad("key", "is not an ed25519 public key")
+            }
             _ => Ok(()),
         }
     }
@@ -311,6 +328,7 @@ impl Msg {
             | Msg::CloseGroup { .. }
             | Msg::PauseGroup { .. }
             | Msg::StartGroup { .. }
+            | Msg::VoteValidator { .. }
             | Msg::CloseBid { .. }
             | Msg::CreateLease { .. }
             | Msg::CloseLease { .. }

@@ -17,7 +17,9 @@ use anyhow::{bail, Context, Result};
 
 use pazar_client::Rpc;
 use pazar_consensus::engine::Finalization;
-use pazar_consensus::sync::{decode_finalization, finalized_hash, namespace, verify_certificate, verify_finalization};
+use pazar_consensus::sync::{
+    certificate_epoch, decode_finalization, finalized_hash, namespace, verify_certificate, verify_finalization,
+};
 use pazar_node::genesis::{ConsensusKey, GenesisOnDisk};
 use pazar_store::{read_frame, Frame, Head, Store, StoreError};
 
@@ -204,9 +206,20 @@ fn sync_from(
 
     let mut restore = store.begin_restore(&head)?;
     let mut ended = false;
+    // The certificate proves the state only if its signers, the genesis validators, are the
+    // set of its epoch in that state (the entry is read from chunks the tree has verified).
+    let set_key = pazar_types::state_key::store_key(
+        pazar_types::state_key::table_id::VALIDATOR_SETS,
+        &certificate_epoch(&fin),
+    );
+    let mut set: Option<Vec<u8>> = None;
     while let Some(frame) = read_frame(&mut stream).map_err(|e| untrusted(e.to_string()))? {
         match frame {
-            Frame::Chunk(c) => restore.add_chunk(c).map_err(judged)?,
+            Frame::Chunk(c) => {
+                let found = c.entries.iter().find(|(k, _)| *k == set_key).map(|(_, v)| v.clone());
+                restore.add_chunk(c).map_err(judged)?;
+                set = set.or(found);
+            }
             Frame::End => {
                 ended = true;
                 break;
@@ -216,6 +229,24 @@ fn sync_from(
     }
     if !ended {
         bail!("the snapshot stream ended before its end frame");
+    }
+    let set: Vec<pazar_types::records::SetMember> = set
+        .and_then(|v| pazar_ledger::validators::decode_set(&v))
+        .ok_or_else(|| {
+            untrusted(format!(
+                "the snapshot has no validator set of epoch {}",
+                certificate_epoch(&fin)
+            ))
+        })?;
+    let mut genesis_keys: Vec<[u8; 32]> = validators.iter().map(|v| v.0).collect();
+    genesis_keys.sort_unstable();
+    if set.iter().map(|m| m.key).collect::<Vec<_>>() != genesis_keys {
+        bail!(
+            "the snapshot is of epoch {}, whose validator set is no longer the genesis set: a node \
+             syncs state only while the genesis validators sign (a chain of set changes is not \
+             followed yet); replay the chain from genesis instead (no state_sync in node.toml)",
+            certificate_epoch(&fin)
+        );
     }
     // The floor goes into the store in the restore's transaction: never one without the other.
     restore

@@ -146,6 +146,65 @@ pub struct ParamsResponse {
     pub params: Params,
 }
 
+/// One validator of an epoch's set, with what the ledger recorded of its conduct.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ValidatorEntry {
+    /// Its ed25519 consensus key (its account is this key's address).
+    #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
+    pub key: Hash32,
+    pub account: Address,
+    pub power: u64,
+    /// Commits whose certificate holds its vote, and those that do not.
+    pub signed: u64,
+    pub missed: u64,
+    /// Height of the last commit it missed (0: none).
+    pub last_missed: u64,
+    /// Views in which it signed conflicting votes.
+    pub double_signs: u64,
+}
+
+/// The validator set of one epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EpochSet {
+    pub epoch: u64,
+    /// The epoch's first height.
+    pub first_height: u64,
+    /// In consensus order (by key).
+    pub validators: Vec<ValidatorEntry>,
+}
+
+/// A change of the set voted on in the current epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ValidatorVote {
+    #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
+    pub key: Hash32,
+    /// The power voted for (0: removal).
+    pub power: u64,
+    /// Consensus keys of the validators who voted for it, hex.
+    pub voters: Vec<String>,
+    /// Votes it needs to pass by the epoch's end.
+    pub needed: u32,
+}
+
+/// `GET /validators`: the sets of the current epoch and of the epochs already fixed after it,
+/// and the changes voted on now. A chain without a set on its ledger (one validator signing
+/// alone) has no epochs: `epoch_length` is absent and `sets` empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ValidatorsResponse {
+    pub height: u64,
+    pub epoch_length: Option<u64>,
+    /// The epoch of the next block.
+    pub epoch: u64,
+    pub sets: Vec<EpochSet>,
+    pub votes: Vec<ValidatorVote>,
+}
+
 /// `GET /supply`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

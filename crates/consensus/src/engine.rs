@@ -297,6 +297,8 @@ where
         mux.start();
         let app = self.app.clone();
         let mut active: Option<Active> = None;
+        // The epoch last warned about, so a wait is logged once, not every poll.
+        let mut warned = None;
         loop {
             // The epoch of the next block this node will commit.
             let want = self.epochs.epoch_of(app.parent().height + 1);
@@ -305,6 +307,11 @@ where
                     Some(floor) => {
                         // The old instance stops (and frees its sub-channels) first.
                         drop(active.take());
+                        // The schemes records of this epoch and its neighbours need, built
+                        // here, where no node lock is held ([`Epochs::cached`]).
+                        for e in want.saturating_sub(1)..=want.saturating_add(1) {
+                            let _ = self.epochs.scheme(e);
+                        }
                         let (Ok(v), Ok(c), Ok(r)) = (
                             votes.register(want).await,
                             certs.register(want).await,
@@ -318,10 +325,18 @@ where
                                 tracing::info!(epoch = want, "entered epoch");
                                 active = Some(Active { epoch: want, handle });
                             }
-                            None => tracing::warn!(epoch = want, "no validator set for the epoch yet"),
+                            None if warned != Some(want) => {
+                                warned = Some(want);
+                                tracing::warn!(epoch = want, "no validator set for the epoch yet");
+                            }
+                            None => {}
                         }
                     }
-                    None => tracing::warn!(epoch = want, "the block that starts the epoch is not here yet"),
+                    None if warned != Some(want) => {
+                        warned = Some(want);
+                        tracing::warn!(epoch = want, "the block that starts the epoch is not here yet");
+                    }
+                    None => {}
                 }
             }
             let ours = active.as_ref().map_or(want, |a| a.epoch);

@@ -5,7 +5,8 @@
 //! The ledger ([`pazar_ledger::validators`]) fixes the set of epoch `e + 2` in the last block
 //! of epoch `e`, so when a validator enters an epoch it has long had that epoch's set, and a
 //! node that follows the chain can verify every certificate it is handed with the set of the
-//! certificate's epoch. A set once fixed never changes, so schemes are cached.
+//! certificate's epoch. A set once fixed never changes, so schemes are cached (all of them:
+//! a few keys per epoch).
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU64;
@@ -21,9 +22,6 @@ use commonware_utils::ordered::Set;
 use pazar_node::consensus::Application;
 
 use crate::app::Scheme;
-
-/// Schemes kept in memory (the latest epochs asked for).
-const CACHED: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EpochsError {
@@ -124,13 +122,19 @@ impl Epochs {
             Some(s) => (Arc::new(s), true),
             None => (Arc::new(Scheme::verifier(&self.namespace, participants)), false),
         };
+        // Every set asked for stays: sets are small, fixed once, and [`Epochs::cached`] must
+        // find the ones in use without reading the ledger.
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(epoch, entry.clone());
-            while cache.len() > CACHED {
-                cache.pop_first();
-            }
         }
         Some(entry)
+    }
+
+    /// The scheme of `epoch` if already built, without reading the ledger (callers that hold
+    /// the node's state use this; the orchestrator builds each epoch's scheme and its
+    /// neighbours' when it enters the epoch).
+    pub fn cached(&self, epoch: u64) -> Option<EpochScheme> {
+        self.cache.lock().ok()?.get(&epoch).cloned()
     }
 }
 

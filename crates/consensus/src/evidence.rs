@@ -79,16 +79,17 @@ struct Inner {
     proofs: BTreeMap<(u64, u32, u64), Proof>,
     blocks: BTreeMap<Hash32, Certified>,
     /// (view, block) of `blocks`, to evict the oldest.
-    by_view: BTreeMap<(u64, Hash32), ()>,
+    /// (epoch, view, block) of `blocks`, to evict the oldest (views restart in each epoch).
+    by_view: BTreeMap<(u64, u64, Hash32), ()>,
 }
 
 impl Inner {
-    fn block(&mut self, view: u64, digest: &Digest) -> &mut Certified {
+    fn block(&mut self, round: (u64, u64), digest: &Digest) -> &mut Certified {
         let key: Hash32 = digest_bytes(digest);
         if !self.blocks.contains_key(&key) {
-            self.by_view.insert((view, key), ());
+            self.by_view.insert((round.0, round.1, key), ());
             while self.by_view.len() > MAX_CERTIFIED {
-                if let Some(((_, old), ())) = self.by_view.pop_first() {
+                if let Some(((_, _, old), ())) = self.by_view.pop_first() {
                     self.blocks.remove(&old);
                 }
             }
@@ -141,16 +142,16 @@ impl Reporter for Evidence {
         };
         match &activity {
             Activity::Finalization(f) => {
-                let view = f.proposal.round.view().get();
-                inner.block(view, &f.proposal.payload).finalization = Some(f.clone());
+                let round = (f.proposal.round.epoch().get(), f.proposal.round.view().get());
+                inner.block(round, &f.proposal.payload).finalization = Some(f.clone());
             }
             Activity::Notarization(n) => {
-                let view = n.proposal.round.view().get();
-                inner.block(view, &n.proposal.payload).notarization = Some(n.clone());
+                let round = (n.proposal.round.epoch().get(), n.proposal.round.view().get());
+                inner.block(round, &n.proposal.payload).notarization = Some(n.clone());
             }
             Activity::Finalize(v) => {
-                let view = v.proposal.round.view().get();
-                let b = inner.block(view, &v.proposal.payload);
+                let round = (v.proposal.round.epoch().get(), v.proposal.round.view().get());
+                let b = inner.block(round, &v.proposal.payload);
                 // One vote per signer; a repeated signer is either the same vote or a fault
                 // simplex reports on its own.
                 if b.votes.len() < u16::MAX as usize && !b.votes.iter().any(|o| o.signer() == v.signer()) {
@@ -261,6 +262,16 @@ impl Attestations {
             .ok_or_else(|| format!("no validator set of epoch {epoch} here"))
     }
 
+    /// [`Attestations::scheme`] from the schemes already built only: the node calls
+    /// [`Attestor::commit`] and [`Attestor::double_signs`] while it holds its state, which
+    /// building a scheme reads.
+    fn cached(&self, epoch: u64) -> Result<Arc<Scheme>, String> {
+        self.epochs
+            .cached(epoch)
+            .map(|(s, _)| s)
+            .ok_or_else(|| format!("no validator set of epoch {epoch} built here yet"))
+    }
+
     fn verify_finalization(&self, scheme: &Scheme, f: &Finalization) -> bool {
         match self.rng.lock() {
             Ok(mut rng) => f.verify(&mut *rng, scheme, &commonware_parallel::Sequential),
@@ -293,12 +304,10 @@ impl Attestations {
     }
 
     /// Whether `record`'s proof verifies as what it claims.
-    fn proof_holds(&self, record: &DoubleSign) -> Result<(), String> {
+    fn proof_holds(&self, record: &DoubleSign, scheme: &Scheme) -> Result<(), String> {
         if record.proof.len() > MAX_PROOF_BYTES {
             return Err("the proof is too large".into());
         }
-        let scheme = self.scheme(record.epoch)?;
-        let scheme = scheme.as_ref();
         let Ok(mut rng) = self.rng.lock() else {
             return Err("the random source is poisoned".into());
         };
@@ -349,7 +358,7 @@ impl Attestor for Attestations {
         };
         if finalization.is_none() && votes.is_empty() {
             let n = notarization?;
-            let scheme = self.scheme(n.proposal.round.epoch().get()).ok()?;
+            let scheme = self.cached(n.proposal.round.epoch().get()).ok()?;
             return Some(self.notarized(&scheme, &n));
         }
         // The votes of the finalized proposal (or of the first vote's, with no certificate).
@@ -357,7 +366,7 @@ impl Attestor for Attestations {
             .as_ref()
             .map(|f| f.proposal.clone())
             .or_else(|| votes.first().map(|v| v.proposal.clone()))?;
-        let scheme = self.scheme(proposal.round.epoch().get()).ok()?;
+        let scheme = self.cached(proposal.round.epoch().get()).ok()?;
         let votes: Vec<_> = votes.into_iter().filter(|v| v.proposal == proposal).collect();
         let have = finalization.as_ref().map_or(0, |f| f.certificate.signers.count());
         if votes.len() > have {
@@ -384,9 +393,13 @@ impl Attestor for Attestations {
                 .collect(),
             Err(_) => return Vec::new(),
         };
+        // A proof of an epoch whose scheme is not built here yet waits (it is checked later).
         let checked: Vec<((u64, u32, u64), bool)> = unverified
             .iter()
-            .map(|r| ((r.epoch, r.validator, r.view), self.proof_holds(r).is_ok()))
+            .filter_map(|r| {
+                let scheme = self.cached(r.epoch).ok()?;
+                Some(((r.epoch, r.validator, r.view), self.proof_holds(r, &scheme).is_ok()))
+            })
             .collect();
         let Ok(mut inner) = self.evidence.inner.lock() else {
             return Vec::new();
@@ -400,7 +413,12 @@ impl Attestor for Attestations {
                 inner.proofs.remove(&key);
             }
         }
-        inner.proofs.values().map(|p| p.record.clone()).collect()
+        inner
+            .proofs
+            .values()
+            .filter(|p| p.verified)
+            .map(|p| p.record.clone())
+            .collect()
     }
 
     fn check_commit(&self, height: u64, attestation: &Attestation, hash: &Hash32) -> Result<(), String> {
@@ -452,7 +470,7 @@ impl Attestor for Attestations {
     }
 
     fn check_double_sign(&self, record: &DoubleSign) -> Result<(), String> {
-        self.proof_holds(record)
+        self.proof_holds(record, self.scheme(record.epoch)?.as_ref())
     }
 
     fn recorded(&self, double_signs: &[(u64, u32, u64)]) {

@@ -37,7 +37,12 @@ pub const CHAIN: &str = "pazar-sim-1";
 /// Users funded in the simulated genesis ([`user`] 1 to `USERS`).
 pub const USERS: u8 = 4;
 /// Messages per second each simulated channel carries at most.
-pub const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
+///
+/// The rate real validators give each channel (`net.rs`). It also sizes memory: commonware's
+/// resolver and backfill handlers allocate a queue of `peers × burst` slots up front, so a
+/// ten times higher rate made the simulation's memory grow ten times faster with the square of
+/// the validators.
+pub const QUOTA: Quota = Quota::per_second(NZU32!(1_000));
 /// Largest simulated message: a full gossip batch (the engine's own messages are far smaller in
 /// these simulations).
 const MAX_MESSAGE: u32 = gossip::MAX_MESSAGE as u32;

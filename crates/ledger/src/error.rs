@@ -166,7 +166,7 @@ pub enum ValidatorError {
     NoChange { power: u64 },
     #[error("this validator already voted for this change in this epoch")]
     AlreadyVoted,
-    #[error("{0} changes are already being voted on in this epoch; vote for one of them")]
+    #[error("this validator already has {0} votes open in this epoch (the most); they end with the epoch")]
     TooManyProposals(usize),
 }
 

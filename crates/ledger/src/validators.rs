@@ -28,13 +28,23 @@ use crate::evidence::{ValidatorKey, MAX_VALIDATORS};
 use crate::state::GenesisError;
 use crate::{Ctx, State};
 
-/// Most validators one set may hold: commonware's simplex is built for sets of this order, and
-/// a commit record's signer bitmap must fit the evidence bounds.
-pub const MAX_SET: usize = if MAX_VALIDATORS < 1_024 { MAX_VALIDATORS } else { 1_024 };
+/// Most validators one set may hold: a commit record (a certificate of up to every member's
+/// 64-byte signature, its bitmap and framing) must fit one proof, and a block's most commit
+/// records with its most double-sign proofs must fit the block's evidence.
+pub const MAX_SET: usize = 200;
 
-/// Most distinct changes (`key`, `power`) voted on in one epoch: each costs its voter a fee, but
-/// the table must stay small whatever validators do.
-pub const MAX_PROPOSALS: usize = 256;
+const _: () = {
+    use pazar_types::block::{MAX_BLOCK_COMMITS, MAX_BLOCK_DOUBLE_SIGNS, MAX_EVIDENCE_BYTES, MAX_PROOF_BYTES};
+    let record = 64 * MAX_SET + MAX_SET.div_ceil(8) + 256;
+    assert!(MAX_SET <= MAX_VALIDATORS);
+    assert!(record <= MAX_PROOF_BYTES);
+    assert!(MAX_BLOCK_COMMITS * record + MAX_BLOCK_DOUBLE_SIGNS * MAX_PROOF_BYTES <= MAX_EVIDENCE_BYTES);
+};
+
+/// Most changes one validator may have open (voted for) in one epoch: each costs its voter a
+/// fee, and one validator cannot crowd out the others' changes or grow the table beyond
+/// `MAX_SET × MAX_OPEN_VOTES`.
+pub const MAX_OPEN_VOTES: usize = 8;
 
 /// Shortest epoch: commonware's epocher needs two heights (epoch 0 would hold only genesis).
 pub const MIN_EPOCH_LENGTH: u64 = 2;
@@ -154,10 +164,11 @@ impl State {
         if now == power {
             return Err(ValidatorError::NoChange { power });
         }
-        let mut voters = self.validator_votes.get(&(key, power)).cloned().unwrap_or_default();
-        if voters.is_empty() && self.validator_votes.len() >= MAX_PROPOSALS {
-            return Err(ValidatorError::TooManyProposals(MAX_PROPOSALS));
+        let open = self.validator_votes.iter().filter(|(_, v)| v.contains(&voter)).count();
+        if open >= MAX_OPEN_VOTES {
+            return Err(ValidatorError::TooManyProposals(MAX_OPEN_VOTES));
         }
+        let mut voters = self.validator_votes.get(&(key, power)).cloned().unwrap_or_default();
         match voters.binary_search(&voter) {
             Ok(_) => return Err(ValidatorError::AlreadyVoted),
             Err(at) => voters.insert(at, voter),

@@ -174,6 +174,22 @@ fn only_the_epochs_validators_vote_once_each_on_a_real_change() {
 }
 
 #[test]
+fn one_validator_cannot_crowd_out_the_others_changes() {
+    let mut st = chain();
+    let one = pk(&key(1));
+    // Validator 1 opens as many junk changes as it may, then one more.
+    let junk: Vec<(u8, [u8; 32], u64)> = (1..=9u64).map(|p| (1u8, pk(&key(6)), p)).collect();
+    let (r, _) = block(&mut st, &junk);
+    assert!(r[..8].iter().all(|r| r.is_ok()));
+    assert_eq!((r[8].codespace.as_str(), r[8].code), ("validators", 5), "{}", r[8].log);
+    // The others still vote it out.
+    let (r, _) = block(&mut st, &[(2, one, 0), (3, one, 0), (4, one, 0)]);
+    assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+    run_to(&mut st, EPOCH - 1);
+    assert_eq!(keys(&st, 2), sorted(&[2, 3, 4]));
+}
+
+#[test]
 fn removals_apply_but_never_empty_the_set() {
     let mut st = chain();
     let targets: Vec<[u8; 32]> = (1..=4).map(|n| pk(&key(n))).collect();

@@ -32,6 +32,7 @@ use crate::rpc;
     paths(
         rpc::status, rpc::openapi, rpc::metrics, rpc::events::events, rpc::txs::submit, rpc::txs::submit_batch,
         rpc::txs::simulate, rpc::txs::tx_by_hash, rpc::queries::block, rpc::queries::params, rpc::queries::supply,
+        rpc::queries::validators,
         rpc::queries::account, rpc::queries::balance, rpc::queries::providers, rpc::queries::provider,
         rpc::queries::deployments, rpc::queries::deployment, rpc::queries::escrow, rpc::queries::orders,
         rpc::queries::order, rpc::queries::bids, rpc::queries::bid, rpc::queries::leases, rpc::queries::lease,

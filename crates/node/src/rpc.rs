@@ -37,7 +37,7 @@ pub(crate) use queries::filters;
 use events::events;
 use queries::{
     account, balance, bid, bids, block, deployment, deployments, escrow, lease, leases, order, orders, params,
-    provider, providers, supply,
+    provider, providers, supply, validators,
 };
 use txs::{faucet, simulate, submit, submit_batch, tx_by_hash};
 
@@ -65,6 +65,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/blocks/{height}", get(block))
         .route("/params", get(params))
         .route("/supply", get(supply))
+        .route("/validators", get(validators))
         .route("/accounts/{address}", get(account))
         .route("/accounts/{address}/balances/{denom}", get(balance))
         .route("/providers", get(providers))
@@ -109,6 +110,7 @@ pub const ROUTES: &[&str] = &[
     "/blocks/{height}",
     "/params",
     "/supply",
+    "/validators",
     "/accounts/{address}",
     "/accounts/{address}/balances/{denom}",
     "/providers",

@@ -145,7 +145,14 @@ impl Devnet {
             "chain_id": CHAIN,
             "params": pazar_ledger::Params::devnet("upzr", "uusd"),
             "balances": balances,
-            "validators": [{"name": "v", "address": Address::module("v"), "power": 1}],
+            // A consensus key puts the set on the ledger, so `/validators` answers with one.
+            "validators": [{
+                "name": "v",
+                "address": Address::module("v"),
+                "power": 1,
+                "consensus_key": hex::encode(key(KeyScheme::Ed25519, 9).public_key_bytes()),
+            }],
+            "epoch_length": 4,
         });
         let path = dir.path().join("genesis.json");
         std::fs::write(&path, serde_json::to_vec(&genesis).expect("JSON")).expect("genesis written");
@@ -350,6 +357,9 @@ fn every_answer_of_a_real_node_is_what_its_document_says() {
     net.get(&doc, "/status", "/status");
     net.get(&doc, "/params", "/params");
     net.get(&doc, "/supply", "/supply");
+    let v = net.get(&doc, "/validators", "/validators");
+    assert_eq!(v["epoch_length"], 4);
+    assert_eq!(v["sets"][0]["validators"][0]["power"], 1, "{v}");
 
     // The faucet pays an Ethereum address; that key sends raw bytes back (an `eth` signature).
     let (status, v) = net.json(

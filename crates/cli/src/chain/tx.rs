@@ -135,6 +135,28 @@ pub enum TxCmd {
     /// Same as `pazar tx lease withdraw` (kept for old scripts).
     #[command(hide = true)]
     Withdraw { lease: String },
+    /// Validators vote on the validator set (from their validator key's account).
+    Validator {
+        #[command(subcommand)]
+        which: ValidatorTx,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ValidatorTx {
+    /// Vote to give the validator with this consensus key this power (0 removes it). More than
+    /// two thirds of the epoch's validators voting the same within the epoch makes it hold from
+    /// the start of the epoch after next (see `GET /validators`).
+    #[command(
+        after_help = "Examples:\n  pazar tx validator vote 3b6a27bc…(64 hex) --power 1 --from validator\n  \
+                            pazar tx validator vote 3b6a27bc… --power 0 --from validator   # remove"
+    )]
+    Vote {
+        /// The validator's ed25519 consensus key, 64 hex digits.
+        key: pazar_node::genesis::ConsensusKey,
+        #[arg(long)]
+        power: u64,
+    },
 }
 
 #[derive(Args)]
@@ -413,6 +435,9 @@ fn tx_msg(home: &Path, cmd: TxCmd, sender: Address) -> Result<Msg> {
             to: ids::address(home, &to)?,
             amount,
         },
+        TxCmd::Validator {
+            which: ValidatorTx::Vote { key, power },
+        } => Msg::VoteValidator { key: key.0, power },
         TxCmd::Provider { which } => match which {
             ProviderTx::Create(a) => provider_msg(a, false)?,
             ProviderTx::Update(a) => provider_msg(a, true)?,

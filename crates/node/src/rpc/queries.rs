@@ -7,9 +7,10 @@ use axum::Json;
 use serde::Deserialize;
 
 use pazar_api::node::{
-    AccountInfo, Audit, Balance, BidEntry, BidPage, BlockResponse, DeploymentDetail, DeploymentPage, EscrowDetail,
-    GroupEntry, LeaseDetail, LeaseEntry, LeasePage, LeaseRef, ListQuery, OrderDetail, OrderEntry, OrderPage,
-    ParamsResponse, Proven, ProviderDetail, ProviderEntry, ProviderPage, SupplyResponse, DEFAULT_LIST, MAX_LIST,
+    AccountInfo, Audit, Balance, BidEntry, BidPage, BlockResponse, DeploymentDetail, DeploymentPage, EpochSet,
+    EscrowDetail, GroupEntry, LeaseDetail, LeaseEntry, LeasePage, LeaseRef, ListQuery, OrderDetail, OrderEntry,
+    OrderPage, ParamsResponse, Proven, ProviderDetail, ProviderEntry, ProviderPage, SupplyResponse, ValidatorEntry,
+    ValidatorVote, ValidatorsResponse, DEFAULT_LIST, MAX_LIST,
 };
 use pazar_api::proof::Proof;
 use pazar_ledger::state::{store_key, table_id};
@@ -63,6 +64,60 @@ pub(super) async fn params(AxState(node): AxState<Shared>) -> Json<ParamsRespons
     Json(ParamsResponse {
         height: st.height,
         params: st.params.clone(),
+    })
+}
+
+/// The validator sets of the current epoch and the fixed ones after it, each validator with its
+/// recorded conduct, and the set changes voted on in this epoch.
+#[utoipa::path(get, path = "/validators", tag = "chain", responses((status = 200, body = ValidatorsResponse)))]
+pub(super) async fn validators(AxState(node): AxState<Shared>) -> Json<ValidatorsResponse> {
+    let st = node.state();
+    let epoch = st.epoch_of(st.height + 1);
+    let first = |e: u64| {
+        e.checked_sub(1)
+            .map_or(Some(0), |before| st.last_height_of(before).map(|h| h + 1))
+            .unwrap_or(u64::MAX)
+    };
+    let sets = (epoch..)
+        .map_while(|e| st.validator_set(e).map(|s| (e, s)))
+        .map(|(e, set)| EpochSet {
+            epoch: e,
+            first_height: first(e),
+            validators: set
+                .iter()
+                .map(|m| {
+                    let r = st.validator_record(&m.key).unwrap_or_default();
+                    ValidatorEntry {
+                        key: m.key,
+                        account: Address::from_ed25519(&m.key),
+                        power: m.power,
+                        signed: r.signed,
+                        missed: r.missed,
+                        last_missed: r.last_missed,
+                        double_signs: r.double_signs,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let needed = st
+        .validator_set(epoch)
+        .map_or(0, |s| pazar_ledger::validators::quorum(s.len()) as u32);
+    let votes = st
+        .validator_votes()
+        .map(|((key, power), voters)| ValidatorVote {
+            key: *key,
+            power: *power,
+            voters: voters.iter().map(hex::encode).collect(),
+            needed,
+        })
+        .collect();
+    Json(ValidatorsResponse {
+        height: st.height,
+        epoch_length: st.epoch_length(),
+        epoch,
+        sets,
+        votes,
     })
 }
 

@@ -55,9 +55,10 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_LOAD_ROUNDS: u64 = 100_000;
 
 /// Memory the simulation takes per ordered pair of validators (it grows with the links, the
-/// square of the validators): measured 3.9 GB for 40 validators and 8.7 GB for 60, about
-/// 2.4 MB a pair, so 100 validators need about 24 GB.
-const SIM_BYTES_PER_LINK: u64 = 5 << 19;
+/// square of the validators): peak RSS measured 216 MB for 20 validators, 659 MB for 40 and
+/// 3.75 GB for 100 (10 heights), about 380 KB a pair, since the simulated channels have the
+/// real per-peer rate (commonware sizes its resolver queues by it).
+const SIM_BYTES_PER_LINK: u64 = 3 << 17;
 
 #[derive(Args, Clone)]
 pub struct TestnetBenchOpts {

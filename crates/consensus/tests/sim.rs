@@ -664,7 +664,7 @@ fn seven_validators_finalize_with_one_down_on_lossy_links() {
 /// each pair linked one way at 50-200 ms (deterministic per pair), 10 heights, every validator
 /// holding the same blocks and roots at the end. Prints, as JSON, the median time from a
 /// block's proposal (its header time, the proposer's simulated clock) to its commit on each
-/// validator, next to the median round trip of the links. Heavy (about 24 GB at 100): `cargo
+/// validator, next to the median round trip of the links. Heavy (3.75 GB peak at 100): `cargo
 /// test -p pazar-consensus --features sim --release --test sim -- --ignored --nocapture`.
 #[test]
 #[ignore]

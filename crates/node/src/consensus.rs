@@ -163,6 +163,7 @@ impl<C: Clock> Consensus for Solo<C> {
             let clock = self.clock.clone();
             // Execution and the fsync are blocking work: keep them off the async workers.
             let r = tokio::task::spawn_blocking(move || {
+                solo_may_propose(app.as_ref())?;
                 let block = app.propose(&[], clock.now_ms())?;
                 app.verify(&[], &block)?;
                 app.finalized(block)
@@ -171,6 +172,26 @@ impl<C: Clock> Consensus for Solo<C> {
             .map_err(|e| crate::NodeError::Internal(format!("block task failed: {e}")))?;
             r?;
         }
+    }
+}
+
+/// A single validator finalizes alone only while the ledger's set for the next block's epoch is
+/// one validator (or there is none): once its validators voted others in, blocks need their
+/// votes, and going on alone would silently drop the set the chain agreed on.
+fn solo_may_propose(app: &dyn Application) -> Result<(), crate::NodeError> {
+    let next = app.parent().height + 1;
+    let Some(length) = app.epoch_length().filter(|l| *l > 0) else {
+        return Ok(());
+    };
+    let epoch = next / length;
+    match app.validator_set(epoch) {
+        Some(set) if set.len() > 1 => Err(crate::NodeError::Internal(format!(
+            "the validator set of epoch {epoch} (from height {next}) has {} validators: a single \
+             validator cannot finalize for them; run the node with consensus = \"simplex\" and \
+             their peers",
+            set.len()
+        ))),
+        _ => Ok(()),
     }
 }
 

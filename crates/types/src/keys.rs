@@ -174,10 +174,40 @@ impl Serialize for TxSignature {
 }
 
 /// Verifies one ed25519 signature (ZIP-215 rules, the same as the batch verifier's).
-/// Whether `key` is an ed25519 public key (a point of the curve, as every verifier here decodes
-/// it): a key that is not can never sign.
+/// Whether `key` is an ed25519 public key a validator may hold: a point of the curve in its one
+/// canonical encoding, and not of small order. A key that is no point can never sign; a second
+/// encoding of a member's point would be a second seat for one key; a small-order point
+/// verifies signatures nobody made (ZIP-215 verification is cofactored).
 pub fn is_ed25519_public_key(key: &[u8; 32]) -> bool {
-    ed25519_zebra::VerificationKey::try_from(*key).is_ok()
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    match CompressedEdwardsY(*key).decompress() {
+        Some(p) => p.compress().to_bytes() == *key && !p.is_small_order(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod validator_key_tests {
+    use super::*;
+
+    #[test]
+    fn a_validator_key_is_a_canonical_point_not_of_small_order() {
+        let real = SigningKey::from_secret(KeyScheme::Ed25519, &[5; 32]).expect("a secret");
+        let real: [u8; 32] = real.public_key_bytes().try_into().expect("32 bytes");
+        assert!(is_ed25519_public_key(&real));
+        // The identity (small order), y = 2 (no point), and a non-canonical y = p + 1 (the
+        // identity's second encoding).
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(!is_ed25519_public_key(&identity));
+        let mut no_point = [0u8; 32];
+        no_point[0] = 2;
+        assert!(!is_ed25519_public_key(&no_point));
+        let mut p_plus_one = [0xffu8; 32];
+        p_plus_one[0] = 0xee;
+        p_plus_one[31] = 0x7f;
+        assert!(!is_ed25519_public_key(&p_plus_one));
+    }
 }
 
 pub fn verify_ed25519(pubkey: &[u8; 32], sig: &[u8; 64], msg: &[u8]) -> Result<(), SignatureError> {

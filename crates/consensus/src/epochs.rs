@@ -13,7 +13,7 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, Weak};
 
 use commonware_codec::{Copying, DecodeExt};
-use commonware_consensus::types::{Epoch, FixedEpocher};
+use commonware_consensus::types::{Epoch, Epocher as _, FixedEpocher, Height};
 use commonware_cryptography::certificate::{Provider, Scoped};
 use commonware_cryptography::ed25519::{PrivateKey, PublicKey};
 use commonware_cryptography::Signer;
@@ -75,14 +75,16 @@ impl Epochs {
         FixedEpocher::new(self.length)
     }
 
-    /// The epoch holding `height`.
+    /// The epoch holding `height`, as marshal's epocher cuts heights.
     pub fn epoch_of(&self, height: u64) -> u64 {
-        height / self.length.get()
+        self.epocher()
+            .containing(Height::new(height))
+            .map_or(u64::MAX, |info| info.epoch().get())
     }
 
-    /// The last height of `epoch`.
+    /// The last height of `epoch`, as marshal's epocher cuts heights.
     pub fn last_height(&self, epoch: u64) -> Option<u64> {
-        epoch.checked_add(1)?.checked_mul(self.length.get())?.checked_sub(1)
+        self.epocher().last(Epoch::new(epoch)).map(|h| h.get())
     }
 
     /// The set of `epoch` in consensus order, if the ledger has fixed it.

@@ -118,6 +118,14 @@ impl State {
         epoch.checked_add(1)?.checked_mul(l)?.checked_sub(1)
     }
 
+    /// The first height of `epoch` (`None`: no such height, or a single epoch past 0).
+    pub fn first_height_of(&self, epoch: u64) -> Option<u64> {
+        match epoch.checked_sub(1) {
+            None => Some(0),
+            Some(before) => self.last_height_of(before)?.checked_add(1),
+        }
+    }
+
     /// The validator set of `epoch`, in key order (consensus order: signer bitmaps and
     /// double-sign indices count in it), if fixed yet.
     pub fn validator_set(&self, epoch: u64) -> Option<&[SetMember]> {
@@ -222,7 +230,7 @@ impl State {
             self.validator_votes.remove(&k);
         }
         let scheduled = epoch + 2;
-        let first_height = self.last_height_of(epoch + 1).map_or(u64::MAX, |h| h.saturating_add(1));
+        let first_height = self.first_height_of(scheduled).unwrap_or(u64::MAX);
         self.validator_sets.insert(scheduled, set.clone());
         events.push(Event::ValidatorSetScheduled {
             epoch: scheduled,

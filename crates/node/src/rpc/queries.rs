@@ -73,16 +73,11 @@ pub(super) async fn params(AxState(node): AxState<Shared>) -> Json<ParamsRespons
 pub(super) async fn validators(AxState(node): AxState<Shared>) -> Json<ValidatorsResponse> {
     let st = node.state();
     let epoch = st.epoch_of(st.height + 1);
-    let first = |e: u64| {
-        e.checked_sub(1)
-            .map_or(Some(0), |before| st.last_height_of(before).map(|h| h + 1))
-            .unwrap_or(u64::MAX)
-    };
     let sets = (epoch..)
         .map_while(|e| st.validator_set(e).map(|s| (e, s)))
         .map(|(e, set)| EpochSet {
             epoch: e,
-            first_height: first(e),
+            first_height: st.first_height_of(e).unwrap_or(u64::MAX),
             validators: set
                 .iter()
                 .map(|m| {

@@ -20,6 +20,7 @@ use sha2::Sha256;
 use pazar_ledger::{BlockOutcome, RestoreError, State, StateChange, StateRestorer};
 use pazar_types::{Block, Hash32};
 
+mod history;
 mod snapshot;
 pub use snapshot::{
     read_frame, write_frame, Frame, Restore, SnapshotChunk, SnapshotError, SnapshotHead, CHUNK_ENTRIES, MAX_FRAME_BYTES,

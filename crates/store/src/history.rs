@@ -1,0 +1,58 @@
+//! Reads of past versions of the state commitment and of single state entries: what a
+//! validator needs to record a validator-set hand-off (a proof against the state root that a
+//! block of the epoch carries) while the version is still kept ([`StoreOptions::keep_versions`]).
+
+use jmt::{KeyHash, Sha256Jmt};
+use redb::ReadableDatabase;
+use sha2::Sha256;
+
+use crate::{read_head, tree_err, Proven, Reader, Store, StoreError, JMT_NODES, JMT_VALUES, META, STATE};
+
+impl Store {
+    /// Reads `key` (a ledger store key) as it was at version `version` (the state after block
+    /// `version`, whose root the header of block `version + 1` carries), with its proof against
+    /// that version's root. [`StoreError::Pruned`] when the version is not kept any more (older
+    /// than `keep_versions` below the head, or below a restored snapshot) or not committed yet.
+    pub fn prove_at(&self, key: &[u8], version: u64) -> Result<Proven, StoreError> {
+        let txn = self.db.begin_read()?;
+        let head = read_head(&txn.open_table(META)?)?.ok_or(StoreError::Empty)?;
+        if version > head.height {
+            return Err(StoreError::Pruned(version));
+        }
+        if let Some(keep) = self.opts.keep_versions {
+            // The versions a commit at the head keeps (see `commit_block`'s pruning).
+            if version < head.height.saturating_sub(keep - 1) {
+                return Err(StoreError::Pruned(version));
+            }
+        }
+        let nodes = txn.open_table(JMT_NODES)?;
+        let values = txn.open_table(JMT_VALUES)?;
+        let reader = Reader {
+            nodes: &nodes,
+            values: &values,
+        };
+        let tree = Sha256Jmt::new(&reader);
+        let root = match tree.get_root_hash_option(version).map_err(tree_err)? {
+            Some(r) => r.0,
+            None => return Err(StoreError::Pruned(version)),
+        };
+        let (value, proof) = tree
+            .get_with_proof(KeyHash::with::<Sha256>(key), version)
+            .map_err(tree_err)?;
+        Ok(Proven {
+            height: version,
+            root,
+            key: key.to_vec(),
+            value,
+            proof: borsh::to_vec(&proof).expect("encoding cannot fail"),
+        })
+    }
+
+    /// The value of the state entry `key` (a ledger store key) at the latest committed version,
+    /// without a proof: one read, where loading the whole state would be wasteful.
+    pub fn state_value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let state = txn.open_table(STATE)?;
+        Ok(state.get(key)?.map(|v| v.value().to_vec()))
+    }
+}

@@ -16,6 +16,7 @@ pub mod openapi_check;
 pub mod proof;
 pub mod provider;
 pub mod request;
+pub mod sync;
 
 pub use crate::error::{ErrorBody, ErrorCode, ErrorEnvelope};
 pub use pazar_types::state_key;

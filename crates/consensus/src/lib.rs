@@ -10,6 +10,7 @@ pub mod engine;
 pub mod epochs;
 pub mod evidence;
 pub mod gossip;
+pub mod handoff;
 pub mod net;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -20,4 +21,4 @@ pub use block::ChainBlock;
 pub use epochs::Epochs;
 pub use evidence::{Evidence, Fault, FaultKind};
 pub use net::{NetError, Peer, Settings, Simplex};
-pub use sync::{MarshalCertificates, SyncError};
+pub use sync::{HandoffChain, HandoffError, MarshalCertificates, SyncError};

@@ -320,8 +320,13 @@ impl Simplex {
                 channels,
             )
             .await?;
-            self.certificates.set(marshal);
+            self.certificates.set(marshal.clone());
             handles.push(network);
+            // The validator-set hand-off records of the epochs this node passes through, for
+            // the nodes that sync their state from it ([`crate::handoff`]).
+            if let Some(node) = &self.gossip {
+                handles.push(crate::handoff::start(context.child("handoffs"), node.clone(), marshal));
+            }
             let gossiping = self.gossip.as_ref().and_then(|n| Some((n.clone(), n.gossip_outbox()?)));
             if let Some((node, outbox)) = gossiping {
                 handles.extend(gossip::start(

@@ -36,7 +36,7 @@ use crate::rpc;
         rpc::queries::account, rpc::queries::balance, rpc::queries::providers, rpc::queries::provider,
         rpc::queries::deployments, rpc::queries::deployment, rpc::queries::escrow, rpc::queries::orders,
         rpc::queries::order, rpc::queries::bids, rpc::queries::bid, rpc::queries::leases, rpc::queries::lease,
-        rpc::txs::faucet, rpc::sync::snapshot, rpc::sync::finalization,
+        rpc::txs::faucet, rpc::sync::snapshot, rpc::sync::finalization, rpc::sync::handoffs,
     ),
     // The event stream's payloads and the error envelope are referenced from descriptions and
     // from hand-built responses, which register no schema of their own.

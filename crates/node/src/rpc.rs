@@ -82,6 +82,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/faucet", post(faucet))
         .route("/sync/snapshot", get(sync::snapshot))
         .route("/sync/finalization/{height}", get(sync::finalization))
+        .route("/sync/handoffs", get(sync::handoffs))
         .fallback(|| async { ApiError::new(ErrorCode::NoRoute, "no such endpoint; see /openapi.json") })
         // A route asked with another method: HTTP's own status for it, and the envelope.
         .method_not_allowed_fallback(|| async {

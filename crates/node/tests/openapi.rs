@@ -360,6 +360,9 @@ fn every_answer_of_a_real_node_is_what_its_document_says() {
     let v = net.get(&doc, "/validators", "/validators");
     assert_eq!(v["epoch_length"], 4);
     assert_eq!(v["sets"][0]["validators"][0]["power"], 1, "{v}");
+    // A node that made no validator-set hand-off record (a single validator) answers with none.
+    let v = net.get(&doc, "/sync/handoffs", "/sync/handoffs?from=1");
+    assert_eq!(v["handoffs"], json!([]), "{v}");
 
     // The faucet pays an Ethereum address; that key sends raw bytes back (an `eth` signature).
     let (status, v) = net.json(
@@ -645,6 +648,13 @@ fn every_answer_of_a_real_node_is_what_its_document_says() {
             "/faucet",
             "/faucet".to_string(),
             Some(json!({})),
+            (400, "bad_request"),
+        ),
+        (
+            "get",
+            "/sync/handoffs",
+            "/sync/handoffs?from=first".to_string(),
+            None,
             (400, "bad_request"),
         ),
     ] {

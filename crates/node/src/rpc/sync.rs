@@ -2,9 +2,14 @@
 //! replaying every block ([`pazar_store::Store::snapshot`]: the state at the head in one read
 //! transaction, in chunks with Merkle range proofs), and fetches a finalization certificate that
 //! proves the block carrying that state's root final. The peer trusts neither: it checks the
-//! certificate against the validator set of its own genesis and every chunk against the root.
+//! certificate against the validator set of its epoch and every chunk against the root.
 //!
-//! Both answers are bytes (`application/octet-stream`): the snapshot a stream of length-prefixed
+//! The set of an epoch later than genesis names the peer learns from this node's hand-off
+//! records ([`pazar_api::sync::Handoff`], `GET /sync/handoffs`): the consensus engine records one
+//! per epoch as the validator passes through it, and a node that synced keeps the ones it
+//! checked; they are node records of the store, served as they are (the peer checks each).
+//!
+//! The snapshot and the certificate are bytes (`application/octet-stream`): the snapshot a stream of length-prefixed
 //! frames ([`pazar_store::write_frame`]), the certificate the consensus engine's own encoding.
 //! At most [`crate::MAX_SNAPSHOTS`] snapshots are served at once and one per client address,
 //! each for at most [`SNAPSHOT_DEADLINE`]; a reader that takes nothing for [`SNAPSHOT_IDLE`]
@@ -13,14 +18,16 @@
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State as AxState};
+use axum::extract::{Path, Query, State as AxState};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
+use axum::{Extension, Json};
+use serde::Deserialize;
 
+use pazar_api::sync::{Handoff, Handoffs, MAX_HANDOFFS};
 use pazar_api::ErrorCode;
 
-use super::errors::{parse, ApiError};
+use super::errors::{parse, ApiError, ApiResult, Q};
 use super::Shared;
 use crate::http::ClientIp;
 
@@ -133,6 +140,52 @@ pub(super) async fn finalization(
             "a finalization certificate of block {height}"
         ))),
     }
+}
+
+/// `?from=E`: the first epoch whose hand-off record is wanted.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HandoffsQ {
+    /// The epoch of the first record (at least 1: genesis names the sets of epochs 0 and 1).
+    from: u64,
+}
+
+/// The validator-set hand-off records of epochs `from`, `from + 1`, … this node holds, in order
+/// and without a gap: each a block of its epoch, that epoch's finalization certificate of it,
+/// and the Merkle proof of the next epoch's set under the block's state root.
+#[utoipa::path(get, path = "/sync/handoffs", tag = "chain",
+    params(HandoffsQ),
+    responses(
+        (status = 200, description = "At most 64 records, from epoch `from` on, up to the first this node lacks \
+            (none when it lacks `from`'s). Ask again from the epoch after the last one for more. Check each with the \
+            set the record before it proved, starting from the genesis set.", body = Handoffs),
+        (status = 400, description = "`from` is missing or not a number.", body = pazar_api::ErrorEnvelope),
+        (status = 500, description = "A stored record cannot be read.", body = pazar_api::ErrorEnvelope)))]
+pub(super) async fn handoffs(AxState(node): AxState<Shared>, q: Q<HandoffsQ>) -> ApiResult<Handoffs> {
+    let Query(q) = q?;
+    let from = q.from.max(1);
+    let handoffs = tokio::task::spawn_blocking(move || -> Result<Vec<Handoff>, ApiError> {
+        let mut out = Vec::new();
+        let last = from.saturating_add(MAX_HANDOFFS as u64 - 1);
+        for epoch in from..=last {
+            let Some(bytes) = node
+                .store()
+                .node_record(&Handoff::record_name(epoch))
+                .map_err(ApiError::internal)?
+            else {
+                break;
+            };
+            let record = Handoff::from_record(&bytes).ok_or_else(|| {
+                ApiError::internal(format!("the stored hand-off record of epoch {epoch} does not decode"))
+            })?;
+            out.push(record);
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(Handoffs { handoffs }))
 }
 
 /// A client address's one snapshot stream; freed when dropped.

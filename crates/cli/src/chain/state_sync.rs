@@ -2,26 +2,35 @@
 //! state at its height H, prove it with consensus, and start consensus from block H + 1.
 //!
 //! The peer is not trusted. What it sends is checked in this order: the snapshot is of this
-//! chain (genesis hash); the header of block H + 1 carries the snapshot's root and is finalized
-//! by a certificate of a quorum of the validators of this node's own genesis
-//! ([`pazar_consensus::sync::verify_finalization`]); block H is the parent that header names; and
-//! every chunk of the snapshot is in the Merkle tree of that root ([`pazar_store::Restore`]).
-//! Nothing is written to the store before all of it holds. The certificate is kept in the store
-//! (node record [`FLOOR_RECORD`], written in the restore's one transaction): consensus starts
-//! from it on this and every later start.
+//! chain (genesis hash); the validator set of the epoch of the certificate of block H + 1 is
+//! learned by walking the peer's hand-off records from this node's own genesis
+//! ([`pazar_consensus::sync::HandoffChain`]: each a certificate of the set before it, proving the
+//! next set under a finalized block's state root); the header of block H + 1 carries the
+//! snapshot's root and is finalized by a certificate of a quorum of that set
+//! ([`pazar_consensus::sync::verify_finalization`]); block H is the parent that header names;
+//! every chunk of the snapshot is in the Merkle tree of that root ([`pazar_store::Restore`]); and
+//! the snapshot's state holds that same set for that epoch. Nothing is written to the store
+//! before all of it holds. The certificate is kept in the store (node record [`FLOOR_RECORD`])
+//! with the hand-off records walked (served in turn to the next node that syncs), all written
+//! in the restore's one transaction: consensus starts from the certificate on this and every
+//! later start.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use pazar_api::sync::{Handoff, Handoffs, MAX_HANDOFFS};
 use pazar_client::Rpc;
 use pazar_consensus::engine::Finalization;
 use pazar_consensus::sync::{
-    certificate_epoch, decode_finalization, finalized_hash, namespace, verify_certificate, verify_finalization,
+    certificate_epoch, check_set, decode_finalization, finalized_hash, namespace, verify_certificate,
+    verify_finalization, HandoffChain,
 };
+use pazar_ledger::validators::MAX_SET;
 use pazar_node::genesis::{ConsensusKey, GenesisOnDisk};
 use pazar_store::{read_frame, Frame, Head, Store, StoreError};
+use pazar_types::state_key::{store_key, table_id};
 
 /// Longest the peer may take to commit block H + 1 and show its certificate.
 const NEXT_BLOCK_WAIT: Duration = Duration::from_secs(30);
@@ -36,13 +45,29 @@ const RETRY_PAUSE: Duration = Duration::from_secs(2);
 pub const FLOOR_RECORD: &str = "consensus_floor";
 
 /// The floor of a store restored from a snapshot, read back and checked again: a certificate
-/// of this chain's validators, of the block after the snapshot (once that block is stored).
+/// of the validator set of its epoch, of the block after the snapshot (once that block is
+/// stored). The set is the genesis set (`validators`) for epochs 0 and 1, and the state's own
+/// entry for a later epoch (a set once fixed never changes; the state was proven by the root
+/// this certificate finalized, and is this node's own since).
 pub fn load_floor(namespace: &[u8], validators: &[ConsensusKey], store: &Store) -> Result<Finalization> {
     let bytes = store
         .node_record(FLOOR_RECORD)?
         .context("the store was restored from a snapshot but holds no consensus floor")?;
-    let fin = decode_finalization(&bytes, validators.len()).context("the store's consensus floor")?;
-    verify_certificate(namespace, validators, &fin).context("the store's consensus floor")?;
+    let fin = decode_finalization(&bytes, MAX_SET).context("the store's consensus floor")?;
+    let epoch = certificate_epoch(&fin);
+    let set: Vec<ConsensusKey> = if epoch <= 1 {
+        validators.to_vec()
+    } else {
+        let entry = store
+            .state_value(&store_key(table_id::VALIDATOR_SETS, &epoch))?
+            .with_context(|| format!("the store's state holds no validator set of epoch {epoch}, its floor's"))?;
+        check_set(&entry)
+            .map_err(|e| anyhow::anyhow!("the store's validator set of epoch {epoch}: {e}"))?
+            .iter()
+            .map(|m| ConsensusKey(m.key))
+            .collect()
+    };
+    verify_certificate(namespace, &set, &fin).context("the store's consensus floor")?;
     let base = store
         .snapshot_base()?
         .context("the store was not restored from a snapshot")?;
@@ -184,19 +209,25 @@ fn sync_from(
             h + 1
         )));
     }
-    let fin = decode_finalization(&cert, validators.len()).map_err(|e| untrusted(e.to_string()))?;
+    let fin = decode_finalization(&cert, MAX_SET).map_err(|e| untrusted(e.to_string()))?;
+    let epoch = certificate_epoch(&fin);
     // Genesis fixes the sets of epochs 0 and 1 only; later the genesis keys may have been voted
-    // out, and a quorum of retired keys could sign any state.
-    if certificate_epoch(&fin) > 1 {
-        bail!(
-            "the peer's state is of epoch {}: a node syncs state only in the first two epochs, \
-             whose validators genesis names (following the chain of validator sets is not \
-             built); replay the chain from genesis instead (no state_sync in node.toml)",
-            certificate_epoch(&fin)
-        );
-    }
+    // out, and a quorum of retired keys could sign any state: the set of the certificate's
+    // epoch is learned from the hand-off records, each checked with the set before it.
     let namespace = namespace(chain_id, &genesis.hash);
-    verify_finalization(&namespace, validators, &fin, &next.header).map_err(|e| untrusted(e.to_string()))?;
+    let epoch_length = genesis.full().context("cannot read the genesis file")?.epoch_length;
+    let mut chain = HandoffChain::new(&namespace, chain_id, epoch_length, validators)?;
+    if chain.epoch_of(h + 1) != epoch {
+        return Err(untrusted(format!(
+            "the certificate of block {} is of epoch {epoch}, the block of epoch {}",
+            h + 1,
+            chain.epoch_of(h + 1)
+        )));
+    }
+    walk(&rpc, &mut chain, epoch)?;
+    let set = chain.set(epoch).expect("the walk ends knowing the set of the epoch");
+    let fin = decode_finalization(&cert, set.len()).map_err(|e| untrusted(e.to_string()))?;
+    verify_finalization(&namespace, set, &fin, &next.header).map_err(|e| untrusted(e.to_string()))?;
     if next.header.state_root != head.state_root {
         return Err(untrusted(format!(
             "the snapshot's root {} is not the root {} that finalized block {} carries",
@@ -216,12 +247,9 @@ fn sync_from(
 
     let mut restore = store.begin_restore(&head)?;
     let mut ended = false;
-    // The certificate proves the state only if its signers, the genesis validators, are the
+    // The certificate proves the state only if its signers, the set the walk proved, are the
     // set of its epoch in that state (the entry is read from chunks the tree has verified).
-    let set_key = pazar_types::state_key::store_key(
-        pazar_types::state_key::table_id::VALIDATOR_SETS,
-        &certificate_epoch(&fin),
-    );
+    let set_key = store_key(table_id::VALIDATOR_SETS, &epoch);
     let mut set: Option<Vec<u8>> = None;
     while let Some(frame) = read_frame(&mut stream).map_err(|e| untrusted(e.to_string()))? {
         match frame {
@@ -248,17 +276,26 @@ fn sync_from(
                 certificate_epoch(&fin)
             ))
         })?;
-    let mut genesis_keys: Vec<[u8; 32]> = validators.iter().map(|v| v.0).collect();
-    genesis_keys.sort_unstable();
-    if set.iter().map(|m| m.key).collect::<Vec<_>>() != genesis_keys {
-        bail!(
-            "the snapshot is of epoch {}, whose validator set is no longer the genesis set: a node \
-             syncs state only while the genesis validators sign (a chain of set changes is not \
-             followed yet); replay the chain from genesis instead (no state_sync in node.toml)",
-            certificate_epoch(&fin)
-        );
+    let proven: Vec<[u8; 32]> = chain
+        .set(epoch)
+        .expect("the walk ends knowing the set of the epoch")
+        .iter()
+        .map(|k| k.0)
+        .collect();
+    if set.iter().map(|m| m.key).collect::<Vec<_>>() != proven {
+        return Err(untrusted(format!(
+            "the snapshot's validator set of epoch {epoch} is not the one the hand-off records prove"
+        )));
     }
-    // The floor goes into the store in the restore's transaction: never one without the other.
+    // The floor and the records walked go into the store in the restore's transaction: never
+    // one without the other.
+    let records: Vec<(String, Vec<u8>)> = chain
+        .records()
+        .iter()
+        .map(|r| (Handoff::record_name(r.epoch), r.to_record()))
+        .collect();
+    let mut written: Vec<(&str, &[u8])> = vec![(FLOOR_RECORD, &cert)];
+    written.extend(records.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
     restore
         .finish(
             store,
@@ -268,8 +305,41 @@ fn sync_from(
                 state_root: head.state_root,
                 time_ms: parent.header.time_ms,
             },
-            &[(FLOOR_RECORD, &cert)],
+            &written,
         )
         .map_err(judged)?;
     Ok((fin, h))
+}
+
+/// Learns the validator set of `epoch` from the peer's hand-off records, checking each with the
+/// set the one before it proved (from `chain`'s genesis sets). A peer without the records is
+/// not a liar (it may have joined late), but it cannot prove its state.
+fn walk(rpc: &Rpc, chain: &mut HandoffChain, epoch: u64) -> Result<()> {
+    while chain.known() < epoch {
+        let from = chain.known();
+        let answer = rpc
+            .get(&format!("/sync/handoffs?from={from}"))
+            .context("cannot read the peer's hand-off records")?;
+        let page: Handoffs = serde_json::from_value(answer)
+            .map_err(|e| untrusted(format!("the peer's hand-off records do not parse: {e}")))?;
+        if page.handoffs.len() > MAX_HANDOFFS {
+            return Err(untrusted(format!(
+                "the peer sent {} hand-off records at once, more than {MAX_HANDOFFS}",
+                page.handoffs.len()
+            )));
+        }
+        if page.handoffs.is_empty() {
+            bail!(
+                "the peer holds no hand-off record of epoch {from}: it cannot prove the validator set \
+                 of epoch {epoch}, its state's"
+            );
+        }
+        for record in page.handoffs {
+            if chain.known() >= epoch {
+                break;
+            }
+            chain.accept(record).map_err(|e| untrusted(e.to_string()))?;
+        }
+    }
+    Ok(())
 }

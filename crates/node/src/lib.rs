@@ -182,6 +182,50 @@ pub struct Node {
     /// Where transactions admitted from RPC clients go to be gossiped to the other validators,
     /// once an engine that gossips asked ([`Node::gossip_outbox`]).
     gossip: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    /// Hashes of transactions outside the mempool whose signatures this node checked in a
+    /// proposal, so that running the block again (speculatively, then finalized) does not
+    /// check them again. The hash covers the signature: the same hash is the same bytes.
+    verified: Mutex<VerifiedTxs>,
+}
+
+/// A bounded set of transaction hashes, the oldest forgotten first.
+#[derive(Default)]
+struct VerifiedTxs {
+    set: std::collections::HashSet<Hash32>,
+    order: std::collections::VecDeque<Hash32>,
+}
+
+/// Most hashes [`VerifiedTxs`] keeps: two of the largest blocks.
+const VERIFIED_TXS: usize = 2 * MAX_BLOCK_TXS;
+
+impl VerifiedTxs {
+    fn insert(&mut self, h: Hash32) {
+        if self.set.insert(h) {
+            self.order.push_back(h);
+        }
+        while self.order.len() > VERIFIED_TXS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, h: &Hash32) -> bool {
+        self.set.contains(h)
+    }
+
+    /// Forgets `hashes` (committed: a block repeating one fails on its sequence, and its
+    /// signature is checked again).
+    fn forget(&mut self, hashes: &[Hash32]) {
+        if self.set.is_empty() {
+            return;
+        }
+        for h in hashes {
+            self.set.remove(h);
+        }
+        let set = &self.set;
+        self.order.retain(|h| set.contains(h));
+    }
 }
 
 /// One event subscriber's place in [`NodeConfig::max_event_subscribers`]; freed when dropped.
@@ -343,6 +387,7 @@ impl Node {
             attestor: RwLock::new(None),
             recent_hashes: Mutex::new(std::collections::BTreeMap::new()),
             gossip: std::sync::OnceLock::new(),
+            verified: Mutex::new(VerifiedTxs::default()),
         }))
     }
 
@@ -429,23 +474,15 @@ impl Node {
         Ok(())
     }
 
-    /// Admits transactions that passed the stateless checks (`checked[i]`: the decoded
-    /// transaction, its bytes and hash, or why it was refused), as one by one in order: each is
-    /// refused when already committed, then checked for fee and sequence against the committed
-    /// state and inserted in the mempool. The store is read once for all of them, and the
-    /// state's read lock and the mempool's lock are taken once, so each transaction sees those
-    /// before it (a sender's later sequence follows its earlier ones, a repeat is a duplicate).
+    /// Admits transactions that passed the stateless checks and [`Node::known`] (`checked[i]`:
+    /// the decoded transaction, its bytes and hash, or why it was refused), as one by one in
+    /// order: each is checked for fee and sequence against the committed state and inserted in
+    /// the mempool. The state's read lock and the mempool's lock are taken once, so each
+    /// transaction sees those before it (a sender's later sequence follows its earlier ones, a
+    /// repeat is a duplicate; one committed since [`Node::known`] looked has a used sequence).
     /// When `gossip`, the bytes of each admitted transaction are queued for the other
     /// validators, in order. Results are in input order.
     fn admit_many(&self, checked: Vec<Result<Checked, SubmitError>>, gossip: bool) -> Vec<Result<Hash32, SubmitError>> {
-        let hashes: Vec<Hash32> = checked.iter().flatten().map(|c| c.hash).collect();
-        // A store that cannot be read does not refuse anything here; the sequence check below
-        // refuses a committed transaction anyway (its sequence is used).
-        let mut committed = match self.store.tx_locations(&hashes) {
-            Ok(found) => found,
-            Err(_) => vec![None; hashes.len()],
-        }
-        .into_iter();
         let mut out = Vec::with_capacity(checked.len());
         let mut to_gossip = Vec::new();
         let mut dropped = Vec::new();
@@ -454,11 +491,6 @@ impl Node {
             let mut mp = lock(&self.mempool);
             for c in checked {
                 let r = c.and_then(|c| {
-                    // `committed` has one answer per checked transaction, in order.
-                    let found = committed.next().expect("one lookup per checked transaction");
-                    if let Some((h, _)) = found {
-                        return Err(SubmitError::Committed(h));
-                    }
                     let body = &c.tx.body;
                     fee_check(&st, body)?;
                     let seq = st.account(&body.sender).sequence;
@@ -482,6 +514,27 @@ impl Node {
         out
     }
 
+    /// For each of `hashes`, why it is refused without further checks: it waits in the
+    /// mempool (a duplicate) or is committed. The store is read once for all of them; a store
+    /// that cannot be read refuses nothing here (the sequence check refuses a committed
+    /// transaction anyway: its sequence is used).
+    fn known(&self, hashes: &[Hash32]) -> Vec<Option<SubmitError>> {
+        let committed = self
+            .store
+            .tx_locations(hashes)
+            .unwrap_or_else(|_| vec![None; hashes.len()]);
+        let mp = lock(&self.mempool);
+        hashes
+            .iter()
+            .zip(committed)
+            .map(|(h, c)| match c {
+                Some((height, _)) => Some(SubmitError::Committed(height)),
+                None if mp.contains(h) => Some(SubmitError::Mempool(MempoolError::Duplicate)),
+                None => None,
+            })
+            .collect()
+    }
+
     /// Submits one transaction to the mempool; returns its hash.
     pub fn submit(&self, bytes: Vec<u8>) -> Result<Hash32, SubmitError> {
         let r = self.submit_inner(bytes);
@@ -493,9 +546,12 @@ impl Node {
 
     fn submit_inner(&self, bytes: Vec<u8>) -> Result<Hash32, SubmitError> {
         let (tx, digest) = self.precheck(&bytes)?;
+        let hash = tx_hash(&bytes);
+        if let Some(e) = self.known(&[hash]).pop().flatten() {
+            return Err(e);
+        }
         tx.verify_signature_with(&digest)
             .map_err(|e| SubmitError::Signature(e.to_string()))?;
-        let hash = tx_hash(&bytes);
         let checked = Checked { tx, bytes, hash };
         let gossip = self.gossip.get().is_some();
         self.admit_many(vec![Ok(checked)], gossip)
@@ -542,20 +598,36 @@ impl Node {
     }
 
     fn submit_many(&self, txs: Vec<Vec<u8>>, origin: Origin) -> Vec<Result<Hash32, SubmitError>> {
-        let pre: Vec<Result<(Tx, Hash32), SubmitError>> = txs.iter().map(|b| self.precheck(b)).collect();
-        let items: Vec<(&Tx, &Hash32)> = pre.iter().flatten().map(|(tx, d)| (tx, d)).collect();
+        // Decoded, with the signed digest and the hash; a transaction already here (waiting
+        // or committed) is refused before its signature is checked: the hash covers the
+        // signature, so those are bytes this node has checked already (under gossip a
+        // validator often receives a transaction after the block that holds it).
+        let mut pre: Vec<Result<(Tx, Hash32, Hash32), SubmitError>> = txs
+            .iter()
+            .map(|b| self.precheck(b).map(|(tx, digest)| (tx, digest, tx_hash(b))))
+            .collect();
+        let hashes: Vec<Hash32> = pre.iter().flatten().map(|(_, _, h)| *h).collect();
+        let mut known = self.known(&hashes).into_iter();
+        for p in pre.iter_mut() {
+            if p.is_ok() {
+                // `known` has one answer per pre-checked transaction, in order.
+                if let Some(e) = known.next().flatten() {
+                    *p = Err(e);
+                }
+            }
+        }
+        let items: Vec<(&Tx, &Hash32)> = pre.iter().flatten().map(|(tx, d, _)| (tx, d)).collect();
         let sigs = pazar_types::verify_signatures(&items);
         drop(items);
-        // `sigs` has one result for each transaction that passed the pre-check, in order.
+        // `sigs` has one result for each transaction still unrefused, in order.
         let mut sigs = sigs.into_iter();
         let checked: Vec<Result<Checked, SubmitError>> = txs
             .into_iter()
             .zip(pre)
             .map(|(bytes, p)| {
-                let (tx, _) = p?;
-                let sig = sigs.next().expect("one signature result per pre-checked transaction");
+                let (tx, _, hash) = p?;
+                let sig = sigs.next().expect("one signature result per unrefused transaction");
                 sig.map_err(|e| SubmitError::Signature(e.to_string()))?;
-                let hash = tx_hash(&bytes);
                 Ok(Checked { tx, bytes, hash })
             })
             .collect();
@@ -815,13 +887,7 @@ impl Node {
                 time_ms: b.header.time_ms,
             })
             .collect();
-        let preverified: Vec<Vec<bool>> = {
-            let mp = lock(&self.mempool);
-            pending
-                .iter()
-                .map(|b| b.txs.iter().map(|t| mp.contains(&tx_hash(t))).collect())
-                .collect()
-        };
+        let preverified: Vec<Vec<bool>> = pending.iter().map(|b| self.preverified(&b.txs)).collect();
         let blocks: Vec<pazar_ledger::Pending> = pending
             .iter()
             .zip(&headers)
@@ -866,25 +932,26 @@ impl Node {
     /// already in this node's mempool passed that on entry; the rest are checked in one batch).
     fn check_block_txs(&self, txs: &[Vec<u8>]) -> Result<(), VerifyError> {
         let mut decoded = Vec::with_capacity(txs.len());
-        {
-            let mp = lock(&self.mempool);
-            for (index, bytes) in txs.iter().enumerate() {
-                let bad = |reason: String| VerifyError::Transaction { index, reason };
-                if bytes.len() > MAX_TX_BYTES {
-                    return Err(bad(format!(
-                        "{} bytes, over the {MAX_TX_BYTES}-byte limit",
-                        bytes.len()
-                    )));
-                }
-                if mp.contains(&tx_hash(bytes)) {
-                    continue;
-                }
-                let (tx, digest) = Tx::decode_with_digest(bytes).map_err(|e| bad(e.to_string()))?;
-                if tx.body.chain_id != self.chain_id {
-                    return Err(bad(format!("it is for chain {}", tx.body.chain_id)));
-                }
-                decoded.push((index, tx, digest));
+        for (index, bytes) in txs.iter().enumerate() {
+            if bytes.len() > MAX_TX_BYTES {
+                return Err(VerifyError::Transaction {
+                    index,
+                    reason: format!("{} bytes, over the {MAX_TX_BYTES}-byte limit", bytes.len()),
+                });
             }
+        }
+        let hashes: Vec<Hash32> = txs.iter().map(|t| tx_hash(t)).collect();
+        let known = self.preverified_hashes(&hashes);
+        for (index, bytes) in txs.iter().enumerate() {
+            if known[index] {
+                continue;
+            }
+            let bad = |reason: String| VerifyError::Transaction { index, reason };
+            let (tx, digest) = Tx::decode_with_digest(bytes).map_err(|e| bad(e.to_string()))?;
+            if tx.body.chain_id != self.chain_id {
+                return Err(bad(format!("it is for chain {}", tx.body.chain_id)));
+            }
+            decoded.push((index, tx, digest));
         }
         let items: Vec<(&Tx, &Hash32)> = decoded.iter().map(|(_, t, d)| (t, d)).collect();
         for ((index, _, _), r) in decoded.iter().zip(pazar_types::verify_signatures(&items)) {
@@ -893,7 +960,25 @@ impl Node {
                 reason: format!("signature: {e}"),
             })?;
         }
+        let mut verified = lock(&self.verified);
+        for (index, _, _) in &decoded {
+            verified.insert(hashes[*index]);
+        }
         Ok(())
+    }
+
+    /// Which of `txs` this node has already checked the signature of: those waiting in its
+    /// mempool (checked on entry) and those it checked in an earlier proposal.
+    fn preverified(&self, txs: &[Vec<u8>]) -> Vec<bool> {
+        let hashes: Vec<Hash32> = txs.iter().map(|t| tx_hash(t)).collect();
+        self.preverified_hashes(&hashes)
+    }
+
+    /// [`Node::preverified`] of transactions given by their hashes.
+    fn preverified_hashes(&self, hashes: &[Hash32]) -> Vec<bool> {
+        let mp = lock(&self.mempool);
+        let verified = lock(&self.verified);
+        hashes.iter().map(|h| mp.contains(h) || verified.contains(h)).collect()
     }
 }
 
@@ -1121,10 +1206,7 @@ impl Application for Node {
         follows(&self.parent(), &block.header).map_err(NodeError::Verify)?;
         let hashes: Vec<Hash32> = block.txs.iter().map(|t| tx_hash(t)).collect();
         let mut st = self.state_mut();
-        let preverified: Vec<bool> = {
-            let mp = lock(&self.mempool);
-            hashes.iter().map(|h| mp.contains(h)).collect()
-        };
+        let preverified = self.preverified_hashes(&hashes);
         let lh = BlockHeader {
             chain_id: block.header.chain_id.clone(),
             height,
@@ -1172,6 +1254,7 @@ impl Application for Node {
                 recent.pop_first();
             }
         }
+        lock(&self.verified).forget(&hashes);
         let dropped = {
             let mut mp = lock(&self.mempool);
             let d = mp.update(&hashes, height, |a| st.account(a).sequence, |a, d| st.balance(a, d));

@@ -109,3 +109,76 @@ fn a_proposal_with_a_wrong_root_a_forged_signature_or_a_stale_parent_is_refused(
     skipped.header.height = 1;
     assert!(n.verify(&[], &skipped).is_err());
 }
+
+#[test]
+fn transactions_a_proposal_brings_from_outside_the_mempool_are_checked_and_a_forged_one_among_them_never_passes() {
+    let (d1, d2) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (alice, mallory) = (key(1), key(2));
+    // Two validators of one chain: the proposer holds alice's transfer, the verifier does not.
+    let proposer = node(d1.path(), &[&alice, &mallory]);
+    let verifier = node(d2.path(), &[&alice, &mallory]);
+    proposer.submit(send(&alice, 0, 5)).expect("admitted");
+    let a = proposer.propose(&[], 10).expect("proposes");
+    assert_eq!(a.txs.len(), 1);
+
+    // Mallory's transfer in alice's name (sequence 1) rides along with the valid one.
+    let mut forged_tx = TxBody {
+        chain_id: CHAIN.into(),
+        sender: alice.address(),
+        sequence: 1,
+        fee: Coin::new(1_000, upzr()),
+        msgs: vec![Msg::Send {
+            to: mallory.address(),
+            amount: Coin::new(900_000_000, upzr()),
+        }],
+        memo: String::new(),
+    }
+    .sign(&mallory);
+    forged_tx.body.sender = alice.address();
+    let with_forged = |mut b: Block| {
+        b.txs.push(forged_tx.encode());
+        b.header.txs_root = txs_root(&b.txs);
+        b
+    };
+    let err = verifier.verify(&[], &with_forged(a.clone())).expect_err("refused");
+    assert!(matches!(err, VerifyError::Transaction { index: 1, .. }), "{err}");
+
+    // The valid block verifies, and commits with its transfer applied.
+    verifier.verify(&[], &a).expect("verifies");
+    verifier.finalized(a.clone()).expect("commits");
+    assert_eq!(verifier.state().account(&alice.address()).sequence, 1);
+    proposer.finalized(a.clone()).expect("commits");
+    assert_eq!(verifier.parent().state_root, proposer.parent().state_root);
+
+    // The forged transfer is refused again on its own: checking the others left no trace of it.
+    let b = proposer.propose(&[], 20).expect("proposes");
+    let err = verifier.verify(&[], &with_forged(b)).expect_err("refused");
+    assert!(matches!(err, VerifyError::Transaction { index: 0, .. }), "{err}");
+}
+
+#[test]
+fn a_transaction_already_waiting_or_committed_is_refused_as_such_however_often_it_comes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = key(1);
+    let n = node(dir.path(), &[&alice]);
+    let tx = send(&alice, 0, 5);
+    n.submit(tx.clone()).expect("admitted");
+    let dup = n.submit_batch(vec![tx.clone(), tx.clone()]);
+    assert!(dup.iter().all(|r| matches!(
+        r,
+        Err(pazar_node::SubmitError::Mempool(
+            pazar_node::mempool::MempoolError::Duplicate
+        ))
+    )));
+    let a = n.propose(&[], 10).expect("proposes");
+    n.finalized(a).expect("commits");
+    assert!(matches!(
+        n.submit(tx.clone()),
+        Err(pazar_node::SubmitError::Committed(1))
+    ));
+    let again = n.submit_from_peer(vec![tx]);
+    assert!(matches!(again[0], Err(pazar_node::SubmitError::Committed(1))));
+}

@@ -290,6 +290,13 @@ impl Rpc {
         Ok(bytes)
     }
 
+    /// `GET /sync/handoffs?from=E`: the node's validator-set hand-off records from epoch `from`
+    /// on, in a row (at most [`pazar_api::sync::MAX_HANDOFFS`] an answer; the caller checks
+    /// each before trusting it).
+    pub fn handoffs(&self, from: u64) -> Result<pazar_api::sync::Handoffs, ClientError> {
+        self.fetch(&format!("/sync/handoffs?from={from}"))
+    }
+
     /// `GET /sync/snapshot`: a reader of the node's state snapshot stream (the store's
     /// length-prefixed frames); the caller bounds what it reads by the frames' own limits.
     /// The stream may take up to [`SNAPSHOT_TIMEOUT`].

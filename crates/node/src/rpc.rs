@@ -128,6 +128,7 @@ pub const ROUTES: &[&str] = &[
     "/faucet",
     "/sync/snapshot",
     "/sync/finalization/{height}",
+    "/sync/handoffs",
 ];
 
 /// This document: every route, its parameters, bodies and answers, generated from the types

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use pazar_api::sync::{Handoff, Handoffs, MAX_HANDOFFS};
+use pazar_api::sync::{Handoff, MAX_HANDOFFS};
 use pazar_client::Rpc;
 use pazar_consensus::engine::Finalization;
 use pazar_consensus::sync::{
@@ -317,11 +317,13 @@ fn sync_from(
 fn walk(rpc: &Rpc, chain: &mut HandoffChain, epoch: u64) -> Result<()> {
     while chain.known() < epoch {
         let from = chain.known();
-        let answer = rpc
-            .get(&format!("/sync/handoffs?from={from}"))
-            .context("cannot read the peer's hand-off records")?;
-        let page: Handoffs = serde_json::from_value(answer)
-            .map_err(|e| untrusted(format!("the peer's hand-off records do not parse: {e}")))?;
+        let page = match rpc.handoffs(from) {
+            Ok(page) => page,
+            Err(e @ pazar_client::ClientError::Decode(_)) => {
+                return Err(untrusted(format!("the peer's hand-off records do not parse: {e}")))
+            }
+            Err(e) => return Err(e).context("cannot read the peer's hand-off records"),
+        };
         if page.handoffs.len() > MAX_HANDOFFS {
             return Err(untrusted(format!(
                 "the peer sent {} hand-off records at once, more than {MAX_HANDOFFS}",

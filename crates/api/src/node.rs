@@ -172,6 +172,11 @@ pub struct EpochSet {
     pub epoch: u64,
     /// The epoch's first height.
     pub first_height: u64,
+    /// The set's name (SHA-256 of its ledger entry): what a node that state-syncs past the
+    /// epochs its genesis names is given as its trust anchor (`state_sync_trust`).
+    #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
+    pub set_hash: Hash32,
     /// In consensus order (by key).
     pub validators: Vec<ValidatorEntry>,
 }

@@ -48,6 +48,11 @@ pub struct Config {
     /// (`simplex` only): the node then joins at their height instead of replaying every block.
     #[serde(default)]
     pub state_sync: Vec<String>,
+    /// The trust anchor of a state sync past the epochs the genesis names (`EPOCH:SET_HASH`, the
+    /// `set_hash` of that epoch in `GET /validators` of a node the operator trusts): see
+    /// [`crate::chain::state_sync::TrustAnchor`].
+    #[serde(default)]
+    pub state_sync_trust: Option<crate::chain::state_sync::TrustAnchor>,
 }
 
 /// The block-making engine of a node.
@@ -76,6 +81,7 @@ impl Default for Config {
             p2p_listen: None,
             peers: Vec::new(),
             state_sync: Vec::new(),
+            state_sync_trust: None,
         }
     }
 }
@@ -150,6 +156,9 @@ pub fn config_toml(config: &Config) -> String {
     if !config.state_sync.is_empty() {
         let urls: Vec<String> = config.state_sync.iter().map(|p| q(p)).collect();
         out.push_str(&format!("state_sync = [{}]\n", urls.join(", ")));
+    }
+    if let Some(t) = &config.state_sync_trust {
+        out.push_str(&format!("state_sync_trust = {}\n", q(&t.to_string())));
     }
     out
 }
@@ -331,6 +340,10 @@ mod tests {
                 format!("{}@host:1", "cd".repeat(32)),
             ],
             state_sync: vec!["http://127.0.0.1:26657".into()],
+            state_sync_trust: Some(crate::chain::state_sync::TrustAnchor {
+                epoch: 9,
+                set_hash: [7; 32],
+            }),
             ..Config::default()
         };
         let back: Config = toml::from_str(&config_toml(&config)).expect("reads");
@@ -338,7 +351,10 @@ mod tests {
         assert_eq!(back.p2p_listen, config.p2p_listen);
         assert_eq!(back.peers, config.peers);
         assert_eq!(back.state_sync, config.state_sync);
+        assert_eq!(back.state_sync_trust, config.state_sync_trust);
         let bad = config_toml(&Config::default()) + "consensus = \"tendermint\"\n";
+        assert!(toml::from_str::<Config>(&bad).is_err());
+        let bad = config_toml(&Config::default()) + "state_sync_trust = \"1:00\"\n";
         assert!(toml::from_str::<Config>(&bad).is_err());
     }
 }

@@ -154,6 +154,36 @@ impl Net {
     }
 
     /// Starts validator `i` from its home as a process of this test; its log on failure.
+    /// Starts validator `i` expecting it to refuse to start; what it printed.
+    fn start_fails(&self, i: usize) -> String {
+        let home = self.home(i);
+        let mut child = Command::new(bin())
+            .args(["node", "start", "--home"])
+            .arg(home)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawns pazar node start");
+        let t0 = Instant::now();
+        loop {
+            if child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            if t0.elapsed() > START_TIMEOUT {
+                let _ = child.kill();
+                panic!("validator {i} did not refuse to start");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = child.wait_with_output().expect("its output");
+        assert!(!out.status.success(), "validator {i} exited successfully");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
     fn restart(&mut self, i: usize) {
         let home = self.home(i).to_path_buf();
         let _ = std::fs::remove_file(home.join("rpc.addr"));
@@ -286,9 +316,17 @@ fn a_node_syncs_state_in_a_later_epoch_after_the_set_changed_by_vote_and_follows
     let sync_epoch = changed.max(3);
     net.wait_height(&live, sync_epoch * EPOCH + 3);
 
-    // The live validators recorded each epoch's hand-off; the one of the epoch before the
-    // change proves the set without validator 3.
-    let records = net.handoffs(1, 1).handoffs;
+    // The live validators record each epoch's hand-off (once a second, from the epoch's first
+    // block with its own certificate); the one of the epoch before the change proves the set
+    // without validator 3.
+    let t0 = Instant::now();
+    let records = loop {
+        let records = net.handoffs(1, 1).handoffs;
+        if records.len() as u64 >= sync_epoch || t0.elapsed() > PROGRESS_TIMEOUT {
+            break records;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let epochs: Vec<u64> = records.iter().map(|r| r.epoch).collect();
     assert!(
         epochs.len() as u64 >= sync_epoch && epochs.iter().copied().eq(1..=epochs.len() as u64),
@@ -298,10 +336,34 @@ fn a_node_syncs_state_in_a_later_epoch_after_the_set_changed_by_vote_and_follows
     assert_eq!(set.len(), 3, "the set of epoch {changed}");
     assert!(set.iter().all(|m| hex::encode(m.key) != leaving));
 
-    // Validator 3 copies validator 1's state, in an epoch whose set genesis does not name.
-    let mut toml = std::fs::read_to_string(net.home(3).join("node.toml")).expect("node.toml");
-    toml.push_str(&format!("state_sync = [\"{}\"]\n", net.urls[1]));
-    std::fs::write(net.home(3).join("node.toml"), toml).expect("writes node.toml");
+    // Validator 3 copies validator 1's state, in an epoch whose set genesis does not name. With
+    // its genesis alone it refuses: retired keys could have signed that chain.
+    let toml = std::fs::read_to_string(net.home(3).join("node.toml")).expect("node.toml");
+    let with = |extra: &str| {
+        let t = format!("{toml}state_sync = [\"{}\"]\n{extra}", net.urls[1]);
+        std::fs::write(net.home(3).join("node.toml"), t).expect("writes node.toml");
+    };
+    with("");
+    let out = net.start_fails(3);
+    assert!(out.contains("state_sync_trust"), "{out}");
+    // The operator reads the set of the current epoch from a node it trusts: the anchor. One
+    // that names another set is refused as another chain.
+    let trusted = net.rpc(0).validators().expect("GET /validators");
+    let anchor = trusted.sets.first().expect("the current epoch's set");
+    let mut wrong = anchor.set_hash;
+    wrong[0] ^= 1;
+    with(&format!(
+        "state_sync_trust = \"{}:{}\"\n",
+        anchor.epoch,
+        hex::encode(wrong)
+    ));
+    let out = net.start_fails(3);
+    assert!(out.contains("not the chain the operator trusts"), "{out}");
+    with(&format!(
+        "state_sync_trust = \"{}:{}\"\n",
+        anchor.epoch,
+        hex::encode(anchor.set_hash)
+    ));
     net.restart(3);
     let rpc3 = net.rpc(3);
     let base = rpc3.status().expect("status").height;

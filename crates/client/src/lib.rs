@@ -210,6 +210,12 @@ impl Rpc {
         self.fetch("/params")
     }
 
+    /// `GET /validators`: the validator sets of the current epoch and the fixed ones after it,
+    /// with each set's `set_hash`, and the votes of this epoch.
+    pub fn validators(&self) -> Result<pazar_api::node::ValidatorsResponse, ClientError> {
+        self.fetch("/validators")
+    }
+
     /// `GET /supply`.
     pub fn supply(&self) -> Result<SupplyResponse, ClientError> {
         self.fetch("/supply")

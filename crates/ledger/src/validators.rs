@@ -61,6 +61,20 @@ pub fn decode_set(bytes: &[u8]) -> Option<Vec<SetMember>> {
     borsh::from_slice(bytes).ok()
 }
 
+/// The name of a validator set: the SHA-256 of its entry in the `VALIDATOR_SETS` table
+/// (`stored`, as [`decode_set`] reads it; the ledger writes one encoding of a set: members in key
+/// order, once each). `GET /validators` shows it; an operator gives a node one as the trust
+/// anchor of a state sync (`state_sync_trust`).
+pub fn set_hash(stored: &[u8]) -> pazar_types::Hash32 {
+    use sha2::Digest;
+    sha2::Sha256::digest(stored).into()
+}
+
+/// [`set_hash`] of a set as the state holds it.
+pub fn set_hash_of(set: &[SetMember]) -> pazar_types::Hash32 {
+    set_hash(&borsh::to_vec(set).expect("encoding a set into memory cannot fail"))
+}
+
 impl State {
     /// Gives a genesis state its validator set (consensus key and power each) and epoch
     /// length: the set of epochs 0 and 1. A chain without one (a single validator that signs

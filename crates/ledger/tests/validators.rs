@@ -272,3 +272,28 @@ fn chain_without_set() -> State {
     })
     .expect("a valid genesis")
 }
+
+#[test]
+fn a_sets_hash_names_the_bytes_its_state_entry_holds() {
+    let mut st = chain();
+    let key0 = pazar_types::state_key::store_key(pazar_types::state_key::table_id::VALIDATOR_SETS, &0u64);
+    let stored = st
+        .take_changes()
+        .into_iter()
+        .find(|c| c.key == key0)
+        .and_then(|c| c.value)
+        .expect("the genesis writes the set of epoch 0");
+    let set = st.validator_set(0).expect("a set").to_vec();
+    assert_eq!(pazar_ledger::validators::decode_set(&stored).as_deref(), Some(&set[..]));
+    assert_eq!(
+        pazar_ledger::validators::set_hash(&stored),
+        pazar_ledger::validators::set_hash_of(&set)
+    );
+    // Another set has another name.
+    let mut other = set.clone();
+    other[0].power += 1;
+    assert_ne!(
+        pazar_ledger::validators::set_hash_of(&other),
+        pazar_ledger::validators::set_hash_of(&set)
+    );
+}

@@ -5,7 +5,7 @@ mod keys;
 mod node;
 mod output;
 mod query;
-mod state_sync;
+pub(crate) mod state_sync;
 mod tx;
 
 pub use keys::{key_err, keys, KeysCmd};

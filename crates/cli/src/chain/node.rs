@@ -112,6 +112,7 @@ pub fn node_start(
                     &store,
                     &genesis,
                     &settings.validators,
+                    config.state_sync_trust.as_ref(),
                 )?);
             } else if store.snapshot_base()?.is_some() {
                 settings.floor = Some(state_sync::load_floor(&namespace, &settings.validators, &store)?);

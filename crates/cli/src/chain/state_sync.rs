@@ -95,6 +95,64 @@ pub fn check_consensus_dir(home: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What an operator tells a node to trust beyond its genesis before it copies a state past the
+/// epochs the genesis names: the set of epoch `epoch` is the one named `set_hash`
+/// ([`pazar_ledger::validators::set_hash`]), read from a node the operator trusts
+/// (`GET /validators`). Without it a node that knows only its genesis cannot tell the chain's
+/// later sets from ones that validators since voted out sign with their old keys (a
+/// long-range fork: keys retired from the chain lose nothing by signing one). The walk of
+/// hand-off records must pass through the anchor; a state older than its epoch is refused.
+/// The anchor should be recent: keys retired after it could still sign a fork that starts
+/// after it. Written `EPOCH:HEX` in node.toml (`state_sync_trust`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TrustAnchor {
+    pub epoch: u64,
+    pub set_hash: pazar_types::Hash32,
+}
+
+impl std::fmt::Display for TrustAnchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.epoch, hex::encode(self.set_hash))
+    }
+}
+
+impl std::str::FromStr for TrustAnchor {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<TrustAnchor, String> {
+        let (epoch, hash) = s
+            .split_once(':')
+            .ok_or_else(|| format!("state_sync_trust {s:?}: expected EPOCH:SET_HASH (64 hex digits)"))?;
+        let epoch: u64 = epoch
+            .parse()
+            .map_err(|_| format!("state_sync_trust {s:?}: the epoch {epoch:?} is not a number"))?;
+        if epoch < 2 {
+            return Err(format!(
+                "state_sync_trust {s:?}: epochs 0 and 1 are the genesis's own; name a later one"
+            ));
+        }
+        let mut set_hash = [0u8; 32];
+        hex::decode_to_slice(hash, &mut set_hash)
+            .map_err(|_| format!("state_sync_trust {s:?}: the set hash is not 64 hex digits"))?;
+        Ok(TrustAnchor { epoch, set_hash })
+    }
+}
+
+impl TryFrom<String> for TrustAnchor {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<TrustAnchor, String> {
+        s.parse()
+    }
+}
+
+impl From<TrustAnchor> for String {
+    fn from(t: TrustAnchor) -> String {
+        t.to_string()
+    }
+}
+
 /// Copies the state from the first of `urls` that serves a provable one into `store` (empty),
 /// and returns the finalization consensus starts from.
 pub fn sync_state(
@@ -103,6 +161,7 @@ pub fn sync_state(
     store: &Store,
     genesis: &GenesisOnDisk,
     validators: &[ConsensusKey],
+    trust: Option<&TrustAnchor>,
 ) -> Result<Finalization> {
     check_consensus_dir(home)?;
     let mut errors = Vec::new();
@@ -112,7 +171,7 @@ pub fn sync_state(
                 // A busy peer (or one between blocks) gets a moment.
                 std::thread::sleep(RETRY_PAUSE * attempt as u32);
             }
-            match sync_from(url, store, genesis, validators) {
+            match sync_from(url, store, genesis, validators, trust) {
                 Ok((fin, height)) => {
                     tracing::info!(peer = %url, height, "state restored from a peer's snapshot");
                     return Ok(fin);
@@ -120,8 +179,9 @@ pub fn sync_state(
                 Err(e) => {
                     tracing::warn!(peer = %url, attempt, error = %format!("{e:#}"), "state sync failed");
                     errors.push(format!("{url} (attempt {attempt}): {e:#}"));
-                    // An untrustworthy answer is not worth asking again.
-                    if e.downcast_ref::<Untrusted>().is_some() {
+                    // An untrustworthy answer is not worth asking again, nor a state this
+                    // node may not take without an anchor.
+                    if e.downcast_ref::<Untrusted>().is_some() || e.downcast_ref::<Unanchored>().is_some() {
                         break;
                     }
                 }
@@ -143,6 +203,19 @@ impl std::fmt::Display for Untrusted {
 
 impl std::error::Error for Untrusted {}
 
+/// A state past the genesis's epochs, offered to a node without the trust anchor it needs (or
+/// with one beyond it): this node's configuration, not the peer, decides.
+#[derive(Debug)]
+struct Unanchored(String);
+
+impl std::fmt::Display for Unanchored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unanchored {}
+
 fn untrusted(m: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Untrusted(m.into()))
 }
@@ -160,6 +233,7 @@ fn sync_from(
     store: &Store,
     genesis: &GenesisOnDisk,
     validators: &[ConsensusKey],
+    trust: Option<&TrustAnchor>,
 ) -> Result<(Finalization, u64)> {
     let rpc = Rpc::new(url);
     let mut stream = rpc.snapshot().context("cannot open the snapshot stream")?;
@@ -179,17 +253,20 @@ fn sync_from(
     }
     let chain_id = &genesis.header.chain_id;
     let h = head.height;
+    let next_height = h
+        .checked_add(1)
+        .ok_or_else(|| untrusted("the snapshot's height has no block after it"))?;
 
     // Block H + 1 and the certificate that finalizes it.
     let deadline = Instant::now() + NEXT_BLOCK_WAIT;
     let (next, cert) = loop {
-        let next = match rpc.block(h + 1) {
+        let next = match rpc.block(next_height) {
             Ok(b) => Some(b),
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e).context("cannot read the block after the snapshot"),
         };
         if let Some(next) = next {
-            match rpc.finalization(h + 1) {
+            match rpc.finalization(next_height) {
                 Ok(bytes) => break (next, bytes),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e).context("cannot read the certificate of the block after the snapshot"),
@@ -198,15 +275,15 @@ fn sync_from(
         if Instant::now() > deadline {
             bail!(
                 "the peer showed no finalization certificate of block {} within {NEXT_BLOCK_WAIT:?}",
-                h + 1
+                next_height
             );
         }
         std::thread::sleep(POLL);
     };
-    if next.header.hash() != next.hash || next.header.height != h + 1 || next.header.chain_id != *chain_id {
+    if next.header.hash() != next.hash || next.header.height != next_height || next.header.chain_id != *chain_id {
         return Err(untrusted(format!(
             "block {} as the peer sent it is inconsistent",
-            h + 1
+            next_height
         )));
     }
     let fin = decode_finalization(&cert, MAX_SET).map_err(|e| untrusted(e.to_string()))?;
@@ -217,14 +294,34 @@ fn sync_from(
     let namespace = namespace(chain_id, &genesis.hash);
     let epoch_length = genesis.full().context("cannot read the genesis file")?.epoch_length;
     let mut chain = HandoffChain::new(&namespace, chain_id, epoch_length, validators)?;
-    if chain.epoch_of(h + 1) != epoch {
+    if chain.epoch_of(next_height) != epoch {
         return Err(untrusted(format!(
             "the certificate of block {} is of epoch {epoch}, the block of epoch {}",
-            h + 1,
-            chain.epoch_of(h + 1)
+            next_height,
+            chain.epoch_of(next_height)
         )));
     }
-    walk(&rpc, &mut chain, epoch)?;
+    match trust {
+        // Genesis names these sets: no anchor is needed (nor can one be given).
+        _ if epoch <= 1 => {}
+        None => {
+            return Err(anyhow::Error::new(Unanchored(format!(
+                "the peer's state is of epoch {epoch}, past the two epochs whose validators this node's \
+             genesis names: set state_sync_trust = \"EPOCH:SET_HASH\" in node.toml, an epoch of at \
+             least 2 and at most {epoch} with its set_hash from GET /validators of a node you trust \
+             (without it, validators voted out long ago could sign a chain of their own)"
+            ))))
+        }
+        Some(t) if t.epoch > epoch => {
+            return Err(anyhow::Error::new(Unanchored(format!(
+                "the peer's state is of epoch {epoch}, before the trusted epoch {} (state_sync_trust): \
+                 ask a node that is further on",
+                t.epoch
+            ))))
+        }
+        Some(_) => {}
+    }
+    walk(&rpc, &mut chain, epoch, trust)?;
     let set = chain.set(epoch).expect("the walk ends knowing the set of the epoch");
     let fin = decode_finalization(&cert, set.len()).map_err(|e| untrusted(e.to_string()))?;
     verify_finalization(&namespace, set, &fin, &next.header).map_err(|e| untrusted(e.to_string()))?;
@@ -233,7 +330,7 @@ fn sync_from(
             "the snapshot's root {} is not the root {} that finalized block {} carries",
             hex::encode(head.state_root),
             hex::encode(next.header.state_root),
-            h + 1
+            next_height
         )));
     }
     // Block H, for its time: the header that block H + 1 names as its parent.
@@ -241,7 +338,7 @@ fn sync_from(
     if parent.header.hash() != next.header.parent || parent.header.height != h {
         return Err(untrusted(format!(
             "block {h} as the peer sent it is not the parent of block {}",
-            h + 1
+            next_height
         )));
     }
 
@@ -314,7 +411,7 @@ fn sync_from(
 /// Learns the validator set of `epoch` from the peer's hand-off records, checking each with the
 /// set the one before it proved (from `chain`'s genesis sets). A peer without the records is
 /// not a liar (it may have joined late), but it cannot prove its state.
-fn walk(rpc: &Rpc, chain: &mut HandoffChain, epoch: u64) -> Result<()> {
+fn walk(rpc: &Rpc, chain: &mut HandoffChain, epoch: u64, trust: Option<&TrustAnchor>) -> Result<()> {
     while chain.known() < epoch {
         let from = chain.known();
         let page = match rpc.handoffs(from) {
@@ -340,8 +437,47 @@ fn walk(rpc: &Rpc, chain: &mut HandoffChain, epoch: u64) -> Result<()> {
             if chain.known() >= epoch {
                 break;
             }
+            // The record of epoch E proves the set of E + 1: the anchor's is checked here.
+            let anchored = trust
+                .filter(|t| t.epoch == record.epoch + 1)
+                .map(|t| (t, pazar_ledger::validators::set_hash(&record.next_set)));
             chain.accept(record).map_err(|e| untrusted(e.to_string()))?;
+            if let Some((t, got)) = anchored {
+                if got != t.set_hash {
+                    return Err(untrusted(format!(
+                        "the peer's chain gives epoch {} the set {}, not the trusted {} \
+                         (state_sync_trust): it is not the chain the operator trusts",
+                        t.epoch,
+                        hex::encode(got),
+                        hex::encode(t.set_hash)
+                    )));
+                }
+            }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrustAnchor;
+
+    #[test]
+    fn a_trust_anchor_reads_as_epoch_and_set_hash_and_refuses_anything_else() {
+        let hash = "ab".repeat(32);
+        let a: TrustAnchor = format!("7:{hash}").parse().expect("an anchor");
+        assert_eq!((a.epoch, a.set_hash), (7, [0xab; 32]));
+        assert_eq!(a.to_string(), format!("7:{hash}"));
+        for bad in [
+            format!("1:{hash}"),
+            format!("0:{hash}"),
+            format!("x:{hash}"),
+            format!("7:{}", "ab".repeat(31)),
+            format!("7:{}zz", "ab".repeat(31)),
+            hash.clone(),
+            String::new(),
+        ] {
+            assert!(bad.parse::<TrustAnchor>().is_err(), "{bad:?}");
+        }
+    }
 }

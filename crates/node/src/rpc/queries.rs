@@ -78,6 +78,7 @@ pub(super) async fn validators(AxState(node): AxState<Shared>) -> Json<Validator
         .map(|(e, set)| EpochSet {
             epoch: e,
             first_height: st.first_height_of(e).unwrap_or(u64::MAX),
+            set_hash: pazar_ledger::validators::set_hash_of(set),
             validators: set
                 .iter()
                 .map(|m| {

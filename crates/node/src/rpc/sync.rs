@@ -161,10 +161,19 @@ pub(crate) struct HandoffsQ {
             (none when it lacks `from`'s). Ask again from the epoch after the last one for more. Check each with the \
             set the record before it proved, starting from the genesis set.", body = Handoffs),
         (status = 400, description = "`from` is missing or not a number.", body = pazar_api::ErrorEnvelope),
+        (status = 429, description = "Too many certificate and hand-off reads at once (8); retry.",
+            body = pazar_api::ErrorEnvelope),
         (status = 500, description = "A stored record cannot be read.", body = pazar_api::ErrorEnvelope)))]
 pub(super) async fn handoffs(AxState(node): AxState<Shared>, q: Q<HandoffsQ>) -> ApiResult<Handoffs> {
     let Query(q) = q?;
     let from = q.from.max(1);
+    // An answer is up to 64 records of a few tens of kilobytes each, built in memory: these
+    // reads share the certificate reads' turns.
+    let _turn = node
+        .certificate_reads
+        .try_acquire()
+        .map_err(|_| ApiError::new(ErrorCode::Busy, "too many certificate reads at once; retry"))?;
+    let node = node.clone();
     let handoffs = tokio::task::spawn_blocking(move || -> Result<Vec<Handoff>, ApiError> {
         let mut out = Vec::new();
         let last = from.saturating_add(MAX_HANDOFFS as u64 - 1);

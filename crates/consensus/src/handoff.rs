@@ -86,8 +86,18 @@ impl Recorder {
             let first = epoch.saturating_mul(length);
             let last = first.saturating_add(length - 1);
             let upto = last.min(committed);
-            let mut height = self.from.unwrap_or(first).max(first);
-            let mut gone = false;
+            // Heights whose parent version is no longer kept are skipped unread (a node that
+            // started with a long chain and no records would otherwise try each of them).
+            let oldest = match self.node.store().oldest_provable() {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(epoch, error = %e, "cannot read the store's head");
+                    return;
+                }
+            };
+            let start = self.from.unwrap_or(first).max(first);
+            let mut height = start.max(oldest.saturating_add(1));
+            let mut gone = height > start;
             while height <= upto {
                 match self.try_height(epoch, height).await {
                     Ok(Tried::Recorded) => {

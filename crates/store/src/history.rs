@@ -9,6 +9,21 @@ use sha2::Sha256;
 use crate::{read_head, tree_err, Proven, Reader, Store, StoreError, JMT_NODES, JMT_VALUES, META, STATE};
 
 impl Store {
+    /// The oldest version [`Store::prove_at`] may still prove: `keep_versions` below the head (0
+    /// in an archive), and not below the snapshot this store was restored from.
+    pub fn oldest_provable(&self) -> Result<u64, StoreError> {
+        let head = {
+            let txn = self.db.begin_read()?;
+            let h = read_head(&txn.open_table(META)?)?.ok_or(StoreError::Empty)?;
+            h.height
+        };
+        let kept = match self.opts.keep_versions {
+            Some(keep) => head.saturating_sub(keep.saturating_sub(1)),
+            None => 0,
+        };
+        Ok(kept.max(self.snapshot_base()?.unwrap_or(0)))
+    }
+
     /// Reads `key` (a ledger store key) as it was at version `version` (the state after block
     /// `version`, whose root the header of block `version + 1` carries), with its proof against
     /// that version's root. [`StoreError::Pruned`] when the version is not kept any more (older

@@ -138,6 +138,17 @@ fn a_proof_at_a_pruned_or_future_version_is_refused() {
     assert!(store.prove_at(&k, 6).is_ok());
     assert!(matches!(store.prove_at(&k, 4), Err(StoreError::Pruned(4))));
     assert!(matches!(store.prove_at(&k, 7), Err(StoreError::Pruned(7))));
+    // The oldest provable version is the first one kept, for whoever scans versions.
+    assert_eq!(store.oldest_provable().expect("the head"), 5);
+}
+
+#[test]
+fn an_archive_proves_every_version_from_genesis() {
+    let (_dir, store, mut state, keys) = setup(StoreOptions { keep_versions: None });
+    run_blocks(&store, &mut state, &keys, 3);
+    assert_eq!(store.oldest_provable().expect("the head"), 0);
+    let k = store_key(table_id::BALANCES, &(keys[0].address(), upzr()));
+    assert!(store.prove_at(&k, 0).is_ok());
 }
 
 #[test]

@@ -9,7 +9,26 @@ use common::{key, node, send, upzr, CHAIN};
 use pazar_node::consensus::{Application, VerifyError};
 use pazar_node::NodeError;
 use pazar_types::block::txs_root;
-use pazar_types::{Block, Coin, Msg, TxBody};
+use pazar_types::{Block, Coin, Msg, SigningKey, TxBody};
+
+/// A transfer of most of `victim`'s funds to `thief` in `victim`'s name, signed by `thief`:
+/// what no mempool admits.
+fn forged_send(victim: &SigningKey, thief: &SigningKey, sequence: u64) -> pazar_types::Tx {
+    let mut tx = TxBody {
+        chain_id: CHAIN.into(),
+        sender: victim.address(),
+        sequence,
+        fee: Coin::new(1_000, upzr()),
+        msgs: vec![Msg::Send {
+            to: thief.address(),
+            amount: Coin::new(900_000_000, upzr()),
+        }],
+        memo: String::new(),
+    }
+    .sign(thief);
+    tx.body.sender = victim.address();
+    tx
+}
 
 #[test]
 fn a_block_on_a_parent_not_yet_final_carries_the_root_the_parent_commits_and_repeats_none_of_its_txs() {
@@ -64,19 +83,7 @@ fn a_proposal_with_a_wrong_root_a_forged_signature_or_a_stale_parent_is_refused(
     assert!(matches!(err, VerifyError::StateRoot { .. }), "{err}");
 
     // A transaction in alice's name signed by mallory, which no mempool would have admitted.
-    let mut forged_tx = TxBody {
-        chain_id: CHAIN.into(),
-        sender: alice.address(),
-        sequence: 1,
-        fee: Coin::new(1_000, upzr()),
-        msgs: vec![Msg::Send {
-            to: mallory.address(),
-            amount: Coin::new(900_000_000, upzr()),
-        }],
-        memo: String::new(),
-    }
-    .sign(&mallory);
-    forged_tx.body.sender = alice.address();
+    let forged_tx = forged_send(&alice, &mallory, 1);
     let txs = vec![forged_tx.encode()];
     let mut forged = b.clone();
     forged.header.txs_root = txs_root(&txs);
@@ -125,19 +132,7 @@ fn transactions_a_proposal_brings_from_outside_the_mempool_are_checked_and_a_for
     assert_eq!(a.txs.len(), 1);
 
     // Mallory's transfer in alice's name (sequence 1) rides along with the valid one.
-    let mut forged_tx = TxBody {
-        chain_id: CHAIN.into(),
-        sender: alice.address(),
-        sequence: 1,
-        fee: Coin::new(1_000, upzr()),
-        msgs: vec![Msg::Send {
-            to: mallory.address(),
-            amount: Coin::new(900_000_000, upzr()),
-        }],
-        memo: String::new(),
-    }
-    .sign(&mallory);
-    forged_tx.body.sender = alice.address();
+    let forged_tx = forged_send(&alice, &mallory, 1);
     let with_forged = |mut b: Block| {
         b.txs.push(forged_tx.encode());
         b.header.txs_root = txs_root(&b.txs);

@@ -17,11 +17,7 @@ impl Store {
             let h = read_head(&txn.open_table(META)?)?.ok_or(StoreError::Empty)?;
             h.height
         };
-        let kept = match self.opts.keep_versions {
-            Some(keep) => head.saturating_sub(keep.saturating_sub(1)),
-            None => 0,
-        };
-        Ok(kept.max(self.snapshot_base()?.unwrap_or(0)))
+        Ok(self.first_kept(head).max(self.snapshot_base()?.unwrap_or(0)))
     }
 
     /// Reads `key` (a ledger store key) as it was at version `version` (the state after block
@@ -34,11 +30,8 @@ impl Store {
         if version > head.height {
             return Err(StoreError::Pruned(version));
         }
-        if let Some(keep) = self.opts.keep_versions {
-            // The versions a commit at the head keeps (see `commit_block`'s pruning).
-            if version < head.height.saturating_sub(keep - 1) {
-                return Err(StoreError::Pruned(version));
-            }
+        if version < self.first_kept(head.height) {
+            return Err(StoreError::Pruned(version));
         }
         let nodes = txn.open_table(JMT_NODES)?;
         let values = txn.open_table(JMT_VALUES)?;

@@ -456,11 +456,20 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             meta.insert(HEAD_KEY, borsh::to_vec(&head).expect("encoding cannot fail").as_slice())?;
         }
-        if let Some(keep) = self.opts.keep_versions {
-            prune(&txn, height.saturating_sub(keep - 1))?;
+        if self.opts.keep_versions.is_some() {
+            prune(&txn, self.first_kept(height))?;
         }
         txn.commit()?;
         Ok(head)
+    }
+
+    /// The oldest version a store whose head is `head` keeps: `keep_versions` of them up to the
+    /// head (every one, from 0, in an archive). Pruning and the proofs at past versions both
+    /// follow it.
+    fn first_kept(&self, head: u64) -> u64 {
+        self.opts
+            .keep_versions
+            .map_or(0, |keep| head.saturating_sub(keep.saturating_sub(1)))
     }
 
     /// The state roots the next blocks would commit, given each one's change set in order,

@@ -15,16 +15,17 @@
 //! Validators gossip the transactions they receive, so the next leader includes each.
 
 mod common;
+#[path = "common/testnet.rs"]
+mod harness;
 #[path = "common/proxy.rs"]
 mod proxy;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path as AxPath, State as AxState};
@@ -32,7 +33,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde::Deserialize;
 
 use pazar_api::node::{TxResult, TxState};
 use pazar_api::request::SubmitMode;
@@ -45,8 +45,7 @@ use pazar_store::{read_frame, write_frame, Frame};
 use proxy::Proxy;
 
 /// Generous bounds: four validators and their clients share a small machine.
-const START_TIMEOUT: Duration = Duration::from_secs(240);
-const PROGRESS_TIMEOUT: Duration = Duration::from_secs(180);
+use harness::{create, signal, start, start_in, Testnet, TestnetOut, ValidatorOut, PROGRESS_TIMEOUT};
 
 /// How long a client waits for the validator it sent a transaction to to say it is committed
 /// before it sends the same bytes to the next validator.
@@ -68,161 +67,7 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// What `pazar testnet -o json` prints (the CLI's `TestnetOut`).
-#[derive(Debug, Deserialize)]
-struct TestnetOut {
-    chain_id: String,
-    validators: Vec<ValidatorOut>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ValidatorOut {
-    name: String,
-    home: PathBuf,
-    rpc: String,
-    p2p: String,
-    pid: Option<u32>,
-}
-
-impl ValidatorOut {
-    fn pid(&self) -> u32 {
-        self.pid.expect("a started validator has a process")
-    }
-}
-
-/// The running testnet; everything it started is killed when dropped.
-struct Testnet {
-    _dir: tempfile::TempDir,
-    process: Child,
-    out: TestnetOut,
-    /// URLs of the validators as they serve now (a restarted one may move).
-    urls: Vec<String>,
-    /// Validators this test restarted itself.
-    restarted: Vec<Child>,
-}
-
-impl Drop for Testnet {
-    fn drop(&mut self) {
-        for v in &self.out.validators {
-            if let Some(pid) = v.pid {
-                signal("-KILL", pid);
-            }
-        }
-        for c in &mut self.restarted {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-fn signal(sig: &str, pid: u32) -> bool {
-    Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn start(validators: usize) -> Testnet {
-    start_in(tempfile::tempdir().expect("tempdir"), validators)
-}
-
-/// `pazar testnet` of `validators` validators with 250 ms blocks and JSON output, in `home`.
-fn testnet_command(home: &Path, validators: usize) -> Command {
-    let mut c = Command::new(bin());
-    c.args([
-        "testnet",
-        "--validators",
-        &validators.to_string(),
-        "--block-time-ms",
-        "250",
-        "-o",
-        "json",
-        "--home",
-    ])
-    .arg(home);
-    c
-}
-
-/// `pazar testnet --create-only`: the homes, made in a new directory, no validator started.
-fn create(validators: usize) -> (tempfile::TempDir, TestnetOut) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = testnet_command(dir.path(), validators)
-        .arg("--create-only")
-        .output()
-        .expect("runs pazar testnet --create-only");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let created: TestnetOut = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "pazar testnet --create-only printed {:?}: {e}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    assert_eq!(created.validators.len(), validators);
-    assert!(created.validators.iter().all(|v| v.pid.is_none()), "{created:?}");
-    (dir, created)
-}
-
-/// Starts (or resumes) the testnet in `dir`.
-fn start_in(dir: tempfile::TempDir, validators: usize) -> Testnet {
-    let mut process = testnet_command(dir.path(), validators)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawns pazar testnet");
-    let stdout = process.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = match rx.recv_timeout(START_TIMEOUT) {
-        Ok(l) => l,
-        Err(_) => {
-            let _ = process.kill();
-            panic!("pazar testnet printed nothing");
-        }
-    };
-    let out: TestnetOut = serde_json::from_str(&line).unwrap_or_else(|e| panic!("pazar testnet printed {line:?}: {e}"));
-    assert_eq!(out.validators.len(), validators);
-    let urls = out.validators.iter().map(|v| v.rpc.clone()).collect();
-    Testnet {
-        _dir: dir,
-        process,
-        out,
-        urls,
-        restarted: Vec::new(),
-    }
-}
-
 impl Testnet {
-    fn rpc(&self, i: usize) -> Rpc {
-        Rpc::new(&self.urls[i])
-    }
-
-    fn height(&self, i: usize) -> u64 {
-        self.rpc(i).status().map_or(0, |s| s.height)
-    }
-
-    fn wait_height(&self, idx: &[usize], h: u64) {
-        let t0 = Instant::now();
-        while !idx.iter().all(|i| self.height(*i) >= h) {
-            let heights: Vec<u64> = idx.iter().map(|i| self.height(*i)).collect();
-            assert!(
-                t0.elapsed() < PROGRESS_TIMEOUT,
-                "validators {idx:?} stalled at {heights:?} below {h}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn max_height(&self, idx: &[usize]) -> u64 {
-        idx.iter().map(|i| self.height(*i)).max().unwrap_or(0)
-    }
-
     fn keys_home(&self) -> &Path {
         &self.out.validators[0].home
     }
@@ -308,26 +153,6 @@ impl Testnet {
                 );
             }
         }
-    }
-
-    /// Starts validator `i` again from its home, as its own process.
-    fn restart(&mut self, i: usize) {
-        let home = self.out.validators[i].home.clone();
-        let _ = std::fs::remove_file(home.join("rpc.addr"));
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(home.join("node.log"))
-            .expect("the validator's log");
-        let mut child = Command::new(bin())
-            .args(["node", "start", "--home"])
-            .arg(&home)
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawns pazar node start");
-        self.urls[i] = common::wait_ready(&home, &mut child, START_TIMEOUT);
-        self.restarted.push(child);
     }
 }
 

@@ -1,0 +1,1 @@
+//! Pseudo-gradient compression with error feedback, and the update blob.

@@ -1,0 +1,1 @@
+//! The training corpus, content-addressed chunks, their Merkle root, shards and batches.

@@ -1,0 +1,1 @@
+//! A small llama-family transformer on the reproducible kernels.

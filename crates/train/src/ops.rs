@@ -1,0 +1,1 @@
+//! Bitwise-reproducible CPU kernels.

@@ -1,0 +1,1 @@
+//! AdamW (inner) and Nesterov (outer) optimizers.

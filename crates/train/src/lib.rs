@@ -10,4 +10,5 @@ pub mod data;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod round;
 pub mod state;

@@ -1,0 +1,250 @@
+//! One round of DiLoCo, as pure functions that a worker, an auditor and an aggregator all run
+//! the same way: train H inner steps from the checkpoint, cut into audit segments; turn the
+//! move into a compressed pseudo-gradient; replay a segment; average updates and take the
+//! outer step.
+//!
+//! Everything a round depends on is named by hashes the ledger holds (job, round, checkpoint,
+//! worker), so any party can recompute a worker's batches and replay its steps bit for bit.
+
+use sha2::{Digest, Sha256};
+
+use crate::compress::{self, Method, Update};
+use crate::data;
+use crate::model::{Config, Model, ModelError};
+use crate::optim::{adamw_step, nesterov_step, AdamW, Nesterov};
+use crate::state::{Carry, Checkpoint, Hash32, WorkerState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    #[error(transparent)]
+    Compress(#[from] compress::CompressError),
+    #[error(transparent)]
+    Average(#[from] compress::AverageError),
+    #[error("round: {0}")]
+    Invalid(String),
+}
+
+/// A job's training settings as the worker runs them (the ledger's integers converted once).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub model: Config,
+    /// Sequences per inner step.
+    pub batch: u32,
+    /// H: inner steps per round.
+    pub inner_steps: u32,
+    /// Steps per audit segment (divides `inner_steps`).
+    pub segment_steps: u32,
+    pub adam: AdamW,
+    pub outer: Nesterov,
+    pub method: Method,
+    /// Training chunks assigned to each worker per round.
+    pub shard_chunks: u32,
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<(), RoundError> {
+        self.model.validate()?;
+        if self.batch == 0 || self.inner_steps == 0 || self.segment_steps == 0 {
+            return Err(RoundError::Invalid(
+                "batch, inner steps and segment steps must be positive".into(),
+            ));
+        }
+        if self.inner_steps % self.segment_steps != 0 {
+            return Err(RoundError::Invalid(format!(
+                "segment steps {} do not divide inner steps {}",
+                self.segment_steps, self.inner_steps
+            )));
+        }
+        Ok(())
+    }
+
+    /// K: training segments per round. Audit index `K` is the compression step.
+    pub fn segments(&self) -> u32 {
+        self.inner_steps / self.segment_steps
+    }
+
+    /// Tokens one worker trains on per round.
+    pub fn tokens_per_round(&self) -> u64 {
+        u64::from(self.inner_steps) * u64::from(self.batch) * self.model.seq_len as u64
+    }
+}
+
+/// The seed of a round: `sha256("pazar/train/round/v1\0" ‖ job u64 LE ‖ round u32 LE ‖
+/// checkpoint)`. Shards are drawn from it ([`data::assign_shards`]).
+pub fn round_seed(job: u64, round: u32, checkpoint: &Hash32) -> Hash32 {
+    Sha256::new()
+        .chain_update(b"pazar/train/round/v1\0")
+        .chain_update(job.to_le_bytes())
+        .chain_update(round.to_le_bytes())
+        .chain_update(checkpoint)
+        .finalize()
+        .into()
+}
+
+/// The seed of one worker's batches in a round: `sha256("pazar/train/batches/v1\0" ‖
+/// round seed ‖ worker address bytes)`.
+pub fn batch_seed(round_seed: &Hash32, worker: &[u8]) -> Hash32 {
+    Sha256::new()
+        .chain_update(b"pazar/train/batches/v1\0")
+        .chain_update(round_seed)
+        .chain_update(worker)
+        .finalize()
+        .into()
+}
+
+/// One worker's round: its shard's bytes and its batch seed.
+pub struct Work<'a> {
+    pub chunks: Vec<&'a [u8]>,
+    pub seed: Hash32,
+}
+
+/// One AdamW step on the batch of `step`; returns the batch's loss.
+pub fn train_step(
+    model: &Model,
+    cfg: &TrainConfig,
+    state: &mut WorkerState,
+    work: &Work,
+    step: u32,
+) -> Result<f32, RoundError> {
+    let b = data::sample_batch(&work.chunks, &work.seed, step, cfg.batch, cfg.model.seq_len as u32)?;
+    let tokens: Vec<u32> = b.tokens.iter().map(|&t| u32::from(t)).collect();
+    let targets: Vec<u32> = b.targets.iter().map(|&t| u32::from(t)).collect();
+    let mut grad = vec![0.0f32; state.params.len()];
+    let loss = model.loss_and_grad(&state.params, &tokens, &targets, cfg.batch as usize, &mut grad)?;
+    adamw_step(&cfg.adam, &mut state.carry.adam, &mut state.params, &mut grad);
+    Ok(loss)
+}
+
+/// What a worker produces in a round.
+pub struct RoundOutput {
+    /// The states at each segment boundary, `K + 1` of them: after 0, S, 2S, …, H steps.
+    /// The worker serves them to auditors.
+    pub boundaries: Vec<WorkerState>,
+    /// Their hashes (the trace's leaves).
+    pub trace: Vec<Hash32>,
+    pub update: Update,
+    pub update_bytes: Vec<u8>,
+    pub update_hash: Hash32,
+    pub carry_in: Hash32,
+    /// The carry for the worker's next round, and its hash.
+    pub carry_out: Carry,
+    pub carry_out_hash: Hash32,
+    /// The loss of each inner step.
+    pub losses: Vec<f32>,
+}
+
+/// Trains one round from `checkpoint` with the worker's `carry`: H inner steps, then the
+/// pseudo-gradient `θ_0 − θ_H` compressed with error feedback.
+pub fn run_round(
+    model: &Model,
+    cfg: &TrainConfig,
+    checkpoint: &Checkpoint,
+    carry: Carry,
+    work: &Work,
+) -> Result<RoundOutput, RoundError> {
+    cfg.validate()?;
+    let mut state = WorkerState {
+        params: checkpoint.params.clone(),
+        carry,
+    };
+    let carry_in = state.carry.hash();
+    let mut boundaries = vec![state.clone()];
+    let mut losses = Vec::with_capacity(cfg.inner_steps as usize);
+    for s in 0..cfg.segments() {
+        for step in s * cfg.segment_steps..(s + 1) * cfg.segment_steps {
+            losses.push(train_step(model, cfg, &mut state, work, step)?);
+        }
+        boundaries.push(state.clone());
+    }
+    let trace = boundaries.iter().map(WorkerState::hash).collect();
+    let (update, carry_out) = finish(cfg, &checkpoint.params, &state)?;
+    let update_bytes = update.encode();
+    Ok(RoundOutput {
+        boundaries,
+        trace,
+        update_hash: compress::update_hash(&update_bytes),
+        update,
+        update_bytes,
+        carry_in,
+        carry_out_hash: carry_out.hash(),
+        carry_out,
+        losses,
+    })
+}
+
+/// The compression step: from the round's start weights and the state after H steps, the
+/// update and the next carry (AdamW's moments as they are, the new residual).
+pub fn finish(cfg: &TrainConfig, start: &[f32], end: &WorkerState) -> Result<(Update, Carry), RoundError> {
+    if start.len() != end.params.len() {
+        return Err(RoundError::Invalid("start and end weights differ in size".into()));
+    }
+    let delta: Vec<f32> = start.iter().zip(&end.params).map(|(a, b)| a - b).collect();
+    let (update, ef) = compress::compress(cfg.method, &delta, &end.carry.ef)?;
+    Ok((
+        update,
+        Carry {
+            adam: end.carry.adam.clone(),
+            ef,
+        },
+    ))
+}
+
+/// Replays segment `segment` (< K) from `start` (the state at its first step): the hash of the
+/// state after each of its steps. The last one is the segment's end boundary.
+pub fn replay_segment(
+    model: &Model,
+    cfg: &TrainConfig,
+    start: &WorkerState,
+    work: &Work,
+    segment: u32,
+) -> Result<Vec<Hash32>, RoundError> {
+    if segment >= cfg.segments() {
+        return Err(RoundError::Invalid(format!(
+            "segment {segment} is not a training segment"
+        )));
+    }
+    let mut state = start.clone();
+    let first = segment * cfg.segment_steps;
+    let mut hashes = Vec::with_capacity(cfg.segment_steps as usize);
+    for step in first..first + cfg.segment_steps {
+        train_step(model, cfg, &mut state, work, step)?;
+        hashes.push(state.hash());
+    }
+    Ok(hashes)
+}
+
+/// Replays the compression step: `[update hash, carry-out hash]` from the state after H steps.
+pub fn replay_finish(cfg: &TrainConfig, start: &[f32], end: &WorkerState) -> Result<[Hash32; 2], RoundError> {
+    let (update, carry) = finish(cfg, start, end)?;
+    Ok([compress::update_hash(&update.encode()), carry.hash()])
+}
+
+/// The aggregate: the mean of the included updates (in the order given: the ledger's order of
+/// workers), then the outer Nesterov step on the checkpoint.
+pub fn aggregate(cfg: &TrainConfig, checkpoint: &Checkpoint, updates: &[Update]) -> Result<Checkpoint, RoundError> {
+    let n = u32::try_from(checkpoint.params.len()).map_err(|_| RoundError::Invalid("model too large".into()))?;
+    let g = compress::average(updates, n)?;
+    let mut next = checkpoint.clone();
+    nesterov_step(&cfg.outer, &mut next.params, &mut next.momentum, &g);
+    Ok(next)
+}
+
+/// Mean loss of `params` on evaluation batches.
+pub fn evaluate(model: &Model, params: &[f32], batches: &[data::Batch]) -> Result<f32, RoundError> {
+    let mut total = 0.0f32;
+    let mut count = 0u32;
+    for b in batches {
+        let tokens: Vec<u32> = b.tokens.iter().map(|&t| u32::from(t)).collect();
+        let targets: Vec<u32> = b.targets.iter().map(|&t| u32::from(t)).collect();
+        total += model.loss(params, &tokens, &targets, b.batch as usize)? * b.batch as f32;
+        count += b.batch;
+    }
+    if count == 0 {
+        return Err(RoundError::Invalid("no evaluation batches".into()));
+    }
+    Ok(total / count as f32)
+}

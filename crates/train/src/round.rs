@@ -12,7 +12,7 @@ use crate::compress::{self, Method, Update};
 use crate::data;
 use crate::model::{Config, Model, ModelError};
 use crate::optim::{adamw_step, nesterov_step, AdamW, Nesterov};
-use crate::state::{Carry, Checkpoint, Hash32, WorkerState};
+use crate::state::{ef_hash, Checkpoint, Hash32, WorkerState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoundError {
@@ -115,7 +115,7 @@ pub fn train_step(
     let targets: Vec<u32> = b.targets.iter().map(|&t| u32::from(t)).collect();
     let mut grad = vec![0.0f32; state.params.len()];
     let loss = model.loss_and_grad(&state.params, &tokens, &targets, cfg.batch as usize, &mut grad)?;
-    adamw_step(&cfg.adam, &mut state.carry.adam, &mut state.params, &mut grad);
+    adamw_step(&cfg.adam, &mut state.adam, &mut state.params, &mut grad);
     Ok(loss)
 }
 
@@ -129,29 +129,31 @@ pub struct RoundOutput {
     pub update: Update,
     pub update_bytes: Vec<u8>,
     pub update_hash: Hash32,
-    pub carry_in: Hash32,
-    /// The carry for the worker's next round, and its hash.
-    pub carry_out: Carry,
-    pub carry_out_hash: Hash32,
+    /// The hash of the residual the round started with.
+    pub ef_in: Hash32,
+    /// The residual for the worker's next round, and its hash.
+    pub ef_out: Vec<f32>,
+    pub ef_out_hash: Hash32,
     /// The loss of each inner step.
     pub losses: Vec<f32>,
 }
 
-/// Trains one round from `checkpoint` with the worker's `carry`: H inner steps, then the
-/// pseudo-gradient `θ_0 − θ_H` compressed with error feedback.
+/// Trains one round from `checkpoint` with the worker's residual `ef` (zeros at first): H inner
+/// steps from a fresh AdamW, then the pseudo-gradient `θ_0 − θ_H` compressed with error
+/// feedback.
 pub fn run_round(
     model: &Model,
     cfg: &TrainConfig,
     checkpoint: &Checkpoint,
-    carry: Carry,
+    ef: Vec<f32>,
     work: &Work,
 ) -> Result<RoundOutput, RoundError> {
     cfg.validate()?;
-    let mut state = WorkerState {
-        params: checkpoint.params.clone(),
-        carry,
-    };
-    let carry_in = state.carry.hash();
+    if ef.len() != checkpoint.params.len() {
+        return Err(RoundError::Invalid("residual and checkpoint differ in size".into()));
+    }
+    let mut state = WorkerState::start(checkpoint.params.clone(), ef);
+    let ef_in = ef_hash(&state.ef);
     let mut boundaries = vec![state.clone()];
     let mut losses = Vec::with_capacity(cfg.inner_steps as usize);
     for s in 0..cfg.segments() {
@@ -161,7 +163,7 @@ pub fn run_round(
         boundaries.push(state.clone());
     }
     let trace = boundaries.iter().map(WorkerState::hash).collect();
-    let (update, carry_out) = finish(cfg, &checkpoint.params, &state)?;
+    let (update, ef_out) = finish(cfg, &checkpoint.params, &state)?;
     let update_bytes = update.encode();
     Ok(RoundOutput {
         boundaries,
@@ -169,28 +171,21 @@ pub fn run_round(
         update_hash: compress::update_hash(&update_bytes),
         update,
         update_bytes,
-        carry_in,
-        carry_out_hash: carry_out.hash(),
-        carry_out,
+        ef_in,
+        ef_out_hash: ef_hash(&ef_out),
+        ef_out,
         losses,
     })
 }
 
 /// The compression step: from the round's start weights and the state after H steps, the
-/// update and the next carry (AdamW's moments as they are, the new residual).
-pub fn finish(cfg: &TrainConfig, start: &[f32], end: &WorkerState) -> Result<(Update, Carry), RoundError> {
+/// update and the residual for the next round.
+pub fn finish(cfg: &TrainConfig, start: &[f32], end: &WorkerState) -> Result<(Update, Vec<f32>), RoundError> {
     if start.len() != end.params.len() {
         return Err(RoundError::Invalid("start and end weights differ in size".into()));
     }
     let delta: Vec<f32> = start.iter().zip(&end.params).map(|(a, b)| a - b).collect();
-    let (update, ef) = compress::compress(cfg.method, &delta, &end.carry.ef)?;
-    Ok((
-        update,
-        Carry {
-            adam: end.carry.adam.clone(),
-            ef,
-        },
-    ))
+    Ok(compress::compress(cfg.method, &delta, &end.ef)?)
 }
 
 /// Replays segment `segment` (< K) from `start` (the state at its first step): the hash of the
@@ -217,10 +212,10 @@ pub fn replay_segment(
     Ok(hashes)
 }
 
-/// Replays the compression step: `[update hash, carry-out hash]` from the state after H steps.
+/// Replays the compression step: `[update hash, residual hash]` from the state after H steps.
 pub fn replay_finish(cfg: &TrainConfig, start: &[f32], end: &WorkerState) -> Result<[Hash32; 2], RoundError> {
-    let (update, carry) = finish(cfg, start, end)?;
-    Ok([compress::update_hash(&update.encode()), carry.hash()])
+    let (update, ef) = finish(cfg, start, end)?;
+    Ok([compress::update_hash(&update.encode()), ef_hash(&ef)])
 }
 
 /// The aggregate: the mean of the included updates (in the order given: the ledger's order of

@@ -32,73 +32,54 @@ pub enum BlobError {
     Step(String),
 }
 
-/// What a worker carries from one round to its next: AdamW's moments and the compression's
-/// error-feedback residual. Its hash is what the ledger chains (`ef_in`/`ef_out`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Carry {
-    pub adam: AdamState,
-    pub ef: Vec<f32>,
+/// The hash of a worker's error-feedback residual, the one thing it carries from one round to
+/// its next (AdamW starts afresh each round, so an auditor can rebuild the start of any round
+/// from the checkpoint and this residual alone). The ledger chains it (`ef_in`/`ef_out`) and
+/// writes all zeros for "none": a residual of zeros hashes to `[0; 32]`.
+pub fn ef_hash(ef: &[f32]) -> Hash32 {
+    if ef.iter().all(|x| x.to_bits() == 0) {
+        return [0; 32];
+    }
+    hash_f32s("pazar/train/ef/v1", &[ef])
 }
 
-impl Carry {
-    pub fn new(n: usize) -> Carry {
-        Carry {
-            adam: AdamState::new(n),
-            ef: vec![0.0; n],
-        }
-    }
-
-    /// The hash a new worker's carry has: the ledger writes all zeros for "none", and a fresh
-    /// carry is the same thing, so this is `[0; 32]`.
-    pub fn hash(&self) -> Hash32 {
-        if self.adam.step == 0
-            && self
-                .adam
-                .m
-                .iter()
-                .chain(&self.adam.v)
-                .chain(&self.ef)
-                .all(|x| x.to_bits() == 0)
-        {
-            return [0; 32];
-        }
-        hash_f32s(
-            "pazar/train/carry/v1",
-            &[
-                &self.adam.m,
-                &self.adam.v,
-                &self.ef,
-                &[self.adam.b1t, self.adam.b2t, self.adam.step as f32],
-            ],
-        )
-    }
-}
-
-/// A worker's state at a step of a round: the weights and the carry.
+/// A worker's state at a step of a round: the weights, AdamW's moments and the residual the
+/// round started with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerState {
     pub params: Vec<f32>,
-    pub carry: Carry,
+    pub adam: AdamState,
+    pub ef: Vec<f32>,
 }
 
 const STATE_MAGIC: &[u8; 8] = b"PZSTATE1";
 const CKPT_MAGIC: &[u8; 8] = b"PZCKPT01";
 
 impl WorkerState {
+    /// The start of a round: the checkpoint's weights, a fresh AdamW, the carried residual.
+    pub fn start(params: Vec<f32>, ef: Vec<f32>) -> WorkerState {
+        let n = params.len();
+        WorkerState {
+            params,
+            adam: AdamState::new(n),
+            ef,
+        }
+    }
+
     pub fn hash(&self) -> Hash32 {
-        let a = &self.carry.adam;
+        let a = &self.adam;
         hash_f32s(
             "pazar/train/state/v1",
-            &[&self.params, &a.m, &a.v, &self.carry.ef, &[a.b1t, a.b2t, a.step as f32]],
+            &[&self.params, &a.m, &a.v, &self.ef, &[a.b1t, a.b2t, a.step as f32]],
         )
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let a = &self.carry.adam;
+        let a = &self.adam;
         let mut out = Vec::with_capacity(16 + 16 * self.params.len() + 12);
         out.extend_from_slice(STATE_MAGIC);
         out.extend_from_slice(&(self.params.len() as u64).to_le_bytes());
-        for v in [&self.params, &a.m, &a.v, &self.carry.ef] {
+        for v in [&self.params, &a.m, &a.v, &self.ef] {
             push_f32s(&mut out, v);
         }
         push_f32s(&mut out, &[a.b1t, a.b2t]);
@@ -132,10 +113,8 @@ impl WorkerState {
         }
         Ok(WorkerState {
             params,
-            carry: Carry {
-                adam: AdamState { m, v, step, b1t, b2t },
-                ef,
-            },
+            adam: AdamState { m, v, step, b1t, b2t },
+            ef,
         })
     }
 }
@@ -251,16 +230,13 @@ mod tests {
     use crate::optim::{adamw_step, AdamW};
 
     fn state(n: usize, steps: usize) -> WorkerState {
-        let mut s = WorkerState {
-            params: (0..n).map(|i| i as f32 * 0.25 - 1.0).collect(),
-            carry: Carry::new(n),
-        };
+        let mut s = WorkerState::start((0..n).map(|i| i as f32 * 0.25 - 1.0).collect(), vec![0.0; n]);
         let opt = AdamW::new(0.01, 0.0);
         for k in 0..steps {
             let mut g: Vec<f32> = (0..n).map(|i| ((i + k) % 5) as f32 - 2.0).collect();
-            adamw_step(&opt, &mut s.carry.adam, &mut s.params, &mut g);
+            adamw_step(&opt, &mut s.adam, &mut s.params, &mut g);
         }
-        s.carry.ef[0] = 0.125;
+        s.ef[0] = 0.125;
         s
     }
 
@@ -321,8 +297,10 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_carry_hashes_to_the_ledgers_none() {
-        assert_eq!(Carry::new(4).hash(), [0; 32]);
-        assert_ne!(state(4, 1).carry.hash(), [0; 32]);
+    fn a_zero_residual_hashes_to_the_ledgers_none() {
+        assert_eq!(ef_hash(&[0.0; 4]), [0; 32]);
+        assert_ne!(ef_hash(&state(4, 1).ef), [0; 32]);
+        // -0.0 is not zero bits: it is a residual like any other.
+        assert_ne!(ef_hash(&[0.0, -0.0]), [0; 32]);
     }
 }

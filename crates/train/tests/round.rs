@@ -8,7 +8,7 @@ use pazar_train::model::{Config, Model};
 use pazar_train::ops::Threads;
 use pazar_train::optim::{AdamW, Nesterov};
 use pazar_train::round::{self, RoundOutput, TrainConfig, Work};
-use pazar_train::state::{Carry, Checkpoint};
+use pazar_train::state::Checkpoint;
 
 fn config() -> TrainConfig {
     TrainConfig {
@@ -79,12 +79,12 @@ fn two_workers_and_the_outer_step_lower_the_held_out_loss() {
     let mut ckpt = Checkpoint::initial(m.init_params(1));
     let start = f.eval(&m, &ckpt.params);
     let workers: [&[u8]; 2] = [b"worker-a", b"worker-b"];
-    let mut carries = vec![Carry::new(m.param_count()), Carry::new(m.param_count())];
+    let mut residuals = vec![vec![0.0f32; m.param_count()]; 2];
     for r in 0..4 {
         let mut updates = Vec::new();
-        for (w, carry) in workers.iter().zip(carries.iter_mut()) {
-            let out = round::run_round(&m, &f.cfg, &ckpt, carry.clone(), &f.work(r, &ckpt, w)).expect("trains");
-            *carry = out.carry_out;
+        for (w, ef) in workers.iter().zip(residuals.iter_mut()) {
+            let out = round::run_round(&m, &f.cfg, &ckpt, ef.clone(), &f.work(r, &ckpt, w)).expect("trains");
+            *ef = out.ef_out;
             updates.push(out.update);
         }
         ckpt = round::aggregate(&f.cfg, &ckpt, &updates).expect("aggregates");
@@ -96,8 +96,7 @@ fn two_workers_and_the_outer_step_lower_the_held_out_loss() {
 fn one_round(f: &Fixture, threads: usize) -> (Checkpoint, RoundOutput) {
     let m = model(&f.cfg, threads);
     let ckpt = Checkpoint::initial(m.init_params(2));
-    let out =
-        round::run_round(&m, &f.cfg, &ckpt, Carry::new(m.param_count()), &f.work(0, &ckpt, b"w")).expect("trains");
+    let out = round::run_round(&m, &f.cfg, &ckpt, vec![0.0; m.param_count()], &f.work(0, &ckpt, b"w")).expect("trains");
     (ckpt, out)
 }
 
@@ -116,7 +115,7 @@ fn an_auditor_with_another_thread_count_replays_every_segment_and_the_compressio
     }
     let [u, c] = round::replay_finish(&f.cfg, &ckpt.params, out.boundaries.last().expect("end")).expect("replays");
     assert_eq!(u, out.update_hash);
-    assert_eq!(c, out.carry_out_hash);
+    assert_eq!(c, out.ef_out_hash);
 }
 
 #[test]
@@ -155,7 +154,7 @@ fn a_lazy_worker_that_skips_steps_or_trains_on_other_shards_fails_the_replay() {
     // Stale: training from an older checkpoint gives a start state that is not the checkpoint.
     let older = Checkpoint::initial(m.init_params(99));
     assert_ne!(older.hash(), ckpt.hash());
-    let stale = round::run_round(&m, &f.cfg, &older, Carry::new(m.param_count()), &work).expect("trains");
+    let stale = round::run_round(&m, &f.cfg, &older, vec![0.0; m.param_count()], &work).expect("trains");
     assert_ne!(stale.trace[0], out.trace[0]);
 }
 
@@ -166,5 +165,5 @@ fn the_round_is_the_same_bits_for_every_thread_count() {
     let (_, b) = one_round(&f, 2);
     assert_eq!(a.trace, b.trace);
     assert_eq!(a.update_hash, b.update_hash);
-    assert_eq!(a.carry_out_hash, b.carry_out_hash);
+    assert_eq!(a.ef_out_hash, b.ef_out_hash);
 }

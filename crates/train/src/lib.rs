@@ -5,6 +5,7 @@
 //! fixed order, no fused multiply-add, `exp`/`ln`/`sin`/`cos` from the pure-Rust `libm`. That is
 //! what lets any auditor replay a worker's steps and compare hashes.
 
+pub mod blobs;
 pub mod compress;
 pub mod data;
 pub mod model;

@@ -102,6 +102,18 @@ pub struct Work<'a> {
     pub seed: Hash32,
 }
 
+/// The commitment to a round's boundary hashes: `sha256("pazar/train/trace/v1\0" ‖ count u32
+/// LE ‖ hashes)`. An auditor fetches the whole list (K + 1 hashes) and checks it against this.
+pub fn trace_root(trace: &[Hash32]) -> Hash32 {
+    let mut h = Sha256::new();
+    h.update(b"pazar/train/trace/v1\0");
+    h.update((trace.len() as u32).to_le_bytes());
+    for t in trace {
+        h.update(t);
+    }
+    h.finalize().into()
+}
+
 /// One AdamW step on the batch of `step`; returns the batch's loss.
 pub fn train_step(
     model: &Model,
@@ -126,6 +138,8 @@ pub struct RoundOutput {
     pub boundaries: Vec<WorkerState>,
     /// Their hashes (the trace's leaves).
     pub trace: Vec<Hash32>,
+    /// [`trace_root`] of `trace`: what the worker reveals.
+    pub trace_root: Hash32,
     pub update: Update,
     pub update_bytes: Vec<u8>,
     pub update_hash: Hash32,
@@ -162,11 +176,12 @@ pub fn run_round(
         }
         boundaries.push(state.clone());
     }
-    let trace = boundaries.iter().map(WorkerState::hash).collect();
+    let trace: Vec<Hash32> = boundaries.iter().map(WorkerState::hash).collect();
     let (update, ef_out) = finish(cfg, &checkpoint.params, &state)?;
     let update_bytes = update.encode();
     Ok(RoundOutput {
         boundaries,
+        trace_root: trace_root(&trace),
         trace,
         update_hash: compress::update_hash(&update_bytes),
         update,

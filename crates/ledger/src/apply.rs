@@ -288,6 +288,44 @@ impl State {
             Msg::CloseLease { lease, reason } => self.exec_close_lease(ctx, lease, *reason),
             Msg::WithdrawLease { lease } => self.exec_withdraw(ctx, lease),
             Msg::VoteValidator { key, power } => Ok(self.exec_vote_validator(ctx, *key, *power)?),
+            Msg::RegisterDataset { spec } => self.exec_register_dataset(ctx, spec),
+            Msg::OpenJob { spec } => self.exec_open_job(ctx, spec),
+            Msg::JoinJob { job, blob_uri } => self.exec_join_job(ctx, *job, blob_uri),
+            Msg::LeaveJob { job } => self.exec_leave_job(ctx, *job),
+            Msg::CommitUpdate { job, round, commitment } => self.exec_commit_update(ctx, *job, *round, *commitment),
+            Msg::RevealUpdate {
+                job,
+                round,
+                update,
+                trace,
+                ef_in,
+                ef_out,
+            } => self.exec_reveal_update(
+                ctx,
+                *job,
+                *round,
+                pazar_types::train::Reveal {
+                    update: *update,
+                    trace: *trace,
+                    ef_in: *ef_in,
+                    ef_out: *ef_out,
+                },
+            ),
+            Msg::PostAudit {
+                job,
+                round,
+                target,
+                verdict,
+            } => self.exec_post_audit(ctx, *job, *round, *target, verdict),
+            Msg::DisputeAudit { job, round, steps } => self.exec_dispute_audit(ctx, *job, *round, steps),
+            Msg::PostReferee {
+                job,
+                round,
+                target,
+                hash,
+            } => self.exec_post_referee(ctx, *job, *round, *target, *hash),
+            Msg::PostCheckpoint { job, round, checkpoint } => self.exec_post_checkpoint(ctx, *job, *round, *checkpoint),
+            Msg::CancelJob { job } => self.exec_cancel_job(ctx, *job),
         }
     }
 
@@ -379,6 +417,9 @@ impl State {
                 }
             }
         }
+        // Training rounds whose phase ends in this block, after every transaction of it.
+        self.process_training(&mut events);
+        self.commit();
         // Last: the epoch's votes are complete once its last block's transactions ran.
         self.end_epoch(&mut events);
         self.commit();

@@ -3,7 +3,7 @@
 use pazar_types::{Address, Coin, Denom, Event};
 
 use crate::error::BankError;
-use crate::state::{Account, State, ESCROW_ADDRESS, FEE_POOL_ADDRESS};
+use crate::state::{Account, State, ESCROW_ADDRESS, FEE_POOL_ADDRESS, TRAIN_ESCROW_ADDRESS};
 use crate::Ctx;
 
 impl State {
@@ -34,7 +34,7 @@ impl State {
     }
 
     pub(crate) fn is_module(addr: &Address) -> bool {
-        *addr == *ESCROW_ADDRESS || *addr == *FEE_POOL_ADDRESS
+        *addr == *ESCROW_ADDRESS || *addr == *FEE_POOL_ADDRESS || *addr == *TRAIN_ESCROW_ADDRESS
     }
 
     pub(crate) fn known_denom(&self, denom: &Denom) -> Result<(), BankError> {

@@ -2,7 +2,8 @@
 //! module), which receipts carry; codes are never reused or renumbered.
 
 use pazar_types::market::{BidState, DeploymentId, GroupId, GroupState, LeaseState, Mismatch, OrderState};
-use pazar_types::{Address, BidId, Coin, DecodeError, Denom, OrderId, Price, SignatureError};
+use pazar_types::train::{JobState, Phase};
+use pazar_types::{Address, BidId, Coin, DecodeError, Denom, Hash32, OrderId, Price, SignatureError};
 
 use pazar_types::market::LeaseCloseReason;
 type LeaseId = BidId;
@@ -170,6 +171,130 @@ pub enum ValidatorError {
     TooManyProposals(usize),
 }
 
+/// Lower-case hex of a hash, for messages.
+fn hex(h: &Hash32) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrainError {
+    #[error("dataset {} is already registered", hex(.0))]
+    DatasetExists(Hash32),
+    #[error("no dataset with root {} is registered; register it first", hex(.0))]
+    DatasetNotFound(Hash32),
+    #[error("training job {0} not found")]
+    JobNotFound(u64),
+    #[error("training job {0} has ended")]
+    JobEnded(u64),
+    #[error("{0} is not a registered provider: workers are providers, create the provider first")]
+    NotProvider(Address),
+    #[error("already a member of job {0}")]
+    AlreadyMember(u64),
+    #[error("job {job} already has its maximum of {max} workers")]
+    JobFull { job: u64, max: u16 },
+    #[error("{sender} is not a member of job {job}")]
+    NotMember { job: u64, sender: Address },
+    #[error("already leaving job {0}: the bond comes back when the round settles")]
+    AlreadyLeaving(u64),
+    #[error("job {job} is {state:?}, not running a round")]
+    NotRunning { job: u64, state: JobState },
+    #[error("job is in round {current}, not {got}")]
+    WrongRound { current: u32, got: u32 },
+    #[error("the round is in its {phase:?} phase: cannot {action}")]
+    WrongPhase { phase: Phase, action: &'static str },
+    #[error("the round starts at height {start}")]
+    RoundNotStarted { start: u64 },
+    #[error("{0} is not a worker of this round (a member joining mid-round takes part from the next)")]
+    NotInRound(Address),
+    #[error("already committed in this round")]
+    AlreadyCommitted,
+    #[error("no commitment to reveal in this round")]
+    NotCommitted,
+    #[error("already revealed in this round")]
+    AlreadyRevealed,
+    #[error("the reveal does not open the commitment {}", hex(.0))]
+    CommitmentMismatch(Hash32),
+    #[error("ef_in {} is not the residual {} carried out of the worker's last included round", hex(.got), hex(.expected))]
+    EfChainBroken { expected: Hash32, got: Hash32 },
+    #[error("no audit of {0} is assigned in this round")]
+    NoAssignment(Address),
+    #[error("the audit of this target is assigned to {0}")]
+    NotAuditor(Address),
+    #[error("already posted")]
+    AlreadyPosted,
+    #[error("audits could be posted until height {0}")]
+    AuditClosed(u64),
+    #[error("{got} state hashes; a segment of this job has at most {max}")]
+    TooManySteps { got: usize, max: u64 },
+    #[error("the audit did not fail: nothing to dispute")]
+    NotFailed,
+    #[error("the audit is already disputed")]
+    AlreadyDisputed,
+    #[error("the window closed at height {0}")]
+    WindowClosed(u64),
+    #[error("the dispute must give {want} state hashes, as the auditor did; got {got}")]
+    StepsLength { want: usize, got: usize },
+    #[error("the dispute's state hashes equal the auditor's: nothing to dispute")]
+    NothingToDispute,
+    #[error("the audit of {0} is not disputed")]
+    NoDispute(Address),
+    #[error("{0} is not a referee of this dispute")]
+    NotReferee(Address),
+    #[error("only workers whose update is included in the round vote for its checkpoint")]
+    NotIncluded,
+    #[error("already voted in this round")]
+    AlreadyVoted,
+    #[error("{sender} does not own job {job}")]
+    NotOwner { job: u64, sender: Address },
+    #[error("job {job} is {state:?}: only a recruiting job can be cancelled")]
+    NotRecruiting { job: u64, state: JobState },
+    #[error("training escrow arithmetic overflow")]
+    Overflow,
+}
+
+impl TrainError {
+    fn code(&self) -> u32 {
+        match self {
+            TrainError::DatasetExists(_) => 1,
+            TrainError::DatasetNotFound(_) => 2,
+            TrainError::JobNotFound(_) => 3,
+            TrainError::JobEnded(_) => 4,
+            TrainError::NotProvider(_) => 5,
+            TrainError::AlreadyMember(_) => 6,
+            TrainError::JobFull { .. } => 7,
+            TrainError::NotMember { .. } => 8,
+            TrainError::AlreadyLeaving(_) => 9,
+            TrainError::NotRunning { .. } => 10,
+            TrainError::WrongRound { .. } => 11,
+            TrainError::WrongPhase { .. } => 12,
+            TrainError::RoundNotStarted { .. } => 13,
+            TrainError::NotInRound(_) => 14,
+            TrainError::AlreadyCommitted => 15,
+            TrainError::NotCommitted => 16,
+            TrainError::AlreadyRevealed => 17,
+            TrainError::CommitmentMismatch(_) => 18,
+            TrainError::EfChainBroken { .. } => 19,
+            TrainError::NoAssignment(_) => 20,
+            TrainError::NotAuditor(_) => 21,
+            TrainError::AlreadyPosted => 22,
+            TrainError::AuditClosed(_) => 23,
+            TrainError::TooManySteps { .. } => 24,
+            TrainError::NotFailed => 25,
+            TrainError::AlreadyDisputed => 26,
+            TrainError::WindowClosed(_) => 27,
+            TrainError::StepsLength { .. } => 28,
+            TrainError::NothingToDispute => 29,
+            TrainError::NoDispute(_) => 30,
+            TrainError::NotReferee(_) => 31,
+            TrainError::NotIncluded => 32,
+            TrainError::AlreadyVoted => 33,
+            TrainError::NotOwner { .. } => 34,
+            TrainError::NotRecruiting { .. } => 35,
+            TrainError::Overflow => 36,
+        }
+    }
+}
+
 /// Why a transaction failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TxError {
@@ -187,6 +312,8 @@ pub enum TxError {
     Escrow(#[from] EscrowError),
     #[error(transparent)]
     Validators(#[from] ValidatorError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
 }
 
 impl TxError {
@@ -199,6 +326,7 @@ impl TxError {
             TxError::Market(_) => "market",
             TxError::Escrow(_) => "escrow",
             TxError::Validators(_) => "validators",
+            TxError::Train(_) => "train",
         }
     }
 
@@ -278,6 +406,7 @@ impl TxError {
                 ValidatorError::AlreadyVoted => 4,
                 ValidatorError::TooManyProposals(_) => 5,
             },
+            TxError::Train(e) => e.code(),
         }
     }
 }

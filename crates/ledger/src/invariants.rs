@@ -204,6 +204,7 @@ pub fn check(state: &State) -> Result<(), String> {
             "auditor index {indexed:?} != attestations counted {vouching:?}"
         ));
     }
+    check_training(state)?;
     let escrow = state.escrow_module();
     for denom in state.params.denoms() {
         let expect = held.get(denom).copied().unwrap_or(0);
@@ -211,6 +212,91 @@ pub fn check(state: &State) -> Result<(), String> {
         if expect != actual {
             return Err(format!(
                 "{denom}: escrow module holds {actual}, escrow objects account for {expect}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Training: per job `budget = escrow + paid + take + refunded`, `bonds` = Σ its members'
+/// bonds and `members` their number; the training escrow module holds Σ `escrow + bonds` per
+/// denomination; a running job is indexed at its deadline, which is still ahead, and nothing
+/// else is indexed; an ended job holds nothing; round work and audits exist only for a
+/// running job's current round.
+fn check_training(state: &State) -> Result<(), String> {
+    use pazar_types::train::JobState;
+    let mut held: BTreeMap<Denom, u128> = BTreeMap::new();
+    for (id, j) in state.train_jobs() {
+        let accounted = [j.escrow, j.paid, j.take, j.refunded]
+            .iter()
+            .try_fold(0u128, |a, b| a.checked_add(*b))
+            .ok_or_else(|| format!("job {id}: budget accounting overflows"))?;
+        if accounted != j.spec.budget.amount {
+            return Err(format!(
+                "job {id}: budget {} != escrow {} + paid {} + take {} + refunded {}",
+                j.spec.budget.amount, j.escrow, j.paid, j.take, j.refunded
+            ));
+        }
+        let (mut bonds, mut members) = (0u128, 0u16);
+        for (_, m) in state.train_members(id) {
+            bonds += m.bond;
+            members += 1;
+        }
+        if bonds != j.bonds || members != j.members {
+            return Err(format!(
+                "job {id}: bonds {} and members {} != counted {bonds} and {members}",
+                j.bonds, j.members
+            ));
+        }
+        let running = j.state == JobState::Running;
+        if running != state.train_deadlines.contains(&(j.deadline, id)) {
+            return Err(format!(
+                "job {id}: {:?} with deadline {} indexed={}",
+                j.state, j.deadline, !running
+            ));
+        }
+        if running && j.deadline <= state.height {
+            return Err(format!("job {id}: deadline {} is overdue", j.deadline));
+        }
+        if matches!(j.state, JobState::Finished | JobState::Cancelled)
+            && (j.escrow != 0 || j.bonds != 0 || j.members != 0)
+        {
+            return Err(format!("job {id}: ended but holds funds or members"));
+        }
+        *held.entry(j.spec.budget.denom.clone()).or_default() += j.escrow + j.bonds;
+    }
+    for ((h, id), ()) in state.train_deadlines.iter() {
+        if state
+            .train_job(*id)
+            .is_none_or(|j| j.state != JobState::Running || j.deadline != *h)
+        {
+            return Err(format!("stale training deadline entry ({h}, {id})"));
+        }
+    }
+    let current = |job: &u64, round: &u32| {
+        state
+            .train_job(*job)
+            .is_some_and(|j| j.state == JobState::Running && j.round == *round)
+    };
+    for ((job, round, w), _) in state.train_round_work.iter() {
+        if !current(job, round) {
+            return Err(format!(
+                "round work of {w} in job {job} round {round}, not a running round"
+            ));
+        }
+    }
+    for ((job, round, t), _) in state.train_audits.iter() {
+        if !current(job, round) {
+            return Err(format!("audit of {t} in job {job} round {round}, not a running round"));
+        }
+    }
+    let module = state.train_escrow();
+    for denom in state.params.denoms() {
+        let expect = held.get(denom).copied().unwrap_or(0);
+        let actual = state.balance(&module, denom);
+        if expect != actual {
+            return Err(format!(
+                "{denom}: training escrow holds {actual}, jobs account for {expect}"
             ));
         }
     }

@@ -15,6 +15,7 @@ mod market;
 mod provider;
 pub mod state;
 pub mod table;
+mod training;
 pub mod validators;
 
 use borsh::{BorshDeserialize, BorshSerialize};

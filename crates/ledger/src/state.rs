@@ -146,6 +146,24 @@ pub struct State {
     pub(crate) validator_votes: Table<(crate::evidence::ValidatorKey, u64), Vec<crate::evidence::ValidatorKey>>,
     /// Blocks per epoch (absent: no validator set, one epoch).
     pub(crate) epoch_length: Table<(), u64>,
+    /// Registered datasets by root ([`crate::training`]).
+    pub(crate) datasets: Table<Hash32, pazar_types::train::DatasetRecord>,
+    /// Training jobs by id.
+    pub(crate) train_jobs: Table<u64, pazar_types::train::TrainJob>,
+    /// (job, worker) → membership.
+    pub(crate) train_members: Table<(u64, Address), pazar_types::train::Member>,
+    /// (job, round, worker) → the worker's part in the job's current round.
+    pub(crate) train_round_work: Table<(u64, u32, Address), pazar_types::train::RoundWork>,
+    /// (job, round, target) → the audits of the job's current round.
+    pub(crate) train_audits: Table<(u64, u32, Address), pazar_types::train::AuditRecord>,
+    /// (height, job): running jobs whose phase ends at the end of that height.
+    pub(crate) train_deadlines: Table<(u64, u64), ()>,
+    /// (job, round) → provenance of the checkpoint the round made.
+    pub(crate) train_rounds: Table<(u64, u32), pazar_types::train::RoundRecord>,
+    /// (checkpoint, job) → the round that made it.
+    pub(crate) train_checkpoints: Table<(Hash32, u64), u32>,
+    /// The next job id (absent: 0).
+    pub(crate) train_next_job: Table<(), u64>,
 }
 
 /// Calls `$m` on every table of the state with its name and store id. The ids are part of the
@@ -176,6 +194,15 @@ macro_rules! for_each_table {
         $s.validator_sets.$m("validator_sets", table_id::VALIDATOR_SETS $(, $arg)*);
         $s.validator_votes.$m("validator_votes", table_id::VALIDATOR_VOTES $(, $arg)*);
         $s.epoch_length.$m("epoch_length", table_id::EPOCH_LENGTH $(, $arg)*);
+        $s.datasets.$m("datasets", table_id::DATASETS $(, $arg)*);
+        $s.train_jobs.$m("train_jobs", table_id::TRAIN_JOBS $(, $arg)*);
+        $s.train_members.$m("train_members", table_id::TRAIN_MEMBERS $(, $arg)*);
+        $s.train_round_work.$m("train_round_work", table_id::TRAIN_ROUND_WORK $(, $arg)*);
+        $s.train_audits.$m("train_audits", table_id::TRAIN_AUDITS $(, $arg)*);
+        $s.train_deadlines.$m("train_deadlines", table_id::TRAIN_DEADLINES $(, $arg)*);
+        $s.train_rounds.$m("train_rounds", table_id::TRAIN_ROUNDS $(, $arg)*);
+        $s.train_checkpoints.$m("train_checkpoints", table_id::TRAIN_CHECKPOINTS $(, $arg)*);
+        $s.train_next_job.$m("train_next_job", table_id::TRAIN_NEXT_JOB $(, $arg)*);
     }};
 }
 
@@ -317,11 +344,14 @@ pub enum RestoreError {
 pub const ESCROW_MODULE: &str = "escrow";
 /// Name of the module account collecting transaction fees and take fees.
 pub const FEE_POOL_MODULE: &str = "fee_pool";
+/// Name of the module account holding every training job's budget and its workers' bonds.
+pub const TRAIN_ESCROW_MODULE: &str = "train_escrow";
 
 /// The module accounts' addresses, derived once: every transaction pays its fee to the fee pool,
 /// and deriving an address hashes its name. A pure function of a constant, so nothing ambient.
 pub(crate) static ESCROW_ADDRESS: LazyLock<Address> = LazyLock::new(|| Address::module(ESCROW_MODULE));
 pub(crate) static FEE_POOL_ADDRESS: LazyLock<Address> = LazyLock::new(|| Address::module(FEE_POOL_MODULE));
+pub(crate) static TRAIN_ESCROW_ADDRESS: LazyLock<Address> = LazyLock::new(|| Address::module(TRAIN_ESCROW_MODULE));
 
 impl State {
     pub fn from_genesis(genesis: &Genesis) -> Result<State, GenesisError> {
@@ -334,7 +364,11 @@ impl State {
         for d in s.params.denoms().map(Clone::clone) {
             s.supply.insert(d, 0);
         }
-        let modules = [Address::module(ESCROW_MODULE), Address::module(FEE_POOL_MODULE)];
+        let modules = [
+            Address::module(ESCROW_MODULE),
+            Address::module(FEE_POOL_MODULE),
+            Address::module(TRAIN_ESCROW_MODULE),
+        ];
         for b in &g.balances {
             if modules.contains(&b.address) {
                 return Err(GenesisError::ModuleAccount(b.address));
@@ -389,6 +423,15 @@ impl State {
             validator_sets: Table::default(),
             validator_votes: Table::default(),
             epoch_length: Table::default(),
+            datasets: Table::default(),
+            train_jobs: Table::default(),
+            train_members: Table::default(),
+            train_round_work: Table::default(),
+            train_audits: Table::default(),
+            train_deadlines: Table::default(),
+            train_rounds: Table::default(),
+            train_checkpoints: Table::default(),
+            train_next_job: Table::default(),
         }
     }
 
@@ -515,5 +558,10 @@ impl State {
 
     pub fn fee_pool(&self) -> Address {
         *FEE_POOL_ADDRESS
+    }
+
+    /// The module account holding training budgets and bonds ([`crate::training`]).
+    pub fn train_escrow(&self) -> Address {
+        *TRAIN_ESCROW_ADDRESS
     }
 }

@@ -121,4 +121,177 @@ pub enum Event {
         first_height: u64,
         validators: Vec<crate::records::SetMember>,
     },
+    /// train: a dataset was registered.
+    DatasetRegistered {
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        root: Hash32,
+        registrant: Address,
+        chunks: u32,
+    },
+    /// train: a job opened; `budget` moved into the training escrow.
+    TrainJobOpened {
+        job: u64,
+        owner: Address,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        dataset: Hash32,
+        budget: Coin,
+    },
+    /// train: a provider joined a job, bonding `bond`; it takes part from round `active_from`.
+    TrainJoined {
+        job: u64,
+        worker: Address,
+        bond: Coin,
+        active_from: u32,
+    },
+    /// train: round `round` starts at height `start` from `checkpoint` with `workers`; its
+    /// train phase ends at the end of height `train_ends` (earlier if all commit).
+    TrainRoundStarted {
+        job: u64,
+        round: u32,
+        start: u64,
+        train_ends: u64,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        checkpoint: Hash32,
+        workers: Vec<Address>,
+    },
+    /// train: a later phase of the round began; it ends at the end of height `ends_at` at the
+    /// latest (the audit phase may run on while disputes are open).
+    TrainPhaseStarted {
+        job: u64,
+        round: u32,
+        phase: crate::train::Phase,
+        ends_at: u64,
+    },
+    TrainCommitted {
+        job: u64,
+        round: u32,
+        worker: Address,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        commitment: Hash32,
+    },
+    TrainRevealed {
+        job: u64,
+        round: u32,
+        worker: Address,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        update: Hash32,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        trace: Hash32,
+    },
+    /// train: reveal closed; the round's beacon and the audits it drew.
+    TrainAuditsAssigned {
+        job: u64,
+        round: u32,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        beacon: Hash32,
+        audits: Vec<crate::train::AuditAssignment>,
+    },
+    TrainAuditPosted {
+        job: u64,
+        round: u32,
+        target: Address,
+        auditor: Address,
+        verdict: crate::train::Verdict,
+    },
+    /// train: `target` disputed its failing audit; the states first differ at step `index`,
+    /// which the `referees` recompute.
+    TrainDisputed {
+        job: u64,
+        round: u32,
+        target: Address,
+        auditor: Address,
+        index: u32,
+        referees: Vec<Address>,
+    },
+    TrainRefereePosted {
+        job: u64,
+        round: u32,
+        target: Address,
+        referee: Address,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        hash: Hash32,
+    },
+    /// train: how an audit settled when the audit phase ended.
+    TrainAuditSettled {
+        job: u64,
+        round: u32,
+        target: Address,
+        auditor: Address,
+        outcome: crate::train::AuditOutcome,
+    },
+    /// train: `amount` of `worker`'s bond was slashed: `rewarded` to `to` (the honest side of
+    /// an audit, if any), the rest (`pooled`) to the fee pool.
+    TrainSlashed {
+        job: u64,
+        round: u32,
+        worker: Address,
+        reason: crate::train::SlashReason,
+        amount: Coin,
+        to: Option<Address>,
+        rewarded: Coin,
+        pooled: Coin,
+    },
+    TrainCheckpointVoted {
+        job: u64,
+        round: u32,
+        worker: Address,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        checkpoint: Hash32,
+    },
+    /// train: the round settled with a checkpoint voted by more than half of its `included`
+    /// workers; its provenance record is stored under (job, round).
+    TrainCheckpoint {
+        job: u64,
+        round: u32,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        checkpoint: Hash32,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        previous: Hash32,
+        included: u16,
+    },
+    /// train: a worker or auditor was paid for the round's verified tokens; `take` went to the
+    /// fee pool.
+    TrainRewarded {
+        job: u64,
+        round: u32,
+        worker: Address,
+        tokens: u64,
+        paid: Coin,
+        take: Coin,
+    },
+    /// train: no checkpoint reached a majority: nobody is paid, the round's budget stays.
+    TrainRoundFailed {
+        job: u64,
+        round: u32,
+    },
+    /// train: a member left the job; `refunded` is what came back of its bond.
+    TrainMemberLeft {
+        job: u64,
+        worker: Address,
+        reason: crate::train::LeaveReason,
+        refunded: Coin,
+    },
+    /// train: too few members for round `round`: the job recruits again.
+    TrainJobWaiting {
+        job: u64,
+        round: u32,
+    },
+    /// train: the job ended (`cancelled` by its owner, or every round ran); `refunded` of the
+    /// budget went back to the owner.
+    TrainJobEnded {
+        job: u64,
+        cancelled: bool,
+        refunded: Coin,
+    },
 }

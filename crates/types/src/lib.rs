@@ -14,6 +14,7 @@ pub mod market;
 pub mod openapi;
 pub mod records;
 pub mod state_key;
+pub mod train;
 pub mod tx;
 
 pub use address::{Address, AddressError};

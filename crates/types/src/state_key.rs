@@ -30,6 +30,24 @@ pub mod table_id {
     pub const VALIDATOR_SETS: u8 = 22;
     pub const VALIDATOR_VOTES: u8 = 23;
     pub const EPOCH_LENGTH: u8 = 24;
+    /// Dataset root → `train::DatasetRecord`.
+    pub const DATASETS: u8 = 25;
+    /// Job id (u64) → `train::TrainJob`.
+    pub const TRAIN_JOBS: u8 = 26;
+    /// (job, worker) → `train::Member`.
+    pub const TRAIN_MEMBERS: u8 = 27;
+    /// (job, round, worker) → `train::RoundWork`, for the current round's workers.
+    pub const TRAIN_ROUND_WORK: u8 = 28;
+    /// (job, round, target) → `train::AuditRecord`, for the current round's audits.
+    pub const TRAIN_AUDITS: u8 = 29;
+    /// (height, job) → (): running jobs whose phase ends at the end of that height.
+    pub const TRAIN_DEADLINES: u8 = 30;
+    /// (job, round) → `train::RoundRecord`: the provenance of every checkpoint.
+    pub const TRAIN_ROUNDS: u8 = 31;
+    /// (checkpoint, job) → round: which round of which job made a checkpoint.
+    pub const TRAIN_CHECKPOINTS: u8 = 32;
+    /// () → the next job id.
+    pub const TRAIN_NEXT_JOB: u8 = 33;
 }
 
 /// The store key of entry `key` of table `table` (an id from [`table_id`]): proofs are about

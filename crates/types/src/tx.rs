@@ -16,6 +16,7 @@ use crate::market::{
     limits, validate_attributes, validate_name, Attribute, BidId, DeploymentId, GroupSpec, LeaseCloseReason, LeaseId,
     OrderId, SpecError,
 };
+use crate::train::{DatasetSpec, JobSpec, Verdict};
 
 /// Largest encoded transaction accepted.
 pub const MAX_TX_BYTES: usize = 64 * 1024;
@@ -165,6 +166,88 @@ pub enum Msg {
         key: Hash32,
         power: u64,
     },
+    /// train: register a dataset (the Merkle root of its content-addressed chunks and its
+    /// contributors); a root registers once.
+    RegisterDataset {
+        spec: DatasetSpec,
+    },
+    /// train: open a training job on a registered dataset; the budget moves into the training
+    /// escrow.
+    OpenJob {
+        spec: JobSpec,
+    },
+    /// train: a registered provider joins a job as a worker, bonding the job's bond; its
+    /// updates are served under `blob_uri`.
+    JoinJob {
+        job: u64,
+        blob_uri: String,
+    },
+    /// train: a member leaves; its bond comes back when its round settles.
+    LeaveJob {
+        job: u64,
+    },
+    /// train: a worker of the round commits to its update
+    /// ([`crate::train::update_commitment`]).
+    CommitUpdate {
+        job: u64,
+        round: u32,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        commitment: Hash32,
+    },
+    /// train: a committer opens its commitment.
+    RevealUpdate {
+        job: u64,
+        round: u32,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        update: Hash32,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        trace: Hash32,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        ef_in: Hash32,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        ef_out: Hash32,
+    },
+    /// train: the assigned auditor's verdict on `target`'s audited segment.
+    PostAudit {
+        job: u64,
+        round: u32,
+        target: Address,
+        verdict: Verdict,
+    },
+    /// train: the target of a failing audit disputes it with its own state hashes.
+    DisputeAudit {
+        job: u64,
+        round: u32,
+        #[serde(with = "crate::train::hex_hashes")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::openapi::Hash>))]
+        steps: Vec<Hash32>,
+    },
+    /// train: a drawn referee's hash of the state after the disputed step.
+    PostReferee {
+        job: u64,
+        round: u32,
+        target: Address,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        hash: Hash32,
+    },
+    /// train: an included worker's vote for the round's new checkpoint.
+    PostCheckpoint {
+        job: u64,
+        round: u32,
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        checkpoint: Hash32,
+    },
+    /// train: the owner cancels a job that is recruiting; budget and bonds are refunded.
+    CancelJob {
+        job: u64,
+    },
 }
 
 impl Msg {
@@ -190,6 +273,17 @@ impl Msg {
             Msg::CloseLease { .. } => "close_lease",
             Msg::WithdrawLease { .. } => "withdraw_lease",
             Msg::VoteValidator { .. } => "vote_validator",
+            Msg::RegisterDataset { .. } => "register_dataset",
+            Msg::OpenJob { .. } => "open_job",
+            Msg::JoinJob { .. } => "join_job",
+            Msg::LeaveJob { .. } => "leave_job",
+            Msg::CommitUpdate { .. } => "commit_update",
+            Msg::RevealUpdate { .. } => "reveal_update",
+            Msg::PostAudit { .. } => "post_audit",
+            Msg::DisputeAudit { .. } => "dispute_audit",
+            Msg::PostReferee { .. } => "post_referee",
+            Msg::PostCheckpoint { .. } => "post_checkpoint",
+            Msg::CancelJob { .. } => "cancel_job",
         }
     }
 
@@ -270,6 +364,11 @@ impl Msg {
             Msg::VoteValidator { key, .. } if !crate::keys::is_ed25519_public_key(key) => {
                 bad("key", "is not an ed25519 public key")
             }
+            Msg::RegisterDataset { spec } => spec.validate(&format!("{field}.spec")),
+            Msg::OpenJob { spec } => spec.validate(&format!("{field}.spec")),
+            Msg::JoinJob { blob_uri, .. } => validate_blob_uri(&format!("{field}.blob_uri"), blob_uri),
+            Msg::PostAudit { verdict, .. } => verdict.validate(&format!("{field}.verdict")),
+            Msg::DisputeAudit { steps, .. } => crate::train::validate_steps(&format!("{field}.steps"), steps),
             _ => Ok(()),
         }
     }
@@ -296,6 +395,36 @@ fn validate_host_uri(field: &str, uri: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Where a worker serves its content-addressed blobs: an absolute `https://` or `http://` URL
+/// (blobs are checked by hash, so plain HTTP cannot forge one; a local demo serves on
+/// loopback), at most [`limits::MAX_URI_LEN`] bytes, with a host, no credentials, no spaces or
+/// control characters, no query or fragment.
+fn validate_blob_uri(field: &str, uri: &str) -> Result<(), SpecError> {
+    let bad = |r: &str| {
+        Err(SpecError::Invalid {
+            field: field.into(),
+            reason: r.into(),
+        })
+    };
+    if uri.len() > limits::MAX_URI_LEN {
+        return bad("too long");
+    }
+    let Some(rest) = uri.strip_prefix("https://").or_else(|| uri.strip_prefix("http://")) else {
+        return bad("must start with https:// or http://");
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || host.contains('@') {
+        return bad("must name a host, without credentials");
+    }
+    if rest
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '?' || c == '#')
+    {
+        return bad("must have no spaces, control characters, query or fragment");
+    }
+    Ok(())
+}
+
 /// What the sender signs: everything in a transaction but the signature.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -318,7 +447,20 @@ impl Msg {
             Msg::CreateDeployment { deposit, .. } => Some(deposit),
             Msg::DepositDeployment { amount, .. } => Some(amount),
             Msg::CreateBid { deposit, .. } => Some(deposit),
-            Msg::CreateProvider { .. }
+            Msg::OpenJob { spec } => Some(&spec.budget),
+            // The bond of `JoinJob` is the job's, known only from the state: the mempool cannot
+            // count it, and the ledger refuses a join its sender cannot pay.
+            Msg::JoinJob { .. }
+            | Msg::RegisterDataset { .. }
+            | Msg::LeaveJob { .. }
+            | Msg::CommitUpdate { .. }
+            | Msg::RevealUpdate { .. }
+            | Msg::PostAudit { .. }
+            | Msg::DisputeAudit { .. }
+            | Msg::PostReferee { .. }
+            | Msg::PostCheckpoint { .. }
+            | Msg::CancelJob { .. }
+            | Msg::CreateProvider { .. }
             | Msg::UpdateProvider { .. }
             | Msg::DeleteProvider
             | Msg::SignProviderAttributes { .. }

@@ -1,0 +1,1083 @@
+//! Verifiable distributed training: the vocabulary the ledger, the workers and clients share.
+//!
+//! The ledger keeps jobs, bonds and provenance records, never tensors. A job names a model
+//! ([`ModelSpec`]), a registered dataset ([`DatasetSpec`], the Merkle root of its
+//! content-addressed chunks), hyper-parameters ([`TrainParams`], integers only: the ledger
+//! never does float math, the worker converts) and the blocks each phase of a round lasts
+//! ([`PhaseBlocks`]). Rounds go train → commit → reveal → audit → aggregate.
+//!
+//! Three rules must be computed identically by the ledger and by every worker, so they live
+//! here as pure functions:
+//! - [`update_commitment`]: what a worker commits before revealing its update;
+//! - [`round_beacon`]: the randomness of a round, from every revealed update (workers are bound
+//!   by their commitments before anyone knows it, and no block hash is involved, which a
+//!   proposer could grind);
+//! - [`draw_audits`] and [`draw_referees`]: who audits whom, which segment, and who referees a
+//!   dispute.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::address::Address;
+use crate::coin::Coin;
+use crate::market::{limits, validate_name, SpecError};
+use crate::tx::{hex_array, Hash32};
+
+/// Largest vocabulary of a model.
+pub const MAX_VOCAB: u32 = 65_536;
+/// Largest hidden dimension.
+pub const MAX_DIM: u32 = 4_096;
+/// Most attention heads.
+pub const MAX_HEADS: u16 = 64;
+/// Most transformer layers.
+pub const MAX_LAYERS: u16 = 64;
+/// Largest feed-forward dimension.
+pub const MAX_FFN_DIM: u32 = 16_384;
+/// Longest sequence.
+pub const MAX_SEQ_LEN: u32 = 8_192;
+/// Most parameters a model may have ([`ModelSpec::params`]).
+pub const MAX_PARAMS: u64 = 2_000_000_000;
+/// Most inner steps (H) per round.
+pub const MAX_INNER_STEPS: u32 = 100_000;
+/// Most sequences per inner step.
+pub const MAX_BATCH: u32 = 4_096;
+/// Largest learning rate or weight decay, in millionths (1000.0).
+pub const MAX_MICRO: u32 = 1_000_000_000;
+/// Largest outer learning rate, in thousandths (10.0).
+pub const MAX_OUTER_LR_MILLI: u32 = 10_000;
+/// Most workers one job takes.
+pub const MAX_WORKERS: u16 = 256;
+/// Most rounds of one job.
+pub const MAX_ROUNDS: u32 = 1_000_000;
+/// Most blocks all the phases of one round may last together.
+pub const MAX_ROUND_BLOCKS: u64 = 1_000_000;
+/// Most referees one dispute draws.
+pub const MAX_REFEREES: u16 = 31;
+/// Most contributors one dataset names.
+pub const MAX_CONTRIBUTORS: usize = 64;
+/// Most state hashes in an audit's failing verdict or a dispute: a segment's steps plus the
+/// state before them. The transaction size (64 KiB) bounds it further, to about 2,000.
+pub const MAX_VERDICT_STEPS: usize = MAX_INNER_STEPS as usize + 1;
+/// Top-k keeps at most this many per mille of the entries.
+pub const PER_MILLE: u16 = 1_000;
+
+/// Domain separator of [`update_commitment`].
+pub const COMMIT_DOMAIN: &[u8] = b"pazar/train/commit/v1\0";
+/// Domain separator of [`round_beacon`].
+pub const BEACON_DOMAIN: &[u8] = b"pazar/train/beacon/v1\0";
+
+const _: () = assert!(MAX_REFEREES % 2 == 1);
+const _: () = assert!(MAX_WORKERS as usize <= u16::MAX as usize);
+
+fn invalid(field: &str, reason: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display + Copy>(field: &str, v: T, lo: T, hi: T) -> Result<(), SpecError> {
+    if v < lo || v > hi {
+        return Err(invalid(field, format!("must be {lo}..={hi}, got {v}")));
+    }
+    Ok(())
+}
+
+/// A llama-family transformer: token embedding, `layers` blocks of RMSNorm, multi-head
+/// attention (q, k, v, o, each `dim × dim`), RMSNorm and a SwiGLU feed-forward (gate, up,
+/// down), a final RMSNorm and an untied output head. The train crate defines the exact
+/// parameter layout; the ledger only stores the spec and bounds its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModelSpec {
+    pub vocab: u32,
+    pub dim: u32,
+    pub layers: u16,
+    pub heads: u16,
+    pub ffn_dim: u32,
+    pub seq_len: u32,
+}
+
+impl ModelSpec {
+    /// The number of parameters of the architecture described above:
+    /// `2·vocab·dim + layers·(4·dim² + 3·dim·ffn_dim + 2·dim) + dim`. Cannot overflow within the
+    /// bounds of [`ModelSpec::validate`]; saturates outside them.
+    pub fn params(&self) -> u64 {
+        let (v, d, l, f) = (
+            u64::from(self.vocab),
+            u64::from(self.dim),
+            u64::from(self.layers),
+            u64::from(self.ffn_dim),
+        );
+        let per_layer = d
+            .saturating_mul(d)
+            .saturating_mul(4)
+            .saturating_add(d.saturating_mul(f).saturating_mul(3))
+            .saturating_add(d.saturating_mul(2));
+        v.saturating_mul(d)
+            .saturating_mul(2)
+            .saturating_add(l.saturating_mul(per_layer))
+            .saturating_add(d)
+    }
+
+    pub fn validate(&self, field: &str) -> Result<(), SpecError> {
+        check_range(&format!("{field}.vocab"), self.vocab, 2, MAX_VOCAB)?;
+        check_range(&format!("{field}.dim"), self.dim, 8, MAX_DIM)?;
+        check_range(&format!("{field}.heads"), self.heads, 1, MAX_HEADS)?;
+        check_range(&format!("{field}.layers"), self.layers, 1, MAX_LAYERS)?;
+        check_range(&format!("{field}.ffn_dim"), self.ffn_dim, 8, MAX_FFN_DIM)?;
+        check_range(&format!("{field}.seq_len"), self.seq_len, 2, MAX_SEQ_LEN)?;
+        if self.dim % u32::from(self.heads) != 0 {
+            return Err(invalid(
+                &format!("{field}.dim"),
+                format!("{} is not divisible by heads ({})", self.dim, self.heads),
+            ));
+        }
+        let params = self.params();
+        if params > MAX_PARAMS {
+            return Err(invalid(field, format!("{params} parameters; at most {MAX_PARAMS}")));
+        }
+        Ok(())
+    }
+}
+
+/// How a worker compresses its pseudo-gradient before sending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Compression {
+    /// Every entry quantized to 8 bits.
+    Int8,
+    /// The `per_mille` ‰ largest entries, with error feedback.
+    TopK { per_mille: u16 },
+    /// Top-k, then the kept entries quantized to 8 bits.
+    TopKInt8 { per_mille: u16 },
+}
+
+impl Compression {
+    pub fn validate(&self, field: &str) -> Result<(), SpecError> {
+        match self {
+            Compression::Int8 => Ok(()),
+            Compression::TopK { per_mille } | Compression::TopKInt8 { per_mille } => {
+                check_range(&format!("{field}.per_mille"), *per_mille, 1, PER_MILLE)
+            }
+        }
+    }
+}
+
+/// Hyper-parameters of a job, all integers (the worker converts to floats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrainParams {
+    /// H: inner (local AdamW) steps per round.
+    pub inner_steps: u32,
+    /// Steps per audited segment; divides `inner_steps`. A round has
+    /// `inner_steps / segment_steps` segments plus the compression step.
+    pub segment_steps: u32,
+    /// Sequences per inner step.
+    pub batch: u32,
+    /// Inner learning rate × 10⁶.
+    pub inner_lr_micro: u32,
+    /// Inner weight decay × 10⁶.
+    pub weight_decay_micro: u32,
+    /// Outer (Nesterov) learning rate × 10³.
+    pub outer_lr_milli: u32,
+    /// Outer momentum × 10³, below 1000.
+    pub outer_momentum_milli: u32,
+    pub compression: Compression,
+    pub seed: u64,
+}
+
+impl TrainParams {
+    /// Segments of a round's training, `K = inner_steps / segment_steps`; segment index `K` is
+    /// the compression step.
+    pub fn segments(&self) -> u32 {
+        self.inner_steps.checked_div(self.segment_steps).unwrap_or(0)
+    }
+
+    pub fn validate(&self, field: &str) -> Result<(), SpecError> {
+        check_range(&format!("{field}.inner_steps"), self.inner_steps, 1, MAX_INNER_STEPS)?;
+        check_range(
+            &format!("{field}.segment_steps"),
+            self.segment_steps,
+            1,
+            self.inner_steps,
+        )?;
+        if self.inner_steps % self.segment_steps != 0 {
+            return Err(invalid(
+                &format!("{field}.segment_steps"),
+                format!(
+                    "{} does not divide inner_steps ({})",
+                    self.segment_steps, self.inner_steps
+                ),
+            ));
+        }
+        check_range(&format!("{field}.batch"), self.batch, 1, MAX_BATCH)?;
+        check_range(&format!("{field}.inner_lr_micro"), self.inner_lr_micro, 1, MAX_MICRO)?;
+        check_range(
+            &format!("{field}.weight_decay_micro"),
+            self.weight_decay_micro,
+            0,
+            MAX_MICRO,
+        )?;
+        check_range(
+            &format!("{field}.outer_lr_milli"),
+            self.outer_lr_milli,
+            1,
+            MAX_OUTER_LR_MILLI,
+        )?;
+        check_range(
+            &format!("{field}.outer_momentum_milli"),
+            self.outer_momentum_milli,
+            0,
+            999,
+        )?;
+        self.compression.validate(&format!("{field}.compression"))
+    }
+}
+
+/// Blocks each phase of a round lasts at most (a phase may end early: see the ledger's
+/// training module). `dispute` is the window, after a failing audit, in which its target may
+/// dispute it, and after a dispute opens, in which the referees answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PhaseBlocks {
+    pub train: u32,
+    pub commit: u32,
+    pub reveal: u32,
+    pub audit: u32,
+    pub dispute: u32,
+    pub aggregate: u32,
+}
+
+impl PhaseBlocks {
+    /// Σ of every phase (disputes counted twice: the target's window and the referees').
+    pub fn round_blocks(&self) -> u64 {
+        [
+            self.train,
+            self.commit,
+            self.reveal,
+            self.audit,
+            self.dispute,
+            self.dispute,
+            self.aggregate,
+        ]
+        .iter()
+        .map(|b| u64::from(*b))
+        .sum()
+    }
+
+    pub fn validate(&self, field: &str) -> Result<(), SpecError> {
+        for (name, v) in [
+            ("train", self.train),
+            ("commit", self.commit),
+            ("reveal", self.reveal),
+            ("audit", self.audit),
+            ("dispute", self.dispute),
+            ("aggregate", self.aggregate),
+        ] {
+            if v == 0 {
+                return Err(invalid(&format!("{field}.{name}"), "must be at least 1 block"));
+            }
+        }
+        if self.round_blocks() > MAX_ROUND_BLOCKS {
+            return Err(invalid(
+                field,
+                format!(
+                    "a round may last at most {MAX_ROUND_BLOCKS} blocks, these phases {}",
+                    self.round_blocks()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A training job as its owner opens it.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobSpec {
+    pub name: String,
+    pub model: ModelSpec,
+    /// Root of a registered dataset.
+    #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+    pub dataset: Hash32,
+    /// Hash of the checkpoint round 0 trains from.
+    #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+    pub init_checkpoint: Hash32,
+    pub params: TrainParams,
+    pub min_workers: u16,
+    pub max_workers: u16,
+    pub rounds: u32,
+    pub phases: PhaseBlocks,
+    /// Paid out over the rounds, in proportion to verified tokens.
+    pub budget: Coin,
+    /// What each worker locks to join, in the budget's denomination.
+    pub bond: Coin,
+    /// Random audits per round: that many distinct revealed workers have one segment replayed.
+    /// 0 means no random audits; workers revealing the same update as another are audited
+    /// whatever this says, since the ledger sees the copy itself.
+    pub audits_per_round: u16,
+    /// Referees a dispute draws (odd, so a full panel always has a majority).
+    pub referees: u16,
+}
+
+impl JobSpec {
+    /// Tokens a worker's round verifies: `inner_steps × batch × seq_len`.
+    pub fn round_tokens(&self) -> u128 {
+        u128::from(self.params.inner_steps) * u128::from(self.params.batch) * u128::from(self.model.seq_len)
+    }
+
+    /// Tokens one audit verifies: `segment_steps × batch × seq_len` (the compression step counts
+    /// as one segment).
+    pub fn audit_tokens(&self) -> u128 {
+        u128::from(self.params.segment_steps) * u128::from(self.params.batch) * u128::from(self.model.seq_len)
+    }
+
+    pub fn validate(&self, field: &str) -> Result<(), SpecError> {
+        validate_name(&format!("{field}.name"), &self.name, limits::MAX_NAME_LEN)?;
+        self.model.validate(&format!("{field}.model"))?;
+        self.params.validate(&format!("{field}.params"))?;
+        self.phases.validate(&format!("{field}.phases"))?;
+        check_range(&format!("{field}.min_workers"), self.min_workers, 1, MAX_WORKERS)?;
+        check_range(
+            &format!("{field}.max_workers"),
+            self.max_workers,
+            self.min_workers,
+            MAX_WORKERS,
+        )?;
+        check_range(&format!("{field}.rounds"), self.rounds, 1, MAX_ROUNDS)?;
+        if self.budget.amount == 0 {
+            return Err(invalid(&format!("{field}.budget"), "must be greater than zero"));
+        }
+        if self.bond.amount == 0 {
+            return Err(invalid(&format!("{field}.bond"), "must be greater than zero"));
+        }
+        if self.bond.denom != self.budget.denom {
+            return Err(invalid(
+                &format!("{field}.bond"),
+                format!("must be in the budget's denomination {}", self.budget.denom),
+            ));
+        }
+        check_range(
+            &format!("{field}.audits_per_round"),
+            self.audits_per_round,
+            0,
+            MAX_WORKERS,
+        )?;
+        check_range(&format!("{field}.referees"), self.referees, 1, MAX_REFEREES)?;
+        if self.referees % 2 == 0 {
+            return Err(invalid(&format!("{field}.referees"), "must be odd"));
+        }
+        Ok(())
+    }
+}
+
+/// Someone who contributed chunks to a dataset.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Contributor {
+    pub address: Address,
+    pub chunks: u32,
+}
+
+/// A dataset: the Merkle root of its content-addressed chunks and who contributed them.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DatasetSpec {
+    pub name: String,
+    #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+    pub root: Hash32,
+    pub chunks: u32,
+    pub bytes: u64,
+    pub contributors: Vec<Contributor>,
+}
+
+impl DatasetSpec {
+    pub fn validate(&self, field: &str) -> Result<(), SpecError> {
+        validate_name(&format!("{field}.name"), &self.name, limits::MAX_NAME_LEN)?;
+        if self.chunks == 0 {
+            return Err(invalid(&format!("{field}.chunks"), "must be at least 1"));
+        }
+        if self.bytes < u64::from(self.chunks) {
+            return Err(invalid(
+                &format!("{field}.bytes"),
+                "every chunk holds at least one byte",
+            ));
+        }
+        if self.contributors.is_empty() || self.contributors.len() > MAX_CONTRIBUTORS {
+            return Err(invalid(
+                &format!("{field}.contributors"),
+                format!("must name 1-{MAX_CONTRIBUTORS} contributors"),
+            ));
+        }
+        let mut sum = 0u64;
+        for (i, c) in self.contributors.iter().enumerate() {
+            if c.chunks == 0 {
+                return Err(invalid(
+                    &format!("{field}.contributors[{i}].chunks"),
+                    "must be at least 1",
+                ));
+            }
+            if self.contributors[..i].iter().any(|o| o.address == c.address) {
+                return Err(invalid(&format!("{field}.contributors[{i}]"), "duplicate address"));
+            }
+            sum += u64::from(c.chunks);
+        }
+        if sum != u64::from(self.chunks) {
+            return Err(invalid(
+                &format!("{field}.contributors"),
+                format!("contributed chunks sum to {sum}, the dataset has {}", self.chunks),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An auditor's verdict on one segment of a worker's round.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Verdict {
+    /// The replay matched the worker's trace.
+    Pass,
+    /// The replay did not match: the auditor's state hash after each replayed step (the first
+    /// entry may be the state the segment starts from), 1..=segment_steps + 1 of them. The
+    /// target may dispute with its own; the first index where they differ is what referees
+    /// recompute.
+    Fail {
+        #[serde(with = "hex_hashes")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::openapi::Hash>))]
+        steps: Vec<Hash32>,
+    },
+}
+
+/// Checks a list of state hashes of a verdict or a dispute.
+pub fn validate_steps(field: &str, steps: &[Hash32]) -> Result<(), SpecError> {
+    if steps.is_empty() || steps.len() > MAX_VERDICT_STEPS {
+        return Err(invalid(field, format!("must hold 1-{MAX_VERDICT_STEPS} state hashes")));
+    }
+    Ok(())
+}
+
+impl Verdict {
+    pub fn validate(&self, field: &str) -> Result<(), SpecError> {
+        match self {
+            Verdict::Pass => Ok(()),
+            Verdict::Fail { steps } => validate_steps(&format!("{field}.steps"), steps),
+        }
+    }
+}
+
+/// `SHA-256("pazar/train/commit/v1\0" ‖ job (u64 LE) ‖ round (u32 LE) ‖ Borsh(worker) ‖ update ‖
+/// trace ‖ ef_in ‖ ef_out)`: what a worker commits in its round's train or commit phase and must
+/// open with `RevealUpdate`. `update` is the hash of the compressed pseudo-gradient blob, `trace`
+/// the Merkle root of its per-segment state hashes, `ef_in`/`ef_out` the hashes of the
+/// compression residual carried in and out (error feedback).
+pub fn update_commitment(
+    job: u64,
+    round: u32,
+    worker: &Address,
+    update: &Hash32,
+    trace: &Hash32,
+    ef_in: &Hash32,
+    ef_out: &Hash32,
+) -> Hash32 {
+    let mut h = Sha256::new();
+    h.update(COMMIT_DOMAIN);
+    h.update(job.to_le_bytes());
+    h.update(round.to_le_bytes());
+    h.update(borsh::to_vec(worker).expect("encoding into a Vec cannot fail"));
+    h.update(update);
+    h.update(trace);
+    h.update(ef_in);
+    h.update(ef_out);
+    h.finalize().into()
+}
+
+/// One revealed update of a round, as the beacon and the audit draw read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct RevealedUpdate {
+    pub worker: Address,
+    #[serde(with = "hex_array")]
+    pub update: Hash32,
+    #[serde(with = "hex_array")]
+    pub trace: Hash32,
+}
+
+/// `SHA-256("pazar/train/beacon/v1\0" ‖ job (u64 LE) ‖ round (u32 LE) ‖ for each revealed update
+/// in address order: Borsh(worker) ‖ update ‖ trace)`. Known only once reveal closes; every
+/// input was committed before, so nobody can steer it but by withholding a reveal (which costs
+/// a tenth of the bond). `revealed` may come in any order.
+pub fn round_beacon(job: u64, round: u32, revealed: &[RevealedUpdate]) -> Hash32 {
+    let mut sorted: Vec<&RevealedUpdate> = revealed.iter().collect();
+    sorted.sort_by_key(|r| r.worker);
+    let mut h = Sha256::new();
+    h.update(BEACON_DOMAIN);
+    h.update(job.to_le_bytes());
+    h.update(round.to_le_bytes());
+    for r in sorted {
+        h.update(borsh::to_vec(&r.worker).expect("encoding into a Vec cannot fail"));
+        h.update(r.update);
+        h.update(r.trace);
+    }
+    h.finalize().into()
+}
+
+/// One audit of a round: `auditor` replays segment `segment` of `target`'s round (segment
+/// `K = inner_steps / segment_steps` is the compression step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditAssignment {
+    pub target: Address,
+    pub segment: u32,
+    pub auditor: Address,
+}
+
+/// The `i`-th draw of a stream seeded by `seed`: a number below `n` (`n > 0`). The modulo's bias
+/// is below `n / 2⁶⁴`, nothing against a 256-worker job.
+fn pick(seed: &Hash32, label: &[u8], i: u32, n: usize) -> usize {
+    debug_assert!(n > 0);
+    let mut h = Sha256::new();
+    h.update(seed);
+    h.update(label);
+    h.update(i.to_le_bytes());
+    let d: Hash32 = h.finalize().into();
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&d[..8]);
+    (u64::from_le_bytes(x) % n as u64) as usize
+}
+
+/// Who audits whom in a round, from its beacon. Pure and deterministic:
+/// 1. Targets: first every worker whose `update` equals another worker's (copies), in address
+///    order; then `audits_per_round` more, each drawn uniformly (`SHA-256(beacon ‖ "target" ‖
+///    i)`) from the workers not yet targeted. A worker is the target of at most one audit.
+/// 2. For the `n`-th target: the segment is drawn from `0..=segments` and the auditor from the
+///    other workers that did not reveal the same update as the target (`SHA-256(beacon ‖
+///    "segment"/"auditor" ‖ n)`); a target nobody can audit (one worker, or only its copies)
+///    gets no assignment.
+///
+/// `revealed` may come in any order; the result is in draw order.
+pub fn draw_audits(
+    beacon: &Hash32,
+    revealed: &[RevealedUpdate],
+    audits_per_round: u16,
+    segments: u32,
+) -> Vec<AuditAssignment> {
+    let mut workers: Vec<RevealedUpdate> = revealed.to_vec();
+    workers.sort_by_key(|r| r.worker);
+    workers.dedup_by(|a, b| a.worker == b.worker);
+    let copied = |w: &RevealedUpdate| workers.iter().filter(|o| o.update == w.update).nth(1).is_some();
+    let mut targets: Vec<RevealedUpdate> = workers.iter().filter(|w| copied(w)).copied().collect();
+    let mut rest: Vec<RevealedUpdate> = workers.iter().filter(|w| !copied(w)).copied().collect();
+    for i in 0..u32::from(audits_per_round) {
+        if rest.is_empty() {
+            break;
+        }
+        let j = pick(beacon, b"target", i, rest.len());
+        targets.push(rest.remove(j));
+    }
+    let mut out = Vec::with_capacity(targets.len());
+    for (n, t) in targets.iter().enumerate() {
+        let n = n as u32;
+        let candidates: Vec<&RevealedUpdate> = workers
+            .iter()
+            .filter(|w| w.worker != t.worker && w.update != t.update)
+            .collect();
+        if candidates.is_empty() {
+            continue;
+        }
+        let segment = pick(beacon, b"segment", n, segments as usize + 1) as u32;
+        let auditor = candidates[pick(beacon, b"auditor", n, candidates.len())].worker;
+        out.push(AuditAssignment {
+            target: t.worker,
+            segment,
+            auditor,
+        });
+    }
+    out
+}
+
+/// The referees of a dispute about `target`'s audit: up to `count` distinct addresses drawn
+/// from `candidates` (the round's other revealed workers, neither the target nor its auditor;
+/// any order) by the stream seeded with `SHA-256(beacon ‖ "referee" ‖ Borsh(target))`. Fewer
+/// candidates than `count`: all of them. The result is in draw order.
+pub fn draw_referees(beacon: &Hash32, target: &Address, candidates: &[Address], count: u16) -> Vec<Address> {
+    let mut seed = Sha256::new();
+    seed.update(beacon);
+    seed.update(b"referee");
+    seed.update(borsh::to_vec(target).expect("encoding into a Vec cannot fail"));
+    let seed: Hash32 = seed.finalize().into();
+    let mut pool: Vec<Address> = candidates.to_vec();
+    pool.sort();
+    pool.dedup();
+    let mut out = Vec::new();
+    for i in 0..u32::from(count) {
+        if pool.is_empty() {
+            break;
+        }
+        let j = pick(&seed, b"draw", i, pool.len());
+        out.push(pool.remove(j));
+    }
+    out
+}
+
+/// The first index where two lists of state hashes differ (`None`: they agree where both have
+/// entries and have the same length).
+pub fn first_divergence(a: &[Hash32], b: &[Hash32]) -> Option<usize> {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .or_else(|| (a.len() != b.len()).then_some(a.len().min(b.len())))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records the ledger keeps (served to workers and clients).
+
+/// A registered dataset.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    pub spec: DatasetSpec,
+    pub registrant: Address,
+    pub height: u64,
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for `min_workers` members (before round 0, or when too few remain).
+    Recruiting,
+    /// A round is in progress.
+    Running,
+    /// Every round ran (or the escrow is empty): paid out and refunded.
+    Finished,
+    /// Cancelled by its owner while recruiting: refunded.
+    Cancelled,
+}
+
+/// The phase of a running job's current round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Train,
+    Commit,
+    Reveal,
+    Audit,
+    Aggregate,
+}
+
+/// A training job as the ledger keeps it. `budget = escrow + paid + take + refunded` always;
+/// the training escrow module holds `escrow + bonds` for every job.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct TrainJob {
+    pub owner: Address,
+    pub spec: JobSpec,
+    pub state: JobState,
+    pub opened_at: u64,
+    /// The current round (Running), or the round that starts next (Recruiting).
+    pub round: u32,
+    pub phase: Phase,
+    /// First height of the current round.
+    pub round_start: u64,
+    /// Height at whose end the current phase ends (indexed while Running).
+    pub deadline: u64,
+    /// Last height at which audits of the current round may be posted.
+    pub audit_deadline: u64,
+    /// The current round's beacon, once reveal closed.
+    #[serde(with = "hex_opt")]
+    pub beacon: Option<Hash32>,
+    /// The latest checkpoint (`init_checkpoint` until a round succeeds).
+    #[serde(with = "hex_array")]
+    pub checkpoint: Hash32,
+    /// The round that produced `checkpoint` (`None`: the initial one).
+    pub checkpoint_round: Option<u32>,
+    /// Budget not yet paid out.
+    #[serde(with = "crate::coin::u128_string")]
+    pub escrow: u128,
+    /// Σ of the members' bonds.
+    #[serde(with = "crate::coin::u128_string")]
+    pub bonds: u128,
+    #[serde(with = "crate::coin::u128_string")]
+    pub paid: u128,
+    /// Take fees of the payouts (to the fee pool).
+    #[serde(with = "crate::coin::u128_string")]
+    pub take: u128,
+    /// Budget returned to the owner.
+    #[serde(with = "crate::coin::u128_string")]
+    pub refunded: u128,
+    /// Members, leaving ones included.
+    pub members: u16,
+    /// Workers of the current round, and how many committed, revealed, and are included.
+    pub round_workers: u16,
+    pub committed: u16,
+    pub revealed: u16,
+    pub included: u16,
+    /// Rounds that ended with a checkpoint, and without.
+    pub rounds_ok: u32,
+    pub rounds_failed: u32,
+}
+
+/// A worker of a job.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Member {
+    /// Bond held (less after a withheld reveal's slash).
+    #[serde(with = "crate::coin::u128_string")]
+    pub bond: u128,
+    pub blob_uri: String,
+    pub joined_at: u64,
+    /// The first round the member takes part in (a member joining mid-round waits for the next).
+    pub active_from: u32,
+    /// Hash of the compression residual it carried out of the last round it was included in
+    /// (zero before): the next reveal's `ef_in` must equal it.
+    #[serde(with = "hex_array")]
+    pub ef_out: Hash32,
+    /// Consecutive rounds without a commitment; at [`MAX_MISSES`] the member is removed.
+    pub missed: u32,
+    /// Audits assigned to it that it never posted.
+    pub audits_missed: u32,
+    /// Asked to leave: bond returned when its round settles.
+    pub leaving: bool,
+}
+
+/// Consecutive rounds without a commitment after which a member is removed (bond returned).
+pub const MAX_MISSES: u32 = 3;
+/// Share of the bond a withheld reveal costs, in per mille.
+pub const WITHHELD_SLASH_PER_MILLE: u128 = 100;
+
+/// One worker's part in one round.
+#[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct RoundWork {
+    #[serde(with = "hex_opt")]
+    pub commitment: Option<Hash32>,
+    pub reveal: Option<Reveal>,
+    /// Left out of the round's checkpoint (withheld, caught, or undecided).
+    pub excluded: bool,
+    #[serde(with = "hex_opt")]
+    pub vote: Option<Hash32>,
+}
+
+/// An opened commitment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Reveal {
+    #[serde(with = "hex_array")]
+    pub update: Hash32,
+    #[serde(with = "hex_array")]
+    pub trace: Hash32,
+    #[serde(with = "hex_array")]
+    pub ef_in: Hash32,
+    #[serde(with = "hex_array")]
+    pub ef_out: Hash32,
+}
+
+/// An open dispute of a failing audit.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Dispute {
+    /// The target's state hashes.
+    #[serde(with = "hex_hashes")]
+    pub steps: Vec<Hash32>,
+    /// The first index where they differ from the auditor's.
+    pub index: u32,
+    pub opened_at: u64,
+    pub referees: Vec<Address>,
+    /// What each referee posted, in posting order.
+    pub answers: Vec<RefereeAnswer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct RefereeAnswer {
+    pub referee: Address,
+    #[serde(with = "hex_array")]
+    pub hash: Hash32,
+}
+
+/// How an audit settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcome {
+    /// The auditor posted nothing: not paid, counted in its record.
+    Missing,
+    Pass,
+    /// Fail undisputed, or the referees sided with the auditor: the target was slashed.
+    Caught,
+    /// The referees sided with the target: the auditor was slashed.
+    Overturned,
+    /// Disputed without a majority (or without referees): the target is excluded, nobody is
+    /// slashed and the auditor is not paid.
+    Undecided,
+}
+
+/// One audit of a round.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub auditor: Address,
+    pub segment: u32,
+    pub verdict: Option<Verdict>,
+    pub posted_at: Option<u64>,
+    pub dispute: Option<Dispute>,
+    /// Set when the audit phase settles.
+    pub outcome: Option<AuditOutcome>,
+}
+
+/// An included update of a round's provenance record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct IncludedUpdate {
+    pub worker: Address,
+    #[serde(with = "hex_array")]
+    pub update: Hash32,
+    #[serde(with = "hex_array")]
+    pub trace: Hash32,
+}
+
+/// An audit as the provenance record keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct AuditSummary {
+    pub target: Address,
+    pub auditor: Address,
+    pub segment: u32,
+    pub outcome: AuditOutcome,
+}
+
+/// The provenance of one checkpoint: the round that made it, from what, with whose updates,
+/// checked by which audits. Walk `previous_round` back to `None` (then `previous` is the job's
+/// `init_checkpoint`) to reach the start; `dataset` names the data.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub job: u64,
+    pub round: u32,
+    #[serde(with = "hex_array")]
+    pub checkpoint: Hash32,
+    #[serde(with = "hex_array")]
+    pub previous: Hash32,
+    pub previous_round: Option<u32>,
+    #[serde(with = "hex_array")]
+    pub dataset: Hash32,
+    pub included: Vec<IncludedUpdate>,
+    pub audits: Vec<AuditSummary>,
+    pub height: u64,
+}
+
+/// Why a bond was slashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SlashReason {
+    /// Committed and did not reveal: a tenth of the bond.
+    WithheldReveal,
+    /// Its audited segment failed (undisputed, or the referees agreed): the whole bond.
+    FailedAudit,
+    /// Its failing verdict was overturned by the referees: the whole bond.
+    FalseAudit,
+}
+
+/// Why a member left a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// It asked to (`LeaveJob`).
+    Left,
+    /// [`MAX_MISSES`] rounds in a row without a commitment.
+    Missed,
+    /// Its whole bond was slashed.
+    Slashed,
+    /// The job finished or was cancelled.
+    JobEnded,
+}
+
+/// Serde helper: a list of 32-byte hashes as hex strings.
+pub mod hex_hashes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::tx::Hash32;
+
+    pub fn serialize<S: Serializer>(v: &[Hash32], s: S) -> Result<S::Ok, S::Error> {
+        v.iter().map(hex::encode).collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Hash32>, D::Error> {
+        let raw = Vec::<String>::deserialize(d)?;
+        raw.iter()
+            .map(|s| {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(s.trim_start_matches("0x"), &mut out).map_err(serde::de::Error::custom)?;
+                Ok(out)
+            })
+            .collect()
+    }
+}
+
+/// Serde helper: an optional 32-byte hash as a hex string or null.
+pub mod hex_opt {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::tx::Hash32;
+
+    pub fn serialize<S: Serializer>(v: &Option<Hash32>, s: S) -> Result<S::Ok, S::Error> {
+        v.map(hex::encode).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Hash32>, D::Error> {
+        let raw = Option::<String>::deserialize(d)?;
+        raw.map(|s| {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(s.trim_start_matches("0x"), &mut out).map_err(serde::de::Error::custom)?;
+            Ok(out)
+        })
+        .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(n: u8) -> Address {
+        Address::Native([n; 20])
+    }
+
+    fn rev(n: u8, update: u8) -> RevealedUpdate {
+        RevealedUpdate {
+            worker: a(n),
+            update: [update; 32],
+            trace: [n; 32],
+        }
+    }
+
+    #[test]
+    fn the_beacon_ignores_the_order_of_reveals_but_not_their_content() {
+        let x = [rev(1, 1), rev(2, 2), rev(3, 3)];
+        let y = [rev(3, 3), rev(1, 1), rev(2, 2)];
+        assert_eq!(round_beacon(7, 1, &x), round_beacon(7, 1, &y));
+        assert_ne!(round_beacon(7, 1, &x), round_beacon(7, 2, &x));
+        assert_ne!(
+            round_beacon(7, 1, &x),
+            round_beacon(7, 1, &[rev(1, 1), rev(2, 2), rev(3, 4)])
+        );
+    }
+
+    #[test]
+    fn every_copy_is_audited_by_a_worker_without_the_same_update() {
+        let revealed = [rev(1, 9), rev(2, 2), rev(3, 9), rev(4, 4)];
+        let beacon = round_beacon(1, 0, &revealed);
+        let drawn = draw_audits(&beacon, &revealed, 0, 4);
+        let targets: Vec<Address> = drawn.iter().map(|d| d.target).collect();
+        assert_eq!(targets, vec![a(1), a(3)]);
+        for d in &drawn {
+            assert!(d.auditor == a(2) || d.auditor == a(4), "{d:?}");
+            assert!(d.segment <= 4);
+        }
+    }
+
+    #[test]
+    fn random_audits_target_distinct_workers_and_never_themselves() {
+        let revealed: Vec<RevealedUpdate> = (1..=6).map(|n| rev(n, n)).collect();
+        for round in 0..50 {
+            let beacon = round_beacon(3, round, &revealed);
+            let drawn = draw_audits(&beacon, &revealed, 4, 2);
+            assert_eq!(drawn.len(), 4);
+            let mut t: Vec<Address> = drawn.iter().map(|d| d.target).collect();
+            t.sort();
+            t.dedup();
+            assert_eq!(t.len(), 4);
+            assert!(drawn.iter().all(|d| d.target != d.auditor && d.segment <= 2));
+        }
+        // More audits than workers: every worker once; one worker: nobody can audit it.
+        assert_eq!(draw_audits(&[0; 32], &revealed, 100, 1).len(), 6);
+        assert!(draw_audits(&[0; 32], &revealed[..1], 5, 1).is_empty());
+    }
+
+    #[test]
+    fn referees_are_distinct_candidates_and_as_many_as_there_are() {
+        let c = [a(5), a(6), a(7)];
+        let r = draw_referees(&[1; 32], &a(1), &c, 5);
+        assert_eq!(r.len(), 3);
+        let r1 = draw_referees(&[1; 32], &a(1), &c, 1);
+        assert_eq!(r1.len(), 1);
+        assert!(c.contains(&r1[0]));
+        assert!(draw_referees(&[1; 32], &a(1), &[], 3).is_empty());
+    }
+
+    #[test]
+    fn the_commitment_binds_every_field() {
+        let base = update_commitment(1, 2, &a(3), &[4; 32], &[5; 32], &[6; 32], &[7; 32]);
+        assert_ne!(
+            base,
+            update_commitment(1, 2, &a(3), &[4; 32], &[5; 32], &[6; 32], &[8; 32])
+        );
+        assert_ne!(
+            base,
+            update_commitment(1, 2, &Address::Eth([3; 20]), &[4; 32], &[5; 32], &[6; 32], &[7; 32])
+        );
+        assert_ne!(
+            base,
+            update_commitment(2, 2, &a(3), &[4; 32], &[5; 32], &[6; 32], &[7; 32])
+        );
+    }
+
+    #[test]
+    fn model_bounds_and_parameter_count() {
+        let m = ModelSpec {
+            vocab: 256,
+            dim: 64,
+            layers: 2,
+            heads: 4,
+            ffn_dim: 256,
+            seq_len: 64,
+        };
+        // 2·256·64 + 2·(4·64² + 3·64·256 + 2·64) + 64
+        assert_eq!(m.params(), 32_768 + 2 * (16_384 + 49_152 + 128) + 64);
+        assert!(m.validate("m").is_ok());
+        assert!(ModelSpec { heads: 3, ..m }.validate("m").is_err());
+        let huge = ModelSpec {
+            vocab: MAX_VOCAB,
+            dim: MAX_DIM,
+            layers: MAX_LAYERS,
+            heads: 64,
+            ffn_dim: MAX_FFN_DIM,
+            seq_len: 2,
+        };
+        assert!(huge.validate("m").is_err());
+    }
+
+    #[test]
+    fn first_divergence_finds_the_first_differing_step() {
+        assert_eq!(first_divergence(&[[1; 32], [2; 32]], &[[1; 32], [3; 32]]), Some(1));
+        assert_eq!(first_divergence(&[[1; 32]], &[[1; 32]]), None);
+        assert_eq!(first_divergence(&[[1; 32]], &[[1; 32], [2; 32]]), Some(1));
+    }
+
+    #[test]
+    fn dataset_contributions_must_add_up() {
+        let mut d = DatasetSpec {
+            name: "tiny".into(),
+            root: [1; 32],
+            chunks: 3,
+            bytes: 300,
+            contributors: vec![
+                Contributor {
+                    address: a(1),
+                    chunks: 2,
+                },
+                Contributor {
+                    address: a(2),
+                    chunks: 1,
+                },
+            ],
+        };
+        assert!(d.validate("d").is_ok());
+        d.contributors[1].chunks = 2;
+        assert!(d.validate("d").is_err());
+        d.contributors[1] = Contributor {
+            address: a(1),
+            chunks: 1,
+        };
+        assert!(d.validate("d").is_err());
+    }
+}

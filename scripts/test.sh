@@ -19,8 +19,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 
 # Fuzz smoke: every decoder and parser that takes another party's bytes (transactions, the
-# node's request bodies, SDL files, the provider's manifests, validators' gossip batches) for
-# FUZZ_SECONDS each (default 30: five targets, and CI's whole run must stay under 30 minutes).
+# node's request bodies, SDL files, the provider's manifests, validators' gossip batches,
+# training workers' update blobs) for FUZZ_SECONDS each (default 30: six targets, and CI's whole
+# run must stay under 30 minutes).
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the pinned stable toolchain accept them.
 if [ "${PAZAR_SKIP_FUZZ:-0}" != "1" ]; then
     # The fuzz build has its own target directory; on CI the test build is dropped first so
@@ -28,7 +29,7 @@ if [ "${PAZAR_SKIP_FUZZ:-0}" != "1" ]; then
     if [ "${PAZAR_FREE_DISK_BEFORE_FUZZ:-0}" = "1" ]; then
         rm -rf target/debug
     fi
-    for target in tx_decode rpc_request sdl_parse manifest_decode gossip_batch; do
+    for target in tx_decode rpc_request sdl_parse manifest_decode gossip_batch update_decode; do
         ./scripts/fuzz.sh "$target" "${FUZZ_SECONDS:-30}"
     done
 fi

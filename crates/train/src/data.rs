@@ -25,6 +25,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use pazar_types::tx::Hash32;
 use sha2::{Digest, Sha256};
@@ -1139,7 +1140,7 @@ impl ChunkStore {
 
     /// Stores one chunk (1 to [`CHUNK_BYTES`] bytes) and returns its hash. Written to a
     /// temporary file and renamed, so a crash never leaves a partial file under a chunk's name;
-    /// a chunk already present is left as it is.
+    /// an intact chunk already present is left as it is.
     pub fn put(&self, bytes: &[u8]) -> Result<Hash32, DataError> {
         let h = chunk_hash(bytes);
         if bytes.is_empty() || bytes.len() > CHUNK_BYTES {
@@ -1150,11 +1151,18 @@ impl ChunkStore {
             });
         }
         let path = self.path(&h);
-        if path.is_file() {
+        // A file already there is kept only if it is intact; a corrupt one is replaced.
+        if path.is_file() && self.get(&h).is_ok() {
             return Ok(h);
         }
         let io = |source| DataError::ChunkIo { chunk: hex(&h), source };
-        let tmp = self.dir.join(format!(".{}.tmp{}", hex(&h), std::process::id()));
+        // A temporary name of its own per call (process and counter), so two writers of the
+        // same chunk never write into one file.
+        static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
+        let unique = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!(".{}.tmp{}-{unique}", hex(&h), std::process::id()));
         let mut f = fs::File::create(&tmp).map_err(io)?;
         f.write_all(bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
@@ -1330,7 +1338,7 @@ pub fn eval_batches(
     let mut windows = eval_chunks
         .iter()
         .flat_map(|c| c.chunks_exact(seq + 1))
-        .take(max_batches as usize * batch as usize)
+        .take((max_batches as usize).saturating_mul(batch as usize))
         .peekable();
     if windows.peek().is_none() {
         return Err(DataError::NoUsableChunk {

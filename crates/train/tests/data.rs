@@ -380,6 +380,9 @@ fn a_file_whose_bytes_do_not_match_its_name_is_refused_naming_the_chunk() {
     }
     let err = Dataset::from_store(&store, &[h]).expect_err("corrupt");
     assert!(err.to_string().contains(&hex(&h)), "{err}");
+    // Putting the honest bytes again repairs the file.
+    assert_eq!(store.put(b"honest bytes").expect("put"), h);
+    assert_eq!(store.get(&h).expect("repaired"), b"honest bytes");
 }
 
 #[test]

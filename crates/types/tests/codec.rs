@@ -127,6 +127,109 @@ fn msg() -> impl Strategy<Value = Msg> {
             reason: LeaseCloseReason::Unstable
         }),
         Just(Msg::DeleteProvider),
+        train_msg(),
+    ]
+}
+
+/// The training messages (appended variants), valid by construction.
+fn train_msg() -> impl Strategy<Value = Msg> {
+    use pazar_types::train::{
+        Compression, Contributor, DatasetSpec, JobSpec, ModelSpec, PhaseBlocks, TrainParams, Verdict,
+    };
+    let spec =
+        (any::<[u8; 32]>(), 1..100u32, 1..8u16, any::<u64>()).prop_map(|(root, rounds, workers, seed)| JobSpec {
+            name: "job".into(),
+            model: ModelSpec {
+                vocab: 256,
+                dim: 64,
+                layers: 2,
+                heads: 4,
+                ffn_dim: 128,
+                seq_len: 32,
+            },
+            dataset: root,
+            init_checkpoint: [3; 32],
+            params: TrainParams {
+                inner_steps: 8,
+                segment_steps: 4,
+                batch: 2,
+                inner_lr_micro: 300,
+                weight_decay_micro: 0,
+                outer_lr_milli: 700,
+                outer_momentum_milli: 900,
+                compression: Compression::TopKInt8 { per_mille: 5 },
+                seed,
+            },
+            min_workers: workers,
+            max_workers: workers + 1,
+            rounds,
+            phases: PhaseBlocks {
+                train: 10,
+                commit: 2,
+                reveal: 2,
+                audit: 5,
+                dispute: 3,
+                aggregate: 3,
+            },
+            budget: Coin::new(1_000, Denom::new("upzr").expect("valid")),
+            bond: Coin::new(10, Denom::new("upzr").expect("valid")),
+            audits_per_round: 1,
+            referees: 3,
+        });
+    prop_oneof![
+        (any::<[u8; 32]>(), addr()).prop_map(|(root, address)| Msg::RegisterDataset {
+            spec: DatasetSpec {
+                name: "d".into(),
+                root,
+                chunks: 2,
+                bytes: 2_000,
+                contributors: vec![Contributor { address, chunks: 2 }],
+            }
+        }),
+        spec.prop_map(|spec| Msg::OpenJob { spec }),
+        any::<u64>().prop_map(|job| Msg::JoinJob {
+            job,
+            blob_uri: "http://127.0.0.1:7000/blobs".into()
+        }),
+        (any::<u64>(), any::<u32>(), any::<[u8; 32]>()).prop_map(|(job, round, commitment)| Msg::CommitUpdate {
+            job,
+            round,
+            commitment
+        }),
+        (any::<u64>(), any::<u32>(), any::<[[u8; 32]; 4]>()).prop_map(|(job, round, h)| Msg::RevealUpdate {
+            job,
+            round,
+            update: h[0],
+            trace: h[1],
+            ef_in: h[2],
+            ef_out: h[3],
+        }),
+        (any::<u64>(), addr(), proptest::collection::vec(any::<[u8; 32]>(), 1..5)).prop_map(|(job, target, steps)| {
+            Msg::PostAudit {
+                job,
+                round: 1,
+                target,
+                verdict: Verdict::Fail { steps },
+            }
+        }),
+        (any::<u64>(), proptest::collection::vec(any::<[u8; 32]>(), 1..5)).prop_map(|(job, steps)| Msg::DisputeAudit {
+            job,
+            round: 0,
+            steps
+        }),
+        (any::<u64>(), addr(), any::<[u8; 32]>()).prop_map(|(job, target, hash)| Msg::PostReferee {
+            job,
+            round: 2,
+            target,
+            hash
+        }),
+        (any::<u64>(), any::<[u8; 32]>()).prop_map(|(job, checkpoint)| Msg::PostCheckpoint {
+            job,
+            round: 3,
+            checkpoint
+        }),
+        any::<u64>().prop_map(|job| Msg::LeaveJob { job }),
+        any::<u64>().prop_map(|job| Msg::CancelJob { job }),
     ]
 }
 

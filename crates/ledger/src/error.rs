@@ -224,8 +224,8 @@ pub enum TrainError {
     AlreadyPosted,
     #[error("audits could be posted until height {0}")]
     AuditClosed(u64),
-    #[error("{got} state hashes; a segment of this job has at most {max}")]
-    TooManySteps { got: usize, max: u64 },
+    #[error("{got} state hashes for segment {segment}; a failing verdict on it gives exactly {want}")]
+    VerdictSteps { segment: u32, want: usize, got: usize },
     #[error("the audit did not fail: nothing to dispute")]
     NotFailed,
     #[error("the audit is already disputed")]
@@ -250,6 +250,10 @@ pub enum TrainError {
     NotRecruiting { job: u64, state: JobState },
     #[error("training escrow arithmetic overflow")]
     Overflow,
+    #[error(
+        "segment {got} does not exist: a round of this job has segments 0..={max} ({max} is the compression step)"
+    )]
+    NoSuchSegment { got: u32, max: u32 },
 }
 
 impl TrainError {
@@ -278,7 +282,7 @@ impl TrainError {
             TrainError::NotAuditor(_) => 21,
             TrainError::AlreadyPosted => 22,
             TrainError::AuditClosed(_) => 23,
-            TrainError::TooManySteps { .. } => 24,
+            TrainError::VerdictSteps { .. } => 24,
             TrainError::NotFailed => 25,
             TrainError::AlreadyDisputed => 26,
             TrainError::WindowClosed(_) => 27,
@@ -291,6 +295,7 @@ impl TrainError {
             TrainError::NotOwner { .. } => 34,
             TrainError::NotRecruiting { .. } => 35,
             TrainError::Overflow => 36,
+            TrainError::NoSuchSegment { .. } => 37,
         }
     }
 }

@@ -5,8 +5,8 @@
 //! per job `budget = escrow + paid + take + refunded` and the module holds Σ `escrow + bonds`
 //! ([`crate::invariants`]). A round that ends with a checkpoint pays `escrow / rounds left`
 //! (integer division: the remainder rolls over) in proportion to verified tokens: each
-//! included worker `inner_steps × batch × seq_len`, each auditor whose verdict was upheld
-//! `segment_steps × batch × seq_len` per audit. The lease escrow's take rate of the
+//! included worker `inner_steps × batch × seq_len`, and as much to each auditor per upheld
+//! verdict (an audit replays the target's whole round). The lease escrow's take rate of the
 //! denomination goes to the fee pool; rounding dust stays in escrow. A slashed bond goes half
 //! to the honest side of the audit, the rest to the fee pool (a withheld reveal's tenth all to
 //! the fee pool). When the last round settles or the escrow is empty, the rest of the budget
@@ -21,8 +21,11 @@
 //! deadline height, so end-of-block work visits only the jobs due in that block.
 //!
 //! **Audits.** When reveal closes, the beacon (`pazar_types::train::round_beacon`) of the
-//! revealed updates draws the audits (`draw_audits`); a failing verdict may be disputed by its
-//! target, and referees (`draw_referees`) recompute the first differing step. See
+//! revealed updates draws the audits (`draw_audits`: each worker with the job's
+//! `audit_per_mille` chance, copies always). An auditor replays its target's whole round and
+//! passes it, or fails it naming the first segment whose end differs and its hash of the state
+//! after each step of that segment; the target may dispute with its own hashes of the same
+//! steps, and referees (`draw_referees`) recompute the first step where they differ. See
 //! [`State::settle_audits`] for who is slashed, excluded and paid.
 
 use std::collections::BTreeMap;
@@ -541,10 +544,18 @@ impl State {
         if a.verdict.is_some() {
             return Err(TrainError::AlreadyPosted.into());
         }
-        if let Verdict::Fail { steps } = verdict {
-            let max = u64::from(j.spec.params.segment_steps) + 1;
-            if steps.len() as u64 > max {
-                return Err(TrainError::TooManySteps { got: steps.len(), max }.into());
+        if let Verdict::Fail { segment, steps } = verdict {
+            let want = j.spec.verdict_steps(*segment).ok_or(TrainError::NoSuchSegment {
+                got: *segment,
+                max: j.spec.params.segments(),
+            })?;
+            if steps.len() != want {
+                return Err(TrainError::VerdictSteps {
+                    segment: *segment,
+                    want,
+                    got: steps.len(),
+                }
+                .into());
             }
         }
         a.verdict = Some(verdict.clone());
@@ -572,7 +583,7 @@ impl State {
         let mut j = self.audit_phase(id, round, "dispute an audit")?;
         let target = ctx.sender;
         let mut a = self.load_audit(id, round, target)?;
-        let Some(Verdict::Fail { steps: theirs }) = &a.verdict else {
+        let Some(Verdict::Fail { steps: theirs, .. }) = &a.verdict else {
             return Err(TrainError::NotFailed.into());
         };
         if a.dispute.is_some() {
@@ -862,13 +873,12 @@ impl State {
             }
         }
         let beacon = round_beacon(id, round, &revealed);
-        let audits = draw_audits(&beacon, &revealed, j.spec.audits_per_round, j.spec.params.segments());
+        let audits = draw_audits(&beacon, &revealed, j.spec.audit_per_mille);
         for a in &audits {
             self.train_audits.insert(
                 (id, round, a.target),
                 AuditRecord {
                     auditor: a.auditor,
-                    segment: a.segment,
                     verdict: None,
                     posted_at: None,
                     dispute: None,
@@ -914,7 +924,7 @@ impl State {
 
     /// Settles every audit of the round:
     /// - no verdict: the auditor is not paid for it and its `audits_missed` grows; no slash;
-    /// - `Pass`: nothing happens (the auditor is paid for the segment);
+    /// - `Pass`: nothing happens (the auditor is paid for the round it replayed);
     /// - `Fail` undisputed: the target loses its whole bond (half to the auditor) and is
     ///   excluded;
     /// - `Fail` disputed: more than half of the drawn referees posting the target's hash of
@@ -942,7 +952,7 @@ impl State {
                 }
                 (Some(Verdict::Pass), _) => AuditOutcome::Pass,
                 (Some(Verdict::Fail { .. }), None) => AuditOutcome::Caught,
-                (Some(Verdict::Fail { steps }), Some(d)) => {
+                (Some(Verdict::Fail { steps, .. }), Some(d)) => {
                     let i = d.index as usize;
                     let theirs = d.steps.get(i);
                     let auditors = steps.get(i);
@@ -1077,7 +1087,7 @@ impl State {
         for (_, a) in audits {
             let upheld = matches!(a.outcome, Some(AuditOutcome::Pass | AuditOutcome::Caught));
             if upheld && self.train_members.contains(&(id, a.auditor)) {
-                *tokens.entry(a.auditor).or_default() += j.spec.audit_tokens();
+                *tokens.entry(a.auditor).or_default() += j.spec.round_tokens();
             }
         }
         let total: u128 = tokens.values().sum();
@@ -1129,7 +1139,6 @@ impl State {
                 .map(|(target, a)| AuditSummary {
                     target: *target,
                     auditor: a.auditor,
-                    segment: a.segment,
                     outcome: a.outcome.unwrap_or(AuditOutcome::Missing),
                 })
                 .collect(),

@@ -17,7 +17,10 @@ const BUDGET: u128 = 1_200_000;
 const DATASET: [u8; 32] = [0xda; 32];
 const INIT: [u8; 32] = [0x11; 32];
 
-fn spec(workers: u16, rounds: u32, audits: u16) -> JobSpec {
+/// A job of `workers` workers and `rounds` rounds; each worker is audited with a chance of
+/// `audit_per_mille` ‰. A round has two training segments of four steps and the compression
+/// step (segment 2).
+fn spec(workers: u16, rounds: u32, audit_per_mille: u16) -> JobSpec {
     JobSpec {
         name: "tiny-llama".into(),
         model: ModelSpec {
@@ -32,7 +35,7 @@ fn spec(workers: u16, rounds: u32, audits: u16) -> JobSpec {
         init_checkpoint: INIT,
         params: TrainParams {
             inner_steps: 8,
-            segment_steps: 2,
+            segment_steps: 4,
             batch: 4,
             inner_lr_micro: 1_000,
             weight_decay_micro: 0,
@@ -54,7 +57,7 @@ fn spec(workers: u16, rounds: u32, audits: u16) -> JobSpec {
         },
         budget: coin(BUDGET, &upzr()),
         bond: coin(BOND, &upzr()),
-        audits_per_round: audits,
+        audit_per_mille,
         referees: 3,
     }
 }
@@ -393,8 +396,11 @@ impl Job {
     }
 }
 
-fn fail(steps: &[[u8; 32]]) -> Verdict {
-    Verdict::Fail { steps: steps.to_vec() }
+fn fail(segment: u32, steps: &[[u8; 32]]) -> Verdict {
+    Verdict::Fail {
+        segment,
+        steps: steps.to_vec(),
+    }
 }
 
 #[test]
@@ -508,7 +514,7 @@ fn workers_revealing_the_same_update_are_all_audited() {
 
 #[test]
 fn an_undisputed_failing_audit_slashes_the_whole_bond_and_pays_the_auditor_half() {
-    let mut j = Job::new(3, spec(3, 1, 3));
+    let mut j = Job::new(3, spec(3, 1, 1_000));
     j.commit(&[0, 1, 2]);
     j.reveal(&[0, 1, 2]);
     j.wait(0, Phase::Audit);
@@ -526,7 +532,7 @@ fn an_undisputed_failing_audit_slashes_the_whole_bond_and_pays_the_auditor_half(
         job: j.id,
         round: 0,
         target,
-        verdict: fail(&[[1; 32], [2; 32], [3; 32]]),
+        verdict: fail(0, &[[1; 32], [2; 32], [3; 32], [4; 32]]),
     };
     let ai = j.index(&auditor);
     let r = j.one(ai, m);
@@ -553,10 +559,11 @@ fn an_undisputed_failing_audit_slashes_the_whole_bond_and_pays_the_auditor_half(
     assert_eq!(j.bal(&auditor), before + BOND / 2 - 100 * (posted + 1) + paid + BOND);
 }
 
-/// Five workers all audited; the auditor of worker 0 fails it with `auditor_steps`, worker 0
-/// disputes with `target_steps`, and every referee posts `referee_hash`.
-fn disputed(target_steps: [[u8; 32]; 3], auditor_steps: [[u8; 32]; 3], referee_hash: [u8; 32]) -> (Job, Address) {
-    let mut j = Job::new(5, spec(5, 1, 5));
+/// Five workers all audited; the auditor of worker 0 fails its training segment 1 with
+/// `auditor_steps`, worker 0 disputes with `target_steps`, and every referee posts
+/// `referee_hash`.
+fn disputed(target_steps: [[u8; 32]; 4], auditor_steps: [[u8; 32]; 4], referee_hash: [u8; 32]) -> (Job, Address) {
+    let mut j = Job::new(5, spec(5, 1, 1_000));
     let all = [0, 1, 2, 3, 4];
     j.commit(&all);
     j.reveal(&all);
@@ -574,7 +581,7 @@ fn disputed(target_steps: [[u8; 32]; 3], auditor_steps: [[u8; 32]; 3], referee_h
         job: j.id,
         round: 0,
         target,
-        verdict: fail(&auditor_steps),
+        verdict: fail(1, &auditor_steps),
     };
     let ai = j.index(&auditor);
     assert!(j.one(ai, m).is_ok());
@@ -611,7 +618,11 @@ fn disputed(target_steps: [[u8; 32]; 3], auditor_steps: [[u8; 32]; 3], referee_h
 
 #[test]
 fn a_dispute_the_referees_uphold_slashes_the_auditor_and_excludes_its_update() {
-    let (mut j, auditor) = disputed([[1; 32], [5; 32], [6; 32]], [[1; 32], [2; 32], [3; 32]], [5; 32]);
+    let (mut j, auditor) = disputed(
+        [[1; 32], [5; 32], [6; 32], [7; 32]],
+        [[1; 32], [2; 32], [3; 32], [4; 32]],
+        [5; 32],
+    );
     let target = j.addr(0);
     assert_eq!(
         j.slashes(),
@@ -629,7 +640,11 @@ fn a_dispute_the_referees_uphold_slashes_the_auditor_and_excludes_its_update() {
 
 #[test]
 fn a_dispute_the_referees_reject_slashes_the_target() {
-    let (mut j, auditor) = disputed([[1; 32], [5; 32], [6; 32]], [[1; 32], [2; 32], [3; 32]], [2; 32]);
+    let (mut j, auditor) = disputed(
+        [[1; 32], [5; 32], [6; 32], [7; 32]],
+        [[1; 32], [2; 32], [3; 32], [4; 32]],
+        [2; 32],
+    );
     let target = j.addr(0);
     assert_eq!(
         j.slashes(),
@@ -643,7 +658,7 @@ fn a_dispute_the_referees_reject_slashes_the_target() {
 
 #[test]
 fn a_dispute_with_nothing_different_is_refused() {
-    let mut j = Job::new(3, spec(3, 1, 3));
+    let mut j = Job::new(3, spec(3, 1, 1_000));
     j.commit(&[0, 1, 2]);
     j.reveal(&[0, 1, 2]);
     j.wait(0, Phase::Audit);
@@ -655,13 +670,14 @@ fn a_dispute_with_nothing_different_is_refused() {
         .expect("audited")
         .1
         .auditor;
+    // The compression step (segment 2): the update's hash and ef_out's.
     let steps = [[1; 32], [2; 32]];
     let ai = j.index(&auditor);
     let m = Msg::PostAudit {
         job: j.id,
         round: 0,
         target,
-        verdict: fail(&steps),
+        verdict: fail(2, &steps),
     };
     assert!(j.one(ai, m).is_ok());
     let same = Msg::DisputeAudit {
@@ -680,7 +696,7 @@ fn a_dispute_with_nothing_different_is_refused() {
 
 #[test]
 fn a_dispute_without_referees_excludes_the_target_without_slashing_anyone() {
-    let mut j = Job::new(2, spec(2, 1, 2));
+    let mut j = Job::new(2, spec(2, 1, 1_000));
     j.commit(&[0, 1]);
     j.reveal(&[0, 1]);
     j.wait(0, Phase::Audit);
@@ -690,7 +706,7 @@ fn a_dispute_without_referees_excludes_the_target_without_slashing_anyone() {
         job: j.id,
         round: 0,
         target: a0,
-        verdict: fail(&[[1; 32], [2; 32]]),
+        verdict: fail(2, &[[1; 32], [2; 32]]),
     };
     assert!(j.one(1, m).is_ok());
     let m = Msg::DisputeAudit {
@@ -708,7 +724,8 @@ fn a_dispute_without_referees_excludes_the_target_without_slashing_anyone() {
     let rec = j.c.state.round_record(j.id, 0).expect("checkpoint made");
     assert_eq!(rec.included.iter().map(|u| u.worker).collect::<Vec<_>>(), vec![a1]);
     // Worker 1 is paid for its update only (its undecided audit earns nothing); worker 0, out
-    // of the checkpoint, for its upheld audit of worker 1 only.
+    // of the checkpoint, for its upheld audit of worker 1 only: a whole round's tokens, since
+    // the audit replayed the whole round.
     let tokens = |a: Address| {
         j.events
             .iter()
@@ -719,7 +736,7 @@ fn a_dispute_without_referees_excludes_the_target_without_slashing_anyone() {
             .collect::<Vec<u64>>()
     };
     assert_eq!(tokens(a1), vec![8 * 4 * 64]);
-    assert_eq!(tokens(a0), vec![2 * 4 * 64]);
+    assert_eq!(tokens(a0), vec![8 * 4 * 64]);
 }
 
 #[test]
@@ -862,11 +879,56 @@ fn cancelling_a_recruiting_job_refunds_budget_and_bonds() {
 #[test]
 fn the_same_blocks_give_the_same_state_hash() {
     let run = || {
-        let mut j = Job::new(3, spec(3, 2, 3));
+        let mut j = Job::new(3, spec(3, 2, 1_000));
         j.honest_round(&[0, 1, 2], [1; 32]);
         j.finish_round(0);
         j.commit(&[0, 1]);
         j.c.state.state_hash()
     };
     assert_eq!(run(), run());
+}
+
+#[test]
+fn a_failing_verdict_names_a_segment_of_the_round_and_hashes_each_of_its_steps() {
+    assert!(spec(3, 1, 1_001).validate("spec").is_err());
+    let mut j = Job::new(3, spec(3, 1, 1_000));
+    j.commit(&[0, 1, 2]);
+    j.reveal(&[0, 1, 2]);
+    j.wait(0, Phase::Audit);
+    let target = j.addr(0);
+    let auditor = j
+        .audits()
+        .into_iter()
+        .find(|(t, _)| *t == target)
+        .expect("every worker audited")
+        .1
+        .auditor;
+    let ai = j.index(&auditor);
+    let post = |segment: u32, steps: usize| Msg::PostAudit {
+        job: 0,
+        round: 0,
+        target,
+        verdict: fail(segment, &vec![[1; 32]; steps]),
+    };
+    // Segments 0 and 1 train (four steps each), segment 2 is the compression step (two
+    // hashes: update and ef_out); there is no segment 3.
+    let rs = j.batch(vec![
+        (ai, post(3, 2)),
+        (ai, post(0, 2)),
+        (ai, post(1, 5)),
+        (ai, post(2, 4)),
+    ]);
+    expect_err(&rs[0], "train", 37);
+    for r in &rs[1..] {
+        expect_err(r, "train", 24);
+    }
+    let r = j.one(ai, post(1, 4));
+    assert!(r.is_ok(), "{}", r.log);
+    // The dispute gives as many hashes as the verdict.
+    let m = Msg::DisputeAudit {
+        job: 0,
+        round: 0,
+        steps: vec![[2; 32]; 2],
+    };
+    expect_err(&j.one(0, m), "train", 28);
 }

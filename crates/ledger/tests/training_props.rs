@@ -147,7 +147,8 @@ fn spec(audits: u16, rounds: u32) -> JobSpec {
         // Odd amounts, so every division leaves dust.
         budget: coin(1_000_003, &upzr()),
         bond: coin(9_999, &upzr()),
-        audits_per_round: audits,
+        // None, some, most or every worker audited each round.
+        audit_per_mille: [0, 300, 700, 1_000][usize::from(audits % 4)],
         referees: 1,
     }
 }
@@ -211,14 +212,15 @@ fn msg(c: &Chain, keys: &[SigningKey], op: &Op) -> Option<Msg> {
                 Verdict::Pass
             } else {
                 Verdict::Fail {
-                    steps: vec![[1; 32], [2; 32], [3; 32]],
+                    segment: 0,
+                    steps: vec![[1; 32], [2; 32]],
                 }
             },
         },
         Op::Dispute { job, diverge, .. } => Msg::DisputeAudit {
             job,
             round: round(job),
-            steps: vec![[1; 32], if diverge { [9; 32] } else { [2; 32] }, [3; 32]],
+            steps: vec![[1; 32], if diverge { [9; 32] } else { [2; 32] }],
         },
         Op::Referee { job, target, hash, .. } => Msg::PostReferee {
             job,

@@ -173,7 +173,7 @@ fn train_msg() -> impl Strategy<Value = Msg> {
             },
             budget: Coin::new(1_000, Denom::new("upzr").expect("valid")),
             bond: Coin::new(10, Denom::new("upzr").expect("valid")),
-            audits_per_round: 1,
+            audit_per_mille: 150,
             referees: 3,
         });
     prop_oneof![
@@ -204,14 +204,18 @@ fn train_msg() -> impl Strategy<Value = Msg> {
             ef_in: h[2],
             ef_out: h[3],
         }),
-        (any::<u64>(), addr(), proptest::collection::vec(any::<[u8; 32]>(), 1..5)).prop_map(|(job, target, steps)| {
-            Msg::PostAudit {
+        (
+            any::<u64>(),
+            addr(),
+            0..3u32,
+            proptest::collection::vec(any::<[u8; 32]>(), 1..5)
+        )
+            .prop_map(|(job, target, segment, steps)| Msg::PostAudit {
                 job,
                 round: 1,
                 target,
-                verdict: Verdict::Fail { steps },
-            }
-        }),
+                verdict: Verdict::Fail { segment, steps },
+            }),
         (any::<u64>(), proptest::collection::vec(any::<[u8; 32]>(), 1..5)).prop_map(|(job, steps)| Msg::DisputeAudit {
             job,
             round: 0,

@@ -45,6 +45,11 @@ pub const VERSION: u8 = 1;
 /// Bytes before the payload: magic, version, method, per_mille, n, k.
 pub const HEADER_BYTES: usize = 16;
 
+/// The largest block scale: the largest code's value, `127 × MAX_SCALE`, must be finite, and
+/// `f32::MAX / 127` rounds up to a scale whose 127-fold overflows, so this is one step below it.
+/// The compressor never writes a larger scale and the decoder refuses one.
+pub const MAX_SCALE: f32 = f32::from_bits((f32::MAX / 127.0).to_bits() - 1);
+
 /// The largest code magnitude: codes lie in `[-127, 127]` (so `-128` is refused).
 pub const MAX_CODE: i8 = 127;
 
@@ -234,8 +239,8 @@ pub enum UpdateError {
         /// The blob's n.
         n: u32,
     },
-    /// A block scale that is NaN, infinite or negative (including `-0.0`).
-    #[error("scale of block {block} is not a finite non-negative number (bits {bits:#010x})")]
+    /// A block scale that is NaN, negative (including `-0.0`) or above [`MAX_SCALE`].
+    #[error("scale of block {block} is not a number in [0, {MAX_SCALE:e}] (bits {bits:#010x})")]
     BadScale {
         /// Which block.
         block: usize,
@@ -270,6 +275,13 @@ pub enum AverageError {
     /// No updates given.
     #[error("no updates to average")]
     Empty,
+    /// The sum overflowed at `index` (updates of extreme values, none a worker could send
+    /// honestly).
+    #[error("the sum of the updates overflows at index {index}")]
+    NonFinite {
+        /// The first entry that overflowed.
+        index: usize,
+    },
     /// An update of another length.
     #[error("update {position} has {n} entries; {expected} were expected")]
     WrongLength {
@@ -304,7 +316,7 @@ impl Quantised {
                     m
                 }
             });
-            let scale = max / 127.0;
+            let scale = (max / 127.0).min(MAX_SCALE);
             if scale == 0.0 {
                 // A zero block, or one so small its scale underflows: all codes zero, and error
                 // feedback keeps the values for a later round.
@@ -701,7 +713,8 @@ impl<'a> Reader<'a> {
         for (block, b) in raw_scales.chunks_exact(4).enumerate() {
             let bits = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             let s = f32::from_bits(bits);
-            if !s.is_finite() || s.is_sign_negative() {
+            // The sign check also refuses -0.0.
+            if s.is_nan() || s > MAX_SCALE || s.is_sign_negative() {
                 return Err(UpdateError::BadScale { block, bits });
             }
             scales.push(s);
@@ -735,7 +748,7 @@ pub fn update_hash(bytes: &[u8]) -> [u8; 32] {
 
 /// The mean of `updates` as a dense vector of `n`: entry by entry, the decompressed values are
 /// summed in the order given (starting from `+0.0`), then multiplied by `1 / len` computed in
-/// `f32`. The same bits as summing the [`Update::decompress`] vectors, without building them:
+/// `f32`; a sum that overflows is refused. The same bits as summing the [`Update::decompress`] vectors, without building them:
 /// an entry an update does not carry is `+0.0`, and adding `+0.0` to a sum that started at
 /// `+0.0` never changes it (such a sum is never `-0.0` under round-to-nearest).
 pub fn average(updates: &[Update], n: u32) -> Result<Vec<f32>, AverageError> {
@@ -752,6 +765,9 @@ pub fn average(updates: &[Update], n: u32) -> Result<Vec<f32>, AverageError> {
     let mut sum = vec![0.0f32; n as usize];
     for u in updates {
         u.for_each_value(|i, x| sum[i] += x);
+    }
+    if let Some(index) = sum.iter().position(|x| !x.is_finite()) {
+        return Err(AverageError::NonFinite { index });
     }
     // A count of updates is far below 2^24, so it is exact in f32.
     let inv = 1.0f32 / updates.len() as f32;
@@ -783,6 +799,19 @@ mod tests {
         let q = Quantised::new(&[127.0, 0.5, 1.5, 2.5, -2.5, -0.4]);
         assert_eq!(q.scales, vec![1.0]);
         assert_eq!(q.codes, vec![127, 0, 2, 2, -2, 0]);
+    }
+
+    #[test]
+    fn the_largest_scale_keeps_the_largest_code_finite() {
+        assert!((127.0 * MAX_SCALE).is_finite());
+        assert!((-127.0 * MAX_SCALE).is_finite());
+        // One step up is what f32::MAX / 127 rounds to, and it overflows.
+        let above = f32::from_bits(MAX_SCALE.to_bits() + 1);
+        assert_eq!(above, f32::MAX / 127.0);
+        assert!(!(127.0 * above).is_finite());
+        let q = Quantised::new(&[f32::MAX, -f32::MAX, 1.0]);
+        assert_eq!(q.scales, vec![MAX_SCALE]);
+        assert_eq!(q.codes, vec![127, -127, 0]);
     }
 
     #[test]

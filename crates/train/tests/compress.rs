@@ -4,6 +4,7 @@
 
 use pazar_train::compress::{
     average, compress, update_hash, AverageError, CompressError, Method, Update, UpdateError, BLOCK, HEADER_BYTES,
+    MAX_SCALE,
 };
 use pazar_train::data::{hex, SplitMix64};
 use proptest::prelude::*;
@@ -49,7 +50,7 @@ fn method_strategy() -> impl Strategy<Value = Method> {
     ]
 }
 
-/// Finite floats of any magnitude, zeros and subnormals included.
+/// Finite floats of any magnitude, zeros, subnormals and ±f32::MAX included.
 fn value_strategy() -> impl Strategy<Value = f32> {
     prop_oneof![
         -1.0e3f32..1.0e3,
@@ -57,9 +58,11 @@ fn value_strategy() -> impl Strategy<Value = f32> {
         Just(0.0f32),
         Just(-0.0f32),
         Just(f32::from_bits(1)),
+        Just(f32::MAX),
+        Just(-f32::MAX),
         any::<u32>()
             .prop_map(f32::from_bits)
-            .prop_filter("finite", |x| x.is_finite() && x.abs() < 1.0e30),
+            .prop_filter("finite", |x| x.is_finite()),
     ]
 }
 
@@ -183,6 +186,23 @@ fn top_k_int8_quantises_the_kept_values_in_blocks_of_256() {
 }
 
 #[test]
+fn the_largest_finite_values_compress_to_finite_values() {
+    let v = [f32::MAX, -f32::MAX, 1.0, -f32::MAX / 2.0];
+    let zeros = [0.0; 4];
+    for method in [
+        Method::Int8,
+        Method::TopKInt8 { per_mille: 1000 },
+        Method::TopK { per_mille: 500 },
+    ] {
+        let (u, ef) = compress(method, &v, &zeros).expect("compress");
+        assert!(u.decompress().iter().all(|x| x.is_finite()), "{method:?}");
+        assert!(ef.iter().all(|x| x.is_finite()), "{method:?}");
+        let bytes = u.encode();
+        assert_eq!(Update::decode(&bytes, 4, MAX).expect("decode").encode(), bytes);
+    }
+}
+
+#[test]
 fn bad_inputs_to_compress_are_refused() {
     let m = Method::Int8;
     assert_eq!(
@@ -264,6 +284,21 @@ fn average_sums_in_the_given_order_then_scales() {
     // A different order may round differently, so the order is the caller's to fix.
     let one = average(&updates[..1], n as u32).expect("average");
     assert_eq!(bits(&one), bits(&updates[0].decompress()));
+}
+
+#[test]
+fn the_mean_of_one_update_turns_negative_zero_into_zero() {
+    // A kept -0.0 decompresses as -0.0, but a sum starts at +0.0 and +0.0 + -0.0 is +0.0.
+    let (u, _) = compress(Method::TopK { per_mille: 1000 }, &[-0.0, 2.0], &[-0.0, 0.0]).expect("compress");
+    assert_eq!(bits(&u.decompress()), bits(&[-0.0, 2.0]));
+    assert_eq!(bits(&average(&[u], 2).expect("average")), bits(&[0.0, 2.0]));
+}
+
+#[test]
+fn an_average_that_overflows_is_refused() {
+    let v = [1.0, f32::MAX];
+    let (u, _) = compress(Method::TopK { per_mille: 1000 }, &v, &[0.0; 2]).expect("compress");
+    assert_eq!(average(&[u.clone(), u], 2), Err(AverageError::NonFinite { index: 1 }));
 }
 
 #[test]
@@ -452,7 +487,10 @@ fn every_malformed_blob_class_is_refused_with_its_error() {
             },
         );
     }
-    for bad in [f32::NAN, f32::INFINITY, -1.0, -0.0] {
+    // A scale above MAX_SCALE would decode a finite code to infinity (found by the fuzzer).
+    let above = f32::from_bits(MAX_SCALE.to_bits() + 1);
+    assert!(Update::decode(&int8_blob(MAX_SCALE, [127, -127, 1]), 3, MAX).is_ok());
+    for bad in [f32::NAN, f32::INFINITY, -1.0, -0.0, above, 6.4e37] {
         check(
             &int8_blob(bad, [1, 2, 3]),
             3,

@@ -3,9 +3,9 @@
 //! A worker's pseudo-gradient `delta` (flat parameters in canonical order) is added to its
 //! error-feedback buffer `ef`, `v = delta + ef`, and `v` is compressed by one [`Method`]:
 //!
-//! - [`Method::Int8`]: blocks of [`BLOCK`] elements, `scale = max|v| / 127` per block (a zero
-//!   block, or one whose scale underflows to zero, has scale 0 and all-zero codes), codes
-//!   `round_half_even(v / scale)` clamped to `[-127, 127]`.
+//! - [`Method::Int8`]: blocks of [`BLOCK`] elements, `scale = max|v| / 127` per block, at most
+//!   [`MAX_SCALE`] (a zero block, or one whose scale underflows to zero, has scale 0 and
+//!   all-zero codes), codes `round_half_even(v / scale)` clamped to `[-127, 127]`.
 //! - [`Method::TopK`]: the `k = ceil(n · per_mille / 1000)` entries of largest `|v|`, ties broken
 //!   by the lower index, kept as ascending indices and their exact `f32` values.
 //! - [`Method::TopKInt8`]: the same `k` entries, their values int8-quantised in blocks of

@@ -254,6 +254,20 @@ pub enum TrainError {
         "segment {got} does not exist: a round of this job has segments 0..={max} ({max} is the compression step)"
     )]
     NoSuchSegment { got: u32, max: u32 },
+    #[error(
+        "the failing verdict gives {got} boundary hashes of the target's trace; a round of this job has {want} (segments + 1)"
+    )]
+    TraceLength { want: usize, got: usize },
+    #[error(
+        "the failing verdict's trace hashes to {}, not to the trace {} the target revealed: give the target's committed trace", hex(.got), hex(.committed)
+    )]
+    TraceMismatch { committed: Hash32, got: Hash32 },
+    #[error(
+        "the auditor's segment {segment} ends at the target's committed boundary {}: no mismatch to claim", hex(.boundary)
+    )]
+    BoundaryMatches { segment: u32, boundary: Hash32 },
+    #[error("the compression step's hashes equal the update and ef_out the target revealed: no mismatch to claim")]
+    CompressionMatches,
 }
 
 impl TrainError {
@@ -296,6 +310,10 @@ impl TrainError {
             TrainError::NotRecruiting { .. } => 35,
             TrainError::Overflow => 36,
             TrainError::NoSuchSegment { .. } => 37,
+            TrainError::TraceLength { .. } => 38,
+            TrainError::TraceMismatch { .. } => 39,
+            TrainError::BoundaryMatches { .. } => 40,
+            TrainError::CompressionMatches => 41,
         }
     }
 }

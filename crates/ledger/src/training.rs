@@ -23,18 +23,23 @@
 //! **Audits.** When reveal closes, the beacon (`pazar_types::train::round_beacon`) of the
 //! revealed updates draws the audits (`draw_audits`: each worker with the job's
 //! `audit_per_mille` chance, copies always). An auditor replays its target's whole round and
-//! passes it, or fails it naming the first segment whose end differs and its hash of the state
-//! after each step of that segment; the target may dispute with its own hashes of the same
-//! steps, and referees (`draw_referees`) recompute the first step where they differ. See
+//! passes it, or fails it naming the first segment whose end differs, its hash of the state
+//! after each step of that segment and the target's trace as fetched. A failing verdict is
+//! accepted only as proof against the target's commitment (`check_failing_verdict`): the
+//! trace must be the one the target revealed (`trace_root`), and the auditor's segment must end
+//! elsewhere than the committed boundary (or, for the compression step, differ from the
+//! revealed update and `ef_out`). So a target can always dispute a failing verdict with its own
+//! hashes of the same steps, and referees (`draw_referees`) recompute the first step where they
+//! differ. An auditor that cannot fetch what the target committed to posts `Unavailable`. See
 //! [`State::settle_audits`] for who is slashed, excluded and paid.
 
 use std::collections::BTreeMap;
 
 use pazar_types::train::{
-    draw_audits, draw_referees, first_divergence, round_beacon, update_commitment, AuditOutcome, AuditRecord,
-    AuditSummary, DatasetRecord, DatasetSpec, Dispute, IncludedUpdate, JobSpec, JobState, LeaveReason, Member, Phase,
-    RefereeAnswer, Reveal, RevealedUpdate, RoundRecord, RoundWork, SlashReason, TrainJob, Verdict, MAX_MISSES,
-    WITHHELD_SLASH_PER_MILLE,
+    draw_audits, draw_referees, first_divergence, round_beacon, trace_root, update_commitment, AuditOutcome,
+    AuditRecord, AuditSummary, DatasetRecord, DatasetSpec, Dispute, IncludedUpdate, JobSpec, JobState, LeaveReason,
+    Member, Phase, RefereeAnswer, Reveal, RevealedUpdate, RoundRecord, RoundWork, SlashReason, TrainJob, Verdict,
+    MAX_MISSES, WITHHELD_SLASH_PER_MILLE,
 };
 use pazar_types::{Address, Coin, Denom, Event, Hash32};
 
@@ -64,6 +69,53 @@ fn add(a: u128, b: u128) -> Result<u128, TrainError> {
 
 fn sub(a: u128, b: u128) -> Result<u128, TrainError> {
     a.checked_sub(b).ok_or(TrainError::Overflow)
+}
+
+/// Whether a failing verdict on `segment` proves a mismatch with what its target committed
+/// (`reveal`), or which rule it breaks: `steps` holds as many hashes as the segment has steps
+/// ([`JobSpec::verdict_steps`]); `trace` holds `K + 1` boundary hashes and hashes to the
+/// revealed `trace`; a training segment `s < K` ends elsewhere than `trace[s + 1]`, and the
+/// compression step (`s == K`) differs from `[update, ef_out]` as revealed. Without the last
+/// two, an auditor could fail a worker with its honest hashes, which it could not dispute.
+fn check_failing_verdict(
+    spec: &JobSpec,
+    reveal: &Reveal,
+    segment: u32,
+    steps: &[Hash32],
+    trace: &[Hash32],
+) -> Result<(), TrainError> {
+    let k = spec.params.segments();
+    let want = spec
+        .verdict_steps(segment)
+        .ok_or(TrainError::NoSuchSegment { got: segment, max: k })?;
+    if steps.len() != want {
+        return Err(TrainError::VerdictSteps {
+            segment,
+            want,
+            got: steps.len(),
+        });
+    }
+    let want = spec.params.trace_len();
+    if trace.len() != want {
+        return Err(TrainError::TraceLength { want, got: trace.len() });
+    }
+    let got = trace_root(trace);
+    if got != reveal.trace {
+        return Err(TrainError::TraceMismatch {
+            committed: reveal.trace,
+            got,
+        });
+    }
+    if segment < k {
+        // `trace.len() == k + 1`, so the segment's end boundary exists.
+        let boundary = trace[segment as usize + 1];
+        if steps.last() == Some(&boundary) {
+            return Err(TrainError::BoundaryMatches { segment, boundary });
+        }
+    } else if steps == [reveal.update, reveal.ef_out] {
+        return Err(TrainError::CompressionMatches);
+    }
+    Ok(())
 }
 
 impl State {
@@ -544,19 +596,15 @@ impl State {
         if a.verdict.is_some() {
             return Err(TrainError::AlreadyPosted.into());
         }
-        if let Verdict::Fail { segment, steps } = verdict {
-            let want = j.spec.verdict_steps(*segment).ok_or(TrainError::NoSuchSegment {
-                got: *segment,
-                max: j.spec.params.segments(),
-            })?;
-            if steps.len() != want {
-                return Err(TrainError::VerdictSteps {
-                    segment: *segment,
-                    want,
-                    got: steps.len(),
-                }
-                .into());
-            }
+        if let Verdict::Fail { segment, steps, trace } = verdict {
+            // Audits are drawn from revealed workers only, and a round's work stays until it
+            // settles.
+            let reveal = self
+                .train_round_work
+                .get(&(id, round, target))
+                .and_then(|w| w.reveal)
+                .ok_or(TrainError::NoAssignment(target))?;
+            check_failing_verdict(&j.spec, &reveal, *segment, steps, trace)?;
         }
         a.verdict = Some(verdict.clone());
         a.posted_at = Some(ctx.height);
@@ -911,7 +959,7 @@ impl State {
         self.train_audits(id, j.round)
             .map(|(_, a)| match (&a.verdict, &a.dispute) {
                 (None, _) => j.audit_deadline,
-                (Some(Verdict::Pass), _) => 0,
+                (Some(Verdict::Pass | Verdict::Unavailable), _) => 0,
                 (Some(Verdict::Fail { .. }), None) => a.posted_at.unwrap_or(0).saturating_add(window),
                 (Some(Verdict::Fail { .. }), Some(d)) if d.answers.len() < d.referees.len() => {
                     d.opened_at.saturating_add(window)
@@ -925,6 +973,8 @@ impl State {
     /// Settles every audit of the round:
     /// - no verdict: the auditor is not paid for it and its `audits_missed` grows; no slash;
     /// - `Pass`: nothing happens (the auditor is paid for the round it replayed);
+    /// - `Unavailable`: the target is excluded, nobody is slashed and the auditor is not paid
+    ///   (the ledger cannot tell who withheld the data; the auditor gains nothing by the claim);
     /// - `Fail` undisputed: the target loses its whole bond (half to the auditor) and is
     ///   excluded;
     /// - `Fail` disputed: more than half of the drawn referees posting the target's hash of
@@ -951,6 +1001,7 @@ impl State {
                     AuditOutcome::Missing
                 }
                 (Some(Verdict::Pass), _) => AuditOutcome::Pass,
+                (Some(Verdict::Unavailable), _) => AuditOutcome::Unavailable,
                 (Some(Verdict::Fail { .. }), None) => AuditOutcome::Caught,
                 (Some(Verdict::Fail { steps, .. }), Some(d)) => {
                     let i = d.index as usize;
@@ -976,7 +1027,7 @@ impl State {
                     self.slash(id, j, a.auditor, SlashReason::FalseAudit, Some(target), events)?;
                     self.excluded(id, round, a.auditor);
                 }
-                AuditOutcome::Undecided => self.excluded(id, round, target),
+                AuditOutcome::Undecided | AuditOutcome::Unavailable => self.excluded(id, round, target),
                 AuditOutcome::Missing | AuditOutcome::Pass => {}
             }
             events.push(Event::TrainAuditSettled {

@@ -6,7 +6,7 @@ mod common;
 use common::{coin, create_provider, expect_err, key, upzr, Chain};
 use pazar_ledger::Receipt;
 use pazar_types::train::{
-    update_commitment, AuditOutcome, AuditRecord, Compression, Contributor, DatasetSpec, JobSpec, JobState,
+    trace_root, update_commitment, AuditOutcome, AuditRecord, Compression, Contributor, DatasetSpec, JobSpec, JobState,
     LeaveReason, ModelSpec, Phase, PhaseBlocks, Reveal, SlashReason, TrainParams, Verdict,
 };
 use pazar_types::{Address, Event, KeyScheme, Msg, SigningKey};
@@ -210,6 +210,14 @@ impl Job {
         panic!("reveal never closed: {:?}", self.state());
     }
 
+    /// Worker `i`'s boundary hashes in the current round: `K + 1` of them (three here).
+    fn trace_of(&self, i: usize) -> Vec<[u8; 32]> {
+        let round = self.round();
+        (0..self.state().spec.params.trace_len())
+            .map(|b| h(&[b"boundary", &round.to_le_bytes(), &[i as u8, b as u8]]))
+            .collect()
+    }
+
     /// What worker `i` reveals in the current round, with `update` as its update hash.
     fn reveal_of(&self, i: usize, update: [u8; 32]) -> Reveal {
         let round = self.round();
@@ -221,10 +229,31 @@ impl Job {
             .ef_out;
         Reveal {
             update,
-            trace: h(&[b"trace", &round.to_le_bytes(), &[i as u8]]),
+            trace: trace_root(&self.trace_of(i)),
             ef_in,
             ef_out: h(&[b"ef", &round.to_le_bytes(), &[i as u8]]),
         }
+    }
+
+    /// A failing verdict on worker `target`'s `segment` with the auditor's `steps`, carrying the
+    /// target's committed trace.
+    fn fail(&self, target: usize, segment: u32, steps: &[[u8; 32]]) -> Verdict {
+        Verdict::Fail {
+            segment,
+            steps: steps.to_vec(),
+            trace: self.trace_of(target),
+        }
+    }
+
+    /// The auditor of worker `target` in the current round.
+    fn auditor_of(&self, target: usize) -> Address {
+        let t = self.addr(target);
+        self.audits()
+            .into_iter()
+            .find(|(a, _)| *a == t)
+            .expect("the target is audited")
+            .1
+            .auditor
     }
 
     fn honest_update(&self, i: usize) -> [u8; 32] {
@@ -396,13 +425,6 @@ impl Job {
     }
 }
 
-fn fail(segment: u32, steps: &[[u8; 32]]) -> Verdict {
-    Verdict::Fail {
-        segment,
-        steps: steps.to_vec(),
-    }
-}
-
 #[test]
 fn an_honest_job_pays_equal_shares_returns_bonds_and_chains_its_checkpoints() {
     let mut j = Job::new(4, spec(4, 3, 0));
@@ -532,7 +554,7 @@ fn an_undisputed_failing_audit_slashes_the_whole_bond_and_pays_the_auditor_half(
         job: j.id,
         round: 0,
         target,
-        verdict: fail(0, &[[1; 32], [2; 32], [3; 32], [4; 32]]),
+        verdict: j.fail(0, 0, &[[1; 32], [2; 32], [3; 32], [4; 32]]),
     };
     let ai = j.index(&auditor);
     let r = j.one(ai, m);
@@ -581,7 +603,7 @@ fn disputed(target_steps: [[u8; 32]; 4], auditor_steps: [[u8; 32]; 4], referee_h
         job: j.id,
         round: 0,
         target,
-        verdict: fail(1, &auditor_steps),
+        verdict: j.fail(0, 1, &auditor_steps),
     };
     let ai = j.index(&auditor);
     assert!(j.one(ai, m).is_ok());
@@ -677,7 +699,7 @@ fn a_dispute_with_nothing_different_is_refused() {
         job: j.id,
         round: 0,
         target,
-        verdict: fail(2, &steps),
+        verdict: j.fail(0, 2, &steps),
     };
     assert!(j.one(ai, m).is_ok());
     let same = Msg::DisputeAudit {
@@ -706,7 +728,7 @@ fn a_dispute_without_referees_excludes_the_target_without_slashing_anyone() {
         job: j.id,
         round: 0,
         target: a0,
-        verdict: fail(2, &[[1; 32], [2; 32]]),
+        verdict: j.fail(0, 2, &[[1; 32], [2; 32]]),
     };
     assert!(j.one(1, m).is_ok());
     let m = Msg::DisputeAudit {
@@ -904,11 +926,16 @@ fn a_failing_verdict_names_a_segment_of_the_round_and_hashes_each_of_its_steps()
         .1
         .auditor;
     let ai = j.index(&auditor);
+    let trace = j.trace_of(0);
     let post = |segment: u32, steps: usize| Msg::PostAudit {
         job: 0,
         round: 0,
         target,
-        verdict: fail(segment, &vec![[1; 32]; steps]),
+        verdict: Verdict::Fail {
+            segment,
+            steps: vec![[1; 32]; steps],
+            trace: trace.clone(),
+        },
     };
     // Segments 0 and 1 train (four steps each), segment 2 is the compression step (two
     // hashes: update and ef_out); there is no segment 3.
@@ -931,4 +958,147 @@ fn a_failing_verdict_names_a_segment_of_the_round_and_hashes_each_of_its_steps()
         steps: vec![[2; 32]; 2],
     };
     expect_err(&j.one(0, m), "train", 28);
+}
+
+/// Three workers, all audited, in the audit phase of round 0: the job, and the index of the
+/// auditor of worker 0 after every other audit passed.
+fn auditing_worker_0() -> (Job, usize) {
+    let mut j = Job::new(3, spec(3, 1, 1_000));
+    j.commit(&[0, 1, 2]);
+    j.reveal(&[0, 1, 2]);
+    j.wait(0, Phase::Audit);
+    let target = j.addr(0);
+    j.pass_all_but(&[target]);
+    let ai = j.index(&j.auditor_of(0));
+    (j, ai)
+}
+
+fn post_audit(j: &Job, target: usize, verdict: Verdict) -> Msg {
+    Msg::PostAudit {
+        job: j.id,
+        round: j.round(),
+        target: j.addr(target),
+        verdict,
+    }
+}
+
+#[test]
+fn a_failing_verdict_whose_segment_ends_at_the_committed_boundary_is_refused() {
+    let (mut j, ai) = auditing_worker_0();
+    let trace = j.trace_of(0);
+    // The auditor's hashes of segment 1 end where the target's trace says (trace[2]): the
+    // target's round agrees with the replay there, so there is nothing to fail, and the
+    // target could not dispute equal hashes. Same for segment 0 ending at trace[1].
+    let honest_end = |end: [u8; 32]| vec![[7; 32], [8; 32], [9; 32], end];
+    let rs = j.batch(vec![
+        (ai, post_audit(&j, 0, j.fail(0, 1, &honest_end(trace[2])))),
+        (ai, post_audit(&j, 0, j.fail(0, 0, &honest_end(trace[1])))),
+    ]);
+    expect_err(&rs[0], "train", 40);
+    expect_err(&rs[1], "train", 40);
+    assert!(rs[0].log.contains("no mismatch to claim"), "{}", rs[0].log);
+    // Ending at the *other* segment's boundary is still a mismatch with this one.
+    let m = post_audit(&j, 0, j.fail(0, 1, &honest_end(trace[1])));
+    let r = j.one(ai, m);
+    assert!(r.is_ok(), "{}", r.log);
+}
+
+#[test]
+fn a_failing_verdict_carrying_a_trace_other_than_the_committed_one_is_refused() {
+    let (mut j, ai) = auditing_worker_0();
+    let steps = [[1; 32], [2; 32], [3; 32], [4; 32]];
+    let with_trace = |trace: Vec<[u8; 32]>| Verdict::Fail {
+        segment: 0,
+        steps: steps.to_vec(),
+        trace,
+    };
+    let mut forged = j.trace_of(0);
+    forged[1] = [4; 32];
+    let mut longer = j.trace_of(0);
+    longer.push([5; 32]);
+    let rs = j.batch(vec![
+        // A trace the auditor made up so that its steps seem to disagree with it.
+        (ai, post_audit(&j, 0, with_trace(forged))),
+        // Another worker's committed trace.
+        (ai, post_audit(&j, 0, with_trace(j.trace_of(1)))),
+        // One boundary too many, and one too few.
+        (ai, post_audit(&j, 0, with_trace(longer))),
+        (ai, post_audit(&j, 0, with_trace(j.trace_of(0)[..2].to_vec()))),
+    ]);
+    expect_err(&rs[0], "train", 39);
+    expect_err(&rs[1], "train", 39);
+    expect_err(&rs[2], "train", 38);
+    expect_err(&rs[3], "train", 38);
+    assert!(rs[2].log.contains("has 3"), "{}", rs[2].log);
+    // Nothing was recorded: the verdict can still be posted, with the committed trace.
+    let r = j.one(ai, post_audit(&j, 0, with_trace(j.trace_of(0))));
+    assert!(r.is_ok(), "{}", r.log);
+}
+
+#[test]
+fn a_compression_failure_equal_to_the_revealed_update_and_ef_out_is_refused() {
+    let (mut j, ai) = auditing_worker_0();
+    let revealed = j.pending[&0];
+    let rs = j.batch(vec![(
+        ai,
+        post_audit(&j, 0, j.fail(0, 2, &[revealed.update, revealed.ef_out])),
+    )]);
+    expect_err(&rs[0], "train", 41);
+    // A different ef_out alone is a real mismatch.
+    let m = post_audit(&j, 0, j.fail(0, 2, &[revealed.update, [0xef; 32]]));
+    let r = j.one(ai, m);
+    assert!(r.is_ok(), "{}", r.log);
+}
+
+#[test]
+fn an_unavailable_verdict_excludes_the_target_without_slashing_or_paying_the_auditor() {
+    let (mut j, ai) = auditing_worker_0();
+    let (target, auditor) = (j.addr(0), j.addr(ai));
+    // It cannot be disputed (it claims no mismatch), and as the last verdict of the round it
+    // ends the audit phase in its block: nothing waits on it.
+    let dispute = Msg::DisputeAudit {
+        job: j.id,
+        round: 0,
+        steps: vec![[1; 32]; 4],
+    };
+    let rs = j.batch(vec![(ai, post_audit(&j, 0, Verdict::Unavailable)), (0, dispute)]);
+    assert!(rs[0].is_ok(), "{}", rs[0].log);
+    expect_err(&rs[1], "train", 25);
+    assert_eq!(j.state().phase, Phase::Aggregate);
+    assert!(j.slashes().is_empty());
+    assert!(j.events.iter().any(|e| matches!(e,
+        Event::TrainAuditSettled { target: t, outcome: AuditOutcome::Unavailable, .. } if *t == target)));
+    j.vote(&[1, 2], [9; 32]);
+    j.finish_round(0);
+    let rec = j.c.state.round_record(j.id, 0).expect("checkpoint made");
+    assert!(rec.included.iter().all(|u| u.worker != target));
+    assert_eq!(rec.included.len(), 2);
+    let summary = rec.audits.iter().find(|a| a.target == target).expect("recorded");
+    assert_eq!((summary.auditor, summary.outcome), (auditor, AuditOutcome::Unavailable));
+    // The target is paid for its passed audit only; the auditor for its update and its passed
+    // audits, not for the unavailable one.
+    let round_tokens = 8 * 4 * 64u64;
+    let tokens = |a: Address| {
+        j.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::TrainRewarded { worker, tokens, .. } if *worker == a => Some(*tokens),
+                _ => None,
+            })
+            .sum::<u64>()
+    };
+    let passed = |a: Address| {
+        rec.audits
+            .iter()
+            .filter(|s| s.auditor == a && s.outcome == AuditOutcome::Pass)
+            .count() as u64
+    };
+    assert_eq!(tokens(auditor), round_tokens * (1 + passed(auditor)));
+    assert_eq!(tokens(target), round_tokens * passed(target));
+    // Both keep their bonds (returned when the job ended).
+    for w in [target, auditor] {
+        assert!(j.events.iter().any(|e| matches!(e,
+            Event::TrainMemberLeft { worker, reason: LeaveReason::JobEnded, refunded, .. }
+                if *worker == w && refunded.amount == BOND)));
+    }
 }

@@ -8,8 +8,8 @@ mod common;
 use common::{coin, create_provider, key, upzr, uusd, Chain};
 use pazar_ledger::invariants;
 use pazar_types::train::{
-    update_commitment, Compression, Contributor, DatasetSpec, JobSpec, ModelSpec, PhaseBlocks, Reveal, TrainParams,
-    Verdict,
+    trace_root, update_commitment, Compression, Contributor, DatasetSpec, JobSpec, ModelSpec, PhaseBlocks, Reveal,
+    TrainParams, Verdict,
 };
 use pazar_types::{Address, Hash32, KeyScheme, Msg, SigningKey};
 use proptest::prelude::*;
@@ -42,11 +42,14 @@ enum Op {
         job: u64,
         kind: u8,
     },
+    /// verdict 0: pass, 1: a fail proving a mismatch, 2: unavailable; refused fails: 3 ending
+    /// at the committed boundary, 4 equal to the revealed update and ef_out, 5 with a trace
+    /// other than the committed one.
     Audit {
         by: usize,
         job: u64,
         target: usize,
-        pass: bool,
+        verdict: u8,
     },
     Dispute {
         by: usize,
@@ -72,10 +75,12 @@ enum Op {
         blocks: u64,
     },
     /// The next honest move of every worker of `job`'s round whose bit is set in `mask`
-    /// (commit, reveal, pass its audits or vote, as the phase asks), so rounds get through.
+    /// (commit, reveal, post its audits or vote, as the phase asks), so rounds get through.
+    /// Its audits post `verdict` (as in [`Op::Audit`]; 0 passes).
     Step {
         job: u64,
         mask: u8,
+        verdict: u8,
     },
 }
 
@@ -88,11 +93,11 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (by.clone(), job.clone()).prop_map(|(by, job)| Op::Leave { by, job }),
         1 => (by.clone(), job.clone(), 0..3u8).prop_map(|(by, job, kind)| Op::Commit { by, job, kind }),
         1 => (by.clone(), job.clone(), 0..3u8).prop_map(|(by, job, kind)| Op::Reveal { by, job, kind }),
-        1 => (by.clone(), job.clone(), 0..ACTORS, any::<bool>()).prop_map(|(by, job, target, pass)| Op::Audit {
+        1 => (by.clone(), job.clone(), 0..ACTORS, 0..6u8).prop_map(|(by, job, target, verdict)| Op::Audit {
             by,
             job,
             target,
-            pass
+            verdict
         }),
         1 => (by.clone(), job.clone(), any::<bool>()).prop_map(|(by, job, diverge)| Op::Dispute { by, job, diverge }),
         1 => (by.clone(), job.clone(), 0..ACTORS, 0..3u8).prop_map(|(by, job, target, hash)| Op::Referee {
@@ -104,8 +109,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (by.clone(), job.clone(), 0..2u8).prop_map(|(by, job, checkpoint)| Op::Vote { by, job, checkpoint }),
         1 => (by, job).prop_map(|(by, job)| Op::Cancel { by, job }),
         1 => (0..8u64).prop_map(|blocks| Op::Skip { blocks }),
-        3 => (0..2u64, any::<u8>()).prop_map(|(job, mask)| Op::Step { job, mask }),
-        8 => (0..2u64, Just(0xffu8)).prop_map(|(job, mask)| Op::Step { job, mask }),
+        3 => (0..2u64, any::<u8>(), 0..6u8).prop_map(|(job, mask, verdict)| Op::Step { job, mask, verdict }),
+        8 => (0..2u64, Just(0xffu8), prop_oneof![3 => Just(0u8), 1 => 0..6u8])
+            .prop_map(|(job, mask, verdict)| Op::Step { job, mask, verdict }),
     ]
 }
 
@@ -153,6 +159,18 @@ fn spec(audits: u16, rounds: u32) -> JobSpec {
     }
 }
 
+/// The `K + 1` (three) boundary hashes of `by`'s round `round`.
+fn trace_of(by: &Address, round: u32) -> Vec<Hash32> {
+    (0..3u8)
+        .map(|b| {
+            [by.bytes()[0], round as u8, b, 0]
+                .repeat(8)
+                .try_into()
+                .expect("32 bytes")
+        })
+        .collect()
+}
+
 /// The reveal `by` would make in `job`'s current round.
 fn reveal_of(c: &Chain, by: &Address, job: u64, kind: u8) -> Option<(u32, Reveal)> {
     let j = c.state.train_job(job)?;
@@ -166,7 +184,7 @@ fn reveal_of(c: &Chain, by: &Address, job: u64, kind: u8) -> Option<(u32, Reveal
         j.round,
         Reveal {
             update,
-            trace: [j.round as u8; 32],
+            trace: trace_root(&trace_of(by, j.round)),
             ef_in,
             ef_out: [by.bytes()[1]; 32],
         },
@@ -204,19 +222,31 @@ fn msg(c: &Chain, keys: &[SigningKey], op: &Op) -> Option<Msg> {
                 ef_out: if kind == 2 { [0xee; 32] } else { r.ef_out },
             }
         }
-        Op::Audit { job, target, pass, .. } => Msg::PostAudit {
-            job,
-            round: round(job),
-            target: addr(target),
-            verdict: if pass {
-                Verdict::Pass
-            } else {
-                Verdict::Fail {
-                    segment: 0,
-                    steps: vec![[1; 32], [2; 32]],
-                }
-            },
-        },
+        Op::Audit {
+            job, target, verdict, ..
+        } => {
+            let (round, target) = (round(job), addr(target));
+            let trace = trace_of(&target, round);
+            let revealed = c
+                .state
+                .round_work(job, round, &target)
+                .and_then(|w| w.reveal)
+                .map_or([[0; 32]; 2], |r| [r.update, r.ef_out]);
+            let fail = |segment: u32, steps: Vec<Hash32>, trace: Vec<Hash32>| Verdict::Fail { segment, steps, trace };
+            Msg::PostAudit {
+                job,
+                round,
+                target,
+                verdict: match verdict {
+                    0 => Verdict::Pass,
+                    1 => fail(0, vec![[1; 32], [2; 32]], trace),
+                    2 => Verdict::Unavailable,
+                    3 => fail(1, vec![[1; 32], trace[2]], trace),
+                    4 => fail(2, revealed.to_vec(), trace),
+                    _ => fail(0, vec![[1; 32], [2; 32]], trace_of(&addr(0), round)),
+                },
+            }
+        }
         Op::Dispute { job, diverge, .. } => Msg::DisputeAudit {
             job,
             round: round(job),
@@ -254,8 +284,13 @@ fn by(op: &Op) -> usize {
     }
 }
 
-/// The messages of an [`Op::Step`].
-fn step(c: &Chain, keys: &[SigningKey], job: u64, mask: u8) -> Vec<(usize, Msg)> {
+/// Whether `op` posts a failing verdict that proves no mismatch (which must be refused).
+fn unproven(op: &Op) -> bool {
+    matches!(op, Op::Audit { verdict: 3.., .. })
+}
+
+/// The operations of an [`Op::Step`], by actor.
+fn step(c: &Chain, keys: &[SigningKey], job: u64, mask: u8, verdict: u8) -> Vec<(usize, Op)> {
     use pazar_types::train::Phase;
     let Some(j) = c.state.train_job(job) else {
         return Vec::new();
@@ -287,7 +322,7 @@ fn step(c: &Chain, keys: &[SigningKey], job: u64, mask: u8) -> Vec<(usize, Msg)>
                                 by: i,
                                 job,
                                 target,
-                                pass: true,
+                                verdict,
                             },
                         ));
                     }
@@ -298,9 +333,7 @@ fn step(c: &Chain, keys: &[SigningKey], job: u64, mask: u8) -> Vec<(usize, Msg)>
         };
         out.push((i, op));
     }
-    out.into_iter()
-        .filter_map(|(i, op)| msg(c, keys, &op).map(|m| (i, m)))
-        .collect()
+    out
 }
 
 /// Runs `ops` in blocks of up to three messages; returns the final state hash.
@@ -348,6 +381,8 @@ fn run(ops: &[Op]) -> Result<[u8; 32], TestCaseError> {
     c.block(joins);
     for chunk in ops.chunks(3) {
         let mut txs = Vec::new();
+        // Per transaction: a failing verdict that proves no mismatch, which must be refused.
+        let mut unproven = Vec::new();
         for op in chunk {
             if let Op::Skip { blocks } = op {
                 let to = c.state.height + blocks;
@@ -355,18 +390,28 @@ fn run(ops: &[Op]) -> Result<[u8; 32], TestCaseError> {
                 invariants::check(&c.state).map_err(|e| TestCaseError::fail(format!("after skip: {e}")))?;
                 continue;
             }
-            if let Op::Step { job, mask } = op {
-                for (i, m) in step(&c, &keys, *job, *mask) {
-                    txs.push(c.sign(&keys[i], vec![m]));
+            if let Op::Step { job, mask, verdict } = op {
+                for (i, op) in step(&c, &keys, *job, *mask, *verdict) {
+                    if let Some(m) = msg(&c, &keys, &op) {
+                        txs.push(c.sign(&keys[i], vec![m]));
+                        unproven.push(self::unproven(&op));
+                    }
                 }
                 continue;
             }
             if let Some(m) = msg(&c, &keys, op) {
                 txs.push(c.sign(&keys[by(op)], vec![m]));
+                unproven.push(self::unproven(op));
             }
         }
         // `Chain::block` checks every invariant after the block.
-        c.block(txs);
+        let out = c.block(txs);
+        for (r, unproven) in out.receipts.iter().zip(unproven) {
+            prop_assert!(
+                !(unproven && r.is_ok()),
+                "a failing verdict without a mismatch was accepted"
+            );
+        }
     }
     // Run every job to its end: then the training escrow must be empty.
     let last = c.state.height + 40;

@@ -6,9 +6,10 @@
 //! never does float math, the worker converts) and the blocks each phase of a round lasts
 //! ([`PhaseBlocks`]). Rounds go train → commit → reveal → audit → aggregate.
 //!
-//! Three rules must be computed identically by the ledger and by every worker, so they live
+//! Four rules must be computed identically by the ledger and by every worker, so they live
 //! here as pure functions:
 //! - [`update_commitment`]: what a worker commits before revealing its update;
+//! - [`trace_root`]: the commitment to a round's segment boundaries that the update commits to;
 //! - [`round_beacon`]: the randomness of a round, from every revealed update (workers are bound
 //!   by their commitments before anyone knows it, and no block hash is involved, which a
 //!   proposer could grind);
@@ -18,7 +19,9 @@
 //! round's start from the checkpoint (which every worker has) and, when the target's `ef_in`
 //! is not zero, the target's error-feedback residual (4 bytes per parameter), then checks every
 //! segment boundary against the target's trace and the compression step against its update and
-//! `ef_out`. Fetching a mid-round state instead (weights, AdamW moments and residual: 16 bytes
+//! `ef_out`. A failing verdict carries the target's trace as fetched, so the ledger can check
+//! that it is the committed one and that the claimed mismatch is real: an auditor cannot fail
+//! a worker whose round it did not contradict. Fetching a mid-round state instead (weights, AdamW moments and residual: 16 bytes
 //! per parameter) would cost more traffic than the compressed updates themselves. Audits are
 //! drawn with a probability per worker ([`JobSpec::audit_per_mille`]) so that verification
 //! stays a bounded share of training compute.
@@ -70,6 +73,9 @@ pub const MAX_CONTRIBUTORS: usize = 64;
 pub const MAX_VERDICT_STEPS: usize = MAX_INNER_STEPS as usize;
 /// State hashes a failing verdict on the compression step holds: the update's and `ef_out`'s.
 pub const COMPRESSION_STEPS: usize = 2;
+/// Most boundary hashes a round's trace holds: `K + 1` with `K` at most every inner step. As
+/// for [`MAX_VERDICT_STEPS`], the transaction size bounds a failing verdict's trace further.
+pub const MAX_TRACE_HASHES: usize = MAX_INNER_STEPS as usize + 1;
 /// Top-k keeps at most this many per mille of the entries; audits are drawn with at most this
 /// many per mille.
 pub const PER_MILLE: u16 = 1_000;
@@ -78,9 +84,13 @@ pub const PER_MILLE: u16 = 1_000;
 pub const COMMIT_DOMAIN: &[u8] = b"pazar/train/commit/v1\0";
 /// Domain separator of [`round_beacon`].
 pub const BEACON_DOMAIN: &[u8] = b"pazar/train/beacon/v1\0";
+/// Domain separator of [`trace_root`].
+pub const TRACE_DOMAIN: &[u8] = b"pazar/train/trace/v1\0";
 
 const _: () = assert!(MAX_REFEREES % 2 == 1);
 const _: () = assert!(MAX_WORKERS as usize <= u16::MAX as usize);
+// A trace's length is hashed as a u32.
+const _: () = assert!(MAX_TRACE_HASHES <= u32::MAX as usize);
 
 fn invalid(field: &str, reason: impl Into<String>) -> SpecError {
     SpecError::Invalid {
@@ -206,6 +216,12 @@ impl TrainParams {
     /// the compression step.
     pub fn segments(&self) -> u32 {
         self.inner_steps.checked_div(self.segment_steps).unwrap_or(0)
+    }
+
+    /// Boundary hashes of a round's trace, `K + 1`: the state before step 0, then after each
+    /// training segment ([`trace_root`]).
+    pub fn trace_len(&self) -> usize {
+        self.segments() as usize + 1
     }
 
     pub fn validate(&self, field: &str) -> Result<(), SpecError> {
@@ -466,15 +482,31 @@ pub enum Verdict {
     /// target's trace (`0..K` a training segment, `K = inner_steps / segment_steps` the
     /// compression step); `steps` the auditor's hash of the state after each step of that
     /// segment: exactly `segment_steps` of them for a training segment, and for the compression
-    /// step exactly two, `[update hash, ef_out hash]` ([`JobSpec::verdict_steps`]). The target
-    /// may dispute with its own hashes of the same steps; referees replay the segment from its
-    /// start state (which the target serves) up to the first step where they differ.
+    /// step exactly two, `[update hash, ef_out hash]` ([`JobSpec::verdict_steps`]); `trace` the
+    /// target's `K + 1` boundary hashes as the auditor fetched them.
+    ///
+    /// The ledger accepts it only as proof of a real mismatch with what the target committed:
+    /// `trace` must hash ([`trace_root`]) to the target's revealed `trace`, and the auditor's
+    /// segment must end elsewhere than the committed boundary (`steps.last() != trace[s + 1]`),
+    /// or for the compression step `steps != [update, ef_out]` as revealed. So an honest
+    /// target can always dispute a failing verdict: its own hashes of the same steps differ
+    /// from the auditor's. Referees replay the segment from its start state (which the target
+    /// serves) up to the first step where they differ.
     Fail {
         segment: u32,
         #[serde(with = "hex_hashes")]
         #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::openapi::Hash>))]
         steps: Vec<Hash32>,
+        #[serde(with = "hex_hashes")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::openapi::Hash>))]
+        trace: Vec<Hash32>,
     },
+    /// The auditor could not obtain what the target committed to (its trace, or the residual
+    /// blob its round starts from), so it can neither pass nor prove a failure. The target is
+    /// left out of the round; nobody is slashed and the auditor is not paid for the audit.
+    /// Whether data was served cannot be judged by the ledger, so this costs a lying auditor
+    /// nothing but earns it nothing either, while an honest worker loses one round's pay.
+    Unavailable,
 }
 
 /// Checks a list of state hashes of a verdict or a dispute.
@@ -485,23 +517,53 @@ pub fn validate_steps(field: &str, steps: &[Hash32]) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Checks the boundary hashes of a failing verdict's trace: at least two (a round has at least
+/// one training segment), at most [`MAX_TRACE_HASHES`].
+pub fn validate_trace(field: &str, trace: &[Hash32]) -> Result<(), SpecError> {
+    if trace.len() < 2 || trace.len() > MAX_TRACE_HASHES {
+        return Err(invalid(
+            field,
+            format!("must hold 2-{MAX_TRACE_HASHES} boundary hashes"),
+        ));
+    }
+    Ok(())
+}
+
 impl Verdict {
     pub fn validate(&self, field: &str) -> Result<(), SpecError> {
         match self {
-            Verdict::Pass => Ok(()),
-            Verdict::Fail { segment, steps } => {
+            Verdict::Pass | Verdict::Unavailable => Ok(()),
+            Verdict::Fail { segment, steps, trace } => {
                 // A segment index past every job's last segment is malformed whatever the job.
                 check_range(&format!("{field}.segment"), *segment, 0, MAX_INNER_STEPS)?;
-                validate_steps(&format!("{field}.steps"), steps)
+                validate_steps(&format!("{field}.steps"), steps)?;
+                validate_trace(&format!("{field}.trace"), trace)
             }
         }
     }
 }
 
+/// `SHA-256("pazar/train/trace/v1\0" ‖ count (u32 LE) ‖ hashes)`: the commitment to a round's
+/// boundary hashes that a worker reveals as its `trace`. The list holds `K + 1` hashes
+/// ([`TrainParams::trace_len`]): the state before step 0, then after each training segment.
+/// An auditor fetches the list from the worker and checks it against this root.
+pub fn trace_root(trace: &[Hash32]) -> Hash32 {
+    // Lists reaching the ledger hold at most MAX_TRACE_HASHES (a compile-time assert keeps it
+    // below u32::MAX); a longer one could not be held in memory.
+    debug_assert!(trace.len() <= u32::MAX as usize);
+    let mut h = Sha256::new();
+    h.update(TRACE_DOMAIN);
+    h.update((trace.len() as u32).to_le_bytes());
+    for t in trace {
+        h.update(t);
+    }
+    h.finalize().into()
+}
+
 /// `SHA-256("pazar/train/commit/v1\0" ‖ job (u64 LE) ‖ round (u32 LE) ‖ Borsh(worker) ‖ update ‖
 /// trace ‖ ef_in ‖ ef_out)`: what a worker commits in its round's train or commit phase and must
 /// open with `RevealUpdate`. `update` is the hash of the compressed pseudo-gradient blob, `trace`
-/// the Merkle root of its per-segment state hashes, `ef_in`/`ef_out` the hashes of the
+/// the [`trace_root`] of its segment boundary hashes, `ef_in`/`ef_out` the hashes of the
 /// compression residual carried in and out (error feedback).
 pub fn update_commitment(
     job: u64,
@@ -794,9 +856,11 @@ pub struct RoundWork {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Reveal {
+    /// Hash of the compressed pseudo-gradient blob.
     #[serde(with = "hex_array")]
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
     pub update: Hash32,
+    /// [`trace_root`] of the round's `K + 1` segment boundary hashes, which the worker serves.
     #[serde(with = "hex_array")]
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
     pub trace: Hash32,
@@ -848,6 +912,10 @@ pub enum AuditOutcome {
     /// Disputed without a majority (or without referees): the target is excluded, nobody is
     /// slashed and the auditor is not paid.
     Undecided,
+    /// The auditor posted [`Verdict::Unavailable`]: the target is excluded, nobody is slashed
+    /// and the auditor is not paid. An auditor can cost an honest worker one round's pay this
+    /// way but gains nothing by it; the ledger cannot judge whether data was served.
+    Unavailable,
 }
 
 /// One audit of a round.
@@ -1097,6 +1165,59 @@ mod tests {
             seq_len: 2,
         };
         assert!(huge.validate("m").is_err());
+    }
+
+    #[test]
+    fn the_trace_root_is_frozen_and_binds_count_order_and_content() {
+        let trace = [[1u8; 32], [2; 32], [3; 32]];
+        let mut bytes = b"pazar/train/trace/v1\0".to_vec();
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        for t in &trace {
+            bytes.extend_from_slice(t);
+        }
+        let root = trace_root(&trace);
+        assert_eq!(root, <[u8; 32]>::from(Sha256::digest(&bytes)));
+        assert_eq!(
+            hex::encode(root),
+            "492843fd66a64847d2448eb881b7aba5e0fb7677b80fe607593318d1f1fe76d2"
+        );
+        assert_ne!(root, trace_root(&[[1; 32], [3; 32], [2; 32]]));
+        assert_ne!(root, trace_root(&trace[..2]));
+        assert_ne!(trace_root(&[]), trace_root(&[[0; 32]]));
+    }
+
+    #[test]
+    fn a_failing_verdict_bounds_its_trace_and_unavailable_has_a_stable_encoding() {
+        let fail = |trace: usize| Verdict::Fail {
+            segment: 0,
+            steps: vec![[1; 32]],
+            trace: vec![[2; 32]; trace],
+        };
+        assert!(fail(2).validate("v").is_ok());
+        assert!(fail(MAX_TRACE_HASHES).validate("v").is_ok());
+        for bad in [0, 1, MAX_TRACE_HASHES + 1] {
+            let err = fail(bad).validate("v").expect_err("out of bounds");
+            assert!(err.to_string().contains("v.trace"), "{err}");
+        }
+        assert!(Verdict::Unavailable.validate("v").is_ok());
+        // Appended variants: Pass 0, Fail 1, Unavailable 2.
+        assert_eq!(borsh::to_vec(&Verdict::Unavailable).expect("encodes"), vec![2]);
+        let json = serde_json::to_string(&Verdict::Unavailable).expect("encodes");
+        assert_eq!(json, r#"{"type":"unavailable"}"#);
+        let back: Verdict = serde_json::from_str(&serde_json::to_string(&fail(3)).expect("encodes")).expect("decodes");
+        assert_eq!(back, fail(3));
+        let params = TrainParams {
+            inner_steps: 8,
+            segment_steps: 4,
+            batch: 1,
+            inner_lr_micro: 1,
+            weight_decay_micro: 0,
+            outer_lr_milli: 1,
+            outer_momentum_milli: 0,
+            compression: Compression::Int8,
+            seed: 0,
+        };
+        assert_eq!(params.trace_len(), 3);
     }
 
     #[test]

@@ -208,14 +208,21 @@ fn train_msg() -> impl Strategy<Value = Msg> {
             any::<u64>(),
             addr(),
             0..3u32,
-            proptest::collection::vec(any::<[u8; 32]>(), 1..5)
+            proptest::collection::vec(any::<[u8; 32]>(), 1..5),
+            proptest::collection::vec(any::<[u8; 32]>(), 2..6)
         )
-            .prop_map(|(job, target, segment, steps)| Msg::PostAudit {
+            .prop_map(|(job, target, segment, steps, trace)| Msg::PostAudit {
                 job,
                 round: 1,
                 target,
-                verdict: Verdict::Fail { segment, steps },
+                verdict: Verdict::Fail { segment, steps, trace },
             }),
+        (any::<u64>(), addr(), any::<bool>()).prop_map(|(job, target, available)| Msg::PostAudit {
+            job,
+            round: 1,
+            target,
+            verdict: if available { Verdict::Pass } else { Verdict::Unavailable },
+        }),
         (any::<u64>(), proptest::collection::vec(any::<[u8; 32]>(), 1..5)).prop_map(|(job, steps)| Msg::DisputeAudit {
             job,
             round: 0,

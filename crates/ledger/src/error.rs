@@ -268,6 +268,8 @@ pub enum TrainError {
     BoundaryMatches { segment: u32, boundary: Hash32 },
     #[error("the compression step's hashes equal the update and ef_out the target revealed: no mismatch to claim")]
     CompressionMatches,
+    #[error("a dispute must end where the worker's own commitment does (its trace's boundary, or its revealed update and ef_out)")]
+    DisputeContradictsCommitment,
 }
 
 impl TrainError {
@@ -314,6 +316,7 @@ impl TrainError {
             TrainError::TraceMismatch { .. } => 39,
             TrainError::BoundaryMatches { .. } => 40,
             TrainError::CompressionMatches => 41,
+            TrainError::DisputeContradictsCommitment => 42,
         }
     }
 }

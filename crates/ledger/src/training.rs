@@ -631,8 +631,25 @@ impl State {
         let mut j = self.audit_phase(id, round, "dispute an audit")?;
         let target = ctx.sender;
         let mut a = self.load_audit(id, round, target)?;
-        let Some(Verdict::Fail { steps: theirs, .. }) = &a.verdict else {
+        let Some(Verdict::Fail {
+            steps: theirs,
+            segment,
+            trace,
+        }) = &a.verdict
+        else {
             return Err(TrainError::NotFailed.into());
+        };
+        // The target stands by its own commitment: its hashes end at its trace's boundary (a
+        // training segment) or at its revealed update and ef_out (the compression step).
+        // Anything else disputes what it committed to, not what the auditor claimed.
+        let reveal = self
+            .round_work(id, round, &target)
+            .and_then(|w| w.reveal)
+            .ok_or(TrainError::NotFailed)?;
+        let own_end_ok = if *segment < j.spec.params.segments() {
+            steps.last() == trace.get(*segment as usize + 1)
+        } else {
+            steps == [reveal.update, reveal.ef_out]
         };
         if a.dispute.is_some() {
             return Err(TrainError::AlreadyDisputed.into());
@@ -652,6 +669,9 @@ impl State {
             .into());
         }
         let index = first_divergence(theirs, steps).ok_or(TrainError::NothingToDispute)?;
+        if !own_end_ok {
+            return Err(TrainError::DisputeContradictsCommitment.into());
+        }
         let candidates: Vec<Address> = self
             .round_workers(id, round)
             .filter(|(w, work)| work.reveal.is_some() && *w != target && *w != a.auditor)

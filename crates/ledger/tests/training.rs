@@ -607,6 +607,15 @@ fn disputed(target_steps: [[u8; 32]; 4], auditor_steps: [[u8; 32]; 4], referee_h
     };
     let ai = j.index(&auditor);
     assert!(j.one(ai, m).is_ok());
+    // The target's hashes end where its own trace says segment 1 ends.
+    let mut target_steps = target_steps;
+    target_steps[3] = j.trace_of(0)[2];
+    let contradicting = Msg::DisputeAudit {
+        job: j.id,
+        round: 0,
+        steps: vec![target_steps[0], target_steps[1], target_steps[2], [0xee; 32]],
+    };
+    expect_err(&j.one(0, contradicting), "train", 42);
     let m = Msg::DisputeAudit {
         job: j.id,
         round: 0,
@@ -731,12 +740,15 @@ fn a_dispute_without_referees_excludes_the_target_without_slashing_anyone() {
         verdict: j.fail(0, 2, &[[1; 32], [2; 32]]),
     };
     assert!(j.one(1, m).is_ok());
+    // The compression step: the target stands by the update and ef_out it revealed.
+    let mine = j.pending[&0];
     let m = Msg::DisputeAudit {
         job: j.id,
         round: 0,
-        steps: vec![[1; 32], [3; 32]],
+        steps: vec![mine.update, mine.ef_out],
     };
-    assert!(j.one(0, m).is_ok());
+    let r = j.one(0, m);
+    assert!(r.is_ok(), "{}", r.log);
     j.wait(0, Phase::Aggregate);
     assert!(j.slashes().is_empty());
     assert!(j.events.iter().any(|e| matches!(e,

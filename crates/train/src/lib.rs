@@ -12,4 +12,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod round;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod state;
+pub mod worker;

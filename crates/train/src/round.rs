@@ -102,17 +102,9 @@ pub struct Work<'a> {
     pub seed: Hash32,
 }
 
-/// The commitment to a round's boundary hashes: `sha256("pazar/train/trace/v1\0" ‖ count u32
-/// LE ‖ hashes)`. An auditor fetches the whole list (K + 1 hashes) and checks it against this.
-pub fn trace_root(trace: &[Hash32]) -> Hash32 {
-    let mut h = Sha256::new();
-    h.update(b"pazar/train/trace/v1\0");
-    h.update((trace.len() as u32).to_le_bytes());
-    for t in trace {
-        h.update(t);
-    }
-    h.finalize().into()
-}
+/// The commitment to a round's boundary hashes (what a worker reveals as `trace`); the ledger
+/// checks a failing audit's claim against it. An auditor fetches the whole list (K + 1 hashes).
+pub use pazar_types::train::trace_root;
 
 /// One AdamW step on the batch of `step`; returns the batch's loss.
 pub fn train_step(
@@ -193,6 +185,14 @@ pub fn run_round(
     })
 }
 
+/// Whether a method carries its compression error into the next round. Top-k drops most of
+/// each update, so what it drops must come back later (error feedback); int8 rounds every entry
+/// to within half a step of its block's scale, unbiased enough to go without, and then a worker
+/// carries nothing between rounds: an auditor needs no blob but the checkpoint to replay it.
+pub fn error_feedback(method: Method) -> bool {
+    !matches!(method, Method::Int8)
+}
+
 /// The compression step: from the round's start weights and the state after H steps, the
 /// update and the residual for the next round.
 pub fn finish(cfg: &TrainConfig, start: &[f32], end: &WorkerState) -> Result<(Update, Vec<f32>), RoundError> {
@@ -200,6 +200,11 @@ pub fn finish(cfg: &TrainConfig, start: &[f32], end: &WorkerState) -> Result<(Up
         return Err(RoundError::Invalid("start and end weights differ in size".into()));
     }
     let delta: Vec<f32> = start.iter().zip(&end.params).map(|(a, b)| a - b).collect();
+    if !error_feedback(cfg.method) {
+        let zeros = vec![0.0f32; delta.len()];
+        let (update, _) = compress::compress(cfg.method, &delta, &zeros)?;
+        return Ok((update, zeros));
+    }
     Ok(compress::compress(cfg.method, &delta, &end.ef)?)
 }
 
@@ -212,16 +217,27 @@ pub fn replay_segment(
     work: &Work,
     segment: u32,
 ) -> Result<Vec<Hash32>, RoundError> {
+    let mut state = start.clone();
+    advance_segment(model, cfg, &mut state, work, segment)
+}
+
+/// Trains `state` through segment `segment` (< K) in place: the hash after each step.
+pub fn advance_segment(
+    model: &Model,
+    cfg: &TrainConfig,
+    state: &mut WorkerState,
+    work: &Work,
+    segment: u32,
+) -> Result<Vec<Hash32>, RoundError> {
     if segment >= cfg.segments() {
         return Err(RoundError::Invalid(format!(
             "segment {segment} is not a training segment"
         )));
     }
-    let mut state = start.clone();
     let first = segment * cfg.segment_steps;
     let mut hashes = Vec::with_capacity(cfg.segment_steps as usize);
     for step in first..first + cfg.segment_steps {
-        train_step(model, cfg, &mut state, work, step)?;
+        train_step(model, cfg, state, work, step)?;
         hashes.push(state.hash());
     }
     Ok(hashes)

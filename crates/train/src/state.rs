@@ -54,6 +54,47 @@ pub struct WorkerState {
 
 const STATE_MAGIC: &[u8; 8] = b"PZSTATE1";
 const CKPT_MAGIC: &[u8; 8] = b"PZCKPT01";
+const EF_MAGIC: &[u8; 8] = b"PZEFRES1";
+const TRACE_MAGIC: &[u8; 8] = b"PZTRACE1";
+
+/// A residual's blob (an auditor rebuilds a round's start from it and the checkpoint).
+pub fn encode_ef(ef: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + 4 * ef.len());
+    out.extend_from_slice(EF_MAGIC);
+    out.extend_from_slice(&(ef.len() as u64).to_le_bytes());
+    push_f32s(&mut out, ef);
+    out
+}
+
+pub fn decode_ef(bytes: &[u8], n: usize) -> Result<Vec<f32>, BlobError> {
+    let expected = 16usize.saturating_add(n.saturating_mul(4));
+    Reader::new("residual", bytes, n, expected, EF_MAGIC)?.f32s(n)
+}
+
+/// A round's boundary hashes (K + 1 of them), addressed by their `trace_root`.
+pub fn encode_trace(trace: &[Hash32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + 32 * trace.len());
+    out.extend_from_slice(TRACE_MAGIC);
+    out.extend_from_slice(&(trace.len() as u64).to_le_bytes());
+    for h in trace {
+        out.extend_from_slice(h);
+    }
+    out
+}
+
+/// Decodes a trace of exactly `count` hashes.
+pub fn decode_trace(bytes: &[u8], count: usize) -> Result<Vec<Hash32>, BlobError> {
+    let expected = 16usize.saturating_add(count.saturating_mul(32));
+    Reader::new("trace", bytes, count, expected, TRACE_MAGIC)?;
+    Ok(bytes[16..]
+        .chunks_exact(32)
+        .map(|c| {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(c);
+            h
+        })
+        .collect())
+}
 
 impl WorkerState {
     /// The start of a round: the checkpoint's weights, a fresh AdamW, the carried residual.
@@ -294,6 +335,22 @@ mod tests {
             Checkpoint::decode(&c.encode(), 4),
             Err(BlobError::Size { .. })
         ));
+    }
+
+    #[test]
+    fn residual_and_trace_blobs_round_trip_and_refuse_other_sizes() {
+        let ef = vec![0.5f32, -1.25, 3.0];
+        assert_eq!(decode_ef(&encode_ef(&ef), 3).expect("decodes"), ef);
+        assert!(matches!(decode_ef(&encode_ef(&ef), 2), Err(BlobError::Size { .. })));
+        let t = vec![[1u8; 32], [2u8; 32]];
+        assert_eq!(decode_trace(&encode_trace(&t), 2).expect("decodes"), t);
+        assert!(matches!(
+            decode_trace(&encode_trace(&t), 3),
+            Err(BlobError::Size { .. })
+        ));
+        let mut bad = encode_trace(&t);
+        bad[3] ^= 1;
+        assert!(matches!(decode_trace(&bad, 2), Err(BlobError::Magic { .. })));
     }
 
     #[test]

@@ -1,0 +1,509 @@
+//! The protocol in one process, on the real ledger: each participant is a [`Worker`] with its
+//! own key and blob store; a tick lets every participant take one step (in parallel threads,
+//! since each trains on its own), then one block applies what they submitted. The ledger is
+//! `pazar_ledger::State` itself, so every commitment, audit, slash and payment goes through the
+//! same rules as on a node; only the transport (RPC, HTTP) is left out. The adversary tests and
+//! `pazar bench train` run on it; `pazar train demo` runs the same workers as processes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use pazar_ledger::state::GenesisBalance;
+use pazar_ledger::{BlockHeader, Genesis, Params, State};
+use pazar_types::train::JobSpec;
+use pazar_types::{Address, Coin, Denom, Event, KeyScheme, Msg, ProviderInfo, SigningKey, TxBody};
+
+use crate::blobs::BlobStore;
+use crate::ops::Threads;
+use crate::state::Hash32;
+use crate::worker::{Adversary, Chain, JobView, Peers, Step, Worker, WorkerError};
+
+pub const CHAIN_ID: &str = "pazar-train-sim";
+const FEE: u128 = 100;
+
+pub fn native() -> Denom {
+    Denom::new("upzr").unwrap_or_else(|_| unreachable!("a valid denomination"))
+}
+
+/// A deterministic key for participant `n` (0 is the job's owner).
+pub fn sim_key(n: u32) -> SigningKey {
+    let mut secret = [7u8; 32];
+    secret[..4].copy_from_slice(&n.to_le_bytes());
+    secret[31] = 1;
+    SigningKey::from_secret(KeyScheme::Ed25519, &secret).unwrap_or_else(|_| unreachable!("a valid secret"))
+}
+
+/// The ledger and the transactions waiting for the next block.
+pub struct Ledger {
+    pub state: State,
+    pending: Vec<Vec<u8>>,
+    seqs: BTreeMap<Address, u64>,
+    /// Every event so far, with its height.
+    pub events: Vec<(u64, Event)>,
+}
+
+impl Ledger {
+    pub fn new(keys: &[&SigningKey]) -> Result<Ledger, WorkerError> {
+        let genesis = Genesis {
+            chain_id: CHAIN_ID.into(),
+            params: Params::devnet("upzr", "uusd"),
+            balances: keys
+                .iter()
+                .map(|k| GenesisBalance {
+                    address: k.address(),
+                    coins: vec![Coin::new(1_000_000_000_000, native())],
+                })
+                .collect(),
+        };
+        let state = State::from_genesis(&genesis).map_err(|e| WorkerError::Chain(e.to_string()))?;
+        Ok(Ledger {
+            state,
+            pending: Vec::new(),
+            seqs: BTreeMap::new(),
+            events: Vec::new(),
+        })
+    }
+
+    fn sign(&mut self, key: &SigningKey, msg: Msg) -> Vec<u8> {
+        let seq = self.seqs.entry(key.address()).or_insert(0);
+        let body = TxBody {
+            chain_id: CHAIN_ID.into(),
+            sender: key.address(),
+            sequence: *seq,
+            fee: Coin::new(FEE, native()),
+            msgs: vec![msg],
+            memo: String::new(),
+        };
+        *seq += 1;
+        body.sign(key).encode()
+    }
+
+    /// Queues `msg` for the next block if the ledger would accept it now; its refusal otherwise.
+    pub fn submit(&mut self, key: &SigningKey, msg: Msg) -> Result<(), WorkerError> {
+        let bytes = self.sign(key, msg);
+        let header = BlockHeader {
+            chain_id: CHAIN_ID.into(),
+            height: self.state.height + 1,
+            time_ms: 0,
+        };
+        let mut txs = self.pending.clone();
+        txs.push(bytes.clone());
+        let receipts = self
+            .state
+            .simulate_txs(&header, &txs, &[])
+            .map_err(|e| WorkerError::Chain(e.to_string()))?;
+        let r = receipts.last().ok_or_else(|| WorkerError::Chain("no receipt".into()))?;
+        if !r.is_ok() {
+            if r.fee.is_none() {
+                if let Some(s) = self.seqs.get_mut(&key.address()) {
+                    *s -= 1;
+                }
+            }
+            return Err(WorkerError::Chain(format!("{}/{}: {}", r.codespace, r.code, r.log)));
+        }
+        self.pending.push(bytes);
+        Ok(())
+    }
+
+    /// Applies one block of what is pending; returns its events.
+    pub fn block(&mut self) -> Result<Vec<Event>, WorkerError> {
+        let header = BlockHeader {
+            chain_id: CHAIN_ID.into(),
+            height: self.state.height + 1,
+            time_ms: 0,
+        };
+        let txs = std::mem::take(&mut self.pending);
+        let out = self
+            .state
+            .apply_block(&header, &txs)
+            .map_err(|e| WorkerError::Chain(e.to_string()))?;
+        let mut events: Vec<Event> = out.receipts.into_iter().flat_map(|r| r.events).collect();
+        events.extend(out.end_block_events);
+        let h = self.state.height;
+        self.events.extend(events.iter().cloned().map(|e| (h, e)));
+        Ok(events)
+    }
+
+    pub fn view(&self, job: u64) -> Result<JobView, WorkerError> {
+        let s = &self.state;
+        let j = s.train_job(job).cloned().ok_or_else(|| WorkerError::Job {
+            job,
+            reason: "no such job".into(),
+        })?;
+        let previous = j.round.checked_sub(1).and_then(|r| s.round_record(job, r).cloned());
+        Ok(JobView {
+            id: job,
+            members: s.train_members(job).map(|(a, m)| (a, m.clone())).collect(),
+            works: s.round_workers(job, j.round).map(|(a, w)| (a, w.clone())).collect(),
+            audits: s.train_audits(job, j.round).map(|(a, r)| (a, r.clone())).collect(),
+            height: s.height,
+            previous,
+            job: j,
+        })
+    }
+}
+
+/// One participant's handle on the shared ledger.
+pub struct Handle {
+    pub ledger: Arc<Mutex<Ledger>>,
+    pub key: SigningKey,
+}
+
+impl Handle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Chain for Handle {
+    fn view(&mut self, job: u64) -> Result<JobView, WorkerError> {
+        self.lock().view(job)
+    }
+
+    fn submit(&mut self, msg: Msg) -> Result<(), WorkerError> {
+        let key = self.key.clone();
+        self.lock().submit(&key, msg)
+    }
+}
+
+/// Every participant's blob store, by the `blob_uri` it joined with.
+#[derive(Default, Clone)]
+pub struct SimPeers {
+    stores: BTreeMap<String, Arc<BlobStore>>,
+    fetched: Arc<Mutex<u64>>,
+}
+
+impl SimPeers {
+    pub fn add(&mut self, uri: &str, store: Arc<BlobStore>) {
+        self.stores.insert(uri.to_string(), store);
+    }
+
+    /// Bytes moved between participants so far.
+    pub fn bytes(&self) -> u64 {
+        *self.fetched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Peers for SimPeers {
+    fn fetch(&self, uri: &str, addr: &Hash32, limit: usize) -> Result<Vec<u8>, WorkerError> {
+        let store = self
+            .stores
+            .get(uri)
+            .ok_or_else(|| WorkerError::Peer(format!("{uri}: unreachable")))?;
+        let b = store
+            .get(addr)
+            .ok_or_else(|| WorkerError::Peer(format!("{uri}: HTTP 404")))?;
+        if b.len() > limit {
+            return Err(WorkerError::Peer(format!("{uri}: larger than {limit} bytes")));
+        }
+        *self.fetched.lock().unwrap_or_else(|e| e.into_inner()) += b.len() as u64;
+        Ok(b.to_vec())
+    }
+}
+
+/// A job with its owner and participants on one in-process ledger.
+pub struct Sim {
+    pub ledger: Arc<Mutex<Ledger>>,
+    spec: JobSpec,
+    pub owner: SigningKey,
+    pub job: u64,
+    pub workers: Vec<(Handle, Worker)>,
+    pub peers: SimPeers,
+    /// The last step of each worker, for reports.
+    pub steps: Vec<Vec<(u64, Step)>>,
+}
+
+/// A provider's registration (workers are providers).
+pub fn provider_msg(uri: &str) -> Msg {
+    Msg::CreateProvider {
+        host_uri: uri.to_string(),
+        tls_fingerprint: [7; 32],
+        attributes: vec![],
+        info: ProviderInfo {
+            email: "trainer@example.com".into(),
+            website: String::new(),
+        },
+    }
+}
+
+impl Sim {
+    /// Registers the dataset of `chunks` and opens `spec` (its `dataset` and `init_checkpoint`
+    /// must already name these chunks and `init`), then lets `workers` providers join.
+    pub fn new(
+        spec: JobSpec,
+        chunks: Vec<Vec<u8>>,
+        init: crate::state::Checkpoint,
+        workers: usize,
+        threads: Threads,
+    ) -> Result<Sim, WorkerError> {
+        let owner = sim_key(0);
+        let keys: Vec<SigningKey> = (1..=workers as u32).map(sim_key).collect();
+        let mut all: Vec<&SigningKey> = vec![&owner];
+        all.extend(keys.iter());
+        let mut ledger = Ledger::new(&all)?;
+        let dataset = crate::data::Dataset::from_corpus(&chunks.concat())?;
+        ledger.submit(
+            &owner,
+            Msg::RegisterDataset {
+                spec: pazar_types::train::DatasetSpec {
+                    name: "generated corpus".into(),
+                    root: dataset.root(),
+                    chunks: dataset.count(),
+                    bytes: dataset.total_bytes(),
+                    contributors: vec![pazar_types::train::Contributor {
+                        address: owner.address(),
+                        chunks: dataset.count(),
+                    }],
+                },
+            },
+        )?;
+        ledger.block()?;
+        ledger.submit(&owner, Msg::OpenJob { spec: spec.clone() })?;
+        ledger.block()?;
+        let job = ledger
+            .state
+            .train_jobs()
+            .map(|(id, _)| id)
+            .last()
+            .ok_or_else(|| WorkerError::Chain("the job did not open".into()))?;
+        let ledger = Arc::new(Mutex::new(ledger));
+        let mut peers = SimPeers::default();
+        // Every worker registers as a provider and joins in the same blocks, so that all of them
+        // take part from round 0.
+        let uri = |i: usize| format!("http://worker-{i}.sim:9000");
+        {
+            let mut l = ledger.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, k) in keys.iter().enumerate() {
+                l.submit(k, provider_msg(&format!("https://worker-{i}.sim:8443")))?;
+            }
+            l.block()?;
+            for (i, k) in keys.iter().enumerate() {
+                l.submit(k, Msg::JoinJob { job, blob_uri: uri(i) })?;
+            }
+            l.block()?;
+        }
+        let mut out = Vec::new();
+        for (i, k) in keys.into_iter().enumerate() {
+            let store = BlobStore::new(4096);
+            peers.add(&uri(i), store.clone());
+            let mut w = Worker::new(k.address(), job, &spec, chunks.clone(), store, threads)?;
+            w.add_checkpoint(init.clone());
+            out.push((
+                Handle {
+                    ledger: ledger.clone(),
+                    key: k,
+                },
+                w,
+            ));
+        }
+        let n = out.len();
+        Ok(Sim {
+            ledger,
+            spec,
+            owner,
+            job,
+            workers: out,
+            peers,
+            steps: vec![Vec::new(); n],
+        })
+    }
+
+    /// The job as opened.
+    pub fn spec(&self) -> &JobSpec {
+        &self.spec
+    }
+
+    /// One tick: every participant takes one step (in parallel), then one block. Returns
+    /// whether the job is over and each participant's step (an error is kept as the
+    /// participant's own failure: the others go on, as separate machines would).
+    pub fn tick(&mut self) -> Result<(bool, Vec<Result<Step, String>>), WorkerError> {
+        let peers = &self.peers;
+        let results: Vec<Result<Step, String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .workers
+                .iter_mut()
+                .map(|(h, w)| s.spawn(move || w.poll(h, peers).map_err(|e| e.to_string())))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("a participant panicked".to_string())))
+                .collect()
+        });
+        let mut l = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        l.block()?;
+        let height = l.state.height;
+        for (i, r) in results.iter().enumerate() {
+            if let Ok(step) = r {
+                if *step != Step::Idle {
+                    self.steps[i].push((height, step.clone()));
+                }
+            }
+        }
+        let over = l.state.train_job(self.job).is_none_or(|j| {
+            matches!(
+                j.state,
+                pazar_types::train::JobState::Finished | pazar_types::train::JobState::Cancelled
+            )
+        });
+        Ok((over, results))
+    }
+
+    /// Ticks until the job is over or `max_ticks` pass.
+    pub fn run(&mut self, max_ticks: u64) -> Result<u64, WorkerError> {
+        for t in 0..max_ticks {
+            let (over, _) = self.tick()?;
+            if over {
+                return Ok(t + 1);
+            }
+        }
+        Err(WorkerError::Job {
+            job: self.job,
+            reason: format!("not over after {max_ticks} ticks"),
+        })
+    }
+}
+
+/// A small job for trying the protocol's rules quickly: a 1-layer model, 4 inner steps in two
+/// segments, three workers needed, top-k + int8 compression with error feedback.
+pub fn small_spec(rounds: u32, audit_per_mille: u16) -> JobSpec {
+    use pazar_types::train::{Compression, ModelSpec, PhaseBlocks, TrainParams};
+    JobSpec {
+        name: "protocol-trial".into(),
+        model: ModelSpec {
+            vocab: 256,
+            dim: 16,
+            layers: 1,
+            heads: 2,
+            ffn_dim: 32,
+            seq_len: 16,
+        },
+        dataset: [0; 32],
+        init_checkpoint: [0; 32],
+        params: TrainParams {
+            inner_steps: 4,
+            segment_steps: 2,
+            batch: 2,
+            inner_lr_micro: 3_000,
+            weight_decay_micro: 0,
+            outer_lr_milli: 700,
+            outer_momentum_milli: 900,
+            compression: Compression::TopKInt8 { per_mille: 200 },
+            seed: 1,
+        },
+        min_workers: 3,
+        max_workers: 6,
+        rounds,
+        phases: PhaseBlocks {
+            train: 3,
+            commit: 2,
+            reveal: 2,
+            audit: 3,
+            dispute: 2,
+            aggregate: 3,
+        },
+        budget: Coin::new(1_200_000, native()),
+        bond: Coin::new(10_000, native()),
+        audit_per_mille,
+        referees: 3,
+    }
+}
+
+/// A job of `spec` on a generated corpus of `corpus_bytes`, started from the model's initial
+/// weights (or `init` when given), with `workers` honest workers.
+pub fn job(
+    mut spec: JobSpec,
+    corpus_seed: u64,
+    corpus_bytes: usize,
+    init: Option<Vec<f32>>,
+    workers: usize,
+    threads: Threads,
+) -> Result<Sim, WorkerError> {
+    let corpus = crate::data::generate_corpus(corpus_seed, corpus_bytes);
+    let chunks: Vec<Vec<u8>> = crate::data::chunks(&corpus).map(<[u8]>::to_vec).collect();
+    let dataset = crate::data::Dataset::from_corpus(&corpus)?;
+    spec.dataset = dataset.root();
+    let cfg = crate::worker::train_config(&spec, dataset.train_count())?;
+    let model = crate::model::Model::new(cfg.model, threads).map_err(crate::round::RoundError::from)?;
+    let init = crate::state::Checkpoint::initial(init.unwrap_or_else(|| model.init_params(spec.params.seed)));
+    spec.init_checkpoint = init.hash();
+    Sim::new(spec, chunks, init, workers, threads)
+}
+
+/// What happened to one cheater among honest workers ([`trial`]).
+pub struct Trial {
+    pub adversary: Adversary,
+    pub cheat: Address,
+    pub honest: Vec<Address>,
+    pub events: Vec<Event>,
+}
+
+impl Trial {
+    pub fn slashes(&self) -> Vec<(Address, pazar_types::train::SlashReason)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::TrainSlashed { worker, reason, .. } => Some((*worker, *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Rounds for which `who` was paid.
+    pub fn paid_rounds(&self, who: &Address) -> Vec<u32> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::TrainRewarded { worker, round, .. } if worker == who => Some(*round),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether the protocol caught the cheat: slashed for what it did (a failed audit, a false
+    /// audit, a withheld reveal), or, for a crash, paid for no round after it.
+    pub fn caught(&self) -> bool {
+        use pazar_types::train::SlashReason as R;
+        let s = self.slashes();
+        match self.adversary {
+            Adversary::Withhold => s.contains(&(self.cheat, R::WithheldReveal)),
+            Adversary::FalseAuditor => s.contains(&(self.cheat, R::FalseAudit)),
+            Adversary::Crash => self.paid_rounds(&self.cheat).iter().all(|r| *r < 1),
+            _ => s.contains(&(self.cheat, R::FailedAudit)),
+        }
+    }
+
+    /// Honest workers slashed (the protocol's goal: none, ever).
+    pub fn false_slashes(&self) -> usize {
+        self.slashes().iter().filter(|(w, _)| self.honest.contains(w)).count()
+    }
+}
+
+/// Four workers on [`small_spec`] for three rounds, every worker audited every round, the
+/// first cheating as `adversary`.
+pub fn trial(adversary: Adversary) -> Result<Trial, WorkerError> {
+    let mut s = job(
+        small_spec(3, 1000),
+        3,
+        8 * crate::data::CHUNK_BYTES,
+        None,
+        4,
+        Threads::ONE,
+    )?;
+    s.workers[0].1.adversary = Some(adversary);
+    // A slashed cheater leaves and the job goes on with three; either way it ends.
+    s.run(600)?;
+    let events = s
+        .ledger
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .events
+        .iter()
+        .map(|(_, e)| e.clone())
+        .collect();
+    Ok(Trial {
+        adversary,
+        cheat: s.workers[0].0.key.address(),
+        honest: s.workers[1..].iter().map(|(h, _)| h.key.address()).collect(),
+        events,
+    })
+}

@@ -1,0 +1,954 @@
+//! A training job's participant: the worker that trains, commits and reveals; the auditor that
+//! replays another worker's round; the referee of a dispute; the aggregator that averages the
+//! included updates and votes for the next checkpoint. One state machine does all of it: each
+//! [`Worker::poll`] reads the job from the ledger and takes the next step its role calls for.
+//!
+//! It is written against two small traits, [`Chain`] (the ledger: read a job, submit messages)
+//! and [`Peers`] (fetch another participant's blob), so the same code runs as a process against
+//! a node's RPC and other workers' HTTP servers, and in-process against a ledger in tests and
+//! benchmarks. Nothing a peer sends is trusted: every blob is decoded strictly and its hash
+//! recomputed before use.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use pazar_types::train::{
+    update_commitment, AuditRecord, Compression, JobSpec, JobState, Member, Phase, RoundRecord, RoundWork, TrainJob,
+    Verdict,
+};
+use pazar_types::{Address, Msg};
+
+use crate::blobs::BlobStore;
+use crate::compress::{self, Method, Update};
+use crate::data;
+use crate::model::{Config, Model};
+use crate::ops::Threads;
+use crate::optim::{AdamW, Nesterov};
+use crate::round::{self, RoundError, RoundOutput, TrainConfig, Work};
+use crate::state::{self, ef_hash, BlobError, Checkpoint, Hash32, WorkerState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("ledger: {0}")]
+    Chain(String),
+    #[error("peer: {0}")]
+    Peer(String),
+    #[error(transparent)]
+    Round(#[from] RoundError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error("update blob: {0}")]
+    Update(#[from] compress::UpdateError),
+    #[error("data: {0}")]
+    Data(#[from] data::DataError),
+    #[error("job {job}: {reason}")]
+    Job { job: u64, reason: String },
+}
+
+/// What a participant reads of a job: the job, its members, and the current round's work and
+/// audits (each list in address order, as the ledger keeps them).
+#[derive(Debug, Clone)]
+pub struct JobView {
+    pub id: u64,
+    pub job: TrainJob,
+    pub members: Vec<(Address, Member)>,
+    pub works: Vec<(Address, RoundWork)>,
+    /// Audits of the current round by target.
+    pub audits: Vec<(Address, AuditRecord)>,
+    /// The ledger's height when this was read.
+    pub height: u64,
+    /// The provenance record of the round before the current one, if it produced a checkpoint.
+    pub previous: Option<RoundRecord>,
+}
+
+/// The ledger, as a participant uses it.
+pub trait Chain {
+    fn view(&mut self, job: u64) -> Result<JobView, WorkerError>;
+    /// Signs and submits `msg` from this participant's key and waits until it is committed;
+    /// a refusal is an error carrying the ledger's reason.
+    fn submit(&mut self, msg: Msg) -> Result<(), WorkerError>;
+}
+
+/// Other participants' blob servers.
+pub trait Peers {
+    /// The blob `addr` from the participant whose `blob_uri` is `uri`, at most `limit` bytes.
+    fn fetch(&self, uri: &str, addr: &Hash32, limit: usize) -> Result<Vec<u8>, WorkerError>;
+}
+
+/// HTTP peers ([`crate::blobs::fetch`]).
+pub struct HttpPeers;
+
+impl Peers for HttpPeers {
+    fn fetch(&self, uri: &str, addr: &Hash32, limit: usize) -> Result<Vec<u8>, WorkerError> {
+        crate::blobs::fetch(uri, addr, limit).map_err(|e| WorkerError::Peer(e.to_string()))
+    }
+}
+
+/// A way of cheating, for the adversary tests (`pazar train worker --adversary KIND`). Each
+/// must be caught by the protocol; an honest worker is never slashed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Adversary {
+    /// Skips every inner step and claims the untrained state as its trajectory.
+    Lazy,
+    /// Trains honestly, then sends random noise of the update's size as its update.
+    Noise,
+    /// Trains honestly, then sends the negated pseudo-gradient.
+    SignFlip,
+    /// Re-submits another worker's update from the last round's checkpoint.
+    Copier,
+    /// Trains from the checkpoint before the current one.
+    Stale,
+    /// Commits and never reveals.
+    Withhold,
+    /// Trains, then stops for good before committing (a crash mid-round).
+    Crash,
+    /// Trains on shards the beacon did not assign it.
+    WrongShards,
+    /// An honest pseudo-gradient with each entry scaled by `1 ± R` (signs pseudo-random).
+    Perturb(f32),
+    /// Trains honestly but, as an auditor, fails every worker it audits with made-up hashes.
+    FalseAuditor,
+}
+
+impl std::str::FromStr for Adversary {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Adversary, String> {
+        Ok(match s {
+            "lazy" => Adversary::Lazy,
+            "noise" => Adversary::Noise,
+            "sign-flip" => Adversary::SignFlip,
+            "copier" => Adversary::Copier,
+            "stale" => Adversary::Stale,
+            "withhold" | "late" => Adversary::Withhold,
+            "crash" => Adversary::Crash,
+            "wrong-shards" => Adversary::WrongShards,
+            "false-auditor" => Adversary::FalseAuditor,
+            other => match other.strip_prefix("perturb:") {
+                Some(r) => match r.parse::<f32>() {
+                    Ok(r) if r.is_finite() && r > 0.0 && r < 1.0 => Adversary::Perturb(r),
+                    _ => return Err(format!("perturb:R needs 0 < R < 1, got {r:?}")),
+                },
+                None => {
+                    return Err(format!(
+                        "unknown adversary {other:?}: lazy, noise, sign-flip, copier, stale, withhold, crash, \
+                         wrong-shards, false-auditor or perturb:R"
+                    ))
+                }
+            },
+        })
+    }
+}
+
+/// The job's settings as this code runs them. The ledger's integers become `f32` by one
+/// division each (correctly rounded, so every participant gets the same bits).
+pub fn train_config(spec: &JobSpec, train_chunks: u32) -> Result<TrainConfig, RoundError> {
+    let m = &spec.model;
+    let p = &spec.params;
+    let per_worker = (train_chunks / u32::from(spec.max_workers.max(1))).clamp(1, 64.min(train_chunks.max(1)));
+    let cfg = TrainConfig {
+        model: Config {
+            vocab: m.vocab as usize,
+            dim: m.dim as usize,
+            layers: usize::from(m.layers),
+            heads: usize::from(m.heads),
+            ffn: m.ffn_dim as usize,
+            seq_len: m.seq_len as usize,
+        },
+        batch: p.batch,
+        inner_steps: p.inner_steps,
+        segment_steps: p.segment_steps,
+        adam: AdamW::new(p.inner_lr_micro as f32 / 1e6, p.weight_decay_micro as f32 / 1e6),
+        outer: Nesterov {
+            lr: p.outer_lr_milli as f32 / 1e3,
+            momentum: p.outer_momentum_milli as f32 / 1e3,
+        },
+        method: match p.compression {
+            Compression::Int8 => Method::Int8,
+            Compression::TopK { per_mille } => Method::TopK { per_mille },
+            Compression::TopKInt8 { per_mille } => Method::TopKInt8 { per_mille },
+        },
+        shard_chunks: per_worker,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// What one poll did, for the caller's log and the benchmark's accounting.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Nothing to do until the ledger moves.
+    Idle,
+    /// Trained round `round`; `losses` per inner step.
+    Trained {
+        round: u32,
+        losses: Vec<f32>,
+    },
+    Committed {
+        round: u32,
+    },
+    Revealed {
+        round: u32,
+    },
+    Audited {
+        round: u32,
+        target: Address,
+        pass: bool,
+    },
+    Disputed {
+        round: u32,
+    },
+    Refereed {
+        round: u32,
+        target: Address,
+    },
+    Voted {
+        round: u32,
+        checkpoint: Hash32,
+    },
+    /// The job is over (finished or cancelled), or this participant stopped (a crash).
+    Done,
+}
+
+/// Counters for the benchmark: bytes fetched from peers and time spent by kind of work.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Accounting {
+    /// Time spent inside [`Worker::poll`]: everything this participant did, idle reads included.
+    pub busy_seconds: f64,
+    pub bytes_fetched: u64,
+    pub train_seconds: f64,
+    pub audit_seconds: f64,
+    pub aggregate_seconds: f64,
+    pub steps_trained: u64,
+    pub steps_replayed: u64,
+}
+
+/// A round this worker trained, kept until the round settles (auditors and referees fetch
+/// from it).
+struct Trained {
+    round: u32,
+    checkpoint: Hash32,
+    out: RoundOutput,
+    /// What it commits to (differs from `out` for an adversary).
+    update: Hash32,
+    trace: Hash32,
+    ef_in: Hash32,
+    ef_out: Hash32,
+}
+
+pub struct Worker {
+    pub address: Address,
+    job: u64,
+    model: Model,
+    cfg: TrainConfig,
+    /// The dataset's chunks (all of them, in dataset order) and how many are for training.
+    chunks: Vec<Vec<u8>>,
+    train_chunks: u32,
+    /// Checkpoints known by hash (the initial one, and each aggregate computed or fetched).
+    checkpoints: BTreeMap<Hash32, Checkpoint>,
+    /// The checkpoint before the current one (the stale adversary trains from it).
+    previous_checkpoint: Option<Hash32>,
+    /// The residual the ledger has for this worker (its `ef_out`), and candidates by hash.
+    ef: Vec<f32>,
+    ef_candidates: BTreeMap<Hash32, Vec<f32>>,
+    trained: Option<Trained>,
+    blobs: Arc<BlobStore>,
+    pub adversary: Option<Adversary>,
+    pub accounting: Accounting,
+    crashed: bool,
+}
+
+/// Largest blob a peer may send: a state blob of this model plus headers.
+fn blob_limit(n: usize) -> usize {
+    16 * n + 64
+}
+
+impl Worker {
+    /// A participant of `job` with `spec`, holding the dataset's `chunks` (checked against the
+    /// job's dataset root) and serving blobs from `blobs`.
+    pub fn new(
+        address: Address,
+        job: u64,
+        spec: &JobSpec,
+        chunks: Vec<Vec<u8>>,
+        blobs: Arc<BlobStore>,
+        threads: Threads,
+    ) -> Result<Worker, WorkerError> {
+        let corpus_root = data::Dataset::from_corpus(&chunks.concat())?.root();
+        if corpus_root != spec.dataset {
+            return Err(WorkerError::Job {
+                job,
+                reason: format!(
+                    "the chunks given have Merkle root {}, the job trains on {}",
+                    data::hex(&corpus_root),
+                    data::hex(&spec.dataset)
+                ),
+            });
+        }
+        let count = u32::try_from(chunks.len()).map_err(|_| WorkerError::Job {
+            job,
+            reason: "too many chunks".into(),
+        })?;
+        let train_chunks = count - data::eval_count(count);
+        let cfg = train_config(spec, train_chunks)?;
+        let model = Model::new(cfg.model, threads).map_err(RoundError::from)?;
+        let n = model.param_count();
+        Ok(Worker {
+            address,
+            job,
+            model,
+            cfg,
+            chunks,
+            train_chunks,
+            checkpoints: BTreeMap::new(),
+            previous_checkpoint: None,
+            ef: vec![0.0; n],
+            ef_candidates: BTreeMap::new(),
+            trained: None,
+            blobs,
+            adversary: None,
+            accounting: Accounting::default(),
+            crashed: false,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// Makes a checkpoint known (and served): the initial one, given by the job's owner.
+    pub fn add_checkpoint(&mut self, c: Checkpoint) -> Hash32 {
+        let h = c.hash();
+        self.blobs.put(h, c.encode());
+        self.checkpoints.insert(h, c);
+        h
+    }
+
+    pub fn checkpoint(&self, hash: &Hash32) -> Option<&Checkpoint> {
+        self.checkpoints.get(hash)
+    }
+
+    /// The held-out chunks, for evaluation.
+    pub fn eval_chunks(&self) -> Vec<&[u8]> {
+        self.chunks[self.train_chunks as usize..]
+            .iter()
+            .map(Vec::as_slice)
+            .collect()
+    }
+
+    fn n(&self) -> usize {
+        self.model.param_count()
+    }
+
+    /// The shards and batch seed of `worker` in `round` from `checkpoint`.
+    fn work(&self, round: u32, checkpoint: &Hash32, worker: &Address) -> Result<Work<'_>, WorkerError> {
+        let seed = round::round_seed(self.job, round, checkpoint);
+        let who = worker_bytes(worker);
+        let shards = data::assign_shards(&seed, &who, self.train_chunks, self.cfg.shard_chunks)?;
+        Ok(Work {
+            chunks: shards.iter().map(|&i| self.chunks[i as usize].as_slice()).collect(),
+            seed: round::batch_seed(&seed, &who),
+        })
+    }
+
+    /// The checkpoint `hash`, fetched from a member if this worker does not have it.
+    fn ensure_checkpoint(&mut self, v: &JobView, peers: &dyn Peers, hash: &Hash32) -> Result<(), WorkerError> {
+        if self.checkpoints.contains_key(hash) {
+            return Ok(());
+        }
+        let n = self.n();
+        let mut last = String::from("no member serves it");
+        for (addr, m) in &v.members {
+            if *addr == self.address {
+                continue;
+            }
+            match peers.fetch(&m.blob_uri, hash, 8 * n + 64) {
+                Ok(bytes) => {
+                    self.accounting.bytes_fetched += bytes.len() as u64;
+                    match Checkpoint::decode(&bytes, n) {
+                        Ok(c) if c.hash() == *hash => {
+                            self.add_checkpoint(c);
+                            return Ok(());
+                        }
+                        Ok(_) => last = format!("{addr} served a checkpoint with another hash"),
+                        Err(e) => last = format!("{addr}: {e}"),
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(WorkerError::Peer(format!("checkpoint {}: {last}", data::hex(hash))))
+    }
+
+    /// Takes the next step the job calls for. Call it again after each step (and every block
+    /// or so while it returns [`Step::Idle`]).
+    pub fn poll(&mut self, chain: &mut dyn Chain, peers: &dyn Peers) -> Result<Step, WorkerError> {
+        let t0 = std::time::Instant::now();
+        let step = self.step(chain, peers);
+        self.accounting.busy_seconds += t0.elapsed().as_secs_f64();
+        step
+    }
+
+    fn step(&mut self, chain: &mut dyn Chain, peers: &dyn Peers) -> Result<Step, WorkerError> {
+        if self.crashed {
+            return Ok(Step::Done);
+        }
+        let v = chain.view(self.job)?;
+        match v.job.state {
+            JobState::Finished | JobState::Cancelled => return Ok(Step::Done),
+            JobState::Recruiting => return Ok(Step::Idle),
+            JobState::Running => {}
+        }
+        self.follow_residual(&v);
+        let r = v.job.round;
+        let mine = v.works.iter().find(|(a, _)| *a == self.address).map(|(_, w)| w.clone());
+        match v.job.phase {
+            Phase::Train | Phase::Commit => {
+                let Some(work) = mine else { return Ok(Step::Idle) };
+                if work.commitment.is_some() {
+                    return Ok(Step::Idle);
+                }
+                let fresh = self
+                    .trained
+                    .as_ref()
+                    .is_some_and(|t| t.round == r && t.checkpoint == v.job.checkpoint);
+                if !fresh {
+                    let losses = self.train(&v, peers)?;
+                    if self.adversary == Some(Adversary::Crash) && r >= 1 {
+                        self.crashed = true;
+                        return Ok(Step::Done);
+                    }
+                    return Ok(Step::Trained { round: r, losses });
+                }
+                let t = self
+                    .trained
+                    .as_ref()
+                    .ok_or_else(|| WorkerError::Chain("no trained round".into()))?;
+                let commitment =
+                    update_commitment(self.job, r, &self.address, &t.update, &t.trace, &t.ef_in, &t.ef_out);
+                chain.submit(Msg::CommitUpdate {
+                    job: self.job,
+                    round: r,
+                    commitment,
+                })?;
+                Ok(Step::Committed { round: r })
+            }
+            Phase::Reveal => {
+                let Some(work) = mine else { return Ok(Step::Idle) };
+                if work.commitment.is_none() || work.reveal.is_some() || self.adversary == Some(Adversary::Withhold) {
+                    return Ok(Step::Idle);
+                }
+                let Some(t) = self.trained.as_ref().filter(|t| t.round == r) else {
+                    return Ok(Step::Idle);
+                };
+                chain.submit(Msg::RevealUpdate {
+                    job: self.job,
+                    round: r,
+                    update: t.update,
+                    trace: t.trace,
+                    ef_in: t.ef_in,
+                    ef_out: t.ef_out,
+                })?;
+                Ok(Step::Revealed { round: r })
+            }
+            Phase::Audit => self.audit_duties(&v, chain, peers),
+            Phase::Aggregate => {
+                let Some(work) = mine else { return Ok(Step::Idle) };
+                if work.reveal.is_none() || work.excluded || work.vote.is_some() {
+                    return Ok(Step::Idle);
+                }
+                let checkpoint = self.aggregate(&v, peers)?;
+                chain.submit(Msg::PostCheckpoint {
+                    job: self.job,
+                    round: r,
+                    checkpoint,
+                })?;
+                Ok(Step::Voted { round: r, checkpoint })
+            }
+        }
+    }
+
+    /// Adopts the residual the ledger now names for this worker (its last included round's).
+    fn follow_residual(&mut self, v: &JobView) {
+        let Some((_, m)) = v.members.iter().find(|(a, _)| *a == self.address) else {
+            return;
+        };
+        if ef_hash(&self.ef) == m.ef_out {
+            return;
+        }
+        if let Some(ef) = self.ef_candidates.get(&m.ef_out) {
+            self.ef = ef.clone();
+            self.ef_candidates.clear();
+        }
+    }
+
+    /// Trains the current round and prepares every blob others may ask for.
+    fn train(&mut self, v: &JobView, peers: &dyn Peers) -> Result<Vec<f32>, WorkerError> {
+        let r = v.job.round;
+        let current = v.job.checkpoint;
+        self.ensure_checkpoint(v, peers, &current)?;
+        if let Some(prev) = v.previous.as_ref().map(|p| p.previous) {
+            self.previous_checkpoint = Some(prev);
+        }
+        let adversary = self.adversary;
+        let start_hash = match adversary {
+            Some(Adversary::Stale) => self
+                .previous_checkpoint
+                .filter(|h| self.checkpoints.contains_key(h))
+                .unwrap_or(current),
+            _ => current,
+        };
+        let ckpt = self
+            .checkpoints
+            .get(&start_hash)
+            .cloned()
+            .ok_or_else(|| WorkerError::Job {
+                job: self.job,
+                reason: "checkpoint vanished".into(),
+            })?;
+        let t0 = std::time::Instant::now();
+        let work = match adversary {
+            Some(Adversary::WrongShards) => self.work(r.wrapping_add(1000), &current, &self.address)?,
+            _ => self.work(r, &current, &self.address)?,
+        };
+        let mut out = match adversary {
+            Some(Adversary::Lazy) => lazy_round(&self.cfg, &ckpt, self.ef.clone())?,
+            _ => round::run_round(&self.model, &self.cfg, &ckpt, self.ef.clone(), &work)?,
+        };
+        drop(work);
+        self.accounting.train_seconds += t0.elapsed().as_secs_f64();
+        self.accounting.steps_trained += u64::from(self.cfg.inner_steps);
+        let n = self.n();
+        match adversary {
+            Some(Adversary::Noise) => {
+                let scale = out.update.decompress().iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let noise = pseudo_noise(&out.update_hash, n, scale);
+                let (u, _) = compress::compress(self.cfg.method, &noise, &vec![0.0; n]).map_err(RoundError::from)?;
+                replace_update(&mut out, u);
+            }
+            Some(Adversary::SignFlip) => {
+                let delta: Vec<f32> = out.update.decompress().iter().map(|x| -x).collect();
+                let (u, _) = compress::compress(self.cfg.method, &delta, &vec![0.0; n]).map_err(RoundError::from)?;
+                replace_update(&mut out, u);
+            }
+            Some(Adversary::Perturb(r)) => {
+                let end = out
+                    .boundaries
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| WorkerError::Chain("empty round".into()))?;
+                let signs = pseudo_noise(&out.update_hash, n, 1.0);
+                let delta: Vec<f32> = ckpt
+                    .params
+                    .iter()
+                    .zip(&end.params)
+                    .zip(&signs)
+                    .map(|((a, b), s)| (a - b) * (1.0 + r * s.signum()))
+                    .collect();
+                let (u, ef) = compress::compress(self.cfg.method, &delta, &end.ef).map_err(RoundError::from)?;
+                replace_update(&mut out, u);
+                out.ef_out_hash = ef_hash(&ef);
+                out.ef_out = ef;
+            }
+            Some(Adversary::Copier) => {
+                if let Some(victim) = v
+                    .previous
+                    .as_ref()
+                    .and_then(|p| p.included.iter().find(|i| i.worker != self.address))
+                {
+                    let uri = v
+                        .members
+                        .iter()
+                        .find(|(a, _)| *a == victim.worker)
+                        .map(|(_, m)| m.blob_uri.clone());
+                    if let Some(uri) = uri {
+                        if let Ok(bytes) = peers.fetch(&uri, &victim.update, blob_limit(n)) {
+                            if let Ok(u) = Update::decode(&bytes, n as u32, blob_limit(n)) {
+                                replace_update(&mut out, u);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        // Serve what auditors, referees and aggregators will ask for.
+        self.blobs.put(out.update_hash, out.update_bytes.clone());
+        self.blobs.put(out.trace_root, state::encode_trace(&out.trace));
+        if out.ef_in != [0; 32] {
+            self.blobs.put(out.ef_in, state::encode_ef(&self.ef));
+        }
+        for b in &out.boundaries {
+            self.blobs.put(b.hash(), b.encode());
+        }
+        self.ef_candidates.insert(out.ef_out_hash, out.ef_out.clone());
+        let losses = out.losses.clone();
+        self.trained = Some(Trained {
+            round: r,
+            checkpoint: current,
+            update: out.update_hash,
+            trace: out.trace_root,
+            ef_in: out.ef_in,
+            ef_out: out.ef_out_hash,
+            out,
+        });
+        Ok(losses)
+    }
+
+    /// Audits assigned to this participant, disputes of its own audits, and referee answers.
+    fn audit_duties(&mut self, v: &JobView, chain: &mut dyn Chain, peers: &dyn Peers) -> Result<Step, WorkerError> {
+        let r = v.job.round;
+        for (target, a) in &v.audits {
+            if a.auditor == self.address && a.verdict.is_none() {
+                let verdict = self.audit(v, peers, target)?;
+                let pass = verdict == Verdict::Pass;
+                chain.submit(Msg::PostAudit {
+                    job: self.job,
+                    round: r,
+                    target: *target,
+                    verdict,
+                })?;
+                return Ok(Step::Audited {
+                    round: r,
+                    target: *target,
+                    pass,
+                });
+            }
+            if *target == self.address && a.dispute.is_none() {
+                if let Some(Verdict::Fail { segment, steps, .. }) = &a.verdict {
+                    let mine = self.own_steps(*segment)?;
+                    if mine.len() == steps.len() && mine != *steps {
+                        chain.submit(Msg::DisputeAudit {
+                            job: self.job,
+                            round: r,
+                            steps: mine,
+                        })?;
+                        return Ok(Step::Disputed { round: r });
+                    }
+                }
+            }
+            if let (Some(d), Some(Verdict::Fail { segment, .. })) = (&a.dispute, &a.verdict) {
+                let asked = d.referees.contains(&self.address);
+                let answered = d.answers.iter().any(|x| x.referee == self.address);
+                if asked && !answered {
+                    let hash = self.referee(v, peers, target, *segment, d.index)?;
+                    chain.submit(Msg::PostReferee {
+                        job: self.job,
+                        round: r,
+                        target: *target,
+                        hash,
+                    })?;
+                    return Ok(Step::Refereed {
+                        round: r,
+                        target: *target,
+                    });
+                }
+            }
+        }
+        Ok(Step::Idle)
+    }
+
+    /// This worker's own state hashes for a segment of its trained round (what it disputes with).
+    fn own_steps(&self, segment: u32) -> Result<Vec<Hash32>, WorkerError> {
+        let t = self
+            .trained
+            .as_ref()
+            .ok_or_else(|| WorkerError::Chain("no trained round to dispute".into()))?;
+        if segment >= self.cfg.segments() {
+            return Ok(vec![t.update, t.ef_out]);
+        }
+        let work = self.work(t.round, &t.checkpoint, &self.address)?;
+        Ok(round::replay_segment(
+            &self.model,
+            &self.cfg,
+            &t.out.boundaries[segment as usize],
+            &work,
+            segment,
+        )?)
+    }
+
+    /// The canonical start of `target`'s round: the checkpoint and the residual it revealed.
+    fn start_state(
+        &mut self,
+        v: &JobView,
+        peers: &dyn Peers,
+        target: &Address,
+        ef_in: &Hash32,
+    ) -> Result<WorkerState, WorkerError> {
+        let n = self.n();
+        let ckpt = self
+            .checkpoints
+            .get(&v.job.checkpoint)
+            .cloned()
+            .ok_or_else(|| WorkerError::Job {
+                job: self.job,
+                reason: "the round's checkpoint is unknown here".into(),
+            })?;
+        let ef = if *ef_in == [0; 32] {
+            vec![0.0; n]
+        } else {
+            let bytes = self.fetch_from(v, peers, target, ef_in, 4 * n + 64)?;
+            let ef = state::decode_ef(&bytes, n)?;
+            if ef_hash(&ef) != *ef_in {
+                return Err(WorkerError::Peer(format!(
+                    "{target} served a residual with another hash"
+                )));
+            }
+            ef
+        };
+        Ok(WorkerState::start(ckpt.params, ef))
+    }
+
+    fn fetch_from(
+        &mut self,
+        v: &JobView,
+        peers: &dyn Peers,
+        who: &Address,
+        addr: &Hash32,
+        limit: usize,
+    ) -> Result<Vec<u8>, WorkerError> {
+        if *who == self.address {
+            if let Some(b) = self.blobs.get(addr) {
+                return Ok(b.to_vec());
+            }
+        }
+        let uri = v
+            .members
+            .iter()
+            .find(|(a, _)| a == who)
+            .map(|(_, m)| m.blob_uri.clone())
+            .ok_or_else(|| WorkerError::Peer(format!("{who} is not a member")))?;
+        let bytes = peers.fetch(&uri, addr, limit)?;
+        self.accounting.bytes_fetched += bytes.len() as u64;
+        Ok(bytes)
+    }
+
+    /// Replays `target`'s whole round from its canonical start and compares every boundary of
+    /// its trace, then the compression step.
+    fn audit(&mut self, v: &JobView, peers: &dyn Peers, target: &Address) -> Result<Verdict, WorkerError> {
+        let reveal = v
+            .works
+            .iter()
+            .find(|(a, _)| a == target)
+            .and_then(|(_, w)| w.reveal)
+            .ok_or_else(|| WorkerError::Job {
+                job: self.job,
+                reason: format!("{target} is audited but revealed nothing"),
+            })?;
+        let k = self.cfg.segments();
+        let t0 = std::time::Instant::now();
+        // What the target committed to must be served: its trace (and its residual when it
+        // carried one). A fetch that fails is retried on the next poll; one that still fails
+        // near the deadline is reported as unavailable. A trace that does not hash to the
+        // revealed root is the target's fault: it served something else.
+        let trace = match self.fetch_from(v, peers, target, &reveal.trace, 16 + 32 * (k as usize + 1)) {
+            Ok(b) => state::decode_trace(&b, k as usize + 1)
+                .ok()
+                .filter(|t| round::trace_root(t) == reveal.trace),
+            Err(e) if v.height + 1 < v.job.audit_deadline => return Err(e),
+            Err(_) => None,
+        };
+        let Some(trace) = trace else {
+            return Ok(Verdict::Unavailable);
+        };
+        let start = match self.start_state(v, peers, target, &reveal.ef_in) {
+            Ok(s) => s,
+            Err(e) if v.height + 1 < v.job.audit_deadline => return Err(e),
+            Err(_) => return Ok(Verdict::Unavailable),
+        };
+        let checkpoint = v.job.checkpoint;
+        let work = self.work(v.job.round, &checkpoint, target)?;
+        let mut state = start;
+        let mut replayed = 0u64;
+        let mut verdict = Verdict::Pass;
+        if trace[0] != state.hash() {
+            // The start it claims is not the checkpoint with its residual: the first segment
+            // replayed from the true start cannot end where its trace says.
+            let steps = round::replay_segment(&self.model, &self.cfg, &state, &work, 0)?;
+            replayed += u64::from(self.cfg.segment_steps);
+            if steps.last() != Some(&trace[1]) {
+                verdict = Verdict::Fail {
+                    segment: 0,
+                    steps,
+                    trace: trace.clone(),
+                };
+            }
+        }
+        if verdict == Verdict::Pass {
+            let mut boundary_ok = true;
+            for s in 0..k {
+                let steps = round::advance_segment(&self.model, &self.cfg, &mut state, &work, s)?;
+                replayed += u64::from(self.cfg.segment_steps);
+                boundary_ok = steps.last() == Some(&trace[s as usize + 1]);
+                if !boundary_ok {
+                    verdict = Verdict::Fail {
+                        segment: s,
+                        steps,
+                        trace: trace.clone(),
+                    };
+                    break;
+                }
+            }
+            if boundary_ok {
+                let ckpt = &self.checkpoints[&checkpoint];
+                let [u, e] = round::replay_finish(&self.cfg, &ckpt.params, &state)?;
+                if u != reveal.update || e != reveal.ef_out {
+                    verdict = Verdict::Fail {
+                        segment: k,
+                        steps: vec![u, e],
+                        trace: trace.clone(),
+                    };
+                }
+            }
+        }
+        drop(work);
+        if self.adversary == Some(Adversary::FalseAuditor) && verdict == Verdict::Pass {
+            // Claims the first segment ended elsewhere than the target's trace says.
+            let made_up: Vec<Hash32> = (0..self.cfg.segment_steps).map(|i| [i as u8 ^ 0x5a; 32]).collect();
+            verdict = Verdict::Fail {
+                segment: 0,
+                steps: made_up,
+                trace,
+            };
+        }
+        self.accounting.steps_replayed += replayed;
+        self.accounting.audit_seconds += t0.elapsed().as_secs_f64();
+        Ok(verdict)
+    }
+
+    /// A referee's answer: the state hash after step `index` of `segment` of `target`'s round,
+    /// from the segment's agreed start.
+    fn referee(
+        &mut self,
+        v: &JobView,
+        peers: &dyn Peers,
+        target: &Address,
+        segment: u32,
+        index: u32,
+    ) -> Result<Hash32, WorkerError> {
+        let reveal = v
+            .works
+            .iter()
+            .find(|(a, _)| a == target)
+            .and_then(|(_, w)| w.reveal)
+            .ok_or_else(|| WorkerError::Job {
+                job: self.job,
+                reason: format!("{target} is disputed but revealed nothing"),
+            })?;
+        let k = self.cfg.segments();
+        let n = self.n();
+        let start = if segment == 0 {
+            self.start_state(v, peers, target, &reveal.ef_in)?
+        } else {
+            let bytes = self.fetch_from(v, peers, target, &reveal.trace, 16 + 32 * (k as usize + 1))?;
+            let trace = state::decode_trace(&bytes, k as usize + 1)?;
+            if round::trace_root(&trace) != reveal.trace {
+                return Err(WorkerError::Peer(format!("{target} served a trace with another root")));
+            }
+            let at = trace[segment.min(k) as usize];
+            let bytes = self.fetch_from(v, peers, target, &at, blob_limit(n))?;
+            let s = WorkerState::decode(&bytes, n, self.cfg.adam.beta1, self.cfg.adam.beta2)?;
+            if s.hash() != at {
+                return Err(WorkerError::Peer(format!("{target} served a state with another hash")));
+            }
+            s
+        };
+        let t0 = std::time::Instant::now();
+        let answer = if segment >= k {
+            let ckpt = &self.checkpoints[&v.job.checkpoint];
+            let pair = round::replay_finish(&self.cfg, &ckpt.params, &start)?;
+            pair[(index as usize).min(1)]
+        } else {
+            let work = self.work(v.job.round, &v.job.checkpoint, target)?;
+            let mut state = start;
+            let first = segment * self.cfg.segment_steps;
+            let last = first + index.min(self.cfg.segment_steps - 1);
+            for step in first..=last {
+                round::train_step(&self.model, &self.cfg, &mut state, &work, step)?;
+            }
+            state.hash()
+        };
+        self.accounting.audit_seconds += t0.elapsed().as_secs_f64();
+        Ok(answer)
+    }
+
+    /// Fetches every included update (checking its hash), averages them in address order and
+    /// takes the outer step: the checkpoint this worker votes for.
+    fn aggregate(&mut self, v: &JobView, peers: &dyn Peers) -> Result<Hash32, WorkerError> {
+        let n = self.n();
+        let t0 = std::time::Instant::now();
+        let mut updates = Vec::new();
+        for (who, w) in &v.works {
+            let (Some(reveal), false) = (w.reveal, w.excluded) else {
+                continue;
+            };
+            let bytes = self.fetch_from(v, peers, who, &reveal.update, blob_limit(n))?;
+            if compress::update_hash(&bytes) != reveal.update {
+                return Err(WorkerError::Peer(format!("{who} served an update with another hash")));
+            }
+            updates.push(Update::decode(&bytes, n as u32, blob_limit(n))?);
+        }
+        let ckpt = self
+            .checkpoints
+            .get(&v.job.checkpoint)
+            .cloned()
+            .ok_or_else(|| WorkerError::Job {
+                job: self.job,
+                reason: "the round's checkpoint is unknown here".into(),
+            })?;
+        let next = round::aggregate(&self.cfg, &ckpt, &updates)?;
+        self.accounting.aggregate_seconds += t0.elapsed().as_secs_f64();
+        Ok(self.add_checkpoint(next))
+    }
+}
+
+/// The bytes of an address that seed its shards and batches (its canonical Borsh encoding).
+pub fn worker_bytes(a: &Address) -> Vec<u8> {
+    borsh::to_vec(a).unwrap_or_default()
+}
+
+/// A lazy worker's round: no step at all, every boundary the untrained start, and the update
+/// its residual alone gives.
+fn lazy_round(cfg: &TrainConfig, ckpt: &Checkpoint, ef: Vec<f32>) -> Result<RoundOutput, WorkerError> {
+    let start = WorkerState::start(ckpt.params.clone(), ef);
+    let boundaries = vec![start.clone(); cfg.segments() as usize + 1];
+    let trace: Vec<Hash32> = boundaries.iter().map(WorkerState::hash).collect();
+    let (update, ef_out) = round::finish(cfg, &ckpt.params, &start)?;
+    let update_bytes = update.encode();
+    Ok(RoundOutput {
+        trace_root: round::trace_root(&trace),
+        trace,
+        boundaries,
+        update_hash: compress::update_hash(&update_bytes),
+        update,
+        update_bytes,
+        ef_in: ef_hash(&start.ef),
+        ef_out_hash: ef_hash(&ef_out),
+        ef_out,
+        losses: Vec::new(),
+    })
+}
+
+fn replace_update(out: &mut RoundOutput, u: Update) {
+    out.update_bytes = u.encode();
+    out.update_hash = compress::update_hash(&out.update_bytes);
+    out.update = u;
+}
+
+/// Deterministic noise in `[-scale, scale]` seeded by `seed` (an adversary's, not the
+/// protocol's: it only has to be different from the honest update).
+fn pseudo_noise(seed: &Hash32, n: usize, scale: f32) -> Vec<f32> {
+    let mut x = u64::from_le_bytes([seed[0], seed[1], seed[2], seed[3], seed[4], seed[5], seed[6], seed[7]]) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / 16_777_216.0 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}

@@ -10,6 +10,7 @@ use pazar_types::market::GroupSpec;
 use pazar_types::records::{
     Bid, Deployment, EscrowAccount, EscrowView, Group, Lease, Order, Params, Payment, Provider, ProviderLoad, Receipt,
 };
+use pazar_types::train::{hex_opt, AuditRecord, DatasetRecord, Member, Phase, RoundRecord, RoundWork, TrainJob};
 use pazar_types::tx::hex_array;
 use pazar_types::{Address, Attribute, BidId, Coin, Denom, DeploymentId, Event, Hash32, Header, LeaseId, OrderId, Tx};
 
@@ -368,11 +369,16 @@ pub trait Page {
     type Item;
     /// The name of the item list in the JSON answer (`"leases"`).
     const FIELD: &'static str;
+    /// The list's path (`"/leases"`).
+    const PATH: &'static str;
     fn into_parts(self) -> (Vec<Self::Item>, Option<String>);
 }
 
 macro_rules! page {
     ($(#[$doc:meta])* $name:ident, $field:ident, $item:ty) => {
+        page!($(#[$doc])* $name, $field, $item, concat!("/", stringify!($field)));
+    };
+    ($(#[$doc:meta])* $name:ident, $field:ident, $item:ty, $path:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -386,6 +392,7 @@ macro_rules! page {
         impl Page for $name {
             type Item = $item;
             const FIELD: &'static str = stringify!($field);
+            const PATH: &'static str = $path;
             fn into_parts(self) -> (Vec<$item>, Option<String>) {
                 (self.$field, self.next)
             }
@@ -413,9 +420,129 @@ page!(
     /// `GET /leases`.
     LeasePage, leases, LeaseEntry
 );
+page!(
+    /// `GET /train/jobs`: training jobs by id, oldest first.
+    TrainJobPage, jobs, TrainJobEntry, "/train/jobs"
+);
+
+// ---------------------------------------------------------------------------------------------
+// Training (issue 15): datasets, jobs, their members, rounds and checkpoints' provenance.
+
+/// `GET /train/datasets/{root}`: a registered dataset. (Wrapped: the record's own `height`, when
+/// it was registered, would collide with the answer's.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DatasetEntry {
+    #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
+    pub root: Hash32,
+    pub dataset: DatasetRecord,
+}
+
+/// A training job with its id: an item of `GET /train/jobs` and the answer of
+/// `GET /train/jobs/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrainJobEntry {
+    pub id: u64,
+    pub job: TrainJob,
+}
+
+/// A member of a training job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrainMemberEntry {
+    pub address: Address,
+    pub member: Member,
+}
+
+/// `GET /train/jobs/{id}/members`: every member of a job (at most
+/// [`pazar_types::train::MAX_WORKERS`], so never paged), in address order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrainMembers {
+    pub height: u64,
+    pub job: u64,
+    pub members: Vec<TrainMemberEntry>,
+}
+
+/// One worker's part in a live round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RoundWorker {
+    pub address: Address,
+    pub work: RoundWork,
+}
+
+/// One audit of a live round: `audit.auditor` replays `target`'s round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RoundAudit {
+    pub target: Address,
+    pub audit: AuditRecord,
+}
+
+/// Where a round of a job is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RoundStatus {
+    /// The job's current round: what a worker polls to know what to do next.
+    Live {
+        phase: Phase,
+        /// The round's first height.
+        round_start: u64,
+        /// The height at whose end the phase ends at the latest (earlier once everyone acted).
+        deadline: u64,
+        /// The last height at which audits may be posted (0 before the audit phase).
+        audit_deadline: u64,
+        /// The round's beacon, once reveal closed.
+        #[serde(with = "hex_opt")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<pazar_types::openapi::Hash>))]
+        beacon: Option<Hash32>,
+        /// The checkpoint the round trains from.
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
+        checkpoint: Hash32,
+        /// Every worker of the round, in address order.
+        workers: Vec<RoundWorker>,
+        /// Every audit drawn when reveal closed, by target in address order.
+        audits: Vec<RoundAudit>,
+    },
+    /// The round ended. `record` is the provenance of the checkpoint it produced, `None` when
+    /// it produced none (no checkpoint had a majority).
+    Settled { record: Option<RoundRecord> },
+}
+
+/// `GET /train/jobs/{id}/rounds/{round}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrainRound {
+    pub height: u64,
+    pub job: u64,
+    pub round: u32,
+    #[serde(flatten)]
+    pub status: RoundStatus,
+}
+
+/// `GET /train/checkpoints/{hash}`: the provenance record of every round that produced a
+/// checkpoint (one per job that did). Follow `previous` to the checkpoint before, until a
+/// record's `previous_round` is `None`: its `previous` is the job's initial checkpoint, and
+/// `dataset` names the data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CheckpointProvenance {
+    pub height: u64,
+    #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
+    pub checkpoint: Hash32,
+    /// By job id.
+    pub rounds: Vec<RoundRecord>,
+}
 
 /// The filters and paging of the list queries (`GET /providers`, `/deployments`, `/orders`,
-/// `/bids`, `/leases`); each list reads the filters that apply to it and refuses unknown ones.
+/// `/bids`, `/leases`, `/train/jobs`); each list reads the filters that apply to it and refuses
+/// unknown ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
@@ -537,6 +664,45 @@ mod tests {
         let v = serde_json::to_value(&p).expect("serializes");
         assert!(v[BidPage::FIELD].is_array());
         assert_eq!(p.into_parts().1.as_deref(), Some("0a"));
+    }
+
+    #[test]
+    fn a_page_knows_its_path() {
+        assert_eq!((BidPage::PATH, BidPage::FIELD), ("/bids", "bids"));
+        assert_eq!((TrainJobPage::PATH, TrainJobPage::FIELD), ("/train/jobs", "jobs"));
+    }
+
+    #[test]
+    fn a_training_round_is_flat_json_with_its_status() {
+        let live = TrainRound {
+            height: 9,
+            job: 2,
+            round: 1,
+            status: RoundStatus::Live {
+                phase: Phase::Audit,
+                round_start: 3,
+                deadline: 12,
+                audit_deadline: 12,
+                beacon: Some([4; 32]),
+                checkpoint: [5; 32],
+                workers: vec![],
+                audits: vec![],
+            },
+        };
+        let v = serde_json::to_value(&live).expect("serializes");
+        assert_eq!(
+            (v["status"].as_str(), v["phase"].as_str()),
+            (Some("live"), Some("audit"))
+        );
+        assert_eq!(v["beacon"], hex::encode([4u8; 32]));
+        assert_eq!(serde_json::from_value::<TrainRound>(v).expect("reads back"), live);
+        let settled = TrainRound {
+            status: RoundStatus::Settled { record: None },
+            ..live
+        };
+        let v = serde_json::to_value(&settled).expect("serializes");
+        assert_eq!((v["status"].as_str(), v["height"].as_u64()), (Some("settled"), Some(9)));
+        assert_eq!(serde_json::from_value::<TrainRound>(v).expect("reads back"), settled);
     }
 
     #[test]

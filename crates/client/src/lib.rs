@@ -17,9 +17,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use pazar_api::node::{
-    AccountInfo, Balance, BatchResults, BidEntry, BlockResponse, DeploymentDetail, EscrowDetail, LeaseDetail,
-    ListQuery, OrderDetail, Page, ParamsResponse, Proven, ProviderDetail, SimulateResult, Status, SupplyResponse,
-    TxLookup, TxResult, TxState,
+    AccountInfo, Balance, BatchResults, BidEntry, BlockResponse, CheckpointProvenance, DatasetEntry, DeploymentDetail,
+    EscrowDetail, LeaseDetail, ListQuery, OrderDetail, Page, ParamsResponse, Proven, ProviderDetail, SimulateResult,
+    Status, SupplyResponse, TrainJobEntry, TrainJobPage, TrainMembers, TrainRound, TxLookup, TxResult, TxState,
 };
 use pazar_api::request::SubmitMode;
 use pazar_api::{ErrorCode, ErrorEnvelope};
@@ -270,6 +270,39 @@ impl Rpc {
         self.fetch(&format!("/leases/{}{}", bid_path(id), prove_suffix(prove)))
     }
 
+    /// `GET /train/datasets/{root}`: a registered dataset.
+    pub fn train_dataset(&self, root: &Hash32, prove: bool) -> Result<Proven<DatasetEntry>, ClientError> {
+        self.fetch(&format!("/train/datasets/{}{}", hex::encode(root), prove_suffix(prove)))
+    }
+
+    /// `GET /train/jobs/{id}`: a training job.
+    pub fn train_job(&self, id: u64, prove: bool) -> Result<Proven<TrainJobEntry>, ClientError> {
+        self.fetch(&format!("/train/jobs/{id}{}", prove_suffix(prove)))
+    }
+
+    /// Every training job with the query's filters (`owner`, `state`), by id: the pages of
+    /// `GET /train/jobs` read whole ([`Rpc::list_all`]).
+    pub fn train_jobs(&self, query: &ListQuery) -> Result<Vec<TrainJobEntry>, ClientError> {
+        self.list_all::<TrainJobPage>(query)
+    }
+
+    /// `GET /train/jobs/{id}/members`: every member of a job.
+    pub fn train_members(&self, id: u64) -> Result<TrainMembers, ClientError> {
+        self.fetch(&format!("/train/jobs/{id}/members"))
+    }
+
+    /// `GET /train/jobs/{id}/rounds/{round}`: the live round (phase, deadlines, each worker's
+    /// work, the audits) or, once settled, the provenance of the checkpoint it produced.
+    pub fn train_round(&self, id: u64, round: u32) -> Result<TrainRound, ClientError> {
+        self.fetch(&format!("/train/jobs/{id}/rounds/{round}"))
+    }
+
+    /// `GET /train/checkpoints/{hash}`: the provenance record of every round that produced a
+    /// checkpoint, to walk its chain back to the initial checkpoint and the dataset.
+    pub fn train_checkpoint(&self, checkpoint: &Hash32) -> Result<CheckpointProvenance, ClientError> {
+        self.fetch(&format!("/train/checkpoints/{}", hex::encode(checkpoint)))
+    }
+
     /// `GET /txs/{hash}`.
     pub fn tx(&self, hash: &Hash32) -> Result<TxLookup, ClientError> {
         self.fetch(&format!("/txs/{}", hex::encode(hash)))
@@ -364,11 +397,11 @@ impl Rpc {
         self.send("/faucet", &json!(pazar_api::node::FaucetRequest { address: *address }))
     }
 
-    /// One page of a list (`/providers`, `/deployments`, `/orders`, `/bids`, `/leases`: the
-    /// page type names which) with the query's filters, `limit` and `cursor`.
+    /// One page of a list (`/providers`, `/deployments`, `/orders`, `/bids`, `/leases`,
+    /// `/train/jobs`: the page type names which) with the query's filters, `limit` and `cursor`.
     pub fn list_page<P: Page + DeserializeOwned>(&self, query: &ListQuery) -> Result<P, ClientError> {
         let q = query.to_query_string().map_err(ClientError::Request)?;
-        self.fetch(&format!("/{}{q}", P::FIELD))
+        self.fetch(&format!("{}{q}", P::PATH))
     }
 
     /// Every item of a paged list with the query's filters: asks for pages of the node's
@@ -378,11 +411,7 @@ impl Rpc {
     pub fn list_all<P: Page + DeserializeOwned>(&self, query: &ListQuery) -> Result<Vec<P::Item>, ClientError> {
         let mut q = query.clone();
         q.limit = Some(query.limit.unwrap_or(LIST_PAGE));
-        let path = format!(
-            "/{}{}",
-            P::FIELD,
-            query.to_query_string().map_err(ClientError::Request)?
-        );
+        let path = format!("{}{}", P::PATH, query.to_query_string().map_err(ClientError::Request)?);
         let mut out = Vec::new();
         for _ in 0..MAX_LIST_PAGES {
             let (items, next) = self.list_page::<P>(&q)?.into_parts();

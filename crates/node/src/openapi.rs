@@ -37,6 +37,8 @@ use crate::rpc;
         rpc::queries::deployments, rpc::queries::deployment, rpc::queries::escrow, rpc::queries::orders,
         rpc::queries::order, rpc::queries::bids, rpc::queries::bid, rpc::queries::leases, rpc::queries::lease,
         rpc::txs::faucet, rpc::sync::snapshot, rpc::sync::finalization, rpc::sync::handoffs,
+        rpc::train::dataset, rpc::train::jobs, rpc::train::job, rpc::train::members, rpc::train::round,
+        rpc::train::checkpoint,
     ),
     // The event stream's payloads and the error envelope are referenced from descriptions and
     // from hand-built responses, which register no schema of their own.
@@ -48,6 +50,8 @@ use crate::rpc;
         (name = "providers", description = "Providers and their audits."),
         (name = "market", description = "Deployments, orders, bids and leases."),
         (name = "escrow", description = "Deployments' escrow accounts."),
+        (name = "train", description = "Training: datasets, jobs, their members and rounds, and the provenance \
+            of checkpoints."),
         (name = "devnet", description = "Only on a development network."),
         (name = "service", description = "This service's description and metrics."),
     ),
@@ -193,6 +197,11 @@ list_params!(
     BidListParams,
     rpc::filters::BIDS
 );
+list_params!(
+    /// `GET /train/jobs`.
+    TrainJobListParams,
+    rpc::filters::TRAIN_JOBS
+);
 
 /// The JSON form of `POST /txs`. The node reads it with `pazar_api::request::parse_submit`,
 /// which bounds the transaction while it reads; this type only describes the shape.
@@ -321,6 +330,7 @@ mod tests {
             ("/orders", rpc::filters::ORDERS),
             ("/bids", rpc::filters::BIDS),
             ("/leases", rpc::filters::BIDS),
+            ("/train/jobs", rpc::filters::TRAIN_JOBS),
         ] {
             let mut names: Vec<&str> = doc["paths"][path]["get"]["parameters"]
                 .as_array()

@@ -8,13 +8,14 @@
 //!
 //! This file holds the router, the service's own routes and the server; the handlers live by
 //! seam: [`errors`] (the envelope and the mapping of every failure to it), [`txs`] (submit,
-//! batch, simulate, lookup, faucet), [`queries`] (state and lists, paging, proofs) and
-//! [`events`] (the SSE stream).
+//! batch, simulate, lookup, faucet), [`queries`] (state and lists, paging, proofs), [`train`]
+//! (training jobs, rounds and provenance) and [`events`] (the SSE stream).
 
 pub(crate) mod errors;
 pub(crate) mod events;
 pub(crate) mod queries;
 pub(crate) mod sync;
+pub(crate) mod train;
 pub(crate) mod txs;
 
 use std::sync::Arc;
@@ -79,6 +80,12 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/bids/{owner}/{dseq}/{gseq}/{oseq}/{provider}", get(bid))
         .route("/leases", get(leases))
         .route("/leases/{owner}/{dseq}/{gseq}/{oseq}/{provider}", get(lease))
+        .route("/train/datasets/{root}", get(train::dataset))
+        .route("/train/jobs", get(train::jobs))
+        .route("/train/jobs/{id}", get(train::job))
+        .route("/train/jobs/{id}/members", get(train::members))
+        .route("/train/jobs/{id}/rounds/{round}", get(train::round))
+        .route("/train/checkpoints/{hash}", get(train::checkpoint))
         .route("/faucet", post(faucet))
         .route("/sync/snapshot", get(sync::snapshot))
         .route("/sync/finalization/{height}", get(sync::finalization))
@@ -125,6 +132,12 @@ pub const ROUTES: &[&str] = &[
     "/bids/{owner}/{dseq}/{gseq}/{oseq}/{provider}",
     "/leases",
     "/leases/{owner}/{dseq}/{gseq}/{oseq}/{provider}",
+    "/train/datasets/{root}",
+    "/train/jobs",
+    "/train/jobs/{id}",
+    "/train/jobs/{id}/members",
+    "/train/jobs/{id}/rounds/{round}",
+    "/train/checkpoints/{hash}",
     "/faucet",
     "/sync/snapshot",
     "/sync/finalization/{height}",

@@ -141,12 +141,12 @@ pub(crate) struct ProveQ {
     /// Add a Merkle proof of the object's store entry at the answer's height (verify it against
     /// the `state_root` of the header of block `height + 1`).
     #[serde(default)]
-    prove: bool,
+    pub(super) prove: bool,
 }
 
 /// `item` at the state's height, with the proof of `key` when asked; the caller holds the state
 /// lock so the proof is about the same version as the value.
-fn proven<T>(node: &Node, st: &State, item: T, key: Vec<u8>, prove: bool) -> ApiResult<Proven<T>> {
+pub(super) fn proven<T>(node: &Node, st: &State, item: T, key: Vec<u8>, prove: bool) -> ApiResult<Proven<T>> {
     let proof = if prove {
         let p = node.store().prove(&key).map_err(ApiError::internal)?;
         if p.height != st.height {
@@ -242,10 +242,12 @@ pub(crate) mod filters {
     pub const ORDERS: &[&str] = &["owner", "dseq", "state"];
     /// Bids and leases (a lease has its bid's id).
     pub const BIDS: &[&str] = &["owner", "provider", "dseq", "state"];
+    /// Training jobs (`rpc::train`).
+    pub const TRAIN_JOBS: &[&str] = &["owner", "state"];
 }
 
 /// The list query of `path`, refused when it names a filter outside `allowed`.
-fn list_query(q: Q<ListQuery>, path: &str, allowed: &[&str]) -> Result<ListQuery, ApiError> {
+pub(super) fn list_query(q: Q<ListQuery>, path: &str, allowed: &[&str]) -> Result<ListQuery, ApiError> {
     let Query(q) = q?;
     let named = [
         ("owner", q.owner.is_some()),
@@ -280,7 +282,7 @@ fn matches_bid(q: &ListQuery, id: &BidId) -> bool {
 /// and the cursor of the next page when any item remains (`None` only at the end, so a
 /// list is never cut short silently). Keys are compared, not positions, so items added or
 /// removed between pages never shift others in or out.
-fn page<'k, K, V, T>(
+pub(super) fn page<'k, K, V, T>(
     q: &ListQuery,
     table: u8,
     items: impl Iterator<Item = (&'k K, V)>,
@@ -312,7 +314,7 @@ where
 }
 
 /// The state filter of a list, parsed as the listed object's state.
-fn parse_state<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, ApiError> {
+pub(super) fn parse_state<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, ApiError> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
         .map_err(|_| ApiError::bad(format!("unknown state {s:?}")))
 }

@@ -730,15 +730,7 @@ impl Worker {
     /// Replays `target`'s whole round from its canonical start and compares every boundary of
     /// its trace, then the compression step.
     fn audit(&mut self, v: &JobView, peers: &dyn Peers, target: &Address) -> Result<Verdict, WorkerError> {
-        let reveal = v
-            .works
-            .iter()
-            .find(|(a, _)| a == target)
-            .and_then(|(_, w)| w.reveal)
-            .ok_or_else(|| WorkerError::Job {
-                job: self.job,
-                reason: format!("{target} is audited but revealed nothing"),
-            })?;
+        let reveal = revealed(v, target)?;
         let k = self.cfg.segments();
         let t0 = std::time::Instant::now();
         // What the target committed to must be served: its trace (and its residual when it
@@ -830,15 +822,7 @@ impl Worker {
         segment: u32,
         index: u32,
     ) -> Result<Hash32, WorkerError> {
-        let reveal = v
-            .works
-            .iter()
-            .find(|(a, _)| a == target)
-            .and_then(|(_, w)| w.reveal)
-            .ok_or_else(|| WorkerError::Job {
-                job: self.job,
-                reason: format!("{target} is disputed but revealed nothing"),
-            })?;
+        let reveal = revealed(v, target)?;
         let k = self.cfg.segments();
         let n = self.n();
         let start = if segment == 0 {
@@ -904,6 +888,18 @@ impl Worker {
         self.accounting.aggregate_seconds += t0.elapsed().as_secs_f64();
         Ok(self.add_checkpoint(next))
     }
+}
+
+/// What `target` revealed in the current round (an audited or disputed worker always did).
+fn revealed(v: &JobView, target: &Address) -> Result<pazar_types::train::Reveal, WorkerError> {
+    v.works
+        .iter()
+        .find(|(a, _)| a == target)
+        .and_then(|(_, w)| w.reveal)
+        .ok_or_else(|| WorkerError::Job {
+            job: v.id,
+            reason: format!("{target} is audited but revealed nothing"),
+        })
 }
 
 /// The bytes of an address that seed its shards and batches (its canonical Borsh encoding).

@@ -4,7 +4,9 @@ mod bench;
 mod bench_deploy;
 mod bench_node;
 mod bench_testnet;
+mod bench_train;
 mod chain;
+mod chart;
 mod demo;
 mod deployment_cmd;
 mod failure;
@@ -16,6 +18,7 @@ mod progress;
 mod provider_cmd;
 mod sdl_cmd;
 mod testnet;
+mod train_cmd;
 
 use std::path::PathBuf;
 
@@ -141,6 +144,13 @@ enum Command {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Verifiable distributed training: take part in a job.
+    Train {
+        #[command(subcommand)]
+        which: train_cmd::TrainCmd,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// A deployment: why no bids, deposit, close.
     Deployment {
         #[command(subcommand)]
@@ -257,6 +267,12 @@ enum Bench {
     /// transactions, and the catch-up time of a validator killed under load and restarted.
     #[command(after_help = "Examples:\n  pazar bench testnet\n  pazar bench testnet --block-time-ms 500 --txs 5000")]
     Testnet(bench_testnet::TestnetBenchOpts),
+    /// Verifiable distributed training on this machine: communication vs data-parallel, loss
+    /// vs one process on the same tokens, audit and protocol overheads, every cheater caught.
+    #[command(
+        after_help = "Examples:\n  pazar bench train\n  pazar bench train --profile full --out /tmp/train-bench"
+    )]
+    Train(bench_train::TrainBenchOpts),
 }
 
 impl Command {
@@ -267,6 +283,7 @@ impl Command {
             | Command::Tx { opts, .. }
             | Command::Query { opts, .. }
             | Command::Provider { opts, .. }
+            | Command::Train { opts, .. }
             | Command::Deployment { opts, .. }
             | Command::Lease { opts, .. }
             | Command::Deploy { opts, .. } => opts.output,
@@ -292,6 +309,10 @@ impl Command {
                 | Command::Demo(_)
                 | Command::Provider {
                     which: provider_cmd::ProviderCmd::Run { .. },
+                    ..
+                }
+                | Command::Train {
+                    which: train_cmd::TrainCmd::Worker(_),
                     ..
                 }
         )
@@ -405,6 +426,7 @@ fn run(cli: Cli) -> Result<()> {
         } => sdl_cmd::check(&file, output, accept_unaudited),
         Command::Deploy { args, opts, tx } => sdl_cmd::deploy(&args, &opts, &tx),
         Command::Provider { which, opts } => provider_cmd::run(which, &opts),
+        Command::Train { which, opts } => train_cmd::run(which, &opts),
         Command::Demo(o) => demo::run(&o),
         Command::Lease { which, opts, tx } => lease_cmd::run(which, &opts, &tx),
         Command::Deployment { which, opts, tx } => deployment_cmd::run(which, &opts, &tx),
@@ -433,6 +455,13 @@ fn run(cli: Cli) -> Result<()> {
             which: Bench::Testnet(opts),
         } => {
             let report = bench_testnet::run(&opts)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Bench {
+            which: Bench::Train(opts),
+        } => {
+            let report = bench_train::run(&opts)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

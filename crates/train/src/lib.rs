@@ -9,6 +9,7 @@ pub mod blobs;
 pub mod compress;
 pub mod data;
 pub mod model;
+pub mod node_chain;
 pub mod ops;
 pub mod optim;
 pub mod round;

@@ -582,9 +582,8 @@ impl Worker {
         if out.ef_in != [0; 32] {
             self.blobs.put(out.ef_in, state::encode_ef(&self.ef));
         }
-        for b in &out.boundaries {
-            self.blobs.put(b.hash(), b.encode());
-        }
+        // Boundary states (16 bytes a parameter each) are served only to a dispute's referees:
+        // they are encoded when this worker's audit fails, not every round.
         self.ef_candidates.insert(out.ef_out_hash, out.ef_out.clone());
         let losses = out.losses.clone();
         self.trained = Some(Trained {
@@ -620,6 +619,7 @@ impl Worker {
             }
             if *target == self.address && a.dispute.is_none() {
                 if let Some(Verdict::Fail { segment, steps, .. }) = &a.verdict {
+                    self.serve_boundaries();
                     let mine = self.own_steps(*segment)?;
                     if mine.len() == steps.len() && mine != *steps {
                         chain.submit(Msg::DisputeAudit {
@@ -650,6 +650,17 @@ impl Worker {
             }
         }
         Ok(Step::Idle)
+    }
+
+    /// Puts the trained round's boundary states in the blob store (for referees).
+    fn serve_boundaries(&self) {
+        if let Some(t) = &self.trained {
+            for (b, h) in t.out.boundaries.iter().zip(&t.out.trace) {
+                if self.blobs.get(h).is_none() {
+                    self.blobs.put(*h, b.encode());
+                }
+            }
+        }
     }
 
     /// This worker's own state hashes for a segment of its trained round (what it disputes with).

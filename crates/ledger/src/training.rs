@@ -8,7 +8,7 @@
 //! included worker `inner_steps × batch × seq_len`, and as much to each auditor per upheld
 //! verdict (an audit replays the target's whole round). The lease escrow's take rate of the
 //! denomination goes to the fee pool; rounding dust stays in escrow. A slashed bond goes half
-//! to the honest side of the audit, the rest to the fee pool (a withheld reveal's tenth all to
+//! to the honest side of the audit, the rest to the fee pool (a withheld reveal's all to
 //! the fee pool). When the last round settles or the escrow is empty, the rest of the budget
 //! goes back to the owner and every bond to its member.
 //!
@@ -39,7 +39,7 @@ use pazar_types::train::{
     draw_audits, draw_referees, first_divergence, round_beacon, trace_root, update_commitment, AuditOutcome,
     AuditRecord, AuditSummary, DatasetRecord, DatasetSpec, Dispute, IncludedUpdate, JobSpec, JobState, LeaveReason,
     Member, Phase, RefereeAnswer, Reveal, RevealedUpdate, RoundRecord, RoundWork, SlashReason, TrainJob, Verdict,
-    MAX_MISSES, WITHHELD_SLASH_PER_MILLE,
+    MAX_MISSES,
 };
 use pazar_types::{Address, Coin, Denom, Event, Hash32};
 
@@ -246,7 +246,7 @@ impl State {
         Ok(())
     }
 
-    /// Slashes `worker`'s bond (all of it, or a tenth): `rewarded` (half) to `to` when given,
+    /// Slashes `worker`'s bond (all of it): `rewarded` (half) to `to` when given,
     /// the rest to the fee pool. A member slashed whole is removed from the job.
     fn slash(
         &mut self,
@@ -257,15 +257,13 @@ impl State {
         to: Option<Address>,
         events: &mut Vec<Event>,
     ) -> Result<(), TxError> {
-        let Some(mut m) = self.train_members.get(&(id, worker)).cloned() else {
+        let Some(m) = self.train_members.get(&(id, worker)).cloned() else {
             return Ok(());
         };
-        let whole = reason != SlashReason::WithheldReveal;
-        let amount = if whole {
-            m.bond
-        } else {
-            mul_div_floor(m.bond, WITHHELD_SLASH_PER_MILLE, 1_000)
-        };
+        // Every slash takes the whole bond. A withheld reveal too: the last worker to reveal can
+        // compute the round's audit draw with and without its reveal, so withholding must cost
+        // what being caught costs, or a cheater would withhold whenever it is drawn.
+        let amount = m.bond;
         let rewarded = if to.is_some() { amount / 2 } else { 0 };
         let pooled = amount - rewarded;
         let denom = j.spec.bond.denom.clone();
@@ -274,7 +272,6 @@ impl State {
         }
         self.pay_from_train_escrow(self.fee_pool(), pooled, &denom)?;
         j.bonds = sub(j.bonds, amount)?;
-        m.bond -= amount;
         events.push(Event::TrainSlashed {
             job: id,
             round: j.round,
@@ -285,18 +282,14 @@ impl State {
             rewarded: Coin::new(rewarded, denom.clone()),
             pooled: Coin::new(pooled, denom.clone()),
         });
-        if whole {
-            self.train_members.remove(&(id, worker));
-            j.members = j.members.checked_sub(1).ok_or(TrainError::Overflow)?;
-            events.push(Event::TrainMemberLeft {
-                job: id,
-                worker,
-                reason: LeaveReason::Slashed,
-                refunded: Coin::new(0, denom),
-            });
-        } else {
-            self.train_members.insert((id, worker), m);
-        }
+        self.train_members.remove(&(id, worker));
+        j.members = j.members.checked_sub(1).ok_or(TrainError::Overflow)?;
+        events.push(Event::TrainMemberLeft {
+            job: id,
+            worker,
+            reason: LeaveReason::Slashed,
+            refunded: Coin::new(0, denom),
+        });
         Ok(())
     }
 
@@ -920,7 +913,7 @@ impl State {
         Ok(())
     }
 
-    /// Reveal closed: a committer that did not reveal loses a tenth of its bond and is
+    /// Reveal closed: a committer that did not reveal loses its whole bond and is
     /// excluded; the beacon of the revealed updates draws the audits.
     fn close_reveal(&mut self, id: u64, j: &mut TrainJob, height: u64, events: &mut Vec<Event>) -> Result<(), TxError> {
         let round = j.round;
@@ -1161,7 +1154,15 @@ impl State {
                 *tokens.entry(a.auditor).or_default() += j.spec.round_tokens();
             }
         }
-        let total: u128 = tokens.values().sum();
+        // A worker left out as unavailable or undecided keeps its share in the escrow (it rolls
+        // over to later rounds): excluding someone must not raise the others' pay, or an
+        // auditor would gain by claiming its target unavailable.
+        let withheld = audits
+            .iter()
+            .filter(|(_, a)| matches!(a.outcome, Some(AuditOutcome::Unavailable | AuditOutcome::Undecided)))
+            .count() as u128
+            * j.spec.round_tokens();
+        let total: u128 = tokens.values().sum::<u128>() + withheld;
         let denom = j.spec.budget.denom.clone();
         let take_bps = u128::from(self.params.denom(&denom).map_or(0, |d| d.take_bps));
         if total > 0 {

@@ -774,14 +774,14 @@ fn a_dispute_without_referees_excludes_the_target_without_slashing_anyone() {
 }
 
 #[test]
-fn a_withheld_reveal_costs_a_tenth_of_the_bond_and_the_update() {
+fn a_withheld_reveal_costs_the_whole_bond_and_the_update() {
     let mut j = Job::new(3, spec(3, 1, 0));
     j.commit(&[0, 1, 2]);
     j.reveal(&[0, 1]);
     j.wait(0, Phase::Aggregate);
     let w = j.addr(2);
-    assert_eq!(j.slashes(), vec![(w, SlashReason::WithheldReveal, BOND / 10, None)]);
-    assert_eq!(j.c.state.train_member(j.id, &w).map(|m| m.bond), Some(BOND - BOND / 10));
+    assert_eq!(j.slashes(), vec![(w, SlashReason::WithheldReveal, BOND, None)]);
+    assert_eq!(j.c.state.train_member(j.id, &w), None);
     let m = Msg::PostCheckpoint {
         job: j.id,
         round: 0,
@@ -1107,6 +1107,17 @@ fn an_unavailable_verdict_excludes_the_target_without_slashing_or_paying_the_aud
     };
     assert_eq!(tokens(auditor), round_tokens * (1 + passed(auditor)));
     assert_eq!(tokens(target), round_tokens * passed(target));
+    // The excluded target's share stays in the escrow (back to the owner at the end): the
+    // others are paid as if it had been paid too, so excluding it raised nobody's pay.
+    let (mut gross, mut paid_tokens) = (0u128, 0u128);
+    for e in &j.events {
+        if let Event::TrainRewarded { tokens, paid, take, .. } = e {
+            gross += paid.amount + take.amount;
+            paid_tokens += u128::from(*tokens);
+        }
+    }
+    let share = BUDGET * paid_tokens / (paid_tokens + u128::from(round_tokens));
+    assert!(gross <= share && gross + 3 >= share, "paid {gross}, a share of {share}");
     // Both keep their bonds (returned when the job ended).
     for w in [target, auditor] {
         assert!(j.events.iter().any(|e| matches!(e,

@@ -599,7 +599,7 @@ pub struct RevealedUpdate {
 /// `SHA-256("pazar/train/beacon/v1\0" ‖ job (u64 LE) ‖ round (u32 LE) ‖ for each revealed update
 /// in address order: Borsh(worker) ‖ update ‖ trace)`. Known only once reveal closes; every
 /// input was committed before, so nobody can steer it but by withholding a reveal (which costs
-/// a tenth of the bond). `revealed` may come in any order.
+/// its whole bond). `revealed` may come in any order.
 pub fn round_beacon(job: u64, round: u32, revealed: &[RevealedUpdate]) -> Hash32 {
     let mut sorted: Vec<&RevealedUpdate> = revealed.iter().collect();
     sorted.sort_by_key(|r| r.worker);
@@ -834,8 +834,6 @@ pub struct Member {
 
 /// Consecutive rounds without a commitment after which a member is removed (bond returned).
 pub const MAX_MISSES: u32 = 3;
-/// Share of the bond a withheld reveal costs, in per mille.
-pub const WITHHELD_SLASH_PER_MILLE: u128 = 100;
 
 /// One worker's part in one round.
 #[derive(Debug, Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
@@ -980,7 +978,8 @@ pub struct RoundRecord {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SlashReason {
-    /// Committed and did not reveal: a tenth of the bond.
+    /// Committed and did not reveal: the whole bond (withholding must cost what being caught
+    /// costs: the last revealer can compute the audit draw with and without its reveal).
     WithheldReveal,
     /// Its audited segment failed (undisputed, or the referees agreed): the whole bond.
     FailedAudit,

@@ -249,13 +249,49 @@ pub fn replay_finish(cfg: &TrainConfig, start: &[f32], end: &WorkerState) -> Res
     Ok([compress::update_hash(&update.encode()), ef_hash(&ef)])
 }
 
-/// The aggregate: the mean of the included updates (in the order given: the ledger's order of
-/// workers), then the outer Nesterov step on the checkpoint.
+/// The most one coordinate can honestly move in a round. With β1 = 0.9 and β2 = 0.95,
+/// (1 − β1) < √(1 − β2), so AdamW's bias-corrected step moves a weight by at most `lr` (Kingma
+/// and Ba, §2.1) plus the decay term: H steps move it by at most `H·lr·(1 + wd·(max|θ| + H·lr))`.
+/// Twice that leaves room for quantisation error. With error feedback (top-k), a coordinate
+/// left out keeps growing in the residual until it is sent, for about `1000 / per_mille` rounds
+/// on average: the bound grows by that factor. An update beyond it is not a training result.
+pub fn update_bound(cfg: &TrainConfig, checkpoint: &[f32]) -> f32 {
+    let max_w = checkpoint.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let h_lr = cfg.inner_steps as f32 * cfg.adam.lr;
+    let carried = match cfg.method {
+        Method::TopK { per_mille } | Method::TopKInt8 { per_mille } => 1000.0 / f32::from(per_mille.max(1)),
+        Method::Int8 => 1.0,
+    };
+    2.0 * carried * h_lr * (1.0 + cfg.adam.weight_decay * (max_w + h_lr))
+}
+
+/// The aggregate: the included updates (in the order given: the ledger's order of workers),
+/// each clamped coordinate-wise to [`update_bound`] (so an update no audit checked moves the
+/// model no further than honest training could), averaged, then the outer Nesterov step.
 pub fn aggregate(cfg: &TrainConfig, checkpoint: &Checkpoint, updates: &[Update]) -> Result<Checkpoint, RoundError> {
-    let n = u32::try_from(checkpoint.params.len()).map_err(|_| RoundError::Invalid("model too large".into()))?;
-    let g = compress::average(updates, n)?;
+    let n = checkpoint.params.len();
+    if updates.is_empty() {
+        return Err(compress::AverageError::Empty.into());
+    }
+    let bound = update_bound(cfg, &checkpoint.params);
+    let mut sum = vec![0.0f32; n];
+    for u in updates {
+        if u.n() as usize != n {
+            return Err(RoundError::Invalid(format!(
+                "an update of {} values for {n} parameters",
+                u.n()
+            )));
+        }
+        for (s, x) in sum.iter_mut().zip(u.decompress()) {
+            *s += x.clamp(-bound, bound);
+        }
+    }
+    let inv = 1.0f32 / updates.len() as f32;
+    for x in &mut sum {
+        *x *= inv;
+    }
     let mut next = checkpoint.clone();
-    nesterov_step(&cfg.outer, &mut next.params, &mut next.momentum, &g);
+    nesterov_step(&cfg.outer, &mut next.params, &mut next.momentum, &sum);
     Ok(next)
 }
 

@@ -417,6 +417,22 @@ impl Worker {
                     .as_ref()
                     .is_some_and(|t| t.round == r && t.checkpoint == v.job.checkpoint);
                 if !fresh {
+                    // The ledger will refuse a reveal whose ef_in is not the residual it holds
+                    // for this worker: without it (lost in a restart) committing would only
+                    // cost the bond. Sit the round out instead (a miss, no slash).
+                    let expected = v
+                        .members
+                        .iter()
+                        .find(|(a, _)| *a == self.address)
+                        .map(|(_, m)| m.ef_out);
+                    if expected.is_some_and(|e| e != ef_hash(&self.ef)) {
+                        return Err(WorkerError::Job {
+                            job: self.job,
+                            reason: "the ledger holds a residual this worker does not have (lost in a restart?): \
+                                     sitting the round out"
+                                .into(),
+                        });
+                    }
                     let losses = self.train(&v, peers)?;
                     if self.adversary == Some(Adversary::Crash) && r >= 1 {
                         self.crashed = true;
@@ -601,27 +617,18 @@ impl Worker {
     /// Audits assigned to this participant, disputes of its own audits, and referee answers.
     fn audit_duties(&mut self, v: &JobView, chain: &mut dyn Chain, peers: &dyn Peers) -> Result<Step, WorkerError> {
         let r = v.job.round;
+        // Most urgent first, and one duty's failure (a peer that does not answer) never holds
+        // up another: disputing a failed audit of its own (a short window), answering as a
+        // referee, then its audits.
+        let mut first_err = None;
         for (target, a) in &v.audits {
-            if a.auditor == self.address && a.verdict.is_none() {
-                let verdict = self.audit(v, peers, target)?;
-                let pass = verdict == Verdict::Pass;
-                chain.submit(Msg::PostAudit {
-                    job: self.job,
-                    round: r,
-                    target: *target,
-                    verdict,
-                })?;
-                return Ok(Step::Audited {
-                    round: r,
-                    target: *target,
-                    pass,
-                });
+            if *target != self.address || a.dispute.is_some() {
+                continue;
             }
-            if *target == self.address && a.dispute.is_none() {
-                if let Some(Verdict::Fail { segment, steps, .. }) = &a.verdict {
-                    self.serve_boundaries();
-                    let mine = self.own_steps(*segment)?;
-                    if mine.len() == steps.len() && mine != *steps {
+            if let Some(Verdict::Fail { segment, steps, .. }) = &a.verdict {
+                self.serve_boundaries();
+                match self.own_steps(*segment) {
+                    Ok(mine) if mine.len() == steps.len() && mine != *steps => {
                         chain.submit(Msg::DisputeAudit {
                             job: self.job,
                             round: r,
@@ -629,27 +636,66 @@ impl Worker {
                         })?;
                         return Ok(Step::Disputed { round: r });
                     }
+                    Ok(_) => {}
+                    Err(e) => first_err = first_err.or(Some(e)),
                 }
             }
+        }
+        for (target, a) in &v.audits {
             if let (Some(d), Some(Verdict::Fail { segment, .. })) = (&a.dispute, &a.verdict) {
                 let asked = d.referees.contains(&self.address);
                 let answered = d.answers.iter().any(|x| x.referee == self.address);
                 if asked && !answered {
-                    let hash = self.referee(v, peers, target, *segment, d.index)?;
-                    chain.submit(Msg::PostReferee {
-                        job: self.job,
-                        round: r,
-                        target: *target,
-                        hash,
-                    })?;
-                    return Ok(Step::Refereed {
-                        round: r,
-                        target: *target,
-                    });
+                    match self.referee(v, peers, target, &a.auditor, *segment, d.index) {
+                        Ok(hash) => {
+                            chain.submit(Msg::PostReferee {
+                                job: self.job,
+                                round: r,
+                                target: *target,
+                                hash,
+                            })?;
+                            return Ok(Step::Refereed {
+                                round: r,
+                                target: *target,
+                            });
+                        }
+                        Err(e) => first_err = first_err.or(Some(e)),
+                    }
                 }
             }
         }
-        Ok(Step::Idle)
+        for (target, a) in &v.audits {
+            if a.auditor == self.address && a.verdict.is_none() {
+                match self.audit(v, peers, target) {
+                    Ok(verdict) => {
+                        let pass = verdict == Verdict::Pass;
+                        chain.submit(Msg::PostAudit {
+                            job: self.job,
+                            round: r,
+                            target: *target,
+                            verdict,
+                        })?;
+                        return Ok(Step::Audited {
+                            round: r,
+                            target: *target,
+                            pass,
+                        });
+                    }
+                    Err(e) => first_err = first_err.or(Some(e)),
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(Step::Idle),
+        }
+    }
+
+    fn unknown_checkpoint(&self) -> WorkerError {
+        WorkerError::Job {
+            job: self.job,
+            reason: "the round's checkpoint is unknown here".into(),
+        }
     }
 
     /// Puts the trained round's boundary states in the blob store (for referees).
@@ -682,12 +728,13 @@ impl Worker {
         )?)
     }
 
-    /// The canonical start of `target`'s round: the checkpoint and the residual it revealed.
-    fn start_state(
+    /// The canonical start of a worker's round: the checkpoint and the residual it revealed
+    /// (fetched from the first of `sources` that serves it).
+    fn start_state_from(
         &mut self,
         v: &JobView,
         peers: &dyn Peers,
-        target: &Address,
+        sources: &[Address],
         ef_in: &Hash32,
     ) -> Result<WorkerState, WorkerError> {
         let n = self.n();
@@ -695,23 +742,37 @@ impl Worker {
             .checkpoints
             .get(&v.job.checkpoint)
             .cloned()
-            .ok_or_else(|| WorkerError::Job {
-                job: self.job,
-                reason: "the round's checkpoint is unknown here".into(),
-            })?;
+            .ok_or_else(|| self.unknown_checkpoint())?;
         let ef = if *ef_in == [0; 32] {
             vec![0.0; n]
         } else {
-            let bytes = self.fetch_from(v, peers, target, ef_in, 4 * n + 64)?;
+            let bytes = self.fetch_any(v, peers, sources, ef_in, 4 * n + 64)?;
             let ef = state::decode_ef(&bytes, n)?;
             if ef_hash(&ef) != *ef_in {
-                return Err(WorkerError::Peer(format!(
-                    "{target} served a residual with another hash"
-                )));
+                return Err(WorkerError::Peer("a residual with another hash".into()));
             }
             ef
         };
         Ok(WorkerState::start(ckpt.params, ef))
+    }
+
+    /// `addr` from the first of `sources` that serves it.
+    fn fetch_any(
+        &mut self,
+        v: &JobView,
+        peers: &dyn Peers,
+        sources: &[Address],
+        addr: &Hash32,
+        limit: usize,
+    ) -> Result<Vec<u8>, WorkerError> {
+        let mut last = WorkerError::Peer("no source".into());
+        for who in sources {
+            match self.fetch_from(v, peers, who, addr, limit) {
+                Ok(b) => return Ok(b),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     fn fetch_from(
@@ -758,7 +819,7 @@ impl Worker {
         let Some(trace) = trace else {
             return Ok(Verdict::Unavailable);
         };
-        let start = match self.start_state(v, peers, target, &reveal.ef_in) {
+        let start = match self.start_state_from(v, peers, &[*target], &reveal.ef_in) {
             Ok(s) => s,
             Err(e) if v.height + 1 < v.job.audit_deadline => return Err(e),
             Err(_) => return Ok(Verdict::Unavailable),
@@ -784,10 +845,13 @@ impl Worker {
         if verdict == Verdict::Pass {
             let mut boundary_ok = true;
             for s in 0..k {
+                let seg_start = state.clone();
                 let steps = round::advance_segment(&self.model, &self.cfg, &mut state, &work, s)?;
                 replayed += u64::from(self.cfg.segment_steps);
                 boundary_ok = steps.last() == Some(&trace[s as usize + 1]);
                 if !boundary_ok {
+                    // Referees start from here if the target disputes: serve it.
+                    self.blobs.put(seg_start.hash(), seg_start.encode());
                     verdict = Verdict::Fail {
                         segment: s,
                         steps,
@@ -797,9 +861,13 @@ impl Worker {
                 }
             }
             if boundary_ok {
-                let ckpt = &self.checkpoints[&checkpoint];
+                let ckpt = self
+                    .checkpoints
+                    .get(&checkpoint)
+                    .ok_or_else(|| self.unknown_checkpoint())?;
                 let [u, e] = round::replay_finish(&self.cfg, &ckpt.params, &state)?;
                 if u != reveal.update || e != reveal.ef_out {
+                    self.blobs.put(state.hash(), state.encode());
                     verdict = Verdict::Fail {
                         segment: k,
                         steps: vec![u, e],
@@ -830,31 +898,46 @@ impl Worker {
         v: &JobView,
         peers: &dyn Peers,
         target: &Address,
+        auditor: &Address,
         segment: u32,
         index: u32,
     ) -> Result<Hash32, WorkerError> {
         let reveal = revealed(v, target)?;
         let k = self.cfg.segments();
         let n = self.n();
+        // The segment's start: the canonical start for segment 0, else the boundary both sides
+        // agree on (the target's trace, as the ledger checked it in the verdict). The auditor
+        // holds it as well as the target (it replayed up to there), so a target that stops
+        // serving after disputing cannot starve the referees.
+        let sources = [*auditor, *target];
         let start = if segment == 0 {
-            self.start_state(v, peers, target, &reveal.ef_in)?
+            self.start_state_from(v, peers, &sources, &reveal.ef_in)?
         } else {
-            let bytes = self.fetch_from(v, peers, target, &reveal.trace, 16 + 32 * (k as usize + 1))?;
-            let trace = state::decode_trace(&bytes, k as usize + 1)?;
-            if round::trace_root(&trace) != reveal.trace {
-                return Err(WorkerError::Peer(format!("{target} served a trace with another root")));
-            }
-            let at = trace[segment.min(k) as usize];
-            let bytes = self.fetch_from(v, peers, target, &at, blob_limit(n))?;
+            let trace = v
+                .audits
+                .iter()
+                .find(|(t, _)| t == target)
+                .and_then(|(_, a)| match &a.verdict {
+                    Some(Verdict::Fail { trace, .. }) => Some(trace.clone()),
+                    _ => None,
+                })
+                .ok_or_else(|| WorkerError::Chain(format!("no failing verdict on {target}")))?;
+            let at = *trace
+                .get(segment.min(k) as usize)
+                .ok_or_else(|| WorkerError::Chain("the verdict's trace is too short".into()))?;
+            let bytes = self.fetch_any(v, peers, &sources, &at, blob_limit(n))?;
             let s = WorkerState::decode(&bytes, n, self.cfg.adam.beta1, self.cfg.adam.beta2)?;
             if s.hash() != at {
-                return Err(WorkerError::Peer(format!("{target} served a state with another hash")));
+                return Err(WorkerError::Peer("a state blob with another hash".into()));
             }
             s
         };
         let t0 = std::time::Instant::now();
         let answer = if segment >= k {
-            let ckpt = &self.checkpoints[&v.job.checkpoint];
+            let ckpt = self
+                .checkpoints
+                .get(&v.job.checkpoint)
+                .ok_or_else(|| self.unknown_checkpoint())?;
             let pair = round::replay_finish(&self.cfg, &ckpt.params, &start)?;
             pair[(index as usize).min(1)]
         } else {

@@ -111,7 +111,7 @@ fn a_perturbation_of_one_part_in_a_million_is_caught() {
 }
 
 #[test]
-fn a_withheld_reveal_costs_a_tenth_of_the_bond() {
+fn a_withheld_reveal_costs_the_whole_bond() {
     assert_caught(Adversary::Withhold);
 }
 

@@ -167,3 +167,22 @@ fn the_round_is_the_same_bits_for_every_thread_count() {
     assert_eq!(a.update_hash, b.update_hash);
     assert_eq!(a.ef_out_hash, b.ef_out_hash);
 }
+
+#[test]
+fn an_update_beyond_what_training_can_move_is_clamped_in_the_aggregate() {
+    let f = Fixture::new();
+    let (ckpt, out) = one_round(&f, 1);
+    let bound = round::update_bound(&f.cfg, &ckpt.params);
+    // Honest updates are inside the bound: the clamp changes nothing for them.
+    assert!(out.update.decompress().iter().all(|x| x.abs() <= bound));
+    let n = ckpt.params.len();
+    let huge: Vec<f32> = (0..n).map(|i| if i % 2 == 0 { 1e30 } else { -1e30 }).collect();
+    let (bad, _) = pazar_train::compress::compress(f.cfg.method, &huge, &vec![0.0; n]).expect("compresses");
+    let next = round::aggregate(&f.cfg, &ckpt, &[out.update.clone(), bad]).expect("aggregates");
+    assert!(next.params.iter().all(|x| x.is_finite()));
+    // Each coordinate moved by at most lr·(g + μ·u) with |g| ≤ bound and u = g on a fresh momentum.
+    let most = f.cfg.outer.lr * (1.0 + f.cfg.outer.momentum) * bound * 1.0001;
+    for (a, b) in next.params.iter().zip(&ckpt.params) {
+        assert!((a - b).abs() <= most, "moved {} > {most}", (a - b).abs());
+    }
+}

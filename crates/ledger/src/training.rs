@@ -505,14 +505,7 @@ impl State {
     }
 
     pub(crate) fn exec_reveal_update(&mut self, ctx: &mut Ctx, id: u64, round: u32, r: Reveal) -> Result<(), TxError> {
-        let mut j = self.running_job(id, round)?;
-        if j.phase != Phase::Reveal {
-            return Err(TrainError::WrongPhase {
-                phase: j.phase,
-                action: "reveal an update",
-            }
-            .into());
-        }
+        let mut j = self.job_in_phase(id, round, Phase::Reveal, "reveal an update")?;
         let key = (id, round, ctx.sender);
         let mut w = self
             .train_round_work
@@ -555,9 +548,10 @@ impl State {
         Ok(())
     }
 
-    fn audit_phase(&self, id: u64, round: u32, action: &'static str) -> Result<TrainJob, TrainError> {
+    /// The running job `id` in `round`, refused unless its round is in `phase`.
+    fn job_in_phase(&self, id: u64, round: u32, phase: Phase, action: &'static str) -> Result<TrainJob, TrainError> {
         let j = self.running_job(id, round)?;
-        if j.phase != Phase::Audit {
+        if j.phase != phase {
             return Err(TrainError::WrongPhase { phase: j.phase, action });
         }
         Ok(j)
@@ -578,7 +572,7 @@ impl State {
         target: Address,
         verdict: &Verdict,
     ) -> Result<(), TxError> {
-        let mut j = self.audit_phase(id, round, "post an audit")?;
+        let mut j = self.job_in_phase(id, round, Phase::Audit, "post an audit")?;
         if ctx.height > j.audit_deadline {
             return Err(TrainError::AuditClosed(j.audit_deadline).into());
         }
@@ -621,7 +615,7 @@ impl State {
         round: u32,
         steps: &[Hash32],
     ) -> Result<(), TxError> {
-        let mut j = self.audit_phase(id, round, "dispute an audit")?;
+        let mut j = self.job_in_phase(id, round, Phase::Audit, "dispute an audit")?;
         let target = ctx.sender;
         let mut a = self.load_audit(id, round, target)?;
         let Some(Verdict::Fail {
@@ -701,7 +695,7 @@ impl State {
         target: Address,
         hash: Hash32,
     ) -> Result<(), TxError> {
-        let mut j = self.audit_phase(id, round, "referee a dispute")?;
+        let mut j = self.job_in_phase(id, round, Phase::Audit, "referee a dispute")?;
         let mut a = self.load_audit(id, round, target)?;
         let d = a.dispute.as_mut().ok_or(TrainError::NoDispute(target))?;
         if !d.referees.contains(&ctx.sender) {
@@ -738,14 +732,7 @@ impl State {
         round: u32,
         checkpoint: Hash32,
     ) -> Result<(), TxError> {
-        let mut j = self.running_job(id, round)?;
-        if j.phase != Phase::Aggregate {
-            return Err(TrainError::WrongPhase {
-                phase: j.phase,
-                action: "vote for a checkpoint",
-            }
-            .into());
-        }
+        let mut j = self.job_in_phase(id, round, Phase::Aggregate, "vote for a checkpoint")?;
         let key = (id, round, ctx.sender);
         let mut w = self
             .train_round_work

@@ -14,11 +14,13 @@ mod home;
 mod ids;
 mod lease_cmd;
 mod logging;
+mod model_cmd;
 mod progress;
 mod provider_cmd;
 mod sdl_cmd;
 mod testnet;
 mod train_cmd;
+mod train_demo;
 
 use std::path::PathBuf;
 
@@ -144,10 +146,18 @@ enum Command {
         #[command(flatten)]
         opts: ClientOpts,
     },
-    /// Verifiable distributed training: take part in a job.
+    /// Verifiable distributed training: datasets, jobs and rounds on the ledger, a worker
+    /// that takes part in a job, and the whole protocol on this machine (`pazar train demo`).
     Train {
         #[command(subcommand)]
         which: train_cmd::TrainCmd,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Trained models: where a checkpoint came from.
+    Model {
+        #[command(subcommand)]
+        which: model_cmd::ModelCmd,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -284,6 +294,7 @@ impl Command {
             | Command::Query { opts, .. }
             | Command::Provider { opts, .. }
             | Command::Train { opts, .. }
+            | Command::Model { opts, .. }
             | Command::Deployment { opts, .. }
             | Command::Lease { opts, .. }
             | Command::Deploy { opts, .. } => opts.output,
@@ -427,6 +438,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Deploy { args, opts, tx } => sdl_cmd::deploy(&args, &opts, &tx),
         Command::Provider { which, opts } => provider_cmd::run(which, &opts),
         Command::Train { which, opts } => train_cmd::run(which, &opts),
+        Command::Model { which, opts } => model_cmd::run(which, &opts),
         Command::Demo(o) => demo::run(&o),
         Command::Lease { which, opts, tx } => lease_cmd::run(which, &opts, &tx),
         Command::Deployment { which, opts, tx } => deployment_cmd::run(which, &opts, &tx),

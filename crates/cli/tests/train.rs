@@ -1,0 +1,302 @@
+//! `pazar train demo` on the real binaries: a devnet process and three `pazar train worker`
+//! processes, one of which flips the sign of its update. Read back from what the demo prints
+//! under `-o json` (and writes to `run.json`), then from the chain itself with `pazar model
+//! show` on a node restarted from the demo's home.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The part of the demo's `run.json` (the CLI's `RunReport`) this test reads.
+#[derive(Debug, Deserialize)]
+struct Run {
+    job: u64,
+    initial_checkpoint: String,
+    initial_eval_loss: f64,
+    final_checkpoint: Option<String>,
+    final_eval_loss: Option<f64>,
+    rounds: Vec<Round>,
+    workers: Vec<Worker>,
+    bytes_exchanged: u64,
+    ddp_bytes: u64,
+    tokens: Tokens,
+    chart: String,
+    provenance: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Round {
+    round: u32,
+    checkpoint: Option<String>,
+    eval_loss: Option<f64>,
+    audits: Vec<Audit>,
+    slashed: Vec<Slash>,
+    rewards: Vec<Reward>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Audit {
+    target: String,
+    outcome: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Slash {
+    worker: String,
+    reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Reward {
+    worker: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Worker {
+    name: String,
+    address: String,
+    adversary: Option<String>,
+    rounds_paid: Vec<u32>,
+    slashed: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Tokens {
+    budget: String,
+    paid: String,
+    take: String,
+    refunded: String,
+    escrow: String,
+    conserved: bool,
+}
+
+fn amount(s: &str) -> u128 {
+    s.parse().unwrap_or_else(|_| panic!("not an amount: {s}"))
+}
+
+fn pazar(home: &Path, args: &[&str]) -> Output {
+    Command::new(common::bin())
+        .args(args)
+        .arg("--home")
+        .arg(home)
+        .args(["-o", "json"])
+        .output()
+        .expect("runs pazar")
+}
+
+fn logs(home: &Path) -> String {
+    let mut out = String::new();
+    for name in ["devnet.log", "worker1.log", "worker2.log", "worker3.log"] {
+        let text = std::fs::read_to_string(home.join(name)).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        out.push_str(&format!("--- {name} (last lines)\n"));
+        for l in tail.into_iter().rev() {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The walk `pazar model show -o json` printed: (checkpoint, previous) per round, newest first,
+/// the contributors of every round, and the initial checkpoint.
+fn walk(p: &Value) -> (Vec<(String, String)>, Vec<String>, String) {
+    let lineages = p["lineages"].as_array().expect("lineages");
+    assert_eq!(lineages.len(), 1, "one job produced the checkpoint: {p}");
+    let l = &lineages[0];
+    let links = l["rounds"]
+        .as_array()
+        .expect("rounds")
+        .iter()
+        .map(|k| {
+            (
+                k["checkpoint"].as_str().expect("checkpoint").to_string(),
+                k["previous"].as_str().expect("previous").to_string(),
+            )
+        })
+        .collect();
+    let contributors = l["rounds"]
+        .as_array()
+        .expect("rounds")
+        .iter()
+        .flat_map(|k| k["contributors"].as_array().expect("contributors").clone())
+        .map(|a| a.as_str().expect("address").to_string())
+        .collect();
+    (
+        links,
+        contributors,
+        l["initial_checkpoint"].as_str().expect("initial").to_string(),
+    )
+}
+
+#[test]
+fn a_training_demo_slashes_a_sign_flipper_pays_the_honest_and_traces_the_final_checkpoint() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let out_dir = h.join("run");
+    let out_s = out_dir.display().to_string();
+    let out = pazar(
+        h,
+        &[
+            "train",
+            "demo",
+            "--workers",
+            "3",
+            "--rounds",
+            "3",
+            "--inner-steps",
+            "16",
+            "--block-time-ms",
+            "150",
+            "--adversary",
+            "1:sign-flip",
+            "--out",
+            &out_s,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "the demo failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        logs(h)
+    );
+    let run: Run = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the demo printed no run report ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("run.json")).expect("run.json")).expect("run.json is JSON");
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(saved, printed, "run.json is what -o json printed");
+
+    // Every round settled with a checkpoint, and the model learned.
+    assert_eq!(run.rounds.iter().map(|r| r.round).collect::<Vec<_>>(), vec![0, 1, 2]);
+    for r in &run.rounds {
+        assert!(r.checkpoint.is_some() && r.eval_loss.is_some(), "round {r:?}");
+    }
+    let last = run.rounds.last().expect("rounds");
+    assert_eq!(run.final_checkpoint, last.checkpoint);
+    let final_loss = run.final_eval_loss.expect("a final loss");
+    assert!(
+        final_loss < run.initial_eval_loss,
+        "held-out loss {} -> {final_loss}",
+        run.initial_eval_loss
+    );
+    assert!(
+        run.bytes_exchanged > 0 && run.ddp_bytes > run.bytes_exchanged,
+        "{run:?}"
+    );
+
+    // The cheater was caught, slashed and never paid; every honest worker was paid every round
+    // and never slashed.
+    let cheat = run.workers.iter().find(|w| w.name == "worker1").expect("worker1");
+    assert_eq!(cheat.adversary.as_deref(), Some("sign-flip"));
+    assert!(amount(&cheat.slashed) > 0, "{cheat:?}");
+    assert!(cheat.rounds_paid.is_empty(), "{cheat:?}");
+    assert!(
+        run.rounds[0]
+            .audits
+            .iter()
+            .any(|a| a.target == "worker1" && a.outcome == "caught"),
+        "{:?}",
+        run.rounds[0]
+    );
+    assert!(
+        run.rounds[0]
+            .slashed
+            .iter()
+            .any(|s| s.worker == "worker1" && s.reason == "failed_audit"),
+        "{:?}",
+        run.rounds[0]
+    );
+    for w in run.workers.iter().filter(|w| w.name != "worker1") {
+        assert_eq!(w.adversary, None);
+        assert_eq!(amount(&w.slashed), 0, "{w:?}");
+        assert_eq!(w.rounds_paid, vec![0, 1, 2], "{w:?}");
+    }
+    for r in &run.rounds {
+        assert!(r.slashed.iter().all(|s| s.worker == "worker1"), "{r:?}");
+        assert!(r.rewards.iter().all(|x| x.worker != "worker1"), "{r:?}");
+    }
+
+    // Tokens conserved to the base unit.
+    let t = &run.tokens;
+    assert!(t.conserved, "{t:?}");
+    assert_eq!(
+        amount(&t.budget),
+        amount(&t.paid) + amount(&t.take) + amount(&t.refunded) + amount(&t.escrow),
+        "{t:?}"
+    );
+    assert_eq!(amount(&t.escrow), 0, "a finished job holds nothing: {t:?}");
+
+    // The chart.
+    let svg = std::fs::read_to_string(&run.chart).expect("the chart exists");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    assert!(svg.contains("<polyline"), "the chart draws the loss");
+
+    // The provenance the demo printed, and the one the chain gives after a restart: the final
+    // checkpoint walks back round by round to the initial one, without the cheater.
+    let final_hash = run.final_checkpoint.clone().expect("final");
+    let cheat_address = cheat.address.clone();
+    let check = |p: &Value| {
+        let (links, contributors, initial) = walk(p);
+        assert_eq!(links.len(), 3, "{p}");
+        assert_eq!(links[0].0, final_hash);
+        for pair in links.windows(2) {
+            assert_eq!(pair[0].1, pair[1].0, "each round starts from the one before: {p}");
+        }
+        assert_eq!(links[2].1, run.initial_checkpoint);
+        assert_eq!(initial, run.initial_checkpoint);
+        assert!(!contributors.contains(&cheat_address), "{p}");
+    };
+    check(run.provenance.as_ref().expect("the demo shows the provenance"));
+
+    let _ = std::fs::remove_file(h.join("rpc.addr"));
+    let mut node = Command::new(common::bin())
+        .args(["node", "start", "--rpc-listen", "127.0.0.1:0", "--home"])
+        .arg(h)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts the node");
+    common::wait_ready(h, &mut node, Duration::from_secs(30));
+    let node = common::Daemon(node);
+    let job = run.job.to_string();
+    let shown = pazar(h, &["model", "show", &final_hash, "--job", &job]);
+    assert!(
+        shown.status.success(),
+        "model show failed: {}{}",
+        String::from_utf8_lossy(&shown.stdout),
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let p: Value = serde_json::from_slice(&shown.stdout).expect("model show prints JSON");
+    check(&p);
+    assert_eq!(
+        Some(&p),
+        run.provenance.as_ref(),
+        "the chain gives what the demo showed"
+    );
+
+    // A hash no round produced is refused with a clear message and a non-zero exit.
+    let unknown = "ab".repeat(32);
+    let failed = pazar(h, &["model", "show", &unknown]);
+    assert_eq!(failed.status.code(), Some(3), "{failed:?}");
+    let e = common::cli_error(&failed);
+    assert_eq!(e.code, "not_found", "{e:?}");
+    assert!(
+        e.message.contains(&unknown) && e.message.contains("no round of any training job produced it"),
+        "{e:?}"
+    );
+    // So is the initial checkpoint: it is the job's start, not a round's product.
+    let initial = pazar(h, &["model", "show", &run.initial_checkpoint]);
+    assert_eq!(common::cli_error(&initial).code, "not_found");
+    drop(node);
+}

@@ -300,6 +300,7 @@ impl State {
                 trace,
                 ef_in,
                 ef_out,
+                seal,
             } => self.exec_reveal_update(
                 ctx,
                 *job,
@@ -309,6 +310,7 @@ impl State {
                     trace: *trace,
                     ef_in: *ef_in,
                     ef_out: *ef_out,
+                    seal: *seal,
                 },
             ),
             Msg::PostAudit {

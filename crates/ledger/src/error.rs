@@ -270,6 +270,11 @@ pub enum TrainError {
     CompressionMatches,
     #[error("a dispute must end where the worker's own commitment does (its trace's boundary, or its revealed update and ef_out)")]
     DisputeContradictsCommitment,
+    #[error(
+        "the pass's loss digest does not open the seal {0} revealed: a pass must carry the digest of the losses \
+         of the whole round, replayed"
+    )]
+    SealNotOpened(Address),
 }
 
 impl TrainError {
@@ -317,6 +322,7 @@ impl TrainError {
             TrainError::BoundaryMatches { .. } => 40,
             TrainError::CompressionMatches => 41,
             TrainError::DisputeContradictsCommitment => 42,
+            TrainError::SealNotOpened(_) => 43,
         }
     }
 }

@@ -36,7 +36,7 @@
 use std::collections::BTreeMap;
 
 use pazar_types::train::{
-    draw_audits, draw_referees, first_divergence, round_beacon, trace_root, update_commitment, AuditOutcome,
+    draw_audits, draw_referees, first_divergence, loss_seal, round_beacon, trace_root, update_commitment, AuditOutcome,
     AuditRecord, AuditSummary, DatasetRecord, DatasetSpec, Dispute, IncludedUpdate, JobSpec, JobState, LeaveReason,
     Member, Phase, RefereeAnswer, Reveal, RevealedUpdate, RoundRecord, RoundWork, SlashReason, TrainJob, Verdict,
     MAX_MISSES,
@@ -516,7 +516,7 @@ impl State {
         if w.reveal.is_some() {
             return Err(TrainError::AlreadyRevealed.into());
         }
-        let opened = update_commitment(id, round, &ctx.sender, &r.update, &r.trace, &r.ef_in, &r.ef_out);
+        let opened = update_commitment(id, round, &ctx.sender, &r);
         if opened != commitment {
             return Err(TrainError::CommitmentMismatch(commitment).into());
         }
@@ -583,15 +583,20 @@ impl State {
         if a.verdict.is_some() {
             return Err(TrainError::AlreadyPosted.into());
         }
-        if let Verdict::Fail { segment, steps, trace } = verdict {
-            // Audits are drawn from revealed workers only, and a round's work stays until it
-            // settles.
-            let reveal = self
-                .train_round_work
-                .get(&(id, round, target))
-                .and_then(|w| w.reveal)
-                .ok_or(TrainError::NoAssignment(target))?;
-            check_failing_verdict(&j.spec, &reveal, *segment, steps, trace)?;
+        // Audits are drawn from revealed workers only, and a round's work stays until it
+        // settles.
+        let reveal = self
+            .train_round_work
+            .get(&(id, round, target))
+            .and_then(|w| w.reveal)
+            .ok_or(TrainError::NoAssignment(target))?;
+        match verdict {
+            Verdict::Fail { segment, steps, trace } => check_failing_verdict(&j.spec, &reveal, *segment, steps, trace)?,
+            // A pass must show the replay was done: only the round's loss digest opens the seal.
+            Verdict::Pass { digest } if loss_seal(digest) != reveal.seal => {
+                return Err(TrainError::SealNotOpened(target).into())
+            }
+            Verdict::Pass { .. } | Verdict::Unavailable => {}
         }
         a.verdict = Some(verdict.clone());
         a.posted_at = Some(ctx.height);
@@ -959,7 +964,7 @@ impl State {
         self.train_audits(id, j.round)
             .map(|(_, a)| match (&a.verdict, &a.dispute) {
                 (None, _) => j.audit_deadline,
-                (Some(Verdict::Pass | Verdict::Unavailable), _) => 0,
+                (Some(Verdict::Pass { .. } | Verdict::Unavailable), _) => 0,
                 (Some(Verdict::Fail { .. }), None) => a.posted_at.unwrap_or(0).saturating_add(window),
                 (Some(Verdict::Fail { .. }), Some(d)) if d.answers.len() < d.referees.len() => {
                     d.opened_at.saturating_add(window)
@@ -1000,7 +1005,7 @@ impl State {
                     }
                     AuditOutcome::Missing
                 }
-                (Some(Verdict::Pass), _) => AuditOutcome::Pass,
+                (Some(Verdict::Pass { .. }), _) => AuditOutcome::Pass,
                 (Some(Verdict::Unavailable), _) => AuditOutcome::Unavailable,
                 (Some(Verdict::Fail { .. }), None) => AuditOutcome::Caught,
                 (Some(Verdict::Fail { steps, .. }), Some(d)) => {

@@ -6,8 +6,8 @@ mod common;
 use common::{coin, create_provider, expect_err, key, upzr, Chain};
 use pazar_ledger::Receipt;
 use pazar_types::train::{
-    trace_root, update_commitment, AuditOutcome, AuditRecord, Compression, Contributor, DatasetSpec, JobSpec, JobState,
-    LeaveReason, ModelSpec, Phase, PhaseBlocks, Reveal, SlashReason, TrainParams, Verdict,
+    loss_seal, trace_root, update_commitment, AuditOutcome, AuditRecord, Compression, Contributor, DatasetSpec,
+    JobSpec, JobState, LeaveReason, ModelSpec, Phase, PhaseBlocks, Reveal, SlashReason, TrainParams, Verdict,
 };
 use pazar_types::{Address, Event, KeyScheme, Msg, SigningKey};
 use sha2::{Digest, Sha256};
@@ -232,7 +232,14 @@ impl Job {
             trace: trace_root(&self.trace_of(i)),
             ef_in,
             ef_out: h(&[b"ef", &round.to_le_bytes(), &[i as u8]]),
+            seal: loss_seal(&self.digest_of(i)),
         }
+    }
+
+    /// The digest of worker `i`'s losses in the current round: what a replay of its round
+    /// yields, and what a passing verdict on it carries.
+    fn digest_of(&self, i: usize) -> [u8; 32] {
+        h(&[b"losses", &self.round().to_le_bytes(), &[i as u8]])
     }
 
     /// A failing verdict on worker `target`'s `segment` with the auditor's `steps`, carrying the
@@ -264,15 +271,7 @@ impl Job {
         Msg::CommitUpdate {
             job: self.id,
             round: self.round(),
-            commitment: update_commitment(
-                self.id,
-                self.round(),
-                &self.addr(i),
-                &r.update,
-                &r.trace,
-                &r.ef_in,
-                &r.ef_out,
-            ),
+            commitment: update_commitment(self.id, self.round(), &self.addr(i), r),
         }
     }
 
@@ -284,6 +283,7 @@ impl Job {
             trace: r.trace,
             ef_in: r.ef_in,
             ef_out: r.ef_out,
+            seal: r.seal,
         }
     }
 
@@ -342,7 +342,9 @@ impl Job {
                         job: self.id,
                         round,
                         target,
-                        verdict: Verdict::Pass,
+                        verdict: Verdict::Pass {
+                            digest: self.digest_of(self.index(&target)),
+                        },
                     },
                 )
             })
@@ -1124,4 +1126,37 @@ fn an_unavailable_verdict_excludes_the_target_without_slashing_or_paying_the_aud
             Event::TrainMemberLeft { worker, reason: LeaveReason::JobEnded, refunded, .. }
                 if *worker == w && refunded.amount == BOND)));
     }
+}
+
+#[test]
+fn a_pass_that_does_not_open_the_targets_loss_seal_is_refused() {
+    let (mut j, ai) = auditing_worker_0();
+    let revealed = j.pending[&0];
+    let rs = j.batch(vec![
+        // Made up without a replay; the target's revealed hashes (all public) do not open it
+        // either, nor does the seal itself.
+        (ai, post_audit(&j, 0, Verdict::Pass { digest: [0x11; 32] })),
+        (
+            ai,
+            post_audit(
+                &j,
+                0,
+                Verdict::Pass {
+                    digest: revealed.update,
+                },
+            ),
+        ),
+        (ai, post_audit(&j, 0, Verdict::Pass { digest: revealed.seal })),
+        // Another worker's digest.
+        (ai, post_audit(&j, 0, Verdict::Pass { digest: j.digest_of(1) })),
+    ]);
+    for r in &rs {
+        expect_err(r, "train", 43);
+    }
+    assert!(rs[0].log.contains("does not open the seal"), "{}", rs[0].log);
+    // Nothing was recorded: the auditor can still pass with the digest its replay gives.
+    let target = j.addr(0);
+    assert!(j.audits().iter().any(|(t, a)| *t == target && a.verdict.is_none()));
+    let r = j.one(ai, post_audit(&j, 0, Verdict::Pass { digest: j.digest_of(0) }));
+    assert!(r.is_ok(), "{}", r.log);
 }

@@ -8,8 +8,8 @@ mod common;
 use common::{coin, create_provider, key, upzr, uusd, Chain};
 use pazar_ledger::invariants;
 use pazar_types::train::{
-    trace_root, update_commitment, Compression, Contributor, DatasetSpec, JobSpec, ModelSpec, PhaseBlocks, Reveal,
-    TrainParams, Verdict,
+    loss_seal, trace_root, update_commitment, Compression, Contributor, DatasetSpec, JobSpec, ModelSpec, PhaseBlocks,
+    Reveal, TrainParams, Verdict,
 };
 use pazar_types::{Address, Hash32, KeyScheme, Msg, SigningKey};
 use proptest::prelude::*;
@@ -44,7 +44,7 @@ enum Op {
     },
     /// verdict 0: pass, 1: a fail proving a mismatch, 2: unavailable; refused fails: 3 ending
     /// at the committed boundary, 4 equal to the revealed update and ef_out, 5 with a trace
-    /// other than the committed one.
+    /// other than the committed one; 6 a pass whose digest does not open the target's seal.
     Audit {
         by: usize,
         job: u64,
@@ -93,7 +93,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (by.clone(), job.clone()).prop_map(|(by, job)| Op::Leave { by, job }),
         1 => (by.clone(), job.clone(), 0..3u8).prop_map(|(by, job, kind)| Op::Commit { by, job, kind }),
         1 => (by.clone(), job.clone(), 0..3u8).prop_map(|(by, job, kind)| Op::Reveal { by, job, kind }),
-        1 => (by.clone(), job.clone(), 0..ACTORS, 0..6u8).prop_map(|(by, job, target, verdict)| Op::Audit {
+        1 => (by.clone(), job.clone(), 0..ACTORS, 0..7u8).prop_map(|(by, job, target, verdict)| Op::Audit {
             by,
             job,
             target,
@@ -187,8 +187,16 @@ fn reveal_of(c: &Chain, by: &Address, job: u64, kind: u8) -> Option<(u32, Reveal
             trace: trace_root(&trace_of(by, j.round)),
             ef_in,
             ef_out: [by.bytes()[1]; 32],
+            seal: loss_seal(&digest_of(by, j.round)),
         },
     ))
+}
+
+/// What a replay of `by`'s round gives as its loss digest.
+fn digest_of(by: &Address, round: u32) -> Hash32 {
+    let mut d = [by.bytes()[2]; 32];
+    d[1] = round as u8;
+    d
 }
 
 fn msg(c: &Chain, keys: &[SigningKey], op: &Op) -> Option<Msg> {
@@ -208,7 +216,7 @@ fn msg(c: &Chain, keys: &[SigningKey], op: &Op) -> Option<Msg> {
             Msg::CommitUpdate {
                 job,
                 round,
-                commitment: update_commitment(job, round, &addr(by), &r.update, &r.trace, &r.ef_in, &r.ef_out),
+                commitment: update_commitment(job, round, &addr(by), &r),
             }
         }
         Op::Reveal { by, job, kind } => {
@@ -220,6 +228,7 @@ fn msg(c: &Chain, keys: &[SigningKey], op: &Op) -> Option<Msg> {
                 trace: r.trace,
                 ef_in: r.ef_in,
                 ef_out: if kind == 2 { [0xee; 32] } else { r.ef_out },
+                seal: r.seal,
             }
         }
         Op::Audit {
@@ -238,7 +247,11 @@ fn msg(c: &Chain, keys: &[SigningKey], op: &Op) -> Option<Msg> {
                 round,
                 target,
                 verdict: match verdict {
-                    0 => Verdict::Pass,
+                    0 => Verdict::Pass {
+                        digest: digest_of(&target, round),
+                    },
+                    // A pass without the replay: refused.
+                    6 => Verdict::Pass { digest: [6; 32] },
                     1 => fail(0, vec![[1; 32], [2; 32]], trace),
                     2 => Verdict::Unavailable,
                     3 => fail(1, vec![[1; 32], trace[2]], trace),
@@ -284,7 +297,8 @@ fn by(op: &Op) -> usize {
     }
 }
 
-/// Whether `op` posts a failing verdict that proves no mismatch (which must be refused).
+/// Whether `op` posts a verdict that proves nothing (which must be refused): a failing one
+/// with no mismatch, or a pass without the replay's loss digest.
 fn unproven(op: &Op) -> bool {
     matches!(op, Op::Audit { verdict: 3.., .. })
 }

@@ -21,8 +21,8 @@ use pazar_node::genesis::GenesisOnDisk;
 use pazar_node::{Node, NodeConfig};
 use pazar_types::state_key::{store_key, table_id};
 use pazar_types::train::{
-    update_commitment, Compression, Contributor, DatasetSpec, JobSpec, JobState, ModelSpec, Phase, PhaseBlocks,
-    TrainParams, Verdict,
+    loss_seal, update_commitment, Compression, Contributor, DatasetSpec, JobSpec, JobState, ModelSpec, Phase,
+    PhaseBlocks, Reveal, TrainParams, Verdict,
 };
 use pazar_types::{Address, Coin, Hash32, Msg, ProviderInfo, SigningKey};
 
@@ -327,10 +327,17 @@ fn a_job_run_by_signed_transactions_reads_back_typed_on_every_training_endpoint(
     };
     assert_eq!((work.len(), *checkpoint), (2, INIT));
     checked(rpc, &doc, "/train/jobs/{id}/rounds/{round}", "/train/jobs/0/rounds/0");
-    let reveal = |i: u8| ([0x40 + i; 32], [0x50 + i; 32], [0; 32], [0x60 + i; 32]);
+    // What a replay of worker i's round gives as its loss digest.
+    let digest = |i: u8| [0x70 + i; 32];
+    let reveal = |i: u8| Reveal {
+        update: [0x40 + i; 32],
+        trace: [0x50 + i; 32],
+        ef_in: [0; 32],
+        ef_out: [0x60 + i; 32],
+        seal: loss_seal(&digest(i)),
+    };
     for (i, w) in workers.iter().enumerate() {
-        let (update, trace, ef_in, ef_out) = reveal(i as u8);
-        let commitment = update_commitment(0, 0, &w.address(), &update, &trace, &ef_in, &ef_out);
+        let commitment = update_commitment(0, 0, &w.address(), &reveal(i as u8));
         net.commit(
             w,
             vec![Msg::CommitUpdate {
@@ -342,16 +349,17 @@ fn a_job_run_by_signed_transactions_reads_back_typed_on_every_training_endpoint(
     }
     net.live_in(0, 0, Phase::Reveal);
     for (i, w) in workers.iter().enumerate() {
-        let (update, trace, ef_in, ef_out) = reveal(i as u8);
+        let r = reveal(i as u8);
         net.commit(
             w,
             vec![Msg::RevealUpdate {
                 job: 0,
                 round: 0,
-                update,
-                trace,
-                ef_in,
-                ef_out,
+                update: r.update,
+                trace: r.trace,
+                ef_in: r.ef_in,
+                ef_out: r.ef_out,
+                seal: r.seal,
             }],
         );
     }
@@ -387,7 +395,9 @@ fn a_job_run_by_signed_transactions_reads_back_typed_on_every_training_endpoint(
                 job: 0,
                 round: 0,
                 target: a.target,
-                verdict: Verdict::Pass,
+                verdict: Verdict::Pass {
+                    digest: digest(workers.iter().position(|w| w.address() == a.target).expect("a worker") as u8),
+                },
             }],
         );
     }

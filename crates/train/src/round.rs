@@ -106,6 +106,22 @@ pub struct Work<'a> {
 /// checks a failing audit's claim against it. An auditor fetches the whole list (K + 1 hashes).
 pub use pazar_types::train::trace_root;
 
+/// `SHA-256("pazar/train/losses/v1\0" ‖ count (u32 LE) ‖ each loss's f32 bits (LE))`: the
+/// digest of a round's per-step losses. The worker reveals only its seal
+/// ([`pazar_types::train::loss_seal`]); an auditor gets the digest by replaying the whole
+/// round, and its pass must carry it. The losses are the same bits on any machine (the
+/// kernels are reproducible), so an honest replay always opens an honest seal.
+pub fn loss_digest(losses: &[f32]) -> Hash32 {
+    let mut h = Sha256::new();
+    h.update(b"pazar/train/losses/v1\0");
+    // A round has at most MAX_INNER_STEPS (100 000) losses.
+    h.update((losses.len() as u32).to_le_bytes());
+    for l in losses {
+        h.update(l.to_bits().to_le_bytes());
+    }
+    h.finalize().into()
+}
+
 /// One AdamW step on the batch of `step`; returns the batch's loss.
 pub fn train_step(
     model: &Model,
@@ -142,6 +158,8 @@ pub struct RoundOutput {
     pub ef_out_hash: Hash32,
     /// The loss of each inner step.
     pub losses: Vec<f32>,
+    /// [`loss_digest`] of `losses`: kept secret, opened only by an auditor's replay.
+    pub loss_digest: Hash32,
 }
 
 /// Trains one round from `checkpoint` with the worker's residual `ef` (zeros at first): H inner
@@ -181,6 +199,7 @@ pub fn run_round(
         ef_in,
         ef_out_hash: ef_hash(&ef_out),
         ef_out,
+        loss_digest: loss_digest(&losses),
         losses,
     })
 }
@@ -219,6 +238,27 @@ pub fn replay_segment(
 ) -> Result<Vec<Hash32>, RoundError> {
     let mut state = start.clone();
     advance_segment(model, cfg, &mut state, work, segment)
+}
+
+/// Trains `state` through segment `segment` (< K) in place, as an audit does before it knows
+/// whether the segment ends where the trace says (no state hash per step: only a failing
+/// segment is replayed again with them): the loss of each step.
+pub fn train_segment(
+    model: &Model,
+    cfg: &TrainConfig,
+    state: &mut WorkerState,
+    work: &Work,
+    segment: u32,
+) -> Result<Vec<f32>, RoundError> {
+    if segment >= cfg.segments() {
+        return Err(RoundError::Invalid(format!(
+            "segment {segment} is not a training segment"
+        )));
+    }
+    let first = segment * cfg.segment_steps;
+    (first..first + cfg.segment_steps)
+        .map(|step| train_step(model, cfg, state, work, step))
+        .collect()
 }
 
 /// Trains `state` through segment `segment` (< K) in place: the hash after each step.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use pazar_ledger::state::GenesisBalance;
 use pazar_ledger::{BlockHeader, Genesis, Params, State};
-use pazar_types::train::JobSpec;
+use pazar_types::train::{AuditOutcome, JobSpec};
 use pazar_types::{Address, Coin, Denom, Event, KeyScheme, Msg, ProviderInfo, SigningKey, TxBody};
 
 use crate::blobs::BlobStore;
@@ -468,8 +468,34 @@ impl Trial {
             Adversary::Withhold => s.contains(&(self.cheat, R::WithheldReveal)),
             Adversary::FalseAuditor => s.contains(&(self.cheat, R::FalseAudit)),
             Adversary::Crash => self.paid_rounds(&self.cheat).iter().all(|r| *r < 1),
+            // Its passes were refused: every audit it was given ended with no verdict, unpaid.
+            Adversary::LazyAuditor => {
+                let given = self.audits(|_, auditor| auditor == self.cheat);
+                !given.is_empty() && given.iter().all(|o| *o == AuditOutcome::Missing)
+            }
+            // Nobody could pass it: each audit of it left it out, its round unpaid.
+            Adversary::BadSeal => {
+                let of = self.audits(|target, _| target == self.cheat);
+                !of.is_empty() && of.iter().all(|o| *o == AuditOutcome::Unavailable)
+            }
             _ => s.contains(&(self.cheat, R::FailedAudit)),
         }
+    }
+
+    /// The outcomes of the audits whose (target, auditor) `pick` accepts.
+    pub fn audits(&self, pick: impl Fn(Address, Address) -> bool) -> Vec<AuditOutcome> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::TrainAuditSettled {
+                    target,
+                    auditor,
+                    outcome,
+                    ..
+                } if pick(*target, *auditor) => Some(*outcome),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Honest workers slashed (the protocol's goal: none, ever).

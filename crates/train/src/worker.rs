@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use pazar_types::train::{
-    update_commitment, AuditRecord, Compression, JobSpec, JobState, Member, Phase, RoundRecord, RoundWork, TrainJob,
-    Verdict,
+    loss_seal, update_commitment, AuditRecord, Compression, JobSpec, JobState, Member, Phase, Reveal, RoundRecord,
+    RoundWork, TrainJob, Verdict,
 };
 use pazar_types::{Address, Msg};
 
@@ -108,6 +108,12 @@ pub enum Adversary {
     Perturb(f32),
     /// Trains honestly but, as an auditor, fails every worker it audits with made-up hashes.
     FalseAuditor,
+    /// Trains honestly but, as an auditor, passes every worker it audits without replaying
+    /// (to be paid for audits it never ran), with a made-up loss digest.
+    LazyAuditor,
+    /// Trains honestly but reveals a loss seal that no replay opens (so that no auditor can
+    /// pass it and be paid for the work).
+    BadSeal,
 }
 
 impl std::str::FromStr for Adversary {
@@ -124,6 +130,8 @@ impl std::str::FromStr for Adversary {
             "crash" => Adversary::Crash,
             "wrong-shards" => Adversary::WrongShards,
             "false-auditor" => Adversary::FalseAuditor,
+            "lazy-auditor" => Adversary::LazyAuditor,
+            "bad-seal" => Adversary::BadSeal,
             other => match other.strip_prefix("perturb:") {
                 Some(r) => match r.parse::<f32>() {
                     Ok(r) if r.is_finite() && r > 0.0 && r < 1.0 => Adversary::Perturb(r),
@@ -132,7 +140,7 @@ impl std::str::FromStr for Adversary {
                 None => {
                     return Err(format!(
                         "unknown adversary {other:?}: lazy, noise, sign-flip, copier, stale, withhold, crash, \
-                         wrong-shards, false-auditor or perturb:R"
+                         wrong-shards, false-auditor, lazy-auditor, bad-seal or perturb:R"
                     ))
                 }
             },
@@ -230,10 +238,7 @@ struct Trained {
     checkpoint: Hash32,
     out: RoundOutput,
     /// What it commits to (differs from `out` for an adversary).
-    update: Hash32,
-    trace: Hash32,
-    ef_in: Hash32,
-    ef_out: Hash32,
+    reveal: Reveal,
 }
 
 pub struct Worker {
@@ -444,8 +449,7 @@ impl Worker {
                     .trained
                     .as_ref()
                     .ok_or_else(|| WorkerError::Chain("no trained round".into()))?;
-                let commitment =
-                    update_commitment(self.job, r, &self.address, &t.update, &t.trace, &t.ef_in, &t.ef_out);
+                let commitment = update_commitment(self.job, r, &self.address, &t.reveal);
                 chain.submit(Msg::CommitUpdate {
                     job: self.job,
                     round: r,
@@ -464,10 +468,11 @@ impl Worker {
                 chain.submit(Msg::RevealUpdate {
                     job: self.job,
                     round: r,
-                    update: t.update,
-                    trace: t.trace,
-                    ef_in: t.ef_in,
-                    ef_out: t.ef_out,
+                    update: t.reveal.update,
+                    trace: t.reveal.trace,
+                    ef_in: t.reveal.ef_in,
+                    ef_out: t.reveal.ef_out,
+                    seal: t.reveal.seal,
                 })?;
                 Ok(Step::Revealed { round: r })
             }
@@ -605,10 +610,16 @@ impl Worker {
         self.trained = Some(Trained {
             round: r,
             checkpoint: current,
-            update: out.update_hash,
-            trace: out.trace_root,
-            ef_in: out.ef_in,
-            ef_out: out.ef_out_hash,
+            reveal: Reveal {
+                update: out.update_hash,
+                trace: out.trace_root,
+                ef_in: out.ef_in,
+                ef_out: out.ef_out_hash,
+                seal: match adversary {
+                    Some(Adversary::BadSeal) => loss_seal(&round::loss_digest(&[f32::NAN])),
+                    _ => loss_seal(&out.loss_digest),
+                },
+            },
             out,
         });
         Ok(losses)
@@ -668,7 +679,7 @@ impl Worker {
             if a.auditor == self.address && a.verdict.is_none() {
                 match self.audit(v, peers, target) {
                     Ok(verdict) => {
-                        let pass = verdict == Verdict::Pass;
+                        let pass = matches!(verdict, Verdict::Pass { .. });
                         chain.submit(Msg::PostAudit {
                             job: self.job,
                             round: r,
@@ -716,7 +727,7 @@ impl Worker {
             .as_ref()
             .ok_or_else(|| WorkerError::Chain("no trained round to dispute".into()))?;
         if segment >= self.cfg.segments() {
-            return Ok(vec![t.update, t.ef_out]);
+            return Ok(vec![t.reveal.update, t.reveal.ef_out]);
         }
         let work = self.work(t.round, &t.checkpoint, &self.address)?;
         Ok(round::replay_segment(
@@ -803,6 +814,9 @@ impl Worker {
     /// its trace, then the compression step.
     fn audit(&mut self, v: &JobView, peers: &dyn Peers, target: &Address) -> Result<Verdict, WorkerError> {
         let reveal = revealed(v, target)?;
+        if self.adversary == Some(Adversary::LazyAuditor) {
+            return Ok(Verdict::Pass { digest: reveal.update });
+        }
         let k = self.cfg.segments();
         let t0 = std::time::Instant::now();
         // What the target committed to must be served: its trace (and its residual when it
@@ -828,64 +842,68 @@ impl Worker {
         let work = self.work(v.job.round, &checkpoint, target)?;
         let mut state = start;
         let mut replayed = 0u64;
-        let mut verdict = Verdict::Pass;
+        let mut fail = None;
         if trace[0] != state.hash() {
             // The start it claims is not the checkpoint with its residual: the first segment
             // replayed from the true start cannot end where its trace says.
             let steps = round::replay_segment(&self.model, &self.cfg, &state, &work, 0)?;
             replayed += u64::from(self.cfg.segment_steps);
             if steps.last() != Some(&trace[1]) {
-                verdict = Verdict::Fail {
-                    segment: 0,
-                    steps,
-                    trace: trace.clone(),
-                };
+                fail = Some((0, steps));
             }
         }
-        if verdict == Verdict::Pass {
-            let mut boundary_ok = true;
+        let mut losses = Vec::with_capacity(self.cfg.inner_steps as usize);
+        if fail.is_none() {
             for s in 0..k {
                 let seg_start = state.clone();
-                let steps = round::advance_segment(&self.model, &self.cfg, &mut state, &work, s)?;
+                losses.extend(round::train_segment(&self.model, &self.cfg, &mut state, &work, s)?);
                 replayed += u64::from(self.cfg.segment_steps);
-                boundary_ok = steps.last() == Some(&trace[s as usize + 1]);
-                if !boundary_ok {
-                    // Referees start from here if the target disputes: serve it.
+                if state.hash() != trace[s as usize + 1] {
+                    // Only now are the state hashes of each step needed (the verdict's proof):
+                    // the segment again, with them. Referees start from its start if the
+                    // target disputes: serve it.
+                    let steps = round::replay_segment(&self.model, &self.cfg, &seg_start, &work, s)?;
+                    replayed += u64::from(self.cfg.segment_steps);
                     self.blobs.put(seg_start.hash(), seg_start.encode());
-                    verdict = Verdict::Fail {
-                        segment: s,
-                        steps,
-                        trace: trace.clone(),
-                    };
+                    fail = Some((s, steps));
                     break;
                 }
             }
-            if boundary_ok {
-                let ckpt = self
-                    .checkpoints
-                    .get(&checkpoint)
-                    .ok_or_else(|| self.unknown_checkpoint())?;
-                let [u, e] = round::replay_finish(&self.cfg, &ckpt.params, &state)?;
-                if u != reveal.update || e != reveal.ef_out {
-                    self.blobs.put(state.hash(), state.encode());
-                    verdict = Verdict::Fail {
-                        segment: k,
-                        steps: vec![u, e],
-                        trace: trace.clone(),
-                    };
-                }
+        }
+        if fail.is_none() {
+            let ckpt = self
+                .checkpoints
+                .get(&checkpoint)
+                .ok_or_else(|| self.unknown_checkpoint())?;
+            let [u, e] = round::replay_finish(&self.cfg, &ckpt.params, &state)?;
+            if u != reveal.update || e != reveal.ef_out {
+                self.blobs.put(state.hash(), state.encode());
+                fail = Some((k, vec![u, e]));
             }
         }
         drop(work);
-        if self.adversary == Some(Adversary::FalseAuditor) && verdict == Verdict::Pass {
-            // Claims the first segment ended elsewhere than the target's trace says.
-            let made_up: Vec<Hash32> = (0..self.cfg.segment_steps).map(|i| [i as u8 ^ 0x5a; 32]).collect();
-            verdict = Verdict::Fail {
-                segment: 0,
-                steps: made_up,
-                trace,
-            };
-        }
+        let verdict = match fail {
+            Some((segment, steps)) => Verdict::Fail { segment, steps, trace },
+            // Every boundary matched: the pass carries the loss digest that opens the target's
+            // seal. A target that sealed something else cannot be passed, and nothing in the
+            // ledger could tell its wrong seal from a wrong digest: it is left out as
+            // unavailable (its round unpaid, its update unused).
+            None => {
+                let digest = round::loss_digest(&losses);
+                if loss_seal(&digest) != reveal.seal {
+                    Verdict::Unavailable
+                } else if self.adversary == Some(Adversary::FalseAuditor) {
+                    // Claims the first segment ended elsewhere than the target's trace says.
+                    Verdict::Fail {
+                        segment: 0,
+                        steps: (0..self.cfg.segment_steps).map(|i| [i as u8 ^ 0x5a; 32]).collect(),
+                        trace,
+                    }
+                } else {
+                    Verdict::Pass { digest }
+                }
+            }
+        };
         self.accounting.steps_replayed += replayed;
         self.accounting.audit_seconds += t0.elapsed().as_secs_f64();
         Ok(verdict)
@@ -1020,6 +1038,7 @@ fn lazy_round(cfg: &TrainConfig, ckpt: &Checkpoint, ef: Vec<f32>) -> Result<Roun
         ef_out_hash: ef_hash(&ef_out),
         ef_out,
         losses: Vec::new(),
+        loss_digest: round::loss_digest(&[]),
     })
 }
 

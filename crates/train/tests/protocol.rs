@@ -5,7 +5,7 @@
 use pazar_train::ops::Threads;
 use pazar_train::sim::{self, small_spec};
 use pazar_train::worker::Adversary;
-use pazar_types::train::JobState;
+use pazar_types::train::{AuditOutcome, JobState};
 use pazar_types::Event;
 
 #[test]
@@ -32,6 +32,16 @@ fn honest_workers_train_every_round_agree_on_checkpoints_and_are_paid_for_each()
         !ev.iter().any(|e| matches!(e, Event::TrainSlashed { .. })),
         "nobody cheated"
     );
+    // Every worker is audited every round, and every audit passed: each auditor's replay
+    // opened its target's loss seal.
+    let outcomes: Vec<AuditOutcome> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::TrainAuditSettled { outcome, .. } => Some(*outcome),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outcomes, vec![AuditOutcome::Pass; 12]);
     for (h, _) in &s.workers {
         let paid: Vec<u32> = ev
             .iter()
@@ -129,4 +139,19 @@ fn a_worker_that_crashes_mid_round_is_not_paid_and_the_job_goes_on() {
 #[test]
 fn an_auditor_that_fails_honest_workers_is_overturned_and_slashed_itself() {
     assert_caught(Adversary::FalseAuditor);
+}
+
+#[test]
+fn an_auditor_that_passes_without_replaying_is_refused_and_paid_nothing_for_it() {
+    assert_caught(Adversary::LazyAuditor);
+}
+
+#[test]
+fn a_worker_whose_loss_seal_no_replay_opens_is_left_out_and_nobody_is_slashed() {
+    let t = sim::trial(Adversary::BadSeal).expect("the job runs");
+    assert!(t.caught(), "a bad seal was passed: {:?}", t.audits(|_, _| true));
+    assert!(t.slashes().is_empty(), "nobody proved a fault: {:?}", t.slashes());
+    for h in &t.honest {
+        assert_eq!(t.paid_rounds(h), vec![0, 1, 2]);
+    }
 }

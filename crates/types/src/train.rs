@@ -8,7 +8,8 @@
 //!
 //! Four rules must be computed identically by the ledger and by every worker, so they live
 //! here as pure functions:
-//! - [`update_commitment`]: what a worker commits before revealing its update;
+//! - [`update_commitment`]: what a worker commits before revealing its update, and
+//!   [`loss_seal`]: the seal of its loss digest that a passing audit must open;
 //! - [`trace_root`]: the commitment to a round's segment boundaries that the update commits to;
 //! - [`round_beacon`]: the randomness of a round, from every revealed update (workers are bound
 //!   by their commitments before anyone knows it, and no block hash is involved, which a
@@ -21,7 +22,9 @@
 //! segment boundary against the target's trace and the compression step against its update and
 //! `ef_out`. A failing verdict carries the target's trace as fetched, so the ledger can check
 //! that it is the committed one and that the claimed mismatch is real: an auditor cannot fail
-//! a worker whose round it did not contradict. Fetching a mid-round state instead (weights, AdamW moments and residual: 16 bytes
+//! a worker whose round it did not contradict. A passing verdict carries the digest of the
+//! round's per-step losses, which only the replay yields and which opens the seal the worker
+//! revealed: an auditor cannot pass a round it did not replay either. Fetching a mid-round state instead (weights, AdamW moments and residual: 16 bytes
 //! per parameter) would cost more traffic than the compressed updates themselves. Audits are
 //! drawn with a probability per worker ([`JobSpec::audit_per_mille`]) so that verification
 //! stays a bounded share of training compute.
@@ -86,6 +89,8 @@ pub const COMMIT_DOMAIN: &[u8] = b"pazar/train/commit/v1\0";
 pub const BEACON_DOMAIN: &[u8] = b"pazar/train/beacon/v1\0";
 /// Domain separator of [`trace_root`].
 pub const TRACE_DOMAIN: &[u8] = b"pazar/train/trace/v1\0";
+/// Domain of [`loss_seal`].
+pub const SEAL_DOMAIN: &[u8] = b"pazar/train/seal/v1\0";
 
 const _: () = assert!(MAX_REFEREES % 2 == 1);
 const _: () = assert!(MAX_WORKERS as usize <= u16::MAX as usize);
@@ -476,8 +481,15 @@ impl DatasetSpec {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Verdict {
     /// Every segment boundary and the compression step matched the worker's trace, update and
-    /// `ef_out`.
-    Pass,
+    /// `ef_out`. `digest` is the digest of the losses of every inner step of the round, which
+    /// only a replay of the whole round yields (the worker publishes only its
+    /// [`loss_seal`]): the ledger accepts the pass only if it opens the target's seal, so an
+    /// auditor cannot pass a round it did not replay.
+    Pass {
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        digest: Hash32,
+    },
     /// The replay did not match. `segment` is the first segment whose end differs from the
     /// target's trace (`0..K` a training segment, `K = inner_steps / segment_steps` the
     /// compression step); `steps` the auditor's hash of the state after each step of that
@@ -502,7 +514,8 @@ pub enum Verdict {
         trace: Vec<Hash32>,
     },
     /// The auditor could not obtain what the target committed to (its trace, or the residual
-    /// blob its round starts from), so it can neither pass nor prove a failure. The target is
+    /// blob its round starts from), or its replay matched every boundary but not the target's
+    /// loss seal (which the target alone chose), so it can neither pass nor prove a failure. The target is
     /// left out of the round; nobody is slashed and the auditor is not paid for the audit.
     /// Whether data was served cannot be judged by the ledger, so this costs a lying auditor
     /// nothing but earns it nothing either, while an honest worker loses one round's pay.
@@ -532,7 +545,7 @@ pub fn validate_trace(field: &str, trace: &[Hash32]) -> Result<(), SpecError> {
 impl Verdict {
     pub fn validate(&self, field: &str) -> Result<(), SpecError> {
         match self {
-            Verdict::Pass | Verdict::Unavailable => Ok(()),
+            Verdict::Pass { .. } | Verdict::Unavailable => Ok(()),
             Verdict::Fail { segment, steps, trace } => {
                 // A segment index past every job's last segment is malformed whatever the job.
                 check_range(&format!("{field}.segment"), *segment, 0, MAX_INNER_STEPS)?;
@@ -561,28 +574,34 @@ pub fn trace_root(trace: &[Hash32]) -> Hash32 {
 }
 
 /// `SHA-256("pazar/train/commit/v1\0" ‖ job (u64 LE) ‖ round (u32 LE) ‖ Borsh(worker) ‖ update ‖
-/// trace ‖ ef_in ‖ ef_out)`: what a worker commits in its round's train or commit phase and must
-/// open with `RevealUpdate`. `update` is the hash of the compressed pseudo-gradient blob, `trace`
-/// the [`trace_root`] of its segment boundary hashes, `ef_in`/`ef_out` the hashes of the
-/// compression residual carried in and out (error feedback).
-pub fn update_commitment(
-    job: u64,
-    round: u32,
-    worker: &Address,
-    update: &Hash32,
-    trace: &Hash32,
-    ef_in: &Hash32,
-    ef_out: &Hash32,
-) -> Hash32 {
+/// trace ‖ ef_in ‖ ef_out ‖ seal)`: what a worker commits in its round's train or commit phase
+/// and must open with `RevealUpdate`. `update` is the hash of the compressed pseudo-gradient
+/// blob, `trace` the [`trace_root`] of its segment boundary hashes, `ef_in`/`ef_out` the hashes
+/// of the compression residual carried in and out (error feedback), `seal` the [`loss_seal`] of
+/// its loss digest.
+pub fn update_commitment(job: u64, round: u32, worker: &Address, r: &Reveal) -> Hash32 {
     let mut h = Sha256::new();
     h.update(COMMIT_DOMAIN);
     h.update(job.to_le_bytes());
     h.update(round.to_le_bytes());
     h.update(borsh::to_vec(worker).expect("encoding into a Vec cannot fail"));
-    h.update(update);
-    h.update(trace);
-    h.update(ef_in);
-    h.update(ef_out);
+    h.update(r.update);
+    h.update(r.trace);
+    h.update(r.ef_in);
+    h.update(r.ef_out);
+    h.update(r.seal);
+    h.finalize().into()
+}
+
+/// `SHA-256("pazar/train/seal/v1\0" ‖ digest)`: what a worker reveals of the digest of its
+/// round's per-step losses. The digest stays with the worker; an auditor that replays the round
+/// computes it and opens the seal with [`Verdict::Pass`]. A pre-image of a hash of 32 unknown
+/// bytes cannot be guessed, so a pass that opens the seal proves the replay was done (or that
+/// the target told the auditor, which collusion can always do).
+pub fn loss_seal(digest: &Hash32) -> Hash32 {
+    let mut h = Sha256::new();
+    h.update(SEAL_DOMAIN);
+    h.update(digest);
     h.finalize().into()
 }
 
@@ -868,6 +887,10 @@ pub struct Reveal {
     #[serde(with = "hex_array")]
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
     pub ef_out: Hash32,
+    /// [`loss_seal`] of the worker's loss digest for the round; a passing audit opens it.
+    #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+    pub seal: Hash32,
 }
 
 /// An open dispute of a failing audit.
@@ -1126,19 +1149,42 @@ mod tests {
 
     #[test]
     fn the_commitment_binds_every_field() {
-        let base = update_commitment(1, 2, &a(3), &[4; 32], &[5; 32], &[6; 32], &[7; 32]);
-        assert_ne!(
-            base,
-            update_commitment(1, 2, &a(3), &[4; 32], &[5; 32], &[6; 32], &[8; 32])
-        );
-        assert_ne!(
-            base,
-            update_commitment(1, 2, &Address::Eth([3; 20]), &[4; 32], &[5; 32], &[6; 32], &[7; 32])
-        );
-        assert_ne!(
-            base,
-            update_commitment(2, 2, &a(3), &[4; 32], &[5; 32], &[6; 32], &[7; 32])
-        );
+        let r = Reveal {
+            update: [4; 32],
+            trace: [5; 32],
+            ef_in: [6; 32],
+            ef_out: [7; 32],
+            seal: [8; 32],
+        };
+        let base = update_commitment(1, 2, &a(3), &r);
+        let mut changed = Vec::new();
+        for field in 0..5 {
+            let mut o = r;
+            let h = match field {
+                0 => &mut o.update,
+                1 => &mut o.trace,
+                2 => &mut o.ef_in,
+                3 => &mut o.ef_out,
+                _ => &mut o.seal,
+            };
+            h[0] ^= 1;
+            changed.push(update_commitment(1, 2, &a(3), &o));
+        }
+        changed.push(update_commitment(1, 2, &Address::Eth([3; 20]), &r));
+        changed.push(update_commitment(2, 2, &a(3), &r));
+        changed.push(update_commitment(1, 3, &a(3), &r));
+        for (i, c) in changed.iter().enumerate() {
+            assert_ne!(base, *c, "change {i} left the commitment as it was");
+        }
+    }
+
+    #[test]
+    fn a_seal_is_opened_only_by_its_digest() {
+        let d = [9u8; 32];
+        assert_eq!(loss_seal(&d), loss_seal(&[9u8; 32]));
+        assert_ne!(loss_seal(&d), loss_seal(&[10u8; 32]));
+        // The seal is not the digest itself, so revealing it does not give the digest away.
+        assert_ne!(loss_seal(&d), d);
     }
 
     #[test]
@@ -1203,6 +1249,10 @@ mod tests {
         assert_eq!(borsh::to_vec(&Verdict::Unavailable).expect("encodes"), vec![2]);
         let json = serde_json::to_string(&Verdict::Unavailable).expect("encodes");
         assert_eq!(json, r#"{"type":"unavailable"}"#);
+        let pass = Verdict::Pass { digest: [0xab; 32] };
+        let json = serde_json::to_string(&pass).expect("encodes");
+        assert_eq!(json, format!(r#"{{"type":"pass","digest":"{}"}}"#, "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<Verdict>(&json).expect("decodes"), pass);
         let back: Verdict = serde_json::from_str(&serde_json::to_string(&fail(3)).expect("encodes")).expect("decodes");
         assert_eq!(back, fail(3));
         let params = TrainParams {

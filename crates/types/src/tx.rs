@@ -211,6 +211,11 @@ pub enum Msg {
         #[serde(with = "hex_array")]
         #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
         ef_out: Hash32,
+        /// [`crate::train::loss_seal`] of the round's loss digest, which only a replay yields:
+        /// a passing audit must open it.
+        #[serde(with = "hex_array")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
+        seal: Hash32,
     },
     /// train: the assigned auditor's verdict on `target`'s audited segment.
     PostAudit {

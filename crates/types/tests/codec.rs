@@ -196,13 +196,14 @@ fn train_msg() -> impl Strategy<Value = Msg> {
             round,
             commitment
         }),
-        (any::<u64>(), any::<u32>(), any::<[[u8; 32]; 4]>()).prop_map(|(job, round, h)| Msg::RevealUpdate {
+        (any::<u64>(), any::<u32>(), any::<[[u8; 32]; 5]>()).prop_map(|(job, round, h)| Msg::RevealUpdate {
             job,
             round,
             update: h[0],
             trace: h[1],
             ef_in: h[2],
             ef_out: h[3],
+            seal: h[4],
         }),
         (
             any::<u64>(),
@@ -217,11 +218,17 @@ fn train_msg() -> impl Strategy<Value = Msg> {
                 target,
                 verdict: Verdict::Fail { segment, steps, trace },
             }),
-        (any::<u64>(), addr(), any::<bool>()).prop_map(|(job, target, available)| Msg::PostAudit {
-            job,
-            round: 1,
-            target,
-            verdict: if available { Verdict::Pass } else { Verdict::Unavailable },
+        (any::<u64>(), addr(), any::<bool>(), any::<[u8; 32]>()).prop_map(|(job, target, available, digest)| {
+            Msg::PostAudit {
+                job,
+                round: 1,
+                target,
+                verdict: if available {
+                    Verdict::Pass { digest }
+                } else {
+                    Verdict::Unavailable
+                },
+            }
         }),
         (any::<u64>(), proptest::collection::vec(any::<[u8; 32]>(), 1..5)).prop_map(|(job, steps)| Msg::DisputeAudit {
             job,

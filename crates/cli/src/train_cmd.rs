@@ -21,12 +21,13 @@ use pazar_train::ops::Threads;
 use pazar_train::state::Checkpoint;
 use pazar_train::worker::{self, Adversary, Chain, HttpPeers, Step, Worker};
 use pazar_types::train::{
-    Compression, Contributor, DatasetSpec, JobSpec, ModelSpec, PhaseBlocks, TrainParams, PER_MILLE,
+    Compression, Contributor, DatasetSpec, JobSpec, JobState, ModelSpec, PhaseBlocks, TrainParams, PER_MILLE,
 };
 use pazar_types::{Address, Coin, Event, Hash32, Msg};
 
 use crate::chain::{self, TxOpts};
 use crate::failure::Failure;
+use crate::model_cmd::json_name;
 use crate::{home, ClientOpts, Output};
 
 #[derive(Subcommand)]
@@ -694,17 +695,20 @@ pub struct JobShow {
 fn job_text(s: &JobShow) -> String {
     let j = &s.job.job;
     let mut out = format!(
-        "job {} ({}), owner {}\n  state: {:?}, round {} of {}, phase {:?} until height {}\n  \
+        "job {} ({}), owner {}\n  state: {}, round {} of {}{}\n  \
          checkpoint: {}{}\n  dataset: {}\n  budget {}: escrow {}, paid {}, take {}, refunded {}; bonds {}\n  \
          rounds with a checkpoint: {}, without: {}\n  members ({}):",
         s.job.id,
         j.spec.name,
         j.owner,
-        j.state,
+        json_name(&j.state),
         j.round,
         j.spec.rounds,
-        j.phase,
-        j.deadline,
+        if j.state == JobState::Running {
+            format!(", phase {} until height {}", json_name(&j.phase), j.deadline)
+        } else {
+            String::new()
+        },
         hex::encode(j.checkpoint),
         j.checkpoint_round
             .map_or_else(|| " (initial)".to_string(), |r| format!(" (round {r})")),
@@ -744,7 +748,8 @@ fn round_text(r: &TrainRound) -> String {
             ..
         } => {
             out.push_str(&format!(
-                ": live, {phase:?} until height {deadline}, from checkpoint {}",
+                ": live, {} until height {deadline}, from checkpoint {}",
+                json_name(phase),
                 hex::encode(checkpoint)
             ));
             for w in workers {
@@ -765,7 +770,7 @@ fn round_text(r: &TrainRound) -> String {
                     a.audit.auditor,
                     a.audit
                         .outcome
-                        .map(|o| format!("{o:?}"))
+                        .map(|o| json_name(&o))
                         .or(a.audit.verdict.as_ref().map(|_| "posted".to_string()))
                         .unwrap_or_else(|| "waiting".into())
                 ));
@@ -785,7 +790,12 @@ fn round_text(r: &TrainRound) -> String {
                     .join(", ")
             ));
             for a in &rec.audits {
-                out.push_str(&format!("\n  audit of {} by {}: {:?}", a.target, a.auditor, a.outcome));
+                out.push_str(&format!(
+                    "\n  audit of {} by {}: {}",
+                    a.target,
+                    a.auditor,
+                    json_name(&a.outcome)
+                ));
             }
         }
     }

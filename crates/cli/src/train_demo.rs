@@ -54,7 +54,8 @@ pub struct TrainDemoOpts {
     #[arg(long, default_value_t = 20)]
     pub rounds: u32,
     /// WORKER:KIND makes worker WORKER (from 1) cheat: lazy, noise, sign-flip, copier, stale,
-    /// withhold, crash, wrong-shards, false-auditor or perturb:R (repeatable).
+    /// withhold, crash, wrong-shards, false-auditor, lazy-auditor, bad-seal or perturb:R
+    /// (repeatable).
     #[arg(long = "adversary", value_parser = parse_adversary)]
     pub adversaries: Vec<AdversaryArg>,
     /// Where `loss.svg` and `run.json` go; default `run/` in the demo's home. The demo's

@@ -154,8 +154,15 @@ pub struct TrainBenchReport {
     pub eval_loss: f64,
     pub baseline_eval_loss: f64,
     pub warm_start_eval_loss: f64,
-    /// Audit replays' compute ÷ training compute.
+    /// Audit replays' compute ÷ training compute, at the audit rate this run drew
+    /// (`audited_fraction`).
     pub verify_overhead_pct: f64,
+    /// What one audit costs, as a share of the round it replays (audit seconds per audit ÷
+    /// training seconds per worker-round).
+    pub audit_cost_per_round: f64,
+    /// `verify_overhead_pct` at the rate the job asks (`audit_per_mille`): what a long run
+    /// converges to. A short run draws few audits, so its own rate can be far from the asked one.
+    pub verify_overhead_at_asked_rate_pct: f64,
     /// A worker's time in the protocol, less the audits it ran for others (counted in
     /// `verify_overhead_pct`), ÷ the same steps trained plainly, − 1.
     pub protocol_overhead_pct: f64,
@@ -350,6 +357,12 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
             .filter(|(_, e)| matches!(e, Event::TrainAuditPosted { .. }))
             .count()
     };
+    let worker_rounds = f64::from(p.rounds) * p.workers as f64;
+    let audit_cost_per_round = if audits == 0 {
+        0.0
+    } else {
+        (audit_s / audits as f64) / (train_s / worker_rounds).max(f64::MIN_POSITIVE)
+    };
     let n = single.param_count() as u64;
     let w = p.workers as u64;
     let ddp_bytes = u64::from(p.rounds) * u64::from(p.inner_steps) * 2 * (w - 1) * 4 * n;
@@ -376,6 +389,8 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
         Adversary::Crash,
         Adversary::WrongShards,
         Adversary::FalseAuditor,
+        Adversary::LazyAuditor,
+        Adversary::BadSeal,
     ];
     let perturbations = [1e-2f32, 1e-4, 1e-6, 1e-7];
     let (mut caught, mut tried, mut false_slashes) = (0, 0, 0);
@@ -437,6 +452,8 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
         baseline_eval_loss: baseline,
         warm_start_eval_loss: warm_loss,
         verify_overhead_pct: 100.0 * audit_s / train_s.max(f64::MIN_POSITIVE),
+        audit_cost_per_round,
+        verify_overhead_at_asked_rate_pct: audit_cost_per_round * f64::from(p.audit_per_mille) / 10.0,
         protocol_overhead_pct: 100.0 * ((busy - audit_per_worker) / (plain_per_step * worker_steps) - 1.0),
         protocol_overhead_with_audits_pct: 100.0 * (busy / (plain_per_step * worker_steps) - 1.0),
         audits,

@@ -231,7 +231,7 @@ pub struct WorkerOpts {
     #[arg(long)]
     pub join: bool,
     /// Cheat in one way (for tests): lazy, noise, sign-flip, copier, stale, withhold, crash,
-    /// wrong-shards, false-auditor, lazy-auditor, bad-seal or perturb:R.
+    /// wrong-shards, false-auditor, lazy-auditor, bad-seal, hide-update or perturb:R.
     #[arg(long)]
     pub adversary: Option<Adversary>,
     /// Threads for the kernels (the result is the same bits for any count).

@@ -326,7 +326,12 @@ impl State {
                 target,
                 hash,
             } => self.exec_post_referee(ctx, *job, *round, *target, *hash),
-            Msg::PostCheckpoint { job, round, checkpoint } => self.exec_post_checkpoint(ctx, *job, *round, *checkpoint),
+            Msg::PostCheckpoint {
+                job,
+                round,
+                checkpoint,
+                left_out,
+            } => self.exec_post_checkpoint(ctx, *job, *round, *checkpoint, left_out),
             Msg::CancelJob { job } => self.exec_cancel_job(ctx, *job),
         }
     }

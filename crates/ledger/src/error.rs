@@ -275,6 +275,8 @@ pub enum TrainError {
          of the whole round, replayed"
     )]
     SealNotOpened(Address),
+    #[error("{0} is not another included worker of this round: a vote can leave out only those updates")]
+    NotLeavable(Address),
 }
 
 impl TrainError {
@@ -323,6 +325,7 @@ impl TrainError {
             TrainError::CompressionMatches => 41,
             TrainError::DisputeContradictsCommitment => 42,
             TrainError::SealNotOpened(_) => 43,
+            TrainError::NotLeavable(_) => 44,
         }
     }
 }

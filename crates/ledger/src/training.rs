@@ -736,8 +736,19 @@ impl State {
         id: u64,
         round: u32,
         checkpoint: Hash32,
+        left_out: &[Address],
     ) -> Result<(), TxError> {
         let mut j = self.job_in_phase(id, round, Phase::Aggregate, "vote for a checkpoint")?;
+        // Only another included worker's update can be left out (the voter has its own).
+        for who in left_out {
+            let included = self
+                .train_round_work
+                .get(&(id, round, *who))
+                .is_some_and(|w| w.reveal.is_some() && !w.excluded);
+            if *who == ctx.sender || !included {
+                return Err(TrainError::NotLeavable(*who).into());
+            }
+        }
         let key = (id, round, ctx.sender);
         let mut w = self
             .train_round_work
@@ -751,10 +762,11 @@ impl State {
             return Err(TrainError::AlreadyVoted.into());
         }
         w.vote = Some(checkpoint);
+        w.left_out = left_out.to_vec();
         self.train_round_work.insert(key, w);
         let votes = self
             .round_workers(id, round)
-            .filter(|(_, w)| w.vote == Some(checkpoint))
+            .filter(|(_, w)| w.vote == Some(checkpoint) && w.left_out == left_out)
             .count();
         if 2 * votes > usize::from(j.included) {
             j.deadline = ctx.height;
@@ -764,6 +776,7 @@ impl State {
             round,
             worker: ctx.sender,
             checkpoint,
+            left_out: left_out.to_vec(),
         });
         self.save_job(id, j);
         Ok(())
@@ -1072,15 +1085,26 @@ impl State {
             .filter(|(_, w)| !w.excluded)
             .filter_map(|(a, w)| w.reveal.map(|r| (*a, r)))
             .collect();
-        let mut tally: BTreeMap<Hash32, usize> = BTreeMap::new();
+        // A vote is its checkpoint and the updates it left out: the majority's set is the round's.
+        let mut tally: BTreeMap<(Hash32, &[Address]), usize> = BTreeMap::new();
         for (_, w) in &works {
             if let (Some(v), Some(_), false) = (w.vote, w.reveal, w.excluded) {
-                *tally.entry(v).or_default() += 1;
+                *tally.entry((v, w.left_out.as_slice())).or_default() += 1;
             }
         }
-        let winner = tally.into_iter().find(|(_, n)| 2 * n > included.len()).map(|(h, _)| h);
+        let winner = tally
+            .into_iter()
+            .find(|(_, n)| 2 * n > included.len())
+            .map(|((h, left_out), _)| (h, left_out.to_vec()));
         match winner {
-            Some(checkpoint) => self.pay_round(id, j, checkpoint, &included, &audits, height, events)?,
+            Some((checkpoint, unserved)) => {
+                let used: Vec<(Address, Reveal)> = included
+                    .iter()
+                    .filter(|(a, _)| !unserved.contains(a))
+                    .copied()
+                    .collect();
+                self.pay_round(id, j, checkpoint, &used, &unserved, &audits, height, events)?
+            }
             None => {
                 j.rounds_failed += 1;
                 events.push(Event::TrainRoundFailed { job: id, round });
@@ -1126,6 +1150,7 @@ impl State {
         j: &mut TrainJob,
         checkpoint: Hash32,
         included: &[(Address, Reveal)],
+        unserved: &[Address],
         audits: &[(Address, AuditRecord)],
         height: u64,
         events: &mut Vec<Event>,
@@ -1153,7 +1178,9 @@ impl State {
             .iter()
             .filter(|(_, a)| matches!(a.outcome, Some(AuditOutcome::Unavailable | AuditOutcome::Undecided)))
             .count() as u128
-            * j.spec.round_tokens();
+            * j.spec.round_tokens()
+            // So does the share of an update the majority could not fetch.
+            + unserved.len() as u128 * j.spec.round_tokens();
         let total: u128 = tokens.values().sum::<u128>() + withheld;
         let denom = j.spec.budget.denom.clone();
         let take_bps = u128::from(self.params.denom(&denom).map_or(0, |d| d.take_bps));
@@ -1198,6 +1225,7 @@ impl State {
                     trace: r.trace,
                 })
                 .collect(),
+            unserved: unserved.to_vec(),
             audits: audits
                 .iter()
                 .map(|(target, a)| AuditSummary {
@@ -1216,6 +1244,7 @@ impl State {
             checkpoint,
             previous: j.checkpoint,
             included: included.len() as u16,
+            unserved: unserved.to_vec(),
         });
         j.checkpoint = checkpoint;
         j.checkpoint_round = Some(round);

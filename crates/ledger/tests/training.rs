@@ -355,8 +355,15 @@ impl Job {
     }
 
     fn vote(&mut self, who: &[usize], checkpoint: [u8; 32]) {
+        self.vote_leaving_out(who, checkpoint, &[]);
+    }
+
+    /// Workers `who` vote for `checkpoint` made without the updates of workers `left_out`.
+    fn vote_leaving_out(&mut self, who: &[usize], checkpoint: [u8; 32], left_out: &[usize]) {
         let round = self.round();
         self.wait(round, Phase::Aggregate);
+        let mut left_out: Vec<Address> = left_out.iter().map(|&i| self.addr(i)).collect();
+        left_out.sort();
         let msgs = who
             .iter()
             .map(|&i| {
@@ -366,6 +373,7 @@ impl Job {
                         job: self.id,
                         round,
                         checkpoint,
+                        left_out: left_out.clone(),
                     },
                 )
             })
@@ -788,6 +796,7 @@ fn a_withheld_reveal_costs_the_whole_bond_and_the_update() {
         job: j.id,
         round: 0,
         checkpoint: [9; 32],
+        left_out: Vec::new(),
     };
     expect_err(&j.one(2, m), "train", 32);
 }
@@ -822,6 +831,7 @@ fn a_round_without_a_majority_checkpoint_pays_nobody_and_the_next_one_can() {
                 job: 0,
                 round: 0,
                 checkpoint: [2; 32],
+                left_out: Vec::new(),
             },
         ),
         (
@@ -830,6 +840,7 @@ fn a_round_without_a_majority_checkpoint_pays_nobody_and_the_next_one_can() {
                 job: 0,
                 round: 0,
                 checkpoint: [2; 32],
+                left_out: Vec::new(),
             },
         ),
     ]);
@@ -1159,4 +1170,48 @@ fn a_pass_that_does_not_open_the_targets_loss_seal_is_refused() {
     assert!(j.audits().iter().any(|(t, a)| *t == target && a.verdict.is_none()));
     let r = j.one(ai, post_audit(&j, 0, Verdict::Pass { digest: j.digest_of(0) }));
     assert!(r.is_ok(), "{}", r.log);
+}
+
+#[test]
+fn an_update_the_majority_could_not_fetch_is_left_out_unpaid_and_the_round_still_settles() {
+    let mut j = Job::new(4, spec(4, 1, 0));
+    let all = [0, 1, 2, 3];
+    j.commit(&all);
+    j.reveal(&all);
+    j.wait_past_reveal();
+    j.pass_all_but(&[]);
+    j.wait(0, Phase::Aggregate);
+    let hidden = j.addr(3);
+    // Only another included worker's update can be left out: not the voter's own, nor a
+    // stranger's.
+    let vote = |j: &Job, left_out: Vec<Address>| Msg::PostCheckpoint {
+        job: j.id,
+        round: 0,
+        checkpoint: [9; 32],
+        left_out,
+    };
+    let stranger = key(KeyScheme::Ed25519, 77).address();
+    let rs = j.batch(vec![(3, vote(&j, vec![hidden])), (0, vote(&j, vec![stranger]))]);
+    expect_err(&rs[0], "train", 44);
+    expect_err(&rs[1], "train", 44);
+    // Three of four leave worker 3's update out; worker 3 votes for the set with it.
+    j.vote_leaving_out(&[0, 1, 2], [9; 32], &[3]);
+    j.finish_round(0);
+    let rec = j.c.state.round_record(j.id, 0).expect("the round settled");
+    assert_eq!(rec.checkpoint, [9; 32]);
+    assert_eq!(rec.unserved, vec![hidden]);
+    assert!(rec.included.iter().all(|u| u.worker != hidden));
+    assert_eq!(rec.included.len(), 3);
+    // Its share stayed in the escrow and went back to the owner: the others are paid as if it
+    // had been paid too (the whole budget is this one round's: a quarter each, less 4 %).
+    assert!(j.rewards(&hidden).is_empty());
+    for i in 0..3 {
+        assert_eq!(j.rewards(&j.addr(i)), vec![288_000]);
+    }
+    assert_eq!(j.state().state, JobState::Finished);
+    assert_eq!(
+        (j.state().paid, j.state().take, j.state().refunded),
+        (864_000, 36_000, 300_000)
+    );
+    assert_eq!(j.bal(&j.c.state.train_escrow()), 0);
 }

@@ -275,6 +275,7 @@ fn msg(c: &Chain, keys: &[SigningKey], op: &Op) -> Option<Msg> {
             job,
             round: round(job),
             checkpoint: [checkpoint + 40; 32],
+            left_out: Vec::new(),
         },
         Op::Cancel { job, .. } => Msg::CancelJob { job },
         Op::Skip { .. } | Op::Step { .. } => return None,

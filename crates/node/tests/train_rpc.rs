@@ -409,6 +409,7 @@ fn a_job_run_by_signed_transactions_reads_back_typed_on_every_training_endpoint(
                 job: 0,
                 round: 0,
                 checkpoint: CHECKPOINT,
+                left_out: Vec::new(),
             }],
         );
     }

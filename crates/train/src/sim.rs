@@ -478,6 +478,18 @@ impl Trial {
                 let of = self.audits(|target, _| target == self.cheat);
                 !of.is_empty() && of.iter().all(|o| *o == AuditOutcome::Unavailable)
             }
+            // Every checkpoint was made without its update, which it was not paid for.
+            Adversary::HideUpdate => {
+                let unserved: Vec<bool> = self
+                    .events
+                    .iter()
+                    .filter_map(|e| match e {
+                        Event::TrainCheckpoint { unserved, .. } => Some(unserved.contains(&self.cheat)),
+                        _ => None,
+                    })
+                    .collect();
+                !unserved.is_empty() && unserved.iter().all(|u| *u)
+            }
             _ => s.contains(&(self.cheat, R::FailedAudit)),
         }
     }

@@ -114,6 +114,9 @@ pub enum Adversary {
     /// Trains honestly but reveals a loss seal that no replay opens (so that no auditor can
     /// pass it and be paid for the work).
     BadSeal,
+    /// Trains and reveals honestly but never serves its update, so that nobody can aggregate
+    /// it (to stall the round: no checkpoint, nobody paid).
+    HideUpdate,
 }
 
 impl std::str::FromStr for Adversary {
@@ -132,6 +135,7 @@ impl std::str::FromStr for Adversary {
             "false-auditor" => Adversary::FalseAuditor,
             "lazy-auditor" => Adversary::LazyAuditor,
             "bad-seal" => Adversary::BadSeal,
+            "hide-update" => Adversary::HideUpdate,
             other => match other.strip_prefix("perturb:") {
                 Some(r) => match r.parse::<f32>() {
                     Ok(r) if r.is_finite() && r > 0.0 && r < 1.0 => Adversary::Perturb(r),
@@ -140,7 +144,7 @@ impl std::str::FromStr for Adversary {
                 None => {
                     return Err(format!(
                         "unknown adversary {other:?}: lazy, noise, sign-flip, copier, stale, withhold, crash, \
-                         wrong-shards, false-auditor, lazy-auditor, bad-seal or perturb:R"
+                         wrong-shards, false-auditor, lazy-auditor, bad-seal, hide-update or perturb:R"
                     ))
                 }
             },
@@ -257,6 +261,9 @@ pub struct Worker {
     ef: Vec<f32>,
     ef_candidates: BTreeMap<Hash32, Vec<f32>>,
     trained: Option<Trained>,
+    /// Updates fetched for the aggregate of the current round, by hash (kept across polls, so
+    /// a retry fetches only what is still missing).
+    fetched: BTreeMap<Hash32, Update>,
     blobs: Arc<BlobStore>,
     pub adversary: Option<Adversary>,
     pub accounting: Accounting,
@@ -310,6 +317,7 @@ impl Worker {
             ef: vec![0.0; n],
             ef_candidates: BTreeMap::new(),
             trained: None,
+            fetched: BTreeMap::new(),
             blobs,
             adversary: None,
             accounting: Accounting::default(),
@@ -482,11 +490,12 @@ impl Worker {
                 if work.reveal.is_none() || work.excluded || work.vote.is_some() {
                     return Ok(Step::Idle);
                 }
-                let checkpoint = self.aggregate(&v, peers)?;
+                let (checkpoint, left_out) = self.aggregate(&v, peers)?;
                 chain.submit(Msg::PostCheckpoint {
                     job: self.job,
                     round: r,
                     checkpoint,
+                    left_out,
                 })?;
                 Ok(Step::Voted { round: r, checkpoint })
             }
@@ -598,7 +607,10 @@ impl Worker {
             _ => {}
         }
         // Serve what auditors, referees and aggregators will ask for.
-        self.blobs.put(out.update_hash, out.update_bytes.clone());
+        self.fetched.clear();
+        if adversary != Some(Adversary::HideUpdate) {
+            self.blobs.put(out.update_hash, out.update_bytes.clone());
+        }
         self.blobs.put(out.trace_root, state::encode_trace(&out.trace));
         if out.ef_in != [0; 32] {
             self.blobs.put(out.ef_in, state::encode_ef(&self.ef));
@@ -973,21 +985,34 @@ impl Worker {
     }
 
     /// Fetches every included update (checking its hash), averages them in address order and
-    /// takes the outer step: the checkpoint this worker votes for.
-    fn aggregate(&mut self, v: &JobView, peers: &dyn Peers) -> Result<Hash32, WorkerError> {
-        let n = self.n();
+    /// takes the outer step: the checkpoint this worker votes for, and the included workers it
+    /// left out. An update that cannot be had (not served, or not what was revealed) is asked
+    /// for again at the next poll until the phase's last two blocks; then the vote leaves it
+    /// out, so one worker that withholds its update cannot stall the round.
+    fn aggregate(&mut self, v: &JobView, peers: &dyn Peers) -> Result<(Hash32, Vec<Address>), WorkerError> {
         let t0 = std::time::Instant::now();
-        let mut updates = Vec::new();
+        let late = v.height.saturating_add(2) >= v.job.deadline;
+        let mut used = Vec::new();
+        let mut left_out = Vec::new();
         for (who, w) in &v.works {
             let (Some(reveal), false) = (w.reveal, w.excluded) else {
                 continue;
             };
-            let bytes = self.fetch_from(v, peers, who, &reveal.update, blob_limit(n))?;
-            if compress::update_hash(&bytes) != reveal.update {
-                return Err(WorkerError::Peer(format!("{who} served an update with another hash")));
+            if !self.fetched.contains_key(&reveal.update) {
+                match self.fetch_update(v, peers, who, &reveal.update) {
+                    Ok(u) => {
+                        self.fetched.insert(reveal.update, u);
+                    }
+                    Err(e) if !late => return Err(e),
+                    Err(_) => {
+                        left_out.push(*who);
+                        continue;
+                    }
+                }
             }
-            updates.push(Update::decode(&bytes, n as u32, blob_limit(n))?);
+            used.push(reveal.update);
         }
+        let updates: Vec<Update> = used.iter().filter_map(|h| self.fetched.get(h).cloned()).collect();
         let ckpt = self
             .checkpoints
             .get(&v.job.checkpoint)
@@ -998,7 +1023,31 @@ impl Worker {
             })?;
         let next = round::aggregate(&self.cfg, &ckpt, &updates)?;
         self.accounting.aggregate_seconds += t0.elapsed().as_secs_f64();
-        Ok(self.add_checkpoint(next))
+        Ok((self.add_checkpoint(next), left_out))
+    }
+
+    /// `who`'s update `hash`, checked and decoded (this worker's own from what it trained).
+    fn fetch_update(
+        &mut self,
+        v: &JobView,
+        peers: &dyn Peers,
+        who: &Address,
+        hash: &Hash32,
+    ) -> Result<Update, WorkerError> {
+        let n = self.n();
+        let own = self
+            .trained
+            .as_ref()
+            .filter(|t| *who == self.address && t.out.update_hash == *hash)
+            .map(|t| t.out.update_bytes.clone());
+        let bytes = match own {
+            Some(b) => b,
+            None => self.fetch_from(v, peers, who, hash, blob_limit(n))?,
+        };
+        if compress::update_hash(&bytes) != *hash {
+            return Err(WorkerError::Peer(format!("{who} served an update with another hash")));
+        }
+        Ok(Update::decode(&bytes, n as u32, blob_limit(n))?)
     }
 }
 

@@ -155,3 +155,21 @@ fn a_worker_whose_loss_seal_no_replay_opens_is_left_out_and_nobody_is_slashed() 
         assert_eq!(t.paid_rounds(h), vec![0, 1, 2]);
     }
 }
+
+#[test]
+fn an_update_nobody_can_fetch_is_left_out_of_the_checkpoint_and_unpaid_and_the_rounds_go_on() {
+    let t = sim::trial(Adversary::HideUpdate).expect("the job runs");
+    assert!(t.caught(), "a checkpoint used the hidden update");
+    assert!(
+        t.slashes().is_empty(),
+        "withholding an update is not provable: {:?}",
+        t.slashes()
+    );
+    for h in &t.honest {
+        assert_eq!(
+            t.paid_rounds(h),
+            vec![0, 1, 2],
+            "every round still produced a checkpoint"
+        );
+    }
+}

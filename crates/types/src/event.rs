@@ -246,6 +246,7 @@ pub enum Event {
         #[serde(with = "hex_array")]
         #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
         checkpoint: Hash32,
+        left_out: Vec<Address>,
     },
     /// train: the round settled with a checkpoint voted by more than half of its `included`
     /// workers; its provenance record is stored under (job, round).
@@ -259,6 +260,8 @@ pub enum Event {
         #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
         previous: Hash32,
         included: u16,
+        /// Workers whose updates the majority's vote left out as unfetchable (unpaid for them).
+        unserved: Vec<Address>,
     },
     /// train: a worker or auditor was paid for the round's verified tokens; `take` went to the
     /// fee pool.

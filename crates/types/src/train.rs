@@ -530,6 +530,18 @@ pub fn validate_steps(field: &str, steps: &[Hash32]) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Checks a vote's `left_out`: at most [`MAX_WORKERS`] addresses, strictly ascending (one
+/// canonical form per set, so equal sets are equal votes).
+pub fn validate_left_out(field: &str, left_out: &[Address]) -> Result<(), SpecError> {
+    if left_out.len() > usize::from(MAX_WORKERS) {
+        return Err(invalid(field, format!("must name at most {MAX_WORKERS} workers")));
+    }
+    if left_out.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(invalid(field, "must be in strictly ascending address order"));
+    }
+    Ok(())
+}
+
 /// Checks the boundary hashes of a failing verdict's trace: at least two (a round has at least
 /// one training segment), at most [`MAX_TRACE_HASHES`].
 pub fn validate_trace(field: &str, trace: &[Hash32]) -> Result<(), SpecError> {
@@ -867,6 +879,9 @@ pub struct RoundWork {
     #[serde(with = "hex_opt")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::Hash>))]
     pub vote: Option<Hash32>,
+    /// The included workers whose updates the vote left out (unfetchable), in address order.
+    #[serde(default)]
+    pub left_out: Vec<Address>,
 }
 
 /// An opened commitment.
@@ -992,6 +1007,10 @@ pub struct RoundRecord {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
     pub dataset: Hash32,
     pub included: Vec<IncludedUpdate>,
+    /// Workers that passed their audits (or were not drawn) but whose update the majority's
+    /// vote left out, because its voters could not fetch it: unpaid for it, in address order.
+    #[serde(default)]
+    pub unserved: Vec<Address>,
     pub audits: Vec<AuditSummary>,
     pub height: u64,
 }
@@ -1176,6 +1195,27 @@ mod tests {
         for (i, c) in changed.iter().enumerate() {
             assert_ne!(base, *c, "change {i} left the commitment as it was");
         }
+    }
+
+    #[test]
+    fn a_votes_left_out_set_has_one_canonical_form() {
+        let (x, y) = (a(1), a(2));
+        assert!(validate_left_out("v", &[]).is_ok());
+        assert!(validate_left_out("v", &[x, y]).is_ok());
+        for bad in [vec![y, x], vec![x, x]] {
+            let err = validate_left_out("v", &bad).expect_err("not strictly ascending");
+            assert!(err.to_string().contains("ascending"), "{err}");
+        }
+        // Ascending, but one more than a job can have workers.
+        let many: Vec<Address> = (0..=MAX_WORKERS)
+            .map(|i| {
+                let mut b = [0u8; 20];
+                b[..2].copy_from_slice(&i.to_be_bytes());
+                Address::Native(b)
+            })
+            .collect();
+        let err = validate_left_out("v", &many).expect_err("too many");
+        assert!(err.to_string().contains("at most"), "{err}");
     }
 
     #[test]

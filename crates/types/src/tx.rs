@@ -241,13 +241,18 @@ pub enum Msg {
         #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
         hash: Hash32,
     },
-    /// train: an included worker's vote for the round's new checkpoint.
+    /// train: an included worker's vote for the round's new checkpoint, made from every included
+    /// update but those of `left_out` (the included workers whose update the voter could not
+    /// fetch, in address order). The majority's set is the round's: a worker left out by it is
+    /// not paid for its update, which no checkpoint used.
     PostCheckpoint {
         job: u64,
         round: u32,
         #[serde(with = "hex_array")]
         #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Hash))]
         checkpoint: Hash32,
+        #[serde(default)]
+        left_out: Vec<Address>,
     },
     /// train: the owner cancels a job that is recruiting; budget and bonds are refunded.
     CancelJob {
@@ -374,6 +379,9 @@ impl Msg {
             Msg::JoinJob { blob_uri, .. } => validate_blob_uri(&format!("{field}.blob_uri"), blob_uri),
             Msg::PostAudit { verdict, .. } => verdict.validate(&format!("{field}.verdict")),
             Msg::DisputeAudit { steps, .. } => crate::train::validate_steps(&format!("{field}.steps"), steps),
+            Msg::PostCheckpoint { left_out, .. } => {
+                crate::train::validate_left_out(&format!("{field}.left_out"), left_out)
+            }
             _ => Ok(()),
         }
     }

@@ -244,7 +244,8 @@ fn train_msg() -> impl Strategy<Value = Msg> {
         (any::<u64>(), any::<[u8; 32]>()).prop_map(|(job, checkpoint)| Msg::PostCheckpoint {
             job,
             round: 3,
-            checkpoint
+            checkpoint,
+            left_out: Vec::new(),
         }),
         any::<u64>().prop_map(|job| Msg::LeaveJob { job }),
         any::<u64>().prop_map(|job| Msg::CancelJob { job }),

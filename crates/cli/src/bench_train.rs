@@ -136,6 +136,64 @@ fn job_spec(p: &Profile) -> JobSpec {
     }
 }
 
+/// The baseline's step, synchronous data parallelism on this machine: the batch of `step` cut
+/// into `parts` equal slices whose gradients as many threads compute at once, averaged, then
+/// one AdamW step. The same mean gradient as one trainer on the whole batch (up to the order
+/// of the additions), at the speed of `parts` cores: the kernels' own threads gain little on a
+/// model this small.
+fn data_parallel_step(
+    model: &Model,
+    cfg: &round::TrainConfig,
+    st: &mut WorkerState,
+    work: &Work,
+    step: u32,
+    parts: usize,
+) -> Result<()> {
+    let b = data::sample_batch(&work.chunks, &work.seed, step, cfg.batch, cfg.model.seq_len as u32)?;
+    let parts = parts.max(1);
+    let seqs = cfg.batch as usize;
+    if seqs % parts != 0 {
+        return Err(anyhow!("a batch of {seqs} does not split into {parts} equal parts"));
+    }
+    let per = seqs / parts;
+    let slice = per * cfg.model.seq_len;
+    let tokens: Vec<u32> = b.tokens.iter().map(|&t| u32::from(t)).collect();
+    let targets: Vec<u32> = b.targets.iter().map(|&t| u32::from(t)).collect();
+    let n = st.params.len();
+    let params = &st.params;
+    let grads: Vec<Vec<f32>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..parts)
+            .map(|i| {
+                let (x, y) = (
+                    &tokens[i * slice..(i + 1) * slice],
+                    &targets[i * slice..(i + 1) * slice],
+                );
+                sc.spawn(move || -> Result<Vec<f32>> {
+                    let mut g = vec![0.0f32; n];
+                    model.loss_and_grad(params, x, y, per, &mut g)?;
+                    Ok(g)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow!("a trainer panicked"))?)
+            .collect::<Result<Vec<Vec<f32>>>>()
+    })?;
+    let inv = 1.0 / parts as f32;
+    let mut grad = vec![0.0f32; n];
+    for g in &grads {
+        for (a, x) in grad.iter_mut().zip(g) {
+            *a += x;
+        }
+    }
+    for a in &mut grad {
+        *a *= inv;
+    }
+    pazar_train::optim::adamw_step(&cfg.adam, &mut st.adam, &mut st.params, &mut grad);
+    Ok(())
+}
+
 #[derive(Serialize)]
 pub struct TrainBenchReport {
     pub profile: String,
@@ -223,6 +281,7 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
     let eval = data::eval_batches(&eval_chunks, 16, p.model.seq_len, p.eval_batches)?;
     let cfg = worker::train_config(&spec, dataset.train_count())?;
     let parallel = Model::new(cfg.model, Threads(2))?;
+    let one = Model::new(cfg.model, Threads::ONE)?;
     let warm: Vec<f32> = {
         let work = Work {
             chunks: chunks[..train_n].to_vec(),
@@ -233,11 +292,16 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
             vec![0.0; parallel.param_count()],
         );
         for s in 0..p.warm_steps {
-            round::train_step(&parallel, &cfg, &mut st, &work, s)?;
+            data_parallel_step(&one, &cfg, &mut st, &work, s, 2)?;
         }
         st.params
     };
     let warm_loss = round::evaluate(&parallel, &warm, &eval)? as f64;
+    tracing::info!(
+        seconds = t_all.elapsed().as_secs_f64(),
+        warm_loss,
+        "bench train: warm start done"
+    );
 
     // The protocol.
     let mut s = sim::job(
@@ -267,6 +331,11 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
         };
         seen = s.ledger.lock().map_err(|_| anyhow!("ledger lock"))?.events.len();
         for (r, c) in events {
+            tracing::debug!(
+                round = r,
+                seconds = t_all.elapsed().as_secs_f64(),
+                "bench train: round settled"
+            );
             if (r + 1) % p.eval_every == 0 || r + 1 == p.rounds {
                 let ck = s.workers[0]
                     .1
@@ -294,6 +363,11 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
     }
     let eval_loss = last.eval_loss;
 
+    tracing::info!(
+        seconds = t_all.elapsed().as_secs_f64(),
+        eval_loss,
+        "bench train: protocol done"
+    );
     // The baseline: one process, the same tokens (all workers' batches in one), same start.
     let base_cfg = pazar_train::round::TrainConfig {
         batch: p.batch * p.workers as u32,
@@ -307,7 +381,7 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
     let mut ci = 0;
     for r in 0..p.rounds {
         for k in 0..p.inner_steps {
-            round::train_step(&parallel, &base_cfg, &mut st, &work, r * p.inner_steps + k)?;
+            data_parallel_step(&one, &base_cfg, &mut st, &work, r * p.inner_steps + k, p.workers)?;
         }
         if ci < curve.len() && curve[ci].round == r + 1 {
             curve[ci].baseline_eval_loss = Some(round::evaluate(&parallel, &st.params, &eval)? as f64);
@@ -319,6 +393,11 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
         .and_then(|c| c.baseline_eval_loss)
         .ok_or_else(|| anyhow!("no baseline evaluation"))?;
 
+    tracing::info!(
+        seconds = t_all.elapsed().as_secs_f64(),
+        baseline,
+        "bench train: baseline done"
+    );
     // Plain training of a worker's steps, for the protocol's overhead: as many trainers as
     // workers, in parallel as the workers ran (on a 2-core machine two threads slow each other
     // down; that is the machine, not the protocol).
@@ -378,6 +457,10 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
         plain: plain_per_step * f64::from(p.rounds) * f64::from(p.inner_steps),
     };
 
+    tracing::info!(
+        seconds = t_all.elapsed().as_secs_f64(),
+        "bench train: plain timing done"
+    );
     // Cheaters, each among honest workers with every worker audited every round.
     let kinds = [
         Adversary::Lazy,

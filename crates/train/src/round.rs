@@ -250,15 +250,20 @@ pub fn train_segment(
     work: &Work,
     segment: u32,
 ) -> Result<Vec<f32>, RoundError> {
+    segment_range(cfg, segment)?
+        .map(|step| train_step(model, cfg, state, work, step))
+        .collect()
+}
+
+/// The steps of training segment `segment` (< K).
+fn segment_range(cfg: &TrainConfig, segment: u32) -> Result<std::ops::Range<u32>, RoundError> {
     if segment >= cfg.segments() {
         return Err(RoundError::Invalid(format!(
             "segment {segment} is not a training segment"
         )));
     }
     let first = segment * cfg.segment_steps;
-    (first..first + cfg.segment_steps)
-        .map(|step| train_step(model, cfg, state, work, step))
-        .collect()
+    Ok(first..first + cfg.segment_steps)
 }
 
 /// Trains `state` through segment `segment` (< K) in place: the hash after each step.
@@ -269,18 +274,12 @@ pub fn advance_segment(
     work: &Work,
     segment: u32,
 ) -> Result<Vec<Hash32>, RoundError> {
-    if segment >= cfg.segments() {
-        return Err(RoundError::Invalid(format!(
-            "segment {segment} is not a training segment"
-        )));
-    }
-    let first = segment * cfg.segment_steps;
-    let mut hashes = Vec::with_capacity(cfg.segment_steps as usize);
-    for step in first..first + cfg.segment_steps {
-        train_step(model, cfg, state, work, step)?;
-        hashes.push(state.hash());
-    }
-    Ok(hashes)
+    segment_range(cfg, segment)?
+        .map(|step| {
+            train_step(model, cfg, state, work, step)?;
+            Ok(state.hash())
+        })
+        .collect()
 }
 
 /// Replays the compression step: `[update hash, residual hash]` from the state after H steps.

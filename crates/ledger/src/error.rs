@@ -277,6 +277,8 @@ pub enum TrainError {
     SealNotOpened(Address),
     #[error("{0} is not another included worker of this round: a vote can leave out only those updates")]
     NotLeavable(Address),
+    #[error("left_out must be in strictly ascending address order")]
+    LeftOutOrder,
 }
 
 impl TrainError {
@@ -326,6 +328,7 @@ impl TrainError {
             TrainError::DisputeContradictsCommitment => 42,
             TrainError::SealNotOpened(_) => 43,
             TrainError::NotLeavable(_) => 44,
+            TrainError::LeftOutOrder => 45,
         }
     }
 }

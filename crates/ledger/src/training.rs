@@ -593,7 +593,7 @@ impl State {
         match verdict {
             Verdict::Fail { segment, steps, trace } => check_failing_verdict(&j.spec, &reveal, *segment, steps, trace)?,
             // A pass must show the replay was done: only the round's loss digest opens the seal.
-            Verdict::Pass { digest } if loss_seal(digest) != reveal.seal => {
+            Verdict::Pass { digest } if loss_seal(id, round, &target, digest) != reveal.seal => {
                 return Err(TrainError::SealNotOpened(target).into())
             }
             Verdict::Pass { .. } | Verdict::Unavailable => {}
@@ -739,6 +739,11 @@ impl State {
         left_out: &[Address],
     ) -> Result<(), TxError> {
         let mut j = self.job_in_phase(id, round, Phase::Aggregate, "vote for a checkpoint")?;
+        // One form per set, so equal sets are equal votes (decoding checks it too; this holds
+        // for every path into the state).
+        if left_out.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(TrainError::LeftOutOrder.into());
+        }
         // Only another included worker's update can be left out (the voter has its own).
         for who in left_out {
             let included = self

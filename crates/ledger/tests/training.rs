@@ -232,7 +232,7 @@ impl Job {
             trace: trace_root(&self.trace_of(i)),
             ef_in,
             ef_out: h(&[b"ef", &round.to_le_bytes(), &[i as u8]]),
-            seal: loss_seal(&self.digest_of(i)),
+            seal: loss_seal(self.id, round, &self.addr(i), &self.digest_of(i)),
         }
     }
 
@@ -1194,7 +1194,7 @@ fn an_update_the_majority_could_not_fetch_is_left_out_unpaid_and_the_round_still
     let rs = j.batch(vec![(3, vote(&j, vec![hidden])), (0, vote(&j, vec![stranger]))]);
     expect_err(&rs[0], "train", 44);
     expect_err(&rs[1], "train", 44);
-    // Three of four leave worker 3's update out; worker 3 votes for the set with it.
+    // Three of four leave worker 3's update out, a majority; worker 3 does not vote.
     j.vote_leaving_out(&[0, 1, 2], [9; 32], &[3]);
     j.finish_round(0);
     let rec = j.c.state.round_record(j.id, 0).expect("the round settled");

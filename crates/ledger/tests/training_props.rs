@@ -187,7 +187,7 @@ fn reveal_of(c: &Chain, by: &Address, job: u64, kind: u8) -> Option<(u32, Reveal
             trace: trace_root(&trace_of(by, j.round)),
             ef_in,
             ef_out: [by.bytes()[1]; 32],
-            seal: loss_seal(&digest_of(by, j.round)),
+            seal: loss_seal(job, j.round, by, &digest_of(by, j.round)),
         },
     ))
 }

@@ -334,7 +334,7 @@ fn a_job_run_by_signed_transactions_reads_back_typed_on_every_training_endpoint(
         trace: [0x50 + i; 32],
         ef_in: [0; 32],
         ef_out: [0x60 + i; 32],
-        seal: loss_seal(&digest(i)),
+        seal: loss_seal(0, 0, &workers[usize::from(i)].address(), &digest(i)),
     };
     for (i, w) in workers.iter().enumerate() {
         let commitment = update_commitment(0, 0, &w.address(), &reveal(i as u8));

@@ -263,7 +263,7 @@ pub struct Worker {
     trained: Option<Trained>,
     /// Updates fetched for the aggregate of the current round, by hash (kept across polls, so
     /// a retry fetches only what is still missing).
-    fetched: BTreeMap<Hash32, Update>,
+    fetched: BTreeMap<(Address, Hash32), Update>,
     blobs: Arc<BlobStore>,
     pub adversary: Option<Adversary>,
     pub accounting: Accounting,
@@ -628,8 +628,8 @@ impl Worker {
                 ef_in: out.ef_in,
                 ef_out: out.ef_out_hash,
                 seal: match adversary {
-                    Some(Adversary::BadSeal) => loss_seal(&round::loss_digest(&[f32::NAN])),
-                    _ => loss_seal(&out.loss_digest),
+                    Some(Adversary::BadSeal) => loss_seal(self.job, r, &self.address, &round::loss_digest(&[f32::NAN])),
+                    _ => loss_seal(self.job, r, &self.address, &out.loss_digest),
                 },
             },
             out,
@@ -902,7 +902,7 @@ impl Worker {
             // unavailable (its round unpaid, its update unused).
             None => {
                 let digest = round::loss_digest(&losses);
-                if loss_seal(&digest) != reveal.seal {
+                if loss_seal(self.job, v.job.round, target, &digest) != reveal.seal {
                     Verdict::Unavailable
                 } else if self.adversary == Some(Adversary::FalseAuditor) {
                     // Claims the first segment ended elsewhere than the target's trace says.
@@ -998,10 +998,12 @@ impl Worker {
             let (Some(reveal), false) = (w.reveal, w.excluded) else {
                 continue;
             };
-            if !self.fetched.contains_key(&reveal.update) {
+            // By worker: one that revealed another's update must still serve it itself.
+            let key = (*who, reveal.update);
+            if !self.fetched.contains_key(&key) {
                 match self.fetch_update(v, peers, who, &reveal.update) {
                     Ok(u) => {
-                        self.fetched.insert(reveal.update, u);
+                        self.fetched.insert(key, u);
                     }
                     Err(e) if !late => return Err(e),
                     Err(_) => {
@@ -1010,9 +1012,9 @@ impl Worker {
                     }
                 }
             }
-            used.push(reveal.update);
+            used.push(key);
         }
-        let updates: Vec<Update> = used.iter().filter_map(|h| self.fetched.get(h).cloned()).collect();
+        let updates: Vec<Update> = used.iter().filter_map(|k| self.fetched.get(k).cloned()).collect();
         let ckpt = self
             .checkpoints
             .get(&v.job.checkpoint)

@@ -605,14 +605,19 @@ pub fn update_commitment(job: u64, round: u32, worker: &Address, r: &Reveal) -> 
     h.finalize().into()
 }
 
-/// `SHA-256("pazar/train/seal/v1\0" ‖ digest)`: what a worker reveals of the digest of its
-/// round's per-step losses. The digest stays with the worker; an auditor that replays the round
+/// `SHA-256("pazar/train/seal/v1\0" ‖ job (u64 LE) ‖ round (u32 LE) ‖ Borsh(worker) ‖ digest)`:
+/// what a worker reveals of the digest of its round's per-step losses. It names the worker, so
+/// a digest made public by one pass opens no other worker's seal (a copier that copies another's
+/// whole reveal, seal included, cannot be passed with the digest of the original's pass). The digest stays with the worker; an auditor that replays the round
 /// computes it and opens the seal with [`Verdict::Pass`]. A pre-image of a hash of 32 unknown
 /// bytes cannot be guessed, so a pass that opens the seal proves the replay was done (or that
 /// the target told the auditor, which collusion can always do).
-pub fn loss_seal(digest: &Hash32) -> Hash32 {
+pub fn loss_seal(job: u64, round: u32, worker: &Address, digest: &Hash32) -> Hash32 {
     let mut h = Sha256::new();
     h.update(SEAL_DOMAIN);
+    h.update(job.to_le_bytes());
+    h.update(round.to_le_bytes());
+    h.update(borsh::to_vec(worker).expect("encoding into a Vec cannot fail"));
     h.update(digest);
     h.finalize().into()
 }
@@ -1221,10 +1226,15 @@ mod tests {
     #[test]
     fn a_seal_is_opened_only_by_its_digest() {
         let d = [9u8; 32];
-        assert_eq!(loss_seal(&d), loss_seal(&[9u8; 32]));
-        assert_ne!(loss_seal(&d), loss_seal(&[10u8; 32]));
+        let seal = |job: u64, round: u32, w: u8, d: &[u8; 32]| loss_seal(job, round, &a(w), d);
+        assert_eq!(seal(1, 2, 3, &d), seal(1, 2, 3, &[9u8; 32]));
+        assert_ne!(seal(1, 2, 3, &d), seal(1, 2, 3, &[10u8; 32]));
+        // The same digest seals differently for another worker, job or round.
+        assert_ne!(seal(1, 2, 3, &d), seal(1, 2, 4, &d));
+        assert_ne!(seal(1, 2, 3, &d), seal(2, 2, 3, &d));
+        assert_ne!(seal(1, 2, 3, &d), seal(1, 3, 3, &d));
         // The seal is not the digest itself, so revealing it does not give the digest away.
-        assert_ne!(loss_seal(&d), d);
+        assert_ne!(seal(1, 2, 3, &d), d);
     }
 
     #[test]

@@ -585,6 +585,17 @@ pub fn trace_root(trace: &[Hash32]) -> Hash32 {
     h.finalize().into()
 }
 
+/// A hasher fed `domain ‖ job (u64 LE) ‖ round (u32 LE) ‖ Borsh(worker)`: the start of every
+/// hash that binds one worker's round.
+fn worker_hasher(domain: &[u8], job: u64, round: u32, worker: &Address) -> Sha256 {
+    let mut h = Sha256::new();
+    h.update(domain);
+    h.update(job.to_le_bytes());
+    h.update(round.to_le_bytes());
+    h.update(borsh::to_vec(worker).expect("encoding into a Vec cannot fail"));
+    h
+}
+
 /// `SHA-256("pazar/train/commit/v1\0" ‖ job (u64 LE) ‖ round (u32 LE) ‖ Borsh(worker) ‖ update ‖
 /// trace ‖ ef_in ‖ ef_out ‖ seal)`: what a worker commits in its round's train or commit phase
 /// and must open with `RevealUpdate`. `update` is the hash of the compressed pseudo-gradient
@@ -592,11 +603,7 @@ pub fn trace_root(trace: &[Hash32]) -> Hash32 {
 /// of the compression residual carried in and out (error feedback), `seal` the [`loss_seal`] of
 /// its loss digest.
 pub fn update_commitment(job: u64, round: u32, worker: &Address, r: &Reveal) -> Hash32 {
-    let mut h = Sha256::new();
-    h.update(COMMIT_DOMAIN);
-    h.update(job.to_le_bytes());
-    h.update(round.to_le_bytes());
-    h.update(borsh::to_vec(worker).expect("encoding into a Vec cannot fail"));
+    let mut h = worker_hasher(COMMIT_DOMAIN, job, round, worker);
     h.update(r.update);
     h.update(r.trace);
     h.update(r.ef_in);
@@ -608,16 +615,12 @@ pub fn update_commitment(job: u64, round: u32, worker: &Address, r: &Reveal) -> 
 /// `SHA-256("pazar/train/seal/v1\0" ‖ job (u64 LE) ‖ round (u32 LE) ‖ Borsh(worker) ‖ digest)`:
 /// what a worker reveals of the digest of its round's per-step losses. It names the worker, so
 /// a digest made public by one pass opens no other worker's seal (a copier that copies another's
-/// whole reveal, seal included, cannot be passed with the digest of the original's pass). The digest stays with the worker; an auditor that replays the round
-/// computes it and opens the seal with [`Verdict::Pass`]. A pre-image of a hash of 32 unknown
+/// whole reveal, seal included, cannot be passed with the digest of the original's pass). The
+/// digest stays with the worker; an auditor that replays the round computes it and opens the seal with [`Verdict::Pass`]. A pre-image of a hash of 32 unknown
 /// bytes cannot be guessed, so a pass that opens the seal proves the replay was done (or that
 /// the target told the auditor, which collusion can always do).
 pub fn loss_seal(job: u64, round: u32, worker: &Address, digest: &Hash32) -> Hash32 {
-    let mut h = Sha256::new();
-    h.update(SEAL_DOMAIN);
-    h.update(job.to_le_bytes());
-    h.update(round.to_le_bytes());
-    h.update(borsh::to_vec(worker).expect("encoding into a Vec cannot fail"));
+    let mut h = worker_hasher(SEAL_DOMAIN, job, round, worker);
     h.update(digest);
     h.finalize().into()
 }

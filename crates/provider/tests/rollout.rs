@@ -133,7 +133,7 @@ async fn an_update_replaces_each_replica_keeps_the_volume_and_stops_with_the_rea
     for tag in [V1_IMAGE, V2_IMAGE] {
         build_demo_image(rt.docker(), tag).await.expect("builds the demo image");
     }
-    rt.set_ready_wait(Duration::from_secs(3));
+    rt.set_ready_wait(Duration::from_secs(10));
     let l = lease();
     let _closing = Closing(&l);
     let (v1, v2, v3, v4): (Hash32, Hash32, Hash32, Hash32) = ([1; 32], [2; 32], [3; 32], [4; 32]);
@@ -175,7 +175,7 @@ async fn an_update_replaces_each_replica_keeps_the_volume_and_stops_with_the_rea
         .expect_err("v3 does not serve")
         .to_string();
     assert!(
-        err.contains("replica 0 of \"web\" of version 030303030303 did not serve within 3 s"),
+        err.contains("replica 0 of \"web\" of version 030303030303 did not serve within 10 s"),
         "{err}"
     );
     let st = serving(&rt, &l, &g2).await;
@@ -349,7 +349,9 @@ async fn on_the_sandbox_an_update_replaces_one_replica_at_a_time_and_stops_at_th
     for tag in [V1_IMAGE, V2_IMAGE] {
         store_demo_rootfs(rt.images(), tag).expect("the demo image in the sandbox's store");
     }
-    rt.set_ready_wait(Duration::from_secs(3));
+    // Long enough for a loaded machine to start a replica that serves; one that exits is
+    // reported with its exit (even if started again since) when the window ends.
+    rt.set_ready_wait(Duration::from_secs(10));
     let l = lease();
     let _closing = SandboxClosing(dir.path(), &l);
     let (v1, v2, v3): (Hash32, Hash32, Hash32) = ([1; 32], [2; 32], [3; 32]);
@@ -412,7 +414,7 @@ async fn on_the_sandbox_an_update_replaces_one_replica_at_a_time_and_stops_at_th
         .expect_err("v3 does not serve")
         .to_string();
     assert!(
-        err.contains("replica 0 of \"api\" of version 030303030303 did not serve within 3 s (exited with code 3)"),
+        err.contains("replica 0 of \"api\" of version 030303030303 did not serve within 10 s (exited with code 3)"),
         "{err}"
     );
     let st = rt.status(&l, &g3).await.expect("status");

@@ -426,10 +426,13 @@ impl SandboxRuntime {
                 return Ok(());
             }
             if t0.elapsed() >= self.ready_wait {
-                let why = if alive {
-                    "it runs, but does not accept connections on every port it exposes".to_string()
-                } else {
-                    last_error.unwrap_or_else(|| "it exited".to_string())
+                // An exit during the window is the reason, even when the supervisor has
+                // started the replica again since (its error was cleared when this update
+                // started it).
+                let why = match last_error {
+                    Some(e) => e,
+                    None if alive => "it runs, but does not accept connections on every port it exposes".to_string(),
+                    None => "it exited".to_string(),
                 };
                 return Err(backend(crate::rollout::not_serving(
                     &svc.name,

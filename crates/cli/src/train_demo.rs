@@ -435,7 +435,7 @@ fn eval_checkpoint(model: &Model, eval: &[data::Batch], uris: &[String], hash: &
     let n = model.param_count();
     let mut last = String::from("no worker");
     for uri in uris {
-        match pazar_train::blobs::fetch(uri, hash, 16 + 8 * n) {
+        match pazar_train::blobs::fetch(uri, hash, 16 + 8 * n, pazar_train::blobs::FETCH_TIMEOUT) {
             Ok(bytes) => match Checkpoint::decode(&bytes, n) {
                 Ok(c) if c.hash() == *hash => return Ok(f64::from(round::evaluate(model, &c.params, eval)?)),
                 Ok(_) => last = format!("{uri} served another checkpoint"),

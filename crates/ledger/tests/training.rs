@@ -1215,3 +1215,33 @@ fn an_update_the_majority_could_not_fetch_is_left_out_unpaid_and_the_round_still
     );
     assert_eq!(j.bal(&j.c.state.train_escrow()), 0);
 }
+
+#[test]
+fn votes_for_one_checkpoint_with_different_left_out_sets_are_counted_apart() {
+    let mut j = Job::new(4, spec(4, 2, 0));
+    let all = [0, 1, 2, 3];
+    j.commit(&all);
+    j.reveal(&all);
+    j.wait_past_reveal();
+    // Two of four vote (C, {}), two vote (C, {worker 0}): four votes name C, but neither pair
+    // is more than half of the four included workers.
+    j.vote(&[0, 1], [7; 32]);
+    j.vote_leaving_out(&[2, 3], [7; 32], &[0]);
+    j.finish_round(0);
+    assert!(j
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::TrainRoundFailed { round: 0, .. })));
+    assert!(j.c.state.round_record(j.id, 0).is_none());
+    assert_eq!((j.state().checkpoint, j.state().escrow), (INIT, BUDGET));
+    assert!(all.iter().all(|&i| j.rewards(&j.addr(i)).is_empty()));
+    // Three of four on one (checkpoint, set) is a majority: that set is the round's.
+    j.commit(&all);
+    j.reveal(&all);
+    j.wait_past_reveal();
+    j.vote(&[0], [8; 32]);
+    j.vote_leaving_out(&[1, 2, 3], [8; 32], &[0]);
+    j.finish_round(1);
+    let rec = j.c.state.round_record(j.id, 1).expect("the round settled");
+    assert_eq!((rec.checkpoint, rec.unserved.clone()), ([8; 32], vec![j.addr(0)]));
+}

@@ -5,8 +5,9 @@
 //! same rules as on a node; only the transport (RPC, HTTP) is left out. The adversary tests and
 //! `pazar bench train` run on it; `pazar train demo` runs the same workers as processes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pazar_ledger::state::GenesisBalance;
 use pazar_ledger::{BlockHeader, Genesis, Params, State};
@@ -94,10 +95,10 @@ impl Ledger {
             .map_err(|e| WorkerError::Chain(e.to_string()))?;
         let r = receipts.last().ok_or_else(|| WorkerError::Chain("no receipt".into()))?;
         if !r.is_ok() {
-            if r.fee.is_none() {
-                if let Some(s) = self.seqs.get_mut(&key.address()) {
-                    *s -= 1;
-                }
+            // A refused message is not queued, so its sequence number is still the next one
+            // (keeping it taken would make every later message of this key a mismatch).
+            if let Some(s) = self.seqs.get_mut(&key.address()) {
+                *s -= 1;
             }
             return Err(WorkerError::Chain(format!("{}/{}: {}", r.codespace, r.code, r.log)));
         }
@@ -171,11 +172,26 @@ impl Chain for Handle {
 pub struct SimPeers {
     stores: BTreeMap<String, Arc<BlobStore>>,
     fetched: Arc<Mutex<u64>>,
+    /// Participants whose server accepts and never answers: a fetch from them waits for its
+    /// whole time limit, then fails.
+    hanging: BTreeSet<String>,
+    /// The time limit of every fetch from a hanging participant.
+    hung: Arc<Mutex<Vec<Duration>>>,
 }
 
 impl SimPeers {
     pub fn add(&mut self, uri: &str, store: Arc<BlobStore>) {
         self.stores.insert(uri.to_string(), store);
+    }
+
+    /// Makes the participant at `uri` a server that never answers.
+    pub fn hang(&mut self, uri: &str) {
+        self.hanging.insert(uri.to_string());
+    }
+
+    /// The time limits that fetches from hanging participants waited out.
+    pub fn hung_limits(&self) -> Vec<Duration> {
+        self.hung.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Bytes moved between participants so far.
@@ -185,7 +201,12 @@ impl SimPeers {
 }
 
 impl Peers for SimPeers {
-    fn fetch(&self, uri: &str, addr: &Hash32, limit: usize) -> Result<Vec<u8>, WorkerError> {
+    fn fetch(&self, uri: &str, addr: &Hash32, limit: usize, within: Duration) -> Result<Vec<u8>, WorkerError> {
+        if self.hanging.contains(uri) {
+            self.hung.lock().unwrap_or_else(|e| e.into_inner()).push(within);
+            std::thread::sleep(within);
+            return Err(WorkerError::Peer(format!("{uri}: no answer within {within:?}")));
+        }
         let store = self
             .stores
             .get(uri)
@@ -211,6 +232,11 @@ pub struct Sim {
     pub peers: SimPeers,
     /// The last step of each worker, for reports.
     pub steps: Vec<Vec<(u64, Step)>>,
+}
+
+/// The `blob_uri` participant `i` (from 0, in the order of [`Sim::workers`]) joins with.
+pub fn worker_uri(i: usize) -> String {
+    format!("http://worker-{i}.sim:9000")
 }
 
 /// A provider's registration (workers are providers).
@@ -270,7 +296,7 @@ impl Sim {
         let mut peers = SimPeers::default();
         // Every worker registers as a provider and joins in the same blocks, so that all of them
         // take part from round 0.
-        let uri = |i: usize| format!("http://worker-{i}.sim:9000");
+        let uri = worker_uri;
         {
             let mut l = ledger.lock().unwrap_or_else(|e| e.into_inner());
             for (i, k) in keys.iter().enumerate() {
@@ -435,6 +461,8 @@ pub struct Trial {
     pub cheat: Address,
     pub honest: Vec<Address>,
     pub events: Vec<Event>,
+    /// The tokens one included update, or one upheld audit, earns in a round.
+    pub round_tokens: u128,
 }
 
 impl Trial {
@@ -443,6 +471,20 @@ impl Trial {
             .iter()
             .filter_map(|e| match e {
                 Event::TrainSlashed { worker, reason, .. } => Some((*worker, *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The tokens `who` was paid for in each round it was paid (its included update and its
+    /// upheld audits, [`Trial::round_tokens`] each).
+    pub fn tokens(&self, who: &Address) -> Vec<(u32, u64)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::TrainRewarded {
+                    worker, round, tokens, ..
+                } if worker == who => Some((*round, *tokens)),
                 _ => None,
             })
             .collect()
@@ -490,6 +532,16 @@ impl Trial {
                     .collect();
                 !unserved.is_empty() && unserved.iter().all(|u| *u)
             }
+            // The stall failed: every round settled with a checkpoint.
+            Adversary::SelectiveServe => {
+                let settled = self
+                    .events
+                    .iter()
+                    .filter(|e| matches!(e, Event::TrainCheckpoint { .. }))
+                    .count();
+                let failed = self.events.iter().any(|e| matches!(e, Event::TrainRoundFailed { .. }));
+                settled > 0 && !failed
+            }
             _ => s.contains(&(self.cheat, R::FailedAudit)),
         }
     }
@@ -528,6 +580,7 @@ pub fn trial(adversary: Adversary) -> Result<Trial, WorkerError> {
         Threads::ONE,
     )?;
     s.workers[0].1.adversary = Some(adversary);
+    let round_tokens = s.spec().round_tokens();
     // A slashed cheater leaves and the job goes on with three; either way it ends.
     s.run(600)?;
     let events = s
@@ -543,5 +596,6 @@ pub fn trial(adversary: Adversary) -> Result<Trial, WorkerError> {
         cheat: s.workers[0].0.key.address(),
         honest: s.workers[1..].iter().map(|(h, _)| h.key.address()).collect(),
         events,
+        round_tokens,
     })
 }

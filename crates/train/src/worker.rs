@@ -9,8 +9,9 @@
 //! benchmarks. Nothing a peer sends is trusted: every blob is decoded strictly and its hash
 //! recomputed before use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pazar_types::train::{
     loss_seal, update_commitment, AuditRecord, Compression, JobSpec, JobState, Member, Phase, Reveal, RoundRecord,
@@ -18,7 +19,7 @@ use pazar_types::train::{
 };
 use pazar_types::{Address, Msg};
 
-use crate::blobs::BlobStore;
+use crate::blobs::{BlobStore, FETCH_TIMEOUT};
 use crate::compress::{self, Method, Update};
 use crate::data;
 use crate::model::{Config, Model};
@@ -69,18 +70,74 @@ pub trait Chain {
     fn submit(&mut self, msg: Msg) -> Result<(), WorkerError>;
 }
 
-/// Other participants' blob servers.
-pub trait Peers {
-    /// The blob `addr` from the participant whose `blob_uri` is `uri`, at most `limit` bytes.
-    fn fetch(&self, uri: &str, addr: &Hash32, limit: usize) -> Result<Vec<u8>, WorkerError>;
+/// Other participants' blob servers. `Sync`: an aggregator fetches several updates at once.
+pub trait Peers: Sync {
+    /// The blob `addr` from the participant whose `blob_uri` is `uri`, at most `limit` bytes,
+    /// given up after `within` (a peer that never answers costs no more).
+    fn fetch(&self, uri: &str, addr: &Hash32, limit: usize, within: Duration) -> Result<Vec<u8>, WorkerError>;
 }
 
 /// HTTP peers ([`crate::blobs::fetch`]).
 pub struct HttpPeers;
 
 impl Peers for HttpPeers {
-    fn fetch(&self, uri: &str, addr: &Hash32, limit: usize) -> Result<Vec<u8>, WorkerError> {
-        crate::blobs::fetch(uri, addr, limit).map_err(|e| WorkerError::Peer(e.to_string()))
+    fn fetch(&self, uri: &str, addr: &Hash32, limit: usize, within: Duration) -> Result<Vec<u8>, WorkerError> {
+        crate::blobs::fetch(uri, addr, limit, within).map_err(|e| WorkerError::Peer(e.to_string()))
+    }
+}
+
+/// The shortest time limit a fetch is given, even when the phase's time is up by the estimate
+/// (the estimate may be wrong, and a blob served at once takes far less).
+const MIN_FETCH_TIME: Duration = Duration::from_secs(1);
+/// Seconds per block assumed before two heights were seen (a node's default block time), and
+/// the bounds of the estimate.
+const DEFAULT_BLOCK_SECONDS: f64 = 1.0;
+const MIN_BLOCK_SECONDS: f64 = 0.05;
+const MAX_BLOCK_SECONDS: f64 = 30.0;
+/// How many height changes the estimate spans.
+const CLOCK_WINDOW: usize = 16;
+
+/// The chain's pace as one participant sees it: each height with the moment a poll first saw
+/// it, for the last [`CLOCK_WINDOW`] heights.
+#[derive(Debug, Default)]
+struct BlockClock {
+    seen: VecDeque<(u64, Instant)>,
+}
+
+impl BlockClock {
+    fn observe(&mut self, height: u64, now: Instant) {
+        if self.seen.back().is_some_and(|(h, _)| *h >= height) {
+            return;
+        }
+        self.seen.push_back((height, now));
+        while self.seen.len() > CLOCK_WINDOW {
+            self.seen.pop_front();
+        }
+    }
+
+    /// Seconds per block over the window, bounded both ways ([`DEFAULT_BLOCK_SECONDS`] before
+    /// two heights were seen).
+    fn seconds_per_block(&self) -> f64 {
+        let (Some((h0, t0)), Some((h1, t1))) = (self.seen.front(), self.seen.back()) else {
+            return DEFAULT_BLOCK_SECONDS;
+        };
+        if h1 <= h0 {
+            return DEFAULT_BLOCK_SECONDS;
+        }
+        let s = t1.duration_since(*t0).as_secs_f64() / (h1 - h0) as f64;
+        s.clamp(MIN_BLOCK_SECONDS, MAX_BLOCK_SECONDS)
+    }
+
+    /// The time a fetch may take now to end before height `until` is reached, by the estimate:
+    /// the blocks still to come before it, less the time since the current height was first
+    /// seen; at least [`MIN_FETCH_TIME`], at most [`FETCH_TIMEOUT`].
+    fn time_until(&self, height: u64, until: u64, now: Instant) -> Duration {
+        let since = match self.seen.back() {
+            Some((h, t)) if *h == height => now.duration_since(*t).as_secs_f64(),
+            _ => 0.0,
+        };
+        let left = until.saturating_sub(height) as f64 * self.seconds_per_block() - since;
+        Duration::from_secs_f64(left.clamp(0.0, FETCH_TIMEOUT.as_secs_f64())).clamp(MIN_FETCH_TIME, FETCH_TIMEOUT)
     }
 }
 
@@ -117,6 +174,10 @@ pub enum Adversary {
     /// Trains and reveals honestly but never serves its update, so that nobody can aggregate
     /// it (to stall the round: no checkpoint, nobody paid).
     HideUpdate,
+    /// Trains and reveals honestly but serves its update to the first aggregator that asks
+    /// and to nobody else, to split the honest votes between the checkpoint with it and the
+    /// one without (no majority: no checkpoint, nobody paid).
+    SelectiveServe,
 }
 
 impl std::str::FromStr for Adversary {
@@ -136,6 +197,7 @@ impl std::str::FromStr for Adversary {
             "lazy-auditor" => Adversary::LazyAuditor,
             "bad-seal" => Adversary::BadSeal,
             "hide-update" => Adversary::HideUpdate,
+            "selective-serve" => Adversary::SelectiveServe,
             other => match other.strip_prefix("perturb:") {
                 Some(r) => match r.parse::<f32>() {
                     Ok(r) if r.is_finite() && r > 0.0 && r < 1.0 => Adversary::Perturb(r),
@@ -144,7 +206,7 @@ impl std::str::FromStr for Adversary {
                 None => {
                     return Err(format!(
                         "unknown adversary {other:?}: lazy, noise, sign-flip, copier, stale, withhold, crash, \
-                         wrong-shards, false-auditor, lazy-auditor, bad-seal, hide-update or perturb:R"
+                         wrong-shards, false-auditor, lazy-auditor, bad-seal, hide-update, selective-serve or perturb:R"
                     ))
                 }
             },
@@ -268,6 +330,8 @@ pub struct Worker {
     pub adversary: Option<Adversary>,
     pub accounting: Accounting,
     crashed: bool,
+    /// The chain's pace, from the heights seen by polls (fetches are timed by it).
+    clock: BlockClock,
 }
 
 /// Largest blob a peer may send: a state blob of this model plus headers.
@@ -322,6 +386,7 @@ impl Worker {
             adversary: None,
             accounting: Accounting::default(),
             crashed: false,
+            clock: BlockClock::default(),
         })
     }
 
@@ -374,12 +439,18 @@ impl Worker {
             return Ok(());
         }
         let n = self.n();
+        // Needed to train this round: worth waiting for until the commit phase ends.
+        let until = match v.job.phase {
+            Phase::Train => v.job.deadline.saturating_add(u64::from(v.job.spec.phases.commit)),
+            _ => v.job.deadline,
+        };
         let mut last = String::from("no member serves it");
         for (addr, m) in &v.members {
             if *addr == self.address {
                 continue;
             }
-            match peers.fetch(&m.blob_uri, hash, 8 * n + 64) {
+            let within = self.fetch_limit(v, until);
+            match peers.fetch(&m.blob_uri, hash, 8 * n + 64, within) {
                 Ok(bytes) => {
                     self.accounting.bytes_fetched += bytes.len() as u64;
                     match Checkpoint::decode(&bytes, n) {
@@ -411,6 +482,7 @@ impl Worker {
             return Ok(Step::Done);
         }
         let v = chain.view(self.job)?;
+        self.clock.observe(v.height, Instant::now());
         match v.job.state {
             JobState::Finished | JobState::Cancelled => return Ok(Step::Done),
             JobState::Recruiting => return Ok(Step::Idle),
@@ -596,7 +668,7 @@ impl Worker {
                         .find(|(a, _)| *a == victim.worker)
                         .map(|(_, m)| m.blob_uri.clone());
                     if let Some(uri) = uri {
-                        if let Ok(bytes) = peers.fetch(&uri, &victim.update, blob_limit(n)) {
+                        if let Ok(bytes) = peers.fetch(&uri, &victim.update, blob_limit(n), FETCH_TIMEOUT) {
                             if let Ok(u) = Update::decode(&bytes, n as u32, blob_limit(n)) {
                                 replace_update(&mut out, u);
                             }
@@ -606,10 +678,14 @@ impl Worker {
             }
             _ => {}
         }
-        // Serve what auditors, referees and aggregators will ask for.
+        // Serve what auditors, referees and aggregators will ask for. The updates re-served in
+        // the last round's aggregate are needed no more.
         self.fetched.clear();
-        if adversary != Some(Adversary::HideUpdate) {
-            self.blobs.put(out.update_hash, out.update_bytes.clone());
+        self.blobs.clear_relayed();
+        match adversary {
+            Some(Adversary::HideUpdate) => {}
+            Some(Adversary::SelectiveServe) => self.blobs.put_once(out.update_hash, out.update_bytes.clone()),
+            _ => self.blobs.put(out.update_hash, out.update_bytes.clone()),
         }
         self.blobs.put(out.trace_root, state::encode_trace(&out.trace));
         if out.ef_in != [0; 32] {
@@ -669,7 +745,8 @@ impl Worker {
                 let asked = d.referees.contains(&self.address);
                 let answered = d.answers.iter().any(|x| x.referee == self.address);
                 if asked && !answered {
-                    match self.referee(v, peers, target, &a.auditor, *segment, d.index) {
+                    let until = d.opened_at.saturating_add(u64::from(v.job.spec.phases.dispute));
+                    match self.referee(v, peers, target, &a.auditor, *segment, d.index, until) {
                         Ok(hash) => {
                             chain.submit(Msg::PostReferee {
                                 job: self.job,
@@ -725,7 +802,7 @@ impl Worker {
     fn serve_boundaries(&self) {
         if let Some(t) = &self.trained {
             for (b, h) in t.out.boundaries.iter().zip(&t.out.trace) {
-                if self.blobs.get(h).is_none() {
+                if !self.blobs.contains(h) {
                     self.blobs.put(*h, b.encode());
                 }
             }
@@ -752,13 +829,15 @@ impl Worker {
     }
 
     /// The canonical start of a worker's round: the checkpoint and the residual it revealed
-    /// (fetched from the first of `sources` that serves it).
+    /// (fetched from the first of `sources` that serves it, each fetch timed to end before
+    /// height `until`).
     fn start_state_from(
         &mut self,
         v: &JobView,
         peers: &dyn Peers,
         sources: &[Address],
         ef_in: &Hash32,
+        until: u64,
     ) -> Result<WorkerState, WorkerError> {
         let n = self.n();
         let ckpt = self
@@ -769,7 +848,7 @@ impl Worker {
         let ef = if *ef_in == [0; 32] {
             vec![0.0; n]
         } else {
-            let bytes = self.fetch_any(v, peers, sources, ef_in, 4 * n + 64)?;
+            let bytes = self.fetch_any(v, peers, sources, ef_in, 4 * n + 64, until)?;
             let ef = state::decode_ef(&bytes, n)?;
             if ef_hash(&ef) != *ef_in {
                 return Err(WorkerError::Peer("a residual with another hash".into()));
@@ -787,10 +866,11 @@ impl Worker {
         sources: &[Address],
         addr: &Hash32,
         limit: usize,
+        until: u64,
     ) -> Result<Vec<u8>, WorkerError> {
         let mut last = WorkerError::Peer("no source".into());
         for who in sources {
-            match self.fetch_from(v, peers, who, addr, limit) {
+            match self.fetch_from(v, peers, who, addr, limit, until) {
                 Ok(b) => return Ok(b),
                 Err(e) => last = e,
             }
@@ -798,6 +878,9 @@ impl Worker {
         Err(last)
     }
 
+    /// `addr` from `who` (this worker's own store if it is `who`), given the time the chain's
+    /// pace leaves before height `until` ([`BlockClock::time_until`]).
+    #[allow(clippy::too_many_arguments)]
     fn fetch_from(
         &mut self,
         v: &JobView,
@@ -805,6 +888,7 @@ impl Worker {
         who: &Address,
         addr: &Hash32,
         limit: usize,
+        until: u64,
     ) -> Result<Vec<u8>, WorkerError> {
         if *who == self.address {
             if let Some(b) = self.blobs.get(addr) {
@@ -817,9 +901,15 @@ impl Worker {
             .find(|(a, _)| a == who)
             .map(|(_, m)| m.blob_uri.clone())
             .ok_or_else(|| WorkerError::Peer(format!("{who} is not a member")))?;
-        let bytes = peers.fetch(&uri, addr, limit)?;
+        let within = self.fetch_limit(v, until);
+        let bytes = peers.fetch(&uri, addr, limit, within)?;
         self.accounting.bytes_fetched += bytes.len() as u64;
         Ok(bytes)
+    }
+
+    /// The time limit of a fetch that should end before height `until`.
+    fn fetch_limit(&self, v: &JobView, until: u64) -> Duration {
+        self.clock.time_until(v.height, until, Instant::now())
     }
 
     /// Replays `target`'s whole round from its canonical start and compares every boundary of
@@ -835,7 +925,9 @@ impl Worker {
         // carried one). A fetch that fails is retried on the next poll; one that still fails
         // near the deadline is reported as unavailable. A trace that does not hash to the
         // revealed root is the target's fault: it served something else.
-        let trace = match self.fetch_from(v, peers, target, &reveal.trace, 16 + 32 * (k as usize + 1)) {
+        // Fetches end before the last block of the audit window, when a failure is final.
+        let until = v.job.audit_deadline.saturating_sub(1);
+        let trace = match self.fetch_from(v, peers, target, &reveal.trace, 16 + 32 * (k as usize + 1), until) {
             Ok(b) => state::decode_trace(&b, k as usize + 1)
                 .ok()
                 .filter(|t| round::trace_root(t) == reveal.trace),
@@ -845,7 +937,7 @@ impl Worker {
         let Some(trace) = trace else {
             return Ok(Verdict::Unavailable);
         };
-        let start = match self.start_state_from(v, peers, &[*target], &reveal.ef_in) {
+        let start = match self.start_state_from(v, peers, &[*target], &reveal.ef_in, until) {
             Ok(s) => s,
             Err(e) if v.height + 1 < v.job.audit_deadline => return Err(e),
             Err(_) => return Ok(Verdict::Unavailable),
@@ -922,7 +1014,8 @@ impl Worker {
     }
 
     /// A referee's answer: the state hash after step `index` of `segment` of `target`'s round,
-    /// from the segment's agreed start.
+    /// from the segment's agreed start (fetched before height `until`, when answers close).
+    #[allow(clippy::too_many_arguments)]
     fn referee(
         &mut self,
         v: &JobView,
@@ -931,6 +1024,7 @@ impl Worker {
         auditor: &Address,
         segment: u32,
         index: u32,
+        until: u64,
     ) -> Result<Hash32, WorkerError> {
         let reveal = revealed(v, target)?;
         let k = self.cfg.segments();
@@ -941,7 +1035,7 @@ impl Worker {
         // serving after disputing cannot starve the referees.
         let sources = [*auditor, *target];
         let start = if segment == 0 {
-            self.start_state_from(v, peers, &sources, &reveal.ef_in)?
+            self.start_state_from(v, peers, &sources, &reveal.ef_in, until)?
         } else {
             let trace = v
                 .audits
@@ -955,7 +1049,7 @@ impl Worker {
             let at = *trace
                 .get(segment.min(k) as usize)
                 .ok_or_else(|| WorkerError::Chain("the verdict's trace is too short".into()))?;
-            let bytes = self.fetch_any(v, peers, &sources, &at, blob_limit(n))?;
+            let bytes = self.fetch_any(v, peers, &sources, &at, blob_limit(n), until)?;
             let s = WorkerState::decode(&bytes, n, self.cfg.adam.beta1, self.cfg.adam.beta2)?;
             if s.hash() != at {
                 return Err(WorkerError::Peer("a state blob with another hash".into()));
@@ -989,30 +1083,84 @@ impl Worker {
     /// left out. An update that cannot be had (not served, or not what was revealed) is asked
     /// for again at the next poll until the phase's last two blocks; then the vote leaves it
     /// out, so one worker that withholds its update cannot stall the round.
+    ///
+    /// The missing updates are fetched all at once, each within the time the chain's pace
+    /// leaves before those last two blocks (at least [`MIN_FETCH_TIME`]), so a peer that never
+    /// answers costs one time limit whatever the number of peers; and each from its owner first, then from the other
+    /// members (an aggregator serves again what it fetched), so an owner that served some
+    /// aggregators only cannot split their votes.
     fn aggregate(&mut self, v: &JobView, peers: &dyn Peers) -> Result<(Hash32, Vec<Address>), WorkerError> {
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         let late = v.height.saturating_add(2) >= v.job.deadline;
+        // Before the last two blocks a fetch ends when they begin (a failure is asked again at
+        // the next poll); within them, one block before the end, so that the vote still lands.
+        let until = v.job.deadline.saturating_sub(if late { 1 } else { 2 });
+        let within = self.fetch_limit(v, until);
+        let n = self.n();
+        // By worker, as the vote's left-out set names them. The bytes may come from any member
+        // (their hash is what is checked), so one that revealed another's update is included
+        // if anyone serves it; a copy is always audited, and its replay fails.
+        let included: Vec<(Address, Hash32)> = v
+            .works
+            .iter()
+            .filter_map(|(who, w)| match (w.reveal, w.excluded) {
+                (Some(r), false) => Some((*who, r.update)),
+                _ => None,
+            })
+            .collect();
+        // This worker's own update, from what it trained.
+        if let Some(t) = &self.trained {
+            let key = (self.address, t.out.update_hash);
+            if included.contains(&key) && !self.fetched.contains_key(&key) {
+                self.fetched.insert(key, check_update(&t.out.update_bytes, &key.1, n)?);
+            }
+        }
+        let missing: Vec<(Address, Hash32)> = included
+            .iter()
+            .filter(|k| !self.fetched.contains_key(k))
+            .copied()
+            .collect();
+        let members: Vec<(Address, String)> = v.members.iter().map(|(a, m)| (*a, m.blob_uri.clone())).collect();
+        let (me, blobs, members) = (self.address, &*self.blobs, &members);
+        let results: Vec<((Address, Hash32), Fetched)> = std::thread::scope(|s| {
+            let handles: Vec<_> = missing
+                .iter()
+                .map(|&(who, hash)| {
+                    let h = s.spawn(move || fetch_update(peers, blobs, members, &me, &who, &hash, n, within));
+                    ((who, hash), h)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(key, h)| {
+                    let r = h
+                        .join()
+                        .unwrap_or_else(|_| Err(WorkerError::Peer("a fetch panicked".into())));
+                    (key, r)
+                })
+                .collect()
+        });
+        let mut first_err = None;
+        for (key, r) in results {
+            match r {
+                Ok((u, bytes)) => {
+                    self.accounting.bytes_fetched += bytes;
+                    self.fetched.insert(key, u);
+                }
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        if let (Some(e), false) = (first_err, late) {
+            return Err(e);
+        }
         let mut used = Vec::new();
         let mut left_out = Vec::new();
-        for (who, w) in &v.works {
-            let (Some(reveal), false) = (w.reveal, w.excluded) else {
-                continue;
-            };
-            // By worker: one that revealed another's update must still serve it itself.
-            let key = (*who, reveal.update);
-            if !self.fetched.contains_key(&key) {
-                match self.fetch_update(v, peers, who, &reveal.update) {
-                    Ok(u) => {
-                        self.fetched.insert(key, u);
-                    }
-                    Err(e) if !late => return Err(e),
-                    Err(_) => {
-                        left_out.push(*who);
-                        continue;
-                    }
-                }
+        for key in included {
+            if self.fetched.contains_key(&key) {
+                used.push(key);
+            } else {
+                left_out.push(key.0);
             }
-            used.push(key);
         }
         let updates: Vec<Update> = used.iter().filter_map(|k| self.fetched.get(k).cloned()).collect();
         let ckpt = self
@@ -1027,30 +1175,69 @@ impl Worker {
         self.accounting.aggregate_seconds += t0.elapsed().as_secs_f64();
         Ok((self.add_checkpoint(next), left_out))
     }
+}
 
-    /// `who`'s update `hash`, checked and decoded (this worker's own from what it trained).
-    fn fetch_update(
-        &mut self,
-        v: &JobView,
-        peers: &dyn Peers,
-        who: &Address,
-        hash: &Hash32,
-    ) -> Result<Update, WorkerError> {
-        let n = self.n();
-        let own = self
-            .trained
-            .as_ref()
-            .filter(|t| *who == self.address && t.out.update_hash == *hash)
-            .map(|t| t.out.update_bytes.clone());
-        let bytes = match own {
-            Some(b) => b,
-            None => self.fetch_from(v, peers, who, hash, blob_limit(n))?,
-        };
-        if compress::update_hash(&bytes) != *hash {
-            return Err(WorkerError::Peer(format!("{who} served an update with another hash")));
-        }
-        Ok(Update::decode(&bytes, n as u32, blob_limit(n))?)
+/// An update fetched and checked, with the bytes fetched for it.
+type Fetched = Result<(Update, u64), WorkerError>;
+
+/// `bytes` as the update `hash`: its hash recomputed, then decoded strictly.
+fn check_update(bytes: &[u8], hash: &Hash32, n: usize) -> Result<Update, WorkerError> {
+    if compress::update_hash(bytes) != *hash {
+        return Err(WorkerError::Peer("an update with another hash".into()));
     }
+    Ok(Update::decode(bytes, n as u32, blob_limit(n))?)
+}
+
+/// `who`'s update `hash`, checked and decoded, with the bytes fetched for it: from this
+/// worker's store if it already holds it (under another worker's name), else from `who`, else
+/// from the other `members` in address order (skipping `me`), all within `within`; the owner
+/// gets half of it when there are others to ask after it. What is fetched and checked is
+/// served again from `blobs`: among its re-served updates, bounded apart from the worker's own
+/// blobs, so it can never push out what auditors and referees need from it.
+#[allow(clippy::too_many_arguments)]
+fn fetch_update(
+    peers: &dyn Peers,
+    blobs: &BlobStore,
+    members: &[(Address, String)],
+    me: &Address,
+    who: &Address,
+    hash: &Hash32,
+    n: usize,
+    within: Duration,
+) -> Fetched {
+    if let Some(u) = blobs.get(hash).and_then(|b| check_update(&b, hash, n).ok()) {
+        return Ok((u, 0));
+    }
+    let start = Instant::now();
+    let owner = members.iter().filter(|(a, _)| a == who && a != me);
+    let others: Vec<&(Address, String)> = members.iter().filter(|(a, _)| a != who && a != me).collect();
+    let mut fetched = 0u64;
+    let mut last = WorkerError::Peer(format!("nobody serves {who}'s update"));
+    for (i, (from, uri)) in owner.chain(others.iter().copied()).enumerate() {
+        let left = within.saturating_sub(start.elapsed());
+        let t = if i == 0 && *from == *who && !others.is_empty() {
+            within / 2
+        } else {
+            left
+        };
+        if t < Duration::from_millis(10) {
+            break;
+        }
+        match peers.fetch(uri, hash, blob_limit(n), t) {
+            Ok(bytes) => {
+                fetched += bytes.len() as u64;
+                match check_update(&bytes, hash, n) {
+                    Ok(u) => {
+                        blobs.relay(*hash, bytes.into());
+                        return Ok((u, fetched));
+                    }
+                    Err(e) => last = WorkerError::Peer(format!("{from} on {who}'s update: {e}")),
+                }
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// What `target` revealed in the current round (an audited or disputed worker always did).

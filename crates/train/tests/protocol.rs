@@ -2,11 +2,70 @@
 //! other, aggregate and get paid; each kind of cheater is caught; no honest worker is ever
 //! slashed.
 
+use std::collections::BTreeMap;
+
+use pazar_train::blobs::FETCH_TIMEOUT;
 use pazar_train::ops::Threads;
 use pazar_train::sim::{self, small_spec};
 use pazar_train::worker::Adversary;
 use pazar_types::train::{AuditOutcome, JobState};
-use pazar_types::Event;
+use pazar_types::{Address, Event};
+
+/// One vote: the voter, its checkpoint and the updates it left out.
+type Vote = (Address, [u8; 32], Vec<Address>);
+
+/// Each round's votes.
+fn votes(ev: &[Event]) -> BTreeMap<u32, Vec<Vote>> {
+    let mut out: BTreeMap<u32, Vec<_>> = BTreeMap::new();
+    for e in ev {
+        if let Event::TrainCheckpointVoted {
+            round,
+            worker,
+            checkpoint,
+            left_out,
+            ..
+        } = e
+        {
+            out.entry(*round)
+                .or_default()
+                .push((*worker, *checkpoint, left_out.clone()));
+        }
+    }
+    out
+}
+
+/// Each settled round's checkpoint and the workers it left out as unserved.
+fn checkpoints(ev: &[Event]) -> BTreeMap<u32, ([u8; 32], Vec<Address>)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::TrainCheckpoint {
+                round,
+                checkpoint,
+                unserved,
+                ..
+            } => Some((*round, (*checkpoint, unserved.clone()))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every one of `honest` voted in each of `rounds` rounds, all for the round's checkpoint with
+/// the same left-out set.
+fn assert_honest_agree(ev: &[Event], honest: &[Address], rounds: u32) {
+    let settled = checkpoints(ev);
+    let votes = votes(ev);
+    for r in 0..rounds {
+        let (checkpoint, unserved) = settled.get(&r).unwrap_or_else(|| panic!("round {r} did not settle"));
+        let theirs: Vec<_> = votes
+            .get(&r)
+            .map(|v| v.iter().filter(|(w, _, _)| honest.contains(w)).collect())
+            .unwrap_or_default();
+        assert_eq!(theirs.len(), honest.len(), "round {r}: an honest worker did not vote");
+        for (w, c, left_out) in theirs {
+            assert_eq!((c, left_out), (checkpoint, unserved), "round {r}: {w} voted apart");
+        }
+    }
+}
 
 #[test]
 fn honest_workers_train_every_round_agree_on_checkpoints_and_are_paid_for_each() {
@@ -144,6 +203,22 @@ fn an_auditor_that_fails_honest_workers_is_overturned_and_slashed_itself() {
 #[test]
 fn an_auditor_that_passes_without_replaying_is_refused_and_paid_nothing_for_it() {
     assert_caught(Adversary::LazyAuditor);
+    let t = sim::trial(Adversary::LazyAuditor).expect("the job runs");
+    // Paid each round for its own (honest) update only: none of its audits earned anything.
+    let paid = t.tokens(&t.cheat);
+    assert_eq!(paid.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![0, 1, 2]);
+    for (round, tokens) in paid {
+        assert_eq!(
+            u128::from(tokens),
+            t.round_tokens,
+            "round {round}: the lazy auditor was paid for an audit"
+        );
+    }
+    // An audit does earn tokens (else the check above could not fail): the honest auditors'.
+    assert!(t
+        .honest
+        .iter()
+        .any(|h| t.tokens(h).iter().any(|(_, k)| u128::from(*k) > t.round_tokens)));
 }
 
 #[test]
@@ -172,4 +247,92 @@ fn an_update_nobody_can_fetch_is_left_out_of_the_checkpoint_and_unpaid_and_the_r
             "every round still produced a checkpoint"
         );
     }
+    // The hider earned, each round, exactly what its upheld audits earn: nothing for its update.
+    for r in 0..3 {
+        let upheld = t
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(e, Event::TrainAuditSettled {
+                    round,
+                    auditor,
+                    outcome: AuditOutcome::Pass | AuditOutcome::Caught,
+                    ..
+                } if *round == r && *auditor == t.cheat)
+            })
+            .count() as u128;
+        let paid = t
+            .tokens(&t.cheat)
+            .iter()
+            .find(|(x, _)| *x == r)
+            .map_or(0, |(_, k)| u128::from(*k));
+        assert_eq!(
+            paid,
+            upheld * t.round_tokens,
+            "round {r}: the hider was paid for its hidden update"
+        );
+    }
+}
+
+#[test]
+fn a_worker_that_serves_its_update_to_one_aggregator_only_cannot_split_the_vote() {
+    let t = sim::trial(Adversary::SelectiveServe).expect("the job runs");
+    assert!(t.caught(), "a round failed: {:?}", votes(&t.events));
+    assert_eq!(t.false_slashes(), 0, "{:?}", t.slashes());
+    // The first aggregator to fetch it served it again to the others: every honest vote is
+    // the same, and the update is in every checkpoint.
+    assert_honest_agree(&t.events, &t.honest, 3);
+    for (r, (_, unserved)) in checkpoints(&t.events) {
+        assert!(unserved.is_empty(), "round {r} left out {unserved:?}");
+    }
+    for h in &t.honest {
+        assert_eq!(t.paid_rounds(h), vec![0, 1, 2]);
+    }
+}
+
+#[test]
+fn a_peer_that_never_answers_is_left_out_and_every_round_still_settles() {
+    // Nobody is audited, so the hanging worker's update reaches the aggregate.
+    let mut s = sim::job(
+        small_spec(3, 0),
+        3,
+        8 * pazar_train::data::CHUNK_BYTES,
+        None,
+        4,
+        Threads::ONE,
+    )
+    .expect("sim");
+    s.peers.hang(&sim::worker_uri(0));
+    s.run(400).expect("the job finishes");
+    let ev: Vec<Event> = s
+        .ledger
+        .lock()
+        .expect("ledger")
+        .events
+        .iter()
+        .map(|(_, e)| e.clone())
+        .collect();
+    let hanging = s.workers[0].0.key.address();
+    let honest: Vec<Address> = s.workers[1..].iter().map(|(h, _)| h.key.address()).collect();
+    assert_honest_agree(&ev, &honest, 3);
+    for (r, (_, unserved)) in checkpoints(&ev) {
+        assert_eq!(unserved, vec![hanging], "round {r}");
+    }
+    assert!(!ev.iter().any(|e| matches!(e, Event::TrainSlashed { .. })));
+    let paid = |who: &Address| -> Vec<u32> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::TrainRewarded { worker, round, .. } if worker == who => Some(*round),
+                _ => None,
+            })
+            .collect()
+    };
+    for h in &honest {
+        assert_eq!(paid(h), vec![0, 1, 2]);
+    }
+    assert!(paid(&hanging).is_empty(), "paid for an update nobody could fetch");
+    // Each fetch from it waited out a limit the chain's pace set, below the old fixed 60 s.
+    let hung = s.peers.hung_limits();
+    assert!(!hung.is_empty(), "nobody asked the hanging worker");
+    assert!(hung.iter().all(|d| *d < FETCH_TIMEOUT), "{hung:?}");
 }

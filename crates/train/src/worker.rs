@@ -1299,3 +1299,54 @@ fn pseudo_noise(seed: &Hash32, n: usize, scale: f32) -> Vec<f32> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_block_clock_assumes_the_default_pace_until_it_has_seen_two_heights() {
+        let t0 = Instant::now();
+        let mut c = BlockClock::default();
+        assert_eq!(c.seconds_per_block(), DEFAULT_BLOCK_SECONDS);
+        c.observe(10, t0);
+        c.observe(10, t0 + Duration::from_secs(5));
+        assert_eq!(c.seconds_per_block(), DEFAULT_BLOCK_SECONDS);
+        c.observe(14, t0 + Duration::from_secs(8));
+        assert_eq!(c.seconds_per_block(), 2.0);
+    }
+
+    #[test]
+    fn the_block_clock_is_bounded_both_ways_and_forgets_old_heights() {
+        let t0 = Instant::now();
+        let mut fast = BlockClock::default();
+        fast.observe(1, t0);
+        fast.observe(1000, t0 + Duration::from_millis(1));
+        assert_eq!(fast.seconds_per_block(), MIN_BLOCK_SECONDS);
+        let mut slow = BlockClock::default();
+        slow.observe(1, t0);
+        slow.observe(2, t0 + Duration::from_secs(600));
+        assert_eq!(slow.seconds_per_block(), MAX_BLOCK_SECONDS);
+        // A slow stretch long ago no longer counts once the window has moved past it.
+        for h in 3..3 + CLOCK_WINDOW as u64 {
+            slow.observe(h, t0 + Duration::from_secs(600) + Duration::from_secs(h));
+        }
+        assert_eq!(slow.seconds_per_block(), 1.0);
+    }
+
+    #[test]
+    fn a_fetch_gets_the_blocks_left_less_the_time_already_spent_within_its_bounds() {
+        let t0 = Instant::now();
+        let mut c = BlockClock::default();
+        c.observe(100, t0);
+        c.observe(102, t0 + Duration::from_secs(4));
+        let at = t0 + Duration::from_secs(5);
+        // 2 s a block, 3 blocks to go, 1 s of the current block gone.
+        assert_eq!(c.time_until(102, 105, at), Duration::from_secs(5));
+        // Nothing left (or the target height passed): the floor.
+        assert_eq!(c.time_until(102, 102, at), MIN_FETCH_TIME);
+        assert_eq!(c.time_until(102, 90, at), MIN_FETCH_TIME);
+        // Far off: the cap.
+        assert_eq!(c.time_until(102, 10_000, at), FETCH_TIMEOUT);
+    }
+}

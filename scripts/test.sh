@@ -16,7 +16,7 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+cargo test --workspace --locked --tests
 
 # Fuzz smoke: every decoder and parser that takes another party's bytes (transactions, the
 # node's request bodies, SDL files, the provider's manifests, validators' gossip batches,

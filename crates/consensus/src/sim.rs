@@ -589,7 +589,7 @@ pub struct WanReport {
 
 /// One-way latency of the simulated link from validator `i` to `j`: 50–200 ms, fixed per
 /// ordered pair, so the two directions of a pair usually differ.
-fn wan_latency_ms(i: usize, j: usize) -> u64 {
+pub fn wan_latency_ms(i: usize, j: usize) -> u64 {
     50 + ((i * 31 + j * 17) % 151) as u64
 }
 
@@ -659,43 +659,4 @@ pub fn wan_finality(n: usize, heights: u64, seed: u64, root: &Path) -> Result<Wa
             median_rtt_ms: rtts[rtts.len() / 2],
         })
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_validators_account_is_its_consensus_key() {
-        let key = ed25519::PrivateKey::from_seed(3);
-        let mut pk = [0u8; 32];
-        pk.copy_from_slice(key.public_key().as_ref());
-        assert_eq!(account(&key).address(), Address::from_ed25519(&pk));
-    }
-
-    #[test]
-    fn wan_links_span_50_to_200_ms_one_way() {
-        let all: Vec<u64> = (0..40)
-            .flat_map(|i| (0..40).filter(move |j| *j != i).map(move |j| wan_latency_ms(i, j)))
-            .collect();
-        assert_eq!(all.iter().min(), Some(&50));
-        assert_eq!(all.iter().max(), Some(&200));
-    }
-
-    #[test]
-    fn wan_finality_refuses_fewer_than_four_validators_or_no_height() {
-        let dir = std::env::temp_dir();
-        assert!(matches!(wan_finality(3, 5, 0, &dir), Err(SimError::Size(3))));
-        assert!(matches!(wan_finality(4, 0, 0, &dir), Err(SimError::Size(4))));
-    }
-
-    #[test]
-    fn a_small_wan_run_agrees_and_takes_at_least_one_link_hop_to_finalize() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let r = wan_finality(4, 3, 0, dir.path()).expect("the run completes");
-        assert_eq!((r.validators, r.heights), (4, 3));
-        // A block is final after votes cross the network: at least one one-way hop.
-        assert!(r.finality_p50_ms >= 50, "{r:?}");
-        assert!((100..=400).contains(&r.median_rtt_ms), "{r:?}");
-    }
 }

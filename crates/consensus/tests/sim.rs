@@ -684,3 +684,49 @@ fn a_hundred_validators_on_wan_links_report_finality_against_round_trip() {
         })
     );
 }
+
+// The harness's own pieces.
+
+#[test]
+fn a_validators_account_is_its_consensus_key() {
+    let key = ed25519::PrivateKey::from_seed(3);
+    let mut pk = [0u8; 32];
+    pk.copy_from_slice(key.public_key().as_ref());
+    assert_eq!(account(&key).address(), pazar_types::Address::from_ed25519(&pk));
+}
+
+#[test]
+fn wan_links_span_50_to_200_ms_one_way() {
+    let all: Vec<u64> = (0..40)
+        .flat_map(|i| {
+            (0..40)
+                .filter(move |j| *j != i)
+                .map(move |j| pazar_consensus::sim::wan_latency_ms(i, j))
+        })
+        .collect();
+    assert_eq!(all.iter().min(), Some(&50));
+    assert_eq!(all.iter().max(), Some(&200));
+}
+
+#[test]
+fn wan_finality_refuses_fewer_than_four_validators_or_no_height() {
+    let dir = std::env::temp_dir();
+    assert!(matches!(
+        wan_finality(3, 5, 0, &dir),
+        Err(pazar_consensus::sim::SimError::Size(3))
+    ));
+    assert!(matches!(
+        wan_finality(4, 0, 0, &dir),
+        Err(pazar_consensus::sim::SimError::Size(4))
+    ));
+}
+
+#[test]
+fn a_small_wan_run_agrees_and_takes_at_least_one_link_hop_to_finalize() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = wan_finality(4, 3, 0, dir.path()).expect("the run completes");
+    assert_eq!((r.validators, r.heights), (4, 3));
+    // A block is final after votes cross the network: at least one one-way hop.
+    assert!(r.finality_p50_ms >= 50, "{r:?}");
+    assert!((100..=400).contains(&r.median_rtt_ms), "{r:?}");
+}

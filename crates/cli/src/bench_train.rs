@@ -28,7 +28,7 @@ use crate::chart;
 #[derive(Args)]
 pub struct TrainBenchOpts {
     /// `ci`: a small model, a few minutes on 2 cores, every adversary. `full`: a warm-started
-    /// 0.1 M-parameter model over 100 outer rounds (about 20 minutes on 2 cores).
+    /// 0.1 M-parameter model over 100 outer rounds (about 13 minutes on 2 cores).
     #[arg(long, default_value = "ci", value_parser = ["ci", "full"])]
     pub profile: String,
     /// Directory for the loss chart (SVG) and the per-round losses (JSON); a new temporary
@@ -475,6 +475,7 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
         Adversary::LazyAuditor,
         Adversary::BadSeal,
         Adversary::HideUpdate,
+        Adversary::SelectiveServe,
     ];
     let perturbations = [1e-2f32, 1e-4, 1e-6, 1e-7];
     let (mut caught, mut tried, mut false_slashes) = (0, 0, 0);

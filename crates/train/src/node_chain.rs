@@ -13,6 +13,8 @@ pub struct NodeChain {
     rpc: Rpc,
     key: SigningKey,
     chain_id: String,
+    /// The node's block time (`GET /status`), if it answered.
+    block_time: Option<std::time::Duration>,
 }
 
 fn chain_err(e: impl std::fmt::Display) -> WorkerError {
@@ -22,7 +24,17 @@ fn chain_err(e: impl std::fmt::Display) -> WorkerError {
 impl NodeChain {
     pub fn new(rpc: Rpc, key: SigningKey) -> Result<NodeChain, WorkerError> {
         let chain_id = rpc.chain_id().map_err(chain_err)?;
-        Ok(NodeChain { rpc, key, chain_id })
+        let block_time = rpc
+            .status()
+            .ok()
+            .map(|s| std::time::Duration::from_millis(s.block_time_ms))
+            .filter(|t| !t.is_zero());
+        Ok(NodeChain {
+            rpc,
+            key,
+            chain_id,
+            block_time,
+        })
     }
 
     pub fn rpc(&self) -> &Rpc {
@@ -61,6 +73,10 @@ impl Chain for NodeChain {
             height: round.height,
             previous,
         })
+    }
+
+    fn block_time(&self) -> Option<std::time::Duration> {
+        self.block_time
     }
 
     fn submit(&mut self, msg: Msg) -> Result<(), WorkerError> {

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pazar_ledger::state::GenesisBalance;
 use pazar_ledger::{BlockHeader, Genesis, Params, State};
@@ -17,7 +17,7 @@ use pazar_types::{Address, Coin, Denom, Event, KeyScheme, Msg, ProviderInfo, Sig
 use crate::blobs::BlobStore;
 use crate::ops::Threads;
 use crate::state::Hash32;
-use crate::worker::{Adversary, Chain, JobView, Peers, Step, Worker, WorkerError};
+use crate::worker::{fetch_first_detached, Accept, Adversary, Chain, JobView, Peers, Step, Worker, WorkerError};
 
 pub const CHAIN_ID: &str = "pazar-train-sim";
 const FEE: u128 = 100;
@@ -41,6 +41,12 @@ pub struct Ledger {
     seqs: BTreeMap<Address, u64>,
     /// Every event so far, with its height.
     pub events: Vec<(u64, Event)>,
+    /// Messages sent too late for the next block (in a paced sim, [`Sim::pace`]): each with
+    /// the height of the block it lands in, submitted then (and refused then if the ledger no
+    /// longer takes it).
+    late: Vec<(u64, SigningKey, Msg)>,
+    /// Messages that landed late and were refused, with the height they landed at.
+    pub refused_late: Vec<(u64, Msg)>,
 }
 
 impl Ledger {
@@ -62,6 +68,8 @@ impl Ledger {
             pending: Vec::new(),
             seqs: BTreeMap::new(),
             events: Vec::new(),
+            late: Vec::new(),
+            refused_late: Vec::new(),
         })
     }
 
@@ -108,6 +116,16 @@ impl Ledger {
 
     /// Applies one block of what is pending; returns its events.
     pub fn block(&mut self) -> Result<Vec<Event>, WorkerError> {
+        let height = self.state.height + 1;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.late)
+            .into_iter()
+            .partition(|(h, _, _)| *h <= height);
+        self.late = later;
+        for (_, key, msg) in due {
+            if self.submit(&key, msg.clone()).is_err() {
+                self.refused_late.push((height, msg));
+            }
+        }
         let header = BlockHeader {
             chain_id: CHAIN_ID.into(),
             height: self.state.height + 1,
@@ -144,10 +162,16 @@ impl Ledger {
     }
 }
 
+/// How long a message takes to reach the node in a paced sim.
+pub const SUBMIT_LATENCY: Duration = Duration::from_millis(50);
+
 /// One participant's handle on the shared ledger.
 pub struct Handle {
     pub ledger: Arc<Mutex<Ledger>>,
     pub key: SigningKey,
+    /// The sim's pace, if any ([`Sim::pace`]), and when this participant last read the ledger.
+    pace: Option<Duration>,
+    viewed: Option<(u64, Instant)>,
 }
 
 impl Handle {
@@ -158,12 +182,31 @@ impl Handle {
 
 impl Chain for Handle {
     fn view(&mut self, job: u64) -> Result<JobView, WorkerError> {
-        self.lock().view(job)
+        let v = self.lock().view(job)?;
+        self.viewed = Some((v.height, Instant::now()));
+        Ok(v)
     }
 
+    /// In a paced sim a message lands in the block produced at the time it reaches the node:
+    /// read at height h and sent `t` later, [`SUBMIT_LATENCY`] on its way, in block
+    /// h + 1 + ⌊(t + latency) / pace⌋ (checked by the ledger then).
     fn submit(&mut self, msg: Msg) -> Result<(), WorkerError> {
         let key = self.key.clone();
+        if let (Some(pace), Some((h, at))) = (self.pace, self.viewed) {
+            let t = at.elapsed() + SUBMIT_LATENCY;
+            let blocks = (t.as_secs_f64() / pace.as_secs_f64()) as u64;
+            if blocks > 0 {
+                self.lock().late.push((h + 1 + blocks, key, msg));
+                return Ok(());
+            }
+        }
         self.lock().submit(&key, msg)
+    }
+
+    /// The pace, or a second when the sim is not paced (its blocks then wait for every
+    /// participant's step, so a participant may take its time as on a slow chain).
+    fn block_time(&self) -> Option<Duration> {
+        Some(self.pace.unwrap_or(Duration::from_secs(1)))
     }
 }
 
@@ -175,6 +218,8 @@ pub struct SimPeers {
     /// Participants whose server accepts and never answers: a fetch from them waits for its
     /// whole time limit, then fails.
     hanging: BTreeSet<String>,
+    /// Participants whose server hangs on a blob it does not hold rather than answering 404.
+    hanging_on_missing: BTreeSet<String>,
     /// The time limit of every fetch from a hanging participant.
     hung: Arc<Mutex<Vec<Duration>>>,
 }
@@ -187,6 +232,18 @@ impl SimPeers {
     /// Makes the participant at `uri` a server that never answers.
     pub fn hang(&mut self, uri: &str) {
         self.hanging.insert(uri.to_string());
+    }
+
+    /// Makes the participant at `uri` a server that never answers a request for a blob it
+    /// does not serve (and serves the others).
+    pub fn hang_on_missing(&mut self, uri: &str) {
+        self.hanging_on_missing.insert(uri.to_string());
+    }
+
+    fn hang_for(&self, uri: &str, within: Duration) -> WorkerError {
+        self.hung.lock().unwrap_or_else(|e| e.into_inner()).push(within);
+        std::thread::sleep(within);
+        WorkerError::Unanswered(format!("{uri}: no answer within {within:?}"))
     }
 
     /// The time limits that fetches from hanging participants waited out.
@@ -203,22 +260,36 @@ impl SimPeers {
 impl Peers for SimPeers {
     fn fetch(&self, uri: &str, addr: &Hash32, limit: usize, within: Duration) -> Result<Vec<u8>, WorkerError> {
         if self.hanging.contains(uri) {
-            self.hung.lock().unwrap_or_else(|e| e.into_inner()).push(within);
-            std::thread::sleep(within);
-            return Err(WorkerError::Peer(format!("{uri}: no answer within {within:?}")));
+            return Err(self.hang_for(uri, within));
         }
         let store = self
             .stores
             .get(uri)
             .ok_or_else(|| WorkerError::Peer(format!("{uri}: unreachable")))?;
-        let b = store
-            .get(addr)
-            .ok_or_else(|| WorkerError::Peer(format!("{uri}: HTTP 404")))?;
+        let Some(b) = store.get(addr) else {
+            if self.hanging_on_missing.contains(uri) {
+                return Err(self.hang_for(uri, within));
+            }
+            return Err(WorkerError::Peer(format!("{uri}: HTTP 404")));
+        };
         if b.len() > limit {
             return Err(WorkerError::Peer(format!("{uri}: larger than {limit} bytes")));
         }
         *self.fetched.lock().unwrap_or_else(|e| e.into_inner()) += b.len() as u64;
         Ok(b.to_vec())
+    }
+
+    /// As over HTTP: the first accepted answer returns at once, whatever the others do.
+    fn fetch_first(
+        &self,
+        uris: &[String],
+        addr: &Hash32,
+        limit: usize,
+        within: Duration,
+        accept: Accept<'_>,
+    ) -> Result<Vec<u8>, WorkerError> {
+        let (me, addr) = (self.clone(), *addr);
+        fetch_first_detached(uris, accept, move |uri| me.fetch(uri, &addr, limit, within))
     }
 }
 
@@ -232,6 +303,9 @@ pub struct Sim {
     pub peers: SimPeers,
     /// The last step of each worker, for reports.
     pub steps: Vec<Vec<(u64, Step)>>,
+    /// A block at most this often, if set ([`Sim::pace`]).
+    pace: Option<Duration>,
+    last_block: Instant,
 }
 
 /// The `blob_uri` participant `i` (from 0, in the order of [`Sim::workers`]) joins with.
@@ -318,6 +392,8 @@ impl Sim {
                 Handle {
                     ledger: ledger.clone(),
                     key: k,
+                    pace: None,
+                    viewed: None,
                 },
                 w,
             ));
@@ -331,7 +407,21 @@ impl Sim {
             workers: out,
             peers,
             steps: vec![Vec::new(); n],
+            pace: None,
+            last_block: Instant::now(),
         })
+    }
+
+    /// Paces the sim like a chain: a block at most every `block_time` (a tick that takes
+    /// longer makes a later block), every participant told the node's block time, and a
+    /// message that a participant sends `t` after reading the ledger lands `⌊t / block_time⌋`
+    /// blocks later than the next one, where the ledger may refuse it. Time spent waiting on a
+    /// peer then costs blocks, as it does on a chain.
+    pub fn pace(&mut self, block_time: Duration) {
+        self.pace = Some(block_time);
+        for (h, _) in &mut self.workers {
+            h.pace = Some(block_time);
+        }
     }
 
     /// The job as opened.
@@ -355,8 +445,12 @@ impl Sim {
                 .map(|h| h.join().unwrap_or_else(|_| Err("a participant panicked".to_string())))
                 .collect()
         });
+        if let Some(pace) = self.pace {
+            std::thread::sleep(pace.saturating_sub(self.last_block.elapsed()));
+        }
         let mut l = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
         l.block()?;
+        self.last_block = Instant::now();
         let height = l.state.height;
         for (i, r) in results.iter().enumerate() {
             if let Ok(step) = r {
@@ -516,7 +610,7 @@ impl Trial {
                 !given.is_empty() && given.iter().all(|o| *o == AuditOutcome::Missing)
             }
             // Nobody could pass it: each audit of it left it out, its round unpaid.
-            Adversary::BadSeal => {
+            Adversary::BadSeal | Adversary::DodgeAudit => {
                 let of = self.audits(|target, _| target == self.cheat);
                 !of.is_empty() && of.iter().all(|o| *o == AuditOutcome::Unavailable)
             }

@@ -9,9 +9,12 @@
 //! benchmarks. Nothing a peer sends is trusted: every blob is decoded strictly and its hash
 //! recomputed before use.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use pazar_types::train::{
     loss_seal, update_commitment, AuditRecord, Compression, JobSpec, JobState, Member, Phase, Reveal, RoundRecord,
@@ -34,6 +37,14 @@ pub enum WorkerError {
     Chain(String),
     #[error("peer: {0}")]
     Peer(String),
+    /// A peer did not answer within the time limit (its server hangs, or it is far away): not
+    /// asked again for the rest of the round where others can serve the same blob.
+    #[error("peer: {0}")]
+    Unanswered(String),
+    /// No time is left for a fetch before the height it had to end by: nothing was asked (so
+    /// nobody can be blamed for it).
+    #[error("no time left to fetch before height {0}")]
+    NoTime(u64),
     #[error(transparent)]
     Round(#[from] RoundError),
     #[error(transparent)]
@@ -68,13 +79,85 @@ pub trait Chain {
     /// Signs and submits `msg` from this participant's key and waits until it is committed;
     /// a refusal is an error carrying the ledger's reason.
     fn submit(&mut self, msg: Msg) -> Result<(), WorkerError>;
+    /// The chain's configured time between blocks, if the node says: the pace a participant
+    /// assumes until it has seen two heights.
+    fn block_time(&self) -> Option<Duration> {
+        None
+    }
 }
+
+/// Bytes a fetched blob must pass before it is taken (its hash recomputed, decoded strictly).
+pub type Accept<'a> = &'a (dyn Fn(&[u8]) -> bool + Sync);
 
 /// Other participants' blob servers. `Sync`: an aggregator fetches several updates at once.
 pub trait Peers: Sync {
     /// The blob `addr` from the participant whose `blob_uri` is `uri`, at most `limit` bytes,
     /// given up after `within` (a peer that never answers costs no more).
     fn fetch(&self, uri: &str, addr: &Hash32, limit: usize, within: Duration) -> Result<Vec<u8>, WorkerError>;
+
+    /// The blob `addr` from whichever of `uris` first serves bytes that `accept` takes, all
+    /// asked at once, each within `within`. This default waits for every request to end
+    /// (each within `within`); [`HttpPeers`] returns at the first accepted answer.
+    fn fetch_first(
+        &self,
+        uris: &[String],
+        addr: &Hash32,
+        limit: usize,
+        within: Duration,
+        accept: Accept<'_>,
+    ) -> Result<Vec<u8>, WorkerError> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|s| {
+            for uri in uris {
+                let sender = tx.clone();
+                let job = move || {
+                    let _ = sender.send(self.fetch(uri, addr, limit, within));
+                };
+                if let Err(e) = std::thread::Builder::new().spawn_scoped(s, job) {
+                    let _ = tx.send(Err(WorkerError::Peer(format!("no thread for a fetch: {e}"))));
+                }
+            }
+            drop(tx);
+            first_accepted(&rx, accept)
+        })
+    }
+}
+
+/// The first answer on `rx` that `accept` takes, else the last failure.
+fn first_accepted(
+    rx: &mpsc::Receiver<Result<Vec<u8>, WorkerError>>,
+    accept: Accept<'_>,
+) -> Result<Vec<u8>, WorkerError> {
+    let mut last = WorkerError::Peer("no source".into());
+    for r in rx.iter() {
+        match r {
+            Ok(b) if accept(&b) => return Ok(b),
+            Ok(_) => last = WorkerError::Peer("a source served a blob with another hash".into()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// [`Peers::fetch_first`] on detached threads: returns at the first accepted answer, the other
+/// requests running out their own time limit (`within` at most) in the background. `fetch`
+/// must own what it uses.
+pub fn fetch_first_detached<F>(uris: &[String], accept: Accept<'_>, fetch: F) -> Result<Vec<u8>, WorkerError>
+where
+    F: Fn(&str) -> Result<Vec<u8>, WorkerError> + Clone + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    for uri in uris {
+        let (sender, uri, fetch) = (tx.clone(), uri.clone(), fetch.clone());
+        let job = move || {
+            let _ = sender.send(fetch(&uri));
+        };
+        if let Err(e) = std::thread::Builder::new().name("blob-fetch".into()).spawn(job) {
+            let _ = tx.send(Err(WorkerError::Peer(format!("no thread for a fetch: {e}"))));
+        }
+    }
+    drop(tx);
+    first_accepted(&rx, accept)
 }
 
 /// HTTP peers ([`crate::blobs::fetch`]).
@@ -82,13 +165,32 @@ pub struct HttpPeers;
 
 impl Peers for HttpPeers {
     fn fetch(&self, uri: &str, addr: &Hash32, limit: usize, within: Duration) -> Result<Vec<u8>, WorkerError> {
-        crate::blobs::fetch(uri, addr, limit, within).map_err(|e| WorkerError::Peer(e.to_string()))
+        crate::blobs::fetch(uri, addr, limit, within).map_err(|e| match e {
+            crate::blobs::FetchError::Timeout { .. } => WorkerError::Unanswered(e.to_string()),
+            e => WorkerError::Peer(e.to_string()),
+        })
+    }
+
+    fn fetch_first(
+        &self,
+        uris: &[String],
+        addr: &Hash32,
+        limit: usize,
+        within: Duration,
+        accept: Accept<'_>,
+    ) -> Result<Vec<u8>, WorkerError> {
+        let addr = *addr;
+        fetch_first_detached(uris, accept, move |uri| HttpPeers.fetch(uri, &addr, limit, within))
     }
 }
 
-/// The shortest time limit a fetch is given, even when the phase's time is up by the estimate
-/// (the estimate may be wrong, and a blob served at once takes far less).
+/// The shortest time limit a fetch is given when the estimate leaves less before a height it
+/// should end by but more before the height it must end by (the estimate may be wrong, and a
+/// blob served at once takes far less). Never past the height it must end by.
 const MIN_FETCH_TIME: Duration = Duration::from_secs(1);
+/// Time kept after a fetch and the work on what it fetched for signing and sending the message
+/// (the message still has to reach the node before the block that must hold it is proposed).
+const SUBMIT_MARGIN: Duration = Duration::from_millis(300);
 /// Seconds per block assumed before two heights were seen (a node's default block time), and
 /// the bounds of the estimate.
 const DEFAULT_BLOCK_SECONDS: f64 = 1.0;
@@ -102,6 +204,9 @@ const CLOCK_WINDOW: usize = 16;
 #[derive(Debug, Default)]
 struct BlockClock {
     seen: VecDeque<(u64, Instant)>,
+    /// The node's configured block time: assumed before two heights were seen, and the least
+    /// the estimate may be (a node proposes a block every block time, never faster).
+    seed: Option<f64>,
 }
 
 impl BlockClock {
@@ -115,29 +220,57 @@ impl BlockClock {
         }
     }
 
-    /// Seconds per block over the window, bounded both ways ([`DEFAULT_BLOCK_SECONDS`] before
-    /// two heights were seen).
-    fn seconds_per_block(&self) -> f64 {
-        let (Some((h0, t0)), Some((h1, t1))) = (self.seen.front(), self.seen.back()) else {
-            return DEFAULT_BLOCK_SECONDS;
-        };
-        if h1 <= h0 {
-            return DEFAULT_BLOCK_SECONDS;
+    /// Assumes `block_time` (the node's setting) until two heights were seen, and never less.
+    fn seed(&mut self, block_time: Duration) {
+        let s = block_time.as_secs_f64();
+        if s > 0.0 && s.is_finite() {
+            self.seed = Some(s);
         }
-        let s = t1.duration_since(*t0).as_secs_f64() / (h1 - h0) as f64;
-        s.clamp(MIN_BLOCK_SECONDS, MAX_BLOCK_SECONDS)
     }
 
-    /// The time a fetch may take now to end before height `until` is reached, by the estimate:
-    /// the blocks still to come before it, less the time since the current height was first
-    /// seen; at least [`MIN_FETCH_TIME`], at most [`FETCH_TIMEOUT`].
+    /// Seconds per block over the window, bounded both ways, and at least the node's block
+    /// time when it is known (that, else [`DEFAULT_BLOCK_SECONDS`], before two heights were
+    /// seen).
+    fn seconds_per_block(&self) -> f64 {
+        let assumed = self
+            .seed
+            .unwrap_or(DEFAULT_BLOCK_SECONDS)
+            .clamp(MIN_BLOCK_SECONDS, MAX_BLOCK_SECONDS);
+        let (Some((h0, t0)), Some((h1, t1))) = (self.seen.front(), self.seen.back()) else {
+            return assumed;
+        };
+        if h1 <= h0 {
+            return assumed;
+        }
+        let s = t1.duration_since(*t0).as_secs_f64() / (h1 - h0) as f64;
+        let floor = self
+            .seed
+            .unwrap_or(MIN_BLOCK_SECONDS)
+            .clamp(MIN_BLOCK_SECONDS, MAX_BLOCK_SECONDS);
+        s.clamp(floor, MAX_BLOCK_SECONDS)
+    }
+
+    /// The time left now before height `until` is reached, by the estimate: the blocks still
+    /// to come before it, less the time since the current height was first seen; zero once it
+    /// is reached, at most [`FETCH_TIMEOUT`].
     fn time_until(&self, height: u64, until: u64, now: Instant) -> Duration {
         let since = match self.seen.back() {
             Some((h, t)) if *h == height => now.duration_since(*t).as_secs_f64(),
             _ => 0.0,
         };
         let left = until.saturating_sub(height) as f64 * self.seconds_per_block() - since;
-        Duration::from_secs_f64(left.clamp(0.0, FETCH_TIMEOUT.as_secs_f64())).clamp(MIN_FETCH_TIME, FETCH_TIMEOUT)
+        Duration::from_secs_f64(left.clamp(0.0, FETCH_TIMEOUT.as_secs_f64()))
+    }
+
+    /// The time limit of a fetch that should end before height `soft` (a failure is asked
+    /// again at the next poll) and must end `reserve` before height `hard` (the work on what
+    /// it fetched and the message it leads to still have to land by then): the time before
+    /// `soft`, at least [`MIN_FETCH_TIME`], but never past `hard` less `reserve`. Zero when
+    /// nothing is left: the caller skips the fetch.
+    fn fetch_time(&self, height: u64, soft: u64, hard: u64, reserve: Duration, now: Instant) -> Duration {
+        let must = self.time_until(height, hard, now).saturating_sub(reserve);
+        let should = self.time_until(height, soft.min(hard), now);
+        should.max(MIN_FETCH_TIME).min(must)
     }
 }
 
@@ -163,7 +296,8 @@ pub enum Adversary {
     WrongShards,
     /// An honest pseudo-gradient with each entry scaled by `1 ± R` (signs pseudo-random).
     Perturb(f32),
-    /// Trains honestly but, as an auditor, fails every worker it audits with made-up hashes.
+    /// Trains honestly but, as an auditor, fails every worker it audits with made-up hashes
+    /// (of its round's last training segment).
     FalseAuditor,
     /// Trains honestly but, as an auditor, passes every worker it audits without replaying
     /// (to be paid for audits it never ran), with a made-up loss digest.
@@ -178,6 +312,11 @@ pub enum Adversary {
     /// and to nobody else, to split the honest votes between the checkpoint with it and the
     /// one without (no majority: no checkpoint, nobody paid).
     SelectiveServe,
+    /// Trains and reveals honestly and serves its update, but never its trace nor its residual
+    /// (the tests make its server hang on them), so that its auditor cannot replay it: to
+    /// dodge the audit (a cheat's update would be included and paid if the auditor's verdict
+    /// came too late).
+    DodgeAudit,
 }
 
 impl std::str::FromStr for Adversary {
@@ -198,6 +337,7 @@ impl std::str::FromStr for Adversary {
             "bad-seal" => Adversary::BadSeal,
             "hide-update" => Adversary::HideUpdate,
             "selective-serve" => Adversary::SelectiveServe,
+            "dodge-audit" => Adversary::DodgeAudit,
             other => match other.strip_prefix("perturb:") {
                 Some(r) => match r.parse::<f32>() {
                     Ok(r) if r.is_finite() && r > 0.0 && r < 1.0 => Adversary::Perturb(r),
@@ -206,7 +346,8 @@ impl std::str::FromStr for Adversary {
                 None => {
                     return Err(format!(
                         "unknown adversary {other:?}: lazy, noise, sign-flip, copier, stale, withhold, crash, \
-                         wrong-shards, false-auditor, lazy-auditor, bad-seal, hide-update, selective-serve or perturb:R"
+                         wrong-shards, false-auditor, lazy-auditor, bad-seal, hide-update, selective-serve, dodge-audit \
+                         or perturb:R"
                     ))
                 }
             },
@@ -332,11 +473,47 @@ pub struct Worker {
     crashed: bool,
     /// The chain's pace, from the heights seen by polls (fetches are timed by it).
     clock: BlockClock,
+    /// The round the sets below are about (they are emptied when it changes).
+    duty_round: Option<u32>,
+    /// Audit targets that failed to serve what they committed to this round: at the audit's
+    /// last poll they are reported unavailable at once, not asked again.
+    unserved: BTreeSet<Address>,
+    /// Blob servers that did not answer within a time limit this round: not asked again for
+    /// another member's update (the owner of an update is always asked).
+    unanswered: Arc<Mutex<BTreeSet<String>>>,
+    /// How long replaying one segment took here last (trained, audited or refereed): what a
+    /// replay's deadline keeps free after fetching.
+    segment_time: Duration,
+    /// How long the last aggregate took here, fetches excluded.
+    aggregate_time: Duration,
 }
 
 /// Largest blob a peer may send: a state blob of this model plus headers.
 fn blob_limit(n: usize) -> usize {
     16 * n + 64
+}
+
+/// Bytes of the LEB128 varint of `x`.
+fn varint_len(x: u32) -> usize {
+    (32 - x.leading_zeros() as usize).div_ceil(7).max(1)
+}
+
+/// The largest blob an update of `n` entries compressed by `method` can be (its canonical
+/// encoding, [`Update::encode`]): the header, then for int8 a scale per block of
+/// [`compress::BLOCK`] and a byte per entry; for top-k the kept entries' index gaps (each less
+/// than `n`) and their values (4 bytes each, or int8 with a scale per block). Between about
+/// `n` and `9n` bytes, against the 16 bytes a parameter of a state blob.
+pub fn update_limit(method: Method, n: usize) -> usize {
+    let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+    let quantised = |k: usize| 4 * k.div_ceil(compress::BLOCK) + k;
+    let k = method.kept(n32).unwrap_or(n32) as usize;
+    let gaps = k * varint_len(n32.saturating_sub(1));
+    compress::HEADER_BYTES
+        + match method {
+            Method::Int8 => quantised(n),
+            Method::TopK { .. } => gaps + 4 * k,
+            Method::TopKInt8 { .. } => gaps + quantised(k),
+        }
 }
 
 impl Worker {
@@ -387,6 +564,11 @@ impl Worker {
             accounting: Accounting::default(),
             crashed: false,
             clock: BlockClock::default(),
+            duty_round: None,
+            unserved: BTreeSet::new(),
+            unanswered: Arc::new(Mutex::new(BTreeSet::new())),
+            segment_time: Duration::ZERO,
+            aggregate_time: Duration::ZERO,
         })
     }
 
@@ -449,7 +631,11 @@ impl Worker {
             if *addr == self.address {
                 continue;
             }
-            let within = self.fetch_limit(v, until);
+            let within = self.fetch_limit(v, until, until, Duration::ZERO);
+            if within.is_zero() {
+                last = format!("no time left before height {until}");
+                break;
+            }
             match peers.fetch(&m.blob_uri, hash, 8 * n + 64, within) {
                 Ok(bytes) => {
                     self.accounting.bytes_fetched += bytes.len() as u64;
@@ -482,7 +668,15 @@ impl Worker {
             return Ok(Step::Done);
         }
         let v = chain.view(self.job)?;
+        if let Some(t) = chain.block_time() {
+            self.clock.seed(t);
+        }
         self.clock.observe(v.height, Instant::now());
+        if self.duty_round != Some(v.job.round) {
+            self.duty_round = Some(v.job.round);
+            self.unserved.clear();
+            self.unanswered.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
         match v.job.state {
             JobState::Finished | JobState::Cancelled => return Ok(Step::Done),
             JobState::Recruiting => return Ok(Step::Idle),
@@ -623,6 +817,7 @@ impl Worker {
         };
         drop(work);
         self.accounting.train_seconds += t0.elapsed().as_secs_f64();
+        self.segment_time = t0.elapsed() / self.cfg.segments().max(1);
         self.accounting.steps_trained += u64::from(self.cfg.inner_steps);
         let n = self.n();
         match adversary {
@@ -668,8 +863,9 @@ impl Worker {
                         .find(|(a, _)| *a == victim.worker)
                         .map(|(_, m)| m.blob_uri.clone());
                     if let Some(uri) = uri {
-                        if let Ok(bytes) = peers.fetch(&uri, &victim.update, blob_limit(n), FETCH_TIMEOUT) {
-                            if let Ok(u) = Update::decode(&bytes, n as u32, blob_limit(n)) {
+                        let limit = update_limit(self.cfg.method, n);
+                        if let Ok(bytes) = peers.fetch(&uri, &victim.update, limit, FETCH_TIMEOUT) {
+                            if let Ok(u) = Update::decode(&bytes, n as u32, limit) {
                                 replace_update(&mut out, u);
                             }
                         }
@@ -687,9 +883,11 @@ impl Worker {
             Some(Adversary::SelectiveServe) => self.blobs.put_once(out.update_hash, out.update_bytes.clone()),
             _ => self.blobs.put(out.update_hash, out.update_bytes.clone()),
         }
-        self.blobs.put(out.trace_root, state::encode_trace(&out.trace));
-        if out.ef_in != [0; 32] {
-            self.blobs.put(out.ef_in, state::encode_ef(&self.ef));
+        if adversary != Some(Adversary::DodgeAudit) {
+            self.blobs.put(out.trace_root, state::encode_trace(&out.trace));
+            if out.ef_in != [0; 32] {
+                self.blobs.put(out.ef_in, state::encode_ef(&self.ef));
+            }
         }
         // Boundary states (16 bytes a parameter each) are served only to a dispute's referees:
         // they are encoded when this worker's audit fails, not every round.
@@ -745,7 +943,12 @@ impl Worker {
                 let asked = d.referees.contains(&self.address);
                 let answered = d.answers.iter().any(|x| x.referee == self.address);
                 if asked && !answered {
-                    let until = d.opened_at.saturating_add(u64::from(v.job.spec.phases.dispute));
+                    // The ledger takes answers up to height opened_at + dispute: fetches end a
+                    // block before, less the replay, so the answer lands in time.
+                    let until = d
+                        .opened_at
+                        .saturating_add(u64::from(v.job.spec.phases.dispute))
+                        .saturating_sub(1);
                     match self.referee(v, peers, target, &a.auditor, *segment, d.index, until) {
                         Ok(hash) => {
                             chain.submit(Msg::PostReferee {
@@ -764,6 +967,9 @@ impl Worker {
                 }
             }
         }
+        // Every audit it can finish now, in one poll: an auditor drawn for several targets
+        // would otherwise reach the last ones a block each later, past their time.
+        let mut done = None;
         for (target, a) in &v.audits {
             if a.auditor == self.address && a.verdict.is_none() {
                 match self.audit(v, peers, target) {
@@ -775,19 +981,20 @@ impl Worker {
                             target: *target,
                             verdict,
                         })?;
-                        return Ok(Step::Audited {
+                        done = done.or(Some(Step::Audited {
                             round: r,
                             target: *target,
                             pass,
-                        });
+                        }));
                     }
                     Err(e) => first_err = first_err.or(Some(e)),
                 }
             }
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(Step::Idle),
+        match (done, first_err) {
+            (Some(step), _) => Ok(step),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(Step::Idle),
         }
     }
 
@@ -829,8 +1036,8 @@ impl Worker {
     }
 
     /// The canonical start of a worker's round: the checkpoint and the residual it revealed
-    /// (fetched from the first of `sources` that serves it, each fetch timed to end before
-    /// height `until`).
+    /// (fetched from whichever of `sources` first serves it, all asked at once, timed to end
+    /// `reserve` before height `until`).
     fn start_state_from(
         &mut self,
         v: &JobView,
@@ -838,6 +1045,7 @@ impl Worker {
         sources: &[Address],
         ef_in: &Hash32,
         until: u64,
+        reserve: Duration,
     ) -> Result<WorkerState, WorkerError> {
         let n = self.n();
         let ckpt = self
@@ -848,7 +1056,8 @@ impl Worker {
         let ef = if *ef_in == [0; 32] {
             vec![0.0; n]
         } else {
-            let bytes = self.fetch_any(v, peers, sources, ef_in, 4 * n + 64, until)?;
+            let accept = |b: &[u8]| state::decode_ef(b, n).is_ok_and(|ef| ef_hash(&ef) == *ef_in);
+            let bytes = self.fetch_any(v, peers, sources, ef_in, 4 * n + 64, until, reserve, &accept)?;
             let ef = state::decode_ef(&bytes, n)?;
             if ef_hash(&ef) != *ef_in {
                 return Err(WorkerError::Peer("a residual with another hash".into()));
@@ -858,7 +1067,10 @@ impl Worker {
         Ok(WorkerState::start(ckpt.params, ef))
     }
 
-    /// `addr` from the first of `sources` that serves it.
+    /// `addr` from whichever of `sources` first serves bytes that `accept` takes, all asked at
+    /// once (a source that hangs costs the others nothing), the fetch timed to end `reserve`
+    /// before height `until`; this worker's own store first if it is one of them.
+    #[allow(clippy::too_many_arguments)]
     fn fetch_any(
         &mut self,
         v: &JobView,
@@ -867,19 +1079,39 @@ impl Worker {
         addr: &Hash32,
         limit: usize,
         until: u64,
+        reserve: Duration,
+        accept: Accept<'_>,
     ) -> Result<Vec<u8>, WorkerError> {
-        let mut last = WorkerError::Peer("no source".into());
-        for who in sources {
-            match self.fetch_from(v, peers, who, addr, limit, until) {
-                Ok(b) => return Ok(b),
-                Err(e) => last = e,
+        if sources.contains(&self.address) {
+            if let Some(b) = self.blobs.get(addr).filter(|b| accept(b)) {
+                return Ok(b.to_vec());
             }
         }
-        Err(last)
+        let uris: Vec<String> = sources
+            .iter()
+            .filter(|a| **a != self.address)
+            .filter_map(|who| {
+                v.members
+                    .iter()
+                    .find(|(a, _)| a == who)
+                    .map(|(_, m)| m.blob_uri.clone())
+            })
+            .collect();
+        if uris.is_empty() {
+            return Err(WorkerError::Peer("no source is a member".into()));
+        }
+        let within = self.fetch_limit(v, until, until, reserve);
+        if within.is_zero() {
+            return Err(WorkerError::NoTime(until));
+        }
+        let bytes = peers.fetch_first(&uris, addr, limit, within, accept)?;
+        self.accounting.bytes_fetched += bytes.len() as u64;
+        Ok(bytes)
     }
 
-    /// `addr` from `who` (this worker's own store if it is `who`), given the time the chain's
-    /// pace leaves before height `until` ([`BlockClock::time_until`]).
+    /// `addr` from `who` (this worker's own store if it is `who`), within the time the chain's
+    /// pace leaves before height `until` less `reserve` ([`BlockClock::fetch_time`]); nothing
+    /// is asked when none is left.
     #[allow(clippy::too_many_arguments)]
     fn fetch_from(
         &mut self,
@@ -889,6 +1121,7 @@ impl Worker {
         addr: &Hash32,
         limit: usize,
         until: u64,
+        reserve: Duration,
     ) -> Result<Vec<u8>, WorkerError> {
         if *who == self.address {
             if let Some(b) = self.blobs.get(addr) {
@@ -901,15 +1134,19 @@ impl Worker {
             .find(|(a, _)| a == who)
             .map(|(_, m)| m.blob_uri.clone())
             .ok_or_else(|| WorkerError::Peer(format!("{who} is not a member")))?;
-        let within = self.fetch_limit(v, until);
+        let within = self.fetch_limit(v, until, until, reserve);
+        if within.is_zero() {
+            return Err(WorkerError::NoTime(until));
+        }
         let bytes = peers.fetch(&uri, addr, limit, within)?;
         self.accounting.bytes_fetched += bytes.len() as u64;
         Ok(bytes)
     }
 
-    /// The time limit of a fetch that should end before height `until`.
-    fn fetch_limit(&self, v: &JobView, until: u64) -> Duration {
-        self.clock.time_until(v.height, until, Instant::now())
+    /// The time limit of a fetch that should end before height `soft` and must end `reserve`
+    /// before height `hard` ([`BlockClock::fetch_time`]).
+    fn fetch_limit(&self, v: &JobView, soft: u64, hard: u64, reserve: Duration) -> Duration {
+        self.clock.fetch_time(v.height, soft, hard, reserve, Instant::now())
     }
 
     /// Replays `target`'s whole round from its canonical start and compares every boundary of
@@ -922,25 +1159,52 @@ impl Worker {
         let k = self.cfg.segments();
         let t0 = std::time::Instant::now();
         // What the target committed to must be served: its trace (and its residual when it
-        // carried one). A fetch that fails is retried on the next poll; one that still fails
-        // near the deadline is reported as unavailable. A trace that does not hash to the
-        // revealed root is the target's fault: it served something else.
-        // Fetches end before the last block of the audit window, when a failure is final.
+        // carried one). A fetch that fails is retried on the next poll until the audit's last
+        // two blocks; from then a failure is final, and a target that already failed to serve
+        // this round is reported unavailable at once, without asking again (a fetch then could
+        // only make the verdict late, and a late verdict would leave the target included).
+        // A trace that does not hash to the revealed root is the target's fault: it served
+        // something else. Fetches end a block before the audit closes, less the replay.
+        let last = v.height.saturating_add(2) >= v.job.audit_deadline;
+        if last && self.unserved.contains(target) {
+            return Ok(Verdict::Unavailable);
+        }
         let until = v.job.audit_deadline.saturating_sub(1);
-        let trace = match self.fetch_from(v, peers, target, &reveal.trace, 16 + 32 * (k as usize + 1), until) {
+        let reserve = self.segment_time * (k + 1) + SUBMIT_MARGIN;
+        let trace = match self.fetch_from(
+            v,
+            peers,
+            target,
+            &reveal.trace,
+            16 + 32 * (k as usize + 1),
+            until,
+            reserve,
+        ) {
             Ok(b) => state::decode_trace(&b, k as usize + 1)
                 .ok()
                 .filter(|t| round::trace_root(t) == reveal.trace),
-            Err(e) if v.height + 1 < v.job.audit_deadline => return Err(e),
-            Err(_) => None,
+            Err(e @ WorkerError::NoTime(_)) => return Err(e),
+            Err(e) => {
+                self.unserved.insert(*target);
+                if !last {
+                    return Err(e);
+                }
+                None
+            }
         };
         let Some(trace) = trace else {
             return Ok(Verdict::Unavailable);
         };
-        let start = match self.start_state_from(v, peers, &[*target], &reveal.ef_in, until) {
+        let start = match self.start_state_from(v, peers, &[*target], &reveal.ef_in, until, reserve) {
             Ok(s) => s,
-            Err(e) if v.height + 1 < v.job.audit_deadline => return Err(e),
-            Err(_) => return Ok(Verdict::Unavailable),
+            Err(e @ WorkerError::NoTime(_)) => return Err(e),
+            Err(e) => {
+                self.unserved.insert(*target);
+                if !last {
+                    return Err(e);
+                }
+                return Ok(Verdict::Unavailable);
+            }
         };
         let checkpoint = v.job.checkpoint;
         let work = self.work(v.job.round, &checkpoint, target)?;
@@ -960,6 +1224,11 @@ impl Worker {
         if fail.is_none() {
             for s in 0..k {
                 let seg_start = state.clone();
+                if s + 1 == k && self.adversary == Some(Adversary::FalseAuditor) {
+                    // It will claim this segment failed: it serves the segment's start as an
+                    // honest auditor would (referees start from it).
+                    self.blobs.put(seg_start.hash(), seg_start.encode());
+                }
                 losses.extend(round::train_segment(&self.model, &self.cfg, &mut state, &work, s)?);
                 replayed += u64::from(self.cfg.segment_steps);
                 if state.hash() != trace[s as usize + 1] {
@@ -997,9 +1266,10 @@ impl Worker {
                 if loss_seal(self.job, v.job.round, target, &digest) != reveal.seal {
                     Verdict::Unavailable
                 } else if self.adversary == Some(Adversary::FalseAuditor) {
-                    // Claims the first segment ended elsewhere than the target's trace says.
+                    // Claims the last training segment ended elsewhere than the target's trace
+                    // says (so that referees fetch the segment's start, from it or the target).
                     Verdict::Fail {
-                        segment: 0,
+                        segment: k - 1,
                         steps: (0..self.cfg.segment_steps).map(|i| [i as u8 ^ 0x5a; 32]).collect(),
                         trace,
                     }
@@ -1010,6 +1280,10 @@ impl Worker {
         };
         self.accounting.steps_replayed += replayed;
         self.accounting.audit_seconds += t0.elapsed().as_secs_f64();
+        if replayed > 0 {
+            let segments = (replayed / u64::from(self.cfg.segment_steps.max(1))).max(1);
+            self.segment_time = t0.elapsed() / u32::try_from(segments).unwrap_or(u32::MAX);
+        }
         Ok(verdict)
     }
 
@@ -1032,10 +1306,12 @@ impl Worker {
         // The segment's start: the canonical start for segment 0, else the boundary both sides
         // agree on (the target's trace, as the ledger checked it in the verdict). The auditor
         // holds it as well as the target (it replayed up to there), so a target that stops
-        // serving after disputing cannot starve the referees.
+        // serving after disputing cannot starve the referees; both are asked at once, so an
+        // auditor that stops serving (to have its false verdict stand undecided) cannot either.
         let sources = [*auditor, *target];
+        let reserve = self.segment_time + SUBMIT_MARGIN;
         let start = if segment == 0 {
-            self.start_state_from(v, peers, &sources, &reveal.ef_in, until)?
+            self.start_state_from(v, peers, &sources, &reveal.ef_in, until, reserve)?
         } else {
             let trace = v
                 .audits
@@ -1049,8 +1325,10 @@ impl Worker {
             let at = *trace
                 .get(segment.min(k) as usize)
                 .ok_or_else(|| WorkerError::Chain("the verdict's trace is too short".into()))?;
-            let bytes = self.fetch_any(v, peers, &sources, &at, blob_limit(n), until)?;
-            let s = WorkerState::decode(&bytes, n, self.cfg.adam.beta1, self.cfg.adam.beta2)?;
+            let (beta1, beta2) = (self.cfg.adam.beta1, self.cfg.adam.beta2);
+            let accept = |b: &[u8]| WorkerState::decode(b, n, beta1, beta2).is_ok_and(|s| s.hash() == at);
+            let bytes = self.fetch_any(v, peers, &sources, &at, blob_limit(n), until, reserve, &accept)?;
+            let s = WorkerState::decode(&bytes, n, beta1, beta2)?;
             if s.hash() != at {
                 return Err(WorkerError::Peer("a state blob with another hash".into()));
             }
@@ -1075,6 +1353,7 @@ impl Worker {
             state.hash()
         };
         self.accounting.audit_seconds += t0.elapsed().as_secs_f64();
+        self.segment_time = self.segment_time.max(t0.elapsed());
         Ok(answer)
     }
 
@@ -1084,22 +1363,28 @@ impl Worker {
     /// for again at the next poll until the phase's last two blocks; then the vote leaves it
     /// out, so one worker that withholds its update cannot stall the round.
     ///
-    /// The missing updates are fetched all at once, each within the time the chain's pace
-    /// leaves before those last two blocks (at least [`MIN_FETCH_TIME`]), so a peer that never
-    /// answers costs one time limit whatever the number of peers; and each from its owner first, then from the other
-    /// members (an aggregator serves again what it fetched), so an owner that served some
-    /// aggregators only cannot split their votes.
+    /// The missing updates are fetched by a few threads at once ([`FETCH_THREADS`]), each
+    /// within the time the chain's pace leaves before those last two blocks (at least
+    /// [`MIN_FETCH_TIME`], never past the block before the last less the time the aggregate
+    /// and the vote take), so a peer that never answers costs one time limit whatever the
+    /// number of peers; and each from its owner first, then from the other members
+    /// ([`fetch_update`]: an aggregator serves again what it fetched), so an owner that served
+    /// some aggregators only cannot split their votes while there is time to pass it on.
     fn aggregate(&mut self, v: &JobView, peers: &dyn Peers) -> Result<(Hash32, Vec<Address>), WorkerError> {
         let t0 = Instant::now();
         let late = v.height.saturating_add(2) >= v.job.deadline;
-        // Before the last two blocks a fetch ends when they begin (a failure is asked again at
-        // the next poll); within them, one block before the end, so that the vote still lands.
-        let until = v.job.deadline.saturating_sub(if late { 1 } else { 2 });
-        let within = self.fetch_limit(v, until);
+        // Before the last two blocks a fetch should end when they begin (a failure is asked
+        // again at the next poll); in any case it must end a block before the end, less the
+        // time the aggregate and the vote take, so that the vote still lands.
+        let hard = v.job.deadline.saturating_sub(1);
+        let soft = if late { hard } else { v.job.deadline.saturating_sub(2) };
+        let within = self.fetch_limit(v, soft, hard, self.aggregate_time + SUBMIT_MARGIN);
         let n = self.n();
+        let limit = update_limit(self.cfg.method, n);
         // By worker, as the vote's left-out set names them. The bytes may come from any member
         // (their hash is what is checked), so one that revealed another's update is included
-        // if anyone serves it; a copy is always audited, and its replay fails.
+        // if anyone serves it; a copy is audited when another auditor can be drawn, and then
+        // its replay fails.
         let included: Vec<(Address, Hash32)> = v
             .works
             .iter()
@@ -1112,7 +1397,8 @@ impl Worker {
         if let Some(t) = &self.trained {
             let key = (self.address, t.out.update_hash);
             if included.contains(&key) && !self.fetched.contains_key(&key) {
-                self.fetched.insert(key, check_update(&t.out.update_bytes, &key.1, n)?);
+                self.fetched
+                    .insert(key, check_update(&t.out.update_bytes, &key.1, n, limit)?);
             }
         }
         let missing: Vec<(Address, Hash32)> = included
@@ -1120,28 +1406,25 @@ impl Worker {
             .filter(|k| !self.fetched.contains_key(k))
             .copied()
             .collect();
-        let members: Vec<(Address, String)> = v.members.iter().map(|(a, m)| (*a, m.blob_uri.clone())).collect();
-        let (me, blobs, members) = (self.address, &*self.blobs, &members);
-        let results: Vec<((Address, Hash32), Fetched)> = std::thread::scope(|s| {
-            let handles: Vec<_> = missing
+        let sources = Sources::new(v, &self.address, self.unanswered.clone());
+        let ask = Ask {
+            peers,
+            blobs: &self.blobs,
+            sources: &sources,
+            n,
+            limit,
+            within,
+        };
+        let results: Vec<Fetched> = if within.is_zero() {
+            missing
                 .iter()
-                .map(|&(who, hash)| {
-                    let h = s.spawn(move || fetch_update(peers, blobs, members, &me, &who, &hash, n, within));
-                    ((who, hash), h)
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|(key, h)| {
-                    let r = h
-                        .join()
-                        .unwrap_or_else(|_| Err(WorkerError::Peer("a fetch panicked".into())));
-                    (key, r)
-                })
+                .map(|_| Err(WorkerError::Unanswered("no time left to fetch".into())))
                 .collect()
-        });
+        } else {
+            pool(&missing, FETCH_THREADS, |&(who, hash)| fetch_update(&ask, &who, &hash))
+        };
         let mut first_err = None;
-        for (key, r) in results {
+        for (key, r) in missing.into_iter().zip(results) {
             match r {
                 Ok((u, bytes)) => {
                     self.accounting.bytes_fetched += bytes;
@@ -1153,6 +1436,7 @@ impl Worker {
         if let (Some(e), false) = (first_err, late) {
             return Err(e);
         }
+        let t1 = Instant::now();
         let mut used = Vec::new();
         let mut left_out = Vec::new();
         for key in included {
@@ -1172,72 +1456,256 @@ impl Worker {
                 reason: "the round's checkpoint is unknown here".into(),
             })?;
         let next = round::aggregate(&self.cfg, &ckpt, &updates)?;
+        self.aggregate_time = t1.elapsed();
         self.accounting.aggregate_seconds += t0.elapsed().as_secs_f64();
         Ok((self.add_checkpoint(next), left_out))
     }
 }
 
+/// Threads fetching missing updates at once, at most (each may ask up to
+/// [`FALLBACK_IN_FLIGHT`] members at once in turn): the threads an aggregate uses are bounded
+/// whatever the number of members.
+const FETCH_THREADS: usize = 8;
+/// Requests for one update out to other members at once, at most.
+const FALLBACK_IN_FLIGHT: usize = 3;
+/// The pause before another member is asked for an update while earlier requests are still out.
+const FALLBACK_STAGGER: Duration = Duration::from_millis(200);
+
+/// `f` of every item, on at most `threads` scoped threads (fewer if the system gives fewer; on
+/// the calling thread if it gives none), in the items' order.
+fn pool<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(item) = items.get(i) else { break };
+        let r = f(item);
+        if let Some(slot) = out.lock().unwrap_or_else(|e| e.into_inner()).get_mut(i) {
+            *slot = Some(r);
+        }
+    };
+    std::thread::scope(|s| {
+        let mut started = 0;
+        for _ in 0..threads.min(items.len()) {
+            match std::thread::Builder::new().spawn_scoped(s, work) {
+                Ok(_) => started += 1,
+                Err(_) => break,
+            }
+        }
+        if started == 0 {
+            work();
+        }
+    });
+    out.into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| unreachable!("every item is taken by a thread that runs to its end")))
+        .collect()
+}
+
 /// An update fetched and checked, with the bytes fetched for it.
 type Fetched = Result<(Update, u64), WorkerError>;
 
-/// `bytes` as the update `hash`: its hash recomputed, then decoded strictly.
-fn check_update(bytes: &[u8], hash: &Hash32, n: usize) -> Result<Update, WorkerError> {
+/// `bytes` as the update `hash`: its hash recomputed, then decoded strictly (at most `limit`
+/// bytes, [`update_limit`]).
+fn check_update(bytes: &[u8], hash: &Hash32, n: usize, limit: usize) -> Result<Update, WorkerError> {
     if compress::update_hash(bytes) != *hash {
         return Err(WorkerError::Peer("an update with another hash".into()));
     }
-    Ok(Update::decode(bytes, n as u32, blob_limit(n))?)
+    Ok(Update::decode(bytes, n as u32, limit)?)
+}
+
+/// The members an aggregator may ask for another's update, in the order it asks them: those
+/// that already voted first (they hold every update they used), then the others, each group
+/// in the order of H(self ‖ member), so that the members asked first differ from one
+/// aggregator to the next (one member whose server hangs is not first for everyone).
+struct Sources {
+    me: Address,
+    ordered: Vec<(Address, String)>,
+    /// Servers that did not answer within a time limit this round (shared across polls).
+    unanswered: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Sources {
+    fn new(v: &JobView, me: &Address, unanswered: Arc<Mutex<BTreeSet<String>>>) -> Sources {
+        let voted: BTreeSet<Address> = v
+            .works
+            .iter()
+            .filter(|(_, w)| w.vote.is_some())
+            .map(|(a, _)| *a)
+            .collect();
+        let mine = worker_bytes(me);
+        let mut ordered: Vec<(bool, Hash32, Address, String)> = v
+            .members
+            .iter()
+            .filter(|(a, _)| a != me)
+            .map(|(a, m)| {
+                let mut h = Sha256::new();
+                h.update(b"pazar/train/relay-order/v1\0");
+                h.update(&mine);
+                h.update(worker_bytes(a));
+                (!voted.contains(a), h.finalize().into(), *a, m.blob_uri.clone())
+            })
+            .collect();
+        ordered.sort();
+        Sources {
+            me: *me,
+            ordered: ordered.into_iter().map(|(_, _, a, u)| (a, u)).collect(),
+            unanswered,
+        }
+    }
+
+    fn uri(&self, who: &Address) -> Option<&str> {
+        self.ordered.iter().find(|(a, _)| a == who).map(|(_, u)| u.as_str())
+    }
+
+    fn unanswered(&self, uri: &str) -> bool {
+        self.unanswered.lock().unwrap_or_else(|e| e.into_inner()).contains(uri)
+    }
+
+    fn mark_unanswered(&self, uri: &str) {
+        self.unanswered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uri.to_string());
+    }
+}
+
+/// What every update fetch of one aggregate shares.
+struct Ask<'a> {
+    peers: &'a dyn Peers,
+    blobs: &'a BlobStore,
+    sources: &'a Sources,
+    n: usize,
+    limit: usize,
+    within: Duration,
 }
 
 /// `who`'s update `hash`, checked and decoded, with the bytes fetched for it: from this
-/// worker's store if it already holds it (under another worker's name), else from `who`, else
-/// from the other `members` in address order (skipping `me`), all within `within`; the owner
-/// gets half of it when there are others to ask after it. What is fetched and checked is
-/// served again from `blobs`: among its re-served updates, bounded apart from the worker's own
-/// blobs, so it can never push out what auditors and referees need from it.
-#[allow(clippy::too_many_arguments)]
-fn fetch_update(
-    peers: &dyn Peers,
-    blobs: &BlobStore,
-    members: &[(Address, String)],
-    me: &Address,
-    who: &Address,
-    hash: &Hash32,
-    n: usize,
-    within: Duration,
-) -> Fetched {
-    if let Some(u) = blobs.get(hash).and_then(|b| check_update(&b, hash, n).ok()) {
+/// worker's store if it already holds it (under another worker's name), else from `who`
+/// (given half the time when others can be asked after it), else from the other members
+/// within the rest of the time: asked in [`Sources`]' order, a new one every
+/// [`FALLBACK_STAGGER`] while at most [`FALLBACK_IN_FLIGHT`] requests are out, each with its
+/// own share of the time; pass after pass until the time is spent, since a member that had
+/// nothing to serve (it had not fetched the update yet) may have it a moment later; a member
+/// whose server did not answer within its time this round is not asked again. What is fetched
+/// and checked is served again from `blobs`: among its re-served updates, bounded apart from
+/// the worker's own blobs, so it can never push out what auditors and referees need from it.
+fn fetch_update(ask: &Ask<'_>, who: &Address, hash: &Hash32) -> Fetched {
+    let (n, limit) = (ask.n, ask.limit);
+    if let Some(u) = ask.blobs.get(hash).and_then(|b| check_update(&b, hash, n, limit).ok()) {
         return Ok((u, 0));
     }
-    let start = Instant::now();
-    let owner = members.iter().filter(|(a, _)| a == who && a != me);
-    let others: Vec<&(Address, String)> = members.iter().filter(|(a, _)| a != who && a != me).collect();
+    let end = Instant::now() + ask.within;
+    let others: Vec<&str> = ask
+        .sources
+        .ordered
+        .iter()
+        .filter(|(a, _)| a != who && *a != ask.sources.me)
+        .map(|(_, u)| u.as_str())
+        .collect();
     let mut fetched = 0u64;
     let mut last = WorkerError::Peer(format!("nobody serves {who}'s update"));
-    for (i, (from, uri)) in owner.chain(others.iter().copied()).enumerate() {
-        let left = within.saturating_sub(start.elapsed());
-        let t = if i == 0 && *from == *who && !others.is_empty() {
-            within / 2
-        } else {
-            left
-        };
-        if t < Duration::from_millis(10) {
-            break;
-        }
-        match peers.fetch(uri, hash, blob_limit(n), t) {
+    // An answer checked (and re-served when right); a server that did not answer in time is
+    // marked (only another's update is ever asked from it again this round: see below).
+    let take = |r: Result<Vec<u8>, WorkerError>, uri: &str, fetched: &mut u64| -> Result<Update, WorkerError> {
+        match r {
             Ok(bytes) => {
-                fetched += bytes.len() as u64;
-                match check_update(&bytes, hash, n) {
-                    Ok(u) => {
-                        blobs.relay(*hash, bytes.into());
-                        return Ok((u, fetched));
-                    }
-                    Err(e) => last = WorkerError::Peer(format!("{from} on {who}'s update: {e}")),
-                }
+                *fetched += bytes.len() as u64;
+                let u = check_update(&bytes, hash, n, limit)
+                    .map_err(|e| WorkerError::Peer(format!("{uri} on {who}'s update: {e}")))?;
+                ask.blobs.relay(*hash, bytes.into());
+                Ok(u)
             }
+            Err(e) => {
+                if matches!(e, WorkerError::Unanswered(_)) {
+                    ask.sources.mark_unanswered(uri);
+                }
+                Err(e)
+            }
+        }
+    };
+    if let Some(uri) = ask.sources.uri(who).filter(|_| *who != ask.sources.me) {
+        let t = if others.is_empty() { ask.within } else { ask.within / 2 };
+        match take(ask.peers.fetch(uri, hash, limit, t), uri, &mut fetched) {
+            Ok(u) => return Ok((u, fetched)),
             Err(e) => last = e,
         }
     }
-    Err(last)
+    // Each request's share: a quarter of the whole time, at least the floor, never past the end.
+    let share = (ask.within / 4).max(MIN_FETCH_TIME);
+    let (tx, rx) = mpsc::channel::<(usize, Result<Vec<u8>, WorkerError>)>();
+    let got = std::thread::scope(|s| {
+        let mut queue: VecDeque<usize> = (0..others.len()).collect();
+        let mut again: Vec<usize> = Vec::new();
+        let mut out = 0usize;
+        let mut next_at = Instant::now();
+        loop {
+            let now = Instant::now();
+            let left = end.saturating_duration_since(now);
+            if queue.is_empty() && out == 0 {
+                // A pass is over: ask again those that had nothing yet, after a pause.
+                if again.is_empty() || left <= FALLBACK_STAGGER {
+                    return None;
+                }
+                queue.extend(again.drain(..));
+                next_at = now + FALLBACK_STAGGER;
+            }
+            if left < Duration::from_millis(10) {
+                return None;
+            }
+            if out < FALLBACK_IN_FLIGHT && now >= next_at {
+                if let Some(i) = queue.pop_front() {
+                    let uri = others[i];
+                    if ask.sources.unanswered(uri) {
+                        continue;
+                    }
+                    let tx = tx.clone();
+                    let t = share.min(left);
+                    let job = move || {
+                        let _ = tx.send((i, ask.peers.fetch(uri, hash, limit, t)));
+                    };
+                    match std::thread::Builder::new().spawn_scoped(s, job) {
+                        Ok(_) => out += 1,
+                        Err(e) => last = WorkerError::Peer(format!("no thread for a fetch: {e}")),
+                    }
+                    next_at = now + FALLBACK_STAGGER;
+                    continue;
+                }
+            }
+            let wait = if out < FALLBACK_IN_FLIGHT && !queue.is_empty() {
+                next_at.saturating_duration_since(now)
+            } else {
+                left
+            };
+            match rx.recv_timeout(wait.min(left)) {
+                Ok((i, r)) => {
+                    out -= 1;
+                    // A member that answered it does not have the update yet: ask it again
+                    // in the next pass.
+                    let had_none = matches!(&r, Err(WorkerError::Peer(_)));
+                    match take(r, others[i], &mut fetched) {
+                        Ok(u) => return Some(u),
+                        Err(e) => last = e,
+                    }
+                    if had_none {
+                        again.push(i);
+                    }
+                    next_at = Instant::now();
+                }
+                Err(_) => {
+                    // Woken to start the next request (or out of time: checked above).
+                    if wait.is_zero() {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+    });
+    match got {
+        Some(u) => Ok((u, fetched)),
+        None => Err(last),
+    }
 }
 
 /// What `target` revealed in the current round (an audited or disputed worker always did).
@@ -1343,10 +1811,143 @@ mod tests {
         let at = t0 + Duration::from_secs(5);
         // 2 s a block, 3 blocks to go, 1 s of the current block gone.
         assert_eq!(c.time_until(102, 105, at), Duration::from_secs(5));
-        // Nothing left (or the target height passed): the floor.
-        assert_eq!(c.time_until(102, 102, at), MIN_FETCH_TIME);
-        assert_eq!(c.time_until(102, 90, at), MIN_FETCH_TIME);
+        // Nothing left (or the target height passed): nothing, not a floor past it.
+        assert_eq!(c.time_until(102, 102, at), Duration::ZERO);
+        assert_eq!(c.time_until(102, 90, at), Duration::ZERO);
         // Far off: the cap.
         assert_eq!(c.time_until(102, 10_000, at), FETCH_TIMEOUT);
+    }
+
+    #[test]
+    fn the_fetch_floor_never_runs_past_the_height_a_fetch_must_end_by() {
+        let t0 = Instant::now();
+        let mut c = BlockClock::default();
+        c.observe(100, t0);
+        c.observe(110, t0 + Duration::from_secs(1));
+        let at = t0 + Duration::from_secs(1);
+        // 0.1 s a block. Should end by 103, must by 120: the floor.
+        assert_eq!(c.fetch_time(110, 103, 120, Duration::ZERO, at), MIN_FETCH_TIME);
+        // Must end by 115 (0.5 s): the floor is cut to it.
+        let t = c.fetch_time(110, 103, 115, Duration::ZERO, at);
+        assert!(t < MIN_FETCH_TIME && t > Duration::from_millis(400), "{t:?}");
+        // Less the time kept for the work after it.
+        let r = c.fetch_time(110, 115, 115, Duration::from_millis(300), at);
+        assert!(
+            r < Duration::from_millis(201) && r > Duration::from_millis(100),
+            "{r:?}"
+        );
+        // Nothing left: zero (the fetch is skipped), whatever the floor.
+        assert_eq!(c.fetch_time(110, 110, 110, Duration::ZERO, at), Duration::ZERO);
+        assert_eq!(c.fetch_time(110, 112, 112, Duration::from_secs(1), at), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_node_block_time_is_assumed_before_two_heights_and_bounds_the_estimate_below() {
+        let t0 = Instant::now();
+        let mut c = BlockClock::default();
+        c.seed(Duration::from_secs(5));
+        c.observe(10, t0);
+        assert_eq!(c.seconds_per_block(), 5.0);
+        // Faster than the node proposes: not believed.
+        c.observe(12, t0 + Duration::from_secs(2));
+        assert_eq!(c.seconds_per_block(), 5.0);
+        // Slower: believed.
+        c.observe(14, t0 + Duration::from_secs(24));
+        assert_eq!(c.seconds_per_block(), 6.0);
+    }
+
+    #[test]
+    fn an_update_is_never_larger_than_its_exact_limit_which_is_far_below_a_state_blob() {
+        let n = 10_000usize;
+        // Entries of every magnitude, so that kept entries are spread and gaps are large.
+        let delta: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 - 500.0).collect();
+        for method in [
+            Method::Int8,
+            Method::TopK { per_mille: 1000 },
+            Method::TopK { per_mille: 7 },
+            Method::TopKInt8 { per_mille: 1000 },
+            Method::TopKInt8 { per_mille: 200 },
+        ] {
+            let (u, _) = compress::compress(method, &delta, &vec![0.0; n]).expect("compresses");
+            let bytes = u.encode();
+            let limit = update_limit(method, n);
+            assert!(bytes.len() <= limit, "{method:?}: {} > {limit}", bytes.len());
+            assert!(Update::decode(&bytes, n as u32, limit).is_ok());
+            assert!(limit < blob_limit(n), "{method:?}");
+        }
+        // Int8 keeps every entry: its size is fixed and the limit is exact.
+        let (u, _) = compress::compress(Method::Int8, &delta, &vec![0.0; n]).expect("compresses");
+        assert_eq!(u.encode().len(), update_limit(Method::Int8, n));
+        assert!(update_limit(Method::TopK { per_mille: 1000 }, n) <= 9 * n + compress::HEADER_BYTES);
+    }
+
+    #[test]
+    fn a_pool_runs_every_item_once_in_order_on_few_threads() {
+        let items: Vec<u32> = (0..100).collect();
+        let live = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let out = pool(&items, 4, |x| {
+            let now = live.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(1));
+            live.fetch_sub(1, Ordering::SeqCst);
+            x * 2
+        });
+        assert_eq!(out, items.iter().map(|x| x * 2).collect::<Vec<_>>());
+        assert!(most.load(Ordering::SeqCst) <= 4);
+    }
+
+    #[cfg(feature = "sim")]
+    #[test]
+    fn an_update_comes_from_a_member_that_gets_it_late_though_another_member_hangs_and_the_owner_serves_none() {
+        use crate::sim::{sim_key, SimPeers};
+        let n = 64;
+        let delta: Vec<f32> = (0..n).map(|i| i as f32 - 30.0).collect();
+        let (u, _) = compress::compress(Method::Int8, &delta, &vec![0.0; n]).expect("compresses");
+        let bytes = u.encode();
+        let hash = compress::update_hash(&bytes);
+        let [me, owner, hanger, late] = [1, 2, 3, 4].map(|i| sim_key(i).address());
+        let uri = |a: &Address| format!("http://{a}.sim");
+        let mut peers = SimPeers::default();
+        let late_store = BlobStore::new(8);
+        for (a, store) in [
+            (owner, BlobStore::new(8)),
+            (hanger, BlobStore::new(8)),
+            (late, late_store.clone()),
+        ] {
+            peers.add(&uri(&a), store);
+        }
+        peers.hang(&uri(&hanger));
+        // The member whose server hangs is asked first; the other has nothing until it has
+        // fetched the update itself, a moment after it is first asked.
+        let sources = Sources {
+            me,
+            ordered: [owner, hanger, late].iter().map(|a| (*a, uri(a))).collect(),
+            unanswered: Arc::new(Mutex::new(BTreeSet::new())),
+        };
+        let relay = {
+            let (store, bytes) = (late_store.clone(), bytes.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(400));
+                store.relay(hash, bytes.into());
+            })
+        };
+        let mine = BlobStore::new(8);
+        let ask = Ask {
+            peers: &peers,
+            blobs: &mine,
+            sources: &sources,
+            n,
+            limit: update_limit(Method::Int8, n),
+            within: Duration::from_secs(4),
+        };
+        let (got, fetched) = fetch_update(&ask, &owner, &hash).expect("fetched from the member that had it late");
+        relay.join().expect("relay");
+        assert_eq!(got.encode(), bytes);
+        assert_eq!(fetched, bytes.len() as u64);
+        // Served again from here, and the hanging server is not asked again this round.
+        assert!(mine.contains(&hash));
+        assert!(sources.unanswered(&uri(&hanger)));
+        assert_eq!(peers.hung_limits().len(), 1);
     }
 }

@@ -3,6 +3,7 @@
 //! slashed.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use pazar_train::blobs::FETCH_TIMEOUT;
 use pazar_train::ops::Threads;
@@ -335,4 +336,122 @@ fn a_peer_that_never_answers_is_left_out_and_every_round_still_settles() {
     let hung = s.peers.hung_limits();
     assert!(!hung.is_empty(), "nobody asked the hanging worker");
     assert!(hung.iter().all(|d| *d < FETCH_TIMEOUT), "{hung:?}");
+}
+
+/// Every event of a sim so far.
+fn events_of(s: &sim::Sim) -> Vec<Event> {
+    s.ledger
+        .lock()
+        .expect("ledger")
+        .events
+        .iter()
+        .map(|(_, e)| e.clone())
+        .collect()
+}
+
+/// A block every half second: time spent waiting on a peer costs blocks, as on a chain.
+const PACE: Duration = Duration::from_millis(500);
+
+#[test]
+fn a_worker_that_hides_its_trace_from_its_auditor_is_reported_unavailable_in_time_and_unpaid() {
+    // Its server hangs on the trace: every fetch of it waits out its whole time limit, so a
+    // verdict that waited for one more fetch at the end would land after the audit closed.
+    let mut s = sim::job(
+        small_spec(1, 1000),
+        3,
+        8 * pazar_train::data::CHUNK_BYTES,
+        None,
+        4,
+        Threads::ONE,
+    )
+    .expect("sim");
+    s.workers[0].1.adversary = Some(Adversary::DodgeAudit);
+    s.peers.hang_on_missing(&sim::worker_uri(0));
+    s.pace(PACE);
+    s.run(200).expect("the job finishes");
+    let ev = events_of(&s);
+    let cheat = s.workers[0].0.key.address();
+    let honest: Vec<Address> = s.workers[1..].iter().map(|(h, _)| h.key.address()).collect();
+    let of_cheat: Vec<AuditOutcome> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::TrainAuditSettled { target, outcome, .. } if *target == cheat => Some(*outcome),
+            _ => None,
+        })
+        .collect();
+    let late = s.ledger.lock().expect("ledger").refused_late.clone();
+    assert_eq!(of_cheat, vec![AuditOutcome::Unavailable], "late messages: {late:?}");
+    // Not paid for its update: whatever it earned is for audits it ran.
+    let upheld = ev
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::TrainAuditSettled {
+                auditor,
+                outcome: AuditOutcome::Pass | AuditOutcome::Caught,
+                ..
+            } if *auditor == cheat)
+        })
+        .count() as u128;
+    let paid: u128 = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::TrainRewarded { worker, tokens, .. } if *worker == cheat => Some(u128::from(*tokens)),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(
+        paid,
+        upheld * s.spec().round_tokens(),
+        "paid for a round nobody could audit"
+    );
+    let (_, unserved) = checkpoints(&ev).get(&0).cloned().expect("round 0 settled");
+    assert!(unserved.is_empty(), "{unserved:?}");
+    assert!(!ev.iter().any(|e| matches!(e, Event::TrainSlashed { .. })));
+    for h in &honest {
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, Event::TrainRewarded { worker, .. } if worker == h)),
+            "an honest worker was not paid"
+        );
+    }
+}
+
+#[test]
+fn an_auditor_that_hangs_its_server_cannot_keep_referees_from_overturning_its_false_verdict() {
+    // The false auditor's server never answers: referees that asked it before the target for
+    // the segment's start would spend the whole answer window on it, and the false verdict
+    // would stand undecided (the honest target left out, nobody slashed).
+    let mut s = sim::job(
+        small_spec(1, 1000),
+        3,
+        8 * pazar_train::data::CHUNK_BYTES,
+        None,
+        4,
+        Threads::ONE,
+    )
+    .expect("sim");
+    s.workers[0].1.adversary = Some(Adversary::FalseAuditor);
+    s.peers.hang(&sim::worker_uri(0));
+    s.pace(PACE);
+    s.run(200).expect("the job finishes");
+    let ev = events_of(&s);
+    let cheat = s.workers[0].0.key.address();
+    let late = s.ledger.lock().expect("ledger").refused_late.clone();
+    let slashed: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::TrainSlashed { worker, reason, .. } => Some((*worker, *reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        slashed,
+        vec![(cheat, pazar_types::train::SlashReason::FalseAudit)],
+        "late messages: {late:?}"
+    );
+    let overturned = ev
+        .iter()
+        .filter(|e| matches!(e, Event::TrainAuditSettled { auditor, outcome: AuditOutcome::Overturned, .. } if *auditor == cheat))
+        .count();
+    assert_eq!(overturned, 1);
 }

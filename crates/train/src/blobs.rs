@@ -937,6 +937,26 @@ mod tests {
     }
 
     #[test]
+    fn a_fetch_whose_connection_is_closed_before_the_answer_tries_again() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        // The first connection is closed once its request is read (as a busy server closes
+        // one to make room); the second is answered.
+        std::thread::spawn(move || {
+            for (i, s) in listener.incoming().enumerate() {
+                let Ok(mut s) = s else { continue };
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                if i > 0 {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc");
+                }
+            }
+        });
+        let r = fetch(&base, &[1; 32], 10, Duration::from_secs(20));
+        assert_eq!(r.expect("served the second time"), b"abc".to_vec());
+    }
+
+    #[test]
     fn peers_count_by_ipv4_address_or_ipv6_64() {
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         assert_eq!(peer_group(ip("10.0.0.1")), ip("10.0.0.1"));

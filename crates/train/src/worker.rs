@@ -626,32 +626,41 @@ impl Worker {
             Phase::Train => v.job.deadline.saturating_add(u64::from(v.job.spec.phases.commit)),
             _ => v.job.deadline,
         };
-        let mut last = String::from("no member serves it");
-        for (addr, m) in &v.members {
-            if *addr == self.address {
-                continue;
-            }
-            let within = self.fetch_limit(v, until, until, Duration::ZERO);
-            if within.is_zero() {
-                last = format!("no time left before height {until}");
-                break;
-            }
-            match peers.fetch(&m.blob_uri, hash, 8 * n + 64, within) {
-                Ok(bytes) => {
-                    self.accounting.bytes_fetched += bytes.len() as u64;
-                    match Checkpoint::decode(&bytes, n) {
-                        Ok(c) if c.hash() == *hash => {
-                            self.add_checkpoint(c);
-                            return Ok(());
-                        }
-                        Ok(_) => last = format!("{addr} served a checkpoint with another hash"),
-                        Err(e) => last = format!("{addr}: {e}"),
-                    }
-                }
-                Err(e) => last = e.to_string(),
-            }
+        // Asked of the members a few at once, in an order of its own (one whose server hangs
+        // is not first for everyone), pass after pass until the time is up.
+        let within = self.fetch_limit(v, until, until, Duration::ZERO);
+        if within.is_zero() {
+            return Err(WorkerError::NoTime(until));
         }
-        Err(WorkerError::Peer(format!("checkpoint {}: {last}", data::hex(hash))))
+        let sources = Sources::new(v, &self.address, self.unanswered.clone());
+        let uris: Vec<&str> = sources.ordered.iter().map(|(_, u)| u.as_str()).collect();
+        let mut got = 0u64;
+        let r = staggered(
+            peers,
+            &uris,
+            hash,
+            8 * n + 64,
+            within,
+            &sources.unanswered,
+            |uri, bytes| {
+                got += bytes.len() as u64;
+                match Checkpoint::decode(&bytes, n) {
+                    Ok(c) if c.hash() == *hash => Ok(c),
+                    Ok(_) => Err(WorkerError::Peer(format!(
+                        "{uri} served a checkpoint with another hash"
+                    ))),
+                    Err(e) => Err(WorkerError::Peer(format!("{uri}: {e}"))),
+                }
+            },
+        );
+        self.accounting.bytes_fetched += got;
+        match r {
+            Ok(c) => {
+                self.add_checkpoint(c);
+                Ok(())
+            }
+            Err(e) => Err(WorkerError::Peer(format!("checkpoint {}: {e}", data::hex(hash)))),
+        }
     }
 
     /// Takes the next step the job calls for. Call it again after each step (and every block
@@ -1559,10 +1568,6 @@ impl Sources {
         self.ordered.iter().find(|(a, _)| a == who).map(|(_, u)| u.as_str())
     }
 
-    fn unanswered(&self, uri: &str) -> bool {
-        self.unanswered.lock().unwrap_or_else(|e| e.into_inner()).contains(uri)
-    }
-
     fn mark_unanswered(&self, uri: &str) {
         self.unanswered
             .lock()
@@ -1584,11 +1589,9 @@ struct Ask<'a> {
 /// `who`'s update `hash`, checked and decoded, with the bytes fetched for it: from this
 /// worker's store if it already holds it (under another worker's name), else from `who`
 /// (given half the time when others can be asked after it), else from the other members
-/// within the rest of the time: asked in [`Sources`]' order, a new one every
-/// [`FALLBACK_STAGGER`] while at most [`FALLBACK_IN_FLIGHT`] requests are out, each with its
-/// own share of the time; pass after pass until the time is spent, since a member that had
-/// nothing to serve (it had not fetched the update yet) may have it a moment later; a member
-/// whose server did not answer within its time this round is not asked again. What is fetched
+/// within the rest of the time, in [`Sources`]' order ([`staggered`]: a few at once, pass
+/// after pass, a member whose server did not answer within its time this round not asked
+/// again). What is fetched
 /// and checked is served again from `blobs`: among its re-served updates, bounded apart from
 /// the worker's own blobs, so it can never push out what auditors and referees need from it.
 fn fetch_update(ask: &Ask<'_>, who: &Address, hash: &Hash32) -> Fetched {
@@ -1606,37 +1609,79 @@ fn fetch_update(ask: &Ask<'_>, who: &Address, hash: &Hash32) -> Fetched {
         .collect();
     let mut fetched = 0u64;
     let mut last = WorkerError::Peer(format!("nobody serves {who}'s update"));
-    // An answer checked (and re-served when right); a server that did not answer in time is
-    // marked (only another's update is ever asked from it again this round: see below).
-    let take = |r: Result<Vec<u8>, WorkerError>, uri: &str, fetched: &mut u64| -> Result<Update, WorkerError> {
-        match r {
+    // The owner is always asked (a server that did not answer in time is marked, and then
+    // not asked for another's update this round).
+    if let Some(uri) = ask.sources.uri(who).filter(|_| *who != ask.sources.me) {
+        let t = if others.is_empty() { ask.within } else { ask.within / 2 };
+        match ask.peers.fetch(uri, hash, limit, t) {
             Ok(bytes) => {
-                *fetched += bytes.len() as u64;
-                let u = check_update(&bytes, hash, n, limit)
-                    .map_err(|e| WorkerError::Peer(format!("{uri} on {who}'s update: {e}")))?;
-                ask.blobs.relay(*hash, bytes.into());
-                Ok(u)
+                fetched += bytes.len() as u64;
+                match check_update(&bytes, hash, n, limit) {
+                    Ok(u) => {
+                        ask.blobs.relay(*hash, bytes.into());
+                        return Ok((u, fetched));
+                    }
+                    Err(e) => last = WorkerError::Peer(format!("{uri} on {who}'s update: {e}")),
+                }
             }
             Err(e) => {
                 if matches!(e, WorkerError::Unanswered(_)) {
                     ask.sources.mark_unanswered(uri);
                 }
-                Err(e)
+                last = e;
             }
         }
-    };
-    if let Some(uri) = ask.sources.uri(who).filter(|_| *who != ask.sources.me) {
-        let t = if others.is_empty() { ask.within } else { ask.within / 2 };
-        match take(ask.peers.fetch(uri, hash, limit, t), uri, &mut fetched) {
-            Ok(u) => return Ok((u, fetched)),
-            Err(e) => last = e,
-        }
     }
-    // Each request's share: a quarter of the whole time, at least the floor, never past the end.
-    let share = (ask.within / 4).max(MIN_FETCH_TIME);
+    let mut got = 0u64;
+    let r = staggered(
+        ask.peers,
+        &others,
+        hash,
+        limit,
+        end.saturating_duration_since(Instant::now()),
+        &ask.sources.unanswered,
+        |uri, bytes| {
+            got += bytes.len() as u64;
+            let u = check_update(&bytes, hash, n, limit)
+                .map_err(|e| WorkerError::Peer(format!("{uri} on {who}'s update: {e}")))?;
+            ask.blobs.relay(*hash, bytes.into());
+            Ok(u)
+        },
+    );
+    fetched += got;
+    match r {
+        Ok(u) => Ok((u, fetched)),
+        Err(WorkerError::Peer(e)) if e == NOBODY => Err(last),
+        Err(e) => Err(e),
+    }
+}
+
+/// What [`staggered`] answers when it asked nobody.
+const NOBODY: &str = "nobody to ask";
+
+/// `addr` from the first of `uris` whose answer `take` accepts, within `within`: asked in
+/// order, a new one every [`FALLBACK_STAGGER`] while at most [`FALLBACK_IN_FLIGHT`] requests
+/// are out, each with half the time (at least [`MIN_FETCH_TIME`], never past the end); pass
+/// after pass until the time is spent, since a server that had nothing to serve (an aggregator
+/// that had not fetched the update yet) may have it a moment later; a server that did not
+/// answer within its time is put in `unanswered` and, like those already there, not asked.
+/// An answer `take` refuses (the wrong bytes) is not asked for again from that server.
+fn staggered<T>(
+    peers: &dyn Peers,
+    uris: &[&str],
+    addr: &Hash32,
+    limit: usize,
+    within: Duration,
+    unanswered: &Mutex<BTreeSet<String>>,
+    mut take: impl FnMut(&str, Vec<u8>) -> Result<T, WorkerError>,
+) -> Result<T, WorkerError> {
+    let end = Instant::now() + within;
+    let share = (within / 2).max(MIN_FETCH_TIME);
+    let skipped = |uri: &str| unanswered.lock().unwrap_or_else(|e| e.into_inner()).contains(uri);
+    let mut last = WorkerError::Peer(NOBODY.into());
     let (tx, rx) = mpsc::channel::<(usize, Result<Vec<u8>, WorkerError>)>();
-    let got = std::thread::scope(|s| {
-        let mut queue: VecDeque<usize> = (0..others.len()).collect();
+    std::thread::scope(|s| {
+        let mut queue: VecDeque<usize> = (0..uris.len()).collect();
         let mut again: Vec<usize> = Vec::new();
         let mut out = 0usize;
         let mut next_at = Instant::now();
@@ -1646,24 +1691,24 @@ fn fetch_update(ask: &Ask<'_>, who: &Address, hash: &Hash32) -> Fetched {
             if queue.is_empty() && out == 0 {
                 // A pass is over: ask again those that had nothing yet, after a pause.
                 if again.is_empty() || left <= FALLBACK_STAGGER {
-                    return None;
+                    return Err(last);
                 }
                 queue.extend(again.drain(..));
                 next_at = now + FALLBACK_STAGGER;
             }
             if left < Duration::from_millis(10) {
-                return None;
+                return Err(last);
             }
             if out < FALLBACK_IN_FLIGHT && now >= next_at {
                 if let Some(i) = queue.pop_front() {
-                    let uri = others[i];
-                    if ask.sources.unanswered(uri) {
+                    let uri = uris[i];
+                    if skipped(uri) {
                         continue;
                     }
                     let tx = tx.clone();
                     let t = share.min(left);
                     let job = move || {
-                        let _ = tx.send((i, ask.peers.fetch(uri, hash, limit, t)));
+                        let _ = tx.send((i, peers.fetch(uri, addr, limit, t)));
                     };
                     match std::thread::Builder::new().spawn_scoped(s, job) {
                         Ok(_) => out += 1,
@@ -1681,17 +1726,26 @@ fn fetch_update(ask: &Ask<'_>, who: &Address, hash: &Hash32) -> Fetched {
             match rx.recv_timeout(wait.min(left)) {
                 Ok((i, r)) => {
                     out -= 1;
-                    // A member that answered it does not have the update yet: ask it again
-                    // in the next pass.
-                    let had_none = matches!(&r, Err(WorkerError::Peer(_)));
-                    match take(r, others[i], &mut fetched) {
-                        Ok(u) => return Some(u),
-                        Err(e) => last = e,
-                    }
-                    if had_none {
-                        again.push(i);
-                    }
                     next_at = Instant::now();
+                    match r {
+                        Ok(bytes) => match take(uris[i], bytes) {
+                            Ok(t) => return Ok(t),
+                            Err(e) => last = e,
+                        },
+                        Err(e @ WorkerError::Unanswered(_)) => {
+                            unanswered
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(uris[i].to_string());
+                            last = e;
+                        }
+                        // It had nothing (yet), or could not be reached: ask it again in the
+                        // next pass.
+                        Err(e) => {
+                            again.push(i);
+                            last = e;
+                        }
+                    }
                 }
                 Err(_) => {
                     // Woken to start the next request (or out of time: checked above).
@@ -1701,11 +1755,7 @@ fn fetch_update(ask: &Ask<'_>, who: &Address, hash: &Hash32) -> Fetched {
                 }
             }
         }
-    });
-    match got {
-        Some(u) => Ok((u, fetched)),
-        None => Err(last),
-    }
+    })
 }
 
 /// What `target` revealed in the current round (an audited or disputed worker always did).
@@ -1947,7 +1997,7 @@ mod tests {
         assert_eq!(fetched, bytes.len() as u64);
         // Served again from here, and the hanging server is not asked again this round.
         assert!(mine.contains(&hash));
-        assert!(sources.unanswered(&uri(&hanger)));
+        assert!(sources.unanswered.lock().expect("set").contains(&uri(&hanger)));
         assert_eq!(peers.hung_limits().len(), 1);
     }
 }

@@ -455,3 +455,37 @@ fn an_auditor_that_hangs_its_server_cannot_keep_referees_from_overturning_its_fa
         .count();
     assert_eq!(overturned, 1);
 }
+
+#[test]
+fn a_selective_server_cannot_split_the_vote_with_a_two_block_aggregate_and_a_member_that_hangs() {
+    // Every fetch of the aggregate is a last one (two blocks), and the member with the lowest
+    // address (the first an address-ordered fallback would ask) never answers: the other
+    // aggregators must still get the selective worker's update from the one it served.
+    let mut spec = small_spec(3, 0);
+    spec.phases.aggregate = 2;
+    let mut s = sim::job(spec, 3, 8 * pazar_train::data::CHUNK_BYTES, None, 5, Threads::ONE).expect("sim");
+    s.workers[0].1.adversary = Some(Adversary::SelectiveServe);
+    let hanger = (1..s.workers.len())
+        .min_by_key(|i| s.workers[*i].0.key.address())
+        .expect("workers");
+    s.peers.hang(&sim::worker_uri(hanger));
+    s.run(400).expect("the job finishes");
+    let ev = events_of(&s);
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::TrainRoundFailed { .. })),
+        "a round failed: {:?}",
+        votes(&ev)
+    );
+    let hanging = s.workers[hanger].0.key.address();
+    // The hanging member may be the one the selective worker served (then nobody else can
+    // get the update); every other honest aggregator votes the round's checkpoint.
+    let others: Vec<Address> = s.workers[1..]
+        .iter()
+        .map(|(h, _)| h.key.address())
+        .filter(|a| *a != hanging)
+        .collect();
+    assert_honest_agree(&ev, &others, 3);
+    for (r, (_, unserved)) in checkpoints(&ev) {
+        assert!(unserved.contains(&hanging), "round {r}: {unserved:?}");
+    }
+}

@@ -476,6 +476,7 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
         Adversary::BadSeal,
         Adversary::HideUpdate,
         Adversary::SelectiveServe,
+        Adversary::DodgeAudit,
     ];
     let perturbations = [1e-2f32, 1e-4, 1e-6, 1e-7];
     let (mut caught, mut tried, mut false_slashes) = (0, 0, 0);

@@ -1372,11 +1372,12 @@ impl Worker {
     /// for again at the next poll until the phase's last two blocks; then the vote leaves it
     /// out, so one worker that withholds its update cannot stall the round.
     ///
-    /// The missing updates are fetched by a few threads at once ([`FETCH_THREADS`]), each
-    /// within the time the chain's pace leaves before those last two blocks (at least
-    /// [`MIN_FETCH_TIME`], never past the block before the last less the time the aggregate
-    /// and the vote take), so a peer that never answers costs one time limit whatever the
-    /// number of peers; and each from its owner first, then from the other members
+    /// The missing updates are fetched by a few threads at once ([`FETCH_THREADS`]), all
+    /// ending by one instant set here from the time the chain's pace leaves before those last
+    /// two blocks (at least [`MIN_FETCH_TIME`], never past the block before the last less the
+    /// time the aggregate and the vote take): an update taken up only when an earlier one
+    /// ends gets what is left, not a time of its own, so peers that never answer cost one
+    /// time limit whatever their number; and each from its owner first, then from the other members
     /// ([`fetch_update`]: an aggregator serves again what it fetched), so an owner that served
     /// some aggregators only cannot split their votes while there is time to pass it on.
     fn aggregate(&mut self, v: &JobView, peers: &dyn Peers) -> Result<(Hash32, Vec<Address>), WorkerError> {
@@ -1388,6 +1389,7 @@ impl Worker {
         let hard = v.job.deadline.saturating_sub(1);
         let soft = if late { hard } else { v.job.deadline.saturating_sub(2) };
         let within = self.fetch_limit(v, soft, hard, self.aggregate_time + SUBMIT_MARGIN);
+        let end = t0 + within;
         let n = self.n();
         let limit = update_limit(self.cfg.method, n);
         // By worker, as the vote's left-out set names them. The bytes may come from any member
@@ -1422,7 +1424,7 @@ impl Worker {
             sources: &sources,
             n,
             limit,
-            within,
+            end,
         };
         let results: Vec<Fetched> = if within.is_zero() {
             missing
@@ -1583,13 +1585,18 @@ struct Ask<'a> {
     sources: &'a Sources,
     n: usize,
     limit: usize,
-    within: Duration,
+    /// When every fetch of the aggregate must have ended, whenever it starts.
+    end: Instant,
 }
+
+/// Less time left than this before [`Ask::end`] and an update is not asked for at all.
+const LEAST_FETCH_TIME: Duration = Duration::from_millis(10);
 
 /// `who`'s update `hash`, checked and decoded, with the bytes fetched for it: from this
 /// worker's store if it already holds it (under another worker's name), else from `who`
-/// (given half the time when others can be asked after it), else from the other members
-/// within the rest of the time, in [`Sources`]' order ([`staggered`]: a few at once, pass
+/// (given half the time left before [`Ask::end`] when others can be asked after it), else
+/// from the other members within the rest of it (nobody is asked once less than
+/// [`LEAST_FETCH_TIME`] is left), in [`Sources`]' order ([`staggered`]: a few at once, pass
 /// after pass, a member whose server did not answer within its time this round not asked
 /// again). What is fetched
 /// and checked is served again from `blobs`: among its re-served updates, bounded apart from
@@ -1599,7 +1606,11 @@ fn fetch_update(ask: &Ask<'_>, who: &Address, hash: &Hash32) -> Fetched {
     if let Some(u) = ask.blobs.get(hash).and_then(|b| check_update(&b, hash, n, limit).ok()) {
         return Ok((u, 0));
     }
-    let end = Instant::now() + ask.within;
+    let end = ask.end;
+    let within = end.saturating_duration_since(Instant::now());
+    if within < LEAST_FETCH_TIME {
+        return Err(WorkerError::Unanswered("no time left to fetch".into()));
+    }
     let others: Vec<&str> = ask
         .sources
         .ordered
@@ -1612,7 +1623,7 @@ fn fetch_update(ask: &Ask<'_>, who: &Address, hash: &Hash32) -> Fetched {
     // The owner is always asked (a server that did not answer in time is marked, and then
     // not asked for another's update this round).
     if let Some(uri) = ask.sources.uri(who).filter(|_| *who != ask.sources.me) {
-        let t = if others.is_empty() { ask.within } else { ask.within / 2 };
+        let t = if others.is_empty() { within } else { within / 2 };
         match ask.peers.fetch(uri, hash, limit, t) {
             Ok(bytes) => {
                 fetched += bytes.len() as u64;
@@ -1989,7 +2000,7 @@ mod tests {
             sources: &sources,
             n,
             limit: update_limit(Method::Int8, n),
-            within: Duration::from_secs(4),
+            end: Instant::now() + Duration::from_secs(4),
         };
         let (got, fetched) = fetch_update(&ask, &owner, &hash).expect("fetched from the member that had it late");
         relay.join().expect("relay");
@@ -1999,5 +2010,39 @@ mod tests {
         assert!(mine.contains(&hash));
         assert!(sources.unanswered.lock().expect("set").contains(&uri(&hanger)));
         assert_eq!(peers.hung_limits().len(), 1);
+    }
+    #[cfg(feature = "sim")]
+    #[test]
+    fn an_update_taken_up_after_the_aggregates_fetch_time_is_spent_asks_nobody() {
+        use crate::sim::{sim_key, SimPeers};
+        let n = 64;
+        let [me, owner, other] = [1, 2, 3].map(|i| sim_key(i).address());
+        let uri = |a: &Address| format!("http://{a}.sim");
+        let mut peers = SimPeers::default();
+        for a in [owner, other] {
+            peers.add(&uri(&a), BlobStore::new(8));
+            peers.hang(&uri(&a));
+        }
+        let sources = Sources {
+            me,
+            ordered: [owner, other].iter().map(|a| (*a, uri(a))).collect(),
+            unanswered: Arc::new(Mutex::new(BTreeSet::new())),
+        };
+        let mine = BlobStore::new(8);
+        // The pool took this update up only when an earlier one ended, at the aggregate's end:
+        // with a time of its own it would ask the owner (and hang) past the vote's deadline.
+        let ask = Ask {
+            peers: &peers,
+            blobs: &mine,
+            sources: &sources,
+            n,
+            limit: update_limit(Method::Int8, n),
+            end: Instant::now(),
+        };
+        let r = fetch_update(&ask, &owner, &[7; 32]);
+        assert!(matches!(r, Err(WorkerError::Unanswered(_))), "{r:?}");
+        assert!(peers.hung_limits().is_empty());
+        // Nobody is blamed for the time that was not there.
+        assert!(sources.unanswered.lock().expect("set").is_empty());
     }
 }

@@ -263,8 +263,9 @@ pub struct ServeLimits {
     /// wait in the queue until one of the group's closes (several honest aggregators may run
     /// behind one address: they wait a moment rather than being refused).
     pub per_peer: usize,
-    /// Connections waiting in the queue at most; when every place is taken the oldest
-    /// connection of the group holding most (served or waiting) is closed for the newcomer.
+    /// Connections waiting in the queue at most; when every place is taken the oldest queued
+    /// connection of the group with most queued is closed for the newcomer (the oldest of the
+    /// group holding most, served, only when none is queued).
     pub queued: usize,
     /// How long a connection may wait in the queue before it is closed.
     pub queue_time: Duration,
@@ -407,12 +408,14 @@ impl Registry {
         }
     }
 
-    /// Registers a new connection from `group` (closing the oldest of the busiest group when
-    /// every place is taken) and serves whatever may be served now.
+    /// Registers a new connection from `group` and serves whatever may be served now. When
+    /// every place is taken, the oldest queued connection of the group with most queued is
+    /// closed for it (a connection being served is not cut off mid-answer to make room in
+    /// the queue); only when none is queued, the oldest of the group holding most.
     fn open(&mut self, group: IpAddr) -> (u64, Arc<Shared>) {
         let l = self.limits;
         let places = l.connections.max(1) + l.queued;
-        if self.conns.len() >= places {
+        if self.conns.len() >= places && !self.close_busiest(|c| !c.shared.admitted.load(Ordering::Relaxed), 0) {
             self.close_busiest(|_| true, 0);
         }
         let id = self.next;
@@ -994,5 +997,58 @@ mod tests {
         }
         // Its slot was given back before the connection was closed: the next one is served.
         assert_eq!(fetch(&base, &[7; 32], 10, FETCH_TIMEOUT).expect("served"), vec![9; 10]);
+    }
+    #[test]
+    fn a_newcomer_when_every_place_is_taken_closes_a_queued_connection_not_one_being_served() {
+        let mut r = Registry {
+            next: 0,
+            conns: BTreeMap::new(),
+            limits: ServeLimits {
+                connections: 2,
+                per_peer: 1,
+                queued: 1,
+                ..ServeLimits::default()
+            },
+        };
+        let [a, b, c]: [IpAddr; 3] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"].map(|s| s.parse().expect("ip"));
+        let (_, a1) = r.open(a);
+        let (_, b1) = r.open(b);
+        // Over its group's cap: queued, and every place is now taken.
+        let (_, a2) = r.open(a);
+        assert!(a1.admitted.load(Ordering::Relaxed) && b1.admitted.load(Ordering::Relaxed));
+        assert!(!a2.admitted.load(Ordering::Relaxed));
+        // Group a holds most (one served, one queued): its queued connection makes room, not
+        // its oldest, which is being served.
+        let (_, c1) = r.open(c);
+        assert!(a2.closed.load(Ordering::Relaxed));
+        assert!(!a1.closed.load(Ordering::Relaxed) && !b1.closed.load(Ordering::Relaxed));
+        assert!(!c1.closed.load(Ordering::Relaxed));
+        assert_eq!(r.conns.len(), 3);
+        // Every place is taken again, c1 the only one queued: it makes room, not a served one.
+        let (_, c2) = r.open(c);
+        assert!(c1.closed.load(Ordering::Relaxed));
+        assert!(!a1.closed.load(Ordering::Relaxed) && !b1.closed.load(Ordering::Relaxed));
+        assert!(!c2.closed.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_newcomer_when_every_place_is_taken_and_none_is_queued_closes_the_oldest_of_the_busiest_group() {
+        let mut r = Registry {
+            next: 0,
+            conns: BTreeMap::new(),
+            limits: ServeLimits {
+                connections: 2,
+                per_peer: 2,
+                queued: 0,
+                ..ServeLimits::default()
+            },
+        };
+        let [a, b]: [IpAddr; 2] = ["10.0.0.1", "10.0.0.2"].map(|s| s.parse().expect("ip"));
+        let (_, a1) = r.open(a);
+        let (_, a2) = r.open(a);
+        let (_, b1) = r.open(b);
+        assert!(a1.closed.load(Ordering::Relaxed));
+        assert!(!a2.closed.load(Ordering::Relaxed) && !b1.closed.load(Ordering::Relaxed));
+        assert_eq!(r.conns.len(), 2);
     }
 }

@@ -41,8 +41,9 @@ pub enum WorkerError {
     /// asked again for the rest of the round where others can serve the same blob.
     #[error("peer: {0}")]
     Unanswered(String),
-    /// No time is left for a fetch before the height it had to end by: nothing was asked (so
-    /// nobody can be blamed for it).
+    /// No time is left for a fetch before the height it had to end by: nothing was asked, or
+    /// what was asked ran out of a time limit too short to blame its server for
+    /// (`Worker::least_blamed`): it is asked again while there is time.
     #[error("no time left to fetch before height {0}")]
     NoTime(u64),
     #[error(transparent)]
@@ -188,6 +189,13 @@ impl Peers for HttpPeers {
 /// should end by but more before the height it must end by (the estimate may be wrong, and a
 /// blob served at once takes far less). Never past the height it must end by.
 const MIN_FETCH_TIME: Duration = Duration::from_secs(1);
+
+/// Whether a fetch that ran out of `limit` shows that its server does not answer: only when
+/// the limit was at least `least` (one cut short by the time left shows nothing, and the
+/// server is asked again).
+fn unanswered_within(limit: Duration, least: Duration) -> bool {
+    limit >= least
+}
 /// Time kept after a fetch and the work on what it fetched for signing and sending the message
 /// (the message still has to reach the node before the block that must hold it is proposed).
 const SUBMIT_MARGIN: Duration = Duration::from_millis(300);
@@ -1113,7 +1121,12 @@ impl Worker {
         if within.is_zero() {
             return Err(WorkerError::NoTime(until));
         }
-        let bytes = peers.fetch_first(&uris, addr, limit, within, accept)?;
+        let bytes = match peers.fetch_first(&uris, addr, limit, within, accept) {
+            Err(WorkerError::Unanswered(_)) if !unanswered_within(within, self.least_blamed()) => {
+                return Err(WorkerError::NoTime(until))
+            }
+            r => r?,
+        };
         self.accounting.bytes_fetched += bytes.len() as u64;
         Ok(bytes)
     }
@@ -1147,9 +1160,22 @@ impl Worker {
         if within.is_zero() {
             return Err(WorkerError::NoTime(until));
         }
-        let bytes = peers.fetch(&uri, addr, limit, within)?;
+        let bytes = match peers.fetch(&uri, addr, limit, within) {
+            Err(WorkerError::Unanswered(_)) if !unanswered_within(within, self.least_blamed()) => {
+                return Err(WorkerError::NoTime(until))
+            }
+            r => r?,
+        };
         self.accounting.bytes_fetched += bytes.len() as u64;
         Ok(bytes)
+    }
+
+    /// The least time limit a peer that did not answer within it is blamed for (reported
+    /// unavailable by an auditor): [`MIN_FETCH_TIME`], or one block at the chain's pace if
+    /// that is less (on a fast chain every limit is short, and a target hiding its trace must
+    /// still be caught); a fetch cut shorter by the time left is asked again instead.
+    fn least_blamed(&self) -> Duration {
+        MIN_FETCH_TIME.min(Duration::from_secs_f64(self.clock.seconds_per_block()))
     }
 
     /// The time limit of a fetch that should end before height `soft` and must end `reserve`
@@ -1620,8 +1646,8 @@ fn fetch_update(ask: &Ask<'_>, who: &Address, hash: &Hash32) -> Fetched {
         .collect();
     let mut fetched = 0u64;
     let mut last = WorkerError::Peer(format!("nobody serves {who}'s update"));
-    // The owner is always asked (a server that did not answer in time is marked, and then
-    // not asked for another's update this round).
+    // The owner is always asked (a server that did not answer within at least
+    // MIN_FETCH_TIME is marked, and then not asked for another's update this round).
     if let Some(uri) = ask.sources.uri(who).filter(|_| *who != ask.sources.me) {
         let t = if others.is_empty() { within } else { within / 2 };
         match ask.peers.fetch(uri, hash, limit, t) {
@@ -1636,7 +1662,7 @@ fn fetch_update(ask: &Ask<'_>, who: &Address, hash: &Hash32) -> Fetched {
                 }
             }
             Err(e) => {
-                if matches!(e, WorkerError::Unanswered(_)) {
+                if matches!(e, WorkerError::Unanswered(_)) && unanswered_within(t, MIN_FETCH_TIME) {
                     ask.sources.mark_unanswered(uri);
                 }
                 last = e;
@@ -1675,7 +1701,8 @@ const NOBODY: &str = "nobody to ask";
 /// are out, each with half the time (at least [`MIN_FETCH_TIME`], never past the end); pass
 /// after pass until the time is spent, since a server that had nothing to serve (an aggregator
 /// that had not fetched the update yet) may have it a moment later; a server that did not
-/// answer within its time is put in `unanswered` and, like those already there, not asked.
+/// answer within its time (when that was at least [`MIN_FETCH_TIME`]) is put in `unanswered`
+/// and, like those already there, not asked.
 /// An answer `take` refuses (the wrong bytes) is not asked for again from that server.
 fn staggered<T>(
     peers: &dyn Peers,
@@ -1690,7 +1717,7 @@ fn staggered<T>(
     let share = (within / 2).max(MIN_FETCH_TIME);
     let skipped = |uri: &str| unanswered.lock().unwrap_or_else(|e| e.into_inner()).contains(uri);
     let mut last = WorkerError::Peer(NOBODY.into());
-    let (tx, rx) = mpsc::channel::<(usize, Result<Vec<u8>, WorkerError>)>();
+    let (tx, rx) = mpsc::channel::<(usize, Duration, Result<Vec<u8>, WorkerError>)>();
     std::thread::scope(|s| {
         let mut queue: VecDeque<usize> = (0..uris.len()).collect();
         let mut again: Vec<usize> = Vec::new();
@@ -1719,7 +1746,7 @@ fn staggered<T>(
                     let tx = tx.clone();
                     let t = share.min(left);
                     let job = move || {
-                        let _ = tx.send((i, peers.fetch(uri, addr, limit, t)));
+                        let _ = tx.send((i, t, peers.fetch(uri, addr, limit, t)));
                     };
                     match std::thread::Builder::new().spawn_scoped(s, job) {
                         Ok(_) => out += 1,
@@ -1735,7 +1762,7 @@ fn staggered<T>(
                 left
             };
             match rx.recv_timeout(wait.min(left)) {
-                Ok((i, r)) => {
+                Ok((i, t, r)) => {
                     out -= 1;
                     next_at = Instant::now();
                     match r {
@@ -1743,15 +1770,15 @@ fn staggered<T>(
                             Ok(t) => return Ok(t),
                             Err(e) => last = e,
                         },
-                        Err(e @ WorkerError::Unanswered(_)) => {
+                        Err(e @ WorkerError::Unanswered(_)) if unanswered_within(t, MIN_FETCH_TIME) => {
                             unanswered
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .insert(uris[i].to_string());
                             last = e;
                         }
-                        // It had nothing (yet), or could not be reached: ask it again in the
-                        // next pass.
+                        // It had nothing (yet), could not be reached, or its time was cut short
+                        // by the time left: ask it again in the next pass.
                         Err(e) => {
                             again.push(i);
                             last = e;
@@ -2043,6 +2070,42 @@ mod tests {
         assert!(matches!(r, Err(WorkerError::Unanswered(_))), "{r:?}");
         assert!(peers.hung_limits().is_empty());
         // Nobody is blamed for the time that was not there.
+        assert!(sources.unanswered.lock().expect("set").is_empty());
+    }
+    #[cfg(feature = "sim")]
+    #[test]
+    fn a_server_whose_fetch_was_cut_short_by_the_time_left_is_not_marked_as_not_answering() {
+        use crate::sim::{sim_key, SimPeers};
+        let n = 64;
+        let [me, owner, other] = [1, 2, 3].map(|i| sim_key(i).address());
+        let uri = |a: &Address| format!("http://{a}.sim");
+        let mut peers = SimPeers::default();
+        for a in [owner, other] {
+            peers.add(&uri(&a), BlobStore::new(8));
+            peers.hang(&uri(&a));
+        }
+        let sources = Sources {
+            me,
+            ordered: [owner, other].iter().map(|a| (*a, uri(a))).collect(),
+            unanswered: Arc::new(Mutex::new(BTreeSet::new())),
+        };
+        let mine = BlobStore::new(8);
+        // Less than MIN_FETCH_TIME in all: every request is cut short by the time left.
+        let ask = Ask {
+            peers: &peers,
+            blobs: &mine,
+            sources: &sources,
+            n,
+            limit: update_limit(Method::Int8, n),
+            end: Instant::now() + MIN_FETCH_TIME * 3 / 4,
+        };
+        let r = fetch_update(&ask, &owner, &[7; 32]);
+        assert!(matches!(r, Err(WorkerError::Unanswered(_))), "{r:?}");
+        let hung = peers.hung_limits();
+        assert!(hung.len() >= 2, "{hung:?}");
+        assert!(hung.iter().all(|t| *t < MIN_FETCH_TIME), "{hung:?}");
+        // Both hung, but neither within a limit that shows it does not answer: both may be
+        // asked again this round.
         assert!(sources.unanswered.lock().expect("set").is_empty());
     }
 }

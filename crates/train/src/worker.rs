@@ -1505,8 +1505,12 @@ impl Worker {
 const FETCH_THREADS: usize = 8;
 /// Requests for one update out to other members at once, at most.
 const FALLBACK_IN_FLIGHT: usize = 3;
-/// The pause before another member is asked for an update while earlier requests are still out.
+/// The least time between two requests of one staggered fetch, whatever their answers (a
+/// fast 404 does not start the next at once).
 const FALLBACK_STAGGER: Duration = Duration::from_millis(200);
+/// The longest pause between two passes of a staggered fetch (the first is
+/// [`FALLBACK_STAGGER`], each next twice the last).
+const FALLBACK_PASS_PAUSE: Duration = Duration::from_secs(2);
 
 /// `f` of every item, on at most `threads` scoped threads (fewer if the system gives fewer; on
 /// the calling thread if it gives none), in the items' order.
@@ -1697,9 +1701,10 @@ fn fetch_update(ask: &Ask<'_>, who: &Address, hash: &Hash32) -> Fetched {
 const NOBODY: &str = "nobody to ask";
 
 /// `addr` from the first of `uris` whose answer `take` accepts, within `within`: asked in
-/// order, a new one every [`FALLBACK_STAGGER`] while at most [`FALLBACK_IN_FLIGHT`] requests
-/// are out, each with half the time (at least [`MIN_FETCH_TIME`], never past the end); pass
-/// after pass until the time is spent, since a server that had nothing to serve (an aggregator
+/// order, a new one at most every [`FALLBACK_STAGGER`] (however fast the answers) while at
+/// most [`FALLBACK_IN_FLIGHT`] requests are out, each with half the time (at least
+/// [`MIN_FETCH_TIME`], never past the end); pass after pass until the time is spent, with a
+/// pause between passes that doubles each time (up to [`FALLBACK_PASS_PAUSE`]), since a server that had nothing to serve (an aggregator
 /// that had not fetched the update yet) may have it a moment later; a server that did not
 /// answer within its time (when that was at least [`MIN_FETCH_TIME`]) is put in `unanswered`
 /// and, like those already there, not asked.
@@ -1723,16 +1728,18 @@ fn staggered<T>(
         let mut again: Vec<usize> = Vec::new();
         let mut out = 0usize;
         let mut next_at = Instant::now();
+        let mut pause = FALLBACK_STAGGER;
         loop {
             let now = Instant::now();
             let left = end.saturating_duration_since(now);
             if queue.is_empty() && out == 0 {
                 // A pass is over: ask again those that had nothing yet, after a pause.
-                if again.is_empty() || left <= FALLBACK_STAGGER {
+                if again.is_empty() || left <= pause {
                     return Err(last);
                 }
                 queue.extend(again.drain(..));
-                next_at = now + FALLBACK_STAGGER;
+                next_at = next_at.max(now + pause);
+                pause = (pause * 2).min(FALLBACK_PASS_PAUSE);
             }
             if left < Duration::from_millis(10) {
                 return Err(last);
@@ -1764,7 +1771,6 @@ fn staggered<T>(
             match rx.recv_timeout(wait.min(left)) {
                 Ok((i, t, r)) => {
                     out -= 1;
-                    next_at = Instant::now();
                     match r {
                         Ok(bytes) => match take(uris[i], bytes) {
                             Ok(t) => return Ok(t),
@@ -2107,5 +2113,53 @@ mod tests {
         // Both hung, but neither within a limit that shows it does not answer: both may be
         // asked again this round.
         assert!(sources.unanswered.lock().expect("set").is_empty());
+    }
+    #[cfg(feature = "sim")]
+    #[test]
+    fn a_staggered_fetch_starts_at_most_one_request_every_stagger_however_fast_the_answers() {
+        use crate::sim::{sim_key, SimPeers};
+        /// The real sim peers, counting the requests made of them.
+        struct Counted {
+            inner: SimPeers,
+            asked: AtomicUsize,
+        }
+        impl Peers for Counted {
+            fn fetch(&self, uri: &str, addr: &Hash32, limit: usize, within: Duration) -> Result<Vec<u8>, WorkerError> {
+                self.asked.fetch_add(1, Ordering::SeqCst);
+                self.inner.fetch(uri, addr, limit, within)
+            }
+        }
+        let uris: Vec<String> = (1..=3)
+            .map(|i| format!("http://{}.sim", sim_key(i).address()))
+            .collect();
+        let mut inner = SimPeers::default();
+        for u in &uris {
+            // Nothing stored: every request is answered 404 at once.
+            inner.add(u, BlobStore::new(8));
+        }
+        let peers = Counted {
+            inner,
+            asked: AtomicUsize::new(0),
+        };
+        let refs: Vec<&str> = uris.iter().map(String::as_str).collect();
+        let unanswered = Mutex::new(BTreeSet::new());
+        let t0 = Instant::now();
+        let r = staggered(
+            &peers,
+            &refs,
+            &[7; 32],
+            100,
+            Duration::from_secs(3),
+            &unanswered,
+            |_, b| Ok(b),
+        );
+        let spent = t0.elapsed();
+        assert!(r.is_err());
+        let asked = peers.asked.load(Ordering::SeqCst);
+        // Every member was asked, and asked again in a later pass.
+        assert!(asked > uris.len(), "{asked}");
+        // Each request started at least a stagger after the one before it, answered or not.
+        let most = 1 + (spent.as_millis() / FALLBACK_STAGGER.as_millis()) as usize;
+        assert!(asked <= most, "{asked} requests in {spent:?}");
     }
 }

@@ -1232,14 +1232,16 @@ impl Worker {
         };
         let start = match self.start_state_from(v, peers, &[*target], &reveal.ef_in, until, reserve) {
             Ok(s) => s,
-            Err(e @ WorkerError::NoTime(_)) => return Err(e),
-            Err(e) => {
+            // Only the target's failure to serve its residual is blamed on it, not one of this
+            // worker's own (the round's checkpoint unknown here).
+            Err(e @ (WorkerError::Peer(_) | WorkerError::Unanswered(_) | WorkerError::Blob(_))) => {
                 self.unserved.insert(*target);
                 if !last {
                     return Err(e);
                 }
                 return Ok(Verdict::Unavailable);
             }
+            Err(e) => return Err(e),
         };
         let checkpoint = v.job.checkpoint;
         let work = self.work(v.job.round, &checkpoint, target)?;

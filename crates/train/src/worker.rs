@@ -1629,8 +1629,8 @@ const LEAST_FETCH_TIME: Duration = Duration::from_millis(10);
 /// (given half the time left before [`Ask::end`] when others can be asked after it), else
 /// from the other members within the rest of it (nobody is asked once less than
 /// [`LEAST_FETCH_TIME`] is left), in [`Sources`]' order ([`staggered`]: a few at once, pass
-/// after pass, a member whose server did not answer within its time this round not asked
-/// again). What is fetched
+/// after pass, a member whose server did not answer within at least [`MIN_FETCH_TIME`] this
+/// round not asked again). What is fetched
 /// and checked is served again from `blobs`: among its re-served updates, bounded apart from
 /// the worker's own blobs, so it can never push out what auditors and referees need from it.
 fn fetch_update(ask: &Ask<'_>, who: &Address, hash: &Hash32) -> Fetched {

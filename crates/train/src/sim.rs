@@ -208,6 +208,10 @@ impl Chain for Handle {
     fn block_time(&self) -> Option<Duration> {
         Some(self.pace.unwrap_or(Duration::from_secs(1)))
     }
+
+    fn waits_for_participants(&self) -> bool {
+        self.pace.is_none()
+    }
 }
 
 /// Every participant's blob store, by the `blob_uri` it joined with.

@@ -85,6 +85,13 @@ pub trait Chain {
     fn block_time(&self) -> Option<Duration> {
         None
     }
+    /// Whether the chain makes its next block only when every participant has taken its step
+    /// (an in-process simulation without a pace): time spent working then costs no blocks, so
+    /// no work is skipped for lack of time (fetches are still timed, so a hanging peer costs
+    /// a bounded wait).
+    fn waits_for_participants(&self) -> bool {
+        false
+    }
 }
 
 /// Bytes a fetched blob must pass before it is taken (its hash recomputed, decoded strictly).
@@ -215,6 +222,9 @@ struct BlockClock {
     /// The node's configured block time: assumed before two heights were seen, and the least
     /// the estimate may be (a node proposes a block every block time, never faster).
     seed: Option<f64>,
+    /// The chain waits for its participants ([`Chain::waits_for_participants`]): no deadline
+    /// by time.
+    waits: bool,
 }
 
 impl BlockClock {
@@ -276,7 +286,11 @@ impl BlockClock {
     /// `soft`, at least [`MIN_FETCH_TIME`], but never past `hard` less `reserve`. Zero when
     /// nothing is left: the caller skips the fetch.
     fn fetch_time(&self, height: u64, soft: u64, hard: u64, reserve: Duration, now: Instant) -> Duration {
-        let must = self.time_until(height, hard, now).saturating_sub(reserve);
+        let must = if self.waits {
+            FETCH_TIMEOUT
+        } else {
+            self.time_until(height, hard, now).saturating_sub(reserve)
+        };
         let should = self.time_until(height, soft.min(hard), now);
         should.max(MIN_FETCH_TIME).min(must)
     }
@@ -688,6 +702,7 @@ impl Worker {
         if let Some(t) = chain.block_time() {
             self.clock.seed(t);
         }
+        self.clock.waits = chain.waits_for_participants();
         self.clock.observe(v.height, Instant::now());
         if self.duty_round != Some(v.job.round) {
             self.duty_round = Some(v.job.round);
@@ -1912,6 +1927,26 @@ mod tests {
         assert_eq!(c.time_until(102, 90, at), Duration::ZERO);
         // Far off: the cap.
         assert_eq!(c.time_until(102, 10_000, at), FETCH_TIMEOUT);
+    }
+
+    #[test]
+    fn a_chain_that_waits_for_its_participants_sets_no_deadline_by_time() {
+        // A sim without a pace makes its next block only when every participant has taken
+        // its step: a replay longer than the blocks left "by the clock" still lands, so the
+        // work is not skipped (the full bench profile's audits were, when it was).
+        let t0 = Instant::now();
+        let mut c = BlockClock::default();
+        c.seed(Duration::from_secs(1));
+        c.observe(100, t0);
+        let reserve = Duration::from_secs(5);
+        assert_eq!(
+            c.fetch_time(100, 103, 103, reserve, t0),
+            Duration::ZERO,
+            "a real chain: no time"
+        );
+        c.waits = true;
+        assert_eq!(c.fetch_time(100, 103, 103, reserve, t0), Duration::from_secs(3));
+        assert_eq!(c.fetch_time(100, 100, 100, reserve, t0), MIN_FETCH_TIME);
     }
 
     #[test]

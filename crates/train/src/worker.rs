@@ -2081,11 +2081,12 @@ mod tests {
         assert!(sources.unanswered.lock().expect("set").contains(&uri(&hanger)));
         assert_eq!(peers.hung_limits().len(), 1);
     }
+    /// An aggregator (`sim_key(1)`) whose update's owner (`sim_key(2)`) and only other member
+    /// (`sim_key(3)`) both hang: the peers, the sources as the aggregator orders them, its own
+    /// store, the owner, and the model's size.
     #[cfg(feature = "sim")]
-    #[test]
-    fn an_update_taken_up_after_the_aggregates_fetch_time_is_spent_asks_nobody() {
+    fn two_hanging_members() -> (crate::sim::SimPeers, Sources, Arc<BlobStore>, Address, usize) {
         use crate::sim::{sim_key, SimPeers};
-        let n = 64;
         let [me, owner, other] = [1, 2, 3].map(|i| sim_key(i).address());
         let uri = |a: &Address| format!("http://{a}.sim");
         let mut peers = SimPeers::default();
@@ -2098,7 +2099,13 @@ mod tests {
             ordered: [owner, other].iter().map(|a| (*a, uri(a))).collect(),
             unanswered: Arc::new(Mutex::new(BTreeSet::new())),
         };
-        let mine = BlobStore::new(8);
+        (peers, sources, BlobStore::new(8), owner, 64)
+    }
+
+    #[cfg(feature = "sim")]
+    #[test]
+    fn an_update_taken_up_after_the_aggregates_fetch_time_is_spent_asks_nobody() {
+        let (peers, sources, mine, owner, n) = two_hanging_members();
         // The pool took this update up only when an earlier one ended, at the aggregate's end:
         // with a time of its own it would ask the owner (and hang) past the vote's deadline.
         let ask = Ask {
@@ -2118,21 +2125,7 @@ mod tests {
     #[cfg(feature = "sim")]
     #[test]
     fn a_server_whose_fetch_was_cut_short_by_the_time_left_is_not_marked_as_not_answering() {
-        use crate::sim::{sim_key, SimPeers};
-        let n = 64;
-        let [me, owner, other] = [1, 2, 3].map(|i| sim_key(i).address());
-        let uri = |a: &Address| format!("http://{a}.sim");
-        let mut peers = SimPeers::default();
-        for a in [owner, other] {
-            peers.add(&uri(&a), BlobStore::new(8));
-            peers.hang(&uri(&a));
-        }
-        let sources = Sources {
-            me,
-            ordered: [owner, other].iter().map(|a| (*a, uri(a))).collect(),
-            unanswered: Arc::new(Mutex::new(BTreeSet::new())),
-        };
-        let mine = BlobStore::new(8);
+        let (peers, sources, mine, owner, n) = two_hanging_members();
         // Less than MIN_FETCH_TIME in all: every request is cut short by the time left.
         let ask = Ask {
             peers: &peers,

@@ -313,6 +313,14 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
         Threads::ONE,
     )?;
     let mut curve: Vec<RoundLoss> = Vec::new();
+    // Plain training of a round's steps, timed at each evaluation while the protocol runs, so
+    // that the protocol and its reference share the machine's speed of the moment (timed
+    // minutes apart, this machine's drift moved the overhead between 1 and 12 %).
+    let plain_work = Work {
+        chunks: chunks[..train_n].to_vec(),
+        seed: [0x42; 32],
+    };
+    let mut plain_samples: Vec<f64> = Vec::new();
     let mut seen = 0usize;
     let max_ticks = u64::from(p.rounds) * 40 + 100;
     let mut ticks = 0u64;
@@ -347,6 +355,15 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
                     eval_loss: round::evaluate(&parallel, &ck.params, &eval)? as f64,
                     baseline_eval_loss: None,
                 });
+                plain_samples.push(plain_step_seconds(
+                    &one,
+                    &cfg,
+                    &plain_work,
+                    &warm,
+                    p.workers,
+                    p.inner_steps,
+                    r,
+                )?);
             }
         }
         if over || ticks > max_ticks {
@@ -398,32 +415,7 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
         baseline,
         "bench train: baseline done"
     );
-    // Plain training of a worker's steps, for the protocol's overhead: as many trainers as
-    // workers, in parallel as the workers ran (on a 2-core machine two threads slow each other
-    // down; that is the machine, not the protocol).
-    let single = Model::new(cfg.model, Threads::ONE)?;
-    // Four rounds' worth: long enough that a noisy machine averages out.
-    let steps = p.inner_steps * p.rounds.min(4);
-    let plain_times: Vec<f64> = std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..p.workers)
-            .map(|i| {
-                let (single, cfg, work, warm) = (&single, &cfg, &work, &warm);
-                sc.spawn(move || -> Result<f64> {
-                    let t = Instant::now();
-                    let mut st = WorkerState::start(warm.clone(), vec![0.0; single.param_count()]);
-                    for k in 0..steps {
-                        round::train_step(single, cfg, &mut st, work, k + i as u32 * steps)?;
-                    }
-                    Ok(t.elapsed().as_secs_f64())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().map_err(|_| anyhow!("a trainer panicked"))?)
-            .collect::<Result<Vec<f64>>>()
-    })?;
-    let plain_per_step = plain_times.iter().sum::<f64>() / plain_times.len() as f64 / f64::from(steps);
+    let plain_per_step = plain_samples.iter().sum::<f64>() / plain_samples.len().max(1) as f64;
     let worker_steps = f64::from(p.rounds) * f64::from(p.inner_steps);
     let busy: f64 = s.workers.iter().map(|(_, w)| w.accounting.busy_seconds).sum::<f64>() / p.workers as f64;
     let train_s: f64 = s.workers.iter().map(|(_, w)| w.accounting.train_seconds).sum();
@@ -442,7 +434,7 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
     } else {
         (audit_s / audits as f64) / (train_s / worker_rounds).max(f64::MIN_POSITIVE)
     };
-    let n = single.param_count() as u64;
+    let n = one.param_count() as u64;
     let w = p.workers as u64;
     let ddp_bytes = u64::from(p.rounds) * u64::from(p.inner_steps) * 2 * (w - 1) * 4 * n;
     let sent = s.peers.bytes().max(1);
@@ -525,7 +517,7 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
 
     Ok(TrainBenchReport {
         profile: o.profile.clone(),
-        params: single.param_count(),
+        params: one.param_count(),
         workers: p.workers,
         inner_steps: p.inner_steps,
         outer_rounds: p.rounds,
@@ -556,4 +548,39 @@ pub fn run(o: &TrainBenchOpts) -> Result<TrainBenchReport> {
         chart: chart_path.display().to_string(),
         losses: losses_path.display().to_string(),
     })
+}
+
+/// Seconds per step of plain training, as many trainers in parallel as workers (on a 2-core
+/// machine two threads slow each other down; that is the machine, not the protocol), each
+/// `steps` steps from `start` (step indices after round `round`'s, so each sample trains
+/// other batches).
+fn plain_step_seconds(
+    model: &Model,
+    cfg: &round::TrainConfig,
+    work: &Work,
+    start: &[f32],
+    trainers: usize,
+    steps: u32,
+    round: u32,
+) -> Result<f64> {
+    let times: Vec<f64> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..trainers)
+            .map(|i| {
+                sc.spawn(move || -> Result<f64> {
+                    let t = Instant::now();
+                    let mut st = WorkerState::start(start.to_vec(), vec![0.0; model.param_count()]);
+                    let first = (round * trainers as u32 + i as u32) * steps;
+                    for k in 0..steps {
+                        round::train_step(model, cfg, &mut st, work, first + k)?;
+                    }
+                    Ok(t.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow!("a trainer panicked"))?)
+            .collect::<Result<Vec<f64>>>()
+    })?;
+    Ok(times.iter().sum::<f64>() / times.len().max(1) as f64 / f64::from(steps.max(1)))
 }

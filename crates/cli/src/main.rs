@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_deploy;
+mod bench_infer;
 mod bench_node;
 mod bench_testnet;
 mod bench_train;
@@ -283,6 +284,10 @@ enum Bench {
         after_help = "Examples:\n  pazar bench train\n  pazar bench train --profile full --out /tmp/train-bench"
     )]
     Train(bench_train::TrainBenchOpts),
+    /// Local generation on this CPU: tokens/s (f32 and int8), first-token latency, and the
+    /// share of the measured matrix-multiply throughput that decoding reaches.
+    #[command(after_help = "Examples:\n  pazar bench infer\n  pazar bench infer --profile ci --threads 1")]
+    Infer(bench_infer::InferBenchOpts),
 }
 
 impl Command {
@@ -474,6 +479,13 @@ fn run(cli: Cli) -> Result<()> {
             which: Bench::Train(opts),
         } => {
             let report = bench_train::run(&opts)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Bench {
+            which: Bench::Infer(opts),
+        } => {
+            let report = bench_infer::run(&opts)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

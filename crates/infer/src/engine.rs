@@ -112,6 +112,13 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
 }
 
+/// The instruction set [`SimdLevel::Best`] picks on this machine, as `pulp` names it (`V3`:
+/// AVX2 with FMA; `Scalar`: the target's baseline).
+pub fn simd_name() -> String {
+    let name = format!("{:?}", pulp::Arch::new());
+    name.split(['(', ' ', '{']).next().unwrap_or_default().to_string()
+}
+
 /// The sizes of a model, as `usize`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shape {

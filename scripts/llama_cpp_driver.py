@@ -59,14 +59,19 @@ def load(args):
         sys.exit(1)
 
 
-def generate(llm, prompt, n):
+def context(llm, args):
+    """Positions a run may use: --n-ctx, else the model's context length (llama.cpp rounds the
+    context it allocates up to a multiple of 256, beyond the positions the model was trained on)."""
+    return args.n_ctx or llm._model.n_ctx_train()
+
+
+def generate(llm, prompt, n, limit):
     """Greedy decoding after `prompt`; returns the generated ids and the time of each step."""
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(prompt)
     prefill = time.perf_counter() - t0
     out, steps = [], []
-    limit = llm.n_ctx()
     while len(out) < n:
         nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
         out.append(nxt)
@@ -97,19 +102,20 @@ def main():
 
     llm = load(args)
     prompt = llm.tokenize(prompt_bytes, add_bos=False, special=False)
-    if len(prompt) >= llm.n_ctx():
-        p.error(f"the prompt is {len(prompt)} tokens; the context holds {llm.n_ctx()}")
+    limit = context(llm, args)
+    if len(prompt) >= limit:
+        p.error(f"the prompt is {len(prompt)} tokens; the context holds {limit}")
     base = {"llama_cpp_python": llama_cpp.__version__}
 
     if args.mode == "greedy":
         llm.reset()
         llm.eval(prompt)
         prompt_logits = [float(x) for x in llm.scores[llm.n_tokens - 1]]
-        tokens, _, _ = generate(llm, prompt, args.tokens)
+        tokens, _, _ = generate(llm, prompt, args.tokens, limit)
         result = {
             **base,
             "n_vocab": llm.n_vocab(),
-            "n_ctx": llm.n_ctx(),
+            "n_ctx": limit,
             "prompt_tokens": prompt,
             "prompt_round_trip_hex": llm.detokenize(prompt).hex(),
             "tokens": tokens,
@@ -119,7 +125,7 @@ def main():
     else:
         runs = []
         for _ in range(args.repeat):
-            tokens, prefill, steps = generate(llm, prompt, args.tokens)
+            tokens, prefill, steps = generate(llm, prompt, args.tokens, limit)
             decode = sum(steps)
             runs.append(
                 {

@@ -27,6 +27,11 @@ pub const DEFAULT_LIST: usize = 100;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     pub chain_id: String,
+    /// SHA-256 of the chain's genesis file: with `chain_id`, what names the chain (votes and
+    /// certificates are signed under both).
+    #[serde(with = "hex_array")]
+    #[cfg_attr(feature = "openapi", schema(value_type = pazar_types::openapi::Hash))]
+    pub genesis_hash: Hash32,
     /// Height of the last committed block.
     pub height: u64,
     #[serde(with = "hex_array")]

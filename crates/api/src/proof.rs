@@ -32,6 +32,61 @@ pub struct Proof {
     pub proof: Vec<u8>,
 }
 
+/// Most store keys one `POST /state/proofs` names.
+pub const MAX_PROOF_KEYS: usize = 256;
+/// Longest store key `POST /state/proofs` takes (a table id and a Borsh-encoded key).
+pub const MAX_STORE_KEY_BYTES: usize = 512;
+
+/// A raw store key ([`pazar_types::state_key::store_key`]), hex in JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = pazar_types::openapi::HexBytes))]
+#[serde(transparent)]
+pub struct StoreKey(#[serde(with = "hex::serde")] pub Vec<u8>);
+
+/// `POST /state/proofs`: proofs of several state entries at one height, so that records that
+/// refer to each other (a checkpoint, its rounds, its job and dataset) are proven against one
+/// state root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ProofsRequest {
+    /// 1 to [`MAX_PROOF_KEYS`] store keys, each at most [`MAX_STORE_KEY_BYTES`] bytes.
+    pub keys: Vec<StoreKey>,
+}
+
+impl ProofsRequest {
+    /// Checks the counts and sizes; the message names what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.keys.is_empty() || self.keys.len() > MAX_PROOF_KEYS {
+            return Err(format!(
+                "{} keys: name 1 to {MAX_PROOF_KEYS} store keys",
+                self.keys.len()
+            ));
+        }
+        if let Some((i, k)) = self
+            .keys
+            .iter()
+            .enumerate()
+            .find(|(_, k)| k.0.is_empty() || k.0.len() > MAX_STORE_KEY_BYTES)
+        {
+            return Err(format!(
+                "key {i} has {} bytes: a store key has 1 to {MAX_STORE_KEY_BYTES}",
+                k.0.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The answer: one proof per key, in the request's order, all at `height` (verify them against
+/// the `state_root` of the header of block `height + 1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProofsResponse {
+    pub height: u64,
+    pub proofs: Vec<Proof>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProofError {
     #[error("the proof is about another key")]

@@ -53,7 +53,8 @@ Exit codes:
 Errors: `error: MESSAGE` on stderr; with -o json, {\"error\": {\"code\": \"...\", \"message\": \"...\"}} on
 stdout instead (a failed transaction prints its result). Codes: the node's or provider's error code
 (exit 3), or one of the CLI's: usage, invalid_input, key, not_owner, groups_changed,
-deployment_closed, internal (1), tx_failed (2), bad_answer, proof_failed, update_failed (3), unreachable, fingerprint_mismatch (4), tx_timeout, no_bids,
+deployment_closed, internal, bad_bundle (1), tx_failed (2), bad_answer, proof_failed, update_failed,
+bundle_refused (3), unreachable, fingerprint_mismatch, unavailable (4), tx_timeout, no_bids,
 not_ready (5).
 Logs and progress go to stderr: RUST_LOG=debug (or -v) for more, --log-format json for JSON lines.";
 
@@ -66,12 +67,15 @@ pub const CLI_CODES: &[(&str, Exit)] = &[
     ("groups_changed", Exit::Local),
     ("deployment_closed", Exit::Local),
     ("internal", Exit::Local),
+    ("bad_bundle", Exit::Local),
     ("tx_failed", Exit::TxFailed),
     ("bad_answer", Exit::Refused),
     ("proof_failed", Exit::Refused),
     ("update_failed", Exit::Refused),
+    ("bundle_refused", Exit::Refused),
     ("unreachable", Exit::Unreachable),
     ("fingerprint_mismatch", Exit::Unreachable),
+    ("unavailable", Exit::Unreachable),
     ("tx_timeout", Exit::Timeout),
     ("no_bids", Exit::Timeout),
     ("not_ready", Exit::Timeout),

@@ -116,6 +116,8 @@ const MAX_DEMO_WORKERS: u16 = 32;
 const REPORT_WAIT: Duration = Duration::from_secs(5);
 /// Failed reads of the event stream in a row after which the demo gives up.
 const MAX_STREAM_FAILURES: u32 = 20;
+/// The final checkpoint's bytes, in the demo's `--out`.
+const CHECKPOINT_FILE: &str = "final.ckpt";
 
 /// A child process, killed and reaped when dropped.
 struct Proc {
@@ -393,6 +395,8 @@ pub struct RunReport {
     pub bytes_ratio_vs_ddp: f64,
     pub tokens: Tokens,
     pub chart: PathBuf,
+    /// The final checkpoint's bytes (`pazar model export HASH --checkpoint FILE`).
+    pub checkpoint_file: Option<PathBuf>,
     pub provenance: Option<Provenance>,
     pub seconds: f64,
 }
@@ -430,14 +434,15 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
-/// The held-out loss of the checkpoint `hash`, fetched from the first worker that serves it.
-fn eval_checkpoint(model: &Model, eval: &[data::Batch], uris: &[String], hash: &Hash32) -> Result<f64> {
+/// The held-out loss of the checkpoint `hash`, fetched from the first worker that serves it,
+/// and the checkpoint.
+fn eval_checkpoint(model: &Model, eval: &[data::Batch], uris: &[String], hash: &Hash32) -> Result<(f64, Checkpoint)> {
     let n = model.param_count();
     let mut last = String::from("no worker");
     for uri in uris {
         match pazar_train::blobs::fetch(uri, hash, 16 + 8 * n, pazar_train::blobs::FETCH_TIMEOUT) {
             Ok(bytes) => match Checkpoint::decode(&bytes, n) {
-                Ok(c) if c.hash() == *hash => return Ok(f64::from(round::evaluate(model, &c.params, eval)?)),
+                Ok(c) if c.hash() == *hash => return Ok((f64::from(round::evaluate(model, &c.params, eval)?), c)),
                 Ok(_) => last = format!("{uri} served another checkpoint"),
                 Err(e) => last = format!("{uri}: {e}"),
             },
@@ -480,6 +485,9 @@ struct DemoJob {
     init: Hash32,
     initial_loss: f64,
     params: u64,
+    /// Where the checkpoint of each settled round is written once evaluated, so that the
+    /// final one outlives the workers (`pazar model export --checkpoint`).
+    checkpoint_file: PathBuf,
 }
 
 /// What the event stream said about each round so far.
@@ -690,6 +698,7 @@ fn open_job(
     owner: &SigningKey,
     corpus: &train_cmd::Corpus,
     spec: JobSpec,
+    out: &Path,
 ) -> Result<(DemoJob, DatasetSpec)> {
     let train_chunks = corpus.dataset.train_count();
     let dataset = train_cmd::dataset_spec(
@@ -741,6 +750,7 @@ fn open_job(
             eval,
             init: init.hash(),
             initial_loss,
+            checkpoint_file: out.join(CHECKPOINT_FILE),
         },
         dataset,
     ))
@@ -812,7 +822,10 @@ fn complete_row(row: &mut RoundRow, book_started: Option<&Vec<Address>>, crew: &
     let w = workers.len() as u64;
     row.ddp_bytes = u64::from(job.spec.params.inner_steps) * 2 * w.saturating_sub(1) * 4 * job.params;
     if let Some(c) = row.checkpoint {
-        row.eval_loss = Some(eval_checkpoint(&job.model, &job.eval, &crew.uris, &c)?);
+        let (loss, ckpt) = eval_checkpoint(&job.model, &job.eval, &crew.uris, &c)?;
+        row.eval_loss = Some(loss);
+        std::fs::write(&job.checkpoint_file, ckpt.encode())
+            .with_context(|| format!("cannot write {}", job.checkpoint_file.display()))?;
     }
     let voters: Vec<usize> = row.voters.iter().filter_map(|v| crew.index(v)).collect();
     let t0 = Instant::now();
@@ -1016,7 +1029,7 @@ pub fn run(o: &TrainDemoOpts, opts: &ClientOpts) -> Result<()> {
             format!("; cheating: {}", c.join(", "))
         }
     ));
-    let (job, dataset) = open_job(&rpc, &chain_id, &alice, &corpus, spec)?;
+    let (job, dataset) = open_job(&rpc, &chain_id, &alice, &corpus, spec, &out)?;
     let spec = &job.spec;
     run.line(format!(
         "[3/5] dataset {} registered ({} chunks, {} bytes, 1 in 20 held out); job {} opened: a {}-layer transformer \
@@ -1079,6 +1092,9 @@ pub fn run(o: &TrainDemoOpts, opts: &ClientOpts) -> Result<()> {
         Some(c) => Some(model_cmd::provenance(&rpc, &c, Some(job.id))?),
         None => None,
     };
+    let checkpoint_file = final_round
+        .and_then(|r| r.checkpoint)
+        .map(|_| job.checkpoint_file.clone());
     let report = RunReport {
         job: job.id,
         model: spec.model,
@@ -1096,6 +1112,7 @@ pub fn run(o: &TrainDemoOpts, opts: &ClientOpts) -> Result<()> {
         workers,
         tokens,
         chart: chart_path.clone(),
+        checkpoint_file,
         provenance,
         seconds: t_all.elapsed().as_secs_f64(),
     };

@@ -26,6 +26,7 @@ struct Run {
     ddp_bytes: u64,
     tokens: Tokens,
     chart: String,
+    checkpoint_file: Option<String>,
     provenance: Option<Value>,
 }
 
@@ -267,7 +268,7 @@ fn a_training_demo_slashes_a_sign_flipper_pays_the_honest_and_traces_the_final_c
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("starts the node");
-    common::wait_ready(h, &mut node, Duration::from_secs(30));
+    let url = common::wait_ready(h, &mut node, Duration::from_secs(30));
     let node = common::Daemon(node);
     let job = run.job.to_string();
     let shown = pazar(h, &["model", "show", &final_hash, "--job", &job]);
@@ -298,5 +299,182 @@ fn a_training_demo_slashes_a_sign_flipper_pays_the_honest_and_traces_the_final_c
     // So is the initial checkpoint: it is the job's start, not a round's product.
     let initial = pazar(h, &["model", "show", &run.initial_checkpoint]);
     assert_eq!(common::cli_error(&initial).code, "not_found");
+
+    // The model bundle of the final checkpoint: exported while the node runs, then checked
+    // with no network at all.
+    let ckpt = run
+        .checkpoint_file
+        .clone()
+        .expect("the demo saved the final checkpoint");
+    let bundle = h.join("model.pzm");
+    let exported = pazar(
+        h,
+        &[
+            "model",
+            "export",
+            &final_hash,
+            "--checkpoint",
+            &ckpt,
+            "--out",
+            &s(&bundle),
+        ],
+    );
+    assert!(
+        exported.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let exported: Value = serde_json::from_slice(&exported.stdout).expect("export prints JSON");
+    let height = exported["height"].as_u64().expect("height");
+    let block = pazar(h, &["query", "block", &height.to_string()]);
+    let block: Value = serde_json::from_slice(&block.stdout).expect("query block prints JSON");
+    let header_hash = block["hash"].as_str().expect("hash").to_string();
+    assert_eq!(
+        exported["header_hash"].as_str(),
+        Some(header_hash.as_str()),
+        "{exported}"
+    );
+    assert_eq!(exported["certified"], Value::Bool(false), "a devnet has one validator");
+    let absent = forge_absent_checkpoint(&url, &bundle, &h.join("absent.pzm"));
     drop(node);
+    bundle_checks(h, &bundle, &header_hash, &p, &absent);
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Runs `pazar ARGS --home H -o json` in a network namespace of its own (no interface but a
+/// loopback that is down): whatever it does, it does without a network.
+fn offline(home: &Path, args: &[&str]) -> Output {
+    Command::new("unshare")
+        .arg("--net")
+        .arg(common::bin())
+        .args(args)
+        .arg("--home")
+        .arg(home)
+        .args(["-o", "json"])
+        .output()
+        .expect("runs unshare (util-linux; the tests run as root, as CI does)")
+}
+
+/// A bundle of weights the ledger never recorded, proven honestly: the node proves that no
+/// round produced its checkpoint, against a real header. Returns its path and the header hash.
+fn forge_absent_checkpoint(url: &str, bundle: &Path, out: &Path) -> (std::path::PathBuf, String) {
+    use pazar_infer::bundle::{Bundle, Entry};
+    use pazar_types::state_key::{store_key, table_id};
+    use pazar_types::train::{checkpoint_hash, f32s_hash, WEIGHTS_TAG};
+
+    let b = Bundle::read(bundle).expect("reads the exported bundle");
+    let mut weights = b.weights().to_vec();
+    weights[0] += 1.0;
+    let mut meta = b.meta.clone();
+    meta.checkpoint = checkpoint_hash(&f32s_hash(WEIGHTS_TAG, &[&weights]), &meta.momentum_hash);
+    let mut keys: Vec<Vec<u8>> = meta.entries.iter().map(|e| e.key.clone()).collect();
+    keys[0] = store_key(table_id::TRAIN_CHECKPOINTS, &(meta.checkpoint, meta.job));
+    let rpc = pazar_client::Rpc::new(url);
+    let proofs = rpc.state_proofs(&keys).expect("proofs");
+    let header = rpc
+        .wait_header(proofs.height + 1, Duration::from_secs(30))
+        .expect("header");
+    meta.entries = proofs
+        .proofs
+        .into_iter()
+        .map(|p| Entry {
+            key: p.key,
+            value: p.value,
+            proof: p.proof,
+        })
+        .collect();
+    assert_eq!(meta.entries[0].value, None, "the node proves the entry absent");
+    let hash = hex::encode(header.hash());
+    meta.anchor.header = header;
+    Bundle::new(meta, weights).expect("bundle").write(out).expect("writes");
+    (out.to_path_buf(), hash)
+}
+
+/// Verification offline, and every tampering refused with the part that failed named.
+fn bundle_checks(h: &Path, bundle: &Path, header_hash: &str, shown: &Value, absent: &(std::path::PathBuf, String)) {
+    use pazar_infer::bundle::Bundle;
+
+    let ok = offline(h, &["model", "verify", &s(bundle), "--trust-header", header_hash]);
+    assert!(
+        ok.status.success(),
+        "verify failed offline: {}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let v: Value = serde_json::from_slice(&ok.stdout).expect("verify prints JSON");
+    assert_eq!(&v["provenance"], shown, "the bundle proves what the chain showed");
+    assert_eq!(v["header_hash"].as_str(), Some(header_hash));
+    assert!(v["finality"].as_str().expect("finality").contains("pinned"), "{v}");
+    // `model show FILE` prints the same chain, from the bundle alone.
+    let shown_offline = offline(h, &["model", "show", &s(bundle), "--trust-header", header_hash]);
+    assert!(shown_offline.status.success(), "{shown_offline:?}");
+    let p: Value = serde_json::from_slice(&shown_offline.stdout).expect("JSON");
+    assert_eq!(&p, shown);
+
+    let refused = |path: &Path, trust: &str, part: &str| {
+        let out = offline(h, &["model", "verify", &s(path), "--trust-header", trust]);
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let e = common::cli_error(&out);
+        assert_eq!(e.code, "bundle_refused", "{e:?}");
+        assert!(e.message.contains(part), "expected {part:?} in {:?}", e.message);
+        e.message
+    };
+    // A single-validator chain's header needs the user's own pin.
+    let unpinned = offline(h, &["model", "verify", &s(bundle)]);
+    let e = common::cli_error(&unpinned);
+    assert_eq!(
+        (e.code.as_str(), unpinned.status.code()),
+        ("bundle_refused", Some(3)),
+        "{e:?}"
+    );
+    assert!(
+        e.message.contains("single-validator") && e.message.contains("--trust-header"),
+        "{e:?}"
+    );
+    refused(bundle, &"ab".repeat(32), "not the header");
+
+    // One flipped bit in the weights (the last byte of the file is the last weight's).
+    let mut bytes = std::fs::read(bundle).expect("bundle");
+    let tampered = h.join("tampered.pzm");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&tampered, &bytes).expect("write");
+    refused(&tampered, header_hash, "weights:");
+
+    // One flipped byte in a proof, and one in a proven record (a round's).
+    let b = Bundle::read(bundle).expect("bundle");
+    let mut meta = b.meta.clone();
+    let mid = meta.entries[3].proof.len() / 2;
+    meta.entries[3].proof[mid] ^= 0x40;
+    Bundle::new(meta, b.weights().to_vec())
+        .expect("bundle")
+        .write(&tampered)
+        .expect("write");
+    refused(&tampered, header_hash, "proof:");
+    let mut meta = b.meta.clone();
+    let value = meta.entries[3].value.as_mut().expect("a round record");
+    value[8] ^= 0x01;
+    Bundle::new(meta, b.weights().to_vec())
+        .expect("bundle")
+        .write(&tampered)
+        .expect("write");
+    refused(&tampered, header_hash, "does not verify against the state root");
+
+    // A checkpoint no round produced, proven absent by the ledger.
+    let msg = refused(&absent.0, &absent.1, "ledger:");
+    assert!(
+        msg.contains("is not on the ledger") && msg.contains("no round of job"),
+        "{msg}"
+    );
+
+    // A truncated file is not a bundle.
+    std::fs::write(&tampered, &bytes[..bytes.len() - 4]).expect("write");
+    let out = offline(h, &["model", "verify", &s(&tampered), "--trust-header", header_hash]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let e = common::cli_error(&out);
+    assert_eq!(e.code, "bad_bundle", "{e:?}");
+    assert!(e.message.contains("bytes"), "{e:?}");
 }

@@ -303,6 +303,16 @@ impl Rpc {
         self.fetch(&format!("/train/checkpoints/{}", hex::encode(checkpoint)))
     }
 
+    /// `POST /state/proofs`: proofs of these store keys, all at the node's latest height
+    /// (unchecked: verify each against the header of `height + 1`).
+    pub fn state_proofs(&self, keys: &[Vec<u8>]) -> Result<pazar_api::proof::ProofsResponse, ClientError> {
+        let req = pazar_api::proof::ProofsRequest {
+            keys: keys.iter().cloned().map(pazar_api::proof::StoreKey).collect(),
+        };
+        let body = serde_json::to_value(&req).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.send("/state/proofs", &body)
+    }
+
     /// `GET /txs/{hash}`.
     pub fn tx(&self, hash: &Hash32) -> Result<TxLookup, ClientError> {
         self.fetch(&format!("/txs/{}", hex::encode(hash)))

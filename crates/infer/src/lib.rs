@@ -5,10 +5,12 @@
 //! - [`bundle`]: the one-file model bundle (weights, spec, tokenizer, provenance proof) and its
 //!   offline verification.
 //! - [`engine`]: generation with a KV cache, f32 or int8 weights, multi-threaded.
+//! - [`provenance`]: a checkpoint's lineage back to its job's start, from a node or a bundle.
 //! - [`gguf`]: the model in a llama-family GGUF layout that llama.cpp loads.
 //! - [`serve`]: the OpenAI-compatible HTTP API on loopback.
 
 pub mod bundle;
 pub mod engine;
 pub mod gguf;
+pub mod provenance;
 pub mod serve;

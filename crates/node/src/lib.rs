@@ -147,6 +147,8 @@ const _: () = assert!(MAX_BLOCK_TXS >= 20_000);
 
 pub struct Node {
     chain_id: String,
+    /// SHA-256 of the genesis file this node's store was started from.
+    genesis_hash: Hash32,
     proposer: Address,
     genesis_time_ms: u64,
     state: RwLock<State>,
@@ -366,6 +368,7 @@ impl Node {
         Ok(Arc::new(Node {
             chain_id: genesis.header.chain_id.clone(),
             proposer,
+            genesis_hash: gh,
             genesis_time_ms: gt,
             state: RwLock::new(state),
             head: RwLock::new(head),
@@ -393,6 +396,11 @@ impl Node {
 
     pub fn chain_id(&self) -> &str {
         &self.chain_id
+    }
+
+    /// SHA-256 of the chain's genesis file.
+    pub fn genesis_hash(&self) -> Hash32 {
+        self.genesis_hash
     }
 
     /// Hands the node where consensus keeps its certificates (see [`consensus::Certificates`]);

@@ -36,7 +36,7 @@ use crate::rpc;
         rpc::queries::account, rpc::queries::balance, rpc::queries::providers, rpc::queries::provider,
         rpc::queries::deployments, rpc::queries::deployment, rpc::queries::escrow, rpc::queries::orders,
         rpc::queries::order, rpc::queries::bids, rpc::queries::bid, rpc::queries::leases, rpc::queries::lease,
-        rpc::txs::faucet, rpc::sync::snapshot, rpc::sync::finalization, rpc::sync::handoffs,
+        rpc::txs::faucet, rpc::sync::snapshot, rpc::sync::finalization, rpc::sync::handoffs, rpc::queries::state_proofs,
         rpc::train::dataset, rpc::train::jobs, rpc::train::job, rpc::train::members, rpc::train::round,
         rpc::train::checkpoint,
     ),
@@ -149,6 +149,10 @@ errors!(
 errors!(
     /// `GET /events`.
     EventErrors: [BadRequest, BadLastEventId, TooManySubscribers]
+);
+errors!(
+    /// `POST /state/proofs`: a body that names no keys, too many, or keys too long.
+    ProofsErrors: [BadRequest, TooLarge, Internal]
 );
 errors!(
     /// `POST /faucet`.

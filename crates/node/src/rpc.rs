@@ -90,6 +90,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/sync/snapshot", get(sync::snapshot))
         .route("/sync/finalization/{height}", get(sync::finalization))
         .route("/sync/handoffs", get(sync::handoffs))
+        .route("/state/proofs", post(queries::state_proofs))
         .fallback(|| async { ApiError::new(ErrorCode::NoRoute, "no such endpoint; see /openapi.json") })
         // A route asked with another method: HTTP's own status for it, and the envelope.
         .method_not_allowed_fallback(|| async {
@@ -173,6 +174,7 @@ async fn status(AxState(node): AxState<Shared>) -> Json<Status> {
     let (txs, bytes) = node.mempool_len();
     Json(Status {
         chain_id: node.chain_id().to_string(),
+        genesis_hash: node.genesis_hash(),
         height: head.height,
         block_hash: head.block_hash,
         state_root: head.state_root,

@@ -3,8 +3,6 @@
 //! same bits. Powers of β are kept as running products (no `powi`, whose implementation is the
 //! compiler's).
 
-use sha2::{Digest, Sha256};
-
 use crate::ops;
 
 /// AdamW's constants; the learning rate and weight decay come from the job.
@@ -106,21 +104,7 @@ pub fn nesterov_step(opt: &Nesterov, params: &mut [f32], momentum: &mut [f32], g
 /// SHA-256 of a domain tag and f32 vectors' little-endian bytes, each prefixed by its length
 /// (so that moving a value from one vector to the next changes the hash).
 pub fn hash_f32s(tag: &str, parts: &[&[f32]]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(tag.as_bytes());
-    h.update([0u8]);
-    let mut buf = Vec::with_capacity(4096);
-    for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        for chunk in p.chunks(1024) {
-            buf.clear();
-            for x in chunk {
-                buf.extend_from_slice(&x.to_le_bytes());
-            }
-            h.update(&buf);
-        }
-    }
-    h.finalize().into()
+    pazar_types::train::f32s_hash(tag, parts)
 }
 
 #[cfg(test)]

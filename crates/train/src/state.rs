@@ -178,7 +178,11 @@ impl Checkpoint {
     }
 
     pub fn hash(&self) -> Hash32 {
-        hash_f32s("pazar/train/checkpoint/v1", &[&self.params, &self.momentum])
+        use pazar_types::train::{checkpoint_hash, MOMENTUM_TAG, WEIGHTS_TAG};
+        checkpoint_hash(
+            &hash_f32s(WEIGHTS_TAG, &[&self.params]),
+            &hash_f32s(MOMENTUM_TAG, &[&self.momentum]),
+        )
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -89,6 +89,12 @@ pub const COMMIT_DOMAIN: &[u8] = b"pazar/train/commit/v1\0";
 pub const BEACON_DOMAIN: &[u8] = b"pazar/train/beacon/v1\0";
 /// Domain separator of [`trace_root`].
 pub const TRACE_DOMAIN: &[u8] = b"pazar/train/trace/v1\0";
+/// Domain of a checkpoint's name ([`checkpoint_hash`]).
+pub const CHECKPOINT_DOMAIN: &[u8] = b"pazar/train/checkpoint/v2\0";
+/// Tag of the hash of a checkpoint's weights ([`f32s_hash`]).
+pub const WEIGHTS_TAG: &str = "pazar/train/weights/v1";
+/// Tag of the hash of a checkpoint's outer momentum ([`f32s_hash`]).
+pub const MOMENTUM_TAG: &str = "pazar/train/momentum/v1";
 /// Domain of [`loss_seal`].
 pub const SEAL_DOMAIN: &[u8] = b"pazar/train/seal/v1\0";
 
@@ -1093,6 +1099,42 @@ pub mod hex_opt {
         })
         .transpose()
     }
+}
+
+/// SHA-256 of a tag and f32 vectors' little-endian bytes, each prefixed by its length as a
+/// little-endian u64 (so that moving a value from one vector to the next changes the hash):
+/// `sha256(tag ‖ 0x00 ‖ len₀ ‖ bytes₀ ‖ len₁ ‖ bytes₁ …)`. Hashing only: nothing here does
+/// float arithmetic.
+pub fn f32s_hash(tag: &str, parts: &[&[f32]]) -> Hash32 {
+    let mut h = Sha256::new();
+    h.update(tag.as_bytes());
+    h.update([0u8]);
+    let mut buf = Vec::with_capacity(4096);
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        for chunk in p.chunks(1024) {
+            buf.clear();
+            for x in chunk {
+                buf.extend_from_slice(&x.to_le_bytes());
+            }
+            h.update(&buf);
+        }
+    }
+    h.finalize().into()
+}
+
+/// The name of a checkpoint, as the ledger records it: `sha256(CHECKPOINT_DOMAIN ‖ weights ‖
+/// momentum)` where `weights = f32s_hash(WEIGHTS_TAG, [params])` and `momentum =
+/// f32s_hash(MOMENTUM_TAG, [momentum])`. Two hashes rather than one over both vectors, so that a
+/// model bundle proves its weights against the ledger's name with the momentum's hash alone,
+/// without carrying the momentum (as many bytes again as the weights).
+pub fn checkpoint_hash(weights: &Hash32, momentum: &Hash32) -> Hash32 {
+    Sha256::new()
+        .chain_update(CHECKPOINT_DOMAIN)
+        .chain_update(weights)
+        .chain_update(momentum)
+        .finalize()
+        .into()
 }
 
 #[cfg(test)]

@@ -12,17 +12,18 @@ use pazar_api::node::{
     OrderPage, ParamsResponse, Proven, ProviderDetail, ProviderEntry, ProviderPage, SupplyResponse, ValidatorEntry,
     ValidatorVote, ValidatorsResponse, DEFAULT_LIST, MAX_LIST,
 };
-use pazar_api::proof::Proof;
+use pazar_api::proof::{Proof, ProofsRequest, ProofsResponse};
 use pazar_ledger::state::{store_key, table_id};
 use pazar_ledger::State;
 use pazar_types::market::{BidState, LeaseState, OrderState};
 use pazar_types::records::Deployment;
 use pazar_types::{Address, BidId, Coin, Denom, DeploymentId, GroupId, OrderId};
 
-use super::errors::{parse, ApiError, ApiResult, Q};
+use super::errors::{json_body, parse, ApiError, ApiResult, Body, Q};
 use super::Shared;
 use crate::openapi::{
-    AccountErrors, BidListParams, DeploymentListParams, ListErrors, LookupErrors, OrderListParams, ProviderListParams,
+    AccountErrors, BidListParams, DeploymentListParams, ListErrors, LookupErrors, OrderListParams, ProofsErrors,
+    ProviderListParams,
 };
 use crate::Node;
 
@@ -167,6 +168,44 @@ pub(super) fn proven<T>(node: &Node, st: &State, item: T, key: Vec<u8>, prove: b
         height: st.height,
         proof,
     }))
+}
+
+/// Proofs of several state entries (raw store keys, `pazar_types::state_key`) at one height:
+/// what a client needs to carry records that refer to each other (a checkpoint's rounds, its
+/// job, its dataset) as one proof against one header, e.g. in a model bundle. Absent entries
+/// are proven absent.
+#[utoipa::path(post, path = "/state/proofs", tag = "chain",
+    request_body(content = ProofsRequest, content_type = "application/json"),
+    responses((status = 200, description = "One proof per key, in order, all at `height`.", body = ProofsResponse),
+        ProofsErrors))]
+pub(super) async fn state_proofs(AxState(node): AxState<Shared>, body: Body) -> ApiResult<ProofsResponse> {
+    let req: ProofsRequest = json_body(&body?)?;
+    req.validate().map_err(ApiError::bad)?;
+    let n = node.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        let st = n.state();
+        let mut proofs = Vec::with_capacity(req.keys.len());
+        for key in &req.keys {
+            let p = n.store().prove(&key.0).map_err(ApiError::internal)?;
+            if p.height != st.height {
+                return Err(ApiError::internal("store and state disagree on the height"));
+            }
+            proofs.push(Proof {
+                height: p.height,
+                state_root: p.root,
+                key: p.key,
+                value: p.value,
+                proof: p.proof,
+            });
+        }
+        Ok(ProofsResponse {
+            height: st.height,
+            proofs,
+        })
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(r))
 }
 
 /// An account's sequence and balances.

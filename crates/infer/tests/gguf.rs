@@ -141,9 +141,20 @@ fn export(dir: &Path, params: &[f32]) -> PathBuf {
 
 /// Runs `scripts/llama_cpp_driver.py greedy` on `model` and parses what it prints.
 fn drive(python: &Path, model: &Path, prompt: &[u8], tokens: usize, extra: &[&str]) -> serde_json::Value {
+    drive_mode(python, "greedy", model, prompt, tokens, extra)
+}
+
+fn drive_mode(
+    python: &Path,
+    mode: &str,
+    model: &Path,
+    prompt: &[u8],
+    tokens: usize,
+    extra: &[&str],
+) -> serde_json::Value {
     let run = Command::new(python)
         .arg(repo_root().join("scripts/llama_cpp_driver.py"))
-        .arg("greedy")
+        .arg(mode)
         .arg("--model")
         .arg(model)
         .args(["--prompt-hex", &hex::encode(prompt)])
@@ -219,6 +230,13 @@ fn llama_cpp_loads_the_exported_gguf_and_continues_a_prompt_as_the_training_mode
         String::from_utf8_lossy(&text)
     );
     assert_eq!(got["text_hex"], hex::encode(&text));
+
+    // The timing mode `pazar bench infer` runs: greedy too, the same tokens, and a speed.
+    let bench = drive_mode(&python, "bench", &path, PROMPT, CONTINUATION, &["--repeat", "2"]);
+    assert_eq!(bench["generated"], CONTINUATION);
+    assert_eq!(bench["threads"], 1);
+    assert!(bench["tokens_per_s"].as_f64().is_some_and(|t| t > 0.0), "{bench}");
+    eprintln!("llama.cpp bench: {bench}");
     eprintln!(
         "llama.cpp (llama-cpp-python {}) continued {:?} with {:?}, as training's model does \
          (logits within {worst}, closest greedy call a gap of {min_gap})",

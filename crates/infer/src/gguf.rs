@@ -1,10 +1,11 @@
 //! The model as a GGUF v3 file in llama.cpp's `llama` layout, so that llama.cpp (and the tools
 //! built on it: Ollama, LM Studio) load a checkpoint that left the network.
 //!
-//! **Weights.** Every tensor is written as `F32`, the parameters' own bits. Training keeps its
-//! matrices row-major `[in×out]` (`y = x·W`); ggml multiplies by a weight whose innermost
-//! dimension (`ne[0]`) is the input, i.e. row-major `[out×in]`, so every matrix, the output
-//! head included, is written transposed. The token embedding `[vocab×dim]` is already one row
+//! **Weights.** [`write`] writes every tensor as `F32`, the parameters' own bits; [`write_as`]
+//! can store the matrices and the embedding as `F16` or `Q8_0` instead ([`TensorType`]).
+//! Training keeps its matrices row-major `[in×out]` (`y = x·W`); ggml multiplies by a weight
+//! whose innermost dimension (`ne[0]`) is the input, i.e. row-major `[out×in]`, so every
+//! matrix, the output head included, is written transposed. The token embedding `[vocab×dim]` is already one row
 //! per token and is written as it is. Rotary embeddings need no permutation: training rotates
 //! adjacent pairs `(2i, 2i+1)` of each head with angle `t·10000^(-2i/head_dim)`, which is
 //! ggml's "normal" rope, the one llama.cpp uses for the `llama` architecture (the permutation
@@ -59,10 +60,8 @@ mod ty {
     pub const ARRAY: u32 = 9;
 }
 
-/// ggml's tensor type for 32-bit floats (`GGML_TYPE_F32`).
-const GGML_TYPE_F32: u32 = 0;
-/// `general.file_type` of a file whose tensors are all `F32` (`LLAMA_FTYPE_ALL_F32`).
-const FTYPE_ALL_F32: u32 = 0;
+/// ggml's quantization format version (`GGML_QNT_VERSION`), written for quantized files.
+const QUANTIZATION_VERSION: u32 = 2;
 
 /// SentencePiece token types (`enum llama_token_type`).
 mod token_type {
@@ -86,29 +85,93 @@ pub enum GgufError {
     Io(#[from] std::io::Error),
 }
 
+/// How the weight matrices and the token embedding are stored. Norm weights are always `F32`
+/// (as llama.cpp's own converter keeps them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorType {
+    /// The parameters' own bits: llama.cpp computes what training computes, up to summation
+    /// order.
+    F32,
+    /// IEEE half precision, rounded to nearest even (values past ±65504 become ±∞).
+    F16,
+    /// ggml's `Q8_0`: blocks of 32 values sharing one `F16` scale `max|x|/127`, each value
+    /// `round(x/scale)` in 8 bits, 34 bytes a block. A tensor whose rows (its input size) are
+    /// not a multiple of 32 is written `F16` instead, as llama.cpp's quantizer does.
+    Q8_0,
+}
+
+impl TensorType {
+    /// ggml's type id (`enum ggml_type`).
+    fn ggml(self) -> u32 {
+        match self {
+            TensorType::F32 => 0,
+            TensorType::F16 => 1,
+            TensorType::Q8_0 => 8,
+        }
+    }
+
+    /// `general.file_type` (`enum llama_ftype`).
+    fn file_type(self) -> u32 {
+        match self {
+            TensorType::F32 => 0,
+            TensorType::F16 => 1,
+            TensorType::Q8_0 => 7,
+        }
+    }
+
+    /// Bytes of one row of `n` values.
+    fn row_bytes(self, n: usize) -> u64 {
+        let n = n as u64;
+        match self {
+            TensorType::F32 => 4 * n,
+            TensorType::F16 => 2 * n,
+            TensorType::Q8_0 => n / Q8_0_BLOCK as u64 * Q8_0_BLOCK_BYTES,
+        }
+    }
+}
+
+/// Values per `Q8_0` block.
+const Q8_0_BLOCK: usize = 32;
+/// Bytes per `Q8_0` block: an `F16` scale and 32 signed bytes.
+const Q8_0_BLOCK_BYTES: u64 = 34;
+
 /// Writes the model of shape `spec` with the flat parameters `params` (training's layout) as a
-/// GGUF v3 file of the `llama` architecture, named `name` (`general.name`), to `out`.
+/// GGUF v3 file of the `llama` architecture, named `name` (`general.name`), to `out`, every
+/// tensor `F32`. Same as [`write_as`] with [`TensorType::F32`].
+pub fn write(spec: &ModelSpec, params: &[f32], name: &str, out: &mut impl Write) -> Result<(), GgufError> {
+    write_as(spec, params, name, TensorType::F32, out)
+}
+
+/// Writes the model of shape `spec` with the flat parameters `params` (training's layout) as a
+/// GGUF v3 file of the `llama` architecture, named `name` (`general.name`), to `out`, the
+/// matrices and the embedding stored as `ty`.
 ///
-/// Tensors, all `F32`, in this order: `token_embd`; per block `blk.N.attn_norm`, `attn_q`,
-/// `attn_k`, `attn_v`, `attn_output`, `ffn_norm`, `ffn_gate`, `ffn_up`, `ffn_down`; then
-/// `output_norm` and `output`. The file is written front to back (header, metadata, tensor
-/// infos, data) with no seek, so `out` may be a pipe: 4 bytes per parameter, each tensor padded
-/// to [`ALIGNMENT`], after a few kilobytes of header. Pass a buffered writer.
+/// Tensors, in this order: `token_embd`; per block `blk.N.attn_norm`, `attn_q`, `attn_k`,
+/// `attn_v`, `attn_output`, `ffn_norm`, `ffn_gate`, `ffn_up`, `ffn_down`; then `output_norm`
+/// and `output`. The file is written front to back (header, metadata, tensor infos, data) with
+/// no seek, so `out` may be a pipe: 4, 2 or 1.0625 bytes per parameter, each tensor padded to
+/// [`ALIGNMENT`], after a few kilobytes of header. Pass a buffered writer.
 ///
 /// Errors: a spec outside [`ModelSpec::validate`]'s bounds, an odd head size (rotary pairs), a
 /// vocabulary under [`BYTE_TOKENS`]; `params` not `spec.params()` long; an empty name, or one
 /// over [`MAX_NAME_BYTES`] or with control characters; and the writer's own errors. Nothing is
 /// written before the inputs are checked.
-pub fn write(spec: &ModelSpec, params: &[f32], name: &str, out: &mut impl Write) -> Result<(), GgufError> {
+pub fn write_as(
+    spec: &ModelSpec,
+    params: &[f32],
+    name: &str,
+    ty: TensorType,
+    out: &mut impl Write,
+) -> Result<(), GgufError> {
     check(spec, params, name)?;
     let shape = Shape::new(spec);
-    let tensors = shape.tensors();
+    let tensors = shape.tensors(ty);
 
     let mut head = Vec::new();
     head.extend_from_slice(MAGIC);
     put_u32(&mut head, VERSION);
     put_u64(&mut head, tensors.len() as u64);
-    let meta = metadata(spec, &shape, name);
+    let meta = metadata(spec, &shape, name, ty);
     put_u64(&mut head, meta.count);
     head.extend_from_slice(&meta.bytes);
 
@@ -119,7 +182,7 @@ pub fn write(spec: &ModelSpec, params: &[f32], name: &str, out: &mut impl Write)
         for &n in &t.ne {
             put_u64(&mut head, n as u64);
         }
-        put_u32(&mut head, GGML_TYPE_F32);
+        put_u32(&mut head, t.ty.ggml());
         put_u64(&mut head, offset);
         offset += padded(t.bytes());
     }
@@ -127,22 +190,26 @@ pub fn write(spec: &ModelSpec, params: &[f32], name: &str, out: &mut impl Write)
     out.write_all(&head)?;
 
     let mut row = Vec::new();
+    let mut bytes = Vec::new();
     for t in &tensors {
         let src = &params[t.at..t.at + t.len()];
+        let width = t.ne[0];
         match t.order {
             Order::AsIs => {
-                for chunk in src.chunks(1 << 16) {
-                    row.clear();
-                    row.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
-                    out.write_all(&row)?;
+                for r in src.chunks_exact(width) {
+                    bytes.clear();
+                    encode(t.ty, r, &mut bytes);
+                    out.write_all(&bytes)?;
                 }
             }
             Order::Transposed { rows, cols } => {
                 // Source `[rows×cols]`, written as `cols` rows of `rows` values.
                 for c in 0..cols {
                     row.clear();
-                    row.extend((0..rows).flat_map(|r| src[r * cols + c].to_le_bytes()));
-                    out.write_all(&row)?;
+                    row.extend((0..rows).map(|r| src[r * cols + c]));
+                    bytes.clear();
+                    encode(t.ty, &row, &mut bytes);
+                    out.write_all(&bytes)?;
                 }
             }
         }
@@ -150,6 +217,64 @@ pub fn write(spec: &ModelSpec, params: &[f32], name: &str, out: &mut impl Write)
         out.write_all(&[0u8; ALIGNMENT as usize][..rest as usize])?;
     }
     Ok(())
+}
+
+/// Appends one row of values stored as `ty`.
+fn encode(ty: TensorType, row: &[f32], out: &mut Vec<u8>) {
+    match ty {
+        TensorType::F32 => out.extend(row.iter().flat_map(|x| x.to_le_bytes())),
+        TensorType::F16 => out.extend(row.iter().flat_map(|&x| f16_bits(x).to_le_bytes())),
+        TensorType::Q8_0 => {
+            debug_assert_eq!(row.len() % Q8_0_BLOCK, 0);
+            for block in row.chunks_exact(Q8_0_BLOCK) {
+                // ggml's reference quantizer (`quantize_row_q8_0_ref`): the scale from the
+                // block's largest magnitude, each value rounded half away from zero.
+                let amax = block.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16_bits(d).to_le_bytes());
+                out.extend(block.iter().map(|&x| ((x * id).round() as i8) as u8));
+            }
+        }
+    }
+}
+
+/// The IEEE half-precision bits of `x`, rounded to nearest even; overflow gives ±∞, NaN stays
+/// NaN.
+fn f16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let man = b & 0x007f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if man != 0 { 0x0200 } else { 0 };
+    }
+    // The exponent re-biased for half precision (bias 15 instead of 127).
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    let round = |v: u32, shift: u32| -> u32 {
+        let half = 1u32 << (shift - 1);
+        let rest = v & ((1u32 << shift) - 1);
+        let r = v >> shift;
+        if rest > half || (rest == half && r & 1 == 1) {
+            r + 1
+        } else {
+            r
+        }
+    };
+    if e <= 0 {
+        // A subnormal half (or zero): the value is `m · 2^(exp−150)`, a half subnormal counts
+        // units of 2^−24, so the count is `m >> (126 − exp)` = `m >> (14 − e)`.
+        if e < -10 {
+            return sign;
+        }
+        let m = man | 0x0080_0000;
+        return sign | round(m, (14 - e) as u32) as u16;
+    }
+    // A carry out of the mantissa moves into the exponent, up to ∞: both are right.
+    sign | round(((e as u32) << 23) | man, 13) as u16
 }
 
 fn check(spec: &ModelSpec, params: &[f32], name: &str) -> Result<(), GgufError> {
@@ -202,12 +327,24 @@ impl Shape {
     /// Every tensor with its place in training's flat layout: embedding; per block attention
     /// norm, `wq`, `wk`, `wv`, `wo`, FFN norm, `w1` (gate), `w3` (up), `w2` (down); final norm;
     /// output head.
-    fn tensors(&self) -> Vec<Tensor> {
+    fn tensors(&self, ty: TensorType) -> Vec<Tensor> {
         let (v, d, f) = (self.vocab, self.dim, self.ffn);
         let mut at = 0usize;
         let mut out = Vec::with_capacity(3 + 9 * self.layers);
         let mut push = |name: String, ne: Vec<usize>, order: Order| {
-            let t = Tensor { name, ne, order, at };
+            // Norms stay F32; a matrix whose rows do not fill Q8_0 blocks falls back to F16.
+            let ty = match ty {
+                _ if ne.len() == 1 => TensorType::F32,
+                TensorType::Q8_0 if ne[0] % Q8_0_BLOCK != 0 => TensorType::F16,
+                ty => ty,
+            };
+            let t = Tensor {
+                name,
+                ne,
+                ty,
+                order,
+                at,
+            };
             at += t.len();
             out.push(t);
         };
@@ -256,6 +393,7 @@ struct Tensor {
     name: String,
     /// ggml's dimensions, innermost first.
     ne: Vec<usize>,
+    ty: TensorType,
     order: Order,
     /// Offset in the flat parameter vector.
     at: usize,
@@ -267,7 +405,7 @@ impl Tensor {
     }
 
     fn bytes(&self) -> u64 {
-        self.len() as u64 * 4
+        self.ty.row_bytes(self.ne[0]) * (self.len() / self.ne[0]) as u64
     }
 }
 
@@ -308,7 +446,7 @@ impl Metadata {
     }
 }
 
-fn metadata(spec: &ModelSpec, shape: &Shape, name: &str) -> Metadata {
+fn metadata(spec: &ModelSpec, shape: &Shape, name: &str, ty: TensorType) -> Metadata {
     let mut m = Metadata {
         count: 0,
         bytes: Vec::new(),
@@ -317,7 +455,10 @@ fn metadata(spec: &ModelSpec, shape: &Shape, name: &str) -> Metadata {
     m.str("general.architecture", "llama");
     m.str("general.name", name);
     m.u32("general.alignment", ALIGNMENT as u32);
-    m.u32("general.file_type", FTYPE_ALL_F32);
+    m.u32("general.file_type", ty.file_type());
+    if ty == TensorType::Q8_0 {
+        m.u32("general.quantization_version", QUANTIZATION_VERSION);
+    }
     m.u32("llama.vocab_size", spec.vocab);
     m.u32("llama.context_length", spec.seq_len);
     m.u32("llama.embedding_length", spec.dim);
@@ -564,7 +705,7 @@ mod tests {
             &names[names.len() - 3..],
             ["blk.1.ffn_down.weight", "output_norm.weight", "output.weight"]
         );
-        assert!(p.tensors.iter().all(|t| t.ty == GGML_TYPE_F32));
+        assert!(p.tensors.iter().all(|t| t.ty == 0), "all F32");
     }
 
     #[test]
@@ -616,19 +757,106 @@ mod tests {
         assert_eq!(p.get("tokenizer.ggml.scores"), &Value::F32s(vec![0.0; 258]));
     }
 
-    #[test]
-    fn tensor_data_is_aligned_and_packed_in_order() {
-        let s = spec();
-        let file = written(&s, &counting(&s));
-        let p = parse(&file);
-        assert_eq!(p.data_start % 32, 0);
-        let mut expect = 0u64;
-        for t in &p.tensors {
-            assert_eq!(t.offset, expect, "{}", t.name);
-            assert_eq!(t.offset % 32, 0);
-            expect += (t.ne.iter().product::<u64>() * 4).div_ceil(32) * 32;
+    /// Bytes of `n` values of ggml type `ty` (F32, F16, Q8_0).
+    fn type_bytes(ty: u32, n: u64) -> u64 {
+        match ty {
+            0 => 4 * n,
+            1 => 2 * n,
+            8 => n / 32 * 34,
+            t => panic!("type {t}"),
         }
-        assert_eq!(file.len() as u64, p.data_start as u64 + expect);
+    }
+
+    #[test]
+    fn tensor_data_is_aligned_and_packed_in_order_for_every_type() {
+        let s = ModelSpec {
+            dim: 32,
+            ffn_dim: 48,
+            ..spec()
+        };
+        for ty in [TensorType::F32, TensorType::F16, TensorType::Q8_0] {
+            let mut file = Vec::new();
+            write_as(&s, &counting(&s), "tiny", ty, &mut file).expect("writes");
+            let p = parse(&file);
+            assert_eq!(p.data_start % 32, 0);
+            let mut expect = 0u64;
+            for t in &p.tensors {
+                assert_eq!(t.offset, expect, "{ty:?} {}", t.name);
+                assert_eq!(t.offset % 32, 0);
+                expect += type_bytes(t.ty, t.ne.iter().product()).div_ceil(32) * 32;
+            }
+            assert_eq!(file.len() as u64, p.data_start as u64 + expect, "{ty:?}");
+        }
+    }
+
+    #[test]
+    fn norms_stay_f32_and_q8_0_falls_back_to_f16_for_rows_that_do_not_fill_blocks() {
+        let s = ModelSpec {
+            dim: 32,
+            ffn_dim: 48,
+            ..spec()
+        };
+        let mut file = Vec::new();
+        write_as(&s, &counting(&s), "tiny", TensorType::Q8_0, &mut file).expect("writes");
+        let p = parse(&file);
+        let cases = [
+            ("token_embd.weight", 8),
+            ("blk.0.attn_norm.weight", 0),
+            ("blk.0.attn_q.weight", 8),
+            ("blk.1.ffn_gate.weight", 8),
+            // ffn_down's rows are ffn_dim = 48 values: not whole blocks of 32.
+            ("blk.1.ffn_down.weight", 1),
+            ("output_norm.weight", 0),
+            ("output.weight", 8),
+        ];
+        for (name, ty) in cases {
+            assert_eq!(p.tensor(name).ty, ty, "{name}");
+        }
+        assert_eq!(p.get("general.file_type"), &Value::U32(7));
+        assert_eq!(p.get("general.quantization_version"), &Value::U32(2));
+    }
+
+    #[test]
+    fn f16_rounds_to_nearest_even_and_saturates_to_infinity() {
+        let cases: [(f32, u16); 14] = [
+            (0.0, 0x0000),
+            (-0.0, 0x8000),
+            (1.0, 0x3c00),
+            (-2.0, 0xc000),
+            (0.1, 0x2e66),
+            (1.0 / 3.0, 0x3555),
+            (65504.0, 0x7bff),
+            (65520.0, 0x7c00),
+            (f32::INFINITY, 0x7c00),
+            (6.103_515_6e-5, 0x0400),
+            (5.960_464_5e-8, 0x0001),
+            (2.980_232_2e-8, 0x0000),
+            // 1 + 2^-11 is halfway between 1 and the next half: ties go to even (1).
+            (1.000_488_3, 0x3c00),
+            (1.001_464_8, 0x3c02),
+        ];
+        for (x, want) in cases {
+            assert_eq!(f16_bits(x), want, "{x}");
+        }
+        assert_eq!(f16_bits(f32::NAN) & 0x7c00, 0x7c00);
+        assert_ne!(f16_bits(f32::NAN) & 0x03ff, 0);
+    }
+
+    #[test]
+    fn q8_0_blocks_hold_the_scale_and_values_rounded_half_away_from_zero() {
+        let mut row = vec![0.0f32; 32];
+        row[0] = 127.0;
+        row[1] = -63.5;
+        row[2] = 2.5;
+        row[3] = -127.0;
+        let mut out = Vec::new();
+        encode(TensorType::Q8_0, &row, &mut out);
+        assert_eq!(out.len(), 34);
+        assert_eq!(u16::from_le_bytes([out[0], out[1]]), 0x3c00, "scale 127/127 = 1");
+        assert_eq!(out[2..6], [127u8, (-64i8) as u8, 3, (-127i8) as u8]);
+        let mut zeros = Vec::new();
+        encode(TensorType::Q8_0, &[0.0; 32], &mut zeros);
+        assert_eq!(zeros, [0u8; 34], "an all-zero block has scale 0");
     }
 
     #[test]

@@ -11,7 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pazar_infer::gguf;
+use std::sync::OnceLock;
+
+use pazar_infer::gguf::{self, TensorType};
 use pazar_train::data;
 use pazar_train::model::{Config, Model};
 use pazar_train::ops::Threads;
@@ -69,7 +71,12 @@ fn spec() -> ModelSpec {
 
 /// A model trained with AdamW on the generated corpus long enough that its greedy choices are
 /// clear (loss well under a uniform guess's ln 256 ≈ 5.5).
-fn trained(model: &Model) -> Vec<f32> {
+fn trained(model: &Model) -> &'static [f32] {
+    static TRAINED: OnceLock<Vec<f32>> = OnceLock::new();
+    TRAINED.get_or_init(|| train(model))
+}
+
+fn train(model: &Model) -> Vec<f32> {
     let corpus = data::generate_corpus(3, 64 * 1024);
     let chunks: Vec<&[u8]> = data::chunks(&corpus).collect();
     let mut params = model.init_params(7);
@@ -132,9 +139,13 @@ fn greedy(model: &Model, params: &[f32], prompt: &[u32], n: usize) -> (Vec<u32>,
 
 /// Writes `params` as a GGUF file in `dir`.
 fn export(dir: &Path, params: &[f32]) -> PathBuf {
-    let path = dir.join("model.gguf");
+    export_as(dir, params, TensorType::F32)
+}
+
+fn export_as(dir: &Path, params: &[f32], ty: TensorType) -> PathBuf {
+    let path = dir.join(format!("model-{ty:?}.gguf"));
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
-    gguf::write(&spec(), params, "pazar-gguf-test", &mut out).expect("writes");
+    gguf::write_as(&spec(), params, "pazar-gguf-test", ty, &mut out).expect("writes");
     std::io::Write::flush(&mut out).expect("flush");
     path
 }
@@ -188,7 +199,7 @@ fn llama_cpp_loads_the_exported_gguf_and_continues_a_prompt_as_the_training_mode
     let model = Model::new(CONFIG, Threads::ONE).expect("model");
     let params = trained(&model);
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = export(dir.path(), &params);
+    let path = export(dir.path(), params);
     let got = drive(&python, &path, PROMPT, CONTINUATION, &[]);
     let ids = |key: &str| ids(&got, key);
 
@@ -200,7 +211,7 @@ fn llama_cpp_loads_the_exported_gguf_and_continues_a_prompt_as_the_training_mode
     assert_eq!(got["prompt_round_trip_hex"], hex::encode(PROMPT));
 
     // The same logits after the prompt, up to f32 rounding in another summation order.
-    let ours = last_logits(&model, &params, &prompt);
+    let ours = last_logits(&model, params, &prompt);
     let theirs: Vec<f32> = got["prompt_logits"]
         .as_array()
         .expect("logits")
@@ -220,7 +231,7 @@ fn llama_cpp_loads_the_exported_gguf_and_continues_a_prompt_as_the_training_mode
     );
 
     // The same greedy continuation, token for token, and the same text.
-    let (continuation, min_gap) = greedy(&model, &params, &prompt, CONTINUATION);
+    let (continuation, min_gap) = greedy(&model, params, &prompt, CONTINUATION);
     let text: Vec<u8> = continuation.iter().map(|&t| t as u8).collect();
     assert_eq!(
         ids("tokens"),
@@ -286,5 +297,50 @@ fn byte_strings_round_trip_through_llama_cpps_tokenizer_but_for_the_sentencepiec
     for (prompt, want) in exceptions {
         let got = drive(&python, &path, prompt, 1, &["--n-ctx", "1024"]);
         assert_eq!(ids(&got, "prompt_tokens"), want, "tokens of {prompt:?}");
+    }
+}
+
+/// The smaller exports: llama.cpp's logits stay within the weights' rounding of ours.
+#[test]
+fn llama_cpp_runs_the_f16_and_q8_0_exports_close_to_the_training_model() {
+    let Some(python) = llama_python() else {
+        return;
+    };
+    let model = Model::new(CONFIG, Threads::ONE).expect("model");
+    let params = trained(&model);
+    let prompt: Vec<u32> = data::tokens(PROMPT).iter().map(|&t| u32::from(t)).collect();
+    let ours = last_logits(&model, params, &prompt);
+    let (continuation, _) = greedy(&model, params, &prompt, CONTINUATION);
+    let dir = tempfile::tempdir().expect("tempdir");
+    for ty in [TensorType::F16, TensorType::Q8_0] {
+        let path = export_as(dir.path(), params, ty);
+        let got = drive(&python, &path, PROMPT, CONTINUATION, &[]);
+        let theirs: Vec<f32> = got["prompt_logits"]
+            .as_array()
+            .expect("logits")
+            .iter()
+            .map(|x| x.as_f64().expect("a logit") as f32)
+            .collect();
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        let tokens = ids(&got, "tokens");
+        let same = tokens.iter().zip(&continuation).take_while(|(a, b)| a == b).count();
+        // Rounding the weights moves the logits by about the weights' relative precision:
+        // 2^-11 for F16, 1/254 of a block's largest value for Q8_0 (measured: 4e-4 and 1.6e-2
+        // of the largest logit).
+        let bound = match ty {
+            TensorType::Q8_0 => 5e-2,
+            _ => 2e-3,
+        } * ours.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        assert!(
+            worst <= bound,
+            "{ty:?}: logits differ by up to {worst}, more than {bound}"
+        );
+        // The first choice is far from a tie (a gap of several units), so it must not move.
+        assert_eq!(tokens.first(), continuation.first(), "{ty:?}: the first greedy token");
+        eprintln!("{ty:?}: logits within {worst}, {same} of {CONTINUATION} greedy tokens as ours");
     }
 }

@@ -33,7 +33,7 @@ use pazar_types::train::ModelSpec;
 pub use kernels::{padded, Gemm, PAD};
 pub use sample::{argmax, Sampling};
 
-use kernels::{quantize, Attention, Input, Mat, Matvec};
+use kernels::{quantize, Attention, Input, Mat, Matvec, Swiglu};
 use pool::{Pool, SharedInput};
 
 /// RMSNorm's epsilon, as in training.
@@ -288,6 +288,17 @@ impl Engine {
         self.threads
     }
 
+    /// Threads a token's products actually run on: 1 when every matrix is under
+    /// [`PARALLEL_MIN_WORK`] (a tiny model never wakes the pool).
+    pub fn decode_threads(&self) -> usize {
+        let mats = self.blocks.iter().flat_map(|b| [&b.qkv, &b.wo, &b.w13, &b.w2]);
+        if mats.chain([&self.head]).any(|m| m.work() >= PARALLEL_MIN_WORK) {
+            self.threads
+        } else {
+            1
+        }
+    }
+
     /// A fresh KV cache for one sequence.
     pub fn session(&self) -> Session<'_> {
         Session::new(self)
@@ -311,6 +322,7 @@ impl Engine {
             return;
         }
         let input = if int8 {
+            let xq = &mut xq[..x.len()];
             let s = quantize(x, xq);
             Input::I8(xq, s)
         } else {
@@ -630,10 +642,10 @@ impl<'e> Session<'e> {
             }
             rmsnorm(&self.x, &b.ffn_norm, &mut self.xn[..d]);
             e.matvec(&b.w13, &self.xn, &mut self.xq, &mut self.h13);
-            let (g, u) = self.h13.split_at(f);
-            for ((h, &gv), &uv) in self.h[..f].iter_mut().zip(g).zip(u) {
-                *h = gv / (1.0 + (-gv).exp()) * uv;
-            }
+            e.arch.dispatch(Swiglu {
+                gate_up: &self.h13,
+                h: &mut self.h[..f],
+            });
             e.matvec(&b.w2, &self.h, &mut self.xq, &mut self.proj);
             for (x, &a) in self.x.iter_mut().zip(&self.proj) {
                 *x += a;

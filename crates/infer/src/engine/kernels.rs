@@ -176,25 +176,16 @@ fn matvec_f32<S: Simd>(simd: S, w: &[f32], stride: usize, x: &[f32], out: &mut [
     }
 }
 
-/// `Σ a[i]·b[i]` in 32-bit integers. Adjacent pairs of 8-bit products are summed first, the
-/// shape of `pmaddwd`, so that LLVM vectorises it with 16-bit multiply-adds. Exact: a row of
-/// at most 16,384 products of magnitude at most 127² stays far inside `i32`.
+/// `Σ a[i]·b[i]` in 32-bit integers. An integer sum may be reordered freely (it is exact), so
+/// LLVM vectorises this plain reduction, with 16-bit multiply-adds (`pmaddwd`) on x86. The
+/// arithmetic is written wrapping because overflow checks (on in debug builds) would keep the
+/// loop scalar; nothing wraps: a row of at most 16,384 products of magnitude at most 128²
+/// stays far inside `i32`.
 #[inline(always)]
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    let mut acc = [0i32; 16];
-    for (ca, cb) in a.chunks_exact(32).zip(b.chunks_exact(32)) {
-        for l in 0..16 {
-            let p0 = i16::from(ca[2 * l]) * i16::from(cb[2 * l]);
-            let p1 = i16::from(ca[2 * l + 1]) * i16::from(cb[2 * l + 1]);
-            acc[l] += i32::from(p0) + i32::from(p1);
-        }
-    }
-    let mut s: i32 = acc.iter().sum();
-    let tail = a.len() / 32 * 32;
-    for (&x, &y) in a[tail..].iter().zip(&b[tail..]) {
-        s += i32::from(x) * i32::from(y);
-    }
-    s
+    a.iter().zip(b).fold(0i32, |s, (&x, &y)| {
+        s.wrapping_add(i32::from(x).wrapping_mul(i32::from(y)))
+    })
 }
 
 /// Causal attention of one position over the cache, every head: `out[h] = Σ_s softmax(q_h ·
@@ -244,11 +235,10 @@ impl WithSimd for Attention<'_> {
                 }
             }
             let m = sc.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-            let mut z = 0.0f32;
             for s in sc.iter_mut() {
-                *s = (*s - m).exp();
-                z += *s;
+                *s = exp(*s - m);
             }
+            let z: f32 = sc.iter().sum();
             let inv_z = 1.0 / z;
             let o = &mut out[h * hd..(h + 1) * hd];
             o.fill(0.0);
@@ -263,14 +253,56 @@ impl WithSimd for Attention<'_> {
     }
 }
 
+/// `e^x` in plain arithmetic, so that loops of it vectorise (the library's `expf` is a call per
+/// value): `x = k·ln 2 + r` with `|r| ≤ ln 2 / 2`, `e^r` by Cephes' degree-6 polynomial (about
+/// 1 ulp), `2^k` built in the exponent bits. Inputs below −87 give 0 or a tiny value, above 88
+/// are clamped (softmax and SiLU never need more).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // Adding and subtracting 1.5·2^23 rounds to the nearest integer without a `round` call.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let k = (x * LOG2E + ROUND) - ROUND;
+    let r = x - k * 0.693_359_4 - k * -2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let er = p * r * r + r + 1.0;
+    let two_k = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    er * two_k
+}
+
+/// The SwiGLU of the stacked gate and up products: `h[i] = silu(g[i]) · u[i]`.
+pub struct Swiglu<'a> {
+    pub gate_up: &'a [f32],
+    pub h: &'a mut [f32],
+}
+
+impl WithSimd for Swiglu<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let (g, u) = self.gate_up.split_at(self.gate_up.len() / 2);
+        for ((h, &gv), &uv) in self.h.iter_mut().zip(g).zip(u) {
+            *h = gv / (1.0 + exp(-gv)) * uv;
+        }
+    }
+}
+
 /// Width of a packed panel of `B` in [`Gemm`]: two vectors of the widest f32 type `pulp` has.
 const GEMM_MAX_NR: usize = 32;
 
 /// `c[m×n] = a[m×k] · b[k×n]`, row-major, for the rows `row0..row0 + c.len()/n` of `a`.
 ///
 /// Blocked: `b` is packed into panels two vectors wide (`[k][nr]`, contiguous, so a panel stays
-/// in L1 while every row of `a` passes over it), and a 4×2-vector micro-kernel keeps eight
-/// independent accumulators in registers. `n` must be a multiple of the panel width (32 is).
+/// in L1 while every row of `a` passes over it), and a 6×2-vector micro-kernel keeps twelve
+/// independent accumulators in registers ([`micro`]). `n` must be a multiple of the panel
+/// width (32 is).
 pub struct Gemm<'a> {
     pub a: &'a [f32],
     pub b: &'a [f32],
@@ -291,30 +323,18 @@ impl WithSimd for Gemm<'_> {
         let m = c.len() / n;
         assert!(a.len() >= m * k && b.len() == k * n);
         let mut panel = vec![0.0f32; k * nr];
-        let zero = simd.splat_f32s(0.0);
         for j0 in (0..n).step_by(nr) {
             for (kk, prow) in panel.chunks_exact_mut(nr).enumerate() {
                 prow.copy_from_slice(&b[kk * n + j0..kk * n + j0 + nr]);
             }
             let pv = S::as_simd_f32s(&panel).0;
             let mut i = 0;
+            while i + 6 <= m {
+                micro::<S, 6>(simd, a, k, i, pv, c, n, j0, nr);
+                i += 6;
+            }
             while i + 4 <= m {
-                let ar: [&[f32]; 4] = std::array::from_fn(|r| &a[(i + r) * k..(i + r + 1) * k]);
-                let mut acc = [zero; 8];
-                for (kk, bp) in pv.chunks_exact(2).enumerate() {
-                    for r in 0..4 {
-                        let av = simd.splat_f32s(ar[r][kk]);
-                        acc[2 * r] = simd.mul_add_e_f32s(av, bp[0], acc[2 * r]);
-                        acc[2 * r + 1] = simd.mul_add_e_f32s(av, bp[1], acc[2 * r + 1]);
-                    }
-                }
-                for r in 0..4 {
-                    let mut tmp = [0.0f32; GEMM_MAX_NR];
-                    let tv = S::as_mut_simd_f32s(&mut tmp[..nr]).0;
-                    tv[0] = acc[2 * r];
-                    tv[1] = acc[2 * r + 1];
-                    c[(i + r) * n + j0..(i + r) * n + j0 + nr].copy_from_slice(&tmp[..nr]);
-                }
+                micro::<S, 4>(simd, a, k, i, pv, c, n, j0, nr);
                 i += 4;
             }
             for r in i..m {
@@ -327,6 +347,40 @@ impl WithSimd for Gemm<'_> {
                 }
             }
         }
+    }
+}
+
+/// `MR` rows of `c` times one packed panel of `b` (two vectors wide): `2·MR` accumulators in
+/// registers (12 for `MR = 6`, enough to cover the fused multiply-add's latency on two ports).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn micro<S: Simd, const MR: usize>(
+    simd: S,
+    a: &[f32],
+    k: usize,
+    i: usize,
+    pv: &[S::f32s],
+    c: &mut [f32],
+    n: usize,
+    j0: usize,
+    nr: usize,
+) {
+    let ar: [&[f32]; MR] = std::array::from_fn(|r| &a[(i + r) * k..(i + r + 1) * k]);
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [[zero; 2]; MR];
+    for (kk, bp) in pv.chunks_exact(2).enumerate() {
+        for r in 0..MR {
+            let av = simd.splat_f32s(ar[r][kk]);
+            acc[r][0] = simd.mul_add_e_f32s(av, bp[0], acc[r][0]);
+            acc[r][1] = simd.mul_add_e_f32s(av, bp[1], acc[r][1]);
+        }
+    }
+    for (r, accr) in acc.iter().enumerate() {
+        let mut tmp = [0.0f32; GEMM_MAX_NR];
+        let tv = S::as_mut_simd_f32s(&mut tmp[..nr]).0;
+        tv[0] = accr[0];
+        tv[1] = accr[1];
+        c[(i + r) * n + j0..(i + r) * n + j0 + nr].copy_from_slice(&tmp[..nr]);
     }
 }
 
@@ -405,6 +459,18 @@ mod tests {
                 y[j]
             );
         }
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_of_the_library_s() {
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (a, b) = (exp(x), x.exp());
+            assert!((a - b).abs() <= 2.5e-7 * b, "exp({x}): {a} vs {b}");
+            x += 0.0137;
+        }
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(-1000.0) < 1e-37);
     }
 
     #[test]

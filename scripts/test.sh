@@ -20,7 +20,7 @@ cargo test --workspace --locked --tests
 
 # Fuzz smoke: every decoder and parser that takes another party's bytes (transactions, the
 # node's request bodies, SDL files, the provider's manifests, validators' gossip batches,
-# training workers' update blobs) for FUZZ_SECONDS each (default 20: six targets, and CI's whole
+# training workers' update blobs, model bundles) for FUZZ_SECONDS each (default 20: seven targets, and CI's whole
 # run must stay under 30 minutes). scripts/fuzz.sh builds them with stable flags (no cargo-fuzz
 # to install, no sanitizer), so 20 s is over a million inputs for most targets.
 if [ "${PAZAR_SKIP_FUZZ:-0}" != "1" ]; then
@@ -29,7 +29,7 @@ if [ "${PAZAR_SKIP_FUZZ:-0}" != "1" ]; then
     if [ "${PAZAR_FREE_DISK_BEFORE_FUZZ:-0}" = "1" ]; then
         rm -rf target/debug
     fi
-    for target in tx_decode rpc_request sdl_parse manifest_decode gossip_batch update_decode; do
+    for target in tx_decode rpc_request sdl_parse manifest_decode gossip_batch update_decode bundle_decode; do
         ./scripts/fuzz.sh "$target" "${FUZZ_SECONDS:-20}"
     done
 fi

@@ -104,6 +104,9 @@ pub enum ExportFormat {
     /// The Pazar bundle: weights, shape, tokenizer and provenance proof (`pazar model verify`,
     /// `pazar infer`).
     Bundle,
+    /// GGUF in llama.cpp's `llama` layout (F32 weights, a byte-level vocabulary), which
+    /// llama.cpp, Ollama and LM Studio load. Carries no provenance: verify the bundle.
+    Gguf,
 }
 
 /// What a bundle's header is checked against.
@@ -165,6 +168,7 @@ pub fn run(which: ModelCmd, opts: &ClientOpts) -> Result<()> {
                 ExportFormat::Bundle => bundle
                     .write(&out)
                     .with_context(|| format!("cannot write {}", out.display()))?,
+                ExportFormat::Gguf => write_gguf(&bundle, &out)?,
             }
             let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
             let m = &bundle.meta;
@@ -199,6 +203,21 @@ pub fn run(which: ModelCmd, opts: &ClientOpts) -> Result<()> {
             emit(opts.output, &v, || verified_text(&v))
         }
     }
+}
+
+/// The bundle's weights as GGUF, written beside `out` and renamed into place.
+fn write_gguf(bundle: &Bundle, out: &Path) -> Result<()> {
+    let m = &bundle.meta;
+    let name = format!("pazar job {} checkpoint {}", m.job, hex::encode(&m.checkpoint[..8]));
+    let tmp = out.with_extension("gguf.partial");
+    let f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    pazar_infer::gguf::write(&m.spec, bundle.weights(), &name, &mut w)?;
+    w.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))
 }
 
 fn emit<T: serde::Serialize>(out: Output, v: &T, text: impl FnOnce() -> String) -> Result<()> {

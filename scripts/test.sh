@@ -14,8 +14,21 @@ rustup component list --installed 2>/dev/null | grep -q clippy || rustup compone
 # One build, so incremental state is only disk spent (CI machines have little to spare).
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
+# The Python clients the local-inference tests drive (llama.cpp's binding, built from source, and
+# the official OpenAI client): built in the background while Rust compiles (the C++ build keeps
+# the cores busy where cargo's link steps leave one idle), awaited before the tests run.
+mkdir -p target
+(./scripts/llama_cpp.sh && ./scripts/openai_venv.sh) >target/python-clients.log 2>&1 &
+python_clients=$!
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked --tests --no-run
+if ! wait "$python_clients"; then
+    cat target/python-clients.log >&2
+    echo "installing the Python clients of the inference tests failed" >&2
+    exit 1
+fi
 cargo test --workspace --locked --tests
 
 # Fuzz smoke: every decoder and parser that takes another party's bytes (transactions, the

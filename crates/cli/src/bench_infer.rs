@@ -38,7 +38,7 @@ pub struct Matmul {
 
 #[derive(Serialize)]
 pub struct Decode {
-    /// Generated tokens after the first ÷ seconds since the first, over every run.
+    /// Generated tokens after the first ÷ seconds since the first, in the best slice.
     pub tokens_per_s: f64,
     /// Median over runs: from the call (prompt included) to the first generated token.
     pub first_token_ms: f64,
@@ -60,6 +60,11 @@ pub struct ModelReport {
     pub flops_utilisation: f64,
     /// The same with int8 tokens/s (still divided by the f32 matmul yardstick).
     pub flops_utilisation_int8: f64,
+    /// The yardstick measured between this model's f32 decoding slices (best slice), on
+    /// `decode_threads` threads.
+    pub matmul_gflops: f64,
+    /// Threads decoding this model actually uses (1 when no product is large enough to split).
+    pub decode_threads: usize,
     /// f32 tokens/s on one thread (`full` profile).
     pub tokens_per_s_one_thread: Option<f64>,
     /// f32 tokens/s with the detected SIMD ÷ with the target's baseline (`full` profile).
@@ -103,28 +108,61 @@ fn spec_of(c: &Config) -> ModelSpec {
     }
 }
 
-/// Greedy generations of `case` until at least `seconds` have passed (and at least two runs).
-fn decode(case: &Case, engine: &Engine, seconds: f64) -> Result<Decode> {
+/// Greedy generations of `case` in `slices` slices of `slice_s` seconds, each slice preceded by
+/// a matrix-multiply measurement of the same length on `threads` threads (when `yardstick`), so
+/// that both sides see the same moments of a shared machine. Returns the decoding numbers (the
+/// best slice's tokens/s, the median first-token latency) and the yardstick's samples (FLOP/s).
+fn decode(
+    case: &Case,
+    engine: &Engine,
+    slices: usize,
+    slice_s: f64,
+    yardstick: Option<usize>,
+) -> Result<(Decode, Vec<f64>)> {
     let prompt: Vec<u32> = (0..case.prompt).map(|i| (i * 37 % case.config.vocab) as u32).collect();
     let o = GenerateOptions {
         max_tokens: case.generate,
         ..GenerateOptions::default()
     };
-    let t0 = Instant::now();
-    let (mut after_first, mut after_first_s) = (0usize, 0.0f64);
+    let mut rates = Vec::new();
     let mut firsts = Vec::new();
-    while firsts.len() < 2 || t0.elapsed().as_secs_f64() < seconds {
-        let g = engine.generate(&prompt, &o, |_| Flow::Continue)?;
-        firsts.push(g.stats.first_token_ms);
-        after_first += g.tokens.len().saturating_sub(1);
-        after_first_s += (g.stats.total_ms - g.stats.first_token_ms) / 1e3;
+    let mut flops = Vec::new();
+    for _ in 0..slices {
+        if let Some(threads) = yardstick {
+            flops.push(engine::matmul_flops(GEMM_N, threads, slice_s, SimdLevel::Best));
+        }
+        let t0 = Instant::now();
+        let (mut tokens, mut seconds) = (0usize, 0.0f64);
+        while tokens == 0 || t0.elapsed().as_secs_f64() < slice_s {
+            let g = engine.generate(&prompt, &o, |_| Flow::Continue)?;
+            firsts.push(g.stats.first_token_ms);
+            tokens += g.tokens.len().saturating_sub(1);
+            seconds += (g.stats.total_ms - g.stats.first_token_ms) / 1e3;
+        }
+        rates.push(tokens as f64 / seconds.max(f64::MIN_POSITIVE));
     }
-    firsts.sort_by(f64::total_cmp);
-    Ok(Decode {
-        tokens_per_s: after_first as f64 / after_first_s.max(f64::MIN_POSITIVE),
-        first_token_ms: round3(firsts[firsts.len() / 2]),
-        runs: firsts.len(),
-    })
+    Ok((
+        Decode {
+            tokens_per_s: best(&rates),
+            first_token_ms: round3(median(&mut firsts)),
+            runs: firsts.len(),
+        },
+        flops,
+    ))
+}
+
+/// The best slice: on a shared machine, the least disturbed moment (taken for both sides of a
+/// ratio alike).
+fn best(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
+}
+
+/// Side of the square matrices of the yardstick.
+const GEMM_N: usize = 256;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn round3(x: f64) -> f64 {
@@ -148,7 +186,6 @@ pub fn run(o: &InferBenchOpts) -> Result<InferBenchReport> {
     let t_all = Instant::now();
     let full = o.profile == "full";
     let threads = o.threads.unwrap_or_else(engine::default_threads);
-    let secs = if full { 1.5 } else { 0.5 };
     let mut cases = vec![Case {
         name: "train-bench-full",
         config: Config {
@@ -178,20 +215,7 @@ pub fn run(o: &InferBenchOpts) -> Result<InferBenchReport> {
         });
     }
 
-    eprintln!("bench infer: matrix-multiply yardstick on {threads} threads");
-    let n = 256;
-    let flops = engine::matmul_flops(n, threads, secs, SimdLevel::Best);
-    let matmul = Matmul {
-        gflops: round3(flops / 1e9),
-        n,
-        threads,
-        how: format!(
-            "c = a·b for {n}×{n} f32 matrices (768 KiB together) with the engine's blocked SIMD kernel \
-             (B packed in panels two vectors wide, 4×2-vector register micro-kernel, fused multiply-add), \
-             rows of c split over {threads} scoped threads, repeated for {secs} s; 2·n³ FLOP per product"
-        ),
-    };
-
+    let (slices, slice_s) = if full { (6, 0.25) } else { (4, 0.1) };
     let mut models = Vec::new();
     for case in &cases {
         eprintln!("bench infer: {}", case.name);
@@ -199,24 +223,26 @@ pub fn run(o: &InferBenchOpts) -> Result<InferBenchReport> {
         let params = model.init_params(1);
         let p = params.len();
         debug_assert_eq!(p, Shape::of(&spec_of(&case.config))?.params());
-        let f = decode(
-            case,
-            &load(case, &params, Precision::F32, threads, SimdLevel::Best)?,
-            secs,
-        )?;
-        let q = decode(
-            case,
-            &load(case, &params, Precision::Int8, threads, SimdLevel::Best)?,
-            secs,
-        )?;
+        let f32_engine = load(case, &params, Precision::F32, threads, SimdLevel::Best)?;
+        // The yardstick runs on the cores decoding uses: a model whose products are all too
+        // small to split decodes on one thread, whatever --threads says.
+        let cores = f32_engine.decode_threads();
+        let (f, flops) = decode(case, &f32_engine, slices, slice_s, Some(cores))?;
+        drop(f32_engine);
+        let int8_engine = load(case, &params, Precision::Int8, threads, SimdLevel::Best)?;
+        let (q, _) = decode(case, &int8_engine, slices, slice_s, None)?;
+        drop(int8_engine);
         let (one, simd_speedup) = if full {
-            let one = decode(case, &load(case, &params, Precision::F32, 1, SimdLevel::Best)?, secs)?;
-            let scalar = decode(case, &load(case, &params, Precision::F32, 1, SimdLevel::Scalar)?, secs)?;
+            let e = load(case, &params, Precision::F32, 1, SimdLevel::Best)?;
+            let (one, _) = decode(case, &e, slices / 2, slice_s, None)?;
+            let e = load(case, &params, Precision::F32, 1, SimdLevel::Scalar)?;
+            let (scalar, _) = decode(case, &e, slices / 2, slice_s, None)?;
             (Some(one.tokens_per_s), Some(one.tokens_per_s / scalar.tokens_per_s))
         } else {
             (None, None)
         };
-        let util = |tps: f64| round3(2.0 * p as f64 * tps / flops);
+        let yardstick = best(&flops);
+        let util = |tps: f64| round3(2.0 * p as f64 * tps / yardstick);
         models.push(ModelReport {
             name: case.name.into(),
             spec: spec_of(&case.config),
@@ -226,6 +252,8 @@ pub fn run(o: &InferBenchOpts) -> Result<InferBenchReport> {
             int8_speedup: round3(q.tokens_per_s / f.tokens_per_s),
             flops_utilisation: util(f.tokens_per_s),
             flops_utilisation_int8: util(q.tokens_per_s),
+            matmul_gflops: round3(yardstick / 1e9),
+            decode_threads: cores,
             tokens_per_s_one_thread: one.map(|t| t.round()),
             simd_speedup: simd_speedup.map(round3),
             f32: Decode {
@@ -239,6 +267,17 @@ pub fn run(o: &InferBenchOpts) -> Result<InferBenchReport> {
         });
     }
     let head = &models[0];
+    let matmul = Matmul {
+        gflops: head.matmul_gflops,
+        n: GEMM_N,
+        threads: head.decode_threads,
+        how: format!(
+            "c = a·b for {GEMM_N}×{GEMM_N} f32 matrices (768 KiB together) with the engine's blocked SIMD kernel \
+             (b packed in panels two vectors wide, 6×2-vector register micro-kernel, fused multiply-add), rows \
+             of c split over scoped threads, as many as decoding uses; {slice_s} s slices interleaved with the \
+             f32 decoding slices, the best slice (as for tokens/s); 2·n³ FLOP per product"
+        ),
+    };
     Ok(InferBenchReport {
         bench: "infer",
         profile: o.profile.clone(),
@@ -255,7 +294,8 @@ pub fn run(o: &InferBenchOpts) -> Result<InferBenchReport> {
         matmul,
         note: "batch 1, greedy, random weights; tokens/s counts generated tokens after the first. Parameters \
                include the embedding table, which decoding reads one row of, so 2 × parameters overstates the \
-               FLOPs of a token of a model this small. Timings come from a shared, noisy machine: compare \
+               FLOPs of a token of a model this small. Products under the engine's PARALLEL_MIN_WORK run on \
+               the calling thread, so a small model decodes on one core and its yardstick runs on one. Timings come from a shared, noisy machine: compare \
                ratios within one run."
             .into(),
         models,

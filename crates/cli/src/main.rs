@@ -13,6 +13,7 @@ mod deployment_cmd;
 mod failure;
 mod home;
 mod ids;
+mod infer_cmd;
 mod lease_cmd;
 mod logging;
 mod model_cmd;
@@ -198,6 +199,14 @@ enum Command {
         #[command(flatten)]
         tx: chain::TxOpts,
     },
+    /// Generate text from a model bundle on this machine, offline: the bundle is verified
+    /// first, then tokens stream to stdout (timings on stderr).
+    #[command(
+        after_help = "Examples:\n  pazar infer --model model.pzm --trust-header 41c0… \"Once upon a time\"\n  \
+                            pazar infer --model model.pzm --genesis genesis.json --int8 --temperature 0.8 --seed 7 \"2+2=\"\n  \
+                            pazar infer --model model.pzm -o json --max-tokens 32 \"key=\""
+    )]
+    Infer(infer_cmd::InferOpts),
     /// Benchmarks that print one JSON object.
     Bench {
         #[command(subcommand)]
@@ -307,6 +316,7 @@ impl Command {
                 which: SdlCmd::Check { output, .. },
             } => *output,
             Command::Testnet(o) => o.output,
+            Command::Infer(o) => o.output,
             // Benchmarks print JSON whatever happens.
             Command::Bench { .. } => Output::Json,
             Command::Demo(_) | Command::Devnet { .. } | Command::Node { .. } | Command::Completions { .. } => {
@@ -445,6 +455,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train { which, opts } => train_cmd::run(which, &opts),
         Command::Model { which, opts } => model_cmd::run(which, &opts),
         Command::Demo(o) => demo::run(&o),
+        Command::Infer(o) => infer_cmd::run(&o),
         Command::Lease { which, opts, tx } => lease_cmd::run(which, &opts, &tx),
         Command::Deployment { which, opts, tx } => deployment_cmd::run(which, &opts, &tx),
         Command::Bench {

@@ -1,0 +1,233 @@
+//! `pazar infer --model FILE "prompt"`: text from a model bundle on this machine, offline. The
+//! bundle is verified first (weights → checkpoint → ledger records → a final header), then the
+//! engine generates with a KV cache; text streams to stdout token by token, the timings go to
+//! stderr (or everything as one JSON object with `-o json`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+use pazar_infer::bundle::Tokenizer;
+use pazar_infer::engine::{
+    self, Engine, EngineOptions, FinishReason, Flow, GenerateOptions, Precision, Sampling, SimdLevel, Stats,
+};
+use pazar_types::train::ModelSpec;
+
+use crate::failure::Failure;
+use crate::model_cmd::{open_verified, TrustArgs};
+use crate::{home, Output};
+
+#[derive(Args)]
+pub struct InferOpts {
+    /// The model bundle (`pazar model export`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The text to continue (its UTF-8 bytes are its tokens).
+    pub prompt: String,
+    /// Most tokens to generate; generation also ends when the model's context is full.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// 0 is greedy; above 0 tokens are sampled from the softmax of logits ÷ temperature.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample from the smallest set of tokens whose probability reaches this (1: all).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Sample from the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// The sampler's seed: the same seed, bundle and prompt give the same text.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Threads for the large matrix products (default: the machine's cores, at most 8).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Quantize the weight matrices to int8 at load (faster, slightly different logits).
+    #[arg(long)]
+    pub int8: bool,
+    /// Stop when this text is generated (not printed); may be repeated.
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Home directory (its genesis is the default trust anchor); default $PAZAR_HOME or ~/.pazar.
+    #[arg(long)]
+    pub home: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Serialize)]
+struct InferOut<'a> {
+    text: String,
+    finish: FinishReason,
+    stats: Stats,
+    precision: Precision,
+    threads: usize,
+    simd: String,
+    #[serde(with = "pazar_types::tx::hex_array")]
+    checkpoint: [u8; 32],
+    spec: &'a ModelSpec,
+    finality: String,
+}
+
+/// Turns bytes into text as they arrive: complete UTF-8 sequences are written at once, an
+/// invalid byte becomes U+FFFD, an incomplete sequence waits for its next bytes (or, at the end,
+/// is written lossily).
+#[derive(Default)]
+struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    fn push(&mut self, b: u8) -> String {
+        self.pending.push(b);
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let good = e.valid_up_to();
+                    out.push_str(std::str::from_utf8(&self.pending[..good]).expect("checked valid"));
+                    match e.error_len() {
+                        Some(bad) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            self.pending.drain(..good + bad);
+                        }
+                        None => {
+                            self.pending.drain(..good);
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        s
+    }
+}
+
+fn bytes_to_tokens(s: &str) -> Vec<u32> {
+    s.bytes().map(u32::from).collect()
+}
+
+pub fn run(o: &InferOpts) -> Result<()> {
+    // Verified before a single weight is used: weights → checkpoint → ledger → final header.
+    let (bundle, verified) = open_verified(&o.model, &o.trust, &home::resolve(o.home.clone()))?;
+    match bundle.tokenizer() {
+        Tokenizer::Bytes => {}
+    }
+    let spec = bundle.spec();
+    let engine = Engine::new(
+        &spec,
+        bundle.weights(),
+        EngineOptions {
+            precision: if o.int8 { Precision::Int8 } else { Precision::F32 },
+            threads: o.threads.unwrap_or_else(engine::default_threads),
+            simd: SimdLevel::Best,
+        },
+    )
+    .map_err(|e| Failure::input(format!("loading {}: {e}", o.model.display())))?;
+    let gen = GenerateOptions {
+        max_tokens: o.max_tokens,
+        sampling: Sampling {
+            temperature: o.temperature,
+            top_k: o.top_k,
+            top_p: o.top_p,
+            seed: o.seed,
+        },
+        stop: o.stop.iter().map(|s| bytes_to_tokens(s)).collect(),
+    };
+    let prompt = bytes_to_tokens(&o.prompt);
+    let stream = o.output == Output::Text;
+    let mut utf8 = Utf8Stream::default();
+    let mut stdout = std::io::stdout().lock();
+    let mut write_err = None;
+    let g = engine
+        .generate(&prompt, &gen, |t| {
+            if !stream {
+                return Flow::Continue;
+            }
+            // A byte tokenizer: every token is a byte (the engine checked it is in the vocabulary).
+            let text = utf8.push(t as u8);
+            match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+                Ok(()) => Flow::Continue,
+                Err(e) => {
+                    // The reader went away (a closed pipe): nothing more to generate for.
+                    write_err = Some(e);
+                    Flow::Stop
+                }
+            }
+        })
+        .map_err(|e| Failure::input(e.to_string()))?;
+    let bytes: Vec<u8> = g.tokens.iter().map(|&t| t as u8).collect();
+    match o.output {
+        Output::Text => {
+            if write_err.is_none() {
+                let tail = utf8.finish();
+                writeln!(stdout, "{tail}").context("writing the text")?;
+            }
+            let s = &g.stats;
+            eprintln!(
+                "{} tokens ({:?}) in {:.1} ms: first token {:.2} ms after {} prompt tokens, {:.1} tokens/s ({}, {} threads)",
+                s.generated_tokens,
+                g.finish,
+                s.total_ms,
+                s.first_token_ms,
+                s.prompt_tokens,
+                s.tokens_per_s,
+                if o.int8 { "int8" } else { "f32" },
+                engine.threads()
+            );
+        }
+        Output::Json => {
+            let out = InferOut {
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+                finish: g.finish,
+                stats: g.stats,
+                precision: engine.precision(),
+                threads: engine.threads(),
+                simd: engine::simd_name(),
+                checkpoint: verified.checkpoint,
+                spec: &spec,
+                finality: verified.finality.clone(),
+            };
+            println!("{}", serde_json::to_string(&out)?);
+        }
+    }
+    if let Some(e) = write_err {
+        return Err(anyhow!(e).context("writing the text"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_sequences_split_across_tokens_print_whole_and_bad_bytes_become_replacements() {
+        let mut u = Utf8Stream::default();
+        let euro = "€".as_bytes(); // three bytes
+        assert_eq!(u.push(b'a'), "a");
+        assert_eq!(u.push(euro[0]), "");
+        assert_eq!(u.push(euro[1]), "");
+        assert_eq!(u.push(euro[2]), "€");
+        assert_eq!(u.push(0xff), "\u{fffd}");
+        assert_eq!(u.push(euro[0]), "");
+        assert_eq!(u.push(b'b'), "\u{fffd}b");
+        assert_eq!(u.push(euro[0]), "");
+        assert_eq!(u.finish(), "\u{fffd}");
+    }
+}

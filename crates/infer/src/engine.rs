@@ -42,7 +42,7 @@ pub const NORM_EPS: f32 = 1e-5;
 pub const ROPE_BASE: f64 = 10_000.0;
 /// Most threads an engine runs on.
 pub const MAX_THREADS: usize = 256;
-/// A product with fewer multiply-adds runs on the calling thread (about 10 µs of work with AVX2,
+/// A product with fewer multiply-adds runs on the calling thread (about 4 µs of work with AVX2,
 /// the cost of handing rows to a worker and collecting them).
 pub const PARALLEL_MIN_WORK: usize = 1 << 16;
 

@@ -180,7 +180,6 @@ struct Block {
 /// A model ready to generate: weights in the kernels' layout, rotary tables, worker threads.
 /// One engine serves many [`Session`]s; products from sessions on different threads take turns
 /// on the pool.
-#[derive(Debug)]
 pub struct Engine {
     shape: Shape,
     precision: Precision,
@@ -194,6 +193,18 @@ pub struct Engine {
     arch: pulp::Arch,
     threads: usize,
     pool: Option<Mutex<Pool>>,
+}
+
+/// The shape and settings, not the weights (megabytes of numbers help no one in a log).
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("shape", &self.shape)
+            .field("precision", &self.precision)
+            .field("threads", &self.threads)
+            .field("arch", &self.arch)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Engine {
@@ -533,7 +544,6 @@ pub struct Stats {
 }
 
 /// One sequence's KV cache and scratch buffers.
-#[derive(Debug)]
 pub struct Session<'e> {
     engine: &'e Engine,
     pos: usize,
@@ -552,6 +562,15 @@ pub struct Session<'e> {
     scores: Vec<f32>,
     xq: Vec<i8>,
     logits: Vec<f32>,
+}
+
+impl std::fmt::Debug for Session<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("engine", self.engine)
+            .field("pos", &self.pos)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'e> Session<'e> {

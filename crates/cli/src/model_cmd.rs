@@ -85,6 +85,10 @@ pub enum ModelCmd {
         out: PathBuf,
         #[arg(long, value_enum, default_value_t = ExportFormat::Bundle)]
         format: ExportFormat,
+        /// GGUF only: the weights' type (norms stay f32; q8_0 writes f16 for a matrix whose
+        /// rows are not a multiple of 32).
+        #[arg(long, value_enum, default_value_t = GgufType::F32)]
+        dtype: GgufType,
     },
     /// Check a model bundle offline: its weights against the checkpoint's name, every record
     /// against the header's state root, the provenance back to the job's start, and the header
@@ -97,6 +101,14 @@ pub enum ModelCmd {
         #[command(flatten)]
         trust: TrustArgs,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GgufType {
+    F32,
+    F16,
+    #[value(name = "q8_0")]
+    Q8_0,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -161,6 +173,7 @@ pub fn run(which: ModelCmd, opts: &ClientOpts) -> Result<()> {
             checkpoint,
             out,
             format,
+            dtype,
         } => {
             let hash = crate::train_cmd::parse_hash(&hash)?;
             let bundle = export(&rpc(), &hash, job, checkpoint.as_deref())?;
@@ -168,7 +181,7 @@ pub fn run(which: ModelCmd, opts: &ClientOpts) -> Result<()> {
                 ExportFormat::Bundle => bundle
                     .write(&out)
                     .with_context(|| format!("cannot write {}", out.display()))?,
-                ExportFormat::Gguf => write_gguf(&bundle, &out)?,
+                ExportFormat::Gguf => write_gguf(&bundle, &out, dtype)?,
             }
             let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
             let m = &bundle.meta;
@@ -206,13 +219,19 @@ pub fn run(which: ModelCmd, opts: &ClientOpts) -> Result<()> {
 }
 
 /// The bundle's weights as GGUF, written beside `out` and renamed into place.
-fn write_gguf(bundle: &Bundle, out: &Path) -> Result<()> {
+fn write_gguf(bundle: &Bundle, out: &Path, dtype: GgufType) -> Result<()> {
+    use pazar_infer::gguf::TensorType;
     let m = &bundle.meta;
     let name = format!("pazar job {} checkpoint {}", m.job, hex::encode(&m.checkpoint[..8]));
     let tmp = out.with_extension("gguf.partial");
     let f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut w = std::io::BufWriter::new(f);
-    pazar_infer::gguf::write(&m.spec, bundle.weights(), &name, &mut w)?;
+    let ty = match dtype {
+        GgufType::F32 => TensorType::F32,
+        GgufType::F16 => TensorType::F16,
+        GgufType::Q8_0 => TensorType::Q8_0,
+    };
+    pazar_infer::gguf::write_as(&m.spec, bundle.weights(), &name, ty, &mut w)?;
     w.into_inner()
         .map_err(|e| e.into_error())
         .and_then(|f| f.sync_all())

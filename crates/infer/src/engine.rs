@@ -33,7 +33,7 @@ use pazar_types::train::ModelSpec;
 pub use kernels::{padded, Gemm, PAD};
 pub use sample::{argmax, Sampling};
 
-use kernels::{quantize, Attention, Input, Mat, Matvec, Swiglu};
+use kernels::{Attention, Input, Mat, Matvec, Quantize, Swiglu};
 use pool::{Pool, SharedInput};
 
 /// RMSNorm's epsilon, as in training.
@@ -321,7 +321,7 @@ impl Engine {
         if let Some(pool) = self.pool.as_ref().filter(|_| mat.work() >= PARALLEL_MIN_WORK) {
             let input = if int8 {
                 let mut q = vec![0i8; x.len()];
-                let s = quantize(x, &mut q);
+                let s = self.arch.dispatch(Quantize { x, q: &mut q });
                 SharedInput::I8(q, s)
             } else {
                 SharedInput::F32(x.to_vec())
@@ -334,7 +334,7 @@ impl Engine {
         }
         let input = if int8 {
             let xq = &mut xq[..x.len()];
-            let s = quantize(x, xq);
+            let s = self.arch.dispatch(Quantize { x, q: &mut *xq });
             Input::I8(xq, s)
         } else {
             Input::F32(x)

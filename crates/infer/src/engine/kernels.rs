@@ -86,17 +86,35 @@ impl Mat {
 }
 
 /// Symmetric int8 quantization of `x` into `q`: returns the scale (`x ≈ q · scale`). An all-zero
-/// vector gets scale 1.
+/// vector gets scale 1. Plain arithmetic (rounding by adding and subtracting 1.5·2^23, not a
+/// `round` call) so that it vectorises inside [`Quantize`].
+#[inline(always)]
 pub fn quantize(x: &[f32], q: &mut [i8]) -> f32 {
+    const ROUND: f32 = 12_582_912.0;
     debug_assert_eq!(x.len(), q.len());
     let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
     let inv = 1.0 / scale;
     for (qv, &v) in q.iter_mut().zip(x) {
         // |v · inv| ≤ 127 by construction; the clamp only guards rounding at the edge.
-        *qv = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        *qv = ((v * inv + ROUND) - ROUND).clamp(-127.0, 127.0) as i8;
     }
     scale
+}
+
+/// [`quantize`] with the CPU's vector instructions.
+pub struct Quantize<'a> {
+    pub x: &'a [f32],
+    pub q: &'a mut [i8],
+}
+
+impl WithSimd for Quantize<'_> {
+    type Output = f32;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) -> f32 {
+        quantize(self.x, self.q)
+    }
 }
 
 /// The input of a matrix-vector product: f32 for f32 weights, int8 with its scale for int8 ones.
@@ -177,16 +195,26 @@ fn matvec_f32<S: Simd>(simd: S, w: &[f32], stride: usize, x: &[f32], out: &mut [
     }
 }
 
-/// `Σ a[i]·b[i]` in 32-bit integers. An integer sum may be reordered freely (it is exact), so
-/// LLVM vectorises this plain reduction, with 16-bit multiply-adds (`pmaddwd`) on x86. The
-/// arithmetic is written wrapping because overflow checks (on in debug builds) would keep the
-/// loop scalar; nothing wraps: a row of at most 16,384 products of magnitude at most 128²
-/// stays far inside `i32`.
+/// `Σ a[i]·b[i]` in 32-bit integers, over rows padded to a multiple of [`PAD`] (16) values.
+/// Sixteen lanes of products of adjacent pairs, summed in 32 bits, is the shape of `pmaddwd`,
+/// so LLVM vectorises it whatever the row's length (a plain reduction leaves a scalar tail of up
+/// to a vector-and-a-half on short rows). The arithmetic is written wrapping because overflow
+/// checks (on in debug builds) would keep the loop scalar; nothing wraps: a row of at most
+/// 16,384 products of magnitude at most 128² stays far inside `i32`.
 #[inline(always)]
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    a.iter().zip(b).fold(0i32, |s, (&x, &y)| {
-        s.wrapping_add(i32::from(x).wrapping_mul(i32::from(y)))
-    })
+    debug_assert_eq!(a.len() % PAD, 0);
+    let mut acc = [0i32; 8];
+    for (ca, cb) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
+        let ca: &[i8; 16] = ca.try_into().expect("chunks of 16");
+        let cb: &[i8; 16] = cb.try_into().expect("chunks of 16");
+        for l in 0..8 {
+            let p0 = i32::from(ca[2 * l]).wrapping_mul(i32::from(cb[2 * l]));
+            let p1 = i32::from(ca[2 * l + 1]).wrapping_mul(i32::from(cb[2 * l + 1]));
+            acc[l] = acc[l].wrapping_add(p0.wrapping_add(p1));
+        }
+    }
+    acc.iter().fold(0i32, |s, &v| s.wrapping_add(v))
 }
 
 /// Causal attention of one position over the cache, every head: `out[h] = Σ_s softmax(q_h ·
@@ -434,8 +462,8 @@ mod tests {
 
     #[test]
     fn int8_dot_is_exact_and_int8_matvec_is_close() {
-        let a: Vec<i8> = (0..100).map(|i| (i * 37 % 255 - 127) as i8).collect();
-        let b: Vec<i8> = (0..100).map(|i| (i * 91 % 255 - 127) as i8).collect();
+        let a: Vec<i8> = (0..96).map(|i| (i * 37 % 255 - 127) as i8).collect();
+        let b: Vec<i8> = (0..96).map(|i| (i * 91 % 255 - 127) as i8).collect();
         let exact: i32 = a.iter().zip(&b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum();
         assert_eq!(dot_i8(&a, &b), exact);
         let (cols, out) = (96, 20);

@@ -63,6 +63,8 @@ pub struct InferOpts {
 #[derive(Serialize)]
 struct InferOut<'a> {
     text: String,
+    /// The generated token ids (bytes, with the byte tokenizer): what `text` decodes from.
+    tokens: &'a [u32],
     finish: FinishReason,
     stats: Stats,
     precision: Precision,
@@ -194,6 +196,7 @@ pub fn run(o: &InferOpts) -> Result<()> {
         Output::Json => {
             let out = InferOut {
                 text: String::from_utf8_lossy(&bytes).into_owned(),
+                tokens: &g.tokens,
                 finish: g.finish,
                 stats: g.stats,
                 precision: engine.precision(),

@@ -3,6 +3,8 @@
 //! throughput that decoding reaches, for the largest model the training bench produces and a
 //! larger one (random weights: speed does not depend on what the weights learned).
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -25,6 +27,13 @@ pub struct InferBenchOpts {
     /// the machine's cores up to 8).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// The virtual environment with llama.cpp's Python binding (`scripts/llama_cpp.sh`);
+    /// default $PAZAR_LLAMA_VENV, else `.venv-llama`. Without it, no comparison.
+    #[arg(long)]
+    pub llama_venv: Option<PathBuf>,
+    /// The driver that times llama.cpp (default `scripts/llama_cpp_driver.py`).
+    #[arg(long, default_value = "scripts/llama_cpp_driver.py")]
+    pub llama_driver: PathBuf,
 }
 
 /// The matrix-multiply throughput the utilisation divides by.
@@ -69,6 +78,22 @@ pub struct ModelReport {
     pub tokens_per_s_one_thread: Option<f64>,
     /// f32 tokens/s with the detected SIMD ÷ with the target's baseline (`full` profile).
     pub simd_speedup: Option<f64>,
+    /// llama.cpp on the same weights (GGUF F32, then Q8_0), prompt, token count and threads.
+    pub llama_cpp: Option<LlamaCpp>,
+}
+
+/// llama.cpp's decoding speed on the same model, as `scripts/llama_cpp_driver.py bench` times it
+/// (best of its runs; the binding's Python call per token included).
+#[derive(Serialize)]
+pub struct LlamaCpp {
+    pub version: String,
+    pub threads: usize,
+    pub f32_tokens_per_s: f64,
+    pub q8_0_tokens_per_s: f64,
+    /// Our f32 tokens/s ÷ llama.cpp's F32.
+    pub tokens_per_s_ratio: f64,
+    /// Our int8 tokens/s ÷ llama.cpp's Q8_0.
+    pub int8_vs_q8_0_ratio: f64,
 }
 
 #[derive(Serialize)]
@@ -119,7 +144,7 @@ fn decode(
     slice_s: f64,
     yardstick: Option<usize>,
 ) -> Result<(Decode, Vec<f64>)> {
-    let prompt: Vec<u32> = (0..case.prompt).map(|i| (i * 37 % case.config.vocab) as u32).collect();
+    let prompt: Vec<u32> = prompt_of(case).into_iter().map(u32::from).collect();
     let o = GenerateOptions {
         max_tokens: case.generate,
         ..GenerateOptions::default()
@@ -155,6 +180,81 @@ fn decode(
 /// ratio alike).
 fn best(v: &[f64]) -> f64 {
     v.iter().copied().fold(0.0, f64::max)
+}
+
+/// What every run decodes after: printable ASCII, so that llama.cpp's tokenizer reads the same
+/// byte tokens.
+const PROMPT: &[u8] = b"the little dog sees a cat by the river and runs home ";
+
+fn prompt_of(case: &Case) -> Vec<u8> {
+    PROMPT.iter().cycle().take(case.prompt).copied().collect()
+}
+
+/// Where llama.cpp's binding is, if installed.
+fn llama_python(o: &InferBenchOpts) -> std::result::Result<PathBuf, String> {
+    let venv = o
+        .llama_venv
+        .clone()
+        .or_else(|| std::env::var_os("PAZAR_LLAMA_VENV").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".venv-llama"));
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        return Err(format!(
+            "llama.cpp is not installed at {} (run scripts/llama_cpp.sh in the repository, or pass --llama-venv)",
+            venv.display()
+        ));
+    }
+    if !o.llama_driver.exists() {
+        return Err(format!(
+            "the driver {} is not here (run from the repository, or pass --llama-driver)",
+            o.llama_driver.display()
+        ));
+    }
+    Ok(python)
+}
+
+/// llama.cpp's tokens/s for `case`'s weights as GGUF of type `ty`, on `threads` threads.
+fn llama_cpp_rate(
+    python: &Path,
+    driver: &Path,
+    case: &Case,
+    params: &[f32],
+    ty: pazar_infer::gguf::TensorType,
+    threads: usize,
+) -> Result<(f64, String)> {
+    let path = std::env::temp_dir().join(format!("pazar-bench-infer-{}-{}.gguf", std::process::id(), case.name));
+    let written = (|| -> Result<()> {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        pazar_infer::gguf::write_as(&spec_of(&case.config), params, case.name, ty, &mut w)?;
+        std::io::Write::flush(&mut w)?;
+        Ok(())
+    })();
+    let out = written.and_then(|()| {
+        Command::new(python)
+            .arg(driver)
+            .args(["bench", "--model"])
+            .arg(&path)
+            .args(["--prompt-hex", &hex::encode(prompt_of(case))])
+            .args(["--tokens", &case.generate.to_string()])
+            .args(["--threads", &threads.to_string()])
+            .args(["--n-ctx", &case.config.seq_len.to_string()])
+            .args(["--repeat", "5"])
+            .output()
+            .context("running the llama.cpp driver")
+    });
+    let _ = std::fs::remove_file(&path);
+    let out = out?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "the llama.cpp driver failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("the llama.cpp driver's answer")?;
+    let rate = v["tokens_per_s"]
+        .as_f64()
+        .context("the driver reported no tokens_per_s")?;
+    Ok((rate, v["llama_cpp_python"].as_str().unwrap_or("?").to_string()))
 }
 
 /// Side of the square matrices of the yardstick.
@@ -216,6 +316,7 @@ pub fn run(o: &InferBenchOpts) -> Result<InferBenchReport> {
     }
 
     let (slices, slice_s) = if full { (6, 0.25) } else { (4, 0.1) };
+    let llama = llama_python(o);
     let mut models = Vec::new();
     for case in &cases {
         eprintln!("bench infer: {}", case.name);
@@ -241,6 +342,23 @@ pub fn run(o: &InferBenchOpts) -> Result<InferBenchReport> {
         } else {
             (None, None)
         };
+        let llama_cpp = match &llama {
+            Ok(python) => {
+                use pazar_infer::gguf::TensorType;
+                let (f32_rate, version) =
+                    llama_cpp_rate(python, &o.llama_driver, case, &params, TensorType::F32, cores)?;
+                let (q8_rate, _) = llama_cpp_rate(python, &o.llama_driver, case, &params, TensorType::Q8_0, cores)?;
+                Some(LlamaCpp {
+                    version,
+                    threads: cores,
+                    f32_tokens_per_s: f32_rate.round(),
+                    q8_0_tokens_per_s: q8_rate.round(),
+                    tokens_per_s_ratio: round3(f.tokens_per_s / f32_rate),
+                    int8_vs_q8_0_ratio: round3(q.tokens_per_s / q8_rate),
+                })
+            }
+            Err(_) => None,
+        };
         let yardstick = best(&flops);
         let util = |tps: f64| round3(2.0 * p as f64 * tps / yardstick);
         models.push(ModelReport {
@@ -256,6 +374,7 @@ pub fn run(o: &InferBenchOpts) -> Result<InferBenchReport> {
             decode_threads: cores,
             tokens_per_s_one_thread: one.map(|t| t.round()),
             simd_speedup: simd_speedup.map(round3),
+            llama_cpp,
             f32: Decode {
                 tokens_per_s: f.tokens_per_s.round(),
                 ..f
@@ -287,10 +406,15 @@ pub fn run(o: &InferBenchOpts) -> Result<InferBenchReport> {
         first_token_ms: head.f32.first_token_ms,
         flops_utilisation: head.flops_utilisation,
         int8_speedup: head.int8_speedup,
-        tokens_per_s_vs_llama_cpp: None,
-        tokens_per_s_vs_llama_cpp_reason: "not measured here: the llama.cpp side (GGUF export and a llama.cpp \
-                                           build) is joined to this bench separately"
-            .into(),
+        tokens_per_s_vs_llama_cpp: head.llama_cpp.as_ref().map(|l| l.tokens_per_s_ratio),
+        tokens_per_s_vs_llama_cpp_reason: match &llama {
+            Ok(_) => "our f32 tokens/s ÷ llama.cpp's on the same weights exported as GGUF F32, the same prompt, \
+                      token count, context and threads (the threads decoding uses), in this run; llama.cpp timed \
+                      by scripts/llama_cpp_driver.py through its Python binding (the call per token included), \
+                      best of 5 runs"
+                .into(),
+            Err(why) => why.clone(),
+        },
         matmul,
         note: "batch 1, greedy, random weights; tokens/s counts generated tokens after the first. Parameters \
                include the embedding table, which decoding reads one row of, so 2 × parameters overstates the \

@@ -336,8 +336,136 @@ fn a_training_demo_slashes_a_sign_flipper_pays_the_honest_and_traces_the_final_c
     );
     assert_eq!(exported["certified"], Value::Bool(false), "a devnet has one validator");
     let absent = forge_absent_checkpoint(&url, &bundle, &h.join("absent.pzm"));
+    let gguf = h.join("model.gguf");
+    let exported = pazar(
+        h,
+        &[
+            "model",
+            "export",
+            &final_hash,
+            "--checkpoint",
+            &ckpt,
+            "--out",
+            &s(&gguf),
+            "--format",
+            "gguf",
+        ],
+    );
+    assert!(exported.status.success(), "GGUF export failed: {exported:?}");
     drop(node);
     bundle_checks(h, &bundle, &header_hash, &p, &absent);
+    inference_checks(h, &bundle, &gguf, &header_hash);
+}
+
+/// The workspace's root (the Python clients' virtual environments live there).
+fn workspace() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Python of a virtual environment a script of ours installs; the test fails without it
+/// unless `skip` is set to 1 (so CI cannot skip it silently).
+fn venv_python(var: &str, default: &str, script: &str, skip: &str) -> Option<std::path::PathBuf> {
+    let venv = std::env::var_os(var).map_or_else(|| workspace().join(default), std::path::PathBuf::from);
+    let python = venv.join("bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    if std::env::var(skip).as_deref() == Ok("1") {
+        eprintln!("{skip}=1: skipping what needs {}", venv.display());
+        return None;
+    }
+    panic!(
+        "{} is missing: run {script} (or set {skip}=1 to skip this part)",
+        venv.display()
+    );
+}
+
+/// `pazar infer` on the bundle with no network, and llama.cpp on the GGUF export of the same
+/// checkpoint: the same greedy continuation.
+fn inference_checks(h: &Path, bundle: &Path, gguf: &Path, header_hash: &str) {
+    let prompt = "the dog ";
+    let out = offline(
+        h,
+        &[
+            "infer",
+            "--model",
+            &s(bundle),
+            "--trust-header",
+            header_hash,
+            "--max-tokens",
+            "16",
+            prompt,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "pazar infer failed offline: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("infer prints JSON");
+    let tokens: Vec<u64> = v["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|t| t.as_u64().expect("a token id"))
+        .collect();
+    assert_eq!(tokens.len(), 16, "{v}");
+    let text: Vec<u8> = tokens.iter().map(|&t| u8::try_from(t).expect("a byte")).collect();
+    assert_eq!(v["text"].as_str(), Some(String::from_utf8_lossy(&text).as_ref()), "{v}");
+    assert!(v["stats"]["tokens_per_s"].as_f64().expect("tokens/s") > 0.0, "{v}");
+    // A tampered bundle is refused before anything is generated.
+    let mut bytes = std::fs::read(bundle).expect("bundle");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x80;
+    let tampered = h.join("tampered-infer.pzm");
+    std::fs::write(&tampered, &bytes).expect("write");
+    let refused = offline(
+        h,
+        &["infer", "--model", &s(&tampered), "--trust-header", header_hash, prompt],
+    );
+    assert_eq!(common::cli_error(&refused).code, "bundle_refused", "{refused:?}");
+
+    let Some(python) = venv_python(
+        "PAZAR_LLAMA_VENV",
+        ".venv-llama",
+        "scripts/llama_cpp.sh",
+        "PAZAR_SKIP_LLAMA_CPP",
+    ) else {
+        return;
+    };
+    let llama = Command::new(python)
+        .arg(workspace().join("scripts/llama_cpp_driver.py"))
+        .args([
+            "greedy",
+            "--model",
+            &s(gguf),
+            "--prompt-hex",
+            &hex::encode(prompt),
+            "--tokens",
+            "16",
+            "--threads",
+            "1",
+        ])
+        .output()
+        .expect("runs the llama.cpp driver");
+    assert!(
+        llama.status.success(),
+        "llama.cpp failed: {}",
+        String::from_utf8_lossy(&llama.stderr)
+    );
+    let l: Value = serde_json::from_slice(&llama.stdout).expect("the driver prints JSON");
+    let prompt_tokens: Vec<u64> = prompt.bytes().map(u64::from).collect();
+    assert_eq!(
+        l["prompt_tokens"],
+        serde_json::json!(prompt_tokens),
+        "llama.cpp reads the prompt as our bytes: {l}"
+    );
+    assert_eq!(
+        l["tokens"],
+        serde_json::json!(tokens),
+        "llama.cpp continues the prompt as pazar infer does"
+    );
 }
 
 fn s(p: &Path) -> String {

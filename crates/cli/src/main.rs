@@ -14,6 +14,7 @@ mod failure;
 mod home;
 mod ids;
 mod infer_cmd;
+mod infer_serve;
 mod lease_cmd;
 mod logging;
 mod model_cmd;
@@ -206,7 +207,7 @@ enum Command {
                             pazar infer --model model.pzm --genesis genesis.json --int8 --temperature 0.8 --seed 7 \"2+2=\"\n  \
                             pazar infer --model model.pzm -o json --max-tokens 32 \"key=\""
     )]
-    Infer(infer_cmd::InferOpts),
+    Infer(infer_serve::InferArgs),
     /// Benchmarks that print one JSON object.
     Bench {
         #[command(subcommand)]
@@ -316,7 +317,7 @@ impl Command {
                 which: SdlCmd::Check { output, .. },
             } => *output,
             Command::Testnet(o) => o.output,
-            Command::Infer(o) => o.output,
+            Command::Infer(o) => o.output(),
             // Benchmarks print JSON whatever happens.
             Command::Bench { .. } => Output::Json,
             Command::Demo(_) | Command::Devnet { .. } | Command::Node { .. } | Command::Completions { .. } => {
@@ -455,7 +456,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train { which, opts } => train_cmd::run(which, &opts),
         Command::Model { which, opts } => model_cmd::run(which, &opts),
         Command::Demo(o) => demo::run(&o),
-        Command::Infer(o) => infer_cmd::run(&o),
+        Command::Infer(o) => o.run(),
         Command::Lease { which, opts, tx } => lease_cmd::run(which, &opts, &tx),
         Command::Deployment { which, opts, tx } => deployment_cmd::run(which, &opts, &tx),
         Command::Bench {

@@ -7,7 +7,7 @@ use pazar_ledger::state::{store_key, table_id};
 use pazar_store::{StoreError, StoreOptions};
 use pazar_types::Address;
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -11,7 +11,7 @@ use pazar_ledger::State;
 use pazar_store::{Store, StoreError, StoreOptions};
 use pazar_types::{Address, SigningKey};
 
-mod common;
+use crate::common;
 
 use common::*;
 

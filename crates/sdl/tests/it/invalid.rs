@@ -1,6 +1,6 @@
 //! Snapshot tests of invalid SDL files: each `tests/invalid/NAME.yaml` must fail with exactly
 //! the errors in `NAME.errors` (`FILE:LINE:COL: path: message`, one per line, all of them).
-//! `UPDATE_SNAPSHOTS=1 cargo test -p pazar-sdl --test invalid` rewrites the snapshots.
+//! `UPDATE_SNAPSHOTS=1 cargo test -p pazar-sdl --test it invalid::` rewrites the snapshots.
 
 use std::path::PathBuf;
 

@@ -2,9 +2,9 @@
 //! parse and yield exactly the warnings in `NAME.warnings` (`FILE:LINE:COL: path: message`, one
 //! per line, all of them). An unknown field below the top level is one of them, at any depth:
 //! ignored, as Akash's reader ignores it, and named with the field it most likely means.
-//! `UPDATE_SNAPSHOTS=1 cargo test -p pazar-sdl --test warnings` rewrites the snapshots.
+//! `UPDATE_SNAPSHOTS=1 cargo test -p pazar-sdl --test it warnings::` rewrites the snapshots.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! What a valid file becomes: ledger groups, the manifest, its version hash (stable across
 //! formatting, pinned for corpus files), and the translation of Akash-specific values.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

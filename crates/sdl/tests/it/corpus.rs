@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-mod common;
+use crate::common;
 
 use common::{options, with_pazar_auditor};
 use pazar_sdl::parse;

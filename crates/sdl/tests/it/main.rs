@@ -1,0 +1,9 @@
+//! The crate's integration tests as one binary: each file here is a module (one link of
+//! the crate and its dependencies instead of one per file, most of CI's test build).
+//! `cargo test -p pazar-sdl --test it <module>::` runs one file's tests.
+
+mod common;
+mod corpus;
+mod invalid;
+mod valid;
+mod warnings;

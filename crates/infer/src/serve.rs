@@ -841,6 +841,7 @@ fn now_secs() -> u64 {
 }
 
 /// A request's place among those running or waiting; gives it back when dropped.
+#[derive(Debug)]
 struct Admission(Arc<AtomicUsize>);
 
 impl Drop for Admission {
@@ -1308,6 +1309,60 @@ impl Utf8Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use futures_util::FutureExt;
+
+    fn shared(concurrency: usize, queue: usize) -> Shared {
+        let spec = pazar_types::train::ModelSpec {
+            vocab: 256,
+            dim: 8,
+            layers: 1,
+            heads: 1,
+            ffn_dim: 8,
+            seq_len: 4,
+        };
+        let opts = crate::engine::EngineOptions {
+            threads: 1,
+            ..Default::default()
+        };
+        let engine = Engine::new(&spec, &vec![0.0; spec.params() as usize], opts).expect("an engine");
+        Shared {
+            engine: Arc::new(engine),
+            config: ServeConfig {
+                model_id: "m".into(),
+                created: 0,
+                concurrency,
+                queue,
+            },
+            running: Arc::new(Semaphore::new(concurrency)),
+            admitted: Arc::new(AtomicUsize::new(0)),
+            ids: AtomicU64::new(0),
+            boot: 0,
+        }
+    }
+
+    #[test]
+    fn a_request_beyond_the_running_and_queued_ones_is_refused_as_busy_until_one_ends() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let s = shared(1, 1);
+            let running = admit(&s).await.expect("the first runs");
+            // The second waits for the slot: its admission is taken, its permit is not.
+            let mut waiting = Box::pin(admit(&s));
+            assert!((&mut waiting).now_or_never().is_none());
+            let busy = admit(&s).await.expect_err("the third is refused");
+            assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(busy.body.error.code.as_deref(), Some("server_busy"));
+            drop(running);
+            let second = waiting.await.expect("the waiting one runs");
+            let mut third = Box::pin(admit(&s));
+            assert!((&mut third).now_or_never().is_none(), "queued behind the second");
+            drop(second);
+            let _third = third.await.expect("then it runs");
+        });
+    }
 
     #[test]
     fn utf8_sequences_split_across_bytes_come_out_whole_and_bad_bytes_become_replacements() {

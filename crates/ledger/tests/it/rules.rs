@@ -1,6 +1,6 @@
 //! One test per ledger rule, each named after the behaviour it proves.
 
-mod common;
+use crate::common;
 
 use common::*;
 use pazar_ledger::{BlockError, BlockHeader};

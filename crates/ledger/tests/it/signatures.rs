@@ -3,7 +3,7 @@
 //! `sender` is a victim but whose (valid) signature is the attacker's moves nothing of the
 //! victim's.
 
-mod common;
+use crate::common;
 
 use common::*;
 use pazar_types::{Address, KeyScheme, Msg, TxBody};

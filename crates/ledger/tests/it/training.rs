@@ -1,7 +1,7 @@
 //! Training jobs on the ledger: one test per rule (issue 15), each through real signed blocks
 //! with every invariant (supply, training escrow) checked after each block.
 
-mod common;
+use crate::common;
 
 use common::{coin, create_provider, expect_err, key, upzr, Chain};
 use pazar_ledger::Receipt;

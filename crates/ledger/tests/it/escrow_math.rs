@@ -3,7 +3,7 @@
 //! exceeds the deposit, the leases stay active until then and close at it, and every deposited
 //! unit ends up with the provider or back with the tenant.
 
-mod common;
+use crate::common;
 
 use common::*;
 use pazar_ledger::invariants;

@@ -1,7 +1,7 @@
 //! Griefing between market participants that breaks no token invariant (sybil bids that would
 //! lock an order, strangers taking every depositor place, an auto-accept that never retried).
 
-mod common;
+use crate::common;
 
 use common::*;
 use pazar_types::{Attribute, DeploymentId, KeyScheme, Msg, OrderId, Price, SigningKey};

@@ -7,7 +7,7 @@
 //! `PAZAR_PROPTEST_CASES` scales the run (default 24 cases of 420-520 transactions: over
 //! 10,000 transactions per CI run).
 
-mod common;
+use crate::common;
 
 use common::*;
 use pazar_ledger::state::Pending;

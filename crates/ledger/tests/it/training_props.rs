@@ -3,7 +3,7 @@
 //! escrow holds exactly what the jobs account for, checked by the invariants after every
 //! block), nothing panics, and the same sequence gives the same state hash.
 
-mod common;
+use crate::common;
 
 use common::{coin, create_provider, key, upzr, uusd, Chain};
 use pazar_ledger::invariants;

@@ -14,6 +14,7 @@ use pazar_infer::bundle::Tokenizer;
 use pazar_infer::engine::{
     self, Engine, EngineOptions, FinishReason, Flow, GenerateOptions, Precision, Sampling, SimdLevel, Stats,
 };
+use pazar_infer::text::Utf8Stream;
 use pazar_types::train::ModelSpec;
 
 use crate::failure::Failure;
@@ -74,50 +75,6 @@ struct InferOut<'a> {
     checkpoint: [u8; 32],
     spec: &'a ModelSpec,
     finality: String,
-}
-
-/// Turns bytes into text as they arrive: complete UTF-8 sequences are written at once, an
-/// invalid byte becomes U+FFFD, an incomplete sequence waits for its next bytes (or, at the end,
-/// is written lossily).
-#[derive(Default)]
-struct Utf8Stream {
-    pending: Vec<u8>,
-}
-
-impl Utf8Stream {
-    fn push(&mut self, b: u8) -> String {
-        self.pending.push(b);
-        let mut out = String::new();
-        loop {
-            match std::str::from_utf8(&self.pending) {
-                Ok(s) => {
-                    out.push_str(s);
-                    self.pending.clear();
-                    return out;
-                }
-                Err(e) => {
-                    let good = e.valid_up_to();
-                    out.push_str(std::str::from_utf8(&self.pending[..good]).expect("checked valid"));
-                    match e.error_len() {
-                        Some(bad) => {
-                            out.push(char::REPLACEMENT_CHARACTER);
-                            self.pending.drain(..good + bad);
-                        }
-                        None => {
-                            self.pending.drain(..good);
-                            return out;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn finish(&mut self) -> String {
-        let s = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        s
-    }
 }
 
 fn bytes_to_tokens(s: &str) -> Vec<u32> {
@@ -213,24 +170,4 @@ pub fn run(o: &InferOpts) -> Result<()> {
         return Err(anyhow!(e).context("writing the text"));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utf8_sequences_split_across_tokens_print_whole_and_bad_bytes_become_replacements() {
-        let mut u = Utf8Stream::default();
-        let euro = "€".as_bytes(); // three bytes
-        assert_eq!(u.push(b'a'), "a");
-        assert_eq!(u.push(euro[0]), "");
-        assert_eq!(u.push(euro[1]), "");
-        assert_eq!(u.push(euro[2]), "€");
-        assert_eq!(u.push(0xff), "\u{fffd}");
-        assert_eq!(u.push(euro[0]), "");
-        assert_eq!(u.push(b'b'), "\u{fffd}b");
-        assert_eq!(u.push(euro[0]), "");
-        assert_eq!(u.finish(), "\u{fffd}");
-    }
 }

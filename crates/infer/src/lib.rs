@@ -7,10 +7,13 @@
 //! - [`engine`]: generation with a KV cache, f32 or int8 weights, multi-threaded.
 //! - [`provenance`]: a checkpoint's lineage back to its job's start, from a node or a bundle.
 //! - [`gguf`]: the model in a llama-family GGUF layout that llama.cpp loads.
-//! - [`serve`]: the OpenAI-compatible HTTP API on loopback.
+//! - [`serve`] (feature `serve`, on by default): the OpenAI-compatible HTTP API on loopback.
+//! - [`text`]: text from byte tokens as they stream.
 
 pub mod bundle;
 pub mod engine;
 pub mod gguf;
 pub mod provenance;
+#[cfg(feature = "serve")]
 pub mod serve;
+pub mod text;

@@ -144,7 +144,7 @@ where
         runner(seed).start(|context| scenario(context, path));
     };
     if let Err(e) = std::panic::catch_unwind(run) {
-        eprintln!("{name} failed with seed {seed}; rerun it alone with PAZAR_SIM_SEED={seed} cargo test -p pazar-consensus --features sim --test sim {name}");
+        eprintln!("{name} failed with seed {seed}; rerun it alone with PAZAR_SIM_SEED={seed} cargo test -p pazar-consensus --features sim --test it sim::{name}");
         std::panic::resume_unwind(e);
     }
 }
@@ -665,7 +665,7 @@ fn seven_validators_finalize_with_one_down_on_lossy_links() {
 /// holding the same blocks and roots at the end. Prints, as JSON, the median time from a
 /// block's proposal (its header time, the proposer's simulated clock) to its commit on each
 /// validator, next to the median round trip of the links. Heavy (3.75 GB peak at 100): `cargo
-/// test -p pazar-consensus --features sim --release --test sim -- --ignored --nocapture`.
+/// test -p pazar-consensus --features sim --release --test it sim:: -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn a_hundred_validators_on_wan_links_report_finality_against_round_trip() {

@@ -4,7 +4,7 @@
 
 // This test writes its own genesis (a faster block time): it uses the shared keys only.
 #[allow(dead_code)]
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

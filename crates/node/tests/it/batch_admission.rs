@@ -2,7 +2,7 @@
 //! submission applies to each transaction, in input order, and each sees those before it in
 //! the same batch.
 
-mod common;
+use crate::common;
 
 use common::{key, node, send};
 use pazar_node::consensus::Application;

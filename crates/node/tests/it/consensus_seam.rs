@@ -3,7 +3,7 @@
 //! block commits to computed without committing, nothing a proposer says taken on trust, and
 //! finalized blocks delivered more than once applied once.
 
-mod common;
+use crate::common;
 
 use common::{key, node, send, upzr, CHAIN};
 use pazar_node::consensus::{Application, VerifyError};

@@ -3,7 +3,7 @@
 
 // This test writes its own genesis (a validator with a consensus key): it uses the shared keys only.
 #[allow(dead_code)]
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! other validators (and nothing else), what a peer sends goes through the full admission and
 //! is not queued again, and a queue nobody reads costs clients nothing but the gossip.
 
-mod common;
+use crate::common;
 
 use common::{key, node};
 use pazar_node::SubmitError;

@@ -426,6 +426,7 @@ fn inference_checks(h: &Path, bundle: &Path, gguf: &Path, header_hash: &str) {
     );
     assert_eq!(common::cli_error(&refused).code, "bundle_refused", "{refused:?}");
 
+    openai_client_checks(h, bundle, header_hash);
     let Some(python) = venv_python(
         "PAZAR_LLAMA_VENV",
         ".venv-llama",
@@ -605,4 +606,61 @@ fn bundle_checks(h: &Path, bundle: &Path, header_hash: &str, shown: &Value, abse
     let e = common::cli_error(&out);
     assert_eq!(e.code, "bad_bundle", "{e:?}");
     assert!(e.message.contains("bytes"), "{e:?}");
+}
+
+/// `pazar infer serve` driven by the official `openai` Python package (a completion, a chat
+/// completion, a streamed one, a prompt too long for the context), both in a network namespace
+/// whose only interface is loopback.
+fn openai_client_checks(h: &Path, bundle: &Path, header_hash: &str) {
+    let Some(python) = venv_python(
+        "PAZAR_OPENAI_VENV",
+        ".venv-openai",
+        "scripts/openai_venv.sh",
+        "PAZAR_SKIP_OPENAI",
+    ) else {
+        return;
+    };
+    let script = r#"ip link set lo up || exit 97
+"$1" infer serve --model "$2" --trust-header "$3" --home "$4" --listen 127.0.0.1:0 -o json >"$4/serve.out" 2>"$4/serve.err" &
+pid=$!
+url=
+for _ in $(seq 1 300); do
+    url=$(head -n 1 "$4/serve.out" 2>/dev/null | sed -n 's/.*"url": *"\([^"]*\)".*/\1/p')
+    [ -n "$url" ] && break
+    sleep 0.1
+done
+[ -n "$url" ] || { kill -TERM $pid; echo "the server printed no URL" >&2; cat "$4/serve.err" >&2; exit 98; }
+"$5" "$6" --base-url "$url"
+rc=$?
+kill -TERM $pid
+wait $pid
+served=$?
+[ $rc -ne 0 ] && exit $rc
+[ $served -ne 0 ] && { echo "the server exited $served after SIGTERM" >&2; cat "$4/serve.err" >&2; exit 99; }
+exit 0"#;
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", script, "sh"])
+        .arg(common::bin())
+        .arg(bundle)
+        .arg(header_hash)
+        .arg(h)
+        .arg(python)
+        .arg(workspace().join("scripts/openai_client_check.py"))
+        .output()
+        .expect("runs unshare");
+    assert!(
+        out.status.success(),
+        "the OpenAI client against pazar infer serve failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("the check prints JSON");
+    assert_eq!(r["ok"], Value::Bool(true), "{r}");
+    assert!(r["model"].as_str().is_some_and(|m| m.starts_with("pazar-")), "{r}");
+    assert!(
+        r["chat_stream"]["chunks"].as_u64().is_some_and(|c| c > 1),
+        "streamed in chunks: {r}"
+    );
+    assert_eq!(r["too_long"]["code"], "context_length_exceeded", "{r}");
 }

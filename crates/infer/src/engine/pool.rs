@@ -35,7 +35,9 @@ struct Job {
 
 struct Done {
     first: usize,
-    out: Vec<f32>,
+    /// `None`: the product panicked on the worker (a broken internal invariant); the caller
+    /// panics in turn instead of waiting for rows that will never come.
+    out: Option<Vec<f32>>,
 }
 
 #[derive(Debug)]
@@ -66,14 +68,19 @@ impl Pool {
                 .spawn(move || {
                     // Ends when the pool drops its senders.
                     while let Ok(job) = rx.recv() {
-                        let mut out = vec![0.0f32; job.rows];
-                        arch.dispatch(Matvec {
-                            mat: &job.mat,
-                            first: job.first,
-                            x: job.x.as_input(),
-                            out: &mut out,
-                        });
-                        if done_tx.send(Done { first: job.first, out }).is_err() {
+                        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            let mut out = vec![0.0f32; job.rows];
+                            arch.dispatch(Matvec {
+                                mat: &job.mat,
+                                first: job.first,
+                                x: job.x.as_input(),
+                                out: &mut out,
+                            });
+                            out
+                        }))
+                        .ok();
+                        let failed = out.is_none();
+                        if done_tx.send(Done { first: job.first, out }).is_err() || failed {
                             return;
                         }
                     }
@@ -121,7 +128,8 @@ impl Pool {
         });
         for _ in 0..sent {
             let d = self.done.recv().expect("pool workers live as long as the pool");
-            out[d.first..d.first + d.out.len()].copy_from_slice(&d.out);
+            let rows = d.out.expect("a pool worker panicked computing its rows");
+            out[d.first..d.first + rows.len()].copy_from_slice(&rows);
         }
     }
 }

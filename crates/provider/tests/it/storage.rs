@@ -5,7 +5,7 @@
 //! image with its logs, restart count and volume kept, the eviction counted and explained in
 //! the lease's status, on the host ports it had. The volume is mounted `nosuid,nodev`. Closing the lease deletes the volume's filesystem and the kept logs.
 
-mod common;
+use crate::common;
 
 use common::{docker_with, exec, lease, log_text, wait_status, IMAGE};
 use pazar_runtime::docker::{DockerOptions, DockerRuntime};

@@ -21,7 +21,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use pazar_api::node::RoundStatus;
 use pazar_client::{ClientError, Rpc};
-use pazar_consensus::sync::{decode_finalization, namespace, verify_finalization, HandoffChain};
+use pazar_consensus::sync::{certificate_epoch, decode_finalization, namespace, verify_finalization, HandoffChain};
 use pazar_infer::bundle::{
     keys_to_prove, Anchor, Bundle, Entry, Finality, FinalityCheck, Meta, Tokenizer, Verified, VerifyError,
 };
@@ -205,7 +205,9 @@ pub fn run(which: ModelCmd, opts: &ClientOpts) -> Result<()> {
                     m.anchor.header.height,
                     hex::encode(m.anchor.header.hash()),
                     match m.anchor.finality {
-                        Finality::Certified { .. } => ", finalized by the validators' certificate",
+                        Finality::Certified { .. } => {
+                            ", with the node's certificate of it (checked when the bundle is verified, against your genesis)"
+                        }
                         Finality::Unsigned => "; a single-validator chain signs nothing: verify with --trust-header",
                     }
                 )
@@ -335,7 +337,23 @@ impl FinalityCheck for CliFinality {
         );
         if let Some(pin) = self.header {
             return if pin == header_hash {
-                Ok(format!("{at}: the header hash you pinned"))
+                // The header names its chain id, not its genesis: check the genesis hash against
+                // a genesis file of that chain when there is one, and say so when there is none.
+                match &self.genesis {
+                    Some(g) if g.header.chain_id == anchor.chain_id && g.hash != anchor.genesis_hash => Err(format!(
+                        "the bundle says chain {} has genesis {}; the genesis file of that chain here hashes to {}",
+                        anchor.chain_id,
+                        hex::encode(anchor.genesis_hash),
+                        hex::encode(g.hash)
+                    )),
+                    Some(g) if g.header.chain_id == anchor.chain_id => Ok(format!(
+                        "{at}: the header hash you pinned; genesis checked against your genesis file"
+                    )),
+                    _ => Ok(format!(
+                        "{at}: the header hash you pinned (the genesis hash is the bundle's word: no genesis file of \
+                         that chain here)"
+                    )),
+                }
             } else {
                 Err(format!(
                     "the bundle is proven against {at}, not the header {} you pinned",
@@ -393,6 +411,12 @@ impl FinalityCheck for CliFinality {
             )
         })?;
         let fin = decode_finalization(finalization, set.len()).map_err(|e| format!("the certificate: {e}"))?;
+        if certificate_epoch(&fin) != epoch {
+            return Err(format!(
+                "the certificate was made in epoch {}, the header is of epoch {epoch}",
+                certificate_epoch(&fin)
+            ));
+        }
         verify_finalization(&ns, set, &fin, &anchor.header).map_err(|e| format!("the certificate: {e}"))?;
         Ok(format!(
             "{at}: finalized by a quorum of the {} validators of epoch {epoch}{}",
@@ -529,6 +553,9 @@ fn job_of(rpc: &Rpc, job: u64) -> Result<TrainJob> {
 /// The checkpoint `hash` of a model of shape `model`, from the first worker of `job` that
 /// serves it with the right bytes.
 fn fetch_checkpoint(rpc: &Rpc, job: u64, model: &pazar_types::train::ModelSpec, hash: &Hash32) -> Result<Checkpoint> {
+    model
+        .validate("model")
+        .map_err(|e| anyhow::anyhow!("the node's job {job} has an invalid model: {e}"))?;
     let n = usize::try_from(model.params()).context("the model does not fit this machine")?;
     let members = rpc.train_members(job).map_err(|e| not_found(e, format!("job {job}")))?;
     let mut last = String::from("the job has no members");
@@ -577,6 +604,9 @@ fn export(rpc: &Rpc, checkpoint: &Hash32, job: Option<u64>, file: Option<&Path>)
     let mut src = RpcSource { rpc, failure: None };
     let lineage = provenance::lineage(&mut src, first).map_err(|e| walk_failure(&mut src, e))?;
     let spec = job_of(rpc, job)?.spec;
+    spec.model
+        .validate("model")
+        .map_err(|e| anyhow::anyhow!("the node's job {job} has an invalid model: {e}"))?;
     let n = usize::try_from(spec.model.params()).context("the model does not fit this machine")?;
     let ckpt = match file {
         Some(p) => {

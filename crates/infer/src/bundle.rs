@@ -46,6 +46,8 @@ pub const VERSION: u32 = 1;
 pub const MAX_META_BYTES: u64 = 64 << 20;
 /// Most store entries a bundle carries (a job's rounds, its index entry, job and dataset).
 pub const MAX_ENTRIES: usize = 4_096;
+/// Most hand-off records a bundle carries (one per epoch from genesis to the header's).
+pub const MAX_HANDOFFS: usize = 4_096;
 /// The vocabulary of the byte tokenizer.
 pub const BYTE_VOCAB: u32 = 256;
 const PREFIX: usize = 8 + 4 + 8;
@@ -69,6 +71,7 @@ pub enum Finality {
     /// header, and the hand-off records from the genesis set to the certificate's epoch.
     Certified {
         finalization: Vec<u8>,
+        #[borsh(deserialize_with = "read_handoffs")]
         handoffs: Vec<Handoff>,
     },
 }
@@ -106,7 +109,37 @@ pub struct Meta {
     /// The job whose round produced the checkpoint.
     pub job: u64,
     pub anchor: Anchor,
+    #[borsh(deserialize_with = "read_entries")]
     pub entries: Vec<Entry>,
+}
+
+/// A Borsh vector of at most `max` items: the count is checked before any item is decoded, so
+/// a small file cannot claim millions of tiny items and make the reader hold them all.
+fn read_bounded<R: borsh::io::Read, T: BorshDeserialize>(
+    r: &mut R,
+    max: usize,
+    what: &str,
+) -> borsh::io::Result<Vec<T>> {
+    let n = u32::deserialize_reader(r)? as usize;
+    if n > max {
+        return Err(borsh::io::Error::new(
+            borsh::io::ErrorKind::InvalidData,
+            format!("{n} {what}; at most {max}"),
+        ));
+    }
+    let mut out = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        out.push(T::deserialize_reader(r)?);
+    }
+    Ok(out)
+}
+
+fn read_entries<R: borsh::io::Read>(r: &mut R) -> borsh::io::Result<Vec<Entry>> {
+    read_bounded(r, MAX_ENTRIES, "proven entries")
+}
+
+fn read_handoffs<R: borsh::io::Read>(r: &mut R) -> borsh::io::Result<Vec<Handoff>> {
+    read_bounded(r, MAX_HANDOFFS, "hand-off records")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -239,12 +272,6 @@ impl Bundle {
         let mut meta = vec![0u8; meta_len as usize];
         r.read_exact(&mut meta)?;
         let meta = Meta::try_from_slice(&meta).map_err(|e| BundleError::Meta(e.to_string()))?;
-        if meta.entries.len() > MAX_ENTRIES {
-            return Err(BundleError::Meta(format!(
-                "{} proven entries; at most {MAX_ENTRIES}",
-                meta.entries.len()
-            )));
-        }
         check_spec(&meta.spec)?;
         let params = meta.spec.params();
         let expected = PREFIX as u64 + meta_len + params * 4;
@@ -377,6 +404,12 @@ impl Bundle {
         let first = src
             .round(m.job, round)
             .map_err(|e| VerifyError::Provenance(e.to_string()))?;
+        if (first.job, first.round) != (m.job, round) {
+            return Err(VerifyError::Provenance(format!(
+                "the record stored as round {round} of job {} is round {} of job {}",
+                m.job, first.round, first.job
+            )));
+        }
         if first.checkpoint != m.checkpoint {
             return Err(VerifyError::Provenance(format!(
                 "round {round} of job {} produced {}, not this checkpoint",
@@ -491,4 +524,92 @@ pub fn keys_to_prove(checkpoint: &Hash32, job: u64, rounds: &[u32], dataset: &Ha
     ];
     keys.extend(rounds.iter().map(|r| store_key(table_id::TRAIN_ROUNDS, &(job, *r))));
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Bundle {
+        let spec = ModelSpec {
+            vocab: 256,
+            dim: 8,
+            layers: 1,
+            heads: 2,
+            ffn_dim: 8,
+            seq_len: 4,
+        };
+        let n = spec.params() as usize;
+        let meta = Meta {
+            spec,
+            tokenizer: Tokenizer::Bytes,
+            checkpoint: [1; 32],
+            momentum_hash: [2; 32],
+            job: 3,
+            anchor: Anchor {
+                chain_id: "c".into(),
+                genesis_hash: [4; 32],
+                header: Header {
+                    chain_id: "c".into(),
+                    height: 5,
+                    time_ms: 0,
+                    parent: [0; 32],
+                    state_root: [0; 32],
+                    txs_root: [0; 32],
+                    proposer: pazar_types::Address::module("v"),
+                },
+                finality: Finality::Unsigned,
+            },
+            entries: Vec::new(),
+        };
+        Bundle::new(meta, (0..n).map(|i| i as f32).collect()).expect("bundle")
+    }
+
+    fn bytes(b: &Bundle) -> Vec<u8> {
+        let mut out = Vec::new();
+        b.write_to(&mut out).expect("write");
+        out
+    }
+
+    fn read(bytes: &[u8]) -> Result<Bundle, BundleError> {
+        Bundle::read_from(bytes, bytes.len() as u64)
+    }
+
+    #[test]
+    fn a_bundle_reads_back_as_written() {
+        let b = sample();
+        let again = read(&bytes(&b)).expect("reads");
+        assert_eq!(again.meta, b.meta);
+        assert_eq!(again.weights(), b.weights());
+    }
+
+    #[test]
+    fn a_file_of_another_kind_version_or_size_is_refused_before_its_weights_are_read() {
+        let good = bytes(&sample());
+        let mut other = good.clone();
+        other[0] ^= 1;
+        assert!(matches!(read(&other), Err(BundleError::Magic)));
+        let mut version = good.clone();
+        version[8] = 9;
+        assert!(matches!(read(&version), Err(BundleError::Version(9))));
+        assert!(matches!(read(&good[..good.len() - 1]), Err(BundleError::Size { .. })));
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(matches!(read(&longer), Err(BundleError::Size { .. })));
+        assert!(matches!(read(&good[..10]), Err(BundleError::Magic)));
+    }
+
+    #[test]
+    fn a_claimed_entry_count_over_the_bound_is_refused_before_any_entry_is_decoded() {
+        let b = sample();
+        let mut out = bytes(&b);
+        // The meta ends with the entries' u32 count (0 here): claim 4 billion.
+        let meta_len = borsh::to_vec(&b.meta).expect("meta").len();
+        let at = PREFIX + meta_len - 4;
+        out[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        match read(&out) {
+            Err(BundleError::Meta(m)) => assert!(m.contains("at most 4096"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -36,6 +36,8 @@ pub struct Proof {
 pub const MAX_PROOF_KEYS: usize = 256;
 /// Longest store key `POST /state/proofs` takes (a table id and a Borsh-encoded key).
 pub const MAX_STORE_KEY_BYTES: usize = 512;
+/// Largest body of `POST /state/proofs`: the most keys, each the longest, in hex JSON.
+pub const MAX_PROOFS_BODY_BYTES: usize = 64 + MAX_PROOF_KEYS * (2 * MAX_STORE_KEY_BYTES + 4);
 
 /// A raw store key ([`pazar_types::state_key::store_key`]), hex in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +75,10 @@ impl ProofsRequest {
                 "key {i} has {} bytes: a store key has 1 to {MAX_STORE_KEY_BYTES}",
                 k.0.len()
             ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some((i, _)) = self.keys.iter().enumerate().find(|(_, k)| !seen.insert(&k.0)) {
+            return Err(format!("key {i} is named twice"));
         }
         Ok(())
     }

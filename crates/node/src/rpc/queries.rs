@@ -179,7 +179,19 @@ pub(super) fn proven<T>(node: &Node, st: &State, item: T, key: Vec<u8>, prove: b
     responses((status = 200, description = "One proof per key, in order, all at `height`.", body = ProofsResponse),
         ProofsErrors))]
 pub(super) async fn state_proofs(AxState(node): AxState<Shared>, body: Body) -> ApiResult<ProofsResponse> {
-    let req: ProofsRequest = json_body(&body?)?;
+    let body = body?;
+    // Checked before parsing: 32 MiB of `""` keys would be millions of vectors.
+    if body.len() > pazar_api::proof::MAX_PROOFS_BODY_BYTES {
+        return Err(ApiError::new(
+            pazar_api::ErrorCode::TooLarge,
+            format!(
+                "a body of {} bytes; at most {} (256 keys of 512 bytes)",
+                body.len(),
+                pazar_api::proof::MAX_PROOFS_BODY_BYTES
+            ),
+        ));
+    }
+    let req: ProofsRequest = json_body(&body)?;
     req.validate().map_err(ApiError::bad)?;
     let n = node.clone();
     let r = tokio::task::spawn_blocking(move || {

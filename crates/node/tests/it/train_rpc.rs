@@ -268,6 +268,26 @@ fn a_job_run_by_signed_transactions_reads_back_typed_on_every_training_endpoint(
     );
     checked(rpc, &doc, "/train/jobs/{id}", "/train/jobs/0?prove=true");
 
+    // Several entries proven at one height (what a model bundle carries), one of them absent.
+    let absent = store_key(table_id::TRAIN_JOBS, &99u64);
+    let keys = vec![dataset_key.clone(), job_key.clone(), absent.clone()];
+    let proofs = rpc.state_proofs(&keys).expect("proofs");
+    let header = rpc
+        .wait_header(proofs.height + 1, Duration::from_secs(10))
+        .expect("the header after");
+    assert_eq!(proofs.proofs.len(), 3);
+    for (p, k) in proofs.proofs.iter().zip(&keys) {
+        assert_eq!(p.height, proofs.height, "one height for all");
+        let v = p
+            .verify(&header.state_root, k)
+            .expect("each proof checks against one root");
+        assert_eq!(
+            v.is_some(),
+            k != &absent,
+            "present entries carry their value, the absent one none"
+        );
+    }
+
     // The list, by id, filtered and paged.
     let all = rpc.train_jobs(&ListQuery::default()).expect("every job");
     assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), vec![0, 1]);
@@ -483,6 +503,29 @@ fn unknown_training_ids_are_not_found_and_malformed_ones_are_bad_requests() {
     ] {
         refused(rpc, &doc, template, path, 400, ErrorCode::BadRequest);
     }
+    // Proofs of store keys: none, too many, too long, or twice, are bad requests; a body longer
+    // than 256 keys of 512 bytes could ever be is refused before it is parsed.
+    let key = |b: u8| json!(hex::encode([b; 8]));
+    let too_many: Vec<Value> = (0..257u32).map(|i| json!(hex::encode(i.to_le_bytes()))).collect();
+    for body in [
+        json!({"keys": []}),
+        json!({"keys": too_many}),
+        json!({"keys": [hex::encode([1u8; 513])]}),
+        json!({"keys": [key(1), key(2), key(1)]}),
+        json!({"keys": [key(1)], "height": 3}),
+        json!({"keys": ["zz"]}),
+    ] {
+        match rpc.post("/state/proofs", &body) {
+            Err(ClientError::Api { status: 400, .. }) => {}
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+    let huge = json!({ "keys": vec![""; 200_000] });
+    match rpc.post("/state/proofs", &huge) {
+        Err(ClientError::Api { status: 413, .. }) => {}
+        other => panic!("a huge body: {other:?}"),
+    }
+
     // An empty chain lists no job, and says the list ends.
     let page = checked(rpc, &doc, "/train/jobs", "/train/jobs");
     assert_eq!((page["jobs"].clone(), page["next"].clone()), (json!([]), Value::Null));

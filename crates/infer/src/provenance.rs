@@ -235,7 +235,7 @@ pub fn text_with(p: &Provenance, name: &dyn Fn(&Address) -> String) -> String {
             ));
         }
         out.push_str(&format!(
-            "\n    initial    {}\n  {} tokens trained into it",
+            "\n    initial    {} (the job's starting weights, as its owner named them: not a product of any round)\n  {} tokens trained into it",
             short(&l.initial_checkpoint),
             l.tokens
         ));

@@ -3,7 +3,9 @@
 //! use it unchanged. The bundle is verified first, exactly as `pazar infer` and `pazar model
 //! verify` do; the listener is loopback only unless `--allow-remote`. Once listening, one line
 //! names the URL (with `-o json`, one JSON object), so a script that asked for port 0 reads the
-//! port; SIGINT or SIGTERM stops the server after the requests in flight.
+//! port; SIGINT or SIGTERM stops the server after the requests in flight, or after
+//! `serve::DEFAULT_SHUTDOWN_GRACE` if some do not end (a client that stopped reading), dropping
+//! their connections.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -108,8 +110,8 @@ pub struct ServeOpts {
     /// Address to listen on; port 0 picks a free port (the line printed at start names it).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Listen on an address other than loopback. The API has no authentication: anyone who
-    /// reaches the port runs the model.
+    /// Listen on an address other than loopback, and answer requests whatever their Host or
+    /// Origin. The API has no authentication: anyone who reaches the port runs the model.
     #[arg(long)]
     pub allow_remote: bool,
     /// Threads for the large matrix products (default: the machine's cores, at most 8).
@@ -192,7 +194,7 @@ fn serve_model(o: &ServeOpts) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(o.listen)
             .await
             .map_err(|e| Failure::input(format!("cannot listen on {}: {e}", o.listen)))?;
@@ -205,6 +207,8 @@ fn serve_model(o: &ServeOpts) -> Result<()> {
                 created,
                 concurrency: o.parallel,
                 queue: o.queue,
+                allow_remote: o.allow_remote,
+                send_timeout: serve::DEFAULT_SEND_TIMEOUT,
             },
         )
         .map_err(|e| Failure::input(e.to_string()))?;
@@ -228,8 +232,14 @@ fn serve_model(o: &ServeOpts) -> Result<()> {
             .and_then(|()| stdout.flush())
             .context("writing to stdout")?;
         }
-        serve::serve(listener, app, shutdown).await.context("serving the API")
-    })
+        serve::serve(listener, app, shutdown, serve::DEFAULT_SHUTDOWN_GRACE)
+            .await
+            .context("serving the API")
+    });
+    // A generation still running (its connection was dropped at the grace's end) stops at its
+    // next token; the process does not wait for it.
+    rt.shutdown_background();
+    served
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed here, before the caller

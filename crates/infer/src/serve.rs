@@ -11,6 +11,14 @@
 //! caller binds the listener; [`check_listen`] refuses any address but loopback unless remote
 //! access is asked for. Nothing here opens any other socket.
 //!
+//! **Web pages.** A page the user visits can reach loopback too: it can POST a "simple" request
+//! (`text/plain`, no CORS preflight), or rebind a DNS name of its own to 127.0.0.1 and read the
+//! answers. So, unless [`ServeConfig::allow_remote`], a request whose `Host` is not
+//! `127.0.0.1`, `[::1]` or `localhost` (any port), or whose `Origin` names another host, is
+//! refused (HTTP 403); and every POST must be `Content-Type: application/json` (HTTP 415
+//! otherwise), which a browser sends cross-origin only after a preflight, which this server never
+//! grants (it sends no CORS headers).
+//!
 //! **The model.** Its id is `pazar-` and the first 12 hex digits of its checkpoint
 //! ([`model_id`]); a request must name it (`model_not_found` otherwise, as OpenAI answers), so a
 //! client configured for another model fails loudly instead of talking to the wrong one. The
@@ -43,7 +51,10 @@
 //! **Load.** At most [`ServeConfig::concurrency`] generations run at once (each on a blocking
 //! thread; the engine's products take turns on its pool); up to [`ServeConfig::queue`] more
 //! wait, and any beyond get HTTP 503 `server_busy` with `Retry-After`. A client that goes away
-//! stops its generation at the next token. Bodies are at most [`MAX_BODY_BYTES`].
+//! stops its generation at the next token, and a streaming client that stops reading loses its
+//! generation (and its slot) once a piece has waited [`ServeConfig::send_timeout`] to be taken.
+//! Bodies are at most [`MAX_BODY_BYTES`]. [`serve`] lets the requests in flight end when told to
+//! stop, for at most a grace period, then drops the connections left.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -51,11 +62,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -81,6 +93,13 @@ pub const DEFAULT_COMPLETION_TOKENS: usize = 16;
 pub const MAX_TEMPERATURE: f32 = 2.0;
 /// Pieces of text a streaming generation may run ahead of a slow reader.
 const STREAM_BUFFER: usize = 64;
+/// How long a streaming generation waits for its reader to take a piece before it gives up
+/// ([`ServeConfig::send_timeout`]'s usual value).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`serve`] lets the requests in flight end once told to stop (the CLI's value).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The hosts a request may name (in `Host` or `Origin`) unless remote access is allowed.
+const LOCAL_HOSTS: [&str; 3] = ["127.0.0.1", "[::1]", "localhost"];
 
 /// Why the server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +126,12 @@ pub struct ServeConfig {
     pub concurrency: usize,
     /// Requests that may wait for a generation slot; more are refused with 503.
     pub queue: usize,
+    /// Served beyond loopback (`--allow-remote`): requests are not refused for their `Host` or
+    /// `Origin` (see the module's doc).
+    pub allow_remote: bool,
+    /// How long a streaming generation waits for its client to take a piece of text before it
+    /// stops and frees its slot ([`DEFAULT_SEND_TIMEOUT`]).
+    pub send_timeout: Duration,
 }
 
 /// The id a bundle's model is served under: `pazar-` and the first 12 hex digits of its
@@ -135,6 +160,9 @@ pub fn router(engine: Arc<Engine>, config: ServeConfig) -> Result<Router, ServeE
     }
     if config.model_id.is_empty() {
         return Err(ServeError::Config("the model id is empty".into()));
+    }
+    if config.send_timeout.is_zero() {
+        return Err(ServeError::Config("the send timeout must be above zero".into()));
     }
     let shared = Arc::new(Shared {
         running: Arc::new(Semaphore::new(config.concurrency)),
@@ -167,16 +195,135 @@ pub fn router(engine: Arc<Engine>, config: ServeConfig) -> Result<Router, ServeE
             .code("method_not_allowed")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared))
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets the requests in flight end.
+/// Serves `app` on `listener` until `shutdown` resolves, then lets the requests in flight end
+/// for at most `grace`; connections still open then are dropped (a client that never reads
+/// must not keep the server from stopping).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let (fired, stopping) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = fired.send(());
+    };
+    let server = std::future::IntoFuture::into_future(axum::serve(listener, app).with_graceful_shutdown(shutdown));
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r,
+        // An error means the shutdown future was dropped, which only the ended server does.
+        Ok(()) = stopping => tokio::time::timeout(grace, &mut server).await.unwrap_or(Ok(())),
+    }
+}
+
+/// Refuses what a web page could send: a `Host` or `Origin` other than loopback (unless remote
+/// access is allowed), and a POST that is not JSON (see the module's doc).
+async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    match check_request(&req, shared.config.allow_remote) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn check_request(req: &Request, allow_remote: bool) -> Result<(), ApiError> {
+    if !allow_remote {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .map(|h| h.to_str().unwrap_or(""))
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        match host {
+            Some(h) if is_local_authority(h) => {}
+            Some(h) => {
+                return Err(forbidden(
+                    "forbidden_host",
+                    format!(
+                        "the Host {h:?} is not this machine's loopback: this server answers requests for                          127.0.0.1, [::1] or localhost only (a web page may have rebound its name to this                          address); serve with --allow-remote to answer other names"
+                    ),
+                ))
+            }
+            None => {
+                return Err(forbidden(
+                    "forbidden_host",
+                    "the request has no Host: this server answers requests for 127.0.0.1, [::1] or localhost only",
+                ))
+            }
+        }
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("");
+            if !origin_is_local(origin) {
+                return Err(forbidden(
+                    "forbidden_origin",
+                    format!(
+                        "requests from the origin {origin:?} are refused: a web page may not use this                          server; only pages served from 127.0.0.1, [::1] or localhost may"
+                    ),
+                ));
+            }
+        }
+    }
+    if req.method() == Method::POST {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or("?"));
+        if !content_type.is_some_and(is_json_media_type) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request_error",
+                format!(
+                    "the body must be sent as Content-Type: application/json, not {}",
+                    content_type.map_or_else(|| "without a Content-Type".to_string(), |c| format!("{c:?}"))
+                ),
+            )
+            .code("unsupported_media_type"));
+        }
+    }
+    Ok(())
+}
+
+fn forbidden(code: &str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "invalid_request_error", message).code(code)
+}
+
+/// `application/json`, with or without parameters (`; charset=utf-8`), in any case.
+fn is_json_media_type(v: &str) -> bool {
+    v.split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// `host[:port]` where host is one of [`LOCAL_HOSTS`] (in any case) and the port any number.
+fn is_local_authority(authority: &str) -> bool {
+    let (host, port) = if authority.starts_with('[') {
+        match authority.find(']') {
+            Some(end) => (&authority[..=end], &authority[end + 1..]),
+            None => return false,
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, _)) => (h, &authority[h.len()..]),
+            None => (authority, ""),
+        }
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    port_ok && LOCAL_HOSTS.iter().any(|l| host.eq_ignore_ascii_case(l))
+}
+
+/// An `Origin` (`scheme://host[:port]`) whose host is one of [`LOCAL_HOSTS`]; `null` and
+/// anything else is not.
+fn origin_is_local(origin: &str) -> bool {
+    origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| is_local_authority(rest.split('/').next().unwrap_or(rest)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1162,6 +1309,36 @@ struct StreamState {
     answer: Answer,
 }
 
+/// Why a piece could not be handed to the response stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendFailure {
+    /// The stream was dropped: the client went away.
+    Closed,
+    /// The stream took nothing for the whole deadline: the client stopped reading.
+    TimedOut,
+}
+
+/// Sends `item` from a blocking thread of `handle`'s runtime, waiting at most `deadline` for
+/// room in the channel.
+fn send_within<T>(
+    handle: &tokio::runtime::Handle,
+    tx: &mpsc::Sender<T>,
+    item: T,
+    deadline: Duration,
+) -> Result<(), SendFailure> {
+    match tx.try_send(item) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(SendFailure::Closed),
+        Err(mpsc::error::TrySendError::Full(item)) => {
+            match handle.block_on(async { tokio::time::timeout(deadline, tx.send(item)).await }) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(SendFailure::Closed),
+                Err(_) => Err(SendFailure::TimedOut),
+            }
+        }
+    }
+}
+
 fn stream_answer(
     shared: Arc<Shared>,
     answer: Answer,
@@ -1171,6 +1348,8 @@ fn stream_answer(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let engine = shared.engine.clone();
+    let deadline = shared.config.send_timeout;
+    let handle = tokio::runtime::Handle::current();
     let Job { prompt, gen, echo, .. } = job;
     let mut pending = VecDeque::new();
     match answer.kind {
@@ -1182,13 +1361,15 @@ fn stream_answer(
         let _slot = (admission, permit);
         let mut utf8 = Utf8Stream::default();
         let mut gone = false;
+        let send = |piece| send_within(&handle, &tx, piece, deadline);
         let result = engine.generate(&prompt, &gen, |t| {
             let text = utf8.push(u8::try_from(t).unwrap_or(b'?'));
             if text.is_empty() {
                 return Flow::Continue;
             }
-            // A closed channel means the response stream was dropped: the client went away.
-            if tx.blocking_send(Piece::Text(text)).is_err() {
+            // The client went away (the stream was dropped) or stopped reading: either way
+            // the slot goes to the next request.
+            if send(Piece::Text(text)).is_err() {
                 gone = true;
                 return Flow::Stop;
             }
@@ -1198,10 +1379,10 @@ fn stream_answer(
             return;
         }
         let tail = utf8.finish();
-        if !tail.is_empty() && tx.blocking_send(Piece::Text(tail)).is_err() {
+        if !tail.is_empty() && send(Piece::Text(tail)).is_err() {
             return;
         }
-        let _ = tx.blocking_send(Piece::End(result));
+        let _ = send(Piece::End(result));
     });
     let state = StreamState {
         rx,
@@ -1242,7 +1423,9 @@ fn stream_answer(
                     // OpenAI sends one, and no [DONE].
                     let message = match end {
                         Some(Piece::End(Err(e))) => e.to_string(),
-                        _ => "the generation ended without an answer".to_string(),
+                        _ => "the generation stopped before its end: the stream was not read for too long, \
+                              or the generation failed"
+                            .to_string(),
                     };
                     let body = ErrorBody {
                         error: ErrorObject {
@@ -1289,6 +1472,8 @@ mod tests {
                 created: 0,
                 concurrency,
                 queue,
+                allow_remote: false,
+                send_timeout: DEFAULT_SEND_TIMEOUT,
             },
             running: Arc::new(Semaphore::new(concurrency)),
             admitted: Arc::new(AtomicUsize::new(0)),
@@ -1360,6 +1545,96 @@ mod tests {
             String::from_utf8(p.iter().map(|&t| t as u8).collect()).ok().as_deref(),
             Some("be brief\nhi!\n")
         );
+    }
+
+    #[test]
+    fn a_piece_nobody_takes_is_given_up_after_the_deadline_and_a_taken_one_is_sent() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let handle = rt.handle().clone();
+        let (tx, mut rx) = mpsc::channel::<u32>(1);
+        let deadline = Duration::from_millis(100);
+        let sender = rt.spawn_blocking(move || {
+            // Room for one: sent at once.
+            let first = send_within(&handle, &tx, 1, deadline);
+            // The channel is full and nobody reads: given up.
+            let stalled = send_within(&handle, &tx, 2, deadline);
+            (first, stalled, handle, tx)
+        });
+        let (first, stalled, handle, tx) = rt.block_on(sender).expect("the sender ends");
+        assert_eq!(first, Ok(()));
+        assert_eq!(stalled, Err(SendFailure::TimedOut));
+        // Once the reader takes a piece, the next one goes through.
+        assert_eq!(rx.try_recv().ok(), Some(1));
+        let again = rt
+            .block_on(rt.spawn_blocking(move || (send_within(&handle, &tx, 3, deadline), handle, tx)))
+            .expect("the sender ends");
+        assert_eq!(again.0, Ok(()));
+        assert_eq!(rx.try_recv().ok(), Some(3));
+        // A dropped reader is told apart from a slow one.
+        drop(rx);
+        let (_, handle, tx) = again;
+        let closed = rt
+            .block_on(rt.spawn_blocking(move || send_within(&handle, &tx, 4, deadline)))
+            .expect("the sender ends");
+        assert_eq!(closed, Err(SendFailure::Closed));
+    }
+
+    #[test]
+    fn only_loopback_hosts_and_origins_are_local_with_any_port_in_any_case() {
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[::1]:0",
+            "localhost",
+            "LocalHost:3000",
+        ] {
+            assert!(is_local_authority(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "evil.example:8080",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example:80",
+            "127.0.0.2:8080",
+            "[::1",
+            "[::1]x",
+            "localhost:80x",
+            "0.0.0.0:8080",
+        ] {
+            assert!(!is_local_authority(bad), "{bad}");
+        }
+        assert!(origin_is_local("http://localhost:5173"));
+        assert!(origin_is_local("http://[::1]:8080"));
+        assert!(origin_is_local("https://127.0.0.1"));
+        for bad in ["null", "http://evil.example", "https://localhost.evil.example", ""] {
+            assert!(!origin_is_local(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_media_types_may_carry_parameters_but_text_plain_is_not_json() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+        ] {
+            assert!(is_json_media_type(ok), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+            "",
+            "application/jsonx",
+        ] {
+            assert!(!is_json_media_type(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -81,7 +81,22 @@ struct Server {
     _rt: tokio::runtime::Runtime,
 }
 
+fn config() -> ServeConfig {
+    ServeConfig {
+        model_id: MODEL.into(),
+        created: 1_700_000_000,
+        concurrency: 1,
+        queue: 4,
+        allow_remote: false,
+        send_timeout: serve::DEFAULT_SEND_TIMEOUT,
+    }
+}
+
 fn start() -> Server {
+    start_with(config())
+}
+
+fn start_with(config: ServeConfig) -> Server {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -91,18 +106,35 @@ fn start() -> Server {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("a loopback port");
     let addr = listener.local_addr().expect("its address");
-    let app = serve::router(
-        Arc::new(cycle_engine()),
-        ServeConfig {
-            model_id: MODEL.into(),
-            created: 1_700_000_000,
-            concurrency: 1,
-            queue: 4,
-        },
-    )
-    .expect("a router");
-    rt.spawn(serve::serve(listener, app, std::future::pending()));
+    let app = serve::router(Arc::new(cycle_engine()), config).expect("a router");
+    rt.spawn(serve::serve(
+        listener,
+        app,
+        std::future::pending(),
+        serve::DEFAULT_SHUTDOWN_GRACE,
+    ));
     Server { addr, _rt: rt }
+}
+
+/// One request with the given header lines (no `Connection`, `Content-Length` or trailing blank
+/// line: those are added).
+fn raw(server: &Server, method: &str, path: &str, headers: &[String], body: Option<&[u8]>) -> Answer {
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    if let Some(b) = body {
+        head.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("write");
+    if let Some(b) = body {
+        s.write_all(b).expect("write");
+    }
+    read_answer(s)
 }
 
 struct Answer {
@@ -541,7 +573,148 @@ fn a_router_refuses_a_model_that_is_not_byte_tokenized() {
             created: 0,
             concurrency: 1,
             queue: 0,
+            allow_remote: false,
+            send_timeout: serve::DEFAULT_SEND_TIMEOUT,
         },
     );
     assert!(matches!(r, Err(serve::ServeError::NotByteModel(300))));
+}
+
+#[test]
+fn requests_a_web_page_could_send_are_refused_but_local_json_ones_are_served() {
+    let s = start();
+    let port = s.addr.port();
+    let body = json!({"model": MODEL, "prompt": "a", "max_tokens": 2, "temperature": 0}).to_string();
+    let json_type = "Content-Type: application/json".to_string();
+    // DNS rebinding: a page's own name, resolved to 127.0.0.1, reads the answers.
+    for host in [
+        format!("evil.example:{port}"),
+        "127.0.0.1.evil.example".into(),
+        "0.0.0.0".into(),
+    ] {
+        let a = raw(&s, "GET", "/v1/models", &[format!("Host: {host}")], None);
+        assert_eq!(a.status, 403, "{host}");
+        let e: ErrorBody = a.json();
+        assert_eq!(e.error.code.as_deref(), Some("forbidden_host"), "{host}");
+        assert!(e.error.message.contains("--allow-remote"), "{}", e.error.message);
+    }
+    let no_host = raw(&s, "GET", "/health", &[], None);
+    assert_eq!(no_host.status, 403);
+    assert_eq!(
+        no_host.json::<ErrorBody>().error.code.as_deref(),
+        Some("forbidden_host")
+    );
+    // A page elsewhere posting to loopback.
+    for origin in ["http://evil.example", "null", "https://localhost.evil.example"] {
+        let a = raw(
+            &s,
+            "POST",
+            "/v1/completions",
+            &[
+                format!("Host: 127.0.0.1:{port}"),
+                format!("Origin: {origin}"),
+                json_type.clone(),
+            ],
+            Some(body.as_bytes()),
+        );
+        assert_eq!(a.status, 403, "{origin}");
+        assert_eq!(a.json::<ErrorBody>().error.code.as_deref(), Some("forbidden_origin"));
+    }
+    // A "simple" request a browser sends without a preflight.
+    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+        let mut headers = vec![format!("Host: 127.0.0.1:{port}")];
+        headers.extend(content_type.map(|c| format!("Content-Type: {c}")));
+        let a = raw(&s, "POST", "/v1/completions", &headers, Some(body.as_bytes()));
+        assert_eq!(a.status, 415, "{content_type:?}");
+        let e: ErrorBody = a.json();
+        assert_eq!(e.error.code.as_deref(), Some("unsupported_media_type"));
+        assert!(e.error.message.contains("application/json"), "{}", e.error.message);
+    }
+    // Loopback names in any case, any port, a local origin, JSON with a charset: served.
+    for (host, origin) in [
+        (format!("127.0.0.1:{port}"), None),
+        (format!("[::1]:{port}"), None),
+        ("LocalHost".to_string(), Some("http://localhost:5173")),
+    ] {
+        let mut headers = vec![
+            format!("Host: {host}"),
+            "Content-Type: application/json; charset=utf-8".to_string(),
+        ];
+        headers.extend(origin.map(|o| format!("Origin: {o}")));
+        let a = raw(&s, "POST", "/v1/completions", &headers, Some(body.as_bytes()));
+        assert_eq!(a.status, 200, "{host} {}", String::from_utf8_lossy(&a.body));
+        let c: Completion = a.json();
+        assert_eq!(c.choices[0].text.as_bytes(), &cycle_bytes(2)[..]);
+    }
+}
+
+#[test]
+fn with_remote_access_allowed_any_host_and_origin_is_served_but_posts_must_still_be_json() {
+    let s = start_with(ServeConfig {
+        allow_remote: true,
+        ..config()
+    });
+    let a = raw(
+        &s,
+        "GET",
+        "/v1/models",
+        &["Host: model.lan:8080".into(), "Origin: http://dashboard.lan".into()],
+        None,
+    );
+    assert_eq!(a.status, 200);
+    let plain = raw(
+        &s,
+        "POST",
+        "/v1/completions",
+        &["Host: model.lan:8080".into(), "Content-Type: text/plain".into()],
+        Some(json!({"model": MODEL, "prompt": "a"}).to_string().as_bytes()),
+    );
+    assert_eq!(plain.status, 415);
+}
+
+#[test]
+fn a_stop_ends_the_server_even_while_a_request_never_finishes() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("a loopback port");
+    let addr = listener.local_addr().expect("its address");
+    let app = serve::router(Arc::new(cycle_engine()), config()).expect("a router");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(serve::serve(
+        listener,
+        app,
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_millis(200),
+    ));
+    // A request whose body never comes: graceful shutdown alone would wait for it forever.
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.write_all(
+        b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{",
+    )
+    .expect("write");
+    // The request is in flight once the server answers another connection after it.
+    let s = Server {
+        addr,
+        _rt: tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime"),
+    };
+    assert_eq!(request(&s, "GET", "/health", None).status, 200);
+    stop.send(()).expect("the server waits for the stop");
+    // A guard against a hung test, not a timing assertion: without the grace's end the server
+    // never returns.
+    let ended = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), server).await })
+        .expect("the server ends after its grace")
+        .expect("the server's task");
+    assert!(ended.is_ok(), "{ended:?}");
+    drop(c);
 }

@@ -143,6 +143,7 @@ pub const ROUTES: &[&str] = &[
     "/sync/snapshot",
     "/sync/finalization/{height}",
     "/sync/handoffs",
+    "/state/proofs",
 ];
 
 /// This document: every route, its parameters, bodies and answers, generated from the types

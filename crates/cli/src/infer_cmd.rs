@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use pazar_infer::bundle::Tokenizer;
+use pazar_infer::bundle::{Bundle, Tokenizer, Verified};
 use pazar_infer::engine::{
     self, Engine, EngineOptions, FinishReason, Flow, GenerateOptions, Precision, Sampling, SimdLevel, Stats,
 };
@@ -81,23 +81,35 @@ fn bytes_to_tokens(s: &str) -> Vec<u32> {
     s.bytes().map(u32::from).collect()
 }
 
-pub fn run(o: &InferOpts) -> Result<()> {
-    // Verified before a single weight is used: weights → checkpoint → ledger → final header.
-    let (bundle, verified) = open_verified(&o.model, &o.trust, &home::resolve(o.home.clone()))?;
+/// A bundle verified (weights → checkpoint → ledger → final header) before a single weight is
+/// used, and its engine: what `pazar infer` and `pazar infer serve` run.
+pub fn load_verified(
+    model: &std::path::Path,
+    trust: &TrustArgs,
+    home: Option<std::path::PathBuf>,
+    int8: bool,
+    threads: Option<usize>,
+) -> Result<(Bundle, Verified, Engine)> {
+    let (bundle, verified) = open_verified(model, trust, &home::resolve(home))?;
     match bundle.tokenizer() {
         Tokenizer::Bytes => {}
     }
-    let spec = bundle.spec();
     let engine = Engine::new(
-        &spec,
+        &bundle.spec(),
         bundle.weights(),
         EngineOptions {
-            precision: if o.int8 { Precision::Int8 } else { Precision::F32 },
-            threads: o.threads.unwrap_or_else(engine::default_threads),
+            precision: if int8 { Precision::Int8 } else { Precision::F32 },
+            threads: threads.unwrap_or_else(engine::default_threads),
             simd: SimdLevel::Best,
         },
     )
-    .map_err(|e| Failure::input(format!("loading {}: {e}", o.model.display())))?;
+    .map_err(|e| Failure::input(format!("loading {}: {e}", model.display())))?;
+    Ok((bundle, verified, engine))
+}
+
+pub fn run(o: &InferOpts) -> Result<()> {
+    let (bundle, verified, engine) = load_verified(&o.model, &o.trust, o.home.clone(), o.int8, o.threads)?;
+    let spec = bundle.spec();
     let gen = GenerateOptions {
         max_tokens: o.max_tokens,
         sampling: Sampling {

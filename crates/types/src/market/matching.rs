@@ -1,7 +1,7 @@
 //! The one rule that decides whether a provider may serve an order's group. The ledger applies
 //! it to every `CreateBid`, the provider's bid engine applies it before it counts free capacity,
 //! and "why no bids" applies it to tell a tenant what each provider lacks. Being one function,
-//! the three cannot drift apart; `crates/provider/tests/matching.rs` holds them to it.
+//! the three cannot drift apart; `crates/provider/tests/it/matching.rs` holds them to it.
 //!
 //! Capacity (free CPU, memory, storage, GPU count) and price are not part of it: only the
 //! provider knows them, and its bid engine checks them after this rule.

@@ -244,7 +244,9 @@ fn check_request(req: &Request, allow_remote: bool) -> Result<(), ApiError> {
                 return Err(forbidden(
                     "forbidden_host",
                     format!(
-                        "the Host {h:?} is not this machine's loopback: this server answers requests for                          127.0.0.1, [::1] or localhost only (a web page may have rebound its name to this                          address); serve with --allow-remote to answer other names"
+                        "the Host {h:?} is not this machine's loopback: this server answers requests for \
+                         127.0.0.1, [::1] or localhost only (a web page may have rebound its name to this \
+                         address); serve with --allow-remote to answer other names"
                     ),
                 ))
             }
@@ -261,7 +263,8 @@ fn check_request(req: &Request, allow_remote: bool) -> Result<(), ApiError> {
                 return Err(forbidden(
                     "forbidden_origin",
                     format!(
-                        "requests from the origin {origin:?} are refused: a web page may not use this                          server; only pages served from 127.0.0.1, [::1] or localhost may"
+                        "requests from the origin {origin:?} are refused: a web page may not use this server; \
+                         only pages served from 127.0.0.1, [::1] or localhost may"
                     ),
                 ));
             }

@@ -16,14 +16,13 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use pazar_infer::bundle::Tokenizer;
-use pazar_infer::engine::{self, Engine, EngineOptions, Precision, SimdLevel};
+use pazar_infer::engine::Precision;
 use pazar_infer::serve::{self, ServeConfig};
 
 use crate::failure::Failure;
 use crate::infer_cmd::InferOpts;
-use crate::model_cmd::{open_verified, TrustArgs};
-use crate::{home, Output};
+use crate::model_cmd::TrustArgs;
+use crate::Output;
 
 /// `pazar infer`: generation from a prompt (`pazar infer --model FILE "prompt"`, see
 /// [`crate::infer_cmd`]) or one of [`InferSub`] (`pazar infer serve …`); either, never both.
@@ -158,22 +157,8 @@ pub fn run(sub: &InferSub) -> Result<()> {
 
 fn serve_model(o: &ServeOpts) -> Result<()> {
     serve::check_listen(o.listen, o.allow_remote).map_err(|e| Failure::input(format!("--listen: {e}")))?;
-    // Verified before a single weight is used: weights → checkpoint → ledger → final header.
-    let (bundle, verified) = open_verified(&o.model, &o.trust, &home::resolve(o.home.clone()))?;
-    match bundle.tokenizer() {
-        Tokenizer::Bytes => {}
-    }
-    let spec = bundle.spec();
-    let engine = Engine::new(
-        &spec,
-        bundle.weights(),
-        EngineOptions {
-            precision: if o.int8 { Precision::Int8 } else { Precision::F32 },
-            threads: o.threads.unwrap_or_else(engine::default_threads),
-            simd: SimdLevel::Best,
-        },
-    )
-    .map_err(|e| Failure::input(format!("loading {}: {e}", o.model.display())))?;
+    let (bundle, verified, engine) =
+        crate::infer_cmd::load_verified(&o.model, &o.trust, o.home.clone(), o.int8, o.threads)?;
     let created = bundle.meta.anchor.header.time_ms / 1000;
     // The engine holds its own copy of the weights, in its layout.
     drop(bundle);

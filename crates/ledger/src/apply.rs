@@ -333,6 +333,7 @@ impl State {
                 left_out,
             } => self.exec_post_checkpoint(ctx, *job, *round, *checkpoint, left_out),
             Msg::CancelJob { job } => self.exec_cancel_job(ctx, *job),
+            Msg::SetEscrowPolicy { dseq, policy } => self.exec_set_escrow_policy(ctx, *dseq, policy),
         }
     }
 
@@ -379,11 +380,23 @@ impl State {
             sender: self.escrow_module(),
             events: &mut events,
         };
-        // Depletion cannot fail for a consistent state; if it ever did, roll back that work
-        // rather than commit half of it (the invariant checks in tests would then flag it).
-        match self.process_depletions(&mut ctx) {
-            Ok(()) => self.commit(),
-            Err(_) => self.rollback(),
+        // Runway thresholds and top-ups first (a top-up due in the block the escrow would run
+        // dry keeps it from running dry), then depletion, then the end of grace periods. None
+        // of them can fail for a consistent state; if one ever did, its work is rolled back
+        // rather than half committed (the invariant checks in tests would then flag it).
+        for step in [
+            State::process_low_runways,
+            State::process_depletions,
+            State::process_grace_expiries,
+        ] {
+            let mark = ctx.events.len();
+            match step(self, &mut ctx) {
+                Ok(()) => self.commit(),
+                Err(_) => {
+                    self.rollback();
+                    ctx.events.truncate(mark);
+                }
+            }
         }
         let due = self.due_auto_accepts(self.height);
         self.commit();

@@ -155,6 +155,8 @@ pub enum EscrowError {
     Overflow,
     #[error("deployment {0} has no escrow account")]
     AccountNotFound(DeploymentId),
+    #[error("the allowance expires at height {expires_at}, which is not after the current height {height}")]
+    AllowanceExpired { expires_at: u64, height: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -436,6 +438,7 @@ impl TxError {
                 EscrowError::PaymentNotFound(_) => 7,
                 EscrowError::Overflow => 8,
                 EscrowError::AccountNotFound(_) => 9,
+                EscrowError::AllowanceExpired { .. } => 10,
             },
             TxError::Validators(e) => match e {
                 ValidatorError::NoSet => 1,

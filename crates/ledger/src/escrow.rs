@@ -48,7 +48,7 @@ impl State {
     }
 
     /// Σ over open payments of what `blocks` more blocks would owe (saturating on overflow).
-    fn owed_over(&self, acct: &EscrowAccount, blocks: u64) -> u128 {
+    pub(crate) fn owed_over(&self, acct: &EscrowAccount, blocks: u64) -> u128 {
         acct.open_payments
             .iter()
             .filter_map(|lid| self.payments.get(lid))
@@ -105,6 +105,7 @@ impl State {
             }
         }
         self.escrow.insert(id.clone(), acct);
+        self.refresh_low(id);
     }
 
     /// What settling `id` at `height` would show, without changing anything.
@@ -160,9 +161,16 @@ impl State {
         Ok(())
     }
 
-    /// Adds `coin` from the sender to the account, then settles it. Funds deposited in a block
-    /// pay for that block. Returns whether the account ran dry anyway.
-    pub(crate) fn escrow_deposit(&mut self, ctx: &mut Ctx, id: &DeploymentId, coin: &Coin) -> Result<bool, TxError> {
+    /// Adds `coin` from `from` (the sender, or the owner for an automatic top-up) to the
+    /// account, then settles it. Funds deposited in a block pay for that block. Returns whether
+    /// the account ran dry anyway.
+    pub(crate) fn escrow_deposit_from(
+        &mut self,
+        ctx: &mut Ctx,
+        from: Address,
+        id: &DeploymentId,
+        coin: &Coin,
+    ) -> Result<bool, TxError> {
         let mut acct = self
             .escrow
             .get(id)
@@ -178,27 +186,27 @@ impl State {
         // The owner always has a place: strangers may fill all but one, so once the owner's own
         // deposit is spent (deposits are spent first in, first out) it can still top up.
         let owner_listed = acct.deposits.iter().any(|d| d.depositor == id.owner);
-        let places = if ctx.sender == id.owner || owner_listed {
+        let places = if from == id.owner || owner_listed {
             MAX_DEPOSITORS
         } else {
             MAX_DEPOSITORS - 1
         };
         let full = acct.deposits.len() >= places;
-        match acct.deposits.iter_mut().find(|d| d.depositor == ctx.sender) {
+        match acct.deposits.iter_mut().find(|d| d.depositor == from) {
             Some(d) => d.amount = d.amount.checked_add(coin.amount).ok_or(EscrowError::Overflow)?,
             None if full => return Err(EscrowError::TooManyDepositors(MAX_DEPOSITORS).into()),
             None => acct.deposits.push(Deposit {
-                depositor: ctx.sender,
+                depositor: from,
                 amount: coin.amount,
             }),
         }
-        self.transfer(ctx.sender, self.escrow_module(), coin)?;
+        self.transfer(from, self.escrow_module(), coin)?;
         acct.balance = acct.balance.checked_add(coin.amount).ok_or(EscrowError::Overflow)?;
         acct.deposited = acct.deposited.checked_add(coin.amount).ok_or(EscrowError::Overflow)?;
         self.save_account(id, acct, false);
         ctx.events.push(Event::EscrowDeposited {
             id: id.clone(),
-            depositor: ctx.sender,
+            depositor: from,
             amount: coin.clone(),
         });
         self.escrow_settle(id, ctx.height)
@@ -297,6 +305,9 @@ impl State {
             take_bps,
             unsettled: 0,
             open: true,
+            since: height,
+            before: 0,
+            stopped_at: None,
         };
         self.payments.insert(lease.clone(), payment);
         let pos = acct.open_payments.binary_search(lease).unwrap_or_else(|p| p);
@@ -309,6 +320,41 @@ impl State {
                 denom: acct.denom.clone(),
             }
             .into());
+        }
+        self.save_account(id, acct, false);
+        Ok(())
+    }
+
+    /// Pays `lease` again from this height at `rate` (a lease resuming from grace: its payment
+    /// record keeps what it was paid before). The caller has settled the account and checked
+    /// that it pays a full block.
+    pub(crate) fn escrow_reopen_payment(
+        &mut self,
+        id: &DeploymentId,
+        lease: &LeaseId,
+        rate: &Price,
+        height: u64,
+    ) -> Result<(), TxError> {
+        let mut acct = self
+            .escrow
+            .get(id)
+            .cloned()
+            .ok_or_else(|| EscrowError::AccountNotFound(id.clone()))?;
+        debug_assert!(acct.settled_at >= height, "settled before resuming");
+        let mut p = self
+            .payments
+            .get(lease)
+            .cloned()
+            .ok_or_else(|| EscrowError::PaymentNotFound(lease.clone()))?;
+        p.open = true;
+        p.carry = 0;
+        p.rate = rate.clone();
+        p.before = p.received.saturating_add(p.unsettled);
+        p.since = height;
+        p.stopped_at = None;
+        self.payments.insert(lease.clone(), p);
+        if let Err(pos) = acct.open_payments.binary_search(lease) {
+            acct.open_payments.insert(pos, lease.clone());
         }
         self.save_account(id, acct, false);
         Ok(())
@@ -349,7 +395,11 @@ impl State {
     pub(crate) fn escrow_close_payment(&mut self, ctx: &mut Ctx, lease: &LeaseId) -> Result<(), TxError> {
         self.escrow_pay_out(ctx, lease)?;
         let id = lease.deployment();
+        let stopped_at = self.escrow.get(&id).map(|a| a.settled_at);
         if let Some(mut p) = self.payments.get(lease).cloned() {
+            if p.open {
+                p.stopped_at = stopped_at;
+            }
             p.open = false;
             p.carry = 0;
             self.payments.insert(lease.clone(), p);

@@ -92,6 +92,7 @@ pub fn check(state: &State) -> Result<(), String> {
         if p.carry >= DEC_SCALE {
             return Err(format!("payment {lid}: carry {} is a whole unit or more", p.carry));
         }
+        // A lease in grace is not paid: only an active one has an open payment.
         let lease_active = state.leases.get(lid).is_some_and(|l| l.state == LeaseState::Active);
         if p.open != lease_active {
             return Err(format!(
@@ -111,19 +112,38 @@ pub fn check(state: &State) -> Result<(), String> {
             .escrow
             .get(&lid.deployment())
             .ok_or_else(|| format!("payment {lid} without account"))?;
+        // Over each paid stretch a lease was paid floor(rate × blocks), to the unit.
         let until = if p.open {
             acct.settled_at
         } else {
-            lease.closed_at.unwrap_or(acct.settled_at)
+            p.stopped_at
+                .ok_or_else(|| format!("payment {lid}: closed without a stop height"))?
         };
+        if p.open == p.stopped_at.is_some() {
+            return Err(format!(
+                "payment {lid}: open={} with stop height {:?}",
+                p.open, p.stopped_at
+            ));
+        }
+        // A lease that ended stopped being paid when it ended, or earlier when it was in grace.
+        if let (Some(stop), Some(closed)) = (p.stopped_at, lease.closed_at) {
+            if stop > closed {
+                return Err(format!(
+                    "payment {lid}: stopped at {stop}, after the lease closed at {closed}"
+                ));
+            }
+        }
+        if p.since < lease.created_at {
+            return Err(format!("payment {lid}: paid since {} before the lease began", p.since));
+        }
         let blocks = until
-            .checked_sub(lease.created_at)
+            .checked_sub(p.since)
             .ok_or_else(|| format!("payment {lid} settled before it began"))?;
         let (units, frac) = p.rate.amount.accrue(blocks, 0).ok_or("accrual overflows")?;
-        if p.received + p.unsettled != units {
+        if p.received + p.unsettled != p.before + units {
             return Err(format!(
-                "payment {lid}: received {} + unsettled {} != floor({} × {blocks}) = {units}",
-                p.received, p.unsettled, p.rate.amount
+                "payment {lid}: received {} + unsettled {} != before {} + floor({} × {blocks}) = {units}",
+                p.received, p.unsettled, p.before, p.rate.amount
             ));
         }
         if p.open && p.carry != frac {
@@ -151,8 +171,8 @@ pub fn check(state: &State) -> Result<(), String> {
                 if order.state != OrderState::Active {
                     return Err(format!("active bid {bid_id} on a {:?} order", order.state));
                 }
-                if state.leases.get(bid_id).is_none_or(|l| l.state != LeaseState::Active) {
-                    return Err(format!("active bid {bid_id} without an active lease"));
+                if state.leases.get(bid_id).is_none_or(|l| !l.state.is_live()) {
+                    return Err(format!("active bid {bid_id} without a live lease"));
                 }
             }
             BidState::Lost | BidState::Closed => {}
@@ -171,8 +191,47 @@ pub fn check(state: &State) -> Result<(), String> {
         return Err("provider load table misses a provider".into());
     }
     for (lid, lease) in state.leases.iter() {
-        if lease.state == LeaseState::Active && state.bids.get(lid).is_none_or(|b| b.state != BidState::Active) {
-            return Err(format!("active lease {lid} without an active bid"));
+        if lease.state.is_live() && state.bids.get(lid).is_none_or(|b| b.state != BidState::Active) {
+            return Err(format!("live lease {lid} without an active bid"));
+        }
+        match (lease.state, lease.grace_until) {
+            (LeaseState::Grace, Some(h)) => {
+                if !state.grace_expiry.contains(&(h, lid.clone())) {
+                    return Err(format!("lease {lid}: grace until {h} not indexed"));
+                }
+                if h < state.height {
+                    return Err(format!("lease {lid}: grace until {h} is overdue"));
+                }
+            }
+            (LeaseState::Grace, None) => return Err(format!("lease {lid}: in grace without an end")),
+            (_, Some(h)) => return Err(format!("lease {lid}: {:?} with a grace end {h}", lease.state)),
+            (_, None) => {}
+        }
+    }
+    for ((h, lid), ()) in state.grace_expiry.iter() {
+        if state.leases.get(lid).and_then(|l| l.grace_until) != Some(*h) {
+            return Err(format!("stale grace index entry ({h}, {lid})"));
+        }
+    }
+    for (id, p) in state.escrow_policies.iter() {
+        if state.escrow.get(id).is_none_or(|a| a.closed) {
+            return Err(format!("escrow policy of {id} without an open account"));
+        }
+        if let Some(h) = p.low_at {
+            if !state.escrow_low.contains(&(h, id.clone())) {
+                return Err(format!("escrow policy of {id}: threshold at {h} not indexed"));
+            }
+            if h < state.height {
+                return Err(format!("escrow policy of {id}: threshold at {h} is overdue"));
+            }
+        }
+        if p.alerted && p.low_at.is_some() {
+            return Err(format!("escrow policy of {id}: alerted and still watched"));
+        }
+    }
+    for ((h, id), ()) in state.escrow_low.iter() {
+        if state.escrow_policies.get(id).and_then(|p| p.low_at) != Some(*h) {
+            return Err(format!("stale threshold index entry ({h}, {id})"));
         }
     }
     for (gid, g) in state.groups.iter() {

@@ -13,6 +13,7 @@ pub mod evidence;
 pub mod invariants;
 mod market;
 mod provider;
+mod runway;
 pub mod state;
 pub mod table;
 mod training;

@@ -87,7 +87,7 @@ impl State {
     // -----------------------------------------------------------------------------------------
     // Helpers.
 
-    fn active_deployment(&self, id: &DeploymentId) -> Result<Deployment, MarketError> {
+    pub(crate) fn active_deployment(&self, id: &DeploymentId) -> Result<Deployment, MarketError> {
         let dep = self
             .deployments
             .get(id)
@@ -99,7 +99,7 @@ impl State {
         Ok(dep)
     }
 
-    fn set_group_state(&mut self, ctx: &mut Ctx, id: &GroupId, state: GroupState) {
+    pub(crate) fn set_group_state(&mut self, ctx: &mut Ctx, id: &GroupId, state: GroupState) {
         if let Some(mut g) = self.groups.get(id).cloned() {
             if g.state != state {
                 g.state = state;
@@ -171,9 +171,9 @@ impl State {
         Ok(())
     }
 
-    /// Ends an active lease: final payout, bid released, order closed. The account must be
-    /// settled at this height already.
-    fn end_lease(
+    /// Ends an active lease or one in grace: final payout, bid released, order closed. The
+    /// account must be settled at this height already.
+    pub(crate) fn end_lease(
         &mut self,
         ctx: &mut Ctx,
         id: &LeaseId,
@@ -183,10 +183,13 @@ impl State {
         let Some(mut lease) = self.leases.get(id).cloned() else {
             return Ok(());
         };
-        if lease.state != LeaseState::Active {
+        if !lease.state.is_live() {
             return Ok(());
         }
         self.escrow_close_payment(ctx, id)?;
+        if let Some(until) = lease.grace_until.take() {
+            self.grace_expiry.remove(&(until, id.clone()));
+        }
         lease.state = state;
         lease.closed_at = Some(ctx.height);
         lease.reason = Some(reason);
@@ -253,7 +256,9 @@ impl State {
         self.on_depleted(ctx, id)
     }
 
-    fn on_depleted(&mut self, ctx: &mut Ctx, id: &DeploymentId) -> Result<(), TxError> {
+    /// The escrow of `id` ran dry at this height: its active leases go into grace, or close
+    /// with `insufficient_funds` (their groups too) where the grace period is 0.
+    pub(crate) fn on_depleted(&mut self, ctx: &mut Ctx, id: &DeploymentId) -> Result<(), TxError> {
         ctx.events.push(Event::EscrowDepleted { id: id.clone() });
         let active: Vec<LeaseId> = self
             .leases
@@ -261,6 +266,9 @@ impl State {
             .filter(|(_, l)| l.state == LeaseState::Active)
             .map(|(k, _)| k.clone())
             .collect();
+        if self.params.grace_blocks > 0 {
+            return self.enter_grace(ctx, id, active);
+        }
         for lid in active {
             self.end_lease(
                 ctx,
@@ -313,6 +321,7 @@ impl State {
                 created_at: ctx.height,
                 closed_at: None,
                 reason: None,
+                grace_until: None,
             },
         );
         ctx.events.push(Event::LeaseCreated { id: id.clone(), price });
@@ -424,9 +433,10 @@ impl State {
     pub(crate) fn exec_deposit(&mut self, ctx: &mut Ctx, id: &DeploymentId, amount: &Coin) -> Result<(), TxError> {
         self.active_deployment(id)?;
         self.known_denom(&amount.denom)?;
-        if self.escrow_deposit(ctx, id, amount)? {
+        if self.escrow_deposit_from(ctx, ctx.sender, id, amount)? {
             self.on_depleted(ctx, id)?;
         }
+        self.resume_grace(ctx, id)?;
         self.reconsider_auto_accept(ctx, id);
         Ok(())
     }
@@ -728,7 +738,7 @@ impl State {
             .ok_or_else(|| MarketError::LeaseNotFound(id.clone()))?;
         let by_tenant = ctx.sender == id.owner;
         if by_tenant {
-            if reason != LeaseCloseReason::Owner {
+            if !reason.is_owner_reason() {
                 return Err(MarketError::BadCloseReason { reason, who: "tenant" }.into());
             }
         } else if ctx.sender == id.provider {
@@ -742,7 +752,7 @@ impl State {
         } else {
             return Err(MarketError::NotLeaseParty(ctx.sender).into());
         }
-        if lease.state != LeaseState::Active {
+        if !lease.state.is_live() {
             return Err(MarketError::LeaseNotActive {
                 id: id.clone(),
                 state: lease.state,
@@ -750,8 +760,9 @@ impl State {
             .into());
         }
         self.settle_deployment(ctx, &id.deployment())?;
-        if self.leases.get(id).is_some_and(|l| l.state != LeaseState::Active) {
-            // The escrow ran dry while settling: the lease is already over.
+        if self.leases.get(id).is_some_and(|l| !l.state.is_live()) {
+            // Cannot happen while dry escrows give grace; with a grace period of 0 the
+            // settlement ended the lease already.
             return Ok(());
         }
         self.end_lease(ctx, id, LeaseState::Closed, reason)?;

@@ -164,6 +164,12 @@ pub struct State {
     pub(crate) train_checkpoints: Table<(Hash32, u64), u32>,
     /// The next job id (absent: 0).
     pub(crate) train_next_job: Table<(), u64>,
+    /// Deployment → its escrow policy ([`crate::runway`]).
+    pub(crate) escrow_policies: Table<DeploymentId, pazar_types::records::EscrowPolicy>,
+    /// (height, deployment): runways that fall to their threshold at that height.
+    pub(crate) escrow_low: Table<(u64, DeploymentId), ()>,
+    /// (height, lease): leases in grace that close at the end of that height.
+    pub(crate) grace_expiry: Table<(u64, LeaseId), ()>,
 }
 
 /// Calls `$m` on every table of the state with its name and store id. The ids are part of the
@@ -203,6 +209,9 @@ macro_rules! for_each_table {
         $s.train_rounds.$m("train_rounds", table_id::TRAIN_ROUNDS $(, $arg)*);
         $s.train_checkpoints.$m("train_checkpoints", table_id::TRAIN_CHECKPOINTS $(, $arg)*);
         $s.train_next_job.$m("train_next_job", table_id::TRAIN_NEXT_JOB $(, $arg)*);
+        $s.escrow_policies.$m("escrow_policies", table_id::ESCROW_POLICIES $(, $arg)*);
+        $s.escrow_low.$m("escrow_low", table_id::ESCROW_LOW $(, $arg)*);
+        $s.grace_expiry.$m("grace_expiry", table_id::GRACE_EXPIRY $(, $arg)*);
     }};
 }
 
@@ -432,6 +441,9 @@ impl State {
             train_rounds: Table::default(),
             train_checkpoints: Table::default(),
             train_next_job: Table::default(),
+            escrow_policies: Table::default(),
+            escrow_low: Table::default(),
+            grace_expiry: Table::default(),
         }
     }
 

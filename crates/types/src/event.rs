@@ -91,9 +91,47 @@ pub enum Event {
         to: Address,
         amount: Coin,
     },
-    /// The escrow could not pay a full block: its leases closed with `insufficient_funds`.
+    /// The escrow could not pay a full block: its leases went into grace (`lease_grace`), or
+    /// closed with `insufficient_funds` where the grace period is 0.
     EscrowDepleted {
         id: DeploymentId,
+    },
+    /// The tenant set (or, with no threshold and no allowance, cleared) its escrow policy.
+    EscrowPolicySet {
+        id: DeploymentId,
+        policy: crate::records::EscrowPolicySpec,
+    },
+    /// The runway fell to `low_blocks` or fewer: `runway_blocks` are left at current rates.
+    /// Announced once per crossing; a rise above the threshold re-arms it.
+    EscrowLow {
+        id: DeploymentId,
+        runway_blocks: u64,
+        low_blocks: u64,
+    },
+    /// An automatic top-up moved `amount` from `from` (the owner) into the escrow under its
+    /// allowance; `remaining` is left of the allowance.
+    EscrowToppedUp {
+        id: DeploymentId,
+        from: Address,
+        amount: Coin,
+        #[serde(with = "crate::coin::u128_string")]
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
+        remaining: u128,
+    },
+    /// A top-up was due and could not be made (`reason`); the escrow runs on.
+    EscrowTopUpSkipped {
+        id: DeploymentId,
+        reason: TopUpSkipped,
+    },
+    /// The escrow ran dry: the provider is not paid from now on and keeps the lease's volumes;
+    /// at the end of block `until` the lease closes unless a deposit resumes it first.
+    LeaseGrace {
+        id: LeaseId,
+        until: u64,
+    },
+    /// A deposit ended the grace period: the lease is active and paid again.
+    LeaseResumed {
+        id: LeaseId,
     },
     /// A provider was paid `paid`; `take` went to the fee pool.
     LeaseWithdrawn {
@@ -297,4 +335,17 @@ pub enum Event {
         cancelled: bool,
         refunded: Coin,
     },
+}
+
+/// Why a due top-up was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TopUpSkipped {
+    /// The allowance is spent.
+    AllowanceSpent,
+    /// The allowance expired.
+    Expired,
+    /// The owner's account holds none of the denomination.
+    NoFunds,
 }

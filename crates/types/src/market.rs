@@ -557,6 +557,17 @@ pub enum LeaseState {
     Active = 1,
     InsufficientFunds = 2,
     Closed = 3,
+    /// The escrow ran dry: the provider is not paid, keeps the lease's volumes and may stop
+    /// its containers until a deposit resumes the lease (`active` again) or the grace period
+    /// ends it (`insufficient_funds`).
+    Grace = 4,
+}
+
+impl LeaseState {
+    /// Active or in grace: the lease still holds its provider's capacity and its bid.
+    pub fn is_live(self) -> bool {
+        matches!(self, LeaseState::Active | LeaseState::Grace)
+    }
 }
 
 /// Why a lease closed; codes as Akash's `LeaseClosedReason` (1..9999 owner, 10000..19999
@@ -571,6 +582,8 @@ pub enum LeaseCloseReason {
     Unspecified,
     ManifestTimeout,
     InsufficientFunds,
+    /// The tenant (or its agent) closed the lease because the provider stopped answering.
+    ProviderUnresponsive,
 }
 
 impl LeaseCloseReason {
@@ -582,7 +595,13 @@ impl LeaseCloseReason {
             LeaseCloseReason::Unspecified => 10002,
             LeaseCloseReason::ManifestTimeout => 10003,
             LeaseCloseReason::InsufficientFunds => 20000,
+            LeaseCloseReason::ProviderUnresponsive => 2,
         }
+    }
+
+    /// Reasons a tenant may give.
+    pub fn is_owner_reason(self) -> bool {
+        (1..10000).contains(&self.code())
     }
 
     /// Reasons a provider may give.

@@ -48,6 +48,10 @@ pub struct Params {
     /// group pauses, so the tenant sees why and starts the group again or closes it.
     #[serde(default = "default_order_timeout_blocks")]
     pub order_timeout_blocks: u32,
+    /// Blocks a lease whose escrow ran dry stays in grace (provider unpaid, volumes kept)
+    /// before it closes; a deposit within them resumes it. 0: it closes at once.
+    #[serde(default = "default_grace_blocks")]
+    pub grace_blocks: u64,
 }
 
 /// Default of [`Params::bid_timeout_blocks`]: ten minutes of one-second blocks (Akash's provider
@@ -60,6 +64,13 @@ pub const DEFAULT_MAX_AUTO_ACCEPT_BLOCKS: u32 = 300;
 
 const _: () = assert!(DEFAULT_MAX_AUTO_ACCEPT_BLOCKS < DEFAULT_BID_TIMEOUT_BLOCKS);
 const _: () = assert!(DEFAULT_BID_TIMEOUT_BLOCKS <= DEFAULT_ORDER_TIMEOUT_BLOCKS);
+
+/// Default of [`Params::grace_blocks`]: an hour of one-second blocks.
+pub const DEFAULT_GRACE_BLOCKS: u64 = 3_600;
+
+fn default_grace_blocks() -> u64 {
+    DEFAULT_GRACE_BLOCKS
+}
 
 fn default_bid_timeout_blocks() -> u32 {
     DEFAULT_BID_TIMEOUT_BLOCKS
@@ -91,6 +102,7 @@ impl Params {
             max_auto_accept_blocks: DEFAULT_MAX_AUTO_ACCEPT_BLOCKS,
             bid_timeout_blocks: DEFAULT_BID_TIMEOUT_BLOCKS,
             order_timeout_blocks: DEFAULT_ORDER_TIMEOUT_BLOCKS,
+            grace_blocks: DEFAULT_GRACE_BLOCKS,
         }
     }
 
@@ -210,6 +222,98 @@ pub struct Lease {
     pub created_at: u64,
     pub closed_at: Option<u64>,
     pub reason: Option<LeaseCloseReason>,
+    /// In grace: the height at whose end the lease closes unless a deposit resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_until: Option<u64>,
+}
+
+/// What a tenant asked of its deployment's escrow ([`crate::Msg::SetEscrowPolicy`]).
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EscrowPolicySpec {
+    /// Announce `escrow_low` when the runway falls to this many blocks or fewer (0: never,
+    /// except as a top-up's trigger at the last block).
+    pub low_blocks: u64,
+    /// Refill the escrow from the owner's account when the runway falls that low.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_up: Option<TopUpSpec>,
+}
+
+/// An allowance for automatic top-ups: at most `limit` in all, each top-up bringing the runway
+/// back to `target_blocks`, until the end of block `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TopUpSpec {
+    pub limit: Coin,
+    pub target_blocks: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+/// Most blocks a runway threshold or top-up target may name: about 31 years of one-second
+/// blocks. Keeps every "blocks from now" sum far from overflowing.
+pub const MAX_RUNWAY_BLOCKS: u64 = 1 << 30;
+
+impl EscrowPolicySpec {
+    /// Stateless checks: thresholds within [`MAX_RUNWAY_BLOCKS`], a top-up target above the
+    /// threshold (a top-up must lift the runway out of the alert, or it would fire again at
+    /// once), a non-zero limit.
+    pub fn validate(&self, field: &str) -> Result<(), crate::market::SpecError> {
+        let bad = |f: &str, r: String| {
+            Err(crate::market::SpecError::Invalid {
+                field: format!("{field}.{f}"),
+                reason: r,
+            })
+        };
+        if self.low_blocks > MAX_RUNWAY_BLOCKS {
+            return bad("low_blocks", format!("must be at most {MAX_RUNWAY_BLOCKS}"));
+        }
+        if let Some(t) = &self.top_up {
+            if t.limit.amount == 0 {
+                return bad("top_up.limit", "must be greater than zero".into());
+            }
+            if t.target_blocks > MAX_RUNWAY_BLOCKS {
+                return bad("top_up.target_blocks", format!("must be at most {MAX_RUNWAY_BLOCKS}"));
+            }
+            if t.target_blocks <= self.low_blocks {
+                return bad(
+                    "top_up.target_blocks",
+                    format!("must be greater than low_blocks ({})", self.low_blocks),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A deployment's escrow policy as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EscrowPolicy {
+    pub low_blocks: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_up: Option<TopUpAllowance>,
+    /// `escrow_low` was announced and the runway has not risen above the threshold since.
+    pub alerted: bool,
+    /// Height indexed for the next crossing of the threshold (`None`: nothing to watch).
+    pub low_at: Option<u64>,
+}
+
+/// What is left of an allowance.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TopUpAllowance {
+    /// Still allowed, in the escrow's denomination.
+    #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
+    pub remaining: u128,
+    /// Moved into the escrow so far.
+    #[serde(with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
+    pub spent: u128,
+    pub target_blocks: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
@@ -283,6 +387,18 @@ pub struct Payment {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
     pub unsettled: u128,
     pub open: bool,
+    /// Height the current paid stretch began: the lease's start, or the block a deposit
+    /// resumed it from grace.
+    #[serde(default)]
+    pub since: u64,
+    /// Accrued (received plus unsettled) in the stretches before `since`.
+    #[serde(default, with = "crate::coin::u128_string")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Amount))]
+    pub before: u128,
+    /// Height the payment last stopped (the escrow ran dry, or the lease ended); `None` while
+    /// it is paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<u64>,
 }
 
 /// A read-only projection of an escrow account at some height, for queries and runway alerts.

@@ -48,6 +48,12 @@ pub mod table_id {
     pub const TRAIN_CHECKPOINTS: u8 = 32;
     /// () → the next job id.
     pub const TRAIN_NEXT_JOB: u8 = 33;
+    /// Deployment id → `records::EscrowPolicy` (runway threshold, top-up allowance).
+    pub const ESCROW_POLICIES: u8 = 34;
+    /// (height, deployment) → (): deployments whose runway falls to their threshold then.
+    pub const ESCROW_LOW: u8 = 35;
+    /// (height, lease) → (): leases in grace that close at the end of that height.
+    pub const GRACE_EXPIRY: u8 = 36;
 }
 
 /// The store key of entry `key` of table `table` (an id from [`table_id`]): proofs are about

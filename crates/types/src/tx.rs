@@ -258,6 +258,13 @@ pub enum Msg {
     CancelJob {
         job: u64,
     },
+    /// escrow: the owner of deployment `dseq` sets its escrow policy (a runway threshold for
+    /// `escrow_low`, an allowance for automatic top-ups), replacing the previous one; a policy
+    /// with neither clears it. Revoking the allowance is setting a policy without it.
+    SetEscrowPolicy {
+        dseq: u64,
+        policy: crate::records::EscrowPolicySpec,
+    },
 }
 
 impl Msg {
@@ -294,6 +301,7 @@ impl Msg {
             Msg::PostReferee { .. } => "post_referee",
             Msg::PostCheckpoint { .. } => "post_checkpoint",
             Msg::CancelJob { .. } => "cancel_job",
+            Msg::SetEscrowPolicy { .. } => "set_escrow_policy",
         }
     }
 
@@ -382,6 +390,7 @@ impl Msg {
             Msg::PostCheckpoint { left_out, .. } => {
                 crate::train::validate_left_out(&format!("{field}.left_out"), left_out)
             }
+            Msg::SetEscrowPolicy { policy, .. } => policy.validate(&format!("{field}.policy")),
             _ => Ok(()),
         }
     }
@@ -473,6 +482,9 @@ impl Msg {
             | Msg::PostReferee { .. }
             | Msg::PostCheckpoint { .. }
             | Msg::CancelJob { .. }
+            // An allowance moves nothing when it is granted; each top-up is checked against
+            // the owner's balance when it is due.
+            | Msg::SetEscrowPolicy { .. }
             | Msg::CreateProvider { .. }
             | Msg::UpdateProvider { .. }
             | Msg::DeleteProvider

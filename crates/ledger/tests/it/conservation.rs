@@ -12,7 +12,7 @@ use crate::common;
 use common::*;
 use pazar_ledger::state::Pending;
 use pazar_ledger::{invariants, State};
-use pazar_types::market::{BidState, GroupState, LeaseCloseReason, LeaseState, OrderState};
+use pazar_types::market::{BidState, GroupState, LeaseCloseReason, OrderState};
 use pazar_types::{Address, Dec, Denom, KeyScheme, Msg, Price, SigningKey, TxBody, TxSignature};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -33,6 +33,8 @@ enum Op {
         stable: bool,
         auto: Option<u8>,
         audited: Option<u8>,
+        /// Priced in whole units per block: runs dry within tens of blocks.
+        pricey: bool,
     },
     Audit {
         auditor: u8,
@@ -74,6 +76,13 @@ enum Op {
     Skip {
         blocks: u8,
     },
+    /// A runway threshold, with or without an allowance (expiring or not), or a revocation.
+    Policy {
+        pick: u16,
+        low: u8,
+        top_up: Option<(u32, u8, Option<u8>)>,
+        stable_limit: bool,
+    },
     EndBlock,
     // Invalid on purpose.
     BadSignature {
@@ -108,8 +117,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (any::<u8>(), any::<u8>(), 1..5_000_000u64, any::<bool>())
             .prop_map(|(from, to, amount, stable)| Op::Send { from, to, amount, stable }),
-        5 => (any::<u8>(), 1..3u8, 1..2_000_000u32, 500_000..3_000_000u32, any::<bool>(), proptest::option::weighted(0.2, 0..4u8), proptest::option::weighted(0.2, any::<u8>()))
-            .prop_map(|(tenant, groups, price, deposit, stable, auto, audited)| Op::Deploy { tenant, groups, price, deposit, stable, auto, audited }),
+        5 => (any::<u8>(), 1..3u8, 1..2_000_000u32, 500_000..3_000_000u32, any::<bool>(), proptest::option::weighted(0.2, 0..4u8), proptest::option::weighted(0.2, any::<u8>()), proptest::bool::weighted(0.4))
+            .prop_map(|(tenant, groups, price, deposit, stable, auto, audited, pricey)| Op::Deploy { tenant, groups, price, deposit, stable, auto, audited, pricey }),
         2 => (any::<u8>(), any::<u8>(), proptest::bool::weighted(0.3))
             .prop_map(|(auditor, provider, revoke)| Op::Audit { auditor, provider, revoke }),
         3 => (any::<u8>(), any::<u16>(), 1..2_000_000u32).prop_map(|(from, pick, amount)| Op::Deposit { from, pick, amount }),
@@ -121,6 +130,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u16>().prop_map(|pick| Op::CloseBid { pick }),
         2 => (any::<u16>(), 0..3u8).prop_map(|(pick, action)| Op::Group { pick, action }),
         2 => (1..40u8).prop_map(|blocks| Op::Skip { blocks }),
+        3 => (any::<u16>(), 0..30u8, proptest::option::weighted(0.7, (1..4_000_000u32, 1..60u8, proptest::option::weighted(0.3, 0..40u8))), proptest::bool::weighted(0.05))
+            .prop_map(|(pick, low, top_up, stable_limit)| Op::Policy { pick, low, top_up, stable_limit }),
         6 => Just(Op::EndBlock),
         1 => any::<u8>().prop_map(|from| Op::BadSignature { from }),
         1 => any::<u8>().prop_map(|from| Op::WrongSequence { from }),
@@ -142,6 +153,9 @@ struct Run {
     hashes: Vec<[u8; 32]>,
     supply: Vec<(Denom, u128)>,
     txs: usize,
+    /// How often end-of-block runway work happened: alerts, top-ups, graces, resumptions,
+    /// grace expiries (insufficient-funds closes).
+    runway: [usize; 5],
 }
 
 fn pick<T: Clone>(items: &[T], i: u16) -> Option<T> {
@@ -182,6 +196,7 @@ impl Run {
             hashes: Vec::new(),
             supply,
             txs: 0,
+            runway: [0; 5],
         }
     }
 
@@ -227,6 +242,25 @@ impl Run {
         let predicted = self.chain.state.simulate_txs(&header, &txs, &[]).expect("next block");
         assert_eq!(self.chain.state.state_hash(), before, "a simulation changed the state");
         let out = self.chain.block(txs);
+        let all = out
+            .receipts
+            .iter()
+            .flat_map(|r| r.events.iter())
+            .chain(out.end_block_events.iter());
+        for e in all {
+            let slot = match e {
+                pazar_types::Event::EscrowLow { .. } => 0,
+                pazar_types::Event::EscrowToppedUp { .. } => 1,
+                pazar_types::Event::LeaseGrace { .. } => 2,
+                pazar_types::Event::LeaseResumed { .. } => 3,
+                pazar_types::Event::LeaseClosed {
+                    reason: LeaseCloseReason::InsufficientFunds,
+                    ..
+                } => 4,
+                _ => continue,
+            };
+            self.runway[slot] += 1;
+        }
         assert_eq!(
             predicted, out.receipts,
             "a simulation predicted other receipts than the block gave"
@@ -260,9 +294,10 @@ impl Run {
             .filter(|(_, b)| b.state == BidState::Open)
             .map(|(k, _)| k.clone())
             .collect();
+        // Closing works on leases in grace too.
         let active: Vec<_> = st
             .leases()
-            .filter(|(_, l)| l.state == LeaseState::Active)
+            .filter(|(_, l)| l.state.is_live())
             .map(|(k, _)| k.clone())
             .collect();
         let any_lease: Vec<_> = st.leases().map(|(k, _)| k.clone()).collect();
@@ -297,6 +332,7 @@ impl Run {
                 stable,
                 auto,
                 audited,
+                pricey,
             } => {
                 let t = self.tenants[tenant as usize % self.tenants.len()].clone();
                 let d = if stable { uusd() } else { upzr() };
@@ -306,9 +342,16 @@ impl Run {
                 let specs = (0..groups)
                     .map(|i| {
                         let mut g = group(&format!("g{i}"), "1", &d);
+                        // 1-2 units a block, or 20,000-220,000 (with a 0.5-3 M deposit: dry in
+                        // tens of blocks, so graces, top-ups and alerts happen).
+                        let units = if pricey {
+                            u128::from(price % 200_000 + 20_000) * pazar_types::DEC_SCALE
+                        } else {
+                            u128::from(price) * 1_000_000_000_000
+                        };
                         g.resources[0].price = Price {
                             denom: d.clone(),
-                            amount: Dec(u128::from(price) * 1_000_000_000_000),
+                            amount: Dec(units),
                         };
                         if let Some(a) = auditor {
                             if i == 0 {
@@ -470,6 +513,39 @@ impl Run {
                     self.flush();
                 }
             }
+            Op::Policy {
+                pick: p,
+                low,
+                top_up,
+                stable_limit,
+            } => {
+                if let Some(id) = pick(&deployments, p) {
+                    let t = key_of(&id.owner, &self.tenants).expect("tenant");
+                    let denom = self
+                        .chain
+                        .state
+                        .escrow_account(&id)
+                        .map(|a| a.denom.clone())
+                        .unwrap_or_else(uusd);
+                    // Now and then in the other denomination: refused.
+                    let limit_denom = match (stable_limit, denom == uusd()) {
+                        (false, _) => denom,
+                        (true, true) => upzr(),
+                        (true, false) => uusd(),
+                    };
+                    let height = self.chain.state.height;
+                    let policy = pazar_types::records::EscrowPolicySpec {
+                        low_blocks: u64::from(low),
+                        top_up: top_up.map(|(limit, extra, expires)| pazar_types::records::TopUpSpec {
+                            limit: coin(u128::from(limit), &limit_denom),
+                            target_blocks: u64::from(low) + u64::from(extra),
+                            // Some already past: refused.
+                            expires_at: expires.map(|e| (height + u64::from(e)).saturating_sub(3)),
+                        }),
+                    };
+                    self.push(&t, vec![Msg::SetEscrowPolicy { dseq: id.dseq, policy }]);
+                }
+            }
             Op::EndBlock => self.flush(),
             Op::BadSignature { from } => {
                 let k = self.who(from);
@@ -544,7 +620,14 @@ fn params() -> pazar_ledger::Params {
     p.bid_timeout_blocks = 12;
     p.order_timeout_blocks = 30;
     p.max_auto_accept_blocks = 6;
+    // Short enough that leases go into grace, resume and run out of it among the traffic.
+    p.grace_blocks = 8;
     p
+}
+
+thread_local! {
+    /// Runway events over every sequence of the run (`Run::runway` summed).
+    static RUNWAY: std::cell::RefCell<[usize; 5]> = const { std::cell::RefCell::new([0; 5]) };
 }
 
 fn cases() -> u32 {
@@ -567,6 +650,12 @@ fn check_sequence(ops: Vec<Op>) -> Result<usize, TestCaseError> {
     prop_assert!(st.leases().count() > 0, "no lease was ever made");
     prop_assert!(st.bids().any(|(_, b)| b.expired), "no bid ever expired");
     prop_assert!(st.orders().any(|(_, o)| o.expired), "no order ever expired");
+    RUNWAY.with(|r| {
+        let mut r = r.borrow_mut();
+        for (total, n) in r.iter_mut().zip(run.runway) {
+            *total += n;
+        }
+    });
     if std::env::var("PAZAR_PROPTEST_STATS").is_ok() {
         let st = &run.chain.state;
         let received: u128 = st.leases().filter_map(|(k, _)| st.payment(k)).map(|p| p.received).sum();
@@ -679,7 +768,21 @@ fn tokens_are_conserved_and_replay_is_deterministic() {
         panic!("{e}");
     }
     let total = total.get();
-    eprintln!("conservation: {total} transactions in {} sequences", cases());
+    let runway = RUNWAY.with(|r| *r.borrow());
+    eprintln!(
+        "conservation: {total} transactions in {} sequences; escrow_low {}, top-ups {}, graces {}, resumed {}, closed after grace {}",
+        cases(),
+        runway[0],
+        runway[1],
+        runway[2],
+        runway[3],
+        runway[4]
+    );
+    // The runway rules were exercised, not only present: each kind of event happened.
+    assert!(
+        runway.iter().all(|n| *n > 0),
+        "runway events {runway:?}: one kind never happened"
+    );
     if cases() >= 24 {
         assert!(total >= 10_000, "only {total} transactions were exercised");
     }

@@ -54,6 +54,10 @@ proptest! {
         st.skip_to(start + dry - 1);
         prop_assert!(st.leases_of_deployment(&id).all(|(_, l)| l.state == LeaseState::Active));
         st.skip_to(start + dry);
+        // Dry: every lease is in grace for `grace_blocks`, then closed.
+        prop_assert!(st.leases_of_deployment(&id).all(|(_, l)| l.state == LeaseState::Grace));
+        let grace = st.params.grace_blocks;
+        st.skip_to(start + dry + grace);
         prop_assert!(st.leases_of_deployment(&id).all(|(_, l)| l.state == LeaseState::InsufficientFunds));
         let paid: u128 = st.leases_of_deployment(&id).map(|(k, _)| st.payment(k).expect("payment").received).sum();
         prop_assert_eq!(paid, deposit, "the whole deposit was paid out");

@@ -8,6 +8,7 @@ mod escrow_math;
 mod evidence;
 mod griefing;
 mod rules;
+mod runway;
 mod signatures;
 mod training;
 mod training_props;

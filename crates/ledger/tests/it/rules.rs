@@ -865,7 +865,7 @@ fn withdraw_by_a_stranger_or_the_tenant_is_refused() {
 }
 
 #[test]
-fn escrow_running_dry_closes_the_lease_at_the_predicted_height_and_keeps_the_deployment() {
+fn escrow_running_dry_puts_the_lease_in_grace_at_the_predicted_height_then_closes_it_and_keeps_the_deployment() {
     let mut m = market();
     // 500,000 deposit at 1,000/block: runs dry after 500 blocks.
     let o = leased(&mut m, "1000", 500_000);
@@ -880,6 +880,20 @@ fn escrow_running_dry_closes_the_lease_at_the_predicted_height_and_keeps_the_dep
     assert_eq!(m.chain.state.lease(&lease).expect("lease").state, LeaseState::Active);
     let events = m.chain.advance_to(created + 501);
     assert!(events.contains(&Event::EscrowDepleted { id: id.clone() }), "{events:?}");
+    let grace = m.chain.state.params.grace_blocks;
+    let until = created + 501 + grace;
+    assert!(events.contains(&Event::LeaseGrace {
+        id: lease.clone(),
+        until
+    }));
+    assert_eq!(m.chain.state.lease(&lease).expect("lease").state, LeaseState::Grace);
+    // In grace the provider is not paid and the group keeps its lease.
+    let received = m.chain.state.payment(&lease).expect("payment").received;
+    let events = m.chain.advance_to(until - 1);
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(m.chain.state.payment(&lease).expect("payment").received, received);
+    assert_eq!(m.chain.state.group(&o.group()).expect("group").state, GroupState::Open);
+    let events = m.chain.advance_to(until);
     assert!(events.contains(&Event::LeaseClosed {
         id: lease.clone(),
         reason: LeaseCloseReason::InsufficientFunds

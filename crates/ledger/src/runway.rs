@@ -1,0 +1,338 @@
+//! runway: what keeps a tenant from waking up to a dead service.
+//!
+//! - **Alerts.** A deployment's owner sets a threshold in blocks; when the escrow's runway falls
+//!   to it, end-of-block announces `escrow_low` once, and a rise above the threshold (a deposit,
+//!   a cheaper set of leases) re-arms it.
+//! - **Automatic top-up.** The owner grants an allowance from its own account (a limit in the
+//!   escrow's denomination, an optional expiry, a target runway). When the runway falls to the
+//!   threshold, the ledger moves what brings it back to the target (at most what is left of the
+//!   allowance and what the owner holds) into the escrow, as the owner's deposit.
+//! - **Grace.** When the escrow runs dry its leases are not closed at once: they enter grace for
+//!   `grace_blocks` (a parameter). The provider is not paid and keeps the lease's volumes; a
+//!   deposit that pays a full block for every lease in grace resumes them all; at the end of the
+//!   grace period they close with `insufficient_funds` as before.
+//!
+//! Every piece of end-of-block work is found through an index keyed by height (as escrow
+//! depletion is): a block visits only the deployments whose threshold or grace falls in it, so
+//! its cost does not grow with the number of deployments holding a policy.
+
+use pazar_types::event::TopUpSkipped;
+use pazar_types::market::{GroupState, LeaseCloseReason, LeaseState};
+use pazar_types::records::{EscrowPolicy, EscrowPolicySpec, TopUpAllowance};
+use pazar_types::{Address, BidId, Coin, DeploymentId, Event, LeaseId};
+
+use crate::error::{EscrowError, TxError};
+use crate::escrow::leases_of;
+use crate::state::State;
+use crate::Ctx;
+
+/// The greatest deployment id: the upper end of a range over every deployment.
+const DEPLOYMENT_MAX: DeploymentId = DeploymentId {
+    owner: Address::MAX,
+    dseq: u64::MAX,
+};
+
+impl State {
+    pub fn escrow_policy(&self, id: &DeploymentId) -> Option<&EscrowPolicy> {
+        self.escrow_policies.get(id)
+    }
+
+    /// `set_escrow_policy`: the owner replaces its deployment's policy (or clears it).
+    pub(crate) fn exec_set_escrow_policy(
+        &mut self,
+        ctx: &mut Ctx,
+        dseq: u64,
+        spec: &EscrowPolicySpec,
+    ) -> Result<(), TxError> {
+        let id = DeploymentId {
+            owner: ctx.sender,
+            dseq,
+        };
+        self.active_deployment(&id)?;
+        let denom = self
+            .escrow
+            .get(&id)
+            .map(|a| a.denom.clone())
+            .ok_or_else(|| EscrowError::AccountNotFound(id.clone()))?;
+        if let Some(t) = &spec.top_up {
+            if t.limit.denom != denom {
+                return Err(EscrowError::DenomMismatch {
+                    want: denom,
+                    got: t.limit.denom.clone(),
+                }
+                .into());
+            }
+            if let Some(expires_at) = t.expires_at.filter(|e| *e < ctx.height) {
+                return Err(EscrowError::AllowanceExpired {
+                    expires_at,
+                    height: ctx.height,
+                }
+                .into());
+            }
+        }
+        // Measured from now: the account is settled first (it may run dry doing so).
+        self.settle_deployment(ctx, &id)?;
+        if let Some(old) = self.escrow_policies.get(&id).and_then(|p| p.low_at) {
+            self.escrow_low.remove(&(old, id.clone()));
+        }
+        if spec.low_blocks == 0 && spec.top_up.is_none() {
+            self.escrow_policies.remove(&id);
+        } else {
+            let policy = EscrowPolicy {
+                low_blocks: spec.low_blocks,
+                top_up: spec.top_up.as_ref().map(|t| TopUpAllowance {
+                    remaining: t.limit.amount,
+                    spent: 0,
+                    target_blocks: t.target_blocks,
+                    expires_at: t.expires_at,
+                }),
+                alerted: false,
+                low_at: None,
+            };
+            self.escrow_policies.insert(id.clone(), policy);
+            self.refresh_low(&id);
+        }
+        ctx.events.push(Event::EscrowPolicySet {
+            id: id.clone(),
+            policy: spec.clone(),
+        });
+        // A new allowance can resume leases in grace at once.
+        if self.leases_in_grace(&id).next().is_some() {
+            self.top_up(ctx, &id)?;
+        }
+        Ok(())
+    }
+
+    /// Re-indexes the height at which `id`'s runway falls to its threshold. Called whenever its
+    /// account is saved. A runway above the threshold re-arms the alert; a closed account drops
+    /// the policy.
+    pub(crate) fn refresh_low(&mut self, id: &DeploymentId) {
+        let Some(old) = self.escrow_policies.get(id) else {
+            return;
+        };
+        let mut p = old.clone();
+        let Some(acct) = self.escrow.get(id) else {
+            return;
+        };
+        if acct.closed {
+            if let Some(h) = p.low_at {
+                self.escrow_low.remove(&(h, id.clone()));
+            }
+            self.escrow_policies.remove(id);
+            return;
+        }
+        let runway = acct.depletes_at.map(|d| d.saturating_sub(acct.settled_at));
+        if runway.is_none_or(|r| r > p.low_blocks) {
+            p.alerted = false;
+        }
+        let want = if p.alerted {
+            None
+        } else {
+            acct.depletes_at
+                .map(|d| d.saturating_sub(p.low_blocks).max(acct.settled_at))
+        };
+        if want != p.low_at {
+            if let Some(h) = p.low_at {
+                self.escrow_low.remove(&(h, id.clone()));
+            }
+            if let Some(h) = want {
+                self.escrow_low.insert((h, id.clone()), ());
+            }
+            p.low_at = want;
+        }
+        if *old != p {
+            self.escrow_policies.insert(id.clone(), p);
+        }
+    }
+
+    /// End of block: every deployment whose runway reached its threshold at or before this
+    /// height is announced (`escrow_low`) and topped up under its allowance. Runs before
+    /// depletion, so a threshold of 0 with an allowance tops up in the block the escrow would
+    /// have run dry.
+    pub(crate) fn process_low_runways(&mut self, ctx: &mut Ctx) -> Result<(), TxError> {
+        let due: Vec<(u64, DeploymentId)> = self
+            .escrow_low
+            .range(..=(ctx.height, DEPLOYMENT_MAX))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (h, id) in due {
+            self.escrow_low.remove(&(h, id.clone()));
+            let Some(mut p) = self.escrow_policies.get(&id).cloned() else {
+                continue;
+            };
+            // Marked before anything settles the account, so the settlement does not index
+            // this crossing a second time.
+            p.alerted = true;
+            p.low_at = None;
+            let low_blocks = p.low_blocks;
+            self.escrow_policies.insert(id.clone(), p);
+            if low_blocks > 0 {
+                let runway_blocks = self
+                    .escrow
+                    .get(&id)
+                    .and_then(|a| a.depletes_at)
+                    .map_or(0, |d| d.saturating_sub(ctx.height));
+                ctx.events.push(Event::EscrowLow {
+                    id: id.clone(),
+                    runway_blocks,
+                    low_blocks,
+                });
+            }
+            self.top_up(ctx, &id)?;
+        }
+        Ok(())
+    }
+
+    /// What `blocks` more blocks of every lease the deployment pays or would pay again (its
+    /// open payments and its leases in grace) cost, beyond what its balance already covers
+    /// from `ctx.height` on (saturating).
+    fn top_up_need(&self, id: &DeploymentId, height: u64, blocks: u64) -> u128 {
+        let Some(acct) = self.escrow.get(id) else {
+            return 0;
+        };
+        let since = height.saturating_sub(acct.settled_at);
+        let open = self.owed_over(acct, since.saturating_add(blocks));
+        let grace = self
+            .leases_in_grace(id)
+            .map(|(_, price)| price.amount.accrue(blocks, 0).map_or(u128::MAX, |(u, _)| u))
+            .fold(0u128, u128::saturating_add);
+        open.saturating_add(grace).saturating_sub(acct.balance)
+    }
+
+    /// Moves what the allowance allows (and the owner holds) into the escrow, enough for the
+    /// allowance's target runway; announces a top-up that was due and could not be made.
+    pub(crate) fn top_up(&mut self, ctx: &mut Ctx, id: &DeploymentId) -> Result<(), TxError> {
+        let Some(mut p) = self.escrow_policies.get(id).cloned() else {
+            return Ok(());
+        };
+        let Some(mut a) = p.top_up.clone() else {
+            return Ok(());
+        };
+        let Some(denom) = self.escrow.get(id).filter(|a| !a.closed).map(|a| a.denom.clone()) else {
+            return Ok(());
+        };
+        let need = self.top_up_need(id, ctx.height, a.target_blocks);
+        if need == 0 {
+            return Ok(());
+        }
+        let skipped = if a.expires_at.is_some_and(|e| e < ctx.height) {
+            Some(TopUpSkipped::Expired)
+        } else if a.remaining == 0 {
+            Some(TopUpSkipped::AllowanceSpent)
+        } else {
+            None
+        };
+        let amount = need.min(a.remaining).min(self.balance(&id.owner, &denom));
+        if let Some(reason) = skipped.or((amount == 0).then_some(TopUpSkipped::NoFunds)) {
+            ctx.events.push(Event::EscrowTopUpSkipped { id: id.clone(), reason });
+            return Ok(());
+        }
+        // The allowance is written before the deposit: the deposit saves the account, which
+        // re-reads the policy to re-index the threshold.
+        a.remaining -= amount;
+        a.spent = a.spent.saturating_add(amount);
+        let remaining = a.remaining;
+        p.top_up = Some(a);
+        self.escrow_policies.insert(id.clone(), p);
+        let coin = Coin::new(amount, denom);
+        let depleted = self.escrow_deposit_from(ctx, id.owner, id, &coin)?;
+        ctx.events.push(Event::EscrowToppedUp {
+            id: id.clone(),
+            from: id.owner,
+            amount: coin,
+            remaining,
+        });
+        if depleted {
+            self.on_depleted(ctx, id)?;
+        }
+        self.resume_grace(ctx, id)
+    }
+
+    /// The deployment's leases in grace with their prices, in id order (at most one per group).
+    fn leases_in_grace(&self, id: &DeploymentId) -> impl Iterator<Item = (LeaseId, pazar_types::Price)> + '_ {
+        self.leases
+            .range(leases_of(id))
+            .filter(|(_, l)| l.state == LeaseState::Grace)
+            .map(|(k, l)| (k.clone(), l.price.clone()))
+    }
+
+    /// Puts the active leases of a deployment whose escrow just ran dry (settled at this
+    /// height) into grace: their payments stop (what they earned is paid out) and each is
+    /// indexed to close at the end of the grace period. With a grace period of 0 they close
+    /// now. Then an allowance may resume them at once.
+    pub(crate) fn enter_grace(
+        &mut self,
+        ctx: &mut Ctx,
+        id: &DeploymentId,
+        active: Vec<LeaseId>,
+    ) -> Result<(), TxError> {
+        let until = ctx.height.saturating_add(self.params.grace_blocks);
+        for lid in active {
+            let Some(mut lease) = self.leases.get(&lid).cloned() else {
+                continue;
+            };
+            self.escrow_close_payment(ctx, &lid)?;
+            lease.state = LeaseState::Grace;
+            lease.grace_until = Some(until);
+            self.leases.insert(lid.clone(), lease);
+            self.grace_expiry.insert((until, lid.clone()), ());
+            ctx.events.push(Event::LeaseGrace { id: lid, until });
+        }
+        self.top_up(ctx, id)
+    }
+
+    /// After a deposit: if the balance pays one full block of every lease in grace on top of
+    /// the open ones, they all resume (paid again from this height). Otherwise nothing changes.
+    pub(crate) fn resume_grace(&mut self, ctx: &mut Ctx, id: &DeploymentId) -> Result<(), TxError> {
+        let grace: Vec<(LeaseId, pazar_types::Price)> = self.leases_in_grace(id).collect();
+        if grace.is_empty() {
+            return Ok(());
+        }
+        // The deposit settled the account at this height; one block more must be payable.
+        if self.top_up_need(id, ctx.height, 1) > 0 {
+            return Ok(());
+        }
+        for (lid, price) in grace {
+            let Some(mut lease) = self.leases.get(&lid).cloned() else {
+                continue;
+            };
+            if let Some(until) = lease.grace_until.take() {
+                self.grace_expiry.remove(&(until, lid.clone()));
+            }
+            lease.state = LeaseState::Active;
+            self.leases.insert(lid.clone(), lease);
+            self.escrow_reopen_payment(id, &lid, &price, ctx.height)?;
+            ctx.events.push(Event::LeaseResumed { id: lid });
+        }
+        Ok(())
+    }
+
+    /// End of block: leases whose grace ends at or before this height close with
+    /// `insufficient_funds` and their groups move to `insufficient_funds`, as a dry escrow's
+    /// leases did before grace existed.
+    pub(crate) fn process_grace_expiries(&mut self, ctx: &mut Ctx) -> Result<(), TxError> {
+        let due: Vec<(u64, BidId)> = self
+            .grace_expiry
+            .range(..=(ctx.height, BidId::MAX))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (h, lid) in due {
+            self.grace_expiry.remove(&(h, lid.clone()));
+            if self
+                .leases
+                .get(&lid)
+                .is_none_or(|l| l.state != LeaseState::Grace || l.grace_until != Some(h))
+            {
+                continue;
+            }
+            self.end_lease(
+                ctx,
+                &lid,
+                LeaseState::InsufficientFunds,
+                LeaseCloseReason::InsufficientFunds,
+            )?;
+            self.set_group_state(ctx, &lid.group(), GroupState::InsufficientFunds);
+        }
+        Ok(())
+    }
+}

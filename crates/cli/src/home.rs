@@ -192,13 +192,13 @@ pub const DEVNET_KEYS: &[(&str, KeyScheme)] = &[
 ];
 
 /// Creates a devnet home: keys (test keyring), genesis funding them, configuration.
-pub fn init_devnet(home: &Path, rpc_listen: &str, block_time_ms: u64) -> Result<()> {
+pub fn init_devnet(home: &Path, rpc_listen: &str, block_time_ms: u64, grace_blocks: Option<u64>) -> Result<()> {
     let keys = add_keys(home, DEVNET_KEYS)?;
     let validator = keys
         .iter()
         .find(|(name, _)| name == "validator")
         .context("validator key was created")?;
-    let genesis = devnet_genesis(
+    let mut genesis = devnet_genesis(
         devnet_balances(&keys)?,
         vec![Validator {
             name: "validator".into(),
@@ -207,6 +207,9 @@ pub fn init_devnet(home: &Path, rpc_listen: &str, block_time_ms: u64) -> Result<
             consensus_key: None,
         }],
     );
+    if let Some(g) = grace_blocks {
+        genesis.params.grace_blocks = g;
+    }
     let config = Config {
         rpc_listen: rpc_listen.into(),
         block_time_ms,

@@ -105,6 +105,10 @@ enum Command {
         /// The node's settings (TOML) instead of <home>/node.toml, which a new devnet writes.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Blocks a lease whose escrow ran dry stays in grace (provider unpaid, volumes kept)
+        /// before it closes, in a new devnet's genesis (default: an hour of one-second blocks).
+        #[arg(long)]
+        grace_blocks: Option<u64>,
     },
     /// Run a node from an existing home (genesis.json, node.toml, validator key).
     /// Run many validators on this machine, each a `pazar node start` process with its own
@@ -429,7 +433,15 @@ fn run(cli: Cli) -> Result<()> {
             block_time_ms,
             reset,
             config,
-        } => chain::devnet(home::resolve(home), config, &rpc_listen, block_time_ms, reset),
+            grace_blocks,
+        } => chain::devnet(
+            home::resolve(home),
+            config,
+            &rpc_listen,
+            block_time_ms,
+            grace_blocks,
+            reset,
+        ),
         Command::Node {
             which:
                 NodeCmd::Start {

@@ -19,7 +19,14 @@ use crate::home::{self, ConsensusKind};
 use super::output::scheme_name;
 use super::state_sync;
 
-pub fn devnet(home: PathBuf, config: Option<PathBuf>, rpc_listen: &str, block_time_ms: u64, reset: bool) -> Result<()> {
+pub fn devnet(
+    home: PathBuf,
+    config: Option<PathBuf>,
+    rpc_listen: &str,
+    block_time_ms: u64,
+    grace_blocks: Option<u64>,
+    reset: bool,
+) -> Result<()> {
     if reset && home.join("genesis.json").exists() {
         for p in ["data", "keys"] {
             let _ = std::fs::remove_dir_all(home.join(p));
@@ -30,7 +37,9 @@ pub fn devnet(home: PathBuf, config: Option<PathBuf>, rpc_listen: &str, block_ti
     }
     let fresh = !home::genesis_path(&home).exists();
     if fresh {
-        home::init_devnet(&home, rpc_listen, block_time_ms)?;
+        home::init_devnet(&home, rpc_listen, block_time_ms, grace_blocks)?;
+    } else if grace_blocks.is_some() {
+        anyhow::bail!("--grace-blocks sets a new devnet's genesis; this devnet exists (add --reset to start over)");
     }
     node_start(home, config, Some(rpc_listen.to_string()), None, true)
 }

@@ -72,6 +72,9 @@ pub enum ErrorCode {
     BadManifest,
     /// The lease is closed.
     LeaseClosed,
+    /// The lease is in grace: its escrow ran dry, its workload is stopped (its volumes kept)
+    /// until a deposit resumes it.
+    LeaseInGrace,
     /// The provider runs nothing for this lease (yet).
     NotRunning,
     /// The lease has no service of that name.
@@ -138,6 +141,7 @@ impl ErrorCode {
             ErrorCode::BadLeaseId => "bad_lease_id",
             ErrorCode::BadManifest => "bad_manifest",
             ErrorCode::LeaseClosed => "lease_closed",
+            ErrorCode::LeaseInGrace => "lease_in_grace",
             ErrorCode::NotRunning => "not_running",
             ErrorCode::UnknownService => "unknown_service",
             ErrorCode::HostTaken => "host_taken",
@@ -169,7 +173,7 @@ impl ErrorCode {
             | ErrorCode::NoManifest => 404,
             ErrorCode::Internal | ErrorCode::Unknown | ErrorCode::Runtime | ErrorCode::Storage => 500,
             ErrorCode::TooLarge | ErrorCode::BatchTooLarge => 413,
-            ErrorCode::Duplicate | ErrorCode::HostTaken | ErrorCode::VersionMismatch => 409,
+            ErrorCode::Duplicate | ErrorCode::HostTaken | ErrorCode::VersionMismatch | ErrorCode::LeaseInGrace => 409,
             ErrorCode::MempoolFull | ErrorCode::TooManySubscribers | ErrorCode::Faucet => 503,
             ErrorCode::Unauthenticated => 401,
             ErrorCode::NotOwner => 403,
@@ -248,6 +252,7 @@ mod tests {
             ErrorCode::BadLeaseId,
             ErrorCode::BadManifest,
             ErrorCode::LeaseClosed,
+            ErrorCode::LeaseInGrace,
             ErrorCode::NotRunning,
             ErrorCode::UnknownService,
             ErrorCode::HostTaken,

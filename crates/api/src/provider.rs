@@ -132,6 +132,10 @@ pub struct LeaseStatus {
     pub ready: bool,
     pub services: Vec<ServiceStatus>,
     pub uris: Vec<ServiceUri>,
+    /// The lease is in grace until the end of this block: its escrow ran dry, so its workload
+    /// is stopped (its volumes kept) until a deposit resumes it; after that block it closes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_until: Option<u64>,
 }
 
 /// Which of a replica's outputs a log line came from.

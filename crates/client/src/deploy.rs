@@ -505,6 +505,9 @@ pub fn update(
     let detail = tenant.rpc.deployment(&id, false)?.item;
     let mut out = Vec::new();
     for l in detail.leases {
+        // Closed leases run nothing; a lease in grace neither: its provider stopped it and
+        // refuses manifests (`lease_in_grace`) until a deposit resumes it, and then starts the
+        // manifest it had, so the new one is sent again after the deposit.
         if l.lease.state != pazar_types::market::LeaseState::Active {
             continue;
         }

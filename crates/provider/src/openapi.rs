@@ -111,9 +111,9 @@ errors!(
     /// A manifest: the lease's checks, then the body, the manifest's own rules, its hash, the
     /// lease's resources, the ingress's hosts, and the deploy.
     ManifestErrors: [
-        BadLeaseId, Unauthenticated, NotOwner, NoLease, LeaseClosed, Busy, Chain, Internal,
-        TooLarge, SlowBody, BadManifest, VersionMismatch, NotLeased, HostTaken, Image, Runtime,
-        Storage, NotRunning,
+        BadLeaseId, Unauthenticated, NotOwner, NoLease, LeaseClosed, LeaseInGrace, Busy, Chain,
+        Internal, TooLarge, SlowBody, BadManifest, VersionMismatch, NotLeased, HostTaken, Image,
+        Runtime, Storage, NotRunning,
     ] + [(Busy, 503)]
 );
 errors!(

@@ -145,7 +145,11 @@ fn bad_manifest(e: ManifestError) -> ApiError {
 /// What the ledger says about a lease.
 #[derive(Debug, Clone)]
 pub struct LeaseFacts {
+    /// The lease is active (paid).
     pub active: bool,
+    /// The lease is in grace until the end of this block: its escrow ran dry, its workload is
+    /// stopped and a deposit resumes it. `None` for a lease that is not in grace.
+    pub grace_until: Option<u64>,
     pub version: Hash32,
     pub group: GroupSpec,
 }
@@ -181,6 +185,7 @@ impl Chain for RpcChain {
             .ok_or("the node's deployment lacks the leased group")?;
         Ok(Some(LeaseFacts {
             active: lease.state == LeaseState::Active,
+            grace_until: lease.grace_until.filter(|_| lease.state == LeaseState::Grace),
             version: d.deployment.version,
             group,
         }))
@@ -617,6 +622,30 @@ impl<R: Runtime + 'static> LeaseServer<R> {
         r
     }
 
+    /// Stops the lease's workload and keeps its volumes and its accepted manifest, under the
+    /// lease's lock (a deploy under way finishes first and is stopped here): its escrow ran dry
+    /// and it is in grace.
+    pub async fn stop_lease(&self, id: &BidId) -> Result<(), RuntimeError> {
+        let _one = self.lifecycle.lock(id).await;
+        self.runtime.stop(&LeaseRef::new(id.clone())).await
+    }
+
+    /// Starts the lease's workload again from its accepted manifest, on the volumes it kept,
+    /// under the lease's lock: a deposit resumed it. `Ok(false)` when no manifest was ever
+    /// accepted for it (nothing to start).
+    pub async fn resume_lease(&self, id: &BidId) -> Result<bool, RuntimeError> {
+        let _one = self.lifecycle.lock(id).await;
+        let lease = LeaseRef::new(id.clone());
+        let Some(acc) = self.accepted(&lease) else {
+            return Ok(false);
+        };
+        match &acc.version {
+            Some(v) => self.runtime.deploy_version(&lease, &acc.group, v).await?,
+            None => self.runtime.deploy(&lease, &acc.group).await?,
+        }
+        Ok(true)
+    }
+
     /// Records (or, with `None`, clears) why the lease's last update was not applied.
     fn note_update_failure(&self, id: &BidId, why: Option<String>) {
         let mut f = self.update_failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -715,7 +744,7 @@ impl<R: Runtime + 'static> LeaseServer<R> {
                 format!("no lease {id} with this provider on the ledger"),
             )
         })?;
-        if !facts.active {
+        if !facts.active && facts.grace_until.is_none() {
             return Err(ApiError::new(ErrorCode::LeaseClosed, format!("lease {id} is closed")));
         }
         let taken = self
@@ -754,7 +783,11 @@ impl<R: Runtime + 'static> LeaseServer<R> {
     /// and the reason is kept for the lease's status.
     async fn deploy_locked(&self, id: &BidId, group: ValidGroup, version: Hash32) -> Result<LeaseRef, ApiError> {
         let _one = self.lifecycle.lock(id).await;
-        let Some(facts) = self.ledger_lease(id).await?.filter(|f| f.active) else {
+        let facts = self.ledger_lease(id).await?;
+        if let Some(until) = facts.as_ref().and_then(|f| f.grace_until) {
+            return Err(in_grace(id, until));
+        }
+        let Some(facts) = facts.filter(|f| f.active) else {
             return Err(ApiError::new(
                 ErrorCode::LeaseClosed,
                 format!("lease {id} closed while its manifest was checked; nothing was started"),
@@ -826,6 +859,19 @@ impl<R: Runtime + 'static> LeaseServer<R> {
             .and_then(|()| pazar_client::files::write_atomic(&self.accepted_path(lease), &bytes, 0o600))
             .map_err(|e| ApiError::new(ErrorCode::Storage, format!("cannot keep the manifest: {e}")))
     }
+}
+
+/// The refusal of a manifest for a lease in grace.
+fn in_grace(id: &BidId, until: u64) -> ApiError {
+    ApiError::new(
+        ErrorCode::LeaseInGrace,
+        format!(
+            "lease {id} is in grace until height {until}: its escrow ran dry, so its workload is stopped (its \
+             volumes are kept) and no manifest is run; a deposit into deployment {}/{} (pazar deployment \
+             deposit) resumes the lease and its workload, then a manifest can be sent",
+            id.owner, id.dseq
+        ),
+    )
 }
 
 /// Open connections, in all and per client address.
@@ -1014,6 +1060,9 @@ async fn put_manifest<R: Runtime + 'static>(
     let arrived = std::time::Instant::now();
     let body = read_body(body, MAX_MANIFEST_BYTES).await?;
     let (id, facts) = s.authorize(&method, target(&uri), &headers, &body, ids).await?;
+    if let Some(until) = facts.grace_until {
+        return Err(in_grace(&id, until));
+    }
     let manifest = ValidManifest::decode(&body).map_err(bad_manifest)?;
     let got = manifest.version();
     if got != facts.version {
@@ -1064,7 +1113,7 @@ async fn lease_status<R: Runtime + 'static>(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Json<LeaseStatus>, ApiError> {
-    let (id, _) = s.authorize(&method, target(&uri), &headers, b"", ids).await?;
+    let (id, facts) = s.authorize(&method, target(&uri), &headers, b"", ids).await?;
     let failed_update = s.update_failure(&id);
     let lease = LeaseRef::new(id);
     let acc = s.accepted(&lease).ok_or_else(|| {
@@ -1120,9 +1169,11 @@ async fn lease_status<R: Runtime + 'static>(
     }
     Ok(Json(LeaseStatus {
         lease: lease.label(),
-        ready: st.all_running(),
+        // A lease in grace runs nothing, whatever the runtime still reports.
+        ready: facts.grace_until.is_none() && st.all_running(),
         services: st.services,
         uris,
+        grace_until: facts.grace_until,
     }))
 }
 
@@ -1273,6 +1324,8 @@ mod tests {
         /// The deployment's version; a test moves it as `UpdateDeployment` would.
         version: Mutex<Hash32>,
         spec: GroupSpec,
+        /// The height the lease is in grace until, as `LeaseGrace` would set it.
+        grace: Mutex<Option<u64>>,
     }
 
     impl OneLease {
@@ -1285,6 +1338,7 @@ mod tests {
         fn lease(&self, _: &BidId) -> Result<Option<LeaseFacts>, String> {
             Ok(Some(LeaseFacts {
                 active: self.active.load(std::sync::atomic::Ordering::SeqCst),
+                grace_until: *self.grace.lock().expect("grace"),
                 version: self.version(),
                 group: self.spec.clone(),
             }))
@@ -1303,6 +1357,8 @@ mod tests {
         applied: Mutex<Vec<(String, Hash32)>>,
         /// A version whose deploy fails (its image cannot be had).
         refuse: Mutex<Option<Hash32>>,
+        /// Leases stopped (and not deployed since).
+        stopped: Mutex<BTreeSet<String>>,
     }
 
     impl Default for Recorder {
@@ -1314,6 +1370,7 @@ mod tests {
                 entered: tokio::sync::Notify::new(),
                 applied: Mutex::default(),
                 refuse: Mutex::default(),
+                stopped: Mutex::default(),
             }
         }
     }
@@ -1407,6 +1464,13 @@ mod tests {
                 Ok(())
             })
         }
+        fn stop<'a>(&'a self, lease: &'a LeaseRef) -> pazar_runtime::BoxFuture<'a, Result<(), RuntimeError>> {
+            Box::pin(async move {
+                self.running.lock().expect("running").remove(&lease.name());
+                self.stopped.lock().expect("stopped").insert(lease.name());
+                Ok(())
+            })
+        }
         fn leases(&self) -> pazar_runtime::BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {
             Box::pin(async { Ok(vec![]) })
         }
@@ -1434,6 +1498,7 @@ mod tests {
             active: true.into(),
             version: Mutex::new(d.manifest_version),
             spec: d.groups[0].clone(),
+            grace: Mutex::new(None),
         });
         let server = Arc::new(LeaseServer::new(
             "c".into(),
@@ -1674,6 +1739,7 @@ mod tests {
             active: true.into(),
             version: Mutex::new(d.manifest_version),
             spec: d.groups[0].clone(),
+            grace: Mutex::new(None),
         });
         let dir = tempfile::tempdir().expect("tempdir");
         let server = Arc::new(LeaseServer::new(
@@ -1770,5 +1836,140 @@ mod tests {
         }
         let (status, _) = http(metrics_port, "GET", "/other", None, b"").await;
         assert_eq!(status, 404);
+    }
+
+    #[tokio::test]
+    async fn a_lease_in_grace_is_stopped_refuses_manifests_with_409_reports_its_grace_and_resumes_from_its_manifest() {
+        let sdl = "version: \"2.0\"\nservices:\n  web:\n    image: x\n    expose: [{port: 80, to: [{global: true}]}]\nprofiles:\n  compute:\n    w: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {w: {denom: uusd, amount: 1}}}\ndeployment:\n  web: {dc: {profile: w, count: 1}}\n";
+        let opts = pazar_sdl::Options::new(
+            pazar_types::Denom::new("upzr").expect("denom"),
+            pazar_types::Denom::new("uusd").expect("denom"),
+        );
+        let d = pazar_sdl::parse(sdl.as_bytes(), &opts).expect("valid sdl");
+        let chain = Arc::new(OneLease {
+            active: true.into(),
+            version: Mutex::new(d.manifest_version),
+            spec: d.groups[0].clone(),
+            grace: Mutex::new(None),
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = Arc::new(Recorder::default());
+        let server = Arc::new(LeaseServer::new(
+            "c".into(),
+            signer(9),
+            "127.0.0.1".into(),
+            chain.clone(),
+            runtime.clone(),
+            dir.path().to_path_buf(),
+        ));
+        let key = pazar_types::SigningKey::from_secret(pazar_types::KeyScheme::Ed25519, &[7; 32]).expect("key");
+        let owner = key.address();
+        let id = BidId {
+            owner,
+            dseq: 1,
+            gseq: 1,
+            oseq: 1,
+            provider: signer(9),
+        };
+        let name = LeaseRef::new(id.clone()).name();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let port = listener.local_addr().expect("address").port();
+        tokio::spawn(server.clone().serve(listener));
+        let signed = |method: &str, target: &str, body: &[u8], n: u8| {
+            RequestScope {
+                chain_id: "c",
+                provider: &signer(9),
+                method,
+                target,
+                body,
+            }
+            .sign(&key, now_ms(), [n; 16])
+            .to_header()
+        };
+        let doc: serde_json::Value = serde_json::from_str(crate::openapi::json()).expect("the document");
+        let documented = |method: &str, route: &str, status: u16, text: &str| {
+            let body: serde_json::Value = serde_json::from_str(text).expect("JSON");
+            let problems = pazar_api::openapi_check::check_answer(&doc, method, route, status, &body);
+            assert!(problems.is_empty(), "{method} {route} {status}: {problems:#?}");
+        };
+        let [_, manifest_route, status_route, _] = ROUTES;
+        let manifest = format!("/lease/{owner}/1/1/1/manifest");
+        let status_target = format!("/lease/{owner}/1/1/1/status");
+        let body = serde_json::to_vec(&d.manifest).expect("json");
+        let (status, text) = http(port, "PUT", &manifest, Some(&signed("PUT", &manifest, &body, 1)), &body).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(runtime.running.lock().expect("running").contains(&name));
+
+        // The escrow runs dry: the daemon stops the workload, the manifest stays.
+        *chain.grace.lock().expect("grace") = Some(120);
+        chain.active.store(false, std::sync::atomic::Ordering::SeqCst);
+        server.stop_lease(&id).await.expect("stop");
+        assert!(!runtime.running.lock().expect("running").contains(&name));
+        assert!(runtime.stopped.lock().expect("stopped").contains(&name));
+        assert!(
+            server.accepted(&LeaseRef::new(id.clone())).is_some(),
+            "the manifest is kept"
+        );
+
+        // A manifest is refused with a 409 that names the grace and the way out.
+        let (status, text) = http(port, "PUT", &manifest, Some(&signed("PUT", &manifest, &body, 2)), &body).await;
+        let e = serde_json::from_str::<ErrorEnvelope>(&text).expect("an error envelope");
+        assert_eq!((status, e.error.code), (409, ErrorCode::LeaseInGrace), "{text}");
+        assert!(
+            e.error.message.contains("in grace until height 120") && e.error.message.contains("deposit"),
+            "{text}"
+        );
+        documented("put", manifest_route, status, &text);
+        assert!(
+            !runtime.running.lock().expect("running").contains(&name),
+            "nothing started"
+        );
+        // The deploy path checks again inside the lease's lock.
+        let group = ValidManifest::new(d.manifest.clone())
+            .expect("valid")
+            .group("dc")
+            .expect("group");
+        let e = server
+            .deploy_locked(&id, group, d.manifest_version)
+            .await
+            .expect_err("refused in grace");
+        assert_eq!(e.code, ErrorCode::LeaseInGrace);
+
+        // The status says so, and that nothing is ready.
+        let (status, text) = http(
+            port,
+            "GET",
+            &status_target,
+            Some(&signed("GET", &status_target, b"", 3)),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 200, "{text}");
+        documented("get", status_route, status, &text);
+        let st: LeaseStatus = serde_json::from_str(&text).expect("the contract's answer");
+        assert_eq!(st.grace_until, Some(120), "{st:?}");
+        assert!(!st.ready, "{st:?}");
+
+        // A deposit resumes it: the workload runs again from the manifest it had.
+        *chain.grace.lock().expect("grace") = None;
+        chain.active.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(server.resume_lease(&id).await.expect("resume"), "a manifest to run");
+        assert!(runtime.running.lock().expect("running").contains(&name));
+        let (_, text) = http(
+            port,
+            "GET",
+            &status_target,
+            Some(&signed("GET", &status_target, b"", 4)),
+            b"",
+        )
+        .await;
+        let st: LeaseStatus = serde_json::from_str(&text).expect("the contract's answer");
+        assert_eq!(st.grace_until, None, "{st:?}");
+        assert!(st.ready, "{st:?}");
+        assert!(!text.contains("grace_until"), "absent when not in grace: {text}");
+
+        // A lease that never got a manifest has nothing to resume.
+        let other = BidId { dseq: 2, ..id.clone() };
+        assert!(!server.resume_lease(&other).await.expect("resume"));
     }
 }

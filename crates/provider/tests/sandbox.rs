@@ -995,3 +995,60 @@ deployment:
     );
     rt.close(&l).await.expect("closes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_sandboxed_lease_runs_nothing_keeps_its_volume_and_a_deploy_starts_it_on_the_same_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(dir.path());
+    let l = lease(46);
+    let _cleanup = Cleanup(vec![l.clone()]);
+    // Each start of the replica appends a line to its volume, then serves.
+    let extra = "    command: [/bin/sh, -c]\n    args: ['echo started >> /data/starts; exec /bin/sh /serve.sh']\n    \
+                 expose:\n      - port: 8080\n        as: 80\n        to: [{global: true}]\n    params:\n      storage:\n        \
+                 data: {mount: /data}";
+    let g = common::group(&sdl("web", extra, "64Mi", "64Mi"));
+    rt.deploy(&l, &g).await.expect("deploys");
+    let st = wait_status(&rt, &l, &g, GroupStatus::all_running).await;
+    let port = st.services[0].forwards[0].host_port;
+    let starts = pazar_runtime::sandbox::host_volume_dir(dir.path(), &l, "web", "data")
+        .expect("a valid name")
+        .join("starts");
+    assert_eq!(
+        std::fs::read_to_string(&starts).expect("written by the workload"),
+        "started\n"
+    );
+
+    rt.stop(&l).await.expect("stops");
+    assert!(
+        replica_cgroup(&l, "web").pids().is_empty(),
+        "no process of the replica is left"
+    );
+    assert!(http_get(port).is_err(), "its host port is closed");
+    let st = rt.status(&l, &g).await.expect("status of a stopped lease");
+    assert_eq!(st.services[0].running, 0, "{st:?}");
+    // The supervisor does not start it again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(replica_cgroup(&l, "web").pids().is_empty(), "still stopped");
+    assert_eq!(
+        std::fs::read_to_string(&starts).expect("the volume is kept"),
+        "started\n"
+    );
+    let listed: Vec<String> = rt.leases().await.expect("list").into_iter().map(|(n, _)| n).collect();
+    assert!(listed.contains(&l.name()), "the lease is still here: {listed:?}");
+    rt.stop(&l).await.expect("stopping again is no error");
+    rt.stop(&lease(47)).await.expect("nothing to stop is no error");
+
+    rt.deploy(&l, &g).await.expect("starts again");
+    let st = wait_status(&rt, &l, &g, GroupStatus::all_running).await;
+    let port = st.services[0].forwards[0].host_port;
+    assert!(http_get(port).expect("serves again").contains("hello"));
+    assert_eq!(
+        std::fs::read_to_string(&starts).expect("the same volume"),
+        "started\nstarted\n",
+        "started again on the same data"
+    );
+
+    rt.close(&l).await.expect("closes");
+    assert!(!starts.exists(), "closing removes the volume");
+    assert!(!netns::exists(key(&l).as_str()), "and the namespace");
+}

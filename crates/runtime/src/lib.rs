@@ -167,6 +167,13 @@ pub trait Runtime: Send + Sync {
     ) -> BoxFuture<'a, Result<LogLines, RuntimeError>>;
     /// Removes everything of the lease: replicas, its network and its volumes.
     fn close<'a>(&'a self, lease: &'a LeaseRef) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    /// Stops every replica of the lease and keeps the rest: its volumes with their data, and
+    /// what a later [`Runtime::deploy`] of the same group needs to start the replicas again on
+    /// them (that deploy is the start). A stopped replica is not restarted by the runtime on
+    /// its own; [`Runtime::status`] reports it as not running. A lease with nothing here is no
+    /// error. The holder stops a lease whose escrow ran dry (grace) and deploys it again when a
+    /// deposit resumes it.
+    fn stop<'a>(&'a self, lease: &'a LeaseRef) -> BoxFuture<'a, Result<(), RuntimeError>>;
     /// Names ([`LeaseRef::name`]) and labels of the leases with anything in this runtime.
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>>;
     /// A TCP connection from this host to `port` of one replica of a service (the ingress's
@@ -266,6 +273,10 @@ impl Runtime for AnyRuntime {
 
     fn close<'a>(&'a self, lease: &'a LeaseRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
         self.inner().close(lease)
+    }
+
+    fn stop<'a>(&'a self, lease: &'a LeaseRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        self.inner().stop(lease)
     }
 
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {

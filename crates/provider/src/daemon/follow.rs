@@ -84,6 +84,8 @@ impl Daemon {
             Event::OrderCreated { id } => self.order_created(id).await,
             Event::BidClosed { id, .. } if mine(&id.provider) => self.bid_closed(id),
             Event::LeaseCreated { id, .. } if mine(&id.provider) => self.lease_created(id),
+            Event::LeaseGrace { id, until } if mine(&id.provider) => self.lease_grace(id, *until).await,
+            Event::LeaseResumed { id } if mine(&id.provider) => self.lease_resumed(id).await,
             Event::LeaseClosed { id, reason } if mine(&id.provider) => self.lease_closed(id, *reason).await,
             _ => {}
         }

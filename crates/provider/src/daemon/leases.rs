@@ -1,9 +1,13 @@
 //! Reactions in a lease's life: a won lease takes over its bid's reservation and waits for its
-//! manifest (the tenant endpoint deploys it); a closed lease, for any reason (tenant, provider,
-//! insufficient funds), has its workload removed under the lease's lock and its reservation
-//! given back; earnings are withdrawn every `withdraw_every_blocks`; Docker replicas over their
-//! ephemeral storage are evicted. After a restart, leases still active are run again from their
-//! accepted manifests and every other workload of this provider is removed.
+//! manifest (the tenant endpoint deploys it); a lease whose escrow ran dry (grace) has its
+//! workload stopped, its volumes, manifest and reservation kept, and a deposit that resumes it
+//! starts the workload again from that manifest on those volumes; a closed lease, for any
+//! reason (tenant, provider, insufficient funds at the end of grace), has its workload removed
+//! under the lease's lock and its reservation given back; earnings are withdrawn every
+//! `withdraw_every_blocks`; Docker replicas over their ephemeral storage are evicted (not those
+//! of leases in grace, which would start them). After a restart, leases still active are run
+//! again from their accepted manifests, leases in grace keep their volumes with nothing
+//! running, and every other workload of this provider is removed.
 //!
 //! Must not know: the event stream (the follower calls these), bidding, or how a runtime runs a
 //! group (it deploys and closes through `pazar_runtime::Runtime`).
@@ -35,6 +39,39 @@ impl Daemon {
         self.log(&format!("won lease {id}; waiting for its manifest"));
     }
 
+    /// `lease_grace` for this provider: the escrow ran dry, so the workload stops until a
+    /// deposit resumes the lease or the grace ends at height `until`; volumes, the accepted
+    /// manifest and the reservation stay.
+    pub(super) async fn lease_grace(&self, id: &BidId, until: u64) {
+        if let Ok(mut g) = self.grace.lock() {
+            g.insert(id.clone(), until);
+        }
+        match self.server.stop_lease(id).await {
+            Ok(()) => self.log(&format!(
+                "lease {id} is in grace until height {until} (its escrow ran dry): workload stopped, volumes kept"
+            )),
+            Err(e) => self.log(&format!("lease {id} is in grace but stopping its workload failed: {e}")),
+        }
+    }
+
+    /// `lease_resumed` for this provider: a deposit paid the lease again, so its workload starts
+    /// again from its accepted manifest on the volumes it kept.
+    pub(super) async fn lease_resumed(&self, id: &BidId) {
+        if let Ok(mut g) = self.grace.lock() {
+            g.remove(id);
+        }
+        match self.server.resume_lease(id).await {
+            Ok(true) => self.log(&format!("lease {id} resumed: workload started again on its volumes")),
+            Ok(false) => self.log(&format!("lease {id} resumed; waiting for its manifest")),
+            Err(e) => self.log(&format!("lease {id} resumed but starting its workload failed: {e}")),
+        }
+    }
+
+    /// Whether the lease is in grace (its workload stopped), as the events said.
+    pub(super) fn in_grace(&self, id: &BidId) -> bool {
+        self.grace.lock().map(|g| g.contains_key(id)).unwrap_or(false)
+    }
+
     /// `lease_closed` for this provider: the workload goes, then the reservation.
     pub(super) async fn lease_closed(&self, id: &BidId, reason: LeaseCloseReason) {
         // Under the lease's lock: a manifest being deployed right now finishes first and is
@@ -42,6 +79,9 @@ impl Daemon {
         match self.server.close_lease(id).await {
             Ok(()) => self.log(&format!("lease {id} closed ({reason:?}): workload removed")),
             Err(e) => self.log(&format!("lease {id} closed but removing its workload failed: {e}")),
+        }
+        if let Ok(mut g) = self.grace.lock() {
+            g.remove(id);
         }
         if let Ok(mut b) = self.book.lock() {
             b.lease_ended(id);
@@ -51,20 +91,36 @@ impl Daemon {
 
     /// After a (re)start: every lease the ledger says is active (every page read: a lease
     /// missing from the list would have its workload removed) runs again from its accepted
-    /// manifest and holds its capacity; workloads of ended leases, and orphans of this provider
+    /// manifest and holds its capacity; a lease in grace holds its capacity and its volumes,
+    /// its workload stopped (it may have run on while the daemon was down, or the lease may
+    /// have gone into grace meanwhile); workloads of ended leases, and orphans of this provider
     /// in the runtime, are removed; stale isolation rules are swept.
     pub(super) async fn restore_leases(self: &Arc<Self>) -> Result<(), DaemonError> {
-        let q = ListQuery {
-            provider: Some(self.address),
-            state: Some("active".into()),
-            limit: Some(self.cfg.list_page),
-            ..ListQuery::default()
+        let list = |state: &str| {
+            let q = ListQuery {
+                provider: Some(self.address),
+                state: Some(state.into()),
+                limit: Some(self.cfg.list_page),
+                ..ListQuery::default()
+            };
+            self.node(move |rpc| rpc.list_all::<LeasePage>(&q))
         };
-        let mine = self.node(move |rpc| rpc.list_all::<LeasePage>(&q)).await?;
-        let active: BTreeMap<String, BidId> = mine
+        let active: BTreeMap<String, BidId> = list("active")
+            .await?
             .into_iter()
             .map(|l| (LeaseRef::new(l.id.clone()).name(), l.id))
             .collect();
+        let grace: BTreeMap<String, (BidId, u64)> = list("grace")
+            .await?
+            .into_iter()
+            .map(|l| {
+                let until = l.lease.grace_until.unwrap_or(0);
+                (LeaseRef::new(l.id.clone()).name(), (l.id, until))
+            })
+            .collect();
+        if let Ok(mut g) = self.grace.lock() {
+            *g = grace.values().cloned().collect();
+        }
         let (accepted, unreadable) = self.server.accepted_files();
         for why in unreadable {
             // Not run: a stored manifest is held to the rules of a received one.
@@ -72,7 +128,17 @@ impl Daemon {
         }
         for acc in accepted {
             let lease = LeaseRef::new(acc.lease.clone());
-            if active.contains_key(&lease.name()) {
+            if let Some((_, until)) = grace.get(&lease.name()) {
+                // Nothing runs in grace: what a previous daemon left running stops.
+                if let Err(e) = self.server.stop_lease(&acc.lease).await {
+                    self.log(&format!("cannot stop lease {} in grace: {e}", lease.label()));
+                }
+                self.adopt_reservation(&acc.lease).await;
+                self.log(&format!(
+                    "lease {} is in grace until height {until}: its workload stays stopped, its volumes kept",
+                    lease.label()
+                ));
+            } else if active.contains_key(&lease.name()) {
                 // A lease that cannot run (its image vanished, say) is reported, not fatal. With
                 // its version, so replicas an update kept unchanged (their labels name the
                 // version they were made for) report the version they run after a restart too.
@@ -84,13 +150,7 @@ impl Daemon {
                     self.log(&format!("cannot restore lease {}: {e}", lease.label()));
                     continue;
                 }
-                if let Ok(Some(spec)) = self.order_group(acc.lease.order()).await {
-                    if let Ok(mut b) = self.book.lock() {
-                        if let Ok(d) = bidding::reserve(&spec, &b.free) {
-                            b.adopt_lease(acc.lease.clone(), d);
-                        }
-                    }
-                }
+                self.adopt_reservation(&acc.lease).await;
                 self.log(&format!("restored lease {}", lease.label()));
             } else {
                 self.server.close_lease(&acc.lease).await?;
@@ -100,7 +160,7 @@ impl Daemon {
         // Only this provider's workloads: other providers may share the engine.
         for (name, label) in self.runtime.leases().await? {
             if let Ok(id) = label.parse::<BidId>() {
-                if id.provider == self.address && !active.contains_key(&name) {
+                if id.provider == self.address && !active.contains_key(&name) && !grace.contains_key(&name) {
                     self.server.close_lease(&id).await?;
                     self.log(&format!("removed orphaned workload {label}"));
                 }
@@ -114,6 +174,17 @@ impl Daemon {
         }
         self.count_leases();
         Ok(())
+    }
+
+    /// The lease holds its group's capacity in the book again (after a restart).
+    async fn adopt_reservation(&self, id: &BidId) {
+        if let Ok(Some(spec)) = self.order_group(id.order()).await {
+            if let Ok(mut b) = self.book.lock() {
+                if let Ok(d) = bidding::reserve(&spec, &b.free) {
+                    b.adopt_lease(id.clone(), d);
+                }
+            }
+        }
     }
 
     /// Withdraws the earnings of every lease in the book, in one transaction.
@@ -146,6 +217,7 @@ impl Daemon {
                 .server
                 .all_accepted()
                 .into_iter()
+                .filter(|a| !self.in_grace(&a.lease))
                 .map(|a| (LeaseRef::new(a.lease), a.group))
                 .collect();
             match docker.evict_over_storage(&leases).await {

@@ -1,8 +1,9 @@
 //! `pazar provider run`: the provider daemon. It registers (or updates) the provider on the
 //! ledger, serves the tenant endpoint over pinned TLS, follows the node's event stream (resuming
 //! by height after a disconnect), bids on the orders it can serve at its price list while
-//! reserving the capacity, runs leases when their manifest arrives, removes their workloads when
-//! they close for any reason, withdraws earnings periodically, restores its leases after a
+//! reserving the capacity, runs leases when their manifest arrives, stops their workloads (volumes
+//! kept) while their escrow is dry and starts them again when a deposit resumes them, removes
+//! their workloads when they close for any reason, withdraws earnings periodically, restores its leases after a
 //! restart, and exports its metrics.
 //!
 //! This file wires the parts together: the configuration ([`config`]), the capacity book
@@ -73,6 +74,9 @@ pub struct Daemon {
     /// the ledger's matching rule reads to accept a GPU bid.
     gpu_attributes: Vec<Attribute>,
     metrics: Arc<Metrics>,
+    /// Leases of this provider in grace (their escrow ran dry), with the height it ends at:
+    /// their workloads are stopped.
+    grace: Mutex<std::collections::BTreeMap<pazar_types::market::BidId, u64>>,
     /// Progress (one event per action) for the operator, logged through `tracing`.
     log: fn(&str),
 }
@@ -142,6 +146,7 @@ impl Daemon {
             server,
             identity,
             metrics,
+            grace: Mutex::default(),
             log: print_line,
         });
         Ok(d)

@@ -1,7 +1,9 @@
 //! The Docker runtime on the real engine of this machine: a locally built image (no registry)
 //! is deployed from a real SDL, serves HTTP on its published port, logs, reports status, and
 //! closing removes every container, network and volume of the lease. A manifest update leaves
-//! exactly the new group's containers and volumes, whatever the earlier manifests were.
+//! exactly the new group's containers and volumes, whatever the earlier manifests were. A
+//! stopped lease keeps its containers and volume, stays stopped, and a deploy starts it again
+//! on the same data.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -361,6 +363,7 @@ impl pazar_provider::server::Chain for Ledger {
     fn lease(&self, _: &pazar_types::market::BidId) -> Result<Option<pazar_provider::server::LeaseFacts>, String> {
         Ok(Some(pazar_provider::server::LeaseFacts {
             active: true,
+            grace_until: None,
             version: *self.version.lock().expect("not poisoned"),
             group: self.group.clone(),
         }))
@@ -461,4 +464,81 @@ async fn renaming_the_one_service_at_each_update_never_runs_a_second_container()
         );
     }
     assert!(containers(&rt, &l).await.is_empty());
+}
+
+/// `docker exec CONTAINER sh -c SCRIPT`: its exit status and standard output.
+fn exec(container: &str, script: &str) -> (bool, String) {
+    let out = std::process::Command::new("docker")
+        .args(["exec", container, "/bin/sh", "-c", script])
+        .output()
+        .expect("docker runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether the engine says the container runs.
+async fn container_runs(rt: &DockerRuntime, name: &str) -> bool {
+    let info = rt
+        .docker()
+        .inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>)
+        .await
+        .expect("the container is kept");
+    info.state.and_then(|s| s.running) == Some(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_lease_keeps_its_volume_stays_stopped_and_a_deploy_starts_it_on_the_same_data() {
+    let rt = docker().await;
+    let g = group(IMAGE);
+    let l = lease(7);
+    let container = format!("{}-web-0", l.name());
+    rt.deploy(&l, &g).await.expect("deploys");
+    let serving = |why: &'static str| {
+        let (rt, l, g) = (&rt, &l, &g);
+        async move {
+            let t0 = Instant::now();
+            loop {
+                let st = rt.status(l, g).await.expect("status");
+                if st.all_running() {
+                    return st;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(30), "not serving {why}: {st:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    serving("after the deploy").await;
+    let (ok, _) = exec(&container, "echo kept-through-the-stop > /data/mark");
+    assert!(ok, "writes into its volume");
+    let vols = volumes(&rt, &l).await;
+    assert_eq!(vols.len(), 1, "{vols:?}");
+
+    let t0 = Instant::now();
+    rt.stop(&l).await.expect("stops");
+    let took = t0.elapsed();
+    assert!(!container_runs(&rt, &container).await, "the replica no longer runs");
+    let st = rt.status(&l, &g).await.expect("status of a stopped lease");
+    assert_eq!(st.services[0].running, 0, "{st:?}");
+    assert!(!st.all_running(), "{st:?}");
+    assert_eq!(volumes(&rt, &l).await, vols, "the volume is kept");
+    assert_eq!(leftovers(&rt, &l).await, vec![l.name()], "the lease is still listed");
+    // `unless-stopped`: the engine does not bring it back on its own.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!container_runs(&rt, &container).await, "still stopped");
+    // Stopping again, or a lease that has nothing here, is no error.
+    rt.stop(&l).await.expect("stops again");
+    rt.stop(&lease(8)).await.expect("nothing to stop");
+
+    rt.deploy(&l, &g).await.expect("starts again");
+    serving("after the restart").await;
+    let (ok, out) = exec(&container, "cat /data/mark");
+    assert!(
+        ok && out.contains("kept-through-the-stop"),
+        "the data survived: {out:?}"
+    );
+    assert_eq!(volumes(&rt, &l).await, vols, "on the same volume");
+
+    rt.close(&l).await.expect("closes");
+    assert!(leftovers(&rt, &l).await.is_empty());
+    assert!(volumes(&rt, &l).await.is_empty());
+    eprintln!("stop took {took:?}");
 }

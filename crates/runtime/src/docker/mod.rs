@@ -23,7 +23,7 @@
 //! and started afresh from its image, and the lease's status counts and explains it.
 //!
 //! This file is the driver: options, connecting, and the [`Runtime`] operations (deploy,
-//! status, logs, close, list, dial) that put the other files together. `spec` says what a
+//! status, logs, stop, close, list, dial) that put the other files together. `spec` says what a
 //! replica becomes as a container, `pull` fetches images, `network` makes and releases a
 //! lease's network and firewall rules, `converge` makes containers and volumes exactly what
 //! the group asks, and `evict` polices ephemeral storage. None of them knows the chain: a
@@ -44,7 +44,7 @@ use std::time::Duration;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions, LogsOptions,
-    RemoveContainerOptions,
+    RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -63,6 +63,9 @@ use crate::firewall::EgressPolicy;
 use crate::images::{ImagePolicy, ImageRef};
 use crate::{BoxFuture, GroupStatus, LeaseRef, LogLines, Runtime, RuntimeError};
 use pazar_api::provider::{Forward, LogLine, LogStream, PullProgress, ServiceState, ServiceStatus};
+
+/// Seconds a stopped container has to end on SIGTERM before it is killed.
+pub const STOP_GRACE_S: i32 = 5;
 
 /// Longest an image pull may take, unless the operator says otherwise.
 pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -488,6 +491,28 @@ impl DockerRuntime {
         self.release_network(lease).await
     }
 
+    /// Stops every container of the lease (SIGTERM, then SIGKILL after [`STOP_GRACE_S`]) and
+    /// keeps them, their volumes and the lease's network: `unless-stopped` does not bring a
+    /// stopped container back, and a deploy of the same group starts each again as it is
+    /// ([`DockerRuntime::roll_out`] starts an unchanged replica).
+    async fn stop_lease(&self, lease: &LeaseRef) -> Result<(), RuntimeError> {
+        let _one = self.lifecycle.lock().await;
+        for (name, _, _) in self.lease_containers(lease).await? {
+            let opts = StopContainerOptions {
+                t: Some(STOP_GRACE_S),
+                ..Default::default()
+            };
+            match self.docker.stop_container(&name, Some(opts)).await {
+                Ok(()) => {}
+                // Stopped already (304), or gone meanwhile.
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Ok(())
+    }
+
     async fn create_and_start(&self, name: &str, body: ContainerCreateBody) -> Result<(), RuntimeError> {
         self.docker
             .create_container(
@@ -633,6 +658,10 @@ impl Runtime for DockerRuntime {
 
     fn close<'a>(&'a self, lease: &'a LeaseRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(self.close_lease(lease))
+    }
+
+    fn stop<'a>(&'a self, lease: &'a LeaseRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(self.stop_lease(lease))
     }
 
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {

@@ -25,7 +25,8 @@
 //! [`mount_point`].
 //!
 //! This file is the driver: options, checking the host and a group, deploy (adopting what a
-//! previous daemon started), status, logs, close, list and dial. `names` names host objects,
+//! previous daemon started), status, logs, stop (replicas ended, volumes and record kept for
+//! the next deploy), close, list and dial. `names` names host objects,
 //! `launch` starts a replica from the host, `supervise` keeps replicas running and
 //! converges a lease to a new group, `logs` bounds and reads logs, and `volumes` mounts
 //! persistent volumes. None of them knows the chain: a lease arrives as a [`LeaseRef`] and a
@@ -561,6 +562,51 @@ impl SandboxRuntime {
         .map_err(backend)?
     }
 
+    /// Stops every replica of the lease and keeps its directory: the record (each replica
+    /// marked stopped, so the next deploy starts it), the logs, the volumes still mounted and
+    /// the network namespace. The supervisor forgets the lease, so nothing starts it again
+    /// until a deploy; its host ports are closed when this returns.
+    async fn stop_lease(&self, lease: &LeaseRef) -> Result<(), RuntimeError> {
+        let key = LeaseKey::of(lease);
+        let mut run = self.leases.lock().map_err(backend)?.remove(key.as_str());
+        if let Some(run) = run.as_mut() {
+            for f in std::mem::take(&mut run.forwards) {
+                f.abort();
+                let _ = f.await;
+            }
+        }
+        let opts = self.opts.clone();
+        let label = lease.label();
+        tokio::task::spawn_blocking(move || {
+            let mut state = None;
+            if let Some(mut run) = run {
+                for child in run.children.values_mut() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                state = Some(run.state.clone());
+            }
+            // Adopted replicas (a daemon restarted) are not children: their cgroups go.
+            remove_processes(&key);
+            let state = state.or_else(|| {
+                std::fs::read(lease_dir(&opts.dir, &key).join("lease.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<LeaseState>(&b).ok())
+                    .filter(|s| s.label == label && s.name == key.as_str())
+            });
+            if let Some(mut state) = state {
+                for r in &mut state.replicas {
+                    r.pid = None;
+                    r.last_error = Some("stopped by the provider; its volumes are kept".into());
+                }
+                save(&opts, &key, &state)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(backend)?
+    }
+
     /// Every lease with a directory here, by [`LeaseRef::name`] (what the daemon compares with
     /// its own leases) and label, both from the lease's record; a directory without a record
     /// that names it is listed by its own name, with no label.
@@ -701,6 +747,10 @@ impl Runtime for SandboxRuntime {
 
     fn close<'a>(&'a self, lease: &'a LeaseRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(self.close_lease_ref(lease))
+    }
+
+    fn stop<'a>(&'a self, lease: &'a LeaseRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(self.stop_lease(lease))
     }
 
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {

@@ -273,18 +273,177 @@ fn deploy(net: &common::Devnet, sdl: &Path, dseq: &str, extra: &[&str]) -> commo
     net.deploy(&args)
 }
 
+/// An expensive provider that sells persistent storage: 0.5 CPU costs 100,000 uusd per block.
+const EXPENSIVE: &str = "[pricing]\ncpu_milli = \"200\"\nmemory_gib = \"0\"\nstorage_gib = \"0\"\npersistent_gib = \"0\"\n\
+                         endpoint = \"0\"\nleased_ip = \"0\"\n[attributes]\n\"capabilities/storage/1/class\" = \"beta2\"\n\
+                         \"capabilities/storage/1/persistent\" = \"true\"\n";
+
+/// The demo image with half a CPU at most 200,000 uusd per block and a persistent volume at
+/// /data.
+fn volume_sdl(dir: &Path) -> std::path::PathBuf {
+    let sdl = dir.join("deploy.yaml");
+    std::fs::write(
+        &sdl,
+        format!(
+            "version: \"2.0\"\nservices:\n  web:\n    image: {IMAGE}\n    expose: [{{port: 8080, as: 80, to: [{{global: true}}]}}]\n    \
+             params:\n      storage:\n        data: {{mount: /data}}\nprofiles:\n  compute:\n    web:\n      resources:\n        \
+             cpu: {{units: 0.5}}\n        memory: {{size: 128Mi}}\n        storage:\n          - size: 256Mi\n          \
+             - name: data\n            size: 64Mi\n            attributes: {{persistent: true, class: beta2}}\n  placement:\n    \
+             local: {{pricing: {{web: {{denom: uusd, amount: 200000}}}}}}\ndeployment:\n  web: {{local: {{profile: web, count: 1}}}}\n"
+        ),
+    )
+    .expect("sdl");
+    sdl
+}
+
+/// `docker exec CONTAINER sh -c SCRIPT`: success and standard output.
+fn exec(container: &str, script: &str) -> (bool, String) {
+    let out = Command::new("docker")
+        .args(["exec", container, "/bin/sh", "-c", script])
+        .output()
+        .expect("docker exec");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether the engine runs the container (`None`: there is no such container).
+fn container_runs(name: &str) -> Option<bool> {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", name])
+        .output()
+        .expect("docker inspect");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim() == "true")
+}
+
+/// The Docker volumes labelled with the lease's id.
+fn lease_volumes(lease: &BidId) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=pazar.lease-id={}", LeaseRef::new(lease.clone()).label()),
+        ])
+        .output()
+        .expect("docker volume ls");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Polls the ledger (every 100 ms, `secs` at most) until the lease's state is `want`.
+fn wait_lease_state(net: &common::Devnet, lease: &BidId, want: LeaseState, secs: u64) -> pazar_types::records::Lease {
+    let t0 = Instant::now();
+    loop {
+        let l = net.rpc().lease(lease, false).expect("lease").item.lease;
+        if l.state == want {
+            return l;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "the lease is not {want:?}: {l:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
-fn when_the_escrow_runs_dry_the_lease_closes_and_the_workload_is_removed() {
+fn a_lease_whose_escrow_runs_dry_stops_in_grace_and_a_deposit_resumes_it_on_the_same_volume() {
     build_image();
-    let net = common::devnet(250);
+    // 80 blocks of grace: 20 s at 250 ms a block.
+    let net = common::devnet_with(250, &["--grace-blocks", "80"]);
     let dir = tempfile::tempdir().expect("tempdir");
-    // An expensive provider: 0.5 CPU costs 100,000 uusd per block.
-    let (_daemon, _log) = provider_with(
-        &net,
-        dir.path(),
-        "[pricing]\ncpu_milli = \"200\"\nmemory_gib = \"0\"\nstorage_gib = \"0\"\npersistent_gib = \"0\"\nendpoint = \"0\"\nleased_ip = \"0\"\n",
+    let (_daemon, log) = provider_with(&net, dir.path(), EXPENSIVE);
+    let sdl = volume_sdl(dir.path());
+    // 4,000,000 uusd at 100,000 per block: about 40 blocks (10 s) of service.
+    let v = deploy(&net, &sdl, "81", &["--deposit", "4000000uusd"]);
+    let lease = v.lease().lease.clone();
+    let lease_id = lease.to_string();
+    let container = format!("{}-web-0", LeaseRef::new(lease.clone()).name());
+    let (ok, _) = exec(&container, "echo written-before-the-grace > /data/mark");
+    assert!(ok, "the workload writes into its volume");
+    let volumes = lease_volumes(&lease);
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+
+    // The escrow runs dry: the lease is in grace, its container stopped, its volume kept.
+    let l = wait_lease_state(&net, &lease, LeaseState::Grace, 60);
+    let until = l.grace_until.expect("a lease in grace says until when");
+    let t0 = Instant::now();
+    while container_runs(&container) != Some(false) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the container still runs in grace: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopped_after = t0.elapsed();
+    assert_eq!(lease_volumes(&lease), volumes, "the volume is kept in grace");
+    let status = net.lease_status(&lease, "alice");
+    assert_eq!(status.grace_until, Some(until), "{status:?}");
+    assert!(!status.ready, "{status:?}");
+    // A manifest sent now is refused, and the refusal says what to do.
+    let out = net.cli_raw(&["lease", "send-manifest", &lease_id, "--from", "alice"], &[]);
+    let e = common::cli_error(&out);
+    assert_eq!(e.code, ErrorCode::LeaseInGrace.as_str(), "{e:?}");
+    assert!(e.message.contains("grace") && e.message.contains("deposit"), "{e:?}");
+    assert_eq!(
+        container_runs(&container),
+        Some(false),
+        "the refused manifest started nothing"
     );
-    let sdl = web_sdl(dir.path(), "0.5", 200_000);
+
+    // A deposit within the grace resumes the lease; the workload runs again on its volume.
+    let (height, _) = net.tx_ok(&["deployment", "deposit", "81", "20000000uusd", "--from", "alice"]);
+    assert!(
+        height <= until,
+        "the deposit came within the grace ({height} > {until})"
+    );
+    wait_lease_state(&net, &lease, LeaseState::Active, 10);
+    let t0 = Instant::now();
+    let status = loop {
+        let s = net.lease_status(&lease, "alice");
+        if s.ready {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "not serving again: {s:?}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let resumed_after = t0.elapsed();
+    assert_eq!(status.grace_until, None, "{status:?}");
+    assert!(http_get(&status.uris[0].uri).contains("Hello"), "serves again");
+    let (ok, out) = exec(&container, "cat /data/mark");
+    assert!(
+        ok && out.contains("written-before-the-grace"),
+        "the data is still there: {out:?}"
+    );
+    assert_eq!(lease_volumes(&lease), volumes, "on the same volume");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("is in grace until height") && text.contains("resumed"),
+        "{text}"
+    );
+    eprintln!("stopped {stopped_after:?} after grace was seen; served again {resumed_after:?} after the deposit");
+
+    close_and_wait_removed(&net, &lease);
+    assert!(lease_volumes(&lease).is_empty(), "closing removes the volume");
+}
+
+#[test]
+fn without_a_deposit_the_lease_closes_after_its_grace_and_the_workload_and_volume_are_removed() {
+    build_image();
+    // 20 blocks of grace: 5 s.
+    let net = common::devnet_with(250, &["--grace-blocks", "20"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_daemon, _log) = provider_with(&net, dir.path(), EXPENSIVE);
+    let sdl = volume_sdl(dir.path());
     // 2,000,000 uusd at 100,000 per block: about 20 blocks (5 s) of service.
     let v = deploy(&net, &sdl, "80", &["--deposit", "2000000uusd"]);
     let lease = v.lease().lease.clone();
@@ -292,20 +451,18 @@ fn when_the_escrow_runs_dry_the_lease_closes_and_the_workload_is_removed() {
         lease_present(&LeaseRef::new(lease.clone()).name()),
         "the workload runs first"
     );
+    assert_eq!(lease_volumes(&lease).len(), 1, "with its volume");
+    let grace = wait_lease_state(&net, &lease, LeaseState::Grace, 60);
+    let until = grace.grace_until.expect("until");
+    let l = wait_lease_state(&net, &lease, LeaseState::InsufficientFunds, 30);
+    assert_eq!(l.reason, Some(LeaseCloseReason::InsufficientFunds), "{l:?}");
+    assert!(net.height() >= until, "closed only at the end of the grace");
+    wait_removed(&lease, "after the grace ran out");
     let t0 = Instant::now();
-    loop {
-        let l = net.rpc().lease(&lease, false).expect("lease").item.lease;
-        if l.state != LeaseState::Active {
-            assert_eq!(l.reason, Some(LeaseCloseReason::InsufficientFunds), "{l:?}");
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the escrow never ran dry: {l:?}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
+    while !lease_volumes(&lease).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the volume is left");
+        std::thread::sleep(Duration::from_millis(200));
     }
-    wait_removed(&lease, "after the escrow ran dry");
     let deployment = DeploymentId {
         owner: lease.owner,
         dseq: 80,

@@ -132,12 +132,16 @@ pub fn spawn(args: &[&str], home: &Path) -> Child {
 }
 
 pub fn devnet(block_time_ms: u64) -> Devnet {
+    devnet_with(block_time_ms, &[])
+}
+
+/// A devnet with `extra` arguments to `pazar devnet` (`--grace-blocks 40`, say).
+pub fn devnet_with(block_time_ms: u64, extra: &[&str]) -> Devnet {
     let home = tempfile::tempdir().expect("tempdir");
     let bt = block_time_ms.to_string();
-    let mut child = spawn(
-        &["devnet", "--rpc-listen", "127.0.0.1:0", "--block-time-ms", &bt],
-        home.path(),
-    );
+    let mut args = vec!["devnet", "--rpc-listen", "127.0.0.1:0", "--block-time-ms", &bt];
+    args.extend_from_slice(extra);
+    let mut child = spawn(&args, home.path());
     let url = wait_ready(home.path(), &mut child, Duration::from_secs(30));
     Devnet { home, child, url }
 }

@@ -174,8 +174,24 @@ fn lease(state: &mut State, order: &OrderId, provider: Address) -> Result<()> {
     )
 }
 
-/// Adds `n` more leases, each on its own deployment, from bulk accounts.
-fn add_bulk_leases(state: &mut State, n: u64, bulk_tenants: u32, bulk_providers: u32) -> Result<()> {
+/// With [`add_bulk_leases`]: every deployment's owner sets a runway policy (an alert at 600
+/// blocks, an allowance that tops up to 3,600), and one deployment in a thousand has its
+/// threshold placed so that it is reached during the `blocks` measured blocks after the
+/// building height: those blocks do real top-ups, spread over them.
+#[derive(Clone, Copy)]
+struct BulkPolicies {
+    blocks: u64,
+}
+
+/// Adds `n` more leases, each on its own deployment, from bulk accounts (and their runway
+/// policies with `policies`).
+fn add_bulk_leases(
+    state: &mut State,
+    n: u64,
+    bulk_tenants: u32,
+    bulk_providers: u32,
+    policies: Option<BulkPolicies>,
+) -> Result<()> {
     for i in 0..bulk_providers {
         deliver(state, bulk_provider(i), vec![provider_msg()])?;
     }
@@ -190,8 +206,30 @@ fn add_bulk_leases(state: &mut State, n: u64, bulk_tenants: u32, bulk_providers:
             auto_accept_after: None,
         };
         deliver(state, owner, vec![msg])?;
-        let order = DeploymentId { owner, dseq }.group(1).order(1);
+        let id = DeploymentId { owner, dseq };
+        let order = id.group(1).order(1);
         lease(state, &order, bulk_provider((i % u64::from(bulk_providers)) as u32))?;
+        if let Some(p) = policies {
+            let mut low_blocks = 600;
+            if i % 1000 == 0 {
+                // Reached at measured height `state.height + 1 + k`.
+                let k = (i / 1000) % p.blocks.max(1);
+                let dry = state
+                    .escrow_view(&id, state.height)
+                    .and_then(|v| v.depletes_at)
+                    .context("a bulk lease pays, so its escrow runs dry some day")?;
+                low_blocks = dry - (state.height + 1 + k);
+            }
+            let policy = pazar_types::records::EscrowPolicySpec {
+                low_blocks,
+                top_up: Some(pazar_types::records::TopUpSpec {
+                    limit: Coin::new(1_000_000_000_000, denom("uusd")),
+                    target_blocks: low_blocks + 3_600,
+                    expires_at: None,
+                }),
+            };
+            deliver(state, owner, vec![Msg::SetEscrowPolicy { dseq, policy }])?;
+        }
         if i % 10_000 == 0 {
             // No store here: drop the change set now and then so it does not grow unbounded.
             drop(state.take_changes());
@@ -303,10 +341,11 @@ fn make_blocks(setup: &Setup, first_height: u64, count: usize) -> Vec<(BlockHead
     blocks
 }
 
-/// Applies the blocks; returns (milliseconds per block, failed transactions).
-fn apply_all(state: &mut State, blocks: &[(BlockHeader, Vec<Vec<u8>>)]) -> Result<(Vec<f64>, usize)> {
+/// Applies the blocks; returns (milliseconds per block, failed transactions, automatic
+/// top-ups made).
+fn apply_all(state: &mut State, blocks: &[(BlockHeader, Vec<Vec<u8>>)]) -> Result<(Vec<f64>, usize, usize)> {
     let mut ms = Vec::with_capacity(blocks.len());
-    let mut failed = 0;
+    let (mut failed, mut top_ups) = (0, 0);
     for (h, txs) in blocks {
         let t0 = Instant::now();
         let out = state.apply_block(h, txs)?;
@@ -315,8 +354,13 @@ fn apply_all(state: &mut State, blocks: &[(BlockHeader, Vec<Vec<u8>>)]) -> Resul
         std::hint::black_box(changes);
         ms.push(t0.elapsed().as_secs_f64() * 1e3);
         failed += out.receipts.iter().filter(|r| !r.is_ok()).count();
+        top_ups += out
+            .end_block_events
+            .iter()
+            .filter(|e| matches!(e, pazar_types::Event::EscrowToppedUp { .. }))
+            .count();
     }
-    Ok((ms, failed))
+    Ok((ms, failed, top_ups))
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -399,21 +443,33 @@ pub fn ledger(opts: &LedgerOpts) -> Result<serde_json::Value> {
     let batch_verify_per_s = ed25519_batch_verify_per_s(&blocks)?;
 
     let mut small = setup.state.clone();
-    let (small_ms, small_failed) = apply_all(&mut small, &blocks)?;
+    let (small_ms, small_failed, _) = apply_all(&mut small, &blocks)?;
     let small_total_s: f64 = small_ms.iter().sum::<f64>() / 1e3;
     let apply_tx_per_s = (blocks.len() * BLOCK_TXS) as f64 / small_total_s;
 
     eprintln!("bench ledger: adding {} leases", opts.leases);
-    let mut big = setup.state;
+    let mut big = setup.state.clone();
     let t0 = Instant::now();
-    add_bulk_leases(&mut big, opts.leases, bulk_tenants, bulk_providers)?;
+    add_bulk_leases(&mut big, opts.leases, bulk_tenants, bulk_providers, None)?;
     let build_s = t0.elapsed().as_secs_f64();
     let open_leases_big = opts.leases as usize + SMALL_LEASES;
-    let (big_ms, big_failed) = apply_all(&mut big, &blocks)?;
+    let (big_ms, big_failed, _) = apply_all(&mut big, &blocks)?;
     let rss = rss_mb();
     if small.state_hash() == big.state_hash() {
         bail!("the large state did not differ from the small one");
     }
+    drop(big);
+
+    // The same leases, each deployment holding a runway policy with an allowance; some reach
+    // their threshold in the measured blocks and are topped up there.
+    eprintln!("bench ledger: adding {} leases with allowances", opts.leases);
+    let mut allow = setup.state;
+    let policies = BulkPolicies {
+        blocks: blocks.len() as u64,
+    };
+    add_bulk_leases(&mut allow, opts.leases, bulk_tenants, bulk_providers, Some(policies))?;
+    let (allow_ms, allow_failed, top_ups) = apply_all(&mut allow, &blocks)?;
+    let block_ms_allow = median(&allow_ms);
     let block_ms_small = median(&small_ms);
     let block_ms_big = median(&big_ms);
     Ok(json!({
@@ -429,6 +485,10 @@ pub fn ledger(opts: &LedgerOpts) -> Result<serde_json::Value> {
         "block_ms_1m_leases": (block_ms_big * 100.0).round() / 100.0,
         "open_leases_large_state": open_leases_big,
         "settle_ratio": (block_ms_big / block_ms_small * 1000.0).round() / 1000.0,
+        "block_ms_1m_allowances": (block_ms_allow * 100.0).round() / 100.0,
+        "allowance_ratio": (block_ms_allow / block_ms_small * 1000.0).round() / 1000.0,
+        "top_ups_measured": top_ups,
+        "failed_txs_allowances": allow_failed,
         "failed_txs_small": small_failed,
         "failed_txs_large": big_failed,
         "large_state_build_s": (build_s * 10.0).round() / 10.0,

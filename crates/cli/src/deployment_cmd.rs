@@ -7,6 +7,7 @@ use clap::Subcommand;
 use pazar_api::node::TxResult;
 use pazar_client::deploy::{self, Tenant, WhyNoBids};
 use pazar_client::Rpc;
+use pazar_types::records::{EscrowPolicySpec, TopUpSpec};
 use pazar_types::{Coin, Msg};
 
 use crate::chain::{self, client_err, TxOpts};
@@ -38,6 +39,61 @@ pub enum DeploymentCmd {
         after_help = "Examples:\n  pazar deployment update 12 deploy.yaml --from alice\n  pazar deployment update 12 deploy.yaml --from alice -o json"
     )]
     Update(crate::sdl_cmd::UpdateArgs),
+    /// Set one's deployment's runway policy: an `escrow_low` alert when the escrow has
+    /// --alert-blocks or fewer left, and an allowance from one's account that the ledger tops
+    /// the escrow up from (back to --target-blocks) when it gets that low. Replaces the previous
+    /// policy; --clear removes it (revoking the allowance).
+    #[command(
+        after_help = "Examples:\n  pazar deployment policy 12 --alert-blocks 3600 --from alice\n  \
+                            pazar deployment policy 12 --alert-blocks 3600 --allowance 50000000uusd --target-blocks 86400 --from alice\n  \
+                            pazar deployment policy 12 --clear --from alice"
+    )]
+    Policy(PolicyArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PolicyArgs {
+    /// One's deployment: DSEQ (or OWNER/DSEQ with OWNER the signer).
+    deployment: String,
+    /// Announce `escrow_low` when the runway falls to this many blocks (0: no alert).
+    #[arg(long, default_value_t = 0, conflicts_with = "clear")]
+    alert_blocks: u64,
+    /// The most the ledger may move from one's account into this escrow, in all (same
+    /// denomination as the escrow).
+    #[arg(long, requires = "target_blocks", conflicts_with = "clear")]
+    allowance: Option<Coin>,
+    /// Each top-up brings the runway back to this many blocks (above --alert-blocks).
+    #[arg(long, requires = "allowance")]
+    target_blocks: Option<u64>,
+    /// The allowance ends after this height.
+    #[arg(long, requires = "allowance")]
+    expires_at: Option<u64>,
+    /// Remove the policy: no alert, no allowance.
+    #[arg(long)]
+    clear: bool,
+}
+
+impl PolicyArgs {
+    fn spec(&self) -> Result<EscrowPolicySpec> {
+        if !self.clear && self.alert_blocks == 0 && self.allowance.is_none() {
+            anyhow::bail!("nothing to set: give --alert-blocks, --allowance with --target-blocks, or --clear");
+        }
+        let top_up = match (&self.allowance, self.target_blocks) {
+            (Some(limit), Some(target_blocks)) => Some(TopUpSpec {
+                limit: limit.clone(),
+                target_blocks,
+                expires_at: self.expires_at,
+            }),
+            _ => None,
+        };
+        let spec = EscrowPolicySpec {
+            low_blocks: self.alert_blocks,
+            top_up,
+        };
+        // The ledger's own checks, before anything is signed.
+        spec.validate("policy").map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(spec)
+    }
 }
 
 /// The reasons for people: one block per open order, one line per provider.
@@ -92,6 +148,23 @@ pub fn run(cmd: DeploymentCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
                 deploy::close(&tenant, &id, chain::submit_mode(t), &mut |_| {})
             })?;
             report(opts, &r)
+        }
+        DeploymentCmd::Policy(a) => {
+            let id = ids.deployment(&a.deployment)?;
+            let policy = a.spec()?;
+            let key = chain::signer(opts, t)?;
+            if key.address() != id.owner {
+                anyhow::bail!(
+                    "deployment {}/{} is not the signer's ({}): only its owner sets its policy",
+                    id.owner,
+                    id.dseq,
+                    key.address()
+                );
+            }
+            report(
+                opts,
+                &chain::submit_as(opts, t, &key, vec![Msg::SetEscrowPolicy { dseq: id.dseq, policy }])?,
+            )
         }
         DeploymentCmd::Update(a) => {
             let id = ids.deployment(&a.deployment)?;

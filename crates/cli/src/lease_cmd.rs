@@ -15,7 +15,7 @@ use pazar_client::deploy::{self, Tenant};
 use pazar_client::tenant::ProviderClient;
 use pazar_client::Rpc;
 use pazar_sdl::Manifest;
-use pazar_types::market::{BidId, LeaseCloseReason};
+use pazar_types::market::{BidId, LeaseCloseReason, LeaseState};
 use pazar_types::{Address, Msg, SigningKey};
 
 use crate::chain::{self, client_err, TxOpts};
@@ -142,6 +142,57 @@ fn status_text_raw(st: &LeaseStatus) -> String {
     out.trim_end().to_string()
 }
 
+/// The ledger's side of a lease for people: its state (with the end of a grace period) and
+/// its deployment's escrow runway in blocks and wall time.
+pub fn ledger_text(l: &pazar_api::node::LeaseDetail) -> String {
+    let state = match (l.lease.state, l.lease.grace_until) {
+        (LeaseState::Grace, Some(until)) => {
+            format!("in grace until height {until} (the provider is not paid; a deposit resumes it)")
+        }
+        (state, _) => format!("{state:?}").to_lowercase(),
+    };
+    let mut out = format!("lease: {state}");
+    if let Some(v) = &l.escrow {
+        out.push_str(&format!("\nescrow: {}", runway_text(v)));
+    }
+    out
+}
+
+/// `balance 1200000uusd, runway 1200 blocks (about 20 min)`, and the policy if there is one.
+pub fn runway_text(v: &pazar_types::records::EscrowView) -> String {
+    let mut out = format!("balance {}{}", v.balance, v.denom);
+    match (v.runway_blocks, v.runway_ms) {
+        (Some(b), Some(ms)) => out.push_str(&format!(", runway {b} blocks (about {})", human_ms(ms))),
+        (Some(b), None) => out.push_str(&format!(", runway {b} blocks")),
+        (None, _) => out.push_str(", nothing to pay"),
+    }
+    if let Some(p) = &v.policy {
+        if p.low_blocks > 0 {
+            out.push_str(&format!(", alert at {} blocks", p.low_blocks));
+        }
+        if let Some(a) = &p.top_up {
+            out.push_str(&format!(
+                ", top-up allowance {}{} left (to {} blocks)",
+                a.remaining, v.denom, a.target_blocks
+            ));
+        }
+    }
+    out
+}
+
+/// A duration for people, to its largest two units: `3 d 4 h`, `20 min 5 s`, `900 ms`.
+pub fn human_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    let (d, h, m) = (s / 86_400, (s / 3600) % 24, (s / 60) % 60);
+    match () {
+        _ if d > 0 => format!("{d} d {h} h"),
+        _ if h > 0 => format!("{h} h {m} min"),
+        _ if m > 0 => format!("{m} min {} s", s % 60),
+        _ if s > 0 => format!("{s} s"),
+        _ => format!("{ms} ms"),
+    }
+}
+
 /// One log record for people: `[service-replica] line`, made printable.
 fn log_text(item: &LogItem) -> String {
     match item {
@@ -169,13 +220,31 @@ pub fn run(cmd: LeaseCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
     match cmd {
         LeaseCmd::Status { lease } => {
             let id = ids.lease(&lease)?;
+            // The ledger's side first (state, grace, escrow runway): it is there even when the
+            // provider does not answer.
+            let ledger = rpc.lease(&id, false).map_err(client_err)?.item;
             let c = provider_client(&rpc, &id.provider, chain::signer(opts, t)?)?;
-            let st = runtime()?.block_on(c.status(&id))?;
+            let st = runtime()?.block_on(c.status(&id));
             match opts.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&st)?),
-                Output::Text => println!("{}", status_text(&st)),
+                // One JSON document: the provider's status with the ledger's side added, or
+                // (the provider failing) the error document alone.
+                Output::Json => {
+                    if let Ok(st) = &st {
+                        let mut v = serde_json::to_value(st)?;
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("ledger".into(), serde_json::to_value(&ledger)?);
+                        }
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    }
+                }
+                Output::Text => {
+                    println!("{}", ledger_text(&ledger));
+                    if let Ok(st) = &st {
+                        println!("{}", status_text(st));
+                    }
+                }
             }
-            Ok(())
+            st.map(|_| ()).map_err(anyhow::Error::from)
         }
         LeaseCmd::Logs {
             lease,
@@ -257,7 +326,7 @@ pub fn run(cmd: LeaseCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{printable, status_text};
+    use super::{human_ms, printable, runway_text, status_text};
     use pazar_api::provider::LeaseStatus;
     use serde_json::json;
 
@@ -300,5 +369,30 @@ mod tests {
             "services": [{"name": "web", "running": 1, "replicas": 1, "restarts": 0, "evictions": 0,
                           "state": "running", "forwards": [], "last_error": null}]}));
         assert!(!status_text(&calm).contains("eviction"));
+    }
+
+    #[test]
+    fn durations_read_in_their_two_largest_units() {
+        assert_eq!(human_ms(900), "900 ms");
+        assert_eq!(human_ms(59_000), "59 s");
+        assert_eq!(human_ms(1_205_000), "20 min 5 s");
+        assert_eq!(human_ms(3_600_000 * 5 + 60_000 * 7), "5 h 7 min");
+        assert_eq!(human_ms(86_400_000 * 3 + 3_600_000 * 4), "3 d 4 h");
+    }
+
+    #[test]
+    fn runway_text_gives_blocks_wall_time_and_the_allowance_left() {
+        let v: pazar_types::records::EscrowView = serde_json::from_value(json!({
+            "denom": "uusd", "balance": "1200000", "accrued": "0",
+            "runway_blocks": 1200, "depletes_at": 1300, "runway_ms": 1_200_000,
+            "policy": { "low_blocks": 300, "alerted": false, "low_at": 1000,
+                        "top_up": { "remaining": "5000000", "spent": "0", "target_blocks": 3600 } }
+        }))
+        .expect("a view");
+        assert_eq!(
+            runway_text(&v),
+            "balance 1200000uusd, runway 1200 blocks (about 20 min 0 s), alert at 300 blocks, \
+             top-up allowance 5000000uusd left (to 3600 blocks)"
+        );
     }
 }

@@ -120,6 +120,8 @@ impl State {
             accrued,
             runway_blocks: runway,
             depletes_at: acct.depletes_at,
+            policy: self.escrow_policies.get(id).cloned(),
+            runway_ms: None,
         })
     }
 

@@ -418,6 +418,21 @@ pub struct EscrowView {
     pub runway_blocks: Option<u64>,
     /// Height at which the account runs dry (`None` with no open lease).
     pub depletes_at: Option<u64>,
+    /// The owner's runway policy: alert threshold, top-up allowance and what is left of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<EscrowPolicy>,
+    /// `runway_blocks` as wall time at the chain's recent block time, in milliseconds. The
+    /// ledger has no clock: the node fills this in from its last blocks' timestamps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runway_ms: Option<u64>,
+}
+
+impl EscrowView {
+    /// Fills in [`EscrowView::runway_ms`] at `block_ms` milliseconds a block.
+    pub fn with_block_time(mut self, block_ms: Option<u64>) -> EscrowView {
+        self.runway_ms = self.runway_blocks.zip(block_ms).map(|(b, ms)| b.saturating_mul(ms));
+        self
+    }
 }
 
 /// The outcome of one transaction.

@@ -18,6 +18,8 @@ fn bench_ledger_prints_json_with_every_field_and_no_failed_txs() {
         "block_ms_10_leases",
         "block_ms_1m_leases",
         "settle_ratio",
+        "block_ms_1m_allowances",
+        "allowance_ratio",
     ] {
         let v = report[field]
             .as_f64()
@@ -26,6 +28,9 @@ fn bench_ledger_prints_json_with_every_field_and_no_failed_txs() {
     }
     assert_eq!(report["failed_txs_small"], 0, "{report}");
     assert_eq!(report["failed_txs_large"], 0, "{report}");
+    assert_eq!(report["failed_txs_allowances"], 0, "{report}");
+    // One deployment in a thousand reaches its threshold in the measured blocks: 3 of 3,000.
+    assert_eq!(report["top_ups_measured"], 3, "{report}");
     assert_eq!(report["open_leases_large_state"], 3010);
 }
 

@@ -16,6 +16,12 @@ use pazar_types::market::{Endpoint, EndpointKind, Gpu, GroupSpec, PlacementRequi
 use pazar_types::{Dec, Denom, Price};
 
 fn groups_file(dir: &std::path::Path) -> std::path::PathBuf {
+    groups_file_priced(dir, 1000)
+}
+
+/// One group (0.5 CPU, 512 MiB, an HTTP endpoint) whose price ceiling is `max_uusd` a block,
+/// written as the JSON `pazar tx deployment create --groups` reads.
+pub(super) fn groups_file_priced(dir: &std::path::Path, max_uusd: u64) -> std::path::PathBuf {
     let spec = GroupSpec {
         name: "web".into(),
         requirements: PlacementRequirements::default(),
@@ -34,7 +40,7 @@ fn groups_file(dir: &std::path::Path) -> std::path::PathBuf {
             count: 1,
             price: Price {
                 denom: Denom::new("uusd").expect("denom"),
-                amount: Dec::from_int(1000).expect("small"),
+                amount: Dec::from_int(u128::from(max_uusd)).expect("small"),
             },
         }],
     };

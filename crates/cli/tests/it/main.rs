@@ -17,6 +17,7 @@ mod dry_run;
 mod manifest;
 mod node_config;
 mod provider;
+mod runway;
 mod sdl;
 mod testnet;
 mod testnet_handoff;

@@ -426,8 +426,29 @@ fn group_of(id: &OrderId) -> GroupId {
     }
 }
 
-/// A deployment with its groups, leases and escrow at the state's height.
-fn deployment_detail(st: &State, id: &DeploymentId, d: &Deployment) -> DeploymentDetail {
+/// How long a block has taken lately: the mean over the last (up to) 100 committed blocks'
+/// timestamps, else the node's configured block time. Only for showing runways as wall time;
+/// nothing in the ledger reads it.
+fn recent_block_ms(node: &Node) -> Option<u64> {
+    const SPAN: u64 = 100;
+    let head = node.head();
+    let configured = u64::try_from(node.config.block_time.as_millis())
+        .ok()
+        .filter(|ms| *ms > 0);
+    let from = head.height.saturating_sub(SPAN).max(1);
+    if head.height <= from {
+        return configured;
+    }
+    let Ok(Some(b)) = node.store().block(from) else {
+        return configured;
+    };
+    let elapsed = head.time_ms.saturating_sub(b.block.header.time_ms);
+    Some(elapsed / (head.height - from)).filter(|ms| *ms > 0).or(configured)
+}
+
+/// A deployment with its groups, leases and escrow at the state's height (`block_ms`: see
+/// [`recent_block_ms`]).
+fn deployment_detail(st: &State, id: &DeploymentId, d: &Deployment, block_ms: Option<u64>) -> DeploymentDetail {
     DeploymentDetail {
         id: id.clone(),
         deployment: d.clone(),
@@ -446,7 +467,7 @@ fn deployment_detail(st: &State, id: &DeploymentId, d: &Deployment) -> Deploymen
                 lease: l.clone(),
             })
             .collect(),
-        escrow: st.escrow_view(id, st.height),
+        escrow: st.escrow_view(id, st.height).map(|v| v.with_block_time(block_ms)),
     }
 }
 
@@ -456,7 +477,8 @@ fn deployment_detail(st: &State, id: &DeploymentId, d: &Deployment) -> Deploymen
 pub(super) async fn deployments(AxState(node): AxState<Shared>, q: Q<ListQuery>) -> ApiResult<DeploymentPage> {
     let q = list_query(q, "/deployments", filters::DEPLOYMENTS)?;
     let st = node.state();
-    let show = |id: &DeploymentId, d: &Deployment| deployment_detail(&st, id, d);
+    let block_ms = recent_block_ms(&node);
+    let show = |id: &DeploymentId, d: &Deployment| deployment_detail(&st, id, d, block_ms);
     let (deployments, next) = match q.owner {
         Some(o) => page(&q, table_id::DEPLOYMENTS, st.deployments_of(&o), show)?,
         None => page(&q, table_id::DEPLOYMENTS, st.deployments(), show)?,
@@ -490,7 +512,7 @@ pub(super) async fn deployment(
     let d = st
         .deployment(&id)
         .ok_or_else(|| ApiError::not_found(format!("deployment {id}")))?;
-    let item = deployment_detail(&st, &id, d);
+    let item = deployment_detail(&st, &id, d, recent_block_ms(&node));
     proven(&node, &st, item, store_key(table_id::DEPLOYMENTS, &id), q.prove)
 }
 
@@ -511,7 +533,9 @@ pub(super) async fn escrow(
         .ok_or_else(|| ApiError::not_found(format!("escrow of deployment {id}")))?
         .clone();
     let item = EscrowDetail {
-        view: st.escrow_view(&id, st.height),
+        view: st
+            .escrow_view(&id, st.height)
+            .map(|v| v.with_block_time(recent_block_ms(&node))),
         account,
         id: id.clone(),
     };
@@ -671,7 +695,9 @@ pub(super) async fn lease(
         id: id.clone(),
         lease: l.clone(),
         payment: st.payment(&id).cloned(),
-        escrow: st.escrow_view(&id.deployment(), st.height),
+        escrow: st
+            .escrow_view(&id.deployment(), st.height)
+            .map(|v| v.with_block_time(recent_block_ms(&node))),
     };
     proven(&node, &st, item, store_key(table_id::LEASES, &id), q.prove)
 }

@@ -87,8 +87,9 @@ impl State {
         Some(hi)
     }
 
-    /// Saves `acct`, recomputing its depletion height and moving its index entry.
-    fn save_account(&mut self, id: &DeploymentId, mut acct: EscrowAccount, depleted: bool) {
+    /// Saves `acct`, recomputing its depletion height and moving its index entry, and its
+    /// runway threshold's as measured at `height` (the current block).
+    fn save_account(&mut self, id: &DeploymentId, mut acct: EscrowAccount, depleted: bool, height: u64) {
         let old = acct.depletes_at;
         acct.depletes_at = if acct.closed || depleted {
             None
@@ -105,7 +106,7 @@ impl State {
             }
         }
         self.escrow.insert(id.clone(), acct);
-        self.refresh_low(id);
+        self.refresh_low(id, height);
     }
 
     /// What settling `id` at `height` would show, without changing anything.
@@ -205,7 +206,7 @@ impl State {
         self.transfer(from, self.escrow_module(), coin)?;
         acct.balance = acct.balance.checked_add(coin.amount).ok_or(EscrowError::Overflow)?;
         acct.deposited = acct.deposited.checked_add(coin.amount).ok_or(EscrowError::Overflow)?;
-        self.save_account(id, acct, false);
+        self.save_account(id, acct, false, ctx.height);
         ctx.events.push(Event::EscrowDeposited {
             id: id.clone(),
             depositor: from,
@@ -263,7 +264,7 @@ impl State {
         }
         acct.deposits.retain(|d| d.amount > 0);
         debug_assert_eq!(to_deduct, 0, "deposits sum to the balance");
-        self.save_account(id, acct, depleted);
+        self.save_account(id, acct, depleted, height);
         Ok(depleted)
     }
 
@@ -323,7 +324,7 @@ impl State {
             }
             .into());
         }
-        self.save_account(id, acct, false);
+        self.save_account(id, acct, false, height);
         Ok(())
     }
 
@@ -358,7 +359,7 @@ impl State {
         if let Err(pos) = acct.open_payments.binary_search(lease) {
             acct.open_payments.insert(pos, lease.clone());
         }
-        self.save_account(id, acct, false);
+        self.save_account(id, acct, false, height);
         Ok(())
     }
 
@@ -408,7 +409,7 @@ impl State {
         }
         if let Some(mut acct) = self.escrow.get(&id).cloned() {
             acct.open_payments.retain(|l| l != lease);
-            self.save_account(&id, acct, false);
+            self.save_account(&id, acct, false, ctx.height);
         }
         Ok(())
     }
@@ -432,7 +433,7 @@ impl State {
         }
         acct.balance = 0;
         acct.closed = true;
-        self.save_account(id, acct, false);
+        self.save_account(id, acct, false, ctx.height);
         Ok(())
     }
 }

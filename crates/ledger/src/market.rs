@@ -259,6 +259,12 @@ impl State {
     /// The escrow of `id` ran dry at this height: its active leases go into grace, or close
     /// with `insufficient_funds` (their groups too) where the grace period is 0.
     pub(crate) fn on_depleted(&mut self, ctx: &mut Ctx, id: &DeploymentId) -> Result<(), TxError> {
+        // An allowance first: a top-up that pays the next block keeps every lease running (a
+        // settlement in the middle of a block, e.g. a stranger's deposit, must not stop and
+        // restart a workload the allowance was meant to keep).
+        if self.top_up_before_dry(ctx, id)? {
+            return Ok(());
+        }
         ctx.events.push(Event::EscrowDepleted { id: id.clone() });
         let active: Vec<LeaseId> = self
             .leases
@@ -267,7 +273,7 @@ impl State {
             .map(|(k, _)| k.clone())
             .collect();
         if self.params.grace_blocks > 0 {
-            return self.enter_grace(ctx, id, active);
+            return self.enter_grace(ctx, active);
         }
         for lid in active {
             self.end_lease(
@@ -766,6 +772,8 @@ impl State {
             return Ok(());
         }
         self.end_lease(ctx, id, LeaseState::Closed, reason)?;
+        // The balance may now pay the deployment's other leases in grace.
+        self.resume_grace(ctx, &id.deployment())?;
         let gid = id.group();
         if by_tenant {
             // The tenant wants another provider: the group stays open with a fresh order.

@@ -90,7 +90,7 @@ impl State {
                 low_at: None,
             };
             self.escrow_policies.insert(id.clone(), policy);
-            self.refresh_low(&id);
+            self.refresh_low(&id, ctx.height);
         }
         ctx.events.push(Event::EscrowPolicySet {
             id: id.clone(),
@@ -104,9 +104,10 @@ impl State {
     }
 
     /// Re-indexes the height at which `id`'s runway falls to its threshold. Called whenever its
-    /// account is saved. A runway above the threshold re-arms the alert; a closed account drops
-    /// the policy.
-    pub(crate) fn refresh_low(&mut self, id: &DeploymentId) {
+    /// account is saved, with the current height: the runway is measured from there (an
+    /// account saved before it is settled still has an older `settled_at`). A runway above the
+    /// threshold re-arms the alert; a closed account drops the policy.
+    pub(crate) fn refresh_low(&mut self, id: &DeploymentId, height: u64) {
         let Some(old) = self.escrow_policies.get(id) else {
             return;
         };
@@ -121,15 +122,15 @@ impl State {
             self.escrow_policies.remove(id);
             return;
         }
-        let runway = acct.depletes_at.map(|d| d.saturating_sub(acct.settled_at));
+        let now = height.max(acct.settled_at);
+        let runway = acct.depletes_at.map(|d| d.saturating_sub(now));
         if runway.is_none_or(|r| r > p.low_blocks) {
             p.alerted = false;
         }
         let want = if p.alerted {
             None
         } else {
-            acct.depletes_at
-                .map(|d| d.saturating_sub(p.low_blocks).max(acct.settled_at))
+            acct.depletes_at.map(|d| d.saturating_sub(p.low_blocks).max(now))
         };
         if want != p.low_at {
             if let Some(h) = p.low_at {
@@ -213,7 +214,8 @@ impl State {
         };
         let need = self.top_up_need(id, ctx.height, a.target_blocks);
         if need == 0 {
-            return Ok(());
+            // The escrow covers the target already: leases in grace it can pay resume.
+            return self.resume_grace(ctx, id);
         }
         let skipped = if a.expires_at.is_some_and(|e| e < ctx.height) {
             Some(TopUpSkipped::Expired)
@@ -258,14 +260,9 @@ impl State {
 
     /// Puts the active leases of a deployment whose escrow just ran dry (settled at this
     /// height) into grace: their payments stop (what they earned is paid out) and each is
-    /// indexed to close at the end of the grace period. With a grace period of 0 they close
-    /// now. Then an allowance may resume them at once.
-    pub(crate) fn enter_grace(
-        &mut self,
-        ctx: &mut Ctx,
-        id: &DeploymentId,
-        active: Vec<LeaseId>,
-    ) -> Result<(), TxError> {
+    /// indexed to close at the end of the grace period (with a grace period of 0 the caller
+    /// closes them instead). An allowance had its chance first ([`State::top_up_before_dry`]).
+    pub(crate) fn enter_grace(&mut self, ctx: &mut Ctx, active: Vec<LeaseId>) -> Result<(), TxError> {
         let until = ctx.height.saturating_add(self.params.grace_blocks);
         for lid in active {
             let Some(mut lease) = self.leases.get(&lid).cloned() else {
@@ -278,7 +275,18 @@ impl State {
             self.grace_expiry.insert((until, lid.clone()), ());
             ctx.events.push(Event::LeaseGrace { id: lid, until });
         }
-        self.top_up(ctx, id)
+        Ok(())
+    }
+
+    /// Before a dry escrow stops anything: a top-up under the allowance, if there is one.
+    /// Returns whether the escrow pays the next block again (nothing needs to stop).
+    pub(crate) fn top_up_before_dry(&mut self, ctx: &mut Ctx, id: &DeploymentId) -> Result<bool, TxError> {
+        if self.escrow_policies.get(id).is_none_or(|p| p.top_up.is_none()) {
+            return Ok(false);
+        }
+        self.top_up(ctx, id)?;
+        let paying = self.escrow.get(id).is_some_and(|a| !a.open_payments.is_empty());
+        Ok(paying && self.top_up_need(id, ctx.height, 1) == 0)
     }
 
     /// After a deposit: if the balance pays one full block of every lease in grace on top of

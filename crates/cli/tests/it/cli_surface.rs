@@ -9,9 +9,6 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use pazar_types::market::{Endpoint, EndpointKind, Gpu, GroupSpec, PlacementRequirements, ResourceUnit, Resources};
-use pazar_types::{Dec, Denom, Price};
-
 /// Runs `pazar ARGS` with `stdin` piped in (nothing when `None`).
 fn pazar(args: &[&str], stdin: Option<&str>) -> Output {
     let mut c = Command::new(common::bin())
@@ -149,31 +146,7 @@ fn keys_import_reads_the_mnemonic_from_stdin_and_refuses_it_as_an_argument() {
 }
 
 fn groups_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let spec = GroupSpec {
-        name: "web".into(),
-        requirements: PlacementRequirements::default(),
-        resources: vec![ResourceUnit {
-            id: 1,
-            resources: Resources {
-                cpu_millis: 100,
-                memory_bytes: 64 << 20,
-                storage: vec![],
-                gpu: Gpu::default(),
-                endpoints: vec![Endpoint {
-                    kind: EndpointKind::SharedHttp,
-                    sequence: 0,
-                }],
-            },
-            count: 1,
-            price: Price {
-                denom: Denom::new("uusd").expect("denom"),
-                amount: Dec::from_int(1000).expect("small"),
-            },
-        }],
-    };
-    let p = dir.join("groups.json");
-    std::fs::write(&p, serde_json::to_vec(&vec![spec]).expect("json")).expect("writes");
-    p
+    super::devnet::groups_file_priced(dir, 1000)
 }
 
 #[test]

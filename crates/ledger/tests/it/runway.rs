@@ -481,3 +481,58 @@ fn closing_the_deployment_drops_its_policy_and_refunds_nothing_the_allowance_did
         .iter()
         .any(|e| matches!(e, Event::EscrowToppedUp { .. } | Event::EscrowLow { .. })));
 }
+
+#[test]
+fn a_deposit_below_the_threshold_does_not_announce_the_same_crossing_again() {
+    let mut l = lease(600_000);
+    let (t, p) = (l.tenant.clone(), l.provider.clone());
+    l.chain.ok(&t, vec![policy(100, None)]);
+    let dry = depletes_at(&l);
+    let events = l.chain.advance_to(dry - 100);
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::EscrowLow { .. })),
+        1,
+        "{events:?}"
+    );
+    l.chain.advance_to(dry - 60);
+    // A stranger's tiny deposit settles the account and leaves the runway below 100.
+    let r = l.chain.ok(
+        &p,
+        vec![Msg::DepositDeployment {
+            id: l.id.clone(),
+            amount: coin(1_000, &uusd()),
+        }],
+    );
+    assert!(!r.events.iter().any(|e| matches!(e, Event::EscrowLow { .. })));
+    let events = l.chain.advance_to(dry - 30);
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::EscrowLow { .. })),
+        0,
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_settlement_in_the_dry_block_tops_up_without_stopping_the_lease() {
+    let mut l = lease(600_000);
+    let (t, p) = (l.tenant.clone(), l.provider.clone());
+    // No alert, top-up only: due in the very block the escrow would run dry.
+    l.chain.ok(&t, vec![policy(0, Some((5_000_000, 300, None)))]);
+    let dry = depletes_at(&l);
+    l.chain.advance_to(dry - 1);
+    // In that block, before its end, the provider withdraws: the settlement finds it dry.
+    let r = l.chain.ok(&p, vec![Msg::WithdrawLease { lease: l.lease.clone() }]);
+    assert!(
+        r.events.iter().any(|e| matches!(e, Event::EscrowToppedUp { .. })),
+        "{:?}",
+        r.events
+    );
+    assert!(
+        !r.events
+            .iter()
+            .any(|e| matches!(e, Event::LeaseGrace { .. } | Event::EscrowDepleted { .. })),
+        "{:?}",
+        r.events
+    );
+    assert_eq!(l.chain.state.lease(&l.lease).expect("lease").state, LeaseState::Active);
+}

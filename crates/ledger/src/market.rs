@@ -15,7 +15,7 @@ use crate::escrow::leases_of;
 use crate::state::{Bid, Deployment, Group, Lease, Order, State};
 use crate::Ctx;
 
-fn bids_of(order: &OrderId) -> std::ops::RangeInclusive<BidId> {
+pub(crate) fn bids_of(order: &OrderId) -> std::ops::RangeInclusive<BidId> {
     order.bid(Address::MIN)..=order.bid(Address::MAX)
 }
 

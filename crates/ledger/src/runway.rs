@@ -17,12 +17,11 @@
 //! its cost does not grow with the number of deployments holding a policy.
 
 use pazar_types::event::TopUpSkipped;
-use pazar_types::market::{GroupState, LeaseCloseReason, LeaseState};
+use pazar_types::market::{BidState, GroupState, LeaseCloseReason, LeaseState};
 use pazar_types::records::{EscrowPolicy, EscrowPolicySpec, TopUpAllowance};
 use pazar_types::{Address, BidId, Coin, DeploymentId, Event, LeaseId};
 
 use crate::error::{EscrowError, TxError};
-use crate::escrow::leases_of;
 use crate::state::State;
 use crate::Ctx;
 
@@ -97,7 +96,7 @@ impl State {
             policy: spec.clone(),
         });
         // A new allowance can resume leases in grace at once.
-        if self.leases_in_grace(&id).next().is_some() {
+        if !self.leases_in_grace(&id).is_empty() {
             self.top_up(ctx, &id)?;
         }
         Ok(())
@@ -195,6 +194,7 @@ impl State {
         let open = self.owed_over(acct, since.saturating_add(blocks));
         let grace = self
             .leases_in_grace(id)
+            .into_iter()
             .map(|(_, price)| price.amount.accrue(blocks, 0).map_or(u128::MAX, |(u, _)| u))
             .fold(0u128, u128::saturating_add);
         open.saturating_add(grace).saturating_sub(acct.balance)
@@ -250,12 +250,27 @@ impl State {
         self.resume_grace(ctx, id)
     }
 
-    /// The deployment's leases in grace with their prices, in id order (at most one per group).
-    fn leases_in_grace(&self, id: &DeploymentId) -> impl Iterator<Item = (LeaseId, pazar_types::Price)> + '_ {
-        self.leases
-            .range(leases_of(id))
-            .filter(|(_, l)| l.state == LeaseState::Grace)
-            .map(|(k, l)| (k.clone(), l.price.clone()))
+    /// The deployment's leases in grace with their prices, in id order. A lease in grace keeps
+    /// its group's current order and its active bid, so only those are visited: at most
+    /// groups × bids per order, however many leases the deployment had before.
+    fn leases_in_grace(&self, id: &DeploymentId) -> Vec<(LeaseId, pazar_types::Price)> {
+        let groups = self.deployments.get(id).map_or(0, |d| d.groups);
+        let mut out = Vec::new();
+        for gseq in 1..=groups {
+            let gid = id.group(gseq);
+            let Some(oseq) = self.groups.get(&gid).and_then(|g| g.current_order) else {
+                continue;
+            };
+            for (bid, b) in self.bids.range(crate::market::bids_of(&gid.order(oseq))) {
+                if b.state != BidState::Active {
+                    continue;
+                }
+                if let Some(l) = self.leases.get(bid).filter(|l| l.state == LeaseState::Grace) {
+                    out.push((bid.clone(), l.price.clone()));
+                }
+            }
+        }
+        out
     }
 
     /// Puts the active leases of a deployment whose escrow just ran dry (settled at this
@@ -292,7 +307,7 @@ impl State {
     /// After a deposit: if the balance pays one full block of every lease in grace on top of
     /// the open ones, they all resume (paid again from this height). Otherwise nothing changes.
     pub(crate) fn resume_grace(&mut self, ctx: &mut Ctx, id: &DeploymentId) -> Result<(), TxError> {
-        let grace: Vec<(LeaseId, pazar_types::Price)> = self.leases_in_grace(id).collect();
+        let grace = self.leases_in_grace(id);
         if grace.is_empty() {
             return Ok(());
         }

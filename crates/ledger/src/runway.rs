@@ -69,14 +69,14 @@ impl State {
                 .into());
             }
         }
-        // Measured from now: the account is settled first (it may run dry doing so).
-        self.settle_deployment(ctx, &id)?;
-        if let Some(old) = self.escrow_policies.get(&id).and_then(|p| p.low_at) {
+        // The old policy goes first, so a revoked allowance pays for nothing from here on; then
+        // the account is settled, so the new threshold is measured from now (it may run dry
+        // doing so).
+        if let Some(old) = self.escrow_policies.remove(&id).and_then(|p| p.low_at) {
             self.escrow_low.remove(&(old, id.clone()));
         }
-        if spec.low_blocks == 0 && spec.top_up.is_none() {
-            self.escrow_policies.remove(&id);
-        } else {
+        self.settle_deployment(ctx, &id)?;
+        if spec.low_blocks > 0 || spec.top_up.is_some() {
             let policy = EscrowPolicy {
                 low_blocks: spec.low_blocks,
                 top_up: spec.top_up.as_ref().map(|t| TopUpAllowance {

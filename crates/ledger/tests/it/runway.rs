@@ -536,3 +536,28 @@ fn a_settlement_in_the_dry_block_tops_up_without_stopping_the_lease() {
     );
     assert_eq!(l.chain.state.lease(&l.lease).expect("lease").state, LeaseState::Active);
 }
+
+#[test]
+fn an_allowance_revoked_in_the_dry_block_pays_for_nothing() {
+    let mut l = lease(600_000);
+    let t = l.tenant.clone();
+    l.chain.ok(&t, vec![policy(0, Some((5_000_000, 300, None)))]);
+    let dry = depletes_at(&l);
+    l.chain.advance_to(dry - 1);
+    let before = l.chain.bal(&t, &uusd());
+    // Revoked in the block it would have been drawn on: the settlement finds the escrow dry
+    // with no allowance left to draw.
+    let r = l.chain.ok(&t, vec![policy(0, None)]);
+    assert!(
+        !r.events.iter().any(|e| matches!(e, Event::EscrowToppedUp { .. })),
+        "{:?}",
+        r.events
+    );
+    assert!(
+        r.events.iter().any(|e| matches!(e, Event::LeaseGrace { .. })),
+        "{:?}",
+        r.events
+    );
+    // Fees are in upzr: not one uusd left the owner.
+    assert_eq!(l.chain.bal(&t, &uusd()), before);
+}

@@ -1485,21 +1485,28 @@ mod tests {
         }
     }
 
-    fn setup(dir: &Path) -> (Arc<LeaseServer<Recorder>>, Arc<OneLease>, BidId, ValidGroup) {
+    /// A one-service web deployment (one replica, an HTTP endpoint) and an active lease of it
+    /// that the chain stand-in answers for.
+    fn one_web_lease() -> (pazar_sdl::Deployment, Arc<OneLease>) {
         let sdl = "version: \"2.0\"\nservices:\n  web:\n    image: x\n    expose: [{port: 80, to: [{global: true}]}]\nprofiles:\n  compute:\n    w: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {w: {denom: uusd, amount: 1}}}\ndeployment:\n  web: {dc: {profile: w, count: 1}}\n";
         let opts = pazar_sdl::Options::new(
             pazar_types::Denom::new("upzr").expect("denom"),
             pazar_types::Denom::new("uusd").expect("denom"),
         );
         let d = pazar_sdl::parse(sdl.as_bytes(), &opts).expect("valid sdl");
-        let manifest = ValidManifest::new(d.manifest.clone()).expect("valid");
-        let group = manifest.group("dc").expect("group");
         let chain = Arc::new(OneLease {
             active: true.into(),
             version: Mutex::new(d.manifest_version),
             spec: d.groups[0].clone(),
             grace: Mutex::new(None),
         });
+        (d, chain)
+    }
+
+    fn setup(dir: &Path) -> (Arc<LeaseServer<Recorder>>, Arc<OneLease>, BidId, ValidGroup) {
+        let (d, chain) = one_web_lease();
+        let manifest = ValidManifest::new(d.manifest.clone()).expect("valid");
+        let group = manifest.group("dc").expect("group");
         let server = Arc::new(LeaseServer::new(
             "c".into(),
             signer(9),
@@ -1729,18 +1736,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_endpoint_answers_the_contract_and_its_metrics_count_what_it_answered() {
-        let sdl = "version: \"2.0\"\nservices:\n  web:\n    image: x\n    expose: [{port: 80, to: [{global: true}]}]\nprofiles:\n  compute:\n    w: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {w: {denom: uusd, amount: 1}}}\ndeployment:\n  web: {dc: {profile: w, count: 1}}\n";
-        let opts = pazar_sdl::Options::new(
-            pazar_types::Denom::new("upzr").expect("denom"),
-            pazar_types::Denom::new("uusd").expect("denom"),
-        );
-        let d = pazar_sdl::parse(sdl.as_bytes(), &opts).expect("valid sdl");
-        let chain = Arc::new(OneLease {
-            active: true.into(),
-            version: Mutex::new(d.manifest_version),
-            spec: d.groups[0].clone(),
-            grace: Mutex::new(None),
-        });
+        let (d, chain) = one_web_lease();
         let dir = tempfile::tempdir().expect("tempdir");
         let server = Arc::new(LeaseServer::new(
             "c".into(),
@@ -1840,18 +1836,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lease_in_grace_is_stopped_refuses_manifests_with_409_reports_its_grace_and_resumes_from_its_manifest() {
-        let sdl = "version: \"2.0\"\nservices:\n  web:\n    image: x\n    expose: [{port: 80, to: [{global: true}]}]\nprofiles:\n  compute:\n    w: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {w: {denom: uusd, amount: 1}}}\ndeployment:\n  web: {dc: {profile: w, count: 1}}\n";
-        let opts = pazar_sdl::Options::new(
-            pazar_types::Denom::new("upzr").expect("denom"),
-            pazar_types::Denom::new("uusd").expect("denom"),
-        );
-        let d = pazar_sdl::parse(sdl.as_bytes(), &opts).expect("valid sdl");
-        let chain = Arc::new(OneLease {
-            active: true.into(),
-            version: Mutex::new(d.manifest_version),
-            spec: d.groups[0].clone(),
-            grace: Mutex::new(None),
-        });
+        let (d, chain) = one_web_lease();
         let dir = tempfile::tempdir().expect("tempdir");
         let runtime = Arc::new(Recorder::default());
         let server = Arc::new(LeaseServer::new(

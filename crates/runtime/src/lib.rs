@@ -18,6 +18,7 @@ pub mod loopfs;
 pub mod netns;
 pub mod rollout;
 pub mod sandbox;
+pub mod snapshot;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -21,18 +21,22 @@ use crate::server;
     info(
         title = "Pazar provider endpoint",
         description = "What a tenant sends a provider and asks it, over TLS pinned to the \
-            certificate fingerprint on the ledger: a lease's manifest, its status and its logs. \
+            certificate fingerprint on the ledger: a lease's manifest, its status, its logs, and \
+            snapshots of its persistent volumes (listed, fetched by chunk, restored into a new lease). \
             Every request about a lease is signed by the lease's owner (`x-pazar-auth`: chain, \
             provider, method, path and query, body hash, time, nonce). Every error is an \
             `ErrorEnvelope` whose `error.code` programs match on.",
     ),
-    paths(server::provider_status, server::put_manifest, server::lease_status, server::lease_logs),
+    paths(
+        server::provider_status, server::put_manifest, server::lease_status, server::lease_logs,
+        server::get_snapshot, server::get_snapshot_chunks, server::put_restore, server::put_restore_chunk,
+    ),
     // The log stream's lines are described by a hand-built response, which registers no
     // schema of its own; the envelope is referenced from the grouped error responses.
     components(schemas(LogItem, LogLine, LogStream, ErrorEnvelope, ErrorBody, ErrorCode)),
     tags(
         (name = "provider", description = "Who this endpoint is."),
-        (name = "lease", description = "A lease's manifest, status and logs (signed by its owner)."),
+        (name = "lease", description = "A lease's manifest, status, logs and volume snapshots (signed by its owner)."),
     ),
 )]
 pub struct ProviderApi;
@@ -131,6 +135,57 @@ errors!(
         Internal, TooManyStreams, NotRunning, UnknownService, Image, Runtime,
     ] + [(Busy, 503), (UnknownService, 400)]
 );
+
+errors!(
+    /// A snapshot listing: the lease's checks, its manifest, the runtime, the listing's bounds
+    /// and the host's storage.
+    SnapshotErrors: [
+        BadLeaseId, Unauthenticated, NotOwner, NoLease, LeaseClosed, Busy, Chain, Internal,
+        NoManifest, NotRunning, UnknownService, Image, Runtime, TooLarge, BadRequest, Storage,
+    ] + [(Busy, 503)]
+);
+errors!(
+    /// A chunk fetch: the body, the lease's checks, its manifest, the runtime and the host.
+    ChunksErrors: [
+        BadLeaseId, Unauthenticated, NotOwner, NoLease, LeaseClosed, Busy, Chain, Internal,
+        TooLarge, SlowBody, BadRequest, NoManifest, NotRunning, UnknownService, Image, Runtime, Storage,
+    ] + [(Busy, 503)]
+);
+errors!(
+    /// A restore's chunk or listing: the body, the lease's checks, the chunk's hash or the
+    /// listing's rules, the lease's persistent storage, and a lease that has a manifest already
+    /// (`bad_request` with 409).
+    RestoreErrors: [
+        BadLeaseId, Unauthenticated, NotOwner, NoLease, LeaseClosed, Busy, Chain, Internal,
+        TooLarge, SlowBody, BadRequest, Storage,
+    ] + [(Busy, 503), (BadRequest, 409)]
+);
+
+/// The chunks asked for, framed (`application/octet-stream`, see `ChunkFrames`).
+pub struct ChunkFramesBody;
+
+impl IntoResponses for ChunkFramesBody {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let ok = ResponseBuilder::new()
+            .description(
+                "For each chunk asked for, in order: one tag byte (0: its bytes follow, as a 4-byte big-endian \
+                 length and the bytes; 1: the file changed since the listing, list again; 2: the last listing \
+                 named no such chunk).",
+            )
+            .content(
+                "application/octet-stream",
+                ContentBuilder::new()
+                    .schema(Some(
+                        utoipa::openapi::ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::schema::Type::String)
+                            .content_media_type("application/octet-stream"),
+                    ))
+                    .build(),
+            )
+            .build();
+        BTreeMap::from([("200".to_string(), RefOr::T(ok))])
+    }
+}
 
 /// The log stream: one [`LogItem`] per line (`application/x-ndjson`).
 pub struct LogLines;

@@ -26,14 +26,17 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path as AxPath, Query, State as AxState};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put, MethodRouter};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 
-use pazar_api::provider::{LeaseStatus, LogItem, LogsQuery, ManifestAccepted, ProviderStatus, ServiceUri};
+use pazar_api::provider::{
+    snapshot_limits, ChunkAnswer, ChunkFrames, ChunkHash, ChunkRequest, ChunkStaged, LeaseStatus, LogItem, LogsQuery,
+    ManifestAccepted, ProviderStatus, RestoreStaged, ServiceUri, VolumeSnapshot, VolumeTree,
+};
 use pazar_api::{ErrorCode, ErrorEnvelope};
 use pazar_sdl::manifest::ManifestError;
 use pazar_sdl::{ValidGroup, ValidManifest};
@@ -43,6 +46,7 @@ use pazar_types::{Address, Hash32};
 
 use crate::metrics::Metrics;
 use pazar_runtime::ingress::LeaseGroups;
+use pazar_runtime::snapshot::{ChunkLoc, SnapshotError};
 use pazar_runtime::{LeaseRef, Runtime, RuntimeError};
 
 /// Largest manifest accepted.
@@ -373,6 +377,24 @@ pub struct LeaseServer<R: Runtime> {
     pub metrics: Arc<Metrics>,
     /// Leases whose time to running is being measured.
     watching: Mutex<BTreeSet<String>>,
+    /// Where each chunk of a lease's last snapshot listing was read, so the tenant can fetch
+    /// chunks by hash; forgotten when the lease closes (or the daemon restarts: the tenant
+    /// lists again).
+    snapshots: Mutex<BTreeMap<BidId, Arc<ChunkIndex>>>,
+    /// Where snapshots sent for restore wait (`<dir>/<lease name>/chunks/<hex>` and
+    /// `listing.json`) until the lease's first manifest writes them into its volumes.
+    staging: PathBuf,
+    /// Bytes staged per lease (counted from the directory the first time it is needed).
+    staged: Mutex<BTreeMap<BidId, u64>>,
+}
+
+/// Where the chunks of one snapshot listing were read.
+#[derive(Debug, Default)]
+struct ChunkIndex {
+    /// (service, volume) of each volume listed.
+    volumes: Vec<(String, String)>,
+    /// Chunk → the volume (an index of `volumes`) and the place in it.
+    chunks: BTreeMap<ChunkHash, (usize, ChunkLoc)>,
 }
 
 pub fn now_ms() -> u64 {
@@ -463,7 +485,6 @@ impl<R: Runtime + 'static> LeaseServer<R> {
             public_host,
             chain,
             runtime,
-            dir,
             nonces: Mutex::new(Nonces::default()),
             clock: now_ms,
             ingress: OnceLock::new(),
@@ -474,7 +495,17 @@ impl<R: Runtime + 'static> LeaseServer<R> {
             update_failures: Mutex::new(BTreeMap::new()),
             metrics: Arc::new(Metrics::default()),
             watching: Mutex::new(BTreeSet::new()),
+            snapshots: Mutex::new(BTreeMap::new()),
+            staging: dir.join("restore"),
+            staged: Mutex::new(BTreeMap::new()),
+            dir,
         }
+    }
+
+    /// Stages snapshots for restore in `dir` instead of `<manifest dir>/restore`.
+    pub fn with_staging_dir(mut self, dir: PathBuf) -> LeaseServer<R> {
+        self.staging = dir;
+        self
     }
 
     /// Tells the server the ingress serves `domain`, HTTP on `http_port` and TLS on
@@ -492,7 +523,7 @@ impl<R: Runtime + 'static> LeaseServer<R> {
     }
 
     pub fn router(self: Arc<Self>) -> Router {
-        let [status, manifest, lease_status_route, logs] = ROUTES;
+        let [status, manifest, lease_status_route, logs, snapshot, chunks, restore, restore_chunk] = ROUTES;
         let m = &self.metrics;
         let unrouted = self.metrics.clone();
         Router::new()
@@ -500,6 +531,10 @@ impl<R: Runtime + 'static> LeaseServer<R> {
             .route(manifest, counted("manifest", m, put(put_manifest::<R>)))
             .route(lease_status_route, counted("lease_status", m, get(lease_status::<R>)))
             .route(logs, counted("logs", m, get(lease_logs::<R>)))
+            .route(snapshot, counted("snapshot", m, get(get_snapshot::<R>)))
+            .route(chunks, counted("snapshot_chunks", m, post(get_snapshot_chunks::<R>)))
+            .route(restore, counted("restore", m, put(put_restore::<R>)))
+            .route(restore_chunk, counted("restore_chunk", m, put(put_restore_chunk::<R>)))
             .fallback(move || {
                 unrouted.request("none", StatusCode::NOT_FOUND.as_u16());
                 async { ApiError::new(ErrorCode::NoRoute, "no such endpoint") }
@@ -619,6 +654,7 @@ impl<R: Runtime + 'static> LeaseServer<R> {
         let r = self.runtime.close(&lease).await;
         self.forget(&lease);
         self.note_update_failure(id, None);
+        self.forget_snapshots(id);
         r
     }
 
@@ -806,6 +842,9 @@ impl<R: Runtime + 'static> LeaseServer<R> {
         }
         let lease = LeaseRef::new(id.clone());
         let previous = self.accepted(&lease);
+        if previous.is_none() {
+            self.restore_staged(&lease, &group).await?;
+        }
         let accepted = Accepted {
             lease: id.clone(),
             group,
@@ -970,11 +1009,15 @@ pub fn check_against_lease(g: &ValidGroup, spec: &GroupSpec) -> Result<(), Strin
 }
 
 /// Every route the endpoint serves (the OpenAPI document describes exactly these).
-pub const ROUTES: [&str; 4] = [
+pub const ROUTES: [&str; 8] = [
     "/status",
     "/lease/{owner}/{dseq}/{gseq}/{oseq}/manifest",
     "/lease/{owner}/{dseq}/{gseq}/{oseq}/status",
     "/lease/{owner}/{dseq}/{gseq}/{oseq}/logs",
+    "/lease/{owner}/{dseq}/{gseq}/{oseq}/snapshot",
+    "/lease/{owner}/{dseq}/{gseq}/{oseq}/snapshot/chunks",
+    "/lease/{owner}/{dseq}/{gseq}/{oseq}/restore",
+    "/lease/{owner}/{dseq}/{gseq}/{oseq}/restore/chunks/{chunk}",
 ];
 
 type Srv<R> = AxState<Arc<LeaseServer<R>>>;
@@ -1239,6 +1282,485 @@ async fn lease_logs<R: Runtime + 'static>(
         Ok::<_, std::convert::Infallible>(log_item(item))
     });
     Ok(([("content-type", "application/x-ndjson")], Body::from_stream(body)).into_response())
+}
+
+/// The persistent storage a lease pays for: every persistent volume of every unit, times the
+/// unit's replicas. The most a restore may stage and write for it.
+fn leased_persistent_bytes(spec: &GroupSpec) -> u64 {
+    spec.resources
+        .iter()
+        .map(|u| {
+            let per: u64 = u
+                .resources
+                .storage
+                .iter()
+                .filter(|v| v.persistent())
+                .map(|v| v.bytes)
+                .sum();
+            per.saturating_mul(u64::from(u.count))
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+/// A snapshot's failure on the host, in the contract's words: a bound is `too_large`, a
+/// listing that cannot be restored `bad_request`, the host's own failure `storage`.
+fn snapshot_refusal(e: SnapshotError) -> ApiError {
+    let code = match &e {
+        SnapshotError::TooManyEntries
+        | SnapshotError::TooManyChunks { .. }
+        | SnapshotError::TooDeep { .. }
+        | SnapshotError::PathTooLong { .. } => ErrorCode::TooLarge,
+        SnapshotError::Check(pazar_api::provider::SnapshotCheck::TooLarge { .. }) => ErrorCode::TooLarge,
+        SnapshotError::Check(_) | SnapshotError::NotUtf8(_) | SnapshotError::NotEmpty => ErrorCode::BadRequest,
+        SnapshotError::ChunkMismatch { .. } | SnapshotError::MissingChunk(_) => ErrorCode::BadRequest,
+        SnapshotError::Io { .. } => ErrorCode::Storage,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::Internal, e.to_string())
+}
+
+fn storage(what: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::Storage, format!("{what}: {e}"))
+}
+
+/// Reads a staged chunk back (at most one chunk's bytes).
+fn read_staged(path: &Path) -> Result<Vec<u8>, std::io::Error> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    std::fs::File::open(path)?
+        .take(snapshot_limits::CHUNK_BYTES + 1)
+        .read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// The refusal of a restore for a lease that already runs a manifest.
+fn restore_too_late(id: &BidId) -> ApiError {
+    ApiError::with_status(
+        StatusCode::CONFLICT,
+        ErrorCode::BadRequest,
+        format!(
+            "lease {id} already has a manifest, so its volumes exist and may be in use: a snapshot is restored \
+             only into a new lease, before its first manifest"
+        ),
+    )
+}
+
+impl<R: Runtime + 'static> LeaseServer<R> {
+    fn staging_dir(&self, lease: &LeaseRef) -> PathBuf {
+        self.staging.join(lease.name())
+    }
+
+    /// Forgets the lease's last listing and deletes what was staged for it.
+    fn forget_snapshots(&self, id: &BidId) {
+        self.snapshots.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.staged.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let dir = self.staging_dir(&LeaseRef::new(id.clone()));
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), "cannot delete a staged snapshot: {e}");
+            }
+        }
+    }
+
+    /// Bytes staged for the lease, counted from its directory the first time.
+    fn staged_bytes(&self, id: &BidId, chunks: &Path) -> u64 {
+        let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
+        *staged.entry(id.clone()).or_insert_with(|| {
+            std::fs::read_dir(chunks)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+    }
+
+    /// The listing staged for the lease, if one was sent.
+    fn staged_listing(&self, lease: &LeaseRef) -> Result<Option<VolumeSnapshot>, ApiError> {
+        use std::io::Read;
+        let path = self.staging_dir(lease).join("listing.json");
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(storage("cannot read the staged snapshot", e)),
+        };
+        let mut bytes = Vec::new();
+        f.take(snapshot_limits::MAX_LISTING_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| storage("cannot read the staged snapshot", e))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| storage("the staged snapshot does not read back", e))
+    }
+
+    /// Writes the snapshot staged for the lease (if any) into its volumes, made for it here,
+    /// before anything of the lease runs; then deletes what was staged. Called under the
+    /// lease's lock by the first deploy. A listing that names a (service, volume) the group
+    /// lacks refuses the manifest, and a restore that fails removes the volumes it made (so
+    /// the manifest can be sent again); either way the staged snapshot stays.
+    async fn restore_staged(&self, lease: &LeaseRef, group: &ValidGroup) -> Result<(), ApiError> {
+        let Some(snap) = self.staged_listing(lease)? else {
+            return Ok(());
+        };
+        for t in &snap.volumes {
+            let has = group
+                .services
+                .iter()
+                .any(|svc| svc.name == t.service && pazar_runtime::persistent_mounts(svc).any(|(v, _)| v == t.volume));
+            if !has {
+                return Err(ApiError::new(
+                    ErrorCode::BadManifest,
+                    format!(
+                        "the snapshot staged for this lease restores volume {:?} of service {:?}, which this \
+                         manifest does not mount as a persistent volume; nothing was started (send a snapshot \
+                         that fits the manifest, or the manifest the snapshot was taken from)",
+                        t.volume, t.service
+                    ),
+                ));
+            }
+        }
+        let open = self.runtime.open_volumes(lease, group, true).await?;
+        let chunks = self.staging_dir(lease).join("chunks");
+        let wrote = tokio::task::spawn_blocking(move || -> Result<(), SnapshotError> {
+            for t in &snap.volumes {
+                let dir = open.get(&t.service, &t.volume).ok_or_else(|| SnapshotError::Io {
+                    what: "the runtime did not open",
+                    path: format!("{}/{}", t.service, t.volume),
+                    errno: nix::errno::Errno::ENOENT,
+                })?;
+                pazar_runtime::snapshot::restore(&dir.path, t, dir.owner, dir.bytes, &mut |h| {
+                    read_staged(&chunks.join(h.hex())).map_err(|_| SnapshotError::MissingChunk(*h))
+                })?;
+            }
+            drop(open);
+            Ok(())
+        })
+        .await
+        .map_err(internal)?;
+        if let Err(e) = wrote {
+            // The volumes were made for this restore: they go, so a retry starts from empty ones.
+            if let Err(again) = self.runtime.close(lease).await {
+                tracing::warn!(lease = %lease.label(), "cannot remove the volumes of a failed restore: {again}");
+            }
+            let mut err = snapshot_refusal(e);
+            err.message = format!(
+                "the staged snapshot could not be restored: {}; nothing was started",
+                err.message
+            );
+            return Err(err);
+        }
+        let id = &lease.id;
+        self.staged.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let dir = self.staging_dir(lease);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), "cannot delete a restored snapshot: {e}");
+        }
+        Ok(())
+    }
+}
+
+/// Lists the lease's persistent volumes: every directory, file (with its chunks' hashes) and
+/// symlink. The provider remembers where each chunk was read, for the chunk fetches that follow.
+#[utoipa::path(get, path = "/lease/{owner}/{dseq}/{gseq}/{oseq}/snapshot", tag = "lease",
+    params(
+        ("owner" = Address, Path, description = "The lease's owner (the deployment's)."),
+        ("dseq" = u64, Path, description = "The deployment's sequence."),
+        ("gseq" = u32, Path, description = "The group's sequence."),
+        ("oseq" = u32, Path, description = "The order's sequence."),
+        ("x-pazar-auth" = String, Header, description = "The owner's signature of this request (`pazar_types::auth`).")),
+    responses((status = 200, body = VolumeSnapshot), crate::openapi::SnapshotErrors))]
+async fn get_snapshot<R: Runtime + 'static>(
+    AxState(s): Srv<R>,
+    AxPath(ids): LeasePath,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (id, _) = s.authorize(&method, target(&uri), &headers, b"", ids).await?;
+    let _one = s.lifecycle.lock(&id).await;
+    let lease = LeaseRef::new(id.clone());
+    let acc = s.accepted(&lease).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NoManifest,
+            "no manifest was sent for this lease: it has no volumes",
+        )
+    })?;
+    let open = s.runtime.open_volumes(&lease, &acc.group, false).await?;
+    let listed = tokio::task::spawn_blocking(move || -> Result<(Vec<VolumeTree>, ChunkIndex), SnapshotError> {
+        let mut budget = pazar_runtime::snapshot::Budget::default();
+        let mut index = ChunkIndex::default();
+        let mut trees = Vec::new();
+        for d in &open.dirs {
+            let (entries, chunks) = pazar_runtime::snapshot::list(&d.path, &mut budget)?;
+            let vi = index.volumes.len();
+            index.volumes.push((d.service.clone(), d.volume.clone()));
+            for (h, loc) in chunks {
+                index.chunks.entry(h).or_insert((vi, loc));
+            }
+            trees.push(VolumeTree {
+                service: d.service.clone(),
+                volume: d.volume.clone(),
+                entries,
+            });
+        }
+        drop(open);
+        Ok((trees, index))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(snapshot_refusal)?;
+    let (volumes, index) = listed;
+    let snap = VolumeSnapshot {
+        taken_unix_ms: (s.clock)(),
+        volumes,
+    };
+    let bytes = serde_json::to_vec(&snap).map_err(internal)?;
+    if bytes.len() > snapshot_limits::MAX_LISTING_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "the listing of the lease's volumes is {} bytes, more than the {} one listing may be: too many files \
+                 or too much data for a snapshot",
+                bytes.len(),
+                snapshot_limits::MAX_LISTING_BYTES
+            ),
+        ));
+    }
+    s.snapshots
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, Arc::new(index));
+    Ok(([("content-type", "application/json")], bytes).into_response())
+}
+
+/// Chunks of the lease's last listing, by hash: each answered with its bytes, or as changed
+/// since the listing (list again), or as unknown.
+#[utoipa::path(post, path = "/lease/{owner}/{dseq}/{gseq}/{oseq}/snapshot/chunks", tag = "lease",
+    params(
+        ("owner" = Address, Path, description = "The lease's owner (the deployment's)."),
+        ("dseq" = u64, Path, description = "The deployment's sequence."),
+        ("gseq" = u32, Path, description = "The group's sequence."),
+        ("oseq" = u32, Path, description = "The order's sequence."),
+        ("x-pazar-auth" = String, Header, description = "The owner's signature of this request (`pazar_types::auth`).")),
+    request_body(content = ChunkRequest, content_type = "application/json"),
+    responses(crate::openapi::ChunkFramesBody, crate::openapi::ChunksErrors))]
+async fn get_snapshot_chunks<R: Runtime + 'static>(
+    AxState(s): Srv<R>,
+    AxPath(ids): LeasePath,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(body, 64 << 10).await?;
+    let (id, _) = s.authorize(&method, target(&uri), &headers, &body, ids).await?;
+    let req: ChunkRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("the chunk request: {e}")))?;
+    if req.chunks.is_empty() || req.chunks.len() > snapshot_limits::MAX_CHUNKS_PER_FETCH {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "ask for 1 to {} chunks at a time, not {}",
+                snapshot_limits::MAX_CHUNKS_PER_FETCH,
+                req.chunks.len()
+            ),
+        ));
+    }
+    let _one = s.lifecycle.lock(&id).await;
+    let lease = LeaseRef::new(id.clone());
+    let index = s
+        .snapshots
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&id)
+        .cloned()
+        .unwrap_or_default();
+    let acc = s.accepted(&lease).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NoManifest,
+            "no manifest was sent for this lease: it has no volumes",
+        )
+    })?;
+    let open = s.runtime.open_volumes(&lease, &acc.group, false).await?;
+    let answer = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, SnapshotError> {
+        let mut out = Vec::new();
+        for h in &req.chunks {
+            let found = index.chunks.get(h).and_then(|(vi, loc)| {
+                let (svc, vol) = &index.volumes[*vi];
+                open.get(svc, vol).map(|d| (d.path.clone(), loc))
+            });
+            let a = match found {
+                None => ChunkAnswer::Unknown,
+                Some((root, loc)) => match pazar_runtime::snapshot::read_chunk(&root, loc, h)? {
+                    Some(bytes) => ChunkAnswer::Data(bytes),
+                    None => ChunkAnswer::Changed,
+                },
+            };
+            ChunkFrames::push(&mut out, &a);
+        }
+        drop(open);
+        Ok(out)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(snapshot_refusal)?;
+    Ok(([("content-type", "application/octet-stream")], answer).into_response())
+}
+
+/// One chunk of a snapshot to restore into this new lease, named by its SHA-256 (checked),
+/// staged until the listing and the lease's first manifest come.
+#[utoipa::path(put, path = "/lease/{owner}/{dseq}/{gseq}/{oseq}/restore/chunks/{chunk}", tag = "lease",
+    params(
+        ("owner" = Address, Path, description = "The lease's owner (the deployment's)."),
+        ("dseq" = u64, Path, description = "The deployment's sequence."),
+        ("gseq" = u32, Path, description = "The group's sequence."),
+        ("oseq" = u32, Path, description = "The order's sequence."),
+        ("chunk" = String, Path, description = "The chunk's SHA-256, 64 hex digits."),
+        ("x-pazar-auth" = String, Header, description = "The owner's signature of this request (`pazar_types::auth`).")),
+    request_body(description = "The chunk's bytes (at most 1 MiB).", content_type = "application/octet-stream", content = Vec<u8>),
+    responses((status = 200, body = ChunkStaged), crate::openapi::RestoreErrors))]
+async fn put_restore_chunk<R: Runtime + 'static>(
+    AxState(s): Srv<R>,
+    AxPath((owner, dseq, gseq, oseq, chunk)): AxPath<(String, String, String, String, String)>,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ChunkStaged>, ApiError> {
+    let body = read_body(body, snapshot_limits::CHUNK_BYTES as usize).await?;
+    let (id, facts) = s
+        .authorize(&method, target(&uri), &headers, &body, (owner, dseq, gseq, oseq))
+        .await?;
+    let hash = ChunkHash::parse(&chunk).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "{:?} is not a chunk hash (64 hex digits)",
+                pazar_sdl::names::shorten(&chunk)
+            ),
+        )
+    })?;
+    let got = ChunkHash::of(&body);
+    if got != hash {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("the chunk's bytes hash to {got}, not to its name {hash}: refused"),
+        ));
+    }
+    let _one = s.lifecycle.lock(&id).await;
+    let lease = LeaseRef::new(id.clone());
+    if s.accepted(&lease).is_some() {
+        return Err(restore_too_late(&id));
+    }
+    let max = leased_persistent_bytes(&facts.group);
+    let dir = s.staging_dir(&lease).join("chunks");
+    let path = dir.join(hash.hex());
+    let before = s.staged_bytes(&id, &dir);
+    if !path.exists() {
+        let after = before.saturating_add(body.len() as u64);
+        if after > max {
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "staging this chunk would hold {after} bytes for the lease, more than its {max} bytes of \
+                     persistent storage"
+                ),
+            ));
+        }
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| pazar_client::files::write_atomic(&path, &body, 0o600))
+            .map_err(|e| storage("cannot stage the chunk", e))?;
+        s.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), after);
+    }
+    Ok(Json(ChunkStaged {
+        chunk: hash,
+        staged_bytes: s.staged_bytes(&id, &dir),
+        max_bytes: max,
+    }))
+}
+
+/// The snapshot to restore into this new lease: checked (paths, bounds, the lease's
+/// persistent volumes and storage), every chunk it names already staged. Its first manifest
+/// writes it into the volumes before any replica starts.
+#[utoipa::path(put, path = "/lease/{owner}/{dseq}/{gseq}/{oseq}/restore", tag = "lease",
+    params(
+        ("owner" = Address, Path, description = "The lease's owner (the deployment's)."),
+        ("dseq" = u64, Path, description = "The deployment's sequence."),
+        ("gseq" = u32, Path, description = "The group's sequence."),
+        ("oseq" = u32, Path, description = "The order's sequence."),
+        ("x-pazar-auth" = String, Header, description = "The owner's signature of this request (`pazar_types::auth`).")),
+    request_body(content = VolumeSnapshot, content_type = "application/json"),
+    responses((status = 200, body = RestoreStaged), crate::openapi::RestoreErrors))]
+async fn put_restore<R: Runtime + 'static>(
+    AxState(s): Srv<R>,
+    AxPath(ids): LeasePath,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<RestoreStaged>, ApiError> {
+    let body = read_body(body, snapshot_limits::MAX_LISTING_BYTES).await?;
+    let (id, facts) = s.authorize(&method, target(&uri), &headers, &body, ids).await?;
+    let snap: VolumeSnapshot = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("the snapshot does not read: {e}")))?;
+    let max = leased_persistent_bytes(&facts.group);
+    let totals = snap
+        .check(Some(max))
+        .map_err(|e| snapshot_refusal(SnapshotError::Check(e)))?;
+    for t in &snap.volumes {
+        let leased = facts
+            .group
+            .resources
+            .iter()
+            .flat_map(|u| &u.resources.storage)
+            .any(|v| v.persistent() && v.name == t.volume);
+        if !leased {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "the snapshot restores volume {:?} of service {:?}, but the lease has no persistent volume of \
+                     that name",
+                    t.volume, t.service
+                ),
+            ));
+        }
+    }
+    let _one = s.lifecycle.lock(&id).await;
+    let lease = LeaseRef::new(id.clone());
+    if s.accepted(&lease).is_some() {
+        return Err(restore_too_late(&id));
+    }
+    let dir = s.staging_dir(&lease);
+    let wanted = snap.chunks();
+    let missing: Vec<&ChunkHash> = wanted
+        .iter()
+        .filter(|h| !dir.join("chunks").join(h.hex()).exists())
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "{} of the snapshot's {} chunks are not staged (the first: {first}); send them first",
+                missing.len(),
+                wanted.len()
+            ),
+        ));
+    }
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| pazar_client::files::write_atomic(&dir.join("listing.json"), &body, 0o600))
+        .map_err(|e| storage("cannot stage the snapshot", e))?;
+    Ok(Json(RestoreStaged {
+        volumes: snap.volumes.len() as u32,
+        files: totals.files,
+        bytes: totals.bytes,
+    }))
 }
 
 #[cfg(test)]
@@ -1784,7 +2306,7 @@ mod tests {
             let problems = pazar_api::openapi_check::check_answer(&doc, method, route, status, &body);
             assert!(problems.is_empty(), "{method} {route} {status}: {problems:#?}");
         };
-        let [_, manifest_route, status_route, logs_route] = ROUTES;
+        let [_, manifest_route, status_route, logs_route, ..] = ROUTES;
 
         let (status, text) = http(port, "PUT", &manifest, None, &body).await;
         assert_eq!((status, envelope(&text).error.code), (401, ErrorCode::Unauthenticated));
@@ -1877,7 +2399,7 @@ mod tests {
             let problems = pazar_api::openapi_check::check_answer(&doc, method, route, status, &body);
             assert!(problems.is_empty(), "{method} {route} {status}: {problems:#?}");
         };
-        let [_, manifest_route, status_route, _] = ROUTES;
+        let [_, manifest_route, status_route, ..] = ROUTES;
         let manifest = format!("/lease/{owner}/1/1/1/manifest");
         let status_target = format!("/lease/{owner}/1/1/1/status");
         let body = serde_json::to_vec(&d.manifest).expect("json");

@@ -85,6 +85,15 @@ pub fn volume<'a>(svc: &'a pazar_api::manifest::Service, name: &str) -> Option<&
     svc.resources.storage.iter().find(|v| v.name == name)
 }
 
+/// The persistent volumes (not `ram`) a service mounts: each mount's volume name and the bytes
+/// leased for it.
+pub fn persistent_mounts(svc: &pazar_api::manifest::Service) -> impl Iterator<Item = (&str, u64)> + '_ {
+    svc.storage
+        .iter()
+        .filter(move |m| !is_ram(svc, &m.name))
+        .map(move |m| (m.name.as_str(), volume(svc, &m.name).map_or(0, |v| v.bytes)))
+}
+
 /// Whether the service's volume `name` is `class: ram` (a sized tmpfs, not a disk).
 pub fn is_ram(svc: &pazar_api::manifest::Service, name: &str) -> bool {
     volume(svc, name).is_some_and(|v| v.class() == Some("ram"))
@@ -121,6 +130,60 @@ pub enum RuntimeError {
     UnknownService(String),
     #[error("the runtime refused: {0}")]
     Backend(String),
+}
+
+/// A persistent volume of a lease as a directory on the host, for snapshots and restores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeDir {
+    pub service: String,
+    pub volume: String,
+    /// Where its filesystem is mounted (or, for an unbounded volume, where its data lies).
+    pub path: std::path::PathBuf,
+    /// The user and group a restore gives every entry, for a runtime that runs every workload
+    /// as one user (the sandbox); `None` keeps the snapshot's owners (Docker).
+    pub owner: Option<(u32, u32)>,
+    /// The bytes leased for it: the most a restore may write into it.
+    pub bytes: u64,
+}
+
+/// The persistent volumes of one lease, reachable on the host while this is held: mounts a
+/// runtime made only for it are undone when it is dropped.
+#[derive(Debug, Default)]
+pub struct OpenVolumes {
+    pub dirs: Vec<VolumeDir>,
+    /// Mount points made for this access, unmounted (detached) on drop.
+    private_mounts: Vec<std::path::PathBuf>,
+}
+
+impl OpenVolumes {
+    /// Volumes reachable where they are, with no mount of their own to undo.
+    pub fn new(dirs: Vec<VolumeDir>) -> OpenVolumes {
+        OpenVolumes {
+            dirs,
+            private_mounts: Vec::new(),
+        }
+    }
+
+    /// Records a mount made for this access, to be undone on drop.
+    pub fn add_mount(&mut self, at: std::path::PathBuf) {
+        self.private_mounts.push(at);
+    }
+
+    /// The volume `volume` of `service`, if the lease has it.
+    pub fn get(&self, service: &str, volume: &str) -> Option<&VolumeDir> {
+        self.dirs.iter().find(|d| d.service == service && d.volume == volume)
+    }
+}
+
+impl Drop for OpenVolumes {
+    fn drop(&mut self) {
+        for m in self.private_mounts.drain(..) {
+            if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!(mount = %m.display(), "cannot unmount a volume opened for a snapshot: {e}");
+            }
+            let _ = std::fs::remove_dir(&m);
+        }
+    }
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -175,6 +238,25 @@ pub trait Runtime: Send + Sync {
     /// error. The holder stops a lease whose escrow ran dry (grace) and deploys it again when a
     /// deposit resumes it.
     fn stop<'a>(&'a self, lease: &'a LeaseRef) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    /// The persistent volumes of `group` for `lease` as host directories, for a snapshot (read)
+    /// or a restore (written before any replica of the lease starts). With `make`, volumes that
+    /// do not exist yet are made as [`Runtime::deploy`] would make them (and then kept by it);
+    /// without, a lease with no volumes here is [`RuntimeError::UnknownLease`]. `ram` volumes
+    /// are not persistent and not listed. A runtime that cannot reach its volumes on the host
+    /// refuses; it never answers with fewer volumes than the group has.
+    fn open_volumes<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        group: &'a ValidGroup,
+        make: bool,
+    ) -> BoxFuture<'a, Result<OpenVolumes, RuntimeError>> {
+        let _ = (lease, group, make);
+        Box::pin(async {
+            Err(RuntimeError::Backend(
+                "this runtime cannot reach a lease's volumes on the host: no snapshots or restores".into(),
+            ))
+        })
+    }
     /// Names ([`LeaseRef::name`]) and labels of the leases with anything in this runtime.
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>>;
     /// A TCP connection from this host to `port` of one replica of a service (the ingress's
@@ -278,6 +360,15 @@ impl Runtime for AnyRuntime {
 
     fn stop<'a>(&'a self, lease: &'a LeaseRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
         self.inner().stop(lease)
+    }
+
+    fn open_volumes<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        group: &'a ValidGroup,
+        make: bool,
+    ) -> BoxFuture<'a, Result<OpenVolumes, RuntimeError>> {
+        self.inner().open_volumes(lease, group, make)
     }
 
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {

@@ -75,6 +75,35 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
+/// Whether `path` is a mount point (its device differs from its parent's).
+pub(crate) fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), path.parent().map(std::fs::metadata)) {
+        (Ok(m), Some(Ok(p))) => m.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+/// Mounts the volume behind `dev` on `dir` for the provider's own access (a snapshot read or a
+/// restore), `nosuid,nodev,noexec`: a second mount of a filesystem a container may have
+/// mounted too (the kernel shares one superblock between them). Whatever an earlier access
+/// left mounted on `dir` goes first.
+pub(crate) fn mount_private(dev: &Path, dir: &Path) -> Result<(), String> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+    while is_mount_point(dir) {
+        umount2(dir, MntFlags::MNT_DETACH).map_err(|e| format!("cannot unmount {}: {e}", dir.display()))?;
+    }
+    mount(
+        Some(dev),
+        dir,
+        Some("ext4"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot mount {} on {}: {e}", dev.display(), dir.display()))
+}
+
 /// The volumes of one runtime, in one directory.
 #[derive(Debug, Clone)]
 pub struct LoopFs {

@@ -17,7 +17,7 @@ use crate::{LeaseRef, RuntimeError};
 impl DockerRuntime {
     /// The Docker volumes `svc` mounts (its persistent storage; `ram` volumes are tmpfs), with
     /// the mount and the bytes leased.
-    fn service_volumes<'s>(
+    pub(super) fn service_volumes<'s>(
         lease: &'s LeaseRef,
         svc: &'s Service,
     ) -> impl Iterator<Item = (String, &'s pazar_api::manifest::StorageMount, u64)> + 's {

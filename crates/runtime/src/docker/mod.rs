@@ -35,6 +35,7 @@ mod network;
 mod pull;
 mod rollout;
 mod spec;
+mod volumes;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -662,6 +663,15 @@ impl Runtime for DockerRuntime {
 
     fn stop<'a>(&'a self, lease: &'a LeaseRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(self.stop_lease(lease))
+    }
+
+    fn open_volumes<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        group: &'a pazar_api::manifest::ValidGroup,
+        make: bool,
+    ) -> BoxFuture<'a, Result<crate::OpenVolumes, RuntimeError>> {
+        Box::pin(self.open_lease_volumes(lease, group, make))
     }
 
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {

@@ -753,6 +753,15 @@ impl Runtime for SandboxRuntime {
         Box::pin(self.stop_lease(lease))
     }
 
+    fn open_volumes<'a>(
+        &'a self,
+        lease: &'a LeaseRef,
+        group: &'a pazar_api::manifest::ValidGroup,
+        make: bool,
+    ) -> BoxFuture<'a, Result<crate::OpenVolumes, RuntimeError>> {
+        Box::pin(async move { self.open_lease_volumes(lease, group, make) })
+    }
+
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, RuntimeError>> {
         Box::pin(async move { self.all_leases() })
     }

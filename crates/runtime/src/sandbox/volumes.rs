@@ -79,6 +79,38 @@ impl SandboxRuntime {
         Ok(())
     }
 
+    /// [`crate::Runtime::open_volumes`] for the sandbox: the volumes are mounted under the
+    /// lease's directory anyway (mounted again here if a reboot unmounted them); a restore gives
+    /// every entry to the sandbox user, the one user its replicas run as.
+    pub(super) fn open_lease_volumes(
+        &self,
+        lease: &crate::LeaseRef,
+        group: &Group,
+        make: bool,
+    ) -> Result<crate::OpenVolumes, RuntimeError> {
+        let key = LeaseKey::of(lease);
+        let dir = self.lease_dir(&key);
+        if !make && !dir.join("lease.json").exists() {
+            return Err(RuntimeError::UnknownLease(lease.label()));
+        }
+        Self::check_group(group)?;
+        self.prepare_volumes(&key, group)?;
+        let mut dirs = Vec::new();
+        for svc in &group.services {
+            let svc_name = HostName::parse("service", &svc.name)?;
+            for (vol, bytes) in crate::persistent_mounts(svc) {
+                dirs.push(crate::VolumeDir {
+                    service: svc.name.clone(),
+                    volume: vol.to_string(),
+                    path: volume_dir(&dir, svc_name, HostName::volume(vol)?),
+                    owner: Some((self.opts.uid, self.opts.gid)),
+                    bytes,
+                });
+            }
+        }
+        Ok(crate::OpenVolumes::new(dirs))
+    }
+
     /// Unmounts the volumes of `old` whose service or volume `group` no longer has, then deletes
     /// their files (the tenant no longer pays for them).
     pub(super) fn remove_gone_volumes(&self, key: &LeaseKey, old: &Group, group: &Group) -> Result<(), RuntimeError> {

@@ -8,6 +8,7 @@ pub mod events;
 /// Durable writes of local records (the keyring, saved manifests).
 pub use pazar_files as files;
 pub mod keyring;
+pub mod snapshots;
 pub mod tenant;
 pub mod why_no_bids;
 

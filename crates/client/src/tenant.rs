@@ -25,7 +25,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use pazar_api::manifest::Manifest;
-use pazar_api::provider::{LeaseStatus, LogItem, LogsQuery, ManifestAccepted};
+use pazar_api::provider::{
+    snapshot_limits, ChunkAnswer, ChunkFrames, ChunkHash, ChunkRequest, ChunkStaged, LeaseStatus, LogItem, LogsQuery,
+    ManifestAccepted, RestoreStaged, VolumeSnapshot,
+};
 use pazar_api::{ErrorCode, ErrorEnvelope};
 use pazar_types::auth::{RequestScope, AUTH_HEADER};
 use pazar_types::market::BidId;
@@ -444,6 +447,53 @@ impl ProviderClient {
     /// The lease's services: replicas running, restarts, pulls, URIs.
     pub async fn status(&self, lease: &BidId) -> Result<LeaseStatus, TenantError> {
         Self::answer(self.signed("GET", &lease_path(lease, "status"), vec![]).await?).await
+    }
+
+    /// Lists the lease's persistent volumes (the provider remembers where each chunk was read,
+    /// for [`ProviderClient::snapshot_chunks`]).
+    pub async fn snapshot(&self, lease: &BidId) -> Result<VolumeSnapshot, TenantError> {
+        Self::answer(self.signed("GET", &lease_path(lease, "snapshot"), vec![]).await?).await
+    }
+
+    /// Chunks of the lease's last listing, at most [`snapshot_limits::MAX_CHUNKS_PER_FETCH`];
+    /// one answer per chunk, in order. Bytes are returned as the provider sent them: the caller
+    /// checks them against their names.
+    pub async fn snapshot_chunks(&self, lease: &BidId, chunks: &[ChunkHash]) -> Result<Vec<ChunkAnswer>, TenantError> {
+        if chunks.is_empty() || chunks.len() > snapshot_limits::MAX_CHUNKS_PER_FETCH {
+            return Err(TenantError::Decode(format!(
+                "ask for 1 to {} chunks at a time",
+                snapshot_limits::MAX_CHUNKS_PER_FETCH
+            )));
+        }
+        let body = serde_json::to_vec(&ChunkRequest {
+            chunks: chunks.to_vec(),
+        })
+        .map_err(|e| TenantError::Decode(e.to_string()))?;
+        let resp = self.signed("POST", &lease_path(lease, "snapshot/chunks"), body).await?;
+        let status = resp.status;
+        let bytes = resp.bytes().await?;
+        if status != 200 {
+            return Err(Self::refusal(status, &bytes));
+        }
+        ChunkFrames::decode(&bytes, chunks.len()).map_err(|e| TenantError::Decode(e.to_string()))
+    }
+
+    /// Stages one chunk of a snapshot for restore into the new `lease`.
+    pub async fn stage_chunk(
+        &self,
+        lease: &BidId,
+        chunk: &ChunkHash,
+        bytes: Vec<u8>,
+    ) -> Result<ChunkStaged, TenantError> {
+        let path = lease_path(lease, &format!("restore/chunks/{}", chunk.hex()));
+        Self::answer(self.signed("PUT", &path, bytes).await?).await
+    }
+
+    /// Stages the snapshot's listing (every chunk staged first); the lease's first manifest
+    /// restores it into its volumes before any replica starts.
+    pub async fn stage_restore(&self, lease: &BidId, snapshot: &VolumeSnapshot) -> Result<RestoreStaged, TenantError> {
+        let body = serde_json::to_vec(snapshot).map_err(|e| TenantError::Decode(e.to_string()))?;
+        Self::answer(self.signed("PUT", &lease_path(lease, "restore"), body).await?).await
     }
 
     /// The lease's log stream, or the refusal.

@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use pazar_api::provider::{snapshot_limits, ChunkAnswer, ChunkHash, EntryKind, SnapshotCheck, VolumeSnapshot};
+use pazar_api::provider::{snapshot_limits, ChunkAnswer, ChunkHash, SnapshotCheck, VolumeSnapshot};
 use pazar_types::LeaseId;
 
 use crate::tenant::{ProviderClient, TenantError};
@@ -250,7 +250,7 @@ impl SnapshotStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pazar_api::provider::{SnapshotEntry, VolumeTree};
+    use pazar_api::provider::{EntryKind, SnapshotEntry, VolumeTree};
 
     fn snap(chunks: &[ChunkHash]) -> VolumeSnapshot {
         VolumeSnapshot {

@@ -10,4 +10,5 @@ mod docker;
 mod isolation;
 mod matching;
 mod rollout;
+mod snapshots;
 mod storage;

@@ -286,32 +286,17 @@ pub(crate) fn start_provider(
             backend.kind()
         ),
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let ingress = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let cfg = h.join("provider.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nruntime = \"{}\"\nwithdraw_every_blocks = 4\n\
-             [ingress]\nlisten = \"127.0.0.1:{ingress}\"\ndomain = \"ingress.localhost\"\n\
-             [images]\nallow_local = [\"pazar-demo:*\"]\n\
-             [attributes]\nregion = \"local\"\n",
-            backend.kind()
-        ),
-    )?;
-    let cfg_s = cfg.display().to_string();
-    let mut args = vec!["provider", "run", "--from", "provider", "--config", &cfg_s];
-    if let Some(url) = node {
-        args.extend(["--node", url]);
-    }
-    let daemon = spawn(h, &args, &h.join("provider.log"))?;
+    let daemon = spawn_daemon(h, "provider", h, backend.kind(), node)?;
     let keys = Keyring::new(h).list().map_err(|e| anyhow!("the demo's keys: {e}"))?;
     let (alice, provider) = (key_address(&keys, "alice")?, key_address(&keys, "provider")?);
-    wait("the provider's registration", Duration::from_secs(60), || {
+    let uri = wait("the provider's registration", Duration::from_secs(60), || {
         rpc.provider(&provider, false).ok()
-    })?;
+    })?
+    .item
+    .provider
+    .host_uri;
     info(format!(
-        "  provider {provider} registered at https://127.0.0.1:{port} (log: {})",
+        "  provider {provider} registered at {uri} (log: {})",
         h.join("provider.log").display()
     ));
 
@@ -323,6 +308,34 @@ pub(crate) fn start_provider(
         alice,
         provider,
     })
+}
+
+/// Starts `pazar provider run --from KEY` of home `h` with its configuration and log in `dir`
+/// (`provider.toml`, `provider.log`, its data in `provider/`): the demo's market on free loopback ports, the demo image
+/// allowed, persistent volumes sold (class `beta2`), the `kind` runtime; `node` as for
+/// [`start_provider`]. Does not wait for the registration.
+pub(crate) fn spawn_daemon(h: &Path, key: &str, dir: &Path, kind: &str, node: Option<&str>) -> Result<Proc> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let ingress = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    std::fs::create_dir_all(dir)?;
+    let cfg = dir.join("provider.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nruntime = \"{kind}\"\nwithdraw_every_blocks = 4\ndata_dir = \"{}\"\n\
+             [ingress]\nlisten = \"127.0.0.1:{ingress}\"\ndomain = \"ingress.localhost\"\n\
+             [images]\nallow_local = [\"pazar-demo:*\"]\n\
+             [attributes]\nregion = \"local\"\n\"capabilities/storage/1/class\" = \"beta2\"\n\
+             \"capabilities/storage/1/persistent\" = \"true\"\n",
+            dir.join("provider").display()
+        ),
+    )?;
+    let cfg_s = cfg.display().to_string();
+    let mut args = vec!["provider", "run", "--from", key, "--config", &cfg_s];
+    if let Some(url) = node {
+        args.extend(["--node", url]);
+    }
+    spawn(h, &args, &dir.join("provider.log"))
 }
 
 pub fn run(o: &DemoOpts) -> Result<()> {

@@ -49,6 +49,16 @@ pub enum DeploymentCmd {
                             pazar deployment policy 12 --clear --from alice"
     )]
     Policy(PolicyArgs),
+    /// Keep one's deployment [OWNER/]DSEQ served: probe each lease (the provider's status and
+    /// the service's ports), close one that stops answering as `provider_unresponsive`, lease
+    /// the best new bid under the price limit, restore the latest volume snapshot into it and
+    /// send the manifest; report runway alerts, grace and failovers, to a command or a URL too.
+    /// Runs until the deployment closes or the process stops; several agents of one deployment
+    /// do not fight.
+    #[command(after_help = "Examples:\n  pazar deployment watch 12 --from alice\n  \
+                            pazar deployment watch 12 --from alice --snapshot-every-s 60 --notify-cmd 'mail -s pazar me@example.org'\n  \
+                            pazar deployment watch 12 --from alice --unresponsive-s 30 --max-price 12000uusd --notify-url https://hooks.example.org/pazar -o json")]
+    Watch(crate::watch_cmd::WatchArgs),
 }
 
 #[derive(clap::Args)]
@@ -166,6 +176,7 @@ pub fn run(cmd: DeploymentCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
                 &chain::submit_as(opts, t, &key, vec![Msg::SetEscrowPolicy { dseq: id.dseq, policy }])?,
             )
         }
+        DeploymentCmd::Watch(a) => crate::watch_cmd::run(a, opts, t),
         DeploymentCmd::Update(a) => {
             let id = ids.deployment(&a.deployment)?;
             crate::sdl_cmd::update(&a, id, opts, t)

@@ -15,7 +15,7 @@ use pazar_client::deploy::{self, Tenant};
 use pazar_client::tenant::ProviderClient;
 use pazar_client::Rpc;
 use pazar_sdl::Manifest;
-use pazar_types::market::{BidId, LeaseCloseReason, LeaseState};
+use pazar_types::market::{LeaseCloseReason, LeaseState};
 use pazar_types::{Address, Msg, SigningKey};
 
 use crate::chain::{self, client_err, TxOpts};
@@ -80,7 +80,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// The manifest `pazar deploy` saved for this deployment.
-fn saved_manifest(home: &std::path::Path, lease: &BidId) -> Result<Manifest> {
+pub(crate) fn saved_manifest(home: &std::path::Path, lease: &pazar_types::DeploymentId) -> Result<Manifest> {
     let p = home
         .join("deployments")
         .join(format!("{}-{}.json", lease.owner, lease.dseq));
@@ -275,7 +275,7 @@ pub fn run(cmd: LeaseCmd, opts: &ClientOpts, t: &TxOpts) -> Result<()> {
         }
         LeaseCmd::SendManifest { lease, ready_timeout_s } => {
             let id = ids.lease(&lease)?;
-            let m = saved_manifest(&home, &id)?;
+            let m = saved_manifest(&home, &id.deployment())?;
             let c = provider_client(&rpc, &id.provider, chain::signer(opts, t)?)?;
             let text = opts.output == Output::Text;
             let mut view = View::new(text);

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_deploy;
+mod bench_failover;
 mod bench_infer;
 mod bench_node;
 mod bench_testnet;
@@ -24,6 +25,7 @@ mod sdl_cmd;
 mod testnet;
 mod train_cmd;
 mod train_demo;
+mod watch_cmd;
 
 use std::path::PathBuf;
 
@@ -288,6 +290,10 @@ enum Bench {
     /// local image), and bids per second of the bid engine on a burst of orders.
     #[command(after_help = "Examples:\n  pazar bench deploy")]
     Deploy(bench_deploy::DeployBenchOpts),
+    /// Provider death to the service answering on another provider, with the tenant's agent at
+    /// its default probe settings and the volume's data restored; snapshot and restore rates.
+    #[command(after_help = "Examples:\n  pazar bench failover\n  pazar bench failover --rounds 5 --data-mb 256")]
+    Failover(bench_failover::FailoverBenchOpts),
     /// Committed transactions per second on 4 validator processes and on 1, finality of single
     /// transactions, and the catch-up time of a validator killed under load and restarted.
     #[command(after_help = "Examples:\n  pazar bench testnet\n  pazar bench testnet --block-time-ms 500 --txs 5000")]
@@ -482,6 +488,13 @@ fn run(cli: Cli) -> Result<()> {
             which: Bench::Deploy(opts),
         } => {
             let report = bench_deploy::run(&opts)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Bench {
+            which: Bench::Failover(opts),
+        } => {
+            let report = bench_failover::run(&opts)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

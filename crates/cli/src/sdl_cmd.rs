@@ -91,6 +91,12 @@ fn read_bounded(file: &Path, limit: usize) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The manifest of an SDL file as the chain behind `rpc` reads it (errors printed as `load`
+/// prints them).
+pub(crate) fn manifest_of(file: &Path, rpc: &Rpc, output: Output) -> Result<Manifest> {
+    Ok(load(file, &node_options(rpc)?, output)?.manifest)
+}
+
 /// Parses `file`; on errors prints them (`FILE:LINE:COL: path: message`, and as JSON with
 /// `--output json`) and fails with exit code 1.
 fn load(file: &Path, opts: &Options, output: Output) -> Result<Deployment> {

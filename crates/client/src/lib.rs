@@ -10,6 +10,7 @@ pub use pazar_files as files;
 pub mod keyring;
 pub mod snapshots;
 pub mod tenant;
+pub mod watch;
 pub mod why_no_bids;
 
 use std::time::{Duration, Instant};

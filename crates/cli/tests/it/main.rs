@@ -14,6 +14,7 @@ mod crash;
 mod demo;
 mod devnet;
 mod dry_run;
+mod failover;
 mod manifest;
 mod node_config;
 mod provider;

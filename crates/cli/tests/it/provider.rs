@@ -21,11 +21,16 @@ use pazar_runtime::demo_image::build_demo_image;
 use pazar_runtime::docker::{DockerOptions, DockerRuntime};
 use pazar_runtime::{LeaseRef, Runtime};
 
-const IMAGE: &str = "pazar-demo:test";
+pub(crate) const IMAGE: &str = "pazar-demo:test";
 /// The demo image is built here (no registry is reachable from the tests): tenants may run it.
-const ALLOW_DEMO: &str = "[images]\nallow_local = [\"pazar-demo:*\"]\n";
+pub(crate) const ALLOW_DEMO: &str = "[images]\nallow_local = [\"pazar-demo:*\"]\n";
 
 fn start_daemon(home: &Path, config: &Path, log: &Path) -> Daemon {
+    start_daemon_as("provider", home, config, log)
+}
+
+/// `pazar provider run --from KEY`, its stderr appended to `log`.
+pub(crate) fn start_daemon_as(key: &str, home: &Path, config: &Path, log: &Path) -> Daemon {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -33,7 +38,7 @@ fn start_daemon(home: &Path, config: &Path, log: &Path) -> Daemon {
         .expect("log");
     Daemon(
         Command::new(common::bin())
-            .args(["provider", "run", "--from", "provider", "--config"])
+            .args(["provider", "run", "--from", key, "--config"])
             .arg(config)
             .arg("--home")
             .arg(home)
@@ -44,7 +49,7 @@ fn start_daemon(home: &Path, config: &Path, log: &Path) -> Daemon {
     )
 }
 
-fn build_image() {
+pub(crate) fn build_image() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -57,7 +62,12 @@ fn build_image() {
 
 /// Waits until the daemon has registered the provider key; returns its address.
 fn wait_registered(net: &common::Devnet, log: &Path) -> String {
-    let provider = net.address("provider");
+    wait_registered_as(net, "provider", log)
+}
+
+/// Waits until the daemon has registered key `key` as a provider; returns its address.
+pub(crate) fn wait_registered_as(net: &common::Devnet, key: &str, log: &Path) -> String {
+    let provider = net.address(key);
     let t0 = Instant::now();
     while net.cli_raw(&["query", "provider", &provider], &[]).status.code() != Some(0) {
         assert!(
@@ -274,13 +284,13 @@ fn deploy(net: &common::Devnet, sdl: &Path, dseq: &str, extra: &[&str]) -> commo
 }
 
 /// An expensive provider that sells persistent storage: 0.5 CPU costs 100,000 uusd per block.
-const EXPENSIVE: &str = "[pricing]\ncpu_milli = \"200\"\nmemory_gib = \"0\"\nstorage_gib = \"0\"\npersistent_gib = \"0\"\n\
+pub(crate) const EXPENSIVE: &str = "[pricing]\ncpu_milli = \"200\"\nmemory_gib = \"0\"\nstorage_gib = \"0\"\npersistent_gib = \"0\"\n\
                          endpoint = \"0\"\nleased_ip = \"0\"\n[attributes]\n\"capabilities/storage/1/class\" = \"beta2\"\n\
                          \"capabilities/storage/1/persistent\" = \"true\"\n";
 
 /// The demo image with half a CPU at most 200,000 uusd per block and a persistent volume at
 /// /data.
-fn volume_sdl(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn volume_sdl(dir: &Path) -> std::path::PathBuf {
     let sdl = dir.join("deploy.yaml");
     std::fs::write(
         &sdl,
@@ -297,7 +307,7 @@ fn volume_sdl(dir: &Path) -> std::path::PathBuf {
 }
 
 /// `docker exec CONTAINER sh -c SCRIPT`: success and standard output.
-fn exec(container: &str, script: &str) -> (bool, String) {
+pub(crate) fn exec(container: &str, script: &str) -> (bool, String) {
     let out = Command::new("docker")
         .args(["exec", container, "/bin/sh", "-c", script])
         .output()
@@ -317,7 +327,7 @@ fn container_runs(name: &str) -> Option<bool> {
 }
 
 /// The Docker volumes labelled with the lease's id.
-fn lease_volumes(lease: &BidId) -> Vec<String> {
+pub(crate) fn lease_volumes(lease: &BidId) -> Vec<String> {
     let out = Command::new("docker")
         .args([
             "volume",

@@ -27,6 +27,7 @@ use pazar_types::{Address, Event};
 pub use error::{BlockError, TxError};
 pub use escrow::EscrowView;
 pub use evidence::{DoubleSignRecord, EvidenceError, ValidatorKey, ValidatorRecord};
+pub use runway::TOP_UP_RETRY_BLOCKS;
 pub use state::{Genesis, GenesisBalance, Params, Pending, RestoreError, State, StateRestorer};
 pub use table::StateChange;
 

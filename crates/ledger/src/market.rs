@@ -198,6 +198,9 @@ impl State {
         self.update_load(id.provider, |l| l.active_leases = l.active_leases.saturating_sub(1));
         ctx.events.push(Event::LeaseClosed { id: id.clone(), reason });
         self.close_order_only(ctx, &id.order(), false);
+        // The account was saved while the lease was still live: a top-up retry it held for
+        // this lease's grace goes now, or stays for the deployment's other leases in grace.
+        self.refresh_low(&id.deployment(), ctx.height);
         Ok(())
     }
 
@@ -273,7 +276,7 @@ impl State {
             .map(|(k, _)| k.clone())
             .collect();
         if self.params.grace_blocks > 0 {
-            return self.enter_grace(ctx, active);
+            return self.enter_grace(ctx, id, active);
         }
         for lid in active {
             self.end_lease(

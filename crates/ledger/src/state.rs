@@ -19,8 +19,8 @@ pub use pazar_types::records::{
     MAX_DEPOSITORS,
 };
 
-/// The rules between parameters that the market relies on: timeouts of at least one block,
-/// and an auto-accept moment that comes before any bid or order placed in time can expire.
+/// The rules between parameters that the market relies on: timeouts and the resumption
+/// minimum of at least one block, and an auto-accept moment that comes before any bid or order placed in time can expire.
 pub fn validate_params(params: &Params) -> Result<(), GenesisError> {
     if params.native.denom == params.stable.denom {
         return Err(GenesisError::SameDenoms);
@@ -31,8 +31,10 @@ pub fn validate_params(params: &Params) -> Result<(), GenesisError> {
         }
     }
     for (name, v) in [
-        ("bid_timeout_blocks", params.bid_timeout_blocks),
-        ("order_timeout_blocks", params.order_timeout_blocks),
+        ("bid_timeout_blocks", u64::from(params.bid_timeout_blocks)),
+        ("order_timeout_blocks", u64::from(params.order_timeout_blocks)),
+        // 0 would let a deposit of nothing resume a lease in grace (see `runway.rs`).
+        ("resume_min_blocks", params.resume_min_blocks),
     ] {
         if v == 0 {
             return Err(GenesisError::ZeroTimeout(name));

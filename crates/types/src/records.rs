@@ -52,6 +52,13 @@ pub struct Params {
     /// before it closes; a deposit within them resumes it. 0: it closes at once.
     #[serde(default = "default_grace_blocks")]
     pub grace_blocks: u64,
+    /// Blocks of every live lease of a deployment that its escrow must pay before leases in
+    /// grace resume (at least 1; a value above `grace_blocks` counts as `grace_blocks`). A
+    /// smaller balance stays in the escrow and the grace clock runs on, so a deposit of one
+    /// block's price cannot buy a fresh grace period: each grace is paid for by at least
+    /// `min(resume_min_blocks, grace_blocks)` blocks.
+    #[serde(default = "default_resume_min_blocks")]
+    pub resume_min_blocks: u64,
 }
 
 /// Default of [`Params::bid_timeout_blocks`]: ten minutes of one-second blocks (Akash's provider
@@ -70,6 +77,16 @@ pub const DEFAULT_GRACE_BLOCKS: u64 = 3_600;
 
 fn default_grace_blocks() -> u64 {
     DEFAULT_GRACE_BLOCKS
+}
+
+/// Default of [`Params::resume_min_blocks`]: as long as the default grace, so a provider is
+/// paid at least as long as it holds a lease unpaid, however many times it runs dry.
+pub const DEFAULT_RESUME_MIN_BLOCKS: u64 = DEFAULT_GRACE_BLOCKS;
+
+const _: () = assert!(DEFAULT_RESUME_MIN_BLOCKS >= DEFAULT_GRACE_BLOCKS);
+
+fn default_resume_min_blocks() -> u64 {
+    DEFAULT_RESUME_MIN_BLOCKS
 }
 
 fn default_bid_timeout_blocks() -> u32 {
@@ -103,6 +120,7 @@ impl Params {
             bid_timeout_blocks: DEFAULT_BID_TIMEOUT_BLOCKS,
             order_timeout_blocks: DEFAULT_ORDER_TIMEOUT_BLOCKS,
             grace_blocks: DEFAULT_GRACE_BLOCKS,
+            resume_min_blocks: DEFAULT_RESUME_MIN_BLOCKS,
         }
     }
 

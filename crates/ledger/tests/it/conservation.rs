@@ -83,6 +83,26 @@ enum Op {
         top_up: Option<(u32, u8, Option<u8>)>,
         stable_limit: bool,
     },
+    /// The owner of a deployment whose leases are all in grace deposits exactly what resumes
+    /// them, or one unit less, alone in a block: the first resumes them all, the second none.
+    GraceDeposit {
+        pick: u16,
+        short: bool,
+    },
+    /// The owner of a deployment whose leases are all in grace sends away all it holds of the
+    /// escrow's denomination (the upzr it needs for fees excepted) and grants a large
+    /// allowance, which finds no funds: its top-up is retried until the grace ends.
+    Starve {
+        pick: u16,
+        low: u8,
+    },
+    /// The owner of a deployment in grace whose allowance has something left receives what
+    /// the allowance's top-up needs (a retry at the end of a later block draws it); with no
+    /// such deployment, a tenant is funded again.
+    FundOwner {
+        pick: u16,
+        tenant: u8,
+    },
     EndBlock,
     // Invalid on purpose.
     BadSignature {
@@ -132,6 +152,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1..40u8).prop_map(|blocks| Op::Skip { blocks }),
         3 => (any::<u16>(), 0..30u8, proptest::option::weighted(0.7, (1..4_000_000u32, 1..60u8, proptest::option::weighted(0.3, 0..40u8))), proptest::bool::weighted(0.05))
             .prop_map(|(pick, low, top_up, stable_limit)| Op::Policy { pick, low, top_up, stable_limit }),
+        3 => (any::<u16>(), any::<bool>()).prop_map(|(pick, short)| Op::GraceDeposit { pick, short }),
+        3 => (any::<u16>(), 0..10u8).prop_map(|(pick, low)| Op::Starve { pick, low }),
+        4 => (any::<u16>(), any::<u8>()).prop_map(|(pick, tenant)| Op::FundOwner { pick, tenant }),
         6 => Just(Op::EndBlock),
         1 => any::<u8>().prop_map(|from| Op::BadSignature { from }),
         1 => any::<u8>().prop_map(|from| Op::WrongSequence { from }),
@@ -154,8 +177,9 @@ struct Run {
     supply: Vec<(Denom, u128)>,
     txs: usize,
     /// How often end-of-block runway work happened: alerts, top-ups, graces, resumptions,
-    /// grace expiries (insufficient-funds closes).
-    runway: [usize; 5],
+    /// grace expiries (insufficient-funds closes), resumptions at the end of a block (a
+    /// top-up retried in grace), deposits one unit short of resuming.
+    runway: [usize; RUNWAY_KINDS],
 }
 
 fn pick<T: Clone>(items: &[T], i: u16) -> Option<T> {
@@ -196,7 +220,7 @@ impl Run {
             hashes: Vec::new(),
             supply,
             txs: 0,
-            runway: [0; 5],
+            runway: [0; RUNWAY_KINDS],
         }
     }
 
@@ -228,7 +252,8 @@ impl Run {
         }
     }
 
-    fn flush(&mut self) {
+    /// Applies the pending transactions as one block; returns its receipts.
+    fn flush(&mut self) -> Vec<pazar_ledger::Receipt> {
         let txs = std::mem::take(&mut self.block);
         self.txs += txs.len();
         // A simulation of the block's transactions predicts every receipt the block gives them
@@ -261,6 +286,11 @@ impl Run {
             };
             self.runway[slot] += 1;
         }
+        self.runway[5] += out
+            .end_block_events
+            .iter()
+            .filter(|e| matches!(e, pazar_types::Event::LeaseResumed { .. }))
+            .count();
         assert_eq!(
             predicted, out.receipts,
             "a simulation predicted other receipts than the block gave"
@@ -275,6 +305,34 @@ impl Run {
         for a in addrs {
             self.chain.seqs.insert(a, self.chain.state.account(&a).sequence);
         }
+        out.receipts
+    }
+
+    /// Deployments whose leases are all in grace (none paid, at least one in grace), with those
+    /// leases and what `blocks` blocks of them cost beyond the escrow's balance.
+    fn all_in_grace(&self, blocks: u64) -> Vec<(pazar_types::DeploymentId, Vec<pazar_types::LeaseId>, u128)> {
+        let st = &self.chain.state;
+        let mut out: Vec<(pazar_types::DeploymentId, Vec<pazar_types::LeaseId>, u128)> = Vec::new();
+        for (lid, l) in st.leases() {
+            if l.state != pazar_types::market::LeaseState::Grace {
+                continue;
+            }
+            let cost = l.price.amount.accrue(blocks, 0).expect("small prices").0;
+            let id = lid.deployment();
+            match out.iter_mut().find(|(d, _, _)| *d == id) {
+                Some((_, ls, c)) => {
+                    ls.push(lid.clone());
+                    *c += cost;
+                }
+                None => out.push((id, vec![lid.clone()], cost)),
+            }
+        }
+        out.retain(|(id, _, _)| st.escrow_account(id).is_some_and(|a| a.open_payments.is_empty()));
+        for (id, _, cost) in out.iter_mut() {
+            let balance = st.escrow_account(id).map_or(0, |a| a.balance);
+            *cost = cost.saturating_sub(balance);
+        }
+        out
     }
 
     fn apply(&mut self, op: Op) {
@@ -546,7 +604,134 @@ impl Run {
                     self.push(&t, vec![Msg::SetEscrowPolicy { dseq: id.dseq, policy }]);
                 }
             }
-            Op::EndBlock => self.flush(),
+            Op::GraceDeposit { pick: p, short } => {
+                // Alone in its block (the pending transactions go first): its receipt shows
+                // what the deposit alone did to the state it was computed from.
+                self.flush();
+                let resume = self.chain.state.resume_blocks();
+                let Some((id, leases, need)) = pick(&self.all_in_grace(resume), p) else {
+                    return;
+                };
+                let Some(amount) = need.checked_sub(u128::from(short)).filter(|a| *a > 0) else {
+                    return;
+                };
+                let Some(t) = key_of(&id.owner, &self.tenants) else {
+                    return;
+                };
+                let denom = self.chain.state.escrow_account(&id).expect("account").denom.clone();
+                if self.chain.bal(&t, &denom) < amount + FEE {
+                    return;
+                }
+                self.push(
+                    &t,
+                    vec![Msg::DepositDeployment {
+                        id: id.clone(),
+                        amount: coin(amount, &denom),
+                    }],
+                );
+                let receipts = self.flush();
+                let r = &receipts[0];
+                if !r.is_ok() {
+                    return;
+                }
+                let resumed: Vec<_> = r
+                    .events
+                    .iter()
+                    .filter_map(|e| match e {
+                        pazar_types::Event::LeaseResumed { id } => Some(id.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if short {
+                    assert!(resumed.is_empty(), "one unit short of {need} resumed {resumed:?}");
+                    self.runway[6] += 1;
+                } else {
+                    assert_eq!(
+                        resumed, leases,
+                        "a deposit of exactly {need} resumes every lease in grace"
+                    );
+                }
+            }
+            Op::Starve { pick: p, low } => {
+                // The balance is read after the pending transactions ran.
+                self.flush();
+                let waiting: Vec<_> = self.all_in_grace(0).into_iter().map(|(id, _, _)| id).collect();
+                let Some(id) = pick(&waiting, p) else {
+                    return;
+                };
+                let st = &self.chain.state;
+                let (Some(t), Some(acct)) = (key_of(&id.owner, &self.tenants), st.escrow_account(&id)) else {
+                    return;
+                };
+                let d = acct.denom.clone();
+                let keep = if d == upzr() { 1_000_000 } else { 0 };
+                let amount = self.chain.bal(&t, &d).saturating_sub(keep);
+                let mut msgs = Vec::new();
+                if amount > 0 {
+                    msgs.push(Msg::Send {
+                        to: self.providers[0].address(),
+                        amount: coin(amount, &d),
+                    });
+                }
+                msgs.push(Msg::SetEscrowPolicy {
+                    dseq: id.dseq,
+                    policy: pazar_types::records::EscrowPolicySpec {
+                        low_blocks: u64::from(low),
+                        top_up: Some(pazar_types::records::TopUpSpec {
+                            limit: coin(1_000_000_000_000, &d),
+                            target_blocks: u64::from(low) + 20,
+                            // Ends with the grace: a dry escrow topped up in the block it runs dry
+                            // leaves a fractional payment's carry wrong (a separate, known bug),
+                            // which this op must not make common.
+                            expires_at: Some(st.height + st.params.grace_blocks),
+                        }),
+                    },
+                });
+                self.push(&t, msgs);
+            }
+            Op::FundOwner { pick: p, tenant } => {
+                let st = &self.chain.state;
+                let height = st.height;
+                let waiting: Vec<_> = self
+                    .all_in_grace(0)
+                    .into_iter()
+                    .filter_map(|(id, _, _)| {
+                        let a = st.escrow_policy(&id)?.top_up.clone()?;
+                        let usable = a.remaining > 0 && a.expires_at.is_none_or(|e| e >= height);
+                        usable.then_some((id, a.target_blocks))
+                    })
+                    .collect();
+                let from = self.providers[1].clone();
+                if let Some((id, target)) = pick(&waiting, p) {
+                    let blocks = target.max(st.resume_blocks());
+                    let need = self
+                        .all_in_grace(blocks)
+                        .into_iter()
+                        .find(|(d, _, _)| *d == id)
+                        .map_or(0, |(_, _, n)| n);
+                    let denom = st.escrow_account(&id).expect("account").denom.clone();
+                    self.push(
+                        &from,
+                        vec![Msg::Send {
+                            to: id.owner,
+                            amount: coin(need.max(1), &denom),
+                        }],
+                    );
+                } else {
+                    let t = self.tenants[tenant as usize % self.tenants.len()].address();
+                    let d = if tenant % 2 == 0 { uusd() } else { upzr() };
+                    self.push(
+                        &from,
+                        vec![Msg::Send {
+                            to: t,
+                            amount: coin(50_000_000, &d),
+                        }],
+                    );
+                }
+            }
+            Op::EndBlock => {
+                self.flush();
+            }
             Op::BadSignature { from } => {
                 let k = self.who(from);
                 let mut tx = self.body(&k, vec![self.send_msg(k.address())]).sign(&k);
@@ -620,14 +805,18 @@ fn params() -> pazar_ledger::Params {
     p.bid_timeout_blocks = 12;
     p.order_timeout_blocks = 30;
     p.max_auto_accept_blocks = 6;
-    // Short enough that leases go into grace, resume and run out of it among the traffic.
+    // Short enough that leases go into grace, resume and run out of it among the traffic
+    // (and shorter than TOP_UP_RETRY_BLOCKS, so a retry comes in a grace's last block).
     p.grace_blocks = 8;
     p
 }
 
+/// Kinds of runway work counted (see `Run::runway`).
+const RUNWAY_KINDS: usize = 7;
+
 thread_local! {
     /// Runway events over every sequence of the run (`Run::runway` summed).
-    static RUNWAY: std::cell::RefCell<[usize; 5]> = const { std::cell::RefCell::new([0; 5]) };
+    static RUNWAY: std::cell::RefCell<[usize; RUNWAY_KINDS]> = const { std::cell::RefCell::new([0; RUNWAY_KINDS]) };
 }
 
 fn cases() -> u32 {
@@ -770,17 +959,21 @@ fn tokens_are_conserved_and_replay_is_deterministic() {
     let total = total.get();
     let runway = RUNWAY.with(|r| *r.borrow());
     eprintln!(
-        "conservation: {total} transactions in {} sequences; escrow_low {}, top-ups {}, graces {}, resumed {}, closed after grace {}",
+        "conservation: {total} transactions in {} sequences; escrow_low {}, top-ups {}, graces {}, resumed {}, closed after grace {}, resumed by a retried top-up {}, deposits short of resuming {}",
         cases(),
         runway[0],
         runway[1],
         runway[2],
         runway[3],
-        runway[4]
+        runway[4],
+        runway[5],
+        runway[6]
     );
-    // The runway rules were exercised, not only present: each kind of event happened.
+    // The runway rules were exercised, not only present: each kind of event happened. A
+    // resumption by a retried top-up needs an owner funded within an 8-block grace, so it is
+    // reported, not required (`runway.rs` proves it case by case).
     assert!(
-        runway.iter().all(|n| *n > 0),
+        runway.iter().enumerate().all(|(i, n)| i == 5 || *n > 0),
         "runway events {runway:?}: one kind never happened"
     );
     if cases() >= 24 {

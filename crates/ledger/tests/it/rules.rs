@@ -1493,6 +1493,12 @@ fn genesis_refuses_timeouts_that_would_expire_before_auto_accept() {
         with(&|p| p.order_timeout_blocks = 0),
         Some(GenesisError::ZeroTimeout("order_timeout_blocks"))
     );
+    // A resumption minimum of 0 would let a deposit of nothing end a grace.
+    assert_eq!(
+        with(&|p| p.resume_min_blocks = 0),
+        Some(GenesisError::ZeroTimeout("resume_min_blocks"))
+    );
+    assert_eq!(with(&|p| p.resume_min_blocks = 1), None);
     let late = with(&|p| p.max_auto_accept_blocks = p.bid_timeout_blocks);
     assert!(
         matches!(late, Some(GenesisError::AutoAcceptAfterExpiry { .. })),

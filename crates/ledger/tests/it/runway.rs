@@ -1,9 +1,11 @@
 //! Runway rules: `escrow_low` once per crossing, automatic top-ups under an allowance (limit,
-//! expiry, the owner's balance), grace instead of an immediate close, resumption by a deposit,
-//! and the policy's own checks. Every block goes through `Chain::block`, which checks every
+//! expiry, the owner's balance), grace instead of an immediate close, resumption by a deposit
+//! that pays the resumption minimum (never by one block's price), top-ups retried in grace for
+//! an owner funded again, and the policy's own checks. Every block goes through `Chain::block`, which checks every
 //! invariant (tokens conserved, escrow and payment accounting exact, indexes exact).
 
 use crate::common::*;
+use pazar_ledger::{Params, TOP_UP_RETRY_BLOCKS};
 use pazar_types::event::TopUpSkipped;
 use pazar_types::market::{GroupState, LeaseCloseReason, LeaseState};
 use pazar_types::records::{EscrowPolicySpec, TopUpSpec};
@@ -22,9 +24,14 @@ struct Lease {
 /// One deployment in uusd with `deposit`, leased at 1,000 uusd a block (dry after
 /// `deposit / 1000` blocks).
 fn lease(deposit: u128) -> Lease {
+    lease_with(Params::devnet("upzr", "uusd"), deposit)
+}
+
+/// Like [`lease`] on a chain with `params`.
+fn lease_with(params: Params, deposit: u128) -> Lease {
     let tenant = key(KeyScheme::Ed25519, 1);
     let provider = key(KeyScheme::Ed25519, 2);
-    let mut chain = Chain::new(&[&tenant, &provider]);
+    let mut chain = Chain::with_params(&[&tenant, &provider], params);
     chain.ok(&provider, vec![create_provider(vec![])]);
     chain.ok(
         &tenant,
@@ -87,6 +94,30 @@ fn depletes_at(l: &Lease) -> u64 {
 
 fn count(events: &[Event], f: impl Fn(&Event) -> bool) -> usize {
     events.iter().filter(|e| f(e)).count()
+}
+
+fn deposit(l: &Lease, amount: u128) -> Msg {
+    Msg::DepositDeployment {
+        id: l.id.clone(),
+        amount: coin(amount, &uusd()),
+    }
+}
+
+/// One block with `msgs` from `key`: its receipts' events and its end-block events together.
+fn block_with(l: &mut Lease, key: &SigningKey, msgs: Vec<Msg>) -> Vec<Event> {
+    let tx = l.chain.sign(key, msgs);
+    let out = l.chain.block(vec![tx]);
+    assert!(out.receipts.iter().all(|r| r.is_ok()), "{:?}", out.receipts);
+    out.receipts
+        .into_iter()
+        .flat_map(|r| r.events)
+        .chain(out.end_block_events)
+        .collect()
+}
+
+fn lease_state(l: &Lease) -> (LeaseState, Option<u64>) {
+    let lease = l.chain.state.lease(&l.lease).expect("lease");
+    (lease.state, lease.grace_until)
 }
 
 #[test]
@@ -232,6 +263,13 @@ fn a_spent_allowance_lets_the_escrow_run_dry_and_says_why() {
         .and_then(|p| p.top_up.clone())
         .expect("allowance");
     assert_eq!((a.spent, a.remaining), (300_000, 0));
+    // Nothing left to draw: no retries in grace, only a new policy could help.
+    let events = l.chain.advance_to(l.chain.state.height + 5 * TOP_UP_RETRY_BLOCKS);
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::EscrowTopUpSkipped { .. })),
+        0,
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -310,33 +348,29 @@ fn a_deposit_in_grace_resumes_the_lease_and_the_provider_is_paid_again_from_then
     assert_eq!(paid_before, 600_000);
     // 20 blocks of grace: nobody pays, nobody is paid.
     l.chain.advance_to(dry + 20);
-    // Less than one block: still in grace.
-    let r = l.chain.ok(
-        &t,
-        vec![Msg::DepositDeployment {
-            id: l.id.clone(),
-            amount: coin(500, &uusd()),
-        }],
-    );
+    // Less than one block, then 100 blocks: still in grace, the deposits kept in the escrow.
+    for amount in [500, 99_500] {
+        let r = l.chain.ok(&t, vec![deposit(&l, amount)]);
+        assert!(!r.events.iter().any(|e| matches!(e, Event::LeaseResumed { .. })));
+        assert_eq!(lease_state(&l), (LeaseState::Grace, Some(until)));
+    }
+    // The resumption minimum to the unit: one short of it is not enough, the last unit is.
+    let resume = l.chain.state.resume_blocks();
+    assert_eq!(resume, pazar_types::records::DEFAULT_RESUME_MIN_BLOCKS);
+    let short = u128::from(resume) * 1_000 - 100_000 - 1;
+    let r = l.chain.ok(&t, vec![deposit(&l, short)]);
     assert!(!r.events.iter().any(|e| matches!(e, Event::LeaseResumed { .. })));
-    assert_eq!(l.chain.state.lease(&l.lease).expect("lease").state, LeaseState::Grace);
-    let r = l.chain.ok(
-        &t,
-        vec![Msg::DepositDeployment {
-            id: l.id.clone(),
-            amount: coin(99_500, &uusd()),
-        }],
-    );
+    assert_eq!(lease_state(&l), (LeaseState::Grace, Some(until)));
+    let r = l.chain.ok(&t, vec![deposit(&l, 1)]);
     assert!(
         r.events.contains(&Event::LeaseResumed { id: l.lease.clone() }),
         "{:?}",
         r.events
     );
     let resumed_at = l.chain.state.height;
-    let lease = l.chain.state.lease(&l.lease).expect("lease").clone();
-    assert_eq!((lease.state, lease.grace_until), (LeaseState::Active, None));
-    // 100,000 pays exactly 100 blocks from the resumption.
-    assert_eq!(depletes_at(&l), resumed_at + 101);
+    assert_eq!(lease_state(&l), (LeaseState::Active, None));
+    // What was deposited pays exactly `resume` blocks from the resumption.
+    assert_eq!(depletes_at(&l), resumed_at + resume + 1);
     l.chain.advance_to(resumed_at + 40);
     let p = l.chain.state.payment(&l.lease).expect("payment");
     let view = l.chain.state.escrow_view(&l.id, l.chain.state.height).expect("view");
@@ -355,15 +389,217 @@ fn an_allowance_granted_in_grace_resumes_the_lease_at_once() {
     let t = l.tenant.clone();
     l.chain.advance_to(depletes_at(&l) + 3);
     assert_eq!(l.chain.state.lease(&l.lease).expect("lease").state, LeaseState::Grace);
-    let r = l.chain.ok(&t, vec![policy(10, Some((1_000_000, 200, None)))]);
+    // A target of 200 blocks is below the resumption minimum: the top-up brings the minimum.
+    let resume = l.chain.state.resume_blocks();
+    assert!(resume > 200);
+    let r = l.chain.ok(&t, vec![policy(10, Some((10_000_000, 200, None)))]);
     assert!(
         r.events.contains(&Event::LeaseResumed { id: l.lease.clone() }),
         "{:?}",
         r.events
     );
-    assert!(r.events.iter().any(|e| matches!(e, Event::EscrowToppedUp { .. })));
+    assert!(r.events.contains(&Event::EscrowToppedUp {
+        id: l.id.clone(),
+        from: t.address(),
+        amount: coin(u128::from(resume) * 1_000, &uusd()),
+        remaining: 10_000_000 - u128::from(resume) * 1_000,
+    }));
     let view = l.chain.state.escrow_view(&l.id, l.chain.state.height).expect("view");
-    assert_eq!(view.runway_blocks, Some(201));
+    assert_eq!(view.runway_blocks, Some(resume + 1));
+}
+
+#[test]
+fn an_allowance_too_small_to_resume_moves_what_it_may_and_the_lease_stays_in_grace() {
+    let mut l = lease(600_000);
+    let t = l.tenant.clone();
+    let dry = depletes_at(&l);
+    l.chain.advance_to(dry + 3);
+    let until = dry + l.chain.state.params.grace_blocks;
+    let r = l.chain.ok(&t, vec![policy(10, Some((1_000_000, 200, None)))]);
+    assert!(
+        !r.events.iter().any(|e| matches!(e, Event::LeaseResumed { .. })),
+        "{:?}",
+        r.events
+    );
+    assert_eq!(lease_state(&l), (LeaseState::Grace, Some(until)));
+    // The whole allowance is in the escrow, kept for the tenant (refunded on close).
+    let view = l.chain.state.escrow_view(&l.id, l.chain.state.height).expect("view");
+    assert_eq!(view.balance, 1_000_000);
+    let events = l.chain.advance_to(until);
+    assert!(events.contains(&Event::LeaseClosed {
+        id: l.lease.clone(),
+        reason: LeaseCloseReason::InsufficientFunds
+    }));
+}
+
+#[test]
+fn deposits_of_one_block_s_price_in_grace_buy_no_fresh_grace() {
+    let mut l = lease(600_000);
+    let t = l.tenant.clone();
+    let dry = depletes_at(&l);
+    l.chain.advance_to(dry);
+    let until = dry + l.chain.state.params.grace_blocks;
+    assert_eq!(lease_state(&l), (LeaseState::Grace, Some(until)));
+    // Every 100 blocks the tenant pays one block: not one resumes the lease, not one moves the
+    // end of its grace, and the provider never works for it.
+    let mut deposits = 0u128;
+    while l.chain.state.height + 100 < until {
+        l.chain.advance_to(l.chain.state.height + 99);
+        let r = l.chain.ok(&t, vec![deposit(&l, 1_000)]);
+        deposits += 1_000;
+        assert!(
+            !r.events
+                .iter()
+                .any(|e| matches!(e, Event::LeaseResumed { .. } | Event::LeaseGrace { .. })),
+            "{:?}",
+            r.events
+        );
+        assert_eq!(lease_state(&l), (LeaseState::Grace, Some(until)));
+    }
+    assert!(deposits >= 30_000);
+    let events = l.chain.advance_to(until);
+    assert!(events.contains(&Event::LeaseClosed {
+        id: l.lease.clone(),
+        reason: LeaseCloseReason::InsufficientFunds
+    }));
+    // Nothing of them was paid out: they wait in the escrow for the tenant.
+    assert_eq!(l.chain.state.payment(&l.lease).expect("payment").received, 600_000);
+    let view = l.chain.state.escrow_view(&l.id, l.chain.state.height).expect("view");
+    assert_eq!(view.balance, deposits);
+}
+
+#[test]
+fn a_chain_with_a_short_grace_asks_a_whole_grace_of_payment_to_resume() {
+    let mut params = Params::devnet("upzr", "uusd");
+    params.grace_blocks = 20;
+    let mut l = lease_with(params, 600_000);
+    let t = l.tenant.clone();
+    // `resume_min_blocks` stays at its default, above the grace: the grace bounds it.
+    assert!(l.chain.state.params.resume_min_blocks > 20);
+    assert_eq!(l.chain.state.resume_blocks(), 20);
+    l.chain.advance_to(depletes_at(&l) + 2);
+    let r = l.chain.ok(&t, vec![deposit(&l, 19_000)]);
+    assert!(!r.events.iter().any(|e| matches!(e, Event::LeaseResumed { .. })));
+    let r = l.chain.ok(&t, vec![deposit(&l, 1_000)]);
+    assert!(
+        r.events.contains(&Event::LeaseResumed { id: l.lease.clone() }),
+        "{:?}",
+        r.events
+    );
+}
+
+#[test]
+fn an_owner_out_of_funds_when_the_escrow_ran_dry_is_drawn_on_once_funded_and_the_lease_resumes() {
+    let mut l = lease(600_000);
+    let (t, p) = (l.tenant.clone(), l.provider.clone());
+    l.chain.ok(&t, vec![policy(50, Some((10_000_000, 300, None)))]);
+    let give = l.chain.bal(&t, &uusd());
+    l.chain.ok(
+        &t,
+        vec![Msg::Send {
+            to: p.address(),
+            amount: coin(give, &uusd()),
+        }],
+    );
+    let dry = depletes_at(&l);
+    let events = l.chain.advance_to(dry);
+    assert!(events.contains(&Event::EscrowTopUpSkipped {
+        id: l.id.clone(),
+        reason: TopUpSkipped::NoFunds
+    }));
+    let (state, until) = lease_state(&l);
+    assert_eq!(state, LeaseState::Grace);
+    let until = until.expect("grace end");
+    // Unfunded: one retry every TOP_UP_RETRY_BLOCKS, each saying why, none announcing the
+    // crossing again. A stranger's deposits in between do not push the retries back.
+    let k = TOP_UP_RETRY_BLOCKS;
+    let (mut events, mut strangers) = (Vec::new(), 0u128);
+    while l.chain.state.height < dry + 3 * k {
+        let one = deposit(&l, 1);
+        events.extend(block_with(&mut l, &p, vec![one]));
+        strangers += 1;
+    }
+    let skipped = |e: &Event| {
+        matches!(
+            e,
+            Event::EscrowTopUpSkipped {
+                reason: TopUpSkipped::NoFunds,
+                ..
+            }
+        )
+    };
+    assert_eq!(count(&events, skipped), 3, "{events:?}");
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::EscrowLow { .. })),
+        0,
+        "{events:?}"
+    );
+    assert_eq!(lease_state(&l).0, LeaseState::Grace);
+    // Funded again (by anyone): the next retry draws on the allowance and the lease resumes,
+    // long before its grace ends.
+    let funded_at = l.chain.state.height + 1;
+    l.chain.ok(
+        &p,
+        vec![Msg::Send {
+            to: t.address(),
+            amount: coin(5_000_000, &uusd()),
+        }],
+    );
+    let events = l.chain.advance_to(funded_at + k);
+    let resumed = events
+        .iter()
+        .position(|e| *e == Event::LeaseResumed { id: l.lease.clone() })
+        .expect("resumed by a retried top-up");
+    assert!(
+        events[..resumed]
+            .iter()
+            .any(|e| matches!(e, Event::EscrowToppedUp { .. })),
+        "{events:?}"
+    );
+    assert_eq!(lease_state(&l), (LeaseState::Active, None));
+    assert!(l.chain.state.height < until);
+    // The top-up brought the resumption minimum (more than the target of 300 blocks), less
+    // what the stranger had deposited.
+    let resume = u128::from(l.chain.state.resume_blocks());
+    assert_eq!(l.chain.bal(&t, &uusd()), 5_000_000 - (resume * 1_000 - strangers));
+}
+
+#[test]
+fn a_grace_shorter_than_the_retry_period_is_retried_in_its_last_block() {
+    let mut params = Params::devnet("upzr", "uusd");
+    params.grace_blocks = TOP_UP_RETRY_BLOCKS / 2;
+    let mut l = lease_with(params, 600_000);
+    let (t, p) = (l.tenant.clone(), l.provider.clone());
+    l.chain.ok(&t, vec![policy(0, Some((10_000_000, 300, None)))]);
+    let give = l.chain.bal(&t, &uusd());
+    l.chain.ok(
+        &t,
+        vec![Msg::Send {
+            to: p.address(),
+            amount: coin(give, &uusd()),
+        }],
+    );
+    let dry = depletes_at(&l);
+    l.chain.advance_to(dry);
+    let until = lease_state(&l).1.expect("in grace");
+    assert_eq!(until, dry + TOP_UP_RETRY_BLOCKS / 2);
+    l.chain.ok(
+        &p,
+        vec![Msg::Send {
+            to: t.address(),
+            amount: coin(5_000_000, &uusd()),
+        }],
+    );
+    let events = l.chain.advance_to(until);
+    assert!(
+        events.contains(&Event::LeaseResumed { id: l.lease.clone() }),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::LeaseClosed { .. })),
+        "{events:?}"
+    );
+    assert_eq!(lease_state(&l), (LeaseState::Active, None));
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //! `withdraw_every_blocks`; Docker replicas over their ephemeral storage are evicted (not those
 //! of leases in grace, which would start them). After a restart, leases still active are run
 //! again from their accepted manifests, leases in grace keep their volumes with nothing
-//! running, and every other workload of this provider is removed.
+//! running, and a workload of this provider is removed only when the ledger, read for that
+//! lease alone, says it ended (the lists of active leases and of leases in grace are read at
+//! different heights: a lease that moved between them meanwhile is in neither).
 //!
 //! Must not know: the event stream (the follower calls these), bidding, or how a runtime runs a
 //! group (it deploys and closes through `pazar_runtime::Runtime`).
@@ -16,12 +18,74 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use pazar_api::node::{LeasePage, ListQuery};
-use pazar_types::market::{BidId, LeaseCloseReason};
+use pazar_client::{ClientError, Rpc};
+use pazar_types::market::{BidId, LeaseCloseReason, LeaseState};
+use pazar_types::records::Lease;
 use pazar_types::Msg;
 
 use super::{Daemon, DaemonError};
 use crate::bidding;
 use pazar_runtime::{AnyRuntime, LeaseRef, Runtime};
+
+/// What the ledger says of one of this provider's leases, for a restart to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnLedger {
+    Active,
+    Grace {
+        until: u64,
+    },
+    /// A final state, or a lease this ledger does not have: only then does its workload go.
+    Ended,
+}
+
+impl OnLedger {
+    fn of(lease: &Lease) -> OnLedger {
+        match lease.state {
+            LeaseState::Active => OnLedger::Active,
+            LeaseState::Grace => OnLedger::Grace {
+                until: lease.grace_until.unwrap_or(0),
+            },
+            _ => OnLedger::Ended,
+        }
+    }
+}
+
+/// One lease read on its own: one answer, so one height. A lease the node does not know is
+/// `Ended` (a workload left from another chain); any other failure is an error, never a guess.
+fn read_one(rpc: &Rpc, id: &BidId) -> Result<OnLedger, ClientError> {
+    match rpc.lease(id, false) {
+        Ok(d) => Ok(OnLedger::of(&d.item.lease)),
+        Err(e) if e.is_not_found() => Ok(OnLedger::Ended),
+        Err(e) => Err(e),
+    }
+}
+
+/// The ledger's word on every lease a restart decides about, by runtime name. `active` and
+/// `grace` are the two lists (read at different heights, so a lease in both takes the later
+/// read: grace); every lease in `local` (accepted manifests and this provider's workloads)
+/// that is in neither is read again on its own with `lookup`, because it may have moved from
+/// one list to the other between the reads. So a lease is `Ended` only on a read that says so.
+fn ledger_view<E>(
+    active: Vec<BidId>,
+    grace: Vec<(BidId, u64)>,
+    local: &[BidId],
+    mut lookup: impl FnMut(&BidId) -> Result<OnLedger, E>,
+) -> Result<BTreeMap<String, (BidId, OnLedger)>, E> {
+    let mut view = BTreeMap::new();
+    for id in active {
+        view.insert(LeaseRef::new(id.clone()).name(), (id, OnLedger::Active));
+    }
+    for (id, until) in grace {
+        view.insert(LeaseRef::new(id.clone()).name(), (id, OnLedger::Grace { until }));
+    }
+    for id in local {
+        let name = LeaseRef::new(id.clone()).name();
+        if let std::collections::btree_map::Entry::Vacant(e) = view.entry(name) {
+            e.insert((id.clone(), lookup(id)?));
+        }
+    }
+    Ok(view)
+}
 
 impl Daemon {
     fn count_leases(&self) {
@@ -93,42 +157,60 @@ impl Daemon {
     /// missing from the list would have its workload removed) runs again from its accepted
     /// manifest and holds its capacity; a lease in grace holds its capacity and its volumes,
     /// its workload stopped (it may have run on while the daemon was down, or the lease may
-    /// have gone into grace meanwhile); workloads of ended leases, and orphans of this provider
-    /// in the runtime, are removed; stale isolation rules are swept.
+    /// have gone into grace meanwhile); workloads of leases the ledger says ended
+    /// ([`ledger_view`]: read again one by one when in neither list), and such orphans of this
+    /// provider in the runtime, are removed; stale isolation rules are swept.
     pub(super) async fn restore_leases(self: &Arc<Self>) -> Result<(), DaemonError> {
-        let list = |state: &str| {
-            let q = ListQuery {
-                provider: Some(self.address),
-                state: Some(state.into()),
-                limit: Some(self.cfg.list_page),
-                ..ListQuery::default()
-            };
-            self.node(move |rpc| rpc.list_all::<LeasePage>(&q))
-        };
-        let active: BTreeMap<String, BidId> = list("active")
-            .await?
-            .into_iter()
-            .map(|l| (LeaseRef::new(l.id.clone()).name(), l.id))
-            .collect();
-        let grace: BTreeMap<String, (BidId, u64)> = list("grace")
-            .await?
-            .into_iter()
-            .map(|l| {
-                let until = l.lease.grace_until.unwrap_or(0);
-                (LeaseRef::new(l.id.clone()).name(), (l.id, until))
-            })
-            .collect();
-        if let Ok(mut g) = self.grace.lock() {
-            *g = grace.values().cloned().collect();
-        }
         let (accepted, unreadable) = self.server.accepted_files();
+        let workloads = self.runtime.leases().await?;
+        let me = self.address;
+        let mut local: Vec<BidId> = accepted.iter().map(|a| a.lease.clone()).collect();
+        local.extend(
+            workloads
+                .iter()
+                .filter_map(|(_, label)| label.parse::<BidId>().ok())
+                .filter(|id| id.provider == me),
+        );
+        let page = self.cfg.list_page;
+        let view = self
+            .node(move |rpc| {
+                let list = |state: &str| {
+                    let q = ListQuery {
+                        provider: Some(me),
+                        state: Some(state.into()),
+                        limit: Some(page),
+                        ..ListQuery::default()
+                    };
+                    rpc.list_all::<LeasePage>(&q)
+                };
+                let active = list("active")?.into_iter().map(|l| l.id).collect();
+                let grace = list("grace")?
+                    .into_iter()
+                    .map(|l| {
+                        let until = l.lease.grace_until.unwrap_or(0);
+                        (l.id, until)
+                    })
+                    .collect();
+                ledger_view(active, grace, &local, |id| read_one(rpc, id))
+            })
+            .await?;
+        if let Ok(mut g) = self.grace.lock() {
+            *g = view
+                .values()
+                .filter_map(|(id, on)| match on {
+                    OnLedger::Grace { until } => Some((id.clone(), *until)),
+                    _ => None,
+                })
+                .collect();
+        }
         for why in unreadable {
             // Not run: a stored manifest is held to the rules of a received one.
             self.log(&format!("ignored a stored manifest that fails the checks: {why}"));
         }
         for acc in accepted {
             let lease = LeaseRef::new(acc.lease.clone());
-            if let Some((_, until)) = grace.get(&lease.name()) {
+            let on = view.get(&lease.name()).map(|(_, on)| *on);
+            if let Some(OnLedger::Grace { until }) = on {
                 // Nothing runs in grace: what a previous daemon left running stops.
                 if let Err(e) = self.server.stop_lease(&acc.lease).await {
                     self.log(&format!("cannot stop lease {} in grace: {e}", lease.label()));
@@ -138,7 +220,7 @@ impl Daemon {
                     "lease {} is in grace until height {until}: its workload stays stopped, its volumes kept",
                     lease.label()
                 ));
-            } else if active.contains_key(&lease.name()) {
+            } else if on == Some(OnLedger::Active) {
                 // A lease that cannot run (its image vanished, say) is reported, not fatal. With
                 // its version, so replicas an update kept unchanged (their labels name the
                 // version they were made for) report the version they run after a restart too.
@@ -152,15 +234,17 @@ impl Daemon {
                 }
                 self.adopt_reservation(&acc.lease).await;
                 self.log(&format!("restored lease {}", lease.label()));
-            } else {
+            } else if on == Some(OnLedger::Ended) {
                 self.server.close_lease(&acc.lease).await?;
                 self.log(&format!("removed workload of ended lease {}", lease.label()));
             }
         }
-        // Only this provider's workloads: other providers may share the engine.
-        for (name, label) in self.runtime.leases().await? {
+        // Only this provider's workloads: other providers may share the engine. Each one's
+        // lease is in the view, so only one the ledger says ended goes.
+        for (name, label) in workloads {
             if let Ok(id) = label.parse::<BidId>() {
-                if id.provider == self.address && !active.contains_key(&name) && !grace.contains_key(&name) {
+                let ended = view.get(&name).is_some_and(|(_, on)| *on == OnLedger::Ended);
+                if id.provider == self.address && ended {
                     self.server.close_lease(&id).await?;
                     self.log(&format!("removed orphaned workload {label}"));
                 }
@@ -235,5 +319,91 @@ impl Daemon {
                 Err(e) => self.log(&format!("cannot check the storage of leases: {e}")),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pazar_types::Address;
+
+    fn lease(dseq: u64) -> BidId {
+        BidId {
+            owner: Address::MIN,
+            dseq,
+            gseq: 1,
+            oseq: 1,
+            provider: Address::MAX,
+        }
+    }
+
+    /// The view, and which leases were read again one by one.
+    fn check(
+        active: &[u64],
+        grace: &[(u64, u64)],
+        local: &[u64],
+        ledger: &[(u64, OnLedger)],
+    ) -> (Vec<(u64, OnLedger)>, Vec<u64>) {
+        let mut read = Vec::new();
+        let local: Vec<BidId> = local.iter().map(|d| lease(*d)).collect();
+        let view = ledger_view(
+            active.iter().map(|d| lease(*d)).collect(),
+            grace.iter().map(|(d, u)| (lease(*d), *u)).collect(),
+            &local,
+            |id| {
+                read.push(id.dseq);
+                ledger
+                    .iter()
+                    .find(|(d, _)| *d == id.dseq)
+                    .map(|(_, on)| *on)
+                    .ok_or("no answer")
+            },
+        )
+        .expect("every read answered");
+        let mut out: Vec<(u64, OnLedger)> = view.values().map(|(id, on)| (id.dseq, *on)).collect();
+        out.sort_by_key(|(d, _)| *d);
+        (out, read)
+    }
+
+    #[test]
+    fn a_lease_resumed_between_the_two_lists_is_read_again_and_kept_running() {
+        // Lease 1 was in grace when the active list was read and active when the grace list
+        // was: in neither. Read alone, the ledger says active: it is restored, not removed.
+        let (view, read) = check(&[], &[], &[1], &[(1, OnLedger::Active)]);
+        assert_eq!(view, vec![(1, OnLedger::Active)]);
+        assert_eq!(read, vec![1]);
+    }
+
+    #[test]
+    fn a_lease_that_went_into_grace_between_the_lists_stays_with_its_volumes() {
+        let (view, _) = check(&[], &[], &[1], &[(1, OnLedger::Grace { until: 90 })]);
+        assert_eq!(view, vec![(1, OnLedger::Grace { until: 90 })]);
+    }
+
+    #[test]
+    fn only_a_lease_read_as_ended_is_ended_and_listed_leases_are_not_read_again() {
+        let (view, read) = check(&[1], &[(2, 50)], &[1, 2, 3], &[(3, OnLedger::Ended)]);
+        assert_eq!(
+            view,
+            vec![
+                (1, OnLedger::Active),
+                (2, OnLedger::Grace { until: 50 }),
+                (3, OnLedger::Ended)
+            ]
+        );
+        assert_eq!(read, vec![3]);
+    }
+
+    #[test]
+    fn a_lease_in_both_lists_takes_the_later_read_grace() {
+        let (view, read) = check(&[1], &[(1, 70)], &[1], &[]);
+        assert_eq!(view, vec![(1, OnLedger::Grace { until: 70 })]);
+        assert!(read.is_empty());
+    }
+
+    #[test]
+    fn a_failed_read_is_an_error_not_an_ended_lease() {
+        let r = ledger_view(Vec::new(), Vec::new(), &[lease(1)], |_| Err::<OnLedger, _>("node down"));
+        assert_eq!(r, Err("node down"));
     }
 }

@@ -123,7 +123,7 @@ fn run_in(h: &std::path::Path, o: &FailoverBenchOpts) -> Result<Value> {
             o.data_mb
         ),
     ])?;
-    let want_md5 = docker(&["exec", &container(&lease), "cat", "/data/blob.md5"])?;
+    let want_md5 = docker(&["exec", &container(&lease), "/bin/sh", "-c", "cat /data/blob.md5"])?;
     let mut daemons: Vec<(String, std::path::PathBuf, Option<Proc>)> = vec![
         ("provider".into(), h.to_path_buf(), m.daemon.take()),
         ("provider2".into(), h.join("p2"), None),
@@ -166,6 +166,8 @@ fn run_in(h: &std::path::Path, o: &FailoverBenchOpts) -> Result<Value> {
             let agent_thread = s.spawn(|| -> Result<()> {
                 let mut agent = Agent::new(&tenant, 1, manifest.clone(), opts, Some(store))?;
                 agent.run(&stop, &mut |e| {
+                    // The agent's account of the round, for whoever reads stderr.
+                    eprintln!("{}", serde_json::to_string(e).unwrap_or_default());
                     let _ = tx.send((Instant::now(), e.clone()));
                 })?;
                 Ok(())
@@ -212,7 +214,7 @@ fn run_in(h: &std::path::Path, o: &FailoverBenchOpts) -> Result<Value> {
                     || demo::http_get(&uri),
                 )?;
                 let down = killed.elapsed().as_secs_f64() * 1000.0;
-                let got = docker(&["exec", &container(&to), "md5sum", "/data/blob"])?;
+                let got = docker(&["exec", &container(&to), "/bin/sh", "-c", "md5sum /data/blob"])?;
                 if got.split_whitespace().next() != want_md5.split_whitespace().next() {
                     bail!("round {round}: the restored data differs ({got} vs {want_md5})");
                 }

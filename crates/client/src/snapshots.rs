@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use pazar_api::provider::{snapshot_limits, ChunkAnswer, ChunkHash, SnapshotCheck, VolumeSnapshot};
+use pazar_api::provider::{snapshot_limits, ChunkAnswer, ChunkHash, EntryKind, SnapshotCheck, VolumeSnapshot};
 use pazar_types::LeaseId;
 
 use crate::tenant::{ProviderClient, TenantError};
@@ -36,6 +36,10 @@ pub enum SnapshotError {
     UnknownChunk(ChunkHash),
     #[error("the volumes kept changing while they were read ({MAX_LIST_ATTEMPTS} listings); try again")]
     KeptChanging,
+    /// The listing passed its own checks but no provider would restore it; it is not kept,
+    /// so the previous snapshot stays the latest.
+    #[error("the provider's listing could not be restored anywhere, so it is not kept: {0}")]
+    Unrestorable(String),
     #[error("there is no snapshot of group {0} to restore")]
     NoSnapshot(u32),
     #[error("cannot start an async runtime: {0}")]
@@ -123,14 +127,54 @@ impl SnapshotStore {
     /// Lists the lease's volumes, fetches the chunks not yet in the store (only changed ones
     /// travel), then makes the listing this group's latest. Blocking.
     pub fn pull(&self, client: &ProviderClient, lease: &LeaseId) -> Result<PullReport, SnapshotError> {
-        runtime()?.block_on(self.pull_async(client, lease))
+        self.pull_within(client, lease, None)
     }
 
-    async fn pull_async(&self, client: &ProviderClient, lease: &LeaseId) -> Result<PullReport, SnapshotError> {
+    /// [`SnapshotStore::pull`] of a lease whose persistent volumes hold at most `max_bytes` (the
+    /// group's leased persistent storage): a listing any new lease of the group would refuse
+    /// (larger than that, larger than a provider takes, chunks whose lengths do not fit their
+    /// files) is refused before anything is fetched or replaced.
+    pub fn pull_within(
+        &self,
+        client: &ProviderClient,
+        lease: &LeaseId,
+        max_bytes: Option<u64>,
+    ) -> Result<PullReport, SnapshotError> {
+        runtime()?.block_on(self.pull_async(client, lease, max_bytes))
+    }
+
+    /// Every chunk of the listing is in the store with the length its place in its file needs
+    /// (what a provider's restore checks again).
+    fn check_lengths(&self, snap: &VolumeSnapshot) -> Result<(), SnapshotError> {
+        for t in &snap.volumes {
+            for e in &t.entries {
+                if let EntryKind::File { size, chunks, .. } = &e.kind {
+                    for (i, h) in chunks.iter().enumerate() {
+                        let want = pazar_api::provider::chunk_len(*size, i as u64);
+                        let got = std::fs::metadata(self.chunk_path(h)).map(|m| m.len()).ok();
+                        if got != Some(want) {
+                            return Err(SnapshotError::Unrestorable(format!(
+                                "chunk {i} of {}/{}/{} is {got:?} bytes, its place needs {want}",
+                                t.service, t.volume, e.path
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn pull_async(
+        &self,
+        client: &ProviderClient,
+        lease: &LeaseId,
+        max_bytes: Option<u64>,
+    ) -> Result<PullReport, SnapshotError> {
         let (mut fetched, mut fetched_bytes) = (0u64, 0u64);
         for _ in 0..MAX_LIST_ATTEMPTS {
             let snap = client.snapshot(lease).await?;
-            let totals = snap.check(None)?;
+            let totals = snap.check(max_bytes)?;
             let missing: Vec<ChunkHash> = snap.chunks().into_iter().filter(|h| !self.has_chunk(h)).collect();
             let mut changed = false;
             for batch in missing.chunks(snapshot_limits::MAX_CHUNKS_PER_FETCH) {
@@ -159,6 +203,14 @@ impl SnapshotStore {
             }
             let path = self.latest_path(lease.gseq);
             let bytes = serde_json::to_vec(&snap).map_err(|e| self.err(&path, e))?;
+            if bytes.len() > snapshot_limits::MAX_LISTING_BYTES {
+                return Err(SnapshotError::Unrestorable(format!(
+                    "the listing is {} bytes, a provider takes at most {}",
+                    bytes.len(),
+                    snapshot_limits::MAX_LISTING_BYTES
+                )));
+            }
+            self.check_lengths(&snap)?;
             pazar_files::write_atomic(&path, &bytes, 0o600).map_err(|e| self.err(&path, e))?;
             self.collect_garbage()?;
             return Ok(PullReport {

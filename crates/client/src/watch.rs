@@ -262,6 +262,28 @@ struct GroupWatch {
     /// When an acceptable bid of the open order was first seen.
     bids_since: Option<Instant>,
     last_snapshot: Option<Instant>,
+    /// Failed replacement or start attempts in a row, and when the next may be made: each
+    /// failure doubles the wait (2 s … 5 min), so a step that keeps failing (and may cost a
+    /// fee) is not repeated every pass.
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl GroupWatch {
+    fn may_try(&self) -> bool {
+        self.retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    fn failed(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+        let secs = 1u64 << self.failures.min(8);
+        self.retry_at = Some(Instant::now() + Duration::from_secs(secs.min(300)));
+    }
+
+    fn succeeded(&mut self) {
+        self.failures = 0;
+        self.retry_at = None;
+    }
 }
 
 /// The agent of one deployment.
@@ -278,6 +300,8 @@ pub struct Agent<'a> {
     avoid: BTreeSet<Address>,
     /// Leases this agent made (it sends their manifests).
     made: BTreeSet<LeaseId>,
+    /// Each group's leased persistent bytes: the most a snapshot of it may hold.
+    limits: BTreeMap<u32, u64>,
     ledger_events: Option<mpsc::Receiver<WatchEvent>>,
     stop_events: Arc<AtomicBool>,
     rt: tokio::runtime::Runtime,
@@ -335,6 +359,7 @@ impl<'a> Agent<'a> {
             groups: BTreeMap::new(),
             avoid: BTreeSet::new(),
             made: BTreeSet::new(),
+            limits: BTreeMap::new(),
             ledger_events: None,
             stop_events: Arc::new(AtomicBool::new(false)),
             rt,
@@ -422,6 +447,7 @@ impl<'a> Agent<'a> {
         }
         for g in &detail.groups {
             let gseq = g.gseq;
+            self.limits.insert(gseq, g.group.spec.persistent_bytes());
             let live = detail
                 .leases
                 .iter()
@@ -457,12 +483,22 @@ impl<'a> Agent<'a> {
                 (None, GroupState::InsufficientFunds | GroupState::Closed) => {}
                 // A replacement would be sent a manifest its provider refuses.
                 (None, _) if outdated => {}
+                // Paused by the tenant (or by an order that found no bid): the agent does not
+                // undo what the tenant did; only a provider's close or its own is failed over.
+                (None, GroupState::Paused) if !paused_by_provider(&detail, gseq) => {}
                 (None, _) => {
-                    if let Err(e) = self.replace(&detail, gseq, on) {
-                        on(&WatchEvent::FailoverFailed {
-                            gseq,
-                            error: e.to_string(),
-                        });
+                    if !self.groups.entry(gseq).or_default().may_try() {
+                        continue;
+                    }
+                    match self.replace(&detail, gseq, on) {
+                        Ok(()) => {}
+                        Err(e) => {
+                            self.groups.entry(gseq).or_default().failed();
+                            on(&WatchEvent::FailoverFailed {
+                                gseq,
+                                error: short(&e.to_string()),
+                            });
+                        }
                     }
                 }
             }
@@ -501,28 +537,39 @@ impl<'a> Agent<'a> {
                 }
                 self.maybe_snapshot(gseq, &lease, on);
             }
-            Err(Probe::NotStarted(why)) if !w.healthy && !made_here => {
-                // A lease another agent made and has not started yet: its maker may still be
-                // restoring and sending the manifest. After a while this agent takes it over;
-                // from then on a lease that does not start counts as failing.
+            Err(Probe::NotStarted(why)) if !w.healthy => {
+                // A lease that has not started: another agent may still be restoring and
+                // sending its manifest (taken over after `adopt_after`); one this agent made
+                // and could not start is started again, with a growing wait between tries.
+                // Neither is closed for it: the provider answers.
                 let since = *w.unsent_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= self.opts.adopt_after {
-                    w.unsent_since = None;
+                let due = if made_here {
+                    w.may_try()
+                } else {
+                    since.elapsed() >= self.opts.adopt_after
+                };
+                if due {
                     self.made.insert(lease.clone());
                     if let Err(e) = self.start_lease(gseq, &lease, on) {
+                        self.groups.entry(gseq).or_default().failed();
                         on(&WatchEvent::FailoverFailed {
                             gseq,
-                            error: format!("taking over {lease} ({why}): {e}"),
+                            error: short(&format!("starting {lease} ({why}): {e}")),
                         });
                     }
                 }
+            }
+            // The provider answers and its replicas are pulling, starting, being replaced by an
+            // update, or the app itself is down: no other provider would do better.
+            Err(Probe::NotReady(_)) | Err(Probe::NotStarted(_)) => {
+                w.failing_since = None;
             }
             Err(p) => {
                 let since = *w.failing_since.get_or_insert_with(Instant::now);
                 let failing = since.elapsed();
                 on(&WatchEvent::ProbeFailed {
                     lease: lease.clone(),
-                    error: p.to_string(),
+                    error: short(&p.to_string()),
                     failing_ms: ms(failing),
                 });
                 if failing >= self.opts.unresponsive_after {
@@ -535,7 +582,7 @@ impl<'a> Agent<'a> {
                     if let Err(e) = self.close_unresponsive(&lease) {
                         on(&WatchEvent::FailoverFailed {
                             gseq,
-                            error: format!("closing {lease}: {e}"),
+                            error: short(&format!("closing {lease}: {e}")),
                         });
                     }
                 }
@@ -565,17 +612,22 @@ impl<'a> Agent<'a> {
             return Err(Probe::NotStarted("no services run yet".into()));
         }
         if !status.ready {
-            return Err(Probe::Service("not every replica runs".into()));
+            return Err(Probe::NotReady("not every replica runs".into()));
         }
-        for u in status.uris.iter() {
+        // The provider says it serves: its published ports must take connections. At most
+        // `MAX_PROBED_PORTS`, within one probe's time in all (a provider that lists many
+        // addresses cannot stall the agent or aim it at other hosts at length).
+        let deadline = Instant::now() + timeout;
+        for u in status.uris.iter().take(MAX_PROBED_PORTS) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Probe::Service(
+                    "the published ports did not all answer within the probe's time".into(),
+                ));
+            }
             let Some(addr) = authority(&u.uri) else { continue };
-            let ok = self.rt.block_on(async {
-                matches!(
-                    tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr.as_str())).await,
-                    Ok(Ok(_))
-                )
-            });
-            if !ok {
+            let reached = self.rt.block_on(port_reached(&addr, left));
+            if reached == Some(false) {
                 return Err(Probe::Service(format!(
                     "{}:{} at {} does not accept connections",
                     u.service, u.port, u.uri
@@ -697,6 +749,7 @@ impl<'a> Agent<'a> {
         w.healthy = true;
         w.failing_since = None;
         w.last_snapshot = None;
+        w.succeeded();
         let (since, from) = w.down.take().unwrap_or((Instant::now(), None));
         on(&WatchEvent::Healthy { lease: lease.clone() });
         on(&WatchEvent::Failover {
@@ -718,11 +771,12 @@ impl<'a> Agent<'a> {
             return;
         }
         w.last_snapshot = Some(Instant::now());
+        let limit = self.limits.get(&gseq).copied();
         let result = self
             .tenant
             .provider_client(&lease.provider)
             .map_err(|e| e.to_string())
-            .and_then(|c| store.pull(&c, lease).map_err(|e| e.to_string()));
+            .and_then(|c| store.pull_within(&c, lease, limit).map_err(|e| e.to_string()));
         match result {
             Ok(r) => on(&WatchEvent::Snapshot {
                 lease: lease.clone(),
@@ -733,7 +787,7 @@ impl<'a> Agent<'a> {
             }),
             Err(error) => on(&WatchEvent::SnapshotFailed {
                 lease: lease.clone(),
-                error,
+                error: short(&error),
             }),
         }
     }
@@ -743,6 +797,35 @@ fn snapshot_err(e: crate::snapshots::SnapshotError) -> DeployError {
     DeployError::Provider(TenantError::Decode(format!("snapshot: {e}")))
 }
 
+/// Most published ports probed per lease.
+const MAX_PROBED_PORTS: usize = 16;
+/// Longest text of another party (a provider's error) carried in an event.
+const MAX_EVENT_TEXT: usize = 512;
+
+/// `text` cut to [`MAX_EVENT_TEXT`] bytes (at a character boundary), for events and hooks.
+fn short(text: &str) -> String {
+    if text.len() <= MAX_EVENT_TEXT {
+        return text.to_string();
+    }
+    let mut end = MAX_EVENT_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// Whether group `gseq`'s last lease was closed by its provider (which pauses the group) or
+/// by an agent as unresponsive: a pause to fail over, not one the tenant chose.
+fn paused_by_provider(detail: &DeploymentDetail, gseq: u32) -> bool {
+    detail
+        .leases
+        .iter()
+        .filter(|l| l.id.gseq == gseq)
+        .max_by_key(|l| l.id.oseq)
+        .and_then(|l| l.lease.reason)
+        .is_some_and(|r| r.is_provider_reason() || r == LeaseCloseReason::ProviderUnresponsive)
+}
+
 /// Why a probe failed.
 #[derive(Debug)]
 enum Probe {
@@ -750,6 +833,8 @@ enum Probe {
     Provider(String),
     /// The provider answers and runs nothing for the lease (yet).
     NotStarted(String),
+    /// The provider answers; not every replica runs (pulling, starting, an update, a crash).
+    NotReady(String),
     /// The provider answers; the service does not.
     Service(String),
 }
@@ -759,9 +844,25 @@ impl std::fmt::Display for Probe {
         match self {
             Probe::Provider(e) => write!(f, "provider: {e}"),
             Probe::NotStarted(e) => write!(f, "not started: {e}"),
+            Probe::NotReady(e) => write!(f, "not ready: {e}"),
             Probe::Service(e) => write!(f, "service: {e}"),
         }
     }
+}
+
+/// Whether a TCP connection to `addr` (`host:port`) opens within `timeout`; `None` when the
+/// name does not resolve here (an ingress name whose DNS is not set up on this machine says
+/// nothing about the provider, so it is not counted).
+async fn port_reached(addr: &str, timeout: Duration) -> Option<bool> {
+    let Ok(Ok(addrs)) = tokio::time::timeout(timeout, tokio::net::lookup_host(addr)).await else {
+        return None;
+    };
+    let addrs: Vec<_> = addrs.collect();
+    if addrs.is_empty() {
+        return None;
+    }
+    let connect = tokio::net::TcpStream::connect(&addrs[..]);
+    Some(matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_))))
 }
 
 /// `host:port` of a URI (`http://127.0.0.1:31000/...`, `tcp://h:1`, `h:1`).
@@ -965,8 +1066,11 @@ fn run_hook(cmd: &str, name: &str, body: &[u8]) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("cannot start sh: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its input is no error.
-        let _ = stdin.write_all(body);
+        // On a thread: a hook that does not read its input neither blocks nor fails.
+        let body = body.to_vec();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&body);
+        });
     }
     let t0 = Instant::now();
     loop {
@@ -1047,6 +1151,88 @@ mod tests {
     }
 
     #[test]
+    fn only_a_group_its_provider_paused_or_an_agent_closed_as_unresponsive_is_started_again() {
+        use pazar_api::node::LeaseRef;
+        use pazar_types::records::Lease;
+        let lease = |oseq: u32, reason: Option<LeaseCloseReason>| LeaseRef {
+            id: bid(2, 1, oseq, 1).id,
+            lease: Lease {
+                state: LeaseState::Closed,
+                price: bid(2, 1, oseq, 1).bid.price,
+                created_at: 1,
+                closed_at: Some(2),
+                reason,
+                grace_until: None,
+            },
+        };
+        let detail = |leases: Vec<LeaseRef>| DeploymentDetail {
+            id: DeploymentId {
+                owner: addr(1),
+                dseq: 7,
+            },
+            deployment: pazar_types::records::Deployment {
+                state: DeploymentState::Active,
+                version: [0; 32],
+                created_at: 1,
+                groups: 1,
+                auto_accept_after: None,
+            },
+            groups: vec![],
+            leases,
+            escrow: None,
+        };
+        let by = |r| {
+            paused_by_provider(
+                &detail(vec![
+                    lease(1, Some(LeaseCloseReason::ProviderUnresponsive)),
+                    lease(2, Some(r)),
+                ]),
+                1,
+            )
+        };
+        assert!(by(LeaseCloseReason::Decommission), "the provider closed it");
+        assert!(by(LeaseCloseReason::ProviderUnresponsive), "an agent closed it");
+        assert!(
+            !by(LeaseCloseReason::Owner),
+            "the tenant paused the group: its latest lease decides"
+        );
+        assert!(!paused_by_provider(&detail(vec![]), 1), "an order that found no bid");
+    }
+
+    #[test]
+    fn a_step_that_keeps_failing_waits_longer_each_time_and_a_success_resets_it() {
+        let mut w = GroupWatch::default();
+        assert!(w.may_try());
+        w.failed();
+        assert!(!w.may_try(), "not again at once");
+        let first = w.retry_at.expect("a wait");
+        w.failed();
+        w.failed();
+        assert!(
+            w.retry_at.expect("a wait") > first + Duration::from_secs(4),
+            "the wait grows"
+        );
+        for _ in 0..40 {
+            w.failed();
+        }
+        assert!(
+            w.retry_at.expect("a wait") <= Instant::now() + Duration::from_secs(300),
+            "at most 5 min"
+        );
+        w.succeeded();
+        assert!(w.may_try());
+    }
+
+    #[test]
+    fn another_party_s_text_in_an_event_is_cut_at_a_character_boundary() {
+        assert_eq!(short("ok"), "ok");
+        let long = "é".repeat(1000);
+        let cut = short(&long);
+        assert!(cut.len() <= MAX_EVENT_TEXT + "…".len(), "{}", cut.len());
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
     fn a_uri_s_authority_is_what_the_port_probe_dials() {
         assert_eq!(
             authority("http://127.0.0.1:31000/x").as_deref(),
@@ -1058,6 +1244,24 @@ mod tests {
         );
         assert_eq!(authority("tcp://10.0.0.1:5432").as_deref(), Some("10.0.0.1:5432"));
         assert_eq!(authority("http://"), None);
+    }
+
+    #[test]
+    fn a_closed_port_fails_the_probe_and_a_name_that_does_not_resolve_here_is_not_counted() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let t = Duration::from_secs(2);
+        let open = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let open_addr = open.local_addr().expect("addr").to_string();
+        let closed_addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").to_string()
+        };
+        assert_eq!(rt.block_on(port_reached(&open_addr, t)), Some(true));
+        assert_eq!(rt.block_on(port_reached(&closed_addr, t)), Some(false));
+        assert_eq!(rt.block_on(port_reached("web-pz-0.no-such-name.invalid:80", t)), None);
     }
 
     #[test]

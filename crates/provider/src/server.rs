@@ -1284,24 +1284,6 @@ async fn lease_logs<R: Runtime + 'static>(
     Ok(([("content-type", "application/x-ndjson")], Body::from_stream(body)).into_response())
 }
 
-/// The persistent storage a lease pays for: every persistent volume of every unit, times the
-/// unit's replicas. The most a restore may stage and write for it.
-fn leased_persistent_bytes(spec: &GroupSpec) -> u64 {
-    spec.resources
-        .iter()
-        .map(|u| {
-            let per: u64 = u
-                .resources
-                .storage
-                .iter()
-                .filter(|v| v.persistent())
-                .map(|v| v.bytes)
-                .sum();
-            per.saturating_mul(u64::from(u.count))
-        })
-        .fold(0u64, u64::saturating_add)
-}
-
 /// A snapshot's failure on the host, in the contract's words: a bound is `too_large`, a
 /// listing that cannot be restored `bad_request`, the host's own failure `storage`.
 fn snapshot_refusal(e: SnapshotError) -> ApiError {
@@ -1443,8 +1425,13 @@ impl<R: Runtime + 'static> LeaseServer<R> {
         .map_err(internal)?;
         if let Err(e) = wrote {
             // The volumes were made for this restore: they go, so a retry starts from empty ones.
-            if let Err(again) = self.runtime.close(lease).await {
-                tracing::warn!(lease = %lease.label(), "cannot remove the volumes of a failed restore: {again}");
+            // Volumes that were not empty were not made here (a workload runs on them, or ran):
+            // nothing of them is touched.
+            let made_here = !matches!(e, SnapshotError::NotEmpty);
+            if made_here {
+                if let Err(again) = self.runtime.close(lease).await {
+                    tracing::warn!(lease = %lease.label(), "cannot remove the volumes of a failed restore: {again}");
+                }
             }
             let mut err = snapshot_refusal(e);
             err.message = format!(
@@ -1656,7 +1643,7 @@ async fn put_restore_chunk<R: Runtime + 'static>(
     if s.accepted(&lease).is_some() {
         return Err(restore_too_late(&id));
     }
-    let max = leased_persistent_bytes(&facts.group);
+    let max = facts.group.persistent_bytes();
     let dir = s.staging_dir(&lease).join("chunks");
     let path = dir.join(hash.hex());
     let before = s.staged_bytes(&id, &dir);
@@ -1710,7 +1697,7 @@ async fn put_restore<R: Runtime + 'static>(
     let (id, facts) = s.authorize(&method, target(&uri), &headers, &body, ids).await?;
     let snap: VolumeSnapshot = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("the snapshot does not read: {e}")))?;
-    let max = leased_persistent_bytes(&facts.group);
+    let max = facts.group.persistent_bytes();
     let totals = snap
         .check(Some(max))
         .map_err(|e| snapshot_refusal(SnapshotError::Check(e)))?;

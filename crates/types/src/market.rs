@@ -199,6 +199,23 @@ pub struct GroupSpec {
 }
 
 impl GroupSpec {
+    /// The persistent storage a lease of this group pays for: every persistent volume of every
+    /// unit, times the unit's replicas (saturating). The most a restore may stage and write.
+    pub fn persistent_bytes(&self) -> u64 {
+        self.resources
+            .iter()
+            .map(|u| {
+                let per: u64 = u
+                    .resources
+                    .storage
+                    .iter()
+                    .filter(|v| v.persistent())
+                    .fold(0u64, |a, v| a.saturating_add(v.bytes));
+                per.saturating_mul(u64::from(u.count))
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// The highest price per block this group accepts: Σ unit price × count.
     pub fn max_price(&self) -> Option<Price> {
         let first = self.resources.first()?;

@@ -5,7 +5,8 @@
 
 use crate::common;
 use crate::provider::{
-    build_image, exec, lease_volumes, start_daemon_as, volume_sdl, wait_registered_as, ALLOW_DEMO, EXPENSIVE,
+    build_image, exec, lease_volumes, start_daemon_as, volume_sdl, wait_registered_as, wait_removed, ALLOW_DEMO,
+    EXPENSIVE,
 };
 
 use common::{free_port, http_get};
@@ -234,6 +235,7 @@ fn when_the_serving_provider_dies_the_agent_moves_the_service_and_its_data_to_an
 
     drop(agent);
     net.tx_ok(&["deployment", "close", "91", "--from", "alice"]);
+    wait_removed(&lease2, "after the deployment closed");
     // The dead provider's volume is left on the host (its daemon never came back): clean up.
     for v in lease_volumes(&lease1) {
         let _ = Command::new("docker").args(["volume", "rm", "-f", &v]).output();

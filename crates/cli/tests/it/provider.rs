@@ -260,7 +260,7 @@ fn engine_evicts() -> bool {
 }
 
 /// Waits (20 s at most) until nothing of the lease is left on the engine.
-fn wait_removed(lease: &BidId, why: &str) {
+pub(crate) fn wait_removed(lease: &BidId, why: &str) {
     let name = LeaseRef::new(lease.clone()).name();
     let t0 = Instant::now();
     while lease_present(&name) {

@@ -164,6 +164,15 @@ impl Daemon {
         let (accepted, unreadable) = self.server.accepted_files();
         let workloads = self.runtime.leases().await?;
         let me = self.address;
+        // A manifest of another provider's lease (two daemons given one data directory) is
+        // neither run nor removed here: it is not this daemon's to touch.
+        let (accepted, foreign): (Vec<_>, Vec<_>) = accepted.into_iter().partition(|a| a.lease.provider == me);
+        for a in foreign {
+            self.log(&format!(
+                "ignored the stored manifest of lease {}: it is another provider's (is the data directory shared?)",
+                a.lease
+            ));
+        }
         let mut local: Vec<BidId> = accepted.iter().map(|a| a.lease.clone()).collect();
         local.extend(
             workloads

@@ -121,3 +121,35 @@ pub async fn log_text<R: Runtime>(rt: &R, l: &LeaseRef) -> String {
     let lines: Vec<_> = rt.logs(l, None, 1000, false).await.expect("logs").collect().await;
     lines.into_iter().map(|l| l.expect("line").line + "\n").collect()
 }
+
+/// One `web` service of the test image with a 32 MiB persistent volume (class `beta2`) at
+/// `/data`.
+pub fn persistent_web_sdl() -> String {
+    format!(
+        r#"
+version: "2.0"
+services:
+  web:
+    image: {IMAGE}
+    expose: [{{port: 8080, as: 80, to: [{{global: true}}]}}]
+    params:
+      storage:
+        data: {{mount: /data}}
+profiles:
+  compute:
+    web:
+      resources:
+        cpu: {{units: 0.25}}
+        memory: {{size: 128Mi}}
+        storage:
+          - size: 32Mi
+          - name: data
+            size: 32Mi
+            attributes: {{persistent: true, class: beta2}}
+  placement:
+    local: {{pricing: {{web: {{denom: uusd, amount: 100}}}}}}
+deployment:
+  web: {{local: {{profile: web, count: 1}}}}
+"#
+    )
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::common;
 
-use common::{docker_with, exec, lease, wait_status, IMAGE};
+use common::{docker_with, exec, lease, wait_status};
 use pazar_api::provider::EntryKind;
 use pazar_client::snapshots::SnapshotStore;
 use pazar_client::tenant::ProviderClient;
@@ -19,36 +19,6 @@ use pazar_runtime::docker::DockerOptions;
 use pazar_runtime::{GroupStatus, LeaseRef};
 use pazar_types::market::{BidId, GroupSpec};
 use pazar_types::{Address, Hash32, KeyScheme, SigningKey};
-
-fn sdl() -> String {
-    format!(
-        r#"
-version: "2.0"
-services:
-  web:
-    image: {IMAGE}
-    expose: [{{port: 8080, as: 80, to: [{{global: true}}]}}]
-    params:
-      storage:
-        data: {{mount: /data}}
-profiles:
-  compute:
-    web:
-      resources:
-        cpu: {{units: 0.25}}
-        memory: {{size: 128Mi}}
-        storage:
-          - size: 32Mi
-          - name: data
-            size: 32Mi
-            attributes: {{persistent: true, class: beta2}}
-  placement:
-    local: {{pricing: {{web: {{denom: uusd, amount: 100}}}}}}
-deployment:
-  web: {{local: {{profile: web, count: 1}}}}
-"#
-    )
-}
 
 /// The ledger as the server sees it: every lease of the deployment is active.
 struct AllActive {
@@ -85,7 +55,7 @@ async fn a_volume_pulled_from_one_lease_is_restored_into_a_new_one_before_its_se
         pazar_types::Denom::new("upzr").expect("denom"),
         pazar_types::Denom::new("uusd").expect("denom"),
     );
-    let d = pazar_sdl::parse(sdl().as_bytes(), &opts).expect("valid sdl");
+    let d = pazar_sdl::parse(common::persistent_web_sdl().as_bytes(), &opts).expect("valid sdl");
     let key = SigningKey::from_secret(KeyScheme::Ed25519, &[5; 32]).expect("key");
     let provider = Address::Native([9; 20]);
     let chain = Arc::new(AllActive {
@@ -126,7 +96,7 @@ async fn a_volume_pulled_from_one_lease_is_restored_into_a_new_one_before_its_se
         LeaseRef::new(l)
     };
     let (a, b) = (owned(61), owned(62));
-    let g = common::group(&sdl());
+    let g = common::group(&common::persistent_web_sdl());
     let outcome = tokio::spawn(prove(rt.clone(), client, a.clone(), b.clone(), d.manifest.clone(), g)).await;
     for l in [&a, &b] {
         server.close_lease(&l.id).await.expect("closes");

@@ -7,38 +7,12 @@
 
 use crate::common;
 
-use common::{docker_with, exec, lease, log_text, wait_status, IMAGE};
+use common::{docker_with, exec, lease, log_text, wait_status};
 use pazar_runtime::docker::{DockerOptions, DockerRuntime};
 use pazar_runtime::{GroupStatus, LeaseRef, Runtime};
 
 fn group() -> pazar_sdl::ValidGroup {
-    common::group(&format!(
-        r#"
-version: "2.0"
-services:
-  web:
-    image: {IMAGE}
-    expose: [{{port: 8080, as: 80, to: [{{global: true}}]}}]
-    params:
-      storage:
-        data: {{mount: /data}}
-profiles:
-  compute:
-    web:
-      resources:
-        cpu: {{units: 0.25}}
-        memory: {{size: 128Mi}}
-        storage:
-          - size: 32Mi
-          - name: data
-            size: 32Mi
-            attributes: {{persistent: true, class: beta2}}
-  placement:
-    local: {{pricing: {{web: {{denom: uusd, amount: 100}}}}}}
-deployment:
-  web: {{local: {{profile: web, count: 1}}}}
-"#
-    ))
+    common::group(&common::persistent_web_sdl())
 }
 
 fn mib(out: &str, key: &str) -> u64 {

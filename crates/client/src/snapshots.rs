@@ -140,7 +140,14 @@ impl SnapshotStore {
         lease: &LeaseId,
         max_bytes: Option<u64>,
     ) -> Result<PullReport, SnapshotError> {
-        runtime()?.block_on(self.pull_async(client, lease, max_bytes))
+        let out = runtime()?.block_on(self.pull_async(client, lease, max_bytes));
+        if out.is_err() {
+            // Chunks of a listing that was not kept go again: what the store holds stays the
+            // latest listings' chunks (plus one pull's worth while it runs), however often a
+            // provider's listings fail.
+            let _ = self.collect_garbage();
+        }
+        out
     }
 
     /// Every chunk of the listing is in the store with the length its place in its file needs

@@ -18,6 +18,7 @@ use pazar_types::market::{
 };
 use pazar_types::{Address, Coin, Dec, Denom, KeyScheme, Msg, Price, SigningKey, TxBody};
 
+use crate::bench_node::percentile;
 use crate::demo;
 use crate::sdl_cmd::DeployOutput;
 
@@ -40,14 +41,6 @@ pub struct DeployBenchOpts {
     /// Where the workloads run: `auto`, `docker` or `sandbox`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "docker", "sandbox"])]
     pub runtime: String,
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return 0.0;
-    }
-    v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Deploys `n` times and measures submit-to-first-HTTP-200 of each.

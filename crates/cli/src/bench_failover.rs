@@ -22,6 +22,7 @@ use pazar_client::watch::{Agent, WatchEvent, WatchOptions};
 use pazar_runtime::{AnyRuntime, LeaseRef};
 use pazar_types::{DeploymentId, LeaseId};
 
+use crate::bench_node::{percentile, scratch};
 use crate::demo::{self, Proc};
 use crate::sdl_cmd::DeployOutput;
 
@@ -64,16 +65,8 @@ fn container(lease: &LeaseId) -> String {
     format!("{}-web-0", LeaseRef::new(lease.clone()).name())
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return 0.0;
-    }
-    v[v.len() / 2]
-}
-
 pub fn run(o: &FailoverBenchOpts) -> Result<Value> {
-    let h = std::env::temp_dir().join(format!("pazar-bench-failover-{}", std::process::id()));
+    let h = scratch("failover");
     let _ = std::fs::remove_dir_all(&h);
     std::fs::create_dir_all(&h)?;
     let out = run_in(&h, o);
@@ -252,9 +245,9 @@ fn run_in(h: &std::path::Path, o: &FailoverBenchOpts) -> Result<Value> {
         "probe_every_ms": defaults.probe_every.as_millis() as u64,
         "unresponsive_after_ms": defaults.unresponsive_after.as_millis() as u64,
         "failover_ms": failovers.iter().map(|v| v.round() as u64).collect::<Vec<_>>(),
-        "failover_p50_ms": median(&mut failovers.clone()).round() as u64,
+        "failover_p50_ms": percentile(&mut failovers.clone(), 0.5).round() as u64,
         "failover_goal_ms": 30_000,
-        "restore_mb_per_s": median(&mut restores),
+        "restore_mb_per_s": percentile(&mut restores, 0.5),
         "snapshot_full_mb_per_s": first.bytes_fetched as f64 / (1 << 20) as f64 / full_s.max(1e-9),
         "snapshot_unchanged_ms": unchanged_ms,
         "snapshot_unchanged_bytes_fetched": again.bytes_fetched,

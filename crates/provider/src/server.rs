@@ -1290,6 +1290,7 @@ fn snapshot_refusal(e: SnapshotError) -> ApiError {
     let code = match &e {
         SnapshotError::TooManyEntries
         | SnapshotError::TooManyChunks { .. }
+        | SnapshotError::TooManyBytes
         | SnapshotError::TooDeep { .. }
         | SnapshotError::PathTooLong { .. } => ErrorCode::TooLarge,
         SnapshotError::Check(pazar_api::provider::SnapshotCheck::TooLarge { .. }) => ErrorCode::TooLarge,
@@ -1467,7 +1468,8 @@ async fn get_snapshot<R: Runtime + 'static>(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (id, _) = s.authorize(&method, target(&uri), &headers, b"", ids).await?;
+    let (id, facts) = s.authorize(&method, target(&uri), &headers, b"", ids).await?;
+    let leased = facts.group.persistent_bytes();
     let _one = s.lifecycle.lock(&id).await;
     let lease = LeaseRef::new(id.clone());
     let acc = s.accepted(&lease).ok_or_else(|| {
@@ -1478,7 +1480,10 @@ async fn get_snapshot<R: Runtime + 'static>(
     })?;
     let open = s.runtime.open_volumes(&lease, &acc.group, false).await?;
     let listed = tokio::task::spawn_blocking(move || -> Result<(Vec<VolumeTree>, ChunkIndex), SnapshotError> {
-        let mut budget = pazar_runtime::snapshot::Budget::default();
+        let mut budget = pazar_runtime::snapshot::Budget {
+            bytes: leased,
+            ..Default::default()
+        };
         let mut index = ChunkIndex::default();
         let mut trees = Vec::new();
         for d in &open.dirs {

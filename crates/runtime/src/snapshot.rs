@@ -50,6 +50,8 @@ pub enum SnapshotError {
     TooManyEntries,
     #[error("the volumes' files need more than {max} chunks: too much for one listing")]
     TooManyChunks { max: usize },
+    #[error("the volumes' files hold more bytes than the lease's persistent storage (sparse files and hard links count whole): too much for one snapshot")]
+    TooManyBytes,
     #[error("{path:?} is nested more than {max} directories deep", max = snapshot_limits::MAX_DEPTH)]
     TooDeep { path: String },
     #[error("{path:?} is longer than {max} bytes", max = snapshot_limits::MAX_PATH_BYTES)]
@@ -85,6 +87,10 @@ pub struct ChunkLoc {
 pub struct Budget {
     pub entries: usize,
     pub chunks: usize,
+    /// Bytes of file content read: a lease's volumes cannot hold more than it leased, so a
+    /// listing past that (a sparse file's apparent size, hard links) stops instead of hashing
+    /// holes for minutes.
+    pub bytes: u64,
 }
 
 impl Default for Budget {
@@ -94,6 +100,7 @@ impl Default for Budget {
         Budget {
             entries: snapshot_limits::MAX_ENTRIES,
             chunks: snapshot_limits::MAX_LISTING_BYTES / 67,
+            bytes: u64::MAX,
         }
     }
 }
@@ -320,6 +327,7 @@ fn hash_file(
             });
         }
         budget.chunks -= 1;
+        budget.bytes = budget.bytes.checked_sub(n as u64).ok_or(SnapshotError::TooManyBytes)?;
         let h = ChunkHash::of(&buf[..n]);
         hashes.push(h);
         chunks.push((
@@ -772,6 +780,24 @@ mod tests {
     }
 
     #[test]
+    fn a_sparse_file_larger_than_the_lease_stops_the_listing_instead_of_hashing_its_holes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let f = std::fs::File::create(tmp.path().join("sparse")).expect("create");
+        // 1 GiB of apparent size, no block written.
+        f.set_len(1 << 30).expect("set_len");
+        let mut b = Budget {
+            bytes: 4 << 20,
+            ..Budget::default()
+        };
+        assert!(matches!(list(tmp.path(), &mut b), Err(SnapshotError::TooManyBytes)));
+        let mut b = Budget {
+            bytes: 2 << 30,
+            ..Budget::default()
+        };
+        assert!(list(tmp.path(), &mut b).is_ok(), "within the leased bytes it lists");
+    }
+
+    #[test]
     fn a_listing_stops_at_its_entry_budget_with_an_error() {
         let tmp = tempfile::tempdir().expect("tempdir");
         for i in 0..5 {
@@ -780,11 +806,13 @@ mod tests {
         let mut b = Budget {
             entries: 4,
             chunks: 100,
+            bytes: u64::MAX,
         };
         assert!(matches!(list(tmp.path(), &mut b), Err(SnapshotError::TooManyEntries)));
         let mut b = Budget {
             entries: 100,
             chunks: 2,
+            bytes: u64::MAX,
         };
         assert!(matches!(
             list(tmp.path(), &mut b),

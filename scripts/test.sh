@@ -33,7 +33,7 @@ cargo test --workspace --locked --tests
 
 # Fuzz smoke: every decoder and parser that takes another party's bytes (transactions, the
 # node's request bodies, SDL files, the provider's manifests, validators' gossip batches,
-# training workers' update blobs, model bundles) for FUZZ_SECONDS each (default 10: seven targets, and CI's whole
+# training workers' update blobs, model bundles, providers' snapshot answers) for FUZZ_SECONDS each (default 10: eight targets, and CI's whole
 # run must stay under 30 minutes). scripts/fuzz.sh builds them with stable flags (no cargo-fuzz
 # to install, no sanitizer), so 10 s is half a million inputs or more for most targets; longer
 # runs are `scripts/fuzz.sh TARGET SECONDS`.
@@ -43,7 +43,7 @@ if [ "${PAZAR_SKIP_FUZZ:-0}" != "1" ]; then
     if [ "${PAZAR_FREE_DISK_BEFORE_FUZZ:-0}" = "1" ]; then
         rm -rf target/debug
     fi
-    for target in tx_decode rpc_request sdl_parse manifest_decode gossip_batch update_decode bundle_decode; do
+    for target in tx_decode rpc_request sdl_parse manifest_decode gossip_batch update_decode bundle_decode snapshot_decode; do
         ./scripts/fuzz.sh "$target" "${FUZZ_SECONDS:-10}"
     done
 fi

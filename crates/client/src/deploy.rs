@@ -334,10 +334,7 @@ pub fn choose_bids(
 
 /// A small runtime for the provider channel, on this thread.
 fn runtime() -> Result<tokio::runtime::Runtime, DeployError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| DeployError::Runtime(e.to_string()))
+    crate::provider_runtime().map_err(|e| DeployError::Runtime(e.to_string()))
 }
 
 /// Sends `manifest` to the lease's provider and waits until every service runs; returns the

@@ -31,6 +31,12 @@ use pazar_types::{
 
 pub use crate::events::EventStream;
 
+/// A small runtime on this thread for the provider channel: the blocking workflows (deploy,
+/// snapshots, the agent) each drive their async calls with one.
+pub(crate) fn provider_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(

@@ -75,10 +75,7 @@ pub struct SnapshotStore {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, SnapshotError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| SnapshotError::Runtime(e.to_string()))
+    crate::provider_runtime().map_err(|e| SnapshotError::Runtime(e.to_string()))
 }
 
 impl SnapshotStore {

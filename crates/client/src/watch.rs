@@ -344,10 +344,7 @@ impl<'a> Agent<'a> {
                 ledger: hex::encode(detail.deployment.version),
             });
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| WatchError::Runtime(e.to_string()))?;
+        let rt = crate::provider_runtime().map_err(|e| WatchError::Runtime(e.to_string()))?;
         Ok(Agent {
             tenant,
             id,
@@ -1248,10 +1245,7 @@ mod tests {
 
     #[test]
     fn a_closed_port_fails_the_probe_and_a_name_that_does_not_resolve_here_is_not_counted() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = crate::provider_runtime().expect("runtime");
         let t = Duration::from_secs(2);
         let open = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let open_addr = open.local_addr().expect("addr").to_string();
